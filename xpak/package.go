@@ -1,0 +1,65 @@
+package xpak
+
+// Format names the container portage wrote.
+type Format string
+
+const (
+	FormatXPAK Format = "xpak" // .tbz2 / multi-instance .xpak: compressed image tar + XPAK trailer
+	FormatGPKG Format = "gpkg" // .gpkg.tar, GLEP 78
+)
+
+// Compression names a payload compression, recognised by magic bytes.
+type Compression string
+
+const (
+	CompressionNone  Compression = "none"
+	CompressionBzip2 Compression = "bzip2"
+	CompressionGzip  Compression = "gzip"
+	CompressionXZ    Compression = "xz"
+	CompressionZstd  Compression = "zstd"
+	CompressionLZ4   Compression = "lz4"
+)
+
+// Limits bound what a hostile package can make a reader spend. Every limit
+// is checked before the memory or disk is used, never after.
+type Limits struct {
+	// MaxImageBytes caps the decompressed size of the image tar (the
+	// decompression-bomb guard).
+	MaxImageBytes int64
+	// MaxMetadataValue caps one metadata value (decompressed for
+	// environment.bz2).
+	MaxMetadataValue int64
+	// MaxMetadataBytes caps the sum of all metadata values.
+	MaxMetadataBytes int64
+	// MaxEntries caps the number of image entries (each costs memory until
+	// the digest is computed).
+	MaxEntries int
+}
+
+// DefaultLimits suit real packages: the largest binpkgs in ::gentoo expand to
+// a few GiB, and the largest metadata value (environment.bz2) to a few MiB.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxImageBytes:    16 << 30,
+		MaxMetadataValue: 8 << 20,
+		MaxMetadataBytes: 32 << 20,
+		MaxEntries:       1 << 20,
+	}
+}
+
+// Package is what reading one binpkg file yields: everything peers need to
+// identify it, without its content.
+type Package struct {
+	Path        string // as given to ReadFile
+	Format      Format
+	Compression Compression // of the image payload
+	Size        int64       // of the container file
+	FileSHA256  [32]byte    // of the container file
+	Metadata    *Metadata
+	ImageDigest [32]byte // image digest v1, shared/DESIGN.md
+	// ImageEntries is the number of image entries the digest covers.
+	ImageEntries int
+	// Signed is true for a GPKG that carries .sig members and a signed
+	// Manifest; the signatures are checked by package trust, not here.
+	Signed bool
+}
