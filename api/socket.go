@@ -1,0 +1,60 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// ErrDaemonRunning is returned by Listen when a live daemon already answers
+// on the socket: a second daemon must never steal the socket of the first.
+var ErrDaemonRunning = errors.New("another gentoo-p2pd is already running on this socket")
+
+// Listen opens the unix socket at path with mode 0600. A socket file left
+// behind by a crashed daemon is removed; one that a live daemon still answers
+// on is left alone and ErrDaemonRunning is returned.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("api socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("api socket %s: exists and is not a socket; refusing to replace it", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("api socket %s: %w", path, ErrDaemonRunning)
+		}
+		// Nobody answers: a stale socket from a daemon that died.
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("api socket %s: removing stale socket: %w", path, err)
+		}
+	}
+	// The umask makes the socket 0600 from its creation, with no window in
+	// which another local user could connect.
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// dialer connects to the daemon's socket whatever host the URL names.
+func dialer(path string) func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}
+}

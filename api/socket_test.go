@@ -1,0 +1,96 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestListenRefusesLiveDaemonAndReplacesStaleSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("socket mode = %o, want 600", perm)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := Listen(sock); !errors.Is(err, ErrDaemonRunning) {
+		t.Fatalf("second Listen on a live socket: err = %v, want ErrDaemonRunning", err)
+	}
+	// Simulate a crash: the listener goes away, the socket file stays.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("stale socket should still exist: %v", err)
+	}
+	l2, err := Listen(sock)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	l2.Close()
+}
+
+func TestListenRefusesNonSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.sock")
+	if err := os.WriteFile(path, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(path); err == nil {
+		t.Fatal("Listen replaced a regular file")
+	}
+	if b, _ := os.ReadFile(path); string(b) != "precious" {
+		t.Fatal("regular file was modified")
+	}
+}
+
+func TestClientNotRunningAndRoundTrip(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	c := NewClient(sock)
+	var st Status
+	if err := c.Get(context.Background(), PathStatus, nil, &st); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("err = %v, want ErrNotRunning", err)
+	}
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != PathStatus {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(Error{Error: "no such endpoint " + r.URL.Path})
+			return
+		}
+		json.NewEncoder(w).Encode(Status{Mode: "consume", Threshold: 4})
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	if err := c.Get(context.Background(), PathStatus, nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != "consume" || st.Threshold != 4 {
+		t.Errorf("got %+v", st)
+	}
+	err = c.Get(context.Background(), "/api/v0/nope", nil, &st)
+	if err == nil || err.Error() != "no such endpoint /api/v0/nope" {
+		t.Errorf("error from daemon not passed through: %v", err)
+	}
+}

@@ -1,0 +1,143 @@
+package api
+
+import (
+	"time"
+)
+
+// Paths of the local API. Everything lives under /api/v0 so a future
+// incompatible API can sit beside it.
+const (
+	PathStatus       = "/api/v0/status"
+	PathPeers        = "/api/v0/peers"
+	PathFind         = "/api/v0/find"
+	PathAnnounce     = "/api/v0/announce"
+	PathFetch        = "/api/v0/fetch"
+	PathTrustExplain = "/api/v0/trust/explain"
+	PathTrustPolicy  = "/api/v0/trust/policy"
+)
+
+// Status is the daemon's one-screen account of itself (`gentoo-p2pd status`).
+type Status struct {
+	Version      string    `json:"version"`
+	Mode         string    `json:"mode"`
+	PeerID       string    `json:"peer_id"`
+	Addrs        []string  `json:"addrs"`
+	Reachability string    `json:"reachability"`
+	Peers        int       `json:"peers"`
+	StartedAt    time.Time `json:"started_at"`
+	Platform     string    `json:"platform"`
+	PKGDIR       string    `json:"pkgdir"`
+	PKGDIRNote   string    `json:"pkgdir_note,omitempty"`
+
+	PackagesShared int       `json:"packages_shared"`
+	KeysProvided   int       `json:"keys_provided"`
+	LastReprovide  time.Time `json:"last_reprovide,omitzero"`
+	// ReprovideLag is how far the next reprovide is overdue (0 when on time).
+	ReprovideLag time.Duration `json:"reprovide_lag_ns"`
+
+	CatalogAttestations  int   `json:"catalog_attestations"`
+	CatalogBuilds        int   `json:"catalog_builds"`
+	RejectedAttestations int64 `json:"rejected_attestations"`
+
+	BuildsFetched int   `json:"builds_fetched"`
+	BytesFetched  int64 `json:"bytes_fetched"`
+	BytesServed   int64 `json:"bytes_served"`
+	// BytesSaved counts the container bytes portage got from the gateway
+	// instead of compiling.
+	BytesSaved int64 `json:"bytes_saved"`
+	CacheBytes int64 `json:"cache_bytes"`
+	CacheLimit int64 `json:"cache_limit"`
+
+	Disputes      int `json:"disputes"`
+	Equivocations int `json:"equivocations"`
+	Threshold     int `json:"threshold"`
+
+	GatewayURL string `json:"gateway_url,omitempty"`
+	MetricsURL string `json:"metrics_url,omitempty"`
+	Socket     string `json:"socket"`
+}
+
+// Peer is one connected peer.
+type Peer struct {
+	ID        string   `json:"id"`
+	Addrs     []string `json:"addrs"`
+	Direction string   `json:"direction,omitempty"`
+}
+
+// PeersResponse lists connected peers.
+type PeersResponse struct {
+	Peers []Peer `json:"peers"`
+}
+
+// FindResult answers `find CPV|BUILDKEY`: who provides which build, and the
+// attestations they hold for it.
+type FindResult struct {
+	Query  string        `json:"query"`
+	Builds []FoundBuild  `json:"builds"`
+	Errors []string      `json:"errors,omitempty"`
+	Took   time.Duration `json:"took_ns"`
+}
+
+// FoundBuild is one build key with its providers and attestations.
+type FoundBuild struct {
+	BuildKey     string            `json:"build_key"`
+	VariantKey   string            `json:"variant_key,omitempty"`
+	CPV          string            `json:"cpv"`
+	Providers    []string          `json:"providers"`
+	Attestations []AttestationInfo `json:"attestations"`
+	Verdict      string            `json:"verdict,omitempty"`
+}
+
+// AttestationInfo is the readable part of a verified attestation.
+type AttestationInfo struct {
+	Attester    string    `json:"attester"`
+	BuildKey    string    `json:"build_key"`
+	VariantKey  string    `json:"variant_key"`
+	CPV         string    `json:"cpv"`
+	Content     string    `json:"content"`
+	FileSHA256  string    `json:"file_sha256"`
+	Size        int64     `json:"size"`
+	Format      string    `json:"format"`
+	Time        time.Time `json:"time"`
+	ReceivedVia string    `json:"received_via,omitempty"`
+}
+
+// AnnounceRequest asks the daemon to index a binpkg now (the bashrc hook's
+// call) instead of waiting for the PKGDIR watcher.
+type AnnounceRequest struct {
+	Path string `json:"path,omitempty"`
+	// Installed reports a binary install of CPV (popularity), not a build.
+	Installed string `json:"installed,omitempty"`
+}
+
+// AnnounceResult says what the daemon did with an announce.
+type AnnounceResult struct {
+	Path       string `json:"path,omitempty"`
+	CPV        string `json:"cpv,omitempty"`
+	BuildKey   string `json:"build_key,omitempty"`
+	VariantKey string `json:"variant_key,omitempty"`
+	Content    string `json:"content,omitempty"`
+	Provided   bool   `json:"provided"`
+	Note       string `json:"note,omitempty"`
+}
+
+// FetchRequest asks the daemon to fetch the Allowed build for a build key
+// or CPV and copy it to Dir.
+type FetchRequest struct {
+	Query string `json:"query"`
+	Dir   string `json:"dir,omitempty"`
+}
+
+// FetchResult reports a finished fetch.
+type FetchResult struct {
+	BuildKey     string        `json:"build_key"`
+	CPV          string        `json:"cpv"`
+	Content      string        `json:"content"`
+	FileSHA256   string        `json:"file_sha256"`
+	Size         int64         `json:"size"`
+	Path         string        `json:"path"`
+	Providers    int           `json:"providers"`
+	BadPeers     []string      `json:"bad_peers,omitempty"`
+	PiecesReused int           `json:"pieces_reused"`
+	Took         time.Duration `json:"took_ns"`
+}
