@@ -1,0 +1,194 @@
+package trust
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"path"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Defaults for the fields of Policy; DefaultPolicy returns them.
+const (
+	// DefaultThreshold is how many distinct eligible attesters must agree.
+	DefaultThreshold = 3
+	// DefaultDispute is how many votes for a competing content make a dispute:
+	// one, because a single honest reproducer that got different bits is the
+	// signal that something is wrong.
+	DefaultDispute = 1
+)
+
+// Policy is the user's trust configuration. The zero value is not valid:
+// start from DefaultPolicy.
+//
+// Threshold 0 means "signer only": votes never allow a build by themselves,
+// only signer backing does (an endorsement by one of Signers, a GPKG that
+// verified against PGPKeyring, or an attestation by one of TrustedPeers).
+// It is therefore only valid when at least one of those is configured, and
+// behaves like RequireSigner.
+type Policy struct {
+	// Threshold is the number of distinct eligible attesters that must agree
+	// on one content id (≥ 1, or 0 for signer only).
+	Threshold int
+	// Dispute is how many counted votes a competing content id needs to turn
+	// a quorum into a dispute (≥ 1).
+	Dispute int
+	// Signers are build-server Ed25519 keys whose endorsement backs a content.
+	Signers []ed25519.PublicKey
+	// PGPKeyring backs a content whose GPKG verified against it; the daemon
+	// runs VerifyGPKGSignatures and sets Vote.PGPVerified. Empty: PGPVerified
+	// is ignored.
+	PGPKeyring openpgp.EntityList
+	// RequireSigner refuses every build without signer backing.
+	RequireSigner bool
+	// TrustedPeers back a content by attesting it (a fleet's build host).
+	TrustedPeers []peer.ID
+	// BlockedPeers never count, and their attestations are listed as ignored.
+	BlockedPeers []peer.ID
+	// DistinctNetworks counts at most one attester per /24 (IPv4) or /48
+	// (IPv6) for each content; an attester whose address is unknown counts
+	// as its own network.
+	DistinctNetworks bool
+	// Overrides adjust the policy per package; later matches win per field.
+	Overrides []Override
+}
+
+// Override changes some policy fields for the packages whose cpv matches Glob
+// (path.Match syntax: "sys-libs/*" matches every sys-libs package,
+// "*/*" every package). Nil fields keep the value from the base policy.
+type Override struct {
+	// Glob is matched against "category/package-version".
+	Glob string
+	// Threshold replaces Policy.Threshold when set.
+	Threshold *int
+	// RequireSigner replaces Policy.RequireSigner when set.
+	RequireSigner *bool
+	// Dispute replaces Policy.Dispute when set.
+	Dispute *int
+}
+
+// DefaultPolicy returns the recommended home-user policy: three agreeing
+// peers, any competing vote disputes, no signers.
+func DefaultPolicy() Policy {
+	return Policy{Threshold: DefaultThreshold, Dispute: DefaultDispute}
+}
+
+// For returns the effective policy for cpv: every matching override applied
+// in order, Overrides cleared. A glob that does not parse never matches
+// (Validate reports it).
+func (p Policy) For(cpv string) Policy {
+	eff := p
+	eff.Overrides = nil
+	for _, o := range p.Overrides {
+		if ok, err := path.Match(o.Glob, cpv); err != nil || !ok {
+			continue
+		}
+		if o.Threshold != nil {
+			eff.Threshold = *o.Threshold
+		}
+		if o.RequireSigner != nil {
+			eff.RequireSigner = *o.RequireSigner
+		}
+		if o.Dispute != nil {
+			eff.Dispute = *o.Dispute
+		}
+	}
+	return eff
+}
+
+// hasBacking reports whether any source of signer backing is configured.
+func (p Policy) hasBacking() bool {
+	return len(p.Signers) > 0 || len(p.PGPKeyring) > 0 || len(p.TrustedPeers) > 0
+}
+
+// Validate reports every problem in the policy, each naming the field; the
+// daemon refuses to start with an invalid policy. Errors wrap
+// ErrInvalidPolicy.
+func (p Policy) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidPolicy}, args...)...))
+	}
+	p.checkNumbers("", bad)
+	for i, s := range p.Signers {
+		if len(s) != ed25519.PublicKeySize {
+			bad("signers[%d]: %d bytes, want an Ed25519 public key of %d", i, len(s), ed25519.PublicKeySize)
+		}
+	}
+	blocked := make(map[peer.ID]bool, len(p.BlockedPeers))
+	for i, id := range p.BlockedPeers {
+		if err := id.Validate(); err != nil {
+			bad("blocked_peers[%d]: %v", i, err)
+		}
+		blocked[id] = true
+	}
+	for i, id := range p.TrustedPeers {
+		if err := id.Validate(); err != nil {
+			bad("trusted_peers[%d]: %v", i, err)
+		}
+		if blocked[id] {
+			bad("trusted_peers[%d]: %s is also blocked", i, id)
+		}
+	}
+	for i, o := range p.Overrides {
+		if o.Glob == "" {
+			bad("overrides[%d].glob: missing", i)
+			continue
+		}
+		if _, err := path.Match(o.Glob, ""); err != nil {
+			bad("overrides[%d].glob %q: %v", i, o.Glob, err)
+			continue
+		}
+		// Check the override as it would apply on top of the base policy.
+		eff := p
+		eff.Overrides = nil
+		if o.Threshold != nil {
+			eff.Threshold = *o.Threshold
+		}
+		if o.RequireSigner != nil {
+			eff.RequireSigner = *o.RequireSigner
+		}
+		if o.Dispute != nil {
+			eff.Dispute = *o.Dispute
+		}
+		eff.checkNumbers(fmt.Sprintf("overrides[%d] (%s): ", i, o.Glob), bad)
+	}
+	return errors.Join(errs...)
+}
+
+// checkNumbers validates threshold, dispute and require-signer against the
+// configured backing sources.
+func (p Policy) checkNumbers(prefix string, bad func(string, ...any)) {
+	switch {
+	case p.Threshold < 0:
+		bad("%sthreshold %d: must be ≥ 0", prefix, p.Threshold)
+	case p.Threshold == 0 && !p.hasBacking():
+		bad("%sthreshold 0 means signer only and needs signers, a pgp keyring or trusted peers", prefix)
+	}
+	if p.Dispute < 1 {
+		bad("%sdispute %d: must be ≥ 1", prefix, p.Dispute)
+	}
+	if p.RequireSigner && !p.hasBacking() {
+		bad("%srequire_signer needs signers, a pgp keyring or trusted peers", prefix)
+	}
+}
+
+// signerOnly reports whether votes alone can never allow under p.
+func (p Policy) signerOnly() bool { return p.RequireSigner || p.Threshold == 0 }
+
+// stricter merges two effective policies field by field, keeping the
+// stricter value; used when attestations for one build key disagree on the
+// cpv, so a mislabelled cpv can never select a weaker override.
+func stricter(a, b Policy) Policy {
+	out := a
+	if b.Threshold > out.Threshold && out.Threshold != 0 || b.Threshold == 0 {
+		out.Threshold = b.Threshold
+	}
+	if b.Dispute < out.Dispute {
+		out.Dispute = b.Dispute
+	}
+	out.RequireSigner = a.RequireSigner || b.RequireSigner
+	return out
+}
