@@ -1,0 +1,276 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// AttestationRecord is one signed attestation as the store keeps it: the
+// opaque signed blob (verified by package trust before it gets here) and
+// the fields the caller extracted from it for indexing.
+type AttestationRecord struct {
+	// ID is the SHA-256 of Blob: the same attestation relayed by many
+	// peers is stored once. Zero means "compute it".
+	ID [32]byte
+	// BuildKey and VariantKey are the DHT keys the attestation is about.
+	BuildKey, VariantKey string
+	// CPV lets `find CPV` work without decoding every blob.
+	CPV string
+	// Platform names the catalog (gossip topic) it belongs to.
+	Platform string
+	// Attester is the signing peer id, so one peer's attestations can be
+	// listed (own ones withdrawn, a blocklisted peer's dropped).
+	Attester string
+	// Content is the content id the attester vouches for, as a string, so
+	// votes can be tallied without decoding.
+	Content string
+	// Blob is the signed attestation bytes, relayed verbatim.
+	Blob []byte
+	// ReceivedAt is when this peer first stored it.
+	ReceivedAt time.Time
+	// From is the peer it came from (the attester itself or a relay).
+	From string
+}
+
+type attJSON struct {
+	BuildKey   string    `json:"build_key,omitempty"`
+	VariantKey string    `json:"variant_key,omitempty"`
+	CPV        string    `json:"cpv,omitempty"`
+	Platform   string    `json:"platform,omitempty"`
+	Attester   string    `json:"attester,omitempty"`
+	Content    string    `json:"content,omitempty"`
+	Blob       []byte    `json:"blob"`
+	ReceivedAt time.Time `json:"received_at"`
+	From       string    `json:"from,omitempty"`
+}
+
+func decodeAtt(id, v []byte) (AttestationRecord, error) {
+	var j attJSON
+	if err := json.Unmarshal(v, &j); err != nil {
+		return AttestationRecord{}, fmt.Errorf("%w: attestation %x: %v", ErrCorrupt, id, err)
+	}
+	r := AttestationRecord{
+		BuildKey: j.BuildKey, VariantKey: j.VariantKey, CPV: j.CPV, Platform: j.Platform,
+		Attester: j.Attester, Content: j.Content, Blob: j.Blob, ReceivedAt: j.ReceivedAt, From: j.From,
+	}
+	if len(id) != 32 {
+		return AttestationRecord{}, fmt.Errorf("%w: attestation key has %d bytes", ErrCorrupt, len(id))
+	}
+	copy(r.ID[:], id)
+	return r, nil
+}
+
+// attIndexes lists each attestation index with the field it indexes.
+var attIndexes = []struct {
+	bucket []byte
+	name   string
+	field  func(r *AttestationRecord) string
+}{
+	{bucketAttByBuild, "build key", func(r *AttestationRecord) string { return r.BuildKey }},
+	{bucketAttByVar, "variant key", func(r *AttestationRecord) string { return r.VariantKey }},
+	{bucketAttByPlat, "platform", func(r *AttestationRecord) string { return r.Platform }},
+	{bucketAttByCPV, "cpv", func(r *AttestationRecord) string { return r.CPV }},
+	{bucketAttByAuthor, "attester", func(r *AttestationRecord) string { return r.Attester }},
+}
+
+// PutAttestation stores rec unless an attestation with the same blob is
+// already stored; added reports whether it was new, which is what decides
+// whether to relay it further.
+func (s *Store) PutAttestation(rec AttestationRecord) (added bool, err error) {
+	if len(rec.Blob) == 0 {
+		return false, fmt.Errorf("attestation: %w: empty blob", ErrInvalid)
+	}
+	sum := sha256.Sum256(rec.Blob)
+	if rec.ID == ([32]byte{}) {
+		rec.ID = sum
+	} else if rec.ID != sum {
+		return false, fmt.Errorf("attestation %x: %w: id is not the SHA-256 of the blob", rec.ID, ErrInvalid)
+	}
+	for _, ix := range attIndexes {
+		if err := checkIndexField(ix.name, ix.field(&rec)); err != nil {
+			return false, fmt.Errorf("attestation %x: %w", rec.ID, err)
+		}
+	}
+	v, err := json.Marshal(attJSON{
+		BuildKey: rec.BuildKey, VariantKey: rec.VariantKey, CPV: rec.CPV, Platform: rec.Platform,
+		Attester: rec.Attester, Content: rec.Content, Blob: rec.Blob, ReceivedAt: rec.ReceivedAt, From: rec.From,
+	})
+	if err != nil {
+		return false, fmt.Errorf("encode attestation %x: %w", rec.ID, err)
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAtt)
+		if b.Get(rec.ID[:]) != nil {
+			return nil
+		}
+		if err := b.Put(rec.ID[:], v); err != nil {
+			return err
+		}
+		for _, ix := range attIndexes {
+			if err := putIndex(tx.Bucket(ix.bucket), ix.field(&rec), rec.ID[:]); err != nil {
+				return err
+			}
+		}
+		added = true
+		return nil
+	})
+	return added, err
+}
+
+// HasAttestation reports whether the attestation with this id is stored,
+// the cheap check before decoding a gossiped duplicate.
+func (s *Store) HasAttestation(id [32]byte) (bool, error) {
+	var has bool
+	err := s.view(func(tx *bolt.Tx) error {
+		has = tx.Bucket(bucketAtt).Get(id[:]) != nil
+		return nil
+	})
+	return has, err
+}
+
+// GetAttestation returns the attestation with this id.
+func (s *Store) GetAttestation(id [32]byte) (AttestationRecord, bool, error) {
+	var (
+		r     AttestationRecord
+		found bool
+	)
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketAtt).Get(id[:])
+		if v == nil {
+			return nil
+		}
+		var err error
+		r, err = decodeAtt(id[:], v)
+		found = err == nil
+		return err
+	})
+	return r, found, err
+}
+
+// DeleteAttestation removes one attestation and its index entries: a local
+// attestation withdrawn because its package left PKGDIR, or one from a peer
+// that is now blocklisted.
+func (s *Store) DeleteAttestation(id [32]byte) (bool, error) {
+	var found bool
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAtt)
+		v := b.Get(id[:])
+		if v == nil {
+			return nil
+		}
+		r, err := decodeAtt(id[:], v)
+		if err != nil {
+			return err
+		}
+		for _, ix := range attIndexes {
+			if err := delIndex(tx.Bucket(ix.bucket), ix.field(&r), id[:]); err != nil {
+				return err
+			}
+		}
+		found = true
+		return b.Delete(id[:])
+	})
+	return found, err
+}
+
+// AttestationsFor returns every attestation for buildKey: the votes the
+// trust policy counts.
+func (s *Store) AttestationsFor(buildKey string) ([]AttestationRecord, error) {
+	return s.attByIndex(bucketAttByBuild, buildKey)
+}
+
+// AttestationsByVariant returns every attestation for variantKey, for a
+// peer that must pick the build its installed libraries satisfy.
+func (s *Store) AttestationsByVariant(variantKey string) ([]AttestationRecord, error) {
+	return s.attByIndex(bucketAttByVar, variantKey)
+}
+
+// AttestationsByCPV returns every attestation for cpv (`find CPV`).
+func (s *Store) AttestationsByCPV(cpv string) ([]AttestationRecord, error) {
+	return s.attByIndex(bucketAttByCPV, cpv)
+}
+
+// AttestationsBy returns every attestation signed by attester.
+func (s *Store) AttestationsBy(attester string) ([]AttestationRecord, error) {
+	return s.attByIndex(bucketAttByAuthor, attester)
+}
+
+// Catalog returns every attestation of platform: what a newcomer on that
+// platform asks for with catalog sync.
+func (s *Store) Catalog(platform string) ([]AttestationRecord, error) {
+	return s.attByIndex(bucketAttByPlat, platform)
+}
+
+// ListAttestations returns every stored attestation, ordered by id.
+func (s *Store) ListAttestations() ([]AttestationRecord, error) {
+	var out []AttestationRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
+			r, err := decodeAtt(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// attByIndex lists the records an index maps field to, ordered by id; an
+// empty field matches nothing because empty fields are never indexed.
+func (s *Store) attByIndex(index []byte, field string) ([]AttestationRecord, error) {
+	if field == "" {
+		return nil, nil
+	}
+	var out []AttestationRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		return scanIndex(tx.Bucket(index), field, func(id []byte) error {
+			v := pb.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, index, id)
+			}
+			r, err := decodeAtt(id, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func checkAttestations(tx *bolt.Tx) error {
+	if err := tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
+		r, err := decodeAtt(k, v)
+		if err != nil {
+			return err
+		}
+		if sha256.Sum256(r.Blob) != r.ID {
+			return fmt.Errorf("%w: attestation %x: blob does not hash to its id", ErrCorrupt, k)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, ix := range attIndexes {
+		field := ix.field
+		if err := checkIndexAgainst(tx, ix.bucket, bucketAtt, func(v []byte) (string, error) {
+			var j attJSON
+			if err := json.Unmarshal(v, &j); err != nil {
+				return "", fmt.Errorf("%w: attestation: %v", ErrCorrupt, err)
+			}
+			r := AttestationRecord{BuildKey: j.BuildKey, VariantKey: j.VariantKey, CPV: j.CPV, Platform: j.Platform, Attester: j.Attester}
+			return field(&r), nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
