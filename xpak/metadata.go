@@ -1,6 +1,10 @@
 package xpak
 
 import (
+	"bytes"
+	"compress/bzip2"
+	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,4 +124,38 @@ func (m *Metadata) BuildID() (id int64, ok bool) {
 func (m *Metadata) BuildTime() int64 {
 	t, _ := strconv.ParseInt(m.Get("BUILD_TIME"), 10, 64)
 	return t
+}
+
+// Environment returns environment.bz2 decompressed, bounded by
+// lim.MaxMetadataValue: it is the one metadata value that expands, and the
+// metadata digest needs its text.
+func (m *Metadata) Environment(lim Limits) ([]byte, error) {
+	lim = lim.withDefaults()
+	raw, ok := m.values["environment.bz2"]
+	if !ok {
+		return nil, fmt.Errorf("%w: no environment.bz2", ErrBadMetadata)
+	}
+	var buf bytes.Buffer
+	r := &boundedReader{r: bzip2.NewReader(bytes.NewReader(raw)), n: lim.MaxMetadataValue, lim: lim.MaxMetadataValue, what: "environment.bz2"}
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, fmt.Errorf("environment.bz2: %w", decodeError(CompressionBzip2, err))
+	}
+	return buf.Bytes(), nil
+}
+
+// checkMetadata applies the checks every reader shares: the keys a binpkg
+// cannot lack, and environment.bz2 within its decompressed bound.
+func checkMetadata(m *Metadata, lim Limits) error {
+	for _, k := range []string{"CATEGORY", "PF"} {
+		if m.Get(k) == "" {
+			return fmt.Errorf("%w: missing %s", ErrBadMetadata, k)
+		}
+	}
+	if _, ok := m.values["environment.bz2"]; ok {
+		r := &boundedReader{r: bzip2.NewReader(bytes.NewReader(m.values["environment.bz2"])), n: lim.MaxMetadataValue, lim: lim.MaxMetadataValue, what: "environment.bz2"}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return fmt.Errorf("environment.bz2: %w", decodeError(CompressionBzip2, err))
+		}
+	}
+	return nil
 }

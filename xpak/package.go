@@ -34,6 +34,17 @@ type Limits struct {
 	// MaxEntries caps the number of image entries (each costs memory until
 	// the digest is computed).
 	MaxEntries int
+	// MaxNameBytes caps the bytes of image entry names and link targets
+	// held in memory until the digest is computed (MaxEntries alone would
+	// still allow a million 4 KiB names).
+	MaxNameBytes int64
+	// MaxDecoderWindow caps the history a zstd frame or an xz block may
+	// ask the decoder to allocate (zstd --long=31 asks for 2 GiB).
+	MaxDecoderWindow int64
+	// AllowDevices lets images carry character and block devices. Off by
+	// default: no ebuild installs device nodes, so one in a stranger's
+	// package is an attack on the machine installing it.
+	AllowDevices bool
 }
 
 // DefaultLimits suit real packages: the largest binpkgs in ::gentoo expand to
@@ -44,7 +55,35 @@ func DefaultLimits() Limits {
 		MaxMetadataValue: 8 << 20,
 		MaxMetadataBytes: 32 << 20,
 		MaxEntries:       1 << 20,
+		MaxNameBytes:     256 << 20,
+		MaxDecoderWindow: 128 << 20,
 	}
+}
+
+// withDefaults replaces zero (unset) bounds by DefaultLimits, so a Limits
+// literal that names only the bounds it cares about never means "nothing
+// allowed" for the others.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxImageBytes <= 0 {
+		l.MaxImageBytes = d.MaxImageBytes
+	}
+	if l.MaxMetadataValue <= 0 {
+		l.MaxMetadataValue = d.MaxMetadataValue
+	}
+	if l.MaxMetadataBytes <= 0 {
+		l.MaxMetadataBytes = d.MaxMetadataBytes
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = d.MaxEntries
+	}
+	if l.MaxNameBytes <= 0 {
+		l.MaxNameBytes = d.MaxNameBytes
+	}
+	if l.MaxDecoderWindow <= 0 {
+		l.MaxDecoderWindow = d.MaxDecoderWindow
+	}
+	return l
 }
 
 // Package is what reading one binpkg file yields: everything peers need to
@@ -62,4 +101,12 @@ type Package struct {
 	// Signed is true for a GPKG that carries .sig members and a signed
 	// Manifest; the signatures are checked by package trust, not here.
 	Signed bool
+	// Manifest is a GPKG's Manifest member exactly as stored (clearsigned
+	// when Signed), kept so package trust can check the signature without
+	// reading the file again. Its DATA lines have been verified against
+	// every member. Nil for XPAK.
+	Manifest []byte
+	// Signatures holds a GPKG's detached .sig members by member base name
+	// ("image.tar.zst.sig"), for the same reason. Nil when unsigned.
+	Signatures map[string][]byte
 }

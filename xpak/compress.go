@@ -1,0 +1,349 @@
+package xpak
+
+import (
+	"bufio"
+	"bytes"
+	"compress/bzip2"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz"
+)
+
+// ioBufSize is the buffer size used for every streaming copy: large enough
+// that per-call overhead vanishes next to hashing, small enough to be
+// irrelevant in memory.
+const ioBufSize = 256 << 10
+
+// magicPeek is how many leading bytes compression detection looks at: the
+// ustar magic of an uncompressed tar sits at offset 257.
+const magicPeek = 262
+
+// detectCompression names the compression of a payload from its leading
+// bytes. Names (".zst", ".xz") are never trusted: portage itself probes
+// magic bytes, and a renamed payload must not pick a different decoder.
+func detectCompression(head []byte) (Compression, error) {
+	switch {
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return CompressionZstd, nil
+	case len(head) >= 4 && head[0]&0xf0 == 0x50 && head[1] == 0x2a && head[2] == 0x4d && head[3] == 0x18:
+		// A zstd skippable frame (pzstd writes one first).
+		return CompressionZstd, nil
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		return CompressionXZ, nil
+	case len(head) >= 4 && head[0] == 'B' && head[1] == 'Z' && head[2] == 'h' && head[3] >= '1' && head[3] <= '9':
+		return CompressionBzip2, nil
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return CompressionGzip, nil
+	case bytes.HasPrefix(head, []byte{0x04, 0x22, 0x4d, 0x18}):
+		return CompressionLZ4, nil
+	case len(head) >= 262 && bytes.Equal(head[257:262], []byte("ustar")):
+		return CompressionNone, nil
+	}
+	n := min(len(head), 8)
+	return "", fmt.Errorf("%w: leading bytes %s", ErrUnknownCompression, hex.EncodeToString(head[:n]))
+}
+
+// decoderWindow is the zstd window / xz dictionary bound for lim: the
+// configured cap, clamped to what the decoders accept.
+func decoderWindow(lim Limits) int64 {
+	w := lim.MaxDecoderWindow
+	w = max(w, 1<<20)
+	w = min(w, zstd.MaxWindowSize)
+	return w
+}
+
+// newDecoder wraps r (positioned at the payload's first byte, peeked into
+// head) in the decoder for c. The returned closer releases decoder
+// goroutines and memory; it does not close r.
+func newDecoder(r io.Reader, head []byte, c Compression, lim Limits) (io.ReadCloser, error) {
+	switch c {
+	case CompressionNone:
+		return io.NopCloser(r), nil
+	case CompressionZstd:
+		w := uint64(decoderWindow(lim))
+		d, err := zstd.NewReader(r,
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(w),
+			zstd.WithDecoderMaxMemory(w))
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		}
+		return zstdCloser{d}, nil
+	case CompressionXZ:
+		if err := checkXZDict(head, decoderWindow(lim)); err != nil {
+			return nil, err
+		}
+		d, err := xz.NewReader(r)
+		if err != nil {
+			return nil, decodeError(c, err)
+		}
+		return io.NopCloser(d), nil
+	case CompressionBzip2:
+		return io.NopCloser(bzip2.NewReader(r)), nil
+	case CompressionGzip:
+		d, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, decodeError(c, err)
+		}
+		return d, nil
+	case CompressionLZ4:
+		return io.NopCloser(lz4.NewReader(r)), nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownCompression, c)
+}
+
+type zstdCloser struct{ d *zstd.Decoder }
+
+func (z zstdCloser) Read(p []byte) (int, error) { return z.d.Read(p) }
+func (z zstdCloser) Close() error               { z.d.Close(); return nil }
+
+// decodeError classifies a decoder's error: an early end is truncation,
+// our own sentinels pass through, anything else is corruption.
+func decodeError(c Compression, err error) error {
+	switch {
+	case err == nil || err == io.EOF:
+		return err
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrTruncated):
+		return err
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: %s stream ends early", ErrTruncated, c)
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return fmt.Errorf("%w: zstd window: %v", ErrTooLarge, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrCorrupt, c, err)
+}
+
+// checkXZDict rejects an xz stream whose first block asks for a dictionary
+// larger than window: the xz decoder allocates the whole dictionary up
+// front, so the header alone could make it allocate 4 GiB. (Later blocks of
+// a multi-block stream are not pre-checked; portage's xz writes the same
+// dictionary size for every block.)
+func checkXZDict(head []byte, window int64) error {
+	const streamHeader = 12
+	if len(head) <= streamHeader {
+		return nil // the decoder reports the truncation
+	}
+	b := head[streamHeader:]
+	if b[0] == 0 {
+		return nil // index indicator: a stream without blocks
+	}
+	size := (int(b[0]) + 1) * 4
+	if len(b) < size {
+		return nil // header not fully peeked: the decoder validates it
+	}
+	flags := b[1]
+	nFilters := int(flags&3) + 1
+	p := 2
+	uvarint := func() (uint64, bool) {
+		var v uint64
+		for i := 0; i < 9 && p < size; i++ {
+			c := b[p]
+			p++
+			v |= uint64(c&0x7f) << (7 * i)
+			if c&0x80 == 0 {
+				return v, true
+			}
+		}
+		return 0, false
+	}
+	if flags&0x40 != 0 {
+		if _, ok := uvarint(); !ok {
+			return nil
+		}
+	}
+	if flags&0x80 != 0 {
+		if _, ok := uvarint(); !ok {
+			return nil
+		}
+	}
+	for range nFilters {
+		id, ok := uvarint()
+		if !ok {
+			return nil
+		}
+		psize, ok := uvarint()
+		if !ok || psize > uint64(size-p) {
+			return nil
+		}
+		if id == 0x21 && psize == 1 {
+			code := b[p]
+			if code > 40 {
+				return fmt.Errorf("%w: xz dictionary code %d", ErrCorrupt, code)
+			}
+			var dict int64 = 1<<32 - 1
+			if code < 40 {
+				dict = int64(2|(code&1)) << (code/2 + 11)
+			}
+			if dict > window {
+				return fmt.Errorf("%w: xz dictionary %d bytes exceeds decoder window %d", ErrTooLarge, dict, window)
+			}
+		}
+		p += int(psize)
+	}
+	return nil
+}
+
+// boundedReader returns ErrTooLarge once more than n bytes would be read:
+// the decompression-bomb guard, checked as bytes arrive.
+type boundedReader struct {
+	r    io.Reader
+	n    int64 // bytes still allowed
+	what string
+	lim  int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		var one [1]byte
+		n, err := b.r.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("%w: %s expands beyond %d bytes", ErrTooLarge, b.what, b.lim)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	return n, err
+}
+
+// asyncReader decodes ahead in its own goroutine, so decompression (and
+// whatever hashing feeds it) runs on one core while tar parsing and content
+// hashing run on another — what `zstd -dc | sha256sum` gets from being two
+// processes. Close stops the goroutine and waits for it: after Close the
+// source is never touched again.
+type asyncReader struct {
+	src   io.Reader
+	full  chan []byte
+	free  chan []byte
+	done  chan struct{}
+	wg    sync.WaitGroup
+	cur   []byte // unread part of the buffer being consumed
+	owned []byte // that buffer, to hand back
+	err   error  // producer's final error; read after full is closed
+	once  sync.Once
+}
+
+const asyncBuffers = 4
+
+func newAsyncReader(src io.Reader) *asyncReader {
+	a := &asyncReader{
+		src:  src,
+		full: make(chan []byte, asyncBuffers),
+		free: make(chan []byte, asyncBuffers),
+		done: make(chan struct{}),
+	}
+	for range asyncBuffers {
+		a.free <- make([]byte, ioBufSize)
+	}
+	a.wg.Add(1)
+	go a.produce()
+	return a
+}
+
+func (a *asyncReader) produce() {
+	defer a.wg.Done()
+	defer close(a.full)
+	for {
+		var buf []byte
+		select {
+		case buf = <-a.free:
+		case <-a.done:
+			return
+		}
+		n := 0
+		var err error
+		for n < len(buf) && err == nil {
+			var m int
+			m, err = a.src.Read(buf[n:])
+			n += m
+		}
+		if n > 0 {
+			select {
+			case a.full <- buf[:n]:
+			case <-a.done:
+				return
+			}
+		}
+		if err != nil {
+			a.err = err
+			return
+		}
+	}
+}
+
+func (a *asyncReader) Read(p []byte) (int, error) {
+	if len(a.cur) == 0 {
+		if a.owned != nil {
+			a.free <- a.owned[:cap(a.owned)]
+			a.owned = nil
+		}
+		buf, ok := <-a.full
+		if !ok {
+			if a.err == nil {
+				return 0, io.ErrClosedPipe // closed before the source ended
+			}
+			return 0, a.err
+		}
+		a.cur, a.owned = buf, buf
+	}
+	n := copy(p, a.cur)
+	a.cur = a.cur[n:]
+	return n, nil
+}
+
+// Close stops the producer and waits for it to exit.
+func (a *asyncReader) Close() error {
+	a.once.Do(func() {
+		close(a.done)
+		a.wg.Wait()
+	})
+	return nil
+}
+
+// peekHead returns up to magicPeek leading bytes of br without consuming
+// them.
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	head, err := br.Peek(magicPeek)
+	if err != nil && err != io.EOF {
+		if len(head) == 0 {
+			return nil, err
+		}
+	}
+	return head, nil
+}
+
+// xzHeadPeek is how far newDecoder may look into an xz stream to check its
+// first block header (12-byte stream header + at most 1024-byte block
+// header).
+const xzHeadPeek = 12 + 1024
+
+// peekForDecoder peeks enough bytes to detect the compression and, for xz,
+// check its first block header.
+func peekForDecoder(br *bufio.Reader) (Compression, []byte, error) {
+	head, err := peekHead(br)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(head) == 0 {
+		return "", nil, fmt.Errorf("%w: empty payload", ErrTruncated)
+	}
+	c, err := detectCompression(head)
+	if err != nil {
+		return "", nil, err
+	}
+	if c == CompressionXZ {
+		head, _ = br.Peek(xzHeadPeek)
+	}
+	return c, head, nil
+}
