@@ -119,13 +119,13 @@ func (p Policy) Validate() error {
 	}
 	blocked := make(map[peer.ID]bool, len(p.BlockedPeers))
 	for i, id := range p.BlockedPeers {
-		if err := id.Validate(); err != nil {
+		if err := validPeer(id); err != nil {
 			bad("blocked_peers[%d]: %v", i, err)
 		}
 		blocked[id] = true
 	}
 	for i, id := range p.TrustedPeers {
-		if err := id.Validate(); err != nil {
+		if err := validPeer(id); err != nil {
 			bad("trusted_peers[%d]: %v", i, err)
 		}
 		if blocked[id] {
@@ -191,4 +191,14 @@ func stricter(a, b Policy) Policy {
 	}
 	out.RequireSigner = a.RequireSigner || b.RequireSigner
 	return out
+}
+
+// validPeer checks that id is a well-formed peer id (a multihash), which
+// peer.ID.Validate alone does not.
+func validPeer(id peer.ID) error {
+	if err := id.Validate(); err != nil {
+		return err
+	}
+	_, err := peer.IDFromBytes([]byte(id))
+	return err
 }

@@ -1,0 +1,326 @@
+package trust
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/multiformats/go-multibase"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+func TestSignDecodeRoundTrip(t *testing.T) {
+	bk := testCID(t, "build hello")
+	a := testAttestation(t, bk, testContent("good"))
+	a.Time = time.Date(2026, 11, 21, 5, 0, 0, 999, time.FixedZone("CET", 3600))
+	s := signAs(t, 1, a)
+	if s.Attester != testPeer(t, 1) {
+		t.Fatalf("attester %s, want %s", s.Attester, testPeer(t, 1))
+	}
+	if got := s.Attestation.Time; got.Location() != time.UTC || got.Nanosecond() != 0 || !got.Equal(a.Time.Truncate(time.Second)) {
+		t.Fatalf("time not normalised to UTC seconds: %v", got)
+	}
+	d, err := Decode(s.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID() != s.ID() || d.Attester != s.Attester {
+		t.Fatalf("round trip changed identity")
+	}
+	want, _ := json.Marshal(s.Attestation)
+	got, _ := json.Marshal(d.Attestation)
+	if !bytes.Equal(want, got) || !bytes.Equal(got, d.Payload) {
+		t.Fatalf("round trip changed attestation:\n%s\n%s", want, got)
+	}
+	if err := d.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	// Attestation's own JSON round trip (used by the API) is strict too.
+	var back Attestation
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Content != a.Content || back.FileSHA256 != a.FileSHA256 || back.PieceRoot != a.PieceRoot {
+		t.Fatalf("Attestation JSON round trip lost digests")
+	}
+}
+
+// TestGoldenAttestations pins the wire format: Ed25519 is deterministic, so
+// signing the same attestation with the same key gives the same bytes. The
+// files also seed FuzzDecodeAttestation.
+func TestGoldenAttestations(t *testing.T) {
+	bk := testCID(t, "build hello")
+	cases := map[string][]byte{
+		"hello-peer1.json": signAs(t, 1, testAttestation(t, bk, testContent("good"))).Marshal(),
+		"hello-peer2-other-content.json": func() []byte {
+			a := testAttestation(t, bk, testContent("evil"))
+			a.Format, a.Descriptor, a.Builder = FormatXPAK, nil, Builder{}
+			return signAs(t, 2, a).Marshal()
+		}(),
+	}
+	for name, want := range cases {
+		file := filepath.Join("testdata", "attestations", name)
+		if *update {
+			if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatalf("%v (run go test -run Golden -update)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: wire format changed:\n got %s\nwant %s", name, got, want)
+		}
+		if _, err := Decode(got); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// resign builds an envelope with an arbitrary payload correctly signed by
+// key, to show that a valid signature alone does not make a record valid.
+func resign(t *testing.T, payload []byte, key crypto.PrivKey) []byte {
+	t.Helper()
+	sig, err := key.Sign(signingBytes(AttestationDomain, payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := crypto.MarshalPublicKey(key.GetPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(signedWire{Payload: payload, PublicKey: pub, Signature: sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestDecodeRejects(t *testing.T) {
+	bk := testCID(t, "build hello")
+	good := signAs(t, 1, testAttestation(t, bk, testContent("good")))
+	other := signAs(t, 2, testAttestation(t, bk, testContent("good")))
+	mutate := func(f func(w *signedWire)) []byte {
+		w := signedWire{Payload: bytes.Clone(good.Payload), PublicKey: bytes.Clone(good.PublicKey), Signature: bytes.Clone(good.Signature)}
+		f(&w)
+		raw, err := json.Marshal(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	payloadWith := func(f func(m map[string]any)) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(good.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		f(m)
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	secp, _, err := crypto.GenerateSecp256k1Key(bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := cid.Decode(bk)
+	base36, _ := c.StringOfBase(multibase.Base36)
+
+	cases := []struct {
+		name string
+		raw  []byte
+		want error
+	}{
+		{"empty", nil, ErrMalformed},
+		{"not json", []byte("hello"), ErrMalformed},
+		{"oversized", bytes.Repeat([]byte(" "), MaxSignedSize+1), ErrMalformed},
+		{"trailing data", append(good.Marshal(), []byte(" {}")...), ErrMalformed},
+		{"unknown envelope field", []byte(strings.Replace(string(good.Marshal()), `{"payload"`, `{"extra":1,"payload"`, 1)), ErrMalformed},
+		{"missing signature", mutate(func(w *signedWire) { w.Signature = nil }), ErrMalformed},
+		{"tampered payload byte", mutate(func(w *signedWire) {
+			w.Payload = bytes.Replace(w.Payload, []byte(`"size":20480`), []byte(`"size":20481`), 1)
+		}), ErrBadSignature},
+		{"other build key swapped in", mutate(func(w *signedWire) {
+			w.Payload = bytes.Replace(w.Payload, []byte(bk), []byte(testCID(t, "build other")), 1)
+		}), ErrBadSignature},
+		{"signature of another peer", mutate(func(w *signedWire) { w.Signature = other.Signature }), ErrBadSignature},
+		{"public key of another peer", mutate(func(w *signedWire) { w.PublicKey = other.PublicKey }), ErrBadSignature},
+		{"flipped signature bit", mutate(func(w *signedWire) { w.Signature[10] ^= 1 }), ErrBadSignature},
+		{"signature without domain", mutate(func(w *signedWire) {
+			w.Signature, _ = testKey(t, 1).Sign(w.Payload)
+		}), ErrBadSignature},
+		{"secp256k1 key", resign(t, good.Payload, secp), ErrUnsupportedKey},
+		{"garbage key", mutate(func(w *signedWire) { w.PublicKey = []byte{1, 2, 3} }), ErrMalformed},
+		{"non-canonical payload (indented)", resign(t, func() []byte {
+			var out bytes.Buffer
+			_ = json.Indent(&out, good.Payload, "", " ")
+			return out.Bytes()
+		}(), testKey(t, 1)), ErrMalformed},
+		{"unknown payload field", resign(t, payloadWith(func(m map[string]any) { m["extra"] = true }), testKey(t, 1)), ErrMalformed},
+		{"version 2", resign(t, payloadWith(func(m map[string]any) { m["version"] = 2 }), testKey(t, 1)), ErrUnsupportedVersion},
+		{"build key in base36", resign(t, payloadWith(func(m map[string]any) { m["build_key"] = base36 }), testKey(t, 1)), ErrMalformed},
+		{"build key not a CID", resign(t, payloadWith(func(m map[string]any) { m["build_key"] = "sha256:abc" }), testKey(t, 1)), ErrMalformed},
+		{"uppercase content hex", resign(t, payloadWith(func(m map[string]any) { m["content"] = strings.ToUpper(m["content"].(string)) }), testKey(t, 1)), ErrMalformed},
+		{"short file digest", resign(t, payloadWith(func(m map[string]any) { m["file_sha256"] = "abcd" }), testKey(t, 1)), ErrMalformed},
+		{"time with offset", resign(t, payloadWith(func(m map[string]any) { m["time"] = "2026-11-21T05:15:00+01:00" }), testKey(t, 1)), ErrMalformed},
+		{"newline in cpv", resign(t, payloadWith(func(m map[string]any) { m["cpv"] = "app-misc/hello-1.0\ncounted" }), testKey(t, 1)), ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Decode(tc.raw)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Decode = %v, %v; want %v", s, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRelayCannotImpersonate: whoever re-signs a payload becomes its
+// attester; a relay can never make a vote count for someone else.
+func TestRelayCannotImpersonate(t *testing.T) {
+	bk := testCID(t, "build hello")
+	victim := signAs(t, 1, testAttestation(t, bk, testContent("good")))
+	s, err := Decode(resign(t, victim.Payload, testKey(t, 9)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Attester != testPeer(t, 9) || s.Attester == victim.Attester {
+		t.Fatalf("re-signed payload attributed to %s", s.Attester)
+	}
+}
+
+func TestSignRejectsInvalid(t *testing.T) {
+	bk := testCID(t, "build hello")
+	rsa, _, err := crypto.GenerateSecp256k1Key(bytes.NewReader(bytes.Repeat([]byte{3}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Sign(testAttestation(t, bk, testContent("x")), rsa); !errors.Is(err, ErrUnsupportedKey) {
+		t.Fatalf("non-Ed25519 key: %v", err)
+	}
+	cases := []struct {
+		name string
+		mod  func(a *Attestation)
+		want error
+	}{
+		{"version", func(a *Attestation) { a.Version = 7 }, ErrUnsupportedVersion},
+		{"no build key", func(a *Attestation) { a.BuildKey = "" }, ErrMalformed},
+		{"no variant key", func(a *Attestation) { a.VariantKey = "" }, ErrMalformed},
+		{"no cpv", func(a *Attestation) { a.CPV = "" }, ErrMalformed},
+		{"cpv without category", func(a *Attestation) { a.CPV = "hello-1.0" }, ErrMalformed},
+		{"no platform", func(a *Attestation) { a.Platform = "" }, ErrMalformed},
+		{"descriptor not an object", func(a *Attestation) { a.Descriptor = []byte(`[1]`) }, ErrMalformed},
+		{"descriptor invalid", func(a *Attestation) { a.Descriptor = []byte(`{`) }, ErrMalformed},
+		{"zero content", func(a *Attestation) { a.Content = ContentID{} }, ErrMalformed},
+		{"zero metadata digest", func(a *Attestation) { a.Content.Metadata = [32]byte{} }, ErrMalformed},
+		{"zero file digest", func(a *Attestation) { a.FileSHA256 = [32]byte{} }, ErrMalformed},
+		{"zero piece root", func(a *Attestation) { a.PieceRoot = [32]byte{} }, ErrMalformed},
+		{"zero size", func(a *Attestation) { a.Size = 0 }, ErrMalformed},
+		{"negative piece size", func(a *Attestation) { a.PieceSize = -1 }, ErrMalformed},
+		{"format", func(a *Attestation) { a.Format = "tbz2" }, ErrMalformed},
+		{"zero time", func(a *Attestation) { a.Time = time.Time{} }, ErrMalformed},
+		{"huge descriptor", func(a *Attestation) {
+			a.Descriptor = []byte(`{"x":"` + strings.Repeat("a", MaxPayloadSize) + `"}`)
+		}, ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := testAttestation(t, bk, testContent("x"))
+			tc.mod(&a)
+			if _, err := Sign(a, testKey(t, 1)); !errors.Is(err, tc.want) {
+				t.Fatalf("Sign = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestVerifyDetectsInMemoryTampering: a Signed whose parsed fields were
+// changed after signing must not pass for the original.
+func TestVerifyDetectsInMemoryTampering(t *testing.T) {
+	bk := testCID(t, "build hello")
+	cases := map[string]func(s *Signed){
+		"content":  func(s *Signed) { s.Attestation.Content = testContent("evil") },
+		"build":    func(s *Signed) { s.Attestation.BuildKey = testCID(t, "build other") },
+		"attester": func(s *Signed) { s.Attester = testPeer(t, 5) },
+		"size":     func(s *Signed) { s.Attestation.Size++ },
+		"payload":  func(s *Signed) { s.Payload = append([]byte(nil), s.Payload[:len(s.Payload)-1]...) },
+	}
+	for name, mod := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := signAs(t, 1, testAttestation(t, bk, testContent("good")))
+			if err := s.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			mod(s)
+			if err := s.Verify(); err == nil {
+				t.Fatal("tampered Signed verified")
+			}
+		})
+	}
+	var nilSigned *Signed
+	if err := nilSigned.Verify(); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("nil: %v", err)
+	}
+}
+
+func TestBind(t *testing.T) {
+	bk := testCID(t, "build hello")
+	a := testAttestation(t, bk, testContent("good"))
+	honest := func(d json.RawMessage) (string, string, string, error) {
+		return bk, a.VariantKey, "app-misc/hello-1.0", nil
+	}
+	if err := a.Bind(honest); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]Binder{
+		"other build key": func(json.RawMessage) (string, string, string, error) {
+			return testCID(t, "glibc"), a.VariantKey, a.CPV, nil
+		},
+		"other variant": func(json.RawMessage) (string, string, string, error) { return bk, testCID(t, "v"), a.CPV, nil },
+		"other cpv": func(json.RawMessage) (string, string, string, error) {
+			return bk, a.VariantKey, "sys-libs/glibc-2.40", nil
+		},
+		"parse error": func(json.RawMessage) (string, string, string, error) { return "", "", "", errors.New("bad descriptor") },
+	}
+	for name, b := range cases {
+		if err := a.Bind(b); !errors.Is(err, ErrUnboundDescriptor) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	a.Descriptor = nil
+	if err := a.Bind(honest); !errors.Is(err, ErrUnboundDescriptor) {
+		t.Errorf("no descriptor: %v", err)
+	}
+}
+
+func TestContentIDText(t *testing.T) {
+	c := testContent("x")
+	s := c.String()
+	if len(s) != 129 || s[64] != '.' {
+		t.Fatalf("String %q", s)
+	}
+	back, err := ParseContentID(s)
+	if err != nil || back != c {
+		t.Fatalf("ParseContentID: %v %v", back, err)
+	}
+	for _, bad := range []string{"", ".", s[:128], strings.ToUpper(s), s + "0", strings.Replace(s, ".", ":", 1)} {
+		if _, err := ParseContentID(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("ParseContentID(%q) = %v", bad, err)
+		}
+	}
+}
