@@ -1,0 +1,364 @@
+package portagehook
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+)
+
+// ErrSetup reports a setup-portage step that failed.
+var ErrSetup = errors.New("portagehook: setup-portage")
+
+// SetupOptions configure SetupPortage.
+type SetupOptions struct {
+	// Root is the system root: "/" for real use, a test directory in tests.
+	Root string
+	// GatewayURL is the binhost URL portage fetches from, e.g.
+	// "http://127.0.0.1:7750/gentoo-p2pd".
+	GatewayURL string
+	// PublicKeyArmored is the daemon's armored OpenPGP public key.
+	PublicKeyArmored []byte
+	// DryRun prints every change and writes nothing.
+	DryRun bool
+	// Undo removes exactly what an earlier run added.
+	Undo bool
+	// Out receives the report (what changed, and the make.conf line).
+	Out io.Writer
+	// GPG is the gpg binary; "" looks up "gpg" on PATH.
+	GPG string
+}
+
+// BinrepoName is the binrepos.conf section and file name setup-portage
+// writes; portage caches the remote index under /var/cache/binhost/<name>.
+const BinrepoName = "gentoo-p2pd"
+
+// MakeConfLine is what the user adds to make.conf: buildpkg so builds are
+// shared, getbinpkg so trusted builds are used, binary_sharing to enable
+// the bashrc hook (portage warns once about the unknown FEATURES value and
+// passes it to $FEATURES).
+const MakeConfLine = `FEATURES="buildpkg getbinpkg binary_sharing"`
+
+const (
+	markBegin = "# BEGIN gentoo-p2pd (managed by `gentoo-p2pd setup-portage`; remove with --undo)"
+	markEnd   = "# END gentoo-p2pd"
+	// markCreated tags a block whose file setup-portage created, so --undo
+	// removes the file instead of leaving an empty one.
+	markCreated = "# gentoo-p2pd created this file"
+	// markNewline tags a block before which setup added the newline the
+	// file lacked, so --undo restores the file byte for byte.
+	markNewline = "# gentoo-p2pd ended the previous line"
+)
+
+// binreposConf is our binrepos.conf section (keys of portage 3.0.82's
+// binrepo/config.py). verify-signature = true keeps portage's own OpenPGP
+// check on: the gateway serves GPKGs signed by the daemon's key. location
+// is the default portage would pick, written out so it is visible.
+func binreposConf(url string) string {
+	return fmt.Sprintf("[%s]\npriority = 10\nsync-uri = %s\nlocation = /var/cache/binhost/%s\nverify-signature = true\n",
+		BinrepoName, strings.TrimRight(url, "/"), BinrepoName)
+}
+
+// SetupPortage configures an unmodified portage to use the gateway, with
+// portage's signature verification on: a binrepos.conf entry, the daemon's
+// key imported into /etc/portage/gnupg with ultimate ownertrust (portage
+// requires GOODSIG plus TRUST_ULTIMATE or TRUST_FULLY), and the bashrc
+// hook between marker comments. Running it twice changes nothing; Undo
+// removes what it added and nothing else; DryRun only reports.
+func SetupPortage(opts SetupOptions) error {
+	if opts.Root == "" {
+		return fmt.Errorf("%w: Root is empty", ErrSetup)
+	}
+	out := opts.Out
+	if out == nil {
+		out = io.Discard
+	}
+	if !opts.Undo && (opts.GatewayURL == "" || len(opts.PublicKeyArmored) == 0) {
+		return fmt.Errorf("%w: GatewayURL and PublicKeyArmored are required", ErrSetup)
+	}
+	s := &setup{opts: opts, out: out}
+	portageDir := filepath.Join(opts.Root, "etc", "portage")
+	steps := []func(string) error{s.binrepos, s.bashrc, s.keyring}
+	for _, step := range steps {
+		if err := step(portageDir); err != nil {
+			return err
+		}
+	}
+	if !opts.Undo {
+		fmt.Fprintf(out, "add to %s:\n    %s\n", filepath.Join(portageDir, "make.conf"), MakeConfLine)
+	} else {
+		fmt.Fprintf(out, "remove binary_sharing (and getbinpkg, if only for gentoo-p2pd) from FEATURES in %s\n", filepath.Join(portageDir, "make.conf"))
+	}
+	return nil
+}
+
+type setup struct {
+	opts SetupOptions
+	out  io.Writer
+}
+
+func (s *setup) binrepos(portageDir string) error {
+	path := filepath.Join(portageDir, "binrepos.conf")
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && !fi.IsDir():
+		// binrepos.conf is a single file: manage a marked block in it.
+		return s.block(path, "binrepos.conf", binreposConf(s.opts.GatewayURL))
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	file := filepath.Join(path, BinrepoName+".conf")
+	want := []byte("# managed by `gentoo-p2pd setup-portage`\n" + binreposConf(s.opts.GatewayURL))
+	have, err := os.ReadFile(file)
+	if s.opts.Undo {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		fmt.Fprintf(s.out, "remove %s\n", file)
+		if s.opts.DryRun {
+			return nil
+		}
+		if err := os.Remove(file); err != nil {
+			return fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+		removeIfEmpty(path)
+		return nil
+	}
+	if err == nil && bytes.Equal(have, want) {
+		fmt.Fprintf(s.out, "unchanged %s\n", file)
+		return nil
+	}
+	fmt.Fprintf(s.out, "write %s:\n%s", file, indent(want))
+	if s.opts.DryRun {
+		return nil
+	}
+	if err := writeFileAtomic(file, want, 0o644); err != nil {
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	return nil
+}
+
+func (s *setup) bashrc(portageDir string) error {
+	return s.block(filepath.Join(portageDir, "bashrc"), "bashrc", BashrcSnippet)
+}
+
+// block adds (or with Undo removes) a marked block at the end of a text
+// file, leaving every other byte as it was.
+func (s *setup) block(path, what, body string) error {
+	have, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	existed := err == nil
+	rest, old, created, found := cutBlock(string(have))
+	if s.opts.Undo {
+		if !found {
+			return nil
+		}
+		if created && rest == "" {
+			fmt.Fprintf(s.out, "remove %s (setup-portage created it)\n", path)
+			if s.opts.DryRun {
+				return nil
+			}
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("%w: %v", ErrSetup, err)
+			}
+			return nil
+		}
+		fmt.Fprintf(s.out, "remove the gentoo-p2pd block from %s\n", path)
+		if s.opts.DryRun {
+			return nil
+		}
+		return s.write(path, []byte(rest))
+	}
+	sep := ""
+	if rest != "" && !strings.HasSuffix(rest, "\n") {
+		sep = "\n"
+	}
+	blk := markBegin + "\n"
+	if created || !existed {
+		blk += markCreated + "\n"
+	}
+	if sep != "" {
+		blk += markNewline + "\n"
+	}
+	blk += body
+	if !strings.HasSuffix(blk, "\n") {
+		blk += "\n"
+	}
+	blk += markEnd + "\n"
+	if found && old == blk {
+		fmt.Fprintf(s.out, "unchanged %s\n", path)
+		return nil
+	}
+	want := rest + sep + blk
+	fmt.Fprintf(s.out, "add the gentoo-p2pd block to %s (%s):\n%s", path, what, indent([]byte(blk)))
+	if s.opts.DryRun {
+		return nil
+	}
+	return s.write(path, []byte(want))
+}
+
+func (s *setup) write(path string, data []byte) error {
+	perm := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		perm = fi.Mode().Perm()
+	}
+	if err := writeFileAtomic(path, data, perm); err != nil {
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	return nil
+}
+
+// cutBlock splits text into the text without our block and the block
+// itself. The block is removed together with the one newline setup added
+// before it when the file did not end in one.
+func cutBlock(text string) (rest, block string, created, found bool) {
+	i := strings.Index(text, markBegin+"\n")
+	if i < 0 || (i > 0 && text[i-1] != '\n') {
+		return text, "", false, false
+	}
+	j := strings.Index(text[i:], markEnd+"\n")
+	if j < 0 {
+		return text, "", false, false
+	}
+	end := i + j + len(markEnd) + 1
+	block = text[i:end]
+	created = strings.HasPrefix(block, markBegin+"\n"+markCreated+"\n")
+	start := i
+	if strings.Contains(block, "\n"+markNewline+"\n") && i > 0 {
+		start = i - 1 // the newline setup added before the block
+	}
+	return text[:start] + text[end:], block, created, true
+}
+
+func removeIfEmpty(dir string) {
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) == 0 {
+		os.Remove(dir)
+	}
+}
+
+func indent(b []byte) string {
+	var sb strings.Builder
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l != "" {
+			sb.WriteString("    " + l)
+		}
+	}
+	return sb.String()
+}
+
+// keyring imports the daemon's key into portage's verification keyring
+// (BINPKG_GPG_VERIFY_GPG_HOME, /etc/portage/gnupg) with ultimate
+// ownertrust, or deletes it on Undo.
+func (s *setup) keyring(portageDir string) error {
+	home := filepath.Join(portageDir, "gnupg")
+	fpr, err := s.fingerprint()
+	if err != nil {
+		return err
+	}
+	gpg := s.opts.GPG
+	if gpg == "" {
+		gpg = "gpg"
+	}
+	if s.opts.Undo {
+		if fpr == "" {
+			fmt.Fprintf(s.out, "keep %s: no key given, delete the gentoo-p2pd key with gpg --homedir %s --delete-keys <fingerprint>\n", home, home)
+			return nil
+		}
+		if _, err := os.Stat(home); err != nil {
+			return nil
+		}
+		if exec.Command(gpg, "--homedir", home, "--batch", "--list-keys", fpr).Run() != nil {
+			return nil
+		}
+		fmt.Fprintf(s.out, "delete key %s from %s\n", fpr, home)
+		if s.opts.DryRun {
+			return nil
+		}
+		if out, err := exec.Command(gpg, "--homedir", home, "--batch", "--yes", "--delete-keys", fpr).CombinedOutput(); err != nil {
+			return fmt.Errorf("%w: gpg --delete-keys: %v: %s", ErrSetup, err, out)
+		}
+		return nil
+	}
+	if trusted(gpg, home, fpr) {
+		fmt.Fprintf(s.out, "unchanged %s: key %s trusted ultimately\n", home, fpr)
+		return nil
+	}
+	fmt.Fprintf(s.out, "import key %s into %s with ultimate ownertrust (%s:6:)\n", fpr, home, fpr)
+	if s.opts.DryRun {
+		return nil
+	}
+	if _, err := exec.LookPath(gpg); err != nil {
+		return fmt.Errorf("%w: gpg not found (%v): install app-crypt/gnupg", ErrSetup, err)
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	if err := gpgImport(gpg, home, s.opts.PublicKeyArmored, fpr); err != nil {
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	// portage verifies as nobody:nogroup (GPG_VERIFY_USER_DROP) when run
+	// as root: the keyring must be readable by others, as getuto leaves it.
+	for _, f := range []string{"pubring.kbx", "trustdb.gpg"} {
+		p := filepath.Join(home, f)
+		if fi, err := os.Stat(p); err == nil {
+			os.Chmod(p, fi.Mode().Perm()|0o044)
+		}
+	}
+	if fi, err := os.Stat(home); err == nil {
+		os.Chmod(home, fi.Mode().Perm()|0o055)
+	}
+	return nil
+}
+
+func (s *setup) fingerprint() (string, error) {
+	if len(s.opts.PublicKeyArmored) == 0 {
+		return "", nil
+	}
+	el, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(s.opts.PublicKeyArmored))
+	if err != nil || len(el) != 1 {
+		return "", fmt.Errorf("%w: public key: want one armored key (%v)", ErrSetup, err)
+	}
+	return Fingerprint(el[0]), nil
+}
+
+// trusted reports whether home already holds fpr with ultimate ownertrust.
+func trusted(gpg, home, fpr string) bool {
+	if _, err := os.Stat(home); err != nil {
+		return false
+	}
+	out, err := exec.Command(gpg, "--homedir", home, "--batch", "--export-ownertrust").Output()
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(out, []byte(fpr+":6:"))
+}
+
+// gpgImport imports an armored public key into home, gives fpr ultimate
+// ownertrust and rebuilds the trustdb — portage runs gpg with
+// --no-auto-check-trustdb, so the trustdb must be current beforehand.
+func gpgImport(gpg, home string, pub []byte, fpr string) error {
+	run := func(stdin []byte, args ...string) error {
+		cmd := exec.Command(gpg, append([]string{"--homedir", home, "--batch", "--no-tty"}, args...)...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("gpg %s: %v: %s", args[0], err, out)
+		}
+		return nil
+	}
+	if err := run(pub, "--import"); err != nil {
+		return err
+	}
+	if err := run([]byte(fpr+":6:\n"), "--import-ownertrust"); err != nil {
+		return err
+	}
+	return run(nil, "--check-trustdb")
+}

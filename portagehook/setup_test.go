@@ -1,0 +1,168 @@
+package portagehook
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// snapshot returns every regular file under root (gnupg excepted: gpg
+// rewrites its own files) with its content.
+func snapshot(t *testing.T, root string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() && rel == filepath.Join("etc", "portage", "gnupg") {
+			return fs.SkipDir
+		}
+		if d.Type().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			files[rel] = string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func sameFiles(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %s is %q, want %q", what, k, got[k], v)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("%s: unexpected file %s", what, k)
+		}
+	}
+}
+
+func TestSetupPortage(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Skip("gpg not installed: setup-portage imports the key with gpg")
+	}
+	e := testKey(t)
+	pub, err := ExportPublic(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userBashrc := "# my own hooks\npost_pkg_postinst() { echo mine; }" // no final newline
+	for _, tc := range []struct {
+		name     string
+		existing map[string]string // files before setup
+		binDir   bool              // binrepos.conf is a directory
+	}{
+		{"fresh system", nil, false},
+		{"existing config", map[string]string{
+			"etc/portage/bashrc":                            userBashrc,
+			"etc/portage/binrepos.conf/gentoobinhost.conf": "[gentoobinhost]\npriority = 1\nsync-uri = https://distfiles.gentoo.org/releases/amd64/binpackages/23.0/x86-64\n",
+		}, true},
+		{"binrepos.conf is a file", map[string]string{
+			"etc/portage/binrepos.conf": "[gentoobinhost]\nsync-uri = https://example.org/binpackages\n",
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for p, c := range tc.existing {
+				full := filepath.Join(root, p)
+				os.MkdirAll(filepath.Dir(full), 0o755)
+				if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := snapshot(t, root)
+			opts := SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:7750/gentoo-p2pd/", PublicKeyArmored: pub}
+
+			var dry bytes.Buffer
+			opts.DryRun, opts.Out = true, &dry
+			if err := SetupPortage(opts); err != nil {
+				t.Fatal(err)
+			}
+			sameFiles(t, "dry run", snapshot(t, root), before)
+			if _, err := os.Stat(filepath.Join(root, "etc/portage/gnupg")); err == nil {
+				t.Error("dry run created the keyring")
+			}
+			for _, want := range []string{"sync-uri = http://127.0.0.1:7750/gentoo-p2pd\n", "verify-signature = true", Fingerprint(e) + ":6:", MakeConfLine} {
+				if !strings.Contains(dry.String(), want) {
+					t.Errorf("dry run output lacks %q:\n%s", want, dry.String())
+				}
+			}
+
+			var out bytes.Buffer
+			opts.DryRun, opts.Out = false, &out
+			if err := SetupPortage(opts); err != nil {
+				t.Fatal(err)
+			}
+			first := snapshot(t, root)
+			bashrc := first["etc/portage/bashrc"]
+			if !strings.Contains(bashrc, BashrcSnippet) {
+				t.Error("bashrc lacks the hook")
+			}
+			if orig, ok := tc.existing["etc/portage/bashrc"]; ok && !strings.HasPrefix(bashrc, orig) {
+				t.Error("the user's bashrc was not kept in front of the hook")
+			}
+			conf := first["etc/portage/binrepos.conf/gentoo-p2pd.conf"] + first["etc/portage/binrepos.conf"]
+			for _, want := range []string{"[gentoo-p2pd]\n", "sync-uri = http://127.0.0.1:7750/gentoo-p2pd\n", "verify-signature = true\n"} {
+				if !strings.Contains(conf, want) {
+					t.Errorf("binrepos.conf lacks %q:\n%s", want, conf)
+				}
+			}
+			home := filepath.Join(root, "etc/portage/gnupg")
+			if !trusted("gpg", home, Fingerprint(e)) {
+				t.Fatal("key not trusted ultimately after setup")
+			}
+			// portage's verification, against the keyring setup made.
+			data := []byte("x")
+			var sig bytes.Buffer
+			if err := NewSigner(e, e.PrimaryKey.CreationTime).DetachSign(&sig, bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			sigPath := filepath.Join(t.TempDir(), "x.sig")
+			os.WriteFile(sigPath, sig.Bytes(), 0o644)
+			gpgVerify(t, "gpg", home, []string{sigPath, "-"}, data)
+
+			var again bytes.Buffer
+			opts.Out = &again
+			if err := SetupPortage(opts); err != nil {
+				t.Fatal(err)
+			}
+			sameFiles(t, "second run", snapshot(t, root), first)
+			if strings.Contains(again.String(), "write ") || strings.Contains(again.String(), "add the") || strings.Contains(again.String(), "import key") {
+				t.Errorf("second run reports changes:\n%s", again.String())
+			}
+
+			opts.Undo, opts.Out = true, &out
+			opts.DryRun = true
+			if err := SetupPortage(opts); err != nil {
+				t.Fatal(err)
+			}
+			sameFiles(t, "undo dry run", snapshot(t, root), first)
+			opts.DryRun = false
+			if err := SetupPortage(opts); err != nil {
+				t.Fatal(err)
+			}
+			sameFiles(t, "undo", snapshot(t, root), before)
+			if trusted("gpg", home, Fingerprint(e)) {
+				t.Error("key still in the keyring after undo")
+			}
+			if _, err := os.Stat(filepath.Join(root, "etc/portage/binrepos.conf")); (err == nil) != (tc.binDir || tc.existing["etc/portage/binrepos.conf"] != "") {
+				t.Errorf("binrepos.conf after undo: %v", err)
+			}
+		})
+	}
+}

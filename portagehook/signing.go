@@ -1,0 +1,210 @@
+package portagehook
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// ErrSigningKey reports a signing key file that cannot be used.
+var ErrSigningKey = errors.New("portagehook: signing key")
+
+// LoadOrCreateSigningKey returns the daemon's OpenPGP signing key, stored
+// armored and unencrypted at path (mode 0600), creating an Ed25519 key with
+// user id name on first use. Portage verifies the GPKGs the gateway serves
+// against this key (setup-portage imports its public half), so it must
+// survive restarts.
+func LoadOrCreateSigningKey(path string, name string) (*openpgp.Entity, error) {
+	f, err := os.Open(path)
+	if err == nil {
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%w: %s is readable by others (mode %o): want 0600", ErrSigningKey, path, fi.Mode().Perm())
+		}
+		el, err := openpgp.ReadArmoredKeyRing(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrSigningKey, path, err)
+		}
+		if len(el) != 1 || el[0].PrivateKey == nil || el[0].PrivateKey.Encrypted {
+			return nil, fmt.Errorf("%w: %s: want exactly one unencrypted private key", ErrSigningKey, path)
+		}
+		return el[0], nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %v", ErrSigningKey, err)
+	}
+	cfg := &packet.Config{
+		Algorithm:     packet.PubKeyAlgoEdDSA, // v4 Ed25519: gpg 2.2 verifies it
+		DefaultHash:   crypto.SHA512,
+		DefaultCipher: packet.CipherAES256,
+	}
+	e, err := openpgp.NewEntity(name, "gentoo-p2pd binhost gateway", "", cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: generate: %v", ErrSigningKey, err)
+	}
+	var buf bytes.Buffer
+	aw, err := armor.Encode(&buf, openpgp.PrivateKeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.SerializePrivateWithoutSigning(aw, cfg); err != nil {
+		return nil, fmt.Errorf("%w: serialize: %v", ErrSigningKey, err)
+	}
+	if err := aw.Close(); err != nil {
+		return nil, err
+	}
+	buf.WriteByte('\n')
+	if err := writeFileAtomic(path, buf.Bytes(), 0o600); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSigningKey, err)
+	}
+	return e, nil
+}
+
+// ExportPublic returns the armored public key, the form `gpg --import`
+// takes and setup-portage installs into /etc/portage/gnupg.
+func ExportPublic(e *openpgp.Entity) ([]byte, error) {
+	var buf bytes.Buffer
+	aw, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Serialize(aw); err != nil {
+		return nil, fmt.Errorf("%w: export: %v", ErrSigningKey, err)
+	}
+	if err := aw.Close(); err != nil {
+		return nil, err
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
+}
+
+// Fingerprint returns the key's fingerprint as gpg prints it (upper-case
+// hex), the form ownertrust lines use.
+func Fingerprint(e *openpgp.Entity) string {
+	return fmt.Sprintf("%X", e.PrimaryKey.Fingerprint)
+}
+
+// OpenPGPSigner signs GPKG members with the daemon's key the way portage's
+// FEATURES=binpkg-signing does with gpg: armored detached signatures and a
+// clearsigned Manifest, SHA-512. It implements xpak.Signer.
+type OpenPGPSigner struct {
+	entity *openpgp.Entity
+	at     time.Time
+}
+
+var _ xpak.Signer = (*OpenPGPSigner)(nil)
+
+// NewSigner returns a signer whose signatures carry creation time at, so a
+// re-pack of the same content is byte-identical (Ed25519 signatures are
+// deterministic; no random salt notation is added). A zero at means "now".
+// Times before the key's creation are raised to it: gpg refuses signatures
+// older than their key.
+func NewSigner(e *openpgp.Entity, at time.Time) *OpenPGPSigner {
+	if !at.IsZero() && at.Before(e.PrimaryKey.CreationTime) {
+		at = e.PrimaryKey.CreationTime
+	}
+	return &OpenPGPSigner{entity: e, at: at}
+}
+
+// At returns a copy of s that signs with creation time t.
+func (s *OpenPGPSigner) At(t time.Time) *OpenPGPSigner { return NewSigner(s.entity, t) }
+
+func (s *OpenPGPSigner) config() *packet.Config {
+	deterministic := false
+	cfg := &packet.Config{
+		DefaultHash:                           crypto.SHA512,
+		NonDeterministicSignaturesViaNotation: &deterministic,
+	}
+	if !s.at.IsZero() {
+		at := s.at
+		cfg.Time = func() time.Time { return at }
+	}
+	return cfg
+}
+
+// DetachSign writes an armored detached binary signature of r.
+func (s *OpenPGPSigner) DetachSign(w io.Writer, r io.Reader) error {
+	if err := openpgp.ArmoredDetachSign(w, s.entity, r, s.config()); err != nil {
+		return fmt.Errorf("portagehook: detached signature: %w", err)
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+// ClearSign writes text clearsigned, as gpg --clear-sign does.
+func (s *OpenPGPSigner) ClearSign(w io.Writer, text []byte) error {
+	cfg := s.config()
+	key, ok := s.entity.SigningKey(cfg.Now())
+	if !ok || key.PrivateKey == nil {
+		return fmt.Errorf("%w: no usable signing key", ErrSigningKey)
+	}
+	cw, err := clearsign.Encode(w, key.PrivateKey, cfg)
+	if err != nil {
+		return fmt.Errorf("portagehook: clearsign: %w", err)
+	}
+	// gpg does not sign the line break that ends the text (it separates
+	// the text from the armor); go-crypto would sign an empty last line.
+	if _, err := cw.Write(bytes.TrimSuffix(text, []byte("\n"))); err != nil {
+		return fmt.Errorf("portagehook: clearsign: %w", err)
+	}
+	if err := cw.Close(); err != nil {
+		return fmt.Errorf("portagehook: clearsign: %w", err)
+	}
+	_, err = io.WriteString(w, "\n")
+	return err
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory, fsynced and renamed, so a crash never leaves half a file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
