@@ -52,7 +52,6 @@ func TestIndexGolden(t *testing.T) {
 	}
 }
 
-
 func TestIndexPortageRules(t *testing.T) {
 	in := "VERSION: 0\nTIMESTAMP: 5\nCHOST: x86_64-pc-linux-gnu\nno colon here\n\n" +
 		"CPV: a/b-1\nSLOT: 0\nEAPI: 8\nCHOST: x86_64-pc-linux-gnu\nDESC: colons: kept\nEMPTY:\nBUILD_ID: 2\nBUILD_ID: 3\n\n" +

@@ -69,7 +69,7 @@ func TestSetupPortage(t *testing.T) {
 	}{
 		{"fresh system", nil, false},
 		{"existing config", map[string]string{
-			"etc/portage/bashrc":                            userBashrc,
+			"etc/portage/bashrc":                           userBashrc,
 			"etc/portage/binrepos.conf/gentoobinhost.conf": "[gentoobinhost]\npriority = 1\nsync-uri = https://distfiles.gentoo.org/releases/amd64/binpackages/23.0/x86-64\n",
 		}, true},
 		{"binrepos.conf is a file", map[string]string{
