@@ -1,0 +1,569 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
+)
+
+// checkComplete asserts the fetched file is at res.Path with the right
+// content and that no partial files are left.
+func checkComplete(t *testing.T, dir string, res Result, tf *testFile) {
+	t.Helper()
+	got, err := os.ReadFile(res.Path)
+	if err != nil {
+		t.Fatalf("reading result: %v", err)
+	}
+	if sha256.Sum256(got) != tf.want.SHA256 {
+		t.Fatalf("result %s has the wrong SHA-256", res.Path)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*.part"))
+	bits, _ := filepath.Glob(filepath.Join(dir, "*.bits"))
+	if len(left)+len(bits) != 0 {
+		t.Fatalf("partial files left behind: %v %v", left, bits)
+	}
+}
+
+func TestFetchSingleProvider(t *testing.T) {
+	sizes := []struct {
+		name string
+		size int
+	}{
+		{"empty", 0},
+		{"one byte", 1},
+		{"one piece", pieces.Size},
+		{"short last piece", 5*pieces.Size + 1234},
+	}
+	p := newProvider(t, newMemSource(), ServerOptions{Enabled: true})
+	h := newHost(t)
+	for i, tt := range sizes {
+		t.Run(tt.name, func(t *testing.T) {
+			tf := makeFile(t, tt.size, uint64(i))
+			p.src.mu.Lock()
+			p.src.files[tf.want.SHA256] = tf
+			p.src.mu.Unlock()
+			dir := t.TempDir()
+			var lastProgress atomic.Int64
+			res, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{
+				Dir:      dir,
+				Progress: func(pr Progress) { lastProgress.Store(pr.Done) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkComplete(t, dir, res, tf)
+			if res.PiecesFetched != pieces.Count(tf.want.Size) || res.PiecesReused != 0 {
+				t.Fatalf("fetched %d reused %d, want %d and 0", res.PiecesFetched, res.PiecesReused, pieces.Count(tf.want.Size))
+			}
+			if tt.size > 0 && lastProgress.Load() != tf.want.Size {
+				t.Fatalf("last progress %d, want %d", lastProgress.Load(), tf.want.Size)
+			}
+		})
+	}
+}
+
+// TestFetchCorruptProvider: one of four providers flips a byte in every
+// piece it serves; it is dropped as a bad peer and the file completes.
+func TestFetchCorruptProvider(t *testing.T) {
+	tf := makeFile(t, 64*pieces.Size+77, 1)
+	badServed := newGate()
+	bad := newMemSource(tf)
+	// Flip one byte in every piece the read touches.
+	bad.mutate = func(p []byte, off int64) {
+		for o := off; o < off+int64(len(p)); o = (o/pieces.Size + 1) * pieces.Size {
+			p[o-off] ^= 0x40
+		}
+	}
+	bad.beforeRead = func(int64, int) { badServed.open() }
+	provs := []*provider{newProvider(t, bad, ServerOptions{Enabled: true})}
+	for range 3 {
+		honest := newMemSource(tf)
+		// Honest providers hold back until the corrupt one has sent
+		// something, so it is certain to be exercised.
+		honest.beforeRead = func(int64, int) { badServed.wait() }
+		provs = append(provs, newProvider(t, honest, ServerOptions{Enabled: true}))
+	}
+	var infos []peer.AddrInfo
+	for _, p := range provs {
+		infos = append(infos, addrInfo(p.h))
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, infos, FetchOptions{Dir: dir, BatchPieces: 2, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+	f, ok := faultOf(res, provs[0].h.ID())
+	if !ok || f.Kind != FaultBadPiece || !errors.Is(f.Err, pieces.ErrBadPiece) {
+		t.Fatalf("corrupt provider not reported as bad piece: %+v", res.BadPeers)
+	}
+	if len(res.BadPeers) != 1 {
+		t.Fatalf("honest providers reported: %+v", res.BadPeers)
+	}
+	if res.PeerPieces[provs[0].h.ID()] != 0 {
+		t.Fatalf("corrupt provider credited with %d pieces", res.PeerPieces[provs[0].h.ID()])
+	}
+	if got := gathered(t, reg, "gentoo_p2pd_transfer_peer_faults_total", string(FaultBadPiece)); got != 1 {
+		t.Fatalf("bad_piece metric %v, want 1", got)
+	}
+	if got := gathered(t, reg, "gentoo_p2pd_transfer_fetched_bytes_total", ""); got < float64(tf.want.Size) {
+		t.Fatalf("fetched bytes metric %v < file size", got)
+	}
+}
+
+// TestFetchProviderKilled: a provider's host is closed after it served a
+// few reads; the fetch completes from the others.
+func TestFetchProviderKilled(t *testing.T) {
+	tf := makeFile(t, 48*pieces.Size+5, 2)
+	killed := newGate()
+	var reads atomic.Int32
+	reachedN := newGate()
+	victimSrc := newMemSource(tf)
+	victimSrc.beforeRead = func(int64, int) {
+		if reads.Add(1) == 3 {
+			reachedN.open()
+		}
+	}
+	victim := newProvider(t, victimSrc, ServerOptions{Enabled: true})
+	var infos []peer.AddrInfo
+	infos = append(infos, addrInfo(victim.h))
+	others := []*provider{}
+	for range 2 {
+		src := newMemSource(tf)
+		src.beforeRead = func(int64, int) { killed.wait() }
+		p := newProvider(t, src, ServerOptions{Enabled: true})
+		others = append(others, p)
+		infos = append(infos, addrInfo(p.h))
+	}
+	go func() {
+		reachedN.wait()
+		victim.h.Close()
+		killed.open()
+	}()
+	dir := t.TempDir()
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, infos, FetchOptions{Dir: dir, BatchPieces: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+	f, ok := faultOf(res, victim.h.ID())
+	if !ok || f.Kind != FaultConnection {
+		t.Fatalf("killed provider not reported as a connection fault: %+v", res.BadPeers)
+	}
+	if res.PeerPieces[others[0].h.ID()]+res.PeerPieces[others[1].h.ID()] == 0 {
+		t.Fatalf("survivors contributed nothing: %v", res.PeerPieces)
+	}
+}
+
+// TestFetchResume cancels a fetch after some pieces (as a kill would stop
+// it), then fetches again: marked pieces are reused and never requested.
+func TestFetchResume(t *testing.T) {
+	tf := makeFile(t, 40*pieces.Size+999, 3)
+	src1 := newMemSource(tf)
+	p1 := newProvider(t, src1, ServerOptions{Enabled: true})
+	dir := t.TempDir()
+	h := newHost(t)
+
+	const k = 10
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var verified atomic.Int32
+	res1, err := Fetch(ctx, h, tf.want, []peer.AddrInfo{addrInfo(p1.h)}, FetchOptions{
+		Dir: dir, BatchPieces: 1, MaxInFlightPerPeer: 2,
+		Progress: func(Progress) {
+			if verified.Add(1) == k {
+				cancel()
+			}
+		},
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("first fetch: %v, want context.Canceled", err)
+	}
+	if res1.PiecesFetched < k || res1.Path != "" {
+		t.Fatalf("first fetch: %d pieces, path %q", res1.PiecesFetched, res1.Path)
+	}
+	partPath, bitsPath := partPaths(dir, tf.want.SHA256)
+	if _, err := os.Stat(partPath); err != nil {
+		t.Fatalf("part file missing after cancel: %v", err)
+	}
+	bits, err := os.ReadFile(bitsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marked []int
+	for i := range tf.leaves {
+		if bits[bitsHeaderLen+i/8]&(1<<(i%8)) != 0 {
+			marked = append(marked, i)
+		}
+	}
+	if len(marked) < k {
+		t.Fatalf("%d pieces marked after cancel, want >= %d", len(marked), k)
+	}
+
+	src2 := newMemSource(tf)
+	p2 := newProvider(t, src2, ServerOptions{Enabled: true})
+	res2, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(p2.h)}, FetchOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res2, tf)
+	if res2.PiecesReused != len(marked) || res2.PiecesReused+res2.PiecesFetched != len(tf.leaves) {
+		t.Fatalf("reused %d fetched %d; %d marked of %d", res2.PiecesReused, res2.PiecesFetched, len(marked), len(tf.leaves))
+	}
+	for _, i := range marked {
+		if b := src2.bytesOfPiece(i); b != 0 {
+			t.Fatalf("verified piece %d downloaded again (%d bytes)", i, b)
+		}
+	}
+}
+
+// TestFetchResumeRejectsDamagedPiece: a marked piece whose bytes on disk
+// were damaged is re-verified, found bad and fetched again.
+func TestFetchResumeRejectsDamagedPiece(t *testing.T) {
+	tf := makeFile(t, 6*pieces.Size, 4)
+	dir := t.TempDir()
+	partPath, bitsPath := partPaths(dir, tf.want.SHA256)
+	damaged := append([]byte(nil), tf.data...)
+	damaged[2*pieces.Size+10] ^= 1
+	if err := os.WriteFile(partPath, damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	field := []byte{0x3f} // all six pieces marked
+	if err := os.WriteFile(bitsPath, append(bitsHeader(tf.want), field...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := newMemSource(tf)
+	p := newProvider(t, src, ServerOptions{Enabled: true})
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+	if res.PiecesReused != 5 || res.PiecesFetched != 1 || src.bytesOfPiece(2) != pieces.Size {
+		t.Fatalf("reused %d fetched %d, piece 2 served %d bytes", res.PiecesReused, res.PiecesFetched, src.bytesOfPiece(2))
+	}
+}
+
+// TestFetchIgnoresForeignBitfield: a bitfield for another root is not
+// trusted.
+func TestFetchIgnoresForeignBitfield(t *testing.T) {
+	tf := makeFile(t, 3*pieces.Size, 5)
+	dir := t.TempDir()
+	partPath, bitsPath := partPaths(dir, tf.want.SHA256)
+	if err := os.WriteFile(partPath, make([]byte, len(tf.data)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := tf.want
+	other.PieceRoot[0] ^= 1
+	if err := os.WriteFile(bitsPath, append(bitsHeader(other), 0x07), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newProvider(t, newMemSource(tf), ServerOptions{Enabled: true})
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+	if res.PiecesReused != 0 {
+		t.Fatalf("reused %d pieces from a foreign bitfield", res.PiecesReused)
+	}
+}
+
+func TestConsumeModeServesNothing(t *testing.T) {
+	tf := makeFile(t, 2*pieces.Size, 6)
+	src := newMemSource(tf)
+	p := newProvider(t, src, ServerOptions{}) // zero value: consume mode
+	dir := t.TempDir()
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir})
+	if !errors.Is(err, ErrNoProviders) {
+		t.Fatalf("got %v, want ErrNoProviders", err)
+	}
+	f, ok := faultOf(res, p.h.ID())
+	var re *RemoteError
+	if !ok || f.Kind != FaultUnavailable || !errors.As(f.Err, &re) || re.Code != statusDisabled {
+		t.Fatalf("consume-mode provider fault: %+v", res.BadPeers)
+	}
+	src.mu.Lock()
+	opens := src.opens
+	src.mu.Unlock()
+	if opens != 0 {
+		t.Fatalf("consume-mode server opened %d files", opens)
+	}
+	// Switching serving on at run time takes effect for the next fetch.
+	p.srv.SetEnabled(true)
+	res, err = Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+}
+
+func TestNotFoundAndBadLayer(t *testing.T) {
+	tf := makeFile(t, 9*pieces.Size+3, 7)
+	other := makeFile(t, 9*pieces.Size+3, 8)
+	tests := []struct {
+		name string
+		src  func() *memSource
+		kind FaultKind
+	}{
+		{"not found", func() *memSource { return newMemSource(other) }, FaultUnavailable},
+		{"layer of other content", func() *memSource {
+			s := newMemSource(tf)
+			s.leavesFor = func(*testFile) [][32]byte { return other.leaves }
+			return s
+		}, FaultBadLayer},
+		{"layer missing a leaf", func() *memSource {
+			s := newMemSource(tf)
+			s.leavesFor = func(f *testFile) [][32]byte { return f.leaves[:len(f.leaves)-1] }
+			return s
+		}, FaultBadLayer},
+		{"layer with a leaf too many", func() *memSource {
+			s := newMemSource(tf)
+			s.leavesFor = func(f *testFile) [][32]byte { return append(append([][32]byte(nil), f.leaves...), f.leaves[0]) }
+			return s
+		}, FaultBadLayer},
+	}
+	h := newHost(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			badSrc := tt.src()
+			bad := newProvider(t, badSrc, ServerOptions{Enabled: true})
+			honestServed := newGate()
+			honestSrc := newMemSource(tf)
+			honestSrc.beforeRead = func(int64, int) { honestServed.open() }
+			honest := newProvider(t, honestSrc, ServerOptions{Enabled: true})
+			dir := t.TempDir()
+			res, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(bad.h), addrInfo(honest.h)}, FetchOptions{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkComplete(t, dir, res, tf)
+			f, ok := faultOf(res, bad.h.ID())
+			if !ok || f.Kind != tt.kind {
+				t.Fatalf("bad provider fault %+v, want %s", res.BadPeers, tt.kind)
+			}
+			if badSrc.readCount() != 0 {
+				t.Fatalf("pieces were requested from a provider with a bad layer")
+			}
+		})
+	}
+}
+
+// TestFetchStalledProvider: a provider that stops sending is dropped after
+// StallTimeout; being the only one, the fetch fails and keeps its partial
+// file for a later resume.
+func TestFetchStalledProvider(t *testing.T) {
+	tf := makeFile(t, 12*pieces.Size, 9)
+	release := newGate()
+	var reads atomic.Int32
+	stallSrc := newMemSource(tf)
+	stallSrc.beforeRead = func(int64, int) {
+		if reads.Add(1) > 2 {
+			release.wait()
+		}
+	}
+	staller := newProvider(t, stallSrc, ServerOptions{Enabled: true})
+	t.Cleanup(release.open) // runs before the server's Close
+	dir := t.TempDir()
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(staller.h)},
+		FetchOptions{Dir: dir, BatchPieces: 1, MaxInFlightPerPeer: 1, StallTimeout: 300 * time.Millisecond})
+	if !errors.Is(err, ErrNoProviders) {
+		t.Fatalf("got %v, want ErrNoProviders", err)
+	}
+	if f, ok := faultOf(res, staller.h.ID()); !ok || f.Kind != FaultStall {
+		t.Fatalf("staller fault %+v, want %s", res.BadPeers, FaultStall)
+	}
+	if res.PiecesFetched != 2 {
+		t.Fatalf("fetched %d pieces before the stall, want 2", res.PiecesFetched)
+	}
+	if _, err := os.Stat(filepath.Join(dir, hexName(tf)+".part")); err != nil {
+		t.Fatalf("partial file not kept: %v", err)
+	}
+}
+
+func hexName(tf *testFile) string { return hex.EncodeToString(tf.want.SHA256[:]) }
+
+// TestPerPeerRateCap checks the cap by token accounting: a token bucket can
+// never have released more than burst + rate × elapsed bytes.
+func TestPerPeerRateCap(t *testing.T) {
+	tf := makeFile(t, 8*pieces.Size, 10)
+	const rateCap = 4 << 20
+	src := newMemSource(tf)
+	p := newProvider(t, src, ServerOptions{Enabled: true, PerPeerRate: rateCap})
+	dir := t.TempDir()
+	start := time.Now()
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir})
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+	layerBytes := int64(1 + 3*10 + 32*len(tf.leaves))
+	sent := src.totalBytes() + layerBytes
+	allowed := int64(burstFor(rateCap)) + int64(rateCap*elapsed.Seconds())
+	t.Logf("per-peer cap %d B/s: sent %d bytes in %v (%.0f B/s)", rateCap, sent, elapsed, float64(sent)/elapsed.Seconds())
+	if sent > allowed {
+		t.Fatalf("sent %d bytes in %v, bucket allows at most %d", sent, elapsed, allowed)
+	}
+}
+
+func TestUploadSlotsBusy(t *testing.T) {
+	tf := makeFile(t, 4*pieces.Size, 11)
+	entered := newGate()
+	release := newGate()
+	src := newMemSource(tf)
+	src.beforeRead = func(int64, int) { entered.open(); release.wait() }
+	p := newProvider(t, src, ServerOptions{Enabled: true, UploadSlots: 1})
+	t.Cleanup(release.open)
+
+	// First peer takes the only slot and holds it.
+	first := newHost(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Fetch(testCtx(t), first, tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: t.TempDir(), MaxInFlightPerPeer: 1})
+		done <- err
+	}()
+	entered.wait()
+	// Second peer is refused as busy (after its retries).
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: t.TempDir()})
+	var re *RemoteError
+	f, ok := faultOf(res, p.h.ID())
+	if !errors.Is(err, ErrNoProviders) || !ok || !errors.As(f.Err, &re) || re.Code != statusBusy {
+		t.Fatalf("second peer: %v, faults %+v; want busy", err, res.BadPeers)
+	}
+	release.open()
+	if err := <-done; err != nil {
+		t.Fatalf("first peer: %v", err)
+	}
+}
+
+func TestFetchVerifyHookAndHashMismatch(t *testing.T) {
+	tf := makeFile(t, 3*pieces.Size+1, 12)
+	p := newProvider(t, newMemSource(tf), ServerOptions{Enabled: true})
+	h := newHost(t)
+
+	dir := t.TempDir()
+	final := filepath.Join(dir, "out", "file.gpkg.tar")
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var hookSaw []byte
+	_, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{
+		Dir: dir, Path: final,
+		Verify: func(path string) error {
+			hookSaw, _ = os.ReadFile(path)
+			return errTest
+		},
+	})
+	if !errors.Is(err, ErrVerify) || !errors.Is(err, errTest) {
+		t.Fatalf("got %v, want ErrVerify wrapping the hook error", err)
+	}
+	if !bytes.Equal(hookSaw, tf.data) {
+		t.Fatalf("verify hook did not see the complete file")
+	}
+	if _, err := os.Stat(final); !os.IsNotExist(err) {
+		t.Fatalf("rejected file visible at final path: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.part")); len(left) != 0 {
+		t.Fatalf("rejected part file kept: %v", left)
+	}
+
+	// Pieces match the root but the attested SHA-256 is wrong: the
+	// provider holds it under that (wrong) address.
+	lying := *tf
+	lying.want.SHA256[0] ^= 1
+	p2 := newProvider(t, newMemSource(&lying), ServerOptions{Enabled: true})
+	_, err = Fetch(testCtx(t), h, lying.want, []peer.AddrInfo{addrInfo(p2.h)}, FetchOptions{Dir: dir})
+	if !errors.Is(err, ErrHashMismatch) {
+		t.Fatalf("got %v, want ErrHashMismatch", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 1 { // only out/
+		t.Fatalf("files left after hash mismatch: %v", left)
+	}
+}
+
+func TestFetchRejectsBadWant(t *testing.T) {
+	tf := makeFile(t, 10, 13)
+	w := tf.want
+	w.PieceSize = 1 << 20
+	_, err := Fetch(testCtx(t), newHost(t), w, nil, FetchOptions{Dir: t.TempDir()})
+	if !errors.Is(err, ErrWant) {
+		t.Fatalf("got %v, want ErrWant", err)
+	}
+	_, err = Fetch(testCtx(t), newHost(t), tf.want, nil, FetchOptions{})
+	if !errors.Is(err, ErrWant) || !strings.Contains(err.Error(), "Dir") {
+		t.Fatalf("got %v, want ErrWant naming Dir", err)
+	}
+}
+
+func TestFetchLockedByAnotherFetch(t *testing.T) {
+	tf := makeFile(t, 2*pieces.Size, 14)
+	dir := t.TempDir()
+	pf, err := openPart(dir, tf.want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.close()
+	p := newProvider(t, newMemSource(tf), ServerOptions{Enabled: true})
+	_, err = Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("got %v, want ErrLocked", err)
+	}
+}
+
+func TestOpenFileServesRealFixture(t *testing.T) {
+	path := filepath.Join("testdata", "hello-1.0.gpkg.tar")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenFile(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Size() != int64(len(data)) || pieces.RootOf(f.Leaves()) != pieces.Leaf(data) {
+		t.Fatalf("OpenFile layer does not match the file")
+	}
+	if _, err := OpenFile(path, make([][32]byte, 3)); err == nil {
+		t.Fatalf("a cached layer of the wrong length was accepted")
+	}
+}
+
+// gathered returns the value of a counter (with the given label value, or
+// unlabelled when label is "") from reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
