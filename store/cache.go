@@ -53,11 +53,13 @@ type CacheMeta struct {
 
 // CacheEntry describes one cached file.
 type CacheEntry struct {
-	SHA256     [32]byte
+	SHA256 [32]byte
+	// Path is where the file lives (Cache.Path of SHA256), ready to open.
+	Path       string
 	Size       int64
 	Added      time.Time
 	LastAccess time.Time
-	CacheMeta
+	Meta       CacheMeta
 }
 
 type cacheJSON struct {
@@ -76,13 +78,13 @@ func decodeCache(k, v []byte) (CacheEntry, error) {
 	if len(k) != 32 {
 		return CacheEntry{}, fmt.Errorf("%w: cache key has %d bytes", ErrCorrupt, len(k))
 	}
-	e := CacheEntry{Size: j.Size, Added: j.Added, LastAccess: j.LastAccess, CacheMeta: CacheMeta{CPV: j.CPV, BuildKey: j.BuildKey}}
+	e := CacheEntry{Size: j.Size, Added: j.Added, LastAccess: j.LastAccess, Meta: CacheMeta{CPV: j.CPV, BuildKey: j.BuildKey}}
 	copy(e.SHA256[:], k)
 	return e, nil
 }
 
 func encodeCache(e CacheEntry) ([]byte, error) {
-	return json.Marshal(cacheJSON{Size: e.Size, Added: e.Added, LastAccess: e.LastAccess, CPV: e.CPV, BuildKey: e.BuildKey})
+	return json.Marshal(cacheJSON{Size: e.Size, Added: e.Added, LastAccess: e.LastAccess, CPV: e.Meta.CPV, BuildKey: e.Meta.BuildKey})
 }
 
 // openCache reconciles the cache directory with the database after a
@@ -235,6 +237,9 @@ func (c *Cache) Get(sha [32]byte) (CacheEntry, bool, error) {
 		ok = err == nil
 		return err
 	})
+	if ok {
+		e.Path = c.Path(sha)
+	}
 	return e, ok, err
 }
 
@@ -247,6 +252,7 @@ func (c *Cache) List() ([]CacheEntry, error) {
 			if err != nil {
 				return err
 			}
+			e.Path = c.Path(e.SHA256)
 			out = append(out, e)
 			return nil
 		})
@@ -284,7 +290,7 @@ func (c *Cache) Commit(tmpPath string, sha [32]byte, meta CacheMeta) (CacheEntry
 		return CacheEntry{}, err
 	}
 	now := c.now()
-	e := CacheEntry{SHA256: sha, Size: size, Added: now, LastAccess: now, CacheMeta: meta}
+	e := CacheEntry{SHA256: sha, Path: dst, Size: size, Added: now, LastAccess: now, Meta: meta}
 	v, err := encodeCache(e)
 	if err != nil {
 		return CacheEntry{}, err

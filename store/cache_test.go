@@ -181,7 +181,7 @@ func TestCacheReconcileOnOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].SHA256 != kept.SHA256 || entries[0].CPV != "cat/kept" {
+	if len(entries) != 1 || entries[0].SHA256 != kept.SHA256 || entries[0].Meta.CPV != "cat/kept" || entries[0].Path != c.Path(kept.SHA256) {
 		t.Errorf("entries after reconcile = %+v, want only %q", entries, "kept")
 	}
 	if c.Usage() != kept.Size {
