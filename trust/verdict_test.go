@@ -269,7 +269,7 @@ func TestEvaluate(t *testing.T) {
 }
 
 // proof makes equivocation evidence: peer n signed contents a and b for bk.
-func proof(t *testing.T, n int, bk, a, b string) Equivocation {
+func proof(t testing.TB, n int, bk, a, b string) Equivocation {
 	t.Helper()
 	sa := signAs(t, n, testAttestation(t, bk, testContent(a)))
 	sb := signAs(t, n, testAttestation(t, bk, testContent(b)))
