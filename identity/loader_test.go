@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,14 +17,40 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
-// This file is a test-only metadata loader for the real portage fixtures in
-// testdata/fixtures, so the identity tests do not depend on the xpak
-// package's reader (developed in parallel). It reads the XPAK trailer of
-// .tbz2/.xpak files and the metadata.tar.{zst,xz} member of .gpkg.tar files.
+// Fixtures are read with xpak.ReadFile, as the daemon reads them. This file
+// also holds an independent test-only metadata loader (the XPAK trailer of
+// .tbz2/.xpak files, the metadata.tar.{zst,xz} member of .gpkg.tar files)
+// that TestFixtureLoadersAgree checks xpak against, so a reader bug cannot
+// silently make both sides of an identity test wrong.
 
 const fixtures = "testdata/fixtures"
 
 func loadFixture(t testing.TB, rel string) *xpak.Metadata {
+	t.Helper()
+	p, err := xpak.ReadFile(filepath.Join(fixtures, rel), xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Metadata
+}
+
+func TestFixtureLoadersAgree(t *testing.T) {
+	for _, rel := range allFixtures(t) {
+		a, b := loadFixture(t, rel), loadFixtureIndependently(t, rel)
+		if !slices.Equal(a.Keys(), b.Keys()) {
+			t.Fatalf("%s: keys %v vs %v", rel, a.Keys(), b.Keys())
+		}
+		for _, k := range a.Keys() {
+			va, _ := a.Raw(k)
+			vb, _ := b.Raw(k)
+			if !bytes.Equal(va, vb) {
+				t.Errorf("%s: %s differs", rel, k)
+			}
+		}
+	}
+}
+
+func loadFixtureIndependently(t testing.TB, rel string) *xpak.Metadata {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(fixtures, rel))
 	if err != nil {
