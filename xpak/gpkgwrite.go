@@ -81,9 +81,10 @@ const (
 //
 // The image callback adds entries in the order they must appear (callers
 // sort them; see Repack in portagehook). The compressed image is spooled to
-// a temporary file, never held in memory. Owners are written as root:root
-// (0:0) and every mtime as opts.MTime, so the output depends only on the
-// inputs.
+// a temporary file, never held in memory. Entry owners are kept as given
+// (they are installed, and covered by the image digest); the image root
+// and every container member are root (0:0); every mtime is opts.MTime, so
+// the output depends only on the inputs.
 func WriteGPKG(w io.Writer, opts GPKGOptions, meta *Metadata, image func(add ImageAdder) error) error {
 	if err := checkBasename(opts.Basename); err != nil {
 		return err
@@ -341,6 +342,7 @@ func writeImageTar(w io.Writer, mtime time.Time, image func(add ImageAdder) erro
 		return fmt.Errorf("xpak: image tar root: %w", err)
 	}
 	seen := make(map[string]bool)
+	nonDir := make(map[string]bool) // entries nothing may live under
 	add := func(in *tar.Header, content io.Reader) error {
 		hdr, err := normalizeImageHeader(in, mtime)
 		if err != nil {
@@ -349,6 +351,16 @@ func writeImageTar(w io.Writer, mtime time.Time, image func(add ImageAdder) erro
 		key := strings.TrimSuffix(hdr.Name, "/")
 		if seen[key] {
 			return fmt.Errorf("%w: %q added twice", ErrImageEntry, in.Name)
+		}
+		// portage 3.0.82 extracts through symlinks: never write an entry
+		// under a symlink (or under any other non-directory).
+		for i := len("image/"); i < len(key); i++ {
+			if key[i] == '/' && nonDir[key[:i]] {
+				return fmt.Errorf("%w: %q lies under non-directory %q", ErrImageEntry, in.Name, key[:i])
+			}
+		}
+		if hdr.Typeflag != tar.TypeDir {
+			nonDir[key] = true
 		}
 		if hdr.Typeflag == tar.TypeLink && !seen[strings.TrimSuffix(hdr.Linkname, "/")] {
 			return fmt.Errorf("%w: hardlink %q to %q, which is not stored before it", ErrImageEntry, in.Name, in.Linkname)
@@ -392,7 +404,8 @@ func writeImageTar(w io.Writer, mtime time.Time, image func(add ImageAdder) erro
 
 // normalizeImageHeader builds the header written for one entry: prefixed
 // name (directories with a trailing "/", as Python's tarfile writes them),
-// permission bits only, root:root, fixed mtime, no access/change times.
+// permission bits only, owners as given, fixed mtime, no access/change
+// times.
 // Names that would escape the image are refused here too.
 func normalizeImageHeader(in *tar.Header, mtime time.Time) (*tar.Header, error) {
 	name := strings.TrimSuffix(in.Name, "/")
@@ -403,8 +416,15 @@ func normalizeImageHeader(in *tar.Header, mtime time.Time) (*tar.Header, error) 
 		Name:    "image/" + name,
 		Mode:    in.Mode & 0o7777,
 		ModTime: mtime,
-		Uname:   "root",
-		Gname:   "root",
+		// Owners are part of what is installed (fowners) and of the image
+		// digest: kept as given, never normalised.
+		Uid:   in.Uid,
+		Gid:   in.Gid,
+		Uname: in.Uname,
+		Gname: in.Gname,
+	}
+	if hdr.Uid < 0 || hdr.Gid < 0 || strings.ContainsRune(hdr.Uname+hdr.Gname, 0) {
+		return nil, fmt.Errorf("%w: %q has a bad owner", ErrImageEntry, in.Name)
 	}
 	switch in.Typeflag {
 	case tar.TypeReg, tar.TypeRegA:

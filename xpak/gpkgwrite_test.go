@@ -230,8 +230,8 @@ func checkImageTar(t *testing.T, raw []byte) {
 			wantName += "/"
 		}
 		if h.Name != wantName || h.Typeflag != e.hdr.Typeflag || h.Mode != e.hdr.Mode&0o7777 ||
-			h.Uid != 0 || h.Gid != 0 || h.Uname != "root" || h.Gname != "root" || h.ModTime.Unix() != 1795234524 {
-			t.Errorf("entry %d: %+v, want name %q type %c mode %o root:root", i, h, wantName, e.hdr.Typeflag, e.hdr.Mode&0o7777)
+			h.Uid != e.hdr.Uid || h.Gid != e.hdr.Gid || h.Uname != e.hdr.Uname || h.Gname != e.hdr.Gname || h.ModTime.Unix() != 1795234524 {
+			t.Errorf("entry %d: %+v, want name %q type %c mode %o owner %d:%d %s:%s", i, h, wantName, e.hdr.Typeflag, e.hdr.Mode&0o7777, e.hdr.Uid, e.hdr.Gid, e.hdr.Uname, e.hdr.Gname)
 		}
 		if string(ms[i+1].data) != e.content {
 			t.Errorf("entry %q content %q, want %q", h.Name, ms[i+1].data, e.content)
@@ -273,6 +273,8 @@ func TestWriteGPKGRefuses(t *testing.T) {
 		{"duplicate", GPKGOptions{Basename: "x-1"}, []testEntry{{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "a"}}, {hdr: tar.Header{Typeflag: tar.TypeDir, Name: "a/"}}}, ErrImageEntry},
 		{"short content", GPKGOptions{Basename: "x-1"}, []testEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "a", Size: 5}, content: "ab"}}, ErrImageEntry},
 		{"long content", GPKGOptions{Basename: "x-1"}, []testEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "a", Size: 1}, content: "ab"}}, ErrImageEntry},
+		{"under a symlink", GPKGOptions{Basename: "x-1"}, []testEntry{{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "usr/lib", Linkname: "/etc"}}, {hdr: tar.Header{Typeflag: tar.TypeReg, Name: "usr/lib/cron.d"}}}, ErrImageEntry},
+		{"under a file", GPKGOptions{Basename: "x-1"}, []testEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "a"}}, {hdr: tar.Header{Typeflag: tar.TypeReg, Name: "a/b"}}}, ErrImageEntry},
 		{"basename with slash", GPKGOptions{Basename: "a/b"}, nil, ErrGPKGOptions},
 		{"empty basename", GPKGOptions{}, nil, ErrGPKGOptions},
 	} {
