@@ -1,0 +1,158 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DHTMode says whether this node answers DHT queries from others. Servers
+// hold provider records and route; clients only ask. A node behind NAT that
+// cannot be dialled is a useless server, hence the auto mode.
+type DHTMode string
+
+const (
+	// DHTServer always answers DHT queries. Use it on LANs and in tests:
+	// AutoNAT never reports a LAN as public, so auto mode stays a client.
+	DHTServer DHTMode = "server"
+	// DHTAuto becomes a server once AutoNAT reports public reachability.
+	DHTAuto DHTMode = "auto"
+	// DHTClient never answers DHT queries.
+	DHTClient DHTMode = "client"
+)
+
+// DefaultPort is the TCP and UDP port gentoo-p2pd listens on by default.
+const DefaultPort = 4701
+
+// Defaults for the connection manager: a DHT node needs a routing table's
+// worth of peers, not the 160/192 libp2p default which lets every node of a
+// small network connect to every other.
+const (
+	DefaultConnLow  = 32
+	DefaultConnHigh = 64
+)
+
+// DefaultReprovideInterval is how often every provided key is announced
+// again. Provider records live 48 h on the DHT, so 22 h leaves room for one
+// missed cycle (the amino DHT uses the same figures).
+const DefaultReprovideInterval = 22 * time.Hour
+
+// ErrConfig is wrapped by every configuration error New returns.
+var ErrConfig = errors.New("p2p: invalid config")
+
+// Config describes one node. Build it with DefaultConfig and override fields;
+// the zero value of a field never silently means "unlimited".
+type Config struct {
+	// PrivKey is the node identity (see LoadOrCreateKey). Required.
+	PrivKey crypto.PrivKey
+	// ListenAddrs are multiaddrs to listen on. QUIC addresses are dropped
+	// when QUIC is false. Tests use /ip4/127.0.0.1/tcp/0.
+	ListenAddrs []string
+	// Bootstrap peers are dialled at start and seed the DHT routing table.
+	// There are no built-in bootstrap peers: an empty list plus MDNS=false
+	// means an isolated node, never an accidental IPFS member.
+	Bootstrap []peer.AddrInfo
+	// MDNS finds peers on the local link (a lab, a fleet) without bootstrap.
+	MDNS bool
+	// QUIC enables the QUIC transport besides TCP.
+	QUIC bool
+	// AutoNAT offers the AutoNAT service to peers and enables AutoNAT v2 so
+	// this node learns whether it is publicly reachable.
+	AutoNAT bool
+	// HolePunching enables DCUtR so two NATed peers can connect directly.
+	HolePunching bool
+	// RelayClient lets the node dial through and advertise circuit relay v2
+	// addresses when it is not reachable. Relays cap data, so bulk transfers
+	// must still go direct.
+	RelayClient bool
+	// NATPortMap asks the home router for a port mapping (UPnP/NAT-PMP).
+	NATPortMap bool
+	// ConnLow and ConnHigh are the connection manager watermarks: above
+	// ConnHigh connections are trimmed down to ConnLow.
+	ConnLow, ConnHigh int
+	// ConnGrace protects new connections from trimming for this long.
+	ConnGrace time.Duration
+	// DHTMode selects server, auto or client.
+	DHTMode DHTMode
+	// ReprovideInterval is the reprovide cycle of the sweeping provider.
+	ReprovideInterval time.Duration
+	// Registerer receives this node's metrics; nil disables metrics (also
+	// libp2p's own). Several nodes in one process need one registry each.
+	Registerer prometheus.Registerer
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+
+	// connGater is a test hook: it lets tests force a topology (A-B-C
+	// without A-C) that DHT peer discovery would otherwise undo.
+	connGater connmgr.ConnectionGater
+}
+
+// DefaultConfig returns the production defaults: listen on port 4701 over TCP
+// and QUIC on IPv4 and IPv6, NAT traversal on, DHT in auto mode, no
+// bootstrap peers and no key (the caller sets PrivKey).
+func DefaultConfig() Config {
+	port := fmt.Sprint(DefaultPort)
+	return Config{
+		ListenAddrs: []string{
+			"/ip4/0.0.0.0/tcp/" + port,
+			"/ip4/0.0.0.0/udp/" + port + "/quic-v1",
+			"/ip6/::/tcp/" + port,
+			"/ip6/::/udp/" + port + "/quic-v1",
+		},
+		MDNS:              true,
+		QUIC:              true,
+		AutoNAT:           true,
+		HolePunching:      true,
+		RelayClient:       true,
+		ConnLow:           DefaultConnLow,
+		ConnHigh:          DefaultConnHigh,
+		ConnGrace:         time.Minute,
+		DHTMode:           DHTAuto,
+		ReprovideInterval: DefaultReprovideInterval,
+	}
+}
+
+// validate fills in defaults that cannot be wrong and rejects the rest.
+func (c *Config) validate() error {
+	if c.PrivKey == nil {
+		return fmt.Errorf("%w: PrivKey is nil", ErrConfig)
+	}
+	if len(c.ListenAddrs) == 0 {
+		return fmt.Errorf("%w: ListenAddrs is empty", ErrConfig)
+	}
+	if c.ConnLow <= 0 {
+		c.ConnLow = DefaultConnLow
+	}
+	if c.ConnHigh <= 0 {
+		c.ConnHigh = DefaultConnHigh
+	}
+	if c.ConnHigh < c.ConnLow {
+		return fmt.Errorf("%w: ConnHigh %d below ConnLow %d", ErrConfig, c.ConnHigh, c.ConnLow)
+	}
+	if c.ConnGrace <= 0 {
+		c.ConnGrace = time.Minute
+	}
+	switch c.DHTMode {
+	case "":
+		c.DHTMode = DHTAuto
+	case DHTServer, DHTAuto, DHTClient:
+	default:
+		return fmt.Errorf("%w: DHTMode %q is not server, auto or client", ErrConfig, c.DHTMode)
+	}
+	if c.ReprovideInterval < 0 {
+		return fmt.Errorf("%w: ReprovideInterval %s is negative", ErrConfig, c.ReprovideInterval)
+	}
+	if c.ReprovideInterval == 0 {
+		c.ReprovideInterval = DefaultReprovideInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}

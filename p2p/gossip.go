@@ -1,0 +1,165 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ErrGossipIgnore may be returned (wrapped) by Handlers.OnGossip for a
+// message that is valid but not worth forwarding (a duplicate, an entry
+// already superseded): it is dropped without penalising the sender, whereas
+// any other error rejects the message as invalid.
+var ErrGossipIgnore = errors.New("p2p: gossip message ignored")
+
+// ErrNotJoined is returned by Publish for a platform not joined first.
+var ErrNotJoined = errors.New("p2p: platform topic not joined")
+
+// ErrMessageSize is returned by Publish for an empty or oversized message.
+var ErrMessageSize = errors.New("p2p: gossip message size out of range")
+
+type platformTopic struct {
+	name  string
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+}
+
+func (t *platformTopic) close() {
+	t.sub.Cancel()
+	_ = t.topic.Close()
+}
+
+// TopicName is the GossipSub topic carrying the catalog of platform.
+func TopicName(platform string) string { return TopicPrefix + platform }
+
+// JoinPlatform subscribes to the catalog topic of platform (an opaque short
+// name chosen by the daemon, e.g. a digest of CHOST and flags) and installs
+// Handlers.OnGossip as its validator, so only messages the daemon accepts
+// are forwarded. Joining twice is a no-op.
+func (n *Node) JoinPlatform(platform string) error {
+	if err := checkPlatform(platform); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	if _, ok := n.topics[platform]; ok {
+		return nil
+	}
+	name := TopicName(platform)
+	if err := n.ps.RegisterTopicValidator(name, n.gossipValidator(platform)); err != nil {
+		return fmt.Errorf("p2p: register validator for %s: %w", name, err)
+	}
+	topic, err := n.ps.Join(name)
+	if err != nil {
+		_ = n.ps.UnregisterTopicValidator(name)
+		return fmt.Errorf("p2p: join %s: %w", name, err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		_ = topic.Close()
+		_ = n.ps.UnregisterTopicValidator(name)
+		return fmt.Errorf("p2p: subscribe %s: %w", name, err)
+	}
+	n.topics[platform] = &platformTopic{name: name, topic: topic, sub: sub}
+	// The validator already handed each message to the daemon; the
+	// subscription only has to be drained so pubsub keeps delivering.
+	n.wg.Go(func() {
+		for {
+			msg, err := sub.Next(n.ctx)
+			if err != nil {
+				return
+			}
+			if msg.ReceivedFrom != n.host.ID() {
+				n.metrics.gossipDelivered.Inc()
+			}
+		}
+	})
+	return nil
+}
+
+// LeavePlatform unsubscribes from the catalog topic of platform.
+func (n *Node) LeavePlatform(platform string) error {
+	n.mu.Lock()
+	t, ok := n.topics[platform]
+	delete(n.topics, platform)
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	t.close()
+	if err := n.ps.UnregisterTopicValidator(t.name); err != nil {
+		return fmt.Errorf("p2p: unregister validator for %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// Publish broadcasts msg (one catalog entry or fresh attestation, at most
+// MaxBlobSize bytes) on the topic of platform, which must be joined. The
+// message is signed with the node key; the local validator is skipped for
+// our own messages.
+func (n *Node) Publish(ctx context.Context, platform string, msg []byte) error {
+	if len(msg) == 0 || len(msg) > MaxBlobSize {
+		return fmt.Errorf("%w: %d bytes (want 1..%d)", ErrMessageSize, len(msg), MaxBlobSize)
+	}
+	n.mu.Lock()
+	t, ok := n.topics[platform]
+	closed := n.closed
+	n.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNotJoined, platform)
+	}
+	if err := t.topic.Publish(ctx, msg); err != nil {
+		return fmt.Errorf("p2p: publish on %s: %w", t.name, err)
+	}
+	n.metrics.gossipPublished.Inc()
+	return nil
+}
+
+// TopicPeers lists the peers known to be subscribed to platform's topic.
+func (n *Node) TopicPeers(platform string) []peer.ID {
+	n.mu.Lock()
+	t, ok := n.topics[platform]
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return t.topic.ListPeers()
+}
+
+func (n *Node) gossipValidator(platform string) pubsub.ValidatorEx {
+	return func(ctx context.Context, relay peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		origin := msg.GetFrom()
+		if origin == n.host.ID() {
+			return pubsub.ValidationAccept
+		}
+		n.metrics.gossipReceived.Inc()
+		if len(msg.Data) == 0 || len(msg.Data) > MaxBlobSize {
+			n.metrics.gossipRejected.Inc()
+			return pubsub.ValidationReject
+		}
+		if n.handlers.OnGossip == nil {
+			return pubsub.ValidationAccept
+		}
+		err := n.handlers.OnGossip(origin, platform, msg.Data)
+		switch {
+		case err == nil:
+			return pubsub.ValidationAccept
+		case errors.Is(err, ErrGossipIgnore):
+			n.metrics.gossipIgnored.Inc()
+			return pubsub.ValidationIgnore
+		default:
+			n.metrics.gossipRejected.Inc()
+			n.log.Debug("gossip message rejected", "platform", platform, "origin", origin, "relay", relay, "err", err)
+			return pubsub.ValidationReject
+		}
+	}
+}

@@ -1,0 +1,223 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestFiveNodesProvideFindAttest is the acceptance path: A provides a build
+// key and a variant key, E (two hops away in the star) finds A for both and
+// fetches A's attestations, and Withdraw stops A providing.
+func TestFiveNodesProvideFindAttest(t *testing.T) {
+	build := testKey(t, "build key of app-misc/hello-1")
+	variant := testKey(t, "variant key of app-misc/hello-1")
+	canned := blobs("attestation", 3)
+	var gotKeys = make(chan cid.Cid, 16)
+	regs := make([]*prometheus.Registry, 5)
+	nodes := make([]*Node, 0, 5)
+	for i := range 5 {
+		cfg := testConfig(t)
+		if i > 0 {
+			cfg.Bootstrap = []peer.AddrInfo{nodes[0].AddrInfo()}
+		}
+		regs[i] = prometheus.NewRegistry()
+		cfg.Registerer = regs[i]
+		var h Handlers
+		if i == 1 {
+			h.Attestations = func(ctx context.Context, key cid.Cid) ([][]byte, error) {
+				gotKeys <- key
+				if key.Equals(build) {
+					return canned, nil
+				}
+				return nil, nil
+			}
+		}
+		nodes = append(nodes, newTestNode(t, cfg, h))
+	}
+	a, e := nodes[1], nodes[4]
+
+	if err := a.Provide(build, variant); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []cid.Cid{build, variant} {
+		waitFor(t, 30*time.Second, "E finds A for "+k.String(), func() bool { return findsProvider(e, k, a.ID()) })
+	}
+	// The sweeping provider stored A's records on other peers: finding A
+	// does not depend on the lookup reaching A itself.
+	waitFor(t, 10*time.Second, "another node to hold A's provider record", func() bool {
+		for _, n := range nodes {
+			if n == a {
+				continue
+			}
+			recs, err := n.dht.ProviderStore().GetProviders(context.Background(), build.Hash())
+			if err == nil && slices.ContainsFunc(recs, func(p peer.AddrInfo) bool { return p.ID == a.ID() }) {
+				return true
+			}
+		}
+		return false
+	})
+	// A lists itself first while it provides.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	self, err := a.FindProviders(ctx, build, 1)
+	if err != nil || len(self) != 1 || self[0].ID != a.ID() {
+		t.Fatalf("A.FindProviders(build, 1) = %v, %v; want A itself", self, err)
+	}
+
+	got, err := e.FetchAttestations(ctx, a.ID(), build)
+	if err != nil {
+		t.Fatalf("FetchAttestations: %v", err)
+	}
+	if !slices.EqualFunc(got, canned, func(x, y []byte) bool { return string(x) == string(y) }) {
+		t.Fatalf("FetchAttestations = %q, want %q", got, canned)
+	}
+	if k := <-gotKeys; !k.Equals(build) {
+		t.Fatalf("handler saw key %s, want %s", k, build)
+	}
+	none, err := e.FetchAttestations(ctx, a.ID(), variant)
+	if err != nil || len(none) != 0 {
+		t.Fatalf("FetchAttestations(variant) = %q, %v; want empty", none, err)
+	}
+	// A node without an Attestations handler refuses.
+	if _, err := a.FetchAttestations(ctx, e.ID(), build); !errors.Is(err, ErrRefused) {
+		t.Fatalf("FetchAttestations from handler-less node: err = %v, want ErrRefused", err)
+	}
+	if v := counterValue(t, a.metrics.served.WithLabelValues(string(AttestProtocol), "ok")); v != 2 {
+		t.Errorf("A served %v attest requests, want 2", v)
+	}
+
+	st, err := a.ProvideStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Keys != 2 || st.Connectivity != "online" {
+		t.Errorf("ProvideStats before withdraw = %+v, want 2 keys online", st)
+	}
+	waitFor(t, 10*time.Second, "A's provider to report 2 keys provided", func() bool {
+		st, err := a.ProvideStats(ctx)
+		return err == nil && st.KeysProvided >= 2
+	})
+
+	if err := a.Withdraw(build); err != nil {
+		t.Fatal(err)
+	}
+	if a.Providing(build) || !a.Providing(variant) {
+		t.Fatalf("after Withdraw(build): Providing(build)=%v Providing(variant)=%v", a.Providing(build), a.Providing(variant))
+	}
+	if st, _ := a.ProvideStats(ctx); st.Keys != 1 {
+		t.Errorf("ProvideStats after withdraw: %d keys, want 1", st.Keys)
+	}
+	// A no longer offers itself; the records on other peers expire by
+	// themselves (the DHT has no unprovide).
+	mine, err := a.FindProviders(ctx, build, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range mine {
+		if p.ID == a.ID() {
+			t.Fatalf("A lists itself for a withdrawn key: %v", mine)
+		}
+	}
+	if v := counterValue(t, e.metrics.lookups.WithLabelValues("found")); v < 2 {
+		t.Errorf("E counted %v successful lookups, want >= 2", v)
+	}
+	if v := gatheredValue(t, regs[1], "gentoo_p2p_peers"); v < 1 {
+		t.Errorf("peers gauge on A's registry = %v, want >= 1", v)
+	}
+}
+
+// TestPrivateDHTProtocol makes sure a node can never join the IPFS DHT.
+func TestPrivateDHTProtocol(t *testing.T) {
+	n := newTestNode(t, testConfig(t), Handlers{})
+	protos := n.Host().Mux().Protocols()
+	if !slices.Contains(protos, protocol.ID("/gentoo-p2p/kad/1.0.0")) {
+		t.Errorf("host does not speak /gentoo-p2p/kad/1.0.0: %v", protos)
+	}
+	for _, p := range protos {
+		if p == "/ipfs/kad/1.0.0" || p == "/ipfs/lan/kad/1.0.0" {
+			t.Errorf("host speaks the IPFS DHT protocol %s", p)
+		}
+	}
+	for _, want := range []protocol.ID{AttestProtocol, CatalogProtocol} {
+		if !slices.Contains(protos, want) {
+			t.Errorf("host does not serve %s", want)
+		}
+	}
+	if len(n.Peers()) != 0 {
+		t.Errorf("a node without bootstrap peers connected to %v", n.Peers())
+	}
+	if got := n.Reachability(); got != "unknown" {
+		t.Errorf("Reachability() = %q, want unknown with AutoNAT off", got)
+	}
+	for _, a := range n.Addrs() {
+		if _, err := peer.AddrInfoFromP2pAddr(a); err != nil {
+			t.Errorf("Addrs() entry %s lacks /p2p/: %v", a, err)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := testConfig(t)
+	tests := []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"no key", func(c *Config) { c.PrivKey = nil }},
+		{"no listen addrs", func(c *Config) { c.ListenAddrs = nil }},
+		{"high below low", func(c *Config) { c.ConnLow, c.ConnHigh = 30, 10 }},
+		{"bad mode", func(c *Config) { c.DHTMode = "both" }},
+		{"negative reprovide", func(c *Config) { c.ReprovideInterval = -time.Second }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base
+			tt.mod(&cfg)
+			n, err := New(context.Background(), cfg, Handlers{})
+			if !errors.Is(err, ErrConfig) {
+				if n != nil {
+					n.Close()
+				}
+				t.Fatalf("New: err = %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	if c.DHTMode != DHTAuto || c.ConnHigh != DefaultConnHigh || !c.QUIC || c.NATPortMap {
+		t.Errorf("DefaultConfig = %+v", c)
+	}
+	if len(c.Bootstrap) != 0 {
+		t.Errorf("DefaultConfig has built-in bootstrap peers %v", c.Bootstrap)
+	}
+}
+
+// TestPeersAndCloseTwice covers Peers and idempotent Close.
+func TestPeersAndCloseTwice(t *testing.T) {
+	nodes := newNetwork(t, 2, nil)
+	waitFor(t, 10*time.Second, "peers to see each other", func() bool {
+		return len(nodes[0].Peers()) == 1 && len(nodes[1].Peers()) == 1
+	})
+	p := nodes[1].Peers()[0]
+	if p.ID != nodes[0].ID() || p.Direction != "outbound" || len(p.Addrs) == 0 {
+		t.Errorf("node 1 Peers() = %+v", p)
+	}
+	if err := nodes[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := nodes[1].Provide(testKey(t, "x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Provide after Close: %v, want ErrClosed", err)
+	}
+}

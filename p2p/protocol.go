@@ -1,0 +1,376 @@
+package p2p
+
+// Wire formats of the gentoo-p2pd stream protocols.
+//
+// Both protocols are one request and one response on a fresh libp2p stream
+// (multistream-selected by protocol ID, over TLS-or-Noise and yamux). All
+// integers are unsigned LEB128 varints in minimal encoding
+// (multiformats/go-varint); "frame(x)" is uvarint(len(x)) followed by x.
+//
+//	/gentoo-p2p/attest/1
+//	  request  = frame(cid)                 cid: binary CID of a build or variant
+//	                                        key (CIDv1 raw sha2-256), 1..256 bytes
+//	  response = 0x00 uvarint(count) count*frame(blob)    success; count may be 0
+//	           | 0x01 frame(reason)                        refusal, reason is short
+//	                                                       ASCII, at most 256 bytes
+//
+//	/gentoo-p2p/catalog/1
+//	  request  = frame(platform) uvarint(since)
+//	                                        platform: 1..128 bytes, opaque to p2p;
+//	                                        since: Unix seconds, 0 = everything
+//	  response = same shape as attest/1
+//
+// Limits, enforced by both ends: a blob is 1..65536 bytes, count is at most
+// 4096, and the blobs of one response total at most 32 MiB. A server drops
+// blobs over the limit and truncates the list at the count/total caps (a
+// catalog client pages by asking again with a later since); a client treats
+// any violation as a protocol error and discards the whole response.
+//
+// The client half-closes its write side after the request and reads until
+// the server closes. The server gives a stream 10 s in total; the client uses
+// its context deadline, or 30 s. Blobs are opaque here: attestations and
+// catalog entries are self-authenticating, and the daemon verifies them
+// before use, so a lying peer costs a wasted round trip, not trust.
+//
+// Gossip: one GossipSub topic per platform, named /gentoo-p2p/catalog/<platform>,
+// carrying one opaque blob (at most 65536 bytes) per message, signed by the
+// publisher's peer key (StrictSign). Peers validate every message with the
+// daemon's verification before forwarding it.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-varint"
+)
+
+// Protocol IDs. The DHT speaks /gentoo-p2p/kad/1.0.0 (dht.ProtocolPrefix).
+const (
+	// AttestProtocol returns the attestations a peer holds for one key.
+	AttestProtocol protocol.ID = "/gentoo-p2p/attest/1"
+	// CatalogProtocol returns a peer's catalog entries for one platform, so a
+	// newcomer fills its catalog without waiting for gossip.
+	CatalogProtocol protocol.ID = "/gentoo-p2p/catalog/1"
+	// DHTProtocolPrefix keeps our DHT apart from the IPFS one.
+	DHTProtocolPrefix protocol.ID = "/gentoo-p2p"
+	// TopicPrefix prefixes the per-platform GossipSub topic names.
+	TopicPrefix = "/gentoo-p2p/catalog/"
+)
+
+// Wire limits, see the package wire-format comment above.
+const (
+	MaxBlobSize      = 64 << 10
+	MaxBlobs         = 4096
+	MaxResponseBytes = 32 << 20
+	MaxPlatformLen   = 128
+	maxCIDLen        = 256
+	maxReasonLen     = 256
+
+	statusOK      byte = 0x00
+	statusRefused byte = 0x01
+
+	serverStreamTimeout = 10 * time.Second
+	clientStreamTimeout = 30 * time.Second
+)
+
+// Errors of the stream protocols, for errors.Is.
+var (
+	// ErrProtocol means the remote peer broke the wire format or a limit.
+	ErrProtocol = errors.New("p2p: protocol violation")
+	// ErrRefused means the remote peer answered with a refusal.
+	ErrRefused = errors.New("p2p: request refused by peer")
+	// ErrBadPlatform means a platform name is empty, too long or not UTF-8.
+	ErrBadPlatform = errors.New("p2p: invalid platform name")
+	// ErrBadKey means a key is not a defined CID.
+	ErrBadKey = errors.New("p2p: invalid key")
+)
+
+func checkPlatform(platform string) error {
+	if len(platform) == 0 || len(platform) > MaxPlatformLen || !utf8.ValidString(platform) {
+		return fmt.Errorf("%w: %q (want 1..%d bytes of UTF-8)", ErrBadPlatform, platform, MaxPlatformLen)
+	}
+	for _, r := range platform {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %q contains a control character", ErrBadPlatform, platform)
+		}
+	}
+	return nil
+}
+
+func writeFrame(w *bufio.Writer, b []byte) error {
+	if _, err := w.Write(varint.ToUvarint(uint64(len(b)))); err != nil {
+		return err
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// readFrame reads one frame of at most max bytes; what names it in errors.
+func readFrame(r *bufio.Reader, max int, what string) ([]byte, error) {
+	n, err := varint.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s length: %w", ErrProtocol, what, err)
+	}
+	if n > uint64(max) {
+		return nil, fmt.Errorf("%w: %s of %d bytes exceeds %d", ErrProtocol, what, n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("%w: %s body: %w", ErrProtocol, what, err)
+	}
+	return b, nil
+}
+
+// writeBlobs writes a success response, dropping oversized blobs and
+// truncating at the caps. It returns how many blobs it sent.
+func writeBlobs(w *bufio.Writer, blobs [][]byte) (int, error) {
+	keep := make([][]byte, 0, min(len(blobs), MaxBlobs))
+	total := 0
+	for _, b := range blobs {
+		if len(b) == 0 || len(b) > MaxBlobSize {
+			continue
+		}
+		if len(keep) == MaxBlobs || total+len(b) > MaxResponseBytes {
+			break
+		}
+		keep = append(keep, b)
+		total += len(b)
+	}
+	if err := w.WriteByte(statusOK); err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(varint.ToUvarint(uint64(len(keep)))); err != nil {
+		return 0, err
+	}
+	for _, b := range keep {
+		if err := writeFrame(w, b); err != nil {
+			return 0, err
+		}
+	}
+	return len(keep), w.Flush()
+}
+
+func writeRefusal(w *bufio.Writer, reason string) error {
+	if len(reason) > maxReasonLen {
+		reason = reason[:maxReasonLen]
+	}
+	if err := w.WriteByte(statusRefused); err != nil {
+		return err
+	}
+	if err := writeFrame(w, []byte(reason)); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// readBlobs reads a response and enforces every limit; it also requires
+// the server to end the stream after the last blob.
+func readBlobs(r *bufio.Reader) ([][]byte, error) {
+	status, err := r.ReadByte()
+	if err != nil {
+		return nil, fmt.Errorf("%w: response status: %w", ErrProtocol, err)
+	}
+	switch status {
+	case statusOK:
+	case statusRefused:
+		reason, err := readFrame(r, maxReasonLen, "refusal reason")
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %q", ErrRefused, reason)
+	default:
+		return nil, fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
+	}
+	count, err := varint.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: blob count: %w", ErrProtocol, err)
+	}
+	if count > MaxBlobs {
+		return nil, fmt.Errorf("%w: %d blobs exceed %d", ErrProtocol, count, MaxBlobs)
+	}
+	blobs := make([][]byte, 0, count)
+	total := 0
+	for i := range count {
+		b, err := readFrame(r, MaxBlobSize, fmt.Sprintf("blob %d", i))
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == 0 {
+			return nil, fmt.Errorf("%w: blob %d is empty", ErrProtocol, i)
+		}
+		total += len(b)
+		if total > MaxResponseBytes {
+			return nil, fmt.Errorf("%w: response exceeds %d bytes", ErrProtocol, MaxResponseBytes)
+		}
+		blobs = append(blobs, b)
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing data after %d blobs", ErrProtocol, count)
+	}
+	return blobs, nil
+}
+
+// handleAttest serves /gentoo-p2p/attest/1.
+func (n *Node) handleAttest(s network.Stream) {
+	n.serve(s, AttestProtocol, func(ctx context.Context, r *bufio.Reader) ([][]byte, string, error) {
+		raw, err := readFrame(r, maxCIDLen, "key")
+		if err != nil {
+			return nil, "bad request", err
+		}
+		used, key, err := cid.CidFromBytes(raw)
+		if err != nil {
+			return nil, "bad request", fmt.Errorf("%w: key: %w", ErrProtocol, err)
+		}
+		if used != len(raw) {
+			return nil, "bad request", fmt.Errorf("%w: key has %d trailing bytes", ErrProtocol, len(raw)-used)
+		}
+		if n.handlers.Attestations == nil {
+			return nil, "not served", nil
+		}
+		blobs, err := n.handlers.Attestations(ctx, key)
+		if err != nil {
+			return nil, "unavailable", err
+		}
+		return blobs, "", nil
+	})
+}
+
+// handleCatalog serves /gentoo-p2p/catalog/1.
+func (n *Node) handleCatalog(s network.Stream) {
+	n.serve(s, CatalogProtocol, func(ctx context.Context, r *bufio.Reader) ([][]byte, string, error) {
+		raw, err := readFrame(r, MaxPlatformLen, "platform")
+		if err != nil {
+			return nil, "bad request", err
+		}
+		platform := string(raw)
+		if err := checkPlatform(platform); err != nil {
+			return nil, "bad request", err
+		}
+		since, err := varint.ReadUvarint(r)
+		if err != nil || since > 1<<62 {
+			return nil, "bad request", fmt.Errorf("%w: since: %v", ErrProtocol, err)
+		}
+		if n.handlers.Catalog == nil {
+			return nil, "not served", nil
+		}
+		blobs, err := n.handlers.Catalog(ctx, platform, int64(since))
+		if err != nil {
+			return nil, "unavailable", err
+		}
+		return blobs, "", nil
+	})
+}
+
+// serve runs one request/response exchange. answer returns the blobs, or a
+// refusal reason (sent to the peer) plus an error (logged locally only, so
+// no local detail leaks to the network).
+func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Context, *bufio.Reader) ([][]byte, string, error)) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(serverStreamTimeout))
+	ctx, cancel := context.WithTimeout(n.ctx, serverStreamTimeout)
+	defer cancel()
+	remote := s.Conn().RemotePeer()
+	blobs, reason, err := answer(ctx, bufio.NewReader(s))
+	w := bufio.NewWriter(s)
+	if reason != "" {
+		n.metrics.servedRequest(proto, "refused")
+		if err != nil {
+			n.log.Debug("refused stream request", "protocol", proto, "peer", remote, "reason", reason, "err", err)
+		}
+		if werr := writeRefusal(w, reason); werr != nil {
+			_ = s.Reset()
+		}
+		return
+	}
+	sent, err := writeBlobs(w, blobs)
+	if err != nil {
+		n.metrics.servedRequest(proto, "error")
+		n.log.Debug("write stream response", "protocol", proto, "peer", remote, "err", err)
+		_ = s.Reset()
+		return
+	}
+	if sent < len(blobs) {
+		n.log.Debug("response trimmed to wire limits", "protocol", proto, "peer", remote, "sent", sent, "had", len(blobs))
+	}
+	n.metrics.servedRequest(proto, "ok")
+}
+
+// request opens a stream to p, writes req and reads a blob response.
+func (n *Node) request(ctx context.Context, p peer.ID, proto protocol.ID, req func(*bufio.Writer) error) ([][]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, clientStreamTimeout)
+		defer cancel()
+	}
+	s, err := n.host.NewStream(ctx, p, proto)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: open %s stream to %s: %w", proto, p, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	deadline, _ := ctx.Deadline()
+	_ = s.SetDeadline(deadline)
+	w := bufio.NewWriter(s)
+	if err := req(w); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("p2p: write %s request to %s: %w", proto, p, err)
+	}
+	if err := w.Flush(); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("p2p: write %s request to %s: %w", proto, p, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("p2p: close %s request to %s: %w", proto, p, err)
+	}
+	blobs, err := readBlobs(bufio.NewReader(s))
+	if err != nil {
+		_ = s.Reset()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("p2p: %s from %s: %w", proto, p, ctx.Err())
+		}
+		return nil, fmt.Errorf("p2p: %s from %s: %w", proto, p, err)
+	}
+	_ = s.Close()
+	return blobs, nil
+}
+
+// FetchAttestations asks peer p for the attestations it holds for key (a
+// build or variant key). The blobs are unverified: the caller must decode
+// and check every one before trusting or relaying it.
+func (n *Node) FetchAttestations(ctx context.Context, p peer.ID, key cid.Cid) ([][]byte, error) {
+	if !key.Defined() {
+		return nil, fmt.Errorf("%w: undefined CID", ErrBadKey)
+	}
+	return n.request(ctx, p, AttestProtocol, func(w *bufio.Writer) error {
+		return writeFrame(w, key.Bytes())
+	})
+}
+
+// SyncCatalog asks peer p for its catalog entries of platform newer than
+// since (Unix seconds, 0 = all). A newcomer calls it once per platform so its
+// catalog fills without waiting for gossip; the entries are unverified.
+func (n *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, since int64) ([][]byte, error) {
+	if err := checkPlatform(platform); err != nil {
+		return nil, err
+	}
+	if since < 0 {
+		return nil, fmt.Errorf("p2p: catalog since %d is negative", since)
+	}
+	return n.request(ctx, p, CatalogProtocol, func(w *bufio.Writer) error {
+		if err := writeFrame(w, []byte(platform)); err != nil {
+			return err
+		}
+		_, err := w.Write(varint.ToUvarint(uint64(since)))
+		return err
+	})
+}
