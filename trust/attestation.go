@@ -485,3 +485,18 @@ func (a *Attestation) Bind(b Binder) error {
 	}
 	return nil
 }
+
+// MarshalJSON writes the wire envelope, so API and store JSON carry a
+// signed attestation exactly as peers exchange it.
+func (s *Signed) MarshalJSON() ([]byte, error) { return s.Marshal(), nil }
+
+// UnmarshalJSON runs Decode: a Signed never exists unverified, even when it
+// comes out of a JSON document.
+func (s *Signed) UnmarshalJSON(b []byte) error {
+	d, err := Decode(b)
+	if err != nil {
+		return err
+	}
+	*s = *d
+	return nil
+}

@@ -324,3 +324,23 @@ func TestContentIDText(t *testing.T) {
 		}
 	}
 }
+
+func TestSignedJSONVerifies(t *testing.T) {
+	bk := testCID(t, "build hello")
+	s := signAs(t, 1, testAttestation(t, bk, testContent("good")))
+	doc, err := json.Marshal(map[string]*Signed{"att": s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]*Signed
+	if err := json.Unmarshal(doc, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back["att"].ID() != s.ID() || back["att"].Attester != s.Attester || back["att"].Attestation.Content != s.Attestation.Content {
+		t.Fatal("JSON round trip lost the attestation")
+	}
+	tampered := bytes.Replace(doc, []byte(`"signature":"`), []byte(`"signature":"AAAA`), 1)
+	if err := json.Unmarshal(tampered, &back); !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrMalformed) {
+		t.Fatalf("tampered JSON: %v", err)
+	}
+}
