@@ -258,14 +258,45 @@ func (p *envParser) function() (name, text string, err error) {
 	for i < len(p.b) {
 		line, next := p.lineAt(i)
 		lines++
-		if string(line) == "}" && p.endsFunction(next) {
-			p.pos, p.line = next, p.line+lines
-			return name, string(p.b[start : i+1]), nil
+		if string(line) == "}" {
+			// bash's declare -fp follows an exported (or otherwise
+			// attributed) function with "declare -fx NAME"; it belongs to
+			// the function.
+			end, after, extra := i+1, next, 0
+			for after < len(p.b) {
+				attr, n := p.lineAt(after)
+				if !isFuncAttrLine(attr, name) {
+					break
+				}
+				end, after, extra = after+len(attr), n, extra+1
+			}
+			if p.endsFunction(after) {
+				p.pos, p.line = after, p.line+lines+extra
+				return name, string(p.b[start:end]), nil
+			}
 		}
 		i = next
 	}
 	p.line = startLine
 	return "", "", p.errorf("function %s has no closing brace", name)
+}
+
+// isFuncAttrLine recognises "declare -f<attrs> NAME" for function name.
+func isFuncAttrLine(line []byte, name string) bool {
+	rest, ok := bytes.CutPrefix(line, []byte("declare -f"))
+	if !ok {
+		return false
+	}
+	attrs, fn, ok := bytes.Cut(rest, []byte(" "))
+	if !ok || len(attrs) == 0 || string(fn) != name {
+		return false
+	}
+	for _, c := range attrs {
+		if !isAlpha(c) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *envParser) endsFunction(next int) bool {

@@ -2,7 +2,6 @@ package identity
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -400,7 +399,9 @@ func TestParseEnvironmentQuoting(t *testing.T) {
 		"declare -x multi=\"one\n}\ntwo\"\n" +
 		"declare -r ro\n" +
 		"f () \n{ \n    echo \"multi\n}\nline\"\n}\n" +
-		"g () \n{ \n    :\n}\n"
+		"g () \n{ \n    :\n}\n" +
+		"h () \n{ \n    :\n}\ndeclare -fx h\n" +
+		"i () \n{ \n    :\n}\n"
 	env, err := ParseEnvironment([]byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -419,6 +420,9 @@ func TestParseEnvironmentQuoting(t *testing.T) {
 	}
 	if !strings.Contains(env.Funcs["f"], "}\nline\"\n}") {
 		t.Errorf("f was cut at the brace inside its string: %q", env.Funcs["f"])
+	}
+	if env.Funcs["h"] != "h () \n{ \n    :\n}\ndeclare -fx h" || env.Funcs["i"] != "i () \n{ \n    :\n}" {
+		t.Errorf("exported function: h=%q i=%q", env.Funcs["h"], env.Funcs["i"])
 	}
 	if env.Vars["ro"].Attrs != "-r" || env.Vars["ro"].HasValue {
 		t.Errorf("ro = %+v", env.Vars["ro"])
@@ -510,4 +514,16 @@ func BenchmarkMetadataDigest(b *testing.B) {
 	}
 }
 
-var _ = hex.EncodeToString
+
+func BenchmarkParseEnvironment(b *testing.B) {
+	m := loadFixture(b, helloGPKG1)
+	raw, _ := m.Raw("environment.bz2")
+	text, _ := DecompressEnvironment(raw)
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseEnvironment(text); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
