@@ -514,7 +514,6 @@ func BenchmarkMetadataDigest(b *testing.B) {
 	}
 }
 
-
 func BenchmarkParseEnvironment(b *testing.B) {
 	m := loadFixture(b, helloGPKG1)
 	raw, _ := m.Raw("environment.bz2")
