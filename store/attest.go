@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -81,44 +82,68 @@ var attIndexes = []struct {
 // already stored; added reports whether it was new, which is what decides
 // whether to relay it further.
 func (s *Store) PutAttestation(rec AttestationRecord) (added bool, err error) {
-	if len(rec.Blob) == 0 {
-		return false, fmt.Errorf("attestation: %w: empty blob", ErrInvalid)
-	}
-	sum := sha256.Sum256(rec.Blob)
-	if rec.ID == ([32]byte{}) {
-		rec.ID = sum
-	} else if rec.ID != sum {
-		return false, fmt.Errorf("attestation %x: %w: id is not the SHA-256 of the blob", rec.ID, ErrInvalid)
-	}
-	for _, ix := range attIndexes {
-		if err := checkIndexField(ix.name, ix.field(&rec)); err != nil {
-			return false, fmt.Errorf("attestation %x: %w", rec.ID, err)
-		}
-	}
-	v, err := json.Marshal(attJSON{
-		BuildKey: rec.BuildKey, VariantKey: rec.VariantKey, CPV: rec.CPV, Platform: rec.Platform,
-		Attester: rec.Attester, Content: rec.Content, Blob: rec.Blob, ReceivedAt: rec.ReceivedAt, From: rec.From,
-	})
+	got, err := s.PutAttestations([]AttestationRecord{rec})
 	if err != nil {
-		return false, fmt.Errorf("encode attestation %x: %w", rec.ID, err)
+		return false, err
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAtt)
-		if b.Get(rec.ID[:]) != nil {
-			return nil
+	return got[0], nil
+}
+
+// PutAttestations stores many attestations in one transaction (one fsync):
+// a catalog sync brings thousands at once, and a transaction per record
+// costs milliseconds each. added[i] reports whether recs[i] was new. One
+// invalid record fails the whole batch before anything is written.
+func (s *Store) PutAttestations(recs []AttestationRecord) (added []bool, err error) {
+	recs = slices.Clone(recs) // IDs are filled in; the caller's slice stays as given
+	vals := make([][]byte, len(recs))
+	for i := range recs {
+		rec := &recs[i]
+		if len(rec.Blob) == 0 {
+			return nil, fmt.Errorf("attestation #%d: %w: empty blob", i, ErrInvalid)
 		}
-		if err := b.Put(rec.ID[:], v); err != nil {
-			return err
+		sum := sha256.Sum256(rec.Blob)
+		if rec.ID == ([32]byte{}) {
+			rec.ID = sum
+		} else if rec.ID != sum {
+			return nil, fmt.Errorf("attestation %x: %w: id is not the SHA-256 of the blob", rec.ID, ErrInvalid)
 		}
 		for _, ix := range attIndexes {
-			if err := putIndex(tx.Bucket(ix.bucket), ix.field(&rec), rec.ID[:]); err != nil {
-				return err
+			if err := checkIndexField(ix.name, ix.field(rec)); err != nil {
+				return nil, fmt.Errorf("attestation %x: %w", rec.ID, err)
 			}
 		}
-		added = true
+		vals[i], err = json.Marshal(attJSON{
+			BuildKey: rec.BuildKey, VariantKey: rec.VariantKey, CPV: rec.CPV, Platform: rec.Platform,
+			Attester: rec.Attester, Content: rec.Content, Blob: rec.Blob, ReceivedAt: rec.ReceivedAt, From: rec.From,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encode attestation %x: %w", rec.ID, err)
+		}
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		added = make([]bool, len(recs))
+		b := tx.Bucket(bucketAtt)
+		for i := range recs {
+			rec := &recs[i]
+			if b.Get(rec.ID[:]) != nil {
+				continue
+			}
+			if err := b.Put(rec.ID[:], vals[i]); err != nil {
+				return err
+			}
+			for _, ix := range attIndexes {
+				if err := putIndex(tx.Bucket(ix.bucket), ix.field(rec), rec.ID[:]); err != nil {
+					return err
+				}
+			}
+			added[i] = true
+		}
 		return nil
 	})
-	return added, err
+	if err != nil {
+		return nil, err
+	}
+	return added, nil
 }
 
 // HasAttestation reports whether the attestation with this id is stored,

@@ -321,6 +321,43 @@ func TestAttestationDedupAndIndexes(t *testing.T) {
 	}
 }
 
+func TestPutAttestationsBatch(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestation(AttestationRecord{BuildKey: "bk", Blob: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []AttestationRecord{
+		{BuildKey: "bk", Blob: []byte("new1")},
+		{BuildKey: "bk", Blob: []byte("old")},
+		{BuildKey: "bk", Blob: []byte("new2")},
+		{BuildKey: "bk", Blob: []byte("new1")}, // duplicate inside the batch
+	}
+	added, err := s.PutAttestations(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(added) != "[true false true false]" {
+		t.Errorf("added = %v", added)
+	}
+	if batch[0].ID != ([32]byte{}) {
+		t.Error("PutAttestations modified the caller's slice")
+	}
+	if got := must(s.AttestationsFor("bk")); len(got) != 3 {
+		t.Errorf("%d attestations stored, want 3", len(got))
+	}
+	// One invalid record rejects the batch before anything is written.
+	_, err = s.PutAttestations([]AttestationRecord{{BuildKey: "bk2", Blob: []byte("fine")}, {BuildKey: "bk2"}})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("batch with an invalid record: %v", err)
+	}
+	if got := must(s.AttestationsFor("bk2")); len(got) != 0 {
+		t.Errorf("invalid batch stored %d records", len(got))
+	}
+	if err := s.Check(); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestEvidence(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	for i, r := range []EvidenceRecord{
