@@ -472,6 +472,17 @@ func FuzzParseEnvironment(f *testing.F) {
 	for _, rel := range allFixtures(f) {
 		f.Add([]byte(envText(f, loadFixture(f, rel))))
 	}
+	generated, _ := filepath.Glob(filepath.Join("testdata", "env", "*.env"))
+	if len(generated) == 0 {
+		f.Fatal("no testdata/env/*.env seeds")
+	}
+	for _, p := range generated {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte("declare -A AA=([k]=\"1\" [\"a b\"]=\"2\" )\ndeclare -- ctl=$'a\\tb'\nf () \n{ \n    echo \"}\"\n}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		env, err := ParseEnvironment(b)
@@ -524,5 +535,70 @@ func BenchmarkParseEnvironment(b *testing.B) {
 		if _, err := ParseEnvironment(text); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// testdata/env holds what bash itself wrote (generate.sh) for one ebuild on
+// two differently configured hosts: unlike the scrubbed portage fixtures
+// they differ in HOME, PATH, LANG, LC_ALL, TERM, MAKEOPTS, FEATURES,
+// PORTAGE_TMPDIR, PWD, T, WORKDIR, BUILD_ID, BUILD_TIME, EMERGE_DEFAULT_OPTS.
+func TestMetadataDigestTwoRealHosts(t *testing.T) {
+	base := loadFixture(t, helloGPKG1)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("testdata", "env", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	a, b := read("builder-a.env"), read("builder-b.env")
+	for name, text := range map[string]string{"a": a, "b": b} {
+		env, err := ParseEnvironment([]byte(text))
+		if err != nil {
+			t.Fatalf("builder %s: %v", name, err)
+		}
+		if string(env.Render()) != text {
+			t.Errorf("builder %s: Render differs from what bash wrote", name)
+		}
+		if got := env.FuncNames(); !slices.Equal(got, []string{"helper", "pkg_config", "pkg_postinst"}) {
+			t.Errorf("builder %s: functions %v", name, got)
+		}
+		if !strings.HasSuffix(env.Funcs["helper"], "}\ndeclare -fx helper") {
+			t.Errorf("builder %s: helper = %q", name, env.Funcs["helper"])
+		}
+		if !strings.Contains(env.Funcs["pkg_postinst"], "<<-EOF || \n}\ndone\nEOF\n die\n") {
+			t.Errorf("builder %s: pkg_postinst here-document lost: %q", name, env.Funcs["pkg_postinst"])
+		}
+		if s, ok := env.Vars["DOC_CONTENTS"].Scalar(); !ok || !strings.Contains(s, "\n}\nto finish the setup; it costs $5 and `nothing`.") {
+			t.Errorf("builder %s: DOC_CONTENTS = %q", name, s)
+		}
+	}
+	ma := withKey(base, "environment.bz2", bzip2Compress([]byte(a)))
+	mb := withKey(base, "environment.bz2", bzip2Compress([]byte(b)))
+	if mustDigest(t, ma) != mustDigest(t, mb) {
+		pa, _ := MetadataCanonical(ma)
+		pb, _ := MetadataCanonical(mb)
+		t.Fatalf("honest hosts disagree:\n%q\n%q", pa, pb)
+	}
+	evil := withKey(base, "environment.bz2", bzip2Compress([]byte(replaceOnce(t, b, `einfo "configuring ${PF}"`, `einfo "configuring ${PF}"; chmod u+s /bin/bash`))))
+	if mustDigest(t, evil) == mustDigest(t, ma) {
+		t.Error("a changed pkg_config went unnoticed")
+	}
+	evilMap := withKey(base, "environment.bz2", bzip2Compress([]byte(replaceOnce(t, b, `[plain]="1"`, `[plain]="2"`))))
+	if mustDigest(t, evilMap) == mustDigest(t, ma) {
+		t.Error("a changed associative array went unnoticed")
+	}
+	canon, err := CanonicalEnvironment(bzip2Compress([]byte(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, gone := range []string{"HOME", "PATH", "LANG", "LC_ALL", "TERM", "MAKEOPTS", "FEATURES", "PORTAGE_BASHRC", "PORTAGE_TMPDIR", "PWD", "OLDPWD", "SHLVL", "T", "WORKDIR", "BUILD_ID", "BUILD_TIME", "BINPKG_FORMAT", "EMERGE_DEFAULT_OPTS"} {
+		if strings.Contains(string(canon), " "+gone+"=") {
+			t.Errorf("canonical environment keeps %s", gone)
+		}
+	}
+	canonA, _ := CanonicalEnvironment(bzip2Compress([]byte(a)))
+	if !bytes.Equal(canon, canonA) {
+		t.Error("the two hosts' canonical environments differ")
 	}
 }
