@@ -1,0 +1,500 @@
+package portagehook
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// Listing is one build the daemon allows portage to install. The gateway
+// trusts the Catalog's list and nothing else: it serves exactly these.
+type Listing struct {
+	// Content identifies the attested content (the content id as hex);
+	// with BuildID it keys the re-pack cache.
+	Content string
+	// ImageDigest is the attested image digest; a materialized file with
+	// another image is refused.
+	ImageDigest [32]byte
+	// Metadata is the build's metadata as read from its container; the
+	// gateway keeps the covered keys only.
+	Metadata *xpak.Metadata
+	// BuildID is the BUILD_ID the build is served under, unique per CPV.
+	BuildID int64
+	// Time fixes everything time-like in the served file — BUILD_TIME, tar
+	// and file mtimes (the index MTIME), signature creation time — so a
+	// re-pack is reproducible. The attestation time suits.
+	Time time.Time
+}
+
+// Catalog is what the gateway needs from the daemon.
+type Catalog interface {
+	// Entries lists the builds portage may install: Allowed builds for the
+	// local platform only. The gateway serves nothing else.
+	Entries(ctx context.Context) ([]Listing, error)
+	// Materialize returns the path of a local, verified container file
+	// (XPAK or GPKG) of l, fetching it from peers when needed.
+	Materialize(ctx context.Context, l Listing) (path string, err error)
+}
+
+// GatewayOptions configure NewGateway.
+type GatewayOptions struct {
+	// Path is the URL path the binhost lives under ("/gentoo-p2pd"):
+	// portage caches remote indexes per host and path, not per port.
+	Path string
+	// CacheDir holds re-packed GPKGs and what the index says of them.
+	CacheDir string
+	// Signer signs the served GPKGs (with Listing.Time as creation time).
+	Signer *OpenPGPSigner
+	// Covered selects the metadata keys served (identity.IsCovered).
+	Covered func(key string) bool
+	// Header adds index header keys (ARCH, CHOST, ACCEPT_KEYWORDS,
+	// USE_EXPAND…), which portage merges into its implicit IUSE settings.
+	Header Fields
+	// Limits bound reading materialized files.
+	Limits xpak.Limits
+	// Logger receives request and re-pack events; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the gateway's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now is the clock for index timestamps; nil is time.Now.
+	Now func() time.Time
+}
+
+// Gateway is the loopback binhost portage fetches from. It implements
+// http.Handler.
+type Gateway struct {
+	cat     Catalog
+	opts    GatewayOptions
+	log     *slog.Logger
+	group   singleflight.Group
+	metrics *gatewayMetrics
+
+	mu        sync.Mutex
+	indexHash [32]byte
+	indexTime int64
+}
+
+// NewGateway returns the binhost handler: GET/HEAD <Path>/Packages,
+// <Path>/Packages.gz and <Path>/<CAT>/<PN>/<PF>-<BUILD_ID>.gpkg.tar for
+// listed builds; 404 for everything else, 405 for other methods.
+func NewGateway(cat Catalog, opts GatewayOptions) *Gateway {
+	if opts.Path == "" {
+		opts.Path = "/gentoo-p2pd"
+	}
+	opts.Path = "/" + strings.Trim(opts.Path, "/")
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{cat: cat, opts: opts, log: lg, metrics: newGatewayMetrics(opts.Registerer)}
+	g.loadIndexState()
+	return g
+}
+
+type gatewayMetrics struct {
+	requests *prometheus.CounterVec
+	repacks  *prometheus.CounterVec
+}
+
+func newGatewayMetrics(reg prometheus.Registerer) *gatewayMetrics {
+	m := &gatewayMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Subsystem: "gateway", Name: "requests_total",
+			Help: "Binhost requests by kind (index, package, other) and HTTP status.",
+		}, []string{"kind", "code"}),
+		repacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Subsystem: "gateway", Name: "repacks_total",
+			Help: "Re-packs of materialized builds into signed GPKGs, by result.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		m.requests = registerOrReuse(reg, m.requests)
+		m.repacks = registerOrReuse(reg, m.repacks)
+	}
+	return m
+}
+
+// registerOrReuse registers c, or returns the collector already
+// registered under its name (a gateway re-created in the same process).
+func registerOrReuse(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	kind := g.serve(sw, r)
+	g.metrics.requests.WithLabelValues(kind, strconv.Itoa(sw.code)).Inc()
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) string {
+	rel, ok := strings.CutPrefix(r.URL.Path, g.opts.Path+"/")
+	if !ok {
+		http.NotFound(w, r)
+		return "other"
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return "other"
+	}
+	switch rel {
+	case "Packages", "Packages.gz":
+		g.serveIndex(w, r, rel == "Packages.gz")
+		return "index"
+	}
+	if strings.HasSuffix(rel, ".gpkg.tar") && strings.Count(rel, "/") == 2 {
+		g.servePackage(w, r, rel)
+		return "package"
+	}
+	http.NotFound(w, r)
+	return "other"
+}
+
+// entry is a listing with what the index says of it.
+type entry struct {
+	l     Listing
+	path  string // CAT/PN/PF-BUILDID.gpkg.tar
+	key   string // re-pack cache key
+	entry Entry
+}
+
+func (g *Gateway) entries(ctx context.Context) ([]entry, error) {
+	ls, err := g.cat.Entries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	out := make([]entry, 0, len(ls))
+	for _, l := range ls {
+		e, err := g.indexEntry(l)
+		if err != nil {
+			g.log.Warn("gateway: listing skipped", "content", l.Content, "err", err)
+			continue
+		}
+		if seen[e.path] {
+			g.log.Warn("gateway: duplicate CPV and BUILD_ID skipped", "path", e.path, "content", l.Content)
+			continue
+		}
+		seen[e.path] = true
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// indexKeys are the metadata keys portage's own index carries (bindbapi's
+// _aux_cache_keys and REPO_REVISIONS), under their file names.
+var indexKeys = []struct{ meta, index string }{
+	{"BDEPEND", "BDEPEND"}, {"CHOST", "CHOST"}, {"DEFINED_PHASES", "DEFINED_PHASES"},
+	{"DEPEND", "DEPEND"}, {"EAPI", "EAPI"}, {"IDEPEND", "IDEPEND"}, {"IUSE", "IUSE"},
+	{"KEYWORDS", "KEYWORDS"}, {"LICENSE", "LICENSE"}, {"PDEPEND", "PDEPEND"},
+	{"PROPERTIES", "PROPERTIES"}, {"PROVIDES", "PROVIDES"}, {"RDEPEND", "RDEPEND"},
+	{"repository", "REPO"}, {"REQUIRES", "REQUIRES"}, {"RESTRICT", "RESTRICT"},
+	{"SLOT", "SLOT"}, {"USE", "USE"}, {"REPO_REVISIONS", "REPO_REVISIONS"},
+}
+
+// cacheVersion changes when the re-pack output format changes, so old
+// cached files are not served under new index digests.
+const cacheVersion = "gentoo-p2pd repack v1"
+
+func (g *Gateway) repackOptions(l Listing) RepackOptions {
+	t := l.Time.Truncate(time.Second)
+	return RepackOptions{
+		BuildID:     l.BuildID,
+		Signer:      g.opts.Signer.At(t),
+		Covered:     g.opts.Covered,
+		Regenerate:  map[string][]byte{"BUILD_TIME": []byte(strconv.FormatInt(t.Unix(), 10) + "\n")},
+		ImageDigest: l.ImageDigest,
+		MTime:       t,
+		Limits:      g.opts.Limits,
+		TempDir:     g.opts.CacheDir,
+	}
+}
+
+func (g *Gateway) indexEntry(l Listing) (entry, error) {
+	if l.Metadata == nil || l.BuildID <= 0 || l.Content == "" {
+		return entry{}, fmt.Errorf("%w: listing lacks metadata, content or a positive BUILD_ID", ErrIndex)
+	}
+	ro := g.repackOptions(l)
+	m, err := RepackMetadata(l.Metadata, ro)
+	if err != nil {
+		return entry{}, err
+	}
+	pn, ok := splitPN(m.PF())
+	if !ok {
+		return entry{}, fmt.Errorf("%w: PF %q has no version", ErrIndex, m.PF())
+	}
+	path := fmt.Sprintf("%s/%s/%s-%d.gpkg.tar", m.Category(), pn, m.PF(), l.BuildID)
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%s", cacheVersion, l.Content, l.BuildID, ro.MTime.Unix(), Fingerprint(g.opts.Signer.entity))))
+	e := entry{l: l, path: path, key: hex.EncodeToString(sum[:16])}
+	f := Fields{
+		{"CPV", m.CPV()},
+		{"BUILD_ID", strconv.FormatInt(l.BuildID, 10)},
+		{"BUILD_TIME", strconv.FormatInt(ro.MTime.Unix(), 10)},
+		{"PATH", path},
+		{"MTIME", strconv.FormatInt(ro.MTime.Unix(), 10)},
+	}
+	for _, k := range indexKeys {
+		if v := strings.Join(m.Words(k.meta), " "); v != "" {
+			f.Set(k.index, v)
+		}
+	}
+	if s, ok := g.cached(e.key); ok {
+		f.Set("SIZE", strconv.FormatInt(s.Size, 10))
+		f.Set("MD5", s.MD5)
+		f.Set("SHA1", s.SHA1)
+	}
+	e.entry = Entry{f}
+	return e, nil
+}
+
+// pfRE splits PF into PN and version (PMS 3.1.2 and 3.2): PN is the
+// shortest prefix after which a valid version follows.
+var pfRE = regexp.MustCompile(`^(.+?)-([0-9]+(\.[0-9]+)*[a-z]?((_alpha|_beta|_pre|_rc|_p)[0-9]*)*(-r[0-9]+)?)$`)
+
+func splitPN(pf string) (string, bool) {
+	m := pfRE.FindStringSubmatch(pf)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+func (g *Gateway) sidecar(key string) string { return filepath.Join(g.opts.CacheDir, key+".json") }
+func (g *Gateway) file(key string) string    { return filepath.Join(g.opts.CacheDir, key+".gpkg.tar") }
+
+// cached returns what a finished re-pack recorded, if its file is intact.
+func (g *Gateway) cached(key string) (Served, bool) {
+	raw, err := os.ReadFile(g.sidecar(key))
+	if err != nil {
+		return Served{}, false
+	}
+	var s Served
+	if json.Unmarshal(raw, &s) != nil {
+		return Served{}, false
+	}
+	fi, err := os.Stat(g.file(key))
+	if err != nil || fi.Size() != s.Size {
+		return Served{}, false
+	}
+	return s, true
+}
+
+// serveIndex renders the index. TIMESTAMP (and Last-Modified, which
+// portage prefers) only moves when the content changes, and then always
+// forward by at least one second: portage re-reads a remote index only
+// when its timestamp is newer than its cached copy's.
+func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
+	es, err := g.entries(r.Context())
+	if err != nil {
+		g.log.Error("gateway: catalog", "err", err)
+		http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	h := Header{append(Fields(nil), g.opts.Header...)}
+	h.Delete("TIMESTAMP")
+	h.Set("VERSION", "0")
+	entries := make([]Entry, len(es))
+	for i, e := range es {
+		entries[i] = e.entry
+	}
+	probe := Header{append(append(Fields(nil), h.Fields...), Field{"TIMESTAMP", "0"})}
+	var body bytes.Buffer
+	if err := WriteIndex(&body, probe, entries); err != nil {
+		http.Error(w, "index", http.StatusInternalServerError)
+		return
+	}
+	ts := g.timestamp(sha256.Sum256(body.Bytes()))
+	h.Set("TIMESTAMP", strconv.FormatInt(ts, 10))
+	body.Reset()
+	if err := WriteIndex(&body, h, entries); err != nil {
+		http.Error(w, "index", http.StatusInternalServerError)
+		return
+	}
+	data := body.Bytes()
+	name := "Packages"
+	if gz {
+		var zb bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&zb, gzip.BestCompression)
+		zw.Write(data)
+		zw.Close()
+		data = zb.Bytes()
+		name = "Packages.gz"
+		w.Header().Set("Content-Type", "application/gzip")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	http.ServeContent(w, r, name, time.Unix(ts, 0), bytes.NewReader(data))
+}
+
+func (g *Gateway) timestamp(h [32]byte) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if h == g.indexHash && g.indexTime != 0 {
+		return g.indexTime
+	}
+	ts := g.opts.Now().Unix()
+	if ts <= g.indexTime {
+		ts = g.indexTime + 1
+	}
+	g.indexHash, g.indexTime = h, ts
+	g.saveIndexState()
+	return ts
+}
+
+type indexState struct {
+	Hash      string `json:"hash"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+func (g *Gateway) loadIndexState() {
+	raw, err := os.ReadFile(filepath.Join(g.opts.CacheDir, "index-state.json"))
+	if err != nil {
+		return
+	}
+	var s indexState
+	if json.Unmarshal(raw, &s) != nil {
+		return
+	}
+	if b, err := hex.DecodeString(s.Hash); err == nil && len(b) == 32 {
+		copy(g.indexHash[:], b)
+		g.indexTime = s.Timestamp
+	}
+}
+
+// saveIndexState persists the last timestamp so a restart never moves
+// TIMESTAMP backwards (portage would keep its stale copy).
+func (g *Gateway) saveIndexState() {
+	raw, _ := json.Marshal(indexState{Hash: hex.EncodeToString(g.indexHash[:]), Timestamp: g.indexTime})
+	if err := writeFileAtomic(filepath.Join(g.opts.CacheDir, "index-state.json"), raw, 0o644); err != nil {
+		g.log.Warn("gateway: index state not saved", "err", err)
+	}
+}
+
+func (g *Gateway) servePackage(w http.ResponseWriter, r *http.Request, rel string) {
+	es, err := g.entries(r.Context())
+	if err != nil {
+		http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	var e *entry
+	for i := range es {
+		if es[i].path == rel {
+			e = &es[i]
+			break
+		}
+	}
+	if e == nil {
+		http.NotFound(w, r)
+		return
+	}
+	s, err := g.repacked(r.Context(), *e)
+	if err != nil {
+		g.log.Error("gateway: package unavailable", "path", rel, "err", err)
+		http.Error(w, "package unavailable", http.StatusBadGateway)
+		return
+	}
+	f, err := os.Open(g.file(e.key))
+	if err != nil {
+		http.Error(w, "package unavailable", http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() != s.Size {
+		http.Error(w, "package unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	http.ServeContent(w, r, filepath.Base(rel), s.MTime, f)
+}
+
+// repacked returns the cached re-pack of e, materializing and re-packing
+// it first when needed (once, however many requests wait for it).
+func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
+	if s, ok := g.cached(e.key); ok {
+		return s, nil
+	}
+	v, err, _ := g.group.Do(e.key, func() (any, error) {
+		if s, ok := g.cached(e.key); ok {
+			return s, nil
+		}
+		src, err := g.cat.Materialize(context.WithoutCancel(ctx), e.l)
+		if err != nil {
+			g.metrics.repacks.WithLabelValues("materialize_error").Inc()
+			return Served{}, fmt.Errorf("materialize %s: %w", e.path, err)
+		}
+		if err := os.MkdirAll(g.opts.CacheDir, 0o755); err != nil {
+			return Served{}, err
+		}
+		start := time.Now()
+		s, err := Repack(src, g.file(e.key), g.repackOptions(e.l))
+		if err != nil {
+			g.metrics.repacks.WithLabelValues("refused").Inc()
+			return Served{}, err
+		}
+		raw, _ := json.Marshal(s)
+		if err := writeFileAtomic(g.sidecar(e.key), raw, 0o644); err != nil {
+			return Served{}, err
+		}
+		g.metrics.repacks.WithLabelValues("ok").Inc()
+		g.log.Info("gateway: re-packed", "path", e.path, "size", s.Size, "took", time.Since(start))
+		return s, nil
+	})
+	if err != nil {
+		return Served{}, err
+	}
+	return v.(Served), nil
+}
+
+// Prepare materializes and re-packs a listed build ahead of portage's
+// request, so the index can carry its SIZE and digests; the daemon calls
+// it for builds it expects to be installed (e.g. after they become
+// Allowed).
+func (g *Gateway) Prepare(ctx context.Context, l Listing) (Served, error) {
+	e, err := g.indexEntry(l)
+	if err != nil {
+		return Served{}, err
+	}
+	return g.repacked(ctx, e)
+}

@@ -1,0 +1,399 @@
+package portagehook
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// fakeCatalog is the hand-written Catalog: builds are fixture files, and
+// Materialize counts its calls.
+type fakeCatalog struct {
+	mu       sync.Mutex
+	listings []Listing
+	files    map[string]string // Content → path
+	calls    atomic.Int32
+	fail     error
+}
+
+func (c *fakeCatalog) Entries(context.Context) ([]Listing, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail != nil {
+		return nil, c.fail
+	}
+	return append([]Listing(nil), c.listings...), nil
+}
+
+func (c *fakeCatalog) Materialize(_ context.Context, l Listing) (string, error) {
+	c.calls.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.files[l.Content]
+	if !ok {
+		return "", errors.New("no provider")
+	}
+	return p, nil
+}
+
+func (c *fakeCatalog) add(t *testing.T, path string, id int64) Listing {
+	t.Helper()
+	pkg, err := xpak.ReadFile(path, xpak.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Listing{
+		Content:     hex.EncodeToString(pkg.FileSHA256[:]),
+		ImageDigest: pkg.ImageDigest,
+		Metadata:    pkg.Metadata,
+		BuildID:     id,
+		Time:        repackTime.Add(time.Duration(id) * time.Minute),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.files == nil {
+		c.files = map[string]string{}
+	}
+	c.files[l.Content] = path
+	c.listings = append(c.listings, l)
+	return l
+}
+
+type gatewayFixture struct {
+	cat   *fakeCatalog
+	gw    *Gateway
+	srv   *httptest.Server
+	reg   *prometheus.Registry
+	cache string
+	now   atomic.Int64
+}
+
+func newGatewayFixture(t *testing.T) *gatewayFixture {
+	t.Helper()
+	f := &gatewayFixture{cat: &fakeCatalog{}, reg: prometheus.NewRegistry(), cache: t.TempDir()}
+	f.now.Store(repackTime.Add(time.Hour).Unix())
+	f.cat.add(t, "testdata/gpkg-signed/app-misc/hello/hello-1.0-1.gpkg.tar", 1)
+	f.cat.add(t, "testdata/xpak/layout-1.0-r1-1.xpak", 4)
+	f.cat.add(t, "testdata/gpkg-signed/dev-libs/libfoo/libfoo-2.1-1.gpkg.tar", 2)
+	f.start(t)
+	return f
+}
+
+func (f *gatewayFixture) start(t *testing.T) {
+	e := testKeyFixed(t)
+	f.gw = NewGateway(f.cat, GatewayOptions{
+		CacheDir:   f.cache,
+		Signer:     NewSigner(e, time.Time{}),
+		Covered:    testCovered,
+		Header:     Fields{{"ARCH", "amd64"}, {"CHOST", "x86_64-pc-linux-gnu"}},
+		Registerer: f.reg,
+		Now:        func() time.Time { return time.Unix(f.now.Load(), 0) },
+	})
+	f.srv = httptest.NewServer(f.gw)
+	t.Cleanup(f.srv.Close)
+}
+
+var fixedKey struct {
+	once sync.Once
+	dir  string
+}
+
+// testKeyFixed returns one key per test binary run, so gateways restarted
+// within a test sign with the same key.
+func testKeyFixed(t *testing.T) *openpgp.Entity {
+	fixedKey.once.Do(func() {
+		fixedKey.dir, _ = os.MkdirTemp("", "gw-key-")
+	})
+	e, err := LoadOrCreateSigningKey(filepath.Join(fixedKey.dir, "k.asc"), "gateway test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (f *gatewayFixture) get(t *testing.T, path string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, f.srv.URL+path, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func (f *gatewayFixture) index(t *testing.T) (Header, []Entry, *http.Response) {
+	t.Helper()
+	resp, gz := f.get(t, "/gentoo-p2pd/Packages.gz", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Packages.gz: %s", resp.Status)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	_, direct := f.get(t, "/gentoo-p2pd/Packages", nil)
+	if !bytes.Equal(plain, direct) {
+		t.Fatalf("Packages.gz does not decompress to Packages")
+	}
+	h, es, err := ParseIndex(bytes.NewReader(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, es, resp
+}
+
+func TestGatewayIndexAndPackages(t *testing.T) {
+	f := newGatewayFixture(t)
+	h, es, resp := f.index(t)
+	if h.Value("VERSION") != "0" || h.Value("PACKAGES") != "3" || h.Value("ARCH") != "amd64" {
+		t.Fatalf("header %v", h)
+	}
+	ts, _ := strconv.ParseInt(h.Value("TIMESTAMP"), 10, 64)
+	if lm, _ := http.ParseTime(resp.Header.Get("Last-Modified")); lm.Unix() != ts {
+		t.Errorf("Last-Modified %q, TIMESTAMP %d: portage takes the timestamp from Last-Modified", resp.Header.Get("Last-Modified"), ts)
+	}
+	want := map[string]string{
+		"app-misc/hello-1.0":     "app-misc/hello/hello-1.0-1.gpkg.tar",
+		"app-misc/layout-1.0-r1": "app-misc/layout/layout-1.0-r1-4.gpkg.tar",
+		"dev-libs/libfoo-2.1":    "dev-libs/libfoo/libfoo-2.1-2.gpkg.tar",
+	}
+	for _, e := range es {
+		if want[e.CPV()] != e.Value("PATH") || e.BuildID() == 0 || e.Value("MTIME") == "" {
+			t.Errorf("entry %v: want multi-instance PATH %q, BUILD_ID and MTIME", e, want[e.CPV()])
+		}
+		if _, ok := e.Get("SIZE"); ok {
+			t.Errorf("%s lists SIZE before it was ever re-packed", e.CPV())
+		}
+		if _, ok := e.Get("CHOST"); ok {
+			t.Errorf("%s repeats the header's CHOST", e.CPV())
+		}
+		if _, ok := e.Get("FEATURES"); ok {
+			t.Errorf("uncovered key in index")
+		}
+	}
+	if es[2].Value("SLOT") != "0/2.1" || es[2].Value("PROVIDES") != "x86_64: libfoo.so.2" {
+		t.Errorf("libfoo entry %v", es[2])
+	}
+
+	// If-Modified-Since the current TIMESTAMP: 304, portage keeps its copy.
+	r304, _ := f.get(t, "/gentoo-p2pd/Packages.gz", map[string]string{"If-Modified-Since": time.Unix(ts, 0).UTC().Format(http.TimeFormat)})
+	if r304.StatusCode != http.StatusNotModified {
+		t.Errorf("If-Modified-Since TIMESTAMP: %s, want 304", r304.Status)
+	}
+
+	// Fetch every package, as emerge --getbinpkg does.
+	served := map[string][]byte{}
+	for _, e := range es {
+		resp, body := f.get(t, "/gentoo-p2pd/"+e.Value("PATH"), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s", e.Value("PATH"), resp.Status)
+		}
+		if lm, _ := http.ParseTime(resp.Header.Get("Last-Modified")); strconv.FormatInt(lm.Unix(), 10) != e.Value("MTIME") {
+			t.Errorf("%s Last-Modified %v, index MTIME %s", e.CPV(), lm, e.Value("MTIME"))
+		}
+		p := filepath.Join(t.TempDir(), "pkg.gpkg.tar")
+		os.WriteFile(p, body, 0o644)
+		pkg, err := xpak.ReadFile(p, xpak.Limits{})
+		if err != nil {
+			t.Fatalf("served %s: %v", e.CPV(), err)
+		}
+		if !pkg.Signed || pkg.Metadata.CPV() != e.CPV() || pkg.Metadata.Get("BUILD_ID") != e.Value("BUILD_ID") ||
+			pkg.Metadata.Get("BUILD_TIME") != e.Value("BUILD_TIME") || pkg.Metadata.Get("USE") != e.Value("USE") {
+			t.Errorf("served package disagrees with its index entry: %v", e)
+		}
+		served[e.CPV()] = body
+	}
+	if n := f.cat.calls.Load(); n != 3 {
+		t.Errorf("Materialize called %d times for 3 packages", n)
+	}
+
+	// The index now describes the served files exactly, under a newer
+	// TIMESTAMP even though the clock did not move.
+	h2, es2, _ := f.index(t)
+	ts2, _ := strconv.ParseInt(h2.Value("TIMESTAMP"), 10, 64)
+	if ts2 <= ts {
+		t.Errorf("TIMESTAMP %d after the index changed, was %d: portage would keep its stale copy", ts2, ts)
+	}
+	for _, e := range es2 {
+		b := served[e.CPV()]
+		m5, s1 := md5.Sum(b), sha1.Sum(b)
+		if e.Value("SIZE") != strconv.Itoa(len(b)) || e.Value("MD5") != hex.EncodeToString(m5[:]) || e.Value("SHA1") != hex.EncodeToString(s1[:]) {
+			t.Errorf("%s: SIZE/MD5/SHA1 %s/%s/%s do not describe the served file", e.CPV(), e.Value("SIZE"), e.Value("MD5"), e.Value("SHA1"))
+		}
+	}
+	// Served again from the cache: same bytes, no new Materialize; a Range
+	// request (portage's remote metadata reader) works.
+	_, again := f.get(t, "/gentoo-p2pd/"+es2[0].Value("PATH"), nil)
+	if !bytes.Equal(again, served[es2[0].CPV()]) || f.cat.calls.Load() != 3 {
+		t.Error("second download differs or materialized again")
+	}
+	rr, part := f.get(t, "/gentoo-p2pd/"+es2[0].Value("PATH"), map[string]string{"Range": "bytes=0-511"})
+	if rr.StatusCode != http.StatusPartialContent || !bytes.Equal(part, served[es2[0].CPV()][:512]) {
+		t.Errorf("Range request: %s", rr.Status)
+	}
+
+	// A restarted gateway keeps the TIMESTAMP of unchanged content.
+	f.srv.Close()
+	f.now.Add(100)
+	f.start(t)
+	h3, _, _ := f.index(t)
+	if h3.Value("TIMESTAMP") != h2.Value("TIMESTAMP") {
+		t.Errorf("restart moved TIMESTAMP %s -> %s for the same index", h2.Value("TIMESTAMP"), h3.Value("TIMESTAMP"))
+	}
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	if got := strings.Join(names, " "); !strings.Contains(got, "gentoo_p2pd_gateway_requests_total") || !strings.Contains(got, "gentoo_p2pd_gateway_repacks_total") {
+		t.Errorf("metrics registered: %s", got)
+	}
+}
+
+func TestGatewayRefuses(t *testing.T) {
+	f := newGatewayFixture(t)
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/gentoo-p2pd/", 404},
+		{"GET", "/gentoo-p2pd/app-misc/", 404},
+		{"GET", "/gentoo-p2pd/app-misc/hello/", 404},
+		{"GET", "/gentoo-p2pd/app-misc/hello/hello-1.0-9.gpkg.tar", 404},
+		{"GET", "/gentoo-p2pd/app-misc/hello/hello-1.0-1.xpak", 404},
+		{"GET", "/gentoo-p2pd/app-misc/hello/../../Packages", 404},
+		{"GET", "/gentoo-p2pd/..%2f..%2fetc/passwd", 404},
+		{"GET", "/Packages", 404},
+		{"GET", "/gentoo-p2pdPackages", 404},
+		{"POST", "/gentoo-p2pd/Packages", 405},
+		{"PUT", "/gentoo-p2pd/app-misc/hello/hello-1.0-1.gpkg.tar", 405},
+	} {
+		req, _ := http.NewRequest(tc.method, f.srv.URL+tc.path, nil)
+		req.URL.Opaque = tc.path // send the path as written, unnormalised
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
+		}
+	}
+	if f.cat.calls.Load() != 0 {
+		t.Error("a refused request materialized a package")
+	}
+	resp, err := http.Head(f.srv.URL + "/gentoo-p2pd/Packages")
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength <= 0 {
+		t.Errorf("HEAD Packages: %v %v", resp, err)
+	}
+	f.cat.mu.Lock()
+	f.cat.fail = errors.New("store closed")
+	f.cat.mu.Unlock()
+	if r, _ := f.get(t, "/gentoo-p2pd/Packages", nil); r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("catalog failure: %s", r.Status)
+	}
+}
+
+// TestGatewayRefusesHostileMaterialized: a listed build whose materialized
+// file writes through a symlink is never served, whatever the votes said.
+func TestGatewayRefusesHostileMaterialized(t *testing.T) {
+	f := newGatewayFixture(t)
+	evil := hostileGPKG(t, []tar.Header{
+		{Typeflag: tar.TypeDir, Name: "image/etc/", Mode: 0o755},
+		{Typeflag: tar.TypeSymlink, Name: "image/etc/cron.d", Linkname: "/etc/cron.d", Mode: 0o777},
+		{Typeflag: tar.TypeReg, Name: "image/etc/cron.d/evil", Mode: 0o644},
+	}, map[string]string{"image/etc/cron.d/evil": "x\n"})
+	l := f.cat.add(t, "testdata/gpkg-signed/app-misc/consumer/consumer-1.0-1.gpkg.tar", 5)
+	f.cat.mu.Lock()
+	f.cat.files[l.Content] = evil // the peer delivered something else
+	f.cat.mu.Unlock()
+	resp, body := f.get(t, "/gentoo-p2pd/app-misc/consumer/consumer-1.0-5.gpkg.tar", nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("hostile build: %s %q", resp.Status, body)
+	}
+	_, es, _ := f.index(t)
+	for _, e := range es {
+		if e.CPV() == "app-misc/consumer-1.0" {
+			if _, ok := e.Get("SIZE"); ok {
+				t.Error("refused build got a SIZE")
+			}
+		}
+	}
+}
+
+func TestGatewayMaterializesOnce(t *testing.T) {
+	f := newGatewayFixture(t)
+	var wg sync.WaitGroup
+	bodies := make([][]byte, 8)
+	for i := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(f.srv.URL + "/gentoo-p2pd/app-misc/hello/hello-1.0-1.gpkg.tar")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			bodies[i], _ = io.ReadAll(resp.Body)
+		}()
+	}
+	wg.Wait()
+	if n := f.cat.calls.Load(); n != 1 {
+		t.Errorf("Materialize called %d times for concurrent requests of one build", n)
+	}
+	for i := range bodies {
+		if len(bodies[i]) == 0 || !bytes.Equal(bodies[i], bodies[0]) {
+			t.Fatalf("response %d differs", i)
+		}
+	}
+}
+
+func TestSplitPN(t *testing.T) {
+	for pf, pn := range map[string]string{
+		"hello-1.0": "hello", "layout-1.0-r1": "layout", "libfoo-2.1": "libfoo",
+		"font-adobe-100dpi-1.0.4": "font-adobe-100dpi", "gtk+-2.24.33-r3": "gtk+",
+		"foo-1.2_rc3_p4": "foo", "python-3.12.1_p1-r2": "python", "x264-0.0.20240513": "x264",
+	} {
+		if got, ok := splitPN(pf); !ok || got != pn {
+			t.Errorf("splitPN(%q) = %q, %v; want %q", pf, got, ok, pn)
+		}
+	}
+	for _, bad := range []string{"hello", "hello-", "-1.0", "hello-a1"} {
+		if _, ok := splitPN(bad); ok {
+			t.Errorf("splitPN(%q) accepted", bad)
+		}
+	}
+}
