@@ -69,6 +69,13 @@ type Attestation struct {
 	// Descriptor is the build descriptor's canonical JSON as identity writes
 	// it; opaque here, checked against BuildKey by Bind.
 	Descriptor json.RawMessage
+	// Index holds the Packages index fields of the build (DEPEND, RDEPEND,
+	// SLOT, USE, …) so the gateway can list a build before fetching it.
+	// They are the attester's claim and are NOT covered by Content: the
+	// gateway must take them from a counted attester of the allowed content
+	// and portage only ever receives metadata re-derived from the fetched,
+	// digest-checked package. Keys are metadata key names, values one line.
+	Index map[string]string
 	// Content is the voted-on content id (image and metadata digests).
 	Content ContentID
 	// FileSHA256 is the SHA-256 of the container file the attester serves.
@@ -90,20 +97,21 @@ type Attestation struct {
 
 // attestationWire is the JSON form of Attestation: digests as lowercase hex.
 type attestationWire struct {
-	Version    int             `json:"version"`
-	BuildKey   string          `json:"build_key"`
-	VariantKey string          `json:"variant_key"`
-	CPV        string          `json:"cpv"`
-	Platform   string          `json:"platform"`
-	Descriptor json.RawMessage `json:"descriptor,omitempty"`
-	Content    ContentID       `json:"content"`
-	FileSHA256 string          `json:"file_sha256"`
-	Size       int64           `json:"size"`
-	PieceRoot  string          `json:"piece_root"`
-	PieceSize  int64           `json:"piece_size"`
-	Format     string          `json:"format"`
-	Builder    Builder         `json:"builder"`
-	Time       time.Time       `json:"time"`
+	Version    int               `json:"version"`
+	BuildKey   string            `json:"build_key"`
+	VariantKey string            `json:"variant_key"`
+	CPV        string            `json:"cpv"`
+	Platform   string            `json:"platform"`
+	Descriptor json.RawMessage   `json:"descriptor,omitempty"`
+	Index      map[string]string `json:"index,omitempty"`
+	Content    ContentID         `json:"content"`
+	FileSHA256 string            `json:"file_sha256"`
+	Size       int64             `json:"size"`
+	PieceRoot  string            `json:"piece_root"`
+	PieceSize  int64             `json:"piece_size"`
+	Format     string            `json:"format"`
+	Builder    Builder           `json:"builder"`
+	Time       time.Time         `json:"time"`
 }
 
 // MarshalJSON writes the attestation's wire form (the signed payload format).
@@ -115,6 +123,7 @@ func (a Attestation) MarshalJSON() ([]byte, error) {
 		CPV:        a.CPV,
 		Platform:   a.Platform,
 		Descriptor: a.Descriptor,
+		Index:      a.Index,
 		Content:    a.Content,
 		FileSHA256: hex.EncodeToString(a.FileSHA256[:]),
 		Size:       a.Size,
@@ -153,6 +162,7 @@ func parseAttestation(payload []byte) (Attestation, error) {
 		CPV:        w.CPV,
 		Platform:   w.Platform,
 		Descriptor: w.Descriptor,
+		Index:      w.Index,
 		Content:    w.Content,
 		Size:       w.Size,
 		PieceSize:  w.PieceSize,
@@ -213,6 +223,9 @@ func (a *Attestation) Validate() error {
 			return fmt.Errorf("%w: descriptor: not a JSON object", ErrMalformed)
 		}
 	}
+	if err := checkIndex(a.Index); err != nil {
+		return err
+	}
 	if a.Content.Image == ([32]byte{}) || a.Content.Metadata == ([32]byte{}) {
 		return fmt.Errorf("%w: content: zero digest", ErrMalformed)
 	}
@@ -259,6 +272,31 @@ func checkCID(field, s string) error {
 	}
 	if c.String() != s {
 		return fmt.Errorf("%w: %s %q: not the canonical CID string %q", ErrMalformed, field, s, c.String())
+	}
+	return nil
+}
+
+// maxIndexFields caps the number of index fields; portage writes about 20.
+const maxIndexFields = 64
+
+// checkIndex requires metadata-key-like names and one-line values.
+func checkIndex(index map[string]string) error {
+	if len(index) > maxIndexFields {
+		return fmt.Errorf("%w: index: %d fields, cap %d", ErrMalformed, len(index), maxIndexFields)
+	}
+	for k, v := range index {
+		if k == "" || len(k) > 64 {
+			return fmt.Errorf("%w: index key %q", ErrMalformed, k)
+		}
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.') {
+				return fmt.Errorf("%w: index key %q: want a metadata key name", ErrMalformed, k)
+			}
+		}
+		if err := checkText("index."+k, v, 16<<10, false, false); err != nil {
+			return err
+		}
 	}
 	return nil
 }

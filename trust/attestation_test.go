@@ -66,6 +66,12 @@ func TestGoldenAttestations(t *testing.T) {
 			a.Format, a.Descriptor, a.Builder = FormatXPAK, nil, Builder{}
 			return signAs(t, 2, a).Marshal()
 		}(),
+		"libfoo-peer3-index.json": func() []byte {
+			a := testAttestation(t, testCID(t, "build libfoo"), testContent("libfoo"))
+			a.CPV = "dev-libs/libfoo-2.1"
+			a.Index = map[string]string{"SLOT": "0/2.1", "PROVIDES": "x86_64: libfoo.so.2", "USE": "amd64 kernel_linux", "RDEPEND": ""}
+			return signAs(t, 3, a).Marshal()
+		}(),
 	}
 	for name, want := range cases {
 		file := filepath.Join("testdata", "attestations", name)
@@ -178,6 +184,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"uppercase content hex", resign(t, payloadWith(func(m map[string]any) { m["content"] = strings.ToUpper(m["content"].(string)) }), testKey(t, 1)), ErrMalformed},
 		{"short file digest", resign(t, payloadWith(func(m map[string]any) { m["file_sha256"] = "abcd" }), testKey(t, 1)), ErrMalformed},
 		{"time with offset", resign(t, payloadWith(func(m map[string]any) { m["time"] = "2026-11-21T05:15:00+01:00" }), testKey(t, 1)), ErrMalformed},
+		{"newline in index value", resign(t, payloadWith(func(m map[string]any) { m["index"] = map[string]string{"RDEPEND": "a\nSLOT: 9"} }), testKey(t, 1)), ErrMalformed},
+		{"bad index key", resign(t, payloadWith(func(m map[string]any) { m["index"] = map[string]string{"A B": "x"} }), testKey(t, 1)), ErrMalformed},
 		{"newline in cpv", resign(t, payloadWith(func(m map[string]any) { m["cpv"] = "app-misc/hello-1.0\ncounted" }), testKey(t, 1)), ErrMalformed},
 	}
 	for _, tc := range cases {
