@@ -1,0 +1,164 @@
+package config
+
+import "strings"
+
+// kind is how a key's raw value (TOML value, environment string or flag) is
+// decoded.
+type kind int
+
+const (
+	kindString kind = iota
+	kindBool
+	kindInt
+	kindDuration // "22h", "90m"
+	kindSize     // "10GiB", "20MB", "0"
+	kindRate     // a size with optional "/s"
+	kindList     // TOML array of strings; env/flag: comma or space separated
+	kindOverrides
+)
+
+func (k kind) String() string {
+	return [...]string{"string", "bool", "int", "duration", "size", "rate", "list of strings", "list of tables"}[k]
+}
+
+// keySpec describes one config key. The table below drives defaults,
+// environment lookup, flags, unknown-key detection and REFERENCE.md, so a
+// key added here is documented and settable everywhere at once.
+type keySpec struct {
+	key   string
+	kind  kind
+	flag  string // "" = no command-line flag
+	field func(*Config) any
+	// def, when set, is how the default is documented (derived or probed
+	// values); otherwise the default is rendered from defaultsFor.
+	def string
+	doc string
+}
+
+// envPrefix prefixes every environment variable that sets a key.
+const envPrefix = "GENTOO_P2PD_"
+
+// EnvName is the environment variable that sets key:
+// "trust.threshold" → "GENTOO_P2PD_TRUST_THRESHOLD".
+func EnvName(key string) string {
+	return envPrefix + strings.ToUpper(strings.NewReplacer(".", "_").Replace(key))
+}
+
+var keys = []keySpec{
+	{key: "mode", kind: kindString, flag: "mode", field: func(c *Config) any { return (*string)(&c.Mode) },
+		doc: "`consume` (fetch, attest, serve nothing), `share` (also serve what you hold) or `mirror` (also keep and serve trusted builds you did not need)"},
+	{key: "state_dir", kind: kindString, flag: "state-dir", field: func(c *Config) any { return &c.StateDir },
+		def: "`$XDG_STATE_HOME/gentoo-p2pd` (`~/.local/state/gentoo-p2pd`)", doc: "peer key, database and everything else the daemon owns; absolute path"},
+	{key: "log.level", kind: kindString, flag: "log-level", field: func(c *Config) any { return &c.Log.Level },
+		doc: "`debug`, `info`, `warn` or `error`"},
+	{key: "log.format", kind: kindString, flag: "log-format", field: func(c *Config) any { return &c.Log.Format },
+		doc: "`text` or `json`"},
+
+	{key: "portage.pkgdir", kind: kindString, flag: "pkgdir", field: func(c *Config) any { return &c.Portage.PkgDir },
+		def: "probed; else `/var/cache/binpkgs`", doc: "portage's PKGDIR, read (never written) to find local binpkgs"},
+	{key: "portage.repo", kind: kindString, flag: "portage-repo", field: func(c *Config) any { return &c.Portage.Repo },
+		def: "probed; else `/var/db/repos/gentoo`", doc: "the gentoo repository (its `metadata/md5-cache` identifies ebuilds)"},
+	{key: "portage.chost", kind: kindString, field: func(c *Config) any { return &c.Portage.CHOST },
+		def: "probed", doc: "CHOST builds are made for"},
+	{key: "portage.cflags", kind: kindString, field: func(c *Config) any { return &c.Portage.CFLAGS }, def: "probed", doc: "CFLAGS"},
+	{key: "portage.cxxflags", kind: kindString, field: func(c *Config) any { return &c.Portage.CXXFLAGS }, def: "probed", doc: "CXXFLAGS"},
+	{key: "portage.fflags", kind: kindString, field: func(c *Config) any { return &c.Portage.FFLAGS }, def: "probed", doc: "FFLAGS"},
+	{key: "portage.fcflags", kind: kindString, field: func(c *Config) any { return &c.Portage.FCFLAGS }, def: "probed", doc: "FCFLAGS"},
+	{key: "portage.ldflags", kind: kindString, field: func(c *Config) any { return &c.Portage.LDFLAGS }, def: "probed", doc: "LDFLAGS"},
+	{key: "portage.arch", kind: kindString, field: func(c *Config) any { return &c.Portage.ARCH }, def: "probed", doc: "portage ARCH (`amd64`, `arm64`, …)"},
+
+	{key: "network.listen", kind: kindList, flag: "listen", field: func(c *Config) any { return &c.Network.Listen },
+		doc: "libp2p listen multiaddrs"},
+	{key: "network.bootstrap", kind: kindList, flag: "bootstrap", field: func(c *Config) any { return &c.Network.Bootstrap },
+		doc: "peers to join the DHT through: multiaddrs ending in `/p2p/<peer id>`"},
+	{key: "network.mdns", kind: kindBool, flag: "mdns", field: func(c *Config) any { return &c.Network.MDNS },
+		doc: "find peers on the local network without bootstrap servers"},
+	{key: "network.quic", kind: kindBool, field: func(c *Config) any { return &c.Network.QUIC },
+		doc: "enable the QUIC transport (false drops `quic-v1` listen addresses)"},
+	{key: "network.autonat", kind: kindBool, field: func(c *Config) any { return &c.Network.AutoNAT },
+		doc: "AutoNAT reachability detection"},
+	{key: "network.hole_punching", kind: kindBool, field: func(c *Config) any { return &c.Network.HolePunching },
+		doc: "DCUtR hole punching through NATs"},
+	{key: "network.relay_client", kind: kindBool, field: func(c *Config) any { return &c.Network.RelayClient },
+		doc: "use circuit relay v2 for signalling (bulk data always goes direct)"},
+	{key: "network.conn_low", kind: kindInt, field: func(c *Config) any { return &c.Network.ConnLow },
+		doc: "connection manager low water mark"},
+	{key: "network.conn_high", kind: kindInt, field: func(c *Config) any { return &c.Network.ConnHigh },
+		doc: "connection manager high water mark (≥ conn_low)"},
+	{key: "network.dht_mode", kind: kindString, flag: "dht-mode", field: func(c *Config) any { return &c.Network.DHTMode },
+		doc: "`auto`, `server` or `client` (on a LAN without public peers use `server`)"},
+	{key: "network.reprovide_interval", kind: kindDuration, field: func(c *Config) any { return &c.Network.ReprovideInterval },
+		doc: "how often provider records are re-announced (Go duration)"},
+
+	{key: "api.socket", kind: kindString, flag: "api-socket", field: func(c *Config) any { return &c.API.Socket },
+		def: "`$XDG_RUNTIME_DIR/gentoo-p2pd.sock`, else `<state_dir>/api.sock`", doc: "unix socket of the local API (CLI, bashrc hook); ≤ 107 bytes"},
+
+	{key: "gateway.enabled", kind: kindBool, field: func(c *Config) any { return &c.Gateway.Enabled },
+		doc: "serve the loopback binhost portage fetches from"},
+	{key: "gateway.listen", kind: kindString, flag: "gateway-listen", field: func(c *Config) any { return &c.Gateway.Listen },
+		doc: "`host:port` of the binhost; the host must be a loopback address or `localhost`"},
+	{key: "gateway.path", kind: kindString, field: func(c *Config) any { return &c.Gateway.Path },
+		doc: "URL path of the binhost (portage caches indexes per host+path); starts with `/`"},
+
+	{key: "metrics.listen", kind: kindString, flag: "metrics-listen", field: func(c *Config) any { return &c.Metrics.Listen },
+		doc: "`host:port` of the Prometheus `/metrics` endpoint; empty = off"},
+
+	{key: "trust.threshold", kind: kindInt, flag: "threshold", field: func(c *Config) any { return &c.Trust.Threshold },
+		doc: "distinct attesters needed before a build is trusted (≥ 1)"},
+	{key: "trust.dispute", kind: kindInt, field: func(c *Config) any { return &c.Trust.Dispute },
+		doc: "votes for a competing content id that make a real dispute and block trust (≥ 1)"},
+	{key: "trust.signers", kind: kindList, field: func(c *Config) any { return &c.Trust.Signers },
+		doc: "Ed25519 public keys (32 bytes, hex or base64) whose signature alone makes a build trusted"},
+	{key: "trust.pgp_keyring", kind: kindString, field: func(c *Config) any { return &c.Trust.PGPKeyring },
+		doc: "OpenPGP keyring file whose keys vouch like signers (e.g. portage's binhost keys); empty = none"},
+	{key: "trust.require_signer", kind: kindBool, field: func(c *Config) any { return &c.Trust.RequireSigner },
+		doc: "trust only builds a signer vouches for; votes alone are not enough"},
+	{key: "trust.trusted_peers", kind: kindList, field: func(c *Config) any { return &c.Trust.TrustedPeers },
+		doc: "peer IDs whose attestations count (empty = every peer counts)"},
+	{key: "trust.blocked_peers", kind: kindList, field: func(c *Config) any { return &c.Trust.BlockedPeers },
+		doc: "peer IDs whose attestations never count"},
+	{key: "trust.distinct_networks", kind: kindBool, field: func(c *Config) any { return &c.Trust.DistinctNetworks },
+		doc: "count at most one attester per network"},
+	{key: "trust.overrides", kind: kindOverrides, field: func(c *Config) any { return &c.Trust.Overrides },
+		def: "none", doc: "per-package policy: `[[trust.overrides]]` tables with `glob` (path.Match on `category/PF`) and optional `threshold`, `dispute`, `require_signer`; file only"},
+
+	{key: "transfer.upload_slots", kind: kindInt, field: func(c *Config) any { return &c.Transfer.UploadSlots },
+		doc: "concurrent uploads to other peers (0 = serve nothing)"},
+	{key: "transfer.upload_rate", kind: kindRate, field: func(c *Config) any { return &c.Transfer.UploadRate },
+		doc: "total upload cap in bytes/s (`20MB/s`, `1MiB`); 0 = unlimited"},
+	{key: "transfer.peer_upload_rate", kind: kindRate, field: func(c *Config) any { return &c.Transfer.PeerUploadRate },
+		doc: "upload cap per peer in bytes/s; 0 = unlimited"},
+	{key: "transfer.download_rate", kind: kindRate, field: func(c *Config) any { return &c.Transfer.DownloadRate },
+		doc: "total download cap in bytes/s; 0 = unlimited"},
+	{key: "transfer.max_requests_per_peer", kind: kindInt, field: func(c *Config) any { return &c.Transfer.MaxRequestsPerPeer },
+		doc: "piece requests one peer may have in flight with us (≥ 1)"},
+
+	{key: "cache.dir", kind: kindString, flag: "cache-dir", field: func(c *Config) any { return &c.Cache.Dir },
+		def: "`<state_dir>/cache`", doc: "where packages fetched from peers are kept; absolute path"},
+	{key: "cache.disk_budget", kind: kindSize, field: func(c *Config) any { return &c.Cache.DiskBudget },
+		doc: "disk space the cache may use (`10GiB`, `500MB`); > 0"},
+
+	{key: "limits.max_image_bytes", kind: kindSize, field: func(c *Config) any { return &c.Limits.MaxImageBytes },
+		doc: "largest uncompressed image accepted from a peer; > 0"},
+	{key: "limits.max_metadata_value", kind: kindSize, field: func(c *Config) any { return &c.Limits.MaxMetadataValue },
+		doc: "largest single metadata value (environment.bz2, …) accepted; > 0"},
+}
+
+// keyIndex maps key → spec.
+var keyIndex = func() map[string]*keySpec {
+	m := make(map[string]*keySpec, len(keys))
+	for i := range keys {
+		m[keys[i].key] = &keys[i]
+	}
+	return m
+}()
+
+// Keys lists every config key in reference order, for `gentoo-p2pd config`
+// style tooling and completion.
+func Keys() []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.key
+	}
+	return out
+}

@@ -1,0 +1,211 @@
+package config
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path is
+// 108 bytes including the terminating NUL).
+const maxSocketPath = 107
+
+// Validate checks every value and returns all problems at once, each as
+// "config: <key>: <problem>", so a user fixes a config file in one pass.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &invalidError{msg: "config: " + key + ": " + fmt.Sprintf(format, args...)})
+	}
+	oneOf := func(key, got string, allowed ...string) {
+		if !slices.Contains(allowed, got) {
+			bad(key, "must be one of %s, got %q", strings.Join(allowed, ", "), got)
+		}
+	}
+	absPath := func(key, p string, required bool) {
+		switch {
+		case p == "" && required:
+			bad(key, "must be set (an absolute path)")
+		case p != "" && !filepath.IsAbs(p):
+			bad(key, "must be an absolute path, got %q", p)
+		}
+	}
+
+	oneOf("mode", string(c.Mode), string(ModeConsume), string(ModeShare), string(ModeMirror))
+	absPath("state_dir", c.StateDir, true)
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", c.Log.Format, "text", "json")
+
+	absPath("portage.pkgdir", c.Portage.PkgDir, false)
+	absPath("portage.repo", c.Portage.Repo, false)
+
+	for i, a := range c.Network.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			bad(fmt.Sprintf("network.listen[%d]", i), "not a multiaddr %q: %v", a, err)
+		}
+	}
+	for i, a := range c.Network.Bootstrap {
+		if _, err := peer.AddrInfoFromString(a); err != nil {
+			bad(fmt.Sprintf("network.bootstrap[%d]", i), "want a multiaddr ending in /p2p/<peer id>, got %q: %v", a, err)
+		}
+	}
+	if c.Network.ConnLow < 0 {
+		bad("network.conn_low", "must be ≥ 0, got %d", c.Network.ConnLow)
+	}
+	if c.Network.ConnHigh < 1 || c.Network.ConnHigh < c.Network.ConnLow {
+		bad("network.conn_high", "must be ≥ 1 and ≥ network.conn_low (%d), got %d", c.Network.ConnLow, c.Network.ConnHigh)
+	}
+	oneOf("network.dht_mode", c.Network.DHTMode, "auto", "server", "client")
+	if c.Network.ReprovideInterval <= 0 {
+		bad("network.reprovide_interval", "must be > 0, got %s", c.Network.ReprovideInterval)
+	}
+
+	absPath("api.socket", c.API.Socket, true)
+	if n := len(c.API.Socket); n > maxSocketPath {
+		bad("api.socket", "path is %d bytes, longer than the %d a unix socket allows: %q", n, maxSocketPath, c.API.Socket)
+	}
+
+	if err := checkLoopback(c.Gateway.Listen); err != nil {
+		bad("gateway.listen", "%v", err)
+	}
+	if p := c.Gateway.Path; !strings.HasPrefix(p, "/") {
+		bad("gateway.path", "must start with /, got %q", p)
+	} else if path.Clean(p) != p || strings.ContainsAny(p, "?# \t\n%") {
+		bad("gateway.path", "must be a clean URL path without ?, #, %% or spaces (like %q), got %q", path.Clean(p), p)
+	}
+	if c.Metrics.Listen != "" {
+		if _, err := checkHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%v", err)
+		}
+	}
+
+	if c.Trust.Threshold < 1 {
+		bad("trust.threshold", "must be ≥ 1, got %d", c.Trust.Threshold)
+	}
+	if c.Trust.Dispute < 1 {
+		bad("trust.dispute", "must be ≥ 1, got %d", c.Trust.Dispute)
+	}
+	for i, s := range c.Trust.Signers {
+		if _, err := DecodeSignerKey(s); err != nil {
+			bad(fmt.Sprintf("trust.signers[%d]", i), "%v", err)
+		}
+	}
+	absPath("trust.pgp_keyring", c.Trust.PGPKeyring, false)
+	trusted := map[peer.ID]bool{}
+	for i, s := range c.Trust.TrustedPeers {
+		id, err := peer.Decode(s)
+		if err != nil {
+			bad(fmt.Sprintf("trust.trusted_peers[%d]", i), "not a peer ID %q: %v", s, err)
+			continue
+		}
+		trusted[id] = true
+	}
+	for i, s := range c.Trust.BlockedPeers {
+		id, err := peer.Decode(s)
+		if err != nil {
+			bad(fmt.Sprintf("trust.blocked_peers[%d]", i), "not a peer ID %q: %v", s, err)
+			continue
+		}
+		if trusted[id] {
+			bad(fmt.Sprintf("trust.blocked_peers[%d]", i), "peer %s is also in trust.trusted_peers", s)
+		}
+	}
+	for i, o := range c.Trust.Overrides {
+		key := fmt.Sprintf("trust.overrides[%d]", i)
+		if o.Glob == "" {
+			bad(key+".glob", "must be set (e.g. \"sys-kernel/*\")")
+		} else if _, err := path.Match(o.Glob, ""); err != nil {
+			bad(key+".glob", "bad pattern %q: %v", o.Glob, err)
+		}
+		if o.Threshold != nil && *o.Threshold < 1 {
+			bad(key+".threshold", "must be ≥ 1, got %d", *o.Threshold)
+		}
+		if o.Dispute != nil && *o.Dispute < 1 {
+			bad(key+".dispute", "must be ≥ 1, got %d", *o.Dispute)
+		}
+	}
+
+	if c.Transfer.UploadSlots < 0 {
+		bad("transfer.upload_slots", "must be ≥ 0, got %d", c.Transfer.UploadSlots)
+	}
+	for _, r := range []struct {
+		key string
+		v   int64
+	}{{"transfer.upload_rate", c.Transfer.UploadRate}, {"transfer.peer_upload_rate", c.Transfer.PeerUploadRate}, {"transfer.download_rate", c.Transfer.DownloadRate}} {
+		if r.v < 0 {
+			bad(r.key, "must be ≥ 0 (0 = unlimited), got %d", r.v)
+		}
+	}
+	if c.Transfer.MaxRequestsPerPeer < 1 {
+		bad("transfer.max_requests_per_peer", "must be ≥ 1, got %d", c.Transfer.MaxRequestsPerPeer)
+	}
+
+	absPath("cache.dir", c.Cache.Dir, true)
+	for _, s := range []struct {
+		key string
+		v   int64
+	}{{"cache.disk_budget", c.Cache.DiskBudget}, {"limits.max_image_bytes", c.Limits.MaxImageBytes}, {"limits.max_metadata_value", c.Limits.MaxMetadataValue}} {
+		if s.v <= 0 {
+			bad(s.key, "must be > 0, got %d", s.v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(addr string) (host string, err error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("want host:port, got %q: %v", addr, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return "", fmt.Errorf("bad port %q in %q", port, addr)
+	}
+	return host, nil
+}
+
+// checkLoopback accepts host:port whose host is a loopback IP or
+// "localhost": the gateway serves portage on this machine only.
+func checkLoopback(addr string) error {
+	host, err := checkHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("must be a loopback address (127.0.0.1, ::1 or localhost), got %q", addr)
+	}
+	return nil
+}
+
+// DecodeSignerKey decodes an Ed25519 public key written as 64 hex digits or
+// as standard/URL base64 (padded or not), so the trust package and the CLI
+// accept exactly what the config accepts.
+func DecodeSignerKey(s string) ([]byte, error) {
+	t := strings.TrimSpace(s)
+	if b, err := hex.DecodeString(t); err == nil && len(t) == 64 {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(t); err == nil {
+			if len(b) != 32 {
+				return nil, fmt.Errorf("Ed25519 public key %q decodes to %d bytes, want 32", s, len(b))
+			}
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("Ed25519 public key %q is neither 64 hex digits nor base64 of 32 bytes", s)
+}
