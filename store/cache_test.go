@@ -207,3 +207,35 @@ func TestPartialDir(t *testing.T) {
 		t.Errorf("PartialDir %s: %v %v", s.PartialDir(), fi, err)
 	}
 }
+
+func TestPruneLeaves(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	loc := local("/p/a.tbz2", "local bytes", "bk")
+	if err := s.PutLocal(loc); err != nil {
+		t.Fatal(err)
+	}
+	cached := commitN(t, s.Cache(), "cached bytes")
+	gone := sum("gone bytes")
+	for _, sha := range [][32]byte{loc.FileSHA256, cached.SHA256, gone} {
+		if err := s.PutLeaves(sha, [][32]byte{sha}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PruneLeaves()
+	if err != nil || n != 1 {
+		t.Fatalf("PruneLeaves = %d %v, want 1", n, err)
+	}
+	for _, tt := range []struct {
+		sha  [32]byte
+		want bool
+	}{{loc.FileSHA256, true}, {cached.SHA256, true}, {gone, false}} {
+		if _, ok, _ := s.GetLeaves(tt.sha); ok != tt.want {
+			t.Errorf("leaves of %x present = %v, want %v", tt.sha[:4], ok, tt.want)
+		}
+	}
+	// Once the local package leaves PKGDIR, its leaves go too.
+	s.DeleteLocal(loc.Path)
+	if n, _ := s.PruneLeaves(); n != 1 {
+		t.Errorf("second PruneLeaves dropped %d, want 1", n)
+	}
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -326,4 +327,39 @@ func (s *Store) DeleteLeaves(sha [32]byte) error {
 	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLeaves).Delete(sha[:])
 	})
+}
+
+// PruneLeaves deletes the leaves of every file that is neither in PKGDIR
+// (a local package) nor in the content cache any more, so the database
+// does not grow with every build that ever passed through. It returns how
+// many leaf layers it dropped.
+func (s *Store) PruneLeaves() (int, error) {
+	n := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		byLocal, cache := tx.Bucket(bucketLocalBySHA), tx.Bucket(bucketCache)
+		var drop [][]byte
+		err := tx.Bucket(bucketLeaves).ForEach(func(sha, _ []byte) error {
+			if cache.Get(sha) != nil {
+				return nil
+			}
+			prefix := indexKey(hex.EncodeToString(sha), nil)
+			if k, _ := byLocal.Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+				return nil
+			}
+			drop = append(drop, append([]byte(nil), sha...))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketLeaves)
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(drop)
+		return nil
+	})
+	return n, err
 }
