@@ -308,3 +308,22 @@ func TestWatch(t *testing.T) {
 		t.Fatal("Watch did not return after cancel")
 	}
 }
+
+func TestWatchCancelWhileWaitingForPKGDIR(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	st := openStore(t, t.TempDir())
+	sc := New(filepath.Join(t.TempDir(), "never"), st, newFakeIndexer(), nil)
+	sc.PollInterval = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sc.Watch(ctx, func(Changes) { t.Error("onChange without a PKGDIR") }) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Watch = %v, want nil on cancel", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Watch did not return after cancel")
+	}
+}
