@@ -26,7 +26,7 @@ const (
 
 var (
 	// ErrIncompleteMetadata means a key the build descriptor needs (CATEGORY,
-	// PF, CHOST, the <PF>.ebuild) is missing or malformed.
+	// PF, CHOST, IUSE_EFFECTIVE, the <PF>.ebuild) is missing or malformed.
 	ErrIncompleteMetadata = errors.New("identity: incomplete metadata")
 	// ErrBadRequires means REQUIRES is not "arch: soname… arch: soname…".
 	ErrBadRequires = errors.New("identity: malformed REQUIRES")
@@ -106,6 +106,11 @@ func DescriptorFromMetadata(m *xpak.Metadata, cache *MD5Cache) (Descriptor, erro
 		}
 	}
 
+	// Without IUSE_EFFECTIVE every USE variant would share one key; refuse
+	// rather than collide.
+	if !m.Has("IUSE_EFFECTIVE") {
+		return Descriptor{}, fmt.Errorf("%w: no IUSE_EFFECTIVE", ErrIncompleteMetadata)
+	}
 	effective := map[string]bool{}
 	for _, f := range m.IUSEEffective() {
 		effective[f] = true

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -287,6 +288,7 @@ func TestDescriptorIncompleteMetadata(t *testing.T) {
 		withKey(base, "PF", nil),
 		withKey(base, "CHOST", nil),
 		withKey(base, "hello-1.0.ebuild", nil),
+		withKey(base, "IUSE_EFFECTIVE", nil),
 	} {
 		if _, err := DescriptorFromMetadata(m, nil); !errors.Is(err, ErrIncompleteMetadata) {
 			t.Errorf("error %v, want ErrIncompleteMetadata", err)
@@ -355,4 +357,72 @@ func TestDescriptorJSON(t *testing.T) {
 	if back.BuildKey() != d.BuildKey() || back.VariantKey() != d.VariantKey() || !reflect.DeepEqual(back, d) {
 		t.Errorf("JSON round trip changed the descriptor: %+v", back)
 	}
+}
+
+func FuzzParseContentID(f *testing.F) {
+	f.Add(consumerContentID)
+	f.Add(strings.ToUpper(consumerContentID))
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseContentID(s)
+		if err != nil {
+			return
+		}
+		if c.String() != s {
+			t.Fatalf("%q parsed but prints as %q", s, c.String())
+		}
+	})
+}
+
+func FuzzMD5CacheEntry(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join(testRepo, "metadata", "md5-cache", "*", "*"))
+	if len(files) == 0 {
+		f.Fatal("no md5-cache seeds")
+	}
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := parseMD5CacheEntry(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadMD5Cache) {
+				t.Fatalf("error kind: %v", err)
+			}
+			return
+		}
+		if !isLowerHex(e.EbuildMD5, 32) {
+			t.Fatalf("accepted _md5_ %q", e.EbuildMD5)
+		}
+		for n, d := range e.Eclasses {
+			if !validPkgComponent(n) || !isLowerHex(d, 32) {
+				t.Fatalf("accepted eclass %q %q", n, d)
+			}
+		}
+	})
+}
+
+func FuzzDependencyParsers(f *testing.F) {
+	f.Add("|| ( a/b:1/2= ( c/d:0= ) ) !x/y:0= foo? ( e/f:2/3=[abi_x86_32(-)] )", "x86_64: libc.so.6 x86_32: libc.so.6")
+	f.Fuzz(func(t *testing.T, dep, req string) {
+		for _, a := range SlotOperatorDeps(dep) {
+			if !strings.Contains(a, ":") || strings.HasPrefix(a, "!") {
+				t.Fatalf("extracted %q", a)
+			}
+		}
+		r, err := ParseRequires(req)
+		if err != nil {
+			return
+		}
+		d := Descriptor{CPV: "a/b-1", Requires: r, SlotDeps: SlotOperatorDeps(dep)}
+		again := d
+		again.SlotDeps = slices.Clone(d.SlotDeps)
+		slices.Reverse(again.SlotDeps)
+		if d.BuildKey() != again.BuildKey() {
+			t.Fatal("slot dep order changed the build key")
+		}
+	})
 }
