@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -48,6 +49,21 @@ type Config struct {
 type LogConfig struct {
 	Level  string `toml:"level" mapstructure:"level"`   // debug, info, warn, error
 	Format string `toml:"format" mapstructure:"format"` // text, json
+}
+
+// SlogLevel is Level as a slog.Level (validated values only; anything
+// else is info).
+func (l LogConfig) SlogLevel() slog.Level {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
 }
 
 // PortageConfig holds the portage settings a build's identity depends on.
@@ -178,9 +194,7 @@ type dirs struct {
 // is no config file at all. Portage keys are left empty: Load fills them
 // from portage.
 func Defaults() *Config {
-	env := envMap(os.Environ())
-	home, _ := os.UserHomeDir()
-	return defaultsFor(resolveDirs(LoadOptions{Home: home}, env))
+	return defaultsFor(resolveDirs(LoadOptions{}, envMap(os.Environ())))
 }
 
 func defaultsFor(d dirs) *Config {

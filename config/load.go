@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -237,7 +238,11 @@ func resolveDirs(opts LoadOptions, env map[string]string) (d dirs) {
 	}
 	d.home = pick(opts.Home, "HOME", "")
 	if d.home == "" {
-		d.home, _ = os.UserHomeDir()
+		// Init systems may start the daemon without $HOME; the passwd
+		// entry still knows it.
+		if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) {
+			d.home = u.HomeDir
+		}
 	}
 	var cfg, state string
 	if d.home != "" {
