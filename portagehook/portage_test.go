@@ -1,0 +1,151 @@
+package portagehook
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// TestPortageAcceptsServedGPKG runs portage's own GPKG verification and
+// extraction (lib/portage/gpkg.py from a portage checkout named by
+// GENTOO_P2PD_PORTAGE_LIB) on re-packed files, against the keyring
+// SetupPortage made, with portage's default of dropping to nobody for gpg.
+// Re-packs must pass; an unsigned portage GPKG, a tampered re-pack and a
+// re-pack signed by an unknown key must be refused.
+func TestPortageAcceptsServedGPKG(t *testing.T) {
+	lib := os.Getenv("GENTOO_P2PD_PORTAGE_LIB")
+	if lib == "" {
+		t.Skip("GENTOO_P2PD_PORTAGE_LIB not set: portage-in-the-loop check skipped (set it to a portage checkout's lib/)")
+	}
+	for _, tool := range []string{"python3", "gpg", "tar", "zstd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: portage-in-the-loop check skipped", tool)
+		}
+	}
+	root, err := os.MkdirTemp("", "portage-root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	os.Chmod(root, 0o755) // gpg runs as nobody and must reach the keyring
+	e := testKey(t)
+	pub, _ := ExportPublic(e)
+	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("gpgconf", "--homedir", filepath.Join(root, "etc/portage/gnupg"), "--kill", "all").Run() })
+	pkgs := filepath.Join(root, "pkgs")
+	os.MkdirAll(pkgs, 0o755)
+
+	type want struct {
+		ok    bool
+		cpv   string
+		files []string
+	}
+	cases := map[string]want{}
+	for i, src := range []string{
+		"testdata/gpkg-signed/app-misc/layout/layout-1.0-r1-1.gpkg.tar",
+		"testdata/xpak/hello-1.0.tbz2",
+		"testdata/gpkg-signed/dev-libs/libfoo/libfoo-2.1-1.gpkg.tar",
+	} {
+		in, err := xpak.ReadFile(src, xpak.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(pkgs, strings.TrimSuffix(strings.TrimSuffix(filepath.Base(src), ".tbz2"), ".gpkg.tar")+"-served.gpkg.tar")
+		if _, err := Repack(src, dst, repackOpts(t, e, int64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		var files []string
+		f, _ := os.Open(src)
+		payload, _ := imagePayload(f, in)
+		xpak.WalkImage(payload, in.Format, xpak.Limits{}, func(ie xpak.ImageEntry, _ io.Reader) error {
+			files = append(files, ie.Name)
+			return nil
+		})
+		f.Close()
+		cases[dst] = want{true, in.Metadata.CPV(), files}
+	}
+	// Refusals: portage's own unsigned GPKG; a re-pack with one image byte
+	// changed; a re-pack signed by a key the keyring does not hold.
+	cases["testdata/gpkg-xz/layout-1.0-r1.gpkg.tar"] = want{ok: false}
+	good, _ := os.ReadFile(filepath.Join(pkgs, "layout-1.0-r1-1-served.gpkg.tar"))
+	i := bytes.Index(good, []byte("image.tar.zst\x00"))
+	tampered := append([]byte(nil), good...)
+	tampered[i+512+10] ^= 0xff // inside the image member's data
+	os.WriteFile(filepath.Join(pkgs, "tampered.gpkg.tar"), tampered, 0o644)
+	cases[filepath.Join(pkgs, "tampered.gpkg.tar")] = want{ok: false}
+	stranger, err := LoadOrCreateSigningKey(filepath.Join(t.TempDir(), "stranger.asc"), "stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerDst := filepath.Join(pkgs, "stranger.gpkg.tar")
+	if _, err := Repack("testdata/xpak/hello-1.0.tbz2", strangerDst, repackOpts(t, stranger, 1)); err != nil {
+		t.Fatal(err)
+	}
+	cases[strangerDst] = want{ok: false}
+
+	bin := t.TempDir()
+	tar, _ := exec.LookPath("tar")
+	os.Symlink(tar, filepath.Join(bin, "gtar")) // ResolverPlayground wants gtar
+	var args []string
+	for p := range cases {
+		args = append(args, p)
+	}
+	script, _ := filepath.Abs("testdata/portage_gpkg_check.py")
+	home := filepath.Join(root, "etc/portage/gnupg")
+	cmd := exec.Command("python3", append([]string{script}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "PORTAGE_LIB="+lib, "GPG_HOME="+home, "PORTAGE_GNUPGHOME="+home)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("portage driver: %v\n%s", err, stderr.String())
+	}
+	t.Logf("portage checked %d files in %v", len(cases), time.Since(start).Round(time.Millisecond))
+	var res map[string]struct {
+		OK    bool     `json:"ok"`
+		CPV   string   `json:"CPV"`
+		Files []string `json:"files"`
+		Error string   `json:"error"`
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("driver output: %v\n%s\n%s", err, out, stderr.String())
+	}
+	for p, w := range cases {
+		r := res[p]
+		if r.OK != w.ok {
+			t.Errorf("%s: portage ok=%v (%s), want %v\n%s", filepath.Base(p), r.OK, r.Error, w.ok, stderr.String())
+			continue
+		}
+		if !w.ok {
+			t.Logf("%s refused by portage: %s", filepath.Base(p), r.Error)
+			continue
+		}
+		if r.CPV != w.cpv || strings.Join(r.Files, " ") != strings.Join(sorted(w.files), " ") {
+			t.Errorf("%s: portage unpacked %s %v, want %s %v", filepath.Base(p), r.CPV, r.Files, w.cpv, sorted(w.files))
+		}
+	}
+}
+
+func sorted(s []string) []string {
+	c := append([]string(nil), s...)
+	for i := range c {
+		for j := i + 1; j < len(c); j++ {
+			if c[j] < c[i] {
+				c[i], c[j] = c[j], c[i]
+			}
+		}
+	}
+	return c
+}
