@@ -41,7 +41,9 @@ func TestPortageAcceptsServedGPKG(t *testing.T) {
 	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { exec.Command("gpgconf", "--homedir", filepath.Join(root, "etc/portage/gnupg"), "--kill", "all").Run() })
+	t.Cleanup(func() {
+		exec.Command("gpgconf", "--homedir", filepath.Join(root, "etc/portage/gnupg"), "--kill", "all").Run()
+	})
 	pkgs := filepath.Join(root, "pkgs")
 	os.MkdirAll(pkgs, 0o755)
 
