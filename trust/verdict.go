@@ -256,7 +256,7 @@ func Evaluate(p Policy, buildKey string, votes []Vote, evidence []Equivocation, 
 	for i, vote := range valid {
 		signed[i] = vote.Att
 	}
-	for _, e := range DetectEquivocation(signed) {
+	for _, e := range detectEquivocation(signed, false) { // verified above
 		equivocators[e.Peer] = true
 	}
 	for _, id := range sortedPeers(equivocators) {
@@ -463,30 +463,57 @@ func decide(v *Verdict, eff Policy) {
 			quorum = append(quorum, i)
 		}
 	}
-	switch len(quorum) {
-	case 0:
+	if len(quorum) == 0 {
 		v.Decision, v.Rule = Unknown, RuleBelowThreshold
 		best := v.Tally[0]
 		v.Reasons = append(v.Reasons, fmt.Sprintf("no content reached the threshold: best is %s with %d of %d", best.Content, best.Count, eff.Threshold))
-	case 1:
-		i := quorum[0]
-		var rivals []int
+		return
+	}
+	// A content wins when it reached the threshold and no other content has
+	// the dispute count. With dispute ≤ threshold (the usual case) two
+	// contents at the threshold block each other; with a larger dispute
+	// count a big majority can win over a smaller quorum.
+	rivalsOf := func(i int) []int {
+		var out []int
 		for j, ct := range v.Tally {
 			if j != i && ct.Count >= eff.Dispute {
-				rivals = append(rivals, j)
+				out = append(out, j)
 			}
 		}
-		if len(rivals) > 0 {
-			idx := append([]int{i}, rivals...)
-			dispute(idx, RuleDispute, fmt.Sprintf("content %s has %d votes (threshold %d) but %d competing content(s) have at least %d (dispute count)",
-				v.Tally[i].Content, v.Tally[i].Count, eff.Threshold, len(rivals), eff.Dispute))
-			return
+		return out
+	}
+	var winners []int
+	for _, i := range quorum {
+		if len(rivalsOf(i)) == 0 {
+			winners = append(winners, i)
 		}
+	}
+	if len(winners) == 1 {
+		i := winners[0]
 		allow(i, RuleQuorum, fmt.Sprintf("content %s has %d distinct counted attesters (threshold %d) and no competitor has %d",
 			v.Tally[i].Content, v.Tally[i].Count, eff.Threshold, eff.Dispute))
-	default:
-		dispute(quorum, RuleDispute, fmt.Sprintf("%d different contents reached the threshold %d", len(quorum), eff.Threshold))
+		return
 	}
+	involved := map[int]bool{}
+	for _, i := range quorum {
+		involved[i] = true
+		for _, j := range rivalsOf(i) {
+			involved[j] = true
+		}
+	}
+	var idx []int
+	for i := range v.Tally {
+		if involved[i] {
+			idx = append(idx, i)
+		}
+	}
+	lead := v.Tally[quorum[0]]
+	if len(quorum) > 1 {
+		dispute(idx, RuleDispute, fmt.Sprintf("%d different contents reached the threshold %d and none is free of a competitor with %d votes (dispute count)", len(quorum), eff.Threshold, eff.Dispute))
+		return
+	}
+	dispute(idx, RuleDispute, fmt.Sprintf("content %s has %d votes (threshold %d) but %d competing content(s) have at least %d (dispute count)",
+		lead.Content, lead.Count, eff.Threshold, len(idx)-1, eff.Dispute))
 }
 
 // networkOf maps an address to the network that counts once under
