@@ -246,8 +246,17 @@ func probeFiles(root string, ps *PortageSettings) error {
 	}
 	p.out = map[string]string{}
 	read := 0
-	for _, mc := range []string{"/etc/make.conf", "/etc/portage/make.conf"} {
-		err := p.parsePath(filepath.Join(root, mc))
+	legacy, current := filepath.Join(root, "/etc/make.conf"), filepath.Join(root, "/etc/portage/make.conf")
+	paths := []string{legacy, current}
+	if a, err := os.Stat(legacy); err == nil {
+		if b, err := os.Stat(current); err == nil && os.SameFile(a, b) {
+			// An old symlink between the two: portage reads it once, and
+			// so must we, or `X="${X} y"` would append twice.
+			paths = paths[1:]
+		}
+	}
+	for _, mc := range paths {
+		err := p.parsePath(mc)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

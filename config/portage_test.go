@@ -251,3 +251,30 @@ func TestProfileCycleAndForeignRepo(t *testing.T) {
 		t.Errorf("warnings %q", warnings)
 	}
 }
+
+func TestProbeLegacyMakeConf(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		"etc/make.conf":         "CHOST=legacy\nLDFLAGS=\"${LDFLAGS} -a\"\n",
+		"etc/portage/make.conf": "->../make.conf",
+	})
+	ps, err := ProbePortage(context.Background(), ProbeOptions{Root: root, DisablePortageq: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.Settings.CHOST != "legacy" || ps.Settings.LDFLAGS != " -a" {
+		t.Errorf("a make.conf linked from both places must be read once: %+v", ps.Settings)
+	}
+	// Two distinct files: both are read, /etc/portage/make.conf last.
+	root = t.TempDir()
+	writeTree(t, root, map[string]string{
+		"etc/make.conf":         "CHOST=legacy\nARCH=x\n",
+		"etc/portage/make.conf": "CHOST=current\n",
+	})
+	if ps, err = ProbePortage(context.Background(), ProbeOptions{Root: root, DisablePortageq: true}); err != nil {
+		t.Fatal(err)
+	}
+	if ps.Settings.CHOST != "current" || ps.Settings.ARCH != "x" {
+		t.Errorf("both make.conf files: %+v", ps.Settings)
+	}
+}

@@ -1,0 +1,64 @@
+package config
+
+import (
+	"go/parser"
+	"go/token"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestImportsNothingOfOurs keeps config a leaf: every other package may
+// import it, so it must import none of them.
+func TestImportsNothingOfOurs(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range af.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if strings.HasPrefix(p, "github.com/gentoo-p2p/") {
+				t.Errorf("%s imports %s", f, p)
+			}
+		}
+	}
+}
+
+func TestDefaultsWithoutHome(t *testing.T) {
+	t.Setenv("HOME", "")
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	d := Defaults()
+	u, err := user.Current()
+	if err != nil || !filepath.IsAbs(u.HomeDir) {
+		// No passwd entry either: there is no sane default, and
+		// Validate must say so rather than use a relative path.
+		if d.StateDir != "" || d.Validate() == nil || !strings.Contains(d.Validate().Error(), "config: state_dir: must be set") {
+			t.Errorf("without any home: state_dir %q, validate %v", d.StateDir, d.Validate())
+		}
+		return
+	}
+	if want := filepath.Join(u.HomeDir, ".local/state/gentoo-p2pd"); d.StateDir != want {
+		t.Errorf("state_dir = %q, want %q (from the passwd entry)", d.StateDir, want)
+	}
+	if d.API.Socket != filepath.Join(d.StateDir, "api.sock") {
+		t.Errorf("api.socket = %q", d.API.Socket)
+	}
+}
