@@ -15,8 +15,8 @@ import (
 // image digest v1 from xpak, metadata digest v1 from this package. Every
 // honest build of the consumer has it; docs/PROTOCOL.md quotes it.
 const (
-	consumerMetadataDigest = "8cf6ac8b1e385dd9ba20b5e731c36b21443777057eee38118140ecda31d8c1cb"
-	consumerContentID      = "29f00dbea91415b17c9f1a8c8970204610dd754d710a1ca8448f8b37a4cefa8a.8cf6ac8b1e385dd9ba20b5e731c36b21443777057eee38118140ecda31d8c1cb"
+	consumerMetadataDigest = "ef538baa8a276b10852ba48c00ad5ca37a617e52c00f553a1133d387f6129322"
+	consumerContentID      = "29f00dbea91415b17c9f1a8c8970204610dd754d710a1ca8448f8b37a4cefa8a.ef538baa8a276b10852ba48c00ad5ca37a617e52c00f553a1133d387f6129322"
 )
 
 func TestContentIDGolden(t *testing.T) {

@@ -63,7 +63,11 @@ var hostVarying = []string{
 	"LANG", "LANGUAGE", "LC_*", "LESS", "LESSOPEN", "LINES", "LOGNAME",
 	"LS_COLORS", "MAIL", "OLDPWD", "PAGER", "PWD", "SHLVL", "SSH_*",
 	"TERM", "TERMCAP", "USER", "XDG_*", "ftp_proxy", "http_proxy",
-	"https_proxy", "no_proxy",
+	"https_proxy", "no_proxy", "SHELL", "SUDO_*", "MOTD_SHOWN", "GPG_TTY",
+	"GPG_AGENT_INFO", "TZ", "DBUS_SESSION_BUS_ADDRESS", "XAUTHORITY",
+	"WINDOW", "STY", "TMUX", "TMUX_PANE", "COLORFGBG", "VTE_VERSION",
+	"WINDOWID", "KONSOLE_*", "TERM_PROGRAM*", "SESSION_MANAGER",
+	"DESKTOP_SESSION", "GDMSESSION", "WAYLAND_DISPLAY",
 	// Build parallelism and build-host tooling.
 	"CCACHE_*", "DISTCC_*", "GNUMAKEFLAGS", "MAKEFLAGS", "MAKEOPTS",
 	"NINJAOPTS", "PATH", "ROOTPATH", "PREROOTPATH",
@@ -84,7 +88,7 @@ var hostVarying = []string{
 	"BROOT", "D", "EBUILD", "EBUILD_PHASE", "EBUILD_PHASE_FUNC", "ED",
 	"EROOT", "ESYSROOT", "FILESDIR", "ROOT", "SYSROOT", "T", "TEMP", "TMP",
 	"TMPDIR", "WORKDIR", "S", "MERGE_TYPE", "REPLACING_VERSIONS",
-	"REPLACED_BY_VERSION",
+	"REPLACED_BY_VERSION", "PM_EBUILD_HOOK_DIR",
 }
 
 // HostVaryingVariables returns the names (a trailing "*" matches any suffix)
