@@ -111,6 +111,9 @@ type VoterInfo struct {
 	Time time.Time `json:"time"`
 	// Addr is the observed address, if known.
 	Addr string `json:"addr,omitempty"`
+	// Toolchain is the attester's claimed portage and gcc versions, which
+	// often explain a dispute between honest builders.
+	Toolchain string `json:"toolchain,omitempty"`
 	// Counted reports whether the vote counts toward the threshold.
 	Counted bool `json:"counted"`
 	// Reason says why a vote does not count.
@@ -301,7 +304,7 @@ func Evaluate(p Policy, buildKey string, votes []Vote, evidence []Equivocation, 
 				existing.info.Addr = vote.Addr.String()
 			}
 		} else {
-			vr := &voter{info: VoterInfo{Peer: id, Time: a.Time, Self: id == self, Trusted: trusted[id]}, addr: vote.Addr}
+			vr := &voter{info: VoterInfo{Peer: id, Time: a.Time, Toolchain: toolchain(a.Builder), Self: id == self, Trusted: trusted[id]}, addr: vote.Addr}
 			if vote.Addr.IsValid() {
 				vr.info.Addr = vote.Addr.String()
 			}
@@ -534,6 +537,18 @@ func networkOf(a netip.Addr) (netip.Prefix, bool) {
 	return p, true
 }
 
+// toolchain renders a Builder for explanations ("" when unknown).
+func toolchain(b Builder) string {
+	var parts []string
+	if b.Portage != "" {
+		parts = append(parts, "portage "+b.Portage)
+	}
+	if b.GCC != "" {
+		parts = append(parts, "gcc "+b.GCC)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // sortedPeers returns the keys of a peer set in order.
 func sortedPeers(set map[peer.ID]bool) []peer.ID {
 	out := make([]peer.ID, 0, len(set))
@@ -586,6 +601,9 @@ func (v Verdict) Explain() string {
 			}
 			if vi.Addr != "" {
 				tags = append(tags, vi.Addr)
+			}
+			if vi.Toolchain != "" {
+				tags = append(tags, vi.Toolchain)
 			}
 			tag := ""
 			if len(tags) > 0 {

@@ -323,9 +323,9 @@ func TestVerdictJSONAndExplain(t *testing.T) {
 	for _, want := range []string{
 		"decision: unknown (rule: below-threshold)",
 		"policy: threshold 3, dispute 1, require signer no, distinct networks yes",
-		testPeer(t, 4).String() + " 2026-11-21T04:15:00Z [203.0.113.1]: not counted: blocked peer",
+		testPeer(t, 4).String() + " 2026-11-21T04:15:00Z [203.0.113.1, portage 3.0.82, gcc 12.2.0]: not counted: blocked peer",
 		"not counted: same network 192.0.2.0/24 as 12D3KooW",
-		"[this node, 192.0.2.1]: ",
+		"[this node, 192.0.2.1, portage 3.0.82, gcc 12.2.0]: ",
 		"no content reached the threshold",
 	} {
 		if !strings.Contains(ex, want) {
