@@ -23,6 +23,9 @@ const (
 // Config is everything the daemon and the CLI need to know, as plain Go
 // values: no viper types leak out of this package. Durations are
 // time.Duration and sizes are int64 bytes, already parsed and validated.
+// Each field's key (its toml tag path), default, environment variable and
+// meaning are listed in REFERENCE.md, generated from the same key table
+// Load uses.
 type Config struct {
 	Mode     Mode           `toml:"mode" mapstructure:"mode"`
 	StateDir string         `toml:"state_dir" mapstructure:"state_dir"`

@@ -316,7 +316,9 @@ func readConfigFile(v *viper.Viper, path string) error {
 		msgs := make([]string, len(unknown))
 		for i, k := range unknown {
 			msgs[i] = strconv.Quote(k)
-			if s := suggestKey(k); s != "" {
+			if strings.HasPrefix(k, "trust.overrides.") {
+				msgs[i] += " (overrides are a list: write [[trust.overrides]], with two brackets)"
+			} else if s := suggestKey(k); s != "" {
 				msgs[i] += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 		}

@@ -352,6 +352,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "unknown key with suggestion", file: "[trust]\ntreshold = 2\n", want: `~unknown key "trust.treshold" (did you mean "trust.threshold"?)`, is: ErrUnknownKey},
 		{name: "unknown section", file: "[netwrok]\nlisten = []\n", want: `~unknown key "netwrok.listen" (did you mean "network.listen"?)`, is: ErrUnknownKey},
 		{name: "table where a value belongs", file: "[mode]\nx = 1\n", want: `~unknown key "mode.x"`, is: ErrUnknownKey},
+		{name: "overrides as a single table", file: "[trust.overrides]\nglob = \"*\"\n", want: `~unknown key "trust.overrides.glob" (overrides are a list: write [[trust.overrides]]`, is: ErrUnknownKey},
 		{name: "bad toml", file: "mode = \n", want: `~config: bad config file: `, is: ErrConfigFile},
 	}
 	for _, tt := range tests {
