@@ -2,6 +2,7 @@ package trust
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,5 +83,40 @@ func FuzzParseManifest(f *testing.F) {
 				t.Fatalf("accepted bad record %q: %+v", name, r)
 			}
 		}
+	})
+}
+
+// FuzzVerifyGPKG feeds arbitrary containers to VerifyGPKGSignatures, seeded
+// with the real signed and unsigned fixtures. It must never panic, and every
+// refusal must carry one of the documented sentinels, so callers can always
+// tell "unsigned" from "tampered" from "unknown key" from "malformed".
+func FuzzVerifyGPKG(f *testing.F) {
+	files, _ := filepath.Glob("testdata/gpkg/*/*.gpkg.tar")
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	kr, err := LoadKeyring(fixtureKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		file := filepath.Join(t.TempDir(), "f.gpkg.tar")
+		if err := os.WriteFile(file, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := VerifyGPKGSignatures(file, kr)
+		if err == nil {
+			return
+		}
+		for _, sentinel := range []error{ErrUnsigned, ErrBadPGPSignature, ErrUntrustedKey, ErrMalformedGPKG} {
+			if errors.Is(err, sentinel) {
+				return
+			}
+		}
+		t.Fatalf("refusal without a sentinel: %v", err)
 	})
 }
