@@ -62,8 +62,10 @@ type FetchOptions struct {
 	// against one provider (default 4). Several streams keep the
 	// provider's pipe full while the fetcher verifies and writes.
 	MaxInFlightPerPeer int
-	// BatchPieces is the number of pieces per range request (default 16,
-	// 4 MiB; at most MaxPiecesPerRequest).
+	// BatchPieces is the number of pieces per range request (default 8,
+	// 2 MiB; at most MaxPiecesPerRequest). Larger batches open fewer
+	// streams; smaller ones keep the verified prefix contiguous, so the
+	// running whole-file hash does not lag behind at the end.
 	BatchPieces int
 	// MaxPeers caps providers used at once (default 8); the others stand
 	// by and replace dropped ones.
@@ -221,7 +223,7 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 			pf.discard()
 			return res, fmt.Errorf("%w: empty file with piece root %x", pieces.ErrLayerMismatch, want.PieceRoot[:8])
 		}
-		return res, f.finish()
+		return res, f.finish(sha256.Sum256(nil))
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -251,6 +253,11 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 
 	committerDone := make(chan error, 1)
 	go func() { committerDone <- f.commitLoop() }()
+	// The whole-file SHA-256 is computed while the download runs, over the
+	// verified prefix, so it costs no wall time at the end.
+	hashStop := make(chan struct{})
+	hashDone := make(chan hashResult, 1)
+	go func() { hashDone <- f.hashLoop(hashStop) }()
 
 	// Phase 2: until complete, every provider gone, or cancelled.
 	select {
@@ -262,9 +269,12 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	<-peersDone
 	close(f.written)
 	commitErr := <-committerDone
+	close(hashStop)
+	hashed := <-hashDone
 
 	f.mu.Lock()
 	fatal := f.fatal
+	res.BytesFetched = f.received.Load()
 	f.mu.Unlock()
 	switch {
 	case fatal != nil:
@@ -276,8 +286,10 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 			return res, ctx.Err()
 		}
 		return res, f.noProviders()
+	case hashed.err != nil:
+		return res, hashed.err
 	}
-	return res, f.finish()
+	return res, f.finish(hashed.sum)
 }
 
 func checkWant(want Want, opts *FetchOptions) error {
@@ -300,7 +312,7 @@ func checkWant(want Want, opts *FetchOptions) error {
 		opts.MaxInFlightPerPeer = 4
 	}
 	if opts.BatchPieces <= 0 {
-		opts.BatchPieces = 16
+		opts.BatchPieces = 8
 	}
 	opts.BatchPieces = min(opts.BatchPieces, MaxPiecesPerRequest)
 	if opts.MaxPeers <= 0 {
@@ -475,6 +487,8 @@ func (f *fetcher) runPeer(ctx context.Context, ai peer.AddrInfo) error {
 
 	f.active.Add(1)
 	defer f.active.Add(-1)
+	f.sched.addWorkers(f.opts.MaxInFlightPerPeer)
+	defer f.sched.addWorkers(-f.opts.MaxInFlightPerPeer)
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	var (
@@ -718,16 +732,60 @@ func (f *fetcher) commitLoop() error {
 	}
 }
 
+type hashResult struct {
+	sum [32]byte
+	err error
+}
+
+// hashLoop feeds the part file to SHA-256 in order, piece by piece, as soon
+// as each piece is done (reused or verified and written; a piece's bytes
+// never change after that). It reads from the part file (the page cache),
+// so pieces may arrive in any order. When stop is closed it finishes the
+// done prefix and returns the sum if every piece was hashed.
+func (f *fetcher) hashLoop(stop <-chan struct{}) hashResult {
+	h := sha256.New()
+	buf := make([]byte, 4*pieces.Size)
+	n := len(f.leaves)
+	next := 0
+	stopped := false
+	for {
+		f.sched.mu.Lock()
+		end := next
+		for end < n && end-next < 4 && f.sched.done[end] {
+			end++
+		}
+		wait := f.sched.changed
+		f.sched.mu.Unlock()
+		if end > next {
+			off := int64(next) * pieces.Size
+			l := min(int64(end)*pieces.Size, f.want.Size) - off
+			if _, err := f.pf.part.ReadAt(buf[:l], off); err != nil && !errors.Is(err, io.EOF) {
+				return hashResult{err: fmt.Errorf("transfer: reading %s to hash it: %w", f.pf.partPath, err)}
+			}
+			h.Write(buf[:l])
+			next = end
+			continue
+		}
+		if next == n {
+			var r hashResult
+			h.Sum(r.sum[:0])
+			return r
+		}
+		if stopped {
+			return hashResult{err: fmt.Errorf("transfer: hashing stopped at piece %d of %d", next, n)}
+		}
+		select {
+		case <-wait:
+		case <-stop:
+			stopped = true
+		}
+	}
+}
+
 // finish checks the whole-file SHA-256, runs the Verify hook and renames
 // the part file into place.
-func (f *fetcher) finish() error {
+func (f *fetcher) finish(sum [32]byte) error {
 	pf := f.pf
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(pf.part, 0, f.want.Size)); err != nil {
-		return fmt.Errorf("transfer: hashing %s: %w", pf.partPath, err)
-	}
-	var sum [32]byte
-	h.Sum(sum[:0])
 	if sum != f.want.SHA256 {
 		pf.discard()
 		return fmt.Errorf("%w: %s has %x, want %x", ErrHashMismatch, pf.partPath, sum, f.want.SHA256)

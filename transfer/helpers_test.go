@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -195,5 +196,24 @@ func faultOf(res Result, p peer.ID) (PeerFault, bool) {
 	}
 	return PeerFault{}, false
 }
+
+// dropLogger returns a logger that opens g when the fetcher logs that it
+// drops a provider, so a test can hold honest providers back until the
+// misbehaving one has been dealt with.
+func dropLogger(g *gate) *slog.Logger {
+	return slog.New(&signalHandler{g: g})
+}
+
+type signalHandler struct{ g *gate }
+
+func (h *signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *signalHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "dropping provider" {
+		h.g.open()
+	}
+	return nil
+}
+func (h *signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *signalHandler) WithGroup(string) slog.Handler      { return h }
 
 var errTest = errors.New("test hook refused")

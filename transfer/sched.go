@@ -16,6 +16,7 @@ type scheduler struct {
 	copies    []uint8 // providers currently fetching each piece
 	lo        int     // every piece below lo is done
 	remaining int
+	workers   int           // registered workers, to spread the tail
 	changed   chan struct{} // closed and replaced on every state change
 	complete  chan struct{} // closed when remaining reaches 0
 }
@@ -56,8 +57,20 @@ func (s *scheduler) next(inflight map[int]struct{}, max int) (first, count int, 
 	for s.lo < len(s.done) && s.done[s.lo] {
 		s.lo++
 	}
-	// Normal mode: the lowest missing piece nobody fetches.
+	// Normal mode: the lowest missing piece nobody fetches. As the queue
+	// drains, batches shrink so the last pieces are spread over all
+	// workers instead of queueing behind one slow stream.
 	free := func(i int) bool { return !s.done[i] && s.copies[i] == 0 }
+	unassigned := 0
+	for i := s.lo; i < len(s.done); i++ {
+		if free(i) {
+			unassigned++
+		}
+	}
+	if w := s.workers; w > 0 {
+		max = min(max, (unassigned+w-1)/w)
+	}
+	max = max0(max)
 	first, count = s.run(free, max)
 	if count == 0 {
 		// Endgame: duplicate a piece another provider is fetching.
@@ -75,6 +88,20 @@ func (s *scheduler) next(inflight map[int]struct{}, max int) (first, count int, 
 		inflight[i] = struct{}{}
 	}
 	return first, count, nil
+}
+
+func max0(n int) int {
+	if n < 1 {
+		return 1
+	}
+	return n
+}
+
+// addWorkers registers (or, negative, unregisters) workers.
+func (s *scheduler) addWorkers(n int) {
+	s.mu.Lock()
+	s.workers += n
+	s.mu.Unlock()
 }
 
 // run finds the first piece from lo satisfying ok and extends it to at most

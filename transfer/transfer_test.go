@@ -79,7 +79,7 @@ func TestFetchSingleProvider(t *testing.T) {
 // piece it serves; it is dropped as a bad peer and the file completes.
 func TestFetchCorruptProvider(t *testing.T) {
 	tf := makeFile(t, 64*pieces.Size+77, 1)
-	badServed := newGate()
+	dropped := newGate()
 	bad := newMemSource(tf)
 	// Flip one byte in every piece the read touches.
 	bad.mutate = func(p []byte, off int64) {
@@ -87,13 +87,12 @@ func TestFetchCorruptProvider(t *testing.T) {
 			p[o-off] ^= 0x40
 		}
 	}
-	bad.beforeRead = func(int64, int) { badServed.open() }
 	provs := []*provider{newProvider(t, bad, ServerOptions{Enabled: true})}
 	for range 3 {
 		honest := newMemSource(tf)
-		// Honest providers hold back until the corrupt one has sent
-		// something, so it is certain to be exercised.
-		honest.beforeRead = func(int64, int) { badServed.wait() }
+		// Honest providers hold back until the corrupt one was dropped,
+		// so it is certain to be exercised.
+		honest.beforeRead = func(int64, int) { dropped.wait() }
 		provs = append(provs, newProvider(t, honest, ServerOptions{Enabled: true}))
 	}
 	var infos []peer.AddrInfo
@@ -106,7 +105,7 @@ func TestFetchCorruptProvider(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	res, err := Fetch(testCtx(t), newHost(t), tf.want, infos, FetchOptions{Dir: dir, BatchPieces: 2, Metrics: m})
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, infos, FetchOptions{Dir: dir, BatchPieces: 2, Metrics: m, Logger: dropLogger(dropped)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +132,7 @@ func TestFetchCorruptProvider(t *testing.T) {
 // few reads; the fetch completes from the others.
 func TestFetchProviderKilled(t *testing.T) {
 	tf := makeFile(t, 48*pieces.Size+5, 2)
-	killed := newGate()
+	dropped := newGate()
 	var reads atomic.Int32
 	reachedN := newGate()
 	victimSrc := newMemSource(tf)
@@ -148,7 +147,7 @@ func TestFetchProviderKilled(t *testing.T) {
 	others := []*provider{}
 	for range 2 {
 		src := newMemSource(tf)
-		src.beforeRead = func(int64, int) { killed.wait() }
+		src.beforeRead = func(int64, int) { dropped.wait() }
 		p := newProvider(t, src, ServerOptions{Enabled: true})
 		others = append(others, p)
 		infos = append(infos, addrInfo(p.h))
@@ -156,10 +155,9 @@ func TestFetchProviderKilled(t *testing.T) {
 	go func() {
 		reachedN.wait()
 		victim.h.Close()
-		killed.open()
 	}()
 	dir := t.TempDir()
-	res, err := Fetch(testCtx(t), newHost(t), tf.want, infos, FetchOptions{Dir: dir, BatchPieces: 2})
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, infos, FetchOptions{Dir: dir, BatchPieces: 2, Logger: dropLogger(dropped)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,12 +343,12 @@ func TestNotFoundAndBadLayer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			badSrc := tt.src()
 			bad := newProvider(t, badSrc, ServerOptions{Enabled: true})
-			honestServed := newGate()
+			dropped := newGate()
 			honestSrc := newMemSource(tf)
-			honestSrc.beforeRead = func(int64, int) { honestServed.open() }
+			honestSrc.beforeRead = func(int64, int) { dropped.wait() }
 			honest := newProvider(t, honestSrc, ServerOptions{Enabled: true})
 			dir := t.TempDir()
-			res, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(bad.h), addrInfo(honest.h)}, FetchOptions{Dir: dir})
+			res, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(bad.h), addrInfo(honest.h)}, FetchOptions{Dir: dir, Logger: dropLogger(dropped)})
 			if err != nil {
 				t.Fatal(err)
 			}
