@@ -164,6 +164,10 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		// The origin sends to every subscribed peer it knows, not only to
+		// its mesh: catalog messages are rare, and without it a message
+		// published before the first heartbeat builds the mesh is lost.
+		pubsub.WithFloodPublish(true),
 		pubsub.WithMaxMessageSize(MaxBlobSize+4096), // payload plus envelope
 	)
 	if err != nil {

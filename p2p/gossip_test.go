@@ -1,0 +1,161 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// gossipLog records what one node's OnGossip saw.
+type gossipLog struct {
+	mu       sync.Mutex
+	accepted []string
+	rejected []string
+}
+
+func (g *gossipLog) has(list *[]string, msg string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range *list {
+		if m == msg {
+			return true
+		}
+	}
+	return false
+}
+
+// handler rejects messages starting with "bad" when reject is set.
+func (g *gossipLog) handler(reject bool) func(peer.ID, string, []byte) error {
+	return func(from peer.ID, platform string, msg []byte) error {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if reject && strings.HasPrefix(string(msg), "bad") {
+			g.rejected = append(g.rejected, string(msg))
+			return errors.New("signature does not verify")
+		}
+		g.accepted = append(g.accepted, string(msg))
+		return nil
+	}
+}
+
+// TestGossipRejectedNotForwarded builds A - B - {C, D}: C and D may not
+// connect to A, so B is their only path. A publishes a message B's
+// validator rejects and then a good one: every subscriber gets the good
+// one, C and D never the bad one because B dropped it.
+func TestGossipRejectedNotForwarded(t *testing.T) {
+	const platform = "x86_64-pc-linux-gnu/abc123"
+	logs := make([]*gossipLog, 4)
+	gaters := make([]*pairGater, 4)
+	nodes := make([]*Node, 4)
+	bootFrom := []int{-1, 0, 1, 1} // A alone, B from A, C and D from B
+	for i := range nodes {
+		logs[i] = &gossipLog{}
+		gaters[i] = &pairGater{banned: map[peer.ID]bool{}}
+		cfg := testConfig(t)
+		cfg.connGater = gaters[i]
+		if bootFrom[i] >= 0 {
+			cfg.Bootstrap = []peer.AddrInfo{nodes[bootFrom[i]].AddrInfo()}
+		}
+		if i >= 2 {
+			gaters[i].banned[nodes[0].ID()] = true // C and D never talk to A
+		}
+		nodes[i] = newTestNode(t, cfg, Handlers{OnGossip: logs[i].handler(i == 1)})
+		if i >= 2 {
+			gaters[0].mu.Lock()
+			gaters[0].banned[nodes[i].ID()] = true // nor A to them
+			gaters[0].mu.Unlock()
+		}
+	}
+	a, b, c, d := nodes[0], nodes[1], nodes[2], nodes[3]
+	for _, n := range nodes {
+		if err := n.JoinPlatform(platform); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "topic meshes", func() bool {
+		return len(a.TopicPeers(platform)) == 1 && len(b.TopicPeers(platform)) == 3 &&
+			len(c.TopicPeers(platform)) >= 1 && len(d.TopicPeers(platform)) >= 1
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// B relays only to its mesh, which its heartbeat builds within a
+	// second or so of joining: publish warm-up messages until C and D see
+	// one, so the assertions below are about validation, not mesh timing.
+	warm := 0
+	waitFor(t, 20*time.Second, "warm-up message at C and D", func() bool {
+		warm++
+		if err := a.Publish(ctx, platform, fmt.Appendf(nil, "warmup-%d", warm)); err != nil {
+			t.Fatal(err)
+		}
+		seen := func(l *gossipLog) bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return len(l.accepted) > 0
+		}
+		return seen(logs[2]) && seen(logs[3])
+	})
+	if err := a.Publish(ctx, platform, []byte("bad-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "B to reject bad-1", func() bool { return logs[1].has(&logs[1].rejected, "bad-1") })
+	if err := a.Publish(ctx, platform, []byte("good-1")); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []*Node{b, c, d} {
+		l := logs[i+1]
+		waitFor(t, 20*time.Second, "good-1 at node "+n.ID().String(), func() bool { return l.has(&l.accepted, "good-1") })
+	}
+	if logs[2].has(&logs[2].accepted, "bad-1") || logs[3].has(&logs[3].accepted, "bad-1") {
+		t.Fatal("a message B rejected reached C or D")
+	}
+	for _, n := range []*Node{c, d} {
+		if n.Host().Network().Connectedness(a.ID()) == network.Connected {
+			t.Fatal("gater failed: A is connected to C or D")
+		}
+	}
+	if logs[0].has(&logs[0].accepted, "good-1") {
+		t.Fatal("OnGossip was called for the node's own publication")
+	}
+	if v := counterValue(t, b.metrics.gossipRejected); v != 1 {
+		t.Errorf("B gossip_rejected_total = %v, want 1", v)
+	}
+}
+
+func TestPublishErrors(t *testing.T) {
+	n := newTestNode(t, testConfig(t), Handlers{})
+	ctx := context.Background()
+	if err := n.Publish(ctx, "amd64", []byte("x")); !errors.Is(err, ErrNotJoined) {
+		t.Errorf("Publish before join: %v, want ErrNotJoined", err)
+	}
+	if err := n.JoinPlatform("amd64"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.JoinPlatform("amd64"); err != nil {
+		t.Fatalf("second JoinPlatform: %v", err)
+	}
+	if err := n.Publish(ctx, "amd64", make([]byte, MaxBlobSize+1)); !errors.Is(err, ErrMessageSize) {
+		t.Errorf("oversized Publish: %v, want ErrMessageSize", err)
+	}
+	if err := n.Publish(ctx, "amd64", nil); !errors.Is(err, ErrMessageSize) {
+		t.Errorf("empty Publish: %v, want ErrMessageSize", err)
+	}
+	for _, bad := range []string{"", strings.Repeat("p", MaxPlatformLen+1), "a\nb", "\xff"} {
+		if err := n.JoinPlatform(bad); !errors.Is(err, ErrBadPlatform) {
+			t.Errorf("JoinPlatform(%q): %v, want ErrBadPlatform", bad, err)
+		}
+	}
+	if err := n.LeavePlatform("amd64"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Publish(ctx, "amd64", []byte("x")); !errors.Is(err, ErrNotJoined) {
+		t.Errorf("Publish after leave: %v, want ErrNotJoined", err)
+	}
+}

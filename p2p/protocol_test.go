@@ -1,0 +1,221 @@
+package p2p
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-varint"
+)
+
+func TestCatalogSync(t *testing.T) {
+	type call struct {
+		platform string
+		since    int64
+	}
+	calls := make(chan call, 4)
+	entries := blobs("catalog-entry", 5)
+	nodes := newNetwork(t, 2, func(i int) Handlers {
+		if i != 0 {
+			return Handlers{}
+		}
+		return Handlers{Catalog: func(ctx context.Context, platform string, since int64) ([][]byte, error) {
+			calls <- call{platform, since}
+			switch platform {
+			case "broken":
+				return nil, errors.New("/var/lib/gentoo-p2pd/catalog.db: locked")
+			case "huge":
+				// One oversized entry is dropped, the rest sent.
+				return [][]byte{make([]byte, MaxBlobSize+1), []byte("small")}, nil
+			}
+			return entries[since:], nil
+		}}
+	})
+	server, client := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	got, err := client.SyncCatalog(ctx, server.ID(), "amd64/x", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(got, entries[2:], bytes.Equal) {
+		t.Fatalf("SyncCatalog = %q, want %q", got, entries[2:])
+	}
+	if c := <-calls; c != (call{"amd64/x", 2}) {
+		t.Fatalf("handler called with %+v", c)
+	}
+	got, err = client.SyncCatalog(ctx, server.ID(), "huge", 0)
+	if err != nil || len(got) != 1 || string(got[0]) != "small" {
+		t.Fatalf("SyncCatalog(huge) = %q, %v; want only the small entry", got, err)
+	}
+	<-calls
+	_, err = client.SyncCatalog(ctx, server.ID(), "broken", 0)
+	if !errors.Is(err, ErrRefused) || strings.Contains(err.Error(), "/var/lib") {
+		t.Fatalf("SyncCatalog(broken) err = %v; want ErrRefused without local detail", err)
+	}
+	<-calls
+	// The client has no handler: refused, not hung.
+	if _, err := server.SyncCatalog(ctx, client.ID(), "amd64/x", 0); !errors.Is(err, ErrRefused) {
+		t.Fatalf("SyncCatalog from handler-less node: %v, want ErrRefused", err)
+	}
+	if _, err := client.SyncCatalog(ctx, server.ID(), "", 0); !errors.Is(err, ErrBadPlatform) {
+		t.Fatalf("empty platform: %v", err)
+	}
+	if _, err := client.SyncCatalog(ctx, server.ID(), "p", -1); err == nil {
+		t.Fatal("negative since accepted")
+	}
+	if _, err := client.FetchAttestations(ctx, server.ID(), cid.Undef); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("undefined key: %v", err)
+	}
+}
+
+// TestMalformedRequests sends raw bytes on the stream protocols: the server
+// refuses, and a handler is never reached with garbage.
+func TestMalformedRequests(t *testing.T) {
+	var called atomic.Bool
+	nodes := newNetwork(t, 2, func(i int) Handlers {
+		return Handlers{
+			Attestations: func(context.Context, cid.Cid) ([][]byte, error) { called.Store(true); return nil, nil },
+			Catalog:      func(context.Context, string, int64) ([][]byte, error) { called.Store(true); return nil, nil },
+		}
+	})
+	key := testKey(t, "k")
+	tests := []struct {
+		name  string
+		proto string
+		req   []byte
+	}{
+		{"attest empty", string(AttestProtocol), nil},
+		{"attest not a cid", string(AttestProtocol), append(varint.ToUvarint(3), "abc"...)},
+		{"attest trailing bytes in cid", string(AttestProtocol), append(varint.ToUvarint(uint64(key.ByteLen()+1)), append(key.Bytes(), 0)...)},
+		{"attest oversized frame", string(AttestProtocol), varint.ToUvarint(1 << 30)},
+		{"attest truncated", string(AttestProtocol), append(varint.ToUvarint(36), key.Bytes()[:10]...)},
+		{"catalog no since", string(CatalogProtocol), append(varint.ToUvarint(3), "x86"...)},
+		{"catalog control char", string(CatalogProtocol), append(append(varint.ToUvarint(3), "a\x00b"...), 0)},
+		{"catalog platform too long", string(CatalogProtocol), append(varint.ToUvarint(MaxPlatformLen+1), bytes.Repeat([]byte("p"), MaxPlatformLen+1)...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := nodes[1].Host().NewStream(ctx, nodes[0].ID(), protocol.ID(tt.proto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Write(tt.req); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.CloseWrite()
+			_, err = readBlobs(bufio.NewReader(s))
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("response error = %v, want ErrRefused", err)
+			}
+		})
+	}
+	if called.Load() {
+		t.Fatal("a handler was called for a malformed request")
+	}
+}
+
+// encodeResponse builds a success response the way a server would.
+func encodeResponse(t testing.TB, blobs [][]byte) []byte {
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	if _, err := writeBlobs(w, blobs); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestReadBlobs(t *testing.T) {
+	frame := func(b []byte) []byte { return append(varint.ToUvarint(uint64(len(b))), b...) }
+	ok := func(count uint64, frames ...[]byte) []byte {
+		out := append([]byte{statusOK}, varint.ToUvarint(count)...)
+		for _, f := range frames {
+			out = append(out, f...)
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		wire    []byte
+		want    [][]byte
+		wantErr error
+	}{
+		{"empty list", ok(0), [][]byte{}, nil},
+		{"two blobs", ok(2, frame([]byte("a")), frame([]byte("bc"))), [][]byte{[]byte("a"), []byte("bc")}, nil},
+		{"max size blob", ok(1, frame(make([]byte, MaxBlobSize))), [][]byte{make([]byte, MaxBlobSize)}, nil},
+		{"refusal", append([]byte{statusRefused}, frame([]byte("not served"))...), nil, ErrRefused},
+		{"no status", nil, nil, ErrProtocol},
+		{"unknown status", []byte{7}, nil, ErrProtocol},
+		{"count over cap", ok(MaxBlobs + 1), nil, ErrProtocol},
+		{"blob over cap", ok(1, frame(make([]byte, MaxBlobSize+1))), nil, ErrProtocol},
+		{"empty blob", ok(1, frame(nil)), nil, ErrProtocol},
+		{"fewer blobs than count", ok(2, frame([]byte("a"))), nil, ErrProtocol},
+		{"trailing data", append(ok(1, frame([]byte("a"))), 0), nil, ErrProtocol},
+		{"truncated blob", ok(1, []byte{5, 'a'}), nil, ErrProtocol},
+		{"non-minimal varint", append([]byte{statusOK}, 0x80, 0x00), nil, ErrProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readBlobs(bufio.NewReader(bytes.NewReader(tt.wire)))
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.EqualFunc(got, tt.want, bytes.Equal) {
+				t.Fatalf("readBlobs = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestWriteBlobsCaps(t *testing.T) {
+	many := blobs("b", MaxBlobs+10)
+	got, err := readBlobs(bufio.NewReader(bytes.NewReader(encodeResponse(t, many))))
+	if err != nil || len(got) != MaxBlobs {
+		t.Fatalf("count cap: got %d blobs, %v; want %d", len(got), err, MaxBlobs)
+	}
+	big := make([][]byte, 0, 600)
+	for range 600 {
+		big = append(big, make([]byte, MaxBlobSize))
+	}
+	got, err = readBlobs(bufio.NewReader(bytes.NewReader(encodeResponse(t, big))))
+	if err != nil || len(got) != MaxResponseBytes/MaxBlobSize {
+		t.Fatalf("byte cap: got %d blobs, %v; want %d", len(got), err, MaxResponseBytes/MaxBlobSize)
+	}
+}
+
+// FuzzReadBlobs feeds arbitrary responses to the client decoder; whatever
+// it accepts must re-encode to the same bytes.
+func FuzzReadBlobs(f *testing.F) {
+	f.Add(encodeResponse(f, nil))
+	f.Add(encodeResponse(f, blobs("attestation", 3)))
+	f.Add(encodeResponse(f, [][]byte{make([]byte, 300)}))
+	f.Add([]byte{statusRefused, 3, 'b', 'a', 'd'})
+	f.Add([]byte{statusOK, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		got, err := readBlobs(bufio.NewReader(bytes.NewReader(wire)))
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrRefused) {
+				t.Fatalf("error outside the sentinels: %v", err)
+			}
+			return
+		}
+		if re := encodeResponse(t, got); !bytes.Equal(re, wire) {
+			t.Fatalf("re-encoding differs:\n got %x\nwant %x", re, wire)
+		}
+	})
+}
