@@ -77,6 +77,16 @@ type GatewayOptions struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for index timestamps; nil is time.Now.
 	Now func() time.Time
+	// PrepareOnIndex makes an index request start re-packing (in the
+	// background, PrepareWorkers at a time) every listed build not
+	// re-packed yet. Builds enter the index only once re-packed, because
+	// portage 3.0.82 needs SIZE (see doc.go).
+	PrepareOnIndex bool
+	// PrepareWorkers bounds concurrent background re-packs; 0 means 2.
+	PrepareWorkers int
+	// IndexWait is how long an index request waits for the re-packs it
+	// started before answering with what is ready; 0 answers at once.
+	IndexWait time.Duration
 }
 
 // Gateway is the loopback binhost portage fetches from. It implements
@@ -91,11 +101,27 @@ type Gateway struct {
 	mu        sync.Mutex
 	indexHash [32]byte
 	indexTime int64
+
+	// Background re-packs: owned by the gateway, stopped by Close.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	workers chan struct{}
+	pending sync.Map // cache key → chan struct{} closed when done
+	failed  sync.Map // cache key → time.Time before which not to retry
 }
+
+// retryAfter is how long a failed background re-pack is not retried (an
+// index request must not re-fetch a refused build every time).
+const retryAfter = 10 * time.Minute
 
 // NewGateway returns the binhost handler: GET/HEAD <Path>/Packages,
 // <Path>/Packages.gz and <Path>/<CAT>/<PN>/<PF>-<BUILD_ID>.gpkg.tar for
-// listed builds; 404 for everything else, 405 for other methods.
+// listed builds; 404 for everything else, 405 for other methods. The index
+// lists the re-packed builds; a listed build not re-packed yet is
+// materialized and re-packed when its file is requested, by Prepare, or in
+// the background when PrepareOnIndex is set. Call Close to stop
+// background work.
 func NewGateway(cat Catalog, opts GatewayOptions) *Gateway {
 	if opts.Path == "" {
 		opts.Path = "/gentoo-p2pd"
@@ -108,9 +134,21 @@ func NewGateway(cat Catalog, opts GatewayOptions) *Gateway {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
+	if opts.PrepareWorkers <= 0 {
+		opts.PrepareWorkers = 2
+	}
 	g := &Gateway{cat: cat, opts: opts, log: lg, metrics: newGatewayMetrics(opts.Registerer)}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.workers = make(chan struct{}, opts.PrepareWorkers)
 	g.loadIndexState()
 	return g
+}
+
+// Close stops background re-packs and waits for them to end.
+func (g *Gateway) Close() error {
+	g.cancel()
+	g.wg.Wait()
+	return nil
 }
 
 type gatewayMetrics struct {
@@ -197,6 +235,7 @@ type entry struct {
 	path  string // CAT/PN/PF-BUILDID.gpkg.tar
 	key   string // re-pack cache key
 	entry Entry
+	ready bool // re-packed: SIZE, MD5 and SHA1 are known
 }
 
 func (g *Gateway) entries(ctx context.Context) ([]entry, error) {
@@ -283,6 +322,7 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 		f.Set("SIZE", strconv.FormatInt(s.Size, 10))
 		f.Set("MD5", s.MD5)
 		f.Set("SHA1", s.SHA1)
+		e.ready = true
 	}
 	e.entry = Entry{f}
 	return e, nil
@@ -331,12 +371,31 @@ func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
 		http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
 		return
 	}
+	if g.opts.PrepareOnIndex {
+		var started []chan struct{}
+		for _, e := range es {
+			if !e.ready {
+				started = append(started, g.prepareAsync(e))
+			}
+		}
+		if len(started) > 0 && g.opts.IndexWait > 0 {
+			g.waitAll(r.Context(), started, g.opts.IndexWait)
+			if es, err = g.entries(r.Context()); err != nil {
+				http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
+				return
+			}
+		}
+	}
 	h := Header{append(Fields(nil), g.opts.Header...)}
 	h.Delete("TIMESTAMP")
 	h.Set("VERSION", "0")
-	entries := make([]Entry, len(es))
-	for i, e := range es {
-		entries[i] = e.entry
+	entries := make([]Entry, 0, len(es))
+	for _, e := range es {
+		// portage 3.0.82 raises KeyError on an entry without SIZE once the
+		// file is in its binhost cache: list re-packed builds only.
+		if e.ready {
+			entries = append(entries, e.entry)
+		}
 	}
 	probe := Header{append(append(Fields(nil), h.Fields...), Field{"TIMESTAMP", "0"})}
 	var body bytes.Buffer
@@ -459,7 +518,9 @@ func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 		if s, ok := g.cached(e.key); ok {
 			return s, nil
 		}
-		src, err := g.cat.Materialize(context.WithoutCancel(ctx), e.l)
+		// The gateway's context, not the request's: a client that times
+		// out and retries joins the same re-pack instead of restarting it.
+		src, err := g.cat.Materialize(g.ctx, e.l)
 		if err != nil {
 			g.metrics.repacks.WithLabelValues("materialize_error").Inc()
 			return Served{}, fmt.Errorf("materialize %s: %w", e.path, err)
@@ -485,6 +546,55 @@ func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 		return Served{}, err
 	}
 	return v.(Served), nil
+}
+
+// prepareAsync starts re-packing e in the background (at most
+// PrepareWorkers at a time) unless it is already under way, and returns a
+// channel closed when that re-pack ends.
+func (g *Gateway) prepareAsync(e entry) chan struct{} {
+	done := make(chan struct{})
+	if until, ok := g.failed.Load(e.key); ok && time.Now().Before(until.(time.Time)) {
+		close(done)
+		return done
+	}
+	if v, loaded := g.pending.LoadOrStore(e.key, done); loaded {
+		return v.(chan struct{})
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		defer func() {
+			g.pending.Delete(e.key)
+			close(done)
+		}()
+		select {
+		case g.workers <- struct{}{}:
+		case <-g.ctx.Done():
+			return
+		}
+		defer func() { <-g.workers }()
+		if _, err := g.repacked(g.ctx, e); err != nil && g.ctx.Err() == nil {
+			g.failed.Store(e.key, time.Now().Add(retryAfter))
+			g.log.Warn("gateway: background re-pack failed", "path", e.path, "err", err)
+		}
+	}()
+	return done
+}
+
+func (g *Gateway) waitAll(ctx context.Context, chans []chan struct{}, limit time.Duration) {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-g.ctx.Done():
+			return
+		}
+	}
 }
 
 // Prepare materializes and re-packs a listed build ahead of portage's

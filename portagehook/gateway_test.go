@@ -81,6 +81,7 @@ func (c *fakeCatalog) add(t *testing.T, path string, id int64) Listing {
 }
 
 type gatewayFixture struct {
+	opts  GatewayOptions // PrepareOnIndex, IndexWait
 	cat   *fakeCatalog
 	gw    *Gateway
 	srv   *httptest.Server
@@ -89,9 +90,9 @@ type gatewayFixture struct {
 	now   atomic.Int64
 }
 
-func newGatewayFixture(t *testing.T) *gatewayFixture {
+func newGatewayFixture(t *testing.T, opts GatewayOptions) *gatewayFixture {
 	t.Helper()
-	f := &gatewayFixture{cat: &fakeCatalog{}, reg: prometheus.NewRegistry(), cache: t.TempDir()}
+	f := &gatewayFixture{opts: opts, cat: &fakeCatalog{}, reg: prometheus.NewRegistry(), cache: t.TempDir()}
 	f.now.Store(repackTime.Add(time.Hour).Unix())
 	f.cat.add(t, "testdata/gpkg-signed/app-misc/hello/hello-1.0-1.gpkg.tar", 1)
 	f.cat.add(t, "testdata/xpak/layout-1.0-r1-1.xpak", 4)
@@ -102,16 +103,20 @@ func newGatewayFixture(t *testing.T) *gatewayFixture {
 
 func (f *gatewayFixture) start(t *testing.T) {
 	e := testKeyFixed(t)
-	f.gw = NewGateway(f.cat, GatewayOptions{
-		CacheDir:   f.cache,
-		Signer:     NewSigner(e, time.Time{}),
-		Covered:    testCovered,
-		Header:     Fields{{"ARCH", "amd64"}, {"CHOST", "x86_64-pc-linux-gnu"}},
-		Registerer: f.reg,
-		Now:        func() time.Time { return time.Unix(f.now.Load(), 0) },
-	})
+	opts := f.opts
+	opts.CacheDir = f.cache
+	opts.Signer = NewSigner(e, time.Time{})
+	opts.Covered = testCovered
+	opts.Header = Fields{{"ARCH", "amd64"}, {"CHOST", "x86_64-pc-linux-gnu"}}
+	opts.Registerer = f.reg
+	opts.Now = func() time.Time { return time.Unix(f.now.Load(), 0) }
+	f.gw = NewGateway(f.cat, opts)
 	f.srv = httptest.NewServer(f.gw)
-	t.Cleanup(f.srv.Close)
+	gw, srv := f.gw, f.srv
+	t.Cleanup(func() {
+		srv.Close()
+		gw.Close()
+	})
 }
 
 var fixedKey struct {
@@ -161,9 +166,12 @@ func (f *gatewayFixture) index(t *testing.T) (Header, []Entry, *http.Response) {
 		t.Fatal(err)
 	}
 	plain, _ := io.ReadAll(zr)
-	_, direct := f.get(t, "/gentoo-p2pd/Packages", nil)
-	if !bytes.Equal(plain, direct) {
-		t.Fatalf("Packages.gz does not decompress to Packages")
+	if !f.opts.PrepareOnIndex || f.opts.IndexWait > 0 {
+		// Stable between the two requests unless re-packs run behind.
+		_, direct := f.get(t, "/gentoo-p2pd/Packages", nil)
+		if !bytes.Equal(plain, direct) {
+			t.Fatalf("Packages.gz does not decompress to Packages")
+		}
 	}
 	h, es, err := ParseIndex(bytes.NewReader(plain))
 	if err != nil {
@@ -172,51 +180,34 @@ func (f *gatewayFixture) index(t *testing.T) (Header, []Entry, *http.Response) {
 	return h, es, resp
 }
 
-func TestGatewayIndexAndPackages(t *testing.T) {
-	f := newGatewayFixture(t)
-	h, es, resp := f.index(t)
-	if h.Value("VERSION") != "0" || h.Value("PACKAGES") != "3" || h.Value("ARCH") != "amd64" {
-		t.Fatalf("header %v", h)
-	}
-	ts, _ := strconv.ParseInt(h.Value("TIMESTAMP"), 10, 64)
-	if lm, _ := http.ParseTime(resp.Header.Get("Last-Modified")); lm.Unix() != ts {
-		t.Errorf("Last-Modified %q, TIMESTAMP %d: portage takes the timestamp from Last-Modified", resp.Header.Get("Last-Modified"), ts)
-	}
-	want := map[string]string{
-		"app-misc/hello-1.0":     "app-misc/hello/hello-1.0-1.gpkg.tar",
-		"app-misc/layout-1.0-r1": "app-misc/layout/layout-1.0-r1-4.gpkg.tar",
-		"dev-libs/libfoo-2.1":    "dev-libs/libfoo/libfoo-2.1-2.gpkg.tar",
-	}
-	for _, e := range es {
-		if want[e.CPV()] != e.Value("PATH") || e.BuildID() == 0 || e.Value("MTIME") == "" {
-			t.Errorf("entry %v: want multi-instance PATH %q, BUILD_ID and MTIME", e, want[e.CPV()])
-		}
-		if _, ok := e.Get("SIZE"); ok {
-			t.Errorf("%s lists SIZE before it was ever re-packed", e.CPV())
-		}
-		if _, ok := e.Get("CHOST"); ok {
-			t.Errorf("%s repeats the header's CHOST", e.CPV())
-		}
-		if _, ok := e.Get("FEATURES"); ok {
-			t.Errorf("uncovered key in index")
-		}
-	}
-	if es[2].Value("SLOT") != "0/2.1" || es[2].Value("PROVIDES") != "x86_64: libfoo.so.2" {
-		t.Errorf("libfoo entry %v", es[2])
-	}
+var fixturePaths = map[string]string{
+	"app-misc/hello-1.0":     "app-misc/hello/hello-1.0-1.gpkg.tar",
+	"app-misc/layout-1.0-r1": "app-misc/layout/layout-1.0-r1-4.gpkg.tar",
+	"dev-libs/libfoo-2.1":    "dev-libs/libfoo/libfoo-2.1-2.gpkg.tar",
+}
 
-	// If-Modified-Since the current TIMESTAMP: 304, portage keeps its copy.
-	r304, _ := f.get(t, "/gentoo-p2pd/Packages.gz", map[string]string{"If-Modified-Since": time.Unix(ts, 0).UTC().Format(http.TimeFormat)})
-	if r304.StatusCode != http.StatusNotModified {
-		t.Errorf("If-Modified-Since TIMESTAMP: %s, want 304", r304.Status)
-	}
-
-	// Fetch every package, as emerge --getbinpkg does.
+// checkEntries checks index entries against the files the gateway serves
+// for them: SIZE, MD5, SHA1 and MTIME must describe those files exactly,
+// and metadata must agree with the package's own.
+func (f *gatewayFixture) checkEntries(t *testing.T, es []Entry) map[string][]byte {
+	t.Helper()
 	served := map[string][]byte{}
 	for _, e := range es {
+		if fixturePaths[e.CPV()] != e.Value("PATH") || e.BuildID() == 0 {
+			t.Errorf("entry %v: want multi-instance PATH %q and BUILD_ID", e, fixturePaths[e.CPV()])
+		}
+		for _, k := range []string{"CHOST", "FEATURES"} {
+			if _, ok := e.Get(k); ok {
+				t.Errorf("%s: %s must not be in the entry (header-inherited or uncovered)", e.CPV(), k)
+			}
+		}
 		resp, body := f.get(t, "/gentoo-p2pd/"+e.Value("PATH"), nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %s", e.Value("PATH"), resp.Status)
+		}
+		m5, s1 := md5.Sum(body), sha1.Sum(body)
+		if e.Value("SIZE") != strconv.Itoa(len(body)) || e.Value("MD5") != hex.EncodeToString(m5[:]) || e.Value("SHA1") != hex.EncodeToString(s1[:]) {
+			t.Errorf("%s: SIZE/MD5/SHA1 %s/%s/%s do not describe the served file", e.CPV(), e.Value("SIZE"), e.Value("MD5"), e.Value("SHA1"))
 		}
 		if lm, _ := http.ParseTime(resp.Header.Get("Last-Modified")); strconv.FormatInt(lm.Unix(), 10) != e.Value("MTIME") {
 			t.Errorf("%s Last-Modified %v, index MTIME %s", e.CPV(), lm, e.Value("MTIME"))
@@ -233,42 +224,47 @@ func TestGatewayIndexAndPackages(t *testing.T) {
 		}
 		served[e.CPV()] = body
 	}
-	if n := f.cat.calls.Load(); n != 3 {
-		t.Errorf("Materialize called %d times for 3 packages", n)
+	return served
+}
+
+func TestGatewayOnDemand(t *testing.T) {
+	f := newGatewayFixture(t, GatewayOptions{})
+	h, es, resp := f.index(t)
+	if h.Value("VERSION") != "0" || h.Value("PACKAGES") != "0" || len(es) != 0 || h.Value("ARCH") != "amd64" {
+		t.Fatalf("index before any re-pack: header %v, %d entries (only re-packed builds may be listed)", h, len(es))
+	}
+	ts, _ := strconv.ParseInt(h.Value("TIMESTAMP"), 10, 64)
+	if lm, _ := http.ParseTime(resp.Header.Get("Last-Modified")); lm.Unix() != ts {
+		t.Errorf("Last-Modified %q, TIMESTAMP %d: portage takes the timestamp from Last-Modified", resp.Header.Get("Last-Modified"), ts)
+	}
+	r304, _ := f.get(t, "/gentoo-p2pd/Packages.gz", map[string]string{"If-Modified-Since": time.Unix(ts, 0).UTC().Format(http.TimeFormat)})
+	if r304.StatusCode != http.StatusNotModified {
+		t.Errorf("If-Modified-Since TIMESTAMP: %s, want 304", r304.Status)
 	}
 
-	// The index now describes the served files exactly, under a newer
-	// TIMESTAMP even though the clock did not move.
+	// portage asks for a listed build: materialized, re-packed, served.
+	resp, body := f.get(t, "/gentoo-p2pd/dev-libs/libfoo/libfoo-2.1-2.gpkg.tar", nil)
+	if resp.StatusCode != http.StatusOK || len(body) == 0 {
+		t.Fatalf("on-demand package: %s", resp.Status)
+	}
 	h2, es2, _ := f.index(t)
 	ts2, _ := strconv.ParseInt(h2.Value("TIMESTAMP"), 10, 64)
 	if ts2 <= ts {
 		t.Errorf("TIMESTAMP %d after the index changed, was %d: portage would keep its stale copy", ts2, ts)
 	}
-	for _, e := range es2 {
-		b := served[e.CPV()]
-		m5, s1 := md5.Sum(b), sha1.Sum(b)
-		if e.Value("SIZE") != strconv.Itoa(len(b)) || e.Value("MD5") != hex.EncodeToString(m5[:]) || e.Value("SHA1") != hex.EncodeToString(s1[:]) {
-			t.Errorf("%s: SIZE/MD5/SHA1 %s/%s/%s do not describe the served file", e.CPV(), e.Value("SIZE"), e.Value("MD5"), e.Value("SHA1"))
-		}
+	if len(es2) != 1 || es2[0].CPV() != "dev-libs/libfoo-2.1" || es2[0].Value("SLOT") != "0/2.1" || es2[0].Value("PROVIDES") != "x86_64: libfoo.so.2" {
+		t.Fatalf("index after one re-pack: %v", es2)
 	}
-	// Served again from the cache: same bytes, no new Materialize; a Range
-	// request (portage's remote metadata reader) works.
-	_, again := f.get(t, "/gentoo-p2pd/"+es2[0].Value("PATH"), nil)
-	if !bytes.Equal(again, served[es2[0].CPV()]) || f.cat.calls.Load() != 3 {
-		t.Error("second download differs or materialized again")
+	served := f.checkEntries(t, es2)
+	if !bytes.Equal(served["dev-libs/libfoo-2.1"], body) {
+		t.Error("second download differs from the first")
 	}
 	rr, part := f.get(t, "/gentoo-p2pd/"+es2[0].Value("PATH"), map[string]string{"Range": "bytes=0-511"})
-	if rr.StatusCode != http.StatusPartialContent || !bytes.Equal(part, served[es2[0].CPV()][:512]) {
-		t.Errorf("Range request: %s", rr.Status)
+	if rr.StatusCode != http.StatusPartialContent || !bytes.Equal(part, body[:512]) {
+		t.Errorf("Range request (portage's remote metadata reader): %s", rr.Status)
 	}
-
-	// A restarted gateway keeps the TIMESTAMP of unchanged content.
-	f.srv.Close()
-	f.now.Add(100)
-	f.start(t)
-	h3, _, _ := f.index(t)
-	if h3.Value("TIMESTAMP") != h2.Value("TIMESTAMP") {
-		t.Errorf("restart moved TIMESTAMP %s -> %s for the same index", h2.Value("TIMESTAMP"), h3.Value("TIMESTAMP"))
+	if n := f.cat.calls.Load(); n != 1 {
+		t.Errorf("Materialize called %d times, want 1", n)
 	}
 	mfs, err := f.reg.Gather()
 	if err != nil {
@@ -283,8 +279,56 @@ func TestGatewayIndexAndPackages(t *testing.T) {
 	}
 }
 
+func TestGatewayPrepareOnIndex(t *testing.T) {
+	f := newGatewayFixture(t, GatewayOptions{PrepareOnIndex: true, IndexWait: time.Minute})
+	h, es, _ := f.index(t)
+	if len(es) != 3 || h.Value("PACKAGES") != "3" {
+		t.Fatalf("index after waiting for re-packs: %d entries", len(es))
+	}
+	f.checkEntries(t, es)
+	if n := f.cat.calls.Load(); n != 3 {
+		t.Errorf("Materialize called %d times for 3 builds", n)
+	}
+	// A restarted gateway keeps the TIMESTAMP of unchanged content.
+	f.now.Add(100)
+	f.start(t)
+	h2, _, _ := f.index(t)
+	if h2.Value("TIMESTAMP") != h.Value("TIMESTAMP") {
+		t.Errorf("restart moved TIMESTAMP %s -> %s for the same index", h.Value("TIMESTAMP"), h2.Value("TIMESTAMP"))
+	}
+}
+
+func TestGatewayPrepareInBackground(t *testing.T) {
+	f := newGatewayFixture(t, GatewayOptions{PrepareOnIndex: true, PrepareWorkers: 1})
+	_, es, _ := f.index(t)
+	if len(es) != 0 {
+		t.Fatalf("first index lists %d builds before they were re-packed", len(es))
+	}
+	deadline := time.Now().Add(time.Minute)
+	last := int64(0)
+	for {
+		h, es, _ := f.index(t)
+		ts, _ := strconv.ParseInt(h.Value("TIMESTAMP"), 10, 64)
+		if ts < last {
+			t.Fatalf("TIMESTAMP went backwards: %d after %d", ts, last)
+		}
+		last = ts
+		if len(es) == 3 {
+			f.checkEntries(t, es)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("background re-packs did not finish: %d of 3 listed", len(es))
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a bounded deadline
+	}
+	if n := f.cat.calls.Load(); n != 3 {
+		t.Errorf("Materialize called %d times for 3 builds", n)
+	}
+}
+
 func TestGatewayRefuses(t *testing.T) {
-	f := newGatewayFixture(t)
+	f := newGatewayFixture(t, GatewayOptions{})
 	for _, tc := range []struct {
 		method, path string
 		want         int
@@ -330,7 +374,7 @@ func TestGatewayRefuses(t *testing.T) {
 // TestGatewayRefusesHostileMaterialized: a listed build whose materialized
 // file writes through a symlink is never served, whatever the votes said.
 func TestGatewayRefusesHostileMaterialized(t *testing.T) {
-	f := newGatewayFixture(t)
+	f := newGatewayFixture(t, GatewayOptions{PrepareOnIndex: true, IndexWait: time.Minute})
 	evil := hostileGPKG(t, []tar.Header{
 		{Typeflag: tar.TypeDir, Name: "image/etc/", Mode: 0o755},
 		{Typeflag: tar.TypeSymlink, Name: "image/etc/cron.d", Linkname: "/etc/cron.d", Mode: 0o777},
@@ -345,17 +389,23 @@ func TestGatewayRefusesHostileMaterialized(t *testing.T) {
 		t.Fatalf("hostile build: %s %q", resp.Status, body)
 	}
 	_, es, _ := f.index(t)
+	if len(es) != 3 {
+		t.Errorf("index lists %d builds, want the 3 good ones", len(es))
+	}
 	for _, e := range es {
 		if e.CPV() == "app-misc/consumer-1.0" {
-			if _, ok := e.Get("SIZE"); ok {
-				t.Error("refused build got a SIZE")
-			}
+			t.Error("a refused build is listed")
 		}
+	}
+	calls := f.cat.calls.Load()
+	f.index(t)
+	if f.cat.calls.Load() != calls {
+		t.Error("a refused build is materialized again on every index request")
 	}
 }
 
 func TestGatewayMaterializesOnce(t *testing.T) {
-	f := newGatewayFixture(t)
+	f := newGatewayFixture(t, GatewayOptions{})
 	var wg sync.WaitGroup
 	bodies := make([][]byte, 8)
 	for i := range bodies {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,4 +151,130 @@ func sorted(s []string) []string {
 		}
 	}
 	return c
+}
+
+// fixtureHeader is the header portage's playground wrote for the fixtures:
+// the implicit IUSE and USE_EXPAND settings a consumer merges from a
+// remote index.
+var fixtureHeader = Fields{
+	{"ACCEPT_KEYWORDS", "amd64"}, {"ARCH", "amd64"}, {"CHOST", "x86_64-pc-linux-gnu"},
+	{"IUSE_IMPLICIT", "prefix prefix-guest prefix-stack"}, {"KERNEL", "linux"},
+	{"USE_EXPAND", "KERNEL"}, {"USE_EXPAND_HIDDEN", "KERNEL"}, {"USE_EXPAND_IMPLICIT", "ARCH KERNEL"},
+	{"USE_EXPAND_UNPREFIXED", "ARCH"}, {"USE_EXPAND_VALUES_ARCH", "amd64 x86"}, {"USE_EXPAND_VALUES_KERNEL", "linux"},
+}
+
+// TestEmergeInstallsFromGateway is the mission in one test: unmodified
+// portage (a checkout named by GENTOO_P2PD_PORTAGE_LIB) with a binrepo
+// whose verify-signature = true installs builds from the gateway — index,
+// on-demand materialization, re-pack, the daemon's signature checked by
+// gpg against the keyring SetupPortage made — including one that reached
+// the daemon as an XPAK.
+func TestEmergeInstallsFromGateway(t *testing.T) {
+	lib := os.Getenv("GENTOO_P2PD_PORTAGE_LIB")
+	if lib == "" {
+		t.Skip("GENTOO_P2PD_PORTAGE_LIB not set: emerge-in-the-loop check skipped (set it to a portage checkout's lib/)")
+	}
+	for _, tool := range []string{"python3", "gpg", "tar", "zstd", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: emerge-in-the-loop check skipped", tool)
+		}
+	}
+	root, err := os.MkdirTemp("", "portage-root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	os.Chmod(root, 0o755)
+	e := testKeyFixed(t)
+	pub, _ := ExportPublic(e)
+	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub}); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(root, "etc/portage/gnupg")
+	t.Cleanup(func() { exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run() })
+
+	cat := &fakeCatalog{}
+	cat.add(t, "testdata/gpkg-signed/dev-libs/libfoo/libfoo-2.1-1.gpkg.tar", 1)
+	cat.add(t, "testdata/gpkg-signed/app-misc/consumer/consumer-1.0-1.gpkg.tar", 1)
+	cat.add(t, "testdata/xpak/hello-1.0.tbz2", 3)
+	gw := NewGateway(cat, GatewayOptions{CacheDir: t.TempDir(), Signer: NewSigner(e, time.Time{}), Covered: testCovered,
+		Header: fixtureHeader, PrepareOnIndex: true, IndexWait: time.Minute})
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	defer gw.Close()
+
+	res := runEmerge(t, lib, home, srv.URL+"/gentoo-p2pd", "app-misc/hello", "app-misc/consumer")
+	if res.ReturnCode != 0 {
+		t.Fatalf("emerge --getbinpkgonly failed (%d):\n%s", res.ReturnCode, res.Output)
+	}
+	want := "app-misc/consumer-1.0 app-misc/hello-1.0 dev-libs/libfoo-2.1"
+	if got := strings.Join(res.Installed, " "); got != want {
+		t.Fatalf("installed %q, want %q\n%s", got, want, res.Output)
+	}
+	for _, p := range []string{"usr/bin/hello", "usr/share/hello/greeting.txt", "usr/lib/libfoo.so.2.1", "usr/share/consumer/README"} {
+		if _, err := os.Lstat(filepath.Join(res.ERoot, p)); err != nil {
+			t.Errorf("not installed: %s", p)
+		}
+	}
+	if n := cat.calls.Load(); n != 3 {
+		t.Errorf("Materialize called %d times for 3 packages", n)
+	}
+	t.Logf("emerge output:\n%s", res.Output)
+
+	// The same builds signed by a key the keyring does not trust: portage's
+	// own verification must refuse them, so nothing is installed.
+	stranger, err := LoadOrCreateSigningKey(filepath.Join(t.TempDir(), "stranger.asc"), "stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := NewGateway(cat, GatewayOptions{CacheDir: t.TempDir(), Signer: NewSigner(stranger, time.Time{}), Covered: testCovered,
+		Header: fixtureHeader, PrepareOnIndex: true, IndexWait: time.Minute})
+	badSrv := httptest.NewServer(bad)
+	defer badSrv.Close()
+	defer bad.Close()
+	refused := runEmerge(t, lib, home, badSrv.URL+"/gentoo-p2pd", "app-misc/hello")
+	if refused.ReturnCode == 0 || len(refused.Installed) != 0 {
+		t.Fatalf("emerge installed a build signed by an untrusted key (exit %d, installed %v):\n%s", refused.ReturnCode, refused.Installed, refused.Output)
+	}
+	if !strings.Contains(refused.Output, "[GNUPG:] NO_PUBKEY") {
+		t.Errorf("emerge failed for another reason than the signature:\n%s", refused.Output)
+	}
+}
+
+type emergeResult struct {
+	ReturnCode int      `json:"returncode"`
+	EPrefix    string   `json:"eprefix"`
+	ERoot      string   `json:"eroot"`
+	Installed  []string `json:"installed"`
+	Output     string   `json:"output"`
+}
+
+// runEmerge runs testdata/portage_emerge_check.py: real emerge
+// --getbinpkgonly against binhost, verifying with the keyring at home.
+func runEmerge(t *testing.T, lib, home, binhost string, atoms ...string) emergeResult {
+	t.Helper()
+	bin := t.TempDir()
+	tar, _ := exec.LookPath("tar")
+	os.Symlink(tar, filepath.Join(bin, "gtar")) // the playground wants gtar
+	script, _ := filepath.Abs("testdata/portage_emerge_check.py")
+	cmd := exec.Command("python3", append([]string{script}, atoms...)...)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "PORTAGE_LIB="+lib,
+		"GPG_HOME="+home, "PORTAGE_GNUPGHOME="+home, "BINHOST="+binhost)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("emerge driver: %v\n%s", err, stderr.String())
+	}
+	var res emergeResult
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("driver output: %v\n%s\n%s", err, out, stderr.String())
+	}
+	if res.EPrefix != "" && strings.HasPrefix(res.EPrefix, os.TempDir()) {
+		t.Cleanup(func() { os.RemoveAll(res.EPrefix) })
+	}
+	t.Logf("emerge %v ran %v, exit %d", atoms, time.Since(start).Round(time.Millisecond), res.ReturnCode)
+	return res
 }
