@@ -14,6 +14,7 @@ const (
 	PathFetch        = "/api/v0/fetch"
 	PathTrustExplain = "/api/v0/trust/explain"
 	PathTrustPolicy  = "/api/v0/trust/policy"
+	PathGateway      = "/api/v0/gateway"
 )
 
 // Status is the daemon's one-screen account of itself (`gentoo-p2pd status`).
@@ -140,4 +141,12 @@ type FetchResult struct {
 	BadPeers     []string      `json:"bad_peers,omitempty"`
 	PiecesReused int           `json:"pieces_reused"`
 	Took         time.Duration `json:"took_ns"`
+}
+
+// GatewayInfo is what setup-portage needs from the daemon: where portage
+// should fetch from and the key it must trust.
+type GatewayInfo struct {
+	URL         string `json:"url"`
+	Fingerprint string `json:"fingerprint"`
+	PublicKey   string `json:"public_key"` // armored OpenPGP public key
 }

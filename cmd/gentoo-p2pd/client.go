@@ -1,0 +1,278 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
+)
+
+func newStatusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show what the running daemon is doing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var st api.Status
+			if err := c.Get(cmd.Context(), api.PathStatus, nil, &st); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			return st.WriteText(cmd.OutOrStdout(), time.Now())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's status struct as JSON")
+	return cmd
+}
+
+func newPeersCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "peers [--json]",
+		Short: "List connected peers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var res api.PeersResponse
+			if err := c.Get(cmd.Context(), api.PathPeers, nil, &res); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			w := cmd.OutOrStdout()
+			if len(res.Peers) == 0 {
+				fmt.Fprintln(w, "no peers connected")
+			}
+			for _, p := range res.Peers {
+				fmt.Fprintf(w, "%s  %-8s %s\n", p.ID, p.Direction, strings.Join(p.Addrs, " "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newFindCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "find CPV|BUILDKEY [--json]",
+		Short: "Find who provides a build, and the attestations for it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var res api.FindResult
+			if err := c.Get(cmd.Context(), api.PathFind, url.Values{"q": {args[0]}}, &res); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			writeFind(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeFind(w io.Writer, res api.FindResult) {
+	if len(res.Builds) == 0 {
+		fmt.Fprintf(w, "nothing known about %s\n", res.Query)
+	}
+	for _, b := range res.Builds {
+		fmt.Fprintf(w, "%s  %s  verdict: %s\n", b.CPV, b.BuildKey, b.Verdict)
+		fmt.Fprintf(w, "  providers: %d\n", len(b.Providers))
+		for _, p := range b.Providers {
+			fmt.Fprintf(w, "    %s\n", p)
+		}
+		fmt.Fprintf(w, "  attestations: %d\n", len(b.Attestations))
+		for _, a := range b.Attestations {
+			fmt.Fprintf(w, "    %s  content %s  %s %d bytes  %s\n", a.Attester, short(a.Content), a.Format, a.Size, a.Time.Format(time.RFC3339))
+		}
+	}
+	for _, e := range res.Errors {
+		fmt.Fprintf(w, "note: %s\n", e)
+	}
+}
+
+func short(s string) string {
+	if len(s) > 23 {
+		return s[:10] + "…" + s[len(s)-10:]
+	}
+	return s
+}
+
+func newAnnounceCmd() *cobra.Command {
+	var asJSON bool
+	var installed string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "announce FILE | --installed CPV",
+		Short: "Tell the daemon about a binpkg portage just wrote (the bashrc hook's call)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.AnnounceRequest{Installed: installed}
+			if len(args) == 1 {
+				req.Path = args[0]
+			}
+			if req.Path == "" && req.Installed == "" {
+				return fmt.Errorf("announce: give a binpkg path or --installed CPV")
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel func()
+				ctx, cancel = contextWithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			var res api.AnnounceResult
+			if err := c.Post(ctx, api.PathAnnounce, req, &res); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if res.Note != "" {
+				fmt.Fprintln(cmd.OutOrStdout(), res.Note)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "announced %s\n  build key   %s\n  variant key %s\n  content     %s\n", res.CPV, res.BuildKey, res.VariantKey, res.Content)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of CPV instead (popularity)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (the bashrc hook uses 2s)")
+	return cmd
+}
+
+func newFetchCmd() *cobra.Command {
+	var asJSON bool
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "fetch BUILDKEY|CPV [--to DIR]",
+		Short: "Fetch the trusted build from peers (verified piece by piece)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			if dir != "" {
+				if dir, err = absDir(dir); err != nil {
+					return err
+				}
+			}
+			w := cmd.OutOrStdout()
+			stop := startSpinner(cmd.ErrOrStderr(), "fetching "+args[0])
+			var res api.FetchResult
+			err = c.Post(cmd.Context(), api.PathFetch, api.FetchRequest{Query: args[0], Dir: dir}, &res)
+			stop(err == nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(w, res)
+			}
+			fmt.Fprintf(w, "%s -> %s\n  %d bytes from %d peer(s) in %s, %d piece(s) reused\n  content %s\n",
+				res.CPV, res.Path, res.Size, res.Providers, res.Took.Round(time.Millisecond), res.PiecesReused, res.Content)
+			for _, b := range res.BadPeers {
+				fmt.Fprintf(w, "  dropped %s\n", b)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&dir, "to", "", "copy the fetched file into DIR")
+	return cmd
+}
+
+func newTrustCmd() *cobra.Command {
+	trust := &cobra.Command{Use: "trust", Short: "Explain trust decisions and the policy"}
+	var asJSON bool
+	explain := &cobra.Command{
+		Use:   "explain BUILDKEY|CPV [--json]",
+		Short: "Show the votes for a build and which rule decided",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var ex daemon.Explanation
+			if err := c.Get(cmd.Context(), api.PathTrustExplain, url.Values{"q": {args[0]}}, &ex); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), ex)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), ex.Text)
+			return nil
+		},
+	}
+	explain.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	var policyJSON bool
+	policy := &cobra.Command{
+		Use:   "policy [--json]",
+		Short: "Show the effective trust policy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var p daemon.PolicyView
+			if err := c.Get(cmd.Context(), api.PathTrustPolicy, nil, &p); err != nil {
+				return err
+			}
+			if policyJSON {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "threshold          %d distinct agreeing peers\n", p.Threshold)
+			fmt.Fprintf(w, "dispute            %d vote(s) for another content make a dispute\n", p.Dispute)
+			fmt.Fprintf(w, "require signer     %t\n", p.RequireSigner)
+			fmt.Fprintf(w, "distinct networks  %t\n", p.DistinctNetworks)
+			fmt.Fprintf(w, "signers            %s\n", listOrNone(p.Signers))
+			fmt.Fprintf(w, "OpenPGP keys       %s\n", listOrNone(p.PGPKeys))
+			fmt.Fprintf(w, "trusted peers      %s\n", listOrNone(p.TrustedPeers))
+			fmt.Fprintf(w, "blocked peers      %s\n", listOrNone(p.BlockedPeers))
+			fmt.Fprintf(w, "overrides          %s\n", listOrNone(p.Overrides))
+			return nil
+		},
+	}
+	policy.Flags().BoolVar(&policyJSON, "json", false, "print JSON")
+	trust.AddCommand(explain, policy)
+	return trust
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,272 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// ErrNotAllowed is returned when a build is asked for whose verdict does
+// not allow any content: the daemon never fetches, keeps or serves it.
+var ErrNotAllowed = errors.New("not allowed by the trust policy")
+
+// fetchCall lets concurrent requests for one build (portage retrying, the
+// CLI and the gateway at once) share one transfer.
+type fetchCall struct {
+	done chan struct{}
+	path string
+	att  *trust.Signed
+	res  transfer.Result
+	err  error
+}
+
+// Materialized is a verified local copy of an allowed build.
+type Materialized struct {
+	Path    string
+	Att     *trust.Signed // the attestation of the file at Path
+	Verdict trust.Verdict
+	Local   bool // an own build from PKGDIR, not fetched
+	Result  transfer.Result
+}
+
+// materialize returns a verified local container file for the allowed
+// content of buildKey, fetching it from peers when neither PKGDIR nor the
+// cache has one.
+func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func(transfer.Progress)) (Materialized, error) {
+	ab, ok, err := d.allowedFor(buildKey)
+	if err != nil {
+		return Materialized{}, err
+	}
+	if !ok {
+		// Ask the providers: this daemon may not have heard enough votes yet.
+		if err := d.collectAttestations(ctx, buildKey); err != nil {
+			d.log.Debug("collect attestations", "build_key", buildKey, "err", err)
+		}
+		if ab, ok, err = d.allowedFor(buildKey); err != nil {
+			return Materialized{}, err
+		}
+		if !ok {
+			v, _, _ := d.verdict(buildKey)
+			return Materialized{Verdict: v}, fmt.Errorf("build %s: %w (%s: %s)", buildKey, ErrNotAllowed, v.Decision, v.Rule)
+		}
+	}
+	content := *ab.Verdict.Content
+	// An own build or a cached copy with the allowed content.
+	for _, s := range ab.Atts {
+		sha := s.Attestation.FileSHA256
+		if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
+			return Materialized{Path: lps[0].Path, Att: s, Verdict: ab.Verdict, Local: true}, nil
+		}
+		if ok, _ := d.store.Cache().Has(sha); ok {
+			d.store.Cache().Touch(sha)
+			return Materialized{Path: d.store.Cache().Path(sha), Att: s, Verdict: ab.Verdict}, nil
+		}
+	}
+
+	d.mu.Lock()
+	if c, ok := d.fetching[buildKey]; ok {
+		d.mu.Unlock()
+		select {
+		case <-c.done:
+			return Materialized{Path: c.path, Att: c.att, Verdict: ab.Verdict, Result: c.res}, c.err
+		case <-ctx.Done():
+			return Materialized{}, ctx.Err()
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	d.fetching[buildKey] = c
+	d.mu.Unlock()
+	c.path, c.att, c.res, c.err = d.fetchContent(ctx, buildKey, content, progress)
+	d.mu.Lock()
+	delete(d.fetching, buildKey)
+	d.mu.Unlock()
+	close(c.done)
+	return Materialized{Path: c.path, Att: c.att, Verdict: ab.Verdict, Result: c.res}, c.err
+}
+
+// collectAttestations asks the build key's providers for the attestations
+// they hold and stores the valid ones.
+func (d *Daemon) collectAttestations(ctx context.Context, buildKey string) error {
+	_, err := d.providerFiles(ctx, buildKey)
+	return err
+}
+
+// providerFiles finds the build key's providers, collects their
+// attestations, and maps each container file to the peers that attest
+// holding it (a peer's own attestation is its claim to hold the file).
+func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
+	key, err := cid.Decode(buildKey)
+	if err != nil {
+		return nil, fmt.Errorf("build key %q: %w", buildKey, err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	provs, err := d.node.FindProviders(fctx, key, 32)
+	d.metrics.lookups.Inc()
+	if err != nil && len(provs) == 0 {
+		return nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
+	}
+	files := make(map[[32]byte][]peer.AddrInfo)
+	for _, p := range provs {
+		if p.ID == d.self {
+			continue
+		}
+		d.node.Host().Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
+		bs, err := d.node.FetchAttestations(fctx, p.ID, key)
+		if err != nil {
+			d.log.Debug("fetch attestations", "peer", p.ID.String(), "err", err)
+			continue
+		}
+		for _, b := range bs {
+			d.ingestAttestation(fctx, b, p.ID, false)
+			s, err := trust.Decode(b)
+			if err != nil || s.Attester != p.ID || s.Attestation.BuildKey != buildKey {
+				continue
+			}
+			files[s.Attestation.FileSHA256] = append(files[s.Attestation.FileSHA256], p)
+		}
+	}
+	return files, nil
+}
+
+// fetchContent downloads one container file that carries content, from the
+// peers that hold it, verifying pieces, the whole file, and finally the
+// image and metadata digests before the file enters the cache.
+func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
+	files, err := d.providerFiles(ctx, buildKey)
+	if err != nil {
+		return "", nil, transfer.Result{}, err
+	}
+	ab, ok, err := d.allowedFor(buildKey) // the providers' votes may have changed it
+	if err != nil {
+		return "", nil, transfer.Result{}, err
+	}
+	if !ok || *ab.Verdict.Content != content {
+		return "", nil, transfer.Result{}, fmt.Errorf("build %s: %w after collecting votes", buildKey, ErrNotAllowed)
+	}
+	// Candidate files: attested with the allowed content, most holders first.
+	type candidate struct {
+		att   *trust.Signed
+		peers []peer.AddrInfo
+	}
+	var cands []candidate
+	seen := map[[32]byte]bool{}
+	for _, s := range ab.Atts {
+		sha := s.Attestation.FileSHA256
+		if seen[sha] || len(files[sha]) == 0 {
+			continue
+		}
+		seen[sha] = true
+		cands = append(cands, candidate{s, files[sha]})
+	}
+	sort.SliceStable(cands, func(i, j int) bool { return len(cands[i].peers) > len(cands[j].peers) })
+	if len(cands) == 0 {
+		return "", nil, transfer.Result{}, fmt.Errorf("build %s: no reachable peer holds a file with the allowed content", buildKey)
+	}
+	var lastErr error
+	for _, c := range cands {
+		a := c.att.Attestation
+		res, err := transfer.Fetch(ctx, d.node.Host(), transfer.Want{
+			SHA256: a.FileSHA256, Size: a.Size, PieceRoot: a.PieceRoot, PieceSize: a.PieceSize,
+		}, c.peers, transfer.FetchOptions{
+			Dir:      d.store.PartialDir(),
+			Verify:   func(path string) error { return d.verifyContent(path, a.Content) },
+			Progress: progress,
+			Metrics:  d.xferM,
+		})
+		for _, f := range res.BadPeers {
+			d.log.Warn("dropped provider", "peer", f.Peer.String(), "reason", string(f.Kind), "err", f.Err)
+		}
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		entry, err := d.store.Cache().Commit(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: buildKey})
+		if err != nil {
+			return "", nil, res, err
+		}
+		// Cache the piece layer now so serving the file never re-hashes it.
+		if f, err := os.Open(entry.Path); err == nil {
+			if leaves, _, err := pieces.Layer(f); err == nil {
+				d.store.PutLeaves(a.FileSHA256, leaves)
+			}
+			f.Close()
+		}
+		d.counters.buildsFetched.Add(1)
+		d.counters.bytesFetched.Add(res.BytesFetched)
+		d.store.IncCounter("builds_fetched", 1)
+		d.store.IncCounter("bytes_fetched", res.BytesFetched)
+		return entry.Path, c.att, res, nil
+	}
+	return "", nil, transfer.Result{}, fmt.Errorf("build %s: fetch failed: %w", buildKey, lastErr)
+}
+
+// verifyContent is the last gate before a fetched file counts as present:
+// it must parse as a sound binpkg whose image and metadata digests are
+// exactly the allowed content id.
+func (d *Daemon) verifyContent(path string, want trust.ContentID) error {
+	pkg, err := xpak.ReadFile(path, d.limits)
+	if err != nil {
+		return err
+	}
+	if pkg.ImageDigest != want.Image {
+		return fmt.Errorf("image digest %s, attested %s", hexs(pkg.ImageDigest), hexs(want.Image))
+	}
+	md, err := identity.MetadataDigest(pkg.Metadata)
+	if err != nil {
+		return err
+	}
+	if md != want.Metadata {
+		return fmt.Errorf("metadata digest %s, attested %s", hexs(md), hexs(want.Metadata))
+	}
+	return nil
+}
+
+// contentSource serves container files to peers: own builds while they are
+// in PKGDIR (share and mirror modes), and cached builds that are still
+// Allowed (mirror mode may also carry builds not yet decided, never refused
+// or disputed ones).
+type contentSource struct{ d *Daemon }
+
+var errNotServed = errors.New("not served")
+
+func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
+	d := cs.d
+	if d.cfg.Mode == config.ModeConsume {
+		return nil, errNotServed
+	}
+	leaves, _, _ := d.store.GetLeaves(sha)
+	if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
+		return transfer.OpenFile(lps[0].Path, leaves)
+	}
+	entry, ok, err := d.store.Cache().Get(sha)
+	if err != nil || !ok {
+		return nil, errNotServed
+	}
+	v, _, err := d.verdict(entry.Meta.BuildKey)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case v.Decision == trust.Allowed:
+	case d.cfg.Mode == config.ModeMirror && v.Decision == trust.Unknown:
+	default:
+		return nil, errNotServed
+	}
+	d.store.Cache().Touch(sha)
+	return transfer.OpenFile(entry.Path, leaves)
+}

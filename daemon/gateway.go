@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// gatewayState is the daemon's side of the binhost gateway.
+type gatewayState struct {
+	key     *openpgp.Entity
+	handler *portagehook.Gateway
+	served  atomic.Int64
+}
+
+// SigningKey loads (or creates) the OpenPGP key the gateway signs served
+// GPKGs with; setup-portage imports its public half into portage's keyring.
+func SigningKey(stateDir string) (*openpgp.Entity, error) {
+	return portagehook.LoadOrCreateSigningKey(filepath.Join(stateDir, SigningKeyFile), "gentoo-p2pd gateway")
+}
+
+func (d *Daemon) newGateway() (http.Handler, error) {
+	key, err := SigningKey(d.cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("gateway signing key: %w", err)
+	}
+	gs := &gatewayState{key: key}
+	gs.handler = portagehook.NewGateway(gatewayCatalog{d}, portagehook.GatewayOptions{
+		Path:       d.cfg.Gateway.Path,
+		CacheDir:   filepath.Join(d.cfg.StateDir, "gateway"),
+		Signer:     portagehook.NewSigner(key, d.started),
+		Covered:    identity.IsCovered,
+		Header:     d.indexHeader(),
+		Limits:     d.limits,
+		Logger:     d.log.With("component", "gateway"),
+		Registerer: d.reg,
+		// portage 3.0.82 needs SIZE for every entry, so a build is listed
+		// once it is fetched and re-packed; an index request starts that
+		// for every allowed build and waits a while for it.
+		PrepareOnIndex: true,
+		IndexWait:      30 * time.Second,
+	})
+	d.gateway = gs
+	return gs.handler, nil
+}
+
+// indexHeader is what portage merges into its settings from a binhost
+// index: the platform the listed builds were made for.
+func (d *Daemon) indexHeader() portagehook.Fields {
+	var f portagehook.Fields
+	if d.cfg.Portage.ARCH != "" {
+		f.Set("ARCH", d.cfg.Portage.ARCH)
+	}
+	if d.cfg.Portage.CHOST != "" {
+		f.Set("CHOST", d.cfg.Portage.CHOST)
+	}
+	return f
+}
+
+// gatewayCatalog is what portage may see: the Allowed builds of the local
+// platform, nothing else.
+type gatewayCatalog struct{ d *Daemon }
+
+func (gc gatewayCatalog) Entries(ctx context.Context) ([]portagehook.Listing, error) {
+	d := gc.d
+	builds, err := d.allowed(d.platform)
+	if err != nil {
+		return nil, err
+	}
+	var out []portagehook.Listing
+	for _, b := range builds {
+		l, err := d.listing(b)
+		if err != nil {
+			d.log.Warn("gateway: skipping build", "build_key", b.Verdict.BuildKey, "err", err)
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// listing describes an allowed build for the index. Its metadata is the
+// attested index fields until the file is here, then the file's own
+// (covered) metadata, so the served entry is exactly the served file.
+func (d *Daemon) listing(b allowedBuild) (portagehook.Listing, error) {
+	att := b.Atts[0].Attestation
+	cat, pf, ok := strings.Cut(att.CPV, "/")
+	if !ok {
+		return portagehook.Listing{}, fmt.Errorf("cpv %q has no category", att.CPV)
+	}
+	raw := map[string][]byte{"CATEGORY": []byte(cat + "\n"), "PF": []byte(pf + "\n")}
+	for k, v := range att.Index {
+		raw[k] = []byte(v + "\n")
+	}
+	return portagehook.Listing{
+		Content:     att.Content.String(),
+		ImageDigest: att.Content.Image,
+		Metadata:    xpak.NewMetadata(raw),
+		BuildID:     gatewayBuildID(b.Verdict.BuildKey),
+		Time:        att.Time,
+	}, nil
+}
+
+// gatewayBuildID gives each build key a stable BUILD_ID, so portage's
+// cached index stays valid across daemon restarts and two builds of one
+// CPV (other USE) never share an id.
+func gatewayBuildID(buildKey string) int64 {
+	h := sha256.Sum256([]byte(buildKey))
+	return int64(binary.BigEndian.Uint32(h[:4])&0x7fffffff) + 1
+}
+
+func (gc gatewayCatalog) Materialize(ctx context.Context, l portagehook.Listing) (string, error) {
+	d := gc.d
+	c, err := trust.ParseContentID(l.Content)
+	if err != nil {
+		return "", err
+	}
+	// The listing names a content; find the build key that allows it.
+	builds, err := d.allowed(d.platform)
+	if err != nil {
+		return "", err
+	}
+	for _, b := range builds {
+		if *b.Verdict.Content != c || gatewayBuildID(b.Verdict.BuildKey) != l.BuildID {
+			continue
+		}
+		m, err := d.materialize(ctx, b.Verdict.BuildKey, nil)
+		if err != nil {
+			d.metrics.gatewayReqs.WithLabelValues("package", "fetch_failed").Inc()
+			return "", err
+		}
+		d.store.IncCounter("bytes_saved", m.Att.Attestation.Size)
+		return m.Path, nil
+	}
+	return "", fmt.Errorf("content %s is no longer allowed", l.Content)
+}
+
+// GatewayInfo reports the gateway URL and its signing key.
+func (d *Daemon) GatewayInfo() (api.GatewayInfo, error) {
+	if d.gateway == nil {
+		return api.GatewayInfo{}, fmt.Errorf("the gateway is disabled (gateway.enabled = false)")
+	}
+	pub, err := portagehook.ExportPublic(d.gateway.key)
+	if err != nil {
+		return api.GatewayInfo{}, err
+	}
+	return api.GatewayInfo{URL: d.GatewayURL(), Fingerprint: portagehook.Fingerprint(d.gateway.key), PublicKey: string(pub)}, nil
+}

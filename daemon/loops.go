@@ -1,0 +1,70 @@
+package daemon
+
+import (
+	"context"
+	"time"
+)
+
+// gcLoop keeps the content cache within its disk budget, least recently
+// used first, never evicting a file that is also an own build in PKGDIR.
+func (d *Daemon) gcLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		d.collectGarbage()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) collectGarbage() {
+	budget := d.cfg.Cache.DiskBudget
+	if budget <= 0 {
+		return
+	}
+	freed, err := d.store.Cache().GC(budget, func(sha [32]byte) bool {
+		lps, _ := d.store.LocalBySHA(sha)
+		return len(lps) > 0
+	})
+	if err != nil {
+		d.log.Warn("cache gc", "err", err)
+	} else if freed > 0 {
+		d.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
+	}
+}
+
+// mirrorLoop (mirror mode) replicates allowed builds of the local platform
+// into the cache, most attested first, while the disk budget allows.
+func (d *Daemon) mirrorLoop(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		d.mirrorOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) mirrorOnce(ctx context.Context) {
+	builds, err := d.allowed(d.platform)
+	if err != nil {
+		return
+	}
+	for _, b := range builds {
+		if ctx.Err() != nil {
+			return
+		}
+		if d.cfg.Cache.DiskBudget > 0 && d.store.Cache().Usage() >= d.cfg.Cache.DiskBudget {
+			return
+		}
+		if _, err := d.materialize(ctx, b.Verdict.BuildKey, nil); err != nil {
+			d.log.Debug("mirror", "build_key", b.Verdict.BuildKey, "err", err)
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package daemon
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+)
+
+// verdict recomputes the decision for one build key from the stored
+// attestations and evidence. Nothing is cached: a change of policy or a new
+// piece of evidence takes effect on the next call.
+func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error) {
+	recs, err := d.store.AttestationsFor(buildKey)
+	if err != nil {
+		return trust.Verdict{}, nil, err
+	}
+	votes := make([]trust.Vote, 0, len(recs))
+	atts := make([]*trust.Signed, 0, len(recs))
+	for _, r := range recs {
+		s, err := trust.Decode(r.Blob)
+		if err != nil {
+			continue // verified when stored; a decode failure here means corruption
+		}
+		atts = append(atts, s)
+		votes = append(votes, trust.Vote{Att: s})
+	}
+	evr, err := d.store.EvidenceFor(buildKey)
+	if err != nil {
+		return trust.Verdict{}, nil, err
+	}
+	var evidence []trust.Equivocation
+	for _, e := range evr {
+		if ev, err := trust.DecodeEquivocation(e.Blob); err == nil {
+			evidence = append(evidence, ev)
+		}
+	}
+	v := trust.Evaluate(d.policy, buildKey, votes, evidence, d.self)
+	d.metrics.verdicts.WithLabelValues(v.Decision.String()).Inc()
+	return v, atts, nil
+}
+
+// resolveQuery turns a CLI query — a build key, a variant key or a CPV
+// (with or without category) — into the build keys it names.
+func (d *Daemon) resolveQuery(q string) ([]string, error) {
+	q = strings.TrimSpace(q)
+	if q == "" {
+		return nil, fmt.Errorf("empty query: give a build key, variant key or category/package-version")
+	}
+	if _, err := cid.Decode(q); err == nil {
+		recs, err := d.store.AttestationsFor(q)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) > 0 {
+			return []string{q}, nil
+		}
+		vrecs, err := d.store.AttestationsByVariant(q)
+		if err != nil {
+			return nil, err
+		}
+		if len(vrecs) > 0 {
+			return uniqueBuildKeys(vrecs), nil
+		}
+		return []string{q}, nil
+	}
+	recs, err := d.store.AttestationsByCPV(strings.TrimPrefix(q, "="))
+	if err != nil {
+		return nil, err
+	}
+	return uniqueBuildKeys(recs), nil
+}
+
+func uniqueBuildKeys(recs []store.AttestationRecord) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range recs {
+		if !seen[r.BuildKey] {
+			seen[r.BuildKey] = true
+			out = append(out, r.BuildKey)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// allowedBuild is a build key whose verdict allows a content id, with the
+// attestations that vouch for that content.
+type allowedBuild struct {
+	Verdict trust.Verdict
+	// Atts are the verified attestations for the allowed content, own
+	// first, then oldest first.
+	Atts []*trust.Signed
+}
+
+// allowed returns the allowed builds of a platform ("" = every platform).
+func (d *Daemon) allowed(platform string) ([]allowedBuild, error) {
+	var recs []store.AttestationRecord
+	var err error
+	if platform == "" {
+		recs, err = d.store.ListAttestations()
+	} else {
+		recs, err = d.store.Catalog(platform)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []allowedBuild
+	for _, bk := range uniqueBuildKeys(recs) {
+		ab, ok, err := d.allowedFor(bk)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, ab)
+		}
+	}
+	return out, nil
+}
+
+// allowedFor returns the allowed content of one build key, if any.
+func (d *Daemon) allowedFor(buildKey string) (allowedBuild, bool, error) {
+	v, atts, err := d.verdict(buildKey)
+	if err != nil {
+		return allowedBuild{}, false, err
+	}
+	if v.Decision != trust.Allowed || v.Content == nil {
+		return allowedBuild{}, false, nil
+	}
+	ab := allowedBuild{Verdict: v}
+	for _, s := range atts {
+		if s.Attestation.Content == *v.Content {
+			ab.Atts = append(ab.Atts, s)
+		}
+	}
+	sort.SliceStable(ab.Atts, func(i, j int) bool {
+		si, sj := ab.Atts[i].Attester == d.self, ab.Atts[j].Attester == d.self
+		if si != sj {
+			return si
+		}
+		return ab.Atts[i].Attestation.Time.Before(ab.Atts[j].Attestation.Time)
+	})
+	return ab, len(ab.Atts) > 0, nil
+}
