@@ -21,6 +21,18 @@ import (
 // irrelevant in memory.
 const ioBufSize = 256 << 10
 
+// bufPool recycles ioBufSize buffers: a daemon scanning a PKGDIR reads
+// thousands of small packages, and fresh 256 KiB buffers for each would
+// dominate their cost.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, ioBufSize); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+// asyncThreshold is the payload size from which decoding runs ahead in its
+// own goroutine; below it the hand-off costs more than it saves.
+const asyncThreshold = 1 << 20
+
 // magicPeek is how many leading bytes compression detection looks at: the
 // ustar magic of an uncompressed tar sits at offset 257.
 const magicPeek = 262
@@ -244,7 +256,7 @@ func newAsyncReader(src io.Reader) *asyncReader {
 		done: make(chan struct{}),
 	}
 	for range asyncBuffers {
-		a.free <- make([]byte, ioBufSize)
+		a.free <- *getBuf()
 	}
 	a.wg.Add(1)
 	go a.produce()
@@ -307,6 +319,24 @@ func (a *asyncReader) Close() error {
 	a.once.Do(func() {
 		close(a.done)
 		a.wg.Wait()
+		// The producer has exited: every buffer is in full, in free or
+		// owned by the consumer. Recycle them all.
+		put := func(b []byte) { b = b[:cap(b)]; putBuf(&b) }
+		if a.owned != nil {
+			put(a.owned)
+			a.owned, a.cur = nil, nil
+		}
+		for b := range a.full {
+			put(b)
+		}
+		for {
+			select {
+			case b := <-a.free:
+				put(b)
+			default:
+				return
+			}
+		}
 	})
 	return nil
 }

@@ -182,13 +182,13 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 		case memberImage:
-			pbr := bufio.NewReaderSize(body, ioBufSize)
+			pbr := bufio.NewReaderSize(body, 64<<10)
 			c, head, err := peekForDecoder(pbr)
 			if err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 			p.Compression = c
-			if p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, head, c, FormatGPKG, lim, nil); err != nil {
+			if p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, head, c, FormatGPKG, lim, nil, hdr.Size >= asyncThreshold); err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 			body = pbr

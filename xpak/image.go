@@ -91,29 +91,35 @@ func WalkImageDigest(r io.Reader, f Format, lim Limits, fn func(ImageEntry, io.R
 	if err != nil {
 		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
 	}
-	return digestImageStream(br, head, c, f, lim, fn)
+	return digestImageStream(br, head, c, f, lim, fn, true)
 }
 
 // digestImageStream decodes an image payload whose compression c was
 // detected from head and walks it.
-func digestImageStream(r io.Reader, head []byte, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error) ([32]byte, int, error) {
+// async runs the decoder ahead in its own goroutine (worth it for large
+// payloads).
+func digestImageStream(r io.Reader, head []byte, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error, async bool) ([32]byte, int, error) {
 	dec, err := newDecoder(r, head, c, lim)
 	if err != nil {
 		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
 	}
 	defer dec.Close()
-	bounded := &boundedReader{r: dec, n: lim.MaxImageBytes, lim: lim.MaxImageBytes, what: "image tar"}
-	async := newAsyncReader(bounded)
-	defer async.Close()
-
-	w := newImageWalker(f, lim)
-	if err := w.walk(async, fn); err != nil {
+	var src io.Reader = &boundedReader{r: dec, n: lim.MaxImageBytes, lim: lim.MaxImageBytes, what: "image tar"}
+	if async {
+		a := newAsyncReader(src)
+		defer a.Close()
+		src = a
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	w := newImageWalker(f, lim, *buf)
+	if err := w.walk(src, fn); err != nil {
 		return [32]byte{}, 0, streamError(c, "image", err)
 	}
 	// Read the decoded stream to its end: the decoder verifies its
 	// checksums only there, and a bomb hidden after the end-of-archive
 	// marker still counts against MaxImageBytes.
-	if _, err := io.CopyBuffer(io.Discard, async, w.buf); err != nil {
+	if _, err := io.CopyBuffer(io.Discard, src, w.buf); err != nil {
 		return [32]byte{}, 0, streamError(c, "image", err)
 	}
 	sum, n := w.digest()
@@ -182,14 +188,14 @@ type imageWalker struct {
 	hasLinks  bool
 }
 
-func newImageWalker(f Format, lim Limits) *imageWalker {
+func newImageWalker(f Format, lim Limits, buf []byte) *imageWalker {
 	return &imageWalker{
 		format: f,
 		lim:    lim,
 		paths:  make(map[string]pathNode),
 		owners: make(map[string]string),
 		hasher: sha256.New(),
-		buf:    make([]byte, ioBufSize),
+		buf:    buf,
 	}
 }
 

@@ -1,0 +1,166 @@
+package xpak
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// benchImage is a generated image tar (≥20 MB: random and compressible
+// files) compressed as portage would, on disk.
+type benchImage struct {
+	tarSize int64
+	zstd    string // image.tar.zst
+	xz      string // image.tar.xz
+	xpak    string // zstd payload + XPAK segment
+}
+
+var (
+	benchOnce sync.Once
+	benchData benchImage
+	benchErr  error
+)
+
+// makeBenchImage builds the image once per test binary run.
+func makeBenchImage(b *testing.B) benchImage {
+	benchOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xpak-bench")
+		if err != nil {
+			benchErr = err
+			return
+		}
+		benchErr = generateBenchImage(dir, &benchData)
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return benchData
+}
+
+func generateBenchImage(dir string, out *benchImage) error {
+	rng := rand.New(rand.NewSource(78))
+	words := []string{"portage", "emerge", "gentoo", "binpkg", "ebuild", "USE", "CFLAGS", "/usr/lib64", "libfoo.so.2", "\n", "static", "int", "return", "{", "}", "(", ")"}
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	mt := time.Unix(1795234547, 0)
+	tw.WriteHeader(&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt, Format: tar.FormatGNU})
+	tw.WriteHeader(&tar.Header{Name: "./usr/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt, Format: tar.FormatGNU})
+	for i := 0; raw.Len() < 24<<20; i++ {
+		var body []byte
+		if i%2 == 0 { // incompressible, like stripped binaries' text
+			body = make([]byte, 200<<10+rng.Intn(400<<10))
+			rng.Read(body)
+		} else { // compressible, like headers and docs
+			var tb bytes.Buffer
+			n := 200<<10 + rng.Intn(800<<10)
+			for tb.Len() < n {
+				tb.WriteString(words[rng.Intn(len(words))])
+				tb.WriteByte(' ')
+			}
+			body = tb.Bytes()
+		}
+		hdr := &tar.Header{Name: fmt.Sprintf("./usr/file%04d", i), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), ModTime: mt, Uname: "root", Gname: "root", Format: tar.FormatGNU}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		tw.Write(body)
+	}
+	tw.Close()
+	out.tarSize = int64(raw.Len())
+	tarPath := filepath.Join(dir, "image.tar")
+	if err := os.WriteFile(tarPath, raw.Bytes(), 0o644); err != nil {
+		return err
+	}
+	out.zstd, out.xz = tarPath+".zst", tarPath+".xz"
+	// Compress as portage does (zstd / xz binaries) when available, else
+	// with the Go encoders.
+	if err := exec.Command("zstd", "-q", "-3", "-f", tarPath, "-o", out.zstd).Run(); err != nil {
+		enc, _ := zstd.NewWriter(nil)
+		if err := os.WriteFile(out.zstd, enc.EncodeAll(raw.Bytes(), nil), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := exec.Command("xz", "-q", "-k", "-6", "-f", tarPath).Run(); err != nil {
+		var xb bytes.Buffer
+		w, _ := xz.NewWriter(&xb)
+		w.Write(raw.Bytes())
+		w.Close()
+		if err := os.WriteFile(out.xz, xb.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	payload, err := os.ReadFile(out.zstd)
+	if err != nil {
+		return err
+	}
+	md := baseMetadata()
+	out.xpak = filepath.Join(dir, "bench-1.0.xpak")
+	return os.WriteFile(out.xpak, buildXPAK(payload, md), 0o644)
+}
+
+// BenchmarkImageDigest measures image digest v1 over the compressed image
+// stream, in MB/s of decompressed tar (compare BenchmarkShellPipeline).
+func BenchmarkImageDigest(b *testing.B) {
+	img := makeBenchImage(b)
+	for _, c := range []struct{ name, path string }{{"zstd", img.zstd}, {"xz", img.xz}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(img.tarSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				f, err := os.Open(c.path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := ImageDigest(f, FormatXPAK, DefaultLimits()); err != nil {
+					b.Fatal(err)
+				}
+				f.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkReadFile measures a whole XPAK read: file SHA-256, image
+// digest, metadata.
+func BenchmarkReadFile(b *testing.B) {
+	img := makeBenchImage(b)
+	b.SetBytes(img.tarSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadFile(img.xpak, DefaultLimits()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkShellPipeline is the yardstick: `zstd -dc | sha256sum` and
+// `xz -dc | sha256sum` over the same files, in the same units.
+func BenchmarkShellPipeline(b *testing.B) {
+	img := makeBenchImage(b)
+	for _, c := range []struct{ name, tool, path string }{{"zstd", "zstd", img.zstd}, {"xz", "xz", img.xz}} {
+		b.Run(c.name, func(b *testing.B) {
+			for _, bin := range []string{c.tool, "sha256sum", "sh"} {
+				if _, err := exec.LookPath(bin); err != nil {
+					b.Skipf("%s not installed", bin)
+				}
+			}
+			b.SetBytes(img.tarSize)
+			for b.Loop() {
+				out, err := exec.Command("sh", "-c", c.tool+` -dc "$1" | sha256sum`, "sh", c.path).Output()
+				if err != nil || len(out) < 64 {
+					b.Fatalf("%v: %q", err, out)
+				}
+			}
+		})
+	}
+}
