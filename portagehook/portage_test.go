@@ -278,3 +278,72 @@ func runEmerge(t *testing.T, lib, home, binhost string, atoms ...string) emergeR
 	t.Logf("emerge %v ran %v, exit %d", atoms, time.Since(start).Round(time.Millisecond), res.ReturnCode)
 	return res
 }
+
+// TestBashrcHookInEmerge installs the hook as /etc/portage/bashrc of a real
+// portage and builds a package with FEATURES="buildpkg binary_sharing": the
+// hook must announce the binpkg portage just wrote (source build) and the
+// installed CPV (binary reinstall), and none of its functions may end up
+// in the environment.bz2 packed into the binpkg (peers compare it).
+func TestBashrcHookInEmerge(t *testing.T) {
+	lib := os.Getenv("GENTOO_P2PD_PORTAGE_LIB")
+	if lib == "" {
+		t.Skip("GENTOO_P2PD_PORTAGE_LIB not set: emerge-in-the-loop check skipped (set it to a portage checkout's lib/)")
+	}
+	for _, tool := range []string{"python3", "tar", "bash", "bzip2"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: emerge-in-the-loop check skipped", tool)
+		}
+	}
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "gentoo-p2pd")
+	os.WriteFile(fake, []byte(fakeDaemons["up"]), 0o755)
+	logf := filepath.Join(dir, "log")
+	bin := t.TempDir()
+	tar, _ := exec.LookPath("tar")
+	os.Symlink(tar, filepath.Join(bin, "gtar"))
+	script, _ := filepath.Abs("testdata/portage_build_check.py")
+	snippet, _ := filepath.Abs("bashrc.sh")
+	cmd := exec.Command("python3", script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "PORTAGE_LIB="+lib,
+		"PORTAGE_GNUPGHOME="+dir, "HOOK_SNIPPET="+snippet, "FAKE_DAEMON="+fake, "HOOK_LOG="+logf)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build driver: %v\n%s", err, stderr.String())
+	}
+	var res struct {
+		EPrefix     string `json:"eprefix"`
+		PKGDIR      string `json:"pkgdir"`
+		ReturnCodes []int  `json:"returncodes"`
+		Output      string `json:"output"`
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("driver output: %v\n%s", err, out)
+	}
+	if strings.HasPrefix(res.EPrefix, os.TempDir()) {
+		t.Cleanup(func() { os.RemoveAll(res.EPrefix) })
+	}
+	if len(res.ReturnCodes) != 2 || res.ReturnCodes[0] != 0 || res.ReturnCodes[1] != 0 {
+		t.Fatalf("emerge exit codes %v:\n%s", res.ReturnCodes, res.Output)
+	}
+	binpkg := filepath.Join(res.PKGDIR, "dev-libs/A/A-1-1.xpak")
+	raw, _ := os.ReadFile(logf)
+	want := "gentoo-p2pd announce --timeout 2s " + binpkg + "\n" +
+		"gentoo-p2pd announce --timeout 2s --installed dev-libs/A-1\n"
+	if string(raw) != want {
+		t.Fatalf("hook calls:\n%s\nwant:\n%s\nemerge output:\n%s", raw, want, res.Output)
+	}
+	pkg, err := xpak.ReadFile(binpkg, xpak.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := pkg.Metadata.Environment(xpak.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env) == 0 || bytes.Contains(env, []byte("gentoo_p2pd")) || bytes.Contains(env, []byte("post_pkg_postinst")) {
+		t.Errorf("environment.bz2 (%d bytes) carries the hook: builds with and without binary_sharing would differ", len(env))
+	}
+}
