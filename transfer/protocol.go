@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -124,18 +123,38 @@ func wireErr(what string, err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: %s: frame cut short: %w", ErrProtocol, what, err)
 	}
-	if errors.Is(err, errVarintOverflow) {
+	if errors.Is(err, errVarint) {
 		return fmt.Errorf("%w: %s: %w", ErrProtocol, what, err)
 	}
 	return fmt.Errorf("transfer: %s: %w", what, err)
 }
 
-// errVarintOverflow is encoding/binary's (unexported) overflow error,
-// captured so an over-long uvarint counts as a protocol violation.
-var errVarintOverflow = func() error {
-	_, err := binary.ReadUvarint(bytes.NewReader(bytes.Repeat([]byte{0xff}, 11)))
-	return err
-}()
+// errVarint reports an over-long or non-minimal uvarint.
+var errVarint = errors.New("uvarint overflows 64 bits or is not minimally encoded")
+
+// readUvarint decodes a uvarint and, unlike binary.ReadUvarint, rejects
+// non-minimal encodings (a trailing 0x00 group), so every value has one
+// encoding on the wire.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if b < 0x80 {
+			if (i == binary.MaxVarintLen64-1 && b > 1) || (i > 0 && b == 0) {
+				return 0, errVarint
+			}
+			return x | uint64(b)<<(7*i), nil
+		}
+		x |= uint64(b&0x7f) << (7 * i)
+	}
+	return 0, errVarint
+}
 
 // request is a decoded request frame.
 type request struct {
@@ -177,10 +196,10 @@ func readRequest(r io.ByteReader) (request, error) {
 	switch req.Op {
 	case opLayer:
 	case opRange:
-		if req.First, err = binary.ReadUvarint(r); err != nil {
+		if req.First, err = readUvarint(r); err != nil {
 			return req, wireErr("reading first piece", err)
 		}
-		if req.Count, err = binary.ReadUvarint(r); err != nil {
+		if req.Count, err = readUvarint(r); err != nil {
 			return req, wireErr("reading piece count", err)
 		}
 		if req.Count == 0 || req.Count > MaxPiecesPerRequest {
@@ -212,7 +231,7 @@ func readStatus(r io.ByteReader) error {
 	if code == statusOK {
 		return nil
 	}
-	n, err := binary.ReadUvarint(r)
+	n, err := readUvarint(r)
 	if err != nil {
 		return wireErr("reading error length", err)
 	}
@@ -251,13 +270,13 @@ func appendLayer(b []byte, size int64, pieceSize int, leaves [][32]byte) []byte 
 func readLayer(r io.ByteReader, maxLeaves int) (layerHeader, [][32]byte, error) {
 	var h layerHeader
 	var err error
-	if h.Size, err = binary.ReadUvarint(r); err != nil {
+	if h.Size, err = readUvarint(r); err != nil {
 		return h, nil, wireErr("reading layer size", err)
 	}
-	if h.PieceSize, err = binary.ReadUvarint(r); err != nil {
+	if h.PieceSize, err = readUvarint(r); err != nil {
 		return h, nil, wireErr("reading layer piece size", err)
 	}
-	if h.Leaves, err = binary.ReadUvarint(r); err != nil {
+	if h.Leaves, err = readUvarint(r); err != nil {
 		return h, nil, wireErr("reading layer leaf count", err)
 	}
 	if h.Leaves > uint64(maxLeaves) {

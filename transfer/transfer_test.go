@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -564,4 +565,39 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float6
 		}
 	}
 	return 0
+}
+
+// TestNoGoroutinesLeft: after Fetch returns and the server is closed, no
+// goroutine of this package is left running (libp2p's own goroutines end
+// with their hosts and are not ours to police).
+func TestNoGoroutinesLeft(t *testing.T) {
+	tf := makeFile(t, 20*pieces.Size+1, 15)
+	p := newProvider(t, newMemSource(tf), ServerOptions{Enabled: true})
+	dir := t.TempDir()
+	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(p.h)}, FetchOptions{Dir: dir, BatchPieces: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, dir, res, tf)
+	if err := p.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		var ours []string
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "gentoo-p2pd/transfer.") && !strings.Contains(g, "transfer.TestNoGoroutinesLeft") && !strings.Contains(g, "testing.tRunner") {
+				ours = append(ours, g)
+			}
+		}
+		if len(ours) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left:\n%s", strings.Join(ours, "\n\n"))
+		}
+		runtime.Gosched()
+	}
 }
