@@ -39,7 +39,7 @@ func TestPortageAcceptsServedGPKG(t *testing.T) {
 	os.Chmod(root, 0o755) // gpg runs as nobody and must reach the keyring
 	e := testKey(t)
 	pub, _ := ExportPublic(e)
-	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub}); err != nil {
+	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub, TrustHelper: "none"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -187,7 +187,7 @@ func TestEmergeInstallsFromGateway(t *testing.T) {
 	os.Chmod(root, 0o755)
 	e := testKeyFixed(t)
 	pub, _ := ExportPublic(e)
-	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub}); err != nil {
+	if err := SetupPortage(SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:1/gentoo-p2pd", PublicKeyArmored: pub, TrustHelper: "none"}); err != nil {
 		t.Fatal(err)
 	}
 	home := filepath.Join(root, "etc/portage/gnupg")

@@ -34,6 +34,12 @@ type SetupOptions struct {
 	Out io.Writer
 	// GPG is the gpg binary; "" looks up "gpg" on PATH.
 	GPG string
+	// TrustHelper initializes a missing /etc/portage/gnupg before the key
+	// is imported: "" looks up portage's default, getuto; "none" skips it.
+	// getuto sets the keyring up (Gentoo release keys, local trust anchor)
+	// only when the directory does not exist, so creating it first would
+	// break the official binhost's verification.
+	TrustHelper string
 }
 
 // BinrepoName is the binrepos.conf section and file name setup-portage
@@ -299,7 +305,12 @@ func (s *setup) keyring(portageDir string) error {
 	if _, err := exec.LookPath(gpg); err != nil {
 		return fmt.Errorf("%w: gpg not found (%v): install app-crypt/gnupg", ErrSetup, err)
 	}
-	if err := os.MkdirAll(home, 0o700); err != nil {
+	if _, err := os.Stat(home); errors.Is(err, fs.ErrNotExist) {
+		if err := s.runTrustHelper(home); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(home, 0o755); err != nil {
 		return fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	if err := gpgImport(gpg, home, s.opts.PublicKeyArmored, fpr); err != nil {
@@ -315,6 +326,31 @@ func (s *setup) keyring(portageDir string) error {
 	}
 	if fi, err := os.Stat(home); err == nil {
 		os.Chmod(home, fi.Mode().Perm()|0o055)
+	}
+	return nil
+}
+
+// runTrustHelper lets getuto create the keyring the way portage expects
+// (it honours ROOT). Without it the keyring is created with the
+// gentoo-p2pd key only, and the report says so.
+func (s *setup) runTrustHelper(home string) error {
+	helper := s.opts.TrustHelper
+	if helper == "none" {
+		return nil
+	}
+	if helper == "" {
+		helper = "getuto"
+	}
+	path, err := exec.LookPath(helper)
+	if err != nil {
+		fmt.Fprintf(s.out, "warning: %s not found: creating %s with the gentoo-p2pd key only; other binhosts' keys are not trusted there\n", helper, home)
+		return nil
+	}
+	fmt.Fprintf(s.out, "run %s to initialize %s\n", path, home)
+	cmd := exec.Command(path)
+	cmd.Env = append(os.Environ(), "ROOT="+s.opts.Root)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s: %v: %s", ErrSetup, path, err, out)
 	}
 	return nil
 }

@@ -86,7 +86,12 @@ func TestSetupPortage(t *testing.T) {
 				}
 			}
 			before := snapshot(t, root)
-			opts := SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:7750/gentoo-p2pd/", PublicKeyArmored: pub}
+			// A stand-in for getuto: it creates the keyring directory the
+			// way getuto does, and logs that it ran.
+			helper := filepath.Join(t.TempDir(), "getuto")
+			helperLog := filepath.Join(t.TempDir(), "helper.log")
+			os.WriteFile(helper, []byte("#!/bin/sh\necho \"ROOT=$ROOT\" >>"+helperLog+"\nmkdir -p \"$ROOT/etc/portage/gnupg\"\nchmod 755 \"$ROOT/etc/portage/gnupg\"\n"), 0o755)
+			opts := SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:7750/gentoo-p2pd/", PublicKeyArmored: pub, TrustHelper: helper}
 
 			var dry bytes.Buffer
 			opts.DryRun, opts.Out = true, &dry
@@ -107,6 +112,9 @@ func TestSetupPortage(t *testing.T) {
 			opts.DryRun, opts.Out = false, &out
 			if err := SetupPortage(opts); err != nil {
 				t.Fatal(err)
+			}
+			if raw, _ := os.ReadFile(helperLog); string(raw) != "ROOT="+root+"\n" {
+				t.Errorf("trust helper runs: %q, want once with ROOT=%s before the keyring exists", raw, root)
 			}
 			first := snapshot(t, root)
 			bashrc := first["etc/portage/bashrc"]
@@ -142,6 +150,9 @@ func TestSetupPortage(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameFiles(t, "second run", snapshot(t, root), first)
+			if raw, _ := os.ReadFile(helperLog); strings.Count(string(raw), "ROOT=") != 1 {
+				t.Errorf("trust helper ran again on an existing keyring: %q", raw)
+			}
 			if strings.Contains(again.String(), "write ") || strings.Contains(again.String(), "add the") || strings.Contains(again.String(), "import key") {
 				t.Errorf("second run reports changes:\n%s", again.String())
 			}
