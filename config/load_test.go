@@ -318,7 +318,8 @@ func TestLoadErrors(t *testing.T) {
 		want  string // exact first line of the error, or a substring with "~" prefix
 		is    error
 	}{
-		{name: "negative threshold", file: "[trust]\nthreshold = -1\n", want: "config: trust.threshold: must be ≥ 1, got -1", is: ErrInvalidValue},
+		{name: "negative threshold", file: "[trust]\nthreshold = -1\n", want: "config: trust.threshold: must be ≥ 1 (0 means signer only and needs trust.signers, trust.pgp_keyring or trust.trusted_peers), got -1", is: ErrInvalidValue},
+		{name: "threshold 0 without a signer", file: "[trust]\nthreshold = 0\n", want: "~config: trust.threshold: must be ≥ 1 (0 means signer only", is: ErrInvalidValue},
 		{name: "mode typo", env: []string{"GENTOO_P2PD_MODE=sharee"}, want: `config: mode: must be one of consume, share, mirror, got "sharee"`, is: ErrInvalidValue},
 		{name: "gateway not loopback", flags: []string{"--gateway-listen=0.0.0.0:7854"}, want: `~config: gateway.listen: must be a loopback address`, is: ErrInvalidValue},
 		{name: "gateway bad port", file: "[gateway]\nlisten = \"127.0.0.1:http\"\n", want: `~config: gateway.listen: bad port`, is: ErrInvalidValue},
@@ -343,7 +344,7 @@ func TestLoadErrors(t *testing.T) {
 			want: `config: trust.blocked_peers[0]: peer 12D3KooWGC6TvWhfapngX6wvJHMYvKpDMXPb3ZnCZ6dMoaMtimQ5 is also in trust.trusted_peers`, is: ErrInvalidValue},
 		{name: "override bad glob", file: "[[trust.overrides]]\nglob = \"sys-[\"\n", want: `~config: trust.overrides[0].glob: bad pattern "sys-["`, is: ErrInvalidValue},
 		{name: "override without glob", file: "[[trust.overrides]]\nthreshold = 2\n", want: `config: trust.overrides[0].glob: must be set (e.g. "sys-kernel/*")`, is: ErrInvalidValue},
-		{name: "override bad threshold", file: "[[trust.overrides]]\nglob = \"*\"\nthreshold = 0\n", want: `config: trust.overrides[0].threshold: must be ≥ 1, got 0`, is: ErrInvalidValue},
+		{name: "override bad threshold", file: "[[trust.overrides]]\nglob = \"*\"\nthreshold = 0\n", want: `config: trust.overrides[0].threshold: must be ≥ 1 (0 needs a signer, keyring or trusted peer), got 0`, is: ErrInvalidValue},
 		{name: "override unknown field", file: "[[trust.overrides]]\nglob = \"*\"\ntreshold = 2\n", want: `~config: trust.overrides: [0].treshold: unknown key "treshold"`, is: ErrUnknownKey},
 		{name: "overrides from env", env: []string{"GENTOO_P2PD_TRUST_OVERRIDES=x"}, want: `config: GENTOO_P2PD_TRUST_OVERRIDES: trust.overrides can only be set in the config file`, is: ErrInvalidValue},
 		{name: "relative state dir", flags: []string{"--state-dir=state"}, want: `~config: state_dir: must be an absolute path, got "state"`, is: ErrInvalidValue},
@@ -516,5 +517,19 @@ func TestReference(t *testing.T) {
 		if !strings.Contains(got, "| `"+keys[i].key+"` |") {
 			t.Errorf("reference lacks %s", keys[i].key)
 		}
+	}
+}
+
+// TestThresholdZeroWithSigner: threshold 0 is "signer only", valid once a
+// signer can back a build on its own.
+func TestThresholdZeroWithSigner(t *testing.T) {
+	cfg := Defaults()
+	cfg.Trust.Threshold = 0
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("threshold 0 without any signer was accepted")
+	}
+	cfg.Trust.Signers = []string{strings.Repeat("ab", 32)}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("threshold 0 with a signer: %v", err)
 	}
 }

@@ -90,8 +90,11 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if c.Trust.Threshold < 1 {
-		bad("trust.threshold", "must be ≥ 1, got %d", c.Trust.Threshold)
+	// Threshold 0 means "signer only": valid only when something can back
+	// a build on its own (a signer, a keyring or a trusted peer).
+	backed := len(c.Trust.Signers) > 0 || c.Trust.PGPKeyring != "" || len(c.Trust.TrustedPeers) > 0
+	if c.Trust.Threshold < 0 || c.Trust.Threshold == 0 && !backed {
+		bad("trust.threshold", "must be ≥ 1 (0 means signer only and needs trust.signers, trust.pgp_keyring or trust.trusted_peers), got %d", c.Trust.Threshold)
 	}
 	if c.Trust.Dispute < 1 {
 		bad("trust.dispute", "must be ≥ 1, got %d", c.Trust.Dispute)
@@ -128,8 +131,8 @@ func (c *Config) Validate() error {
 		} else if _, err := path.Match(o.Glob, ""); err != nil {
 			bad(key+".glob", "bad pattern %q: %v", o.Glob, err)
 		}
-		if o.Threshold != nil && *o.Threshold < 1 {
-			bad(key+".threshold", "must be ≥ 1, got %d", *o.Threshold)
+		if o.Threshold != nil && (*o.Threshold < 0 || *o.Threshold == 0 && !backed) {
+			bad(key+".threshold", "must be ≥ 1 (0 needs a signer, keyring or trusted peer), got %d", *o.Threshold)
 		}
 		if o.Dispute != nil && *o.Dispute < 1 {
 			bad(key+".dispute", "must be ≥ 1, got %d", *o.Dispute)

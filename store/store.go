@@ -84,11 +84,13 @@ var (
 	bucketEvByPeer    = []byte("ev_by_peer")
 	bucketCounters    = []byte("counters")
 	bucketCache       = []byte("cache")
+	bucketEndorse     = []byte("endorsements")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketLocal, bucketLocalBySHA, bucketLocalByKey, bucketLeaves,
 		bucketAtt, bucketAttByBuild, bucketAttByVar, bucketAttByPlat, bucketAttByCPV, bucketAttByAuthor,
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
+		bucketEndorse,
 	}
 
 	keySchema = []byte("schema")
