@@ -90,10 +90,7 @@ func newDecoder(r io.Reader, head []byte, c Compression, lim Limits) (io.ReadClo
 		}
 		return zstdCloser{d}, nil
 	case CompressionXZ:
-		if err := checkXZDict(head, decoderWindow(lim)); err != nil {
-			return nil, err
-		}
-		d, err := xz.NewReader(r)
+		d, err := xz.NewReader(newXZGuard(r, decoderWindow(lim)))
 		if err != nil {
 			return nil, decodeError(c, err)
 		}
@@ -131,76 +128,6 @@ func decodeError(c Compression, err error) error {
 		return fmt.Errorf("%w: zstd window: %v", ErrTooLarge, err)
 	}
 	return fmt.Errorf("%w: %s: %v", ErrCorrupt, c, err)
-}
-
-// checkXZDict rejects an xz stream whose first block asks for a dictionary
-// larger than window: the xz decoder allocates the whole dictionary up
-// front, so the header alone could make it allocate 4 GiB. (Later blocks of
-// a multi-block stream are not pre-checked; portage's xz writes the same
-// dictionary size for every block.)
-func checkXZDict(head []byte, window int64) error {
-	const streamHeader = 12
-	if len(head) <= streamHeader {
-		return nil // the decoder reports the truncation
-	}
-	b := head[streamHeader:]
-	if b[0] == 0 {
-		return nil // index indicator: a stream without blocks
-	}
-	size := (int(b[0]) + 1) * 4
-	if len(b) < size {
-		return nil // header not fully peeked: the decoder validates it
-	}
-	flags := b[1]
-	nFilters := int(flags&3) + 1
-	p := 2
-	uvarint := func() (uint64, bool) {
-		var v uint64
-		for i := 0; i < 9 && p < size; i++ {
-			c := b[p]
-			p++
-			v |= uint64(c&0x7f) << (7 * i)
-			if c&0x80 == 0 {
-				return v, true
-			}
-		}
-		return 0, false
-	}
-	if flags&0x40 != 0 {
-		if _, ok := uvarint(); !ok {
-			return nil
-		}
-	}
-	if flags&0x80 != 0 {
-		if _, ok := uvarint(); !ok {
-			return nil
-		}
-	}
-	for range nFilters {
-		id, ok := uvarint()
-		if !ok {
-			return nil
-		}
-		psize, ok := uvarint()
-		if !ok || psize > uint64(size-p) {
-			return nil
-		}
-		if id == 0x21 && psize == 1 {
-			code := b[p]
-			if code > 40 {
-				return fmt.Errorf("%w: xz dictionary code %d", ErrCorrupt, code)
-			}
-			var dict int64 = 1<<32 - 1
-			if code < 40 {
-				dict = int64(2|(code&1)) << (code/2 + 11)
-			}
-			if dict > window {
-				return fmt.Errorf("%w: xz dictionary %d bytes exceeds decoder window %d", ErrTooLarge, dict, window)
-			}
-		}
-		p += int(psize)
-	}
-	return nil
 }
 
 // boundedReader returns ErrTooLarge once more than n bytes would be read:
@@ -353,13 +280,7 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	return head, nil
 }
 
-// xzHeadPeek is how far newDecoder may look into an xz stream to check its
-// first block header (12-byte stream header + at most 1024-byte block
-// header).
-const xzHeadPeek = 12 + 1024
-
-// peekForDecoder peeks enough bytes to detect the compression and, for xz,
-// check its first block header.
+// peekForDecoder peeks enough bytes to detect the compression.
 func peekForDecoder(br *bufio.Reader) (Compression, []byte, error) {
 	head, err := peekHead(br)
 	if err != nil {
@@ -371,9 +292,6 @@ func peekForDecoder(br *bufio.Reader) (Compression, []byte, error) {
 	c, err := detectCompression(head)
 	if err != nil {
 		return "", nil, err
-	}
-	if c == CompressionXZ {
-		head, _ = br.Peek(xzHeadPeek)
 	}
 	return c, head, nil
 }

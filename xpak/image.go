@@ -114,6 +114,9 @@ func digestImageStream(r io.Reader, head []byte, c Compression, f Format, lim Li
 	defer putBuf(buf)
 	w := newImageWalker(f, lim, *buf)
 	if err := w.walk(src, fn); err != nil {
+		if cb, ok := errors.AsType[*callbackError](err); ok {
+			return [32]byte{}, 0, cb.err // the caller's own error, untouched
+		}
 		return [32]byte{}, 0, streamError(c, "image", err)
 	}
 	// Read the decoded stream to its end: the decoder verifies its
@@ -394,7 +397,7 @@ func (w *imageWalker) entry(tr *tar.Reader, hdr *tar.Header, fn func(ImageEntry,
 			ModTime: hdr.ModTime,
 		}
 		if err := fn(ie, content); err != nil {
-			return fmt.Errorf("image entry %q: %w", name, err)
+			return &callbackError{fmt.Errorf("image entry %q: %w", name, err)}
 		}
 	}
 	if typ == TypeFile {
@@ -542,6 +545,13 @@ func (w *imageWalker) normalizeHardlinks() {
 		}
 	}
 }
+
+// callbackError carries a WalkImage callback's error past the stream
+// error classification, which must not relabel it as corruption.
+type callbackError struct{ err error }
+
+func (c *callbackError) Error() string { return c.err.Error() }
+func (c *callbackError) Unwrap() error { return c.err }
 
 // eofReader is the content of entries that have none.
 type eofReader struct{}
