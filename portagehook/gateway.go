@@ -291,8 +291,11 @@ func (g *Gateway) repackOptions(l Listing) RepackOptions {
 }
 
 func (g *Gateway) indexEntry(l Listing) (entry, error) {
-	if l.Metadata == nil || l.BuildID <= 0 || l.Content == "" {
-		return entry{}, fmt.Errorf("%w: listing lacks metadata, content or a positive BUILD_ID", ErrIndex)
+	if l.Metadata == nil || l.BuildID <= 0 || l.Content == "" || l.Time.Unix() <= 0 {
+		return entry{}, fmt.Errorf("%w: listing lacks metadata, content, a positive BUILD_ID or a time", ErrIndex)
+	}
+	if g.opts.Signer == nil || g.opts.Covered == nil {
+		return entry{}, fmt.Errorf("%w: gateway has no Signer or Covered rule", ErrIndex)
 	}
 	ro := g.repackOptions(l)
 	m, err := RepackMetadata(l.Metadata, ro)

@@ -431,6 +431,21 @@ func TestGatewayMaterializesOnce(t *testing.T) {
 	}
 }
 
+func TestGatewaySkipsBadListings(t *testing.T) {
+	f := newGatewayFixture(t, GatewayOptions{PrepareOnIndex: true, IndexWait: time.Minute})
+	f.cat.mu.Lock()
+	good := f.cat.listings[0]
+	noTime, noID := good, good
+	noTime.Time, noTime.BuildID = time.Time{}, 9
+	noID.BuildID = 0
+	f.cat.listings = append(f.cat.listings, noTime, noID, good) // and a duplicate PATH
+	f.cat.mu.Unlock()
+	_, es, _ := f.index(t)
+	if len(es) != 3 {
+		t.Fatalf("index lists %d builds, want the 3 valid ones", len(es))
+	}
+}
+
 func TestSplitPN(t *testing.T) {
 	for pf, pn := range map[string]string{
 		"hello-1.0": "hello", "layout-1.0-r1": "layout", "libfoo-2.1": "libfoo",

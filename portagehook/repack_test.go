@@ -408,3 +408,40 @@ func TestComparePaths(t *testing.T) {
 		t.Errorf("order %q, want %q (a directory's children follow it)", got, want)
 	}
 }
+
+// BenchmarkRepack measures Repack of a generated 64 MiB GPKG (read,
+// validate, spool, sort, write, sign, re-read): go test -bench Repack
+// -run ^$ ./portagehook
+func BenchmarkRepack(b *testing.B) {
+	const size = 64 << 20
+	content := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), size/55+1)[:size]
+	dir := b.TempDir()
+	src := filepath.Join(dir, "big-1.gpkg.tar")
+	f, err := os.Create(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	meta := xpak.NewMetadata(map[string][]byte{"CATEGORY": []byte("app-misc\n"), "PF": []byte("big-1\n"), "SLOT": []byte("0\n"), "EAPI": []byte("8\n")})
+	err = xpak.WriteGPKG(f, xpak.GPKGOptions{Basename: "big-1", MTime: repackTime, TempDir: dir}, meta, func(add xpak.ImageAdder) error {
+		if err := add(&tar.Header{Typeflag: tar.TypeDir, Name: "usr", Mode: 0o755}, nil); err != nil {
+			return err
+		}
+		return add(&tar.Header{Typeflag: tar.TypeReg, Name: "usr/big", Mode: 0o644, Size: size}, bytes.NewReader(content))
+	})
+	f.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := LoadOrCreateSigningKey(filepath.Join(dir, "k.asc"), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := RepackOptions{BuildID: 1, Signer: NewSigner(e, repackTime), Covered: testCovered, MTime: repackTime, TempDir: dir}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Repack(src, filepath.Join(dir, "out.gpkg.tar"), opts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

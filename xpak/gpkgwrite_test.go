@@ -304,3 +304,22 @@ func TestWriteGPKGSpoolRemoved(t *testing.T) {
 		t.Fatalf("spool files left behind: %v", left)
 	}
 }
+
+// BenchmarkWriteGPKG measures writing a 64 MiB image (text-like, so zstd
+// has work to do) into a signed-layout GPKG: go test -bench WriteGPKG
+// -run ^$ ./xpak
+func BenchmarkWriteGPKG(b *testing.B) {
+	const size = 64 << 20
+	content := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), size/55+1)[:size]
+	opts := GPKGOptions{Basename: "big-1-1", MTime: time.Unix(1795234524, 0), TempDir: b.TempDir(), Signer: testSigner{}}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		err := WriteGPKG(io.Discard, opts, testMeta(), func(add ImageAdder) error {
+			return add(&tar.Header{Typeflag: tar.TypeReg, Name: "usr/share/big", Mode: 0o644, Size: size}, bytes.NewReader(content))
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
