@@ -51,6 +51,12 @@ func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, from peer.I
 		d.reject("attestation", from, err)
 		return false, fmt.Errorf("%w: %v", errRejected, err)
 	}
+	if s.Attester == d.self {
+		// Own attestations come only from PKGDIR (attestLocal). One coming
+		// back from a peer's catalog is an echo, or one withdrawn when its
+		// file left PKGDIR, which must stay withdrawn.
+		return false, nil
+	}
 	added, err = d.storeAttestation(s, from.String())
 	if err != nil || !added {
 		return added, err
