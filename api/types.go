@@ -15,6 +15,7 @@ const (
 	PathTrustExplain = "/api/v0/trust/explain"
 	PathTrustPolicy  = "/api/v0/trust/policy"
 	PathGateway      = "/api/v0/gateway"
+	PathEndorse      = "/api/v0/endorse"
 )
 
 // Status is the daemon's one-screen account of itself (`gentoo-p2pd status`).
@@ -149,4 +150,15 @@ type GatewayInfo struct {
 	URL         string `json:"url"`
 	Fingerprint string `json:"fingerprint"`
 	PublicKey   string `json:"public_key"` // armored OpenPGP public key
+}
+
+// EndorseRequest hands the daemon a build server's endorsement to store and
+// gossip.
+type EndorseRequest struct {
+	Blob []byte `json:"blob"`
+}
+
+// EndorseResult says whether the endorsement was new.
+type EndorseResult struct {
+	Stored bool `json:"stored"`
 }

@@ -75,6 +75,19 @@ func (d *Daemon) apiHandler() http.Handler {
 	mux.HandleFunc("GET "+api.PathTrustPolicy, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.PolicyView())
 	})
+	mux.HandleFunc("POST "+api.PathEndorse, func(w http.ResponseWriter, r *http.Request) {
+		var req api.EndorseRequest
+		if err := readJSON(r, &req); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		added, err := d.ingestEndorsement(r.Context(), req.Blob, d.self, true)
+		if err != nil {
+			writeError(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+		writeJSON(w, api.EndorseResult{Stored: added})
+	})
 	mux.HandleFunc("GET "+api.PathGateway, func(w http.ResponseWriter, r *http.Request) {
 		info, err := d.GatewayInfo()
 		if err != nil {

@@ -80,6 +80,7 @@ type Daemon struct {
 	metAddr   atomic.Value // string: metrics URL
 	pkgdirMsg atomic.Value // string: note on PKGDIR
 
+	pgp      pgpCache
 	mu       sync.Mutex
 	fetching map[string]*fetchCall // singleflight per build key
 	counters counters

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -132,6 +133,10 @@ func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]by
 			continue
 		}
 		for _, b := range bs {
+			if bytes.HasPrefix(b, endorsementMagic) {
+				d.ingestEndorsement(fctx, b, p.ID, false)
+				continue
+			}
 			d.ingestAttestation(fctx, b, p.ID, false)
 			s, err := trust.Decode(b)
 			if err != nil || s.Attester != p.ID || s.Attestation.BuildKey != buildKey {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -140,6 +141,9 @@ func (d *Daemon) onGossip(from peer.ID, platform string, msg []byte) error {
 		}
 		_, err = d.storeEvidence(ev)
 		return err
+	case gossipTagEndorsement:
+		_, err := d.ingestEndorsement(ctx, msg[1:], from, false)
+		return err
 	default:
 		return fmt.Errorf("unknown gossip message type %q", msg[0])
 	}
@@ -159,7 +163,13 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 		}
 	}
 	d.metrics.attestServed.Inc()
-	return blobs(recs), nil
+	out := blobs(recs)
+	if len(recs) > 0 {
+		if es, err := d.store.EndorsementsFor(recs[0].BuildKey); err == nil {
+			out = append(out, es...)
+		}
+	}
+	return out, nil
 }
 
 // serveCatalog answers /gentoo-p2p/catalog/1: the platform's attestations
@@ -175,7 +185,14 @@ func (d *Daemon) serveCatalog(ctx context.Context, platform string, since int64)
 			out = append(out, r)
 		}
 	}
-	return blobs(out), nil
+	bs := blobs(out)
+	// Endorsements ride along, so a newcomer learns signer backing too.
+	for _, bk := range uniqueBuildKeys(out) {
+		if es, err := d.store.EndorsementsFor(bk); err == nil {
+			bs = append(bs, es...)
+		}
+	}
+	return bs, nil
 }
 
 func blobs(recs []store.AttestationRecord) [][]byte {
@@ -195,6 +212,10 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
 	}
 	n := 0
 	for _, b := range bs {
+		if bytes.HasPrefix(b, endorsementMagic) {
+			d.ingestEndorsement(ctx, b, p, false)
+			continue
+		}
 		if added, err := d.ingestAttestation(ctx, b, p, false); err == nil && added {
 			n++
 		}

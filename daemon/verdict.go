@@ -21,13 +21,20 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 	}
 	votes := make([]trust.Vote, 0, len(recs))
 	atts := make([]*trust.Signed, 0, len(recs))
+	endorsed := d.endorsementsFor(buildKey)
 	for _, r := range recs {
 		s, err := trust.Decode(r.Blob)
 		if err != nil {
 			continue // verified when stored; a decode failure here means corruption
 		}
 		atts = append(atts, s)
-		votes = append(votes, trust.Vote{Att: s})
+		a := s.Attestation
+		votes = append(votes, trust.Vote{
+			Att:          s,
+			Addr:         d.attesterAddr(s.Attester),
+			Endorsements: endorsed[a.Content],
+			PGPVerified:  d.pgpVerified(a.FileSHA256),
+		})
 	}
 	evr, err := d.store.EvidenceFor(buildKey)
 	if err != nil {

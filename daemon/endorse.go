@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// gossipTagEndorsement marks a build-server endorsement on a platform topic.
+const gossipTagEndorsement = 'n'
+
+// endorsementMagic starts an endorsement blob, so a relay that mixes
+// endorsements into attestation lists cannot have one mistaken for the other.
+var endorsementMagic = []byte("gentoo-p2p endorsement v1\n")
+
+// Endorsement is a build-server signature over (build key, content id) as it
+// travels between peers: the statement and the signature, self-contained.
+type Endorsement struct {
+	BuildKey    string            `json:"build_key"`
+	Platform    string            `json:"platform"`
+	Content     trust.ContentID   `json:"content"`
+	Endorsement trust.Endorsement `json:"endorsement"`
+}
+
+// Marshal encodes e for the wire.
+func (e Endorsement) Marshal() []byte {
+	b, _ := json.Marshal(e)
+	return append(append([]byte(nil), endorsementMagic...), b...)
+}
+
+// DecodeEndorsement parses and verifies a wire endorsement. Whether its
+// signer counts is the policy's business, not the decoder's.
+func DecodeEndorsement(blob []byte) (Endorsement, error) {
+	var e Endorsement
+	if !bytes.HasPrefix(blob, endorsementMagic) || len(blob) > 4096 {
+		return e, fmt.Errorf("not an endorsement")
+	}
+	dec := json.NewDecoder(bytes.NewReader(blob[len(endorsementMagic):]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return e, fmt.Errorf("endorsement: %w", err)
+	}
+	if err := e.Endorsement.Verify(e.BuildKey, e.Content); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// NewEndorsement signs (build key, content) with a build server's key.
+func NewEndorsement(buildKey, platform string, c trust.ContentID, priv ed25519.PrivateKey) Endorsement {
+	return Endorsement{BuildKey: buildKey, Platform: platform, Content: c, Endorsement: trust.Endorse(buildKey, c, priv)}
+}
+
+// ingestEndorsement verifies, stores and (when new) gossips an endorsement.
+func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.ID, publish bool) (bool, error) {
+	e, err := DecodeEndorsement(blob)
+	if err != nil {
+		d.reject("endorsement", from, err)
+		return false, err
+	}
+	added, err := d.store.PutEndorsement(e.BuildKey, e.Marshal())
+	if err != nil || !added {
+		return added, err
+	}
+	if publish && d.node != nil && e.Platform != "" {
+		if err := d.node.JoinPlatform(e.Platform); err == nil {
+			d.node.Publish(ctx, e.Platform, append([]byte{gossipTagEndorsement}, e.Marshal()...))
+		}
+	}
+	return true, nil
+}
+
+// endorsementsFor returns the verified endorsements held for a build key,
+// grouped by content id.
+func (d *Daemon) endorsementsFor(buildKey string) map[trust.ContentID][]trust.Endorsement {
+	blobs, err := d.store.EndorsementsFor(buildKey)
+	if err != nil {
+		return nil
+	}
+	out := map[trust.ContentID][]trust.Endorsement{}
+	for _, b := range blobs {
+		e, err := DecodeEndorsement(b)
+		if err != nil || e.BuildKey != buildKey {
+			continue
+		}
+		out[e.Content] = append(out[e.Content], e.Endorsement)
+	}
+	return out
+}
+
+// attesterAddr is the network address an attester is connected from, for
+// per-network distinctness; unknown (zero) when not connected.
+func (d *Daemon) attesterAddr(p peer.ID) netip.Addr {
+	if d.node == nil {
+		return netip.Addr{}
+	}
+	if p == d.self {
+		return netip.Addr{}
+	}
+	for _, c := range d.node.Host().Network().ConnsToPeer(p) {
+		if ip, err := manet.ToIP(c.RemoteMultiaddr()); err == nil {
+			if a, ok := netip.AddrFromSlice(ip); ok {
+				return a.Unmap()
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+// pgpCache remembers OpenPGP checks per container file: a file's bytes never
+// change under its SHA-256, so neither does the answer.
+type pgpCache struct {
+	mu sync.Mutex
+	ok map[[32]byte]bool
+}
+
+// pgpVerified reports whether a locally held file with this SHA-256 carries
+// valid OpenPGP signatures by the configured keyring (portage's binhost
+// keyring, say): such a file backs its content like a signer does.
+func (d *Daemon) pgpVerified(sha [32]byte) bool {
+	if len(d.policy.PGPKeyring) == 0 {
+		return false
+	}
+	d.pgp.mu.Lock()
+	if v, ok := d.pgp.ok[sha]; ok {
+		d.pgp.mu.Unlock()
+		return v
+	}
+	d.pgp.mu.Unlock()
+	path := ""
+	if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
+		path = lps[0].Path
+	} else if e, ok, _ := d.store.Cache().Get(sha); ok {
+		path = e.Path
+	}
+	if path == "" {
+		return false
+	}
+	v := trust.VerifyGPKGSignatures(path, d.policy.PGPKeyring) == nil
+	d.pgp.mu.Lock()
+	if d.pgp.ok == nil {
+		d.pgp.ok = map[[32]byte]bool{}
+	}
+	d.pgp.ok[sha] = v
+	d.pgp.mu.Unlock()
+	return v
+}
+
+// EndorsePackage computes a binpkg's build key and content id and signs
+// them with a build server's key (`gentoo-p2pd signer endorse`).
+func EndorsePackage(pkg *xpak.Package, priv ed25519.PrivateKey) (Endorsement, error) {
+	md, err := identity.MetadataDigest(pkg.Metadata)
+	if err != nil {
+		return Endorsement{}, fmt.Errorf("%s: %w", pkg.Path, err)
+	}
+	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
+	if err != nil {
+		return Endorsement{}, fmt.Errorf("%s: %w", pkg.Path, err)
+	}
+	c := trust.ContentID{Image: pkg.ImageDigest, Metadata: md}
+	return NewEndorsement(desc.BuildKey().String(), desc.Platform(), c, priv), nil
+}

@@ -1,0 +1,213 @@
+package integration
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// trustNetVerdict returns the single verdict a daemon reaches for a CPV.
+func trustNetVerdict(t *testing.T, n *testnet.Node, cpv string) trust.Verdict {
+	t.Helper()
+	ex, err := n.Daemon.Explain(context.Background(), cpv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ex.Verdicts) != 1 {
+		t.Fatalf("%s: %d verdicts for %s:\n%s", n.Name, len(ex.Verdicts), cpv, ex.Text)
+	}
+	return ex.Verdicts[0]
+}
+
+// TestTrustReproducersAndBackdoor: three honest reproducers and one
+// builder of a backdoored layout (same build key, a pkg_postinst added)
+// announce to real daemons on loopback; consumers with different policies
+// decide as the policy says.
+func TestTrustReproducersAndBackdoor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	var nodes []*testnet.Node
+	t.Cleanup(func() {
+		for i := len(nodes) - 1; i >= 0; i-- {
+			if err := nodes[i].Stop(); err != nil {
+				t.Errorf("stop %s: %v", nodes[i].Name, err)
+			}
+		}
+	})
+	start := func(name string, sets []string, configure func(*config.Config)) *testnet.Node {
+		t.Helper()
+		for _, set := range sets {
+			if _, err := fixtures.WritePKGDIR(set, filepath.Join(dir, name, "pkgdir")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var boot []string
+		if len(nodes) > 0 {
+			boot = []string{nodes[0].Addr()}
+		}
+		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: name, Dir: dir, Bootstrap: boot, Configure: configure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+		return n
+	}
+	builderA := start("honest-a", []string{fixtures.ReproGPKG1}, nil)
+	start("honest-b", []string{fixtures.ReproGPKG2}, nil)
+	start("honest-c", []string{fixtures.ReproXPAK1}, nil)
+	mallory := start("backdoor", []string{fixtures.Backdoored}, nil)
+
+	signerPub, signerPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2 := start("threshold-2", nil, func(c *config.Config) { c.Trust.Threshold, c.Trust.Dispute = 2, 2 })
+	t3 := start("defaults", nil, nil) // threshold 3, any competing vote disputes
+	t4 := start("threshold-4", nil, func(c *config.Config) { c.Trust.Threshold = 4 })
+	ts := start("signer-only", nil, func(c *config.Config) {
+		c.Trust.Threshold = 0
+		c.Trust.Signers = []string{hex.EncodeToString(signerPub)}
+	})
+	consumers := []*testnet.Node{t2, t3, t4, ts}
+	for _, n := range consumers {
+		if err := testnet.WaitFor(ctx, 90*time.Second, n.Name+"'s catalog", func() bool {
+			return n.Daemon.Status(ctx).CatalogAttestations >= 7
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The honest and the backdoored layout share a build key but not a
+	// content id.
+	honest := trustNetVerdict(t, t2, "app-misc/layout-1.0-r1")
+	if len(honest.Tally) != 2 {
+		t.Fatalf("want two competing content ids for layout, got %d", len(honest.Tally))
+	}
+	backdoor := backdoorContent(t, mallory)
+
+	// threshold 2 (dispute needs 2): honest allowed, backdoor refused, the
+	// competing vote visible in the tally.
+	if honest.Decision != trust.Allowed || honest.Content == nil || *honest.Content == backdoor {
+		t.Fatalf("threshold 2: layout %s (rule %s), want the honest content allowed", honest.Decision, honest.Rule)
+	}
+	for _, tl := range honest.Tally {
+		switch tl.Content {
+		case backdoor:
+			if tl.Decision != trust.Refused || tl.Count != 1 {
+				t.Errorf("backdoored content: %s with %d votes, want refused with 1", tl.Decision, tl.Count)
+			}
+		default:
+			if tl.Count != 3 {
+				t.Errorf("honest content has %d votes, want 3", tl.Count)
+			}
+		}
+	}
+	if v := trustNetVerdict(t, t2, "app-misc/hello-1.0"); v.Decision != trust.Allowed {
+		t.Errorf("threshold 2: hello %s", v.Decision)
+	}
+
+	// Defaults: the single backdoored vote turns layout into a dispute,
+	// counted in status; hello (no competitor) is allowed.
+	if v := trustNetVerdict(t, t3, "app-misc/layout-1.0-r1"); v.Decision != trust.Disputed {
+		t.Errorf("defaults: layout %s (rule %s), want disputed", v.Decision, v.Rule)
+	}
+	if st := t3.Daemon.Status(ctx); st.Disputes != 1 {
+		t.Errorf("defaults: status shows %d disputes, want 1", st.Disputes)
+	}
+	if v := trustNetVerdict(t, t3, "app-misc/hello-1.0"); v.Decision != trust.Allowed {
+		t.Errorf("defaults: hello %s", v.Decision)
+	}
+
+	// threshold 4: three reproducers are not enough for anything.
+	for _, cpv := range []string{"app-misc/hello-1.0", "app-misc/layout-1.0-r1"} {
+		if v := trustNetVerdict(t, t4, cpv); v.Decision == trust.Allowed {
+			t.Errorf("threshold 4: %s allowed by %s", cpv, v.Rule)
+		}
+	}
+	if _, err := t4.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"}); err == nil {
+		t.Error("threshold 4: fetching hello succeeded; nothing may be fetched that is not allowed")
+	}
+
+	// Signer only: nothing until the build server endorses hello; then
+	// hello is allowed at threshold 0 and the others stay out.
+	if v := trustNetVerdict(t, ts, "app-misc/hello-1.0"); v.Decision == trust.Allowed {
+		t.Fatalf("signer-only: hello allowed before any endorsement (%s)", v.Rule)
+	}
+	e := endorseFixture(t, builderA, signerPriv)
+	var res api.EndorseResult
+	if err := api.NewClient(builderA.Config.API.Socket).Post(ctx, api.PathEndorse, api.EndorseRequest{Blob: e.Marshal()}, &res); err != nil || !res.Stored {
+		t.Fatalf("endorse via API: stored=%v err=%v", res.Stored, err)
+	}
+	if err := testnet.WaitFor(ctx, 60*time.Second, "the endorsement to reach the signer-only consumer", func() bool {
+		return trustNetVerdict(t, ts, "app-misc/hello-1.0").Decision == trust.Allowed
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v := trustNetVerdict(t, ts, "app-misc/hello-1.0"); v.Rule != trust.RuleSigner {
+		t.Errorf("signer-only: hello allowed by rule %q, want %q", v.Rule, trust.RuleSigner)
+	}
+	if v := trustNetVerdict(t, ts, "app-misc/layout-1.0-r1"); v.Decision == trust.Allowed {
+		t.Errorf("signer-only: layout allowed without an endorsement (%s)", v.Rule)
+	}
+	// A forged endorsement (signed by a key nobody configured) is stored
+	// as valid but backs nothing.
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	forged := endorseFixtureSet(t, fixtures.Backdoored, "app-misc/layout-1.0-r1.gpkg.tar", otherPriv)
+	if err := api.NewClient(mallory.Config.API.Socket).Post(ctx, api.PathEndorse, api.EndorseRequest{Blob: forged.Marshal()}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if v := trustNetVerdict(t, ts, "app-misc/layout-1.0-r1"); v.Decision == trust.Allowed {
+		t.Errorf("signer-only: layout allowed by an unknown signer's endorsement")
+	}
+}
+
+// backdoorContent is the content id the backdoored build attests.
+func backdoorContent(t *testing.T, mallory *testnet.Node) trust.ContentID {
+	t.Helper()
+	lps, err := mallory.Daemon.Store().ListLocal()
+	if err != nil || len(lps) != 1 {
+		t.Fatalf("mallory's packages: %v %v", lps, err)
+	}
+	return trust.ContentID{Image: lps[0].ImageDigest, Metadata: lps[0].MetadataDigest}
+}
+
+func endorseFixture(t *testing.T, _ *testnet.Node, priv ed25519.PrivateKey) daemon.Endorsement {
+	return endorseFixtureSet(t, fixtures.ReproGPKG1, "app-misc/hello-1.0.gpkg.tar", priv)
+}
+
+// endorseFixtureSet signs a fixture's build key and content the way
+// `gentoo-p2pd signer endorse` does.
+func endorseFixtureSet(t *testing.T, set, name string, priv ed25519.PrivateKey) daemon.Endorsement {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), filepath.Base(name))
+	b, err := fixtures.Read(set, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pkg, err := xpak.ReadFile(path, xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := daemon.EndorsePackage(pkg, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
