@@ -116,10 +116,10 @@ var inheritedKeys = []string{"CHOST", "REPO"}
 // must carry TIMESTAMP, and VERSION defaults to 0.
 func WriteIndex(w io.Writer, header Header, entries []Entry) error {
 	h := Header{slices.Clone(header.Fields)}
-	if _, ok := h.Get("TIMESTAMP"); !ok {
+	if h.Value("TIMESTAMP") == "" {
 		return fmt.Errorf("%w: header has no TIMESTAMP (portage ignores such an index)", ErrIndex)
 	}
-	if _, ok := h.Get("VERSION"); !ok {
+	if h.Value("VERSION") == "" {
 		h.Set("VERSION", "0")
 	}
 	h.Set("PACKAGES", strconv.Itoa(len(entries)))
