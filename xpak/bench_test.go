@@ -4,10 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ type benchImage struct {
 	zstd    string // image.tar.zst
 	xz      string // image.tar.xz
 	xpak    string // zstd payload + XPAK segment
+	gpkg    string // the same zstd payload as a GPKG image member
 }
 
 var (
@@ -105,7 +108,18 @@ func generateBenchImage(dir string, out *benchImage) error {
 	}
 	md := baseMetadata()
 	out.xpak = filepath.Join(dir, "bench-1.0.xpak")
-	return os.WriteFile(out.xpak, buildXPAK(payload, md), 0o644)
+	if err := os.WriteFile(out.xpak, buildXPAK(payload, md), 0o644); err != nil {
+		return err
+	}
+	// GPKG images carry image/ names: rewrite the tar's prefix.
+	gtar, err := gpkgNames(raw.Bytes())
+	if err != nil {
+		return err
+	}
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	members := []gmember{{"gpkg-1", nil}, {"metadata.tar.zst", enc.EncodeAll(buildTar(nopTB{}, []tentry{{name: "metadata/CATEGORY", body: "app-misc\n"}, {name: "metadata/PF", body: "bench-1.0\n"}}), nil)}, {"image.tar.zst", enc.EncodeAll(gtar, nil)}}
+	out.gpkg = filepath.Join(dir, "bench-1.0.gpkg.tar")
+	return os.WriteFile(out.gpkg, buildGPKG(nopTB{}, "bench-1.0", members, nil), 0o644)
 }
 
 // BenchmarkImageDigest measures image digest v1 over the compressed image
@@ -130,16 +144,20 @@ func BenchmarkImageDigest(b *testing.B) {
 	}
 }
 
-// BenchmarkReadFile measures a whole XPAK read: file SHA-256, image
-// digest, metadata.
+// BenchmarkReadFile measures a whole package read: file SHA-256, image
+// digest, metadata, and for the GPKG the Manifest's BLAKE2B and SHA512.
 func BenchmarkReadFile(b *testing.B) {
 	img := makeBenchImage(b)
-	b.SetBytes(img.tarSize)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ReadFile(img.xpak, DefaultLimits()); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct{ name, path string }{{"xpak-zstd", img.xpak}, {"gpkg-zstd", img.gpkg}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(img.tarSize)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ReadFile(c.path, DefaultLimits()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -164,3 +182,36 @@ func BenchmarkShellPipeline(b *testing.B) {
 		})
 	}
 }
+
+// gpkgNames rewrites "./x" tar names to "image/x".
+func gpkgNames(raw []byte) ([]byte, error) {
+	tr := tar.NewReader(bytes.NewReader(raw))
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		h.Name = "image/" + strings.TrimPrefix(h.Name, "./")
+		h.Format = tar.FormatPAX
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return nil, err
+		}
+	}
+	return out.Bytes(), tw.Close()
+}
+
+// nopTB lets the test-file builders run inside a sync.Once, outside any
+// one benchmark; builders only call Helper and Fatal, which panics here.
+type nopTB struct{ testing.TB }
+
+func (nopTB) Helper()                   {}
+func (nopTB) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
+func (nopTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }

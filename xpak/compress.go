@@ -26,7 +26,11 @@ const ioBufSize = 256 << 10
 // dominate their cost.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, ioBufSize); return &b }}
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func getBuf() *[]byte {
+	b := bufPool.Get().(*[]byte)
+	*b = (*b)[:cap(*b)]
+	return b
+}
 func putBuf(b *[]byte) { bufPool.Put(b) }
 
 // asyncThreshold is the payload size from which decoding runs ahead in its

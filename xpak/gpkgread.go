@@ -76,12 +76,17 @@ func classifyMember(base string) memberKind {
 	return memberUnknown
 }
 
-// memberSum is the size and Manifest hashes of one member's bytes.
+// memberSum is the size and Manifest hashes of one member's bytes. For a
+// large member the hashing runs in its own goroutine (startAsync): BLAKE2B
+// and SHA512 together cost more than decompressing zstd, and would
+// otherwise make the decoding goroutine the bottleneck.
 type memberSum struct {
 	name    string
 	size    int64
 	blake2b hash.Hash
 	sha512  hash.Hash
+	ch      chan []byte // chunks for the hashing goroutine; nil when synchronous
+	done    chan struct{}
 }
 
 func newMemberSum(name string) *memberSum {
@@ -91,9 +96,42 @@ func newMemberSum(name string) *memberSum {
 
 func (m *memberSum) Write(p []byte) (int, error) {
 	m.size += int64(len(p))
-	m.blake2b.Write(p)
-	m.sha512.Write(p)
-	return len(p), nil
+	if m.ch == nil {
+		m.blake2b.Write(p)
+		m.sha512.Write(p)
+		return len(p), nil
+	}
+	n := len(p)
+	for len(p) > 0 {
+		bp := getBuf()
+		b := (*bp)[:copy(*bp, p)]
+		p = p[len(b):]
+		m.ch <- b
+	}
+	return n, nil
+}
+
+func (m *memberSum) startAsync() {
+	m.ch = make(chan []byte, asyncBuffers)
+	m.done = make(chan struct{})
+	go func() {
+		defer close(m.done)
+		for b := range m.ch {
+			m.blake2b.Write(b)
+			m.sha512.Write(b)
+			putBuf(&b)
+		}
+	}()
+}
+
+// finish waits for the hashing goroutine; the sums are final afterwards.
+// Safe to call more than once.
+func (m *memberSum) finish() {
+	if m.ch != nil {
+		close(m.ch)
+		<-m.done
+		m.ch = nil
+	}
 }
 
 // readGPKG reads a GLEP 78 package: an outer tar of <dir>/gpkg-1 (first),
@@ -113,6 +151,11 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 		manifestRaw                []byte
 		haveManifest               bool
 	)
+	defer func() {
+		for _, s := range sums {
+			s.finish() // never leave a hashing goroutine behind
+		}
+	}()
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -175,6 +218,9 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 		}
 		sum := newMemberSum(base)
 		sums = append(sums, sum)
+		if hdr.Size >= asyncThreshold {
+			sum.startAsync()
+		}
 		body := io.TeeReader(tr, sum)
 		switch kind {
 		case memberMetadata:
@@ -230,6 +276,9 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 		if !seen[strings.TrimSuffix(name, ".sig")] {
 			return nil, fmt.Errorf("%w: signature %s/%s for an absent member", ErrUnknownMember, dir, name)
 		}
+	}
+	for _, s := range sums {
+		s.finish()
 	}
 	signed, err := verifyManifest(manifestRaw, dir, sums)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand"
 	"runtime"
 	"strings"
 	"testing"
@@ -71,8 +72,29 @@ func TestNoGoroutineLeak(t *testing.T) {
 		big = append(big, tentry{name: "./f" + strings.Repeat("x", i), body: strings.Repeat("y", 64<<10)})
 	}
 	payload := zstdBytes(t, buildTar(t, big))
+	// A GPKG large enough for the asynchronous Manifest hashing.
+	rnd := make([]byte, 2<<20)
+	rand.New(rand.NewSource(5)).Read(rnd)
+	gtar := buildTar(t, []tentry{{name: "image/big", body: string(rnd)}, {name: "image/small", body: "s"}})
+	std := standardMembers(t, gtar, baseMetadata())
+	gpkg := buildGPKG(t, "big-1.0", std, nil)
+	tampered := bytes.Clone(gpkg)
+	tampered[len(tampered)/2] ^= 1
+	want, _, err := ImageDigest(bytes.NewReader(gtar), FormatGPKG, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(std[2].data) < asyncThreshold {
+		t.Fatalf("image member of %d bytes does not exercise the asynchronous path", len(std[2].data))
+	}
 	lim := DefaultLimits()
 	for range 5 {
+		if p, err := readBytes(gpkg, lim); err != nil || p.ImageDigest != want {
+			t.Fatalf("large gpkg: %v", err)
+		}
+		if _, err := readBytes(tampered, lim); err == nil {
+			t.Fatal("tampered large gpkg accepted")
+		}
 		ImageDigest(bytes.NewReader(payload), FormatXPAK, lim)
 		WalkImage(bytes.NewReader(payload), FormatXPAK, lim, func(ImageEntry, io.Reader) error { return errors.New("quit") })
 		ImageDigest(bytes.NewReader(payload[:len(payload)/2]), FormatXPAK, lim)
