@@ -456,39 +456,38 @@ func normalizeImageHeader(in *tar.Header, mtime time.Time) (*tar.Header, error) 
 		// (tar_safe_extract) and have no place in a shared package.
 		return nil, fmt.Errorf("%w: %q has tar type %q", ErrImageEntry, in.Name, in.Typeflag)
 	}
-	// USTAR when it fits (as portage writes), else GNU for long names.
-	if _, err := ustarFits(hdr); err != nil {
-		hdr.Format = tar.FormatGNU
-	} else {
+	hdr.Format = tar.FormatGNU
+	if ustarFits(hdr) {
 		hdr.Format = tar.FormatUSTAR
 	}
 	return hdr, nil
 }
 
-// ustarFits reports whether hdr can be written as plain USTAR: ASCII or
-// UTF-8 bytes are fine for portage, but Go writes USTAR only for names that
-// fit the name/prefix split and are ASCII; anything else goes GNU.
-func ustarFits(hdr *tar.Header) (bool, error) {
+// ustarFits reports whether Go's archive/tar can write hdr as plain USTAR,
+// as portage writes short names: the name must be ASCII and fit the
+// name/prefix split, the link target ASCII and at most 100 bytes. Other
+// entries are written as GNU tar (portage switches to GNU for long names
+// too; Python writes non-ASCII names raw in USTAR, which Go cannot).
+func ustarFits(hdr *tar.Header) bool {
 	for _, s := range []string{hdr.Name, hdr.Linkname} {
 		for i := 0; i < len(s); i++ {
 			if s[i] >= 0x80 {
-				return false, errors.New("non-ASCII")
+				return false
 			}
 		}
 	}
 	if len(hdr.Linkname) > 100 {
-		return false, errors.New("long link")
+		return false
 	}
 	if len(hdr.Name) <= 100 {
-		return true, nil
+		return true
 	}
-	// USTAR splits at a "/" into prefix (≤155) and name (≤100).
 	for i := len(hdr.Name) - 1; i > 0; i-- {
 		if hdr.Name[i] == '/' && i <= 155 && len(hdr.Name)-i-1 <= 100 && len(hdr.Name)-i-1 > 0 {
-			return true, nil
+			return true
 		}
 	}
-	return false, errors.New("long name")
+	return false
 }
 
 // checkImageName refuses empty, absolute, dot-dot and non-canonical names:
