@@ -75,10 +75,10 @@ func decoderWindow(lim Limits) int64 {
 	return w
 }
 
-// newDecoder wraps r (positioned at the payload's first byte, peeked into
-// head) in the decoder for c. The returned closer releases decoder
+// newDecoder wraps r (positioned at the payload's first byte) in the
+// decoder for c. The returned closer releases decoder
 // goroutines and memory; it does not close r.
-func newDecoder(r io.Reader, head []byte, c Compression, lim Limits) (io.ReadCloser, error) {
+func newDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 	switch c {
 	case CompressionNone:
 		return io.NopCloser(r), nil
@@ -285,17 +285,13 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 }
 
 // peekForDecoder peeks enough bytes to detect the compression.
-func peekForDecoder(br *bufio.Reader) (Compression, []byte, error) {
+func peekForDecoder(br *bufio.Reader) (Compression, error) {
 	head, err := peekHead(br)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	if len(head) == 0 {
-		return "", nil, fmt.Errorf("%w: empty payload", ErrTruncated)
+		return "", fmt.Errorf("%w: empty payload", ErrTruncated)
 	}
-	c, err := detectCompression(head)
-	if err != nil {
-		return "", nil, err
-	}
-	return c, head, nil
+	return detectCompression(head)
 }

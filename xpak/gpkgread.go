@@ -229,12 +229,12 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 			}
 		case memberImage:
 			pbr := bufio.NewReaderSize(body, 64<<10)
-			c, head, err := peekForDecoder(pbr)
+			c, err := peekForDecoder(pbr)
 			if err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 			p.Compression = c
-			if p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, head, c, FormatGPKG, lim, nil, hdr.Size >= asyncThreshold); err != nil {
+			if p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, c, FormatGPKG, lim, nil, hdr.Size >= asyncThreshold); err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 			body = pbr
@@ -307,11 +307,11 @@ func containerError(err error) error {
 // metadata/KEY per key.
 func readMetadataTar(r io.Reader, lim Limits) (*Metadata, error) {
 	pbr := bufio.NewReaderSize(r, 64<<10)
-	c, head, err := peekForDecoder(pbr)
+	c, err := peekForDecoder(pbr)
 	if err != nil {
 		return nil, err
 	}
-	dec, err := newDecoder(pbr, head, c, lim)
+	dec, err := newDecoder(pbr, c, lim)
 	if err != nil {
 		return nil, err
 	}

@@ -87,19 +87,18 @@ func WalkImage(r io.Reader, f Format, lim Limits, fn func(ImageEntry, io.Reader)
 func WalkImageDigest(r io.Reader, f Format, lim Limits, fn func(ImageEntry, io.Reader) error) ([32]byte, int, error) {
 	lim = lim.withDefaults()
 	br := bufio.NewReaderSize(r, ioBufSize)
-	c, head, err := peekForDecoder(br)
+	c, err := peekForDecoder(br)
 	if err != nil {
 		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
 	}
-	return digestImageStream(br, head, c, f, lim, fn, true)
+	return digestImageStream(br, c, f, lim, fn, true)
 }
 
 // digestImageStream decodes an image payload whose compression c was
-// detected from head and walks it.
-// async runs the decoder ahead in its own goroutine (worth it for large
-// payloads).
-func digestImageStream(r io.Reader, head []byte, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error, async bool) ([32]byte, int, error) {
-	dec, err := newDecoder(r, head, c, lim)
+// already detected and walks it. async runs the decoder ahead in its own
+// goroutine (worth it for large payloads).
+func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error, async bool) ([32]byte, int, error) {
+	dec, err := newDecoder(r, c, lim)
 	if err != nil {
 		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
 	}

@@ -49,12 +49,12 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 	// Image payload: everything before XPAKPACK.
 	payload := io.LimitReader(fs.br, xpakStart)
 	pbr := bufio.NewReaderSize(payload, 64<<10)
-	c, head, err := peekForDecoder(pbr)
+	c, err := peekForDecoder(pbr)
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	p.Compression = c
-	p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, head, c, FormatXPAK, lim, nil, xpakStart >= asyncThreshold)
+	p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, c, FormatXPAK, lim, nil, xpakStart >= asyncThreshold)
 	if err != nil {
 		return nil, err
 	}

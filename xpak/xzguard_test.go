@@ -45,7 +45,7 @@ func goXZ(t *testing.T, data []byte, cfg xz.WriterConfig) []byte {
 
 // decodeGuarded decodes through the guard as the reader does.
 func decodeGuarded(stream []byte, window int64) ([]byte, error) {
-	d, err := newDecoder(bytes.NewReader(stream), nil, CompressionXZ, Limits{MaxDecoderWindow: window}.withDefaults())
+	d, err := newDecoder(bytes.NewReader(stream), CompressionXZ, Limits{MaxDecoderWindow: window}.withDefaults())
 	if err != nil {
 		return nil, err
 	}
