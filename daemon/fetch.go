@@ -106,9 +106,17 @@ func (d *Daemon) collectAttestations(ctx context.Context, buildKey string) error
 	return err
 }
 
+// anyFile keys, in providerFiles' map, the providers of a build key that
+// attest no file of it themselves: peers serving a copy they fetched (a
+// mirror, or a share-mode peer's cache). Which file they hold is unknown
+// until asked; pieces are verified against the attested root either way,
+// and one holding another file answers "not found".
+var anyFile [32]byte
+
 // providerFiles finds the build key's providers, collects their
 // attestations, and maps each container file to the peers that attest
-// holding it (a peer's own attestation is its claim to hold the file).
+// holding it (a peer's own attestation is its claim to hold the file);
+// providers without an own attestation are listed under anyFile.
 func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
 	key, err := cid.Decode(buildKey)
 	if err != nil {
@@ -132,6 +140,7 @@ func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]by
 			d.log.Debug("fetch attestations", "peer", p.ID.String(), "err", err)
 			continue
 		}
+		attested := false
 		for _, b := range bs {
 			if bytes.HasPrefix(b, endorsementMagic) {
 				d.ingestEndorsement(fctx, b, p.ID, false)
@@ -143,6 +152,10 @@ func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]by
 				continue
 			}
 			files[s.Attestation.FileSHA256] = append(files[s.Attestation.FileSHA256], p)
+			attested = true
+		}
+		if !attested {
+			files[anyFile] = append(files[anyFile], p)
 		}
 	}
 	return files, nil
@@ -172,11 +185,13 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 	seen := map[[32]byte]bool{}
 	for _, s := range ab.Atts {
 		sha := s.Attestation.FileSHA256
-		if seen[sha] || len(files[sha]) == 0 {
+		if seen[sha] || len(files[sha])+len(files[anyFile]) == 0 {
 			continue
 		}
 		seen[sha] = true
-		cands = append(cands, candidate{s, files[sha]})
+		// Attesting holders first; copies of unknown file as fallback.
+		peers := append(append([]peer.AddrInfo(nil), files[sha]...), files[anyFile]...)
+		cands = append(cands, candidate{s, peers})
 	}
 	sort.SliceStable(cands, func(i, j int) bool { return len(cands[i].peers) > len(cands[j].peers) })
 	if len(cands) == 0 {
@@ -211,6 +226,14 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 			}
 			f.Close()
 		}
+		d.holdBudget(a.FileSHA256)
+		// A copy this daemon serves (share and mirror modes serve allowed
+		// cached builds) is worth nothing unless fetchers can find it.
+		if d.cfg.Mode != config.ModeConsume {
+			if err := d.provideCopy(a); err != nil {
+				d.log.Warn("provide fetched build", "cpv", a.CPV, "err", err)
+			}
+		}
 		d.counters.buildsFetched.Add(1)
 		d.counters.bytesFetched.Add(res.BytesFetched)
 		d.store.IncCounter("builds_fetched", 1)
@@ -218,6 +241,42 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 		return entry.Path, c.att, res, nil
 	}
 	return "", nil, transfer.Result{}, fmt.Errorf("build %s: fetch failed: %w", buildKey, lastErr)
+}
+
+// holdBudget keeps the cache within its disk budget right after a file
+// entered it: the GC loop runs once a minute, and a mirror fetches many
+// builds in between. It never evicts the file just fetched (the caller is
+// about to use it) or a file that is also an own build in PKGDIR.
+func (d *Daemon) holdBudget(fresh [32]byte) {
+	budget := d.cfg.Cache.DiskBudget
+	if budget <= 0 {
+		return
+	}
+	freed, err := d.store.Cache().GC(budget, func(sha [32]byte) bool {
+		if sha == fresh {
+			return true
+		}
+		lps, _ := d.store.LocalBySHA(sha)
+		return len(lps) > 0
+	})
+	if err != nil {
+		d.log.Warn("cache gc", "err", err)
+	} else if freed > 0 {
+		d.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
+	}
+}
+
+// provideCopy announces the build and variant key of a fetched copy.
+func (d *Daemon) provideCopy(a trust.Attestation) error {
+	bk, err := cid.Decode(a.BuildKey)
+	if err != nil {
+		return err
+	}
+	vk, err := cid.Decode(a.VariantKey)
+	if err != nil {
+		return err
+	}
+	return d.node.Provide(bk, vk)
 }
 
 // verifyContent is the last gate before a fetched file counts as present:

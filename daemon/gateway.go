@@ -44,6 +44,7 @@ func (d *Daemon) newGateway() (http.Handler, error) {
 		CacheDir:   filepath.Join(d.cfg.StateDir, "gateway"),
 		Signer:     portagehook.NewSigner(key, d.started),
 		Covered:    identity.IsCovered,
+		Canonical:  canonicalMetadata,
 		Header:     d.indexHeader(),
 		Limits:     d.limits,
 		Logger:     d.log.With("component", "gateway"),

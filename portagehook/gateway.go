@@ -66,6 +66,8 @@ type GatewayOptions struct {
 	Signer *OpenPGPSigner
 	// Covered selects the metadata keys served (identity.IsCovered).
 	Covered func(key string) bool
+	// Canonical rewrites covered values before serving (RepackOptions).
+	Canonical func(key string, raw []byte) ([]byte, error)
 	// Header adds index header keys (ARCH, CHOST, ACCEPT_KEYWORDS,
 	// USE_EXPAND…), which portage merges into its implicit IUSE settings.
 	Header Fields
@@ -274,7 +276,7 @@ var indexKeys = []struct{ meta, index string }{
 
 // cacheVersion changes when the re-pack output format changes, so old
 // cached files are not served under new index digests.
-const cacheVersion = "gentoo-p2pd repack v1"
+const cacheVersion = "gentoo-p2pd repack v2"
 
 func (g *Gateway) repackOptions(l Listing) RepackOptions {
 	t := l.Time.Truncate(time.Second)
@@ -282,6 +284,7 @@ func (g *Gateway) repackOptions(l Listing) RepackOptions {
 		BuildID:     l.BuildID,
 		Signer:      g.opts.Signer.At(t),
 		Covered:     g.opts.Covered,
+		Canonical:   g.opts.Canonical,
 		Regenerate:  map[string][]byte{"BUILD_TIME": []byte(strconv.FormatInt(t.Unix(), 10) + "\n")},
 		ImageDigest: l.ImageDigest,
 		MTime:       t,

@@ -38,6 +38,10 @@ type RepackOptions struct {
 	// metadata digest's own rule, so everything portage receives was
 	// compared between peers. Required.
 	Covered func(key string) bool
+	// Canonical, when set, rewrites each covered value into the form the
+	// metadata digest hashed (environment.bz2 without its host-varying
+	// variables), so nothing the voters did not compare reaches portage.
+	Canonical func(key string, raw []byte) ([]byte, error)
 	// Regenerate replaces or adds metadata values (BUILD_TIME…) after the
 	// Covered filter. BUILD_ID is always set from BuildID.
 	Regenerate map[string][]byte
@@ -189,10 +193,18 @@ func RepackMetadata(src *xpak.Metadata, opts RepackOptions) (*xpak.Metadata, err
 func repackMetadata(src *xpak.Metadata, opts RepackOptions) (*xpak.Metadata, string, error) {
 	out := xpak.NewMetadata(nil)
 	for _, k := range src.Keys() {
-		if opts.Covered(k) {
-			v, _ := src.Raw(k)
-			out.Set(k, v)
+		if !opts.Covered(k) {
+			continue
 		}
+		v, _ := src.Raw(k)
+		if opts.Canonical != nil {
+			c, err := opts.Canonical(k, v)
+			if err != nil {
+				return nil, "", fmt.Errorf("%w: metadata %s: %w", ErrRepack, k, err)
+			}
+			v = c
+		}
+		out.Set(k, v)
 	}
 	for k, v := range opts.Regenerate {
 		out.Set(k, v)

@@ -169,7 +169,7 @@ func BenchmarkShellPipeline(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			for _, bin := range []string{c.tool, "sha256sum", "sh"} {
 				if _, err := exec.LookPath(bin); err != nil {
-					b.Skipf("%s not installed", bin)
+					b.Fatalf("%s not installed (apt-get install zstd xz-utils)", bin)
 				}
 			}
 			b.SetBytes(img.tarSize)

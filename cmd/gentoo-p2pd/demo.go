@@ -11,7 +11,7 @@ import (
 )
 
 func newDemoCmd() *cobra.Command {
-	var verbose bool
+	var verbose, hold bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -27,10 +27,11 @@ the Packages entry, and exits 0 when every step turned out as designed.`,
 			if verbose {
 				log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			}
-			return demo.Run(cmd.Context(), cmd.OutOrStdout(), demo.Options{Logger: log, Timeout: timeout})
+			return demo.Run(cmd.Context(), cmd.OutOrStdout(), demo.Options{Logger: log, Timeout: timeout, Hold: hold})
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the daemons' logs on stderr")
+	cmd.Flags().BoolVar(&hold, "hold", false, "keep the network running afterwards (point emerge at erin's gateway), until Ctrl-C")
 	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up on a step after this long")
 	return cmd
 }

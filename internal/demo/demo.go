@@ -20,6 +20,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -34,6 +35,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Timeout bounds each waiting step.
 	Timeout time.Duration
+	// Hold keeps the network running after the last step until ctx ends,
+	// so a real `emerge --getbinpkg` can be pointed at erin's gateway.
+	Hold bool
 }
 
 // peerSpec is one demo node: who it is and what it built.
@@ -175,6 +179,10 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	if pkg.ImageDigest != allowed.Image {
 		return fmt.Errorf("served image digest differs from the agreed content")
 	}
+	// The gateway rewrote the metadata to exactly what the voters compared.
+	if md, err := identity.MetadataDigest(pkg.Metadata); err != nil || md != allowed.Metadata {
+		return fmt.Errorf("served metadata digest differs from the agreed content (%v)", err)
+	}
 	info, err := erin.Daemon.GatewayInfo()
 	if err != nil {
 		return err
@@ -187,7 +195,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	if err := trust.VerifyGPKGSignatures(file, keyring); err != nil {
 		return fmt.Errorf("served package fails OpenPGP verification: %w", err)
 	}
-	fmt.Fprintf(w, "   %d bytes, %s; image digest = the agreed content; every member signed by erin's gateway key %s\n", n, pkg.Format, info.Fingerprint)
+	fmt.Fprintf(w, "   %d bytes, %s; image and metadata digests = the agreed content; every member signed by erin's gateway key %s\n", n, pkg.Format, info.Fingerprint)
 
 	step("the Packages entry portage installs from")
 	for _, k := range sortedKeys(helloEntry) {
@@ -195,6 +203,14 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "demo complete: a build travelled alice/bob/carol -> erin -> portage only because 3 independent peers agreed; mallory's trojaned layout was held back.")
+	if o.Hold {
+		pub := filepath.Join(o.Dir, "erin-gateway.asc")
+		if err := os.WriteFile(pub, []byte(info.PublicKey), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nholding the network until interrupted:\n   gateway  %s\n   key      %s (fingerprint %s)\n", base, pub, info.Fingerprint)
+		<-ctx.Done()
+	}
 	return nil
 }
 

@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 		"app-misc/hello-1.0       ALLOWED",
 		"app-misc/layout-1.0-r1   DISPUTED",
 		"listed: app-misc/hello-1.0 (allowed); absent: app-misc/layout-1.0-r1 (disputed)",
-		"image digest = the agreed content; every member signed",
+		"image and metadata digests = the agreed content; every member signed",
 		"CPV: app-misc/hello-1.0",
 		"demo complete",
 	} {
