@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -91,6 +92,9 @@ type Config struct {
 	// connGater is a test hook: it lets tests force a topology (A-B-C
 	// without A-C) that DHT peer discovery would otherwise undo.
 	connGater connmgr.ConnectionGater
+	// dhtOpts is a test hook: extra DHT options (e.g. a request hook that
+	// observes reprovides).
+	dhtOpts []dht.Option
 }
 
 // DefaultConfig returns the production defaults: listen on port 4701 over TCP

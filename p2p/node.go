@@ -138,12 +138,13 @@ func (n *Node) start(ctx context.Context) error {
 	n.watchReachability()
 
 	mode := map[DHTMode]dht.ModeOpt{DHTServer: dht.ModeServer, DHTAuto: dht.ModeAutoServer, DHTClient: dht.ModeClient}[cfg.DHTMode]
-	n.dht, err = dht.New(n.host,
+	dhtOpts := append([]dht.Option{
 		dht.ProtocolPrefix(DHTProtocolPrefix),
 		dht.Mode(mode),
 		dht.DisableValues(), // we only need provider records
 		dht.BootstrapPeers(cfg.Bootstrap...),
-	)
+	}, cfg.dhtOpts...)
+	n.dht, err = dht.New(n.host, dhtOpts...)
 	if err != nil {
 		return fmt.Errorf("p2p: start DHT: %w", err)
 	}

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
@@ -219,5 +223,69 @@ func TestPeersAndCloseTwice(t *testing.T) {
 	}
 	if err := nodes[1].Provide(testKey(t, "x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Provide after Close: %v, want ErrClosed", err)
+	}
+}
+
+// addProviderCounter counts ADD_PROVIDER messages a node receives per key,
+// through a DHT request hook: it observes (re)provides from the outside.
+type addProviderCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *addProviderCounter) hook(_ context.Context, _ network.Stream, req *pb.Message) {
+	if req.GetType() != pb.Message_ADD_PROVIDER {
+		return
+	}
+	c.mu.Lock()
+	c.counts[string(req.GetKey())]++
+	c.mu.Unlock()
+}
+
+func (c *addProviderCounter) get(k cid.Cid) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[string(k.Hash())]
+}
+
+// TestWithdrawStopsReproviding runs a short reprovide cycle: both keys are
+// reprovided, then after Withdraw(k1) a full cycle reprovides k2 but not k1.
+func TestWithdrawStopsReproviding(t *testing.T) {
+	const interval = 2 * time.Second
+	counters := make([]*addProviderCounter, 3)
+	nodes := make([]*Node, 3)
+	for i := range nodes {
+		counters[i] = &addProviderCounter{counts: map[string]int{}}
+		cfg := testConfig(t)
+		cfg.ReprovideInterval = interval
+		cfg.dhtOpts = []dht.Option{dht.OnRequestHook(counters[i].hook)}
+		if i > 0 {
+			cfg.Bootstrap = []peer.AddrInfo{nodes[0].AddrInfo()}
+		}
+		nodes[i] = newTestNode(t, cfg, Handlers{})
+	}
+	a, watch := nodes[1], counters[2] // node 2 receives A's records
+	k1, k2 := testKey(t, "withdrawn build"), testKey(t, "kept build")
+	if err := a.Provide(k1, k2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "k1 and k2 reprovided at least once", func() bool {
+		return watch.get(k1) >= 2 && watch.get(k2) >= 2
+	})
+	if err := a.Withdraw(k1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.ProvideStats(context.Background())
+	if err != nil || st.ScheduledKeys != 1 || st.Keys != 1 {
+		t.Fatalf("after Withdraw: %+v, %v; want 1 scheduled key", st, err)
+	}
+	// A reprovide of k1 may have been in flight: let one cycle of k2 pass,
+	// then k1 must stay put for another full cycle of k2.
+	base := watch.get(k2)
+	waitFor(t, 5*interval, "a reprovide cycle after Withdraw", func() bool { return watch.get(k2) > base })
+	k1Count, base := watch.get(k1), watch.get(k2)
+	waitFor(t, 5*interval, "another reprovide cycle", func() bool { return watch.get(k2) > base })
+	if got := watch.get(k1); got != k1Count {
+		t.Fatalf("withdrawn key announced again: %d -> %d ADD_PROVIDER", k1Count, got)
 	}
 }

@@ -159,6 +159,12 @@ func (n *Node) FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.
 type ProvideStats struct {
 	// Keys is the number of keys registered for (re)providing.
 	Keys int
+	// ScheduledKeys is the size of the provider's keystore: the keys its
+	// reprovide cycle announces. It equals Keys unless a Provide or
+	// Withdraw is in flight (or the keystore failed, then -1).
+	ScheduledKeys int64
+	// Regions is the number of keyspace regions in the reprovide schedule.
+	Regions int64
 	// Connectivity is the provider's view: "online", "disconnected" (lost
 	// the network recently, keeps its schedule) or "offline".
 	Connectivity string
@@ -190,6 +196,8 @@ func (n *Node) ProvideStats(ctx context.Context) (ProvideStats, error) {
 	}
 	out := ProvideStats{
 		Keys:                    keys,
+		ScheduledKeys:           st.Schedule.Keys,
+		Regions:                 st.Schedule.Regions,
 		Connectivity:            st.Connectivity.Status,
 		PendingKeys:             st.Queues.PendingKeyProvides,
 		PendingRegionReprovides: st.Queues.PendingRegionReprovides,
