@@ -106,30 +106,33 @@ func (d *Daemon) collectAttestations(ctx context.Context, buildKey string) error
 	return err
 }
 
-// anyFile keys, in providerFiles' map, the providers of a build key that
-// attest no file of it themselves: peers serving a copy they fetched (a
-// mirror, or a share-mode peer's cache). Which file they hold is unknown
-// until asked; pieces are verified against the attested root either way,
-// and one holding another file answers "not found".
-var anyFile [32]byte
-
 // providerFiles finds the build key's providers, collects their
 // attestations, and maps each container file to the peers that attest
-// holding it (a peer's own attestation is its claim to hold the file);
-// providers without an own attestation are listed under anyFile.
+// holding it (a peer's own attestation is its claim to hold the file).
 func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
+	files, _, err := d.findHolders(ctx, buildKey)
+	return files, err
+}
+
+// findHolders is providerFiles that also returns copies: providers of the
+// build key that attest no file of it themselves — peers serving a copy
+// they fetched (a mirror, or a share-mode peer's cache), or a builder
+// whose stale DHT record outlived its file. Which file they hold is
+// unknown until asked; pieces are verified against the attested root
+// either way, and one without the file answers "not found".
+func (d *Daemon) findHolders(ctx context.Context, buildKey string) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
 	key, err := cid.Decode(buildKey)
 	if err != nil {
-		return nil, fmt.Errorf("build key %q: %w", buildKey, err)
+		return nil, nil, fmt.Errorf("build key %q: %w", buildKey, err)
 	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	provs, err := d.node.FindProviders(fctx, key, 32)
 	d.metrics.lookups.Inc()
 	if err != nil && len(provs) == 0 {
-		return nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
+		return nil, nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
 	}
-	files := make(map[[32]byte][]peer.AddrInfo)
+	files = make(map[[32]byte][]peer.AddrInfo)
 	for _, p := range provs {
 		if p.ID == d.self {
 			continue
@@ -155,17 +158,17 @@ func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]by
 			attested = true
 		}
 		if !attested {
-			files[anyFile] = append(files[anyFile], p)
+			copies = append(copies, p)
 		}
 	}
-	return files, nil
+	return files, copies, nil
 }
 
 // fetchContent downloads one container file that carries content, from the
 // peers that hold it, verifying pieces, the whole file, and finally the
 // image and metadata digests before the file enters the cache.
 func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
-	files, err := d.providerFiles(ctx, buildKey)
+	files, copies, err := d.findHolders(ctx, buildKey)
 	if err != nil {
 		return "", nil, transfer.Result{}, err
 	}
@@ -185,12 +188,12 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 	seen := map[[32]byte]bool{}
 	for _, s := range ab.Atts {
 		sha := s.Attestation.FileSHA256
-		if seen[sha] || len(files[sha])+len(files[anyFile]) == 0 {
+		if seen[sha] || len(files[sha])+len(copies) == 0 {
 			continue
 		}
 		seen[sha] = true
 		// Attesting holders first; copies of unknown file as fallback.
-		peers := append(append([]peer.AddrInfo(nil), files[sha]...), files[anyFile]...)
+		peers := append(append([]peer.AddrInfo(nil), files[sha]...), copies...)
 		cands = append(cands, candidate{s, peers})
 	}
 	sort.SliceStable(cands, func(i, j int) bool { return len(cands[i].peers) > len(cands[j].peers) })
