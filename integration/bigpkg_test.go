@@ -416,6 +416,18 @@ func xferBitsSet(path string) (int, error) {
 // xferHex is the lower-case hex of a digest, as file names use it.
 func xferHex(b [32]byte) string { return hex.EncodeToString(b[:]) }
 
+// xferSHA parses a hex SHA-256 as the API prints it.
+func xferSHA(t testing.TB, s string) [32]byte {
+	t.Helper()
+	var out [32]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(out) {
+		t.Fatalf("bad sha256 %q: %v", s, err)
+	}
+	copy(out[:], b)
+	return out
+}
+
 // xferSHA256File hashes a file.
 func xferSHA256File(t testing.TB, path string) [32]byte {
 	t.Helper()
