@@ -8,6 +8,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 )
 
 // idleWait is how long the measured daemon idles among its peers before
@@ -15,7 +16,8 @@ import (
 const idleWait = 60 * time.Second
 
 // BenchmarkIdleRSS measures the resident memory of one gentoo-p2pd process
-// (default configuration apart from loopback-only networking) sharing two
+// (default configuration apart from loopback-only networking and the
+// fixtures' platform, so it holds the peers' catalog) sharing two
 // builds among ten in-process peer daemons, after it has joined the DHT,
 // synced catalogs and idled for a minute. The goal is at most 40 MB.
 //
@@ -30,7 +32,12 @@ func BenchmarkIdleRSS(b *testing.B) {
 	peers := startNetwork(b, filepath.Join(dir, "peers"), specs)
 
 	root := filepath.Join(dir, "proc")
-	env := procEnv(root)
+	// The fixtures' platform, so the daemon joins the peers' catalog.
+	fp := testnet.FixturePortage
+	env := append(procEnv(root),
+		"GENTOO_P2PD_PORTAGE_CHOST="+fp.CHOST, "GENTOO_P2PD_PORTAGE_CFLAGS="+fp.CFLAGS,
+		"GENTOO_P2PD_PORTAGE_CXXFLAGS="+fp.CXXFLAGS, "GENTOO_P2PD_PORTAGE_LDFLAGS="+fp.LDFLAGS,
+		"GENTOO_P2PD_PORTAGE_ARCH="+fp.ARCH)
 	pkgdir := filepath.Join(root, "binpkgs")
 	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, pkgdir); err != nil {
 		b.Fatal(err)
@@ -38,7 +45,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 	args := append(loopbackFlags, "--pkgdir", pkgdir, "--bootstrap", peers[0].Addr())
 	p := startProcess(b, env, args...)
 	st := waitStatus(b, p, env, "the daemon shares its builds and sees the peers", func(s api.Status) bool {
-		return s.PackagesShared == 2 && s.Peers >= len(peers)/2
+		return s.PackagesShared == 2 && s.Peers >= len(peers)/2 && s.CatalogAttestations > 2
 	})
 
 	b.ResetTimer()
