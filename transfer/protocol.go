@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -120,6 +121,11 @@ func statusName(code byte) string {
 // (EOF) is a protocol violation; anything else (reset, timeout) is passed
 // on as it is, so callers can tell a broken connection from a liar.
 func wireErr(what string, err error) error {
+	if errors.Is(err, network.ErrReset) {
+		// A reset stream (also what a closing connection does to its
+		// streams, even when the transport error underneath is an EOF).
+		return fmt.Errorf("transfer: %s: %w", what, err)
+	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: %s: frame cut short: %w", ErrProtocol, what, err)
 	}

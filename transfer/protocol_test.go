@@ -6,9 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/libp2p/go-libp2p/core/network"
 )
 
 var fileX = [32]byte{0xaa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 0xbb}
@@ -127,6 +130,10 @@ func TestWireErrClassifies(t *testing.T) {
 	broken := errors.New("connection reset")
 	if err := readStatus(bufio.NewReader(io.MultiReader(&errReader{broken}))); errors.Is(err, ErrProtocol) || !errors.Is(err, broken) {
 		t.Fatalf("connection error classified as %v", err)
+	}
+	reset := fmt.Errorf("stream reset: %w", &network.StreamError{TransportError: io.EOF})
+	if err := readStatus(bufio.NewReader(&errReader{reset})); errors.Is(err, ErrProtocol) || !errors.Is(err, network.ErrReset) {
+		t.Fatalf("reset over a closed connection classified as %v", err)
 	}
 	if err := readStatus(bytes.NewReader(nil)); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("EOF classified as %v", err)

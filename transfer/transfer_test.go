@@ -382,15 +382,17 @@ func TestFetchStalledProvider(t *testing.T) {
 	t.Cleanup(release.open) // runs before the server's Close
 	dir := t.TempDir()
 	res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(staller.h)},
-		FetchOptions{Dir: dir, BatchPieces: 1, MaxInFlightPerPeer: 1, StallTimeout: 300 * time.Millisecond})
+		FetchOptions{Dir: dir, BatchPieces: 1, MaxInFlightPerPeer: 1, StallTimeout: time.Second})
 	if !errors.Is(err, ErrNoProviders) {
 		t.Fatalf("got %v, want ErrNoProviders", err)
 	}
 	if f, ok := faultOf(res, staller.h.ID()); !ok || f.Kind != FaultStall {
 		t.Fatalf("staller fault %+v, want %s", res.BadPeers, FaultStall)
 	}
-	if res.PiecesFetched != 2 {
-		t.Fatalf("fetched %d pieces before the stall, want 2", res.PiecesFetched)
+	// Two pieces are served before the provider stalls; on a loaded
+	// machine the timeout may strike even earlier, never later.
+	if res.PiecesFetched > 2 {
+		t.Fatalf("fetched %d pieces from a provider that served 2", res.PiecesFetched)
 	}
 	if _, err := os.Stat(filepath.Join(dir, hexName(tf)+".part")); err != nil {
 		t.Fatalf("partial file not kept: %v", err)
