@@ -180,6 +180,9 @@ func TestXferMirrorMode(t *testing.T) {
 		if err != nil {
 			t.Fatalf("fetch %s with the mirror as the only provider: %v", last.CPV, err)
 		}
+		if res.Providers != 1 {
+			t.Errorf("fetched from %d providers, want the mirror alone", res.Providers)
+		}
 		if res.FileSHA256 != last.FileSHA256 {
 			t.Fatalf("fetched file %s, mirror holds %s", res.FileSHA256, last.FileSHA256)
 		}
