@@ -128,6 +128,23 @@ type AnnounceResult struct {
 type FetchRequest struct {
 	Query string `json:"query"`
 	Dir   string `json:"dir,omitempty"`
+	// Progress asks for a stream of FetchEvent lines instead of one result.
+	Progress bool `json:"progress,omitempty"`
+}
+
+// FetchEvent is one line of a progress stream: progress, then a result or
+// an error.
+type FetchEvent struct {
+	Progress *FetchProgress `json:"progress,omitempty"`
+	Result   *FetchResult   `json:"result,omitempty"`
+	Error    string         `json:"error,omitempty"`
+}
+
+// FetchProgress counts verified bytes.
+type FetchProgress struct {
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
+	Peers int   `json:"peers"`
 }
 
 // FetchResult reports a finished fetch.

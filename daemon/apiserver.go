@@ -11,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -57,12 +59,41 @@ func (d *Daemon) apiHandler() http.Handler {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		res, err := d.Fetch(r.Context(), req)
-		if err != nil {
-			writeError(w, http.StatusUnprocessableEntity, err)
+		if !req.Progress {
+			res, err := d.Fetch(r.Context(), req)
+			if err != nil {
+				writeError(w, http.StatusUnprocessableEntity, err)
+				return
+			}
+			writeJSON(w, res)
 			return
 		}
-		writeJSON(w, res)
+		// Progress: one JSON event per line, the result (or error) last.
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		flusher, _ := w.(http.Flusher)
+		var mu sync.Mutex
+		enc := json.NewEncoder(w)
+		emit := func(ev api.FetchEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			enc.Encode(ev)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		var last time.Time
+		res, err := d.FetchWithProgress(r.Context(), req, func(p transfer.Progress) {
+			if p.Done < p.Total && time.Since(last) < 100*time.Millisecond {
+				return
+			}
+			last = time.Now()
+			emit(api.FetchEvent{Progress: &api.FetchProgress{Done: p.Done, Total: p.Total, Peers: p.Peers}})
+		})
+		if err != nil {
+			emit(api.FetchEvent{Error: err.Error()})
+			return
+		}
+		emit(api.FetchEvent{Result: &res})
 	})
 	mux.HandleFunc("GET "+api.PathTrustExplain, func(w http.ResponseWriter, r *http.Request) {
 		res, err := d.Explain(r.Context(), r.URL.Query().Get("q"))
@@ -318,6 +349,11 @@ func mustCID(s string) cid.Cid {
 
 // Fetch materializes the allowed build for a query and copies it to Dir.
 func (d *Daemon) Fetch(ctx context.Context, req api.FetchRequest) (api.FetchResult, error) {
+	return d.FetchWithProgress(ctx, req, nil)
+}
+
+// FetchWithProgress is Fetch, reporting transfer progress to progress.
+func (d *Daemon) FetchWithProgress(ctx context.Context, req api.FetchRequest, progress func(transfer.Progress)) (api.FetchResult, error) {
 	keys, err := d.resolveQuery(req.Query)
 	if err != nil {
 		return api.FetchResult{}, err
@@ -327,7 +363,7 @@ func (d *Daemon) Fetch(ctx context.Context, req api.FetchRequest) (api.FetchResu
 	}
 	var lastErr error
 	for _, bk := range keys {
-		m, err := d.materialize(ctx, bk, nil)
+		m, err := d.materialize(ctx, bk, progress)
 		if err != nil {
 			lastErr = err
 			continue

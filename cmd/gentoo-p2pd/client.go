@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -146,7 +149,7 @@ func newAnnounceCmd() *cobra.Command {
 			ctx := cmd.Context()
 			if timeout > 0 {
 				var cancel func()
-				ctx, cancel = contextWithTimeout(ctx, timeout)
+				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
 			var res api.AnnounceResult
@@ -176,7 +179,12 @@ func newFetchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fetch BUILDKEY|CPV [--to DIR]",
 		Short: "Fetch the trusted build from peers (verified piece by piece)",
-		Args:  cobra.ExactArgs(1),
+		Long: `fetch asks the daemon for the build its trust policy allows for a build
+key or CPV, downloads it from every peer that holds it (each piece verified
+against the attested Merkle root, then the whole file, then the image and
+metadata digests) and, with --to, copies it into DIR. A progress bar shows on
+a terminal; otherwise progress is printed as plain lines.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -188,12 +196,29 @@ func newFetchCmd() *cobra.Command {
 				}
 			}
 			w := cmd.OutOrStdout()
-			stop := startSpinner(cmd.ErrOrStderr(), "fetching "+args[0])
-			var res api.FetchResult
-			err = c.Post(cmd.Context(), api.PathFetch, api.FetchRequest{Query: args[0], Dir: dir}, &res)
-			stop(err == nil)
+			bar := newProgressBar(cmd.ErrOrStderr(), args[0])
+			var res *api.FetchResult
+			err = c.PostStream(cmd.Context(), api.PathFetch, api.FetchRequest{Query: args[0], Dir: dir, Progress: true}, func(line []byte) error {
+				var ev api.FetchEvent
+				if err := json.Unmarshal(line, &ev); err != nil {
+					return fmt.Errorf("daemon sent a bad progress line: %w", err)
+				}
+				switch {
+				case ev.Error != "":
+					return errors.New(ev.Error)
+				case ev.Progress != nil:
+					bar.update(*ev.Progress)
+				case ev.Result != nil:
+					res = ev.Result
+				}
+				return nil
+			})
+			bar.finish()
 			if err != nil {
 				return err
+			}
+			if res == nil {
+				return errors.New("fetch: the daemon closed the stream without a result")
 			}
 			if asJSON {
 				return printJSON(w, res)
@@ -206,7 +231,7 @@ func newFetchCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.Flags().StringVar(&dir, "to", "", "copy the fetched file into DIR")
 	return cmd
 }

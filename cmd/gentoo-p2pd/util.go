@@ -1,21 +1,18 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"time"
+	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/term"
-)
 
-func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
-}
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+)
 
 func absDir(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
@@ -32,33 +29,56 @@ func absDir(dir string) (string, error) {
 	return abs, nil
 }
 
-// startSpinner shows that a long call is alive on a terminal, and prints
-// one plain line otherwise (logs and pipes get no control characters).
-func startSpinner(w io.Writer, what string) (stop func(ok bool)) {
-	f, isFile := w.(*os.File)
-	if !isFile || !term.IsTerminal(int(f.Fd())) {
-		fmt.Fprintln(w, what+" …")
-		return func(bool) {}
+// progressBar draws fetch progress: a bar redrawn in place on a terminal,
+// a plain line per 10% otherwise (logs and pipes get no control characters).
+type progressBar struct {
+	w         io.Writer
+	what      string
+	tty       bool
+	lastTenth int64
+	drawn     bool
+}
+
+func newProgressBar(w io.Writer, what string) *progressBar {
+	f, ok := w.(*os.File)
+	return &progressBar{w: w, what: what, tty: ok && term.IsTerminal(int(f.Fd())), lastTenth: -1}
+}
+
+func (p *progressBar) update(pr api.FetchProgress) {
+	if pr.Total <= 0 {
+		return
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(finished)
-		frames := `|/-\`
-		t := time.NewTicker(150 * time.Millisecond)
-		defer t.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-done:
-				fmt.Fprint(w, "\r\033[K")
-				return
-			case <-t.C:
-				fmt.Fprintf(w, "\r%c %s (%s)", frames[i%len(frames)], what, time.Since(start).Round(time.Second))
-			}
+	if !p.tty {
+		tenth := pr.Done * 10 / pr.Total
+		if tenth != p.lastTenth {
+			p.lastTenth = tenth
+			fmt.Fprintf(p.w, "fetching %s: %d%% of %d bytes from %d peer(s)\n", p.what, tenth*10, pr.Total, pr.Peers)
 		}
-	}()
-	return func(bool) { close(done); <-finished }
+		return
+	}
+	const width = 30
+	filled := int(pr.Done * width / pr.Total)
+	fmt.Fprintf(p.w, "\r[%s%s] %3d%%  %s / %s  %d peer(s)", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
+		pr.Done*100/pr.Total, humanBytes(pr.Done), humanBytes(pr.Total), pr.Peers)
+	p.drawn = true
+}
+
+func (p *progressBar) finish() {
+	if p.tty && p.drawn {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 func peerID(k crypto.PrivKey) (string, error) {
