@@ -22,7 +22,9 @@ const (
 	// DHTServer always answers DHT queries. Use it on LANs and in tests:
 	// AutoNAT never reports a LAN as public, so auto mode stays a client.
 	DHTServer DHTMode = "server"
-	// DHTAuto becomes a server once AutoNAT reports public reachability.
+	// DHTAuto is a server unless AutoNAT reports the node unreachable
+	// (libp2p's ModeAutoServer): a LAN without AutoNAT servers still gets a
+	// working DHT, a NATed laptop on the internet drops to client.
 	DHTAuto DHTMode = "auto"
 	// DHTClient never answers DHT queries.
 	DHTClient DHTMode = "client"

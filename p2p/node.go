@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 	var err error
 	if n.metrics, err = newMetrics(cfg.Registerer, n); err != nil {
 		cancel()
-		return nil, err
+		return nil, fmt.Errorf("p2p: register metrics: %w", err)
 	}
 	if err := n.start(ctx); err != nil {
 		_ = n.Close()
@@ -128,11 +128,12 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 
 func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
-	opts, err := n.hostOptions()
+	opts, release, err := n.hostOptions()
 	if err != nil {
 		return err
 	}
 	if n.host, err = libp2p.New(opts...); err != nil {
+		release() // libp2p does not close managers it did not create
 		return fmt.Errorf("p2p: start libp2p host: %w", err)
 	}
 	n.watchReachability()
@@ -191,7 +192,9 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) hostOptions() ([]libp2p.Option, error) {
+// hostOptions builds the libp2p options. release closes the resource and
+// connection managers, for when the host cannot be built.
+func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 	cfg := n.cfg
 	listen := make([]string, 0, len(cfg.ListenAddrs))
 	for _, a := range cfg.ListenAddrs {
@@ -199,6 +202,9 @@ func (n *Node) hostOptions() ([]libp2p.Option, error) {
 			continue
 		}
 		listen = append(listen, a)
+	}
+	if len(listen) == 0 {
+		return nil, nil, fmt.Errorf("%w: no listen address left once QUIC ones are dropped (QUIC is off): %v", ErrConfig, cfg.ListenAddrs)
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
@@ -218,13 +224,15 @@ func (n *Node) hostOptions() ([]libp2p.Option, error) {
 	}
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), rcOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+		return nil, nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
 	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh, connmgr.WithGracePeriod(cfg.ConnGrace))
 	if err != nil {
-		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+		rm.Close()
+		return nil, nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
-	opts := []libp2p.Option{
+	release = func() { cm.Close(); rm.Close() }
+	opts = []libp2p.Option{
 		libp2p.Identity(cfg.PrivKey),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -262,7 +270,7 @@ func (n *Node) hostOptions() ([]libp2p.Option, error) {
 	if cfg.connGater != nil {
 		opts = append(opts, libp2p.ConnectionGater(cfg.connGater))
 	}
-	return opts, nil
+	return opts, release, nil
 }
 
 // relayCandidates offers connected peers as relay candidates to autorelay;

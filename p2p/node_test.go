@@ -289,3 +289,40 @@ func TestWithdrawStopsReproviding(t *testing.T) {
 		t.Fatalf("withdrawn key announced again: %d -> %d ADD_PROVIDER", k1Count, got)
 	}
 }
+
+// TestNewFailsCleanly: a start-up failure after the host exists releases
+// everything (TestMain's leak check covers the goroutines).
+func TestNewFailsCleanly(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1"} // QUIC is off
+	n, err := New(context.Background(), cfg, Handlers{})
+	if err == nil {
+		n.Close()
+		t.Fatal("New with only QUIC addresses and QUIC off succeeded")
+	}
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/99999"}
+	if n, err := New(context.Background(), cfg, Handlers{}); err == nil {
+		n.Close()
+		t.Fatal("New with an invalid port succeeded")
+	}
+}
+
+// TestRegistryReuse: a closed node unregisters its collectors, so a
+// restarted node can use the same registry; a registry in use is refused.
+func TestRegistryReuse(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t)
+	cfg.Registerer = reg
+	first := newTestNode(t, cfg, Handlers{})
+	if _, err := New(context.Background(), cfg, Handlers{}); err == nil {
+		t.Fatal("second node on a registry in use was accepted")
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second := newTestNode(t, cfg, Handlers{})
+	if v := gatheredValue(t, reg, "gentoo_p2p_peers"); v != 0 {
+		t.Errorf("peers gauge of a lone node = %v", v)
+	}
+	_ = second
+}
