@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -307,6 +308,11 @@ func (d *Daemon) Announce(ctx context.Context, req api.AnnounceRequest) (api.Ann
 	if req.Path == "" {
 		return api.AnnounceResult{}, errors.New("announce: give the path of a binpkg in PKGDIR")
 	}
+	if looksLikeCPV(req.Path) {
+		// The hook could not tell the file name (an unknown PKGDIR
+		// layout): rescan and announce what portage wrote for the CPV.
+		return d.announceCPV(ctx, req.Path)
+	}
 	path, err := filepath.Abs(req.Path)
 	if err != nil {
 		return api.AnnounceResult{}, err
@@ -335,11 +341,48 @@ func (d *Daemon) Announce(ctx context.Context, req api.AnnounceRequest) (api.Ann
 		}
 		return api.AnnounceResult{}, fmt.Errorf("announce: %s was not indexed (not a binpkg name portage writes?)", path)
 	}
+	return d.announceResult(lp), nil
+}
+
+// looksLikeCPV tells "app-misc/hello-1.0" from a path: two non-empty
+// parts, neither "." nor "..", and no file of that name here.
+func looksLikeCPV(s string) bool {
+	cat, pf, ok := strings.Cut(s, "/")
+	if !ok || cat == "" || pf == "" || strings.Contains(pf, "/") || cat == "." || cat == ".." {
+		return false
+	}
+	_, err := os.Stat(s)
+	return errors.Is(err, os.ErrNotExist)
+}
+
+func (d *Daemon) announceCPV(ctx context.Context, cpv string) (api.AnnounceResult, error) {
+	ch, err := d.scanner.Sync(ctx)
+	if err != nil {
+		return api.AnnounceResult{}, err
+	}
+	d.applyChanges(ctx, ch)
+	lps, err := d.store.ListLocal()
+	if err != nil {
+		return api.AnnounceResult{}, err
+	}
+	var best *store.LocalPackage
+	for i := range lps {
+		if lps[i].CPV == cpv && (best == nil || lps[i].IndexedAt.After(best.IndexedAt)) {
+			best = &lps[i]
+		}
+	}
+	if best == nil {
+		return api.AnnounceResult{}, fmt.Errorf("announce: no binpkg of %s in PKGDIR %s", cpv, d.cfg.Portage.PkgDir)
+	}
+	return d.announceResult(*best), nil
+}
+
+func (d *Daemon) announceResult(lp store.LocalPackage) api.AnnounceResult {
 	return api.AnnounceResult{
 		Path: lp.Path, CPV: lp.CPV, BuildKey: lp.BuildKey, VariantKey: lp.VariantKey,
 		Content:  trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}.String(),
 		Provided: d.node.Providing(mustCID(lp.BuildKey)),
-	}, nil
+	}
 }
 
 func mustCID(s string) cid.Cid {

@@ -45,7 +45,13 @@ gentoo_p2pd_binary_sharing() {
 			return 0
 			;;
 	esac
-	timeout -k 1 3 "${cmd}" "${args[@]}" </dev/null >&2 || true
+	# setup-portage records the socket of the user's daemon: portage runs
+	# this hook as root, whose own default socket path differs.
+	if [[ -n ${gentoo_p2pd_socket} ]]; then
+		GENTOO_P2PD_API_SOCKET=${gentoo_p2pd_socket} timeout -k 1 3 "${cmd}" "${args[@]}" </dev/null >&2 || true
+	else
+		timeout -k 1 3 "${cmd}" "${args[@]}" </dev/null >&2 || true
+	fi
 	return 0
 }
 

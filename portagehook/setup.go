@@ -32,6 +32,10 @@ type SetupOptions struct {
 	Undo bool
 	// Out receives the report (what changed, and the make.conf line).
 	Out io.Writer
+	// Socket is the API socket of the daemon the bashrc hook should talk to
+	// (the hook runs as root; the daemon usually as a user). Empty: the
+	// hook uses gentoo-p2pd's default.
+	Socket string
 	// GPG is the gpg binary; "" looks up "gpg" on PATH.
 	GPG string
 	// TrustHelper initializes a missing /etc/portage/gnupg before the key
@@ -152,7 +156,13 @@ func (s *setup) binrepos(portageDir string) error {
 }
 
 func (s *setup) bashrc(portageDir string) error {
-	return s.block(filepath.Join(portageDir, "bashrc"), "bashrc", BashrcSnippet)
+	body := BashrcSnippet
+	if s.opts.Socket != "" {
+		// Set in the postinst phase only, like the hook's functions, so it
+		// never reaches the environment.bz2 of a binpkg.
+		body = fmt.Sprintf("if [[ ${EBUILD_PHASE} == postinst ]]; then gentoo_p2pd_socket=%s; fi\n", shellQuote(s.opts.Socket)) + body
+	}
+	return s.block(filepath.Join(portageDir, "bashrc"), "bashrc", body)
 }
 
 // block adds (or with Undo removes) a marked block at the end of a text
@@ -397,4 +407,9 @@ func gpgImport(gpg, home string, pub []byte, fpr string) error {
 		return err
 	}
 	return run(nil, "--check-trustdb")
+}
+
+// shellQuote quotes s for bash as one word.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

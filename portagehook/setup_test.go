@@ -91,7 +91,8 @@ func TestSetupPortage(t *testing.T) {
 			helper := filepath.Join(t.TempDir(), "getuto")
 			helperLog := filepath.Join(t.TempDir(), "helper.log")
 			os.WriteFile(helper, []byte("#!/bin/sh\necho \"ROOT=$ROOT\" >>"+helperLog+"\nmkdir -p \"$ROOT/etc/portage/gnupg\"\nchmod 755 \"$ROOT/etc/portage/gnupg\"\n"), 0o755)
-			opts := SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:7750/gentoo-p2pd/", PublicKeyArmored: pub, TrustHelper: helper}
+			opts := SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:7750/gentoo-p2pd/", PublicKeyArmored: pub, TrustHelper: helper,
+				Socket: "/run/user/1000/it's gentoo-p2pd.sock"}
 
 			var dry bytes.Buffer
 			opts.DryRun, opts.Out = true, &dry
@@ -120,6 +121,11 @@ func TestSetupPortage(t *testing.T) {
 			bashrc := first["etc/portage/bashrc"]
 			if !strings.Contains(bashrc, BashrcSnippet) {
 				t.Error("bashrc lacks the hook")
+			}
+			// The hook runs as root: it must be told the user daemon's socket,
+			// quoted for bash, and only in the postinst phase.
+			if want := `if [[ ${EBUILD_PHASE} == postinst ]]; then gentoo_p2pd_socket='/run/user/1000/it'\''s gentoo-p2pd.sock'; fi`; !strings.Contains(bashrc, want) {
+				t.Errorf("bashrc lacks the socket line %q", want)
 			}
 			if orig, ok := tc.existing["etc/portage/bashrc"]; ok && !strings.HasPrefix(bashrc, orig) {
 				t.Error("the user's bashrc was not kept in front of the hook")

@@ -41,11 +41,11 @@ configured gateway address.`,
 				o.Root = "/"
 			}
 			if !o.Undo {
-				info, err := gatewayInfo(cmd, keyFile)
+				info, socket, err := gatewayInfo(cmd, keyFile)
 				if err != nil {
 					return err
 				}
-				o.GatewayURL, o.PublicKeyArmored = info.URL, []byte(info.PublicKey)
+				o.GatewayURL, o.PublicKeyArmored, o.Socket = info.URL, []byte(info.PublicKey), socket
 			}
 			if !o.DryRun && os.Geteuid() != 0 && o.Root == "/" {
 				return errors.New("setup-portage changes /etc/portage: run it as root (try --dry-run first)")
@@ -60,18 +60,19 @@ configured gateway address.`,
 	return cmd
 }
 
-// gatewayInfo asks the running daemon, falling back to the state dir.
-func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, error) {
+// gatewayInfo asks the running daemon, falling back to the state dir. It
+// also returns the daemon's socket, for the bashrc hook.
+func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, string, error) {
 	cfg, err := loadConfig(cmd, false)
 	if err != nil {
-		return api.GatewayInfo{}, err
+		return api.GatewayInfo{}, "", err
 	}
 	if keyFile != "" {
 		pub, err := os.ReadFile(keyFile)
 		if err != nil {
-			return api.GatewayInfo{}, err
+			return api.GatewayInfo{}, "", err
 		}
-		return api.GatewayInfo{URL: "http://" + cfg.Gateway.Listen + cfg.Gateway.Path, PublicKey: string(pub)}, nil
+		return api.GatewayInfo{URL: "http://" + cfg.Gateway.Listen + cfg.Gateway.Path, PublicKey: string(pub)}, cfg.API.Socket, nil
 	}
 	socket := cfg.API.Socket
 	if uid := os.Getenv("SUDO_UID"); uid != "" && !cmd.Flags().Changed("api-socket") {
@@ -82,21 +83,21 @@ func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, error) {
 	var info api.GatewayInfo
 	err = api.NewClient(socket).Get(ctx, api.PathGateway, nil, &info)
 	if err == nil {
-		return info, nil
+		return info, socket, nil
 	}
 	if !errors.Is(err, api.ErrNotRunning) {
-		return info, err
+		return info, "", err
 	}
 	// No daemon: use the key in the state dir (created by `init`).
 	key, kerr := daemon.SigningKey(cfg.StateDir)
 	if kerr != nil {
-		return info, fmt.Errorf("%v; and no signing key in %s: %w (run `gentoo-p2pd init` as the daemon's user, or pass --key)", err, cfg.StateDir, kerr)
+		return info, "", fmt.Errorf("%v; and no signing key in %s: %w (run `gentoo-p2pd init` as the daemon's user, or pass --key)", err, cfg.StateDir, kerr)
 	}
 	pub, perr := portagehook.ExportPublic(key)
 	if perr != nil {
-		return info, perr
+		return info, "", perr
 	}
-	return api.GatewayInfo{URL: "http://" + cfg.Gateway.Listen + strings.TrimSuffix(cfg.Gateway.Path, "/"), PublicKey: string(pub)}, nil
+	return api.GatewayInfo{URL: "http://" + cfg.Gateway.Listen + strings.TrimSuffix(cfg.Gateway.Path, "/"), PublicKey: string(pub)}, socket, nil
 }
 
 func newInitCmd() *cobra.Command {
