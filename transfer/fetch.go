@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +24,11 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 )
+
+// MaxFileSize bounds what Fetch accepts (64 GiB, far above any binary
+// package), so a bogus size cannot make it allocate a huge piece layer or
+// bitfield.
+const MaxFileSize = 64 << 30
 
 // Want names the file to fetch as an attestation describes it.
 type Want struct {
@@ -297,8 +303,8 @@ func checkWant(want Want, opts *FetchOptions) error {
 	if want.PieceSize != pieces.Size {
 		return fmt.Errorf("%w: piece size %d, this engine uses %d", ErrWant, want.PieceSize, pieces.Size)
 	}
-	if want.Size < 0 {
-		return fmt.Errorf("%w: negative size %d", ErrWant, want.Size)
+	if want.Size < 0 || want.Size > MaxFileSize {
+		return fmt.Errorf("%w: size %d outside 0..%d", ErrWant, want.Size, int64(MaxFileSize))
 	}
 	if opts.Dir == "" {
 		return fmt.Errorf("%w: FetchOptions.Dir is empty", ErrWant)
@@ -743,7 +749,15 @@ type hashResult struct {
 // never change after that). It reads from the part file (the page cache),
 // so pieces may arrive in any order. When stop is closed it finishes the
 // done prefix and returns the sum if every piece was hashed.
-func (f *fetcher) hashLoop(stop <-chan struct{}) hashResult {
+func (f *fetcher) hashLoop(stop <-chan struct{}) (res hashResult) {
+	// A part file truncated behind our back (the flock is advisory) would
+	// fault the mapping with SIGBUS; turn that into an error, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			res = hashResult{err: fmt.Errorf("transfer: %s changed while hashing: %v", f.pf.partPath, r)}
+		}
+	}()
 	h := sha256.New()
 	// Hash straight from a read-only shared mapping of the part file (the
 	// same page cache pwrite fills), which saves copying every byte once

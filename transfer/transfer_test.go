@@ -555,6 +555,11 @@ func TestFetchRejectsBadWant(t *testing.T) {
 	if !errors.Is(err, ErrWant) {
 		t.Fatalf("got %v, want ErrWant", err)
 	}
+	w = tf.want
+	w.Size = MaxFileSize + 1
+	if _, err := Fetch(testCtx(t), newHost(t), w, nil, FetchOptions{Dir: t.TempDir()}); !errors.Is(err, ErrWant) {
+		t.Fatalf("oversized want: %v, want ErrWant", err)
+	}
 	_, err = Fetch(testCtx(t), newHost(t), tf.want, nil, FetchOptions{})
 	if !errors.Is(err, ErrWant) || !strings.Contains(err.Error(), "Dir") {
 		t.Fatalf("got %v, want ErrWant naming Dir", err)
