@@ -31,6 +31,10 @@ type localExtra struct {
 	Index      map[string]string `json:"index"`
 }
 
+// errNonReproducible marks a rebuild whose content differs from what this
+// peer attested for the same build key earlier.
+var errNonReproducible = errors.New("non-reproducible rebuild")
+
 // indexer implements scan.Indexer: it is the one place a PKGDIR file is
 // read and identified.
 type indexer struct{ d *Daemon }
@@ -140,21 +144,92 @@ func (d *Daemon) applyChanges(ctx context.Context, ch scan.Changes) {
 	for _, err := range ch.Errors {
 		d.log.Warn("skipping binpkg", "err", err)
 	}
+	affected := map[string]string{} // build key → variant key
 	for _, lp := range ch.Removed {
-		d.withdraw(lp)
-	}
-	for _, lp := range ch.Replaced {
-		d.withdrawStale(lp)
+		affected[lp.BuildKey] = lp.VariantKey
+		d.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
 	}
 	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
+		affected[lp.BuildKey] = lp.VariantKey
 		if err := d.attestLocal(ctx, lp, true); err != nil {
 			d.log.Warn("attest", "path", lp.Path, "err", err)
 		}
 	}
+	d.reconcileOwn(affected)
 	if n := len(ch.Added) + len(ch.Replaced) + len(ch.Removed); n > 0 {
 		d.log.Info("PKGDIR changed", "added", len(ch.Added), "replaced", len(ch.Replaced), "removed", len(ch.Removed))
 	}
 	d.pkgdirMsg.Store("")
+}
+
+// reconcileOwn makes this peer's claims for the given build keys match the
+// files it holds: an own attestation whose file left PKGDIR is dropped (the
+// peer no longer claims to hold it; copies peers collected stay valid
+// votes, since "I built it and got C" remains true), and a key that no held
+// file carries any more is no longer (re)provided.
+func (d *Daemon) reconcileOwn(keys map[string]string) {
+	self := d.self.String()
+	var gone []cid.Cid
+	for bk, vk := range keys {
+		recs, _ := d.store.AttestationsFor(bk)
+		held := false
+		for _, r := range recs {
+			if r.Attester != self {
+				continue
+			}
+			s, err := trust.Decode(r.Blob)
+			if err != nil {
+				continue
+			}
+			if lps, _ := d.store.LocalBySHA(s.Attestation.FileSHA256); len(lps) == 0 {
+				d.store.DeleteAttestation(r.ID)
+				continue
+			}
+			held = true
+		}
+		if held || d.cachedBuild(bk) {
+			continue
+		}
+		if c, err := cid.Decode(bk); err == nil {
+			gone = append(gone, c)
+		}
+		if !d.ownsVariant(vk) {
+			if c, err := cid.Decode(vk); err == nil {
+				gone = append(gone, c)
+			}
+		}
+	}
+	if len(gone) > 0 && d.node != nil {
+		if err := d.node.Withdraw(gone...); err != nil {
+			d.log.Warn("withdraw", "err", err)
+		}
+	}
+}
+
+// cachedBuild reports whether the content cache holds a copy of a build
+// (mirror and share modes announce those too).
+func (d *Daemon) cachedBuild(buildKey string) bool {
+	entries, err := d.store.Cache().List()
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Meta.BuildKey == buildKey {
+			return true
+		}
+	}
+	return false
+}
+
+// ownsVariant reports whether an own attestation of the variant remains.
+func (d *Daemon) ownsVariant(variantKey string) bool {
+	recs, _ := d.store.AttestationsByVariant(variantKey)
+	for _, r := range recs {
+		if r.Attester == d.self.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // announceAll re-announces every stored local package (after a restart the
@@ -228,6 +303,15 @@ func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Si
 			return s, nil
 		}
 	}
+	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
+	claimed, err := d.store.ClaimOwnContent(lp.BuildKey, content.String())
+	if err != nil {
+		return nil, err
+	}
+	if claimed != content.String() {
+		return nil, fmt.Errorf("%s: %w: this peer attested content %s for build key %s before; a second content would be equivocation, so this build is kept local",
+			lp.Path, errNonReproducible, claimed, lp.BuildKey)
+	}
 	a := trust.Attestation{
 		Version:    trust.AttestationVersion,
 		BuildKey:   lp.BuildKey,
@@ -236,7 +320,7 @@ func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Si
 		Platform:   lp.Platform,
 		Descriptor: ex.Descriptor,
 		Index:      ex.Index,
-		Content:    trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest},
+		Content:    content,
 		FileSHA256: lp.FileSHA256,
 		Size:       lp.Size,
 		PieceRoot:  lp.PieceRoot,
@@ -246,60 +330,6 @@ func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Si
 		Time:       time.Now().UTC().Truncate(time.Second),
 	}
 	return trust.Sign(a, d.key)
-}
-
-// withdraw stops announcing a build that left PKGDIR: the keys are no
-// longer provided (unless another local file has them) and this daemon's
-// own attestation for the file is dropped, so it no longer claims to hold
-// it. Copies other peers collected stay valid votes: the statement "I
-// built it and got C" remains true.
-func (d *Daemon) withdraw(lp store.LocalPackage) {
-	d.withdrawStale(lp)
-	left, _ := d.store.LocalByBuildKey(lp.BuildKey)
-	var keep []cid.Cid
-	if len(left) == 0 {
-		if bk, err := cid.Decode(lp.BuildKey); err == nil {
-			keep = append(keep, bk)
-		}
-	}
-	if others, _ := d.store.AttestationsByVariant(lp.VariantKey); !holdsVariant(others, d.self.String(), lp.FileSHA256) {
-		if vk, err := cid.Decode(lp.VariantKey); err == nil {
-			keep = append(keep, vk)
-		}
-	}
-	if len(keep) > 0 {
-		if err := d.node.Withdraw(keep...); err != nil {
-			d.log.Warn("withdraw", "cpv", lp.CPV, "err", err)
-		}
-	}
-	d.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
-}
-
-// withdrawStale drops the own attestation for the file lp described.
-func (d *Daemon) withdrawStale(lp store.LocalPackage) {
-	recs, _ := d.store.AttestationsFor(lp.BuildKey)
-	for _, r := range recs {
-		if r.Attester != d.self.String() {
-			continue
-		}
-		if s, err := trust.Decode(r.Blob); err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 {
-			d.store.DeleteAttestation(r.ID)
-		}
-	}
-}
-
-// holdsVariant reports whether self still attests another file of the
-// variant.
-func holdsVariant(recs []store.AttestationRecord, self string, gone [32]byte) bool {
-	for _, r := range recs {
-		if r.Attester != self {
-			continue
-		}
-		if s, err := trust.Decode(r.Blob); err == nil && s.Attestation.FileSHA256 != gone {
-			return true
-		}
-	}
-	return false
 }
 
 var (

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
@@ -210,4 +212,82 @@ func endorseFixtureSet(t *testing.T, set, name string, priv ed25519.PrivateKey) 
 		t.Fatal(err)
 	}
 	return e
+}
+
+// TestRebuildWithOtherContentIsNotAttested: a peer whose rebuild of a
+// package comes out different (a non-reproducible build, or a tampered
+// file dropped into PKGDIR) must not sign a second content id for the
+// build key — that would be equivocation and void its votes — so the new
+// file stays local and peers see no evidence against it.
+func TestRebuildWithOtherContentIsNotAttested(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, filepath.Join(dir, "builder", "pkgdir")); err != nil {
+		t.Fatal(err)
+	}
+	a, err := testnet.Start(ctx, testnet.NodeOptions{Name: "builder", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	b, err := testnet.Start(ctx, testnet.NodeOptions{Name: "observer", Dir: dir, Bootstrap: []string{a.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	if err := testnet.WaitFor(ctx, 60*time.Second, "the observer's catalog", func() bool {
+		return b.Daemon.Status(ctx).CatalogAttestations >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	layout := filepath.Join(a.PKGDIR, "app-misc", "layout-1.0-r1.gpkg.tar")
+	before, ok, err := a.Daemon.Store().GetLocal(layout)
+	if err != nil || !ok {
+		t.Fatalf("layout not indexed: %v", err)
+	}
+	// The "rebuild": same build key, other content.
+	evil, err := fixtures.Read(fixtures.Backdoored, "app-misc/layout-1.0-r1.gpkg.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := layout + ".new"
+	if err := os.WriteFile(tmp, evil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, layout); err != nil {
+		t.Fatal(err)
+	}
+	if err := testnet.WaitFor(ctx, 60*time.Second, "the rebuild to be indexed", func() bool {
+		lp, ok, _ := a.Daemon.Store().GetLocal(layout)
+		return ok && lp.MetadataDigest != before.MetadataDigest
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := a.Daemon.Store().AttestationsFor(before.BuildKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Attester == a.Daemon.ID().String() && r.Content != (trust.ContentID{Image: before.ImageDigest, Metadata: before.MetadataDigest}).String() {
+			t.Fatalf("the builder signed a second content id for %s", before.BuildKey)
+		}
+	}
+	if a.Daemon.Node().Providing(mustDecodeCID(t, before.BuildKey)) {
+		t.Error("the builder still provides the build key of a file it no longer attests")
+	}
+	// The observer holds only the first content from the builder and no
+	// evidence against it.
+	if ev, _ := b.Daemon.Store().Evidence(); len(ev) != 0 {
+		t.Errorf("observer recorded %d equivocation proofs against an honest rebuild", len(ev))
+	}
+}
+
+func mustDecodeCID(t *testing.T, s string) cid.Cid {
+	t.Helper()
+	c, err := cid.Decode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

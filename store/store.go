@@ -85,12 +85,13 @@ var (
 	bucketCounters    = []byte("counters")
 	bucketCache       = []byte("cache")
 	bucketEndorse     = []byte("endorsements")
+	bucketOwnContent  = []byte("own_content")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketLocal, bucketLocalBySHA, bucketLocalByKey, bucketLeaves,
 		bucketAtt, bucketAttByBuild, bucketAttByVar, bucketAttByPlat, bucketAttByCPV, bucketAttByAuthor,
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
-		bucketEndorse,
+		bucketEndorse, bucketOwnContent,
 	}
 
 	keySchema = []byte("schema")
