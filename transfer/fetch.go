@@ -145,6 +145,10 @@ type Result struct {
 	BadPeers []PeerFault
 	// Duration is the wall time of the call.
 	Duration time.Duration
+	// Leaves is the verified piece layer (nil before a provider sent one),
+	// so a caller that keeps the file can cache it for serving without
+	// hashing the file again.
+	Leaves [][32]byte
 }
 
 var (
@@ -391,6 +395,7 @@ func (f *fetcher) init(leaves [][32]byte) error {
 	}
 	f.mu.Lock()
 	f.res.PiecesReused = reused
+	f.res.Leaves = leaves
 	f.doneBytes = doneBytes
 	f.mu.Unlock()
 	f.sched = newScheduler(done)

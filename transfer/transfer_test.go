@@ -69,6 +69,9 @@ func TestFetchSingleProvider(t *testing.T) {
 			if res.PiecesFetched != pieces.Count(tf.want.Size) || res.PiecesReused != 0 {
 				t.Fatalf("fetched %d reused %d, want %d and 0", res.PiecesFetched, res.PiecesReused, pieces.Count(tf.want.Size))
 			}
+			if pieces.RootOf(res.Leaves) != tf.want.PieceRoot {
+				t.Fatalf("Result.Leaves is not the verified layer")
+			}
 			if tt.size > 0 && lastProgress.Load() != tf.want.Size {
 				t.Fatalf("last progress %d, want %d", lastProgress.Load(), tf.want.Size)
 			}
