@@ -30,9 +30,20 @@ type benchImage struct {
 
 var (
 	benchOnce sync.Once
+	benchDir  string
 	benchData benchImage
 	benchErr  error
 )
+
+// TestMain removes the generated benchmark image (≈70 MB), which the
+// benchmarks share through benchOnce and so cannot tie to one b.TempDir.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
+	}
+	os.Exit(code)
+}
 
 // makeBenchImage builds the image once per test binary run.
 func makeBenchImage(b *testing.B) benchImage {
@@ -42,6 +53,7 @@ func makeBenchImage(b *testing.B) benchImage {
 			benchErr = err
 			return
 		}
+		benchDir = dir
 		benchErr = generateBenchImage(dir, &benchData)
 	})
 	if benchErr != nil {

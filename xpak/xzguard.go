@@ -17,7 +17,13 @@ import (
 type xzGuard struct {
 	r      io.Reader
 	window int64
-	err    error
+	err    error // sticky: parse error, or the source's error once buffered bytes are served
+
+	// Bytes already parsed, not yet served. The xz decoder reads its
+	// compressed input one byte at a time, so serving from here keeps that
+	// cheap; and every byte is parsed before the decoder can see it.
+	in       []byte
+	pos, end int
 
 	state    xzState
 	need     int    // bytes still to collect or skip in this state
@@ -48,19 +54,27 @@ const (
 )
 
 func newXZGuard(r io.Reader, window int64) *xzGuard {
-	return &xzGuard{r: r, window: window, state: xzStreamHeader, need: 12}
+	return &xzGuard{r: r, window: window, state: xzStreamHeader, need: 12, in: make([]byte, 64<<10)}
 }
 
 func (g *xzGuard) Read(p []byte) (int, error) {
-	if g.err != nil {
-		return 0, g.err
+	for g.pos == g.end {
+		if g.err != nil {
+			return 0, g.err
+		}
+		n, err := g.r.Read(g.in)
+		if perr := g.feed(g.in[:n]); perr != nil {
+			g.err = perr
+			return 0, perr
+		}
+		g.pos, g.end = 0, n
+		if err != nil {
+			g.err = err
+		}
 	}
-	n, err := g.r.Read(p)
-	if perr := g.feed(p[:n]); perr != nil {
-		g.err = perr
-		return 0, perr
-	}
-	return n, err
+	n := copy(p, g.in[g.pos:g.end])
+	g.pos += n
+	return n, nil
 }
 
 func (g *xzGuard) fail(format string, args ...any) error {
