@@ -234,7 +234,8 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 			pf.discard()
 			return res, fmt.Errorf("%w: empty file with piece root %x", pieces.ErrLayerMismatch, want.PieceRoot[:8])
 		}
-		return res, f.finish(sha256.Sum256(nil))
+		err := f.finish(sha256.Sum256(nil)) // sets res.Path: call before reading res
+		return res, err
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -300,7 +301,8 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	case hashed.err != nil:
 		return res, hashed.err
 	}
-	return res, f.finish(hashed.sum)
+	err = f.finish(hashed.sum) // sets res.Path: call before reading res
+	return res, err
 }
 
 func checkWant(want Want, opts *FetchOptions) error {
