@@ -27,7 +27,7 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
-	const ns = "gentoo_p2p"
+	const ns = "gentoo_p2pd"
 	m := &metrics{
 		reg: reg,
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -76,10 +76,11 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		Namespace: ns, Name: "peers",
 		Help: "Currently connected peers.",
 	}, func() float64 {
-		if n.host == nil {
+		hp := n.liveHost.Load()
+		if hp == nil {
 			return 0
 		}
-		return float64(len(n.host.Network().Peers()))
+		return float64(len((*hp).Network().Peers()))
 	})
 	m.collectors = []prometheus.Collector{m.lookups, m.lookupSeconds, m.provides, m.withdrawals, m.served,
 		m.gossipReceived, m.gossipRejected, m.gossipIgnored, m.gossipDelivered, m.gossipPublished, peers}

@@ -86,6 +86,9 @@ type Node struct {
 	mdns mdns.Service
 
 	reachability atomic.Int32 // network.Reachability
+	// liveHost holds the host once libp2p.New returned: autorelay's peer
+	// source and the metrics gauge may run before n.host is assigned.
+	liveHost atomic.Pointer[host.Host]
 
 	mu       sync.Mutex
 	closed   bool
@@ -136,6 +139,7 @@ func (n *Node) start(ctx context.Context) error {
 		release() // libp2p does not close managers it did not create
 		return fmt.Errorf("p2p: start libp2p host: %w", err)
 	}
+	n.liveHost.Store(&n.host)
 	n.watchReachability()
 
 	mode := map[DHTMode]dht.ModeOpt{DHTServer: dht.ModeServer, DHTAuto: dht.ModeAutoServer, DHTClient: dht.ModeClient}[cfg.DHTMode]
@@ -278,14 +282,16 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
 	out := make(chan peer.AddrInfo, num)
 	defer close(out)
-	if n.host == nil {
+	hp := n.liveHost.Load()
+	if hp == nil {
 		return out
 	}
-	for _, p := range n.host.Network().Peers() {
+	h := *hp
+	for _, p := range h.Network().Peers() {
 		if len(out) == num {
 			break
 		}
-		out <- n.host.Peerstore().PeerInfo(p)
+		out <- h.Peerstore().PeerInfo(p)
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -325,4 +326,42 @@ func TestRegistryReuse(t *testing.T) {
 		t.Errorf("peers gauge of a lone node = %v", v)
 	}
 	_ = second
+}
+
+// TestAllTransportsAndNATFeatures starts two nodes with QUIC, AutoNAT,
+// hole punching and the relay client on (loopback only, mDNS still off),
+// connects them over QUIC alone, and closes them without leaks.
+func TestAllTransportsAndNATFeatures(t *testing.T) {
+	mk := func(boot ...peer.AddrInfo) *Node {
+		cfg := testConfig(t, boot...)
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+		cfg.QUIC, cfg.AutoNAT, cfg.HolePunching, cfg.RelayClient = true, true, true, true
+		return newTestNode(t, cfg, Handlers{Attestations: func(context.Context, cid.Cid) ([][]byte, error) {
+			return [][]byte{[]byte("over quic")}, nil
+		}})
+	}
+	a := mk()
+	var quic []ma.Multiaddr
+	for _, addr := range a.Host().Addrs() {
+		if _, err := addr.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+			quic = append(quic, addr)
+		}
+	}
+	if len(quic) == 0 {
+		t.Fatalf("no QUIC listen address among %v", a.Host().Addrs())
+	}
+	b := mk(peer.AddrInfo{ID: a.ID(), Addrs: quic})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := b.FetchAttestations(ctx, a.ID(), testKey(t, "k"))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("attest over QUIC: %q, %v", got, err)
+	}
+	conns := b.Host().Network().ConnsToPeer(a.ID())
+	if len(conns) == 0 || conns[0].ConnState().Transport != "quic-v1" {
+		t.Fatalf("connection to A is not QUIC: %v", conns)
+	}
+	if r := b.Reachability(); r != "unknown" && r != "private" && r != "public" {
+		t.Fatalf("Reachability() = %q", r)
+	}
 }
