@@ -164,9 +164,12 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 		if err != nil {
 			return nil, containerError(err)
 		}
-		if first && hdr.Typeflag == tar.TypeDir {
-			// A leading directory entry is not GLEP 78.
-			return nil, fmt.Errorf("%w: first member %q is not <dir>/gpkg-1", ErrBadGPKG, hdr.Name)
+		if first {
+			d, base, _ := strings.Cut(hdr.Name, "/")
+			if base != "gpkg-1" || d == "" || d == "." || d == ".." || (hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA) {
+				// A tar, but not a GPKG: both sentinels apply.
+				return nil, fmt.Errorf("%w: %w: first member is %q, not <dir>/gpkg-1", ErrUnknownFormat, ErrBadGPKG, hdr.Name)
+			}
 		}
 		d, base, ok := strings.Cut(hdr.Name, "/")
 		if !ok || d == "" || base == "" || strings.Contains(base, "/") || d == "." || d == ".." {
@@ -174,9 +177,6 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 		}
 		isFirst := first
 		if first {
-			if base != "gpkg-1" {
-				return nil, fmt.Errorf("%w: first member is %q, not <dir>/gpkg-1", ErrBadGPKG, hdr.Name)
-			}
 			dir, first = d, false
 		} else if d != dir {
 			return nil, fmt.Errorf("%w: member %q is outside %s/", ErrBadGPKG, hdr.Name, dir)

@@ -352,6 +352,9 @@ func TestHostileGPKG(t *testing.T) {
 		{"truncated-manifest", truncate(buildGPKG(t, "evil-1.0", std, nil), 1024+600), ErrTruncated, ""},
 		{"truncated-image", truncate(buildGPKG(t, "evil-1.0", std, nil), 1024+1024+len(std[2].data)/2), ErrTruncated, ""},
 	}
+	if _, err := readBytes(buildTar(t, []tentry{{name: "README", body: "just a tarball"}}), DefaultLimits()); !errors.Is(err, ErrUnknownFormat) {
+		t.Errorf("plain tar: %v", err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := readBytes(c.file, DefaultLimits())

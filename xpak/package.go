@@ -21,7 +21,9 @@ const (
 )
 
 // Limits bound what a hostile package can make a reader spend. Every limit
-// is checked before the memory or disk is used, never after.
+// is checked before the memory or disk is used, never after. A zero (or
+// negative) bound means its DefaultLimits value, so a literal naming only
+// the bounds a caller cares about never means "nothing allowed".
 type Limits struct {
 	// MaxImageBytes caps the decompressed size of the image tar (the
 	// decompression-bomb guard).
