@@ -129,6 +129,10 @@ func (d *Daemon) findHolders(ctx context.Context, buildKey string) (files map[[3
 	defer cancel()
 	provs, err := d.node.FindProviders(fctx, key, 32)
 	d.metrics.lookups.Inc()
+	// Attesters this node can already reach are asked too: a fresh
+	// announcement may not be in the DHT yet (or the DHT may be small),
+	// and an attester is the likeliest holder.
+	provs = appendReachableAttesters(d, provs, buildKey)
 	if err != nil && len(provs) == 0 {
 		return nil, nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
 	}
@@ -336,4 +340,29 @@ func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
 	}
 	d.store.Cache().Touch(sha)
 	return transfer.OpenFile(entry.Path, leaves)
+}
+
+// appendReachableAttesters adds to provs the attesters of buildKey that are
+// connected or have known addresses, without duplicates.
+func appendReachableAttesters(d *Daemon, provs []peer.AddrInfo, buildKey string) []peer.AddrInfo {
+	seen := map[peer.ID]bool{d.self: true}
+	for _, p := range provs {
+		seen[p.ID] = true
+	}
+	recs, err := d.store.AttestationsFor(buildKey)
+	if err != nil {
+		return provs
+	}
+	ps := d.node.Host().Peerstore()
+	for _, r := range recs {
+		id, err := peer.Decode(r.Attester)
+		if err != nil || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if addrs := ps.Addrs(id); len(addrs) > 0 {
+			provs = append(provs, peer.AddrInfo{ID: id, Addrs: addrs})
+		}
+	}
+	return provs
 }

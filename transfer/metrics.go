@@ -45,6 +45,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 		}, []string{"result"}),
 	}
+	// Export every fault reason from the start, so a dashboard sees a zero
+	// rather than a missing series until the first bad peer.
+	for _, r := range []FaultKind{FaultBadPiece, FaultBadLayer, FaultProtocol, FaultStall, FaultUnavailable, FaultConnection} {
+		m.pieceFailures.WithLabelValues(string(r))
+	}
 	if reg == nil {
 		return m, nil
 	}

@@ -1,0 +1,106 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+)
+
+// TestMetricsEndpoint: with metrics.listen set, /metrics carries the
+// series operators watch — lookups, announces, fetch bytes and durations,
+// piece failures, verdicts, peers — with the values a fetch produced.
+func TestMetricsEndpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, filepath.Join(dir, "builder", "pkgdir")); err != nil {
+		t.Fatal(err)
+	}
+	builder, err := testnet.Start(ctx, testnet.NodeOptions{Name: "builder", Dir: dir,
+		Configure: func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer builder.Stop()
+	fetcher, err := testnet.Start(ctx, testnet.NodeOptions{Name: "fetcher", Dir: dir, Bootstrap: []string{builder.Addr()},
+		Configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Metrics.Listen = "127.0.0.1:0" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fetcher.Stop()
+	if err := testnet.WaitFor(ctx, 60*time.Second, "the fetcher's catalog", func() bool {
+		return fetcher.Daemon.Status(ctx).CatalogAttestations >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := fetcher.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	scrape := func(n *testnet.Node) string {
+		t.Helper()
+		url := n.Daemon.MetricsURL()
+		if url == "" {
+			t.Fatalf("%s: no metrics URL although metrics.listen is set", n.Name)
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	value := func(body, series string) float64 {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + `(?:\{[^}]*\})? ([0-9.e+-]+)$`).FindAllStringSubmatch(body, -1)
+		if m == nil {
+			t.Errorf("/metrics lacks %s", series)
+			return 0
+		}
+		var sum float64
+		for _, x := range m {
+			v, _ := strconv.ParseFloat(x[1], 64)
+			sum += v
+		}
+		return sum
+	}
+	fb := scrape(fetcher)
+	if v := value(fb, "gentoo_p2pd_lookups_total"); v < 1 {
+		t.Errorf("lookups_total = %v after a fetch", v)
+	}
+	if v := value(fb, "gentoo_p2pd_transfer_fetched_bytes_total"); v < float64(res.Size) {
+		t.Errorf("fetched_bytes_total = %v, fetched a %d-byte file", v, res.Size)
+	}
+	if v := value(fb, "gentoo_p2pd_transfer_fetch_duration_seconds_count"); v < 1 {
+		t.Errorf("fetch_duration_seconds_count = %v", v)
+	}
+	value(fb, "gentoo_p2pd_transfer_peer_faults_total")
+	if v := value(fb, "gentoo_p2pd_verdicts_total"); v < 1 {
+		t.Errorf("verdicts_total = %v", v)
+	}
+	if v := value(fb, "gentoo_p2p_peers"); v < 1 {
+		t.Errorf("peers = %v with a connected builder", v)
+	}
+	bb := scrape(builder)
+	if v := value(bb, "gentoo_p2pd_announces_total"); v < 2 {
+		t.Errorf("builder announces_total = %v for 2 builds", v)
+	}
+	if v := value(bb, "gentoo_p2pd_transfer_served_bytes_total"); v < float64(res.Size) {
+		t.Errorf("builder served_bytes_total = %v, served a %d-byte file", v, res.Size)
+	}
+}
