@@ -640,6 +640,8 @@ func TestNoGoroutinesLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		buf := make([]byte, 1<<20)
 		stacks := string(buf[:runtime.Stack(buf, true)])
@@ -655,6 +657,6 @@ func TestNoGoroutinesLeft(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("goroutines left:\n%s", strings.Join(ours, "\n\n"))
 		}
-		runtime.Gosched()
+		<-poll.C
 	}
 }
