@@ -366,6 +366,28 @@ func TestHostileGPKG(t *testing.T) {
 			}
 		})
 	}
+	// Hash pairs in either order, an unknown extra hash, CRLF endings and
+	// blank lines are all fine.
+	var swapped strings.Builder
+	for _, m := range std {
+		f := strings.Fields(manifestLine(m))
+		swapped.WriteString(strings.Join([]string{f[0], f[1], f[2], "SHA512", f[6], "SHA256", "00", "BLAKE2B", f[4]}, " ") + "\r\n\n")
+	}
+	if _, err := readBytes(buildGPKG(t, "evil-1.0", std, []byte(swapped.String())), DefaultLimits()); err != nil {
+		t.Errorf("swapped hash order: %v", err)
+	}
+	// Only one known hash is enough, and it is checked.
+	var onlySHA strings.Builder
+	for _, m := range std {
+		f := strings.Fields(manifestLine(m))
+		onlySHA.WriteString(strings.Join([]string{f[0], f[1], f[2], "SHA512", f[6]}, " ") + "\n")
+	}
+	if _, err := readBytes(buildGPKG(t, "evil-1.0", std, []byte(onlySHA.String())), DefaultLimits()); err != nil {
+		t.Errorf("SHA512 only: %v", err)
+	}
+	if _, err := readBytes(buildGPKG(t, "evil-1.0", tampered, []byte(onlySHA.String())), DefaultLimits()); !errors.Is(err, ErrManifestMismatch) {
+		t.Errorf("SHA512 only, tampered: %v", err)
+	}
 	// A clearsigned Manifest with dash-escaping parses and marks the
 	// package signed when both .sig members exist.
 	sigs := with(gmember{"metadata.tar.zst.sig", []byte("sig1")}, gmember{"image.tar.zst.sig", []byte("sig2")})
