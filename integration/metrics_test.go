@@ -93,7 +93,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if v := value(fb, "gentoo_p2pd_verdicts_total"); v < 1 {
 		t.Errorf("verdicts_total = %v", v)
 	}
-	if v := value(fb, "gentoo_p2p_peers"); v < 1 {
+	if v := value(fb, "gentoo_p2pd_peers"); v < 1 {
 		t.Errorf("peers = %v with a connected builder", v)
 	}
 	bb := scrape(builder)
