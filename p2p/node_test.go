@@ -134,7 +134,7 @@ func TestFiveNodesProvideFindAttest(t *testing.T) {
 	if v := counterValue(t, e.metrics.lookups.WithLabelValues("found")); v < 2 {
 		t.Errorf("E counted %v successful lookups, want >= 2", v)
 	}
-	if v := gatheredValue(t, regs[1], "gentoo_p2p_peers"); v < 1 {
+	if v := gatheredValue(t, regs[1], "gentoo_p2pd_peers"); v < 1 {
 		t.Errorf("peers gauge on A's registry = %v, want >= 1", v)
 	}
 }
@@ -322,7 +322,7 @@ func TestRegistryReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := newTestNode(t, cfg, Handlers{})
-	if v := gatheredValue(t, reg, "gentoo_p2p_peers"); v != 0 {
+	if v := gatheredValue(t, reg, "gentoo_p2pd_peers"); v != 0 {
 		t.Errorf("peers gauge of a lone node = %v", v)
 	}
 	_ = second
