@@ -189,7 +189,11 @@ func gatheredValue(t testing.TB, g prometheus.Gatherer, name string) float64 {
 			return f.Metric[0].GetCounter().GetValue()
 		}
 	}
-	t.Fatalf("metric %s not gathered", name)
+	var names []string
+	for _, f := range fams {
+		names = append(names, fmt.Sprintf("%s(%d)", f.GetName(), len(f.Metric)))
+	}
+	t.Fatalf("metric %s not gathered; have %v", name, names)
 	return 0
 }
 

@@ -216,8 +216,10 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 		limits.AddProtocolLimit(proto,
 			rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20},
 			rcmgr.BaseLimitIncrease{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 16 << 20})
+		// Per peer: enough for a daemon checking many keys at once against
+		// one peer, and memory for yamux windows of a 32 MiB response.
 		limits.AddProtocolPeerLimit(proto,
-			rcmgr.BaseLimit{StreamsInbound: 8, StreamsOutbound: 16, Streams: 24, Memory: 8 << 20},
+			rcmgr.BaseLimit{StreamsInbound: 32, StreamsOutbound: 32, Streams: 64, Memory: 48 << 20},
 			rcmgr.BaseLimitIncrease{})
 	}
 	var rcOpts []rcmgr.Option

@@ -17,7 +17,8 @@ package p2p
 //	/gentoo-p2p/catalog/1
 //	  request  = frame(platform) uvarint(since)
 //	                                        platform: 1..128 bytes, opaque to p2p;
-//	                                        since: Unix seconds, 0 = everything
+//	                                        since: Unix seconds, 0 = everything,
+//	                                        at most 2^62
 //	  response = same shape as attest/1
 //
 // Limits, enforced by both ends: a blob is 1..65536 bytes, count is at most
