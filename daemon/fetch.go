@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
-	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -226,12 +224,9 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 		if err != nil {
 			return "", nil, res, err
 		}
-		// Cache the piece layer now so serving the file never re-hashes it.
-		if f, err := os.Open(entry.Path); err == nil {
-			if leaves, _, err := pieces.Layer(f); err == nil {
-				d.store.PutLeaves(a.FileSHA256, leaves)
-			}
-			f.Close()
+		// Keep the verified piece layer so serving the file never re-hashes it.
+		if len(res.Leaves) > 0 {
+			d.store.PutLeaves(a.FileSHA256, res.Leaves)
 		}
 		d.holdBudget(a.FileSHA256)
 		// A copy this daemon serves (share and mirror modes serve allowed
