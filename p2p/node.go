@@ -50,6 +50,7 @@ var ErrClosed = errors.New("p2p: node closed")
 // Handlers are the daemon's callbacks. They receive and return opaque bytes;
 // the daemon does all decoding and verification. A nil handler makes the
 // node refuse that protocol ("not served") or accept gossip unchecked.
+// Every handler may be called concurrently from many goroutines.
 type Handlers struct {
 	// Attestations returns the attestation blobs held for key (a build or
 	// variant key), serving /gentoo-p2p/attest/1. Return an empty list for

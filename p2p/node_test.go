@@ -365,3 +365,26 @@ func TestAllTransportsAndNATFeatures(t *testing.T) {
 		t.Fatalf("Reachability() = %q", r)
 	}
 }
+
+// TestTwoNodeProvide: the sweeping provider also works in the smallest
+// network (one region covering the keyspace), and a key provided before
+// the first peer appears is announced once it does.
+func TestTwoNodeProvide(t *testing.T) {
+	first := newTestNode(t, testConfig(t), Handlers{})
+	early := testKey(t, "provided while alone")
+	if err := first.Provide(early); err != nil {
+		t.Fatal(err)
+	}
+	second := newTestNode(t, testConfig(t, first.AddrInfo()), Handlers{})
+	waitFor(t, 20*time.Second, "second node to hold the early record", func() bool {
+		recs, err := second.dht.ProviderStore().GetProviders(context.Background(), early.Hash())
+		return err == nil && slices.ContainsFunc(recs, func(p peer.AddrInfo) bool { return p.ID == first.ID() })
+	})
+	late := testKey(t, "provided with a peer")
+	if err := second.Provide(late); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "first node to find the second for the late key", func() bool {
+		return findsProvider(first, late, second.ID())
+	})
+}
