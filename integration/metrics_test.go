@@ -67,7 +67,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	value := func(body, series string) float64 {
 		t.Helper()
-		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + `(?:\{[^}]*\})? ([0-9.e+-]+)$`).FindAllStringSubmatch(body, -1)
+		m := regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(series)+`(?:\{[^}]*\})? ([0-9.e+-]+)$`).FindAllStringSubmatch(body, -1)
 		if m == nil {
 			t.Errorf("/metrics lacks %s", series)
 			return 0
