@@ -159,3 +159,39 @@ func TestPublishErrors(t *testing.T) {
 		t.Errorf("Publish after leave: %v, want ErrNotJoined", err)
 	}
 }
+
+// TestGossipMaxSizeMessage: a message of exactly MaxBlobSize fits the
+// pubsub envelope limit and arrives intact.
+func TestGossipMaxSizeMessage(t *testing.T) {
+	got := make(chan []byte, 1)
+	nodes := newNetwork(t, 2, func(i int) Handlers {
+		return Handlers{OnGossip: func(_ peer.ID, _ string, msg []byte) error {
+			select {
+			case got <- msg:
+			default:
+			}
+			return nil
+		}}
+	})
+	for _, n := range nodes {
+		if err := n.JoinPlatform("amd64"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "topic peers", func() bool { return len(nodes[0].TopicPeers("amd64")) == 1 })
+	msg := make([]byte, MaxBlobSize)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	if err := nodes[0].Publish(context.Background(), "amd64", msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m) != string(msg) {
+			t.Fatal("max-size message corrupted")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("max-size message not delivered")
+	}
+}

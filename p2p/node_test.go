@@ -388,3 +388,23 @@ func TestTwoNodeProvide(t *testing.T) {
 		return findsProvider(first, late, second.ID())
 	})
 }
+
+// TestFindProvidersNobody: an unknown key is an empty answer, not an
+// error; a context that ends first is an error.
+func TestFindProvidersNobody(t *testing.T) {
+	nodes := newNetwork(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	provs, err := nodes[2].FindProviders(ctx, testKey(t, "nobody has this"), 1)
+	if err != nil || len(provs) != 0 {
+		t.Fatalf("FindProviders(unknown) = %v, %v; want empty, nil", provs, err)
+	}
+	done, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if _, err := nodes[2].FindProviders(done, testKey(t, "nobody has this"), 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("FindProviders with a cancelled context: %v, want context.Canceled", err)
+	}
+	if _, err := nodes[2].FindProviders(ctx, cid.Undef, 1); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("FindProviders(undefined): %v, want ErrBadKey", err)
+	}
+}
