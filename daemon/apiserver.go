@@ -193,9 +193,20 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 	}
 	if recs, err := d.store.ListAttestations(); err == nil {
 		st.CatalogAttestations = len(recs)
-		keys := uniqueBuildKeys(recs)
-		st.CatalogBuilds = len(keys)
-		for _, k := range keys {
+		// Only a build key with two content ids can be disputed: evaluate
+		// those, not the whole catalog.
+		contents := map[string]map[string]bool{}
+		for _, r := range recs {
+			if contents[r.BuildKey] == nil {
+				contents[r.BuildKey] = map[string]bool{}
+			}
+			contents[r.BuildKey][r.Content] = true
+		}
+		st.CatalogBuilds = len(contents)
+		for k, cs := range contents {
+			if len(cs) < 2 {
+				continue
+			}
 			if v, _, err := d.verdict(k); err == nil && v.Decision == trust.Disputed {
 				st.Disputes++
 			}
