@@ -108,7 +108,7 @@ func (d *Daemon) collectAttestations(ctx context.Context, buildKey string) error
 // attestations, and maps each container file to the peers that attest
 // holding it (a peer's own attestation is its claim to hold the file).
 func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
-	files, _, err := d.findHolders(ctx, buildKey)
+	files, _, err := d.findHolders(ctx, buildKey, false)
 	return files, err
 }
 
@@ -117,8 +117,9 @@ func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]by
 // they fetched (a mirror, or a share-mode peer's cache), or a builder
 // whose stale DHT record outlived its file. Which file they hold is
 // unknown until asked; pieces are verified against the attested root
-// either way, and one without the file answers "not found".
-func (d *Daemon) findHolders(ctx context.Context, buildKey string) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
+// either way, and one without the file answers "not found". askAttesters
+// adds the build's attesters this node can reach to the DHT's answer.
+func (d *Daemon) findHolders(ctx context.Context, buildKey string, askAttesters bool) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
 	key, err := cid.Decode(buildKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("build key %q: %w", buildKey, err)
@@ -127,10 +128,12 @@ func (d *Daemon) findHolders(ctx context.Context, buildKey string) (files map[[3
 	defer cancel()
 	provs, err := d.node.FindProviders(fctx, key, 32)
 	d.metrics.lookups.Inc()
-	// Attesters this node can already reach are asked too: a fresh
-	// announcement may not be in the DHT yet (or the DHT may be small),
-	// and an attester is the likeliest holder.
-	provs = appendReachableAttesters(d, provs, buildKey)
+	if askAttesters {
+		// A fetch also asks the attesters this node can already reach: a
+		// fresh announcement may not be in the DHT yet (or the DHT may be
+		// small), and an attester is the likeliest holder.
+		provs = appendReachableAttesters(d, provs, buildKey)
+	}
 	if err != nil && len(provs) == 0 {
 		return nil, nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
 	}
@@ -170,7 +173,7 @@ func (d *Daemon) findHolders(ctx context.Context, buildKey string) (files map[[3
 // peers that hold it, verifying pieces, the whole file, and finally the
 // image and metadata digests before the file enters the cache.
 func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
-	files, copies, err := d.findHolders(ctx, buildKey)
+	files, copies, err := d.findHolders(ctx, buildKey, true)
 	if err != nil {
 		return "", nil, transfer.Result{}, err
 	}
