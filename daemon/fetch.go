@@ -326,14 +326,7 @@ func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
 	if err != nil || !ok {
 		return nil, errNotServed
 	}
-	v, _, err := d.verdict(entry.Meta.BuildKey)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case v.Decision == trust.Allowed:
-	case d.cfg.Mode == config.ModeMirror && v.Decision == trust.Unknown:
-	default:
+	if !d.servable(entry.Meta.BuildKey) {
 		return nil, errNotServed
 	}
 	d.store.Cache().Touch(sha)
@@ -363,4 +356,15 @@ func appendReachableAttesters(d *Daemon, provs []peer.AddrInfo, buildKey string)
 		}
 	}
 	return provs
+}
+
+// servable reports whether a cached copy of a build may be served to peers:
+// Allowed builds, and in mirror mode builds not decided yet — never refused
+// or disputed ones.
+func (d *Daemon) servable(buildKey string) bool {
+	v, _, err := d.verdict(buildKey)
+	if err != nil {
+		return false
+	}
+	return v.Decision == trust.Allowed || d.cfg.Mode == config.ModeMirror && v.Decision == trust.Unknown
 }

@@ -244,6 +244,29 @@ func (d *Daemon) announceAll(ctx context.Context) error {
 			d.log.Warn("re-announce", "path", lp.Path, "err", err)
 		}
 	}
+	if d.cfg.Mode == config.ModeConsume {
+		return nil
+	}
+	// Cached copies this daemon would still serve are announced again too.
+	entries, err := d.store.Cache().List()
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		recs, _ := d.store.AttestationsFor(e.Meta.BuildKey)
+		for _, r := range recs {
+			s, err := trust.Decode(r.Blob)
+			if err != nil || s.Attestation.FileSHA256 != e.SHA256 {
+				continue
+			}
+			if d.servable(e.Meta.BuildKey) {
+				if err := d.provideCopy(s.Attestation); err != nil {
+					d.log.Warn("re-announce copy", "cpv", e.Meta.CPV, "err", err)
+				}
+			}
+			break
+		}
+	}
 	return nil
 }
 

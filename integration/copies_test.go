@@ -1,0 +1,89 @@
+package integration
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+)
+
+// TestCachedCopyAnnouncedAfterRestart: a share-mode peer that fetched a
+// build serves it on; after the builder left and the sharer restarted,
+// a newcomer still finds the copy through the DHT and fetches it.
+func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, filepath.Join(dir, "builder", "pkgdir")); err != nil {
+		t.Fatal(err)
+	}
+	one := func(c *config.Config) { c.Trust.Threshold = 1 }
+	builder, err := testnet.Start(ctx, testnet.NodeOptions{Name: "builder", Dir: dir, Configure: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stable bootstrap peer that holds nothing, so the network outlives
+	// the builder.
+	hub, err := testnet.Start(ctx, testnet.NodeOptions{Name: "hub", Dir: dir, Bootstrap: []string{builder.Addr()}, Configure: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Stop()
+	sharer, err := testnet.Start(ctx, testnet.NodeOptions{Name: "sharer", Dir: dir, Bootstrap: []string{hub.Addr()}, Configure: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testnet.WaitFor(ctx, 60*time.Second, "the sharer's catalog", func() bool {
+		return sharer.Daemon.Status(ctx).CatalogAttestations >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := sharer.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := builder.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sharer.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	sharer, err = testnet.Start(ctx, testnet.NodeOptions{Name: "sharer", Dir: dir, Bootstrap: []string{hub.Addr()}, Configure: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sharer.Stop()
+	// The DHT may still hold the old record; the sharer itself must
+	// announce (and keep reproviding) the copy again.
+	bk := mustDecodeCID(t, first.BuildKey)
+	if err := testnet.WaitFor(ctx, 30*time.Second, "the restarted sharer to provide its copy", func() bool {
+		return sharer.Daemon.Node().Providing(bk)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	newcomer, err := testnet.Start(ctx, testnet.NodeOptions{Name: "newcomer", Dir: dir, Bootstrap: []string{hub.Addr()}, Configure: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newcomer.Stop()
+	if err := testnet.WaitFor(ctx, 60*time.Second, "the newcomer's catalog", func() bool {
+		return newcomer.Daemon.Status(ctx).CatalogAttestations >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var res api.FetchResult
+	if err := testnet.WaitFor(ctx, 60*time.Second, "a fetch from the restarted sharer", func() bool {
+		res, err = newcomer.Daemon.Fetch(ctx, api.FetchRequest{Query: first.BuildKey})
+		return err == nil
+	}); err != nil {
+		t.Fatalf("%v (last error: %v)", err, err)
+	}
+	if res.FileSHA256 != first.FileSHA256 {
+		t.Errorf("fetched %s, the sharer holds %s", res.FileSHA256, first.FileSHA256)
+	}
+}
