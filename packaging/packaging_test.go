@@ -149,3 +149,40 @@ for f in src_unpack src_compile src_install pkg_postinst; do declare -F $f; done
 		}
 	}
 }
+
+// TestMakeInstall lays the package out in a DESTDIR the way the ebuild and
+// distributions do, with a stand-in binary (the build itself is go build).
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Fatal("make not found")
+	}
+	dest := t.TempDir()
+	bin := filepath.Join(t.TempDir(), "gentoo-p2pd")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-C", "..", "install-files", "DESTDIR="+dest, "PREFIX=/usr", "BINARY="+bin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install-files: %v\n%s", err, out)
+	}
+	for path, mode := range map[string]os.FileMode{
+		"usr/bin/gentoo-p2pd":                        0o755,
+		"usr/lib/systemd/user/gentoo-p2pd.service":   0o644,
+		"usr/lib/systemd/system/gentoo-p2pd.service": 0o644,
+		"etc/init.d/gentoo-p2pd":                     0o755,
+		"etc/conf.d/gentoo-p2pd":                     0o644,
+		"usr/share/doc/gentoo-p2pd/README.md":        0o644,
+		"usr/share/doc/gentoo-p2pd/SECURITY.md":      0o644,
+		"usr/share/doc/gentoo-p2pd/PROTOCOL.md":      0o644,
+		"usr/share/doc/gentoo-p2pd/BENCHMARKS.md":    0o644,
+	} {
+		fi, err := os.Stat(filepath.Join(dest, path))
+		if err != nil {
+			t.Errorf("not installed: %s", path)
+			continue
+		}
+		if fi.Mode().Perm() != mode {
+			t.Errorf("%s: mode %o, want %o", path, fi.Mode().Perm(), mode)
+		}
+	}
+}
