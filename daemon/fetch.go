@@ -65,14 +65,26 @@ func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func
 	}
 	content := *ab.Verdict.Content
 	// An own build or a cached copy with the allowed content.
+	// An attestation names a file and claims its content; anyone can sign
+	// such a claim about any file, so a local file is used only when its
+	// own digests are the allowed content.
 	for _, s := range ab.Atts {
 		sha := s.Attestation.FileSHA256
 		if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
-			return Materialized{Path: lps[0].Path, Att: s, Verdict: ab.Verdict, Local: true}, nil
+			lp := lps[0]
+			if lp.ImageDigest == content.Image && lp.MetadataDigest == content.Metadata {
+				return Materialized{Path: lp.Path, Att: s, Verdict: ab.Verdict, Local: true}, nil
+			}
+			continue
 		}
 		if ok, _ := d.store.Cache().Has(sha); ok {
+			path := d.store.Cache().Path(sha)
+			if err := d.verifyContent(path, content); err != nil {
+				d.log.Warn("cached file does not carry the allowed content", "sha256", hexs(sha), "err", err)
+				continue
+			}
 			d.store.Cache().Touch(sha)
-			return Materialized{Path: d.store.Cache().Path(sha), Att: s, Verdict: ab.Verdict}, nil
+			return Materialized{Path: path, Att: s, Verdict: ab.Verdict}, nil
 		}
 	}
 

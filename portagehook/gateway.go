@@ -276,7 +276,7 @@ var indexKeys = []struct{ meta, index string }{
 
 // cacheVersion changes when the re-pack output format changes, so old
 // cached files are not served under new index digests.
-const cacheVersion = "gentoo-p2pd repack v2"
+const cacheVersion = "gentoo-p2pd repack v3"
 
 func (g *Gateway) repackOptions(l Listing) RepackOptions {
 	t := l.Time.Truncate(time.Second)
@@ -325,6 +325,16 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 		}
 	}
 	if s, ok := g.cached(e.key); ok {
+		// Once re-packed, the served file's own metadata replaces the
+		// attester's claims.
+		if s.Index != nil {
+			for _, k := range indexKeys {
+				f.Delete(k.index)
+				if v, ok := s.Index[k.index]; ok {
+					f.Set(k.index, v)
+				}
+			}
+		}
 		f.Set("SIZE", strconv.FormatInt(s.Size, 10))
 		f.Set("MD5", s.MD5)
 		f.Set("SHA1", s.SHA1)

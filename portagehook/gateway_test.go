@@ -462,3 +462,34 @@ func TestSplitPN(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayIndexFromServedFile: a listing's metadata is the attester's
+// claim; once the file is re-packed, the index describes the served file's
+// own metadata, whatever the claim said.
+func TestGatewayIndexFromServedFile(t *testing.T) {
+	f := &gatewayFixture{opts: GatewayOptions{PrepareOnIndex: true, IndexWait: time.Minute}, cat: &fakeCatalog{}, reg: prometheus.NewRegistry(), cache: t.TempDir()}
+	f.now.Store(repackTime.Add(time.Hour).Unix())
+	l := f.cat.add(t, "testdata/gpkg-signed/dev-libs/libfoo/libfoo-2.1-1.gpkg.tar", 2)
+	lying := xpak.NewMetadata(nil)
+	for _, k := range l.Metadata.Keys() {
+		v, _ := l.Metadata.Raw(k)
+		lying.Set(k, v)
+	}
+	lying.Set("RDEPEND", []byte("sys-apps/claimed-by-attester\n"))
+	lying.Set("SLOT", []byte("9\n"))
+	f.cat.mu.Lock()
+	f.cat.listings[0].Metadata = lying
+	f.cat.mu.Unlock()
+	f.start(t)
+	_, es, _ := f.index(t)
+	if len(es) != 1 {
+		t.Fatalf("%d entries", len(es))
+	}
+	if got := es[0].Value("SLOT"); got != "0/2.1" {
+		t.Errorf("SLOT %q in the index, the served file says 0/2.1", got)
+	}
+	if got := es[0].Value("RDEPEND"); got != "" {
+		t.Errorf("RDEPEND %q in the index comes from the attester's claim, not the served file", got)
+	}
+	f.checkEntries(t, es)
+}

@@ -70,6 +70,10 @@ type Served struct {
 	// ImageDigest is the image digest of the written file (equal to the
 	// source's).
 	ImageDigest [32]byte
+	// Index holds the Packages-index fields of the written file's own
+	// metadata, so the index entry describes exactly what is served, not
+	// what an attester claimed before the file was here.
+	Index map[string]string `json:",omitempty"`
 }
 
 // Repack reads src (an XPAK or a GPKG, as read by xpak.ReadFile) and writes
@@ -166,7 +170,19 @@ func Repack(src, dst string, opts RepackOptions) (Served, error) {
 		SHA256:      hexOf(hSHA256),
 		MTime:       mtime,
 		ImageDigest: check.ImageDigest,
+		Index:       indexFields(check.Metadata),
 	}, nil
+}
+
+// indexFields are the index keys of m, as the index writes them.
+func indexFields(m *xpak.Metadata) map[string]string {
+	out := map[string]string{}
+	for _, k := range indexKeys {
+		if v := strings.Join(m.Words(k.meta), " "); v != "" {
+			out[k.index] = v
+		}
+	}
+	return out
 }
 
 func hexOf(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
