@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
@@ -49,6 +50,9 @@ type Node struct {
 
 	cancel context.CancelFunc
 	done   chan error
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Config returns a loopback-only configuration below dir: TCP on
@@ -125,18 +129,21 @@ func (n *Node) Addr() string {
 	return ""
 }
 
-// Stop shuts the daemon down and waits for Run to return.
+// Stop shuts the daemon down and waits for Run to return. Calling it again
+// returns the first result at once.
 func (n *Node) Stop() error {
-	n.cancel()
-	select {
-	case err := <-n.done:
-		if errors.Is(err, context.Canceled) {
-			return nil
+	n.stopOnce.Do(func() {
+		n.cancel()
+		select {
+		case err := <-n.done:
+			if !errors.Is(err, context.Canceled) {
+				n.stopErr = err
+			}
+		case <-time.After(30 * time.Second):
+			n.stopErr = fmt.Errorf("%s: daemon did not stop within 30s", n.Name)
 		}
-		return err
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("%s: daemon did not stop within 30s", n.Name)
-	}
+	})
+	return n.stopErr
 }
 
 // WaitFor polls cond every few milliseconds until it holds or timeout

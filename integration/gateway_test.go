@@ -1,0 +1,200 @@
+package integration
+
+import (
+	"compress/gzip"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// TestGatewayListsOnlyAllowed: A holds the fixture packages, B and C built
+// them too and went offline (their attestations live on in the catalogs),
+// D uploads a backdoored layout. Consumers' gateways list exactly what their
+// policy allows, and a download works with A as the only provider online.
+func TestGatewayListsOnlyAllowed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	var all []*testnet.Node
+	defer func() {
+		for i := len(all) - 1; i >= 0; i-- {
+			all[i].Stop()
+		}
+	}()
+	start := func(name, set string, configure func(*config.Config)) *testnet.Node {
+		t.Helper()
+		if set != "" {
+			if _, err := fixtures.WritePKGDIR(set, filepath.Join(dir, name, "pkgdir")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var boot []string
+		if len(all) > 0 {
+			boot = []string{all[0].Addr()}
+		}
+		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: name, Dir: dir, Bootstrap: boot, Configure: configure, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, n)
+		return n
+	}
+	a := start("a", fixtures.ReproGPKG1, nil)
+	b := start("b", fixtures.ReproGPKG2, nil)
+	c := start("c", fixtures.ReproXPAK1, nil)
+	start("d", fixtures.Backdoored, nil)
+	strict := start("strict", "", nil) // defaults: any competing vote is a dispute
+	lenient := start("lenient", "", func(c *config.Config) { c.Trust.Dispute = 2 })
+	for _, n := range []*testnet.Node{strict, lenient} {
+		if err := testnet.WaitFor(ctx, 60*time.Second, n.Name+"'s catalog", func() bool {
+			return n.Daemon.Status(ctx).CatalogAttestations >= 7
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// B and C leave: A is the only honest provider still online.
+	for _, n := range []*testnet.Node{b, c} {
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	honest := honestContents(t, a)
+
+	// strict: hello allowed, layout disputed → only hello is listed.
+	entries := gatewayIndex(t, ctx, strict)
+	if _, ok := entries["app-misc/hello-1.0"]; !ok || len(entries) != 1 {
+		t.Fatalf("strict gateway lists %v, want exactly app-misc/hello-1.0", keys(entries))
+	}
+	checkServed(t, ctx, strict, entries["app-misc/hello-1.0"], honest["app-misc/hello-1.0"])
+
+	// lenient: the backdoored layout is refused, the honest one allowed and
+	// listed; what is served is the honest content.
+	entries = gatewayIndex(t, ctx, lenient)
+	if len(entries) != 2 {
+		t.Fatalf("lenient gateway lists %v, want hello and layout", keys(entries))
+	}
+	checkServed(t, ctx, lenient, entries["app-misc/layout-1.0-r1"], honest["app-misc/layout-1.0-r1"])
+	checkServed(t, ctx, lenient, entries["app-misc/hello-1.0"], honest["app-misc/hello-1.0"])
+	st := lenient.Daemon.Status(ctx)
+	if st.BuildsFetched != 2 {
+		t.Errorf("lenient fetched %d builds, want 2 (both from A)", st.BuildsFetched)
+	}
+}
+
+// honestContents are the content ids of A's builds, by CPV.
+func honestContents(t *testing.T, a *testnet.Node) map[string]trust.ContentID {
+	t.Helper()
+	lps, err := a.Daemon.Store().ListLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]trust.ContentID{}
+	for _, lp := range lps {
+		out[lp.CPV] = trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
+	}
+	return out
+}
+
+// gatewayIndex fetches Packages.gz as portage does and parses it with
+// portage's rules.
+func gatewayIndex(t *testing.T, ctx context.Context, n *testnet.Node) map[string]portagehook.Entry {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.Daemon.GatewayURL()+"/Packages.gz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: Packages.gz: %s", n.Name, resp.Status)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, es, err := portagehook.ParseIndex(zr)
+	if err != nil {
+		t.Fatalf("%s: index does not parse: %v", n.Name, err)
+	}
+	if h.Value("VERSION") != "0" || h.Value("TIMESTAMP") == "" {
+		t.Errorf("%s: index header %v", n.Name, h)
+	}
+	out := map[string]portagehook.Entry{}
+	for _, e := range es {
+		out[e.CPV()] = e
+	}
+	return out
+}
+
+func keys(m map[string]portagehook.Entry) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// checkServed downloads an entry as portage would and checks what portage
+// checks (SIZE, signatures by the gateway key) and what the vote was about
+// (both digests).
+func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portagehook.Entry, want trust.ContentID) {
+	t.Helper()
+	if e.Fields == nil {
+		t.Fatalf("%s: no such entry", n.Name)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.Daemon.GatewayURL()+"/"+e.Value("PATH"), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: GET %s: %s %v", n.Name, e.Value("PATH"), resp.Status, err)
+	}
+	if got := e.Value("SIZE"); got != strconv.Itoa(len(body)) {
+		t.Errorf("%s: index SIZE %s, served %d bytes", n.Name, got, len(body))
+	}
+	path := filepath.Join(t.TempDir(), "served.gpkg.tar")
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info, err := n.Daemon.GatewayInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := openpgp.ReadArmoredKeyRing(strings.NewReader(info.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trust.VerifyGPKGSignatures(path, kr); err != nil {
+		t.Errorf("%s: served package fails portage's signature rules: %v", n.Name, err)
+	}
+	pkg, err := xpak.ReadFile(path, xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := identity.MetadataDigest(pkg.Metadata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pkg.ImageDigest != want.Image || md != want.Metadata {
+		t.Errorf("%s: served %s is not the allowed honest content", n.Name, e.CPV())
+	}
+}
