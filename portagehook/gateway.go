@@ -319,22 +319,19 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 		{"PATH", path},
 		{"MTIME", strconv.FormatInt(ro.MTime.Unix(), 10)},
 	}
+	fields := indexFields(m)
+	s, ready := g.cached(e.key)
+	if ready && s.Index != nil {
+		// Once re-packed, the served file's own metadata replaces the
+		// attester's claims.
+		fields = s.Index
+	}
 	for _, k := range indexKeys {
-		if v := strings.Join(m.Words(k.meta), " "); v != "" {
+		if v, ok := fields[k.index]; ok {
 			f.Set(k.index, v)
 		}
 	}
-	if s, ok := g.cached(e.key); ok {
-		// Once re-packed, the served file's own metadata replaces the
-		// attester's claims.
-		if s.Index != nil {
-			for _, k := range indexKeys {
-				f.Delete(k.index)
-				if v, ok := s.Index[k.index]; ok {
-					f.Set(k.index, v)
-				}
-			}
-		}
+	if ready {
 		f.Set("SIZE", strconv.FormatInt(s.Size, 10))
 		f.Set("MD5", s.MD5)
 		f.Set("SHA1", s.SHA1)
