@@ -126,7 +126,17 @@ type GatewayConfig struct {
 	Enabled bool   `toml:"enabled" mapstructure:"enabled"`
 	Listen  string `toml:"listen" mapstructure:"listen"` // loopback host:port
 	Path    string `toml:"path" mapstructure:"path"`     // URL path prefix, starts with "/"
+	// Prefetch selects which allowed builds are fetched so the index can
+	// list them: PrefetchInstalled, PrefetchAll or PrefetchNone.
+	Prefetch string `toml:"prefetch" mapstructure:"prefetch"`
 }
+
+// Values of gateway.prefetch.
+const (
+	PrefetchInstalled = "installed"
+	PrefetchAll       = "all"
+	PrefetchNone      = "none"
+)
 
 // MetricsConfig configures the Prometheus endpoint.
 type MetricsConfig struct {
@@ -235,7 +245,7 @@ func baseDefaults(d dirs) *Config {
 			DHTMode:           "auto",
 			ReprovideInterval: 22 * time.Hour,
 		},
-		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath},
+		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchInstalled},
 		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}},
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},

@@ -79,6 +79,7 @@ func (c *Config) Validate() error {
 	if err := checkLoopback(c.Gateway.Listen); err != nil {
 		bad("gateway.listen", "%v", err)
 	}
+	oneOf("gateway.prefetch", c.Gateway.Prefetch, PrefetchInstalled, PrefetchAll, PrefetchNone)
 	if p := c.Gateway.Path; !strings.HasPrefix(p, "/") {
 		bad("gateway.path", "must start with /, got %q", p)
 	} else if path.Clean(p) != p || strings.ContainsAny(p, "?# \t\n%") {

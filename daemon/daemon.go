@@ -51,6 +51,9 @@ type Options struct {
 	// Registerer receives the daemon's metrics; nil gives it a registry of
 	// its own, so several daemons fit in one process (tests, the demo).
 	Registry *prometheus.Registry
+	// VDB is portage's installed-package database, read for
+	// gateway.prefetch = installed; empty means /var/db/pkg.
+	VDB string
 }
 
 // Daemon is one running gentoo-p2pd.
@@ -64,6 +67,7 @@ type Daemon struct {
 	self     peer.ID
 	policy   trust.Policy
 	platform string
+	vdb      string
 	limits   xpak.Limits
 	md5cache *identity.MD5Cache
 	started  time.Time
@@ -148,6 +152,7 @@ func New(opts Options) (*Daemon, error) {
 		self:     self,
 		policy:   policy,
 		platform: localPlatform(cfg.Portage),
+		vdb:      cmpOr(opts.VDB, "/var/db/pkg"),
 		limits:   lim,
 		started:  time.Now(),
 		ready:    make(chan struct{}),
@@ -407,4 +412,11 @@ func decodeEd25519(s string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("ed25519 public key must be %d bytes, got %d", ed25519.PublicKeySize, len(b))
 	}
 	return ed25519.PublicKey(b), nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -82,8 +85,15 @@ func (gc gatewayCatalog) Entries(ctx context.Context) ([]portagehook.Listing, er
 	if err != nil {
 		return nil, err
 	}
+	var installed map[string]bool
+	if d.cfg.Gateway.Prefetch == config.PrefetchInstalled {
+		installed = installedPackages(d.vdb)
+	}
 	var out []portagehook.Listing
 	for _, b := range builds {
+		if !d.worthListing(b, installed) {
+			continue
+		}
 		l, err := d.listing(b)
 		if err != nil {
 			d.log.Warn("gateway: skipping build", "build_key", b.Verdict.BuildKey, "err", err)
@@ -160,4 +170,66 @@ func (d *Daemon) GatewayInfo() (api.GatewayInfo, error) {
 		return api.GatewayInfo{}, err
 	}
 	return api.GatewayInfo{URL: d.GatewayURL(), Fingerprint: portagehook.Fingerprint(d.gateway.key), PublicKey: string(pub)}, nil
+}
+
+// worthListing decides whether the gateway offers an allowed build to
+// portage. Listing means fetching first (portage needs SIZE), so the
+// default lists builds already here plus upgrades of installed packages,
+// not every build of the platform the network knows.
+func (d *Daemon) worthListing(b allowedBuild, installed map[string]bool) bool {
+	if d.cfg.Gateway.Prefetch == config.PrefetchAll {
+		return true
+	}
+	for _, s := range b.Atts {
+		sha := s.Attestation.FileSHA256
+		if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
+			return true
+		}
+		if ok, _ := d.store.Cache().Has(sha); ok {
+			return true
+		}
+	}
+	if installed == nil {
+		return false
+	}
+	cat, pf, _ := strings.Cut(b.Atts[0].Attestation.CPV, "/")
+	pn, ok := splitPN(pf)
+	return ok && installed[cat+"/"+pn]
+}
+
+// installedPackages reads the category/PN of every package installed in
+// portage's vdb (/var/db/pkg/CAT/PF). A missing vdb is an empty set.
+func installedPackages(vdb string) map[string]bool {
+	out := map[string]bool{}
+	cats, err := os.ReadDir(vdb)
+	if err != nil {
+		return out
+	}
+	for _, c := range cats {
+		if !c.IsDir() || strings.HasPrefix(c.Name(), ".") {
+			continue
+		}
+		pkgs, err := os.ReadDir(filepath.Join(vdb, c.Name()))
+		if err != nil {
+			continue
+		}
+		for _, p := range pkgs {
+			if pn, ok := splitPN(p.Name()); ok && p.IsDir() {
+				out[c.Name()+"/"+pn] = true
+			}
+		}
+	}
+	return out
+}
+
+// pfVersion matches a PMS version with optional revision at the end of PF.
+var pfVersion = regexp.MustCompile(`^(.+?)-([0-9]+(\.[0-9]+)*[a-z]?((_alpha|_beta|_pre|_rc|_p)[0-9]*)*(-r[0-9]+)?)$`)
+
+// splitPN returns PN of a PF ("hello-1.0-r1" → "hello").
+func splitPN(pf string) (string, bool) {
+	m := pfVersion.FindStringSubmatch(pf)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
@@ -196,5 +197,52 @@ func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portageho
 	}
 	if pkg.ImageDigest != want.Image || md != want.Metadata {
 		t.Errorf("%s: served %s is not the allowed honest content", n.Name, e.CPV())
+	}
+}
+
+// TestGatewayPrefetchInstalled: listing a build means fetching it first
+// (portage needs SIZE), so by default the gateway offers upgrades of
+// installed packages and builds already fetched — not every allowed build
+// of the platform.
+func TestGatewayPrefetchInstalled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, filepath.Join(dir, "a", "pkgdir")); err != nil {
+		t.Fatal(err)
+	}
+	a, err := testnet.Start(ctx, testnet.NodeOptions{Name: "a", Dir: dir, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	vdb := filepath.Join(dir, "vdb")
+	if err := os.MkdirAll(filepath.Join(vdb, "app-misc", "hello-0.9-r2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e, err := testnet.Start(ctx, testnet.NodeOptions{Name: "e", Dir: dir, Bootstrap: []string{a.Addr()}, VDB: vdb, Logger: testLogger(),
+		Configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Gateway.Prefetch = config.PrefetchInstalled }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	if err := testnet.WaitFor(ctx, 60*time.Second, "e's catalog", func() bool {
+		return e.Daemon.Status(ctx).CatalogAttestations >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	entries := gatewayIndex(t, ctx, e)
+	if _, ok := entries["app-misc/hello-1.0"]; !ok || len(entries) != 1 {
+		t.Fatalf("gateway lists %v; want only the upgrade of installed app-misc/hello", keys(entries))
+	}
+	if st := e.Daemon.Status(ctx); st.BuildsFetched != 1 {
+		t.Errorf("fetched %d builds to answer the index, want 1 (layout is not installed)", st.BuildsFetched)
+	}
+	// Fetched by hand, layout is listed too.
+	if _, err := e.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/layout-1.0-r1"}); err != nil {
+		t.Fatal(err)
+	}
+	if entries = gatewayIndex(t, ctx, e); len(entries) != 2 {
+		t.Fatalf("after fetching layout the gateway lists %v", keys(entries))
 	}
 }

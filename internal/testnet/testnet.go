@@ -39,6 +39,9 @@ type NodeOptions struct {
 	// Configure, when set, edits the config last (signers, caps, …).
 	Configure func(*config.Config)
 	Logger    *slog.Logger
+	// VDB is the installed-package database the daemon reads (tests of
+	// gateway.prefetch = installed).
+	VDB string
 }
 
 // Node is one running daemon.
@@ -76,6 +79,8 @@ func Config(dir string, o NodeOptions) *config.Config {
 	cfg.Network.DHTMode = "server"
 	cfg.Network.ConnLow, cfg.Network.ConnHigh = 16, 32
 	cfg.Gateway.Listen = "127.0.0.1:0"
+	// Nothing is installed in a test network: list every allowed build.
+	cfg.Gateway.Prefetch = config.PrefetchAll
 	cfg.Log.Level = "debug"
 	if o.Mode != "" {
 		cfg.Mode = o.Mode
@@ -100,7 +105,7 @@ func Start(ctx context.Context, o NodeOptions) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log.With("node", o.Name)})
+	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log.With("node", o.Name), VDB: o.VDB})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Name, err)
 	}
