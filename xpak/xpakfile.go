@@ -42,6 +42,12 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 	if err != nil {
 		return nil, err
 	}
+	// The lengths are bounded before anything is read through them:
+	// readExactly grows its buffer as bytes arrive, and a hostile file
+	// does deliver them (a 512 MiB sparse hole is cheap to serve).
+	if err := checkXPAKLengths(indexLen, dataLen, lim); err != nil {
+		return nil, err
+	}
 
 	fs := newFileStream(r, size)
 	p := &Package{Format: FormatXPAK, Size: size}
@@ -113,6 +119,19 @@ func parseXPAKHeader(hdr [xpakHeaderLen]byte, xpakLen int64) (indexLen, dataLen 
 	return indexLen, dataLen, nil
 }
 
+// checkXPAKLengths bounds the index by maxXPAKIndex and the data by
+// lim.MaxMetadataBytes; parseXPAKHeader has already checked both against
+// the file size.
+func checkXPAKLengths(indexLen, dataLen int64, lim Limits) error {
+	if indexLen > maxXPAKIndex {
+		return fmt.Errorf("%w: xpak index of %d bytes (limit %d)", ErrTooLarge, indexLen, maxXPAKIndex)
+	}
+	if dataLen > lim.MaxMetadataBytes {
+		return fmt.Errorf("%w: xpak data of %d bytes (limit %d)", ErrTooLarge, dataLen, lim.MaxMetadataBytes)
+	}
+	return nil
+}
+
 // readExactly reads n bytes, growing the buffer only as bytes arrive, so a
 // lying length costs nothing until the data is really there.
 func readExactly(r io.Reader, n int64, what string) ([]byte, error) {
@@ -130,11 +149,8 @@ func readExactly(r io.Reader, n int64, what string) ([]byte, error) {
 // parseXPAKIndex decodes index entries (name length, name, data offset,
 // data length) and slices their values out of data.
 func parseXPAKIndex(index, data []byte, lim Limits) (*Metadata, error) {
-	if int64(len(index)) > maxXPAKIndex {
-		return nil, fmt.Errorf("%w: xpak index of %d bytes", ErrTooLarge, len(index))
-	}
-	if int64(len(data)) > lim.MaxMetadataBytes {
-		return nil, fmt.Errorf("%w: xpak data of %d bytes (limit %d)", ErrTooLarge, len(data), lim.MaxMetadataBytes)
+	if err := checkXPAKLengths(int64(len(index)), int64(len(data)), lim); err != nil {
+		return nil, err
 	}
 	m := &Metadata{values: make(map[string][]byte)}
 	var total int64
