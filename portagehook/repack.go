@@ -349,7 +349,7 @@ func comparePaths(a, b string) int {
 // write feeds the ordered entries to the GPKG writer.
 func (s *spooledImage) write(add xpak.ImageAdder) error {
 	for _, e := range s.entries {
-		hdr := &tar.Header{Name: e.Name, Mode: e.Mode, Uid: e.Uid, Gid: e.Gid, Uname: e.Uname, Gname: e.Gname}
+		hdr := &tar.Header{Name: e.Name, Mode: e.Mode, Uid: servedID(e.Uname, e.Uid), Gid: servedID(e.Gname, e.Gid), Uname: e.Uname, Gname: e.Gname}
 		var content io.Reader
 		switch e.Type {
 		case xpak.TypeFile:
@@ -371,6 +371,20 @@ func (s *spooledImage) write(add xpak.ImageAdder) error {
 		}
 	}
 	return nil
+}
+
+// servedID is the numeric owner written next to an owner name. The image
+// digest covers the name and the number only when the name is empty, so
+// with a name the number is whatever one peer chose: it is replaced by 0.
+// Extraction resolves the name first; should the name be unknown on the
+// installing machine the fallback is root (as for a "root" entry), never
+// an id no attester vouched for. Without a name the number is covered by
+// the digest and kept.
+func servedID(name string, id int) int {
+	if name != "" {
+		return 0
+	}
+	return id
 }
 
 // imagePayload returns a reader of the compressed image tar inside src:

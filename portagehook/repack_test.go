@@ -367,8 +367,9 @@ func TestRepackRefusesHostileImages(t *testing.T) {
 	}
 	// The same builder with a benign image is accepted: the refusals above
 	// come from the image, not from the test container.
-	// Owners are kept (fowners is installed as written, and is covered by
-	// the image digest Repack re-checks).
+	// Owner names are kept (fowners is installed as written, and names
+	// are covered by the image digest Repack re-checks); see
+	// TestRepackOwnerIDs for the numeric ids.
 	ok := hostileGPKG(t, []tar.Header{
 		{Typeflag: tar.TypeDir, Name: "image/etc/", Mode: 0o755},
 		{Typeflag: tar.TypeReg, Name: "image/etc/x", Mode: 0o640, Uid: 250, Gid: 250, Uname: "portage", Gname: "portage"},
@@ -378,8 +379,36 @@ func TestRepackRefusesHostileImages(t *testing.T) {
 		t.Fatalf("benign control package refused: %v", err)
 	}
 	hdrs := strings.Join(imageHeaders(t, outerMembers(t, dst)), "\n")
-	if !strings.Contains(hdrs, "image/etc/x 0 640 250:250 portage:portage 1") {
+	if !strings.Contains(hdrs, "image/etc/x 0 640 0:0 portage:portage 1") {
 		t.Errorf("owners not kept:\n%s", hdrs)
+	}
+}
+
+// TestRepackOwnerIDs: the image digest covers an owner's name, and its
+// numeric id only when the name is empty. A numeric id beside a name is
+// therefore one peer's choice and is served as 0; an id without a name is
+// attested and kept.
+func TestRepackOwnerIDs(t *testing.T) {
+	e := testKey(t)
+	src := hostileGPKG(t, []tar.Header{
+		{Typeflag: tar.TypeDir, Name: "image/etc/", Mode: 0o755},
+		{Typeflag: tar.TypeReg, Name: "image/etc/named", Mode: 0o644, Uid: 1000, Gid: 1000, Uname: "root", Gname: "root"},
+		{Typeflag: tar.TypeReg, Name: "image/etc/numeric", Mode: 0o644, Uid: 250, Gid: 251},
+		{Typeflag: tar.TypeReg, Name: "image/etc/mixed", Mode: 0o644, Uid: 4242, Gid: 252, Uname: "portage"},
+	}, map[string]string{"image/etc/named": "a", "image/etc/numeric": "b", "image/etc/mixed": "c"})
+	dst := filepath.Join(t.TempDir(), "ids.gpkg.tar")
+	if _, err := Repack(src, dst, repackOpts(t, e, 1)); err != nil {
+		t.Fatal(err)
+	}
+	hdrs := strings.Join(imageHeaders(t, outerMembers(t, dst)), "\n")
+	for _, want := range []string{
+		"image/etc/named 0 644 0:0 root:root 1",
+		"image/etc/numeric 0 644 250:251 : 1",
+		"image/etc/mixed 0 644 0:252 portage: 1",
+	} {
+		if !strings.Contains(hdrs, want) {
+			t.Errorf("no %q in the re-packed image:\n%s", want, hdrs)
+		}
 	}
 }
 
