@@ -278,7 +278,7 @@ func (d *Daemon) Find(ctx context.Context, q string) (api.FindResult, error) {
 		}
 		recs, _ := d.store.AttestationsFor(bk)
 		for _, r := range recs {
-			s, err := trust.Decode(r.Blob)
+			s, err := d.decodeAttestation(r.Blob)
 			if err != nil {
 				continue
 			}

@@ -85,6 +85,7 @@ type Daemon struct {
 	pkgdirMsg atomic.Value // string: note on PKGDIR
 
 	pgp      pgpCache
+	decoded  decodedCache
 	mu       sync.Mutex
 	fetching map[string]*fetchCall // singleflight per build key
 	counters counters

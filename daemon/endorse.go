@@ -118,41 +118,47 @@ func (d *Daemon) attesterAddr(p peer.ID) netip.Addr {
 	return netip.Addr{}
 }
 
-// pgpCache remembers OpenPGP checks per container file: a file's bytes never
-// change under its SHA-256, so neither does the answer.
+// pgpCache remembers OpenPGP checks per (container file, content id): a
+// file's bytes never change under its SHA-256, so neither does the answer.
 type pgpCache struct {
 	mu sync.Mutex
-	ok map[[32]byte]bool
+	ok map[string]bool
 }
 
-// pgpVerified reports whether a locally held file with this SHA-256 carries
-// valid OpenPGP signatures by the configured keyring (portage's binhost
-// keyring, say): such a file backs its content like a signer does.
-func (d *Daemon) pgpVerified(sha [32]byte) bool {
+// pgpVerified reports whether a locally held file backs the attestation's
+// content like a signer does: the file is the one the attestation names,
+// its own digests are the attested content of the attested build key, and
+// it carries valid OpenPGP signatures by the configured keyring (portage's
+// binhost keyring, say). Without the digest check any attestation could
+// borrow the signature of an unrelated signed file.
+func (d *Daemon) pgpVerified(a trust.Attestation) bool {
 	if len(d.policy.PGPKeyring) == 0 {
 		return false
 	}
+	key := hexs(a.FileSHA256) + "/" + a.BuildKey + "/" + a.Content.String()
 	d.pgp.mu.Lock()
-	if v, ok := d.pgp.ok[sha]; ok {
+	if v, ok := d.pgp.ok[key]; ok {
 		d.pgp.mu.Unlock()
 		return v
 	}
 	d.pgp.mu.Unlock()
 	path := ""
-	if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
-		path = lps[0].Path
-	} else if e, ok, _ := d.store.Cache().Get(sha); ok {
-		path = e.Path
+	if lps, _ := d.store.LocalBySHA(a.FileSHA256); len(lps) > 0 {
+		lp := lps[0]
+		if lp.BuildKey == a.BuildKey && lp.ImageDigest == a.Content.Image && lp.MetadataDigest == a.Content.Metadata {
+			path = lp.Path
+		}
+	} else if e, ok, _ := d.store.Cache().Get(a.FileSHA256); ok && e.Meta.BuildKey == a.BuildKey {
+		if d.verifyContent(e.Path, a.Content, a.CPV) == nil {
+			path = e.Path
+		}
 	}
-	if path == "" {
-		return false
-	}
-	v := trust.VerifyGPKGSignatures(path, d.policy.PGPKeyring) == nil
+	v := path != "" && trust.VerifyGPKGSignatures(path, d.policy.PGPKeyring) == nil
 	d.pgp.mu.Lock()
 	if d.pgp.ok == nil {
-		d.pgp.ok = map[[32]byte]bool{}
+		d.pgp.ok = map[string]bool{}
 	}
-	d.pgp.ok[sha] = v
+	d.pgp.ok[key] = v
 	d.pgp.mu.Unlock()
 	return v
 }

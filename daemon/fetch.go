@@ -79,7 +79,7 @@ func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func
 		}
 		if ok, _ := d.store.Cache().Has(sha); ok {
 			path := d.store.Cache().Path(sha)
-			if err := d.verifyContent(path, content); err != nil {
+			if err := d.verifyContent(path, content, s.Attestation.CPV); err != nil {
 				d.log.Warn("cached file does not carry the allowed content", "sha256", hexs(sha), "err", err)
 				continue
 			}
@@ -167,7 +167,7 @@ func (d *Daemon) findHolders(ctx context.Context, buildKey string, askAttesters 
 				continue
 			}
 			d.ingestAttestation(fctx, b, p.ID, false)
-			s, err := trust.Decode(b)
+			s, err := d.decodeAttestation(b)
 			if err != nil || s.Attester != p.ID || s.Attestation.BuildKey != buildKey {
 				continue
 			}
@@ -224,7 +224,7 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 			SHA256: a.FileSHA256, Size: a.Size, PieceRoot: a.PieceRoot, PieceSize: a.PieceSize,
 		}, c.peers, transfer.FetchOptions{
 			Dir:      d.store.PartialDir(),
-			Verify:   func(path string) error { return d.verifyContent(path, a.Content) },
+			Verify:   func(path string) error { return d.verifyContent(path, a.Content, a.CPV) },
 			Progress: progress,
 			Metrics:  d.xferM,
 		})
@@ -299,10 +299,15 @@ func (d *Daemon) provideCopy(a trust.Attestation) error {
 // verifyContent is the last gate before a fetched file counts as present:
 // it must parse as a sound binpkg whose image and metadata digests are
 // exactly the allowed content id.
-func (d *Daemon) verifyContent(path string, want trust.ContentID) error {
+func (d *Daemon) verifyContent(path string, want trust.ContentID, cpv string) error {
 	pkg, err := xpak.ReadFile(path, d.limits)
 	if err != nil {
 		return err
+	}
+	// The content id and the build key are separate claims: the file must
+	// also be the package the build key names.
+	if got := pkg.Metadata.CPV(); got != cpv {
+		return fmt.Errorf("file is %s, the build is %s", got, cpv)
 	}
 	if pkg.ImageDigest != want.Image {
 		return fmt.Errorf("image digest %s, attested %s", hexs(pkg.ImageDigest), hexs(want.Image))

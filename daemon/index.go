@@ -177,7 +177,7 @@ func (d *Daemon) reconcileOwn(keys map[string]string) {
 			if r.Attester != self {
 				continue
 			}
-			s, err := trust.Decode(r.Blob)
+			s, err := d.decodeAttestation(r.Blob)
 			if err != nil {
 				continue
 			}
@@ -255,7 +255,7 @@ func (d *Daemon) announceAll(ctx context.Context) error {
 	for _, e := range entries {
 		recs, _ := d.store.AttestationsFor(e.Meta.BuildKey)
 		for _, r := range recs {
-			s, err := trust.Decode(r.Blob)
+			s, err := d.decodeAttestation(r.Blob)
 			if err != nil || s.Attestation.FileSHA256 != e.SHA256 {
 				continue
 			}
@@ -321,7 +321,7 @@ func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Si
 		if r.Attester != d.self.String() {
 			continue
 		}
-		s, err := trust.Decode(r.Blob)
+		s, err := d.decodeAttestation(r.Blob)
 		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 {
 			return s, nil
 		}

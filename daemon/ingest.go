@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,9 +45,17 @@ func bindDescriptor(raw json.RawMessage) (bk, vk, cpv string, err error) {
 // Everything is verified before anything is written; an equivocation it
 // reveals is recorded as evidence (and gossiped when publish is set).
 func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, from peer.ID, publish bool) (added bool, err error) {
-	s, err := trust.Decode(blob)
+	// Catalog syncs and relays repeat what is known: skip those before
+	// paying for a signature check.
+	if known, _ := d.store.HasAttestation(sha256.Sum256(blob)); known {
+		return false, nil
+	}
+	s, err := d.decodeAttestation(blob)
 	if err == nil {
 		err = s.Attestation.Bind(bindDescriptor)
+	}
+	if err == nil {
+		err = d.checkClaims(s.Attestation)
 	}
 	if err != nil {
 		d.reject("attestation", from, err)
@@ -58,26 +67,35 @@ func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, from peer.I
 		// file left PKGDIR, which must stay withdrawn.
 		return false, nil
 	}
+	recs, err := d.store.AttestationsFor(s.Attestation.BuildKey)
+	if err != nil {
+		return false, err
+	}
+	// Bounded storage: one peer cannot grow every database without limit.
+	var mine []*trust.Signed
+	for _, r := range recs {
+		if r.Attester != s.Attester.String() {
+			continue
+		}
+		if o, err := d.decodeAttestation(r.Blob); err == nil {
+			mine = append(mine, o)
+		}
+	}
+	switch {
+	case len(mine) >= maxAttestationsPerAttester:
+		d.reject("attestation", from, errTooMany)
+		return false, fmt.Errorf("%w: %s already has %d attestations for %s", errRejected, s.Attester, len(mine), s.Attestation.BuildKey)
+	case len(recs) >= maxAttestationsPerBuild:
+		d.reject("attestation", from, errTooMany)
+		return false, fmt.Errorf("%w: %s already has %d attestations", errRejected, s.Attestation.BuildKey, len(recs))
+	}
 	added, err = d.storeAttestation(s, from.String())
 	if err != nil || !added {
 		return added, err
 	}
 	d.metrics.attestations.Inc()
 	// A new attestation may prove that its signer equivocated.
-	recs, err := d.store.AttestationsFor(s.Attestation.BuildKey)
-	if err != nil {
-		return true, err
-	}
-	var mine []*trust.Signed
-	for _, r := range recs {
-		if r.Attester != s.Attester.String() {
-			continue
-		}
-		if o, err := trust.Decode(r.Blob); err == nil {
-			mine = append(mine, o)
-		}
-	}
-	for _, ev := range trust.DetectEquivocation(mine) {
+	for _, ev := range trust.DetectEquivocation(append(mine, s)) {
 		if newEv, err := d.storeEvidence(ev); err == nil && newEv && publish && d.node != nil {
 			d.log.Warn("equivocation", "peer", ev.Peer.String(), "build_key", ev.BuildKey)
 			d.node.Publish(ctx, s.Attestation.Platform, gossipEvidence(ev.Marshal()))
@@ -85,6 +103,37 @@ func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, from peer.I
 	}
 	return true, nil
 }
+
+// Storage caps per build key. An honest peer attests one content per build
+// key (and a few files of it); a build needs a few dozen votes at most.
+const (
+	maxAttestationsPerAttester = 4
+	maxAttestationsPerBuild    = 512
+)
+
+var errTooMany = errors.New("too many attestations")
+
+// checkClaims rejects attestations whose claims the daemon can check
+// cheaply: the platform must be the descriptor's (or a build made with
+// other CFLAGS could be listed for this machine), and the container size
+// must fit the configured limits (a fetch reserves that much disk).
+func (d *Daemon) checkClaims(a trust.Attestation) error {
+	var desc identity.Descriptor
+	if err := json.Unmarshal(a.Descriptor, &desc); err != nil {
+		return err
+	}
+	if p := desc.Platform(); p != a.Platform {
+		return fmt.Errorf("platform %q, but the descriptor's CHOST and flags make %q", a.Platform, p)
+	}
+	if a.Size <= 0 || a.Size > d.limits.MaxImageBytes+maxContainerOverhead {
+		return fmt.Errorf("container size %d outside 1..%d", a.Size, d.limits.MaxImageBytes+maxContainerOverhead)
+	}
+	return nil
+}
+
+// maxContainerOverhead is what a container may add to its image: metadata,
+// signatures, tar padding, and compression that did not compress.
+const maxContainerOverhead = 64 << 20
 
 func (d *Daemon) storeAttestation(s *trust.Signed, from string) (bool, error) {
 	a := s.Attestation

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 
@@ -23,7 +25,7 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 	atts := make([]*trust.Signed, 0, len(recs))
 	endorsed := d.endorsementsFor(buildKey)
 	for _, r := range recs {
-		s, err := trust.Decode(r.Blob)
+		s, err := d.decodeAttestation(r.Blob)
 		if err != nil {
 			continue // verified when stored; a decode failure here means corruption
 		}
@@ -33,7 +35,7 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 			Att:          s,
 			Addr:         d.attesterAddr(s.Attester),
 			Endorsements: endorsed[a.Content],
-			PGPVerified:  d.pgpVerified(a.FileSHA256),
+			PGPVerified:  d.pgpVerified(a),
 		})
 	}
 	evr, err := d.store.EvidenceFor(buildKey)
@@ -152,4 +154,40 @@ func (d *Daemon) allowedFor(buildKey string) (allowedBuild, bool, error) {
 		return ab.Atts[i].Attestation.Time.Before(ab.Atts[j].Attestation.Time)
 	})
 	return ab, len(ab.Atts) > 0, nil
+}
+
+// decodedCache keeps attestations already decoded and verified, by the
+// SHA-256 of their bytes: verdicts are recomputed on every request (so a
+// change in policy or evidence counts at once), but the signatures under
+// them never change.
+type decodedCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*trust.Signed
+}
+
+// maxDecoded bounds the cache; when full it starts over (cheap, and the
+// hot set refills within one request).
+const maxDecoded = 1 << 16
+
+// decodeAttestation is trust.Decode with the cache. Callers must not modify
+// the result.
+func (d *Daemon) decodeAttestation(blob []byte) (*trust.Signed, error) {
+	id := sha256.Sum256(blob)
+	d.decoded.mu.Lock()
+	s, ok := d.decoded.m[id]
+	d.decoded.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	s, err := trust.Decode(blob)
+	if err != nil {
+		return nil, err
+	}
+	d.decoded.mu.Lock()
+	if d.decoded.m == nil || len(d.decoded.m) >= maxDecoded {
+		d.decoded.m = make(map[[32]byte]*trust.Signed)
+	}
+	d.decoded.m[id] = s
+	d.decoded.mu.Unlock()
+	return s, nil
 }

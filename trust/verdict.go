@@ -311,15 +311,20 @@ func Evaluate(p Policy, buildKey string, votes []Vote, evidence []Equivocation, 
 			t.byPeer[id] = vr
 			t.voters = append(t.voters, vr)
 		}
+		// An endorsement vouches for (build key, content) whoever carries
+		// it. PGP and trusted-peer backing ride on this vote, so they count
+		// only when the voter itself is in good standing: a blocked or
+		// equivocating peer must not be able to borrow them.
 		for _, e := range vote.Endorsements {
 			if e.VerifyBy(buildKey, a.Content, p.Signers) == nil {
 				t.backing["signer "+e.Signer()] = RuleSigner
 			}
 		}
-		if vote.PGPVerified && len(p.PGPKeyring) > 0 {
+		inGoodStanding := !blocked[id] && !equivocators[id]
+		if vote.PGPVerified && len(p.PGPKeyring) > 0 && inGoodStanding {
 			t.backing["pgp-signer"] = RulePGPSigner
 		}
-		if trusted[id] && !equivocators[id] {
+		if trusted[id] && inGoodStanding {
 			t.backing["trusted-peer "+id.String()] = RuleTrustedPeer
 		}
 	}
