@@ -22,36 +22,49 @@ import (
 // ErrSigningKey reports a signing key file that cannot be used.
 var ErrSigningKey = errors.New("portagehook: signing key")
 
+// LoadSigningKey reads the daemon's signing key from path and never
+// creates one: commands that only need the key (setup-portage, a dry run,
+// a sudo run with the daemon down) must not leave a fresh key and state
+// directory behind that the daemon never uses. A missing file is an error
+// wrapping both ErrSigningKey and fs.ErrNotExist.
+func LoadSigningKey(path string) (*openpgp.Entity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist: %w", ErrSigningKey, path, fs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrSigningKey, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is readable by others (mode %o): want 0600", ErrSigningKey, path, fi.Mode().Perm())
+	}
+	el, err := openpgp.ReadArmoredKeyRing(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrSigningKey, path, err)
+	}
+	if len(el) != 1 || el[0].PrivateKey == nil || el[0].PrivateKey.Encrypted {
+		return nil, fmt.Errorf("%w: %s: want exactly one unencrypted private key", ErrSigningKey, path)
+	}
+	return el[0], nil
+}
+
 // LoadOrCreateSigningKey returns the daemon's OpenPGP signing key, stored
 // armored and unencrypted at path (mode 0600), creating an Ed25519 key with
 // user id name on first use. Portage verifies the GPKGs the gateway serves
 // against this key (setup-portage imports its public half), so it must
 // survive restarts.
 func LoadOrCreateSigningKey(path string, name string) (*openpgp.Entity, error) {
-	f, err := os.Open(path)
-	if err == nil {
-		defer f.Close()
-		if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("%w: %s is readable by others (mode %o): want 0600", ErrSigningKey, path, fi.Mode().Perm())
-		}
-		el, err := openpgp.ReadArmoredKeyRing(f)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrSigningKey, path, err)
-		}
-		if len(el) != 1 || el[0].PrivateKey == nil || el[0].PrivateKey.Encrypted {
-			return nil, fmt.Errorf("%w: %s: want exactly one unencrypted private key", ErrSigningKey, path)
-		}
-		return el[0], nil
-	}
+	e, err := LoadSigningKey(path)
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %v", ErrSigningKey, err)
+		return e, err
 	}
 	cfg := &packet.Config{
 		Algorithm:     packet.PubKeyAlgoEdDSA, // v4 Ed25519: gpg 2.2 verifies it
 		DefaultHash:   crypto.SHA512,
 		DefaultCipher: packet.CipherAES256,
 	}
-	e, err := openpgp.NewEntity(name, "gentoo-p2pd binhost gateway", "", cfg)
+	e, err = openpgp.NewEntity(name, "gentoo-p2pd binhost gateway", "", cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: generate: %v", ErrSigningKey, err)
 	}

@@ -2,6 +2,8 @@ package portagehook
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +61,38 @@ func TestLoadOrCreateSigningKey(t *testing.T) {
 	el, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(pub))
 	if err != nil || len(el) != 1 || el[0].PrivateKey != nil {
 		t.Fatalf("exported public key: %v (%d entities)", err, len(el))
+	}
+}
+
+// TestLoadSigningKey: loading never creates — a missing key is an error
+// wrapping fs.ErrNotExist and leaves no file or directory behind — and an
+// existing key loads as LoadOrCreateSigningKey made it.
+func TestLoadSigningKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state", "signing.asc")
+	_, err := LoadSigningKey(path)
+	if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrSigningKey) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("LoadSigningKey of a missing key = %v, want ErrSigningKey and fs.ErrNotExist naming %s", err, path)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("LoadSigningKey created %v", ents)
+	}
+	made, err := LoadOrCreateSigningKey(path, "gentoo-p2pd on host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadSigningKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Fingerprint(got) != Fingerprint(made) {
+		t.Fatalf("loaded %s, created %s", Fingerprint(got), Fingerprint(made))
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSigningKey(path); !errors.Is(err, ErrSigningKey) || errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("group-readable key: %v", err)
 	}
 }
 

@@ -88,8 +88,10 @@ func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, string, e
 	if !errors.Is(err, api.ErrNotRunning) {
 		return info, "", err
 	}
-	// No daemon: use the key in the state dir (created by `init`).
-	key, kerr := daemon.SigningKey(cfg.StateDir)
+	// No daemon: use the key in the state dir (created by `init`). Only
+	// load it: creating one here would leave a key (and state dir) the
+	// daemon's user never made, e.g. root's on a sudo run or on --dry-run.
+	key, kerr := portagehook.LoadSigningKey(filepath.Join(cfg.StateDir, daemon.SigningKeyFile))
 	if kerr != nil {
 		return info, "", fmt.Errorf("%v; and no signing key in %s: %w (run `gentoo-p2pd init` as the daemon's user, or pass --key)", err, cfg.StateDir, kerr)
 	}
