@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"os"
 	"os/exec"
 	"strings"
@@ -29,6 +30,25 @@ import (
 type localExtra struct {
 	Descriptor json.RawMessage   `json:"descriptor"`
 	Index      map[string]string `json:"index"`
+}
+
+// errDownloaded marks a PKGDIR file portage downloaded from a binhost (this
+// gateway included) rather than built here: attesting it would turn a
+// download into an independent-looking vote, and pin its content against
+// this machine's own later build.
+var errDownloaded = errors.New("downloaded from a binhost, not built here: not attested")
+
+// downloaded reports whether a GPKG carries valid signatures by this
+// daemon's gateway key or by a binhost key of trust.pgp_keyring — the marks
+// of a package portage fetched. A local build is unsigned, or signed with
+// the user's own binpkg-signing key.
+func (d *Daemon) downloaded(path string) bool {
+	var kr openpgp.EntityList
+	if d.gateway != nil {
+		kr = append(kr, d.gateway.key)
+	}
+	kr = append(kr, d.policy.PGPKeyring...)
+	return len(kr) > 0 && trust.VerifyGPKGSignatures(path, kr) == nil
 }
 
 // errNonReproducible marks a rebuild whose content differs from what this
@@ -151,7 +171,9 @@ func (d *Daemon) applyChanges(ctx context.Context, ch scan.Changes) {
 	}
 	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
 		affected[lp.BuildKey] = lp.VariantKey
-		if err := d.attestLocal(ctx, lp, true); err != nil {
+		if err := d.attestLocal(ctx, lp, true); errors.Is(err, errDownloaded) {
+			d.log.Info("not attesting a downloaded package", "path", lp.Path)
+		} else if err != nil {
 			d.log.Warn("attest", "path", lp.Path, "err", err)
 		}
 	}
@@ -325,6 +347,9 @@ func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Si
 		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 {
 			return s, nil
 		}
+	}
+	if d.downloaded(lp.Path) {
+		return nil, fmt.Errorf("%s: %w", lp.Path, errDownloaded)
 	}
 	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
 	claimed, err := d.store.ClaimOwnContent(lp.BuildKey, content.String())

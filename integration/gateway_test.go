@@ -96,6 +96,30 @@ func TestGatewayListsOnlyAllowed(t *testing.T) {
 	if st.BuildsFetched != 2 {
 		t.Errorf("lenient fetched %d builds, want 2 (both from A)", st.BuildsFetched)
 	}
+
+	// Portage keeps what it downloaded in PKGDIR. The daemon indexes it
+	// but must not attest it as its own build: a download is no
+	// independent reproduction.
+	served := checkServed(t, ctx, lenient, entries["app-misc/hello-1.0"], honest["app-misc/hello-1.0"])
+	dst := filepath.Join(lenient.PKGDIR, entries["app-misc/hello-1.0"].Value("PATH"))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := xferCopy(served, dst); err != nil {
+		t.Fatal(err)
+	}
+	// What the bashrc hook does; it returns once the daemon indexed the
+	// file and decided on attesting it.
+	if _, err := lenient.Daemon.Announce(ctx, api.AnnounceRequest{Path: dst}); err != nil {
+		t.Fatal(err)
+	}
+	lp, ok, _ := lenient.Daemon.Store().GetLocal(dst)
+	if !ok {
+		t.Fatal("the downloaded package was not indexed")
+	}
+	if own := ownAttestations(t, lenient.Daemon.Store(), lp.BuildKey, lenient.Daemon.ID().String()); len(own) != 0 {
+		t.Errorf("the daemon attested a package portage downloaded from its gateway (%d own attestations)", len(own))
+	}
 }
 
 // honestContents are the content ids of A's builds, by CPV.
@@ -154,7 +178,7 @@ func keys(m map[string]portagehook.Entry) []string {
 // checkServed downloads an entry as portage would and checks what portage
 // checks (SIZE, signatures by the gateway key) and what the vote was about
 // (both digests).
-func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portagehook.Entry, want trust.ContentID) {
+func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portagehook.Entry, want trust.ContentID) string {
 	t.Helper()
 	if e.Fields == nil {
 		t.Fatalf("%s: no such entry", n.Name)
@@ -198,6 +222,7 @@ func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portageho
 	if pkg.ImageDigest != want.Image || md != want.Metadata {
 		t.Errorf("%s: served %s is not the allowed honest content", n.Name, e.CPV())
 	}
+	return path
 }
 
 // TestGatewayPrefetchInstalled: listing a build means fetching it first
