@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -36,11 +35,13 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("api socket %s: removing stale socket: %w", path, err)
 		}
 	}
-	// The umask makes the socket 0600 from its creation, with no window in
-	// which another local user could connect.
-	old := syscall.Umask(0o177)
+	// The socket is made 0600 right after it is created. The umask is not
+	// narrowed around net.Listen: it is process-wide, and other goroutines
+	// (several daemons in one test or demo process) create files meanwhile.
+	// The brief window between bind and chmod is harmless: the directory
+	// was made 0700 above (the default, $XDG_RUNTIME_DIR, is the user's own
+	// 0700 runtime dir), so no other local user can reach the socket.
 	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("api socket %s: %w", path, err)
 	}

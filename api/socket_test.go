@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -92,5 +95,57 @@ func TestClientNotRunningAndRoundTrip(t *testing.T) {
 	err = c.Get(context.Background(), "/api/v0/nope", nil, &st)
 	if err == nil || err.Error() != "no such endpoint /api/v0/nope" {
 		t.Errorf("error from daemon not passed through: %v", err)
+	}
+}
+
+// processUmask reads the umask from /proc/self/status without changing it
+// (syscall.Umask can only be read by setting it).
+// It returns "" when the kernel does not report it.
+func processUmask() string {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(l, []byte("Umask:")); ok {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return ""
+}
+
+// TestListenLeavesUmaskAlone: the umask is process-wide, so Listen must
+// never change it — other goroutines (other daemons in the same test or
+// demo process) create files meanwhile and would get the wrong modes. A
+// watcher samples the umask while Listen runs many times.
+func TestListenLeavesUmaskAlone(t *testing.T) {
+	want := processUmask()
+	if want == "" {
+		t.Skip("/proc/self/status reports no Umask (Linux < 4.7 or no procfs)")
+	}
+	dir := t.TempDir()
+	var stop atomic.Bool
+	var seen []string
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			if got := processUmask(); got != want {
+				seen = append(seen, got)
+			}
+		}
+	}()
+	sock := filepath.Join(dir, "api.sock")
+	for i := 0; i < 300; i++ {
+		l, err := Listen(sock)
+		if err != nil {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatal(err)
+		}
+		l.Close()
+	}
+	stop.Store(true)
+	wg.Wait()
+	if len(seen) != 0 {
+		t.Fatalf("umask %s changed to %s while Listen ran (%d samples)", want, seen[0], len(seen))
 	}
 }
