@@ -104,8 +104,13 @@ func (s *Scanner) PKGDIR() string { return s.pkgdir }
 // inode): unchanged files are never read; new and changed files are
 // indexed and recorded; records of vanished files are deleted. If PKGDIR
 // is missing it returns ErrNoPKGDIR and changes nothing (an unmounted disk
-// must not withdraw every package). On cancellation it returns what it
-// changed so far together with ctx.Err().
+// must not withdraw every package).
+//
+// Changes holds what was recorded even when err != nil: on cancellation or
+// a store error half-way, the files recorded (or forgotten) so far are in
+// the store and in Changes, together with the error. Callers must act on
+// them (announce, withdraw) in both cases, since a later Sync sees those
+// files as unchanged and will not return them again.
 func (s *Scanner) Sync(ctx context.Context) (Changes, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
