@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/scan"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -219,12 +220,8 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 		}
 		st.Equivocations = len(peers)
 	}
+	st.RejectedAttestations = d.counters.rejected.Load()
 	if c, err := d.store.Counters(); err == nil {
-		for k, v := range c {
-			if strings.HasPrefix(k, "rejected_") {
-				st.RejectedAttestations += v
-			}
-		}
 		st.BuildsFetched = int(c["builds_fetched"])
 		st.BytesFetched = c["bytes_fetched"]
 		st.BytesSaved = c["bytes_saved"]
@@ -335,11 +332,10 @@ func (d *Daemon) Announce(ctx context.Context, req api.AnnounceRequest) (api.Ann
 	if _, err := os.Stat(path); err != nil {
 		return api.AnnounceResult{}, fmt.Errorf("announce: %w", err)
 	}
-	ch, err := d.scanner.Sync(ctx)
+	ch, err := d.syncNow(ctx)
 	if err != nil {
 		return api.AnnounceResult{}, err
 	}
-	d.applyChanges(ctx, ch)
 	lp, ok, err := d.store.GetLocal(path)
 	if err != nil {
 		return api.AnnounceResult{}, err
@@ -367,11 +363,9 @@ func looksLikeCPV(s string) bool {
 }
 
 func (d *Daemon) announceCPV(ctx context.Context, cpv string) (api.AnnounceResult, error) {
-	ch, err := d.scanner.Sync(ctx)
-	if err != nil {
+	if _, err := d.syncNow(ctx); err != nil {
 		return api.AnnounceResult{}, err
 	}
-	d.applyChanges(ctx, ch)
 	lps, err := d.store.ListLocal()
 	if err != nil {
 		return api.AnnounceResult{}, err
@@ -557,4 +551,16 @@ func (d *Daemon) PolicyView() PolicyView {
 		v.Overrides = append(v.Overrides, s)
 	}
 	return v
+}
+
+// syncNow rescans PKGDIR for the caller (the bashrc hook). What the scan
+// recorded is attested and announced even when the caller gives up first
+// (the hook waits two seconds; a large binpkg takes longer to hash):
+// otherwise the file would be indexed but never shared.
+func (d *Daemon) syncNow(ctx context.Context) (scan.Changes, error) {
+	ch, err := d.scanner.Sync(ctx)
+	if len(ch.Added)+len(ch.Replaced)+len(ch.Removed) > 0 || len(ch.Errors) > 0 {
+		d.applyChanges(context.WithoutCancel(ctx), ch)
+	}
+	return ch, err
 }

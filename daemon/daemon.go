@@ -84,6 +84,7 @@ type Daemon struct {
 	metAddr   atomic.Value // string: metrics URL
 	pkgdirMsg atomic.Value // string: note on PKGDIR
 
+	running  atomic.Pointer[context.Context] // Run's context, for work not tied to one request
 	pgp      pgpCache
 	decoded  decodedCache
 	mu       sync.Mutex
@@ -97,6 +98,7 @@ type counters struct {
 	buildsFetched atomic.Int64
 	bytesFetched  atomic.Int64
 	bytesSaved    atomic.Int64
+	rejected      atomic.Int64 // input from peers that failed verification, since start
 }
 
 // New opens the state dir (failing clearly if another daemon holds it),
@@ -255,44 +257,61 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("p2p: join catalog %s: %w", d.platform, err)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-
-	// The local API comes up first so `status` works while PKGDIR is read.
+	// Everything a request handler touches exists before any listener
+	// serves, and every listener is open before anything runs, so a failure
+	// here leaves nothing behind.
+	d.scanner = scan.New(d.cfg.Portage.PkgDir, d.store, indexer{d}, d.log.With("component", "scan"))
 	apiL, err := api.Listen(d.cfg.API.Socket)
 	if err != nil {
 		return err
 	}
-	apiSrv := &http.Server{Handler: d.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
-	serve(g, gctx, apiSrv, apiL)
-	d.apiAddr.Store(d.cfg.API.Socket)
-
+	defer apiL.Close()
+	var gwL, metL net.Listener
+	var gwHandler http.Handler
 	if d.cfg.Gateway.Enabled {
-		gl, err := net.Listen("tcp", d.cfg.Gateway.Listen)
-		if err != nil {
+		if gwL, err = net.Listen("tcp", d.cfg.Gateway.Listen); err != nil {
 			return fmt.Errorf("gateway: listen %s: %w", d.cfg.Gateway.Listen, err)
 		}
-		h, err := d.newGateway()
-		if err != nil {
-			gl.Close()
+		defer gwL.Close()
+		if gwHandler, err = d.newGateway(); err != nil {
 			return err
 		}
-		gw := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		serve(g, gctx, gw, gl)
-		d.gwAddr.Store("http://" + gl.Addr().String() + strings.TrimSuffix(d.cfg.Gateway.Path, "/"))
+		// Background re-packs stop before the node and the store close.
+		defer d.gateway.handler.Close()
 	}
 	if d.cfg.Metrics.Listen != "" {
-		ml, err := net.Listen("tcp", d.cfg.Metrics.Listen)
-		if err != nil {
+		if metL, err = net.Listen("tcp", d.cfg.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics: listen %s: %w", d.cfg.Metrics.Listen, err)
 		}
+		defer metL.Close()
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	d.running.Store(&runCtx)
+	g, gctx := errgroup.WithContext(runCtx)
+	// Whatever path Run leaves by, its goroutines end first.
+	defer func() {
+		cancel()
+		if werr := g.Wait(); err == nil {
+			err = werr
+		}
+	}()
+
+	// The local API comes up first so `status` works while PKGDIR is read.
+	serve(g, gctx, &http.Server{Handler: d.apiHandler(), ReadHeaderTimeout: 10 * time.Second}, apiL)
+	d.apiAddr.Store(d.cfg.API.Socket)
+	if gwL != nil {
+		serve(g, gctx, &http.Server{Handler: gwHandler, ReadHeaderTimeout: 10 * time.Second}, gwL)
+		d.gwAddr.Store("http://" + gwL.Addr().String() + strings.TrimSuffix(d.cfg.Gateway.Path, "/"))
+	}
+	if metL != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
-		serve(g, gctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ml)
-		d.metAddr.Store("http://" + ml.Addr().String() + "/metrics")
+		serve(g, gctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, metL)
+		d.metAddr.Store("http://" + metL.Addr().String() + "/metrics")
 	}
 
 	// Own builds: index PKGDIR, attest, announce; then keep watching.
-	d.scanner = scan.New(d.cfg.Portage.PkgDir, d.store, indexer{d}, d.log.With("component", "scan"))
 	if err := d.syncPKGDIR(gctx); err != nil {
 		return err
 	}
@@ -317,13 +336,17 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.log.Info("gentoo-p2pd running",
 		"peer", d.self.String(), "mode", string(d.cfg.Mode), "platform", d.platform,
 		"pkgdir", d.cfg.Portage.PkgDir, "socket", d.cfg.API.Socket, "gateway", d.GatewayURL())
-	err = g.Wait()
+	<-gctx.Done()
 	d.log.Info("gentoo-p2pd stopping")
-	return err
+	return nil
 }
 
-// serve runs srv on l inside g and shuts it down when ctx ends.
+// serve runs srv on l inside g and shuts it down when ctx ends. Requests
+// get ctx as their base context, so a long fetch or index wait ends with
+// the daemon; what is still running after the grace period is closed hard.
+// Shutting down is not an error.
 func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, l net.Listener) {
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	g.Go(func() error {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -334,7 +357,10 @@ func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, l net.Liste
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
 	})
 }
 
@@ -420,4 +446,13 @@ func cmpOr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// runCtx is the context Run serves under (canceled when the daemon stops);
+// before Run it is a context that never ends.
+func (d *Daemon) runCtx() context.Context {
+	if p := d.running.Load(); p != nil {
+		return *p
+	}
+	return context.Background()
 }

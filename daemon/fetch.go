@@ -23,6 +23,9 @@ import (
 // not allow any content: the daemon never fetches, keeps or serves it.
 var ErrNotAllowed = errors.New("not allowed by the trust policy")
 
+// fetchTimeout bounds one transfer shared by several callers.
+const fetchTimeout = 2 * time.Hour
+
 // fetchCall lets concurrent requests for one build (portage retrying, the
 // CLI and the gateway at once) share one transfer.
 type fetchCall struct {
@@ -101,11 +104,20 @@ func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func
 	c := &fetchCall{done: make(chan struct{})}
 	d.fetching[buildKey] = c
 	d.mu.Unlock()
-	c.path, c.att, c.res, c.err = d.fetchContent(ctx, buildKey, content, progress)
-	d.mu.Lock()
-	delete(d.fetching, buildKey)
-	d.mu.Unlock()
-	close(c.done)
+	defer func() {
+		d.mu.Lock()
+		delete(d.fetching, buildKey)
+		d.mu.Unlock()
+		close(c.done)
+	}()
+	// Others may be waiting on this transfer: it must not die with the
+	// first caller's context (an interrupted CLI, a dropped HTTP request),
+	// only with the daemon or after a generous bound.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	defer cancel()
+	stop := context.AfterFunc(d.runCtx(), cancel)
+	defer stop()
+	c.path, c.att, c.res, c.err = d.fetchContent(fctx, buildKey, content, progress)
 	return Materialized{Path: c.path, Att: c.att, Verdict: ab.Verdict, Result: c.res}, c.err
 }
 

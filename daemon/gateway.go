@@ -151,7 +151,7 @@ func (gc gatewayCatalog) Materialize(ctx context.Context, l portagehook.Listing)
 		}
 		m, err := d.materialize(ctx, b.Verdict.BuildKey, nil)
 		if err != nil {
-			d.metrics.gatewayReqs.WithLabelValues("package", "fetch_failed").Inc()
+			d.metrics.fetchFailed.Inc()
 			return "", err
 		}
 		d.store.IncCounter("bytes_saved", m.Att.Attestation.Size)

@@ -152,10 +152,12 @@ func (d *Daemon) syncPKGDIR(ctx context.Context) error {
 		d.log.Warn("PKGDIR "+msg, "pkgdir", d.cfg.Portage.PkgDir)
 		return nil
 	}
+	// What the scan recorded is acted on even if it was cut short, or the
+	// files would stay indexed but unannounced.
+	d.applyChanges(ctx, ch)
 	if err != nil {
 		return fmt.Errorf("scan PKGDIR: %w", err)
 	}
-	d.applyChanges(ctx, ch)
 	return nil
 }
 

@@ -11,7 +11,7 @@ type metrics struct {
 	attestServed prometheus.Counter
 	rejected     *prometheus.CounterVec
 	verdicts     *prometheus.CounterVec
-	gatewayReqs  *prometheus.CounterVec
+	fetchFailed  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,12 +40,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gentoo_p2pd", Name: "verdicts_total",
 			Help: "Trust verdicts computed, by decision.",
 		}, []string{"decision"}),
-		gatewayReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "gentoo_p2pd", Name: "gateway_requests_total",
-			Help: "Requests portage made to the binhost gateway, by kind and result.",
-		}, []string{"kind", "result"}),
+		fetchFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "gateway_fetch_failures_total",
+			Help: "Builds portage asked the gateway for that could not be fetched from peers.",
+		}),
 	}
-	reg.MustRegister(m.announces, m.lookups, m.attestations, m.attestServed, m.rejected, m.verdicts, m.gatewayReqs)
+	reg.MustRegister(m.announces, m.lookups, m.attestations, m.attestServed, m.rejected, m.verdicts, m.fetchFailed)
 	return m
 }
 

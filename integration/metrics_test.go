@@ -79,7 +79,16 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 		return sum
 	}
+	// One index request, so the gateway's own series exist too.
+	if r, err := http.Get(fetcher.Daemon.GatewayURL() + "/Packages"); err != nil {
+		t.Fatal(err)
+	} else {
+		r.Body.Close()
+	}
 	fb := scrape(fetcher)
+	if v := value(fb, "gentoo_p2pd_gateway_requests_total"); v < 1 {
+		t.Errorf("gateway_requests_total = %v after an index request", v)
+	}
 	if v := value(fb, "gentoo_p2pd_lookups_total"); v < 1 {
 		t.Errorf("lookups_total = %v after a fetch", v)
 	}
