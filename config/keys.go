@@ -116,7 +116,7 @@ var keys = []keySpec{
 	{key: "trust.require_signer", kind: kindBool, field: func(c *Config) any { return &c.Trust.RequireSigner },
 		doc: "trust only builds a signer vouches for; votes alone are not enough"},
 	{key: "trust.trusted_peers", kind: kindList, field: func(c *Config) any { return &c.Trust.TrustedPeers },
-		doc: "peer IDs whose attestations count (empty = every peer counts)"},
+		doc: "peer IDs you trust like a signer (your own build hosts): one attestation by such a peer allows its content at any threshold; other peers still count as usual"},
 	{key: "trust.blocked_peers", kind: kindList, field: func(c *Config) any { return &c.Trust.BlockedPeers },
 		doc: "peer IDs whose attestations never count"},
 	{key: "trust.distinct_networks", kind: kindBool, field: func(c *Config) any { return &c.Trust.DistinctNetworks },
