@@ -117,12 +117,19 @@ func (d *Daemon) listing(b allowedBuild) (portagehook.Listing, error) {
 	for k, v := range att.Index {
 		raw[k] = []byte(v + "\n")
 	}
+	// The served BUILD_TIME and mtimes are when this daemon first listed
+	// the content: an attester's time would let any peer change them (and
+	// force a re-pack) at will.
+	at, err := d.store.FirstSeen("listing\x00"+b.Verdict.BuildKey+"\x00"+att.Content.String(), time.Now())
+	if err != nil {
+		return portagehook.Listing{}, err
+	}
 	return portagehook.Listing{
 		Content:     att.Content.String(),
 		ImageDigest: att.Content.Image,
 		Metadata:    xpak.NewMetadata(raw),
 		BuildID:     gatewayBuildID(b.Verdict.BuildKey),
-		Time:        att.Time,
+		Time:        at,
 	}, nil
 }
 

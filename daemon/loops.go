@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -20,7 +22,12 @@ func (d *Daemon) gcLoop(ctx context.Context) {
 	}
 }
 
+// partialMaxAge is how long an interrupted download waits for a resume
+// before its pieces are dropped.
+const partialMaxAge = 7 * 24 * time.Hour
+
 func (d *Daemon) collectGarbage() {
+	d.dropStalePartials(time.Now().Add(-partialMaxAge))
 	budget := d.cfg.Cache.DiskBudget
 	if budget <= 0 {
 		return
@@ -65,6 +72,25 @@ func (d *Daemon) mirrorOnce(ctx context.Context) {
 		}
 		if _, err := d.materialize(ctx, b.Verdict.BuildKey, nil); err != nil {
 			d.log.Debug("mirror", "build_key", b.Verdict.BuildKey, "err", err)
+		}
+	}
+}
+
+// dropStalePartials removes partial downloads not touched since before:
+// a fetch that never completes (a provider that stalls at the end, an
+// attester that named a file nobody serves) must not hold disk forever.
+func (d *Daemon) dropStalePartials(before time.Time) {
+	entries, err := os.ReadDir(d.store.PartialDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(d.store.PartialDir(), e.Name())); err == nil {
+			d.log.Info("dropped stale partial download", "file", e.Name(), "age", time.Since(fi.ModTime()).Round(time.Hour))
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -140,9 +141,23 @@ func (d *Daemon) allowedFor(buildKey string) (allowedBuild, bool, error) {
 	if v.Decision != trust.Allowed || v.Content == nil {
 		return allowedBuild{}, false, nil
 	}
+	// Only attestations by voters that counted describe files worth
+	// fetching: a blocked or equivocating peer may name the allowed content
+	// next to a file of its own (junk of any size that stalls at the end).
+	counted := map[peer.ID]bool{}
+	for _, t := range v.Tally {
+		if t.Content != *v.Content {
+			continue
+		}
+		for _, vi := range t.Voters {
+			if vi.Counted || vi.Trusted && vi.Reason == "" {
+				counted[vi.Peer] = true
+			}
+		}
+	}
 	ab := allowedBuild{Verdict: v}
 	for _, s := range atts {
-		if s.Attestation.Content == *v.Content {
+		if s.Attestation.Content == *v.Content && (counted[s.Attester] || s.Attester == d.self) {
 			ab.Atts = append(ab.Atts, s)
 		}
 	}

@@ -86,12 +86,13 @@ var (
 	bucketCache       = []byte("cache")
 	bucketEndorse     = []byte("endorsements")
 	bucketOwnContent  = []byte("own_content")
+	bucketFirstSeen   = []byte("first_seen")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketLocal, bucketLocalBySHA, bucketLocalByKey, bucketLeaves,
 		bucketAtt, bucketAttByBuild, bucketAttByVar, bucketAttByPlat, bucketAttByCPV, bucketAttByAuthor,
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
-		bucketEndorse, bucketOwnContent,
+		bucketEndorse, bucketOwnContent, bucketFirstSeen,
 	}
 
 	keySchema = []byte("schema")
