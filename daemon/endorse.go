@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -16,6 +18,10 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
+
+// maxForeignEndorsements caps endorsements per build key by signers this
+// daemon does not trust itself.
+const maxForeignEndorsements = 8
 
 // gossipTagEndorsement marks a build-server endorsement on a platform topic.
 const gossipTagEndorsement = 'n'
@@ -65,9 +71,22 @@ func NewEndorsement(buildKey, platform string, c trust.ContentID, priv ed25519.P
 // ingestEndorsement verifies, stores and (when new) gossips an endorsement.
 func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.ID, publish bool) (bool, error) {
 	e, err := DecodeEndorsement(blob)
+	if err == nil {
+		_, err = cid.Decode(e.BuildKey)
+	}
 	if err != nil {
 		d.reject("endorsement", from, err)
 		return false, err
+	}
+	// Endorsements by signers this daemon trusts are always kept; others
+	// are relayed for the users who do trust them, but only a few per
+	// build key, so nobody can grow this store without limit.
+	if !slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) }) {
+		if have, err := d.store.EndorsementsFor(e.BuildKey); err != nil {
+			return false, err
+		} else if len(have) >= maxForeignEndorsements {
+			return false, fmt.Errorf("%s already has %d endorsements by signers not configured here", e.BuildKey, len(have))
+		}
 	}
 	added, err := d.store.PutEndorsement(e.BuildKey, e.Marshal())
 	if err != nil || !added {
