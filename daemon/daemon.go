@@ -86,6 +86,7 @@ type Daemon struct {
 
 	running  atomic.Pointer[context.Context] // Run's context, for work not tied to one request
 	pgp      pgpCache
+	listed   sync.Map // gateway listing (content/build id) → build key
 	decoded  decodedCache
 	mu       sync.Mutex
 	fetching map[string]*fetchCall // singleflight per build key

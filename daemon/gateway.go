@@ -95,6 +95,9 @@ func (gc gatewayCatalog) Entries(ctx context.Context) ([]portagehook.Listing, er
 			continue
 		}
 		l, err := d.listing(b)
+		if err == nil {
+			d.listed.Store(listingKey(l.Content, l.BuildID), b.Verdict.BuildKey)
+		}
 		if err != nil {
 			d.log.Warn("gateway: skipping build", "build_key", b.Verdict.BuildKey, "err", err)
 			continue
@@ -147,25 +150,26 @@ func (gc gatewayCatalog) Materialize(ctx context.Context, l portagehook.Listing)
 	if err != nil {
 		return "", err
 	}
-	// The listing names a content; find the build key that allows it.
-	builds, err := d.allowed(d.platform)
+	// Entries remembered which build key each listing came from; its
+	// verdict is checked again (materialize refuses what is no longer
+	// allowed) without evaluating the whole catalog.
+	bk, ok := d.listed.Load(listingKey(l.Content, l.BuildID))
+	if !ok {
+		return "", fmt.Errorf("content %s is not listed", l.Content)
+	}
+	m, err := d.materialize(ctx, bk.(string), nil)
 	if err != nil {
+		d.metrics.fetchFailed.Inc()
 		return "", err
 	}
-	for _, b := range builds {
-		if *b.Verdict.Content != c || gatewayBuildID(b.Verdict.BuildKey) != l.BuildID {
-			continue
-		}
-		m, err := d.materialize(ctx, b.Verdict.BuildKey, nil)
-		if err != nil {
-			d.metrics.fetchFailed.Inc()
-			return "", err
-		}
-		d.store.IncCounter("bytes_saved", m.Att.Attestation.Size)
-		return m.Path, nil
+	if m.Verdict.Content == nil || *m.Verdict.Content != c {
+		return "", fmt.Errorf("content %s is no longer allowed", l.Content)
 	}
-	return "", fmt.Errorf("content %s is no longer allowed", l.Content)
+	d.store.IncCounter("bytes_saved", m.Att.Attestation.Size)
+	return m.Path, nil
 }
+
+func listingKey(content string, buildID int64) string { return fmt.Sprintf("%s/%d", content, buildID) }
 
 // GatewayInfo reports the gateway URL and its signing key.
 func (d *Daemon) GatewayInfo() (api.GatewayInfo, error) {
