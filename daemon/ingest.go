@@ -368,7 +368,9 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
 	// Page by attestation time; bounded, so a flood of records cannot keep
 	// a sync going for ever.
 	for range maxCatalogPages {
-		bs, err := d.node.SyncCatalog(ctx, p, d.platform, since)
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		bs, err := d.node.SyncCatalog(pctx, p, d.platform, since)
+		cancel()
 		if err != nil {
 			return n, err
 		}
@@ -417,15 +419,16 @@ func (d *Daemon) catalogLoop(ctx context.Context) {
 			if last, ok := synced[pi.ID]; ok && time.Since(last) < 10*time.Minute {
 				continue
 			}
-			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			n, err := d.syncCatalogFrom(sctx, pi.ID)
-			cancel()
-			if err != nil {
-				d.log.Debug("catalog sync", "peer", pi.ID.String(), "err", err)
-			} else if n > 0 {
+			n, err := d.syncCatalogFrom(ctx, pi.ID)
+			if n > 0 {
 				d.log.Info("catalog sync", "peer", pi.ID.String(), "new", n)
 			}
 			synced[pi.ID] = time.Now()
+			if err != nil {
+				// Try this peer again in a minute, not in ten.
+				d.log.Debug("catalog sync", "peer", pi.ID.String(), "err", err)
+				synced[pi.ID] = time.Now().Add(-9 * time.Minute)
+			}
 		}
 		select {
 		case <-ctx.Done():

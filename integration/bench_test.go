@@ -26,7 +26,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 	sets := []string{fixtures.ReproGPKG1, fixtures.ReproGPKG2, fixtures.ReproXPAK1, fixtures.ReproXPAK2, fixtures.XPAKBzip2}
 	var specs []peerSpec
 	for i := range 10 {
-		specs = append(specs, peerSpec{fmt.Sprintf("peer%d", i), []string{sets[i%len(sets)]}})
+		specs = append(specs, peerSpec{name: fmt.Sprintf("peer%d", i), sets: []string{sets[i%len(sets)]}})
 	}
 	dir := b.TempDir()
 	peers := startNetwork(b, filepath.Join(dir, "peers"), specs)

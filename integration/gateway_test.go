@@ -31,44 +31,17 @@ import (
 func TestGatewayListsOnlyAllowed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	var all []*testnet.Node
-	defer func() {
-		for i := len(all) - 1; i >= 0; i-- {
-			all[i].Stop()
-		}
-	}()
-	start := func(name, set string, configure func(*config.Config)) *testnet.Node {
-		t.Helper()
-		if set != "" {
-			if _, err := fixtures.WritePKGDIR(set, filepath.Join(dir, name, "pkgdir")); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var boot []string
-		if len(all) > 0 {
-			boot = []string{all[0].Addr()}
-		}
-		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: name, Dir: dir, Bootstrap: boot, Configure: configure, Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, n)
-		return n
-	}
-	a := start("a", fixtures.ReproGPKG1, nil)
-	b := start("b", fixtures.ReproGPKG2, nil)
-	c := start("c", fixtures.ReproXPAK1, nil)
-	start("d", fixtures.Backdoored, nil)
-	strict := start("strict", "", nil) // defaults: any competing vote is a dispute
-	lenient := start("lenient", "", func(c *config.Config) { c.Trust.Dispute = 2 })
-	for _, n := range []*testnet.Node{strict, lenient} {
-		if err := testnet.WaitFor(ctx, 60*time.Second, n.Name+"'s catalog", func() bool {
-			return n.Daemon.Status(ctx).CatalogAttestations >= 7
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nodes := startNetwork(t, t.TempDir(), []peerSpec{
+		{name: "a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "b", sets: []string{fixtures.ReproGPKG2}},
+		{name: "c", sets: []string{fixtures.ReproXPAK1}},
+		{name: "d", sets: []string{fixtures.Backdoored}},
+		{name: "strict"}, // defaults: any competing vote is a dispute
+		{name: "lenient", configure: func(c *config.Config) { c.Trust.Dispute = 2 }},
+	})
+	a, b, c, strict, lenient := nodes[0], nodes[1], nodes[2], nodes[4], nodes[5]
+	waitCatalog(t, strict, 7)
+	waitCatalog(t, lenient, 7)
 	// B and C leave: A is the only honest provider still online.
 	for _, n := range []*testnet.Node{b, c} {
 		if err := n.Stop(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -60,8 +61,9 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 
 // peerSpec is one daemon of a test network and the fixture sets it built.
 type peerSpec struct {
-	name string
-	sets []string
+	name      string
+	sets      []string
+	configure func(*config.Config) // optional policy or mode changes
 }
 
 // startNetwork starts one in-process daemon per spec below dir, each
@@ -81,7 +83,7 @@ func startNetwork(tb testing.TB, dir string, specs []peerSpec) []*testnet.Node {
 		if i > 0 {
 			boot = []string{nodes[0].Addr()}
 		}
-		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: s.name, Dir: dir, Bootstrap: boot, Logger: testLogger()})
+		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: s.name, Dir: dir, Bootstrap: boot, Configure: s.configure, Logger: testLogger()})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -95,17 +97,19 @@ func startNetwork(tb testing.TB, dir string, specs []peerSpec) []*testnet.Node {
 	return nodes
 }
 
-// stopNode stops n unless a test already did (Stop twice would wait for a
-// second result that never comes).
-var stopped sync.Map // *testnet.Node → true
-
+// stopNode stops n (again: Stop is idempotent) and reports a failure.
 func stopNode(tb testing.TB, n *testnet.Node) {
-	if _, done := stopped.LoadOrStore(n, true); done {
-		return
-	}
 	if err := n.Stop(); err != nil {
 		tb.Errorf("stop %s: %v", n.Name, err)
 	}
+}
+
+// waitCatalog waits until n holds at least want attestations.
+func waitCatalog(tb testing.TB, n *testnet.Node, want int) {
+	tb.Helper()
+	waitFor(tb, n.Name+"'s catalog", func() bool {
+		return n.Daemon.Status(context.Background()).CatalogAttestations >= want
+	})
 }
 
 // ownAttestations returns the attestations signed by attester that st holds

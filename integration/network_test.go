@@ -37,11 +37,11 @@ import (
 // restarted daemon keeps its identity and index without re-reading PKGDIR.
 func TestPeerNetwork(t *testing.T) {
 	nodes := startNetwork(t, t.TempDir(), []peerSpec{
-		{"alice", []string{fixtures.ReproGPKG1}},
-		{"bob", []string{fixtures.ReproGPKG2}},
-		{"carol", []string{fixtures.ReproXPAK1}},
-		{"dave", []string{fixtures.XPAKBzip2}},
-		{"erin", nil},
+		{name: "alice", sets: []string{fixtures.ReproGPKG1}},
+		{name: "bob", sets: []string{fixtures.ReproGPKG2}},
+		{name: "carol", sets: []string{fixtures.ReproXPAK1}},
+		{name: "dave", sets: []string{fixtures.XPAKBzip2}},
+		{name: "erin", sets: nil},
 	})
 	alice, bob, carol, erin := nodes[0], nodes[1], nodes[2], nodes[4]
 

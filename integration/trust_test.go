@@ -41,56 +41,27 @@ func trustNetVerdict(t *testing.T, n *testnet.Node, cpv string) trust.Verdict {
 func TestTrustReproducersAndBackdoor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	var nodes []*testnet.Node
-	t.Cleanup(func() {
-		for i := len(nodes) - 1; i >= 0; i-- {
-			if err := nodes[i].Stop(); err != nil {
-				t.Errorf("stop %s: %v", nodes[i].Name, err)
-			}
-		}
-	})
-	start := func(name string, sets []string, configure func(*config.Config)) *testnet.Node {
-		t.Helper()
-		for _, set := range sets {
-			if _, err := fixtures.WritePKGDIR(set, filepath.Join(dir, name, "pkgdir")); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var boot []string
-		if len(nodes) > 0 {
-			boot = []string{nodes[0].Addr()}
-		}
-		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: name, Dir: dir, Bootstrap: boot, Configure: configure})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-		return n
-	}
-	builderA := start("honest-a", []string{fixtures.ReproGPKG1}, nil)
-	start("honest-b", []string{fixtures.ReproGPKG2}, nil)
-	start("honest-c", []string{fixtures.ReproXPAK1}, nil)
-	mallory := start("backdoor", []string{fixtures.Backdoored}, nil)
-
 	signerPub, signerPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t2 := start("threshold-2", nil, func(c *config.Config) { c.Trust.Threshold, c.Trust.Dispute = 2, 2 })
-	t3 := start("defaults", nil, nil) // threshold 3, any competing vote disputes
-	t4 := start("threshold-4", nil, func(c *config.Config) { c.Trust.Threshold = 4 })
-	ts := start("signer-only", nil, func(c *config.Config) {
-		c.Trust.Threshold = 0
-		c.Trust.Signers = []string{hex.EncodeToString(signerPub)}
+	nodes := startNetwork(t, t.TempDir(), []peerSpec{
+		{name: "honest-a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "honest-b", sets: []string{fixtures.ReproGPKG2}},
+		{name: "honest-c", sets: []string{fixtures.ReproXPAK1}},
+		{name: "backdoor", sets: []string{fixtures.Backdoored}},
+		{name: "threshold-2", configure: func(c *config.Config) { c.Trust.Threshold, c.Trust.Dispute = 2, 2 }},
+		{name: "defaults"}, // threshold 3, any competing vote disputes
+		{name: "threshold-4", configure: func(c *config.Config) { c.Trust.Threshold = 4 }},
+		{name: "signer-only", configure: func(c *config.Config) {
+			c.Trust.Threshold = 0
+			c.Trust.Signers = []string{hex.EncodeToString(signerPub)}
+		}},
 	})
-	consumers := []*testnet.Node{t2, t3, t4, ts}
-	for _, n := range consumers {
-		if err := testnet.WaitFor(ctx, 90*time.Second, n.Name+"'s catalog", func() bool {
-			return n.Daemon.Status(ctx).CatalogAttestations >= 7
-		}); err != nil {
-			t.Fatal(err)
-		}
+	builderA, mallory := nodes[0], nodes[3]
+	t2, t3, t4, ts := nodes[4], nodes[5], nodes[6], nodes[7]
+	for _, n := range []*testnet.Node{t2, t3, t4, ts} {
+		waitCatalog(t, n, 7)
 	}
 
 	// The honest and the backdoored layout share a build key but not a
