@@ -96,10 +96,7 @@ type Daemon struct {
 // counters are the in-memory figures status reports; the persistent ones
 // live in the store.
 type counters struct {
-	buildsFetched atomic.Int64
-	bytesFetched  atomic.Int64
-	bytesSaved    atomic.Int64
-	rejected      atomic.Int64 // input from peers that failed verification, since start
+	rejected atomic.Int64 // input from peers that failed verification, since start
 }
 
 // New opens the state dir (failing clearly if another daemon holds it),

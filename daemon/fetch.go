@@ -263,8 +263,6 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 				d.log.Warn("provide fetched build", "cpv", a.CPV, "err", err)
 			}
 		}
-		d.counters.buildsFetched.Add(1)
-		d.counters.bytesFetched.Add(res.BytesFetched)
 		d.store.IncCounter("builds_fetched", 1)
 		d.store.IncCounter("bytes_fetched", res.BytesFetched)
 		return entry.Path, c.att, res, nil

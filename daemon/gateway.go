@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -27,7 +26,6 @@ import (
 type gatewayState struct {
 	key     *openpgp.Entity
 	handler *portagehook.Gateway
-	served  atomic.Int64
 }
 
 // SigningKey loads (or creates) the OpenPGP key the gateway signs served

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -183,7 +182,8 @@ func gentooP2pd(tb testing.TB) string {
 	buildOnce.Do(func() {
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			buildErr = fmt.Errorf("the go tool is not on PATH: %w", err)
+			return
 		}
 		out, err := exec.Command(goTool, "env", "GOMOD").Output()
 		if err != nil {

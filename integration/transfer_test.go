@@ -148,23 +148,6 @@ func TestXferFaultyProviders(t *testing.T) {
 	})
 }
 
-// xferProc is a gentoo-p2pd process of the SIGKILL test.
-type xferProc struct {
-	cmd *exec.Cmd
-	log string
-}
-
-// xferBuildBinary builds cmd/gentoo-p2pd once per test into dir.
-func xferBuildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "gentoo-p2pd")
-	out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/gentoo-p2p/gentoo-p2pd/cmd/gentoo-p2pd").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build cmd/gentoo-p2pd: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // xferProcEnv is an environment that keeps a gentoo-p2pd process on
 // loopback, away from the user's config, and on the fixtures' platform.
 func xferProcEnv(home string) []string {
@@ -197,7 +180,7 @@ func xferProcEnv(home string) []string {
 func TestXferResumeAfterSIGKILL(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	bin := xferBuildBinary(t, dir)
+	bin := gentooP2pd(t)
 	pkg := xferBigGPKG(t, dir, 32<<20, 2, "resume")
 	nPieces := pieces.Count(pkg.Size)
 

@@ -139,7 +139,6 @@ func findsProvider(from *Node, key cid.Cid, want peer.ID) bool {
 // can keep a chain topology that DHT discovery would otherwise complete.
 type pairGater struct {
 	mu     sync.Mutex
-	self   peer.ID
 	banned map[peer.ID]bool
 }
 

@@ -112,16 +112,6 @@ func (s *memSource) bytesOfPiece(i int) int64 {
 	return s.pieceBytes[i]
 }
 
-func (s *memSource) totalBytes() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var t int64
-	for _, b := range s.pieceBytes {
-		t += b
-	}
-	return t
-}
-
 type memFile struct {
 	src    *memSource
 	f      *testFile
