@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 )
 
@@ -63,6 +64,9 @@ func (d *Daemon) mirrorOnce(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	// Popular first: the builds most peers attested are the ones most
+	// peers will ask for, so they earn the disk budget first.
+	sort.SliceStable(builds, func(i, j int) bool { return len(builds[i].Atts) > len(builds[j].Atts) })
 	for _, b := range builds {
 		if ctx.Err() != nil {
 			return
