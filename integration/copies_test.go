@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,30 +18,15 @@ func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, filepath.Join(dir, "builder", "pkgdir")); err != nil {
-		t.Fatal(err)
-	}
 	one := func(c *config.Config) { c.Trust.Threshold = 1 }
-	builder, err := testnet.Start(ctx, testnet.NodeOptions{Name: "builder", Dir: dir, Configure: one})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A stable bootstrap peer that holds nothing, so the network outlives
-	// the builder.
-	hub, err := testnet.Start(ctx, testnet.NodeOptions{Name: "hub", Dir: dir, Bootstrap: []string{builder.Addr()}, Configure: one})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Stop()
-	sharer, err := testnet.Start(ctx, testnet.NodeOptions{Name: "sharer", Dir: dir, Bootstrap: []string{hub.Addr()}, Configure: one})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testnet.WaitFor(ctx, 60*time.Second, "the sharer's catalog", func() bool {
-		return sharer.Daemon.Status(ctx).CatalogAttestations >= 2
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// The hub holds nothing and stays, so the network outlives the builder.
+	nodes := startNetwork(t, dir, []peerSpec{
+		{name: "builder", sets: []string{fixtures.ReproGPKG1}, configure: one},
+		{name: "hub", configure: one},
+		{name: "sharer", configure: one},
+	})
+	builder, hub, sharer := nodes[0], nodes[1], nodes[2]
+	waitCatalog(t, sharer, 2)
 	first, err := sharer.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
 	if err != nil {
 		t.Fatal(err)
@@ -71,17 +55,14 @@ func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer newcomer.Stop()
-	if err := testnet.WaitFor(ctx, 60*time.Second, "the newcomer's catalog", func() bool {
-		return newcomer.Daemon.Status(ctx).CatalogAttestations >= 2
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitCatalog(t, newcomer, 2)
 	var res api.FetchResult
+	var fetchErr error
 	if err := testnet.WaitFor(ctx, 60*time.Second, "a fetch from the restarted sharer", func() bool {
-		res, err = newcomer.Daemon.Fetch(ctx, api.FetchRequest{Query: first.BuildKey})
-		return err == nil
+		res, fetchErr = newcomer.Daemon.Fetch(ctx, api.FetchRequest{Query: first.BuildKey})
+		return fetchErr == nil
 	}); err != nil {
-		t.Fatalf("%v (last error: %v)", err, err)
+		t.Fatalf("%v (last error: %v)", err, fetchErr)
 	}
 	if res.FileSHA256 != first.FileSHA256 {
 		t.Errorf("fetched %s, the sharer holds %s", res.FileSHA256, first.FileSHA256)

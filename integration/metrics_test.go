@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -22,27 +21,12 @@ import (
 func TestMetricsEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, filepath.Join(dir, "builder", "pkgdir")); err != nil {
-		t.Fatal(err)
-	}
-	builder, err := testnet.Start(ctx, testnet.NodeOptions{Name: "builder", Dir: dir,
-		Configure: func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer builder.Stop()
-	fetcher, err := testnet.Start(ctx, testnet.NodeOptions{Name: "fetcher", Dir: dir, Bootstrap: []string{builder.Addr()},
-		Configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Metrics.Listen = "127.0.0.1:0" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fetcher.Stop()
-	if err := testnet.WaitFor(ctx, 60*time.Second, "the fetcher's catalog", func() bool {
-		return fetcher.Daemon.Status(ctx).CatalogAttestations >= 2
-	}); err != nil {
-		t.Fatal(err)
-	}
+	nodes := startNetwork(t, t.TempDir(), []peerSpec{
+		{name: "builder", sets: []string{fixtures.ReproGPKG1}, configure: func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }},
+		{name: "fetcher", configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Metrics.Listen = "127.0.0.1:0" }},
+	})
+	builder, fetcher := nodes[0], nodes[1]
+	waitCatalog(t, fetcher, 2)
 	res, err := fetcher.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
 	if err != nil {
 		t.Fatal(err)
