@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -202,7 +201,7 @@ func (d *Daemon) worthListing(b allowedBuild, installed map[string]bool) bool {
 		return false
 	}
 	cat, pf, _ := strings.Cut(b.Atts[0].Attestation.CPV, "/")
-	pn, ok := splitPN(pf)
+	pn, ok := portagehook.SplitPN(pf)
 	return ok && installed[cat+"/"+pn]
 }
 
@@ -223,22 +222,10 @@ func installedPackages(vdb string) map[string]bool {
 			continue
 		}
 		for _, p := range pkgs {
-			if pn, ok := splitPN(p.Name()); ok && p.IsDir() {
+			if pn, ok := portagehook.SplitPN(p.Name()); ok && p.IsDir() {
 				out[c.Name()+"/"+pn] = true
 			}
 		}
 	}
 	return out
-}
-
-// pfVersion matches a PMS version with optional revision at the end of PF.
-var pfVersion = regexp.MustCompile(`^(.+?)-([0-9]+(\.[0-9]+)*[a-z]?((_alpha|_beta|_pre|_rc|_p)[0-9]*)*(-r[0-9]+)?)$`)
-
-// splitPN returns PN of a PF ("hello-1.0-r1" → "hello").
-func splitPN(pf string) (string, bool) {
-	m := pfVersion.FindStringSubmatch(pf)
-	if m == nil {
-		return "", false
-	}
-	return m[1], true
 }

@@ -305,7 +305,7 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 	if err != nil {
 		return entry{}, err
 	}
-	pn, ok := splitPN(m.PF())
+	pn, ok := SplitPN(m.PF())
 	if !ok {
 		return entry{}, fmt.Errorf("%w: PF %q has no version", ErrIndex, m.PF())
 	}
@@ -345,7 +345,9 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 // shortest prefix after which a valid version follows.
 var pfRE = regexp.MustCompile(`^(.+?)-([0-9]+(\.[0-9]+)*[a-z]?((_alpha|_beta|_pre|_rc|_p)[0-9]*)*(-r[0-9]+)?)$`)
 
-func splitPN(pf string) (string, bool) {
+// SplitPN returns the PN of a PF ("layout-1.0-r1" → "layout"); ok is
+// false when PF carries no valid version.
+func SplitPN(pf string) (pn string, ok bool) {
 	m := pfRE.FindStringSubmatch(pf)
 	if m == nil {
 		return "", false

@@ -452,13 +452,13 @@ func TestSplitPN(t *testing.T) {
 		"font-adobe-100dpi-1.0.4": "font-adobe-100dpi", "gtk+-2.24.33-r3": "gtk+",
 		"foo-1.2_rc3_p4": "foo", "python-3.12.1_p1-r2": "python", "x264-0.0.20240513": "x264",
 	} {
-		if got, ok := splitPN(pf); !ok || got != pn {
-			t.Errorf("splitPN(%q) = %q, %v; want %q", pf, got, ok, pn)
+		if got, ok := SplitPN(pf); !ok || got != pn {
+			t.Errorf("SplitPN(%q) = %q, %v; want %q", pf, got, ok, pn)
 		}
 	}
 	for _, bad := range []string{"hello", "hello-", "-1.0", "hello-a1"} {
-		if _, ok := splitPN(bad); ok {
-			t.Errorf("splitPN(%q) accepted", bad)
+		if _, ok := SplitPN(bad); ok {
+			t.Errorf("SplitPN(%q) accepted", bad)
 		}
 	}
 }
