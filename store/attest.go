@@ -35,6 +35,15 @@ type AttestationRecord struct {
 	ReceivedAt time.Time
 	// From is the peer it came from (the attester itself or a relay).
 	From string
+	// Time is the attestation's own time (Unix seconds), the order a
+	// catalog is paged in. Zero means not known yet (a record written
+	// before the store indexed it; see BackfillAttestationTimes).
+	Time int64
+	// Addr is the IP address the attestation arrived from when its
+	// attester delivered it over a direct connection; empty when it came
+	// through a relay or another peer. Network distinctness counts this
+	// address, recorded at arrival, never a later connection.
+	Addr string
 }
 
 type attJSON struct {
@@ -47,6 +56,16 @@ type attJSON struct {
 	Blob       []byte    `json:"blob"`
 	ReceivedAt time.Time `json:"received_at"`
 	From       string    `json:"from,omitempty"`
+	Time       int64     `json:"at,omitempty"`
+	Addr       string    `json:"addr,omitempty"`
+}
+
+func (r *AttestationRecord) json() attJSON {
+	return attJSON{
+		BuildKey: r.BuildKey, VariantKey: r.VariantKey, CPV: r.CPV, Platform: r.Platform,
+		Attester: r.Attester, Content: r.Content, Blob: r.Blob, ReceivedAt: r.ReceivedAt, From: r.From,
+		Time: r.Time, Addr: r.Addr,
+	}
 }
 
 func decodeAtt(id, v []byte) (AttestationRecord, error) {
@@ -57,6 +76,7 @@ func decodeAtt(id, v []byte) (AttestationRecord, error) {
 	r := AttestationRecord{
 		BuildKey: j.BuildKey, VariantKey: j.VariantKey, CPV: j.CPV, Platform: j.Platform,
 		Attester: j.Attester, Content: j.Content, Blob: j.Blob, ReceivedAt: j.ReceivedAt, From: j.From,
+		Time: j.Time, Addr: j.Addr,
 	}
 	if len(id) != 32 {
 		return AttestationRecord{}, fmt.Errorf("%w: attestation key has %d bytes", ErrCorrupt, len(id))
@@ -112,10 +132,10 @@ func (s *Store) PutAttestations(recs []AttestationRecord) (added []bool, err err
 				return nil, fmt.Errorf("attestation %x: %w", rec.ID, err)
 			}
 		}
-		vals[i], err = json.Marshal(attJSON{
-			BuildKey: rec.BuildKey, VariantKey: rec.VariantKey, CPV: rec.CPV, Platform: rec.Platform,
-			Attester: rec.Attester, Content: rec.Content, Blob: rec.Blob, ReceivedAt: rec.ReceivedAt, From: rec.From,
-		})
+		if rec.Time < 0 {
+			return nil, fmt.Errorf("attestation %x: %w: negative time", rec.ID, ErrInvalid)
+		}
+		vals[i], err = json.Marshal(rec.json())
 		if err != nil {
 			return nil, fmt.Errorf("encode attestation %x: %w", rec.ID, err)
 		}
@@ -131,10 +151,8 @@ func (s *Store) PutAttestations(recs []AttestationRecord) (added []bool, err err
 			if err := b.Put(rec.ID[:], vals[i]); err != nil {
 				return err
 			}
-			for _, ix := range attIndexes {
-				if err := putIndex(tx.Bucket(ix.bucket), ix.field(rec), rec.ID[:]); err != nil {
-					return err
-				}
+			if err := indexAttestation(tx, rec); err != nil {
+				return err
 			}
 			added[i] = true
 		}
@@ -191,13 +209,8 @@ func (s *Store) DeleteAttestation(id [32]byte) (bool, error) {
 		if err != nil {
 			return err
 		}
-		for _, ix := range attIndexes {
-			if err := delIndex(tx.Bucket(ix.bucket), ix.field(&r), id[:]); err != nil {
-				return err
-			}
-		}
 		found = true
-		return b.Delete(id[:])
+		return deleteAttestation(tx, &r)
 	})
 	return found, err
 }

@@ -92,7 +92,7 @@ var (
 		bucketMeta, bucketLocal, bucketLocalBySHA, bucketLocalByKey, bucketLeaves,
 		bucketAtt, bucketAttByBuild, bucketAttByVar, bucketAttByPlat, bucketAttByCPV, bucketAttByAuthor,
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
-		bucketEndorse, bucketOwnContent, bucketFirstSeen,
+		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
 	}
 
 	keySchema = []byte("schema")
@@ -189,7 +189,11 @@ func inUseError(dir, pidPath string) error {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		fresh := map[string]bool{}
 		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				fresh[string(name)] = true
+			}
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -198,6 +202,11 @@ func (s *Store) init() error {
 		v := meta.Get(keySchema)
 		if v == nil {
 			return meta.Put(keySchema, u64(SchemaVersion))
+		}
+		// Buckets added since this database was written are filled from
+		// the records it already holds.
+		if err := migrateAttestations(tx, fresh); err != nil {
+			return err
 		}
 		if len(v) != 8 {
 			return fmt.Errorf("%w: schema version record has %d bytes", ErrCorrupt, len(v))
@@ -316,6 +325,9 @@ func (s *Store) Check() error {
 			return err
 		}
 		if err := checkAttestations(tx); err != nil {
+			return err
+		}
+		if err := checkAttestationBudget(tx); err != nil {
 			return err
 		}
 		if err := checkEvidence(tx); err != nil {

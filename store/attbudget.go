@@ -1,0 +1,436 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Buckets that make per-identity cost and catalog paging cheap:
+//
+//   - att_by_platform_time: platform NUL be64(time) id → nothing, so a
+//     catalog page is one cursor walk however large the catalog is;
+//   - att_usage: attester → be64(records) be64(blob bytes), what one
+//     identity makes this peer store, without listing its records.
+var (
+	bucketAttByPlatTime = []byte("att_by_platform_time")
+	bucketAttUsage      = []byte("att_usage")
+)
+
+// indexAttestation writes every secondary entry of a new record and adds it
+// to its attester's usage.
+func indexAttestation(tx *bolt.Tx, rec *AttestationRecord) error {
+	for _, ix := range attIndexes {
+		if err := putIndex(tx.Bucket(ix.bucket), ix.field(rec), rec.ID[:]); err != nil {
+			return err
+		}
+	}
+	if rec.Platform != "" {
+		if err := tx.Bucket(bucketAttByPlatTime).Put(platTimeKey(rec.Platform, rec.Time, rec.ID[:]), nil); err != nil {
+			return err
+		}
+	}
+	return addUsage(tx, rec.Attester, 1, int64(len(rec.Blob)))
+}
+
+// deleteAttestation removes a stored record, its index entries and its
+// share of its attester's usage.
+func deleteAttestation(tx *bolt.Tx, r *AttestationRecord) error {
+	for _, ix := range attIndexes {
+		if err := delIndex(tx.Bucket(ix.bucket), ix.field(r), r.ID[:]); err != nil {
+			return err
+		}
+	}
+	if r.Platform != "" {
+		if err := tx.Bucket(bucketAttByPlatTime).Delete(platTimeKey(r.Platform, r.Time, r.ID[:])); err != nil {
+			return err
+		}
+	}
+	if err := addUsage(tx, r.Attester, -1, -int64(len(r.Blob))); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketAtt).Delete(r.ID[:])
+}
+
+func platTimeKey(platform string, at int64, id []byte) []byte {
+	k := make([]byte, 0, len(platform)+1+8+len(id))
+	k = append(k, platform...)
+	k = append(k, 0)
+	k = binary.BigEndian.AppendUint64(k, uint64(at))
+	return append(k, id...)
+}
+
+// Usage is what one attester makes this peer store.
+type Usage struct {
+	Records int64
+	Bytes   int64
+}
+
+func addUsage(tx *bolt.Tx, attester string, records, nbytes int64) error {
+	if attester == "" {
+		return nil
+	}
+	b := tx.Bucket(bucketAttUsage)
+	u, err := decodeUsage(b.Get([]byte(attester)))
+	if err != nil {
+		return err
+	}
+	u.Records += records
+	u.Bytes += nbytes
+	if u.Records < 0 || u.Bytes < 0 {
+		return fmt.Errorf("%w: usage of %s went negative", ErrCorrupt, attester)
+	}
+	if u.Records == 0 {
+		return b.Delete([]byte(attester))
+	}
+	return b.Put([]byte(attester), encodeUsage(u))
+}
+
+func encodeUsage(u Usage) []byte {
+	v := binary.BigEndian.AppendUint64(nil, uint64(u.Records))
+	return binary.BigEndian.AppendUint64(v, uint64(u.Bytes))
+}
+
+func decodeUsage(v []byte) (Usage, error) {
+	if v == nil {
+		return Usage{}, nil
+	}
+	if len(v) != 16 {
+		return Usage{}, fmt.Errorf("%w: usage record has %d bytes", ErrCorrupt, len(v))
+	}
+	return Usage{Records: int64(binary.BigEndian.Uint64(v[:8])), Bytes: int64(binary.BigEndian.Uint64(v[8:]))}, nil
+}
+
+// AttesterUsage reports how many records and blob bytes attester has made
+// this peer store.
+func (s *Store) AttesterUsage(attester string) (Usage, error) {
+	var u Usage
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		u, err = decodeUsage(tx.Bucket(bucketAttUsage).Get([]byte(attester)))
+		return err
+	})
+	return u, err
+}
+
+// CatalogPage returns the attestations of platform made after since (Unix
+// seconds), oldest first, at most maxRecords of them and about maxBytes of
+// blobs (the record that crosses maxBytes is the last). A page never ends
+// inside one second, since the next page starts after the newest second
+// this one holds, unless a single second fills it. It walks one index, so
+// its cost is the page's, not the catalog's.
+func (s *Store) CatalogPage(platform string, since int64, maxRecords, maxBytes int) ([]AttestationRecord, error) {
+	if platform == "" || maxRecords <= 0 {
+		return nil, nil
+	}
+	if since < 0 {
+		since = 0
+	}
+	var out []AttestationRecord
+	full := false
+	err := s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		prefix := append([]byte(platform), 0)
+		c := tx.Bucket(bucketAttByPlatTime).Cursor()
+		total := 0
+		for k, _ := c.Seek(platTimeKey(platform, since+1, nil)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			rest := k[len(prefix):]
+			if len(rest) != 8+32 {
+				return fmt.Errorf("%w: %s key %x has a bad length", ErrCorrupt, bucketAttByPlatTime, k)
+			}
+			at := int64(binary.BigEndian.Uint64(rest[:8]))
+			if len(out) > 0 && (len(out) == maxRecords || (maxBytes > 0 && total >= maxBytes)) {
+				// Stop, but not inside the second the page ends in.
+				full = at == out[len(out)-1].Time
+				return nil
+			}
+			v := pb.Get(rest[8:])
+			if v == nil {
+				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, rest[8:])
+			}
+			r, err := decodeAtt(rest[8:], v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			total += len(r.Blob)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if full {
+		last := out[len(out)-1].Time
+		cut := len(out)
+		for cut > 0 && out[cut-1].Time == last {
+			cut--
+		}
+		if cut > 0 {
+			out = out[:cut]
+		}
+	}
+	return out, nil
+}
+
+// AttestationInfo is a stored attestation without its blob: what deciding
+// which of an attester's records to evict needs.
+type AttestationInfo struct {
+	ID         [32]byte
+	BuildKey   string
+	CPV        string
+	Content    string
+	Size       int
+	ReceivedAt time.Time
+	// Backed reports that another attester vouches for the same content
+	// of the same build key.
+	Backed bool
+}
+
+// AttesterRecords lists every record attester made this peer store, with
+// whether another attester backs each.
+func (s *Store) AttesterRecords(attester string) ([]AttestationInfo, error) {
+	if attester == "" {
+		return nil, nil
+	}
+	type meta struct {
+		BuildKey   string    `json:"build_key"`
+		CPV        string    `json:"cpv"`
+		Attester   string    `json:"attester"`
+		Content    string    `json:"content"`
+		Blob       []byte    `json:"blob"`
+		ReceivedAt time.Time `json:"received_at"`
+	}
+	var out []AttestationInfo
+	err := s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		byBuild := tx.Bucket(bucketAttByBuild)
+		return scanIndex(tx.Bucket(bucketAttByAuthor), attester, func(id []byte) error {
+			var m meta
+			v := pb.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: attester index points at missing attestation %x", ErrCorrupt, id)
+			}
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("%w: attestation %x: %v", ErrCorrupt, id, err)
+			}
+			info := AttestationInfo{BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: len(m.Blob), ReceivedAt: m.ReceivedAt}
+			copy(info.ID[:], id)
+			err := scanIndex(byBuild, m.BuildKey, func(other []byte) error {
+				if info.Backed || bytes.Equal(other, id) {
+					return nil
+				}
+				var o struct {
+					Attester string `json:"attester"`
+					Content  string `json:"content"`
+				}
+				if err := json.Unmarshal(pb.Get(other), &o); err != nil {
+					return fmt.Errorf("%w: attestation %x: %v", ErrCorrupt, other, err)
+				}
+				info.Backed = o.Attester != attester && o.Content == m.Content
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			out = append(out, info)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeleteAttestations removes several records in one transaction (one
+// fsync): an eviction frees room in a batch. It returns how many existed.
+func (s *Store) DeleteAttestations(ids [][32]byte) (int, error) {
+	n := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		n = 0
+		b := tx.Bucket(bucketAtt)
+		for _, id := range ids {
+			v := b.Get(id[:])
+			if v == nil {
+				continue
+			}
+			r, err := decodeAtt(id[:], v)
+			if err != nil {
+				return err
+			}
+			if err := deleteAttestation(tx, &r); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// SetAttestationAddr records the address a stored attestation arrived from
+// directly, if none is recorded yet: a record first relayed by another peer
+// gains its attester's address when the attester itself delivers it.
+func (s *Store) SetAttestationAddr(id [32]byte, addr string) (bool, error) {
+	if addr == "" {
+		return false, nil
+	}
+	set := false
+	err := s.update(func(tx *bolt.Tx) error {
+		set = false
+		b := tx.Bucket(bucketAtt)
+		v := b.Get(id[:])
+		if v == nil {
+			return nil
+		}
+		r, err := decodeAtt(id[:], v)
+		if err != nil || r.Addr != "" {
+			return err
+		}
+		r.Addr = addr
+		nv, err := json.Marshal(r.json())
+		if err != nil {
+			return err
+		}
+		set = true
+		return b.Put(id[:], nv)
+	})
+	return set, err
+}
+
+// BackfillAttestationTimes gives records written before the store kept
+// attestation times their time, computed by timeOf from the blob (the store
+// cannot decode attestations itself). A record timeOf fails on keeps time
+// zero. It returns how many records it updated.
+func (s *Store) BackfillAttestationTimes(timeOf func(blob []byte) (int64, error)) (int, error) {
+	var todo []AttestationRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
+			r, err := decodeAtt(k, v)
+			if err != nil {
+				return err
+			}
+			if r.Time == 0 {
+				todo = append(todo, r)
+			}
+			return nil
+		})
+	})
+	if err != nil || len(todo) == 0 {
+		return 0, err
+	}
+	n := 0
+	err = s.update(func(tx *bolt.Tx) error {
+		n = 0
+		b := tx.Bucket(bucketAtt)
+		pt := tx.Bucket(bucketAttByPlatTime)
+		for i := range todo {
+			r := &todo[i]
+			at, err := timeOf(r.Blob)
+			if err != nil || at <= 0 {
+				continue
+			}
+			if r.Platform != "" {
+				if err := pt.Delete(platTimeKey(r.Platform, 0, r.ID[:])); err != nil {
+					return err
+				}
+				if err := pt.Put(platTimeKey(r.Platform, at, r.ID[:]), nil); err != nil {
+					return err
+				}
+			}
+			r.Time = at
+			v, err := json.Marshal(r.json())
+			if err != nil {
+				return err
+			}
+			if err := b.Put(r.ID[:], v); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// migrateAttestations fills the buckets a database written before they
+// existed lacks: usage per attester and the platform-time index (with time
+// zero until BackfillAttestationTimes).
+func migrateAttestations(tx *bolt.Tx, fresh map[string]bool) error {
+	if !fresh[string(bucketAttByPlatTime)] && !fresh[string(bucketAttUsage)] {
+		return nil
+	}
+	return tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
+		r, err := decodeAtt(k, v)
+		if err != nil {
+			return err
+		}
+		if fresh[string(bucketAttByPlatTime)] && r.Platform != "" {
+			if err := tx.Bucket(bucketAttByPlatTime).Put(platTimeKey(r.Platform, r.Time, k), nil); err != nil {
+				return err
+			}
+		}
+		if fresh[string(bucketAttUsage)] {
+			return addUsage(tx, r.Attester, 1, int64(len(r.Blob)))
+		}
+		return nil
+	})
+}
+
+// checkAttestationBudget verifies the usage bucket and the platform-time
+// index against the records.
+func checkAttestationBudget(tx *bolt.Tx) error {
+	want := map[string]Usage{}
+	wantPT := map[string]bool{}
+	if err := tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
+		r, err := decodeAtt(k, v)
+		if err != nil {
+			return err
+		}
+		if r.Attester != "" {
+			u := want[r.Attester]
+			u.Records++
+			u.Bytes += int64(len(r.Blob))
+			want[r.Attester] = u
+		}
+		if r.Platform != "" {
+			wantPT[string(platTimeKey(r.Platform, r.Time, k))] = true
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	got := 0
+	if err := tx.Bucket(bucketAttUsage).ForEach(func(k, v []byte) error {
+		u, err := decodeUsage(v)
+		if err != nil {
+			return err
+		}
+		if want[string(k)] != u {
+			return fmt.Errorf("%w: usage of %s is %+v, records add up to %+v", ErrCorrupt, k, u, want[string(k)])
+		}
+		got++
+		return nil
+	}); err != nil {
+		return err
+	}
+	if got != len(want) {
+		return fmt.Errorf("%w: usage lists %d attesters, records name %d", ErrCorrupt, got, len(want))
+	}
+	n := 0
+	if err := tx.Bucket(bucketAttByPlatTime).ForEach(func(k, _ []byte) error {
+		if !wantPT[string(k)] {
+			return fmt.Errorf("%w: %s entry %x has no record", ErrCorrupt, bucketAttByPlatTime, k)
+		}
+		n++
+		return nil
+	}); err != nil {
+		return err
+	}
+	if n != len(wantPT) {
+		return fmt.Errorf("%w: %s has %d entries for %d records", ErrCorrupt, bucketAttByPlatTime, n, len(wantPT))
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func att(attester, bk, content string, at int64, blob string) AttestationRecord {
+	return AttestationRecord{BuildKey: bk, VariantKey: "v" + bk, CPV: "cat/pkg-1", Platform: "amd64",
+		Attester: attester, Content: content, Blob: []byte(blob), Time: at, ReceivedAt: time.Unix(at, 0).UTC()}
+}
+
+func TestAttesterUsageFollowsPutsAndDeletes(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestations([]AttestationRecord{
+		att("A", "bk1", "c1", 10, "aaaa"), att("A", "bk2", "c2", 11, "bbbbbb"), att("B", "bk1", "c1", 12, "cc"),
+		att("A", "bk1", "c1", 10, "aaaa"), // a duplicate counts once
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		who  string
+		want Usage
+	}{{"A", Usage{2, 10}}, {"B", Usage{1, 2}}, {"nobody", Usage{}}} {
+		if u, err := s.AttesterUsage(tt.who); err != nil || u != tt.want {
+			t.Fatalf("usage of %s = %+v, %v; want %+v", tt.who, u, err, tt.want)
+		}
+	}
+	n, err := s.DeleteAttestations([][32]byte{sum("aaaa"), sum("cc"), sum("never stored")})
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteAttestations = %d, %v; want 2", n, err)
+	}
+	if u, _ := s.AttesterUsage("A"); u != (Usage{1, 6}) {
+		t.Fatalf("A after delete: %+v", u)
+	}
+	if u, _ := s.AttesterUsage("B"); u != (Usage{}) {
+		t.Fatalf("B after delete: %+v", u)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAttesterRecordsMarksBacked(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestations([]AttestationRecord{
+		att("A", "bk1", "c1", 10, "a1"), // B agrees
+		att("A", "bk2", "c2", 11, "a2"), // B disagrees
+		att("A", "bk3", "c3", 12, "a3"), // alone
+		att("B", "bk1", "c1", 13, "b1"),
+		att("B", "bk2", "cX", 14, "b2"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := s.AttesterRecords("A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, in := range infos {
+		got[in.BuildKey] = in.Backed
+		if in.Size != 2 {
+			t.Fatalf("%s: size %d", in.BuildKey, in.Size)
+		}
+	}
+	want := map[string]bool{"bk1": true, "bk2": false, "bk3": false}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("backed = %v, want %v", got, want)
+	}
+}
+
+func TestCatalogPageWalksByTimeAndNeverSplitsASecond(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	var recs []AttestationRecord
+	// Seconds 1..6, two records each, plus another platform that never shows.
+	for at := int64(1); at <= 6; at++ {
+		for j := range 2 {
+			recs = append(recs, att("A", fmt.Sprintf("bk%d-%d", at, j), "c", at, fmt.Sprintf("blob-%d-%d", at, j)))
+		}
+		o := att("A", "other"+strconv.FormatInt(at, 10), "c", at, "other-"+strconv.FormatInt(at, 10))
+		o.Platform = "arm64"
+		recs = append(recs, o)
+	}
+	if _, err := s.PutAttestations(recs); err != nil {
+		t.Fatal(err)
+	}
+	times := func(page []AttestationRecord) string {
+		out := ""
+		for _, r := range page {
+			if r.Platform != "amd64" {
+				t.Fatalf("page has platform %q", r.Platform)
+			}
+			out += strconv.FormatInt(r.Time, 10)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		since      int64
+		maxRecords int
+		maxBytes   int
+		want       string
+	}{
+		{0, 100, 1 << 20, "112233445566"},
+		{0, 5, 1 << 20, "1122"}, // 5 would split second 3
+		{0, 4, 1 << 20, "1122"}, // ends on a second boundary
+		{0, 1, 1 << 20, "1"},    // one second fills the page: keep it
+		{2, 100, 1 << 20, "33445566"},
+		{0, 100, 20, "11"}, // 8-byte blobs: the 3rd crosses 20 bytes, mid-second 2
+		{6, 100, 1 << 20, ""},
+	} {
+		page, err := s.CatalogPage("amd64", tt.since, tt.maxRecords, tt.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := times(page); got != tt.want {
+			t.Errorf("CatalogPage(since %d, %d records, %d bytes) = %q, want %q", tt.since, tt.maxRecords, tt.maxBytes, got, tt.want)
+		}
+	}
+}
+
+func TestSetAttestationAddrOnlyFillsAnEmptyAddr(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	r := att("A", "bk", "c", 5, "x")
+	if _, err := s.PutAttestation(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		addr string
+		set  bool
+	}{{"", false}, {"192.0.2.7", true}, {"198.51.100.1", false}} {
+		set, err := s.SetAttestationAddr(sum("x"), tt.addr)
+		if err != nil || set != tt.set {
+			t.Fatalf("SetAttestationAddr(%q) = %v, %v; want %v", tt.addr, set, err, tt.set)
+		}
+	}
+	got, _, _ := s.GetAttestation(sum("x"))
+	if got.Addr != "192.0.2.7" {
+		t.Fatalf("addr %q", got.Addr)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A database written before usage and time paging existed is migrated on
+// open, and the daemon backfills the times it could not know.
+func TestOldDatabaseIsMigratedAndBackfilled(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := []AttestationRecord{att("A", "bk1", "c", 0, "7"), att("A", "bk2", "c", 0, "9"), att("B", "bk3", "c", 0, "x")}
+	if _, err := s.PutAttestations(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketAttByPlatTime, bucketAttUsage} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	if err := s.Check(); err != nil {
+		t.Fatalf("migrated store: %v", err)
+	}
+	if u, _ := s.AttesterUsage("A"); u != (Usage{2, 2}) {
+		t.Fatalf("migrated usage %+v", u)
+	}
+	n, err := s.BackfillAttestationTimes(func(blob []byte) (int64, error) {
+		if string(blob) == "x" {
+			return 0, errors.New("undecodable")
+		}
+		return strconv.ParseInt(string(blob), 10, 64)
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("backfill = %d, %v", n, err)
+	}
+	page, err := s.CatalogPage("amd64", 0, 10, 1<<20)
+	if err != nil || len(page) != 2 || page[0].Time != 7 || page[1].Time != 9 {
+		t.Fatalf("page after backfill: %+v, %v", page, err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
