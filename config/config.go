@@ -186,6 +186,15 @@ type CacheConfig struct {
 type LimitsConfig struct {
 	MaxImageBytes    int64 `toml:"max_image_bytes" mapstructure:"max_image_bytes"`
 	MaxMetadataValue int64 `toml:"max_metadata_value" mapstructure:"max_metadata_value"`
+	// PeerAttestations and PeerAttestationBytes bound what one attester
+	// (one peer key) can make this daemon store; past them its least
+	// useful records are evicted.
+	PeerAttestations     int   `toml:"peer_attestations" mapstructure:"peer_attestations"`
+	PeerAttestationBytes int64 `toml:"peer_attestation_bytes" mapstructure:"peer_attestation_bytes"`
+	// PeerRequests and Requests bound the attest/catalog requests served
+	// at once, per peer and in total.
+	PeerRequests int `toml:"peer_requests" mapstructure:"peer_requests"`
+	Requests     int `toml:"requests" mapstructure:"requests"`
 }
 
 // Built-in defaults that do not depend on the environment.
@@ -249,7 +258,8 @@ func baseDefaults(d dirs) *Config {
 		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}},
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
-		Limits:   LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20},
+		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
+			PeerAttestations: 4096, PeerAttestationBytes: 16 << 20, PeerRequests: 2, Requests: 16},
 	}
 	return c
 }

@@ -144,6 +144,14 @@ var keys = []keySpec{
 		doc: "largest uncompressed image accepted from a peer; > 0"},
 	{key: "limits.max_metadata_value", kind: kindSize, field: func(c *Config) any { return &c.Limits.MaxMetadataValue },
 		doc: "largest single metadata value (environment.bz2, …) accepted; > 0"},
+	{key: "limits.peer_attestations", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerAttestations },
+		doc: "attestations one attester (peer key) may have stored here; past it, its records no other attester backs go first (≥ 1)"},
+	{key: "limits.peer_attestation_bytes", kind: kindSize, field: func(c *Config) any { return &c.Limits.PeerAttestationBytes },
+		doc: "bytes of attestations one attester may have stored here, evicted like `peer_attestations`; ≥ 64KiB"},
+	{key: "limits.peer_requests", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerRequests },
+		doc: "attest and catalog requests one peer may have open with us at once; more are refused as busy (≥ 1)"},
+	{key: "limits.requests", kind: kindInt, field: func(c *Config) any { return &c.Limits.Requests },
+		doc: "attest and catalog requests served at once over all peers (≥ `peer_requests`)"},
 }
 
 // keyIndex maps key → spec.

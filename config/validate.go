@@ -155,6 +155,19 @@ func (c *Config) Validate() error {
 		bad("transfer.max_requests_per_peer", "must be ≥ 1, got %d", c.Transfer.MaxRequestsPerPeer)
 	}
 
+	if c.Limits.PeerAttestations < 1 {
+		bad("limits.peer_attestations", "must be ≥ 1, got %d", c.Limits.PeerAttestations)
+	}
+	if c.Limits.PeerAttestationBytes < 64<<10 {
+		bad("limits.peer_attestation_bytes", "must be ≥ 64KiB (one attestation), got %d", c.Limits.PeerAttestationBytes)
+	}
+	if c.Limits.PeerRequests < 1 {
+		bad("limits.peer_requests", "must be ≥ 1, got %d", c.Limits.PeerRequests)
+	}
+	if c.Limits.Requests < c.Limits.PeerRequests {
+		bad("limits.requests", "must be ≥ limits.peer_requests (%d), got %d", c.Limits.PeerRequests, c.Limits.Requests)
+	}
+
 	absPath("cache.dir", c.Cache.Dir, true)
 	for _, s := range []struct {
 		key string

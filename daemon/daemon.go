@@ -88,6 +88,7 @@ type Daemon struct {
 	pgp      pgpCache
 	listed   sync.Map // gateway listing (content/build id) → build key
 	decoded  decodedCache
+	ingestMu sync.Mutex // held from a record's caps check to its write
 	mu       sync.Mutex
 	fetching map[string]*fetchCall // singleflight per build key
 	counters counters
@@ -162,6 +163,20 @@ func New(opts Options) (*Daemon, error) {
 	if cfg.Portage.Repo != "" {
 		d.md5cache = identity.LoadMD5Cache(cfg.Portage.Repo)
 	}
+	// Records stored before the catalog was paged from the store's time
+	// index get their attestation time once.
+	if n, err := st.BackfillAttestationTimes(func(blob []byte) (int64, error) {
+		s, err := trust.Decode(blob)
+		if err != nil {
+			return 0, err
+		}
+		return s.Attestation.Time.Unix(), nil
+	}); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("index attestation times: %w", err)
+	} else if n > 0 {
+		log.Info("indexed stored attestations by time", "records", n)
+	}
 	d.metrics = newMetrics(reg)
 	d.xferM, err = transfer.NewMetrics(reg)
 	if err != nil {
@@ -226,6 +241,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	if d.cfg.Network.ReprovideInterval > 0 {
 		pcfg.ReprovideInterval = d.cfg.Network.ReprovideInterval
 	}
+	pcfg.MaxPeerRequests, pcfg.MaxRequests = d.cfg.Limits.PeerRequests, d.cfg.Limits.Requests
 	pcfg.Registerer = d.reg
 	pcfg.Logger = d.log.With("component", "p2p")
 

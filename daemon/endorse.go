@@ -6,15 +6,14 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"slices"
 	"sync"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
@@ -82,6 +81,14 @@ func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.I
 	// are relayed for the users who do trust them, but only a few per
 	// build key, so nobody can grow this store without limit.
 	if !slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) }) {
+		// Build keys are free to invent: a foreign endorsement is kept only
+		// for a build key someone attested, so the attesters' budgets bound
+		// these too. The local user's own `signer endorse` is always kept.
+		if recs, err := d.store.AttestationsFor(e.BuildKey); err != nil {
+			return false, err
+		} else if len(recs) == 0 && from != d.self {
+			return false, fmt.Errorf("%w: endorsement for %s, which nobody attested here", p2p.ErrGossipIgnore, e.BuildKey)
+		}
 		if have, err := d.store.EndorsementsFor(e.BuildKey); err != nil {
 			return false, err
 		} else if len(have) >= maxForeignEndorsements {
@@ -116,25 +123,6 @@ func (d *Daemon) endorsementsFor(buildKey string) map[trust.ContentID][]trust.En
 		out[e.Content] = append(out[e.Content], e.Endorsement)
 	}
 	return out
-}
-
-// attesterAddr is the network address an attester is connected from, for
-// per-network distinctness; unknown (zero) when not connected.
-func (d *Daemon) attesterAddr(p peer.ID) netip.Addr {
-	if d.node == nil {
-		return netip.Addr{}
-	}
-	if p == d.self {
-		return netip.Addr{}
-	}
-	for _, c := range d.node.Host().Network().ConnsToPeer(p) {
-		if ip, err := manet.ToIP(c.RemoteMultiaddr()); err == nil {
-			if a, ok := netip.AddrFromSlice(ip); ok {
-				return a.Unmap()
-			}
-		}
-	}
-	return netip.Addr{}
 }
 
 // pgpCache remembers OpenPGP checks per (container file, content id): a

@@ -178,7 +178,7 @@ func (d *Daemon) findHolders(ctx context.Context, buildKey string, askAttesters 
 				d.ingestEndorsement(fctx, b, p.ID, false)
 				continue
 			}
-			d.ingestAttestation(fctx, b, p.ID, false)
+			d.ingestAttestation(fctx, b, d.arrivalFrom(p.ID), false)
 			s, err := d.decodeAttestation(b)
 			if err != nil || s.Attester != p.ID || s.Attestation.BuildKey != buildKey {
 				continue

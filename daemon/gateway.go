@@ -104,19 +104,23 @@ func (gc gatewayCatalog) Entries(ctx context.Context) ([]portagehook.Listing, er
 	return out, nil
 }
 
-// listing describes an allowed build for the index. Its metadata is the
-// attested index fields until the file is here, then the file's own
-// (covered) metadata, so the served entry is exactly the served file.
+// listing describes an allowed build for the index. Its CPV (hence PATH)
+// is the descriptor's, which the build key binds; its other fields are
+// what the counted voters' attestations agree on until the file is here,
+// then the file's own (covered) metadata, so the served entry is exactly
+// the served file. Nothing a single attester claims decides a field.
 func (d *Daemon) listing(b allowedBuild) (portagehook.Listing, error) {
 	att := b.Atts[0].Attestation
 	cat, pf, ok := strings.Cut(att.CPV, "/")
 	if !ok {
 		return portagehook.Listing{}, fmt.Errorf("cpv %q has no category", att.CPV)
 	}
-	raw := map[string][]byte{"CATEGORY": []byte(cat + "\n"), "PF": []byte(pf + "\n")}
-	for k, v := range att.Index {
+	raw := map[string][]byte{}
+	for k, v := range agreedIndex(b.Atts) {
 		raw[k] = []byte(v + "\n")
 	}
+	// After the claims: the descriptor's CPV is the one that counts.
+	raw["CATEGORY"], raw["PF"] = []byte(cat+"\n"), []byte(pf+"\n")
 	// The served BUILD_TIME and mtimes are when this daemon first listed
 	// the content: an attester's time would let any peer change them (and
 	// force a re-pack) at will.

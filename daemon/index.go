@@ -305,7 +305,7 @@ func (d *Daemon) attestLocal(ctx context.Context, lp store.LocalPackage, publish
 	if err != nil {
 		return err
 	}
-	if _, err := d.storeAttestation(signed, d.self.String()); err != nil {
+	if _, err := d.store.PutAttestation(d.attestationRecord(signed, arrival{from: d.self})); err != nil {
 		return err
 	}
 	bk, err := cid.Decode(lp.BuildKey)

@@ -2,12 +2,12 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -46,41 +46,81 @@ func bindDescriptor(raw json.RawMessage) (bk, vk, cpv string, err error) {
 // ingestAttestation checks one attestation from the network and stores it.
 // Everything is verified before anything is written; an equivocation it
 // reveals is recorded as evidence (and gossiped when publish is set).
-func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, from peer.ID, publish bool) (added bool, err error) {
-	s, ok, err := d.vetAttestation(blob, from, nil)
-	if err != nil || !ok {
-		return false, err
-	}
-	added, err = d.storeAttestation(s, from.String())
-	if err != nil || !added {
-		return added, err
-	}
-	d.stored(ctx, s, publish)
-	return true, nil
+func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, via arrival, publish bool) (added bool, err error) {
+	n, err := d.ingest(ctx, [][]byte{blob}, via, publish)
+	return n > 0, err
 }
 
 // ingestBatch is ingestAttestation for a page of a catalog sync: every
 // blob is checked the same way, and what passes is stored in one
-// transaction (one fsync instead of one per record).
-func (d *Daemon) ingestBatch(ctx context.Context, blobs [][]byte, from peer.ID) (int, error) {
+// transaction (one fsync instead of one per record). A blob that fails is
+// counted and skipped; the others are still stored.
+func (d *Daemon) ingestBatch(ctx context.Context, blobs [][]byte, via arrival) (int, error) {
+	n, err := d.ingest(ctx, blobs, via, false)
+	if errors.Is(err, errRejected) {
+		err = nil // counted in status; the page's other records stand
+	}
+	return n, err
+}
+
+// ingest vets blobs, checks each against the per-build-key caps and its
+// attester's storage budget (evicting that attester's least useful
+// records), and stores what passes in one transaction. It returns how many
+// were new and the first error met.
+func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publish bool) (int, error) {
+	var vetted []*trust.Signed
+	var firstErr error
+	for _, b := range blobs {
+		s, ok, err := d.vetAttestation(b, via)
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		if ok {
+			vetted = append(vetted, s)
+		}
+	}
+	if len(vetted) == 0 {
+		return 0, firstErr
+	}
+	// Caps and budgets are read and enforced with the write that follows,
+	// so concurrent gossip validators cannot both take the last slot.
+	d.ingestMu.Lock()
 	var ss []*trust.Signed
 	var recs []store.AttestationRecord
-	pending := map[string]int{} // build key and attester → records in this batch
-	for _, b := range blobs {
-		s, ok, err := d.vetAttestation(b, from, pending)
-		if err != nil || !ok {
+	pending := map[string]int{} // build key, and build key + attester → records of this batch
+	use := map[peer.ID]store.Usage{}
+	for _, s := range vetted {
+		rec := d.attestationRecord(s, via)
+		err := d.checkCaps(s, pending)
+		if err == nil {
+			err = d.admit(s.Attester, len(rec.Blob), use[s.Attester])
+		}
+		if err != nil {
+			if !errors.Is(err, errBudget) && !errors.Is(err, errTooMany) {
+				d.ingestMu.Unlock()
+				return 0, err // the store failed; nothing to blame the peer for
+			}
+			d.reject("attestation", via.from, err)
+			firstErr = cmp.Or(firstErr, fmt.Errorf("%w: %w", errRejected, err))
 			continue
 		}
 		a := s.Attestation
 		pending[a.BuildKey]++
 		pending[a.BuildKey+"\x00"+s.Attester.String()]++
+		u := use[s.Attester]
+		u.Records++
+		u.Bytes += int64(len(rec.Blob))
+		use[s.Attester] = u
 		ss = append(ss, s)
-		recs = append(recs, d.attestationRecord(s, from.String()))
+		recs = append(recs, rec)
 	}
-	if len(recs) == 0 {
-		return 0, nil
+	var added []bool
+	var err error
+	if len(recs) > 0 {
+		added, err = d.store.PutAttestations(recs)
 	}
-	added, err := d.store.PutAttestations(recs)
+	d.ingestMu.Unlock()
 	if err != nil {
 		return 0, err
 	}
@@ -88,20 +128,34 @@ func (d *Daemon) ingestBatch(ctx context.Context, blobs [][]byte, from peer.ID) 
 	for i, ok := range added {
 		if ok {
 			n++
-			d.stored(ctx, ss[i], false)
+			d.stored(ctx, ss[i], publish)
 		}
 	}
-	return n, nil
+	return n, firstErr
 }
 
-// vetAttestation runs every check on an attestation from the network.
-// ok is false, with no error, for what needs no storing: a known blob, or
-// this daemon's own attestation coming back. pending counts records of the
-// same batch not stored yet, for the caps.
-func (d *Daemon) vetAttestation(blob []byte, from peer.ID, pending map[string]int) (s *trust.Signed, ok bool, err error) {
+// vetAttestation runs every check on an attestation from the network that
+// needs no lock: signature, descriptor binding, claims. ok is false, with
+// no error, for what needs no storing: a known blob, or this daemon's own
+// attestation coming back.
+func (d *Daemon) vetAttestation(blob []byte, via arrival) (s *trust.Signed, ok bool, err error) {
 	// Catalog syncs and relays repeat what is known: skip those before
 	// paying for a signature check.
-	if known, _ := d.store.HasAttestation(sha256.Sum256(blob)); known {
+	id := sha256.Sum256(blob)
+	known, err := d.store.HasAttestation(id)
+	if err != nil {
+		return nil, false, err
+	}
+	if known {
+		// Its attester delivering it directly is the evidence of where
+		// it sits that a relayed copy lacked.
+		if via.addr != "" {
+			if r, found, err := d.store.GetAttestation(id); err == nil && found && r.Addr == "" && r.Attester == via.from.String() {
+				if _, err := d.store.SetAttestationAddr(id, via.addr); err != nil {
+					return nil, false, err
+				}
+			}
+		}
 		return nil, false, nil
 	}
 	s, err = d.decodeAttestation(blob)
@@ -112,7 +166,7 @@ func (d *Daemon) vetAttestation(blob []byte, from peer.ID, pending map[string]in
 		err = d.checkClaims(s.Attestation)
 	}
 	if err != nil {
-		d.reject("attestation", from, err)
+		d.reject("attestation", via.from, err)
 		return nil, false, fmt.Errorf("%w: %v", errRejected, err)
 	}
 	if s.Attester == d.self {
@@ -121,11 +175,17 @@ func (d *Daemon) vetAttestation(blob []byte, from peer.ID, pending map[string]in
 		// file left PKGDIR, which must stay withdrawn.
 		return nil, false, nil
 	}
-	// Bounded storage: one peer cannot grow every database without limit.
+	return s, true, nil
+}
+
+// checkCaps bounds the records per build key: a build needs a few dozen
+// votes, and an honest peer attests one content per build key (and a few
+// files of it). pending counts records of the same batch not stored yet.
+func (d *Daemon) checkCaps(s *trust.Signed, pending map[string]int) error {
 	a := s.Attestation
 	recs, err := d.store.AttestationsFor(a.BuildKey)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
 	mine := pending[a.BuildKey+"\x00"+s.Attester.String()]
 	for _, r := range recs {
@@ -135,13 +195,11 @@ func (d *Daemon) vetAttestation(blob []byte, from peer.ID, pending map[string]in
 	}
 	switch {
 	case mine >= maxAttestationsPerAttester:
-		d.reject("attestation", from, errTooMany)
-		return nil, false, fmt.Errorf("%w: %s already has %d attestations for %s", errRejected, s.Attester, mine, a.BuildKey)
+		return fmt.Errorf("%w: %s already has %d attestations for %s", errTooMany, s.Attester, mine, a.BuildKey)
 	case len(recs)+pending[a.BuildKey] >= maxAttestationsPerBuild:
-		d.reject("attestation", from, errTooMany)
-		return nil, false, fmt.Errorf("%w: %s already has %d attestations", errRejected, a.BuildKey, len(recs))
+		return fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, len(recs))
 	}
-	return s, true, nil
+	return nil
 }
 
 // stored follows a newly stored attestation: it may prove that its signer
@@ -178,40 +236,9 @@ const (
 
 var errTooMany = errors.New("too many attestations")
 
-// checkClaims rejects attestations whose claims the daemon can check
-// cheaply: the platform must be the descriptor's (or a build made with
-// other CFLAGS could be listed for this machine), and the container size
-// must fit the configured limits (a fetch reserves that much disk).
-func (d *Daemon) checkClaims(a trust.Attestation) error {
-	var desc identity.Descriptor
-	if err := json.Unmarshal(a.Descriptor, &desc); err != nil {
-		return err
-	}
-	if p := desc.Platform(); p != a.Platform {
-		return fmt.Errorf("platform %q, but the descriptor's CHOST and flags make %q", a.Platform, p)
-	}
-	// Catalog sync pages by attestation time: a date far in the future
-	// would let one attester jump a newcomer past honest records.
-	if a.Time.After(time.Now().Add(24 * time.Hour)) {
-		return fmt.Errorf("attestation dated %s, in the future", a.Time.Format(time.RFC3339))
-	}
-	if a.Size <= 0 || a.Size > d.limits.MaxImageBytes+maxContainerOverhead {
-		return fmt.Errorf("container size %d outside 1..%d", a.Size, d.limits.MaxImageBytes+maxContainerOverhead)
-	}
-	return nil
-}
-
-// maxContainerOverhead is what a container may add to its image: metadata,
-// signatures, tar padding, and compression that did not compress.
-const maxContainerOverhead = 64 << 20
-
-func (d *Daemon) storeAttestation(s *trust.Signed, from string) (bool, error) {
-	return d.store.PutAttestation(d.attestationRecord(s, from))
-}
-
 // attestationRecord is how an attestation is kept: the blob plus the
 // columns the store indexes.
-func (d *Daemon) attestationRecord(s *trust.Signed, from string) store.AttestationRecord {
+func (d *Daemon) attestationRecord(s *trust.Signed, via arrival) store.AttestationRecord {
 	a := s.Attestation
 	return store.AttestationRecord{
 		ID:         s.ID(),
@@ -223,7 +250,9 @@ func (d *Daemon) attestationRecord(s *trust.Signed, from string) store.Attestati
 		Content:    a.Content.String(),
 		Blob:       s.Marshal(),
 		ReceivedAt: time.Now().UTC(),
-		From:       from,
+		From:       via.from.String(),
+		Time:       a.Time.Unix(),
+		Addr:       via.addrOf(s.Attester),
 	}
 }
 
@@ -246,8 +275,8 @@ func (d *Daemon) reject(what string, from peer.ID, err error) {
 }
 
 // onGossip is the GossipSub validator: a message is forwarded only if it
-// verifies here.
-func (d *Daemon) onGossip(from peer.ID, platform string, msg []byte) error {
+// verifies here. origin signed the message; relay delivered it.
+func (d *Daemon) onGossip(origin, relay peer.ID, platform string, msg []byte) error {
 	if len(msg) < 2 {
 		return fmt.Errorf("empty gossip message")
 	}
@@ -255,7 +284,12 @@ func (d *Daemon) onGossip(from peer.ID, platform string, msg []byte) error {
 	defer cancel()
 	switch msg[0] {
 	case gossipTagAttestation:
-		_, err := d.ingestAttestation(ctx, msg[1:], from, true)
+		_, err := d.ingestAttestation(ctx, msg[1:], d.arrivalFrom(relay), true)
+		if errors.Is(err, errBudget) || errors.Is(err, errTooMany) {
+			// Valid but over a bound: not forwarded, and the relay that
+			// passed on a valid record is not penalised for it.
+			return fmt.Errorf("%w: %w", p2p.ErrGossipIgnore, err)
+		}
 		return err
 	case gossipTagEvidence:
 		ev, err := trust.DecodeEquivocation(msg[1:])
@@ -263,13 +297,13 @@ func (d *Daemon) onGossip(from peer.ID, platform string, msg []byte) error {
 			err = ev.Verify()
 		}
 		if err != nil {
-			d.reject("evidence", from, err)
+			d.reject("evidence", relay, err)
 			return err
 		}
 		_, err = d.storeEvidence(ev)
 		return err
 	case gossipTagEndorsement:
-		_, err := d.ingestEndorsement(ctx, msg[1:], from, false)
+		_, err := d.ingestEndorsement(ctx, msg[1:], relay, false)
 		return err
 	default:
 		return fmt.Errorf("unknown gossip message type %q", msg[0])
@@ -304,52 +338,28 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 // serveCatalog answers /gentoo-p2p/catalog/1: the platform's attestations
 // made after since (Unix seconds of the attestation's own time), oldest
 // first, each page led by the endorsements of its build keys. A client
-// pages by asking again with the newest time it got.
+// pages by asking again with the newest time it got. A page is read from
+// the store's time index and capped in records and bytes, so its memory
+// and work are the page's whatever the catalog holds.
 func (d *Daemon) serveCatalog(ctx context.Context, platform string, since int64) ([][]byte, error) {
-	recs, err := d.store.Catalog(platform)
+	// Half a response of attestations leaves room for their endorsements.
+	recs, err := d.store.CatalogPage(platform, since, p2p.MaxBlobs/2, catalogPageBytes)
 	if err != nil {
 		return nil, err
 	}
-	type dated struct {
-		at  int64
-		rec store.AttestationRecord
-	}
-	var page []dated
-	for _, r := range recs {
-		s, err := d.decodeAttestation(r.Blob)
-		if err != nil {
-			continue
-		}
-		if at := s.Attestation.Time.Unix(); at > since {
-			page = append(page, dated{at, r})
-		}
-	}
-	sort.SliceStable(page, func(i, j int) bool { return page[i].at < page[j].at })
-	// Half a response of attestations leaves room for their endorsements.
-	// A page never ends inside one second (the client continues after the
-	// newest second it got), unless a single second fills it.
-	if limit := p2p.MaxBlobs / 2; len(page) > limit {
-		cut := limit
-		for cut > 0 && page[cut-1].at == page[limit].at {
-			cut--
-		}
-		if cut == 0 {
-			cut = limit
-		}
-		page = page[:cut]
-	}
-	out := make([]store.AttestationRecord, len(page))
-	for i, p := range page {
-		out[i] = p.rec
-	}
 	var bs [][]byte
-	for _, bk := range uniqueBuildKeys(out) {
+	for _, bk := range uniqueBuildKeys(recs) {
 		if es, err := d.store.EndorsementsFor(bk); err == nil {
 			bs = append(bs, es...)
 		}
 	}
-	return append(bs, blobs(out)...), nil
+	return append(bs, blobs(recs)...), nil
 }
+
+// catalogPageBytes bounds the attestations of one catalog page: a few
+// hundred honest records, and what eight concurrent requests can make this
+// daemon hold stays in tens of MiB.
+const catalogPageBytes = 2 << 20
 
 func blobs(recs []store.AttestationRecord) [][]byte {
 	out := make([][]byte, 0, len(recs))
@@ -375,7 +385,7 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
 			return n, err
 		}
 		newest := since
-		var atts [][]byte
+		var atts, endorsements [][]byte
 		for _, b := range bs {
 			// A peer that ignores since repeats itself: judge each blob once.
 			if id := sha256.Sum256(b); seen[id] {
@@ -384,7 +394,7 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
 				seen[id] = true
 			}
 			if bytes.HasPrefix(b, endorsementMagic) {
-				d.ingestEndorsement(ctx, b, p, false)
+				endorsements = append(endorsements, b)
 				continue
 			}
 			atts = append(atts, b)
@@ -392,10 +402,17 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
 				newest = s.Attestation.Time.Unix()
 			}
 		}
-		added, err := d.ingestBatch(ctx, atts, p)
+		added, err := d.ingestBatch(ctx, atts, d.arrivalFrom(p))
 		n += added
 		if err != nil {
 			return n, err
+		}
+		// After the page's attestations: an endorsement by a signer not
+		// configured here is kept only for a build key someone attested.
+		for _, b := range endorsements {
+			if _, err := d.ingestEndorsement(ctx, b, p, false); err != nil {
+				d.log.Debug("catalog sync: endorsement not kept", "peer", p.String(), "err", err)
+			}
 		}
 		if newest <= since {
 			return n, nil

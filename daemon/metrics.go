@@ -12,6 +12,7 @@ type metrics struct {
 	rejected     *prometheus.CounterVec
 	verdicts     *prometheus.CounterVec
 	fetchFailed  prometheus.Counter
+	evicted      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,8 +45,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gentoo_p2pd", Name: "gateway_fetch_failures_total",
 			Help: "Builds portage asked the gateway for that could not be fetched from peers.",
 		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "attestations_evicted_total",
+			Help: "Attestations evicted because their attester's storage budget was full.",
+		}),
 	}
-	reg.MustRegister(m.announces, m.lookups, m.attestations, m.attestServed, m.rejected, m.verdicts, m.fetchFailed)
+	reg.MustRegister(m.announces, m.lookups, m.attestations, m.attestServed, m.rejected, m.verdicts, m.fetchFailed, m.evicted)
 	return m
 }
 

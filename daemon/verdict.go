@@ -3,6 +3,7 @@ package daemon
 import (
 	"crypto/sha256"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -34,7 +35,7 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 		a := s.Attestation
 		votes = append(votes, trust.Vote{
 			Att:          s,
-			Addr:         d.attesterAddr(s.Attester),
+			Addr:         recordAddr(r),
 			Endorsements: endorsed[a.Content],
 			PGPVerified:  d.pgpVerified(a),
 		})
@@ -52,6 +53,16 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 	v := trust.Evaluate(d.policy, buildKey, votes, evidence, d.self)
 	d.metrics.verdicts.WithLabelValues(v.Decision.String()).Inc()
 	return v, atts, nil
+}
+
+// recordAddr is the address an attestation arrived from directly, as
+// recorded at arrival; zero when it came relayed.
+func recordAddr(r store.AttestationRecord) netip.Addr {
+	a, err := netip.ParseAddr(r.Addr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 // resolveQuery turns a CLI query — a build key, a variant key or a CPV
@@ -176,13 +187,16 @@ func (d *Daemon) allowedFor(buildKey string) (allowedBuild, bool, error) {
 // change in policy or evidence counts at once), but the signatures under
 // them never change.
 type decodedCache struct {
-	mu sync.Mutex
-	m  map[[32]byte]*trust.Signed
+	mu    sync.Mutex
+	m     map[[32]byte]*trust.Signed
+	bytes int
 }
 
-// maxDecoded bounds the cache; when full it starts over (cheap, and the
-// hot set refills within one request).
-const maxDecoded = 1 << 16
+// maxDecodedBytes bounds the cache by the size of the blobs it holds (a
+// decoded attestation takes about as much): a flood of large attestations
+// must not grow it past a few tens of MiB. When full it starts over
+// (cheap, and the hot set refills within one request).
+const maxDecodedBytes = 32 << 20
 
 // decodeAttestation is trust.Decode with the cache. Callers must not modify
 // the result.
@@ -199,10 +213,12 @@ func (d *Daemon) decodeAttestation(blob []byte) (*trust.Signed, error) {
 		return nil, err
 	}
 	d.decoded.mu.Lock()
-	if d.decoded.m == nil || len(d.decoded.m) >= maxDecoded {
+	if d.decoded.m == nil || d.decoded.bytes+len(blob) > maxDecodedBytes {
 		d.decoded.m = make(map[[32]byte]*trust.Signed)
+		d.decoded.bytes = 0
 	}
 	d.decoded.m[id] = s
+	d.decoded.bytes += len(blob)
 	d.decoded.mu.Unlock()
 	return s, nil
 }

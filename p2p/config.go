@@ -41,6 +41,13 @@ const (
 	DefaultConnHigh = 64
 )
 
+// Defaults for the attest/catalog request limits: one peer asks for one
+// catalog page and maybe one build key at a time.
+const (
+	DefaultMaxPeerRequests = 2
+	DefaultMaxRequests     = 16
+)
+
 // DefaultReprovideInterval is how often every provided key is announced
 // again. Provider records live 48 h on the DHT, so 22 h leaves room for one
 // missed cycle (the amino DHT uses the same figures).
@@ -85,6 +92,11 @@ type Config struct {
 	DHTMode DHTMode
 	// ReprovideInterval is the reprovide cycle of the sweeping provider.
 	ReprovideInterval time.Duration
+	// MaxPeerRequests and MaxRequests bound the attest and catalog requests
+	// served at once, per remote peer and in total; more are refused as
+	// "busy" before any handler runs, so a few identities opening many
+	// streams cannot make this node decode and answer without limit.
+	MaxPeerRequests, MaxRequests int
 	// Registerer receives this node's metrics; nil disables metrics (also
 	// libp2p's own). Several nodes in one process need one registry each.
 	Registerer prometheus.Registerer
@@ -150,6 +162,15 @@ func (c *Config) validate() error {
 	case DHTServer, DHTAuto, DHTClient:
 	default:
 		return fmt.Errorf("%w: DHTMode %q is not server, auto or client", ErrConfig, c.DHTMode)
+	}
+	if c.MaxPeerRequests <= 0 {
+		c.MaxPeerRequests = DefaultMaxPeerRequests
+	}
+	if c.MaxRequests <= 0 {
+		c.MaxRequests = DefaultMaxRequests
+	}
+	if c.MaxRequests < c.MaxPeerRequests {
+		return fmt.Errorf("%w: MaxRequests %d below MaxPeerRequests %d", ErrConfig, c.MaxRequests, c.MaxPeerRequests)
 	}
 	if c.ReprovideInterval < 0 {
 		return fmt.Errorf("%w: ReprovideInterval %s is negative", ErrConfig, c.ReprovideInterval)

@@ -149,7 +149,7 @@ func (n *Node) gossipValidator(platform string) pubsub.ValidatorEx {
 		if n.handlers.OnGossip == nil {
 			return pubsub.ValidationAccept
 		}
-		err := n.handlers.OnGossip(origin, platform, msg.Data)
+		err := n.handlers.OnGossip(origin, relay, platform, msg.Data)
 		switch {
 		case err == nil:
 			return pubsub.ValidationAccept

@@ -32,8 +32,8 @@ func (g *gossipLog) has(list *[]string, msg string) bool {
 }
 
 // handler rejects messages starting with "bad" when reject is set.
-func (g *gossipLog) handler(reject bool) func(peer.ID, string, []byte) error {
-	return func(from peer.ID, platform string, msg []byte) error {
+func (g *gossipLog) handler(reject bool) func(peer.ID, peer.ID, string, []byte) error {
+	return func(from, _ peer.ID, platform string, msg []byte) error {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if reject && strings.HasPrefix(string(msg), "bad") {
@@ -165,7 +165,7 @@ func TestPublishErrors(t *testing.T) {
 func TestGossipMaxSizeMessage(t *testing.T) {
 	got := make(chan []byte, 1)
 	nodes := newNetwork(t, 2, func(i int) Handlers {
-		return Handlers{OnGossip: func(_ peer.ID, _ string, msg []byte) error {
+		return Handlers{OnGossip: func(_, _ peer.ID, _ string, msg []byte) error {
 			select {
 			case got <- msg:
 			default:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -63,9 +65,10 @@ type Handlers struct {
 	// OnGossip verifies and takes one gossip message received on a platform
 	// topic. It runs as the GossipSub topic validator: returning an error
 	// rejects the message, so it is neither delivered nor forwarded and its
-	// sender is penalised. from is the signed originator, not the relay.
+	// sender is penalised. from is the signed originator; relay is the
+	// peer that delivered the message (from itself, or a mesh neighbour).
 	// It is not called for the node's own publications.
-	OnGossip func(from peer.ID, platform string, msg []byte) error
+	OnGossip func(from, relay peer.ID, platform string, msg []byte) error
 }
 
 // Node is one gentoo-p2pd network presence: libp2p host, DHT, provider,
@@ -73,6 +76,7 @@ type Handlers struct {
 type Node struct {
 	cfg      Config
 	handlers Handlers
+	requests *requestLimiter
 	log      *slog.Logger
 	metrics  *metrics
 
@@ -112,6 +116,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		handlers: h,
+		requests: newRequestLimiter(cfg.MaxPeerRequests, cfg.MaxRequests),
 		log:      cfg.Logger,
 		ctx:      nctx,
 		cancel:   cancel,
@@ -475,4 +480,25 @@ func (n *Node) Reachability() string {
 	default:
 		return "unknown"
 	}
+}
+
+// DirectAddr is the IP address of a direct (not relayed) connection to p,
+// if there is one: the network a message p delivered itself came from.
+func (n *Node) DirectAddr(p peer.ID) (netip.Addr, bool) {
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if c.Stat().Limited {
+			continue // a circuit relay: the address is the relay's
+		}
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			continue
+		}
+		ip, err := manet.ToIP(c.RemoteMultiaddr())
+		if err != nil {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			return a.Unmap(), true
+		}
+	}
+	return netip.Addr{}, false
 }

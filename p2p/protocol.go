@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -80,6 +81,9 @@ const (
 	statusRefused byte = 0x01
 
 	serverStreamTimeout = 10 * time.Second
+	// requestReadTimeout bounds how long a peer may take to send its
+	// (small) request.
+	requestReadTimeout  = 5 * time.Second
 	clientStreamTimeout = 30 * time.Second
 )
 
@@ -222,7 +226,7 @@ func readBlobs(r *bufio.Reader) ([][]byte, error) {
 
 // handleAttest serves /gentoo-p2p/attest/1.
 func (n *Node) handleAttest(s network.Stream) {
-	n.serve(s, AttestProtocol, func(ctx context.Context, r *bufio.Reader) ([][]byte, string, error) {
+	n.serve(s, AttestProtocol, func(ctx context.Context, r *bufio.Reader, admit func() bool) ([][]byte, string, error) {
 		raw, err := readFrame(r, maxCIDLen, "key")
 		if err != nil {
 			return nil, "bad request", err
@@ -237,6 +241,9 @@ func (n *Node) handleAttest(s network.Stream) {
 		if n.handlers.Attestations == nil {
 			return nil, "not served", nil
 		}
+		if !admit() {
+			return nil, ReasonBusy, nil
+		}
 		blobs, err := n.handlers.Attestations(ctx, key)
 		if err != nil {
 			return nil, "unavailable", err
@@ -247,7 +254,7 @@ func (n *Node) handleAttest(s network.Stream) {
 
 // handleCatalog serves /gentoo-p2p/catalog/1.
 func (n *Node) handleCatalog(s network.Stream) {
-	n.serve(s, CatalogProtocol, func(ctx context.Context, r *bufio.Reader) ([][]byte, string, error) {
+	n.serve(s, CatalogProtocol, func(ctx context.Context, r *bufio.Reader, admit func() bool) ([][]byte, string, error) {
 		raw, err := readFrame(r, MaxPlatformLen, "platform")
 		if err != nil {
 			return nil, "bad request", err
@@ -263,6 +270,9 @@ func (n *Node) handleCatalog(s network.Stream) {
 		if n.handlers.Catalog == nil {
 			return nil, "not served", nil
 		}
+		if !admit() {
+			return nil, ReasonBusy, nil
+		}
 		blobs, err := n.handlers.Catalog(ctx, platform, int64(since))
 		if err != nil {
 			return nil, "unavailable", err
@@ -271,19 +281,73 @@ func (n *Node) handleCatalog(s network.Stream) {
 	})
 }
 
-// serve runs one request/response exchange. answer returns the blobs, or a
-// refusal reason (sent to the peer) plus an error (logged locally only, so
-// no local detail leaks to the network).
-func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Context, *bufio.Reader) ([][]byte, string, error)) {
+// ReasonBusy is the refusal a peer gets while it (or everyone) already has
+// as many requests open as the limits allow; asking again later works.
+const ReasonBusy = "busy"
+
+// requestLimiter counts the attest/catalog requests being served, per peer
+// and in total.
+type requestLimiter struct {
+	mu           sync.Mutex
+	perPeer, max int
+	total        int
+	active       map[peer.ID]int
+}
+
+func newRequestLimiter(perPeer, max int) *requestLimiter {
+	return &requestLimiter{perPeer: perPeer, max: max, active: make(map[peer.ID]int)}
+}
+
+func (l *requestLimiter) acquire(p peer.ID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= l.max || l.active[p] >= l.perPeer {
+		return false
+	}
+	l.total++
+	l.active[p]++
+	return true
+}
+
+func (l *requestLimiter) release(p peer.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.active[p]--; l.active[p] <= 0 {
+		delete(l.active, p)
+	}
+}
+
+// serve runs one request/response exchange. answer parses the request,
+// calls admit before any work for it (false: refuse as busy), and returns
+// the blobs, or a refusal reason (sent to the peer) plus an error (logged
+// locally only, so no local detail leaks to the network). A request slot
+// is taken only once a request is read, so streams that never send one
+// hold nothing but the stream until requestReadTimeout.
+func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Context, *bufio.Reader, func() bool) ([][]byte, string, error)) {
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(serverStreamTimeout))
+	_ = s.SetReadDeadline(time.Now().Add(requestReadTimeout))
+	_ = s.SetWriteDeadline(time.Now().Add(serverStreamTimeout))
 	ctx, cancel := context.WithTimeout(n.ctx, serverStreamTimeout)
 	defer cancel()
 	remote := s.Conn().RemotePeer()
-	blobs, reason, err := answer(ctx, bufio.NewReader(s))
 	w := bufio.NewWriter(s)
+	admitted := false
+	admit := func() bool {
+		admitted = n.requests.acquire(remote)
+		return admitted
+	}
+	blobs, reason, err := answer(ctx, bufio.NewReader(s), admit)
+	if admitted {
+		defer n.requests.release(remote)
+	}
+	if reason == ReasonBusy {
+		n.metrics.servedRequest(proto, "busy")
+	}
 	if reason != "" {
-		n.metrics.servedRequest(proto, "refused")
+		if reason != ReasonBusy {
+			n.metrics.servedRequest(proto, "refused")
+		}
 		if err != nil {
 			n.log.Debug("refused stream request", "protocol", proto, "peer", remote, "reason", reason, "err", err)
 		}

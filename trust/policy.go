@@ -48,8 +48,9 @@ type Policy struct {
 	// BlockedPeers never count, and their attestations are listed as ignored.
 	BlockedPeers []peer.ID
 	// DistinctNetworks counts at most one attester per /24 (IPv4) or /48
-	// (IPv6) for each content; an attester whose address is unknown counts
-	// as its own network.
+	// (IPv6) for each content, by the address each attestation arrived
+	// from; attesters whose attestations came relayed (or from an unknown
+	// address) count once between them. The node's own vote always counts.
 	DistinctNetworks bool
 	// Overrides adjust the policy per package; later matches win per field.
 	Overrides []Override

@@ -91,8 +91,9 @@ const (
 type Vote struct {
 	// Att is the signed attestation (re-verified by Evaluate).
 	Att *Signed
-	// Addr is the attester's observed network address; the zero Addr means
-	// unknown (it then counts as its own network).
+	// Addr is the address the attestation arrived from when its attester
+	// delivered it directly; the zero Addr means relayed or unknown, and
+	// under DistinctNetworks all such votes share one network.
 	Addr netip.Addr
 	// Endorsements are signer co-signatures the daemon holds for this
 	// vote's (build key, content).
@@ -343,14 +344,21 @@ func Evaluate(p Policy, buildKey string, votes []Vote, evidence []Equivocation, 
 			case equivocators[vr.info.Peer]:
 				vr.info.Reason = "equivocated on this build key"
 			default:
-				if eff.DistinctNetworks {
-					if prefix, ok := networkOf(vr.addr); ok {
-						if first, dup := seenNet[prefix]; dup {
-							vr.info.Reason = fmt.Sprintf("same network %s as %s", prefix, first)
-							continue
-						}
-						seenNet[prefix] = vr.info.Peer
+				// Attestations that arrived through a relay or another
+				// peer prove nothing about where their attester sits: they
+				// all share one bucket. This node's own vote has no arrival
+				// address and takes no bucket.
+				prefix, ok := networkOf(vr.addr)
+				if eff.DistinctNetworks && (ok || !vr.info.Self) {
+					name := prefix.String()
+					if !ok {
+						prefix, name = netip.Prefix{}, "relayed or unknown"
 					}
+					if first, dup := seenNet[prefix]; dup {
+						vr.info.Reason = fmt.Sprintf("same network %s as %s", name, first)
+						continue
+					}
+					seenNet[prefix] = vr.info.Peer
 				}
 				vr.info.Counted = true
 			}

@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+)
+
+// arrival is how a record reached this daemon: the peer that delivered it
+// and, when that connection is direct (not a circuit relay), its address.
+type arrival struct {
+	from peer.ID
+	addr string
+}
+
+// arrivalFrom records the delivering peer's direct address now, at
+// arrival: a later connection (or none) must not change which network a
+// vote counts for.
+func (d *Daemon) arrivalFrom(p peer.ID) arrival {
+	a := arrival{from: p}
+	if d.node != nil && p != "" && p != d.self {
+		if ip, ok := d.node.DirectAddr(p); ok {
+			a.addr = ip.String()
+		}
+	}
+	return a
+}
+
+// addrOf is the arrival address as evidence of where attester sits: only
+// when the attester delivered its own attestation.
+func (a arrival) addrOf(attester peer.ID) string {
+	if a.from == attester {
+		return a.addr
+	}
+	return ""
+}
+
+// errBudget means an attester's storage budget is full of records that
+// must not be evicted (backed by other attesters).
+var errBudget = errors.New("attester's storage budget is full")
+
+// admit makes room in attester's storage budget (limits.peer_attestations
+// and limits.peer_attestation_bytes) for one more record of n bytes, on top
+// of pending records of the same batch not stored yet. Over budget, the
+// attester's own records are evicted, least useful first: those no other
+// attester backs and nobody here is interested in, then those of local
+// interest, oldest first; records another attester backs are never
+// evicted, so a full budget of them refuses the new record. One identity
+// therefore costs this daemon at most its budget, whatever it sends, and
+// can never push out anyone else's records. Eviction goes down to 7/8 of
+// the budget so a flood does not rescan the attester's records per record.
+// Callers hold d.ingestMu.
+func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
+	if attester == d.self || d.isTrustedPeer(attester) {
+		return nil
+	}
+	limR, limB := int64(d.cfg.Limits.PeerAttestations), d.cfg.Limits.PeerAttestationBytes
+	u, err := d.store.AttesterUsage(attester.String())
+	if err != nil {
+		return err
+	}
+	needR, needB := pending.Records+1, pending.Bytes+int64(n)
+	if u.Records+needR <= limR && u.Bytes+needB <= limB {
+		return nil
+	}
+	if needR > limR || needB > limB {
+		return fmt.Errorf("%w: %d bytes exceed limits.peer_attestation_bytes %d", errBudget, needB, limB)
+	}
+	infos, err := d.store.AttesterRecords(attester.String())
+	if err != nil {
+		return err
+	}
+	installed := installedPackages(d.vdb)
+	type candidate struct {
+		info     store.AttestationInfo
+		interest bool
+	}
+	var cands []candidate
+	for _, in := range infos {
+		if in.Backed {
+			continue
+		}
+		interest, err := d.localInterest(in, installed)
+		if err != nil {
+			return err
+		}
+		cands = append(cands, candidate{in, interest})
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		if a.interest != b.interest {
+			if a.interest {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(a.info.ReceivedAt.Compare(b.info.ReceivedAt), strings.Compare(a.info.BuildKey, b.info.BuildKey))
+	})
+	targetR, targetB := limR-limR/8-needR, limB-limB/8-needB
+	r, b := u.Records, u.Bytes
+	var victims [][32]byte
+	for _, c := range cands {
+		if r <= targetR && b <= targetB {
+			break
+		}
+		victims = append(victims, c.info.ID)
+		r--
+		b -= int64(c.info.Size)
+	}
+	if r+needR > limR || b+needB > limB {
+		return fmt.Errorf("%w: %s holds %d records (%d bytes) that other attesters back", errBudget, attester, r, b)
+	}
+	gone, err := d.store.DeleteAttestations(victims)
+	if err != nil {
+		return err
+	}
+	d.metrics.evicted.Add(float64(gone))
+	d.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
+	return nil
+}
+
+// localInterest reports whether this machine cares about a record's build:
+// it built it, or has its package installed.
+func (d *Daemon) localInterest(in store.AttestationInfo, installed map[string]bool) (bool, error) {
+	lps, err := d.store.LocalByBuildKey(in.BuildKey)
+	if err != nil {
+		return false, err
+	}
+	if len(lps) > 0 {
+		return true, nil
+	}
+	cat, pf, _ := strings.Cut(in.CPV, "/")
+	pn, ok := portagehook.SplitPN(pf)
+	return ok && installed[cat+"/"+pn], nil
+}
+
+// isTrustedPeer reports whether p is one of trust.trusted_peers: the
+// user's own build hosts are not bounded like strangers.
+func (d *Daemon) isTrustedPeer(p peer.ID) bool {
+	return slices.Contains(d.policy.TrustedPeers, p)
+}

@@ -1,0 +1,239 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+)
+
+var testPlatform = hostile.Platform{CHOST: "x86_64-pc-linux-gnu", CFLAGS: "-O2 -pipe", CXXFLAGS: "-O2 -pipe", LDFLAGS: "-Wl,-O1"}
+
+// offlineDaemon is a daemon that was never Run: store, policy and limits,
+// no network. Ingest works on it as it does on a running one.
+func offlineDaemon(t *testing.T, configure func(*config.Config)) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.Defaults()
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.Cache.Dir = filepath.Join(dir, "state", "cache")
+	cfg.API.Socket = filepath.Join(dir, "api.sock")
+	cfg.Portage = config.PortageConfig{CHOST: testPlatform.CHOST, CFLAGS: testPlatform.CFLAGS, CXXFLAGS: testPlatform.CXXFLAGS,
+		LDFLAGS: testPlatform.LDFLAGS, PkgDir: filepath.Join(dir, "pkgdir")}
+	if configure != nil {
+		configure(cfg)
+	}
+	d, err := New(Options{Config: cfg, VDB: filepath.Join(dir, "vdb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.store.Close() })
+	return d
+}
+
+func mustKey(t *testing.T) (crypto.PrivKey, peer.ID) {
+	t.Helper()
+	k, err := hostile.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, id
+}
+
+func junk(t *testing.T, k crypto.PrivKey, i, size int) *trust.Signed {
+	t.Helper()
+	s, err := hostile.Junk(k, testPlatform, i, size, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A flooder pays with its own records: past its budget its oldest unbacked
+// records go, a record another attester backs stays, and nobody else's
+// records are touched.
+func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
+	const budget = 512 << 10
+	d := offlineDaemon(t, func(c *config.Config) { c.Limits.PeerAttestationBytes = budget })
+	ctx := context.Background()
+	hk, honest := mustKey(t)
+	fk, flooder := mustKey(t)
+	var honestAtts []*trust.Signed
+	for i := range 3 {
+		s := junk(t, hk, 1000+i, 2000)
+		honestAtts = append(honestAtts, s)
+		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: honest}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The flooder also votes with the honest attester once: that record is
+	// backed and must survive the flood.
+	backed, err := hostile.Relabel(honestAtts[0], fk, time.Now().Add(-2*time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ingestAttestation(ctx, backed.Marshal(), arrival{from: flooder}, false); err != nil {
+		t.Fatal(err)
+	}
+	var last *trust.Signed
+	for i := range 40 {
+		last = junk(t, fk, i, 54<<10)
+		if _, err := d.ingestAttestation(ctx, last.Marshal(), arrival{from: flooder}, false); err != nil {
+			t.Fatalf("junk %d: %v", i, err)
+		}
+	}
+	u, err := d.store.AttesterUsage(flooder.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Bytes > budget {
+		t.Errorf("flooder holds %d bytes, budget %d", u.Bytes, budget)
+	}
+	if u.Records >= 40 {
+		t.Errorf("flooder holds %d records: nothing was evicted", u.Records)
+	}
+	for _, s := range []*trust.Signed{backed, last, honestAtts[0], honestAtts[1], honestAtts[2]} {
+		if ok, _ := d.store.HasAttestation(s.ID()); !ok {
+			t.Errorf("%s's attestation for %s was evicted", s.Attester, s.Attestation.CPV)
+		}
+	}
+	if hu, _ := d.store.AttesterUsage(honest.String()); hu.Records != 3 {
+		t.Errorf("honest attester holds %d records, want 3", hu.Records)
+	}
+	if err := d.store.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A budget full of records other attesters back refuses the next record
+// instead of evicting them; the refusal is a budget error (ignored, not
+// penalised, in gossip).
+func TestAdmitRefusesWhenOnlyBackedRecordsRemain(t *testing.T) {
+	d := offlineDaemon(t, func(c *config.Config) { c.Limits.PeerAttestations = 2 })
+	ctx := context.Background()
+	hk, honest := mustKey(t)
+	fk, other := mustKey(t)
+	for i := range 2 {
+		s := junk(t, hk, i, 1000)
+		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: honest}, false); err != nil {
+			t.Fatal(err)
+		}
+		r, err := hostile.Relabel(s, fk, time.Now().Add(-time.Hour), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.ingestAttestation(ctx, r.Marshal(), arrival{from: other}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := d.ingestAttestation(ctx, junk(t, fk, 99, 1000).Marshal(), arrival{from: other}, false)
+	if !errors.Is(err, errBudget) || !errors.Is(err, errRejected) {
+		t.Fatalf("third record of a full, backed budget: %v, want errBudget", err)
+	}
+	if u, _ := d.store.AttesterUsage(other.String()); u.Records != 2 {
+		t.Fatalf("usage %+v after refusal", u)
+	}
+}
+
+// The arrival address is kept only when the attester delivered its own
+// attestation, and a relayed copy gains it when the attester sends it.
+func TestArrivalAddressOnlyFromTheAttesterItself(t *testing.T) {
+	d := offlineDaemon(t, nil)
+	ctx := context.Background()
+	k, attester := mustKey(t)
+	_, relay := mustKey(t)
+	s := junk(t, k, 1, 1000)
+	if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: relay, addr: "198.51.100.7"}, false); err != nil {
+		t.Fatal(err)
+	}
+	r, _, _ := d.store.GetAttestation(s.ID())
+	if r.Addr != "" {
+		t.Fatalf("a relayed attestation recorded the relay's address %q", r.Addr)
+	}
+	if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: attester, addr: "192.0.2.9"}, false); err != nil {
+		t.Fatal(err)
+	}
+	r, _, _ = d.store.GetAttestation(s.ID())
+	if r.Addr != "192.0.2.9" {
+		t.Fatalf("addr %q after the attester delivered it, want 192.0.2.9", r.Addr)
+	}
+}
+
+func TestCheckIndexClaims(t *testing.T) {
+	desc := identity.Descriptor{CPV: "app-misc/hello-1.0", USE: []string{"foo"},
+		SlotDeps: []string{">=dev-libs/a-1:0/1="}, Requires: map[string][]string{"x86_64": {"libc.so.6"}}}
+	honest := map[string]string{
+		"USE": "amd64 foo", "IUSE": "foo bar", "RDEPEND": ">=dev-libs/a-1:0/1= sys-libs/b",
+		"REQUIRES": "x86_64: libc.so.6", "SLOT": "0", "DEPEND": "dev-libs/a",
+	}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for hk, hv := range honest {
+			m[hk] = hv
+		}
+		m[k] = v
+		return m
+	}
+	for _, tt := range []struct {
+		name  string
+		index map[string]string
+		ok    bool
+	}{
+		{"honest", honest, true},
+		{"nothing claimed", nil, true},
+		{"SLOT is the voters' to agree on", with("SLOT", "9"), true},
+		{"DEPEND is the voters' to agree on", with("DEPEND", "sys-apps/evil"), true},
+		{"CATEGORY", with("CATEGORY", "sys-apps"), false},
+		{"PF", with("PF", "portage-99.0"), false},
+		{"CPV", with("CPV", "sys-apps/portage-99.0"), false},
+		{"PATH", with("PATH", "sys-apps/portage/portage-99.0-1.gpkg.tar"), false},
+		{"BUILD_ID", with("BUILD_ID", "7"), false},
+		{"BUILD_TIME", with("BUILD_TIME", "1"), false},
+		{"SIZE", with("SIZE", "1"), false},
+		{"USE without a descriptor flag", with("USE", "amd64"), false},
+		{"USE with an IUSE flag the descriptor lacks", with("USE", "amd64 foo bar"), false},
+		{"RDEPEND with another slot operator", with("RDEPEND", "dev-libs/a:0/2="), false},
+		{"RDEPEND hiding a slot operator", with("RDEPEND", "sys-libs/b"), false},
+		{"REQUIRES", with("REQUIRES", "x86_64: libevil.so.1"), false},
+		{"two lines", with("DESCRIPTION", "hi\nCPV: sys-apps/portage-99.0"), false},
+	} {
+		err := checkIndexClaims(desc, tt.index)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestAgreedIndexDropsDisputedFields(t *testing.T) {
+	k1, _ := mustKey(t)
+	k2, _ := mustKey(t)
+	a := junk(t, k1, 1, 1000)
+	b, err := hostile.Relabel(a, k2, time.Now(), map[string]string{"SLOT": "9", "KEYWORDS": "amd64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := hostile.Relabel(a, k1, time.Now(), map[string]string{"SLOT": "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := agreedIndex([]*trust.Signed{a2, b})
+	if _, ok := got["SLOT"]; ok {
+		t.Errorf("disputed SLOT listed as %q", got["SLOT"])
+	}
+	if got["KEYWORDS"] != "amd64" || got["DESCRIPTION"] != a.Attestation.Index["DESCRIPTION"] {
+		t.Errorf("agreed fields lost: %v", got)
+	}
+}

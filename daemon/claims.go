@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+)
+
+// checkClaims rejects attestations whose claims contradict what the daemon
+// can check without the file: the platform must be the descriptor's (or a
+// build made with other CFLAGS could be listed for this machine), the
+// container size must fit the configured limits (a fetch reserves that
+// much disk), and the index claims must agree with the descriptor.
+func (d *Daemon) checkClaims(a trust.Attestation) error {
+	var desc identity.Descriptor
+	if err := json.Unmarshal(a.Descriptor, &desc); err != nil {
+		return err
+	}
+	if p := desc.Platform(); p != a.Platform {
+		return fmt.Errorf("platform %q, but the descriptor's CHOST and flags make %q", a.Platform, p)
+	}
+	// Catalog sync pages by attestation time: a date far in the future
+	// would let one attester jump a newcomer past honest records.
+	if a.Time.After(time.Now().Add(24 * time.Hour)) {
+		return fmt.Errorf("attestation dated %s, in the future", a.Time.Format(time.RFC3339))
+	}
+	if a.Size <= 0 || a.Size > d.limits.MaxImageBytes+maxContainerOverhead {
+		return fmt.Errorf("container size %d outside 1..%d", a.Size, d.limits.MaxImageBytes+maxContainerOverhead)
+	}
+	return checkIndexClaims(desc, a.Index)
+}
+
+// maxContainerOverhead is what a container may add to its image: metadata,
+// signatures, tar padding, and compression that did not compress.
+const maxContainerOverhead = 64 << 20
+
+// checkIndexClaims rejects index claims that contradict the descriptor the
+// build key binds, or that name what no attester may claim. CATEGORY and
+// PF (hence CPV and PATH), BUILD_ID, BUILD_TIME, SIZE and the digests are
+// not index claims at all: the gateway takes the CPV from the descriptor
+// and makes the rest itself. USE, the slot-operator atoms of RDEPEND and
+// REQUIRES are checked against the descriptor; the other keys cannot be
+// checked without the file, so the gateway uses them only where the
+// counted voters agree (agreedIndex) and lists the served file's own once
+// it has it.
+func checkIndexClaims(desc identity.Descriptor, index map[string]string) error {
+	for k, v := range index {
+		if !slices.Contains(indexKeys, k) {
+			return fmt.Errorf("index claims key %q, which attestations may not carry", k)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return fmt.Errorf("index key %s: value is not one line", k)
+		}
+	}
+	// A key the attester leaves out contradicts nothing; it is simply not
+	// listed until the file is here.
+	if v, ok := index["USE"]; ok {
+		use := strings.Fields(v)
+		for _, f := range desc.USE {
+			if !slices.Contains(use, f) {
+				return fmt.Errorf("index USE lacks %q, which the descriptor enables", f)
+			}
+		}
+		for _, f := range strings.Fields(index["IUSE"]) {
+			f = strings.TrimLeft(f, "+-")
+			if slices.Contains(use, f) && !slices.Contains(desc.USE, f) {
+				return fmt.Errorf("index USE enables %q, which the descriptor does not", f)
+			}
+		}
+	}
+	if v, ok := index["RDEPEND"]; ok {
+		if got, want := identity.SlotOperatorDeps(v), desc.SlotDeps; !slices.Equal(sortedCopy(got), sortedCopy(want)) {
+			return fmt.Errorf("index RDEPEND resolves slot operators to %v, the descriptor to %v", got, want)
+		}
+	}
+	if v, ok := index["REQUIRES"]; ok {
+		req, err := identity.ParseRequires(v)
+		if err != nil {
+			return fmt.Errorf("index REQUIRES: %w", err)
+		}
+		if !sameRequires(req, desc.Requires) {
+			return fmt.Errorf("index REQUIRES %q is not the descriptor's", v)
+		}
+	}
+	return nil
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func sameRequires(a, b map[string][]string) bool {
+	drop := func(m map[string][]string) map[string][]string {
+		out := map[string][]string{}
+		for k, v := range m {
+			if len(v) > 0 {
+				out[k] = sortedCopy(v)
+			}
+		}
+		return out
+	}
+	return maps.EqualFunc(drop(a), drop(b), slices.Equal[[]string])
+}
+
+// agreedIndex is the index fields the attestations of an allowed content
+// agree on: a field is kept only when every attestation that states it
+// states the same value, so no single attester's claim reaches the
+// listing. (Before the file is here these fields describe a listing; once
+// it is, the served file's own metadata replaces them.)
+func agreedIndex(atts []*trust.Signed) map[string]string {
+	out := map[string]string{}
+	conflict := map[string]bool{}
+	for _, s := range atts {
+		for k, v := range s.Attestation.Index {
+			if conflict[k] {
+				continue
+			}
+			if have, ok := out[k]; ok && have != v {
+				delete(out, k)
+				conflict[k] = true
+				continue
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
