@@ -29,12 +29,18 @@ func TestCatalogSyncPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	// Four attesters of many builds each (each within its storage budget
+	// on the newcomer).
+	var keys []crypto.PrivKey
+	for range 4 {
+		key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key)
 	}
 	// More attestations than one page of the catalog protocol, all for
-	// a's platform, by one attester of many builds.
+	// a's platform.
 	total := p2p.MaxBlobs + 300
 	base := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 	recs := make([]store.AttestationRecord, 0, total)
@@ -54,13 +60,13 @@ func TestCatalogSyncPages(t *testing.T) {
 			// Several share a second, as real catalogs do.
 			Time: base.Add(time.Duration(i/3) * time.Second),
 		}
-		s, err := trust.Sign(att, key)
+		s, err := trust.Sign(att, keys[i%len(keys)])
 		if err != nil {
 			t.Fatal(err)
 		}
 		a := s.Attestation
 		recs = append(recs, store.AttestationRecord{ID: s.ID(), BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV,
-			Platform: a.Platform, Attester: s.Attester.String(), Content: a.Content.String(), Blob: s.Marshal(), ReceivedAt: time.Now()})
+			Platform: a.Platform, Attester: s.Attester.String(), Content: a.Content.String(), Blob: s.Marshal(), ReceivedAt: time.Now(), Time: a.Time.Unix()})
 	}
 	if _, err := a.Daemon.Store().PutAttestations(recs); err != nil {
 		t.Fatal(err)

@@ -11,13 +11,16 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -165,4 +168,39 @@ func Relabel(honest *trust.Signed, key crypto.PrivKey, at time.Time, claims map[
 	att.Index = idx
 	att.Time = at.UTC().Truncate(time.Second)
 	return trust.Sign(att, key)
+}
+
+// HoldCatalog opens a catalog/1 request to target and, once the server
+// has taken it, never reads the rest of the answer: the server's write
+// stalls once the stream's window is full, and whatever the server
+// reserved for the request stays reserved until its deadline. Reset the
+// stream to let go.
+func (p *Peer) HoldCatalog(ctx context.Context, target peer.ID, platform string) (network.Stream, error) {
+	s, err := p.Node.Host().NewStream(ctx, target, p2p.CatalogProtocol)
+	if err != nil {
+		return nil, err
+	}
+	req := binary.AppendUvarint(nil, uint64(len(platform)))
+	req = append(req, platform...)
+	req = binary.AppendUvarint(req, 0) // since: everything
+	if _, err := s.Write(req); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	// The first byte of an answer says whether the server took the
+	// request (0) or refused it; reading it leaves the rest unread.
+	var status [1]byte
+	if _, err := io.ReadFull(s, status[:]); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	if status[0] != 0 {
+		_ = s.Reset()
+		return nil, fmt.Errorf("%w: held request refused", p2p.ErrRefused)
+	}
+	return s, nil
 }

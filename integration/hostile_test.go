@@ -1,0 +1,291 @@
+package integration
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+)
+
+var fixturePlatform = hostile.Platform{CHOST: testnet.FixturePortage.CHOST, CFLAGS: testnet.FixturePortage.CFLAGS,
+	CXXFLAGS: testnet.FixturePortage.CXXFLAGS, LDFLAGS: testnet.FixturePortage.LDFLAGS}
+
+func startAttacker(t *testing.T, ctx context.Context) *hostile.Peer {
+	t.Helper()
+	h, err := hostile.New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// TestHostileRelabelling: identities that attest an honest, allowed content
+// with an older time and lying index claims never change what portage
+// sees. Claims the descriptor refutes (CPV, PATH, BUILD_ID, USE, slot
+// operators …) are rejected and counted; claims it cannot refute (SLOT,
+// DEPEND, RDEPEND without slot operators) are stored and outvoted: the
+// listing shows the served file's own fields.
+func TestHostileRelabelling(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	nodes := startNetwork(t, t.TempDir(), []peerSpec{
+		{name: "a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "b", sets: []string{fixtures.ReproGPKG2}},
+		{name: "victim", configure: func(c *config.Config) { c.Trust.Threshold = 2 }},
+	})
+	a, victim := nodes[0], nodes[2]
+	waitCatalog(t, victim, 4)
+	before := gatewayIndex(t, ctx, victim)
+	hello, ok := before["app-misc/hello-1.0"]
+	if !ok {
+		t.Fatalf("victim lists %v before the attack, want hello", keys(before))
+	}
+	honest := ownAttestations(t, a.Daemon.Store(), localByName(t, a, "app-misc/hello-1.0").BuildKey, a.Daemon.ID().String())[0]
+
+	refuted := map[string]map[string]string{
+		"CATEGORY/PF": {"CATEGORY": "sys-apps", "PF": "portage-99.0"},
+		"CPV":         {"CPV": "sys-apps/portage-99.0"},
+		"PATH":        {"PATH": "sys-apps/portage/portage-99.0-1.gpkg.tar"},
+		"BUILD_ID":    {"BUILD_ID": "1"},
+		"BUILD_TIME":  {"BUILD_TIME": "1"},
+		"USE":         {"USE": "amd64 kernel_linux"},
+		"slot op":     {"RDEPEND": "dev-libs/evil:0/1="},
+	}
+	unrefuted := map[string]string{"SLOT": "9", "DEPEND": "sys-apps/evil", "RDEPEND": "sys-apps/evil", "DESCRIPTION": "evil"}
+	old := time.Now().Add(-365 * 24 * time.Hour)
+	var blobs [][]byte
+	sign := func(claims map[string]string) *trust.Signed {
+		// A fresh identity each: per-build-key caps must not be what stops them.
+		k, err := hostile.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := hostile.Relabel(honest, k, old, claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, s.Marshal())
+		return s
+	}
+	for _, claims := range refuted {
+		sign(claims)
+	}
+	stored := sign(unrefuted)
+	rejectedBefore := victim.Daemon.Status(ctx).RejectedAttestations
+	h := startAttacker(t, ctx)
+	h.SetCatalog(blobs)
+	if err := h.Connect(ctx, victim.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the victim to judge the relabelled attestations", func() bool {
+		has, _ := victim.Daemon.Store().HasAttestation(stored.ID())
+		return has && victim.Daemon.Status(ctx).RejectedAttestations >= rejectedBefore+int64(len(refuted))
+	})
+	for _, b := range blobs[:len(refuted)] {
+		if has, _ := victim.Daemon.Store().HasAttestation(sha256.Sum256(b)); has {
+			t.Errorf("the victim stored an attestation whose claims contradict its descriptor")
+		}
+	}
+
+	after := gatewayIndex(t, ctx, victim)
+	if len(after) != len(before) {
+		t.Fatalf("victim lists %v after the attack, %v before", keys(after), keys(before))
+	}
+	got := after["app-misc/hello-1.0"]
+	for _, k := range []string{"CPV", "PATH", "SLOT", "USE", "RDEPEND", "DEPEND", "BUILD_ID", "BUILD_TIME", "SIZE", "SHA1", "DESCRIPTION"} {
+		if got.Value(k) != hello.Value(k) {
+			t.Errorf("%s: %q after the attack, %q before", k, got.Value(k), hello.Value(k))
+		}
+	}
+}
+
+// TestHostileFloodIsBoundedPerIdentity: one identity floods the victim with
+// valid junk attestations by gossip and through its catalog; the victim
+// keeps at most its budget of them, its database grows by about that, its
+// honest records stay, and it still answers an honest newcomer's catalog
+// sync and portage's index.
+func TestHostileFloodIsBoundedPerIdentity(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const budget = 2 << 20
+	dir := t.TempDir()
+	nodes := startNetwork(t, dir, []peerSpec{
+		{name: "a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "victim", configure: func(c *config.Config) { c.Limits.PeerAttestationBytes = budget }},
+	})
+	victim := nodes[1]
+	waitCatalog(t, victim, 2)
+	dbPath := filepath.Join(victim.Config.StateDir, store.DBFile)
+	dbBefore := fileSize(t, dbPath)
+
+	h := startAttacker(t, ctx)
+	var page [][]byte
+	for i := range 80 {
+		s, err := hostile.Junk(h.Key, fixturePlatform, i, 54<<10, time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		page = append(page, s.Marshal())
+	}
+	h.SetCatalog(page)
+	if err := h.Connect(ctx, victim.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	plat := victim.Daemon.Platform()
+	if err := h.Node.JoinPlatform(plat); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the attacker to see the victim on the topic", func() bool {
+		for _, p := range h.Node.TopicPeers(plat) {
+			if p == victim.Daemon.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	var last *trust.Signed
+	for i := range 80 {
+		s, err := hostile.Junk(h.Key, fixturePlatform, 1000+i, 54<<10, time.Now().Add(-time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.PublishAttestation(ctx, plat, s.Marshal()); err != nil {
+			t.Fatal(err)
+		}
+		last = s
+	}
+	waitFor(t, "the victim to take the last gossiped junk", func() bool {
+		has, _ := victim.Daemon.Store().HasAttestation(last.ID())
+		return has
+	})
+	u, err := victim.Daemon.Store().AttesterUsage(h.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Bytes > budget || u.Records == 0 {
+		t.Errorf("the flooder holds %d records, %d bytes; budget %d bytes", u.Records, u.Bytes, budget)
+	}
+	if grew := fileSize(t, dbPath) - dbBefore; grew > 4*budget {
+		t.Errorf("state.db grew by %d bytes under a %d-byte budget", grew, budget)
+	}
+	if err := victim.Daemon.Store().Check(); err != nil {
+		t.Fatal(err)
+	}
+
+	// An honest newcomer still gets the victim's honest records, and
+	// portage still gets its index.
+	newcomer, err := testnet.Start(ctx, testnet.NodeOptions{Name: "newcomer", Dir: dir, Bootstrap: []string{victim.Addr()}, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopNode(t, newcomer)
+	honestID := nodes[0].Daemon.ID().String()
+	waitFor(t, "the newcomer to sync a's attestations from the victim", func() bool {
+		au, _ := newcomer.Daemon.Store().AttesterUsage(honestID)
+		return au.Records >= 2
+	})
+	if entries := gatewayIndex(t, ctx, victim); len(entries) != 0 {
+		// Threshold 3 with one honest builder: nothing is allowed, and
+		// none of the junk either.
+		t.Errorf("victim lists %v", keys(entries))
+	}
+}
+
+// TestHostileCatalogRequests: identities that hold catalog requests open
+// without reading the answers get their per-peer share of request slots
+// and are refused as busy past it, and an honest peer's request is
+// answered meanwhile.
+func TestHostileCatalogRequests(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	nodes := startNetwork(t, dir, []peerSpec{
+		{name: "a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "honest"},
+	})
+	a, honest := nodes[0], nodes[1]
+	waitCatalog(t, honest, 2)
+	// Give a a large catalog, so each answer is a full page that a
+	// non-reading client stalls.
+	var recs []store.AttestationRecord
+	for i := range 200 {
+		k, err := hostile.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := hostile.Junk(k, fixturePlatform, i, 20<<10, time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := s.Attestation
+		recs = append(recs, store.AttestationRecord{ID: s.ID(), BuildKey: at.BuildKey, VariantKey: at.VariantKey, CPV: at.CPV,
+			Platform: at.Platform, Attester: s.Attester.String(), Content: at.Content.String(), Blob: s.Marshal(),
+			ReceivedAt: time.Now(), Time: at.Time.Unix()})
+	}
+	if _, err := a.Daemon.Store().PutAttestations(recs); err != nil {
+		t.Fatal(err)
+	}
+	target := addrInfo(t, a.Addr())
+	plat := a.Daemon.Platform()
+	for range 4 {
+		h := startAttacker(t, ctx)
+		if err := h.Node.Host().Connect(ctx, target); err != nil {
+			t.Fatal(err)
+		}
+		for range p2p.DefaultMaxPeerRequests {
+			s, err := h.HoldCatalog(ctx, target.ID, plat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+		}
+		// Past its share, the next request is refused.
+		if _, err := h.Node.SyncCatalog(ctx, target.ID, plat, 0); !errors.Is(err, p2p.ErrRefused) {
+			t.Fatalf("a request past the per-peer limit: %v, want refused as busy", err)
+		}
+	}
+	bs, err := honest.Daemon.Node().SyncCatalog(ctx, target.ID, plat, 0)
+	if err != nil {
+		t.Fatalf("honest catalog request while 8 are held: %v", err)
+	}
+	if len(bs) == 0 {
+		t.Fatal("honest catalog request answered empty")
+	}
+}
+
+func addrInfo(t *testing.T, addr string) peer.AddrInfo {
+	t.Helper()
+	m, err := ma.NewMultiaddr(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai, err := peer.AddrInfoFromP2pAddr(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *ai
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
