@@ -268,7 +268,7 @@ func TestHostileCatalogRequests(t *testing.T) {
 	}
 }
 
-func addrInfo(t *testing.T, addr string) peer.AddrInfo {
+func addrInfo(t testing.TB, addr string) peer.AddrInfo {
 	t.Helper()
 	m, err := ma.NewMultiaddr(addr)
 	if err != nil {
@@ -281,7 +281,7 @@ func addrInfo(t *testing.T, addr string) peer.AddrInfo {
 	return *ai
 }
 
-func fileSize(t *testing.T, path string) int64 {
+func fileSize(t testing.TB, path string) int64 {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
