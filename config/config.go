@@ -195,6 +195,9 @@ type LimitsConfig struct {
 	// at once, per peer and in total.
 	PeerRequests int `toml:"peer_requests" mapstructure:"peer_requests"`
 	Requests     int `toml:"requests" mapstructure:"requests"`
+	// PeerGossipRate is how many gossip messages per second one relaying
+	// peer may make this daemon verify (bursts of ten seconds' worth).
+	PeerGossipRate int `toml:"peer_gossip_rate" mapstructure:"peer_gossip_rate"`
 }
 
 // Built-in defaults that do not depend on the environment.
@@ -259,7 +262,7 @@ func baseDefaults(d dirs) *Config {
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
-			PeerAttestations: 4096, PeerAttestationBytes: 16 << 20, PeerRequests: 2, Requests: 16},
+			PeerAttestations: 4096, PeerAttestationBytes: 16 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50},
 	}
 	return c
 }

@@ -152,6 +152,8 @@ var keys = []keySpec{
 		doc: "attest and catalog requests one peer may have open with us at once; more are refused as busy (≥ 1)"},
 	{key: "limits.requests", kind: kindInt, field: func(c *Config) any { return &c.Limits.Requests },
 		doc: "attest and catalog requests served at once over all peers (≥ `peer_requests`)"},
+	{key: "limits.peer_gossip_rate", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerGossipRate },
+		doc: "gossip messages per second one relaying peer may make us verify, in bursts of ten seconds' worth; more are ignored unread (≥ 1)"},
 }
 
 // keyIndex maps key → spec.

@@ -164,6 +164,9 @@ func (c *Config) Validate() error {
 	if c.Limits.PeerRequests < 1 {
 		bad("limits.peer_requests", "must be ≥ 1, got %d", c.Limits.PeerRequests)
 	}
+	if c.Limits.PeerGossipRate < 1 {
+		bad("limits.peer_gossip_rate", "must be ≥ 1, got %d", c.Limits.PeerGossipRate)
+	}
 	if c.Limits.Requests < c.Limits.PeerRequests {
 		bad("limits.requests", "must be ≥ limits.peer_requests (%d), got %d", c.Limits.PeerRequests, c.Limits.Requests)
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -144,4 +146,33 @@ func (d *Daemon) localInterest(in store.AttestationInfo, installed map[string]bo
 // user's own build hosts are not bounded like strangers.
 func (d *Daemon) isTrustedPeer(p peer.ID) bool {
 	return slices.Contains(d.policy.TrustedPeers, p)
+}
+
+// peerRates bounds how many gossip messages per second each relaying peer
+// makes this daemon decode and verify: a flood beyond the rate is ignored
+// before any signature check, so one identity's share of the CPU is
+// bounded whatever it sends.
+type peerRates struct {
+	mu    sync.Mutex
+	rate  rate.Limit
+	burst int
+	m     map[peer.ID]*rate.Limiter
+}
+
+// maxRatedPeers bounds the limiter map; when full it starts over (a peer
+// then gets a fresh burst, which is bounded too).
+const maxRatedPeers = 4096
+
+func (r *peerRates) allow(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.m[p]
+	if !ok {
+		if r.m == nil || len(r.m) >= maxRatedPeers {
+			r.m = make(map[peer.ID]*rate.Limiter)
+		}
+		l = rate.NewLimiter(r.rate, r.burst)
+		r.m[p] = l
+	}
+	return l.Allow()
 }

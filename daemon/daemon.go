@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
@@ -89,9 +90,11 @@ type Daemon struct {
 	listed   sync.Map // gateway listing (content/build id) → build key
 	decoded  decodedCache
 	ingestMu sync.Mutex // held from a record's caps check to its write
-	mu       sync.Mutex
-	fetching map[string]*fetchCall // singleflight per build key
-	counters counters
+	// gossipRates bounds the gossip messages each relay makes us verify.
+	gossipRates peerRates
+	mu          sync.Mutex
+	fetching    map[string]*fetchCall // singleflight per build key
+	counters    counters
 }
 
 // counters are the in-memory figures status reports; the persistent ones
@@ -160,6 +163,7 @@ func New(opts Options) (*Daemon, error) {
 		ready:    make(chan struct{}),
 		fetching: make(map[string]*fetchCall),
 	}
+	d.gossipRates.rate, d.gossipRates.burst = rate.Limit(cfg.Limits.PeerGossipRate), max(1, cfg.Limits.PeerGossipRate*10)
 	if cfg.Portage.Repo != "" {
 		d.md5cache = identity.LoadMD5Cache(cfg.Portage.Repo)
 	}

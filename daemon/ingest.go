@@ -280,6 +280,9 @@ func (d *Daemon) onGossip(origin, relay peer.ID, platform string, msg []byte) er
 	if len(msg) < 2 {
 		return fmt.Errorf("empty gossip message")
 	}
+	if !d.gossipRates.allow(relay) {
+		return fmt.Errorf("%w: %s relays more than limits.peer_gossip_rate", p2p.ErrGossipIgnore, relay)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch msg[0] {
