@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -335,8 +337,29 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 			out = append(out, es...)
 		}
 	}
-	return append(out, blobs(recs)...), nil
+	// Then the votes of the contents most attesters agree on, so padded
+	// junk of one-vote contents is what the byte cap leaves out.
+	support := map[string]int{}
+	for _, r := range recs {
+		support[r.Content]++
+	}
+	slices.SortStableFunc(recs, func(a, b store.AttestationRecord) int {
+		return cmp.Or(cmp.Compare(support[b.Content], support[a.Content]), strings.Compare(a.Content, b.Content))
+	})
+	size := 0
+	for _, r := range recs {
+		if size += len(r.Blob); size > attestAnswerBytes {
+			break
+		}
+		out = append(out, r.Blob)
+	}
+	return out, nil
 }
+
+// attestAnswerBytes bounds the attestations of one attest/1 answer: a
+// build key's caps allow 512 records, and sixteen concurrent answers of
+// those must not cost hundreds of MiB.
+const attestAnswerBytes = 4 << 20
 
 // serveCatalog answers /gentoo-p2p/catalog/1: the platform's attestations
 // made after since (Unix seconds of the attestation's own time), oldest
