@@ -262,7 +262,7 @@ func baseDefaults(d dirs) *Config {
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
-			PeerAttestations: 4096, PeerAttestationBytes: 16 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50},
+			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50},
 	}
 	return c
 }

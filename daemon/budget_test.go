@@ -20,7 +20,7 @@ var testPlatform = hostile.Platform{CHOST: "x86_64-pc-linux-gnu", CFLAGS: "-O2 -
 
 // offlineDaemon is a daemon that was never Run: store, policy and limits,
 // no network. Ingest works on it as it does on a running one.
-func offlineDaemon(t *testing.T, configure func(*config.Config)) *Daemon {
+func offlineDaemon(t testing.TB, configure func(*config.Config)) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Defaults()
@@ -40,7 +40,7 @@ func offlineDaemon(t *testing.T, configure func(*config.Config)) *Daemon {
 	return d
 }
 
-func mustKey(t *testing.T) (crypto.PrivKey, peer.ID) {
+func mustKey(t testing.TB) (crypto.PrivKey, peer.ID) {
 	t.Helper()
 	k, err := hostile.Identity()
 	if err != nil {
@@ -53,7 +53,7 @@ func mustKey(t *testing.T) (crypto.PrivKey, peer.ID) {
 	return k, id
 }
 
-func junk(t *testing.T, k crypto.PrivKey, i, size int) *trust.Signed {
+func junk(t testing.TB, k crypto.PrivKey, i, size int) *trust.Signed {
 	t.Helper()
 	s, err := hostile.Junk(k, testPlatform, i, size, time.Now().Add(-time.Hour))
 	if err != nil {

@@ -3,6 +3,8 @@ package daemon
 import (
 	"crypto/sha256"
 	"fmt"
+	"maps"
+	"slices"
 	"net/netip"
 	"sort"
 	"strings"
@@ -119,19 +121,22 @@ type allowedBuild struct {
 }
 
 // allowed returns the allowed builds of a platform ("" = every platform).
+// Build keys no vote count could allow are skipped before their votes are
+// decoded: a store full of one-vote junk costs an index walk, not a
+// verdict per record.
 func (d *Daemon) allowed(platform string) ([]allowedBuild, error) {
-	var recs []store.AttestationRecord
-	var err error
-	if platform == "" {
-		recs, err = d.store.ListAttestations()
-	} else {
-		recs, err = d.store.Catalog(platform)
-	}
+	voters, err := d.store.BuildKeyVoters(platform)
 	if err != nil {
 		return nil, err
 	}
+	keys := slices.Sorted(maps.Keys(voters))
 	var out []allowedBuild
-	for _, bk := range uniqueBuildKeys(recs) {
+	for _, bk := range keys {
+		if hopeless, err := d.hopeless(bk, voters[bk]); err != nil {
+			return nil, err
+		} else if hopeless {
+			continue
+		}
 		ab, ok, err := d.allowedFor(bk)
 		if err != nil {
 			return nil, err
@@ -141,6 +146,34 @@ func (d *Daemon) allowed(platform string) ([]allowedBuild, error) {
 		}
 	}
 	return out, nil
+}
+
+// hopeless reports that build key bk cannot be allowed whatever its
+// attesters voted: they are fewer than the lowest threshold any package
+// has, and none of the backings that allow below the threshold is
+// possible (no trusted peer among them, no endorsement held, no PGP
+// keyring configured).
+func (d *Daemon) hopeless(bk string, attesters []string) (bool, error) {
+	if len(d.policy.PGPKeyring) > 0 {
+		return false, nil
+	}
+	for _, a := range attesters {
+		if id, err := peer.Decode(a); err == nil && d.isTrustedPeer(id) {
+			return false, nil
+		}
+	}
+	es, err := d.store.EndorsementsFor(bk)
+	if err != nil || len(es) > 0 {
+		return false, err
+	}
+	lowest := d.policy.Threshold
+	for _, o := range d.policy.Overrides {
+		if o.Threshold != nil {
+			lowest = min(lowest, *o.Threshold)
+		}
+	}
+	// Threshold 0 is signer only: without backing nothing is allowed.
+	return lowest <= 0 || len(attesters) < lowest, nil
 }
 
 // allowedFor returns the allowed content of one build key, if any.

@@ -434,3 +434,44 @@ func checkAttestationBudget(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// BuildKeyVoters lists the build keys of platform ("" = every platform),
+// each with its distinct attesters, without decoding any blob: enough to
+// skip build keys that no policy could allow before evaluating votes.
+func (s *Store) BuildKeyVoters(platform string) (map[string][]string, error) {
+	type meta struct {
+		BuildKey string `json:"build_key"`
+		Attester string `json:"attester"`
+	}
+	out := map[string][]string{}
+	add := func(v []byte) error {
+		var m meta
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("%w: attestation: %v", ErrCorrupt, err)
+		}
+		if m.BuildKey == "" {
+			return nil
+		}
+		for _, a := range out[m.BuildKey] {
+			if a == m.Attester {
+				return nil
+			}
+		}
+		out[m.BuildKey] = append(out[m.BuildKey], m.Attester)
+		return nil
+	}
+	err := s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		if platform == "" {
+			return pb.ForEach(func(_, v []byte) error { return add(v) })
+		}
+		return scanIndex(tx.Bucket(bucketAttByPlat), platform, func(id []byte) error {
+			v := pb.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: platform index points at missing attestation %x", ErrCorrupt, id)
+			}
+			return add(v)
+		})
+	})
+	return out, err
+}
