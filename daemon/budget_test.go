@@ -237,3 +237,47 @@ func TestAgreedIndexDropsDisputedFields(t *testing.T) {
 		t.Errorf("agreed fields lost: %v", got)
 	}
 }
+
+// Build keys no vote count could allow are skipped before their votes are
+// decoded, and only those.
+func TestHopelessBuildKeys(t *testing.T) {
+	k, id := mustKey(t)
+	tk, trustedID := mustKey(t)
+	d := offlineDaemon(t, func(c *config.Config) {
+		c.Trust.Threshold = 2
+		c.Trust.TrustedPeers = []string{trustedID.String()}
+	})
+	ctx := context.Background()
+	one := junk(t, k, 1, 1000)
+	byTrusted := junk(t, tk, 2, 1000)
+	for _, in := range []struct {
+		s    *trust.Signed
+		from peer.ID
+	}{{one, id}, {byTrusted, trustedID}} {
+		if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		name      string
+		bk        string
+		attesters []string
+		want      bool
+	}{
+		{"one stranger under threshold 2", one.Attestation.BuildKey, []string{id.String()}, true},
+		{"two strangers", one.Attestation.BuildKey, []string{id.String(), "x"}, false},
+		{"a trusted peer allows alone", byTrusted.Attestation.BuildKey, []string{trustedID.String()}, false},
+	} {
+		got, err := d.hopeless(tt.bk, tt.attesters)
+		if err != nil || got != tt.want {
+			t.Errorf("%s: hopeless = %v, %v; want %v", tt.name, got, err, tt.want)
+		}
+	}
+	builds, err := d.allowed(d.platform)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(builds) != 1 || builds[0].Verdict.BuildKey != byTrusted.Attestation.BuildKey {
+		t.Fatalf("allowed = %d builds, want the trusted peer's only", len(builds))
+	}
+}

@@ -185,21 +185,16 @@ func (d *Daemon) vetAttestation(blob []byte, via arrival) (s *trust.Signed, ok b
 // files of it). pending counts records of the same batch not stored yet.
 func (d *Daemon) checkCaps(s *trust.Signed, pending map[string]int) error {
 	a := s.Attestation
-	recs, err := d.store.AttestationsFor(a.BuildKey)
+	total, mine, err := d.store.CountForBuildKey(a.BuildKey, s.Attester.String())
 	if err != nil {
 		return err
 	}
-	mine := pending[a.BuildKey+"\x00"+s.Attester.String()]
-	for _, r := range recs {
-		if r.Attester == s.Attester.String() {
-			mine++
-		}
-	}
+	mine += pending[a.BuildKey+"\x00"+s.Attester.String()]
 	switch {
 	case mine >= maxAttestationsPerAttester:
 		return fmt.Errorf("%w: %s already has %d attestations for %s", errTooMany, s.Attester, mine, a.BuildKey)
-	case len(recs)+pending[a.BuildKey] >= maxAttestationsPerBuild:
-		return fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, len(recs))
+	case total+pending[a.BuildKey] >= maxAttestationsPerBuild:
+		return fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, total)
 	}
 	return nil
 }

@@ -475,3 +475,24 @@ func (s *Store) BuildKeyVoters(platform string) (map[string][]string, error) {
 	})
 	return out, err
 }
+
+// CountForBuildKey counts the attestations stored for buildKey, and those
+// of them signed by attester, from the indexes alone (no record is read):
+// the per-build-key caps are checked on every ingest, and a build key
+// full of large records must not make each check expensive.
+func (s *Store) CountForBuildKey(buildKey, attester string) (total, byAttester int, err error) {
+	if buildKey == "" {
+		return 0, 0, nil
+	}
+	err = s.view(func(tx *bolt.Tx) error {
+		byAuthor := tx.Bucket(bucketAttByAuthor)
+		return scanIndex(tx.Bucket(bucketAttByBuild), buildKey, func(id []byte) error {
+			total++
+			if attester != "" && byAuthor.Get(indexKey(attester, id)) != nil {
+				byAttester++
+			}
+			return nil
+		})
+	})
+	return total, byAttester, err
+}

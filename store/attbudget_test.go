@@ -196,3 +196,21 @@ func TestOldDatabaseIsMigratedAndBackfilled(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCountForBuildKey(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestations([]AttestationRecord{
+		att("A", "bk", "c1", 1, "a1"), att("A", "bk", "c2", 2, "a2"), att("B", "bk", "c1", 3, "b1"), att("A", "other", "c", 4, "a3"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		bk, who     string
+		total, mine int
+	}{{"bk", "A", 3, 2}, {"bk", "B", 3, 1}, {"bk", "C", 3, 0}, {"none", "A", 0, 0}, {"other", "", 1, 0}} {
+		total, mine, err := s.CountForBuildKey(tt.bk, tt.who)
+		if err != nil || total != tt.total || mine != tt.mine {
+			t.Errorf("CountForBuildKey(%s, %s) = %d, %d, %v; want %d, %d", tt.bk, tt.who, total, mine, err, tt.total, tt.mine)
+		}
+	}
+}
