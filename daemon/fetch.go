@@ -338,7 +338,10 @@ func (d *Daemon) verifyContent(path string, want trust.ContentID, cpv string) er
 // or disputed ones).
 type contentSource struct{ d *Daemon }
 
-var errNotServed = errors.New("not served")
+// errNotServed is a file this daemon does not hold or will not serve; it
+// wraps transfer.ErrNotFound so the peer gets a "not found" answer (not an
+// internal error) and nothing is logged per request.
+var errNotServed = fmt.Errorf("not served: %w", transfer.ErrNotFound)
 
 func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
 	d := cs.d

@@ -109,7 +109,7 @@ const (
 	FaultBadLayer    FaultKind = "bad_layer"   // sent a piece layer not matching the attested root or size
 	FaultProtocol    FaultKind = "protocol"    // sent malformed frames
 	FaultStall       FaultKind = "stall"       // sent nothing for StallTimeout
-	FaultUnavailable FaultKind = "unavailable" // refused: not found, consume mode, busy
+	FaultUnavailable FaultKind = "unavailable" // refused: consume mode, busy, internal error
 	FaultConnection  FaultKind = "connection"  // could not connect, or the connection broke
 )
 
@@ -143,6 +143,10 @@ type Result struct {
 	PeerPieces map[peer.ID]int
 	// BadPeers lists the providers dropped and why.
 	BadPeers []PeerFault
+	// NotHeld lists the providers that answered "not found": they do not
+	// hold the file. That is no fault (a provider index can be stale), so
+	// they are not in BadPeers; the fetch just goes on without them.
+	NotHeld []peer.ID
 	// Duration is the wall time of the call.
 	Duration time.Duration
 	// Leaves is the verified piece layer (nil before a provider sent one),
@@ -411,6 +415,9 @@ func (f *fetcher) noProviders() error {
 	for _, pf := range f.res.BadPeers {
 		errs = append(errs, fmt.Errorf("%s: %s: %w", pf.Peer, pf.Kind, pf.Err))
 	}
+	for _, p := range f.res.NotHeld {
+		errs = append(errs, fmt.Errorf("%s: does not hold the file", p))
+	}
 	return errors.Join(errs...)
 }
 
@@ -422,6 +429,20 @@ func (f *fetcher) fail(err error) {
 	}
 	f.mu.Unlock()
 	f.cancel()
+}
+
+// dropped records why runPeer gave up on p: a provider that does not hold
+// the file, or a fault.
+func (f *fetcher) dropped(p peer.ID, err error) {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == statusNotFound {
+		f.log.Debug("provider does not hold the file", "peer", p)
+		f.mu.Lock()
+		f.res.NotHeld = append(f.res.NotHeld, p)
+		f.mu.Unlock()
+		return
+	}
+	f.fault(p, err)
 }
 
 // fault records a dropped provider.
@@ -471,7 +492,7 @@ func (f *fetcher) startPeers(ctx context.Context, providers []peer.AddrInfo) <-c
 			}
 			defer func() { <-sem }()
 			if err := f.runPeer(ctx, ai); err != nil && ctx.Err() == nil {
-				f.fault(ai.ID, err)
+				f.dropped(ai.ID, err)
 			}
 		})
 	}

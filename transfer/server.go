@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -55,8 +56,9 @@ type Server struct {
 	opts ServerOptions
 	log  *slog.Logger
 
-	enabled atomic.Bool
-	global  *rate.Limiter // nil when unlimited
+	enabled  atomic.Bool
+	global   *rate.Limiter // nil when unlimited
+	warnings *rate.Limiter // paces warnings a peer can trigger per request
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -106,8 +108,9 @@ func NewServer(h host.Host, src Source, opts ServerOptions) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		h: h, src: src, opts: opts, log: log,
-		global: newLimiter(opts.GlobalRate),
-		ctx:    ctx, cancel: cancel,
+		global:   newLimiter(opts.GlobalRate),
+		warnings: rate.NewLimiter(rate.Every(10*time.Second), 3),
+		ctx:      ctx, cancel: cancel,
 		peers:   make(map[peer.ID]*servedPeer),
 		streams: make(map[network.Stream]struct{}),
 	}
@@ -234,11 +237,17 @@ func (s *Server) serve(st network.Stream, p peer.ID) error {
 	defer s.release(sp, st)
 
 	f, err := s.src.Open(req.File)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		// Any peer may ask for any hash: neither a fault nor worth a log.
 		return s.refuse(st, statusNotFound, fmt.Sprintf("file %x not held", req.File[:8]))
 	}
 	if err != nil {
-		s.log.Warn("opening file to serve failed", "file", fmt.Sprintf("%x", req.File), "err", err)
+		// A broken file a peer keeps asking for must not flood the log.
+		lvl := slog.LevelDebug
+		if s.warnings.Allow() {
+			lvl = slog.LevelWarn
+		}
+		s.log.Log(s.ctx, lvl, "opening file to serve failed", "file", fmt.Sprintf("%x", req.File), "err", err)
 		return s.refuse(st, statusInternal, "cannot open file")
 	}
 	defer f.Close()
