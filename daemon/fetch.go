@@ -243,6 +243,11 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 		for _, f := range res.BadPeers {
 			d.log.Warn("dropped provider", "peer", f.Peer.String(), "reason", string(f.Kind), "err", f.Err)
 		}
+		if errors.Is(err, transfer.ErrDiskWrite) {
+			// The disk is full or failing: another candidate would fail
+			// the same way (its partial file is already removed).
+			return "", nil, res, fmt.Errorf("build %s: %w", buildKey, err)
+		}
 		if err != nil {
 			lastErr = err
 			continue

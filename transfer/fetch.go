@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -87,6 +88,10 @@ type FetchOptions struct {
 	Metrics *Metrics
 	// Logger receives dropped providers at info level; nil discards.
 	Logger *slog.Logger
+
+	// openFile opens the part file and bitfield; nil is os.OpenFile.
+	// Tests set it to make writes fail as on a full disk.
+	openFile openFileFunc
 }
 
 // Progress is a snapshot reported to FetchOptions.Progress.
@@ -195,6 +200,11 @@ var (
 // lost writes); failing pieces are fetched again. On cancellation the
 // written pieces are committed before Fetch returns.
 //
+// Local write failures: if writing or syncing the part file or bitfield
+// fails (a full disk, an I/O error), Fetch stops at once, removes both
+// files and returns an ErrDiskWrite that wraps the cause (errors.Is(err,
+// syscall.ENOSPC) for a full disk). No provider is blamed.
+//
 // The Result is meaningful on error too (faults, pieces fetched so far).
 func Fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInfo, opts FetchOptions) (Result, error) {
 	start := time.Now()
@@ -223,7 +233,7 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return res, fmt.Errorf("transfer: creating %s: %w", opts.Dir, err)
 	}
-	pf, err := openPart(opts.Dir, want)
+	pf, err := openPart(opts.Dir, want, opts.openFile)
 	if err != nil {
 		return res, err
 	}
@@ -293,10 +303,12 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	res.BytesFetched = f.received.Load()
 	f.mu.Unlock()
 	switch {
-	case fatal != nil:
-		return res, fatal
-	case commitErr != nil:
-		return res, commitErr
+	case fatal != nil, commitErr != nil:
+		// Writing here failed (every fatal error is an ErrDiskWrite): the
+		// files go, so a full disk is not kept full by a download that
+		// cannot finish, and no provider is blamed.
+		pf.discard()
+		return res, cmp.Or(fatal, commitErr)
 	case !f.sched.isComplete():
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -343,6 +355,9 @@ func checkWant(want Want, opts *FetchOptions) error {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.openFile == nil {
+		opts.openFile = osOpenFile
 	}
 	return nil
 }
@@ -421,7 +436,8 @@ func (f *fetcher) noProviders() error {
 	return errors.Join(errs...)
 }
 
-// fail records a local (not provider) error and stops the fetch.
+// fail records a local (not provider) error, an ErrDiskWrite, and stops
+// the fetch; fetch discards the partial files once every writer stopped.
 func (f *fetcher) fail(err error) {
 	f.mu.Lock()
 	if f.fatal == nil {
@@ -708,8 +724,8 @@ func (f *fetcher) store(p peer.ID, i int, data []byte) {
 	}
 	// Two providers may race here in the endgame; both write the same
 	// verified bytes, and only the first markDone counts.
-	if _, err := f.pf.part.WriteAt(data, int64(i)*pieces.Size); err != nil {
-		f.fail(fmt.Errorf("transfer: writing piece %d to %s: %w", i, f.pf.partPath, err))
+	if err := f.pf.writePiece(i, data); err != nil {
+		f.fail(err)
 		return
 	}
 	if !f.sched.markDone(i) {
@@ -853,7 +869,8 @@ func (f *fetcher) finish(sum [32]byte) error {
 		return fmt.Errorf("%w: %s has %x, want %x", ErrHashMismatch, pf.partPath, sum, f.want.SHA256)
 	}
 	if err := pf.part.Sync(); err != nil {
-		return fmt.Errorf("transfer: fsync %s: %w", pf.partPath, err)
+		pf.discard()
+		return diskErr("syncing", pf.partPath, err)
 	}
 	if f.opts.Verify != nil {
 		if err := f.opts.Verify(pf.partPath); err != nil {

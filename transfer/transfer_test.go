@@ -579,7 +579,7 @@ func TestFetchRejectsBadWant(t *testing.T) {
 func TestFetchLockedByAnotherFetch(t *testing.T) {
 	tf := makeFile(t, 2*pieces.Size, 14)
 	dir := t.TempDir()
-	pf, err := openPart(dir, tf.want)
+	pf, err := openPart(dir, tf.want, osOpenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
