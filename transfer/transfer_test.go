@@ -488,7 +488,7 @@ func TestUploadSlotsBusy(t *testing.T) {
 	release := newGate()
 	src := newMemSource(tf)
 	src.beforeRead = func(int64, int) { entered.open(); release.wait() }
-	p := newProvider(t, src, ServerOptions{Enabled: true, UploadSlots: 1})
+	p := newProvider(t, src, ServerOptions{Enabled: true, UploadSlots: 1, SlotWait: 50 * time.Millisecond})
 	t.Cleanup(release.open)
 
 	// First peer takes the only slot and holds it.
