@@ -33,6 +33,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// askLayer makes one layer request from h to the provider and reads the
+// whole answer.
+func askLayer(ctx context.Context, h, to host.Host, tf *testFile) error {
+	if err := h.Connect(ctx, addrInfo(to)); err != nil {
+		return err
+	}
+	st, err := h.NewStream(ctx, to.ID(), ProtocolID)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.Write(appendRequest(nil, request{Op: opLayer, File: tf.want.SHA256})); err != nil {
+		return err
+	}
+	st.CloseWrite()
+	br := bufio.NewReader(st)
+	if err := readStatus(br); err != nil {
+		return err
+	}
+	_, _, err = readLayer(br, len(tf.leaves))
+	return err
+}
+
 // hog is an attacker identity that keeps n range requests open against a
 // provider and never reads their data. It looks at each stream only to
 // learn whether it is still being served: it reads the status byte, and
@@ -220,31 +243,7 @@ func TestRateLimitedPeerKeepsSlot(t *testing.T) {
 		return held == 1 && active > 0
 	})
 	// The waiting peer asks for the layer only: its answer is small.
-	go func() {
-		h := newHost(t)
-		if err := h.Connect(testCtx(t), addrInfo(p.h)); err != nil {
-			second <- err
-			return
-		}
-		st, err := h.NewStream(testCtx(t), p.h.ID(), ProtocolID)
-		if err != nil {
-			second <- err
-			return
-		}
-		defer st.Close()
-		if _, err := st.Write(appendRequest(nil, request{Op: opLayer, File: tf.want.SHA256})); err != nil {
-			second <- err
-			return
-		}
-		st.CloseWrite()
-		br := bufio.NewReader(st)
-		if err := readStatus(br); err != nil {
-			second <- err
-			return
-		}
-		_, _, err = readLayer(br, len(tf.leaves))
-		second <- err
-	}()
+	go func() { second <- askLayer(testCtx(t), newHost(t), p.h, tf) }()
 	waitFor(t, "the second peer waits for the slot", func() bool {
 		_, queued, _ := p.srv.slotState()
 		return queued == 1
@@ -262,5 +261,45 @@ func TestRateLimitedPeerKeepsSlot(t *testing.T) {
 		if got := gathered(t, reg, "gentoo_p2pd_transfer_server_slot_reclaims_total", reason); got != 0 {
 			t.Fatalf("%v slots reclaimed (%s) from a peer slowed only by our rate cap", got, reason)
 		}
+	}
+}
+
+// TestLongHolderYieldsSlot: a peer that keeps the only slot busy with
+// back-to-back requests it reads at once (it never stalls, and its slot
+// lingers between requests) hands the slot on after SlotTenure to a peer
+// that waits, instead of keeping it for as long as it likes.
+func TestLongHolderYieldsSlot(t *testing.T) {
+	tf := makeFile(t, pieces.Size, 52)
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProvider(t, newMemSource(tf), ServerOptions{
+		Enabled: true, UploadSlots: 1, Metrics: m,
+		SlotTenure: 200 * time.Millisecond, SlotWait: 20 * time.Second,
+	})
+	ctx, stop := context.WithCancel(testCtx(t))
+	done := make(chan struct{})
+	var served atomic.Int32
+	go func() {
+		defer close(done)
+		h := newHost(t)
+		for ctx.Err() == nil {
+			if askLayer(ctx, h, p.h, tf) == nil {
+				served.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	waitFor(t, "the first peer holds the only slot", func() bool {
+		held, _, _ := p.srv.slotState()
+		return held == 1 && served.Load() > 0
+	})
+	if err := askLayer(testCtx(t), newHost(t), p.h, tf); err != nil {
+		t.Fatalf("waiting peer: %v", err)
+	}
+	if got := gathered(t, reg, "gentoo_p2pd_transfer_server_slot_reclaims_total", "tenure"); got < 1 {
+		t.Fatalf("slots handed on after their tenure: %v, want at least 1", got)
 	}
 }
