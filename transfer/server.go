@@ -43,7 +43,7 @@ type ServerOptions struct {
 	PerPeerRate int64
 	// RequestTimeout bounds reading a request (default 10s).
 	RequestTimeout time.Duration
-	// WriteTimeout bounds each write of at most 64 KiB to a fetcher
+	// WriteTimeout bounds each write of at most one chunk to a fetcher
 	// (default 30s): a fetcher that stops reading loses the request even
 	// when no other peer wants its slot.
 	WriteTimeout time.Duration
@@ -715,15 +715,15 @@ func (s *Server) send(st network.Stream, sp *servedPeer, b []byte) error {
 	return nil
 }
 
-// write sends b, whose tokens were taken, in writes of at most writeUnit,
-// and accounts the time they block and the bytes accepted to sp's
-// progress.
+// write sends b, a chunk whose tokens were taken, within WriteTimeout, in
+// writes of at most writeUnit, and accounts the time they block and the
+// bytes accepted to sp's progress.
 func (s *Server) write(st network.Stream, sp *servedPeer, b []byte) error {
+	if err := st.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout)); err != nil {
+		return err
+	}
 	for len(b) > 0 {
 		n := min(len(b), writeUnit)
-		if err := st.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout)); err != nil {
-			return err
-		}
 		s.writing(sp)
 		w, err := st.Write(b[:n])
 		s.wrote(sp, w)
