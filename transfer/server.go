@@ -247,6 +247,17 @@ func resetAll(streams []network.Stream) {
 	}
 }
 
+// resetLater resets the streams of a peer that lost its slot, in the
+// background: a reset queues a frame on the peer's connection, which a
+// peer that stopped reading its connection altogether can hold up until
+// the muxer gives up on it, and nobody should wait for that.
+func (s *Server) resetLater(streams []network.Stream) {
+	if len(streams) == 0 {
+		return
+	}
+	s.wg.Go(func() { resetAll(streams) })
+}
+
 // poke wakes the slot keeper.
 func (s *Server) poke() {
 	select {
@@ -267,7 +278,7 @@ func (s *Server) keep() {
 		resets := s.dispatch(now)
 		next := s.nextEvent(now)
 		s.mu.Unlock()
-		resetAll(resets)
+		s.resetLater(resets)
 		if !next.IsZero() {
 			t.Reset(next.Sub(now))
 		}
@@ -326,7 +337,7 @@ func (s *Server) acquire(p peer.ID, st network.Stream) (*servedPeer, bool) {
 	w.n++
 	resets := s.dispatch(now)
 	s.mu.Unlock()
-	resetAll(resets)
+	s.resetLater(resets)
 	s.poke()
 
 	t := time.NewTimer(s.opts.SlotWait)
@@ -380,7 +391,7 @@ func (s *Server) release(sp *servedPeer, st network.Stream, ok bool) {
 	resets := s.dispatch(now)
 	waiters := len(s.queue) > 0
 	s.mu.Unlock()
-	resetAll(resets)
+	s.resetLater(resets)
 	if waiters {
 		s.poke()
 	}
