@@ -246,6 +246,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		MaxRequestsPerPeer: d.cfg.Transfer.MaxRequestsPerPeer,
 		GlobalRate:         d.cfg.Transfer.UploadRate,
 		PerPeerRate:        d.cfg.Transfer.PeerUploadRate,
+		ProgressTimeout:    d.cfg.Transfer.UploadStallTimeout,
 		Metrics:            d.xferM,
 		Logger:             d.log.With("component", "transfer"),
 	})
