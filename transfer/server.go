@@ -56,7 +56,8 @@ type ServerOptions struct {
 	ProgressTimeout time.Duration
 	// SlotWait bounds how long a request from a peer without a slot waits
 	// for one before it gets "busy" (default 2 × ProgressTimeout, so a
-	// slot taken from a stalled holder comes free within it).
+	// slot taken from a stalled holder comes free within it, but at most
+	// 15s: fetchers take a provider silent for 20s for stalled).
 	SlotWait time.Duration
 	// SlotTenure is how long a peer keeps its slot while other peers wait
 	// (default 30s): then it yields the slot to a waiting peer that has
@@ -179,7 +180,7 @@ func NewServer(h host.Host, src Source, opts ServerOptions) *Server {
 		opts.ProgressTimeout = 5 * time.Second
 	}
 	if opts.SlotWait <= 0 {
-		opts.SlotWait = 2 * opts.ProgressTimeout
+		opts.SlotWait = min(2*opts.ProgressTimeout, 15*time.Second)
 	}
 	if opts.SlotTenure <= 0 {
 		opts.SlotTenure = 30 * time.Second
