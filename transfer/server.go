@@ -437,7 +437,8 @@ func (s *Server) dispatch(now time.Time) []network.Stream {
 	var resets []network.Stream
 	// Make room for waiters that did not lose a slot recently (a
 	// preempted peer never preempts anyone: no chains of preemption), as
-	// far as draining holders will not.
+	// far as draining holders will not (unless they stalled: then their
+	// requests may never end, and they lose the slot like any staller).
 	for {
 		want := 0
 		for _, sp := range s.queue {
@@ -446,7 +447,7 @@ func (s *Server) dispatch(now time.Time) []network.Stream {
 			}
 		}
 		for _, sp := range s.holders {
-			if sp.draining {
+			if sp.draining && sp.stallTime(now) < s.opts.ProgressTimeout {
 				want--
 			}
 		}
