@@ -186,17 +186,22 @@ func TestStalledHoldersYieldSlots(t *testing.T) {
 	if len(res.BadPeers) != 0 {
 		t.Fatalf("honest fetch dropped the provider: %+v", res.BadPeers)
 	}
+	// The slot the honest peer got was taken from an attacker, whose
+	// streams were all reset (the attackers notice when they next look).
+	resets := func() (n int32) {
+		for _, a := range hogs {
+			n += a.resets.Load()
+		}
+		return n
+	}
+	waitFor(t, "the attackers see the streams of the slot taken from them reset", func() bool { return resets() >= perPeer })
 	stop()
 	wg.Wait()
-	var resets, asked int32
+	var asked int32
 	for _, a := range hogs {
-		resets += a.resets.Load()
 		asked += a.asked.Load()
 	}
-	t.Logf("attackers sent %d requests; %d of their served streams were reset", asked, resets)
-	if resets < perPeer {
-		t.Fatalf("%d attacker streams reset, want at least the %d of the identity whose slot was taken", resets, perPeer)
-	}
+	t.Logf("attackers sent %d requests; %d of their served streams were reset", asked, resets())
 	if got := gathered(t, reg, "gentoo_p2pd_transfer_server_slot_reclaims_total", "stalled"); got < 1 {
 		t.Fatalf("stalled-slot reclaims %v, want at least 1", got)
 	}
