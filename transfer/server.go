@@ -48,7 +48,8 @@ type ServerOptions struct {
 	// when no other peer wants its slot.
 	WriteTimeout time.Duration
 	// ProgressTimeout is how long a slot holder may go without accepting
-	// 64 KiB while we have data for it (default 5s). Only time our writes
+	// 64 KiB, over all its requests, while we have data for it (default
+	// 5s). Only time our writes
 	// spend blocked on the peer counts: waiting on our own rate limits or
 	// disk does not, so a peer served slowly by our caps never stalls.
 	// While another peer waits for a slot, a stalled holder loses its
