@@ -49,11 +49,11 @@ type ServerOptions struct {
 	WriteTimeout time.Duration
 	// ProgressTimeout is how long a slot holder may go without accepting
 	// 64 KiB, over all its requests, while we have data for it (default
-	// 5s). Only time our writes
-	// spend blocked on the peer counts: waiting on our own rate limits or
-	// disk does not, so a peer served slowly by our caps never stalls.
-	// While another peer waits for a slot, a stalled holder loses its
-	// slot at once: its streams are reset and the slot goes to the waiter.
+	// 5s). Only time our writes spend blocked on the peer counts: waiting
+	// on our own rate limits or disk does not, so a peer served slowly by
+	// our caps never stalls. While another peer waits for a slot, a
+	// stalled holder loses its slot at once: its streams are reset and the
+	// slot goes to the waiter.
 	ProgressTimeout time.Duration
 	// SlotWait bounds how long a request from a peer without a slot waits
 	// for one before it gets "busy" (default 2 × ProgressTimeout, so a
