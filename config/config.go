@@ -174,6 +174,9 @@ type TransferConfig struct {
 	PeerUploadRate     int64 `toml:"peer_upload_rate" mapstructure:"peer_upload_rate"`
 	DownloadRate       int64 `toml:"download_rate" mapstructure:"download_rate"`
 	MaxRequestsPerPeer int   `toml:"max_requests_per_peer" mapstructure:"max_requests_per_peer"`
+	// UploadStallTimeout: a peer we upload to that accepts less than 64
+	// KiB in this much time blocked on it loses its slot to a waiting peer.
+	UploadStallTimeout time.Duration `toml:"upload_stall_timeout" mapstructure:"upload_stall_timeout"`
 }
 
 // CacheConfig configures where fetched packages are kept.
@@ -259,7 +262,7 @@ func baseDefaults(d dirs) *Config {
 		},
 		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchInstalled},
 		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}},
-		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16},
+		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
 			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50},

@@ -125,7 +125,7 @@ var keys = []keySpec{
 		def: "none", doc: "per-package policy: `[[trust.overrides]]` tables with `glob` (path.Match on `category/PF`) and optional `threshold`, `dispute`, `require_signer`; file only"},
 
 	{key: "transfer.upload_slots", kind: kindInt, field: func(c *Config) any { return &c.Transfer.UploadSlots },
-		doc: "concurrent uploads to other peers (0 = serve nothing)"},
+		doc: "peers uploaded to at once, one slot each whatever its number of requests (0 = serve nothing)"},
 	{key: "transfer.upload_rate", kind: kindRate, field: func(c *Config) any { return &c.Transfer.UploadRate },
 		doc: "total upload cap in bytes/s (`20MB/s`, `1MiB`); 0 = unlimited"},
 	{key: "transfer.peer_upload_rate", kind: kindRate, field: func(c *Config) any { return &c.Transfer.PeerUploadRate },
@@ -133,7 +133,9 @@ var keys = []keySpec{
 	{key: "transfer.download_rate", kind: kindRate, field: func(c *Config) any { return &c.Transfer.DownloadRate },
 		doc: "total download cap in bytes/s; 0 = unlimited"},
 	{key: "transfer.max_requests_per_peer", kind: kindInt, field: func(c *Config) any { return &c.Transfer.MaxRequestsPerPeer },
-		doc: "piece requests one peer may have in flight with us (≥ 1)"},
+		doc: "requests one peer may have in flight with us, served or waiting for an upload slot (≥ 1)"},
+	{key: "transfer.upload_stall_timeout", kind: kindDuration, field: func(c *Config) any { return &c.Transfer.UploadStallTimeout },
+		doc: "while other peers wait for an upload slot, a peer that accepts less than 64 KiB in this much time blocked on it loses its slot (time spent on our own rate caps does not count); > 0"},
 
 	{key: "cache.dir", kind: kindString, flag: "cache-dir", field: func(c *Config) any { return &c.Cache.Dir },
 		def: "`<state_dir>/cache`", doc: "where packages fetched from peers are kept; absolute path"},

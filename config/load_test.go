@@ -269,6 +269,7 @@ dispute = 2
 upload_rate = "20MB/s"
 peer_upload_rate = "1MiB"
 download_rate = 0
+upload_stall_timeout = "12s"
 [cache]
 disk_budget = "1.5GiB"
 [limits]
@@ -299,6 +300,7 @@ max_image_bytes = 1048576
 		{"upload_rate", c.Transfer.UploadRate, int64(20_000_000)},
 		{"peer_upload_rate", c.Transfer.PeerUploadRate, int64(1 << 20)},
 		{"download_rate", c.Transfer.DownloadRate, int64(0)},
+		{"upload_stall_timeout", c.Transfer.UploadStallTimeout, 12 * time.Second},
 		{"disk_budget", c.Cache.DiskBudget, int64(3 << 29)},
 		{"max_image_bytes", c.Limits.MaxImageBytes, int64(1 << 20)},
 	}
@@ -333,6 +335,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "bad size unit", file: "[cache]\ndisk_budget = \"10XB\"\n", want: `~config: cache.disk_budget: size "10XB": unknown unit "XB"`, is: ErrInvalidValue},
 		{name: "zero budget", env: []string{"GENTOO_P2PD_CACHE_DISK_BUDGET=0"}, want: `config: cache.disk_budget: must be > 0, got 0`, is: ErrInvalidValue},
 		{name: "negative rate", file: "[transfer]\nupload_rate = -5\n", want: `config: transfer.upload_rate: must be ≥ 0 (0 = unlimited), got -5`, is: ErrInvalidValue},
+		{name: "zero stall timeout", file: "[transfer]\nupload_stall_timeout = \"0s\"\n", want: `config: transfer.upload_stall_timeout: must be > 0, got 0s`, is: ErrInvalidValue},
 		{name: "conn_high below conn_low", file: "[network]\nconn_low = 10\nconn_high = 5\n", want: `config: network.conn_high: must be ≥ 1 and ≥ network.conn_low (10), got 5`, is: ErrInvalidValue},
 		{name: "dht mode", flags: []string{"--dht-mode=both"}, want: `config: network.dht_mode: must be one of auto, server, client, got "both"`, is: ErrInvalidValue},
 		{name: "listen not multiaddr", env: []string{"GENTOO_P2PD_NETWORK_LISTEN=0.0.0.0:4701"}, want: `~config: network.listen[0]: not a multiaddr "0.0.0.0:4701"`, is: ErrInvalidValue},

@@ -154,6 +154,9 @@ func (c *Config) Validate() error {
 	if c.Transfer.MaxRequestsPerPeer < 1 {
 		bad("transfer.max_requests_per_peer", "must be ≥ 1, got %d", c.Transfer.MaxRequestsPerPeer)
 	}
+	if c.Transfer.UploadStallTimeout <= 0 {
+		bad("transfer.upload_stall_timeout", "must be > 0, got %s", c.Transfer.UploadStallTimeout)
+	}
 
 	if c.Limits.PeerAttestations < 1 {
 		bad("limits.peer_attestations", "must be ≥ 1, got %d", c.Limits.PeerAttestations)

@@ -261,11 +261,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	defer node.Close()
 
 	d.xfer = transfer.NewServer(node.Host(), contentSource{d}, transfer.ServerOptions{
-		Enabled:            d.cfg.Mode != config.ModeConsume,
+		// transfer.upload_slots = 0 means serve nothing (to the server,
+		// 0 slots means its default).
+		Enabled:            d.cfg.Mode != config.ModeConsume && d.cfg.Transfer.UploadSlots > 0,
 		UploadSlots:        d.cfg.Transfer.UploadSlots,
 		MaxRequestsPerPeer: d.cfg.Transfer.MaxRequestsPerPeer,
 		GlobalRate:         d.cfg.Transfer.UploadRate,
 		PerPeerRate:        d.cfg.Transfer.PeerUploadRate,
+		ProgressTimeout:    d.cfg.Transfer.UploadStallTimeout,
 		Metrics:            d.xferM,
 		Logger:             d.log.With("component", "transfer"),
 	})

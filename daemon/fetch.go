@@ -243,6 +243,11 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 		for _, f := range res.BadPeers {
 			d.log.Warn("dropped provider", "peer", f.Peer.String(), "reason", string(f.Kind), "err", f.Err)
 		}
+		if errors.Is(err, transfer.ErrDiskWrite) {
+			// The disk is full or failing: another candidate would fail
+			// the same way (its partial file is already removed).
+			return "", nil, res, fmt.Errorf("build %s: %w", buildKey, err)
+		}
 		if err != nil {
 			lastErr = err
 			continue
@@ -338,7 +343,10 @@ func (d *Daemon) verifyContent(path string, want trust.ContentID, cpv string) er
 // or disputed ones).
 type contentSource struct{ d *Daemon }
 
-var errNotServed = errors.New("not served")
+// errNotServed is a file this daemon does not hold or will not serve; it
+// wraps transfer.ErrNotFound so the peer gets a "not found" answer (not an
+// internal error) and nothing is logged per request.
+var errNotServed = fmt.Errorf("not served: %w", transfer.ErrNotFound)
 
 func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
 	d := cs.d

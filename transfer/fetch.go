@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -87,6 +88,10 @@ type FetchOptions struct {
 	Metrics *Metrics
 	// Logger receives dropped providers at info level; nil discards.
 	Logger *slog.Logger
+
+	// openFile opens the part file and bitfield; nil is os.OpenFile.
+	// Tests set it to make writes fail as on a full disk.
+	openFile openFileFunc
 }
 
 // Progress is a snapshot reported to FetchOptions.Progress.
@@ -109,7 +114,7 @@ const (
 	FaultBadLayer    FaultKind = "bad_layer"   // sent a piece layer not matching the attested root or size
 	FaultProtocol    FaultKind = "protocol"    // sent malformed frames
 	FaultStall       FaultKind = "stall"       // sent nothing for StallTimeout
-	FaultUnavailable FaultKind = "unavailable" // refused: not found, consume mode, busy
+	FaultUnavailable FaultKind = "unavailable" // refused: consume mode, busy, internal error
 	FaultConnection  FaultKind = "connection"  // could not connect, or the connection broke
 )
 
@@ -143,6 +148,10 @@ type Result struct {
 	PeerPieces map[peer.ID]int
 	// BadPeers lists the providers dropped and why.
 	BadPeers []PeerFault
+	// NotHeld lists the providers that answered "not found": they do not
+	// hold the file. That is no fault (a provider index can be stale), so
+	// they are not in BadPeers; the fetch just goes on without them.
+	NotHeld []peer.ID
 	// Duration is the wall time of the call.
 	Duration time.Duration
 	// Leaves is the verified piece layer (nil before a provider sent one),
@@ -191,6 +200,11 @@ var (
 // lost writes); failing pieces are fetched again. On cancellation the
 // written pieces are committed before Fetch returns.
 //
+// Local write failures: if writing or syncing the part file or bitfield
+// fails (a full disk, an I/O error), Fetch stops at once, removes both
+// files and returns an ErrDiskWrite that wraps the cause (errors.Is(err,
+// syscall.ENOSPC) for a full disk). No provider is blamed.
+//
 // The Result is meaningful on error too (faults, pieces fetched so far).
 func Fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInfo, opts FetchOptions) (Result, error) {
 	start := time.Now()
@@ -219,7 +233,7 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return res, fmt.Errorf("transfer: creating %s: %w", opts.Dir, err)
 	}
-	pf, err := openPart(opts.Dir, want)
+	pf, err := openPart(opts.Dir, want, opts.openFile)
 	if err != nil {
 		return res, err
 	}
@@ -289,10 +303,12 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	res.BytesFetched = f.received.Load()
 	f.mu.Unlock()
 	switch {
-	case fatal != nil:
-		return res, fatal
-	case commitErr != nil:
-		return res, commitErr
+	case fatal != nil, commitErr != nil:
+		// Writing here failed (every fatal error is an ErrDiskWrite): the
+		// files go, so a full disk is not kept full by a download that
+		// cannot finish, and no provider is blamed.
+		pf.discard()
+		return res, cmp.Or(fatal, commitErr)
 	case !f.sched.isComplete():
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -339,6 +355,9 @@ func checkWant(want Want, opts *FetchOptions) error {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.openFile == nil {
+		opts.openFile = osOpenFile
 	}
 	return nil
 }
@@ -411,10 +430,14 @@ func (f *fetcher) noProviders() error {
 	for _, pf := range f.res.BadPeers {
 		errs = append(errs, fmt.Errorf("%s: %s: %w", pf.Peer, pf.Kind, pf.Err))
 	}
+	for _, p := range f.res.NotHeld {
+		errs = append(errs, fmt.Errorf("%s: does not hold the file", p))
+	}
 	return errors.Join(errs...)
 }
 
-// fail records a local (not provider) error and stops the fetch.
+// fail records a local (not provider) error, an ErrDiskWrite, and stops
+// the fetch; fetch discards the partial files once every writer stopped.
 func (f *fetcher) fail(err error) {
 	f.mu.Lock()
 	if f.fatal == nil {
@@ -422,6 +445,20 @@ func (f *fetcher) fail(err error) {
 	}
 	f.mu.Unlock()
 	f.cancel()
+}
+
+// dropped records why runPeer gave up on p: a provider that does not hold
+// the file, or a fault.
+func (f *fetcher) dropped(p peer.ID, err error) {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == statusNotFound {
+		f.log.Debug("provider does not hold the file", "peer", p)
+		f.mu.Lock()
+		f.res.NotHeld = append(f.res.NotHeld, p)
+		f.mu.Unlock()
+		return
+	}
+	f.fault(p, err)
 }
 
 // fault records a dropped provider.
@@ -471,7 +508,7 @@ func (f *fetcher) startPeers(ctx context.Context, providers []peer.AddrInfo) <-c
 			}
 			defer func() { <-sem }()
 			if err := f.runPeer(ctx, ai); err != nil && ctx.Err() == nil {
-				f.fault(ai.ID, err)
+				f.dropped(ai.ID, err)
 			}
 		})
 	}
@@ -687,8 +724,8 @@ func (f *fetcher) store(p peer.ID, i int, data []byte) {
 	}
 	// Two providers may race here in the endgame; both write the same
 	// verified bytes, and only the first markDone counts.
-	if _, err := f.pf.part.WriteAt(data, int64(i)*pieces.Size); err != nil {
-		f.fail(fmt.Errorf("transfer: writing piece %d to %s: %w", i, f.pf.partPath, err))
+	if err := f.pf.writePiece(i, data); err != nil {
+		f.fail(err)
 		return
 	}
 	if !f.sched.markDone(i) {
@@ -832,7 +869,8 @@ func (f *fetcher) finish(sum [32]byte) error {
 		return fmt.Errorf("%w: %s has %x, want %x", ErrHashMismatch, pf.partPath, sum, f.want.SHA256)
 	}
 	if err := pf.part.Sync(); err != nil {
-		return fmt.Errorf("transfer: fsync %s: %w", pf.partPath, err)
+		pf.discard()
+		return diskErr("syncing", pf.partPath, err)
 	}
 	if f.opts.Verify != nil {
 		if err := f.opts.Verify(pf.partPath); err != nil {

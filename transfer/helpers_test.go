@@ -188,8 +188,9 @@ func faultOf(res Result, p peer.ID) (PeerFault, bool) {
 }
 
 // dropLogger returns a logger that opens g when the fetcher logs that it
-// drops a provider, so a test can hold honest providers back until the
-// misbehaving one has been dealt with.
+// drops a provider (or learns that one does not hold the file), so a test
+// can hold honest providers back until the misbehaving one has been dealt
+// with.
 func dropLogger(g *gate) *slog.Logger {
 	return slog.New(&signalHandler{g: g})
 }
@@ -198,7 +199,7 @@ type signalHandler struct{ g *gate }
 
 func (h *signalHandler) Enabled(context.Context, slog.Level) bool { return true }
 func (h *signalHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "dropping provider" {
+	if r.Message == "dropping provider" || r.Message == "provider does not hold the file" {
 		h.g.open()
 	}
 	return nil

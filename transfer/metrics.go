@@ -16,6 +16,7 @@ type Metrics struct {
 	servedBytes   prometheus.Counter
 	pieceFailures *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
+	slotReclaims  *prometheus.CounterVec
 	fetchDuration *prometheus.HistogramVec
 }
 
@@ -39,6 +40,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "gentoo_p2pd", Subsystem: "transfer", Name: "server_refusals_total",
 			Help: "Requests the server answered with an error frame, by status.",
 		}, []string{"status"}),
+		slotReclaims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Subsystem: "transfer", Name: "server_slot_reclaims_total",
+			Help: "Upload slots taken from a peer for a waiting one, by reason (stalled: it stopped reading and its requests were reset; tenure: it held the slot longest, past its tenure).",
+		}, []string{"reason"}),
 		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "gentoo_p2pd", Subsystem: "transfer", Name: "fetch_duration_seconds",
 			Help:    "Wall time of Fetch calls, by result (ok, error, canceled).",
@@ -50,10 +55,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range []FaultKind{FaultBadPiece, FaultBadLayer, FaultProtocol, FaultStall, FaultUnavailable, FaultConnection} {
 		m.pieceFailures.WithLabelValues(string(r))
 	}
+	for _, r := range []string{"stalled", "tenure"} {
+		m.slotReclaims.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.fetchedBytes, m.servedBytes, m.pieceFailures, m.refusals, m.fetchDuration} {
+	for _, c := range []prometheus.Collector{m.fetchedBytes, m.servedBytes, m.pieceFailures, m.refusals, m.slotReclaims, m.fetchDuration} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -92,5 +100,11 @@ func (m *Metrics) refused(code byte) {
 func (m *Metrics) fetchDone(result string, seconds float64) {
 	if m != nil {
 		m.fetchDuration.WithLabelValues(result).Observe(seconds)
+	}
+}
+
+func (m *Metrics) reclaimed(reason string) {
+	if m != nil {
+		m.slotReclaims.WithLabelValues(reason).Inc()
 	}
 }

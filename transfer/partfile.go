@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -17,6 +18,60 @@ import (
 // ErrLocked reports that another Fetch of the same file into the same
 // directory is running.
 var ErrLocked = errors.New("transfer: partial file is locked by another fetch")
+
+// ErrDiskWrite reports that writing or syncing the partial download failed
+// here (disk full, I/O error): no provider is to blame. Fetch removes the
+// part file and its bitfield, so a full disk is not kept full by them, and
+// stops. The error also wraps the cause, so errors.Is(err, syscall.ENOSPC)
+// tells a full disk.
+var ErrDiskWrite = errors.New("transfer: writing the partial download failed")
+
+// diskError is an ErrDiskWrite with its cause.
+type diskError struct {
+	msg string
+	err error
+}
+
+func (e *diskError) Error() string   { return e.msg + ": " + e.err.Error() }
+func (e *diskError) Unwrap() []error { return []error{ErrDiskWrite, e.err} }
+
+// diskErr describes a failed write or sync (what, e.g. "writing piece 3
+// of") of the partial download at path, naming a full disk as such.
+func diskErr(what, path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		path = "" // the cause names the file
+	} else {
+		path = " " + path
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return &diskError{fmt.Sprintf("transfer: disk full %s the partial download%s (removed it)", what, path), err}
+	}
+	return &diskError{fmt.Sprintf("transfer: %s the partial download%s failed (removed it)", what, path), err}
+}
+
+// diskFile is what a partial download needs of a file; *os.File is one.
+type diskFile interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Fd() uintptr
+	Close() error
+}
+
+// openFileFunc opens the files of a partial download. Fetch uses
+// osOpenFile; tests wrap it to make writes fail as on a full disk.
+type openFileFunc func(name string, flag int, perm os.FileMode) (diskFile, error)
+
+func osOpenFile(name string, flag int, perm os.FileMode) (diskFile, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
 
 // bitsMagic starts every bitfield file; the trailing digit is its version.
 const bitsMagic = "GP2PBIT1"
@@ -37,8 +92,8 @@ const bitsHeaderLen = len(bitsMagic) + 32 + 32 + 8
 type partFile struct {
 	partPath string
 	bitsPath string
-	part     *os.File
-	bits     *os.File
+	part     diskFile
+	bits     diskFile
 	n        int
 	field    []byte // in-memory bitfield, mirrors what is on disk
 }
@@ -51,12 +106,13 @@ func partPaths(dir string, sha [32]byte) (part, bits string) {
 // openPart opens or creates the partial file for want and loads its
 // bitfield. The bitfield is trusted only when the part file has exactly
 // the wanted size and the bitfield header names the same file, root and
-// size; otherwise the download starts over.
-func openPart(dir string, want Want) (*partFile, error) {
+// size; otherwise the download starts over. A failure to size the part
+// file or write the bitfield removes both (see ErrDiskWrite).
+func openPart(dir string, want Want, open openFileFunc) (*partFile, error) {
 	pf := &partFile{n: pieces.Count(want.Size)}
 	pf.partPath, pf.bitsPath = partPaths(dir, want.SHA256)
 	var err error
-	pf.part, err = os.OpenFile(pf.partPath, os.O_RDWR|os.O_CREATE, 0o644)
+	pf.part, err = open(pf.partPath, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("transfer: opening %s: %w", pf.partPath, err)
 	}
@@ -87,21 +143,22 @@ func openPart(dir string, want Want) (*partFile, error) {
 		// Start over: a fresh part file of the full size and an empty
 		// bitfield. Truncate to 0 first so no stale bytes survive.
 		if err := pf.part.Truncate(0); err != nil {
-			pf.close()
-			return nil, fmt.Errorf("transfer: truncating %s: %w", pf.partPath, err)
+			pf.discard()
+			return nil, diskErr("truncating", pf.partPath, err)
 		}
 		if err := pf.part.Truncate(want.Size); err != nil {
-			pf.close()
-			return nil, fmt.Errorf("transfer: sizing %s: %w", pf.partPath, err)
+			pf.discard()
+			return nil, diskErr("sizing", pf.partPath, err)
 		}
 	}
-	pf.bits, err = os.OpenFile(pf.bitsPath, os.O_RDWR|os.O_CREATE, 0o644)
+	pf.bits, err = open(pf.bitsPath, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		pf.close()
-		return nil, fmt.Errorf("transfer: opening %s: %w", pf.bitsPath, err)
+		// Creating the bitfield can fail for want of space or inodes too.
+		pf.discard()
+		return nil, diskErr("creating the bitfield of", pf.partPath, err)
 	}
 	if err := pf.writeBits(header); err != nil {
-		pf.close()
+		pf.discard()
 		return nil, err
 	}
 	return pf, nil
@@ -119,13 +176,13 @@ func bitsHeader(want Want) []byte {
 func (pf *partFile) writeBits(header []byte) error {
 	buf := append(append([]byte(nil), header...), pf.field...)
 	if _, err := pf.bits.WriteAt(buf, 0); err != nil {
-		return fmt.Errorf("transfer: writing %s: %w", pf.bitsPath, err)
+		return diskErr("writing the bitfield of", pf.partPath, err)
 	}
 	if err := pf.bits.Truncate(int64(len(buf))); err != nil {
-		return fmt.Errorf("transfer: truncating %s: %w", pf.bitsPath, err)
+		return diskErr("truncating the bitfield of", pf.partPath, err)
 	}
 	if err := pf.bits.Sync(); err != nil {
-		return fmt.Errorf("transfer: fsync %s: %w", pf.bitsPath, err)
+		return diskErr("syncing the bitfield of", pf.partPath, err)
 	}
 	return nil
 }
@@ -146,22 +203,33 @@ func (pf *partFile) count() int {
 
 // commit makes written pieces durable: fsync the part file, then set their
 // bits and write+fsync the bitfield (only the field bytes; the header is
-// already there).
+// already there). An error is an ErrDiskWrite: the caller discards both
+// files rather than trust either (after a failed fsync the kernel may have
+// dropped the dirty pages, and a later fsync would not say so).
 func (pf *partFile) commit(idx []int) error {
 	if len(idx) == 0 {
 		return nil
 	}
 	if err := pf.part.Sync(); err != nil {
-		return fmt.Errorf("transfer: fsync %s: %w", pf.partPath, err)
+		return diskErr("syncing", pf.partPath, err)
 	}
 	for _, i := range idx {
 		pf.set(i)
 	}
 	if _, err := pf.bits.WriteAt(pf.field, int64(bitsHeaderLen)); err != nil {
-		return fmt.Errorf("transfer: writing %s: %w", pf.bitsPath, err)
+		return diskErr("writing the bitfield of", pf.partPath, err)
 	}
 	if err := pf.bits.Sync(); err != nil {
-		return fmt.Errorf("transfer: fsync %s: %w", pf.bitsPath, err)
+		return diskErr("syncing the bitfield of", pf.partPath, err)
+	}
+	return nil
+}
+
+// writePiece writes piece i at its offset; the piece is durable only once
+// commit ran.
+func (pf *partFile) writePiece(i int, data []byte) error {
+	if _, err := pf.part.WriteAt(data, int64(i)*pieces.Size); err != nil {
+		return diskErr(fmt.Sprintf("writing piece %d of", i), pf.partPath, err)
 	}
 	return nil
 }
@@ -175,19 +243,24 @@ func (pf *partFile) readPiece(size int64, i int, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
+// close closes both files; calling it again does nothing.
 func (pf *partFile) close() {
 	if pf.bits != nil {
 		pf.bits.Close()
+		pf.bits = nil
 	}
 	if pf.part != nil {
 		pf.part.Close() // also drops the flock
+		pf.part = nil
 	}
 }
 
 // discard removes both files: used when the content is proven wrong, so a
-// resume cannot pick it up again.
+// resume cannot pick it up again, and when they cannot be written. The
+// bitfield goes first: a crash in between leaves at most a part file
+// without one, which a later Fetch starts over.
 func (pf *partFile) discard() {
-	pf.close()
-	os.Remove(pf.partPath)
 	os.Remove(pf.bitsPath)
+	os.Remove(pf.partPath)
+	pf.close()
 }

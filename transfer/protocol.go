@@ -42,9 +42,12 @@ import (
 //	A provider that fails mid-range resets the stream.
 //
 // Error codes: 0x01 not found (the provider does not hold the file), 0x02
-// disabled (consume mode: the provider serves nothing), 0x03 busy (no free
-// upload slot or too many requests from this peer; retry later), 0x04 bad
-// request (malformed or out of range), 0x05 internal (the provider failed).
+// disabled (consume mode: the provider serves nothing), 0x03 busy (no
+// upload slot came free while the request waited, by default up to 10 s,
+// or too many requests from this peer; retry later), 0x04 bad
+// request (malformed or out of range), 0x05 internal (the provider failed
+// on a file it holds). A fetcher treats "not found" as "this provider does
+// not have it" (Result.NotHeld), not as a fault.
 //
 // Example: the range request for pieces 3..4 of file X is the 38 bytes
 // 01 02 X[0..31] 03 02; an ok response is 00 followed by 524288 bytes

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
@@ -11,7 +12,9 @@ import (
 
 // ErrNotFound is what a Source returns (wrapped or not) for a file it does
 // not hold; the server answers it with a "not found" frame instead of an
-// internal error.
+// internal error, and does not log it (any peer may ask for any hash). An
+// error matching fs.ErrNotExist (a file deleted between lookup and open) is
+// treated the same way; OpenFile wraps both.
 var ErrNotFound = errors.New("transfer: file not held")
 
 // File is one container file a provider serves. Leaves is its piece layer,
@@ -46,6 +49,9 @@ type localFile struct {
 // file that changed size on disk is not served under a stale layer.
 func OpenFile(path string, leaves [][32]byte) (File, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: opening %s: %w", ErrNotFound, path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("transfer: opening %s: %w", path, err)
 	}

@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -325,7 +328,7 @@ func TestNotFoundAndBadLayer(t *testing.T) {
 		src  func() *memSource
 		kind FaultKind
 	}{
-		{"not found", func() *memSource { return newMemSource(other) }, FaultUnavailable},
+		{"not found", func() *memSource { return newMemSource(other) }, ""}, // not a fault: see NotHeld
 		{"layer of other content", func() *memSource {
 			s := newMemSource(tf)
 			s.leavesFor = func(*testFile) [][32]byte { return other.leaves }
@@ -358,7 +361,11 @@ func TestNotFoundAndBadLayer(t *testing.T) {
 			}
 			checkComplete(t, dir, res, tf)
 			f, ok := faultOf(res, bad.h.ID())
-			if !ok || f.Kind != tt.kind {
+			if tt.kind == "" {
+				if ok || len(res.NotHeld) != 1 || res.NotHeld[0] != bad.h.ID() {
+					t.Fatalf("provider without the file: faults %+v, not held %v; want no fault and listed as not holding it", res.BadPeers, res.NotHeld)
+				}
+			} else if !ok || f.Kind != tt.kind {
 				t.Fatalf("bad provider fault %+v, want %s", res.BadPeers, tt.kind)
 			}
 			if badSrc.readCount() != 0 {
@@ -481,7 +488,7 @@ func TestUploadSlotsBusy(t *testing.T) {
 	release := newGate()
 	src := newMemSource(tf)
 	src.beforeRead = func(int64, int) { entered.open(); release.wait() }
-	p := newProvider(t, src, ServerOptions{Enabled: true, UploadSlots: 1})
+	p := newProvider(t, src, ServerOptions{Enabled: true, UploadSlots: 1, SlotWait: 50 * time.Millisecond})
 	t.Cleanup(release.open)
 
 	// First peer takes the only slot and holds it.
@@ -572,7 +579,7 @@ func TestFetchRejectsBadWant(t *testing.T) {
 func TestFetchLockedByAnotherFetch(t *testing.T) {
 	tf := makeFile(t, 2*pieces.Size, 14)
 	dir := t.TempDir()
-	pf, err := openPart(dir, tf.want)
+	pf, err := openPart(dir, tf.want, osOpenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,5 +665,94 @@ func TestNoGoroutinesLeft(t *testing.T) {
 			t.Fatalf("goroutines left:\n%s", strings.Join(ours, "\n\n"))
 		}
 		<-poll.C
+	}
+}
+
+// errSource answers every Open with err.
+type errSource struct{ err error }
+
+func (s errSource) Open([32]byte) (File, error) { return nil, s.err }
+
+// levelCounter counts log records at or above a level.
+type levelCounter struct {
+	min slog.Level
+	n   atomic.Int32
+}
+
+func (h *levelCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *levelCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= h.min {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *levelCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *levelCounter) WithGroup(string) slog.Handler      { return h }
+
+// TestUnknownFileIsNotFound: a Source that does not hold the file (the
+// ErrNotFound sentinel, or a file gone from disk: fs.ErrNotExist) makes the
+// server answer "not found" without logging a warning, and the fetcher
+// lists the provider as not holding the file instead of as a bad peer.
+// Other Source errors are "internal" and warn, at a bounded rate.
+func TestUnknownFileIsNotFound(t *testing.T) {
+	tf := makeFile(t, 3*pieces.Size, 17)
+	_, err := OpenFile(filepath.Join(t.TempDir(), "gone"), nil)
+	if !errors.Is(err, ErrNotFound) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("OpenFile of a missing file: %v, want ErrNotFound and fs.ErrNotExist", err)
+	}
+	for _, tt := range []struct {
+		name     string
+		err      error
+		notFound bool
+	}{
+		{"sentinel", fmt.Errorf("daemon: %w", ErrNotFound), true},
+		{"file gone", err, true},
+		{"plain fs.ErrNotExist", fmt.Errorf("lookup: %w", fs.ErrNotExist), true},
+		{"broken", errTest, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			warns := &levelCounter{min: slog.LevelWarn}
+			reg := prometheus.NewRegistry()
+			m, err := NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newHost(t)
+			srv := NewServer(h, errSource{tt.err}, ServerOptions{Enabled: true, Logger: slog.New(warns), Metrics: m})
+			t.Cleanup(func() { srv.Close() })
+			const fetches = 8
+			for range fetches {
+				res, err := Fetch(testCtx(t), newHost(t), tf.want, []peer.AddrInfo{addrInfo(h)}, FetchOptions{Dir: t.TempDir()})
+				if !errors.Is(err, ErrNoProviders) {
+					t.Fatalf("got %v, want ErrNoProviders", err)
+				}
+				if tt.notFound {
+					if len(res.BadPeers) != 0 || len(res.NotHeld) != 1 || res.NotHeld[0] != h.ID() {
+						t.Fatalf("faults %+v, not held %v: want no fault, provider not holding the file", res.BadPeers, res.NotHeld)
+					}
+					if !strings.Contains(err.Error(), "does not hold the file") {
+						t.Fatalf("error %q does not say the provider lacks the file", err)
+					}
+				} else {
+					var re *RemoteError
+					if f, ok := faultOf(res, h.ID()); !ok || !errors.As(f.Err, &re) || re.Code != statusInternal {
+						t.Fatalf("faults %+v: want an internal error", res.BadPeers)
+					}
+				}
+			}
+			status := "internal error"
+			if tt.notFound {
+				status = "not found"
+			}
+			if got := gathered(t, reg, "gentoo_p2pd_transfer_server_refusals_total", status); got != fetches {
+				t.Fatalf("%s refusals %v, want %d", status, got, fetches)
+			}
+			switch w := warns.n.Load(); {
+			case tt.notFound && w != 0:
+				t.Fatalf("%d warnings for files the source does not hold", w)
+			case !tt.notFound && (w == 0 || w >= fetches):
+				t.Fatalf("%d warnings for %d failing opens: want some, but paced", w, fetches)
+			}
+		})
 	}
 }
