@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -200,9 +199,7 @@ func (s *Store) AttesterRecords(attester string) ([]AttestationInfo, error) {
 	type meta struct {
 		BuildKey   string    `json:"build_key"`
 		CPV        string    `json:"cpv"`
-		Attester   string    `json:"attester"`
 		Content    string    `json:"content"`
-		Blob       []byte    `json:"blob"`
 		ReceivedAt time.Time `json:"received_at"`
 	}
 	var out []AttestationInfo
@@ -215,12 +212,13 @@ func (s *Store) AttesterRecords(attester string) ([]AttestationInfo, error) {
 			if v == nil {
 				return fmt.Errorf("%w: attester index points at missing attestation %x", ErrCorrupt, id)
 			}
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("%w: attestation %x: %v", ErrCorrupt, id, err)
+			size, err := attMeta(v, &m)
+			if err != nil {
+				return fmt.Errorf("attestation %x: %w", id, err)
 			}
-			info := AttestationInfo{BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: len(m.Blob), ReceivedAt: m.ReceivedAt}
+			info := AttestationInfo{BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
 			copy(info.ID[:], id)
-			err := scanIndex(byBuild, m.BuildKey, func(other []byte) error {
+			err = scanIndex(byBuild, m.BuildKey, func(other []byte) error {
 				if info.Backed || bytes.Equal(other, id) {
 					return nil
 				}
@@ -228,8 +226,8 @@ func (s *Store) AttesterRecords(attester string) ([]AttestationInfo, error) {
 					Attester string `json:"attester"`
 					Content  string `json:"content"`
 				}
-				if err := json.Unmarshal(pb.Get(other), &o); err != nil {
-					return fmt.Errorf("%w: attestation %x: %v", ErrCorrupt, other, err)
+				if _, err := attMeta(pb.Get(other), &o); err != nil {
+					return fmt.Errorf("attestation %x: %w", other, err)
 				}
 				info.Backed = o.Attester != attester && o.Content == m.Content
 				return nil
@@ -290,7 +288,7 @@ func (s *Store) SetAttestationAddr(id [32]byte, addr string) (bool, error) {
 			return err
 		}
 		r.Addr = addr
-		nv, err := json.Marshal(r.json())
+		nv, err := encodeAtt(&r)
 		if err != nil {
 			return err
 		}
@@ -341,7 +339,7 @@ func (s *Store) BackfillAttestationTimes(timeOf func(blob []byte) (int64, error)
 				}
 			}
 			r.Time = at
-			v, err := json.Marshal(r.json())
+			v, err := encodeAtt(r)
 			if err != nil {
 				return err
 			}
@@ -446,8 +444,8 @@ func (s *Store) BuildKeyVoters(platform string) (map[string][]string, error) {
 	out := map[string][]string{}
 	add := func(v []byte) error {
 		var m meta
-		if err := json.Unmarshal(v, &m); err != nil {
-			return fmt.Errorf("%w: attestation: %v", ErrCorrupt, err)
+		if _, err := attMeta(v, &m); err != nil {
+			return fmt.Errorf("attestation: %w", err)
 		}
 		if m.BuildKey == "" {
 			return nil

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -160,6 +161,17 @@ func TestOldDatabaseIsMigratedAndBackfilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error {
+		// Values as the old store wrote them: all JSON, blob in base64.
+		for _, r := range old {
+			v, err := json.Marshal(r.json())
+			if err != nil {
+				return err
+			}
+			id := sum(string(r.Blob))
+			if err := tx.Bucket(bucketAtt).Put(id[:], v); err != nil {
+				return err
+			}
+		}
 		for _, b := range [][]byte{bucketAttByPlatTime, bucketAttUsage} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err
@@ -178,6 +190,12 @@ func TestOldDatabaseIsMigratedAndBackfilled(t *testing.T) {
 	}
 	if u, _ := s.AttesterUsage("A"); u != (Usage{2, 2}) {
 		t.Fatalf("migrated usage %+v", u)
+	}
+	if infos, err := s.AttesterRecords("A"); err != nil || len(infos) != 2 || infos[0].Size != 1 {
+		t.Fatalf("old-format records: %+v, %v", infos, err)
+	}
+	if got, _, err := s.GetAttestation(sum("7")); err != nil || string(got.Blob) != "7" || got.Attester != "A" {
+		t.Fatalf("old-format record read as %+v, %v", got, err)
 	}
 	n, err := s.BackfillAttestationTimes(func(blob []byte) (int64, error) {
 		if string(blob) == "x" {

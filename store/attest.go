@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -53,7 +55,7 @@ type attJSON struct {
 	Platform   string    `json:"platform,omitempty"`
 	Attester   string    `json:"attester,omitempty"`
 	Content    string    `json:"content,omitempty"`
-	Blob       []byte    `json:"blob"`
+	Blob       []byte    `json:"blob,omitempty"`
 	ReceivedAt time.Time `json:"received_at"`
 	From       string    `json:"from,omitempty"`
 	Time       int64     `json:"at,omitempty"`
@@ -69,9 +71,16 @@ func (r *AttestationRecord) json() attJSON {
 }
 
 func decodeAtt(id, v []byte) (AttestationRecord, error) {
+	meta, blob, err := splitAtt(v)
+	if err != nil {
+		return AttestationRecord{}, fmt.Errorf("attestation %x: %w", id, err)
+	}
 	var j attJSON
-	if err := json.Unmarshal(v, &j); err != nil {
+	if err := json.Unmarshal(meta, &j); err != nil {
 		return AttestationRecord{}, fmt.Errorf("%w: attestation %x: %v", ErrCorrupt, id, err)
+	}
+	if blob != nil {
+		j.Blob = bytes.Clone(blob) // bbolt's memory is valid only inside the transaction
 	}
 	r := AttestationRecord{
 		BuildKey: j.BuildKey, VariantKey: j.VariantKey, CPV: j.CPV, Platform: j.Platform,
@@ -83,6 +92,67 @@ func decodeAtt(id, v []byte) (AttestationRecord, error) {
 	}
 	copy(r.ID[:], id)
 	return r, nil
+}
+
+// attFormatSplit starts a stored attestation written as: this byte,
+// uvarint(len(meta)), the metadata JSON (attJSON without the blob), then
+// the blob's raw bytes. Base64 in JSON made every blob a third larger, and
+// readers that want a field or two had to scan it. Values written before
+// start with '{' (all JSON, blob inside) and are still read.
+const attFormatSplit = 0x01
+
+// encodeAtt writes a record in the split format.
+func encodeAtt(r *AttestationRecord) ([]byte, error) {
+	j := r.json()
+	j.Blob = nil
+	meta, err := json.Marshal(j)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]byte, 0, 1+binary.MaxVarintLen64+len(meta)+len(r.Blob))
+	v = append(v, attFormatSplit)
+	v = binary.AppendUvarint(v, uint64(len(meta)))
+	v = append(v, meta...)
+	return append(v, r.Blob...), nil
+}
+
+// splitAtt returns a stored value's metadata JSON and blob; for a value in
+// the old all-JSON form, meta is the whole value and blob is nil.
+func splitAtt(v []byte) (meta, blob []byte, err error) {
+	if len(v) > 0 && v[0] == '{' {
+		return v, nil, nil
+	}
+	if len(v) == 0 || v[0] != attFormatSplit {
+		return nil, nil, fmt.Errorf("%w: unknown record format", ErrCorrupt)
+	}
+	n, k := binary.Uvarint(v[1:])
+	if k <= 0 || n > uint64(len(v)-1-k) {
+		return nil, nil, fmt.Errorf("%w: bad metadata length", ErrCorrupt)
+	}
+	return v[1+k : 1+k+int(n)], v[1+k+int(n):], nil
+}
+
+// attMeta unmarshals the metadata fields of a stored value into dst and
+// returns the blob's length, without copying (or, for new values,
+// scanning) the blob.
+func attMeta(v []byte, dst any) (blobLen int, err error) {
+	meta, blob, err := splitAtt(v)
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(meta, dst); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if blob == nil { // old form: the blob is in the JSON
+		var b struct {
+			Blob []byte `json:"blob"`
+		}
+		if err := json.Unmarshal(meta, &b); err != nil {
+			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return len(b.Blob), nil
+	}
+	return len(blob), nil
 }
 
 // attIndexes lists each attestation index with the field it indexes.
@@ -135,7 +205,7 @@ func (s *Store) PutAttestations(recs []AttestationRecord) (added []bool, err err
 		if rec.Time < 0 {
 			return nil, fmt.Errorf("attestation %x: %w: negative time", rec.ID, ErrInvalid)
 		}
-		vals[i], err = json.Marshal(rec.json())
+		vals[i], err = encodeAtt(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode attestation %x: %w", rec.ID, err)
 		}
@@ -301,8 +371,8 @@ func checkAttestations(tx *bolt.Tx) error {
 		field := ix.field
 		if err := checkIndexAgainst(tx, ix.bucket, bucketAtt, func(v []byte) (string, error) {
 			var j attJSON
-			if err := json.Unmarshal(v, &j); err != nil {
-				return "", fmt.Errorf("%w: attestation: %v", ErrCorrupt, err)
+			if _, err := attMeta(v, &j); err != nil {
+				return "", fmt.Errorf("attestation: %w", err)
 			}
 			r := AttestationRecord{BuildKey: j.BuildKey, VariantKey: j.VariantKey, CPV: j.CPV, Platform: j.Platform, Attester: j.Attester}
 			return field(&r), nil
