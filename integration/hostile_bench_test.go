@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 )
 
 // BenchmarkHostileFlood runs the attack of the hostile-peers review against
@@ -159,8 +161,14 @@ func packages(tb testing.TB, gateway string) int {
 	return strings.Count(string(body), "\nCPV: ")
 }
 
-// metric reads one counter from a Prometheus text endpoint.
+// metric reads one unlabelled counter from a Prometheus text endpoint.
 func metric(tb testing.TB, url, name string) float64 {
+	return metricSum(tb, url, name)
+}
+
+// metricSum adds up every series of a counter (all its label values) on a
+// Prometheus text endpoint.
+func metricSum(tb testing.TB, url, name string) float64 {
 	tb.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -169,16 +177,20 @@ func metric(tb testing.TB, url, name string) float64 {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sum := 0.0
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			return f
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest == "" || rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		f, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sum += f
 	}
-	return 0
+	return sum
 }
 
 // procStatus reads one "kB" line of /proc/PID/status, in bytes.
@@ -197,4 +209,38 @@ func procStatus(pid int, key string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", key, pid)
+}
+
+// BenchmarkHostileSlots measures how long an honest daemon's fetch waits
+// for its first verified byte while eight attacker identities hold every
+// upload slot of the only provider with requests they never read (the
+// provider's defaults: 8 slots, 5 s stall timeout). Goal: ≤ 5 s.
+//
+//	go test -run '^$' -bench BenchmarkHostileSlots -benchtime 3x ./integration/
+func BenchmarkHostileSlots(b *testing.B) {
+	var firsts, totals []float64
+	for range b.N {
+		b.StopTimer()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		fetcher, pkg, _ := slotSiege(b, ctx)
+		b.StartTimer()
+		start := time.Now()
+		var first time.Duration
+		_, err := fetcher.Daemon.FetchWithProgress(ctx, api.FetchRequest{Query: pkg.BuildKey}, func(p transfer.Progress) {
+			if first == 0 && p.Done > 0 {
+				first = time.Since(start)
+			}
+		})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		firsts = append(firsts, first.Seconds())
+		totals = append(totals, time.Since(start).Seconds())
+	}
+	slices.Sort(firsts)
+	slices.Sort(totals)
+	b.ReportMetric(firsts[len(firsts)/2], "first_byte_s_median")
+	b.ReportMetric(firsts[len(firsts)-1], "first_byte_s_max")
+	b.ReportMetric(totals[len(totals)/2], "fetch_s_median")
 }

@@ -12,12 +12,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -288,4 +290,65 @@ func fileSize(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// slotSiege starts a provider of a 4 MiB build, an honest fetcher, and
+// eight attacker identities that hold upload requests they never read (one
+// slot each: every slot of the provider's default eight). It returns the
+// fetcher, the build and the provider's metrics URL.
+func slotSiege(tb testing.TB, ctx context.Context) (*testnet.Node, xferPkg, string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	pkg := xferBigGPKG(tb, dir, 4<<20, 11, "")
+	provider := xferStart(tb, ctx, dir, xferNodeSpec{Name: "provider", Threshold: 1, Pkgs: []xferPkg{pkg},
+		Configure: func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }})
+	fetcher := xferStart(tb, ctx, dir, xferNodeSpec{Name: "fetcher", Threshold: 1}, provider.Addr())
+	xferWait(tb, ctx, "the fetcher to find the provider", func() bool {
+		return xferProviders(ctx, fetcher, pkg.BuildKey)[provider.Daemon.ID().String()]
+	})
+	target := addrInfo(tb, provider.Addr())
+	for range provider.Config.Transfer.UploadSlots {
+		h, err := hostile.New(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = h.Close() })
+		if err := h.Node.Host().Connect(ctx, target); err != nil {
+			tb.Fatal(err)
+		}
+		// 8 pieces (2 MiB) per request: far more than a stream's window.
+		for first := range uint64(2) {
+			s, err := h.HoldRange(ctx, target.ID, pkg.SHA256, first*8, 8)
+			if err != nil {
+				tb.Fatalf("attacker hold: %v", err)
+			}
+			tb.Cleanup(func() { _ = s.Reset() })
+		}
+	}
+	return fetcher, pkg, provider.Daemon.MetricsURL()
+}
+
+// TestHostileSlotHolders: eight identities hold every upload slot of a
+// real daemon with requests they never read; an honest daemon's fetch
+// still completes from it, because a holder that makes no progress loses
+// its slot to a waiting peer.
+func TestHostileSlotHolders(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fetcher, pkg, metrics := slotSiege(t, ctx)
+	start := time.Now()
+	var first time.Duration
+	res, err := fetcher.Daemon.FetchWithProgress(ctx, api.FetchRequest{Query: pkg.BuildKey}, func(p transfer.Progress) {
+		if first == 0 && p.Done > 0 {
+			first = time.Since(start)
+		}
+	})
+	if err != nil {
+		t.Fatalf("honest fetch while eight identities hold every slot: %v", err)
+	}
+	xferCheckFile(t, res.Path, pkg)
+	if metricSum(t, metrics, "gentoo_p2pd_transfer_server_slot_reclaims_total") < 1 {
+		t.Error("the provider reclaimed no slot from the stalled holders")
+	}
+	t.Logf("first verified byte after %s, done after %s", first, time.Since(start))
 }

@@ -204,3 +204,41 @@ func (p *Peer) HoldCatalog(ctx context.Context, target peer.ID, platform string)
 	}
 	return s, nil
 }
+
+// HoldRange asks target over fetch/1 for count pieces of the file with
+// this SHA-256 starting at piece first, waits until the provider starts
+// answering (it may queue the request for a slot first), and then never
+// reads: the provider's write stalls once the stream's window is full, so
+// the request holds whatever upload slot the provider gave this identity.
+// Reset the stream to let go.
+func (p *Peer) HoldRange(ctx context.Context, target peer.ID, file [32]byte, first, count uint64) (network.Stream, error) {
+	s, err := p.Node.Host().NewStream(ctx, target, fetchProtocol)
+	if err != nil {
+		return nil, err
+	}
+	// docs/PROTOCOL.md, fetch/1: version 1, op 2 (range), file, first, count.
+	req := append([]byte{0x01, 0x02}, file[:]...)
+	req = binary.AppendUvarint(req, first)
+	req = binary.AppendUvarint(req, count)
+	if _, err := s.Write(req); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(s, status[:]); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	if status[0] != 0 {
+		_ = s.Reset()
+		return nil, fmt.Errorf("fetch/1 request refused with code %#x", status[0])
+	}
+	return s, nil
+}
+
+// fetchProtocol is /gentoo-p2p/fetch/1 (docs/PROTOCOL.md).
+const fetchProtocol = "/gentoo-p2p/fetch/1"
