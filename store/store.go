@@ -153,6 +153,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	// is the guarantee, the pid only makes the error message helpful.
 	_ = os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 
+	// bbolt grows the file by its high-water mark plus AllocSize (16 MiB
+	// by default) once past 16 MiB; a smaller step keeps a store that a
+	// peer's budget bounds close to that bound on disk, for a few more
+	// truncate calls as it grows.
+	db.AllocSize = 4 << 20
 	s := &Store{dir: dir, db: db, log: log, pidf: pidPath}
 	if err := s.init(); err != nil {
 		_ = db.Close()
