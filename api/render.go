@@ -42,6 +42,9 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	p("catalog", "%d build%s, %d attestation%s (%d rejected)", s.CatalogBuilds, plural(s.CatalogBuilds),
 		s.CatalogAttestations, plural(s.CatalogAttestations), s.RejectedAttestations)
 	p("fetched", "%d build%s, %s in, %s out", s.BuildsFetched, plural(s.BuildsFetched), bytesText(s.BytesFetched), bytesText(s.BytesServed))
+	if s.LastFetchError != "" {
+		p("last failed fetch", "%s ago: %s", durationText(now.Sub(s.LastFetchErrorAt)), s.LastFetchError)
+	}
 	p("saved", "%s of binpkgs portage did not compile", bytesText(s.BytesSaved))
 	if s.CacheLimit > 0 {
 		p("cache", "%s of %s", bytesText(s.CacheBytes), bytesText(s.CacheLimit))

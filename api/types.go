@@ -47,6 +47,10 @@ type Status struct {
 	// BytesSaved counts the container bytes portage got from the gateway
 	// instead of compiling.
 	BytesSaved int64 `json:"bytes_saved"`
+	// LastFetchError says why the most recent failed fetch failed (disk
+	// full, no provider, every provider bad …), and when.
+	LastFetchError   string    `json:"last_fetch_error,omitempty"`
+	LastFetchErrorAt time.Time `json:"last_fetch_error_at,omitzero"`
 	CacheBytes int64 `json:"cache_bytes"`
 	CacheLimit int64 `json:"cache_limit"`
 

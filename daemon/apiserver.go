@@ -228,6 +228,9 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 	}
 	st.BytesServed = int64(d.counterValue("gentoo_p2pd_transfer_served_bytes_total"))
 	st.CacheBytes = d.store.Cache().Usage()
+	if f := d.lastFetchFailure.Load(); f != nil {
+		st.LastFetchError, st.LastFetchErrorAt = f.err, f.at.UTC().Truncate(time.Second)
+	}
 	return st
 }
 

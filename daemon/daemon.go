@@ -95,6 +95,8 @@ type Daemon struct {
 	mu          sync.Mutex
 	fetching    map[string]*fetchCall // singleflight per build key
 	counters    counters
+	// lastFetchFailure is why the latest failed fetch failed, for status.
+	lastFetchFailure atomic.Pointer[fetchFailure]
 }
 
 // counters are the in-memory figures status reports; the persistent ones

@@ -28,6 +28,12 @@ const fetchTimeout = 2 * time.Hour
 
 // fetchCall lets concurrent requests for one build (portage retrying, the
 // CLI and the gateway at once) share one transfer.
+// fetchFailure is the most recent failed fetch, for status.
+type fetchFailure struct {
+	at  time.Time
+	err string
+}
+
 type fetchCall struct {
 	done chan struct{}
 	path string
@@ -48,7 +54,14 @@ type Materialized struct {
 // materialize returns a verified local container file for the allowed
 // content of buildKey, fetching it from peers when neither PKGDIR nor the
 // cache has one.
-func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func(transfer.Progress)) (Materialized, error) {
+func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func(transfer.Progress)) (m Materialized, err error) {
+	defer func() {
+		// What status shows: why the last fetch failed (a refusal by the
+		// policy and a cancelled request are not failures).
+		if err != nil && !errors.Is(err, ErrNotAllowed) && ctx.Err() == nil {
+			d.lastFetchFailure.Store(&fetchFailure{at: time.Now(), err: err.Error()})
+		}
+	}()
 	ab, ok, err := d.allowedFor(buildKey)
 	if err != nil {
 		return Materialized{}, err

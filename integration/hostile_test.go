@@ -352,3 +352,31 @@ func TestHostileSlotHolders(t *testing.T) {
 	}
 	t.Logf("first verified byte after %s, done after %s", first, time.Since(start))
 }
+
+// TestStatusSaysWhyAFetchFailed: a fetch that cannot complete (here: the
+// only provider left) is reported by status with its reason.
+func TestStatusSaysWhyAFetchFailed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nodes := startNetwork(t, t.TempDir(), []peerSpec{
+		{name: "a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "fetcher", configure: func(c *config.Config) { c.Trust.Threshold = 1 }},
+	})
+	a, fetcher := nodes[0], nodes[1]
+	waitCatalog(t, fetcher, 2)
+	if st := fetcher.Daemon.Status(ctx); st.LastFetchError != "" {
+		t.Fatalf("a failure reported before any fetch: %q", st.LastFetchError)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := fetcher.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
+	if err == nil {
+		t.Fatal("fetch succeeded with its only provider gone")
+	}
+	st := fetcher.Daemon.Status(ctx)
+	if st.LastFetchError == "" || st.LastFetchErrorAt.IsZero() {
+		t.Fatalf("status does not say why the fetch failed (%v)", err)
+	}
+	t.Logf("status: %s", st.LastFetchError)
+}
