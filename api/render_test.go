@@ -27,7 +27,7 @@ func fixedStatus() Status {
 		BuildsFetched: 3, BytesFetched: 48 << 20, BytesServed: 1536 << 20, BytesSaved: 48 << 20,
 		LastFetchError:   "transfer: disk full writing piece 3 of the partial download (removed it)",
 		LastFetchErrorAt: start.Add(2 * time.Hour),
-		CacheBytes: 200 << 20, CacheLimit: 10 << 30,
+		CacheBytes:       200 << 20, CacheLimit: 10 << 30,
 		Disputes: 1, Equivocations: 1, Threshold: 3,
 		GatewayURL: "http://127.0.0.1:7854/gentoo-p2pd",
 		Socket:     "/run/user/1000/gentoo-p2pd.sock",

@@ -51,8 +51,8 @@ type Status struct {
 	// full, no provider, every provider bad …), and when.
 	LastFetchError   string    `json:"last_fetch_error,omitempty"`
 	LastFetchErrorAt time.Time `json:"last_fetch_error_at,omitzero"`
-	CacheBytes int64 `json:"cache_bytes"`
-	CacheLimit int64 `json:"cache_limit"`
+	CacheBytes       int64     `json:"cache_bytes"`
+	CacheLimit       int64     `json:"cache_limit"`
 
 	Disputes      int `json:"disputes"`
 	Equivocations int `json:"equivocations"`
