@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
@@ -176,33 +177,10 @@ func Relabel(honest *trust.Signed, key crypto.PrivKey, at time.Time, claims map[
 // reserved for the request stays reserved until its deadline. Reset the
 // stream to let go.
 func (p *Peer) HoldCatalog(ctx context.Context, target peer.ID, platform string) (network.Stream, error) {
-	s, err := p.Node.Host().NewStream(ctx, target, p2p.CatalogProtocol)
-	if err != nil {
-		return nil, err
-	}
 	req := binary.AppendUvarint(nil, uint64(len(platform)))
 	req = append(req, platform...)
 	req = binary.AppendUvarint(req, 0) // since: everything
-	if _, err := s.Write(req); err != nil {
-		_ = s.Reset()
-		return nil, err
-	}
-	if err := s.CloseWrite(); err != nil {
-		_ = s.Reset()
-		return nil, err
-	}
-	// The first byte of an answer says whether the server took the
-	// request (0) or refused it; reading it leaves the rest unread.
-	var status [1]byte
-	if _, err := io.ReadFull(s, status[:]); err != nil {
-		_ = s.Reset()
-		return nil, err
-	}
-	if status[0] != 0 {
-		_ = s.Reset()
-		return nil, fmt.Errorf("%w: held request refused", p2p.ErrRefused)
-	}
-	return s, nil
+	return p.hold(ctx, target, p2p.CatalogProtocol, req)
 }
 
 // HoldRange asks target over fetch/1 for count pieces of the file with
@@ -212,14 +190,23 @@ func (p *Peer) HoldCatalog(ctx context.Context, target peer.ID, platform string)
 // the request holds whatever upload slot the provider gave this identity.
 // Reset the stream to let go.
 func (p *Peer) HoldRange(ctx context.Context, target peer.ID, file [32]byte, first, count uint64) (network.Stream, error) {
-	s, err := p.Node.Host().NewStream(ctx, target, fetchProtocol)
-	if err != nil {
-		return nil, err
-	}
 	// docs/PROTOCOL.md, fetch/1: version 1, op 2 (range), file, first, count.
 	req := append([]byte{0x01, 0x02}, file[:]...)
 	req = binary.AppendUvarint(req, first)
 	req = binary.AppendUvarint(req, count)
+	return p.hold(ctx, target, fetchProtocol, req)
+}
+
+// fetchProtocol is /gentoo-p2p/fetch/1 (docs/PROTOCOL.md).
+const fetchProtocol = "/gentoo-p2p/fetch/1"
+
+// hold sends one request and reads only the first byte of the answer:
+// both protocols start an answer with 0 when the server took the request.
+func (p *Peer) hold(ctx context.Context, target peer.ID, proto protocol.ID, req []byte) (network.Stream, error) {
+	s, err := p.Node.Host().NewStream(ctx, target, proto)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := s.Write(req); err != nil {
 		_ = s.Reset()
 		return nil, err
@@ -235,10 +222,7 @@ func (p *Peer) HoldRange(ctx context.Context, target peer.ID, file [32]byte, fir
 	}
 	if status[0] != 0 {
 		_ = s.Reset()
-		return nil, fmt.Errorf("fetch/1 request refused with code %#x", status[0])
+		return nil, fmt.Errorf("%w: %s request refused with code %#x", p2p.ErrRefused, proto, status[0])
 	}
 	return s, nil
 }
-
-// fetchProtocol is /gentoo-p2p/fetch/1 (docs/PROTOCOL.md).
-const fetchProtocol = "/gentoo-p2p/fetch/1"
