@@ -1,8 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +18,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -279,5 +285,66 @@ func TestHopelessBuildKeys(t *testing.T) {
 	}
 	if len(builds) != 1 || builds[0].Verdict.BuildKey != byTrusted.Attestation.BuildKey {
 		t.Fatalf("allowed = %d builds, want the trusted peer's only", len(builds))
+	}
+}
+
+// A catalog answer carries its endorsements inside the page's bounds and
+// always some attestations: endorsements piled on the oldest build keys
+// cannot crowd the records out (a newcomer would stop syncing) or make an
+// answer large.
+func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
+	d := offlineDaemon(t, nil)
+	ctx := context.Background()
+	k, id := mustKey(t)
+	for i := range 600 {
+		s := junk(t, k, i, 600)
+		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
+			t.Fatal(err)
+		}
+		for range maxForeignEndorsements {
+			_, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := NewEndorsement(s.Attestation.BuildKey, d.platform+strings.Repeat("p", 3000), s.Attestation.Content, priv)
+			if _, err := d.ingestEndorsement(ctx, e.Marshal(), id, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var cur p2p.CatalogCursor
+	pages, atts := 0, 0
+	for range 100 {
+		out, err := d.serveCatalog(ctx, d.platform, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out) == 0 {
+			break
+		}
+		pages++
+		size, n := 0, 0
+		for _, b := range out {
+			size += len(b)
+			if !bytes.HasPrefix(b, endorsementMagic) {
+				n++
+				s, err := trust.Decode(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum := sha256.Sum256(b)
+				cur = p2p.CatalogCursor{Since: s.Attestation.Time.Unix(), After: sum[:]}
+			}
+		}
+		if n == 0 {
+			t.Fatalf("page %d carries %d endorsements and no attestation", pages, len(out))
+		}
+		if len(out) > p2p.MaxBlobs || size > catalogPageBytes+64<<10 {
+			t.Fatalf("page %d: %d blobs, %d bytes", pages, len(out), size)
+		}
+		atts += n
+	}
+	if atts != 600 {
+		t.Fatalf("paging from each answer's last attestation reached %d of 600 records", atts)
 	}
 }

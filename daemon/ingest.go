@@ -357,29 +357,48 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 const attestAnswerBytes = 4 << 20
 
 // serveCatalog answers /gentoo-p2p/catalog/1: the platform's attestations
-// made after since (Unix seconds of the attestation's own time), oldest
-// first, each page led by the endorsements of its build keys. A client
-// pages by asking again with the newest time it got. A page is read from
-// the store's time index and capped in records and bytes, so its memory
-// and work are the page's whatever the catalog holds.
-func (d *Daemon) serveCatalog(ctx context.Context, platform string, since int64) ([][]byte, error) {
-	// Half a response of attestations leaves room for their endorsements.
-	recs, err := d.store.CatalogPage(platform, since, p2p.MaxBlobs/2, catalogPageBytes)
+// after the cursor in (time, id) order, each led by the endorsements of its
+// build key the answer has not carried yet. A page holds at most MaxBlobs
+// blobs and about catalogPageBytes of them, endorsements included, and
+// always at least one attestation, so a client paging from the last
+// attestation it got always moves on. It is read from the store's time
+// index, so its memory and work are the page's whatever the catalog
+// holds.
+func (d *Daemon) serveCatalog(ctx context.Context, platform string, cur p2p.CatalogCursor) ([][]byte, error) {
+	recs, err := d.store.CatalogPage(platform, cur.Since, cur.After, p2p.MaxBlobs/2, catalogPageBytes)
 	if err != nil {
 		return nil, err
 	}
-	var bs [][]byte
-	for _, bk := range uniqueBuildKeys(recs) {
-		if es, err := d.store.EndorsementsFor(bk); err == nil {
-			bs = append(bs, es...)
+	var out [][]byte
+	size := 0
+	sent := map[string]bool{}
+	for _, r := range recs {
+		group := [][]byte{}
+		if !sent[r.BuildKey] {
+			sent[r.BuildKey] = true
+			es, err := d.store.EndorsementsFor(r.BuildKey)
+			if err != nil {
+				return nil, err
+			}
+			group = append(group, es...)
 		}
+		group = append(group, r.Blob)
+		n := 0
+		for _, b := range group {
+			n += len(b)
+		}
+		if len(out) > 0 && (len(out)+len(group) > p2p.MaxBlobs || size+n > catalogPageBytes) {
+			break
+		}
+		out = append(out, group...)
+		size += n
 	}
-	return append(bs, blobs(recs)...), nil
+	return out, nil
 }
 
-// catalogPageBytes bounds the attestations of one catalog page: a few
-// hundred honest records, and what eight concurrent requests can make this
-// daemon hold stays in tens of MiB.
+// catalogPageBytes bounds one catalog page, endorsements included: a few
+// hundred honest records, and what sixteen concurrent requests can make
+// this daemon hold stays in tens of MiB.
 const catalogPageBytes = 2 << 20
 
 func blobs(recs []store.AttestationRecord) [][]byte {
@@ -391,42 +410,48 @@ func blobs(recs []store.AttestationRecord) [][]byte {
 }
 
 // syncCatalogFrom pulls a peer's catalog for our platform (a newcomer's way
-// to fill its catalog without waiting for gossip).
-func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
-	n := 0
-	var since int64
+// to fill its catalog without waiting for gossip), from cur on. It stops
+// after maxCatalogPages pages, so a flood of records cannot keep one sync
+// going for ever; more reports that the peer had more, and next is where
+// to go on.
+func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.CatalogCursor) (n int, next p2p.CatalogCursor, more bool, err error) {
 	seen := map[[32]byte]bool{}
-	// Page by attestation time; bounded, so a flood of records cannot keep
-	// a sync going for ever.
+	via := d.arrivalFrom(p)
 	for range maxCatalogPages {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		bs, err := d.node.SyncCatalog(pctx, p, d.platform, since)
+		bs, err := d.node.SyncCatalog(pctx, p, d.platform, cur)
 		cancel()
 		if err != nil {
-			return n, err
+			return n, cur, false, err
 		}
-		newest := since
 		var atts, endorsements [][]byte
+		moved := false
 		for _, b := range bs {
-			// A peer that ignores since repeats itself: judge each blob once.
-			if id := sha256.Sum256(b); seen[id] {
+			// A peer that ignores the cursor repeats itself: judge each
+			// blob once.
+			id := sha256.Sum256(b)
+			if seen[id] {
 				continue
-			} else {
-				seen[id] = true
 			}
+			seen[id] = true
 			if bytes.HasPrefix(b, endorsementMagic) {
 				endorsements = append(endorsements, b)
 				continue
 			}
 			atts = append(atts, b)
-			if s, err := d.decodeAttestation(b); err == nil && s.Attestation.Time.Unix() > newest {
-				newest = s.Attestation.Time.Unix()
+			// The next page starts after the last attestation in (time,
+			// id) order, whatever order a peer sent.
+			if s, err := d.decodeAttestation(b); err == nil {
+				c := p2p.CatalogCursor{Since: s.Attestation.Time.Unix(), After: id[:]}
+				if cursorAfter(c, cur) {
+					cur, moved = c, true
+				}
 			}
 		}
-		added, err := d.ingestBatch(ctx, atts, d.arrivalFrom(p))
+		added, err := d.ingestBatch(ctx, atts, via)
 		n += added
 		if err != nil {
-			return n, err
+			return n, cur, false, err
 		}
 		// After the page's attestations: an endorsement by a signer not
 		// configured here is kept only for a build key someone attested.
@@ -435,37 +460,68 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID) (int, error) {
 				d.log.Debug("catalog sync: endorsement not kept", "peer", p.String(), "err", err)
 			}
 		}
-		if newest <= since {
-			return n, nil
+		if !moved {
+			return n, p2p.CatalogCursor{}, false, nil
 		}
-		since = newest
 	}
-	return n, nil
+	return n, cur, true, nil
 }
 
-// maxCatalogPages bounds one catalog sync (2048 attestations a page).
+// cursorAfter reports whether a comes after b in (time, id) order.
+func cursorAfter(a, b p2p.CatalogCursor) bool {
+	if a.Since != b.Since {
+		return a.Since > b.Since
+	}
+	return bytes.Compare(a.After, b.After) > 0
+}
+
+// maxSyncedPeers bounds the catalog loop's memory of peers.
+const maxSyncedPeers = 4096
+
+// maxCatalogPages bounds one catalog sync (2 MiB a page); a peer with more
+// is synced again at the next tick, from where this sync stopped.
 const maxCatalogPages = 64
 
 // catalogLoop syncs the catalog from every newly connected peer, and again
 // every few minutes, so a catalog fills even when gossip was missed.
 func (d *Daemon) catalogLoop(ctx context.Context) {
-	synced := make(map[peer.ID]time.Time)
+	type syncState struct {
+		next time.Time         // when to sync this peer again
+		cur  p2p.CatalogCursor // where a sync cut short goes on
+	}
+	peers := make(map[peer.ID]*syncState)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
 		for _, pi := range d.node.Peers() {
-			if last, ok := synced[pi.ID]; ok && time.Since(last) < 10*time.Minute {
+			st, ok := peers[pi.ID]
+			if ok && time.Now().Before(st.next) {
 				continue
 			}
-			n, err := d.syncCatalogFrom(ctx, pi.ID)
+			if !ok {
+				if len(peers) >= maxSyncedPeers {
+					clear(peers) // everyone is synced once more, from the start
+				}
+				st = &syncState{}
+				peers[pi.ID] = st
+			}
+			n, next, more, err := d.syncCatalogFrom(ctx, pi.ID, st.cur)
 			if n > 0 {
 				d.log.Info("catalog sync", "peer", pi.ID.String(), "new", n)
 			}
-			synced[pi.ID] = time.Now()
-			if err != nil {
+			st.cur = next
+			switch {
+			case err != nil:
 				// Try this peer again in a minute, not in ten.
 				d.log.Debug("catalog sync", "peer", pi.ID.String(), "err", err)
-				synced[pi.ID] = time.Now().Add(-9 * time.Minute)
+				st.next = time.Now().Add(time.Minute)
+			case more:
+				// Cut short by the page bound: go on at the next tick.
+				st.next = time.Now()
+			default:
+				// Done: the next sync starts from the beginning again, so
+				// records that arrived there dated earlier are not missed.
+				st.next = time.Now().Add(10 * time.Minute)
 			}
 		}
 		select {

@@ -19,6 +19,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 )
@@ -116,7 +117,7 @@ func BenchmarkHostileFlood(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for range 2 {
-					if _, err := a.Node.SyncCatalog(ctx, victimID, st.Platform, 0); err == nil {
+					if _, err := a.Node.SyncCatalog(ctx, victimID, st.Platform, p2p.CatalogCursor{}); err == nil {
 						mu.Lock()
 						answered++
 						mu.Unlock()
@@ -126,7 +127,7 @@ func BenchmarkHostileFlood(b *testing.B) {
 		}
 		wg.Wait()
 		honestOK := 0
-		if bs, err := honest.Daemon.Node().SyncCatalog(ctx, victimID, st.Platform, 0); err == nil && len(bs) > 0 {
+		if bs, err := honest.Daemon.Node().SyncCatalog(ctx, victimID, st.Platform, p2p.CatalogCursor{}); err == nil && len(bs) > 0 {
 			honestOK = 1
 		}
 		start := time.Now()

@@ -148,6 +148,13 @@ func TestHostileFloodIsBoundedPerIdentity(t *testing.T) {
 	if err := h.Connect(ctx, victim.Addr()); err != nil {
 		t.Fatal(err)
 	}
+	// The victim syncs the attacker's catalog once connected; the gossip
+	// wave comes after it, so its last record is the newest the victim
+	// holds (eviction takes the oldest first).
+	waitFor(t, "the victim to sync the attacker's catalog", func() bool {
+		u, _ := victim.Daemon.Store().AttesterUsage(h.ID.String())
+		return u.Records > 0
+	})
 	plat := victim.Daemon.Platform()
 	if err := h.Node.JoinPlatform(plat); err != nil {
 		t.Fatal(err)
@@ -257,11 +264,11 @@ func TestHostileCatalogRequests(t *testing.T) {
 			defer s.Reset()
 		}
 		// Past its share, the next request is refused.
-		if _, err := h.Node.SyncCatalog(ctx, target.ID, plat, 0); !errors.Is(err, p2p.ErrRefused) {
+		if _, err := h.Node.SyncCatalog(ctx, target.ID, plat, p2p.CatalogCursor{}); !errors.Is(err, p2p.ErrRefused) {
 			t.Fatalf("a request past the per-peer limit: %v, want refused as busy", err)
 		}
 	}
-	bs, err := honest.Daemon.Node().SyncCatalog(ctx, target.ID, plat, 0)
+	bs, err := honest.Daemon.Node().SyncCatalog(ctx, target.ID, plat, p2p.CatalogCursor{})
 	if err != nil {
 		t.Fatalf("honest catalog request while 8 are held: %v", err)
 	}

@@ -58,10 +58,11 @@ type Handlers struct {
 	// variant key), serving /gentoo-p2p/attest/1. Return an empty list for
 	// an unknown key; an error is reported to the peer as "unavailable".
 	Attestations func(ctx context.Context, key cid.Cid) ([][]byte, error)
-	// Catalog returns the catalog entries of platform newer than since
-	// (Unix seconds, 0 = all), serving /gentoo-p2p/catalog/1. Return at most
-	// MaxBlobs entries, oldest first, so the client can page by since.
-	Catalog func(ctx context.Context, platform string, since int64) ([][]byte, error)
+	// Catalog returns the catalog entries of platform after cur, serving
+	// /gentoo-p2p/catalog/1. Return at most MaxBlobs entries and
+	// MaxResponseBytes, in (time, id) order, so the client can page from
+	// the last one.
+	Catalog func(ctx context.Context, platform string, cur CatalogCursor) ([][]byte, error)
 	// OnGossip verifies and takes one gossip message received on a platform
 	// topic. It runs as the GossipSub topic validator: returning an error
 	// rejects the message, so it is neither delivered nor forwarded and its

@@ -15,10 +15,13 @@ package p2p
 //	                                                       ASCII, at most 256 bytes
 //
 //	/gentoo-p2p/catalog/1
-//	  request  = frame(platform) uvarint(since)
+//	  request  = frame(platform) uvarint(since) [frame(after)]
 //	                                        platform: 1..128 bytes, opaque to p2p;
 //	                                        since: Unix seconds, 0 = everything,
-//	                                        at most 2^62
+//	                                        at most 2^62; after: optional, empty
+//	                                        or a 32-byte record id: the page
+//	                                        starts after (since, after) instead
+//	                                        of after the second since
 //	  response = same shape as attest/1
 //
 // Limits, enforced by both ends: a blob is 1..65536 bytes, count is at most
@@ -267,13 +270,24 @@ func (n *Node) handleCatalog(s network.Stream) {
 		if err != nil || since > 1<<62 {
 			return nil, "bad request", fmt.Errorf("%w: since: %v", ErrProtocol, err)
 		}
+		cur := CatalogCursor{Since: int64(since)}
+		if _, err := r.Peek(1); err == nil {
+			after, err := readFrame(r, 32, "after")
+			if err != nil {
+				return nil, "bad request", err
+			}
+			if len(after) != 0 && len(after) != 32 {
+				return nil, "bad request", fmt.Errorf("%w: after has %d bytes", ErrProtocol, len(after))
+			}
+			cur.After = after
+		}
 		if n.handlers.Catalog == nil {
 			return nil, "not served", nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
 		}
-		blobs, err := n.handlers.Catalog(ctx, platform, int64(since))
+		blobs, err := n.handlers.Catalog(ctx, platform, cur)
 		if err != nil {
 			return nil, "unavailable", err
 		}
@@ -424,18 +438,36 @@ func (n *Node) FetchAttestations(ctx context.Context, p peer.ID, key cid.Cid) ([
 // SyncCatalog asks peer p for its catalog entries of platform newer than
 // since (Unix seconds, 0 = all). A newcomer calls it once per platform so its
 // catalog fills without waiting for gossip; the entries are unverified.
-func (n *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, since int64) ([][]byte, error) {
+func (n *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur CatalogCursor) ([][]byte, error) {
 	if err := checkPlatform(platform); err != nil {
 		return nil, err
 	}
-	if since < 0 {
-		return nil, fmt.Errorf("p2p: catalog since %d is negative", since)
+	if cur.Since < 0 {
+		return nil, fmt.Errorf("p2p: catalog since %d is negative", cur.Since)
+	}
+	if len(cur.After) != 0 && len(cur.After) != 32 {
+		return nil, fmt.Errorf("p2p: catalog cursor id has %d bytes, want 32", len(cur.After))
 	}
 	return n.request(ctx, p, CatalogProtocol, func(w *bufio.Writer) error {
 		if err := writeFrame(w, []byte(platform)); err != nil {
 			return err
 		}
-		_, err := w.Write(varint.ToUvarint(uint64(since)))
-		return err
+		if _, err := w.Write(varint.ToUvarint(uint64(cur.Since))); err != nil {
+			return err
+		}
+		if len(cur.After) == 0 {
+			return nil
+		}
+		return writeFrame(w, cur.After)
 	})
+}
+
+// CatalogCursor is where a catalog page starts: after the record with
+// time Since and id After (the SHA-256 of its blob), in (time, id) order;
+// without After, after every record of second Since. A client continues
+// from the last record it got, so no page ever skips a record however
+// many share a second.
+type CatalogCursor struct {
+	Since int64
+	After []byte
 }

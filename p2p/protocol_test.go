@@ -20,6 +20,7 @@ func TestCatalogSync(t *testing.T) {
 	type call struct {
 		platform string
 		since    int64
+		after    string
 	}
 	calls := make(chan call, 4)
 	entries := blobs("catalog-entry", 5)
@@ -27,8 +28,9 @@ func TestCatalogSync(t *testing.T) {
 		if i != 0 {
 			return Handlers{}
 		}
-		return Handlers{Catalog: func(ctx context.Context, platform string, since int64) ([][]byte, error) {
-			calls <- call{platform, since}
+		return Handlers{Catalog: func(ctx context.Context, platform string, cur CatalogCursor) ([][]byte, error) {
+			since := cur.Since
+			calls <- call{platform, since, string(cur.After)}
 			switch platform {
 			case "broken":
 				return nil, errors.New("/var/lib/gentoo-p2pd/catalog.db: locked")
@@ -43,34 +45,44 @@ func TestCatalogSync(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	got, err := client.SyncCatalog(ctx, server.ID(), "amd64/x", 2)
+	got, err := client.SyncCatalog(ctx, server.ID(), "amd64/x", CatalogCursor{Since: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.EqualFunc(got, entries[2:], bytes.Equal) {
 		t.Fatalf("SyncCatalog = %q, want %q", got, entries[2:])
 	}
-	if c := <-calls; c != (call{"amd64/x", 2}) {
+	if c := <-calls; c != (call{"amd64/x", 2, ""}) {
 		t.Fatalf("handler called with %+v", c)
 	}
-	got, err = client.SyncCatalog(ctx, server.ID(), "huge", 0)
+	after := bytes.Repeat([]byte{7}, 32)
+	if _, err := client.SyncCatalog(ctx, server.ID(), "amd64/x", CatalogCursor{Since: 3, After: after}); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-calls; c != (call{"amd64/x", 3, string(after)}) {
+		t.Fatalf("handler called with %+v, want the cursor id", c)
+	}
+	if _, err := client.SyncCatalog(ctx, server.ID(), "amd64/x", CatalogCursor{After: []byte("short")}); err == nil {
+		t.Fatal("a cursor id that is no record id was sent")
+	}
+	got, err = client.SyncCatalog(ctx, server.ID(), "huge", CatalogCursor{})
 	if err != nil || len(got) != 1 || string(got[0]) != "small" {
 		t.Fatalf("SyncCatalog(huge) = %q, %v; want only the small entry", got, err)
 	}
 	<-calls
-	_, err = client.SyncCatalog(ctx, server.ID(), "broken", 0)
+	_, err = client.SyncCatalog(ctx, server.ID(), "broken", CatalogCursor{})
 	if !errors.Is(err, ErrRefused) || strings.Contains(err.Error(), "/var/lib") {
 		t.Fatalf("SyncCatalog(broken) err = %v; want ErrRefused without local detail", err)
 	}
 	<-calls
 	// The client has no handler: refused, not hung.
-	if _, err := server.SyncCatalog(ctx, client.ID(), "amd64/x", 0); !errors.Is(err, ErrRefused) {
+	if _, err := server.SyncCatalog(ctx, client.ID(), "amd64/x", CatalogCursor{}); !errors.Is(err, ErrRefused) {
 		t.Fatalf("SyncCatalog from handler-less node: %v, want ErrRefused", err)
 	}
-	if _, err := client.SyncCatalog(ctx, server.ID(), "", 0); !errors.Is(err, ErrBadPlatform) {
+	if _, err := client.SyncCatalog(ctx, server.ID(), "", CatalogCursor{}); !errors.Is(err, ErrBadPlatform) {
 		t.Fatalf("empty platform: %v", err)
 	}
-	if _, err := client.SyncCatalog(ctx, server.ID(), "p", -1); err == nil {
+	if _, err := client.SyncCatalog(ctx, server.ID(), "p", CatalogCursor{Since: -1}); err == nil {
 		t.Fatal("negative since accepted")
 	}
 	if _, err := client.FetchAttestations(ctx, server.ID(), cid.Undef); !errors.Is(err, ErrBadKey) {
@@ -85,7 +97,7 @@ func TestMalformedRequests(t *testing.T) {
 	nodes := newNetwork(t, 2, func(i int) Handlers {
 		return Handlers{
 			Attestations: func(context.Context, cid.Cid) ([][]byte, error) { called.Store(true); return nil, nil },
-			Catalog:      func(context.Context, string, int64) ([][]byte, error) { called.Store(true); return nil, nil },
+			Catalog:      func(context.Context, string, CatalogCursor) ([][]byte, error) { called.Store(true); return nil, nil },
 		}
 	})
 	key := testKey(t, "k")
@@ -101,6 +113,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"attest truncated", string(AttestProtocol), append(varint.ToUvarint(36), key.Bytes()[:10]...)},
 		{"catalog no since", string(CatalogProtocol), append(varint.ToUvarint(3), "x86"...)},
 		{"catalog control char", string(CatalogProtocol), append(append(varint.ToUvarint(3), "a\x00b"...), 0)},
+		{"catalog cursor id of 3 bytes", string(CatalogProtocol), append(append(append(varint.ToUvarint(3), "x86"...), 0), append(varint.ToUvarint(3), "abc"...)...)},
 		{"catalog platform too long", string(CatalogProtocol), append(varint.ToUvarint(MaxPlatformLen+1), bytes.Repeat([]byte("p"), MaxPlatformLen+1)...)},
 	}
 	for _, tt := range tests {

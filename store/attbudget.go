@@ -116,36 +116,41 @@ func (s *Store) AttesterUsage(attester string) (Usage, error) {
 	return u, err
 }
 
-// CatalogPage returns the attestations of platform made after since (Unix
-// seconds), oldest first, at most maxRecords of them and about maxBytes of
-// blobs (the record that crosses maxBytes is the last). A page never ends
-// inside one second, since the next page starts after the newest second
-// this one holds, unless a single second fills it. It walks one index, so
-// its cost is the page's, not the catalog's.
-func (s *Store) CatalogPage(platform string, since int64, maxRecords, maxBytes int) ([]AttestationRecord, error) {
+// CatalogPage returns the attestations of platform after a cursor, in
+// (time, id) order: after the record with time since and id after, or,
+// when after is empty, after every record of second since. It returns at
+// most maxRecords records and stops after the record that reaches
+// maxBytes of blobs (0: no byte cap). The next page starts after the last
+// record returned, so no record is ever skipped however many share a
+// second. It walks one index, so its cost is the page's, not the
+// catalog's.
+func (s *Store) CatalogPage(platform string, since int64, after []byte, maxRecords, maxBytes int) ([]AttestationRecord, error) {
 	if platform == "" || maxRecords <= 0 {
 		return nil, nil
 	}
 	if since < 0 {
 		since = 0
 	}
+	start := platTimeKey(platform, since+1, nil)
+	if len(after) > 0 {
+		start = platTimeKey(platform, since, after)
+	}
 	var out []AttestationRecord
-	full := false
 	err := s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
 		prefix := append([]byte(platform), 0)
 		c := tx.Bucket(bucketAttByPlatTime).Cursor()
 		total := 0
-		for k, _ := c.Seek(platTimeKey(platform, since+1, nil)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		for k, _ := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(after) > 0 && bytes.Equal(k, start) {
+				continue // the cursor's own record
+			}
+			if len(out) == maxRecords || (maxBytes > 0 && total >= maxBytes) {
+				return nil
+			}
 			rest := k[len(prefix):]
 			if len(rest) != 8+32 {
 				return fmt.Errorf("%w: %s key %x has a bad length", ErrCorrupt, bucketAttByPlatTime, k)
-			}
-			at := int64(binary.BigEndian.Uint64(rest[:8]))
-			if len(out) > 0 && (len(out) == maxRecords || (maxBytes > 0 && total >= maxBytes)) {
-				// Stop, but not inside the second the page ends in.
-				full = at == out[len(out)-1].Time
-				return nil
 			}
 			v := pb.Get(rest[8:])
 			if v == nil {
@@ -160,20 +165,7 @@ func (s *Store) CatalogPage(platform string, since int64, maxRecords, maxBytes i
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if full {
-		last := out[len(out)-1].Time
-		cut := len(out)
-		for cut > 0 && out[cut-1].Time == last {
-			cut--
-		}
-		if cut > 0 {
-			out = out[:cut]
-		}
-	}
-	return out, nil
+	return out, err
 }
 
 // AttestationInfo is a stored attestation without its blob: what deciding

@@ -75,7 +75,7 @@ func TestAttesterRecordsMarksBacked(t *testing.T) {
 	}
 }
 
-func TestCatalogPageWalksByTimeAndNeverSplitsASecond(t *testing.T) {
+func TestCatalogPageWalksByTimeAndIDWithoutSkipping(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	var recs []AttestationRecord
 	// Seconds 1..6, two records each, plus another platform that never shows.
@@ -107,20 +107,45 @@ func TestCatalogPageWalksByTimeAndNeverSplitsASecond(t *testing.T) {
 		want       string
 	}{
 		{0, 100, 1 << 20, "112233445566"},
-		{0, 5, 1 << 20, "1122"}, // 5 would split second 3
-		{0, 4, 1 << 20, "1122"}, // ends on a second boundary
-		{0, 1, 1 << 20, "1"},    // one second fills the page: keep it
+		{0, 5, 1 << 20, "11223"}, // a page may end inside a second
 		{2, 100, 1 << 20, "33445566"},
-		{0, 100, 20, "11"}, // 8-byte blobs: the 3rd crosses 20 bytes, mid-second 2
+		{0, 100, 20, "112"}, // 8-byte blobs: the 3rd reaches 20 bytes and ends the page
 		{6, 100, 1 << 20, ""},
 	} {
-		page, err := s.CatalogPage("amd64", tt.since, tt.maxRecords, tt.maxBytes)
+		page, err := s.CatalogPage("amd64", tt.since, nil, tt.maxRecords, tt.maxBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := times(page); got != tt.want {
 			t.Errorf("CatalogPage(since %d, %d records, %d bytes) = %q, want %q", tt.since, tt.maxRecords, tt.maxBytes, got, tt.want)
 		}
+	}
+	// Paging one record at a time from each page's last (time, id) visits
+	// every record once, in order, even within one second.
+	var walked []AttestationRecord
+	var since int64
+	var after []byte
+	for range 20 {
+		page, err := s.CatalogPage("amd64", since, after, 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		walked = append(walked, page...)
+		last := page[len(page)-1]
+		since, after = last.Time, last.ID[:]
+	}
+	if got := times(walked); got != "112233445566" {
+		t.Fatalf("record-by-record walk = %q", got)
+	}
+	seen := map[[32]byte]bool{}
+	for _, r := range walked {
+		if seen[r.ID] {
+			t.Fatalf("record %x visited twice", r.ID)
+		}
+		seen[r.ID] = true
 	}
 }
 
@@ -206,7 +231,7 @@ func TestOldDatabaseIsMigratedAndBackfilled(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("backfill = %d, %v", n, err)
 	}
-	page, err := s.CatalogPage("amd64", 0, 10, 1<<20)
+	page, err := s.CatalogPage("amd64", 0, nil, 10, 1<<20)
 	if err != nil || len(page) != 2 || page[0].Time != 7 || page[1].Time != 9 {
 		t.Fatalf("page after backfill: %+v, %v", page, err)
 	}

@@ -115,7 +115,7 @@ func BenchmarkCatalogPage100k(b *testing.B) {
 	s := catalogStore(b)
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		page, err := s.CatalogPage("amd64", int64(1_700_000_000+(i*37)%900), 2048, 2<<20)
+		page, err := s.CatalogPage("amd64", int64(1_700_000_000+(i*37)%900), nil, 2048, 2<<20)
 		if err != nil || len(page) == 0 {
 			b.Fatalf("page: %d records, %v", len(page), err)
 		}

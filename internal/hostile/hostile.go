@@ -43,8 +43,8 @@ type Peer struct {
 }
 
 // New starts an attacker listening on 127.0.0.1. Its catalog/1 answers
-// with whatever SetCatalog holds, ignoring since (a hostile peer need not
-// page honestly).
+// with whatever SetCatalog holds, ignoring the cursor (a hostile peer need
+// not page honestly).
 func New(ctx context.Context) (*Peer, error) {
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
@@ -61,7 +61,7 @@ func New(ctx context.Context) (*Peer, error) {
 	cfg.MDNS, cfg.QUIC, cfg.AutoNAT, cfg.HolePunching, cfg.RelayClient = false, false, false, false, false
 	cfg.DHTMode = p2p.DHTServer
 	n, err := p2p.New(ctx, cfg, p2p.Handlers{
-		Catalog: func(context.Context, string, int64) ([][]byte, error) {
+		Catalog: func(context.Context, string, p2p.CatalogCursor) ([][]byte, error) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			return p.catalog, nil
