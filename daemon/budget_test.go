@@ -348,3 +348,40 @@ func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
 		t.Fatalf("paging from each answer's last attestation reached %d of 600 records", atts)
 	}
 }
+
+// Evidence from the network is kept only where it changes a tally here,
+// once per (peer, build key): proofs of self-equivocation on invented
+// build keys cost nothing to make and must not grow the store.
+func TestEvidenceOnlyWhereItMatters(t *testing.T) {
+	d := offlineDaemon(t, nil)
+	ctx := context.Background()
+	k, id := mustKey(t)
+	_, relay := mustKey(t)
+	a := junk(t, k, 1, 1000)
+	other := a.Attestation
+	other.Content.Image[0] ^= 0xff
+	b, err := trust.Sign(other, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := trust.DetectEquivocation([]*trust.Signed{a, b})
+	if len(evs) != 1 {
+		t.Fatalf("%d proofs of equivocation", len(evs))
+	}
+	msg := gossipEvidence(evs[0].Marshal())
+	if err := d.onGossip(id, relay, d.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
+		t.Fatalf("evidence on a build key nobody attested here: %v, want ignored", err)
+	}
+	if _, err := d.ingestAttestation(ctx, a.Marshal(), arrival{from: id}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.onGossip(id, relay, d.platform, msg); err != nil {
+		t.Fatalf("evidence against a stored voter: %v", err)
+	}
+	if err := d.onGossip(id, relay, d.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
+		t.Fatalf("the same evidence again: %v, want ignored", err)
+	}
+	if held, _ := d.store.EvidenceFor(a.Attestation.BuildKey); len(held) != 1 {
+		t.Fatalf("%d evidence records held", len(held))
+	}
+}

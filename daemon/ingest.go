@@ -253,6 +253,26 @@ func (d *Daemon) attestationRecord(s *trust.Signed, via arrival) store.Attestati
 	}
 }
 
+// evidenceMatters reports whether evidence from the network is worth
+// keeping: its peer has an attestation for its build key stored here, and
+// no evidence against that peer on that build key is held yet.
+func (d *Daemon) evidenceMatters(ev trust.Equivocation) (bool, error) {
+	_, mine, err := d.store.CountForBuildKey(ev.BuildKey, ev.Peer.String())
+	if err != nil || mine == 0 {
+		return false, err
+	}
+	held, err := d.store.EvidenceFor(ev.BuildKey)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range held {
+		if e.Peer == ev.Peer.String() {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 func (d *Daemon) storeEvidence(ev trust.Equivocation) (bool, error) {
 	return d.store.PutEvidence(store.EvidenceRecord{
 		Peer:     ev.Peer.String(),
@@ -298,6 +318,16 @@ func (d *Daemon) onGossip(origin, relay peer.ID, platform string, msg []byte) er
 		}
 		if err != nil {
 			d.reject("evidence", relay, err)
+			return err
+		}
+		// Anyone can prove its own equivocation on invented build keys:
+		// evidence is kept only against a peer whose attestation for that
+		// build key is stored here (where it changes a tally), once per
+		// (peer, build key), so the attesters' budgets bound it too.
+		if keep, err := d.evidenceMatters(ev); err != nil || !keep {
+			if err == nil {
+				err = fmt.Errorf("%w: evidence against %s on %s changes no tally here", p2p.ErrGossipIgnore, ev.Peer, ev.BuildKey)
+			}
 			return err
 		}
 		_, err = d.storeEvidence(ev)
