@@ -52,7 +52,30 @@ func deleteAttestation(tx *bolt.Tx, r *AttestationRecord) error {
 	if err := addUsage(tx, r.Attester, -1, -int64(len(r.Blob))); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketAtt).Delete(r.ID[:])
+	if err := tx.Bucket(bucketAtt).Delete(r.ID[:]); err != nil {
+		return err
+	}
+	return dropOrphanEndorsements(tx, r.BuildKey)
+}
+
+// dropOrphanEndorsements deletes the endorsements of a build key once its
+// last attestation is gone: they were kept for that build key's votes, and
+// an attester rolling its budget over must not leave them behind for ever.
+func dropOrphanEndorsements(tx *bolt.Tx, buildKey string) error {
+	if buildKey == "" {
+		return nil
+	}
+	prefix := indexKey(buildKey, nil)
+	if k, _ := tx.Bucket(bucketAttByBuild).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+		return nil
+	}
+	c := tx.Bucket(bucketEndorse).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func platTimeKey(platform string, at int64, id []byte) []byte {

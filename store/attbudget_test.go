@@ -257,3 +257,33 @@ func TestCountForBuildKey(t *testing.T) {
 		}
 	}
 }
+
+func TestEndorsementsGoWithTheLastAttestation(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestations([]AttestationRecord{att("A", "bk", "c", 1, "a"), att("B", "bk", "c", 2, "b"), att("A", "bk2", "c", 3, "x")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []string{"e1", "e2"} {
+		if _, err := s.PutEndorsement("bk", []byte(e)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PutEndorsement("bk2", []byte("e3")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteAttestations([][32]byte{sum("a")}); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.EndorsementsFor("bk"); len(es) != 2 {
+		t.Fatalf("endorsements dropped while B still attests: %d left", len(es))
+	}
+	if _, err := s.DeleteAttestation(sum("b")); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.EndorsementsFor("bk"); len(es) != 0 {
+		t.Fatalf("%d endorsements outlived their build key's last attestation", len(es))
+	}
+	if es, _ := s.EndorsementsFor("bk2"); len(es) != 1 {
+		t.Fatalf("another build key's endorsements were touched: %d left", len(es))
+	}
+}
