@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
@@ -122,6 +123,7 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 	if err != nil {
 		return err
 	}
+	d.flooders.mark(attester)
 	d.metrics.evicted.Add(float64(gone))
 	d.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
 	return nil
@@ -146,6 +148,38 @@ func (d *Daemon) localInterest(in store.AttestationInfo, installed map[string]bo
 // user's own build hosts are not bounded like strangers.
 func (d *Daemon) isTrustedPeer(p peer.ID) bool {
 	return slices.Contains(d.policy.TrustedPeers, p)
+}
+
+// errFlooding marks a record that was stored but is not to be relayed: its
+// attester filled its storage budget recently, so what it sends now is
+// kept at its own expense here and not spread to every other peer.
+var errFlooding = errors.New("attester over its storage budget: stored, not relayed")
+
+// floodWindow is how long an attester that overflowed its budget has its
+// new records kept but not relayed.
+const floodWindow = time.Hour
+
+// flooders remembers the attesters whose records were evicted for budget
+// recently. Bounded: when full it starts over.
+type flooders struct {
+	mu sync.Mutex
+	m  map[peer.ID]time.Time
+}
+
+func (f *flooders) mark(p peer.ID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || len(f.m) >= maxRatedPeers {
+		f.m = make(map[peer.ID]time.Time)
+	}
+	f.m[p] = time.Now()
+}
+
+func (f *flooders) recent(p peer.ID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, ok := f.m[p]
+	return ok && time.Since(at) < floodWindow
 }
 
 // peerRates bounds how many gossip messages per second each relaying peer

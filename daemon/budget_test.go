@@ -97,8 +97,14 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 	var last *trust.Signed
 	for i := range 40 {
 		last = junk(t, fk, i, 54<<10)
-		if _, err := d.ingestAttestation(ctx, last.Marshal(), arrival{from: flooder}, false); err != nil {
-			t.Fatalf("junk %d: %v", i, err)
+		// Once it overflowed its budget, the flooder's records are kept
+		// at its own expense but not relayed.
+		added, err := d.ingestAttestation(ctx, last.Marshal(), arrival{from: flooder}, false)
+		if !added || err != nil && !errors.Is(err, errFlooding) {
+			t.Fatalf("junk %d: added %v, %v", i, added, err)
+		}
+		if i == 39 && !errors.Is(err, errFlooding) {
+			t.Errorf("the flood's last record would be relayed")
 		}
 	}
 	u, err := d.store.AttesterUsage(flooder.String())
@@ -383,5 +389,24 @@ func TestEvidenceOnlyWhereItMatters(t *testing.T) {
 	}
 	if held, _ := d.store.EvidenceFor(a.Attestation.BuildKey); len(held) != 1 {
 		t.Fatalf("%d evidence records held", len(held))
+	}
+}
+
+// An attestation dated before 1970 is refused as the peer's fault, not
+// mistaken for a store failure that would drop a whole catalog page.
+func TestPre1970AttestationIsRejected(t *testing.T) {
+	d := offlineDaemon(t, nil)
+	k, id := mustKey(t)
+	old, err := hostile.Junk(k, testPlatform, 1, 1000, time.Unix(-3600, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := junk(t, k, 2, 1000)
+	n, err := d.ingestBatch(context.Background(), [][]byte{old.Marshal(), good.Marshal()}, arrival{from: id})
+	if err != nil || n != 1 {
+		t.Fatalf("batch with a pre-1970 record: %d stored, %v; want the other one stored", n, err)
+	}
+	if _, err := d.ingestAttestation(context.Background(), old.Marshal(), arrival{from: id}, false); !errors.Is(err, errRejected) {
+		t.Fatalf("pre-1970 attestation: %v, want rejected", err)
 	}
 }

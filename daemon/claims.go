@@ -26,9 +26,13 @@ func (d *Daemon) checkClaims(a trust.Attestation) error {
 		return fmt.Errorf("platform %q, but the descriptor's CHOST and flags make %q", a.Platform, p)
 	}
 	// Catalog sync pages by attestation time: a date far in the future
-	// would let one attester jump a newcomer past honest records.
+	// would let one attester jump a newcomer past honest records, and
+	// the store orders records by an unsigned time.
 	if a.Time.After(time.Now().Add(24 * time.Hour)) {
 		return fmt.Errorf("attestation dated %s, in the future", a.Time.Format(time.RFC3339))
+	}
+	if a.Time.Unix() <= 0 {
+		return fmt.Errorf("attestation dated %s, before 1970", a.Time.Format(time.RFC3339))
 	}
 	if a.Size <= 0 || a.Size > d.limits.MaxImageBytes+maxContainerOverhead {
 		return fmt.Errorf("container size %d outside 1..%d", a.Size, d.limits.MaxImageBytes+maxContainerOverhead)

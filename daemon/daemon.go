@@ -92,6 +92,9 @@ type Daemon struct {
 	ingestMu sync.Mutex // held from a record's caps check to its write
 	// gossipRates bounds the gossip messages each relay makes us verify.
 	gossipRates peerRates
+	// flooders are attesters that recently overflowed their storage
+	// budget: their new records are stored but not relayed.
+	flooders flooders
 	mu          sync.Mutex
 	fetching    map[string]*fetchCall // singleflight per build key
 	counters    counters

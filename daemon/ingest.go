@@ -59,7 +59,7 @@ func (d *Daemon) ingestAttestation(ctx context.Context, blob []byte, via arrival
 // counted and skipped; the others are still stored.
 func (d *Daemon) ingestBatch(ctx context.Context, blobs [][]byte, via arrival) (int, error) {
 	n, err := d.ingest(ctx, blobs, via, false)
-	if errors.Is(err, errRejected) {
+	if errors.Is(err, errRejected) || errors.Is(err, errFlooding) {
 		err = nil // counted in status; the page's other records stand
 	}
 	return n, err
@@ -126,12 +126,16 @@ func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publis
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	n, quiet := 0, false
 	for i, ok := range added {
 		if ok {
 			n++
 			d.stored(ctx, ss[i], publish)
+			quiet = quiet || d.flooders.recent(ss[i].Attester)
 		}
+	}
+	if firstErr == nil && quiet {
+		firstErr = errFlooding
 	}
 	return n, firstErr
 }
@@ -305,12 +309,17 @@ func (d *Daemon) onGossip(origin, relay peer.ID, platform string, msg []byte) er
 	switch msg[0] {
 	case gossipTagAttestation:
 		_, err := d.ingestAttestation(ctx, msg[1:], d.arrivalFrom(relay), true)
-		if errors.Is(err, errBudget) || errors.Is(err, errTooMany) {
-			// Valid but over a bound: not forwarded, and the relay that
-			// passed on a valid record is not penalised for it.
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errRejected) && !errors.Is(err, errBudget) && !errors.Is(err, errTooMany):
+			return err // invalid: not forwarded, and the relay is penalised
+		default:
+			// Valid but over a bound, or this daemon failed to store it:
+			// not forwarded, and the relay that passed on a valid record
+			// is not penalised for it.
 			return fmt.Errorf("%w: %w", p2p.ErrGossipIgnore, err)
 		}
-		return err
 	case gossipTagEvidence:
 		ev, err := trust.DecodeEquivocation(msg[1:])
 		if err == nil {
