@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -270,13 +271,22 @@ func TestHopelessBuildKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An endorsement by a signer not configured here changes nothing.
+	_, foreign, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEndorsement(one.Attestation.BuildKey, d.platform, one.Attestation.Content, foreign)
+	if _, err := d.ingestEndorsement(ctx, e.Marshal(), id, false); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name      string
 		bk        string
 		attesters []string
 		want      bool
 	}{
-		{"one stranger under threshold 2", one.Attestation.BuildKey, []string{id.String()}, true},
+		{"one stranger under threshold 2, foreign endorsement", one.Attestation.BuildKey, []string{id.String()}, true},
 		{"two strangers", one.Attestation.BuildKey, []string{id.String(), "x"}, false},
 		{"a trusted peer allows alone", byTrusted.Attestation.BuildKey, []string{trustedID.String()}, false},
 	} {
@@ -408,5 +418,61 @@ func TestPre1970AttestationIsRejected(t *testing.T) {
 	}
 	if _, err := d.ingestAttestation(context.Background(), old.Marshal(), arrival{from: id}, false); !errors.Is(err, errRejected) {
 		t.Fatalf("pre-1970 attestation: %v, want rejected", err)
+	}
+}
+
+// An attest/1 answer keeps the votes of the contents most attesters agree
+// on, one per attester first: identities that each send several large
+// records for their own content cannot push honest votes out of the cap.
+func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
+	d := offlineDaemon(t, nil)
+	ctx := context.Background()
+	hk, _ := mustKey(t)
+	base := junk(t, hk, 1, 1000)
+	var honest []*trust.Signed
+	for range 3 {
+		k, id := mustKey(t)
+		s, err := hostile.Relabel(base, k, time.Now().Add(-time.Hour), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		honest = append(honest, s)
+		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 20 identities, each 4 padded records for a content of its own.
+	for i := range 20 {
+		k, id := mustKey(t)
+		for j := range maxAttestationsPerAttester {
+			a := base.Attestation
+			a.Content.Image[0], a.Content.Image[1] = byte(i), byte(j)
+			a.Index = map[string]string{"DESCRIPTION": strings.Repeat("x", 15<<10), "HOMEPAGE": strings.Repeat("y", 15<<10), "LICENSE": strings.Repeat("z", 10<<10)}
+			a.Time = time.Now().Add(-2 * time.Hour).Truncate(time.Second)
+			s, err := trust.Sign(a, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil && !errors.Is(err, errFlooding) {
+				t.Fatal(err)
+			}
+		}
+	}
+	bk, err := cid.Decode(base.Attestation.BuildKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.serveAttestations(ctx, bk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[[32]byte]bool{}
+	for _, b := range out {
+		got[sha256.Sum256(b)] = true
+	}
+	for _, s := range honest {
+		if !got[s.ID()] {
+			t.Errorf("honest vote by %s left out of a %d-blob answer", s.Attester, len(out))
+		}
 	}
 }

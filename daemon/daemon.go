@@ -95,9 +95,9 @@ type Daemon struct {
 	// flooders are attesters that recently overflowed their storage
 	// budget: their new records are stored but not relayed.
 	flooders flooders
-	mu          sync.Mutex
-	fetching    map[string]*fetchCall // singleflight per build key
-	counters    counters
+	mu       sync.Mutex
+	fetching map[string]*fetchCall // singleflight per build key
+	counters counters
 	// lastFetchFailure is why the latest failed fetch failed, for status.
 	lastFetchFailure atomic.Pointer[fetchFailure]
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -371,21 +370,43 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 			out = append(out, es...)
 		}
 	}
-	// Then the votes of the contents most attesters agree on, so padded
-	// junk of one-vote contents is what the byte cap leaves out.
-	support := map[string]int{}
+	// Then one vote per attester, of the contents the most distinct
+	// attesters agree on first, then the attesters' further records: the
+	// byte cap leaves out padded junk of few-attester contents, however
+	// many records each of their identities sent.
+	attesters := map[string]map[string]bool{}
 	for _, r := range recs {
-		support[r.Content]++
+		if attesters[r.Content] == nil {
+			attesters[r.Content] = map[string]bool{}
+		}
+		attesters[r.Content][r.Attester] = true
 	}
-	slices.SortStableFunc(recs, func(a, b store.AttestationRecord) int {
-		return cmp.Or(cmp.Compare(support[b.Content], support[a.Content]), strings.Compare(a.Content, b.Content))
+	seen := map[string]bool{}
+	first := make([]bool, len(recs))
+	for i, r := range recs {
+		first[i] = !seen[r.Attester]
+		seen[r.Attester] = true
+	}
+	order := make([]int, len(recs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		a, b := recs[i], recs[j]
+		if first[i] != first[j] {
+			if first[i] {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(len(attesters[b.Content]), len(attesters[a.Content]))
 	})
 	size := 0
-	for _, r := range recs {
-		if size += len(r.Blob); size > attestAnswerBytes {
+	for _, i := range order {
+		if size += len(recs[i].Blob); size > attestAnswerBytes {
 			break
 		}
-		out = append(out, r.Blob)
+		out = append(out, recs[i].Blob)
 	}
 	return out, nil
 }

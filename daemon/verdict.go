@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"maps"
@@ -162,9 +164,16 @@ func (d *Daemon) hopeless(bk string, attesters []string) (bool, error) {
 			return false, nil
 		}
 	}
+	// Only an endorsement by a signer configured here backs a build; the
+	// ones relayed for other users' signers change nothing here.
 	es, err := d.store.EndorsementsFor(bk)
-	if err != nil || len(es) > 0 {
+	if err != nil {
 		return false, err
+	}
+	for _, b := range es {
+		if e, err := DecodeEndorsement(b); err == nil && slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) }) {
+			return false, nil
+		}
 	}
 	lowest := d.policy.Threshold
 	for _, o := range d.policy.Overrides {
