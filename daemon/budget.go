@@ -193,8 +193,9 @@ type peerRates struct {
 	m     map[peer.ID]*rate.Limiter
 }
 
-// maxRatedPeers bounds the limiter map; when full it starts over (a peer
-// then gets a fresh burst, which is bounded too).
+// maxRatedPeers bounds the limiter map; when full, idle peers are
+// forgotten, and only if none is idle does it start over (a peer then gets
+// a fresh burst, which is bounded too).
 const maxRatedPeers = 4096
 
 func (r *peerRates) allow(p peer.ID) bool {
@@ -202,8 +203,20 @@ func (r *peerRates) allow(p peer.ID) bool {
 	defer r.mu.Unlock()
 	l, ok := r.m[p]
 	if !ok {
-		if r.m == nil || len(r.m) >= maxRatedPeers {
+		if r.m == nil {
 			r.m = make(map[peer.ID]*rate.Limiter)
+		}
+		if len(r.m) >= maxRatedPeers {
+			// Forget the idle (full-bucket) peers first: forgetting an
+			// active one would hand it a fresh burst.
+			for q, ql := range r.m {
+				if ql.Tokens() >= float64(r.burst) {
+					delete(r.m, q)
+				}
+			}
+			if len(r.m) >= maxRatedPeers {
+				r.m = make(map[peer.ID]*rate.Limiter)
+			}
 		}
 		l = rate.NewLimiter(r.rate, r.burst)
 		r.m[p] = l

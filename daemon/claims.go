@@ -115,24 +115,23 @@ func sameRequires(a, b map[string][]string) bool {
 }
 
 // agreedIndex is the index fields the attestations of an allowed content
-// agree on: a field is kept only when every attestation that states it
-// states the same value, so no single attester's claim reaches the
-// listing. (Before the file is here these fields describe a listing; once
-// it is, the served file's own metadata replaces them.)
+// agree on: a field is kept only when every one of them states it with the
+// same value, so no single attester's claim reaches the listing. (Before
+// the file is here these fields describe a listing; once it is, the
+// served file's own metadata replaces them.)
 func agreedIndex(atts []*trust.Signed) map[string]string {
-	out := map[string]string{}
-	conflict := map[string]bool{}
-	for _, s := range atts {
-		for k, v := range s.Attestation.Index {
-			if conflict[k] {
-				continue
-			}
-			if have, ok := out[k]; ok && have != v {
+	if len(atts) == 0 {
+		return map[string]string{}
+	}
+	out := maps.Clone(atts[0].Attestation.Index)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, s := range atts[1:] {
+		for k, v := range out {
+			if w, ok := s.Attestation.Index[k]; !ok || w != v {
 				delete(out, k)
-				conflict[k] = true
-				continue
 			}
-			out[k] = v
 		}
 	}
 	return out

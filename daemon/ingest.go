@@ -93,6 +93,16 @@ func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publis
 	use := map[peer.ID]store.Usage{}
 	for _, s := range vetted {
 		rec := d.attestationRecord(s, via)
+		// A copy that arrived meanwhile (another validator, this batch)
+		// must not evict anything or count against a cap.
+		if known, err := d.store.HasAttestation(rec.ID); err != nil || known || pending["id\x00"+string(rec.ID[:])] > 0 {
+			if err != nil {
+				d.ingestMu.Unlock()
+				return 0, err
+			}
+			continue
+		}
+		pending["id\x00"+string(rec.ID[:])]++
 		err := d.checkCaps(s, pending)
 		if err == nil {
 			err = d.admit(s.Attester, len(rec.Blob), use[s.Attester])
