@@ -32,8 +32,11 @@ const (
 )
 
 // SchemaVersion is the layout of buckets and records this code writes. A
-// database written by a newer layout is refused rather than misread.
-const SchemaVersion = 1
+// database written by a newer layout is refused rather than misread; one
+// written by an older layout is upgraded on open. Version 2 stores
+// attestations as metadata JSON plus the raw blob and keeps per-attester
+// usage and a platform-time index (a version-1 build would misread them).
+const SchemaVersion = 2
 
 // Sentinel errors, for errors.Is.
 var (
@@ -208,16 +211,33 @@ func (s *Store) init() error {
 		if v == nil {
 			return meta.Put(keySchema, u64(SchemaVersion))
 		}
+		if len(v) != 8 {
+			return fmt.Errorf("%w: schema version record has %d bytes", ErrCorrupt, len(v))
+		}
+		got := binary.BigEndian.Uint64(v)
+		if got > SchemaVersion || got == 0 {
+			return fmt.Errorf("%w: database has %d, this build knows %d", ErrSchema, got, SchemaVersion)
+		}
+		if got == 1 {
+			// Version 1 had no usage or time index: build them afresh from
+			// the records, whatever an interrupted upgrade left.
+			for _, b := range [][]byte{bucketAttByPlatTime, bucketAttUsage} {
+				if err := tx.DeleteBucket(b); err != nil {
+					return fmt.Errorf("upgrade schema: %w", err)
+				}
+				if _, err := tx.CreateBucket(b); err != nil {
+					return fmt.Errorf("upgrade schema: %w", err)
+				}
+				fresh[string(b)] = true
+			}
+		}
 		// Buckets added since this database was written are filled from
 		// the records it already holds.
 		if err := migrateAttestations(tx, fresh); err != nil {
 			return err
 		}
-		if len(v) != 8 {
-			return fmt.Errorf("%w: schema version record has %d bytes", ErrCorrupt, len(v))
-		}
-		if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
-			return fmt.Errorf("%w: database has %d, this build knows %d", ErrSchema, got, SchemaVersion)
+		if got != SchemaVersion {
+			return meta.Put(keySchema, u64(SchemaVersion))
 		}
 		return nil
 	})
