@@ -43,6 +43,21 @@ type Limits struct {
 	// MaxDecoderWindow caps the history a zstd frame or an xz block may
 	// ask the decoder to allocate (zstd --long=31 asks for 2 GiB).
 	MaxDecoderWindow int64
+	// MaxCompressionRatio caps how many decompressed bytes a payload
+	// (image, metadata.tar, environment.bz2) may yield per compressed
+	// byte its decoder has consumed so far, once past
+	// CompressionRatioGrace. MaxImageBytes stops a bomb only after that
+	// much work, tens of seconds at 16 GiB; the ratio refuses it after a
+	// small prefix and bounds any payload's work by what its sender had
+	// to send. Real images expand 3–60:1 and pure zeros 1000–30000:1
+	// (gzip tops out near 1030:1, lz4 near 255:1, so an lz4 bomb is left
+	// to MaxImageBytes).
+	MaxCompressionRatio int64
+	// CompressionRatioGrace is how many decompressed bytes a payload may
+	// yield before MaxCompressionRatio applies, so that an honest image
+	// may start with a large run of zeros (padded firmware, an empty
+	// disk image) without being taken for a bomb.
+	CompressionRatioGrace int64
 	// AllowDevices lets images carry character and block devices. Off by
 	// default: no ebuild installs device nodes, so one in a stranger's
 	// package is an attack on the machine installing it.
@@ -59,6 +74,11 @@ func DefaultLimits() Limits {
 		MaxEntries:       1 << 20,
 		MaxNameBytes:     256 << 20,
 		MaxDecoderWindow: 128 << 20,
+		// 1000:1 is 15 times the most compressible real image tar
+		// measured (the fixtures: at most 59:1, a near-empty image of
+		// tar padding).
+		MaxCompressionRatio:   1000,
+		CompressionRatioGrace: 64 << 20,
 	}
 }
 
@@ -84,6 +104,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDecoderWindow <= 0 {
 		l.MaxDecoderWindow = d.MaxDecoderWindow
+	}
+	if l.MaxCompressionRatio <= 0 {
+		l.MaxCompressionRatio = d.MaxCompressionRatio
+	}
+	if l.CompressionRatioGrace <= 0 {
+		l.CompressionRatioGrace = d.CompressionRatioGrace
 	}
 	return l
 }

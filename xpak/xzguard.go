@@ -24,6 +24,7 @@ type xzGuard struct {
 	// cheap; and every byte is parsed before the decoder can see it.
 	in       []byte
 	pos, end int
+	served   int64 // bytes handed to the decoder
 
 	state    xzState
 	need     int    // bytes still to collect or skip in this state
@@ -53,6 +54,30 @@ const (
 	xzStreamPad
 )
 
+func (s xzState) String() string {
+	switch s {
+	case xzStreamHeader:
+		return "stream header"
+	case xzBlockOrIndex:
+		return "block or index"
+	case xzBlockHeader:
+		return "block header"
+	case xzChunkControl, xzChunkHeader:
+		return "LZMA2 chunk header"
+	case xzChunkData:
+		return "LZMA2 chunk data"
+	case xzBlockPad:
+		return "block padding or check"
+	case xzIndex, xzIndexPad:
+		return "index"
+	case xzFooter:
+		return "stream footer"
+	case xzStreamPad:
+		return "stream padding"
+	}
+	return "unknown state"
+}
+
 func newXZGuard(r io.Reader, window int64) *xzGuard {
 	return &xzGuard{r: r, window: window, state: xzStreamHeader, need: 12, in: make([]byte, 64<<10)}
 }
@@ -68,14 +93,29 @@ func (g *xzGuard) Read(p []byte) (int, error) {
 			return 0, perr
 		}
 		g.pos, g.end = 0, n
+		if err == io.EOF && !g.atStreamEnd() {
+			// The decoder takes an end between blocks, or before the
+			// index, for a clean end; the structure says otherwise.
+			err = fmt.Errorf("%w: xz stream ends inside its %s", ErrTruncated, g.state)
+		}
 		if err != nil {
 			g.err = err
 		}
 	}
 	n := copy(p, g.in[g.pos:g.end])
 	g.pos += n
+	g.served += int64(n)
 	return n, nil
 }
+
+// servedBytes is how many compressed bytes the decoder has taken: the
+// expansion ratio is measured against these, not against the read-ahead.
+func (g *xzGuard) servedBytes() int64 { return g.served }
+
+// atStreamEnd reports whether the bytes parsed so far end where an xz
+// file may end: after a stream footer (and any stream padding, which the
+// decoder checks).
+func (g *xzGuard) atStreamEnd() bool { return g.state == xzStreamPad }
 
 func (g *xzGuard) fail(format string, args ...any) error {
 	return fmt.Errorf("%w: xz: "+format, append([]any{ErrCorrupt}, args...)...)
