@@ -141,7 +141,8 @@ func (m *memberSum) finish() {
 // those hashes at the end, so the file is read once.
 func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 	fs := newFileStream(r, size)
-	tr := tar.NewReader(fs.br)
+	ts := &tarStream{r: fs.br}
+	tr := tar.NewReader(ts)
 	p := &Package{Format: FormatGPKG, Size: size}
 	var (
 		dir                        string
@@ -159,6 +160,11 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			// A container cut after its last member's data (in its
+			// padding, or before the end marker) is still cut short.
+			if err := ts.end(); err != nil {
+				return nil, fmt.Errorf("gpkg container: %w", err)
+			}
 			break
 		}
 		if err != nil {

@@ -230,6 +230,26 @@ func TestTruncatedPayloads(t *testing.T) {
 	}
 }
 
+// TestTruncatedGPKGFixtures: every real GPKG cut at every tar block
+// boundary, and in the middle of every block, up to the end of its
+// end-of-archive marker, fails with ErrTruncated —
+// including cuts in a member's padding and before the end-of-archive
+// marker, which archive/tar alone reads as a clean end.
+func TestTruncatedGPKGFixtures(t *testing.T) {
+	for _, p := range fixtureFiles(t) {
+		if !strings.HasSuffix(p, ".gpkg.tar") {
+			continue
+		}
+		raw := readFixture(t, p)
+		// Past the end-of-archive marker only record padding is cut.
+		for cut := 512; cut < tarEnd(t, raw); cut += 256 {
+			if _, err := readBytes(raw[:cut], DefaultLimits()); !errors.Is(err, ErrTruncated) {
+				t.Errorf("%s cut to %d of %d bytes: %v, want ErrTruncated", p, cut, len(raw), err)
+			}
+		}
+	}
+}
+
 // repeatStream is a compressed stream made of head followed by unit
 // repeated n times, produced as it is read and never held whole; it
 // counts the bytes its reader took. Every supported format decodes
