@@ -233,6 +233,7 @@ type payload struct {
 // "metadata tar"…), allowing at most max decompressed bytes and the
 // expansion ratio of lim. Close releases the decoder; it does not close r.
 func openPayload(r io.Reader, c Compression, what string, max int64, lim Limits) (*payload, error) {
+	lim = lim.withDefaults() // a zero ratio would divide by zero below
 	src := &payloadSource{r: r}
 	p := &payload{c: c, src: src, what: what, max: max, ratio: lim.MaxCompressionRatio, grace: lim.CompressionRatioGrace}
 	var in io.Reader = src
