@@ -82,7 +82,7 @@ func decoderWindow(lim Limits) int64 {
 // error classification.
 func newDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 	if c == CompressionXZ {
-		r = newXZGuard(r, decoderWindow(lim))
+		r = newXZGuard(r, lim)
 	}
 	return rawDecoder(r, c, lim)
 }
@@ -241,7 +241,7 @@ func openPayload(r io.Reader, c Compression, what string, max int64, lim Limits)
 	if c == CompressionXZ {
 		// The xz decoder takes its input a byte at a time from the guard,
 		// which reads ahead from src: count what the guard served.
-		g := newXZGuard(src, decoderWindow(lim))
+		g := newXZGuard(src, lim)
 		in, p.consumed = g, g.servedBytes
 	}
 	dec, err := rawDecoder(in, c, lim)

@@ -658,3 +658,52 @@ func TestSparseMembers(t *testing.T) {
 		t.Fatalf("sparse metadata entry: %v, want ErrBadMetadata", err)
 	}
 }
+
+// TestXZAllocationBomb: the xz decoder allocates each block's dictionary
+// in full, so 60-byte streams each asking for a 128 MiB dictionary
+// allocated 25 GiB for a 12 KB payload that decodes to 200 bytes — out
+// of the decoded-bytes ratio's sight. The guard refuses the second such
+// dictionary; an honest multi-block stream is still read.
+func TestXZAllocationBomb(t *testing.T) {
+	var one bytes.Buffer
+	w, err := xz.WriterConfig{DictCap: 128 << 20}.NewWriter(&one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("a"))
+	w.Close()
+	bomb := bytes.Repeat(one.Bytes(), 200)
+	var derr error
+	alloc := allocatedDuring(func() {
+		d, err := newDecoder(bytes.NewReader(bomb), CompressionXZ, DefaultLimits())
+		if err != nil {
+			derr = err
+			return
+		}
+		defer d.Close()
+		_, derr = io.Copy(io.Discard, d)
+	})
+	if !errors.Is(derr, ErrTooLarge) || !strings.Contains(derr.Error(), "dictionaries") {
+		t.Fatalf("%d bytes of 128 MiB-dictionary streams: %v, want ErrTooLarge", len(bomb), derr)
+	}
+	if alloc > 512<<20 {
+		t.Errorf("allocated %d MiB before refusing", alloc>>20)
+	}
+	t.Logf("refused after allocating %d MiB: %v", alloc>>20, derr)
+
+	// Blocks cut as xz -T cuts them (3 dictionaries of data each), with
+	// limits low enough that their dictionaries are counted: each costs
+	// far less than 500 times its compressed size, so all are read.
+	data := bytes.Repeat(xzTestData(), 4)
+	multi := goXZ(t, data, xz.WriterConfig{DictCap: 256 << 10, BlockSize: 768 << 10})
+	lim := Limits{MaxDecoderWindow: 1 << 20, CompressionRatioGrace: 256 << 10}.withDefaults()
+	d, err := newDecoder(bytes.NewReader(multi), CompressionXZ, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got, err := io.ReadAll(d)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("multi-block stream (%d bytes): %v", len(multi), err)
+	}
+}

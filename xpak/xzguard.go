@@ -14,9 +14,22 @@ import (
 // decoder allocates the whole dictionary per block, so an unchecked 4 GiB
 // dictionary in a later block of a multi-block stream would be a memory
 // bomb. Structure it cannot follow is ErrCorrupt.
+//
+// Every block's dictionary is allocated (and zeroed) afresh, however
+// little the block holds: a 60-byte xz stream asking for a 128 MiB
+// dictionary costs 128 MiB, and a file of such streams is an allocation
+// bomb that decodes to almost nothing, so the payload's expansion ratio
+// never sees it. The guard therefore also holds the sum of the
+// dictionaries to Limits.MaxCompressionRatio per compressed byte past
+// Limits.CompressionRatioGrace (or one window, if larger), as the payload
+// does for decoded bytes.
 type xzGuard struct {
 	r      io.Reader
 	window int64
+	ratio  int64 // dictionary bytes allowed per parsed byte, past grace
+	grace  int64
+	dicts  int64 // dictionary bytes the blocks so far asked for
+	parsed int64 // compressed bytes parsed
 	err    error // sticky: parse error, or the source's error once buffered bytes are served
 
 	// Bytes already parsed, not yet served. The xz decoder reads its
@@ -78,8 +91,10 @@ func (s xzState) String() string {
 	return "unknown state"
 }
 
-func newXZGuard(r io.Reader, window int64) *xzGuard {
-	return &xzGuard{r: r, window: window, state: xzStreamHeader, need: 12, in: make([]byte, 64<<10)}
+func newXZGuard(r io.Reader, lim Limits) *xzGuard {
+	lim = lim.withDefaults()
+	return &xzGuard{r: r, window: decoderWindow(lim), ratio: lim.MaxCompressionRatio, grace: lim.CompressionRatioGrace,
+		state: xzStreamHeader, need: 12, in: make([]byte, 64<<10)}
 }
 
 func (g *xzGuard) Read(p []byte) (int, error) {
@@ -127,6 +142,7 @@ func (g *xzGuard) feed(b []byte) error {
 		switch g.state {
 		case xzChunkData, xzBlockPad:
 			k := min(g.need, len(b))
+			g.parsed += int64(k)
 			g.blockLen += int64(k)
 			g.need -= k
 			b = b[k:]
@@ -141,6 +157,7 @@ func (g *xzGuard) feed(b []byte) error {
 		}
 		c := b[0]
 		b = b[1:]
+		g.parsed++
 		if err := g.step(c); err != nil {
 			return err
 		}
@@ -174,8 +191,15 @@ func (g *xzGuard) step(c byte) error {
 			}
 			g.state, g.need = xzStreamPad, 1
 		case xzBlockHeader:
-			if err := checkXZBlockHeader(g.buf, g.window); err != nil {
+			dict, err := checkXZBlockHeader(g.buf, g.window)
+			if err != nil {
 				return err
+			}
+			g.dicts += dict
+			// One block's dictionary, up to the window, is always
+			// allowed: the window bounds it.
+			if g.dicts > max(g.grace, g.window) && g.dicts/g.ratio > g.parsed {
+				return fmt.Errorf("%w: xz blocks ask for %d bytes of dictionaries in %d compressed bytes (more than %d:1)", ErrTooLarge, g.dicts, g.parsed, g.ratio)
 			}
 			g.state, g.need = xzChunkControl, 1
 		case xzChunkHeader:
@@ -283,8 +307,8 @@ func xzCheckSize(t byte) int {
 }
 
 // checkXZBlockHeader checks the LZMA2 dictionary a complete block header
-// (size byte through CRC32) asks for.
-func checkXZBlockHeader(h []byte, window int64) error {
+// (size byte through CRC32) asks for, and returns its size.
+func checkXZBlockHeader(h []byte, window int64) (int64, error) {
 	size := len(h)
 	flags := h[1]
 	p := 2
@@ -300,43 +324,44 @@ func checkXZBlockHeader(h []byte, window int64) error {
 		}
 		return 0, false
 	}
+	var dict int64
 	bad := fmt.Errorf("%w: xz: malformed block header", ErrCorrupt)
 	if flags&0x40 != 0 {
 		if _, ok := uvarint(); !ok {
-			return bad
+			return 0, bad
 		}
 	}
 	if flags&0x80 != 0 {
 		if _, ok := uvarint(); !ok {
-			return bad
+			return 0, bad
 		}
 	}
 	for range int(flags&3) + 1 {
 		id, ok := uvarint()
 		if !ok {
-			return bad
+			return 0, bad
 		}
 		psize, ok := uvarint()
 		if !ok || psize > uint64(size-4-p) {
-			return bad
+			return 0, bad
 		}
 		if id == 0x21 {
 			if psize != 1 {
-				return bad
+				return 0, bad
 			}
 			code := h[p]
 			if code > 40 {
-				return fmt.Errorf("%w: xz dictionary code %d", ErrCorrupt, code)
+				return 0, fmt.Errorf("%w: xz dictionary code %d", ErrCorrupt, code)
 			}
-			var dict int64 = 1<<32 - 1
+			dict = 1<<32 - 1
 			if code < 40 {
 				dict = int64(2|(code&1)) << (code/2 + 11)
 			}
 			if dict > window {
-				return fmt.Errorf("%w: xz dictionary %d bytes exceeds decoder window %d", ErrTooLarge, dict, window)
+				return 0, fmt.Errorf("%w: xz dictionary %d bytes exceeds decoder window %d", ErrTooLarge, dict, window)
 			}
 		}
 		p += int(psize)
 	}
-	return nil
+	return dict, nil
 }
