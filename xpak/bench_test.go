@@ -260,6 +260,23 @@ func BenchmarkBombRefusal(b *testing.B) {
 			b.ReportMetric(float64(read), "B-read/op")
 		})
 	}
+	b.Run("bomb-xz-dictionaries", func(b *testing.B) {
+		// 60-byte xz streams each asking for a 128 MiB dictionary.
+		var one bytes.Buffer
+		w, _ := xz.WriterConfig{DictCap: 128 << 20}.NewWriter(&one)
+		w.Write([]byte("a"))
+		w.Close()
+		unit := one.Bytes()
+		var read int64
+		for b.Loop() {
+			src := newRepeatStream(unit, unit, 1<<20)
+			if _, _, err := ImageDigest(src, FormatXPAK, DefaultLimits()); !errors.Is(err, ErrTooLarge) {
+				b.Fatalf("bomb not refused: %v", err)
+			}
+			read = src.read
+		}
+		b.ReportMetric(float64(read), "B-read/op")
+	})
 	b.Run("honest-fixture-gpkg", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := ReadFile("testdata/portage/repro/gpkg-1/app-misc/hello-1.0.gpkg.tar", DefaultLimits()); err != nil {

@@ -46,7 +46,10 @@ func compressAs(t testing.TB, c Compression, b []byte) []byte {
 	case CompressionBzip2:
 		w, err = dbzip2.NewWriter(&buf, nil)
 	case CompressionXZ:
-		w, err = xz.NewWriter(&buf)
+		// xz -0's dictionary: a bomb of many 1 MiB streams then costs
+		// more in decoded bytes than in dictionaries, so it tests the
+		// payload's ratio (TestXZAllocationBomb tests the dictionaries').
+		w, err = xz.WriterConfig{DictCap: 256 << 10}.NewWriter(&buf)
 	case CompressionLZ4:
 		lw := lz4.NewWriter(&buf)
 		// 64 KiB blocks: the decoder allocates the frame's block size,
