@@ -454,10 +454,9 @@ func (v *virtualFile) stream(from, to int64) io.Reader {
 }
 
 // TestBombPackagesRefusedEarly: the same bombs as whole packages — an
-// XPAK whose payload is the bomb, and a GPKG whose image.tar.zst is, with
-// a correct Manifest — of 16 MiB each (15 GiB decoded for gzip, far more for the
-// others): Read refuses
-// them having read a small part of the file.
+// XPAK whose payload is the bomb, and a GPKG whose image member is, with
+// a correct Manifest — of 16 MiB each (15 GiB decoded for gzip, far more
+// for the others): Read refuses them having read a small part of the file.
 func TestBombPackagesRefusedEarly(t *testing.T) {
 	const fileSize = 16 << 20
 	for _, c := range []Compression{CompressionZstd, CompressionXZ, CompressionGzip, CompressionBzip2} {
