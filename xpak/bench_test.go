@@ -3,6 +3,7 @@ package xpak
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -217,7 +218,11 @@ func gpkgNames(raw []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return out.Bytes(), tw.Close()
+	// Close first: it writes the end-of-archive marker into out.
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 // nopTB lets the test-file builders run inside a sync.Once, outside any
@@ -227,3 +232,65 @@ type nopTB struct{ testing.TB }
 func (nopTB) Helper()                   {}
 func (nopTB) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
 func (nopTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+
+// BenchmarkBombRefusal measures how long DefaultLimits take to refuse a
+// decompression bomb — a file entry declared at 15 GiB (under
+// MaxImageBytes, so only the ratio guard stops it early) whose content is
+// zeros, produced as it is read — against reading honest packages: a
+// real fixture and the ≥20 MB generated image as a GPKG. B-read/op is the
+// compressed bytes the reader took from the bomb.
+func BenchmarkBombRefusal(b *testing.B) {
+	for _, c := range []Compression{CompressionZstd, CompressionXZ, CompressionGzip, CompressionBzip2} {
+		var hdr bytes.Buffer
+		tw := tar.NewWriter(&hdr)
+		tw.WriteHeader(&tar.Header{Name: "./big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 15 << 30, Format: tar.FormatPAX})
+		tw.Flush()
+		zeros := make([]byte, 1<<20)
+		head := compressAs(b, c, append(hdr.Bytes(), zeros[hdr.Len():]...))
+		unit := compressAs(b, c, zeros)
+		b.Run("bomb-"+string(c), func(b *testing.B) {
+			var read int64
+			for b.Loop() {
+				src := newRepeatStream(head, unit, 15<<10)
+				if _, _, err := ImageDigest(src, FormatXPAK, DefaultLimits()); !errors.Is(err, ErrTooLarge) {
+					b.Fatalf("bomb not refused: %v", err)
+				}
+				read = src.read
+			}
+			b.ReportMetric(float64(read), "B-read/op")
+		})
+	}
+	b.Run("bomb-xz-dictionaries", func(b *testing.B) {
+		// 60-byte xz streams each asking for a 128 MiB dictionary.
+		var one bytes.Buffer
+		w, _ := xz.WriterConfig{DictCap: 128 << 20}.NewWriter(&one)
+		w.Write([]byte("a"))
+		w.Close()
+		unit := one.Bytes()
+		var read int64
+		for b.Loop() {
+			src := newRepeatStream(unit, unit, 1<<20)
+			if _, _, err := ImageDigest(src, FormatXPAK, DefaultLimits()); !errors.Is(err, ErrTooLarge) {
+				b.Fatalf("bomb not refused: %v", err)
+			}
+			read = src.read
+		}
+		b.ReportMetric(float64(read), "B-read/op")
+	})
+	b.Run("honest-fixture-gpkg", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ReadFile("testdata/portage/repro/gpkg-1/app-misc/hello-1.0.gpkg.tar", DefaultLimits()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("honest-26MB-gpkg-zstd", func(b *testing.B) {
+		img := makeBenchImage(b)
+		b.SetBytes(img.tarSize)
+		for b.Loop() {
+			if _, err := ReadFile(img.gpkg, DefaultLimits()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

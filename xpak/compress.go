@@ -76,9 +76,20 @@ func decoderWindow(lim Limits) int64 {
 }
 
 // newDecoder wraps r (positioned at the payload's first byte) in the
-// decoder for c. The returned closer releases decoder
-// goroutines and memory; it does not close r.
+// decoder for c, behind the xz structure guard for xz. The returned closer
+// releases decoder goroutines and memory; it does not close r. Readers of
+// hostile input go through openPayload, which adds the bounds and the
+// error classification.
 func newDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
+	if c == CompressionXZ {
+		r = newXZGuard(r, lim)
+	}
+	return rawDecoder(r, c, lim)
+}
+
+// rawDecoder is newDecoder without the xz guard, for callers that put the
+// guard in place themselves.
+func rawDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 	switch c {
 	case CompressionNone:
 		return io.NopCloser(r), nil
@@ -94,7 +105,7 @@ func newDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 		}
 		return zstdCloser{d}, nil
 	case CompressionXZ:
-		d, err := xz.NewReader(newXZGuard(r, decoderWindow(lim)))
+		d, err := xz.NewReader(r)
 		if err != nil {
 			return nil, decodeError(c, err)
 		}
@@ -118,13 +129,24 @@ type zstdCloser struct{ d *zstd.Decoder }
 func (z zstdCloser) Read(p []byte) (int, error) { return z.d.Read(p) }
 func (z zstdCloser) Close() error               { z.d.Close(); return nil }
 
+// hasSentinel reports whether err already wraps one of this package's
+// sentinels, so classification never relabels a precise error.
+func hasSentinel(err error) bool {
+	for _, s := range allSentinels {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // decodeError classifies a decoder's error: an early end is truncation,
 // our own sentinels pass through, anything else is corruption.
 func decodeError(c Compression, err error) error {
 	switch {
 	case err == nil || err == io.EOF:
 		return err
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrTruncated):
+	case hasSentinel(err):
 		return err
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: %s stream ends early", ErrTruncated, c)
@@ -134,30 +156,151 @@ func decodeError(c Compression, err error) error {
 	return fmt.Errorf("%w: %s: %v", ErrCorrupt, c, err)
 }
 
-// boundedReader returns ErrTooLarge once more than n bytes would be read:
-// the decompression-bomb guard, checked as bytes arrive.
-type boundedReader struct {
-	r    io.Reader
-	n    int64 // bytes still allowed
-	what string
-	lim  int64
+// sourceError classifies an error of the reader a payload is read from
+// (a GPKG member, the XPAK image range, a WalkImage caller's reader): one
+// that already names a sentinel passes, an early end is truncation, and
+// anything else is the source's own failure (a disk, a network), returned
+// as it is so callers do not mistake it for a hostile package.
+func sourceError(err error) error {
+	switch {
+	case err == nil || err == io.EOF || hasSentinel(err):
+		return err
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: payload source ends early", ErrTruncated)
+	}
+	return &sourceFailure{err}
 }
 
-func (b *boundedReader) Read(p []byte) (int, error) {
-	if b.n <= 0 {
-		var one [1]byte
-		n, err := b.r.Read(one[:])
-		if n > 0 {
-			return 0, fmt.Errorf("%w: %s expands beyond %d bytes", ErrTooLarge, b.what, b.lim)
+// sourceFailure is a payload source's own error (a disk, a network),
+// marked so that no later classification calls it corruption.
+type sourceFailure struct{ err error }
+
+func (s *sourceFailure) Error() string { return "reading payload: " + s.err.Error() }
+func (s *sourceFailure) Unwrap() error { return s.err }
+
+// payloadSource is the compressed side of a payload. It classifies the
+// source's errors as they happen and remembers the first: a decoder may
+// flatten an error it passes on into text, and a container that ended
+// early must still read as ErrTruncated, not as a corrupt stream.
+type payloadSource struct {
+	r   io.Reader
+	n   int64 // compressed bytes handed to the decoder
+	err error
+}
+
+func (s *payloadSource) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF {
+		if s.err == nil {
+			s.err = sourceError(err)
 		}
-		return 0, err
+		err = s.err
 	}
-	if int64(len(p)) > b.n {
-		p = p[:b.n]
-	}
-	n, err := b.r.Read(p)
-	b.n -= int64(n)
 	return n, err
+}
+
+// payload is the decoded side of one compressed payload: the image tar,
+// metadata.tar, environment.bz2. It is the single point every decoded
+// byte passes, so it is where bombs are refused and where errors are
+// classified: whatever the decoder, the source or the bounds go wrong
+// with, a reader of a payload gets an error wrapping a sentinel (or, only
+// for a failing source, that source's own error) and never a bare
+// io.ErrUnexpectedEOF or decoder message.
+//
+// Two bounds apply as bytes arrive, never after the fact:
+//   - max decompressed bytes (Limits.MaxImageBytes for an image), exact;
+//   - the expansion ratio: past Limits.CompressionRatioGrace decompressed
+//     bytes, no more than Limits.MaxCompressionRatio decompressed bytes
+//     per compressed byte the decoder has consumed so far. max alone stops
+//     a 16 GiB bomb only after 16 GiB of work (tens of seconds); the ratio
+//     stops it after a small prefix, and bounds the work any payload can
+//     cause by what its sender had to send.
+type payload struct {
+	c        Compression
+	src      *payloadSource
+	consumed func() int64 // compressed bytes the decoder has taken
+	dec      io.ReadCloser
+	what     string
+	out      int64 // decompressed bytes served
+	max      int64
+	ratio    int64
+	grace    int64
+	err      error // sticky
+}
+
+// openPayload starts decoding r, compressed with c, as what ("image tar",
+// "metadata tar"…), allowing at most max decompressed bytes and the
+// expansion ratio of lim. Close releases the decoder; it does not close r.
+func openPayload(r io.Reader, c Compression, what string, max int64, lim Limits) (*payload, error) {
+	lim = lim.withDefaults() // a zero ratio would divide by zero below
+	src := &payloadSource{r: r}
+	p := &payload{c: c, src: src, what: what, max: max, ratio: lim.MaxCompressionRatio, grace: lim.CompressionRatioGrace}
+	var in io.Reader = src
+	p.consumed = func() int64 { return src.n }
+	if c == CompressionXZ {
+		// The xz decoder takes its input a byte at a time from the guard,
+		// which reads ahead from src: count what the guard served.
+		g := newXZGuard(src, lim)
+		in, p.consumed = g, g.servedBytes
+	}
+	dec, err := rawDecoder(in, c, lim)
+	if err != nil {
+		return nil, p.classify(err)
+	}
+	p.dec = dec
+	return p, nil
+}
+
+func (p *payload) Read(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	if p.out >= p.max {
+		// At the bound: the payload may end exactly here, but may not
+		// deliver one byte more.
+		var one [1]byte
+		n, err := p.dec.Read(one[:])
+		switch {
+		case n > 0:
+			p.err = fmt.Errorf("%w: %s expands beyond %d bytes", ErrTooLarge, p.what, p.max)
+		case err != nil:
+			p.err = p.classify(err)
+		}
+		return 0, p.err
+	}
+	if int64(len(b)) > p.max-p.out {
+		b = b[:p.max-p.out]
+	}
+	n, err := p.dec.Read(b)
+	p.out += int64(n)
+	if p.out > p.grace && p.out/p.ratio > p.consumed() {
+		p.err = fmt.Errorf("%w: %s expands more than %d:1 (%d bytes from %d compressed)", ErrTooLarge, p.what, p.ratio, p.out, p.consumed())
+		return 0, p.err
+	}
+	if err != nil {
+		p.err = p.classify(err)
+		return n, p.err
+	}
+	return n, nil
+}
+
+// classify turns whatever the decoder returned into a sentinel-wrapped
+// error; io.EOF stays io.EOF unless the source failed underneath (some
+// decoders report a failed source as a clean end).
+func (p *payload) classify(err error) error {
+	if p.src.err != nil {
+		return p.src.err
+	}
+	return decodeError(p.c, err)
+}
+
+// Close releases the decoder.
+func (p *payload) Close() error {
+	if p.dec != nil {
+		p.dec.Close()
+	}
+	return nil
 }
 
 // asyncReader decodes ahead in its own goroutine, so decompression (and
@@ -273,12 +416,13 @@ func (a *asyncReader) Close() error {
 }
 
 // peekHead returns up to magicPeek leading bytes of br without consuming
-// them.
+// them. An error with nothing to show for it is the source's, classified;
+// one after some bytes is left for the decoder to meet again.
 func peekHead(br *bufio.Reader) ([]byte, error) {
 	head, err := br.Peek(magicPeek)
 	if err != nil && err != io.EOF {
 		if len(head) == 0 {
-			return nil, err
+			return nil, sourceError(err)
 		}
 	}
 	return head, nil

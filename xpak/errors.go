@@ -2,9 +2,14 @@ package xpak
 
 import "errors"
 
-// Sentinel errors. Every error returned by this package wraps one of these
-// (with %w and the file, member, entry or field it concerns), so callers
-// can tell a hostile package from a broken disk with errors.Is.
+// Sentinel errors. Every error this package returns about a package's
+// bytes wraps one of these (with %w and the file, member, entry or field
+// it concerns); a failure of the reader underneath (opening the file, a
+// read error of the disk or of a WalkImage caller's reader) is returned
+// as that error with context and no sentinel. So callers can tell a
+// hostile package from a broken disk with errors.Is. Decoded payloads
+// are classified at one point (openPayload), so no decoder, archive/tar
+// or io error reaches a caller bare.
 var (
 	// ErrUnknownFormat: the file is neither a GPKG (tar whose first member
 	// is <dir>/gpkg-1) nor an XPAK (XPAKSTOP…STOP trailer).

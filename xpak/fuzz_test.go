@@ -18,6 +18,10 @@ func fuzzLimits() Limits {
 		MaxEntries:       1000,
 		MaxNameBytes:     1 << 20,
 		MaxDecoderWindow: 8 << 20,
+		// A grace well under MaxImageBytes, so inputs reach the ratio
+		// guard too (the fixtures expand at most 59:1).
+		MaxCompressionRatio:   500,
+		CompressionRatioGrace: 64 << 10,
 	}
 }
 

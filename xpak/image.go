@@ -98,12 +98,12 @@ func WalkImageDigest(r io.Reader, f Format, lim Limits, fn func(ImageEntry, io.R
 // already detected and walks it. async runs the decoder ahead in its own
 // goroutine (worth it for large payloads).
 func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error, async bool) ([32]byte, int, error) {
-	dec, err := newDecoder(r, c, lim)
+	dec, err := openPayload(r, c, "image tar", lim.MaxImageBytes, lim)
 	if err != nil {
 		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
 	}
 	defer dec.Close()
-	var src io.Reader = &boundedReader{r: dec, n: lim.MaxImageBytes, lim: lim.MaxImageBytes, what: "image tar"}
+	var src io.Reader = dec
 	if async {
 		a := newAsyncReader(src)
 		defer a.Close()
@@ -116,35 +116,59 @@ func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func
 		if cb, ok := errors.AsType[*callbackError](err); ok {
 			return [32]byte{}, 0, cb.err // the caller's own error, untouched
 		}
-		return [32]byte{}, 0, streamError(c, "image", err)
+		return [32]byte{}, 0, streamError("image", err)
 	}
 	// Read the decoded stream to its end: the decoder verifies its
 	// checksums only there, and a bomb hidden after the end-of-archive
-	// marker still counts against MaxImageBytes.
+	// marker still counts against the payload's bounds.
 	if _, err := io.CopyBuffer(io.Discard, src, w.buf); err != nil {
-		return [32]byte{}, 0, streamError(c, "image", err)
+		return [32]byte{}, 0, streamError("image", err)
 	}
 	sum, n := w.digest()
 	return sum, n, nil
 }
 
 // streamError classifies an error met while reading a decoded stream
-// through archive/tar.
-func streamError(c Compression, what string, err error) error {
-	var sentinel bool
-	for _, s := range allSentinels {
-		if errors.Is(err, s) {
-			sentinel = true
-			break
-		}
-	}
-	switch {
-	case sentinel:
+// through archive/tar. The payload below has already classified what the
+// decoder and the source said; what is left is archive/tar's own: a
+// decoded stream that ends inside an entry is truncated, anything else it
+// cannot parse is corrupt.
+func streamError(what string, err error) error {
+	if _, ok := errors.AsType[*sourceFailure](err); ok || hasSentinel(err) {
 		return fmt.Errorf("%s: %w", what, err)
-	case errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong):
-		return fmt.Errorf("%s: %w: tar: %v", what, ErrCorrupt, err)
 	}
-	return fmt.Errorf("%s: %w", what, decodeError(c, err))
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%s: %w: tar ends inside an entry", what, ErrTruncated)
+	}
+	return fmt.Errorf("%s: %w: tar: %v", what, ErrCorrupt, err)
+}
+
+// tarStream sits under archive/tar to tell an archive that ended with
+// its end-of-archive marker from one that just stopped: archive/tar
+// returns io.EOF for both, and a stream cut at an entry boundary (an
+// uncompressed tar, or a decoder that does not notice its own end
+// missing) would otherwise pass as a smaller image. Every tar GNU tar,
+// Python's tarfile (portage) and archive/tar write ends with the marker.
+type tarStream struct {
+	r     io.Reader
+	ended bool // a read found the stream's end with nothing left
+}
+
+func (t *tarStream) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n == 0 && err == io.EOF {
+		t.ended = true
+	}
+	return n, err
+}
+
+// end is the verdict when archive/tar reports io.EOF: archive/tar stops
+// reading at the marker, so an end it had to read up to is a missing one.
+func (t *tarStream) end() error {
+	if t.ended {
+		return fmt.Errorf("%w: tar ends without its end-of-archive marker", ErrTruncated)
+	}
+	return nil
 }
 
 var allSentinels = []error{
@@ -203,11 +227,12 @@ func newImageWalker(f Format, lim Limits, buf []byte) *imageWalker {
 
 // walk reads every tar entry from r, validating and hashing it.
 func (w *imageWalker) walk(r io.Reader, fn func(ImageEntry, io.Reader) error) error {
-	tr := tar.NewReader(r)
+	ts := &tarStream{r: r}
+	tr := tar.NewReader(ts)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			return ts.end()
 		}
 		if err != nil {
 			return err
@@ -216,6 +241,19 @@ func (w *imageWalker) walk(r io.Reader, fn func(ImageEntry, io.Reader) error) er
 			return err
 		}
 	}
+}
+
+// isSparse reports a PAX sparse entry. archive/tar expands its holes
+// while reading, so its content is as large as the header says whatever
+// the bytes stored: an unbounded source of zeros from a few hundred bytes.
+// (GNU 'S' entries are refused by their type.)
+func isSparse(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // tarType maps a tar type flag to the digest's letter.
@@ -307,10 +345,8 @@ func (w *imageWalker) entry(tr *tar.Reader, hdr *tar.Header, fn func(ImageEntry,
 	if !ok {
 		return fmt.Errorf("%w: %q has tar type %q", ErrUnknownType, hdr.Name, hdr.Typeflag)
 	}
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "GNU.sparse.") {
-			return fmt.Errorf("%w: %q is a sparse file", ErrUnknownType, hdr.Name)
-		}
+	if isSparse(hdr) {
+		return fmt.Errorf("%w: %q is a sparse file", ErrUnknownType, hdr.Name)
 	}
 	name, root, err := normalizeName(hdr.Name, w.format)
 	if err != nil {

@@ -2,7 +2,6 @@ package xpak
 
 import (
 	"bytes"
-	"compress/bzip2"
 	"fmt"
 	"io"
 	"sort"
@@ -136,11 +135,25 @@ func (m *Metadata) Environment(lim Limits) ([]byte, error) {
 		return nil, fmt.Errorf("%w: no environment.bz2", ErrBadMetadata)
 	}
 	var buf bytes.Buffer
-	r := &boundedReader{r: bzip2.NewReader(bytes.NewReader(raw)), n: lim.MaxMetadataValue, lim: lim.MaxMetadataValue, what: "environment.bz2"}
-	if _, err := buf.ReadFrom(r); err != nil {
-		return nil, fmt.Errorf("environment.bz2: %w", decodeError(CompressionBzip2, err))
+	if err := decodeEnvironment(raw, &buf, lim); err != nil {
+		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// decodeEnvironment decodes environment.bz2 into w through the same
+// bounds as every other payload. Portage always writes it with bzip2, so
+// the name decides here, not the magic: anything else is corrupt.
+func decodeEnvironment(raw []byte, w io.Writer, lim Limits) error {
+	d, err := openPayload(bytes.NewReader(raw), CompressionBzip2, "environment.bz2", lim.MaxMetadataValue, lim)
+	if err != nil {
+		return fmt.Errorf("environment.bz2: %w", err)
+	}
+	defer d.Close()
+	if _, err := io.Copy(w, d); err != nil {
+		return fmt.Errorf("environment.bz2: %w", err)
+	}
+	return nil
 }
 
 // checkMetadata applies the checks every reader shares: the keys a binpkg
@@ -151,11 +164,8 @@ func checkMetadata(m *Metadata, lim Limits) error {
 			return fmt.Errorf("%w: missing %s", ErrBadMetadata, k)
 		}
 	}
-	if _, ok := m.values["environment.bz2"]; ok {
-		r := &boundedReader{r: bzip2.NewReader(bytes.NewReader(m.values["environment.bz2"])), n: lim.MaxMetadataValue, lim: lim.MaxMetadataValue, what: "environment.bz2"}
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return fmt.Errorf("environment.bz2: %w", decodeError(CompressionBzip2, err))
-		}
+	if raw, ok := m.values["environment.bz2"]; ok {
+		return decodeEnvironment(raw, io.Discard, lim)
 	}
 	return nil
 }

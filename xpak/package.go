@@ -43,6 +43,22 @@ type Limits struct {
 	// MaxDecoderWindow caps the history a zstd frame or an xz block may
 	// ask the decoder to allocate (zstd --long=31 asks for 2 GiB).
 	MaxDecoderWindow int64
+	// MaxCompressionRatio caps how many decompressed bytes a payload
+	// (image, metadata.tar, environment.bz2) may yield per compressed
+	// byte its decoder has consumed so far, once past
+	// CompressionRatioGrace. MaxImageBytes stops a bomb only after that
+	// much work, tens of seconds at 16 GiB; the ratio refuses it after a
+	// small prefix, and bounds any payload's work by what its sender had
+	// to send. Zeros compress 229:1 (gzip -1) to 1030:1 (gzip -9), 6800:1
+	// (xz), 32000:1 (zstd) and 900000:1 (bzip2); real image tars 3–60:1.
+	// lz4 cannot exceed 255:1, so an lz4 bomb is left to MaxImageBytes.
+	MaxCompressionRatio int64
+	// CompressionRatioGrace is how many decompressed bytes a payload may
+	// yield before MaxCompressionRatio applies, so that an honest image
+	// may start with large runs of zeros (QEMU installs 64 MiB edk2
+	// firmware images that are all or mostly zeros) without being taken
+	// for a bomb. It is also what a refused bomb costs to decode.
+	CompressionRatioGrace int64
 	// AllowDevices lets images carry character and block devices. Off by
 	// default: no ebuild installs device nodes, so one in a stranger's
 	// package is an attack on the machine installing it.
@@ -59,6 +75,14 @@ func DefaultLimits() Limits {
 		MaxEntries:       1 << 20,
 		MaxNameBytes:     256 << 20,
 		MaxDecoderWindow: 128 << 20,
+		// 500:1 is 8 times the most compressible real image tar
+		// measured (the fixtures: at most 59:1, a near-empty image that
+		// is mostly tar padding) and below what gzip -6/-9 and the Go
+		// encoders reach on zeros (947–1030:1), so gzip bombs are caught
+		// too, not only zstd, xz and bzip2 ones. The grace holds two of
+		// QEMU's 64 MiB firmware images at an image's very start.
+		MaxCompressionRatio:   500,
+		CompressionRatioGrace: 128 << 20,
 	}
 }
 
@@ -84,6 +108,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDecoderWindow <= 0 {
 		l.MaxDecoderWindow = d.MaxDecoderWindow
+	}
+	if l.MaxCompressionRatio <= 0 {
+		l.MaxCompressionRatio = d.MaxCompressionRatio
+	}
+	if l.CompressionRatioGrace <= 0 {
+		l.CompressionRatioGrace = d.CompressionRatioGrace
 	}
 	return l
 }

@@ -85,6 +85,9 @@ type fileStream struct {
 	sum  hash.Hash
 	read int64
 	br   *bufio.Reader
+	// ioErr is the first failure of the file itself (not its end), so
+	// that parsers can tell a failing disk from a malformed package.
+	ioErr error
 }
 
 func newFileStream(r io.ReaderAt, size int64) *fileStream {
@@ -99,6 +102,9 @@ func (t hashTee) Read(p []byte) (int, error) {
 	n, err := t.fs.src.Read(p)
 	t.fs.sum.Write(p[:n])
 	t.fs.read += int64(n)
+	if err != nil && err != io.EOF && t.fs.ioErr == nil {
+		t.fs.ioErr = err
+	}
 	return n, err
 }
 

@@ -14,9 +14,22 @@ import (
 // decoder allocates the whole dictionary per block, so an unchecked 4 GiB
 // dictionary in a later block of a multi-block stream would be a memory
 // bomb. Structure it cannot follow is ErrCorrupt.
+//
+// Every block's dictionary is allocated (and zeroed) afresh, however
+// little the block holds: a 60-byte xz stream asking for a 128 MiB
+// dictionary costs 128 MiB, and a file of such streams is an allocation
+// bomb that decodes to almost nothing, so the payload's expansion ratio
+// never sees it. The guard therefore also holds the sum of the
+// dictionaries to Limits.MaxCompressionRatio per compressed byte past
+// Limits.CompressionRatioGrace (or one window, if larger), as the payload
+// does for decoded bytes.
 type xzGuard struct {
 	r      io.Reader
 	window int64
+	ratio  int64 // dictionary bytes allowed per parsed byte, past grace
+	grace  int64
+	dicts  int64 // dictionary bytes the blocks so far asked for
+	parsed int64 // compressed bytes parsed
 	err    error // sticky: parse error, or the source's error once buffered bytes are served
 
 	// Bytes already parsed, not yet served. The xz decoder reads its
@@ -24,6 +37,7 @@ type xzGuard struct {
 	// cheap; and every byte is parsed before the decoder can see it.
 	in       []byte
 	pos, end int
+	served   int64 // bytes handed to the decoder
 
 	state    xzState
 	need     int    // bytes still to collect or skip in this state
@@ -53,8 +67,34 @@ const (
 	xzStreamPad
 )
 
-func newXZGuard(r io.Reader, window int64) *xzGuard {
-	return &xzGuard{r: r, window: window, state: xzStreamHeader, need: 12, in: make([]byte, 64<<10)}
+func (s xzState) String() string {
+	switch s {
+	case xzStreamHeader:
+		return "stream header"
+	case xzBlockOrIndex:
+		return "block or index"
+	case xzBlockHeader:
+		return "block header"
+	case xzChunkControl, xzChunkHeader:
+		return "LZMA2 chunk header"
+	case xzChunkData:
+		return "LZMA2 chunk data"
+	case xzBlockPad:
+		return "block padding or check"
+	case xzIndex, xzIndexPad:
+		return "index"
+	case xzFooter:
+		return "stream footer"
+	case xzStreamPad:
+		return "stream padding"
+	}
+	return "unknown state"
+}
+
+func newXZGuard(r io.Reader, lim Limits) *xzGuard {
+	lim = lim.withDefaults()
+	return &xzGuard{r: r, window: decoderWindow(lim), ratio: lim.MaxCompressionRatio, grace: lim.CompressionRatioGrace,
+		state: xzStreamHeader, need: 12, in: make([]byte, 64<<10)}
 }
 
 func (g *xzGuard) Read(p []byte) (int, error) {
@@ -68,14 +108,29 @@ func (g *xzGuard) Read(p []byte) (int, error) {
 			return 0, perr
 		}
 		g.pos, g.end = 0, n
+		if err == io.EOF && !g.atStreamEnd() {
+			// The decoder takes an end between blocks, or before the
+			// index, for a clean end; the structure says otherwise.
+			err = fmt.Errorf("%w: xz stream ends inside its %s", ErrTruncated, g.state)
+		}
 		if err != nil {
 			g.err = err
 		}
 	}
 	n := copy(p, g.in[g.pos:g.end])
 	g.pos += n
+	g.served += int64(n)
 	return n, nil
 }
+
+// servedBytes is how many compressed bytes the decoder has taken: the
+// expansion ratio is measured against these, not against the read-ahead.
+func (g *xzGuard) servedBytes() int64 { return g.served }
+
+// atStreamEnd reports whether the bytes parsed so far end where an xz
+// file may end: after a stream footer (and any stream padding, which the
+// decoder checks).
+func (g *xzGuard) atStreamEnd() bool { return g.state == xzStreamPad }
 
 func (g *xzGuard) fail(format string, args ...any) error {
 	return fmt.Errorf("%w: xz: "+format, append([]any{ErrCorrupt}, args...)...)
@@ -87,6 +142,7 @@ func (g *xzGuard) feed(b []byte) error {
 		switch g.state {
 		case xzChunkData, xzBlockPad:
 			k := min(g.need, len(b))
+			g.parsed += int64(k)
 			g.blockLen += int64(k)
 			g.need -= k
 			b = b[k:]
@@ -101,6 +157,7 @@ func (g *xzGuard) feed(b []byte) error {
 		}
 		c := b[0]
 		b = b[1:]
+		g.parsed++
 		if err := g.step(c); err != nil {
 			return err
 		}
@@ -134,8 +191,15 @@ func (g *xzGuard) step(c byte) error {
 			}
 			g.state, g.need = xzStreamPad, 1
 		case xzBlockHeader:
-			if err := checkXZBlockHeader(g.buf, g.window); err != nil {
+			dict, err := checkXZBlockHeader(g.buf, g.window)
+			if err != nil {
 				return err
+			}
+			g.dicts += dict
+			// One block's dictionary, up to the window, is always
+			// allowed: the window bounds it.
+			if g.dicts > max(g.grace, g.window) && g.dicts/g.ratio > g.parsed {
+				return fmt.Errorf("%w: xz blocks ask for %d bytes of dictionaries in %d compressed bytes (more than %d:1)", ErrTooLarge, g.dicts, g.parsed, g.ratio)
 			}
 			g.state, g.need = xzChunkControl, 1
 		case xzChunkHeader:
@@ -243,8 +307,8 @@ func xzCheckSize(t byte) int {
 }
 
 // checkXZBlockHeader checks the LZMA2 dictionary a complete block header
-// (size byte through CRC32) asks for.
-func checkXZBlockHeader(h []byte, window int64) error {
+// (size byte through CRC32) asks for, and returns its size.
+func checkXZBlockHeader(h []byte, window int64) (int64, error) {
 	size := len(h)
 	flags := h[1]
 	p := 2
@@ -260,43 +324,44 @@ func checkXZBlockHeader(h []byte, window int64) error {
 		}
 		return 0, false
 	}
+	var dict int64
 	bad := fmt.Errorf("%w: xz: malformed block header", ErrCorrupt)
 	if flags&0x40 != 0 {
 		if _, ok := uvarint(); !ok {
-			return bad
+			return 0, bad
 		}
 	}
 	if flags&0x80 != 0 {
 		if _, ok := uvarint(); !ok {
-			return bad
+			return 0, bad
 		}
 	}
 	for range int(flags&3) + 1 {
 		id, ok := uvarint()
 		if !ok {
-			return bad
+			return 0, bad
 		}
 		psize, ok := uvarint()
 		if !ok || psize > uint64(size-4-p) {
-			return bad
+			return 0, bad
 		}
 		if id == 0x21 {
 			if psize != 1 {
-				return bad
+				return 0, bad
 			}
 			code := h[p]
 			if code > 40 {
-				return fmt.Errorf("%w: xz dictionary code %d", ErrCorrupt, code)
+				return 0, fmt.Errorf("%w: xz dictionary code %d", ErrCorrupt, code)
 			}
-			var dict int64 = 1<<32 - 1
+			dict = 1<<32 - 1
 			if code < 40 {
 				dict = int64(2|(code&1)) << (code/2 + 11)
 			}
 			if dict > window {
-				return fmt.Errorf("%w: xz dictionary %d bytes exceeds decoder window %d", ErrTooLarge, dict, window)
+				return 0, fmt.Errorf("%w: xz dictionary %d bytes exceeds decoder window %d", ErrTooLarge, dict, window)
 			}
 		}
 		p += int(psize)
 	}
-	return nil
+	return dict, nil
 }
