@@ -4,13 +4,17 @@ import "errors"
 
 // Sentinel errors. Every error this package returns about a package's
 // bytes wraps one of these (with %w and the file, member, entry or field
-// it concerns); a failure of the reader underneath (opening the file, a
-// read error of the disk or of a WalkImage caller's reader) is returned
-// as that error with context and no sentinel. So callers can tell a
-// hostile package from a broken disk with errors.Is. Decoded payloads
-// are classified at one point (openPayload), so no decoder, archive/tar
-// or io error reaches a caller bare.
+// it concerns). Read and ReadFile wrap a failure of the file underneath
+// (opening it, a disk read error) in ErrIO beside the OS error, so
+// errors.Is tells a hostile package from a broken disk and still finds
+// fs.ErrNotExist. WalkImage returns an error from its caller's reader or
+// callback with context only: those are the caller's own. Decoded
+// payloads are classified at one point (openPayload), so no decoder,
+// archive/tar or io error reaches a caller bare.
 var (
+	// ErrIO: reading the file itself failed (open, stat, a read error of
+	// the disk); the OS error is wrapped beside it.
+	ErrIO = errors.New("xpak: reading the file failed")
 	// ErrUnknownFormat: the file is neither a GPKG (tar whose first member
 	// is <dir>/gpkg-1) nor an XPAK (XPAKSTOP…STOP trailer).
 	ErrUnknownFormat = errors.New("xpak: not a gentoo binary package")

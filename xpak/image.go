@@ -172,7 +172,7 @@ func (t *tarStream) end() error {
 }
 
 var allSentinels = []error{
-	ErrUnknownFormat, ErrTruncated, ErrTooLarge, ErrBadXPAK, ErrBadGPKG,
+	ErrIO, ErrUnknownFormat, ErrTruncated, ErrTooLarge, ErrBadXPAK, ErrBadGPKG,
 	ErrUnknownMember, ErrDuplicateMember, ErrMissingMember, ErrBadManifest,
 	ErrNotInManifest, ErrManifestMismatch, ErrUnknownCompression, ErrCorrupt,
 	ErrBadMetadata, ErrPathTraversal, ErrBadName, ErrThroughSymlink,

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -710,3 +712,22 @@ func TestXZAllocationBomb(t *testing.T) {
 		t.Fatalf("multi-block stream (%d bytes): %v", len(multi), err)
 	}
 }
+
+// A failure of the file underneath is ErrIO beside the OS error, never a
+// bare error and never a format sentinel.
+func TestReadFileIOErrorsWrapErrIO(t *testing.T) {
+	_, err := ReadFile(filepath.Join(t.TempDir(), "missing.gpkg.tar"), DefaultLimits())
+	if !errors.Is(err, ErrIO) || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v, want ErrIO and fs.ErrNotExist", err)
+	}
+	_, err = Read(failingReaderAt{}, 4096, DefaultLimits())
+	if !errors.Is(err, ErrIO) || !errors.Is(err, errDisk) {
+		t.Fatalf("disk error: %v, want ErrIO wrapping it", err)
+	}
+}
+
+var errDisk = errors.New("input/output error")
+
+type failingReaderAt struct{}
+
+func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errDisk }

@@ -19,12 +19,12 @@ const xpakTrailerLen = 16
 func ReadFile(path string, lim Limits) (*Package, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrIO, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrIO, err)
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: %w: not a regular file", path, ErrUnknownFormat)
@@ -44,6 +44,15 @@ func ReadFile(path string, lim Limits) (*Package, error) {
 // metadata. Everything read is bounded by lim; nothing is sized from a
 // length field before the bytes arrive.
 func Read(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
+	p, err := read(r, size, lim)
+	if err != nil && !hasSentinel(err) {
+		// What is not about the package's bytes is the reader failing.
+		err = fmt.Errorf("%w: %w", ErrIO, err)
+	}
+	return p, err
+}
+
+func read(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 	lim = lim.withDefaults()
 	if size < 0 {
 		return nil, fmt.Errorf("%w: negative size %d", ErrTruncated, size)
