@@ -198,6 +198,9 @@ type LimitsConfig struct {
 	// at once, per peer and in total.
 	PeerRequests int `toml:"peer_requests" mapstructure:"peer_requests"`
 	Requests     int `toml:"requests" mapstructure:"requests"`
+	// AttestationBytes bounds the attestations of all attesters together:
+	// keys are free, so per-key budgets alone bound nothing in total.
+	AttestationBytes int64 `toml:"attestation_bytes" mapstructure:"attestation_bytes"`
 	// PeerGossipRate is how many gossip messages per second one relaying
 	// peer may make this daemon verify (bursts of ten seconds' worth).
 	PeerGossipRate int `toml:"peer_gossip_rate" mapstructure:"peer_gossip_rate"`
@@ -265,7 +268,7 @@ func baseDefaults(d dirs) *Config {
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
-			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50},
+			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50, AttestationBytes: 1 << 30},
 	}
 	return c
 }

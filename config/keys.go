@@ -150,6 +150,8 @@ var keys = []keySpec{
 		doc: "attestations one attester (peer key) may have stored here; past it, its records no other attester backs go first (≥ 1)"},
 	{key: "limits.peer_attestation_bytes", kind: kindSize, field: func(c *Config) any { return &c.Limits.PeerAttestationBytes },
 		doc: "bytes of attestations one attester may have stored here, evicted like `peer_attestations`; ≥ 64KiB"},
+	{key: "limits.attestation_bytes", kind: kindSize, field: func(c *Config) any { return &c.Limits.AttestationBytes },
+		doc: "bytes of attestations all attesters together may have stored here; past it, unbacked records of the largest holders go first (≥ `peer_attestation_bytes`)"},
 	{key: "limits.peer_requests", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerRequests },
 		doc: "attest and catalog requests one peer may have open with us at once; more are refused as busy (≥ 1)"},
 	{key: "limits.requests", kind: kindInt, field: func(c *Config) any { return &c.Limits.Requests },

@@ -164,6 +164,9 @@ func (c *Config) Validate() error {
 	if c.Limits.PeerAttestationBytes < 64<<10 {
 		bad("limits.peer_attestation_bytes", "must be ≥ 64KiB (one attestation), got %d", c.Limits.PeerAttestationBytes)
 	}
+	if c.Limits.AttestationBytes < c.Limits.PeerAttestationBytes {
+		bad("limits.attestation_bytes", "must be ≥ limits.peer_attestation_bytes (%d), got %d", c.Limits.PeerAttestationBytes, c.Limits.AttestationBytes)
+	}
 	if c.Limits.PeerRequests < 1 {
 		bad("limits.peer_requests", "must be ≥ 1, got %d", c.Limits.PeerRequests)
 	}

@@ -76,9 +76,41 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 	if needR > limR || needB > limB {
 		return fmt.Errorf("%w: %d bytes exceed limits.peer_attestation_bytes %d", errBudget, needB, limB)
 	}
-	infos, err := d.store.AttesterRecords(attester.String())
+	cands, err := d.evictable(attester)
 	if err != nil {
 		return err
+	}
+	targetR, targetB := limR-limR/8-needR, limB-limB/8-needB
+	r, b := u.Records, u.Bytes
+	var victims [][32]byte
+	for _, c := range cands {
+		if r <= targetR && b <= targetB {
+			break
+		}
+		victims = append(victims, c.ID)
+		r--
+		b -= int64(c.Size)
+	}
+	if r+needR > limR || b+needB > limB {
+		return fmt.Errorf("%w: %s holds %d records (%d bytes) that other attesters back", errBudget, attester, r, b)
+	}
+	gone, err := d.store.DeleteAttestations(victims)
+	if err != nil {
+		return err
+	}
+	d.flooders.mark(attester)
+	d.metrics.evicted.Add(float64(gone))
+	d.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
+	return nil
+}
+
+// evictable lists attester's records that may be evicted, least useful
+// first: none another attester backs; of no local interest before those of
+// local interest; oldest first.
+func (d *Daemon) evictable(attester peer.ID) ([]store.AttestationInfo, error) {
+	infos, err := d.store.AttesterRecords(attester.String())
+	if err != nil {
+		return nil, err
 	}
 	installed := installedPackages(d.vdb)
 	type candidate struct {
@@ -92,7 +124,7 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 		}
 		interest, err := d.localInterest(in, installed)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cands = append(cands, candidate{in, interest})
 	}
@@ -105,27 +137,66 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 		}
 		return cmp.Or(a.info.ReceivedAt.Compare(b.info.ReceivedAt), strings.Compare(a.info.BuildKey, b.info.BuildKey))
 	})
-	targetR, targetB := limR-limR/8-needR, limB-limB/8-needB
-	r, b := u.Records, u.Bytes
-	var victims [][32]byte
-	for _, c := range cands {
-		if r <= targetR && b <= targetB {
-			break
-		}
-		victims = append(victims, c.info.ID)
-		r--
-		b -= int64(c.info.Size)
+	out := make([]store.AttestationInfo, len(cands))
+	for i, c := range cands {
+		out[i] = c.info
 	}
-	if r+needR > limR || b+needB > limB {
-		return fmt.Errorf("%w: %s holds %d records (%d bytes) that other attesters back", errBudget, attester, r, b)
-	}
-	gone, err := d.store.DeleteAttestations(victims)
+	return out, nil
+}
+
+// admitTotal keeps the store-wide bound (limits.attestation_bytes): keys
+// are free, so one peer can deliver records signed by any number of fresh
+// attesters, each within its own budget. Past the bound, the records no
+// other attester backs are evicted from the attesters holding the most,
+// down to 7/8 of it; if nothing can go, the record is refused. pending is
+// what this batch adds before it. Callers hold d.ingestMu.
+func (d *Daemon) admitTotal(n int, pending int64) error {
+	limit := d.cfg.Limits.AttestationBytes
+	total, err := d.store.TotalUsage()
 	if err != nil {
 		return err
 	}
-	d.flooders.mark(attester)
-	d.metrics.evicted.Add(float64(gone))
-	d.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
+	need := pending + int64(n)
+	if total.Bytes+need <= limit {
+		return nil
+	}
+	target := limit - limit/8 - need
+	have := total.Bytes
+	holders, err := d.store.LargestAttesters(64)
+	if err != nil {
+		return err
+	}
+	evicted := 0
+	for _, h := range holders {
+		if have <= target {
+			break
+		}
+		id, err := peer.Decode(h)
+		if err != nil || id == d.self || d.isTrustedPeer(id) {
+			continue
+		}
+		cands, err := d.evictable(id)
+		if err != nil {
+			return err
+		}
+		var victims [][32]byte
+		for _, c := range cands {
+			if have <= target {
+				break
+			}
+			victims = append(victims, c.ID)
+			have -= int64(c.Size)
+		}
+		gone, err := d.store.DeleteAttestations(victims)
+		if err != nil {
+			return err
+		}
+		evicted += gone
+	}
+	d.metrics.evicted.Add(float64(evicted))
+	if have+need > limit {
+		return fmt.Errorf("%w: the store holds %d bytes of attestations (limits.attestation_bytes %d) that other attesters back", errBudget, have, limit)
+	}
 	return nil
 }
 

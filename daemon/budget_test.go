@@ -479,3 +479,54 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 		}
 	}
 }
+
+// Keys are free: many fresh attesters, each within its own budget, still
+// meet the store-wide bound, which evicts the unbacked records of the
+// largest holders and never a record another attester backs.
+func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
+	const total = 512 << 10
+	d := offlineDaemon(t, func(c *config.Config) {
+		c.Limits.PeerAttestationBytes = 256 << 10
+		c.Limits.AttestationBytes = total
+	})
+	ctx := context.Background()
+	hk, honest := mustKey(t)
+	ok, okID := mustKey(t)
+	h := junk(t, hk, 0, 2000)
+	backer, err := hostile.Relabel(h, ok, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []struct {
+		s    *trust.Signed
+		from peer.ID
+	}{{h, honest}, {backer, okID}} {
+		if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 30 {
+		k, id := mustKey(t)
+		for j := range 3 {
+			s := junk(t, k, 100*i+j+1, 20<<10)
+			if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil && !errors.Is(err, errFlooding) {
+				t.Fatalf("sybil %d record %d: %v", i, j, err)
+			}
+		}
+	}
+	u, err := d.store.TotalUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Bytes > total {
+		t.Errorf("the store holds %d bytes of attestations, bound %d", u.Bytes, total)
+	}
+	for _, s := range []*trust.Signed{h, backer} {
+		if has, _ := d.store.HasAttestation(s.ID()); !has {
+			t.Errorf("a backed record was evicted by the store-wide bound")
+		}
+	}
+	if err := d.store.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -91,6 +91,7 @@ func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publis
 	var recs []store.AttestationRecord
 	pending := map[string]int{} // build key, and build key + attester → records of this batch
 	use := map[peer.ID]store.Usage{}
+	var batchBytes int64
 	for _, s := range vetted {
 		rec := d.attestationRecord(s, via)
 		// A copy that arrived meanwhile (another validator, this batch)
@@ -106,6 +107,9 @@ func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publis
 		err := d.checkCaps(s, pending)
 		if err == nil {
 			err = d.admit(s.Attester, len(rec.Blob), use[s.Attester])
+		}
+		if err == nil {
+			err = d.admitTotal(len(rec.Blob), batchBytes)
 		}
 		if err != nil {
 			if !errors.Is(err, errBudget) && !errors.Is(err, errTooMany) {
@@ -123,6 +127,7 @@ func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publis
 		u.Records++
 		u.Bytes += int64(len(rec.Blob))
 		use[s.Attester] = u
+		batchBytes += int64(len(rec.Blob))
 		ss = append(ss, s)
 		recs = append(recs, rec)
 	}

@@ -2,8 +2,11 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -106,10 +109,64 @@ func addUsage(tx *bolt.Tx, attester string, records, nbytes int64) error {
 	if u.Records < 0 || u.Bytes < 0 {
 		return fmt.Errorf("%w: usage of %s went negative", ErrCorrupt, attester)
 	}
+	meta := tx.Bucket(bucketMeta)
+	total, err := decodeUsage(meta.Get(keyAttTotal))
+	if err != nil {
+		return err
+	}
+	total.Records += records
+	total.Bytes += nbytes
+	if err := meta.Put(keyAttTotal, encodeUsage(total)); err != nil {
+		return err
+	}
 	if u.Records == 0 {
 		return b.Delete([]byte(attester))
 	}
 	return b.Put([]byte(attester), encodeUsage(u))
+}
+
+// keyAttTotal in the meta bucket is the usage of every attester together,
+// kept with each change so the store-wide bound costs one read.
+var keyAttTotal = []byte("att_total")
+
+// TotalUsage is what all attesters together make this peer store.
+func (s *Store) TotalUsage() (Usage, error) {
+	var u Usage
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		u, err = decodeUsage(tx.Bucket(bucketMeta).Get(keyAttTotal))
+		return err
+	})
+	return u, err
+}
+
+// LargestAttesters lists up to n attesters by the bytes they make this
+// peer store, largest first: where a store-wide bound evicts first.
+func (s *Store) LargestAttesters(n int) ([]string, error) {
+	type holder struct {
+		name  string
+		bytes int64
+	}
+	var all []holder
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAttUsage).ForEach(func(k, v []byte) error {
+			u, err := decodeUsage(v)
+			if err != nil {
+				return err
+			}
+			all = append(all, holder{string(k), u.Bytes})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(all, func(a, b holder) int { return cmp.Or(cmp.Compare(b.bytes, a.bytes), strings.Compare(a.name, b.name)) })
+	out := make([]string, 0, min(n, len(all)))
+	for _, h := range all[:min(n, len(all))] {
+		out = append(out, h.name)
+	}
+	return out, nil
 }
 
 func encodeUsage(u Usage) []byte {
@@ -375,6 +432,11 @@ func migrateAttestations(tx *bolt.Tx, fresh map[string]bool) error {
 	if !fresh[string(bucketAttByPlatTime)] && !fresh[string(bucketAttUsage)] {
 		return nil
 	}
+	if fresh[string(bucketAttUsage)] {
+		if err := tx.Bucket(bucketMeta).Delete(keyAttTotal); err != nil {
+			return err
+		}
+	}
 	return tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
 		r, err := decodeAtt(k, v)
 		if err != nil {
@@ -431,6 +493,18 @@ func checkAttestationBudget(tx *bolt.Tx) error {
 	}
 	if got != len(want) {
 		return fmt.Errorf("%w: usage lists %d attesters, records name %d", ErrCorrupt, got, len(want))
+	}
+	var sum Usage
+	for _, u := range want {
+		sum.Records += u.Records
+		sum.Bytes += u.Bytes
+	}
+	total, err := decodeUsage(tx.Bucket(bucketMeta).Get(keyAttTotal))
+	if err != nil {
+		return err
+	}
+	if total != sum {
+		return fmt.Errorf("%w: total usage %+v, attesters add up to %+v", ErrCorrupt, total, sum)
 	}
 	n := 0
 	if err := tx.Bucket(bucketAttByPlatTime).ForEach(func(k, _ []byte) error {

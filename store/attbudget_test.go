@@ -287,3 +287,27 @@ func TestEndorsementsGoWithTheLastAttestation(t *testing.T) {
 		t.Fatalf("another build key's endorsements were touched: %d left", len(es))
 	}
 }
+
+func TestTotalUsageAndLargestAttesters(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestations([]AttestationRecord{
+		att("A", "bk1", "c", 1, "aa"), att("B", "bk2", "c", 2, "bbbbbb"), att("B", "bk3", "c", 3, "bbbbbbb"), att("C", "bk4", "c", 4, "cccc"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.TotalUsage(); err != nil || u != (Usage{4, 19}) {
+		t.Fatalf("TotalUsage = %+v, %v", u, err)
+	}
+	if got, err := s.LargestAttesters(2); err != nil || fmt.Sprint(got) != "[B C]" {
+		t.Fatalf("LargestAttesters(2) = %v, %v", got, err)
+	}
+	if _, err := s.DeleteAttestations([][32]byte{sum("bbbbbb")}); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.TotalUsage(); u != (Usage{3, 13}) {
+		t.Fatalf("TotalUsage after delete = %+v", u)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
