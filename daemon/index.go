@@ -195,7 +195,13 @@ func (d *Daemon) reconcileOwn(keys map[string]string) {
 	self := d.self.String()
 	var gone []cid.Cid
 	for bk, vk := range keys {
-		recs, _ := d.store.AttestationsFor(bk)
+		// A store error must never read as "file gone": that would delete
+		// and withdraw this peer's own attestations. Skip the build key.
+		recs, err := d.store.AttestationsFor(bk)
+		if err != nil {
+			d.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
+			continue
+		}
 		held := false
 		for _, r := range recs {
 			if r.Attester != self {
@@ -205,8 +211,17 @@ func (d *Daemon) reconcileOwn(keys map[string]string) {
 			if err != nil {
 				continue
 			}
-			if lps, _ := d.store.LocalBySHA(s.Attestation.FileSHA256); len(lps) == 0 {
-				d.store.DeleteAttestation(r.ID)
+			lps, err := d.store.LocalBySHA(s.Attestation.FileSHA256)
+			if err != nil {
+				d.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
+				held = true
+				continue
+			}
+			if len(lps) == 0 {
+				if _, err := d.store.DeleteAttestation(r.ID); err != nil {
+					d.log.Warn("reconcile own builds: withdraw attestation", "build_key", bk, "err", err)
+					held = true
+				}
 				continue
 			}
 			held = true
@@ -235,7 +250,9 @@ func (d *Daemon) reconcileOwn(keys map[string]string) {
 func (d *Daemon) cachedBuild(buildKey string) bool {
 	entries, err := d.store.Cache().List()
 	if err != nil {
-		return false
+		// Unknown counts as held: the caller would withdraw otherwise.
+		d.log.Warn("cache list", "err", err)
+		return true
 	}
 	for _, e := range entries {
 		if e.Meta.BuildKey == buildKey {
@@ -247,7 +264,10 @@ func (d *Daemon) cachedBuild(buildKey string) bool {
 
 // ownsVariant reports whether an own attestation of the variant remains.
 func (d *Daemon) ownsVariant(variantKey string) bool {
-	recs, _ := d.store.AttestationsByVariant(variantKey)
+	recs, err := d.store.AttestationsByVariant(variantKey)
+	if err != nil {
+		return true // unknown counts as owned: never withdraw on an error
+	}
 	for _, r := range recs {
 		if r.Attester == d.self.String() {
 			return true
