@@ -34,8 +34,9 @@ func (d *Daemon) collectGarbage() {
 		return
 	}
 	freed, err := d.store.Cache().GC(budget, func(sha [32]byte) bool {
-		lps, _ := d.store.LocalBySHA(sha)
-		return len(lps) > 0
+		// An error keeps the file: never evict on what could not be read.
+		lps, err := d.store.LocalBySHA(sha)
+		return err != nil || len(lps) > 0
 	})
 	if err != nil {
 		d.log.Warn("cache gc", "err", err)
