@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -530,5 +532,47 @@ func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
 	}
 	if err := d.store.Check(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A build key filled by throwaway identities first still takes honest
+// votes: an attester's further records, then records of contents fewer
+// attesters back, make room.
+func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
+	d := offlineDaemon(t, nil)
+	ctx := context.Background()
+	bk, _ := mustKey(t)
+	base := junk(t, bk, 1, 800)
+	// 128 identities × 4 records, each for a content of its own: full.
+	var recs []store.AttestationRecord
+	for i := range maxAttestationsPerBuild {
+		a := base.Attestation
+		recs = append(recs, store.AttestationRecord{BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV, Platform: a.Platform,
+			Attester: fmt.Sprintf("sybil-%d", i/maxAttestationsPerAttester), Content: fmt.Sprintf("junk-%d", i/maxAttestationsPerAttester),
+			Blob: []byte(fmt.Sprintf("junk record %d", i)), Time: 1, ReceivedAt: time.Unix(int64(i), 0)})
+	}
+	if _, err := d.store.PutAttestations(recs); err != nil {
+		t.Fatal(err)
+	}
+	var honest []*trust.Signed
+	for range 3 {
+		k, id := mustKey(t)
+		s, err := hostile.Relabel(base, k, time.Now().Add(-time.Hour), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
+			t.Fatalf("honest vote into a full build key: %v", err)
+		}
+		honest = append(honest, s)
+	}
+	total, _, err := d.store.CountForBuildKey(base.Attestation.BuildKey, "")
+	if err != nil || total != maxAttestationsPerBuild {
+		t.Fatalf("build key holds %d records, %v; want the cap %d", total, err, maxAttestationsPerBuild)
+	}
+	for _, s := range honest {
+		if has, _ := d.store.HasAttestation(s.ID()); !has {
+			t.Errorf("honest vote by %s not stored", s.Attester)
+		}
 	}
 }

@@ -212,9 +212,87 @@ func (d *Daemon) checkCaps(s *trust.Signed, pending map[string]int) error {
 	case mine >= maxAttestationsPerAttester:
 		return fmt.Errorf("%w: %s already has %d attestations for %s", errTooMany, s.Attester, mine, a.BuildKey)
 	case total+pending[a.BuildKey] >= maxAttestationsPerBuild:
+		// Full: a record for a better-supported content may take the
+		// place of one by a blocked peer or of a weaker content, so
+		// throwaway identities that fill a build key first cannot shut
+		// honest votes out.
+		if pending[a.BuildKey] == 0 {
+			made, err := d.makeRoomInBuild(s)
+			if err != nil || made {
+				return err
+			}
+		}
 		return fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, total)
 	}
 	return nil
+}
+
+// makeRoomInBuild evicts one record of a full build key for s, if one is
+// worth less: first a record by a blocked peer; then, when s is its
+// attester's first record here, a duplicate (an attester's further record
+// adds nothing to a tally of distinct attesters); else a record of the
+// content with the fewest distinct attesters, provided s's content would
+// then have more. It reports whether it made room.
+func (d *Daemon) makeRoomInBuild(s *trust.Signed) (bool, error) {
+	recs, err := d.store.AttestationsFor(s.Attestation.BuildKey)
+	if err != nil {
+		return false, err
+	}
+	support := map[string]map[string]bool{}
+	for _, r := range recs {
+		if support[r.Content] == nil {
+			support[r.Content] = map[string]bool{}
+		}
+		support[r.Content][r.Attester] = true
+	}
+	mine := s.Attestation.Content.String()
+	after := len(support[mine])
+	if !support[mine][s.Attester.String()] {
+		after++
+	}
+	var victim *store.AttestationRecord
+	for i, r := range recs {
+		if id, err := peer.Decode(r.Attester); err == nil && slices.Contains(d.policy.BlockedPeers, id) {
+			victim = &recs[i]
+			break
+		}
+	}
+	count := map[string]int{}
+	for _, r := range recs {
+		count[r.Attester]++
+	}
+	if victim == nil && count[s.Attester.String()] == 0 {
+		for i, r := range recs {
+			if count[r.Attester] > 1 && r.Attester != d.self.String() &&
+				(victim == nil || count[r.Attester] > count[victim.Attester] || count[r.Attester] == count[victim.Attester] && r.ReceivedAt.After(victim.ReceivedAt)) {
+				victim = &recs[i]
+			}
+		}
+	}
+	if victim == nil {
+		weakest := ""
+		for c, who := range support {
+			if c != mine && (weakest == "" || len(who) < len(support[weakest]) || len(who) == len(support[weakest]) && c < weakest) {
+				weakest = c
+			}
+		}
+		if weakest == "" || len(support[weakest]) >= after {
+			return false, nil
+		}
+		for i, r := range recs {
+			if r.Content == weakest && (victim == nil || r.ReceivedAt.After(victim.ReceivedAt)) {
+				victim = &recs[i]
+			}
+		}
+	}
+	if victim == nil || victim.Attester == d.self.String() {
+		return false, nil
+	}
+	if _, err := d.store.DeleteAttestation(victim.ID); err != nil {
+		return false, err
+	}
+	d.metrics.evicted.Inc()
+	return true, nil
 }
 
 // stored follows a newly stored attestation: it may prove that its signer
