@@ -570,7 +570,11 @@ func blobs(recs []store.AttestationRecord) [][]byte {
 func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.CatalogCursor) (n int, next p2p.CatalogCursor, more bool, err error) {
 	seen := map[[32]byte]bool{}
 	via := d.arrivalFrom(p)
+	got := 0
 	for range maxCatalogPages {
+		if got >= maxSyncBytes {
+			break
+		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		bs, err := d.node.SyncCatalog(pctx, p, d.platform, cur)
 		cancel()
@@ -587,6 +591,7 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.Catalog
 				continue
 			}
 			seen[id] = true
+			got += len(b)
 			if bytes.HasPrefix(b, endorsementMagic) {
 				endorsements = append(endorsements, b)
 				continue
@@ -631,16 +636,23 @@ func cursorAfter(a, b p2p.CatalogCursor) bool {
 // maxSyncedPeers bounds the catalog loop's memory of peers.
 const maxSyncedPeers = 4096
 
-// maxCatalogPages bounds one catalog sync (2 MiB a page); a peer with more
-// is synced again at the next tick, from where this sync stopped.
-const maxCatalogPages = 64
+// maxCatalogPages and maxSyncBytes bound one catalog sync; a peer with
+// more is synced again at the next tick, from where this sync stopped, at
+// most maxSyncBursts times before the usual pause: what one peer makes
+// this daemon decode and verify is bounded in time too.
+const (
+	maxCatalogPages = 64
+	maxSyncBytes    = 64 << 20
+	maxSyncBursts   = 4
+)
 
 // catalogLoop syncs the catalog from every newly connected peer, and again
 // every few minutes, so a catalog fills even when gossip was missed.
 func (d *Daemon) catalogLoop(ctx context.Context) {
 	type syncState struct {
-		next time.Time         // when to sync this peer again
-		cur  p2p.CatalogCursor // where a sync cut short goes on
+		next   time.Time         // when to sync this peer again
+		cur    p2p.CatalogCursor // where a sync cut short goes on
+		bursts int               // syncs cut short in a row
 	}
 	peers := make(map[peer.ID]*syncState)
 	t := time.NewTicker(2 * time.Second)
@@ -668,12 +680,19 @@ func (d *Daemon) catalogLoop(ctx context.Context) {
 				// Try this peer again in a minute, not in ten.
 				d.log.Debug("catalog sync", "peer", pi.ID.String(), "err", err)
 				st.next = time.Now().Add(time.Minute)
-			case more:
+			case more && st.bursts < maxSyncBursts:
 				// Cut short by the page bound: go on at the next tick.
+				st.bursts++
 				st.next = time.Now()
+			case more:
+				// Still more after several syncs in a row: go on from
+				// here after the usual pause.
+				st.bursts = 0
+				st.next = time.Now().Add(10 * time.Minute)
 			default:
 				// Done: the next sync starts from the beginning again, so
 				// records that arrived there dated earlier are not missed.
+				st.bursts = 0
 				st.next = time.Now().Add(10 * time.Minute)
 			}
 		}
