@@ -366,9 +366,8 @@ func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
 	if d.cfg.Mode == config.ModeConsume {
 		return nil, errNotServed
 	}
-	leaves, _, _ := d.store.GetLeaves(sha)
 	if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
-		return transfer.OpenFile(lps[0].Path, leaves)
+		return cs.open(sha, lps[0].Path)
 	}
 	entry, ok, err := d.store.Cache().Get(sha)
 	if err != nil || !ok {
@@ -378,7 +377,25 @@ func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
 		return nil, errNotServed
 	}
 	d.store.Cache().Touch(sha)
-	return transfer.OpenFile(entry.Path, leaves)
+	return cs.open(sha, entry.Path)
+}
+
+// open opens a served file with its piece layer. A layer the store lacks
+// is computed once and kept: otherwise every request of a peer would make
+// this daemon hash the whole file again.
+func (cs contentSource) open(sha [32]byte, path string) (transfer.File, error) {
+	leaves, _, err := cs.d.store.GetLeaves(sha)
+	if err != nil {
+		leaves = nil
+	}
+	f, err := transfer.OpenFile(path, leaves)
+	if err != nil || leaves != nil {
+		return f, err
+	}
+	if err := cs.d.store.PutLeaves(sha, f.Leaves()); err != nil {
+		cs.d.log.Debug("keep piece layer", "file", path, "err", err)
+	}
+	return f, nil
 }
 
 // appendReachableAttesters adds to provs the attesters of buildKey that are
