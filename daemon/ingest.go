@@ -450,7 +450,7 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 		return nil, err
 	}
 	if len(recs) == 0 {
-		if recs, err = d.store.AttestationsByVariant(k); err != nil {
+		if recs, err = d.store.AttestationsByVariantUpTo(k, 4*attestAnswerBytes); err != nil {
 			return nil, err
 		}
 	}

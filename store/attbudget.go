@@ -583,3 +583,29 @@ func (s *Store) CountForBuildKey(buildKey, attester string) (total, byAttester i
 	})
 	return total, byAttester, err
 }
+
+// ContentsByBuildKey lists, for every build key, the content ids attested
+// for it, and counts the records, without reading any blob: what status
+// needs to count builds and find the ones that could be disputed.
+func (s *Store) ContentsByBuildKey() (records int, contents map[string]map[string]bool, err error) {
+	type meta struct {
+		BuildKey string `json:"build_key"`
+		Content  string `json:"content"`
+	}
+	contents = map[string]map[string]bool{}
+	err = s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
+			var m meta
+			if _, err := attMeta(v, &m); err != nil {
+				return fmt.Errorf("attestation %x: %w", k, err)
+			}
+			records++
+			if contents[m.BuildKey] == nil {
+				contents[m.BuildKey] = map[string]bool{}
+			}
+			contents[m.BuildKey][m.Content] = true
+			return nil
+		})
+	})
+	return records, contents, err
+}

@@ -311,3 +311,33 @@ func TestTotalUsageAndLargestAttesters(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestAttestationsByVariantUpTo(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	var recs []AttestationRecord
+	for i := range 10 {
+		r := att("A", fmt.Sprintf("bk%d", i), "c", int64(i+1), fmt.Sprintf("%08d", i)) // 8-byte blobs
+		r.VariantKey = "v"
+		recs = append(recs, r)
+	}
+	if _, err := s.PutAttestations(recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ max, want int }{{1000, 10}, {20, 3}, {8, 1}} {
+		got, err := s.AttestationsByVariantUpTo("v", tt.max)
+		if err != nil || len(got) != tt.want {
+			t.Errorf("AttestationsByVariantUpTo(v, %d) = %d records, %v; want %d", tt.max, len(got), err, tt.want)
+		}
+	}
+}
+
+func TestContentsByBuildKey(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestations([]AttestationRecord{att("A", "bk1", "c1", 1, "a"), att("B", "bk1", "c2", 2, "b"), att("C", "bk2", "c1", 3, "c")}); err != nil {
+		t.Fatal(err)
+	}
+	n, contents, err := s.ContentsByBuildKey()
+	if err != nil || n != 3 || len(contents) != 2 || len(contents["bk1"]) != 2 || !contents["bk2"]["c1"] {
+		t.Fatalf("ContentsByBuildKey = %d, %v, %v", n, contents, err)
+	}
+}

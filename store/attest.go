@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -296,6 +297,44 @@ func (s *Store) AttestationsFor(buildKey string) ([]AttestationRecord, error) {
 func (s *Store) AttestationsByVariant(variantKey string) ([]AttestationRecord, error) {
 	return s.attByIndex(bucketAttByVar, variantKey)
 }
+
+// AttestationsByVariantUpTo is AttestationsByVariant stopping once about
+// maxBytes of blobs are read: a variant spans any number of build keys
+// (one per set of linked libraries), so answering a peer must not load
+// them all.
+func (s *Store) AttestationsByVariantUpTo(variantKey string, maxBytes int) ([]AttestationRecord, error) {
+	if variantKey == "" {
+		return nil, nil
+	}
+	var out []AttestationRecord
+	total := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		return scanIndex(tx.Bucket(bucketAttByVar), variantKey, func(id []byte) error {
+			if total >= maxBytes {
+				return errStopScan
+			}
+			v := pb.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: variant index points at missing attestation %x", ErrCorrupt, id)
+			}
+			r, err := decodeAtt(id, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			total += len(r.Blob)
+			return nil
+		})
+	})
+	if errors.Is(err, errStopScan) {
+		err = nil
+	}
+	return out, err
+}
+
+// errStopScan ends an index scan early; never returned to callers.
+var errStopScan = errors.New("stop scan")
 
 // AttestationsByCPV returns every attestation for cpv (`find CPV`).
 func (s *Store) AttestationsByCPV(cpv string) ([]AttestationRecord, error) {
