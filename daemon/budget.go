@@ -240,8 +240,19 @@ type flooders struct {
 func (f *flooders) mark(p peer.ID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.m == nil || len(f.m) >= maxRatedPeers {
+	if f.m == nil {
 		f.m = make(map[peer.ID]time.Time)
+	}
+	if len(f.m) >= maxRatedPeers {
+		// Forget those whose window is over first.
+		for q, at := range f.m {
+			if time.Since(at) >= floodWindow {
+				delete(f.m, q)
+			}
+		}
+		if len(f.m) >= maxRatedPeers {
+			f.m = make(map[peer.ID]time.Time)
+		}
 	}
 	f.m[p] = time.Now()
 }

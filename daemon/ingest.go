@@ -509,7 +509,7 @@ func (d *Daemon) serveAttestations(ctx context.Context, key cid.Cid) ([][]byte, 
 // those must not cost hundreds of MiB.
 const attestAnswerBytes = 4 << 20
 
-// serveCatalog answers /gentoo-p2p/catalog/1: the platform's attestations
+// serveCatalog answers /gentoo-p2p/catalog/2: the platform's attestations
 // after the cursor in (time, id) order, each led by the endorsements of its
 // build key the answer has not carried yet. A page holds at most MaxBlobs
 // blobs and about catalogPageBytes of them, endorsements included, and
@@ -583,6 +583,7 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.Catalog
 		}
 		var atts, endorsements [][]byte
 		moved := false
+		next := cur
 		for _, b := range bs {
 			// A peer that ignores the cursor repeats itself: judge each
 			// blob once.
@@ -601,16 +602,18 @@ func (d *Daemon) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.Catalog
 			// id) order, whatever order a peer sent.
 			if s, err := d.decodeAttestation(b); err == nil {
 				c := p2p.CatalogCursor{Since: s.Attestation.Time.Unix(), After: id[:]}
-				if cursorAfter(c, cur) {
-					cur, moved = c, true
+				if cursorAfter(c, next) {
+					next, moved = c, true
 				}
 			}
 		}
 		added, err := d.ingestBatch(ctx, atts, via)
 		n += added
 		if err != nil {
+			// The cursor stays before this page: it is asked for again.
 			return n, cur, false, err
 		}
+		cur = next
 		// After the page's attestations: an endorsement by a signer not
 		// configured here is kept only for a build key someone attested.
 		for _, b := range endorsements {

@@ -284,7 +284,7 @@ func testTamperedGossip(t *testing.T, victim, target *testnet.Node) {
 }
 
 // testTamperedCatalog serves tampered attestations from a fake peer's
-// /gentoo-p2p/catalog/1 handler, written from the wire format in p2p's
+// /gentoo-p2p/catalog/2 handler, written from the wire format in p2p's
 // package comment; the target pulls them when the peer connects.
 func testTamperedCatalog(t *testing.T, victim, target *testnet.Node) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)

@@ -2,7 +2,7 @@
 // Kad-DHT (protocol prefix /gentoo-p2p, so it can never join the IPFS DHT), a
 // sweeping provider that announces and reprovides build and variant keys,
 // GossipSub topics per platform, and two request/response stream protocols
-// (/gentoo-p2p/attest/1 and /gentoo-p2p/catalog/1).
+// (/gentoo-p2p/attest/1 and /gentoo-p2p/catalog/2).
 //
 // The package knows nothing of portage or of trust: attestations and catalog
 // entries are opaque byte slices. The daemon decodes and verifies them

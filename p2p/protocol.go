@@ -14,7 +14,7 @@ package p2p
 //	           | 0x01 frame(reason)                        refusal, reason is short
 //	                                                       ASCII, at most 256 bytes
 //
-//	/gentoo-p2p/catalog/1
+//	/gentoo-p2p/catalog/2
 //	  request  = frame(platform) uvarint(since) [frame(after)]
 //	                                        platform: 1..128 bytes, opaque to p2p;
 //	                                        since: Unix seconds, 0 = everything,
@@ -64,7 +64,7 @@ const (
 	AttestProtocol protocol.ID = "/gentoo-p2p/attest/1"
 	// CatalogProtocol returns a peer's catalog entries for one platform, so a
 	// newcomer fills its catalog without waiting for gossip.
-	CatalogProtocol protocol.ID = "/gentoo-p2p/catalog/1"
+	CatalogProtocol protocol.ID = "/gentoo-p2p/catalog/2"
 	// DHTProtocolPrefix keeps our DHT apart from the IPFS one.
 	DHTProtocolPrefix protocol.ID = "/gentoo-p2p"
 	// TopicPrefix prefixes the per-platform GossipSub topic names.
@@ -255,7 +255,7 @@ func (n *Node) handleAttest(s network.Stream) {
 	})
 }
 
-// handleCatalog serves /gentoo-p2p/catalog/1.
+// handleCatalog serves /gentoo-p2p/catalog/2.
 func (n *Node) handleCatalog(s network.Stream) {
 	n.serve(s, CatalogProtocol, func(ctx context.Context, r *bufio.Reader, admit func() bool) ([][]byte, string, error) {
 		raw, err := readFrame(r, MaxPlatformLen, "platform")

@@ -116,6 +116,9 @@ func addUsage(tx *bolt.Tx, attester string, records, nbytes int64) error {
 	}
 	total.Records += records
 	total.Bytes += nbytes
+	if total.Records < 0 || total.Bytes < 0 {
+		return fmt.Errorf("%w: total usage went negative", ErrCorrupt)
+	}
 	if err := meta.Put(keyAttTotal, encodeUsage(total)); err != nil {
 		return err
 	}
@@ -429,6 +432,21 @@ func (s *Store) BackfillAttestationTimes(timeOf func(blob []byte) (int64, error)
 // existed lacks: usage per attester and the platform-time index (with time
 // zero until BackfillAttestationTimes).
 func migrateAttestations(tx *bolt.Tx, fresh map[string]bool) error {
+	if tx.Bucket(bucketMeta).Get(keyAttTotal) == nil && !fresh[string(bucketAttUsage)] {
+		// Usage kept without a total: add it up once.
+		var total Usage
+		if err := tx.Bucket(bucketAttUsage).ForEach(func(_, v []byte) error {
+			u, err := decodeUsage(v)
+			total.Records += u.Records
+			total.Bytes += u.Bytes
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyAttTotal, encodeUsage(total)); err != nil {
+			return err
+		}
+	}
 	if !fresh[string(bucketAttByPlatTime)] && !fresh[string(bucketAttUsage)] {
 		return nil
 	}

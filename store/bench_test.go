@@ -105,7 +105,7 @@ func catalogStore(b *testing.B) *Store {
 	return s
 }
 
-// BenchmarkCatalogPage100k is what one catalog/1 answer costs now: one
+// BenchmarkCatalogPage100k is what one catalog/2 answer costs now: one
 // page (2048 records or 2 MiB) walked from the time index of a store
 // holding 100k attestations. Compare B/op with BenchmarkCatalogWhole100k,
 // the whole-platform load each answer used to make.

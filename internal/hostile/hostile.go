@@ -42,7 +42,7 @@ type Peer struct {
 	catalog [][]byte
 }
 
-// New starts an attacker listening on 127.0.0.1. Its catalog/1 answers
+// New starts an attacker listening on 127.0.0.1. Its catalog/2 answers
 // with whatever SetCatalog holds, ignoring the cursor (a hostile peer need
 // not page honestly).
 func New(ctx context.Context) (*Peer, error) {
@@ -171,7 +171,7 @@ func Relabel(honest *trust.Signed, key crypto.PrivKey, at time.Time, claims map[
 	return trust.Sign(att, key)
 }
 
-// HoldCatalog opens a catalog/1 request to target and, once the server
+// HoldCatalog opens a catalog/2 request to target and, once the server
 // has taken it, never reads the rest of the answer: the server's write
 // stalls once the stream's window is full, and whatever the server
 // reserved for the request stays reserved until its deadline. Reset the
