@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -76,50 +78,84 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 	if needR > limR || needB > limB {
 		return fmt.Errorf("%w: %d bytes exceed limits.peer_attestation_bytes %d", errBudget, needB, limB)
 	}
-	cands, err := d.evictable(attester)
+	cands, err := d.evictable(attester, installedPackages(d.vdb), false)
 	if err != nil {
 		return err
 	}
 	targetR, targetB := limR-limR/8-needR, limB-limB/8-needB
 	r, b := u.Records, u.Bytes
-	var victims [][32]byte
+	var victims []store.AttestationInfo
 	for _, c := range cands {
 		if r <= targetR && b <= targetB {
 			break
 		}
-		victims = append(victims, c.ID)
+		victims = append(victims, c)
 		r--
 		b -= int64(c.Size)
 	}
 	if r+needR > limR || b+needB > limB {
 		return fmt.Errorf("%w: %s holds %d records (%d bytes) that other attesters back", errBudget, attester, r, b)
 	}
-	gone, err := d.store.DeleteAttestations(victims)
+	gone, err := d.evict(victims)
 	if err != nil {
 		return err
 	}
 	d.flooders.mark(attester)
-	d.metrics.evicted.Add(float64(gone))
 	d.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
 	return nil
 }
 
+// evict deletes victims in one transaction and then what was kept only
+// for them: the foreign endorsements of build keys left with no
+// attestation, and evidence against attesters left with none there.
+func (d *Daemon) evict(victims []store.AttestationInfo) (int, error) {
+	if len(victims) == 0 {
+		return 0, nil
+	}
+	ids := make([][32]byte, len(victims))
+	keys := make([]string, 0, len(victims))
+	seen := map[string]bool{}
+	for i, v := range victims {
+		ids[i] = v.ID
+		if !seen[v.BuildKey] {
+			seen[v.BuildKey] = true
+			keys = append(keys, v.BuildKey)
+		}
+	}
+	gone, err := d.store.DeleteAttestations(ids)
+	if err != nil {
+		return gone, err
+	}
+	d.metrics.evicted.Add(float64(gone))
+	return gone, d.store.DropOrphans(keys, d.foreignEndorsement)
+}
+
+// foreignEndorsement reports whether an endorsement blob is by a signer
+// this daemon does not trust: those are relayed for others and may go
+// with their build key's last attestation; ours stay.
+func (d *Daemon) foreignEndorsement(blob []byte) bool {
+	e, err := DecodeEndorsement(blob)
+	if err != nil {
+		return true
+	}
+	return !slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) })
+}
+
 // evictable lists attester's records that may be evicted, least useful
-// first: none another attester backs; of no local interest before those of
-// local interest; oldest first.
-func (d *Daemon) evictable(attester peer.ID) ([]store.AttestationInfo, error) {
+// first: unbacked before backed (backed ones only with withBacked); of no
+// local interest before those of local interest; oldest first.
+func (d *Daemon) evictable(attester peer.ID, installed map[string]bool, withBacked bool) ([]store.AttestationInfo, error) {
 	infos, err := d.store.AttesterRecords(attester.String())
 	if err != nil {
 		return nil, err
 	}
-	installed := installedPackages(d.vdb)
 	type candidate struct {
 		info     store.AttestationInfo
 		interest bool
 	}
 	var cands []candidate
 	for _, in := range infos {
-		if in.Backed {
+		if in.Backed && !withBacked {
 			continue
 		}
 		interest, err := d.localInterest(in, installed)
@@ -129,6 +165,12 @@ func (d *Daemon) evictable(attester peer.ID) ([]store.AttestationInfo, error) {
 		cands = append(cands, candidate{in, interest})
 	}
 	slices.SortFunc(cands, func(a, b candidate) int {
+		if a.info.Backed != b.info.Backed {
+			if a.info.Backed {
+				return 1
+			}
+			return -1
+		}
 		if a.interest != b.interest {
 			if a.interest {
 				return 1
@@ -146,11 +188,17 @@ func (d *Daemon) evictable(attester peer.ID) ([]store.AttestationInfo, error) {
 
 // admitTotal keeps the store-wide bound (limits.attestation_bytes): keys
 // are free, so one peer can deliver records signed by any number of fresh
-// attesters, each within its own budget. Past the bound, the records no
-// other attester backs are evicted from the attesters holding the most,
-// down to 7/8 of it; if nothing can go, the record is refused. pending is
-// what this batch adds before it. Callers hold d.ingestMu.
-func (d *Daemon) admitTotal(n int, pending int64) error {
+// attesters, each within its own budget. Past the bound, records are
+// evicted from the attesters holding the most, down to 7/8 of it: their
+// unbacked records first, and if that is not enough, their backed ones
+// (pairs of free keys can back each other's junk, and the store must not
+// lock everyone out). This daemon's own records and trusted peers' are
+// never evicted, and theirs are never refused. pending is what this batch
+// adds before it. Callers hold d.ingestMu.
+func (d *Daemon) admitTotal(attester peer.ID, n int, pending int64) error {
+	if attester == d.self || d.isTrustedPeer(attester) {
+		return nil
+	}
 	limit := d.cfg.Limits.AttestationBytes
 	total, err := d.store.TotalUsage()
 	if err != nil {
@@ -160,43 +208,53 @@ func (d *Daemon) admitTotal(n int, pending int64) error {
 	if total.Bytes+need <= limit {
 		return nil
 	}
+	// A refusal that found nothing to evict stays valid while the total
+	// has not shrunk: no rescan per refused record.
+	if f := d.totalFull.Load(); f != nil && total.Bytes >= *f {
+		return fmt.Errorf("%w: the store holds %d bytes of attestations (limits.attestation_bytes %d) by this daemon and trusted peers", errBudget, total.Bytes, limit)
+	}
 	target := limit - limit/8 - need
 	have := total.Bytes
 	holders, err := d.store.LargestAttesters(64)
 	if err != nil {
 		return err
 	}
-	evicted := 0
-	for _, h := range holders {
-		if have <= target {
-			break
-		}
-		id, err := peer.Decode(h)
-		if err != nil || id == d.self || d.isTrustedPeer(id) {
-			continue
-		}
-		cands, err := d.evictable(id)
-		if err != nil {
-			return err
-		}
-		var victims [][32]byte
-		for _, c := range cands {
+	installed := installedPackages(d.vdb)
+	var victims []store.AttestationInfo
+	for _, withBacked := range []bool{false, true} {
+		for _, h := range holders {
 			if have <= target {
 				break
 			}
-			victims = append(victims, c.ID)
-			have -= int64(c.Size)
+			id, err := peer.Decode(h)
+			if err != nil || id == d.self || d.isTrustedPeer(id) {
+				continue
+			}
+			cands, err := d.evictable(id, installed, withBacked)
+			if err != nil {
+				return err
+			}
+			for _, c := range cands {
+				if have <= target {
+					break
+				}
+				if withBacked && !c.Backed {
+					continue // taken in the first round
+				}
+				victims = append(victims, c)
+				have -= int64(c.Size)
+			}
 		}
-		gone, err := d.store.DeleteAttestations(victims)
-		if err != nil {
-			return err
-		}
-		evicted += gone
 	}
-	d.metrics.evicted.Add(float64(evicted))
+	if _, err := d.evict(victims); err != nil {
+		return err
+	}
 	if have+need > limit {
-		return fmt.Errorf("%w: the store holds %d bytes of attestations (limits.attestation_bytes %d) that other attesters back", errBudget, have, limit)
+		full := have
+		d.totalFull.Store(&full)
+		return fmt.Errorf("%w: the store holds %d bytes of attestations (limits.attestation_bytes %d) by this daemon and trusted peers", errBudget, have, limit)
 	}
+	d.totalFull.Store(nil)
 	return nil
 }
 

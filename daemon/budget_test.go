@@ -576,3 +576,54 @@ func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
 		}
 	}
 }
+
+// Pairs of free keys backing each other's junk cannot lock the store: past
+// the store-wide bound their backed records go too, and a trusted peer's
+// record is never refused.
+func TestStoreFullOfBackedJunkStillTakesRecords(t *testing.T) {
+	const total = 256 << 10
+	tk, trustedID := mustKey(t)
+	d := offlineDaemon(t, func(c *config.Config) {
+		c.Limits.PeerAttestationBytes = 128 << 10
+		c.Limits.AttestationBytes = total
+		c.Trust.TrustedPeers = []string{trustedID.String()}
+	})
+	ctx := context.Background()
+	for i := range 8 {
+		k1, id1 := mustKey(t)
+		k2, id2 := mustKey(t)
+		for j := range 2 {
+			a := junk(t, k1, 100*i+j, 20<<10)
+			b, err := hostile.Relabel(a, k2, time.Now(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range []struct {
+				s    *trust.Signed
+				from peer.ID
+			}{{a, id1}, {b, id2}} {
+				if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil && !errors.Is(err, errFlooding) && !errors.Is(err, errBudget) {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	sk, stranger := mustKey(t)
+	for _, in := range []struct {
+		s    *trust.Signed
+		from peer.ID
+	}{{junk(t, sk, 9001, 20<<10), stranger}, {junk(t, tk, 9002, 20<<10), trustedID}} {
+		if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil && !errors.Is(err, errFlooding) {
+			t.Fatalf("%s refused by a store full of backed junk: %v", in.from, err)
+		}
+		if has, _ := d.store.HasAttestation(in.s.ID()); !has {
+			t.Fatalf("%s's record not stored", in.from)
+		}
+	}
+	if u, _ := d.store.TotalUsage(); u.Bytes > total+(64<<10) {
+		t.Errorf("the store holds %d bytes, bound %d", u.Bytes, total)
+	}
+	if err := d.store.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

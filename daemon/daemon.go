@@ -95,9 +95,12 @@ type Daemon struct {
 	// flooders are attesters that recently overflowed their storage
 	// budget: their new records are stored but not relayed.
 	flooders flooders
-	mu       sync.Mutex
-	fetching map[string]*fetchCall // singleflight per build key
-	counters counters
+	// totalFull is the store-wide usage at which admitTotal last found
+	// nothing to evict; nil when it did.
+	totalFull atomic.Pointer[int64]
+	mu        sync.Mutex
+	fetching  map[string]*fetchCall // singleflight per build key
+	counters  counters
 	// lastFetchFailure is why the latest failed fetch failed, for status.
 	lastFetchFailure atomic.Pointer[fetchFailure]
 }

@@ -104,12 +104,18 @@ func (d *Daemon) ingest(ctx context.Context, blobs [][]byte, via arrival, publis
 			continue
 		}
 		pending["id\x00"+string(rec.ID[:])]++
-		err := d.checkCaps(s, pending)
+		// The checks that evict come after those that only refuse, and
+		// a full build key is opened last: nothing is evicted for a
+		// record refused afterwards (an attester's own records aside).
+		full, err := d.checkCaps(s, pending)
 		if err == nil {
 			err = d.admit(s.Attester, len(rec.Blob), use[s.Attester])
 		}
 		if err == nil {
-			err = d.admitTotal(len(rec.Blob), batchBytes)
+			err = d.admitTotal(s.Attester, len(rec.Blob), batchBytes)
+		}
+		if err == nil && full {
+			err = d.makeRoomInBuild(s)
 		}
 		if err != nil {
 			if !errors.Is(err, errBudget) && !errors.Is(err, errTooMany) {
@@ -201,30 +207,24 @@ func (d *Daemon) vetAttestation(blob []byte, via arrival) (s *trust.Signed, ok b
 // checkCaps bounds the records per build key: a build needs a few dozen
 // votes, and an honest peer attests one content per build key (and a few
 // files of it). pending counts records of the same batch not stored yet.
-func (d *Daemon) checkCaps(s *trust.Signed, pending map[string]int) error {
+// full reports a build key at its cap, which makeRoomInBuild may open.
+func (d *Daemon) checkCaps(s *trust.Signed, pending map[string]int) (full bool, err error) {
 	a := s.Attestation
 	total, mine, err := d.store.CountForBuildKey(a.BuildKey, s.Attester.String())
 	if err != nil {
-		return err
+		return false, err
 	}
 	mine += pending[a.BuildKey+"\x00"+s.Attester.String()]
 	switch {
 	case mine >= maxAttestationsPerAttester:
-		return fmt.Errorf("%w: %s already has %d attestations for %s", errTooMany, s.Attester, mine, a.BuildKey)
+		return false, fmt.Errorf("%w: %s already has %d attestations for %s", errTooMany, s.Attester, mine, a.BuildKey)
 	case total+pending[a.BuildKey] >= maxAttestationsPerBuild:
-		// Full: a record for a better-supported content may take the
-		// place of one by a blocked peer or of a weaker content, so
-		// throwaway identities that fill a build key first cannot shut
-		// honest votes out.
-		if pending[a.BuildKey] == 0 {
-			made, err := d.makeRoomInBuild(s)
-			if err != nil || made {
-				return err
-			}
+		if pending[a.BuildKey] > 0 {
+			return false, fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, total)
 		}
-		return fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, total)
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
 
 // makeRoomInBuild evicts one record of a full build key for s, if one is
@@ -232,38 +232,40 @@ func (d *Daemon) checkCaps(s *trust.Signed, pending map[string]int) error {
 // attester's first record here, a duplicate (an attester's further record
 // adds nothing to a tally of distinct attesters); else a record of the
 // content with the fewest distinct attesters, provided s's content would
-// then have more. It reports whether it made room.
-func (d *Daemon) makeRoomInBuild(s *trust.Signed) (bool, error) {
-	recs, err := d.store.AttestationsFor(s.Attestation.BuildKey)
+// then have more. Without such a record s is refused (errTooMany). It
+// reads no blob.
+func (d *Daemon) makeRoomInBuild(s *trust.Signed) error {
+	bk := s.Attestation.BuildKey
+	recs, err := d.store.InfosFor(bk)
 	if err != nil {
-		return false, err
+		return err
 	}
+	refuse := fmt.Errorf("%w: %s already has %d attestations", errTooMany, bk, len(recs))
 	support := map[string]map[string]bool{}
+	count := map[string]int{}
 	for _, r := range recs {
 		if support[r.Content] == nil {
 			support[r.Content] = map[string]bool{}
 		}
 		support[r.Content][r.Attester] = true
+		count[r.Attester]++
 	}
 	mine := s.Attestation.Content.String()
 	after := len(support[mine])
 	if !support[mine][s.Attester.String()] {
 		after++
 	}
-	var victim *store.AttestationRecord
+	self := d.self.String()
+	var victim *store.AttestationInfo
 	for i, r := range recs {
 		if id, err := peer.Decode(r.Attester); err == nil && slices.Contains(d.policy.BlockedPeers, id) {
 			victim = &recs[i]
 			break
 		}
 	}
-	count := map[string]int{}
-	for _, r := range recs {
-		count[r.Attester]++
-	}
 	if victim == nil && count[s.Attester.String()] == 0 {
 		for i, r := range recs {
-			if count[r.Attester] > 1 && r.Attester != d.self.String() &&
+			if count[r.Attester] > 1 && r.Attester != self &&
 				(victim == nil || count[r.Attester] > count[victim.Attester] || count[r.Attester] == count[victim.Attester] && r.ReceivedAt.After(victim.ReceivedAt)) {
 				victim = &recs[i]
 			}
@@ -277,22 +279,19 @@ func (d *Daemon) makeRoomInBuild(s *trust.Signed) (bool, error) {
 			}
 		}
 		if weakest == "" || len(support[weakest]) >= after {
-			return false, nil
+			return refuse
 		}
 		for i, r := range recs {
-			if r.Content == weakest && (victim == nil || r.ReceivedAt.After(victim.ReceivedAt)) {
+			if r.Content == weakest && r.Attester != self && (victim == nil || r.ReceivedAt.After(victim.ReceivedAt)) {
 				victim = &recs[i]
 			}
 		}
 	}
-	if victim == nil || victim.Attester == d.self.String() {
-		return false, nil
+	if victim == nil {
+		return refuse
 	}
-	if _, err := d.store.DeleteAttestation(victim.ID); err != nil {
-		return false, err
-	}
-	d.metrics.evicted.Inc()
-	return true, nil
+	_, err = d.evict([]store.AttestationInfo{*victim})
+	return err
 }
 
 // stored follows a newly stored attestation: it may prove that its signer

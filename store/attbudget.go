@@ -55,30 +55,77 @@ func deleteAttestation(tx *bolt.Tx, r *AttestationRecord) error {
 	if err := addUsage(tx, r.Attester, -1, -int64(len(r.Blob))); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketAtt).Delete(r.ID[:]); err != nil {
-		return err
-	}
-	return dropOrphanEndorsements(tx, r.BuildKey)
+	return tx.Bucket(bucketAtt).Delete(r.ID[:])
 }
 
-// dropOrphanEndorsements deletes the endorsements of a build key once its
-// last attestation is gone: they were kept for that build key's votes, and
-// an attester rolling its budget over must not leave them behind for ever.
-func dropOrphanEndorsements(tx *bolt.Tx, buildKey string) error {
-	if buildKey == "" {
-		return nil
-	}
-	prefix := indexKey(buildKey, nil)
-	if k, _ := tx.Bucket(bucketAttByBuild).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
-		return nil
-	}
-	c := tx.Bucket(bucketEndorse).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
-			return err
+// DropOrphans removes what was kept for attestations that are gone, for
+// each build key in buildKeys: the endorsements of a build key with no
+// attestation left that drop says may go (the store cannot tell whose
+// signer a blob is), and the evidence against a peer that has no
+// attestation left for that build key. An attester rolling its budget
+// over must not leave either behind for ever.
+func (s *Store) DropOrphans(buildKeys []string, drop func(endorsement []byte) bool) error {
+	return s.update(func(tx *bolt.Tx) error {
+		byBuild, byAuthor := tx.Bucket(bucketAttByBuild), tx.Bucket(bucketAttByAuthor)
+		for _, bk := range buildKeys {
+			if bk == "" {
+				continue
+			}
+			prefix := indexKey(bk, nil)
+			var ids [][]byte // the attestations left for bk
+			c := byBuild.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				ids = append(ids, bytes.Clone(k[len(prefix):]))
+			}
+			if len(ids) == 0 {
+				c := tx.Bucket(bucketEndorse).Cursor()
+				var gone [][]byte
+				for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+					if drop(v) {
+						gone = append(gone, bytes.Clone(k))
+					}
+				}
+				for _, k := range gone {
+					if err := tx.Bucket(bucketEndorse).Delete(k); err != nil {
+						return err
+					}
+				}
+			}
+			// Evidence on bk against peers with no attestation left for it.
+			var evGone []EvidenceRecord
+			if err := scanIndex(tx.Bucket(bucketEvByBuild), bk, func(id []byte) error {
+				v := tx.Bucket(bucketEv).Get(id)
+				if v == nil {
+					return fmt.Errorf("%w: evidence index points at missing evidence %x", ErrCorrupt, id)
+				}
+				r, err := decodeEv(id, v)
+				if err != nil {
+					return err
+				}
+				for _, aid := range ids {
+					if byAuthor.Get(indexKey(r.Peer, aid)) != nil {
+						return nil
+					}
+				}
+				evGone = append(evGone, r)
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, r := range evGone {
+				if err := delIndex(tx.Bucket(bucketEvByBuild), r.BuildKey, r.ID[:]); err != nil {
+					return err
+				}
+				if err := delIndex(tx.Bucket(bucketEvByPeer), r.Peer, r.ID[:]); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketEv).Delete(r.ID[:]); err != nil {
+					return err
+				}
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func platTimeKey(platform string, at int64, id []byte) []byte {
@@ -255,6 +302,7 @@ func (s *Store) CatalogPage(platform string, since int64, after []byte, maxRecor
 // which of an attester's records to evict needs.
 type AttestationInfo struct {
 	ID         [32]byte
+	Attester   string
 	BuildKey   string
 	CPV        string
 	Content    string
@@ -291,7 +339,7 @@ func (s *Store) AttesterRecords(attester string) ([]AttestationInfo, error) {
 			if err != nil {
 				return fmt.Errorf("attestation %x: %w", id, err)
 			}
-			info := AttestationInfo{BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
+			info := AttestationInfo{Attester: attester, BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
 			copy(info.ID[:], id)
 			err = scanIndex(byBuild, m.BuildKey, func(other []byte) error {
 				if info.Backed || bytes.Equal(other, id) {
@@ -626,4 +674,35 @@ func (s *Store) ContentsByBuildKey() (records int, contents map[string]map[strin
 		})
 	})
 	return records, contents, err
+}
+
+// InfosFor lists the attestations of buildKey without their blobs (Backed
+// is not filled in): what deciding which one a full build key drops needs.
+func (s *Store) InfosFor(buildKey string) ([]AttestationInfo, error) {
+	type meta struct {
+		CPV        string    `json:"cpv"`
+		Attester   string    `json:"attester"`
+		Content    string    `json:"content"`
+		ReceivedAt time.Time `json:"received_at"`
+	}
+	var out []AttestationInfo
+	err := s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		return scanIndex(tx.Bucket(bucketAttByBuild), buildKey, func(id []byte) error {
+			v := pb.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: build key index points at missing attestation %x", ErrCorrupt, id)
+			}
+			var m meta
+			size, err := attMeta(v, &m)
+			if err != nil {
+				return fmt.Errorf("attestation %x: %w", id, err)
+			}
+			info := AttestationInfo{Attester: m.Attester, BuildKey: buildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
+			copy(info.ID[:], id)
+			out = append(out, info)
+			return nil
+		})
+	})
+	return out, err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,33 +259,54 @@ func TestCountForBuildKey(t *testing.T) {
 	}
 }
 
-func TestEndorsementsGoWithTheLastAttestation(t *testing.T) {
+func TestDropOrphans(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	if _, err := s.PutAttestations([]AttestationRecord{att("A", "bk", "c", 1, "a"), att("B", "bk", "c", 2, "b"), att("A", "bk2", "c", 3, "x")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range []string{"e1", "e2"} {
+	for _, e := range []string{"foreign-1", "mine-1"} {
 		if _, err := s.PutEndorsement("bk", []byte(e)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.PutEndorsement("bk2", []byte("e3")); err != nil {
+	if _, err := s.PutEndorsement("bk2", []byte("foreign-2")); err != nil {
 		t.Fatal(err)
 	}
+	for _, ev := range []EvidenceRecord{{Peer: "A", BuildKey: "bk", Blob: []byte("ev-a")}, {Peer: "B", BuildKey: "bk", Blob: []byte("ev-b")}} {
+		if _, err := s.PutEvidence(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	foreign := func(b []byte) bool { return strings.HasPrefix(string(b), "foreign") }
 	if _, err := s.DeleteAttestations([][32]byte{sum("a")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropOrphans([]string{"bk"}, foreign); err != nil {
 		t.Fatal(err)
 	}
 	if es, _ := s.EndorsementsFor("bk"); len(es) != 2 {
 		t.Fatalf("endorsements dropped while B still attests: %d left", len(es))
 	}
+	if ev, _ := s.EvidenceFor("bk"); len(ev) != 1 || ev[0].Peer != "B" {
+		t.Fatalf("evidence after A's last record on bk left: %+v, want B's only", ev)
+	}
 	if _, err := s.DeleteAttestation(sum("b")); err != nil {
 		t.Fatal(err)
 	}
-	if es, _ := s.EndorsementsFor("bk"); len(es) != 0 {
-		t.Fatalf("%d endorsements outlived their build key's last attestation", len(es))
+	if err := s.DropOrphans([]string{"bk"}, foreign); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := s.EndorsementsFor("bk"); len(es) != 1 || string(es[0]) != "mine-1" {
+		t.Fatalf("after the last attestation: %q, want only the kept one", es)
+	}
+	if ev, _ := s.EvidenceFor("bk"); len(ev) != 0 {
+		t.Fatalf("%d evidence records outlived every attestation", len(ev))
 	}
 	if es, _ := s.EndorsementsFor("bk2"); len(es) != 1 {
 		t.Fatalf("another build key's endorsements were touched: %d left", len(es))
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
