@@ -18,6 +18,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -45,6 +46,25 @@ func startAttacker(t *testing.T, ctx context.Context) *hostile.Peer {
 func TestHostileRelabelling(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	_, before, after := relabelAttack(t, ctx)
+	if len(after) != len(before) {
+		t.Fatalf("victim lists %v after the attack, %v before", keys(after), keys(before))
+	}
+	hello, got := before["app-misc/hello-1.0"], after["app-misc/hello-1.0"]
+	for _, k := range []string{"CPV", "PATH", "SLOT", "USE", "RDEPEND", "DEPEND", "BUILD_ID", "BUILD_TIME", "SIZE", "SHA1", "DESCRIPTION"} {
+		if got.Value(k) != hello.Value(k) {
+			t.Errorf("%s: %q after the attack, %q before", k, got.Value(k), hello.Value(k))
+		}
+	}
+}
+
+// relabelAttack starts two honest builders of the fixtures and a victim
+// gateway (threshold 2), has fresh identities attest hello's honest
+// content with an older time and each lie portage acts on, waits until
+// the victim has judged them all (refuted ones rejected, the rest stored),
+// and returns the victim with its index before and after.
+func relabelAttack(t *testing.T, ctx context.Context) (victim *testnet.Node, before, after map[string]portagehook.Entry) {
+	t.Helper()
 	nodes := startNetwork(t, t.TempDir(), []peerSpec{
 		{name: "a", sets: []string{fixtures.ReproGPKG1}},
 		{name: "b", sets: []string{fixtures.ReproGPKG2}},
@@ -52,9 +72,8 @@ func TestHostileRelabelling(t *testing.T) {
 	})
 	a, victim := nodes[0], nodes[2]
 	waitCatalog(t, victim, 4)
-	before := gatewayIndex(t, ctx, victim)
-	hello, ok := before["app-misc/hello-1.0"]
-	if !ok {
+	before = gatewayIndex(t, ctx, victim)
+	if _, ok := before["app-misc/hello-1.0"]; !ok {
 		t.Fatalf("victim lists %v before the attack, want hello", keys(before))
 	}
 	honest := ownAttestations(t, a.Daemon.Store(), localByName(t, a, "app-misc/hello-1.0").BuildKey, a.Daemon.ID().String())[0]
@@ -103,17 +122,7 @@ func TestHostileRelabelling(t *testing.T) {
 			t.Errorf("the victim stored an attestation whose claims contradict its descriptor")
 		}
 	}
-
-	after := gatewayIndex(t, ctx, victim)
-	if len(after) != len(before) {
-		t.Fatalf("victim lists %v after the attack, %v before", keys(after), keys(before))
-	}
-	got := after["app-misc/hello-1.0"]
-	for _, k := range []string{"CPV", "PATH", "SLOT", "USE", "RDEPEND", "DEPEND", "BUILD_ID", "BUILD_TIME", "SIZE", "SHA1", "DESCRIPTION"} {
-		if got.Value(k) != hello.Value(k) {
-			t.Errorf("%s: %q after the attack, %q before", k, got.Value(k), hello.Value(k))
-		}
-	}
+	return victim, before, gatewayIndex(t, ctx, victim)
 }
 
 // TestHostileFloodIsBoundedPerIdentity: one identity floods the victim with
