@@ -1,9 +1,7 @@
 package daemon
 
 import (
-	"bytes"
 	"cmp"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -138,7 +136,7 @@ func (d *Daemon) foreignEndorsement(blob []byte) bool {
 	if err != nil {
 		return true
 	}
-	return !slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) })
+	return !d.configuredSigner(e.Endorsement.SignerKey)
 }
 
 // evictable lists attester's records that may be evicted, least useful

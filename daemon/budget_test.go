@@ -62,6 +62,21 @@ func mustKey(t testing.TB) (crypto.PrivKey, peer.ID) {
 	return k, id
 }
 
+// ingestAs ingests s as delivered directly by from, failing the test on
+// any error but the tolerated ones.
+func ingestAs(t testing.TB, d *Daemon, s *trust.Signed, from peer.ID, tolerated ...error) {
+	t.Helper()
+	_, err := d.ingestAttestation(context.Background(), s.Marshal(), arrival{from: from}, false)
+	for _, ok := range tolerated {
+		if errors.Is(err, ok) {
+			return
+		}
+	}
+	if err != nil {
+		t.Fatalf("ingest %s's attestation: %v", s.Attester, err)
+	}
+}
+
 func junk(t testing.TB, k crypto.PrivKey, i, size int) *trust.Signed {
 	t.Helper()
 	s, err := hostile.Junk(k, testPlatform, i, size, time.Now().Add(-time.Hour))
@@ -268,14 +283,8 @@ func TestHopelessBuildKeys(t *testing.T) {
 	ctx := context.Background()
 	one := junk(t, k, 1, 1000)
 	byTrusted := junk(t, tk, 2, 1000)
-	for _, in := range []struct {
-		s    *trust.Signed
-		from peer.ID
-	}{{one, id}, {byTrusted, trustedID}} {
-		if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ingestAs(t, d, one, id)
+	ingestAs(t, d, byTrusted, trustedID)
 	// An endorsement by a signer not configured here changes nothing.
 	_, foreign, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -501,14 +510,8 @@ func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, in := range []struct {
-		s    *trust.Signed
-		from peer.ID
-	}{{h, honest}, {backer, okID}} {
-		if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ingestAs(t, d, h, honest)
+	ingestAs(t, d, backer, okID)
 	for i := range 30 {
 		k, id := mustKey(t)
 		for j := range 3 {
@@ -588,7 +591,6 @@ func TestStoreFullOfBackedJunkStillTakesRecords(t *testing.T) {
 		c.Limits.AttestationBytes = total
 		c.Trust.TrustedPeers = []string{trustedID.String()}
 	})
-	ctx := context.Background()
 	for i := range 8 {
 		k1, id1 := mustKey(t)
 		k2, id2 := mustKey(t)
@@ -598,26 +600,15 @@ func TestStoreFullOfBackedJunkStillTakesRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, in := range []struct {
-				s    *trust.Signed
-				from peer.ID
-			}{{a, id1}, {b, id2}} {
-				if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil && !errors.Is(err, errFlooding) && !errors.Is(err, errBudget) {
-					t.Fatal(err)
-				}
-			}
+			ingestAs(t, d, a, id1, errFlooding, errBudget)
+			ingestAs(t, d, b, id2, errFlooding, errBudget)
 		}
 	}
-	sk, stranger := mustKey(t)
-	for _, in := range []struct {
-		s    *trust.Signed
-		from peer.ID
-	}{{junk(t, sk, 9001, 20<<10), stranger}, {junk(t, tk, 9002, 20<<10), trustedID}} {
-		if _, err := d.ingestAttestation(ctx, in.s.Marshal(), arrival{from: in.from}, false); err != nil && !errors.Is(err, errFlooding) {
-			t.Fatalf("%s refused by a store full of backed junk: %v", in.from, err)
-		}
-		if has, _ := d.store.HasAttestation(in.s.ID()); !has {
-			t.Fatalf("%s's record not stored", in.from)
+	sk, _ := mustKey(t)
+	for _, s := range []*trust.Signed{junk(t, sk, 9001, 20<<10), junk(t, tk, 9002, 20<<10)} {
+		ingestAs(t, d, s, s.Attester, errFlooding)
+		if has, _ := d.store.HasAttestation(s.ID()); !has {
+			t.Fatalf("%s's record not stored in a store full of backed junk", s.Attester)
 		}
 	}
 	if u, _ := d.store.TotalUsage(); u.Bytes > total+(64<<10) {

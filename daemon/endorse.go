@@ -80,7 +80,7 @@ func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.I
 	// Endorsements by signers this daemon trusts are always kept; others
 	// are relayed for the users who do trust them, but only a few per
 	// build key, so nobody can grow this store without limit.
-	if !slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) }) {
+	if !d.configuredSigner(e.Endorsement.SignerKey) {
 		// Build keys are free to invent: a foreign endorsement is kept only
 		// for a build key someone attested, so the attesters' budgets bound
 		// these too. The local user's own `signer endorse` is always kept.
@@ -105,6 +105,12 @@ func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.I
 		}
 	}
 	return true, nil
+}
+
+// configuredSigner reports whether key is one of trust.signers: only their
+// endorsements back a build here; others are relayed for other users.
+func (d *Daemon) configuredSigner(key ed25519.PublicKey) bool {
+	return slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, key) })
 }
 
 // endorsementsFor returns the verified endorsements held for a build key,

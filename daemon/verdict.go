@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"bytes"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"maps"
@@ -171,7 +169,7 @@ func (d *Daemon) hopeless(bk string, attesters []string) (bool, error) {
 		return false, err
 	}
 	for _, b := range es {
-		if e, err := DecodeEndorsement(b); err == nil && slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, e.Endorsement.SignerKey) }) {
+		if e, err := DecodeEndorsement(b); err == nil && d.configuredSigner(e.Endorsement.SignerKey) {
 			return false, nil
 		}
 	}

@@ -78,7 +78,7 @@ func BenchmarkHostileFlood(b *testing.B) {
 		// In batches the victim's validation queue takes whole; each batch
 		// waits until the victim has judged it.
 		const total, batch = 3000, 25
-		seen0 := metric(b, st.MetricsURL, "gentoo_p2pd_attestations_received_total")
+		seen0 := metricSum(b, st.MetricsURL, "gentoo_p2pd_attestations_received_total")
 		seen := seen0
 		for i := 0; i < total; i += batch {
 			for j := i; j < i+batch; j++ {
@@ -94,11 +94,11 @@ func BenchmarkHostileFlood(b *testing.B) {
 			// it ignored (over limits.peer_gossip_rate) never arrives.
 			want := seen + batch
 			_ = testnet.WaitFor(ctx, 3*time.Second, "the victim to judge a batch", func() bool {
-				seen = metric(b, st.MetricsURL, "gentoo_p2pd_attestations_received_total")
+				seen = metricSum(b, st.MetricsURL, "gentoo_p2pd_attestations_received_total")
 				return seen >= want
 			})
 		}
-		got := metric(b, st.MetricsURL, "gentoo_p2pd_attestations_received_total") - seen0
+		got := metricSum(b, st.MetricsURL, "gentoo_p2pd_attestations_received_total") - seen0
 		victimID := addrInfo(b, victimAddr).ID
 		// 16 catalog requests, 8 at a time, from 8 identities.
 		var wg sync.WaitGroup
@@ -160,11 +160,6 @@ func packages(tb testing.TB, gateway string) int {
 		tb.Fatalf("GET Packages: %s %v", resp.Status, err)
 	}
 	return strings.Count(string(body), "\nCPV: ")
-}
-
-// metric reads one unlabelled counter from a Prometheus text endpoint.
-func metric(tb testing.TB, url, name string) float64 {
-	return metricSum(tb, url, name)
 }
 
 // metricSum adds up every series of a counter (all its label values) on a

@@ -319,48 +319,67 @@ func (s *Store) AttesterRecords(attester string) ([]AttestationInfo, error) {
 	if attester == "" {
 		return nil, nil
 	}
+	var out []AttestationInfo
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		if out, err = infosByIndex(tx, bucketAttByAuthor, attester); err != nil {
+			return err
+		}
+		for i := range out {
+			others, err := infosByIndex(tx, bucketAttByBuild, out[i].BuildKey)
+			if err != nil {
+				return err
+			}
+			for _, o := range others {
+				if o.Attester != attester && o.Content == out[i].Content {
+					out[i].Backed = true
+					break
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// InfosFor lists the attestations of buildKey without their blobs (Backed
+// is not filled in): what deciding which one a full build key drops needs.
+func (s *Store) InfosFor(buildKey string) ([]AttestationInfo, error) {
+	var out []AttestationInfo
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		out, err = infosByIndex(tx, bucketAttByBuild, buildKey)
+		return err
+	})
+	return out, err
+}
+
+// infosByIndex lists the records an index maps field to, from their
+// metadata alone: no blob is copied (or, in the split format, scanned).
+func infosByIndex(tx *bolt.Tx, index []byte, field string) ([]AttestationInfo, error) {
 	type meta struct {
 		BuildKey   string    `json:"build_key"`
 		CPV        string    `json:"cpv"`
+		Attester   string    `json:"attester"`
 		Content    string    `json:"content"`
 		ReceivedAt time.Time `json:"received_at"`
 	}
 	var out []AttestationInfo
-	err := s.view(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(bucketAtt)
-		byBuild := tx.Bucket(bucketAttByBuild)
-		return scanIndex(tx.Bucket(bucketAttByAuthor), attester, func(id []byte) error {
-			var m meta
-			v := pb.Get(id)
-			if v == nil {
-				return fmt.Errorf("%w: attester index points at missing attestation %x", ErrCorrupt, id)
-			}
-			size, err := attMeta(v, &m)
-			if err != nil {
-				return fmt.Errorf("attestation %x: %w", id, err)
-			}
-			info := AttestationInfo{Attester: attester, BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
-			copy(info.ID[:], id)
-			err = scanIndex(byBuild, m.BuildKey, func(other []byte) error {
-				if info.Backed || bytes.Equal(other, id) {
-					return nil
-				}
-				var o struct {
-					Attester string `json:"attester"`
-					Content  string `json:"content"`
-				}
-				if _, err := attMeta(pb.Get(other), &o); err != nil {
-					return fmt.Errorf("attestation %x: %w", other, err)
-				}
-				info.Backed = o.Attester != attester && o.Content == m.Content
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			out = append(out, info)
-			return nil
-		})
+	pb := tx.Bucket(bucketAtt)
+	err := scanIndex(tx.Bucket(index), field, func(id []byte) error {
+		v := pb.Get(id)
+		if v == nil {
+			return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, index, id)
+		}
+		var m meta
+		size, err := attMeta(v, &m)
+		if err != nil {
+			return fmt.Errorf("attestation %x: %w", id, err)
+		}
+		info := AttestationInfo{Attester: m.Attester, BuildKey: m.BuildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
+		copy(info.ID[:], id)
+		out = append(out, info)
+		return nil
 	})
 	return out, err
 }
@@ -674,35 +693,4 @@ func (s *Store) ContentsByBuildKey() (records int, contents map[string]map[strin
 		})
 	})
 	return records, contents, err
-}
-
-// InfosFor lists the attestations of buildKey without their blobs (Backed
-// is not filled in): what deciding which one a full build key drops needs.
-func (s *Store) InfosFor(buildKey string) ([]AttestationInfo, error) {
-	type meta struct {
-		CPV        string    `json:"cpv"`
-		Attester   string    `json:"attester"`
-		Content    string    `json:"content"`
-		ReceivedAt time.Time `json:"received_at"`
-	}
-	var out []AttestationInfo
-	err := s.view(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(bucketAtt)
-		return scanIndex(tx.Bucket(bucketAttByBuild), buildKey, func(id []byte) error {
-			v := pb.Get(id)
-			if v == nil {
-				return fmt.Errorf("%w: build key index points at missing attestation %x", ErrCorrupt, id)
-			}
-			var m meta
-			size, err := attMeta(v, &m)
-			if err != nil {
-				return fmt.Errorf("attestation %x: %w", id, err)
-			}
-			info := AttestationInfo{Attester: m.Attester, BuildKey: buildKey, CPV: m.CPV, Content: m.Content, Size: size, ReceivedAt: m.ReceivedAt}
-			copy(info.ID[:], id)
-			out = append(out, info)
-			return nil
-		})
-	})
-	return out, err
 }

@@ -303,38 +303,8 @@ func (s *Store) AttestationsByVariant(variantKey string) ([]AttestationRecord, e
 // (one per set of linked libraries), so answering a peer must not load
 // them all.
 func (s *Store) AttestationsByVariantUpTo(variantKey string, maxBytes int) ([]AttestationRecord, error) {
-	if variantKey == "" {
-		return nil, nil
-	}
-	var out []AttestationRecord
-	total := 0
-	err := s.view(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(bucketAtt)
-		return scanIndex(tx.Bucket(bucketAttByVar), variantKey, func(id []byte) error {
-			if total >= maxBytes {
-				return errStopScan
-			}
-			v := pb.Get(id)
-			if v == nil {
-				return fmt.Errorf("%w: variant index points at missing attestation %x", ErrCorrupt, id)
-			}
-			r, err := decodeAtt(id, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-			total += len(r.Blob)
-			return nil
-		})
-	})
-	if errors.Is(err, errStopScan) {
-		err = nil
-	}
-	return out, err
+	return s.attByIndexUpTo(bucketAttByVar, variantKey, maxBytes)
 }
-
-// errStopScan ends an index scan early; never returned to callers.
-var errStopScan = errors.New("stop scan")
 
 // AttestationsByCPV returns every attestation for cpv (`find CPV`).
 func (s *Store) AttestationsByCPV(cpv string) ([]AttestationRecord, error) {
@@ -371,13 +341,23 @@ func (s *Store) ListAttestations() ([]AttestationRecord, error) {
 // attByIndex lists the records an index maps field to, ordered by id; an
 // empty field matches nothing because empty fields are never indexed.
 func (s *Store) attByIndex(index []byte, field string) ([]AttestationRecord, error) {
+	return s.attByIndexUpTo(index, field, 0)
+}
+
+// attByIndexUpTo is attByIndex stopping after the record that reaches
+// maxBytes of blobs (0: no limit).
+func (s *Store) attByIndexUpTo(index []byte, field string, maxBytes int) ([]AttestationRecord, error) {
 	if field == "" {
 		return nil, nil
 	}
 	var out []AttestationRecord
+	total := 0
 	err := s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
 		return scanIndex(tx.Bucket(index), field, func(id []byte) error {
+			if maxBytes > 0 && total >= maxBytes {
+				return errStopScan
+			}
 			v := pb.Get(id)
 			if v == nil {
 				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, index, id)
@@ -387,11 +367,18 @@ func (s *Store) attByIndex(index []byte, field string) ([]AttestationRecord, err
 				return err
 			}
 			out = append(out, r)
+			total += len(r.Blob)
 			return nil
 		})
 	})
+	if errors.Is(err, errStopScan) {
+		err = nil
+	}
 	return out, err
 }
+
+// errStopScan ends an index scan early; never returned to callers.
+var errStopScan = errors.New("stop scan")
 
 func checkAttestations(tx *bolt.Tx) error {
 	if err := tx.Bucket(bucketAtt).ForEach(func(k, v []byte) error {
