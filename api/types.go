@@ -2,6 +2,8 @@ package api
 
 import (
 	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // Paths of the local API. Everything lives under /api/v0 so a future
@@ -182,4 +184,26 @@ type EndorseRequest struct {
 // EndorseResult says whether the endorsement was new.
 type EndorseResult struct {
 	Stored bool `json:"stored"`
+}
+
+// Explanation answers `trust explain`: the verdict of every build key the
+// query names.
+type Explanation struct {
+	Query    string          `json:"query"`
+	Verdicts []trust.Verdict `json:"verdicts"`
+	Text     string          `json:"text"`
+}
+
+// PolicyView is the effective trust policy, printable.
+type PolicyView struct {
+	Threshold        int      `json:"threshold"`
+	Dispute          int      `json:"dispute"`
+	RequireSigner    bool     `json:"require_signer"`
+	DistinctNetworks bool     `json:"distinct_networks"`
+	Signers          []string `json:"signers"`
+	PGPKeys          []string `json:"pgp_keys"`
+	TrustedPeers     []string `json:"trusted_peers"`
+	BlockedPeers     []string `json:"blocked_peers"`
+	Overrides        []string `json:"overrides"`
+	Self             string   `json:"self"`
 }

@@ -1,10 +1,8 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,26 +11,30 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/time/rate"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/binhost"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/localapi"
+	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
+	"github.com/gentoo-p2p/gentoo-p2pd/own"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
-	"github.com/gentoo-p2p/gentoo-p2pd/scan"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -62,7 +64,6 @@ type Daemon struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	reg      *prometheus.Registry
-	metrics  *metrics
 	store    *store.Store
 	key      crypto.PrivKey
 	self     peer.ID
@@ -72,43 +73,20 @@ type Daemon struct {
 	limits   xpak.Limits
 	md5cache *identity.MD5Cache
 	started  time.Time
+	gwKey    *openpgp.Entity // the gateway's signing key; nil when it is off
+	xferM    *transfer.Metrics
 
-	node    *p2p.Node
-	xfer    *transfer.Server
-	xferM   *transfer.Metrics
-	scanner *scan.Scanner
-	gateway *gatewayState
+	// The jobs, made by Run once the node exists: votes from the network,
+	// own builds, materialized files, the gateway's listings, the API.
+	node  *p2p.Node
+	votes *votes.Book
+	own   *own.Builds
+	mz    *materialize.Materializer
+	api   *localapi.Server
 
-	ready     chan struct{}
-	apiAddr   atomic.Value // string: socket path
-	gwAddr    atomic.Value // string: gateway base URL
-	metAddr   atomic.Value // string: metrics URL
-	pkgdirMsg atomic.Value // string: note on PKGDIR
-
-	running  atomic.Pointer[context.Context] // Run's context, for work not tied to one request
-	pgp      pgpCache
-	listed   sync.Map // gateway listing (content/build id) → build key
-	decoded  decodedCache
-	ingestMu sync.Mutex // held from a record's caps check to its write
-	// gossipRates bounds the gossip messages each relay makes us verify.
-	gossipRates peerRates
-	// flooders are attesters that recently overflowed their storage
-	// budget: their new records are stored but not relayed.
-	flooders flooders
-	// totalFull is the store-wide usage at which admitTotal last found
-	// nothing to evict; nil when it did.
-	totalFull atomic.Pointer[int64]
-	mu        sync.Mutex
-	fetching  map[string]*fetchCall // singleflight per build key
-	counters  counters
-	// lastFetchFailure is why the latest failed fetch failed, for status.
-	lastFetchFailure atomic.Pointer[fetchFailure]
-}
-
-// counters are the in-memory figures status reports; the persistent ones
-// live in the store.
-type counters struct {
-	rejected atomic.Int64 // input from peers that failed verification, since start
+	ready   chan struct{}
+	gwAddr  atomic.Value // string: gateway base URL
+	metAddr atomic.Value // string: metrics URL
 }
 
 // New opens the state dir (failing clearly if another daemon holds it),
@@ -130,7 +108,7 @@ func New(opts Options) (*Daemon, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	policy, err := policyFromConfig(cfg.Trust)
+	policy, err := votes.PolicyFromConfig(cfg.Trust)
 	if err != nil {
 		return nil, err
 	}
@@ -165,13 +143,11 @@ func New(opts Options) (*Daemon, error) {
 		self:     self,
 		policy:   policy,
 		platform: localPlatform(cfg.Portage),
-		vdb:      cmpOr(opts.VDB, "/var/db/pkg"),
+		vdb:      cmp.Or(opts.VDB, "/var/db/pkg"),
 		limits:   lim,
 		started:  time.Now(),
 		ready:    make(chan struct{}),
-		fetching: make(map[string]*fetchCall),
 	}
-	d.gossipRates.rate, d.gossipRates.burst = rate.Limit(cfg.Limits.PeerGossipRate), max(1, cfg.Limits.PeerGossipRate*10)
 	if cfg.Portage.Repo != "" {
 		d.md5cache = identity.LoadMD5Cache(cfg.Portage.Repo)
 	}
@@ -189,7 +165,12 @@ func New(opts Options) (*Daemon, error) {
 	} else if n > 0 {
 		log.Info("indexed stored attestations by time", "records", n)
 	}
-	d.metrics = newMetrics(reg)
+	if cfg.Gateway.Enabled {
+		if d.gwKey, err = SigningKey(cfg.StateDir); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("gateway signing key: %w", err)
+		}
+	}
 	d.xferM, err = transfer.NewMetrics(reg)
 	if err != nil {
 		st.Close()
@@ -218,6 +199,9 @@ func (d *Daemon) GatewayURL() string { s, _ := d.gwAddr.Load().(string); return 
 
 // MetricsURL is the metrics endpoint ("" when off).
 func (d *Daemon) MetricsURL() string { s, _ := d.metAddr.Load().(string); return s }
+
+// API is the local API's server (nil before Ready).
+func (d *Daemon) API() *localapi.Server { return d.api }
 
 // Socket is the API socket path.
 func (d *Daemon) Socket() string { return d.cfg.API.Socket }
@@ -257,18 +241,22 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	pcfg.Registerer = d.reg
 	pcfg.Logger = d.log.With("component", "p2p")
 
-	node, err := p2p.New(ctx, pcfg, p2p.Handlers{
-		Attestations: d.serveAttestations,
-		Catalog:      d.serveCatalog,
-		OnGossip:     d.onGossip,
-	})
+	// The node starts serving nothing: its handlers are the jobs below,
+	// which need the node themselves.
+	node, err := p2p.New(ctx, pcfg, p2p.Handlers{})
 	if err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}
 	d.node = node
 	defer node.Close()
+	d.wire(node)
+	node.Serve(p2p.Handlers{
+		Attestations: d.votes.ServeAttestations,
+		Catalog:      d.votes.ServeCatalog,
+		OnGossip:     d.votes.OnGossip,
+	})
 
-	d.xfer = transfer.NewServer(node.Host(), contentSource{d}, transfer.ServerOptions{
+	xfer := transfer.NewServer(node.Host(), d.mz, transfer.ServerOptions{
 		// transfer.upload_slots = 0 means serve nothing (to the server,
 		// 0 slots means its default).
 		Enabled:            d.cfg.Mode != config.ModeConsume && d.cfg.Transfer.UploadSlots > 0,
@@ -280,33 +268,29 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		Metrics:            d.xferM,
 		Logger:             d.log.With("component", "transfer"),
 	})
-	defer d.xfer.Close()
+	defer xfer.Close()
 
 	if err := node.JoinPlatform(d.platform); err != nil {
-		return fmt.Errorf("p2p: join catalog %s: %w", d.platform, err)
+		return fmt.Errorf("p2p: join platform topic %s: %w", d.platform, err)
 	}
 
-	// Everything a request handler touches exists before any listener
-	// serves, and every listener is open before anything runs, so a failure
-	// here leaves nothing behind.
-	d.scanner = scan.New(d.cfg.Portage.PkgDir, d.store, indexer{d}, d.log.With("component", "scan"))
+	// Every listener is open before anything runs, so a failure here
+	// leaves nothing behind.
 	apiL, err := api.Listen(d.cfg.API.Socket)
 	if err != nil {
 		return err
 	}
 	defer apiL.Close()
 	var gwL, metL net.Listener
-	var gwHandler http.Handler
+	var gw *portagehook.Gateway
 	if d.cfg.Gateway.Enabled {
 		if gwL, err = net.Listen("tcp", d.cfg.Gateway.Listen); err != nil {
 			return fmt.Errorf("gateway: listen %s: %w", d.cfg.Gateway.Listen, err)
 		}
 		defer gwL.Close()
-		if gwHandler, err = d.newGateway(); err != nil {
-			return err
-		}
+		gw = d.newGateway()
 		// Background re-packs stop before the node and the store close.
-		defer d.gateway.handler.Close()
+		defer gw.Close()
 	}
 	if d.cfg.Metrics.Listen != "" {
 		if metL, err = net.Listen("tcp", d.cfg.Metrics.Listen); err != nil {
@@ -316,7 +300,6 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
-	d.running.Store(&runCtx)
 	g, gctx := errgroup.WithContext(runCtx)
 	// Whatever path Run leaves by, its goroutines end first.
 	defer func() {
@@ -327,10 +310,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}()
 
 	// The local API comes up first so `status` works while PKGDIR is read.
-	serve(g, gctx, &http.Server{Handler: d.apiHandler(), ReadHeaderTimeout: 10 * time.Second}, apiL)
-	d.apiAddr.Store(d.cfg.API.Socket)
+	serve(g, gctx, &http.Server{Handler: d.api.Handler(), ReadHeaderTimeout: 10 * time.Second}, apiL)
 	if gwL != nil {
-		serve(g, gctx, &http.Server{Handler: gwHandler, ReadHeaderTimeout: 10 * time.Second}, gwL)
+		serve(g, gctx, &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}, gwL)
 		d.gwAddr.Store("http://" + gwL.Addr().String() + strings.TrimSuffix(d.cfg.Gateway.Path, "/"))
 	}
 	if metL != nil {
@@ -341,25 +323,15 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 
 	// Own builds: index PKGDIR, attest, announce; then keep watching.
-	if err := d.syncPKGDIR(gctx); err != nil {
+	if err := d.own.Start(gctx); err != nil {
 		return err
 	}
-	// Re-sign and re-announce what the store already knew (a restart).
-	if err := d.announceAll(gctx); err != nil {
-		d.log.Warn("announce stored packages", "err", err)
+	if err := d.mz.AnnounceCache(); err != nil {
+		d.log.Warn("announce cached copies", "err", err)
 	}
-	g.Go(func() error {
-		err := d.scanner.Watch(gctx, func(ch scan.Changes) { d.applyChanges(gctx, ch) })
-		if err != nil && gctx.Err() == nil {
-			return fmt.Errorf("watch PKGDIR: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error { d.catalogLoop(gctx); return nil })
-	if d.cfg.Mode == config.ModeMirror {
-		g.Go(func() error { d.mirrorLoop(gctx); return nil })
-	}
-	g.Go(func() error { d.gcLoop(gctx); return nil })
+	g.Go(func() error { return d.own.Watch(gctx) })
+	g.Go(func() error { d.votes.SyncLoop(gctx); return nil })
+	g.Go(func() error { d.mz.Run(gctx); return nil })
 
 	close(d.ready)
 	d.log.Info("gentoo-p2pd running",
@@ -368,6 +340,94 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	<-gctx.Done()
 	d.log.Info("gentoo-p2pd stopping")
 	return nil
+}
+
+// wire makes the daemon's jobs around node. Data flows one way: votes
+// checks and keeps what peers send; own attests this machine's builds into
+// it; materialize turns allowed builds into verified files; the gateway's
+// listings and the local API read from all three.
+func (d *Daemon) wire(node *p2p.Node) {
+	installed := func() map[string]bool { return portagehook.InstalledPackages(d.vdb) }
+	d.votes = votes.New(votes.Options{
+		Store: d.store, Policy: d.policy, Self: d.self, Platform: d.platform,
+		Limits: d.cfg.Limits, Files: d.limits, Installed: installed, Net: node,
+		Logger: d.log, Registry: d.reg,
+	})
+	var downloaded openpgp.EntityList
+	if d.gwKey != nil {
+		downloaded = append(downloaded, d.gwKey)
+	}
+	d.own = own.New(own.Options{
+		Store: d.store, Votes: d.votes, Net: node, Key: d.key, Self: d.self,
+		PkgDir: d.cfg.Portage.PkgDir, Mode: d.cfg.Mode, MD5Cache: d.md5cache, Files: d.limits,
+		Downloaded: append(downloaded, d.policy.PGPKeyring...), Logger: d.log, Registry: d.reg,
+	})
+	d.mz = materialize.New(materialize.Options{
+		Store: d.store, Votes: d.votes, Net: node, Self: d.self, Platform: d.platform,
+		Fetch: func(ctx context.Context, want transfer.Want, peers []peer.AddrInfo, o transfer.FetchOptions) (transfer.Result, error) {
+			return transfer.Fetch(ctx, node.Host(), want, peers, o)
+		},
+		Mode: d.cfg.Mode, DiskBudget: d.cfg.Cache.DiskBudget, Files: d.limits, Transfer: d.xferM,
+		Logger: d.log, Registry: d.reg,
+	})
+	o := localapi.Options{
+		Store: d.store, Votes: d.votes, Own: d.own, Materialize: d.mz, Net: node,
+		Self: d.self, Platform: d.platform, Config: d.cfg, Version: Version, Started: d.started,
+		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL,
+	}
+	if d.gwKey != nil {
+		o.Gateway = d.gatewayInfo
+	}
+	d.api = localapi.New(o)
+}
+
+// newGateway is the binhost portage reads: the Allowed builds of this
+// platform, re-packed and signed with the gateway's key.
+func (d *Daemon) newGateway() *portagehook.Gateway {
+	var header portagehook.Fields
+	if d.cfg.Portage.ARCH != "" {
+		header.Set("ARCH", d.cfg.Portage.ARCH)
+	}
+	if d.cfg.Portage.CHOST != "" {
+		header.Set("CHOST", d.cfg.Portage.CHOST)
+	}
+	listings := binhost.New(binhost.Options{
+		Store: d.store, Votes: d.votes, Materialize: d.mz, Platform: d.platform,
+		Prefetch:  d.cfg.Gateway.Prefetch,
+		Installed: func() map[string]bool { return portagehook.InstalledPackages(d.vdb) },
+		Logger:    d.log.With("component", "gateway"), Registry: d.reg,
+	})
+	return portagehook.NewGateway(listings, portagehook.GatewayOptions{
+		Path:       d.cfg.Gateway.Path,
+		CacheDir:   filepath.Join(d.cfg.StateDir, "gateway"),
+		Signer:     portagehook.NewSigner(d.gwKey, d.started),
+		Covered:    identity.IsCovered,
+		Canonical:  binhost.Canonical,
+		Header:     header,
+		Limits:     d.limits,
+		Logger:     d.log.With("component", "gateway"),
+		Registerer: d.reg,
+		// portage 3.0.82 needs SIZE for every entry, so a build is listed
+		// once it is fetched and re-packed; an index request starts that
+		// for every allowed build and waits a while for it.
+		PrepareOnIndex: true,
+		IndexWait:      30 * time.Second,
+	})
+}
+
+// SigningKey loads (or creates) the OpenPGP key the gateway signs served
+// GPKGs with; setup-portage imports its public half into portage's keyring.
+func SigningKey(stateDir string) (*openpgp.Entity, error) {
+	return portagehook.LoadOrCreateSigningKey(filepath.Join(stateDir, SigningKeyFile), "gentoo-p2pd gateway")
+}
+
+// gatewayInfo reports the gateway URL and its signing key.
+func (d *Daemon) gatewayInfo() (api.GatewayInfo, error) {
+	pub, err := portagehook.ExportPublic(d.gwKey)
+	if err != nil {
+		return api.GatewayInfo{}, err
+	}
+	return api.GatewayInfo{URL: d.GatewayURL(), Fingerprint: portagehook.Fingerprint(d.gwKey), PublicKey: string(pub)}, nil
 }
 
 // serve runs srv on l inside g and shuts it down when ctx ends. Requests
@@ -407,81 +467,4 @@ func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
 		out = append(out, *ai)
 	}
 	return out, nil
-}
-
-// policyFromConfig turns the config's strings into trust's typed policy.
-func policyFromConfig(tc config.TrustConfig) (trust.Policy, error) {
-	p := trust.DefaultPolicy()
-	p.Threshold = tc.Threshold
-	p.Dispute = tc.Dispute
-	p.RequireSigner = tc.RequireSigner
-	p.DistinctNetworks = tc.DistinctNetworks
-	for _, s := range tc.Signers {
-		k, err := decodeEd25519(s)
-		if err != nil {
-			return p, fmt.Errorf("config: trust.signers: %q: %w", s, err)
-		}
-		p.Signers = append(p.Signers, k)
-	}
-	if tc.PGPKeyring != "" {
-		kr, err := trust.LoadKeyring(tc.PGPKeyring)
-		if err != nil {
-			return p, fmt.Errorf("config: trust.pgp_keyring: %w", err)
-		}
-		p.PGPKeyring = kr
-	}
-	for _, s := range tc.TrustedPeers {
-		id, err := peer.Decode(s)
-		if err != nil {
-			return p, fmt.Errorf("config: trust.trusted_peers: %q: %w", s, err)
-		}
-		p.TrustedPeers = append(p.TrustedPeers, id)
-	}
-	for _, s := range tc.BlockedPeers {
-		id, err := peer.Decode(s)
-		if err != nil {
-			return p, fmt.Errorf("config: trust.blocked_peers: %q: %w", s, err)
-		}
-		p.BlockedPeers = append(p.BlockedPeers, id)
-	}
-	for _, o := range tc.Overrides {
-		p.Overrides = append(p.Overrides, trust.Override{Glob: o.Glob, Threshold: o.Threshold, Dispute: o.Dispute, RequireSigner: o.RequireSigner})
-	}
-	if err := p.Validate(); err != nil {
-		return p, fmt.Errorf("config: trust: %w", err)
-	}
-	return p, nil
-}
-
-func decodeEd25519(s string) (ed25519.PublicKey, error) {
-	var b []byte
-	var err error
-	if len(s) == 2*ed25519.PublicKeySize {
-		b, err = hex.DecodeString(s)
-	} else {
-		b, err = base64.StdEncoding.DecodeString(s)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("ed25519 public key must be %d bytes, got %d", ed25519.PublicKeySize, len(b))
-	}
-	return ed25519.PublicKey(b), nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-// runCtx is the context Run serves under (canceled when the daemon stops);
-// before Run it is a context that never ends.
-func (d *Daemon) runCtx() context.Context {
-	if p := d.running.Load(); p != nil {
-		return *p
-	}
-	return context.Background()
 }

@@ -244,7 +244,7 @@ func xferWait(t testing.TB, ctx context.Context, what string, cond func() bool) 
 // out their own attestation of buildKey (Find's provider list).
 func xferProviders(ctx context.Context, n *testnet.Node, buildKey string) map[string]bool {
 	out := map[string]bool{}
-	res, err := n.Daemon.Find(ctx, buildKey)
+	res, err := n.Daemon.API().Find(ctx, buildKey)
 	if err != nil {
 		return out
 	}
@@ -258,7 +258,7 @@ func xferProviders(ctx context.Context, n *testnet.Node, buildKey string) map[st
 
 // xferServed is the bytes n's transfer server sent (pieces and layers).
 func xferServed(ctx context.Context, n *testnet.Node) int64 {
-	return n.Daemon.Status(ctx).BytesServed
+	return n.Daemon.API().Status(ctx).BytesServed
 }
 
 // xferEvil is a provider that lies in its pieces: a real libp2p host with

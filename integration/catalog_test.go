@@ -77,8 +77,8 @@ func TestCatalogSyncPages(t *testing.T) {
 	}
 	defer e.Stop()
 	if err := testnet.WaitFor(ctx, 150*time.Second, "the newcomer's catalog to fill", func() bool {
-		return e.Daemon.Status(ctx).CatalogAttestations >= total
+		return e.Daemon.API().Status(ctx).CatalogAttestations >= total
 	}); err != nil {
-		t.Fatalf("%v: newcomer holds %d of %d", err, e.Daemon.Status(ctx).CatalogAttestations, total)
+		t.Fatalf("%v: newcomer holds %d of %d", err, e.Daemon.API().Status(ctx).CatalogAttestations, total)
 	}
 }

@@ -27,7 +27,7 @@ func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
 	})
 	builder, hub, sharer := nodes[0], nodes[1], nodes[2]
 	waitCatalog(t, sharer, 2)
-	first, err := sharer.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
+	first, err := sharer.Daemon.API().Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
 	var res api.FetchResult
 	var fetchErr error
 	if err := testnet.WaitFor(ctx, 60*time.Second, "a fetch from the restarted sharer", func() bool {
-		res, fetchErr = newcomer.Daemon.Fetch(ctx, api.FetchRequest{Query: first.BuildKey})
+		res, fetchErr = newcomer.Daemon.API().Fetch(ctx, api.FetchRequest{Query: first.BuildKey})
 		return fetchErr == nil
 	}); err != nil {
 		t.Fatalf("%v (last error: %v)", err, fetchErr)

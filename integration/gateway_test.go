@@ -65,7 +65,7 @@ func TestGatewayListsOnlyAllowed(t *testing.T) {
 	}
 	checkServed(t, ctx, lenient, entries["app-misc/layout-1.0-r1"], honest["app-misc/layout-1.0-r1"])
 	checkServed(t, ctx, lenient, entries["app-misc/hello-1.0"], honest["app-misc/hello-1.0"])
-	st := lenient.Daemon.Status(ctx)
+	st := lenient.Daemon.API().Status(ctx)
 	if st.BuildsFetched != 2 {
 		t.Errorf("lenient fetched %d builds, want 2 (both from A)", st.BuildsFetched)
 	}
@@ -83,7 +83,7 @@ func TestGatewayListsOnlyAllowed(t *testing.T) {
 	}
 	// What the bashrc hook does; it returns once the daemon indexed the
 	// file and decided on attesting it.
-	if _, err := lenient.Daemon.Announce(ctx, api.AnnounceRequest{Path: dst}); err != nil {
+	if _, err := lenient.Daemon.API().Announce(ctx, api.AnnounceRequest{Path: dst}); err != nil {
 		t.Fatal(err)
 	}
 	lp, ok, _ := lenient.Daemon.Store().GetLocal(dst)
@@ -173,7 +173,7 @@ func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portageho
 	if err := os.WriteFile(path, body, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	info, err := n.Daemon.GatewayInfo()
+	info, err := n.Daemon.API().GatewayInfo()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestGatewayPrefetchInstalled(t *testing.T) {
 	}
 	defer e.Stop()
 	if err := testnet.WaitFor(ctx, 60*time.Second, "e's catalog", func() bool {
-		return e.Daemon.Status(ctx).CatalogAttestations >= 2
+		return e.Daemon.API().Status(ctx).CatalogAttestations >= 2
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,11 +233,11 @@ func TestGatewayPrefetchInstalled(t *testing.T) {
 	if _, ok := entries["app-misc/hello-1.0"]; !ok || len(entries) != 1 {
 		t.Fatalf("gateway lists %v; want only the upgrade of installed app-misc/hello", keys(entries))
 	}
-	if st := e.Daemon.Status(ctx); st.BuildsFetched != 1 {
+	if st := e.Daemon.API().Status(ctx); st.BuildsFetched != 1 {
 		t.Errorf("fetched %d builds to answer the index, want 1 (layout is not installed)", st.BuildsFetched)
 	}
 	// Fetched by hand, layout is listed too.
-	if _, err := e.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/layout-1.0-r1"}); err != nil {
+	if _, err := e.Daemon.API().Fetch(ctx, api.FetchRequest{Query: "app-misc/layout-1.0-r1"}); err != nil {
 		t.Fatal(err)
 	}
 	if entries = gatewayIndex(t, ctx, e); len(entries) != 2 {

@@ -107,7 +107,7 @@ func stopNode(tb testing.TB, n *testnet.Node) {
 func waitCatalog(tb testing.TB, n *testnet.Node, want int) {
 	tb.Helper()
 	waitFor(tb, n.Name+"'s catalog", func() bool {
-		return n.Daemon.Status(context.Background()).CatalogAttestations >= want
+		return n.Daemon.API().Status(context.Background()).CatalogAttestations >= want
 	})
 }
 

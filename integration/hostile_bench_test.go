@@ -222,7 +222,7 @@ func BenchmarkHostileSlots(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		var first time.Duration
-		_, err := fetcher.Daemon.FetchWithProgress(ctx, api.FetchRequest{Query: pkg.BuildKey}, func(p transfer.Progress) {
+		_, err := fetcher.Daemon.API().FetchWithProgress(ctx, api.FetchRequest{Query: pkg.BuildKey}, func(p transfer.Progress) {
 			if first == 0 && p.Done > 0 {
 				first = time.Since(start)
 			}

@@ -107,7 +107,7 @@ func relabelAttack(t *testing.T, ctx context.Context) (victim *testnet.Node, bef
 		sign(claims)
 	}
 	stored := sign(unrefuted)
-	rejectedBefore := victim.Daemon.Status(ctx).RejectedAttestations
+	rejectedBefore := victim.Daemon.API().Status(ctx).RejectedAttestations
 	h := startAttacker(t, ctx)
 	h.SetCatalog(blobs)
 	if err := h.Connect(ctx, victim.Addr()); err != nil {
@@ -115,7 +115,7 @@ func relabelAttack(t *testing.T, ctx context.Context) (victim *testnet.Node, bef
 	}
 	waitFor(t, "the victim to judge the relabelled attestations", func() bool {
 		has, _ := victim.Daemon.Store().HasAttestation(stored.ID())
-		return has && victim.Daemon.Status(ctx).RejectedAttestations >= rejectedBefore+int64(len(refuted))
+		return has && victim.Daemon.API().Status(ctx).RejectedAttestations >= rejectedBefore+int64(len(refuted))
 	})
 	for _, b := range blobs[:len(refuted)] {
 		if has, _ := victim.Daemon.Store().HasAttestation(sha256.Sum256(b)); has {
@@ -361,7 +361,7 @@ func TestHostileSlotHolders(t *testing.T) {
 	fetcher, pkg, metrics := slotSiege(t, ctx)
 	start := time.Now()
 	var first time.Duration
-	res, err := fetcher.Daemon.FetchWithProgress(ctx, api.FetchRequest{Query: pkg.BuildKey}, func(p transfer.Progress) {
+	res, err := fetcher.Daemon.API().FetchWithProgress(ctx, api.FetchRequest{Query: pkg.BuildKey}, func(p transfer.Progress) {
 		if first == 0 && p.Done > 0 {
 			first = time.Since(start)
 		}
@@ -387,17 +387,17 @@ func TestStatusSaysWhyAFetchFailed(t *testing.T) {
 	})
 	a, fetcher := nodes[0], nodes[1]
 	waitCatalog(t, fetcher, 2)
-	if st := fetcher.Daemon.Status(ctx); st.LastFetchError != "" {
+	if st := fetcher.Daemon.API().Status(ctx); st.LastFetchError != "" {
 		t.Fatalf("a failure reported before any fetch: %q", st.LastFetchError)
 	}
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := fetcher.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
+	_, err := fetcher.Daemon.API().Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
 	if err == nil {
 		t.Fatal("fetch succeeded with its only provider gone")
 	}
-	st := fetcher.Daemon.Status(ctx)
+	st := fetcher.Daemon.API().Status(ctx)
 	if st.LastFetchError == "" || st.LastFetchErrorAt.IsZero() {
 		t.Fatalf("status does not say why the fetch failed (%v)", err)
 	}

@@ -27,7 +27,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	})
 	builder, fetcher := nodes[0], nodes[1]
 	waitCatalog(t, fetcher, 2)
-	res, err := fetcher.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
+	res, err := fetcher.Daemon.API().Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,10 +72,10 @@ func TestXferConsumeMode(t *testing.T) {
 	if got := xferProviders(ctx, f, bk); got[c.Daemon.ID().String()] {
 		t.Errorf("the DHT lists the consume-mode daemon as a provider: %v", got)
 	}
-	if st := c.Daemon.Status(ctx); st.KeysProvided != 0 || st.PackagesShared != 2 {
+	if st := c.Daemon.API().Status(ctx); st.KeysProvided != 0 || st.PackagesShared != 2 {
 		t.Errorf("consume daemon: %d keys provided, %d packages indexed; want 0 and 2", st.KeysProvided, st.PackagesShared)
 	}
-	if st := b.Daemon.Status(ctx); st.KeysProvided == 0 {
+	if st := b.Daemon.API().Status(ctx); st.KeysProvided == 0 {
 		t.Errorf("share daemon provides no keys")
 	}
 
@@ -94,7 +94,7 @@ func TestXferConsumeMode(t *testing.T) {
 
 	// With the builder gone, the consumer alone cannot serve the build.
 	xferStop(t, b)
-	if res, err := f.Daemon.Fetch(ctx, api.FetchRequest{Query: bk}); err == nil {
+	if res, err := f.Daemon.API().Fetch(ctx, api.FetchRequest{Query: bk}); err == nil {
 		t.Fatalf("fetched %s with only a consume-mode holder online: %+v", bk, res)
 	} else {
 		t.Logf("fetch with only the consumer online: %v", err)
@@ -139,9 +139,9 @@ func TestXferMirrorMode(t *testing.T) {
 
 	var fetched []api.FetchResult
 	for bk, cpv := range keys {
-		res, err := m.Daemon.Fetch(ctx, api.FetchRequest{Query: bk})
+		res, err := m.Daemon.API().Fetch(ctx, api.FetchRequest{Query: bk})
 		if err != nil {
-			v, _ := m.Daemon.Explain(ctx, bk)
+			v, _ := m.Daemon.API().Explain(ctx, bk)
 			t.Logf("mirror does not fetch %s (%s): %v", cpv, strings.TrimSpace(v.Text), err)
 			continue
 		}
@@ -176,7 +176,7 @@ func TestXferMirrorMode(t *testing.T) {
 	}
 	t.Run("re-serves a fetched build", func(t *testing.T) {
 		servedBefore := xferServed(ctx, m)
-		res, err := third.Daemon.Fetch(ctx, api.FetchRequest{Query: last.BuildKey})
+		res, err := third.Daemon.API().Fetch(ctx, api.FetchRequest{Query: last.BuildKey})
 		if err != nil {
 			t.Fatalf("fetch %s with the mirror as the only provider: %v", last.CPV, err)
 		}
@@ -194,7 +194,7 @@ func TestXferMirrorMode(t *testing.T) {
 		}
 	})
 	t.Run("own build survives GC and is served", func(t *testing.T) {
-		res, err := third.Daemon.Fetch(ctx, api.FetchRequest{Query: own.BuildKey})
+		res, err := third.Daemon.API().Fetch(ctx, api.FetchRequest{Query: own.BuildKey})
 		if err != nil {
 			t.Fatalf("fetch the mirror's own build: %v", err)
 		}

@@ -73,7 +73,7 @@ func testFind(t *testing.T, alice, erin *testnet.Node) {
 	for _, lp := range lps {
 		for _, q := range []string{lp.BuildKey, lp.VariantKey, lp.CPV} {
 			waitFor(t, fmt.Sprintf("erin finds alice's %s by %s", lp.CPV, q), func() bool {
-				res, err := erin.Daemon.Find(ctx, q)
+				res, err := erin.Daemon.API().Find(ctx, q)
 				return err == nil && foundWith(res, lp.BuildKey, a)
 			})
 		}
@@ -223,9 +223,9 @@ func checkRejected(t *testing.T, target *testnet.Node, before int64, valid *trus
 		return ok
 	})
 	waitFor(t, fmt.Sprintf("%d rejections counted in status", len(tampered)), func() bool {
-		return target.Daemon.Status(ctx).RejectedAttestations >= want
+		return target.Daemon.API().Status(ctx).RejectedAttestations >= want
 	})
-	if got := target.Daemon.Status(ctx).RejectedAttestations; got != want {
+	if got := target.Daemon.API().Status(ctx).RejectedAttestations; got != want {
 		t.Errorf("status counts %d rejected attestations, want %d", got, want)
 	}
 	for name, blob := range tampered {
@@ -249,7 +249,7 @@ func testTamperedGossip(t *testing.T, victim, target *testnet.Node) {
 	defer cancel()
 	h, key := newRawHost(t)
 	valid, tampered := tamperedSet(t, victim, key)
-	before := target.Daemon.Status(ctx).RejectedAttestations
+	before := target.Daemon.API().Status(ctx).RejectedAttestations
 
 	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
 	if err != nil {
@@ -291,7 +291,7 @@ func testTamperedCatalog(t *testing.T, victim, target *testnet.Node) {
 	defer cancel()
 	h, key := newRawHost(t)
 	valid, tampered := tamperedSet(t, victim, key)
-	before := target.Daemon.Status(ctx).RejectedAttestations
+	before := target.Daemon.API().Status(ctx).RejectedAttestations
 	blobs := [][]byte{}
 	for _, name := range sortedKeys(tampered) {
 		blobs = append(blobs, tampered[name])
@@ -358,7 +358,7 @@ func testWithdraw(t *testing.T, alice, erin *testnet.Node) {
 	ctx := context.Background()
 	lp := localByName(t, alice, "app-misc/hello-1.0")
 	a := alice.Daemon.ID().String()
-	res, err := erin.Daemon.Find(ctx, lp.BuildKey)
+	res, err := erin.Daemon.API().Find(ctx, lp.BuildKey)
 	if err != nil || !foundWith(res, lp.BuildKey, a) {
 		t.Fatalf("before deletion erin should find alice's hello: %v %+v", err, res)
 	}
@@ -376,11 +376,11 @@ func testWithdraw(t *testing.T, alice, erin *testnet.Node) {
 		t.Error("alice's index still lists the deleted file")
 	}
 	waitFor(t, "erin's Find no longer lists alice for hello", func() bool {
-		res, err := erin.Daemon.Find(ctx, lp.BuildKey)
+		res, err := erin.Daemon.API().Find(ctx, lp.BuildKey)
 		return err == nil && len(res.Builds) == 1 && !listsProvider(res, lp.BuildKey, a)
 	})
 	// The other builders still provide it, and alice still provides layout.
-	res, err = erin.Daemon.Find(ctx, lp.BuildKey)
+	res, err = erin.Daemon.API().Find(ctx, lp.BuildKey)
 	if err != nil || len(res.Builds[0].Providers) == 0 {
 		t.Errorf("after alice's withdrawal nobody provides hello: %v %+v", err, res)
 	}

@@ -72,7 +72,7 @@ func TestPortageInstallsThroughAttackedGateway(t *testing.T) {
 
 	// Portage's verify keyring trusts the gateway's key, as setup-portage
 	// makes it do.
-	info, err := victim.Daemon.GatewayInfo()
+	info, err := victim.Daemon.API().GatewayInfo()
 	if err != nil {
 		t.Fatal(err)
 	}

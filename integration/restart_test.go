@@ -81,7 +81,7 @@ func testRestart(t *testing.T, alice, bob, carol, erin *testnet.Node) {
 	ctx := context.Background()
 	aliceID, bobID := alice.Daemon.ID(), bob.Daemon.ID()
 	aliceIdx, bobIdx := indexSnapshot(t, alice.Daemon.Store()), indexSnapshot(t, bob.Daemon.Store())
-	bobKeys := bob.Daemon.Status(ctx).KeysProvided
+	bobKeys := bob.Daemon.API().Status(ctx).KeysProvided
 	hello := helloKey(t, erin)
 
 	// A marker only carol's catalog carries (never gossiped): once the
@@ -107,20 +107,20 @@ func testRestart(t *testing.T, alice, bob, carol, erin *testnet.Node) {
 			}
 		}
 	}
-	if got := bob.Daemon.Status(ctx).KeysProvided; got != bobKeys {
+	if got := bob.Daemon.API().Status(ctx).KeysProvided; got != bobKeys {
 		t.Errorf("bob provides %d keys after restart, %d before", got, bobKeys)
 	}
 	// Erin is not told the restarted nodes' new ports: she learns them
 	// from the DHT.
 	for _, lp := range bobIdx {
 		waitFor(t, "erin finds the restarted bob's "+lp.CPV, func() bool {
-			res, err := erin.Daemon.Find(ctx, lp.BuildKey)
+			res, err := erin.Daemon.API().Find(ctx, lp.BuildKey)
 			return err == nil && foundWith(res, lp.BuildKey, bobID.String())
 		})
 	}
 	for _, lp := range aliceIdx {
 		waitFor(t, "erin finds the restarted alice's "+lp.CPV, func() bool {
-			res, err := erin.Daemon.Find(ctx, lp.BuildKey)
+			res, err := erin.Daemon.API().Find(ctx, lp.BuildKey)
 			return err == nil && foundWith(res, lp.BuildKey, aliceID.String())
 		})
 	}
@@ -136,7 +136,7 @@ func testRestart(t *testing.T, alice, bob, carol, erin *testnet.Node) {
 	if alice.Daemon.Node().Providing(cid.MustParse(hello)) {
 		t.Error("restarted alice provides the withdrawn hello again")
 	}
-	res, err := erin.Daemon.Find(ctx, hello)
+	res, err := erin.Daemon.API().Find(ctx, hello)
 	if err != nil {
 		t.Fatal(err)
 	}

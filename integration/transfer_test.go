@@ -63,7 +63,7 @@ func TestXferFaultyProviders(t *testing.T) {
 			}
 			return true
 		})
-		res, err := f.Daemon.Fetch(ctx, api.FetchRequest{Query: pkg.BuildKey})
+		res, err := f.Daemon.API().Fetch(ctx, api.FetchRequest{Query: pkg.BuildKey})
 		if err != nil {
 			t.Fatalf("fetch with a corrupting provider among four: %v", err)
 		}
@@ -103,7 +103,7 @@ func TestXferFaultyProviders(t *testing.T) {
 		}
 		done := make(chan outcome, 1)
 		go func() {
-			res, err := f.Daemon.Fetch(ctx, api.FetchRequest{Query: pkg.BuildKey})
+			res, err := f.Daemon.API().Fetch(ctx, api.FetchRequest{Query: pkg.BuildKey})
 			done <- outcome{res, err}
 		}()
 		victim := honest[1]

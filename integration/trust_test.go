@@ -14,17 +14,17 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
-	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 // trustNetVerdict returns the single verdict a daemon reaches for a CPV.
 func trustNetVerdict(t *testing.T, n *testnet.Node, cpv string) trust.Verdict {
 	t.Helper()
-	ex, err := n.Daemon.Explain(context.Background(), cpv)
+	ex, err := n.Daemon.API().Explain(context.Background(), cpv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestTrustReproducersAndBackdoor(t *testing.T) {
 	if v := trustNetVerdict(t, t3, "app-misc/layout-1.0-r1"); v.Decision != trust.Disputed {
 		t.Errorf("defaults: layout %s (rule %s), want disputed", v.Decision, v.Rule)
 	}
-	if st := t3.Daemon.Status(ctx); st.Disputes != 1 {
+	if st := t3.Daemon.API().Status(ctx); st.Disputes != 1 {
 		t.Errorf("defaults: status shows %d disputes, want 1", st.Disputes)
 	}
 	if v := trustNetVerdict(t, t3, "app-misc/hello-1.0"); v.Decision != trust.Allowed {
@@ -111,7 +111,7 @@ func TestTrustReproducersAndBackdoor(t *testing.T) {
 			t.Errorf("threshold 4: %s allowed by %s", cpv, v.Rule)
 		}
 	}
-	if _, err := t4.Daemon.Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"}); err == nil {
+	if _, err := t4.Daemon.API().Fetch(ctx, api.FetchRequest{Query: "app-misc/hello-1.0"}); err == nil {
 		t.Error("threshold 4: fetching hello succeeded; nothing may be fetched that is not allowed")
 	}
 
@@ -158,13 +158,13 @@ func backdoorContent(t *testing.T, mallory *testnet.Node) trust.ContentID {
 	return trust.ContentID{Image: lps[0].ImageDigest, Metadata: lps[0].MetadataDigest}
 }
 
-func endorseFixture(t *testing.T, _ *testnet.Node, priv ed25519.PrivateKey) daemon.Endorsement {
+func endorseFixture(t *testing.T, _ *testnet.Node, priv ed25519.PrivateKey) votes.Endorsement {
 	return endorseFixtureSet(t, fixtures.ReproGPKG1, "app-misc/hello-1.0.gpkg.tar", priv)
 }
 
 // endorseFixtureSet signs a fixture's build key and content the way
 // `gentoo-p2pd signer endorse` does.
-func endorseFixtureSet(t *testing.T, set, name string, priv ed25519.PrivateKey) daemon.Endorsement {
+func endorseFixtureSet(t *testing.T, set, name string, priv ed25519.PrivateKey) votes.Endorsement {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), filepath.Base(name))
 	b, err := fixtures.Read(set, name)
@@ -178,7 +178,7 @@ func endorseFixtureSet(t *testing.T, set, name string, priv ed25519.PrivateKey) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := daemon.EndorsePackage(pkg, priv)
+	e, err := votes.EndorsePackage(pkg, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestRebuildWithOtherContentIsNotAttested(t *testing.T) {
 	}
 	defer b.Stop()
 	if err := testnet.WaitFor(ctx, 60*time.Second, "the observer's catalog", func() bool {
-		return b.Daemon.Status(ctx).CatalogAttestations >= 2
+		return b.Daemon.API().Status(ctx).CatalogAttestations >= 2
 	}); err != nil {
 		t.Fatal(err)
 	}

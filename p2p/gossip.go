@@ -146,10 +146,15 @@ func (n *Node) gossipValidator(platform string) pubsub.ValidatorEx {
 			n.metrics.gossipRejected.Inc()
 			return pubsub.ValidationReject
 		}
-		if n.handlers.OnGossip == nil {
+		h := n.handlers.Load()
+		if h == nil {
+			n.metrics.gossipIgnored.Inc()
+			return pubsub.ValidationIgnore // not serving yet
+		}
+		if h.OnGossip == nil {
 			return pubsub.ValidationAccept
 		}
-		err := n.handlers.OnGossip(origin, relay, platform, msg.Data)
+		err := h.OnGossip(origin, relay, platform, msg.Data)
 		switch {
 		case err == nil:
 			return pubsub.ValidationAccept

@@ -76,7 +76,7 @@ type Handlers struct {
 // gossip and stream protocols. Close releases everything it started.
 type Node struct {
 	cfg      Config
-	handlers Handlers
+	handlers atomic.Pointer[Handlers] // nil until New or Serve set them
 	requests *requestLimiter
 	log      *slog.Logger
 	metrics  *metrics
@@ -116,7 +116,6 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 	nctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n := &Node{
 		cfg:      cfg,
-		handlers: h,
 		requests: newRequestLimiter(cfg.MaxPeerRequests, cfg.MaxRequests),
 		log:      cfg.Logger,
 		ctx:      nctx,
@@ -128,6 +127,9 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 	if n.metrics, err = newMetrics(cfg.Registerer, n); err != nil {
 		cancel()
 		return nil, fmt.Errorf("p2p: register metrics: %w", err)
+	}
+	if h.Attestations != nil || h.Catalog != nil || h.OnGossip != nil {
+		n.Serve(h)
 	}
 	if err := n.start(ctx); err != nil {
 		_ = n.Close()
@@ -406,6 +408,11 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
+// Serve replaces the node's handlers: a daemon whose handlers need the
+// node itself starts it with empty ones and serves once they exist.
+// Until then requests are refused ("not served") and gossip is ignored.
+func (n *Node) Serve(h Handlers) { n.handlers.Store(&h) }
+
 // ID is this node's peer ID, derived from its identity key.
 func (n *Node) ID() peer.ID { return n.host.ID() }
 
@@ -437,6 +444,16 @@ type PeerInfo struct {
 	Latency   time.Duration  // moving average of pings; 0 when unmeasured
 	Direction string         // "inbound" or "outbound" (of the first connection)
 }
+
+// RememberAddrs keeps where a peer can be reached (a provider record's
+// addresses) for an hour, so a transfer can dial it.
+func (n *Node) RememberAddrs(ai peer.AddrInfo) {
+	n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour)
+}
+
+// KnownAddrs are the addresses the node knows for p; none when it never
+// heard of it.
+func (n *Node) KnownAddrs(p peer.ID) []ma.Multiaddr { return n.host.Peerstore().Addrs(p) }
 
 // Peers lists the currently connected peers, sorted by ID.
 func (n *Node) Peers() []PeerInfo {

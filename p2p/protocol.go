@@ -241,13 +241,14 @@ func (n *Node) handleAttest(s network.Stream) {
 		if used != len(raw) {
 			return nil, "bad request", fmt.Errorf("%w: key has %d trailing bytes", ErrProtocol, len(raw)-used)
 		}
-		if n.handlers.Attestations == nil {
+		h := n.handlers.Load()
+		if h == nil || h.Attestations == nil {
 			return nil, "not served", nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
 		}
-		blobs, err := n.handlers.Attestations(ctx, key)
+		blobs, err := h.Attestations(ctx, key)
 		if err != nil {
 			return nil, "unavailable", err
 		}
@@ -281,13 +282,14 @@ func (n *Node) handleCatalog(s network.Stream) {
 			}
 			cur.After = after
 		}
-		if n.handlers.Catalog == nil {
+		h := n.handlers.Load()
+		if h == nil || h.Catalog == nil {
 			return nil, "not served", nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
 		}
-		blobs, err := n.handlers.Catalog(ctx, platform, cur)
+		blobs, err := h.Catalog(ctx, platform, cur)
 		if err != nil {
 			return nil, "unavailable", err
 		}

@@ -45,8 +45,9 @@ type Listing struct {
 	Time time.Time
 }
 
-// Catalog is what the gateway needs from the daemon.
-type Catalog interface {
+// Listings are what the gateway needs from the daemon: what portage may
+// see, and its files.
+type Listings interface {
 	// Entries lists the builds portage may install: Allowed builds for the
 	// local platform only. The gateway serves nothing else.
 	Entries(ctx context.Context) ([]Listing, error)
@@ -94,7 +95,7 @@ type GatewayOptions struct {
 // Gateway is the loopback binhost portage fetches from. It implements
 // http.Handler.
 type Gateway struct {
-	cat     Catalog
+	cat     Listings
 	opts    GatewayOptions
 	log     *slog.Logger
 	group   singleflight.Group
@@ -124,7 +125,7 @@ const retryAfter = 10 * time.Minute
 // materialized and re-packed when its file is requested, by Prepare, or in
 // the background when PrepareOnIndex is set. Call Close to stop
 // background work.
-func NewGateway(cat Catalog, opts GatewayOptions) *Gateway {
+func NewGateway(cat Listings, opts GatewayOptions) *Gateway {
 	if opts.Path == "" {
 		opts.Path = "/gentoo-p2pd"
 	}
@@ -263,11 +264,17 @@ func (g *Gateway) entries(ctx context.Context) ([]entry, error) {
 	return out, nil
 }
 
-// indexKeys are the metadata keys portage's own index carries (bindbapi's
-// _aux_cache_keys and REPO_REVISIONS), under their file names.
-var indexKeys = []struct{ meta, index string }{
+// IndexKey is a metadata key a Packages stanza carries: Meta is its name in
+// the binpkg, Index its name in the index.
+type IndexKey struct{ Meta, Index string }
+
+// IndexKeys are the metadata keys portage's own index carries per package
+// (binarytree's _pkgindex_aux_keys that come from the binpkg, and
+// REPO_REVISIONS). It is the project's one list of
+// them: attestations carry the covered ones (package votes).
+var IndexKeys = []IndexKey{
 	{"BDEPEND", "BDEPEND"}, {"CHOST", "CHOST"}, {"DEFINED_PHASES", "DEFINED_PHASES"},
-	{"DEPEND", "DEPEND"}, {"EAPI", "EAPI"}, {"IDEPEND", "IDEPEND"}, {"IUSE", "IUSE"},
+	{"DEPEND", "DEPEND"}, {"DESCRIPTION", "DESCRIPTION"}, {"EAPI", "EAPI"}, {"IDEPEND", "IDEPEND"}, {"IUSE", "IUSE"},
 	{"KEYWORDS", "KEYWORDS"}, {"LICENSE", "LICENSE"}, {"PDEPEND", "PDEPEND"},
 	{"PROPERTIES", "PROPERTIES"}, {"PROVIDES", "PROVIDES"}, {"RDEPEND", "RDEPEND"},
 	{"repository", "REPO"}, {"REQUIRES", "REQUIRES"}, {"RESTRICT", "RESTRICT"},
@@ -326,9 +333,9 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 		// attester's claims.
 		fields = s.Index
 	}
-	for _, k := range indexKeys {
-		if v, ok := fields[k.index]; ok {
-			f.Set(k.index, v)
+	for _, k := range IndexKeys {
+		if v, ok := fields[k.Index]; ok {
+			f.Set(k.Index, v)
 		}
 	}
 	if ready {

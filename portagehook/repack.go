@@ -177,9 +177,9 @@ func Repack(src, dst string, opts RepackOptions) (Served, error) {
 // indexFields are the index keys of m, as the index writes them.
 func indexFields(m *xpak.Metadata) map[string]string {
 	out := map[string]string{}
-	for _, k := range indexKeys {
-		if v := strings.Join(m.Words(k.meta), " "); v != "" {
-			out[k.index] = v
+	for _, k := range IndexKeys {
+		if v := strings.Join(m.Words(k.Meta), " "); v != "" {
+			out[k.Index] = v
 		}
 	}
 	return out

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
-	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -248,7 +247,7 @@ func newTrustCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ex daemon.Explanation
+			var ex api.Explanation
 			if err := c.Get(cmd.Context(), api.PathTrustExplain, url.Values{"q": {args[0]}}, &ex); err != nil {
 				return err
 			}
@@ -270,7 +269,7 @@ func newTrustCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p daemon.PolicyView
+			var p api.PolicyView
 			if err := c.Get(cmd.Context(), api.PathTrustPolicy, nil, &p); err != nil {
 				return err
 			}

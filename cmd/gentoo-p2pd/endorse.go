@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
-	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -61,7 +61,7 @@ func newSignerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out []daemon.Endorsement
+			var out []votes.Endorsement
 			for _, path := range args {
 				e, err := endorseFile(path, priv)
 				if err != nil {
@@ -102,10 +102,10 @@ func readSignerKey(path string) (ed25519.PrivateKey, error) {
 }
 
 // endorseFile reads a binpkg and signs its identities.
-func endorseFile(path string, priv ed25519.PrivateKey) (daemon.Endorsement, error) {
+func endorseFile(path string, priv ed25519.PrivateKey) (votes.Endorsement, error) {
 	pkg, err := xpak.ReadFile(path, xpak.DefaultLimits())
 	if err != nil {
-		return daemon.Endorsement{}, err
+		return votes.Endorsement{}, err
 	}
-	return daemon.EndorsePackage(pkg, priv)
+	return votes.EndorsePackage(pkg, priv)
 }

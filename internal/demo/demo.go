@@ -19,7 +19,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 
-	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
@@ -96,7 +96,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 			return err
 		}
 		nodes = append(nodes, n)
-		st := n.Daemon.Status(ctx)
+		st := n.Daemon.API().Status(ctx)
 		fmt.Fprintf(w, "   %-8s %s  %s\n", p.name, short(st.PeerID), p.role)
 	}
 	erin := nodes[len(nodes)-1]
@@ -104,7 +104,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	// 2. Announce + attest: every builder signed an attestation per build.
 	step("each builder indexed its PKGDIR, signed an attestation per build and announced the build keys in the DHT")
 	for _, n := range nodes[:len(nodes)-1] {
-		st := n.Daemon.Status(ctx)
+		st := n.Daemon.API().Status(ctx)
 		fmt.Fprintf(w, "   %-8s %d build(s), %d DHT key(s) provided\n", n.Name, st.PackagesShared, st.KeysProvided)
 	}
 
@@ -112,20 +112,20 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	step("erin collects the signed attestations (GossipSub + catalog sync), verifying each signature")
 	want := 7 // hello ×3, layout ×3 honest + 1 trojaned
 	if err := testnet.WaitFor(ctx, o.Timeout, "erin's catalog", func() bool {
-		return erin.Daemon.Status(ctx).CatalogAttestations >= want
+		return erin.Daemon.API().Status(ctx).CatalogAttestations >= want
 	}); err != nil {
 		return err
 	}
-	st := erin.Daemon.Status(ctx)
+	st := erin.Daemon.API().Status(ctx)
 	fmt.Fprintf(w, "   erin holds %d attestations for %d build key(s)\n", st.CatalogAttestations, st.CatalogBuilds)
 
 	// 4. Verdicts.
 	step("erin's trust verdicts")
-	hello, err := erin.Daemon.Explain(ctx, "app-misc/hello-1.0")
+	hello, err := erin.Daemon.API().Explain(ctx, "app-misc/hello-1.0")
 	if err != nil {
 		return err
 	}
-	layout, err := erin.Daemon.Explain(ctx, "app-misc/layout-1.0-r1")
+	layout, err := erin.Daemon.API().Explain(ctx, "app-misc/layout-1.0-r1")
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	if md, err := identity.MetadataDigest(pkg.Metadata); err != nil || md != allowed.Metadata {
 		return fmt.Errorf("served metadata digest differs from the agreed content (%v)", err)
 	}
-	info, err := erin.Daemon.GatewayInfo()
+	info, err := erin.Daemon.API().GatewayInfo()
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 }
 
 // expect checks the single verdict of an explanation.
-func expect(ex daemon.Explanation, d trust.Decision) error {
+func expect(ex api.Explanation, d trust.Decision) error {
 	if len(ex.Verdicts) != 1 {
 		return fmt.Errorf("want one build key, got %d:\n%s", len(ex.Verdicts), ex.Text)
 	}

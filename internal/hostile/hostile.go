@@ -143,7 +143,7 @@ func Junk(key crypto.PrivKey, plat Platform, i int, size int, at time.Time) (*tr
 	// 16 KiB each, so the padding is spread over free-text keys.
 	pad := size*3/4 - 2048
 	att.Index = map[string]string{}
-	for _, k := range []string{"DESCRIPTION", "HOMEPAGE", "LICENSE"} {
+	for _, k := range []string{"DESCRIPTION", "KEYWORDS", "LICENSE"} {
 		if pad <= 0 {
 			break
 		}
@@ -225,4 +225,9 @@ func (p *Peer) hold(ctx context.Context, target peer.ID, proto protocol.ID, req 
 		return nil, fmt.Errorf("%w: %s request refused with code %#x", p2p.ErrRefused, proto, status[0])
 	}
 	return s, nil
+}
+
+// Platform is the platform string attestations for p carry.
+func (p Platform) Platform() string {
+	return identity.Descriptor{CHOST: p.CHOST, CFLAGS: p.CFLAGS, CXXFLAGS: p.CXXFLAGS, LDFLAGS: p.LDFLAGS}.Platform()
 }

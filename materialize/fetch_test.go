@@ -1,9 +1,8 @@
-package daemon
+package materialize
 
 import (
 	"bytes"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,8 +22,8 @@ func TestContentSourceUnknownFile(t *testing.T) {
 	}
 	defer st.Close()
 	for _, mode := range []config.Mode{config.ModeShare, config.ModeMirror, config.ModeConsume} {
-		d := &Daemon{store: st, cfg: &config.Config{Mode: mode}, log: slog.New(slog.DiscardHandler)}
-		if _, err := (contentSource{d}).Open([32]byte{1, 2, 3}); !errors.Is(err, transfer.ErrNotFound) {
+		mz := New(Options{Store: st, Mode: mode})
+		if _, err := mz.Open([32]byte{1, 2, 3}); !errors.Is(err, transfer.ErrNotFound) {
 			t.Errorf("mode %s: Open of an unknown file: %v, want transfer.ErrNotFound", mode, err)
 		}
 	}
@@ -38,13 +37,13 @@ func TestContentSourceKeepsAComputedLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	d := &Daemon{store: st, cfg: &config.Config{Mode: config.ModeShare}, log: slog.New(slog.DiscardHandler)}
+	mz := New(Options{Store: st, Mode: config.ModeShare})
 	path := filepath.Join(t.TempDir(), "pkg.gpkg.tar")
 	if err := os.WriteFile(path, bytes.Repeat([]byte("x"), 600<<10), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sha := [32]byte{9}
-	f, err := (contentSource{d}).open(sha, path)
+	f, err := mz.openFile(sha, path)
 	if err != nil {
 		t.Fatal(err)
 	}

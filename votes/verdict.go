@@ -1,4 +1,4 @@
-package daemon
+package votes
 
 import (
 	"crypto/sha256"
@@ -17,19 +17,19 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
-// verdict recomputes the decision for one build key from the stored
+// Verdict recomputes the decision for one build key from the stored
 // attestations and evidence. Nothing is cached: a change of policy or a new
 // piece of evidence takes effect on the next call.
-func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error) {
-	recs, err := d.store.AttestationsFor(buildKey)
+func (vb *Book) Verdict(buildKey string) (trust.Verdict, []*trust.Signed, error) {
+	recs, err := vb.store.AttestationsFor(buildKey)
 	if err != nil {
 		return trust.Verdict{}, nil, err
 	}
 	votes := make([]trust.Vote, 0, len(recs))
 	atts := make([]*trust.Signed, 0, len(recs))
-	endorsed := d.endorsementsFor(buildKey)
+	endorsed := vb.endorsementsFor(buildKey)
 	for _, r := range recs {
-		s, err := d.decodeAttestation(r.Blob)
+		s, err := vb.Decode(r.Blob)
 		if err != nil {
 			continue // verified when stored; a decode failure here means corruption
 		}
@@ -39,10 +39,10 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 			Att:          s,
 			Addr:         recordAddr(r),
 			Endorsements: endorsed[a.Content],
-			PGPVerified:  d.pgpVerified(a),
+			PGPVerified:  vb.pgpVerified(a),
 		})
 	}
-	evr, err := d.store.EvidenceFor(buildKey)
+	evr, err := vb.store.EvidenceFor(buildKey)
 	if err != nil {
 		return trust.Verdict{}, nil, err
 	}
@@ -52,8 +52,8 @@ func (d *Daemon) verdict(buildKey string) (trust.Verdict, []*trust.Signed, error
 			evidence = append(evidence, ev)
 		}
 	}
-	v := trust.Evaluate(d.policy, buildKey, votes, evidence, d.self)
-	d.metrics.verdicts.WithLabelValues(v.Decision.String()).Inc()
+	v := trust.Evaluate(vb.policy, buildKey, votes, evidence, vb.self)
+	vb.metrics.verdicts.WithLabelValues(v.Decision.String()).Inc()
 	return v, atts, nil
 }
 
@@ -67,22 +67,22 @@ func recordAddr(r store.AttestationRecord) netip.Addr {
 	return a.Unmap()
 }
 
-// resolveQuery turns a CLI query — a build key, a variant key or a CPV
+// Resolve turns a CLI query — a build key, a variant key or a CPV
 // (with or without category) — into the build keys it names.
-func (d *Daemon) resolveQuery(q string) ([]string, error) {
+func (vb *Book) Resolve(q string) ([]string, error) {
 	q = strings.TrimSpace(q)
 	if q == "" {
 		return nil, fmt.Errorf("empty query: give a build key, variant key or category/package-version")
 	}
 	if _, err := cid.Decode(q); err == nil {
-		recs, err := d.store.AttestationsFor(q)
+		recs, err := vb.store.AttestationsFor(q)
 		if err != nil {
 			return nil, err
 		}
 		if len(recs) > 0 {
 			return []string{q}, nil
 		}
-		vrecs, err := d.store.AttestationsByVariant(q)
+		vrecs, err := vb.store.AttestationsByVariant(q)
 		if err != nil {
 			return nil, err
 		}
@@ -91,7 +91,7 @@ func (d *Daemon) resolveQuery(q string) ([]string, error) {
 		}
 		return []string{q}, nil
 	}
-	recs, err := d.store.AttestationsByCPV(strings.TrimPrefix(q, "="))
+	recs, err := vb.store.AttestationsByCPV(strings.TrimPrefix(q, "="))
 	if err != nil {
 		return nil, err
 	}
@@ -111,33 +111,33 @@ func uniqueBuildKeys(recs []store.AttestationRecord) []string {
 	return out
 }
 
-// allowedBuild is a build key whose verdict allows a content id, with the
+// Build is a build key whose verdict allows a content id, with the
 // attestations that vouch for that content.
-type allowedBuild struct {
+type Build struct {
 	Verdict trust.Verdict
 	// Atts are the verified attestations for the allowed content, own
 	// first, then oldest first.
 	Atts []*trust.Signed
 }
 
-// allowed returns the allowed builds of a platform ("" = every platform).
+// AllowedBuilds returns the allowed builds of a platform ("" = every platform).
 // Build keys no vote count could allow are skipped before their votes are
 // decoded: a store full of one-vote junk costs an index walk, not a
 // verdict per record.
-func (d *Daemon) allowed(platform string) ([]allowedBuild, error) {
-	voters, err := d.store.BuildKeyVoters(platform)
+func (vb *Book) AllowedBuilds(platform string) ([]Build, error) {
+	voters, err := vb.store.BuildKeyVoters(platform)
 	if err != nil {
 		return nil, err
 	}
 	keys := slices.Sorted(maps.Keys(voters))
-	var out []allowedBuild
+	var out []Build
 	for _, bk := range keys {
-		if hopeless, err := d.hopeless(bk, voters[bk]); err != nil {
+		if hopeless, err := vb.hopeless(bk, voters[bk]); err != nil {
 			return nil, err
 		} else if hopeless {
 			continue
 		}
-		ab, ok, err := d.allowedFor(bk)
+		ab, ok, err := vb.AllowedBuild(bk)
 		if err != nil {
 			return nil, err
 		}
@@ -153,28 +153,28 @@ func (d *Daemon) allowed(platform string) ([]allowedBuild, error) {
 // has, and none of the backings that allow below the threshold is
 // possible (no trusted peer among them, no endorsement held, no PGP
 // keyring configured).
-func (d *Daemon) hopeless(bk string, attesters []string) (bool, error) {
-	if len(d.policy.PGPKeyring) > 0 {
+func (vb *Book) hopeless(bk string, attesters []string) (bool, error) {
+	if len(vb.policy.PGPKeyring) > 0 {
 		return false, nil
 	}
 	for _, a := range attesters {
-		if id, err := peer.Decode(a); err == nil && d.isTrustedPeer(id) {
+		if id, err := peer.Decode(a); err == nil && vb.isTrustedPeer(id) {
 			return false, nil
 		}
 	}
 	// Only an endorsement by a signer configured here backs a build; the
 	// ones relayed for other users' signers change nothing here.
-	es, err := d.store.EndorsementsFor(bk)
+	es, err := vb.store.EndorsementsFor(bk)
 	if err != nil {
 		return false, err
 	}
 	for _, b := range es {
-		if e, err := DecodeEndorsement(b); err == nil && d.configuredSigner(e.Endorsement.SignerKey) {
+		if e, err := DecodeEndorsement(b); err == nil && vb.configuredSigner(e.Endorsement.SignerKey) {
 			return false, nil
 		}
 	}
-	lowest := d.policy.Threshold
-	for _, o := range d.policy.Overrides {
+	lowest := vb.policy.Threshold
+	for _, o := range vb.policy.Overrides {
 		if o.Threshold != nil {
 			lowest = min(lowest, *o.Threshold)
 		}
@@ -183,14 +183,14 @@ func (d *Daemon) hopeless(bk string, attesters []string) (bool, error) {
 	return lowest <= 0 || len(attesters) < lowest, nil
 }
 
-// allowedFor returns the allowed content of one build key, if any.
-func (d *Daemon) allowedFor(buildKey string) (allowedBuild, bool, error) {
-	v, atts, err := d.verdict(buildKey)
+// AllowedBuild returns the allowed content of one build key, if any.
+func (vb *Book) AllowedBuild(buildKey string) (Build, bool, error) {
+	v, atts, err := vb.Verdict(buildKey)
 	if err != nil {
-		return allowedBuild{}, false, err
+		return Build{}, false, err
 	}
 	if v.Decision != trust.Allowed || v.Content == nil {
-		return allowedBuild{}, false, nil
+		return Build{}, false, nil
 	}
 	// Only attestations by voters that counted describe files worth
 	// fetching: a blocked or equivocating peer may name the allowed content
@@ -206,14 +206,14 @@ func (d *Daemon) allowedFor(buildKey string) (allowedBuild, bool, error) {
 			}
 		}
 	}
-	ab := allowedBuild{Verdict: v}
+	ab := Build{Verdict: v}
 	for _, s := range atts {
-		if s.Attestation.Content == *v.Content && (counted[s.Attester] || s.Attester == d.self) {
+		if s.Attestation.Content == *v.Content && (counted[s.Attester] || s.Attester == vb.self) {
 			ab.Atts = append(ab.Atts, s)
 		}
 	}
 	sort.SliceStable(ab.Atts, func(i, j int) bool {
-		si, sj := ab.Atts[i].Attester == d.self, ab.Atts[j].Attester == d.self
+		si, sj := ab.Atts[i].Attester == vb.self, ab.Atts[j].Attester == vb.self
 		if si != sj {
 			return si
 		}
@@ -238,13 +238,13 @@ type decodedCache struct {
 // (cheap, and the hot set refills within one request).
 const maxDecodedBytes = 32 << 20
 
-// decodeAttestation is trust.Decode with the cache. Callers must not modify
+// Decode is trust.Decode with the cache. Callers must not modify
 // the result.
-func (d *Daemon) decodeAttestation(blob []byte) (*trust.Signed, error) {
+func (vb *Book) Decode(blob []byte) (*trust.Signed, error) {
 	id := sha256.Sum256(blob)
-	d.decoded.mu.Lock()
-	s, ok := d.decoded.m[id]
-	d.decoded.mu.Unlock()
+	vb.decoded.mu.Lock()
+	s, ok := vb.decoded.m[id]
+	vb.decoded.mu.Unlock()
 	if ok {
 		return s, nil
 	}
@@ -252,13 +252,13 @@ func (d *Daemon) decodeAttestation(blob []byte) (*trust.Signed, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.decoded.mu.Lock()
-	if d.decoded.m == nil || d.decoded.bytes+len(blob) > maxDecodedBytes {
-		d.decoded.m = make(map[[32]byte]*trust.Signed)
-		d.decoded.bytes = 0
+	vb.decoded.mu.Lock()
+	if vb.decoded.m == nil || vb.decoded.bytes+len(blob) > maxDecodedBytes {
+		vb.decoded.m = make(map[[32]byte]*trust.Signed)
+		vb.decoded.bytes = 0
 	}
-	d.decoded.m[id] = s
-	d.decoded.bytes += len(blob)
-	d.decoded.mu.Unlock()
+	vb.decoded.m[id] = s
+	vb.decoded.bytes += len(blob)
+	vb.decoded.mu.Unlock()
 	return s, nil
 }

@@ -1,12 +1,10 @@
-package daemon
+package own
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ProtonMail/go-crypto/openpgp"
 	"os"
 	"os/exec"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/scan"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -42,13 +41,8 @@ var errDownloaded = errors.New("downloaded from a binhost, not built here: not a
 // daemon's gateway key or by a binhost key of trust.pgp_keyring — the marks
 // of a package portage fetched. A local build is unsigned, or signed with
 // the user's own binpkg-signing key.
-func (d *Daemon) downloaded(path string) bool {
-	var kr openpgp.EntityList
-	if d.gateway != nil {
-		kr = append(kr, d.gateway.key)
-	}
-	kr = append(kr, d.policy.PGPKeyring...)
-	return len(kr) > 0 && trust.VerifyGPKGSignatures(path, kr) == nil
+func (ob *Builds) downloaded(path string) bool {
+	return len(ob.keyring) > 0 && trust.VerifyGPKGSignatures(path, ob.keyring) == nil
 }
 
 // errNonReproducible marks a rebuild whose content differs from what this
@@ -57,17 +51,17 @@ var errNonReproducible = errors.New("non-reproducible rebuild")
 
 // indexer implements scan.Indexer: it is the one place a PKGDIR file is
 // read and identified.
-type indexer struct{ d *Daemon }
+type indexer struct{ ob *Builds }
 
 func (ix indexer) Index(path string) (store.LocalPackage, error) {
-	return ix.d.identify(path)
+	return ix.ob.identify(path)
 }
 
 // identify reads a binpkg once for its identities and once for its piece
 // layer (the layer needs the raw container bytes, the digests the
 // decompressed image; both passes are streaming).
-func (d *Daemon) identify(path string) (store.LocalPackage, error) {
-	pkg, err := xpak.ReadFile(path, d.limits)
+func (ob *Builds) identify(path string) (store.LocalPackage, error) {
+	pkg, err := xpak.ReadFile(path, ob.limits)
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
@@ -75,7 +69,7 @@ func (d *Daemon) identify(path string) (store.LocalPackage, error) {
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: metadata digest: %w", path, err)
 	}
-	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, d.md5cache)
+	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, ob.md5cache)
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: build descriptor: %w", path, err)
 	}
@@ -91,7 +85,7 @@ func (d *Daemon) identify(path string) (store.LocalPackage, error) {
 	if size != pkg.Size {
 		return store.LocalPackage{}, fmt.Errorf("%s: file changed while it was read", path)
 	}
-	if err := d.store.PutLeaves(pkg.FileSHA256, leaves); err != nil {
+	if err := ob.store.PutLeaves(pkg.FileSHA256, leaves); err != nil {
 		return store.LocalPackage{}, err
 	}
 	descJSON, err := json.Marshal(desc)
@@ -121,21 +115,12 @@ func (d *Daemon) identify(path string) (store.LocalPackage, error) {
 	}, nil
 }
 
-// indexFields are the metadata keys a Packages index entry carries, taken
-// only from keys the metadata digest covers: what the gateway lists must be
-// what the voters agreed on.
-var indexKeys = []string{
-	"BDEPEND", "DEFINED_PHASES", "DEPEND", "DESCRIPTION", "EAPI", "HOMEPAGE",
-	"IDEPEND", "IUSE", "KEYWORDS", "LICENSE", "PDEPEND", "PROPERTIES", "PROVIDES",
-	"RDEPEND", "REQUIRES", "RESTRICT", "SLOT", "USE", "repository",
-}
-
+// indexFields are the index keys an attestation carries (votes.IndexKeys),
+// one line each: taken only from keys the metadata digest covers, so what
+// the gateway lists is what the voters agreed on.
 func indexFields(m *xpak.Metadata) map[string]string {
 	out := make(map[string]string)
-	for _, k := range indexKeys {
-		if !identity.IsCovered(k) {
-			continue
-		}
+	for _, k := range votes.IndexKeys() {
 		if v := strings.Join(strings.Fields(m.Get(k)), " "); v != "" {
 			out[k] = v
 		}
@@ -144,17 +129,17 @@ func indexFields(m *xpak.Metadata) map[string]string {
 }
 
 // syncPKGDIR brings the store in line with PKGDIR once, at start.
-func (d *Daemon) syncPKGDIR(ctx context.Context) error {
-	ch, err := d.scanner.Sync(ctx)
+func (ob *Builds) syncPKGDIR(ctx context.Context) error {
+	ch, err := ob.scanner.Sync(ctx)
 	if errors.Is(err, scan.ErrNoPKGDIR) {
 		msg := "missing: nothing to share until portage writes binpkgs there"
-		d.pkgdirMsg.Store(msg)
-		d.log.Warn("PKGDIR "+msg, "pkgdir", d.cfg.Portage.PkgDir)
+		ob.pkgdirMsg.Store(msg)
+		ob.log.Warn("PKGDIR "+msg, "pkgdir", ob.pkgdir)
 		return nil
 	}
 	// What the scan recorded is acted on even if it was cut short, or the
 	// files would stay indexed but unannounced.
-	d.applyChanges(ctx, ch)
+	ob.applyChanges(ctx, ch)
 	if err != nil {
 		return fmt.Errorf("scan PKGDIR: %w", err)
 	}
@@ -162,28 +147,28 @@ func (d *Daemon) syncPKGDIR(ctx context.Context) error {
 }
 
 // applyChanges attests and announces new builds and withdraws removed ones.
-func (d *Daemon) applyChanges(ctx context.Context, ch scan.Changes) {
+func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
 	for _, err := range ch.Errors {
-		d.log.Warn("skipping binpkg", "err", err)
+		ob.log.Warn("skipping binpkg", "err", err)
 	}
 	affected := map[string]string{} // build key → variant key
 	for _, lp := range ch.Removed {
 		affected[lp.BuildKey] = lp.VariantKey
-		d.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
+		ob.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
 	}
 	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
 		affected[lp.BuildKey] = lp.VariantKey
-		if err := d.attestLocal(ctx, lp, true); errors.Is(err, errDownloaded) {
-			d.log.Info("not attesting a downloaded package", "path", lp.Path)
+		if err := ob.attestLocal(ctx, lp, true); errors.Is(err, errDownloaded) {
+			ob.log.Info("not attesting a downloaded package", "path", lp.Path)
 		} else if err != nil {
-			d.log.Warn("attest", "path", lp.Path, "err", err)
+			ob.log.Warn("attest", "path", lp.Path, "err", err)
 		}
 	}
-	d.reconcileOwn(affected)
+	ob.reconcileOwn(affected)
 	if n := len(ch.Added) + len(ch.Replaced) + len(ch.Removed); n > 0 {
-		d.log.Info("PKGDIR changed", "added", len(ch.Added), "replaced", len(ch.Replaced), "removed", len(ch.Removed))
+		ob.log.Info("PKGDIR changed", "added", len(ch.Added), "replaced", len(ch.Replaced), "removed", len(ch.Removed))
 	}
-	d.pkgdirMsg.Store("")
+	ob.pkgdirMsg.Store("")
 }
 
 // reconcileOwn makes this peer's claims for the given build keys match the
@@ -191,15 +176,15 @@ func (d *Daemon) applyChanges(ctx context.Context, ch scan.Changes) {
 // peer no longer claims to hold it; copies peers collected stay valid
 // votes, since "I built it and got C" remains true), and a key that no held
 // file carries any more is no longer (re)provided.
-func (d *Daemon) reconcileOwn(keys map[string]string) {
-	self := d.self.String()
+func (ob *Builds) reconcileOwn(keys map[string]string) {
+	self := ob.self.String()
 	var gone []cid.Cid
 	for bk, vk := range keys {
 		// A store error must never read as "file gone": that would delete
 		// and withdraw this peer's own attestations. Skip the build key.
-		recs, err := d.store.AttestationsFor(bk)
+		recs, err := ob.store.AttestationsFor(bk)
 		if err != nil {
-			d.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
+			ob.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
 			continue
 		}
 		held := false
@@ -207,51 +192,51 @@ func (d *Daemon) reconcileOwn(keys map[string]string) {
 			if r.Attester != self {
 				continue
 			}
-			s, err := d.decodeAttestation(r.Blob)
+			s, err := ob.votes.Decode(r.Blob)
 			if err != nil {
 				continue
 			}
-			lps, err := d.store.LocalBySHA(s.Attestation.FileSHA256)
+			lps, err := ob.store.LocalBySHA(s.Attestation.FileSHA256)
 			if err != nil {
-				d.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
+				ob.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
 				held = true
 				continue
 			}
 			if len(lps) == 0 {
-				if _, err := d.store.DeleteAttestation(r.ID); err != nil {
-					d.log.Warn("reconcile own builds: withdraw attestation", "build_key", bk, "err", err)
+				if _, err := ob.store.DeleteAttestation(r.ID); err != nil {
+					ob.log.Warn("reconcile own builds: withdraw attestation", "build_key", bk, "err", err)
 					held = true
 				}
 				continue
 			}
 			held = true
 		}
-		if held || d.cachedBuild(bk) {
+		if held || ob.cachedBuild(bk) {
 			continue
 		}
 		if c, err := cid.Decode(bk); err == nil {
 			gone = append(gone, c)
 		}
-		if !d.ownsVariant(vk) {
+		if !ob.ownsVariant(vk) {
 			if c, err := cid.Decode(vk); err == nil {
 				gone = append(gone, c)
 			}
 		}
 	}
-	if len(gone) > 0 && d.node != nil {
-		if err := d.node.Withdraw(gone...); err != nil {
-			d.log.Warn("withdraw", "err", err)
+	if len(gone) > 0 {
+		if err := ob.net.Withdraw(gone...); err != nil {
+			ob.log.Warn("withdraw", "err", err)
 		}
 	}
 }
 
 // cachedBuild reports whether the content cache holds a copy of a build
 // (mirror and share modes announce those too).
-func (d *Daemon) cachedBuild(buildKey string) bool {
-	entries, err := d.store.Cache().List()
+func (ob *Builds) cachedBuild(buildKey string) bool {
+	entries, err := ob.store.Cache().List()
 	if err != nil {
 		// Unknown counts as held: the caller would withdraw otherwise.
-		d.log.Warn("cache list", "err", err)
+		ob.log.Warn("cache list", "err", err)
 		return true
 	}
 	for _, e := range entries {
@@ -263,13 +248,13 @@ func (d *Daemon) cachedBuild(buildKey string) bool {
 }
 
 // ownsVariant reports whether an own attestation of the variant remains.
-func (d *Daemon) ownsVariant(variantKey string) bool {
-	recs, err := d.store.AttestationsByVariant(variantKey)
+func (ob *Builds) ownsVariant(variantKey string) bool {
+	recs, err := ob.store.AttestationsByVariant(variantKey)
 	if err != nil {
 		return true // unknown counts as owned: never withdraw on an error
 	}
 	for _, r := range recs {
-		if r.Attester == d.self.String() {
+		if r.Attester == ob.self.String() {
 			return true
 		}
 	}
@@ -278,37 +263,14 @@ func (d *Daemon) ownsVariant(variantKey string) bool {
 
 // announceAll re-announces every stored local package (after a restart the
 // DHT has forgotten us, but the files were not re-read).
-func (d *Daemon) announceAll(ctx context.Context) error {
-	lps, err := d.store.ListLocal()
+func (ob *Builds) announceAll(ctx context.Context) error {
+	lps, err := ob.store.ListLocal()
 	if err != nil {
 		return err
 	}
 	for _, lp := range lps {
-		if err := d.attestLocal(ctx, lp, false); err != nil {
-			d.log.Warn("re-announce", "path", lp.Path, "err", err)
-		}
-	}
-	if d.cfg.Mode == config.ModeConsume {
-		return nil
-	}
-	// Cached copies this daemon would still serve are announced again too.
-	entries, err := d.store.Cache().List()
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		recs, _ := d.store.AttestationsFor(e.Meta.BuildKey)
-		for _, r := range recs {
-			s, err := d.decodeAttestation(r.Blob)
-			if err != nil || s.Attestation.FileSHA256 != e.SHA256 {
-				continue
-			}
-			if d.servable(e.Meta.BuildKey) {
-				if err := d.provideCopy(s.Attestation); err != nil {
-					d.log.Warn("re-announce copy", "cpv", e.Meta.CPV, "err", err)
-				}
-			}
-			break
+		if err := ob.attestLocal(ctx, lp, false); err != nil {
+			ob.log.Warn("re-announce", "path", lp.Path, "err", err)
 		}
 	}
 	return nil
@@ -316,16 +278,16 @@ func (d *Daemon) announceAll(ctx context.Context) error {
 
 // attestLocal signs (or finds) this daemon's attestation for a local
 // package, stores it, and provides its keys. publish gossips it.
-func (d *Daemon) attestLocal(ctx context.Context, lp store.LocalPackage, publish bool) error {
+func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publish bool) error {
 	var ex localExtra
 	if err := json.Unmarshal(lp.Extra, &ex); err != nil {
 		return fmt.Errorf("stored package %s: %w", lp.Path, err)
 	}
-	signed, err := d.ownAttestation(lp, ex)
+	signed, err := ob.ownAttestation(lp, ex)
 	if err != nil {
 		return err
 	}
-	if _, err := d.store.PutAttestation(d.attestationRecord(signed, arrival{from: d.self})); err != nil {
+	if err := ob.votes.StoreOwn(signed); err != nil {
 		return err
 	}
 	bk, err := cid.Decode(lp.BuildKey)
@@ -336,18 +298,15 @@ func (d *Daemon) attestLocal(ctx context.Context, lp store.LocalPackage, publish
 	if err != nil {
 		return err
 	}
-	if d.cfg.Mode != config.ModeConsume {
-		if err := d.node.Provide(bk, vk); err != nil {
+	if ob.mode != config.ModeConsume {
+		if err := ob.net.Provide(bk, vk); err != nil {
 			return fmt.Errorf("provide %s: %w", lp.CPV, err)
 		}
-		d.metrics.announces.Inc()
+		ob.announces.Inc()
 	}
 	if publish {
-		if err := d.node.JoinPlatform(signed.Attestation.Platform); err != nil {
-			return err
-		}
-		if err := d.node.Publish(ctx, signed.Attestation.Platform, gossipAttestation(signed.Marshal())); err != nil {
-			d.log.Debug("gossip attestation", "cpv", lp.CPV, "err", err)
+		if err := ob.votes.PublishOwn(ctx, signed); err != nil {
+			ob.log.Debug("gossip attestation", "cpv", lp.CPV, "err", err)
 		}
 	}
 	return nil
@@ -356,25 +315,25 @@ func (d *Daemon) attestLocal(ctx context.Context, lp store.LocalPackage, publish
 // ownAttestation returns the stored own attestation for this exact file, or
 // signs a new one. Re-signing on every start would flood peers with
 // equivalent attestations that differ only in time.
-func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Signed, error) {
-	recs, err := d.store.AttestationsFor(lp.BuildKey)
+func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Signed, error) {
+	recs, err := ob.store.AttestationsFor(lp.BuildKey)
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range recs {
-		if r.Attester != d.self.String() {
+		if r.Attester != ob.self.String() {
 			continue
 		}
-		s, err := d.decodeAttestation(r.Blob)
+		s, err := ob.votes.Decode(r.Blob)
 		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 {
 			return s, nil
 		}
 	}
-	if d.downloaded(lp.Path) {
+	if ob.downloaded(lp.Path) {
 		return nil, fmt.Errorf("%s: %w", lp.Path, errDownloaded)
 	}
 	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
-	claimed, err := d.store.ClaimOwnContent(lp.BuildKey, content.String())
+	claimed, err := ob.store.ClaimOwnContent(lp.BuildKey, content.String())
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +358,7 @@ func (d *Daemon) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Si
 		Builder:    builderVersions(),
 		Time:       time.Now().UTC().Truncate(time.Second),
 	}
-	return trust.Sign(a, d.key)
+	return trust.Sign(a, ob.key)
 }
 
 var (
@@ -431,5 +390,3 @@ func builderVersions() trust.Builder {
 	})
 	return builder
 }
-
-func hexs(b [32]byte) string { return hex.EncodeToString(b[:]) }

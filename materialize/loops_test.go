@@ -1,7 +1,6 @@
-package daemon
+package materialize
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,7 +15,7 @@ func TestDropStalePartials(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	d := &Daemon{store: st, log: slog.New(slog.DiscardHandler)}
+	mz := New(Options{Store: st})
 	old := filepath.Join(st.PartialDir(), "aa.part")
 	fresh := filepath.Join(st.PartialDir(), "bb.part")
 	for _, p := range []string{old, fresh} {
@@ -28,7 +27,7 @@ func TestDropStalePartials(t *testing.T) {
 	if err := os.Chtimes(old, week, week); err != nil {
 		t.Fatal(err)
 	}
-	d.dropStalePartials(time.Now().Add(-partialMaxAge))
+	mz.dropStalePartials(time.Now().Add(-partialMaxAge))
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
 		t.Error("a partial download older than a week was kept")
 	}

@@ -1,4 +1,4 @@
-package daemon
+package binhost
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ func TestCanonicalEnvironmentStripsHostVarying(t *testing.T) {
 		"declare -- SLOT=\"0\"\n" +
 		"pkg_postinst () \n{ \n    elog \"hello\"\n}\n"
 	raw := bz(t, env)
-	out, err := canonicalMetadata(environmentKey, raw)
+	out, err := Canonical(environmentKey, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestCanonicalEnvironmentStripsHostVarying(t *testing.T) {
 		t.Fatal(err)
 	}
 	m[environmentKey] = out
-	m["SLOT"], _ = canonicalMetadata("SLOT", []byte("  0 \n\n"))
+	m["SLOT"], _ = Canonical("SLOT", []byte("  0 \n\n"))
 	after, err := identity.MetadataDigest(xpak.NewMetadata(m))
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package daemon
+package binhost
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 // environment, which portage sources for pkg_* phases at install time.
 const environmentKey = "environment.bz2"
 
-// canonicalMetadata is the gateway's rewrite of every covered value into
+// Canonical is the gateway's rewrite of every covered value into
 // exactly what the metadata digest hashed: environment.bz2 loses the
 // host-varying variables the digest leaves out (they were never compared
 // between peers, so an attacker could hide anything there), every other
@@ -20,7 +20,7 @@ const environmentKey = "environment.bz2"
 //
 // The standard library only decompresses bzip2; dsnet/compress provides
 // the pure-Go encoder portage's reader needs.
-func canonicalMetadata(key string, raw []byte) ([]byte, error) {
+func Canonical(key string, raw []byte) ([]byte, error) {
 	if key != environmentKey {
 		return identity.CanonicalValue(key, raw), nil
 	}

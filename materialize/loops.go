@@ -1,4 +1,4 @@
-package daemon
+package materialize
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 
 // gcLoop keeps the content cache within its disk budget, least recently
 // used first, never evicting a file that is also an own build in PKGDIR.
-func (d *Daemon) gcLoop(ctx context.Context) {
+func (mz *Materializer) gcLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		d.collectGarbage()
+		mz.collectGarbage()
 		select {
 		case <-ctx.Done():
 			return
@@ -27,31 +27,31 @@ func (d *Daemon) gcLoop(ctx context.Context) {
 // before its pieces are dropped.
 const partialMaxAge = 7 * 24 * time.Hour
 
-func (d *Daemon) collectGarbage() {
-	d.dropStalePartials(time.Now().Add(-partialMaxAge))
-	budget := d.cfg.Cache.DiskBudget
+func (mz *Materializer) collectGarbage() {
+	mz.dropStalePartials(time.Now().Add(-partialMaxAge))
+	budget := mz.diskBudget
 	if budget <= 0 {
 		return
 	}
-	freed, err := d.store.Cache().GC(budget, func(sha [32]byte) bool {
+	freed, err := mz.store.Cache().GC(budget, func(sha [32]byte) bool {
 		// An error keeps the file: never evict on what could not be read.
-		lps, err := d.store.LocalBySHA(sha)
+		lps, err := mz.store.LocalBySHA(sha)
 		return err != nil || len(lps) > 0
 	})
 	if err != nil {
-		d.log.Warn("cache gc", "err", err)
+		mz.log.Warn("cache gc", "err", err)
 	} else if freed > 0 {
-		d.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
+		mz.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
 	}
 }
 
 // mirrorLoop (mirror mode) replicates allowed builds of the local platform
 // into the cache, most attested first, while the disk budget allows.
-func (d *Daemon) mirrorLoop(ctx context.Context) {
+func (mz *Materializer) mirrorLoop(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
-		d.mirrorOnce(ctx)
+		mz.mirrorOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -60,8 +60,8 @@ func (d *Daemon) mirrorLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) mirrorOnce(ctx context.Context) {
-	builds, err := d.allowed(d.platform)
+func (mz *Materializer) mirrorOnce(ctx context.Context) {
+	builds, err := mz.votes.AllowedBuilds(mz.platform)
 	if err != nil {
 		return
 	}
@@ -72,11 +72,11 @@ func (d *Daemon) mirrorOnce(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if d.cfg.Cache.DiskBudget > 0 && d.store.Cache().Usage() >= d.cfg.Cache.DiskBudget {
+		if mz.diskBudget > 0 && mz.store.Cache().Usage() >= mz.diskBudget {
 			return
 		}
-		if _, err := d.materialize(ctx, b.Verdict.BuildKey, nil); err != nil {
-			d.log.Debug("mirror", "build_key", b.Verdict.BuildKey, "err", err)
+		if _, err := mz.Materialize(ctx, b.Verdict.BuildKey, nil); err != nil {
+			mz.log.Debug("mirror", "build_key", b.Verdict.BuildKey, "err", err)
 		}
 	}
 }
@@ -84,8 +84,8 @@ func (d *Daemon) mirrorOnce(ctx context.Context) {
 // dropStalePartials removes partial downloads not touched since before:
 // a fetch that never completes (a provider that stalls at the end, an
 // attester that named a file nobody serves) must not hold disk forever.
-func (d *Daemon) dropStalePartials(before time.Time) {
-	entries, err := os.ReadDir(d.store.PartialDir())
+func (mz *Materializer) dropStalePartials(before time.Time) {
+	entries, err := os.ReadDir(mz.store.PartialDir())
 	if err != nil {
 		return
 	}
@@ -94,8 +94,8 @@ func (d *Daemon) dropStalePartials(before time.Time) {
 		if err != nil || !fi.Mode().IsRegular() || !fi.ModTime().Before(before) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(d.store.PartialDir(), e.Name())); err == nil {
-			d.log.Info("dropped stale partial download", "file", e.Name(), "age", time.Since(fi.ModTime()).Round(time.Hour))
+		if err := os.Remove(filepath.Join(mz.store.PartialDir(), e.Name())); err == nil {
+			mz.log.Info("dropped stale partial download", "file", e.Name(), "age", time.Since(fi.ModTime()).Round(time.Hour))
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package votes
 
 import (
 	"bytes"
@@ -20,33 +20,39 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 var testPlatform = hostile.Platform{CHOST: "x86_64-pc-linux-gnu", CFLAGS: "-O2 -pipe", CXXFLAGS: "-O2 -pipe", LDFLAGS: "-Wl,-O1"}
 
-// offlineDaemon is a daemon that was never Run: store, policy and limits,
-// no network. Ingest works on it as it does on a running one.
-func offlineDaemon(t testing.TB, configure func(*config.Config)) *Daemon {
+// offlineBook is a Book on a fresh store, configured as a daemon with
+// cfg would configure it, on an in-memory network of its own.
+func offlineBook(t testing.TB, configure func(*config.Config)) *Book {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Defaults()
-	cfg.StateDir = filepath.Join(dir, "state")
-	cfg.Cache.Dir = filepath.Join(dir, "state", "cache")
-	cfg.API.Socket = filepath.Join(dir, "api.sock")
-	cfg.Portage = config.PortageConfig{CHOST: testPlatform.CHOST, CFLAGS: testPlatform.CFLAGS, CXXFLAGS: testPlatform.CXXFLAGS,
-		LDFLAGS: testPlatform.LDFLAGS, PkgDir: filepath.Join(dir, "pkgdir")}
 	if configure != nil {
 		configure(cfg)
 	}
-	d, err := New(Options{Config: cfg, VDB: filepath.Join(dir, "vdb")})
+	policy, err := PolicyFromConfig(cfg.Trust)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = d.store.Close() })
-	return d
+	st, err := store.Open(filepath.Join(dir, "state"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	_, self := mustKey(t)
+	net := memnet.New()
+	return New(Options{
+		Store: st, Policy: policy, Self: self, Platform: testPlatform.Platform(),
+		Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: net.Join(self),
+	})
 }
 
 func mustKey(t testing.TB) (crypto.PrivKey, peer.ID) {
@@ -64,9 +70,9 @@ func mustKey(t testing.TB) (crypto.PrivKey, peer.ID) {
 
 // ingestAs ingests s as delivered directly by from, failing the test on
 // any error but the tolerated ones.
-func ingestAs(t testing.TB, d *Daemon, s *trust.Signed, from peer.ID, tolerated ...error) {
+func ingestAs(t testing.TB, vb *Book, s *trust.Signed, from peer.ID, tolerated ...error) {
 	t.Helper()
-	_, err := d.ingestAttestation(context.Background(), s.Marshal(), arrival{from: from}, false)
+	_, err := vb.ingestAttestation(context.Background(), s.Marshal(), arrival{from: from}, false)
 	for _, ok := range tolerated {
 		if errors.Is(err, ok) {
 			return
@@ -91,7 +97,7 @@ func junk(t testing.TB, k crypto.PrivKey, i, size int) *trust.Signed {
 // records are touched.
 func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 	const budget = 512 << 10
-	d := offlineDaemon(t, func(c *config.Config) { c.Limits.PeerAttestationBytes = budget })
+	vb := offlineBook(t, func(c *config.Config) { c.Limits.PeerAttestationBytes = budget })
 	ctx := context.Background()
 	hk, honest := mustKey(t)
 	fk, flooder := mustKey(t)
@@ -99,7 +105,7 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 	for i := range 3 {
 		s := junk(t, hk, 1000+i, 2000)
 		honestAtts = append(honestAtts, s)
-		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: honest}, false); err != nil {
+		if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: honest}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,7 +115,7 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.ingestAttestation(ctx, backed.Marshal(), arrival{from: flooder}, false); err != nil {
+	if _, err := vb.ingestAttestation(ctx, backed.Marshal(), arrival{from: flooder}, false); err != nil {
 		t.Fatal(err)
 	}
 	var last *trust.Signed
@@ -117,7 +123,7 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 		last = junk(t, fk, i, 54<<10)
 		// Once it overflowed its budget, the flooder's records are kept
 		// at its own expense but not relayed.
-		added, err := d.ingestAttestation(ctx, last.Marshal(), arrival{from: flooder}, false)
+		added, err := vb.ingestAttestation(ctx, last.Marshal(), arrival{from: flooder}, false)
 		if !added || err != nil && !errors.Is(err, errFlooding) {
 			t.Fatalf("junk %d: added %v, %v", i, added, err)
 		}
@@ -125,7 +131,7 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 			t.Errorf("the flood's last record would be relayed")
 		}
 	}
-	u, err := d.store.AttesterUsage(flooder.String())
+	u, err := vb.store.AttesterUsage(flooder.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,14 +142,14 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 		t.Errorf("flooder holds %d records: nothing was evicted", u.Records)
 	}
 	for _, s := range []*trust.Signed{backed, last, honestAtts[0], honestAtts[1], honestAtts[2]} {
-		if ok, _ := d.store.HasAttestation(s.ID()); !ok {
+		if ok, _ := vb.store.HasAttestation(s.ID()); !ok {
 			t.Errorf("%s's attestation for %s was evicted", s.Attester, s.Attestation.CPV)
 		}
 	}
-	if hu, _ := d.store.AttesterUsage(honest.String()); hu.Records != 3 {
+	if hu, _ := vb.store.AttesterUsage(honest.String()); hu.Records != 3 {
 		t.Errorf("honest attester holds %d records, want 3", hu.Records)
 	}
-	if err := d.store.Check(); err != nil {
+	if err := vb.store.Check(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -152,28 +158,28 @@ func TestAdmitEvictsOnlyTheFloodersOwnUnbackedRecords(t *testing.T) {
 // instead of evicting them; the refusal is a budget error (ignored, not
 // penalised, in gossip).
 func TestAdmitRefusesWhenOnlyBackedRecordsRemain(t *testing.T) {
-	d := offlineDaemon(t, func(c *config.Config) { c.Limits.PeerAttestations = 2 })
+	vb := offlineBook(t, func(c *config.Config) { c.Limits.PeerAttestations = 2 })
 	ctx := context.Background()
 	hk, honest := mustKey(t)
 	fk, other := mustKey(t)
 	for i := range 2 {
 		s := junk(t, hk, i, 1000)
-		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: honest}, false); err != nil {
+		if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: honest}, false); err != nil {
 			t.Fatal(err)
 		}
 		r, err := hostile.Relabel(s, fk, time.Now().Add(-time.Hour), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.ingestAttestation(ctx, r.Marshal(), arrival{from: other}, false); err != nil {
+		if _, err := vb.ingestAttestation(ctx, r.Marshal(), arrival{from: other}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := d.ingestAttestation(ctx, junk(t, fk, 99, 1000).Marshal(), arrival{from: other}, false)
+	_, err := vb.ingestAttestation(ctx, junk(t, fk, 99, 1000).Marshal(), arrival{from: other}, false)
 	if !errors.Is(err, errBudget) || !errors.Is(err, errRejected) {
 		t.Fatalf("third record of a full, backed budget: %v, want errBudget", err)
 	}
-	if u, _ := d.store.AttesterUsage(other.String()); u.Records != 2 {
+	if u, _ := vb.store.AttesterUsage(other.String()); u.Records != 2 {
 		t.Fatalf("usage %+v after refusal", u)
 	}
 }
@@ -181,22 +187,22 @@ func TestAdmitRefusesWhenOnlyBackedRecordsRemain(t *testing.T) {
 // The arrival address is kept only when the attester delivered its own
 // attestation, and a relayed copy gains it when the attester sends it.
 func TestArrivalAddressOnlyFromTheAttesterItself(t *testing.T) {
-	d := offlineDaemon(t, nil)
+	vb := offlineBook(t, nil)
 	ctx := context.Background()
 	k, attester := mustKey(t)
 	_, relay := mustKey(t)
 	s := junk(t, k, 1, 1000)
-	if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: relay, addr: "198.51.100.7"}, false); err != nil {
+	if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: relay, addr: "198.51.100.7"}, false); err != nil {
 		t.Fatal(err)
 	}
-	r, _, _ := d.store.GetAttestation(s.ID())
+	r, _, _ := vb.store.GetAttestation(s.ID())
 	if r.Addr != "" {
 		t.Fatalf("a relayed attestation recorded the relay's address %q", r.Addr)
 	}
-	if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: attester, addr: "192.0.2.9"}, false); err != nil {
+	if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: attester, addr: "192.0.2.9"}, false); err != nil {
 		t.Fatal(err)
 	}
-	r, _, _ = d.store.GetAttestation(s.ID())
+	r, _, _ = vb.store.GetAttestation(s.ID())
 	if r.Addr != "192.0.2.9" {
 		t.Fatalf("addr %q after the attester delivered it, want 192.0.2.9", r.Addr)
 	}
@@ -259,7 +265,7 @@ func TestAgreedIndexDropsDisputedFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := agreedIndex([]*trust.Signed{a2, b})
+	got := AgreedIndex([]*trust.Signed{a2, b})
 	if _, ok := got["SLOT"]; ok {
 		t.Errorf("disputed SLOT listed as %q", got["SLOT"])
 	}
@@ -276,22 +282,22 @@ func TestAgreedIndexDropsDisputedFields(t *testing.T) {
 func TestHopelessBuildKeys(t *testing.T) {
 	k, id := mustKey(t)
 	tk, trustedID := mustKey(t)
-	d := offlineDaemon(t, func(c *config.Config) {
+	vb := offlineBook(t, func(c *config.Config) {
 		c.Trust.Threshold = 2
 		c.Trust.TrustedPeers = []string{trustedID.String()}
 	})
 	ctx := context.Background()
 	one := junk(t, k, 1, 1000)
 	byTrusted := junk(t, tk, 2, 1000)
-	ingestAs(t, d, one, id)
-	ingestAs(t, d, byTrusted, trustedID)
+	ingestAs(t, vb, one, id)
+	ingestAs(t, vb, byTrusted, trustedID)
 	// An endorsement by a signer not configured here changes nothing.
 	_, foreign, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEndorsement(one.Attestation.BuildKey, d.platform, one.Attestation.Content, foreign)
-	if _, err := d.ingestEndorsement(ctx, e.Marshal(), id, false); err != nil {
+	e := NewEndorsement(one.Attestation.BuildKey, vb.platform, one.Attestation.Content, foreign)
+	if _, err := vb.IngestEndorsement(ctx, e.Marshal(), id, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
@@ -304,12 +310,12 @@ func TestHopelessBuildKeys(t *testing.T) {
 		{"two strangers", one.Attestation.BuildKey, []string{id.String(), "x"}, false},
 		{"a trusted peer allows alone", byTrusted.Attestation.BuildKey, []string{trustedID.String()}, false},
 	} {
-		got, err := d.hopeless(tt.bk, tt.attesters)
+		got, err := vb.hopeless(tt.bk, tt.attesters)
 		if err != nil || got != tt.want {
 			t.Errorf("%s: hopeless = %v, %v; want %v", tt.name, got, err, tt.want)
 		}
 	}
-	builds, err := d.allowed(d.platform)
+	builds, err := vb.AllowedBuilds(vb.platform)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,14 +329,14 @@ func TestHopelessBuildKeys(t *testing.T) {
 // cannot crowd the records out (a newcomer would stop syncing) or make an
 // answer large.
 func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
-	d := offlineDaemon(t, nil)
+	vb := offlineBook(t, nil)
 	ctx := context.Background()
 	k, id := mustKey(t)
 	// 150 records × 8 endorsements of about 3 KiB: more than a page's
 	// bytes, so paging has to cut between records.
 	for i := range 150 {
 		s := junk(t, k, i, 600)
-		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
+		if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
 			t.Fatal(err)
 		}
 		for range maxForeignEndorsements {
@@ -338,8 +344,8 @@ func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := NewEndorsement(s.Attestation.BuildKey, d.platform+strings.Repeat("p", 3000), s.Attestation.Content, priv)
-			if _, err := d.ingestEndorsement(ctx, e.Marshal(), id, false); err != nil {
+			e := NewEndorsement(s.Attestation.BuildKey, vb.platform+strings.Repeat("p", 3000), s.Attestation.Content, priv)
+			if _, err := vb.IngestEndorsement(ctx, e.Marshal(), id, false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -347,7 +353,7 @@ func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
 	var cur p2p.CatalogCursor
 	pages, atts := 0, 0
 	for range 100 {
-		out, err := d.serveCatalog(ctx, d.platform, cur)
+		out, err := vb.ServeCatalog(ctx, vb.platform, cur)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -385,7 +391,7 @@ func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
 // once per (peer, build key): proofs of self-equivocation on invented
 // build keys cost nothing to make and must not grow the store.
 func TestEvidenceOnlyWhereItMatters(t *testing.T) {
-	d := offlineDaemon(t, nil)
+	vb := offlineBook(t, nil)
 	ctx := context.Background()
 	k, id := mustKey(t)
 	_, relay := mustKey(t)
@@ -401,19 +407,19 @@ func TestEvidenceOnlyWhereItMatters(t *testing.T) {
 		t.Fatalf("%d proofs of equivocation", len(evs))
 	}
 	msg := gossipEvidence(evs[0].Marshal())
-	if err := d.onGossip(id, relay, d.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
+	if err := vb.OnGossip(id, relay, vb.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
 		t.Fatalf("evidence on a build key nobody attested here: %v, want ignored", err)
 	}
-	if _, err := d.ingestAttestation(ctx, a.Marshal(), arrival{from: id}, false); err != nil {
+	if _, err := vb.ingestAttestation(ctx, a.Marshal(), arrival{from: id}, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.onGossip(id, relay, d.platform, msg); err != nil {
+	if err := vb.OnGossip(id, relay, vb.platform, msg); err != nil {
 		t.Fatalf("evidence against a stored voter: %v", err)
 	}
-	if err := d.onGossip(id, relay, d.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
+	if err := vb.OnGossip(id, relay, vb.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
 		t.Fatalf("the same evidence again: %v, want ignored", err)
 	}
-	if held, _ := d.store.EvidenceFor(a.Attestation.BuildKey); len(held) != 1 {
+	if held, _ := vb.store.EvidenceFor(a.Attestation.BuildKey); len(held) != 1 {
 		t.Fatalf("%d evidence records held", len(held))
 	}
 }
@@ -421,18 +427,18 @@ func TestEvidenceOnlyWhereItMatters(t *testing.T) {
 // An attestation dated before 1970 is refused as the peer's fault, not
 // mistaken for a store failure that would drop a whole catalog page.
 func TestPre1970AttestationIsRejected(t *testing.T) {
-	d := offlineDaemon(t, nil)
+	vb := offlineBook(t, nil)
 	k, id := mustKey(t)
 	old, err := hostile.Junk(k, testPlatform, 1, 1000, time.Unix(-3600, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	good := junk(t, k, 2, 1000)
-	n, err := d.ingestBatch(context.Background(), [][]byte{old.Marshal(), good.Marshal()}, arrival{from: id})
+	n, err := vb.ingestBatch(context.Background(), [][]byte{old.Marshal(), good.Marshal()}, arrival{from: id})
 	if err != nil || n != 1 {
 		t.Fatalf("batch with a pre-1970 record: %d stored, %v; want the other one stored", n, err)
 	}
-	if _, err := d.ingestAttestation(context.Background(), old.Marshal(), arrival{from: id}, false); !errors.Is(err, errRejected) {
+	if _, err := vb.ingestAttestation(context.Background(), old.Marshal(), arrival{from: id}, false); !errors.Is(err, errRejected) {
 		t.Fatalf("pre-1970 attestation: %v, want rejected", err)
 	}
 }
@@ -441,7 +447,7 @@ func TestPre1970AttestationIsRejected(t *testing.T) {
 // on, one per attester first: identities that each send several large
 // records for their own content cannot push honest votes out of the cap.
 func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
-	d := offlineDaemon(t, nil)
+	vb := offlineBook(t, nil)
 	ctx := context.Background()
 	hk, _ := mustKey(t)
 	base := junk(t, hk, 1, 1000)
@@ -453,7 +459,7 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 			t.Fatal(err)
 		}
 		honest = append(honest, s)
-		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
+		if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -463,13 +469,13 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 		for j := range maxAttestationsPerAttester {
 			a := base.Attestation
 			a.Content.Image[0], a.Content.Image[1] = byte(i), byte(j)
-			a.Index = map[string]string{"DESCRIPTION": strings.Repeat("x", 15<<10), "HOMEPAGE": strings.Repeat("y", 15<<10), "LICENSE": strings.Repeat("z", 10<<10)}
+			a.Index = map[string]string{"DESCRIPTION": strings.Repeat("x", 15<<10), "KEYWORDS": strings.Repeat("y", 15<<10), "LICENSE": strings.Repeat("z", 10<<10)}
 			a.Time = time.Now().Add(-2 * time.Hour).Truncate(time.Second)
 			s, err := trust.Sign(a, k)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil && !errors.Is(err, errFlooding) {
+			if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil && !errors.Is(err, errFlooding) {
 				t.Fatal(err)
 			}
 		}
@@ -478,7 +484,7 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := d.serveAttestations(ctx, bk)
+	out, err := vb.ServeAttestations(ctx, bk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +504,7 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 // largest holders and never a record another attester backs.
 func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
 	const total = 512 << 10
-	d := offlineDaemon(t, func(c *config.Config) {
+	vb := offlineBook(t, func(c *config.Config) {
 		c.Limits.PeerAttestationBytes = 256 << 10
 		c.Limits.AttestationBytes = total
 	})
@@ -510,18 +516,18 @@ func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ingestAs(t, d, h, honest)
-	ingestAs(t, d, backer, okID)
+	ingestAs(t, vb, h, honest)
+	ingestAs(t, vb, backer, okID)
 	for i := range 30 {
 		k, id := mustKey(t)
 		for j := range 3 {
 			s := junk(t, k, 100*i+j+1, 20<<10)
-			if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil && !errors.Is(err, errFlooding) {
+			if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil && !errors.Is(err, errFlooding) {
 				t.Fatalf("sybil %d record %d: %v", i, j, err)
 			}
 		}
 	}
-	u, err := d.store.TotalUsage()
+	u, err := vb.store.TotalUsage()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,11 +535,11 @@ func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
 		t.Errorf("the store holds %d bytes of attestations, bound %d", u.Bytes, total)
 	}
 	for _, s := range []*trust.Signed{h, backer} {
-		if has, _ := d.store.HasAttestation(s.ID()); !has {
+		if has, _ := vb.store.HasAttestation(s.ID()); !has {
 			t.Errorf("a backed record was evicted by the store-wide bound")
 		}
 	}
-	if err := d.store.Check(); err != nil {
+	if err := vb.store.Check(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -542,7 +548,7 @@ func TestStoreWideBoundEvictsLargestUnbackedHolders(t *testing.T) {
 // votes: an attester's further records, then records of contents fewer
 // attesters back, make room.
 func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
-	d := offlineDaemon(t, nil)
+	vb := offlineBook(t, nil)
 	ctx := context.Background()
 	bk, _ := mustKey(t)
 	base := junk(t, bk, 1, 800)
@@ -554,7 +560,7 @@ func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
 			Attester: fmt.Sprintf("sybil-%d", i/maxAttestationsPerAttester), Content: fmt.Sprintf("junk-%d", i/maxAttestationsPerAttester),
 			Blob: []byte(fmt.Sprintf("junk record %d", i)), Time: 1, ReceivedAt: time.Unix(int64(i), 0)})
 	}
-	if _, err := d.store.PutAttestations(recs); err != nil {
+	if _, err := vb.store.PutAttestations(recs); err != nil {
 		t.Fatal(err)
 	}
 	var honest []*trust.Signed
@@ -564,17 +570,17 @@ func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
+		if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
 			t.Fatalf("honest vote into a full build key: %v", err)
 		}
 		honest = append(honest, s)
 	}
-	total, _, err := d.store.CountForBuildKey(base.Attestation.BuildKey, "")
+	total, _, err := vb.store.CountForBuildKey(base.Attestation.BuildKey, "")
 	if err != nil || total != maxAttestationsPerBuild {
 		t.Fatalf("build key holds %d records, %v; want the cap %d", total, err, maxAttestationsPerBuild)
 	}
 	for _, s := range honest {
-		if has, _ := d.store.HasAttestation(s.ID()); !has {
+		if has, _ := vb.store.HasAttestation(s.ID()); !has {
 			t.Errorf("honest vote by %s not stored", s.Attester)
 		}
 	}
@@ -586,7 +592,7 @@ func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
 func TestStoreFullOfBackedJunkStillTakesRecords(t *testing.T) {
 	const total = 256 << 10
 	tk, trustedID := mustKey(t)
-	d := offlineDaemon(t, func(c *config.Config) {
+	vb := offlineBook(t, func(c *config.Config) {
 		c.Limits.PeerAttestationBytes = 128 << 10
 		c.Limits.AttestationBytes = total
 		c.Trust.TrustedPeers = []string{trustedID.String()}
@@ -600,21 +606,21 @@ func TestStoreFullOfBackedJunkStillTakesRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ingestAs(t, d, a, id1, errFlooding, errBudget)
-			ingestAs(t, d, b, id2, errFlooding, errBudget)
+			ingestAs(t, vb, a, id1, errFlooding, errBudget)
+			ingestAs(t, vb, b, id2, errFlooding, errBudget)
 		}
 	}
 	sk, _ := mustKey(t)
 	for _, s := range []*trust.Signed{junk(t, sk, 9001, 20<<10), junk(t, tk, 9002, 20<<10)} {
-		ingestAs(t, d, s, s.Attester, errFlooding)
-		if has, _ := d.store.HasAttestation(s.ID()); !has {
+		ingestAs(t, vb, s, s.Attester, errFlooding)
+		if has, _ := vb.store.HasAttestation(s.ID()); !has {
 			t.Fatalf("%s's record not stored in a store full of backed junk", s.Attester)
 		}
 	}
-	if u, _ := d.store.TotalUsage(); u.Bytes > total+(64<<10) {
+	if u, _ := vb.store.TotalUsage(); u.Bytes > total+(64<<10) {
 		t.Errorf("the store holds %d bytes, bound %d", u.Bytes, total)
 	}
-	if err := d.store.Check(); err != nil {
+	if err := vb.store.Check(); err != nil {
 		t.Fatal(err)
 	}
 }

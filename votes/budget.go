@@ -1,4 +1,4 @@
-package daemon
+package votes
 
 import (
 	"cmp"
@@ -26,10 +26,10 @@ type arrival struct {
 // arrivalFrom records the delivering peer's direct address now, at
 // arrival: a later connection (or none) must not change which network a
 // vote counts for.
-func (d *Daemon) arrivalFrom(p peer.ID) arrival {
+func (vb *Book) arrivalFrom(p peer.ID) arrival {
 	a := arrival{from: p}
-	if d.node != nil && p != "" && p != d.self {
-		if ip, ok := d.node.DirectAddr(p); ok {
+	if vb.net != nil && p != "" && p != vb.self {
+		if ip, ok := vb.net.DirectAddr(p); ok {
 			a.addr = ip.String()
 		}
 	}
@@ -59,13 +59,13 @@ var errBudget = errors.New("attester's storage budget is full")
 // therefore costs this daemon at most its budget, whatever it sends, and
 // can never push out anyone else's records. Eviction goes down to 7/8 of
 // the budget so a flood does not rescan the attester's records per record.
-// Callers hold d.ingestMu.
-func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
-	if attester == d.self || d.isTrustedPeer(attester) {
+// Callers hold vb.ingestMu.
+func (vb *Book) admit(attester peer.ID, n int, pending store.Usage) error {
+	if attester == vb.self || vb.isTrustedPeer(attester) {
 		return nil
 	}
-	limR, limB := int64(d.cfg.Limits.PeerAttestations), d.cfg.Limits.PeerAttestationBytes
-	u, err := d.store.AttesterUsage(attester.String())
+	limR, limB := int64(vb.limits.PeerAttestations), vb.limits.PeerAttestationBytes
+	u, err := vb.store.AttesterUsage(attester.String())
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 	if needR > limR || needB > limB {
 		return fmt.Errorf("%w: %d bytes exceed limits.peer_attestation_bytes %d", errBudget, needB, limB)
 	}
-	cands, err := d.evictable(attester, installedPackages(d.vdb), false)
+	cands, err := vb.evictable(attester, vb.installed(), false)
 	if err != nil {
 		return err
 	}
@@ -94,19 +94,19 @@ func (d *Daemon) admit(attester peer.ID, n int, pending store.Usage) error {
 	if r+needR > limR || b+needB > limB {
 		return fmt.Errorf("%w: %s holds %d records (%d bytes) that other attesters back", errBudget, attester, r, b)
 	}
-	gone, err := d.evict(victims)
+	gone, err := vb.evict(victims)
 	if err != nil {
 		return err
 	}
-	d.flooders.mark(attester)
-	d.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
+	vb.flooders.mark(attester)
+	vb.log.Debug("evicted attestations over an attester's budget", "attester", attester.String(), "evicted", gone)
 	return nil
 }
 
 // evict deletes victims in one transaction and then what was kept only
 // for them: the foreign endorsements of build keys left with no
 // attestation, and evidence against attesters left with none there.
-func (d *Daemon) evict(victims []store.AttestationInfo) (int, error) {
+func (vb *Book) evict(victims []store.AttestationInfo) (int, error) {
 	if len(victims) == 0 {
 		return 0, nil
 	}
@@ -120,30 +120,30 @@ func (d *Daemon) evict(victims []store.AttestationInfo) (int, error) {
 			keys = append(keys, v.BuildKey)
 		}
 	}
-	gone, err := d.store.DeleteAttestations(ids)
+	gone, err := vb.store.DeleteAttestations(ids)
 	if err != nil {
 		return gone, err
 	}
-	d.metrics.evicted.Add(float64(gone))
-	return gone, d.store.DropOrphans(keys, d.foreignEndorsement)
+	vb.metrics.evicted.Add(float64(gone))
+	return gone, vb.store.DropOrphans(keys, vb.foreignEndorsement)
 }
 
 // foreignEndorsement reports whether an endorsement blob is by a signer
 // this daemon does not trust: those are relayed for others and may go
 // with their build key's last attestation; ours stay.
-func (d *Daemon) foreignEndorsement(blob []byte) bool {
+func (vb *Book) foreignEndorsement(blob []byte) bool {
 	e, err := DecodeEndorsement(blob)
 	if err != nil {
 		return true
 	}
-	return !d.configuredSigner(e.Endorsement.SignerKey)
+	return !vb.configuredSigner(e.Endorsement.SignerKey)
 }
 
 // evictable lists attester's records that may be evicted, least useful
 // first: unbacked before backed (backed ones only with withBacked); of no
 // local interest before those of local interest; oldest first.
-func (d *Daemon) evictable(attester peer.ID, installed map[string]bool, withBacked bool) ([]store.AttestationInfo, error) {
-	infos, err := d.store.AttesterRecords(attester.String())
+func (vb *Book) evictable(attester peer.ID, installed map[string]bool, withBacked bool) ([]store.AttestationInfo, error) {
+	infos, err := vb.store.AttesterRecords(attester.String())
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,7 @@ func (d *Daemon) evictable(attester peer.ID, installed map[string]bool, withBack
 		if in.Backed && !withBacked {
 			continue
 		}
-		interest, err := d.localInterest(in, installed)
+		interest, err := vb.localInterest(in, installed)
 		if err != nil {
 			return nil, err
 		}
@@ -192,13 +192,13 @@ func (d *Daemon) evictable(attester peer.ID, installed map[string]bool, withBack
 // (pairs of free keys can back each other's junk, and the store must not
 // lock everyone out). This daemon's own records and trusted peers' are
 // never evicted, and theirs are never refused. pending is what this batch
-// adds before it. Callers hold d.ingestMu.
-func (d *Daemon) admitTotal(attester peer.ID, n int, pending int64) error {
-	if attester == d.self || d.isTrustedPeer(attester) {
+// adds before it. Callers hold vb.ingestMu.
+func (vb *Book) admitTotal(attester peer.ID, n int, pending int64) error {
+	if attester == vb.self || vb.isTrustedPeer(attester) {
 		return nil
 	}
-	limit := d.cfg.Limits.AttestationBytes
-	total, err := d.store.TotalUsage()
+	limit := vb.limits.AttestationBytes
+	total, err := vb.store.TotalUsage()
 	if err != nil {
 		return err
 	}
@@ -208,16 +208,16 @@ func (d *Daemon) admitTotal(attester peer.ID, n int, pending int64) error {
 	}
 	// A refusal that found nothing to evict stays valid while the total
 	// has not shrunk: no rescan per refused record.
-	if f := d.totalFull.Load(); f != nil && total.Bytes >= *f {
+	if f := vb.totalFull.Load(); f != nil && total.Bytes >= *f {
 		return fmt.Errorf("%w: the store holds %d bytes of attestations (limits.attestation_bytes %d) by this daemon and trusted peers", errBudget, total.Bytes, limit)
 	}
 	target := limit - limit/8 - need
 	have := total.Bytes
-	holders, err := d.store.LargestAttesters(64)
+	holders, err := vb.store.LargestAttesters(64)
 	if err != nil {
 		return err
 	}
-	installed := installedPackages(d.vdb)
+	installed := vb.installed()
 	var victims []store.AttestationInfo
 	for _, withBacked := range []bool{false, true} {
 		for _, h := range holders {
@@ -225,10 +225,10 @@ func (d *Daemon) admitTotal(attester peer.ID, n int, pending int64) error {
 				break
 			}
 			id, err := peer.Decode(h)
-			if err != nil || id == d.self || d.isTrustedPeer(id) {
+			if err != nil || id == vb.self || vb.isTrustedPeer(id) {
 				continue
 			}
-			cands, err := d.evictable(id, installed, withBacked)
+			cands, err := vb.evictable(id, installed, withBacked)
 			if err != nil {
 				return err
 			}
@@ -244,22 +244,22 @@ func (d *Daemon) admitTotal(attester peer.ID, n int, pending int64) error {
 			}
 		}
 	}
-	if _, err := d.evict(victims); err != nil {
+	if _, err := vb.evict(victims); err != nil {
 		return err
 	}
 	if have+need > limit {
 		full := have
-		d.totalFull.Store(&full)
+		vb.totalFull.Store(&full)
 		return fmt.Errorf("%w: the store holds %d bytes of attestations (limits.attestation_bytes %d) by this daemon and trusted peers", errBudget, have, limit)
 	}
-	d.totalFull.Store(nil)
+	vb.totalFull.Store(nil)
 	return nil
 }
 
 // localInterest reports whether this machine cares about a record's build:
 // it built it, or has its package installed.
-func (d *Daemon) localInterest(in store.AttestationInfo, installed map[string]bool) (bool, error) {
-	lps, err := d.store.LocalByBuildKey(in.BuildKey)
+func (vb *Book) localInterest(in store.AttestationInfo, installed map[string]bool) (bool, error) {
+	lps, err := vb.store.LocalByBuildKey(in.BuildKey)
 	if err != nil {
 		return false, err
 	}
@@ -273,8 +273,8 @@ func (d *Daemon) localInterest(in store.AttestationInfo, installed map[string]bo
 
 // isTrustedPeer reports whether p is one of trust.trusted_peers: the
 // user's own build hosts are not bounded like strangers.
-func (d *Daemon) isTrustedPeer(p peer.ID) bool {
-	return slices.Contains(d.policy.TrustedPeers, p)
+func (vb *Book) isTrustedPeer(p peer.ID) bool {
+	return slices.Contains(vb.policy.TrustedPeers, p)
 }
 
 // errFlooding marks a record that was stored but is not to be relayed: its

@@ -1,10 +1,9 @@
-package daemon
+package localapi
 
 import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,26 +15,25 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
-	"github.com/gentoo-p2p/gentoo-p2pd/scan"
-	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
-// apiHandler serves the local API on the unix socket. The socket is 0600,
+// Handler serves the local API on the unix socket. The socket is 0600,
 // so only the daemon's user reaches it.
-func (d *Daemon) apiHandler() http.Handler {
+func (srv *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, d.Status(r.Context()))
+		writeJSON(w, srv.Status(r.Context()))
 	})
 	mux.HandleFunc("GET "+api.PathPeers, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, d.peers())
+		writeJSON(w, srv.peers())
 	})
 	mux.HandleFunc("GET "+api.PathFind, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.Find(r.Context(), r.URL.Query().Get("q"))
+		res, err := srv.Find(r.Context(), r.URL.Query().Get("q"))
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -48,7 +46,7 @@ func (d *Daemon) apiHandler() http.Handler {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		res, err := d.Announce(r.Context(), req)
+		res, err := srv.Announce(r.Context(), req)
 		if err != nil {
 			writeError(w, http.StatusUnprocessableEntity, err)
 			return
@@ -62,7 +60,7 @@ func (d *Daemon) apiHandler() http.Handler {
 			return
 		}
 		if !req.Progress {
-			res, err := d.Fetch(r.Context(), req)
+			res, err := srv.Fetch(r.Context(), req)
 			if err != nil {
 				writeError(w, http.StatusUnprocessableEntity, err)
 				return
@@ -84,7 +82,7 @@ func (d *Daemon) apiHandler() http.Handler {
 			}
 		}
 		var last time.Time
-		res, err := d.FetchWithProgress(r.Context(), req, func(p transfer.Progress) {
+		res, err := srv.FetchWithProgress(r.Context(), req, func(p transfer.Progress) {
 			if p.Done < p.Total && time.Since(last) < 100*time.Millisecond {
 				return
 			}
@@ -98,7 +96,7 @@ func (d *Daemon) apiHandler() http.Handler {
 		emit(api.FetchEvent{Result: &res})
 	})
 	mux.HandleFunc("GET "+api.PathTrustExplain, func(w http.ResponseWriter, r *http.Request) {
-		res, err := d.Explain(r.Context(), r.URL.Query().Get("q"))
+		res, err := srv.Explain(r.Context(), r.URL.Query().Get("q"))
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -106,7 +104,7 @@ func (d *Daemon) apiHandler() http.Handler {
 		writeJSON(w, res)
 	})
 	mux.HandleFunc("GET "+api.PathTrustPolicy, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, d.PolicyView())
+		writeJSON(w, srv.PolicyView())
 	})
 	mux.HandleFunc("POST "+api.PathEndorse, func(w http.ResponseWriter, r *http.Request) {
 		var req api.EndorseRequest
@@ -114,7 +112,7 @@ func (d *Daemon) apiHandler() http.Handler {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		added, err := d.ingestEndorsement(r.Context(), req.Blob, d.self, true)
+		added, err := srv.votes.IngestEndorsement(r.Context(), req.Blob, srv.self, true)
 		if err != nil {
 			writeError(w, http.StatusUnprocessableEntity, err)
 			return
@@ -122,7 +120,7 @@ func (d *Daemon) apiHandler() http.Handler {
 		writeJSON(w, api.EndorseResult{Stored: added})
 	})
 	mux.HandleFunc("GET "+api.PathGateway, func(w http.ResponseWriter, r *http.Request) {
-		info, err := d.GatewayInfo()
+		info, err := srv.GatewayInfo()
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, err)
 			return
@@ -158,43 +156,39 @@ func readJSON(r *http.Request, v any) error {
 }
 
 // Status gathers the one-screen summary.
-func (d *Daemon) Status(ctx context.Context) api.Status {
+func (srv *Server) Status(ctx context.Context) api.Status {
 	st := api.Status{
-		Version:    Version,
-		Mode:       string(d.cfg.Mode),
-		PeerID:     d.self.String(),
-		StartedAt:  d.started.UTC().Truncate(time.Second),
-		Platform:   d.platform,
-		PKGDIR:     d.cfg.Portage.PkgDir,
-		Threshold:  d.policy.Threshold,
-		GatewayURL: d.GatewayURL(),
-		MetricsURL: d.MetricsURL(),
-		Socket:     d.cfg.API.Socket,
-		CacheLimit: d.cfg.Cache.DiskBudget,
+		Version:    srv.version,
+		Mode:       string(srv.cfg.Mode),
+		PeerID:     srv.self.String(),
+		StartedAt:  srv.started.UTC().Truncate(time.Second),
+		Platform:   srv.platform,
+		PKGDIR:     srv.cfg.Portage.PkgDir,
+		Threshold:  srv.votes.Policy().Threshold,
+		GatewayURL: srv.urls[0](),
+		MetricsURL: srv.urls[1](),
+		Socket:     srv.cfg.API.Socket,
+		CacheLimit: srv.cfg.Cache.DiskBudget,
 	}
-	if s, _ := d.pkgdirMsg.Load().(string); s != "" {
-		st.PKGDIRNote = s
+	st.PKGDIRNote = srv.own.Note()
+	for _, a := range srv.net.Addrs() {
+		st.Addrs = append(st.Addrs, a.String())
 	}
-	if d.node != nil {
-		for _, a := range d.node.Addrs() {
-			st.Addrs = append(st.Addrs, a.String())
-		}
-		st.Peers = len(d.node.Peers())
-		st.Reachability = d.node.Reachability()
-		if ps, err := d.node.ProvideStats(ctx); err == nil {
-			st.KeysProvided = ps.Keys
-			st.ReprovideLag = ps.ReprovideLag
-			if !ps.NextReprovideAt.IsZero() && ps.ReprovideInterval > 0 {
-				st.LastReprovide = ps.NextReprovideAt.Add(-ps.ReprovideInterval).UTC().Truncate(time.Second)
-			}
+	st.Peers = len(srv.net.Peers())
+	st.Reachability = srv.net.Reachability()
+	if ps, err := srv.net.ProvideStats(ctx); err == nil {
+		st.KeysProvided = ps.Keys
+		st.ReprovideLag = ps.ReprovideLag
+		if !ps.NextReprovideAt.IsZero() && ps.ReprovideInterval > 0 {
+			st.LastReprovide = ps.NextReprovideAt.Add(-ps.ReprovideInterval).UTC().Truncate(time.Second)
 		}
 	}
-	if lps, err := d.store.ListLocal(); err == nil {
+	if lps, err := srv.store.ListLocal(); err == nil {
 		st.PackagesShared = len(lps)
 	}
 	// Counted from the records' fields, without reading a blob: status is
 	// polled, and the store may hold a flooder's full budget.
-	if n, contents, err := d.store.ContentsByBuildKey(); err == nil {
+	if n, contents, err := srv.store.ContentsByBuildKey(); err == nil {
 		st.CatalogAttestations = n
 		// Only a build key with two content ids can be disputed: evaluate
 		// those, not the whole catalog.
@@ -203,38 +197,35 @@ func (d *Daemon) Status(ctx context.Context) api.Status {
 			if len(cs) < 2 {
 				continue
 			}
-			if v, _, err := d.verdict(k); err == nil && v.Decision == trust.Disputed {
+			if v, _, err := srv.votes.Verdict(k); err == nil && v.Decision == trust.Disputed {
 				st.Disputes++
 			}
 		}
 	}
-	if ev, err := d.store.Evidence(); err == nil {
+	if ev, err := srv.store.Evidence(); err == nil {
 		peers := map[string]bool{}
 		for _, e := range ev {
 			peers[e.Peer] = true
 		}
 		st.Equivocations = len(peers)
 	}
-	st.RejectedAttestations = d.counters.rejected.Load()
-	if c, err := d.store.Counters(); err == nil {
+	st.RejectedAttestations = srv.votes.Rejected()
+	if c, err := srv.store.Counters(); err == nil {
 		st.BuildsFetched = int(c["builds_fetched"])
 		st.BytesFetched = c["bytes_fetched"]
 		st.BytesSaved = c["bytes_saved"]
 	}
-	st.BytesServed = int64(d.counterValue("gentoo_p2pd_transfer_served_bytes_total"))
-	st.CacheBytes = d.store.Cache().Usage()
-	if f := d.lastFetchFailure.Load(); f != nil {
-		st.LastFetchError, st.LastFetchErrorAt = f.err, f.at.UTC().Truncate(time.Second)
+	st.BytesServed = int64(counterValue(srv.reg, "gentoo_p2pd_transfer_served_bytes_total"))
+	st.CacheBytes = srv.store.Cache().Usage()
+	if msg, at := srv.mz.LastFailure(); msg != "" {
+		st.LastFetchError, st.LastFetchErrorAt = msg, at.UTC().Truncate(time.Second)
 	}
 	return st
 }
 
-func (d *Daemon) peers() api.PeersResponse {
+func (srv *Server) peers() api.PeersResponse {
 	out := api.PeersResponse{Peers: []api.Peer{}}
-	if d.node == nil {
-		return out
-	}
-	for _, p := range d.node.Peers() {
+	for _, p := range srv.net.Peers() {
 		ap := api.Peer{ID: p.ID.String(), Direction: p.Direction}
 		for _, a := range p.Addrs {
 			ap.Addrs = append(ap.Addrs, a.String())
@@ -246,16 +237,16 @@ func (d *Daemon) peers() api.PeersResponse {
 
 // Find looks a build up in the network: providers from the DHT and the
 // attestations they hold. A CPV is resolved through the catalog.
-func (d *Daemon) Find(ctx context.Context, q string) (api.FindResult, error) {
+func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 	start := time.Now()
 	res := api.FindResult{Query: q, Builds: []api.FoundBuild{}}
-	keys, err := d.resolveQuery(q)
+	keys, err := srv.votes.Resolve(q)
 	if err != nil {
 		return res, err
 	}
 	for _, bk := range keys {
 		fb := api.FoundBuild{BuildKey: bk, Providers: []string{}, Attestations: []api.AttestationInfo{}}
-		files, err := d.providerFiles(ctx, bk)
+		files, err := srv.mz.Providers(ctx, bk)
 		if err != nil {
 			res.Errors = append(res.Errors, err.Error())
 		}
@@ -268,19 +259,19 @@ func (d *Daemon) Find(ctx context.Context, q string) (api.FindResult, error) {
 				}
 			}
 		}
-		if lps, _ := d.store.LocalByBuildKey(bk); len(lps) > 0 {
-			fb.Providers = append(fb.Providers, d.self.String()+" (self)")
+		if lps, _ := srv.store.LocalByBuildKey(bk); len(lps) > 0 {
+			fb.Providers = append(fb.Providers, srv.self.String()+" (self)")
 		}
-		recs, _ := d.store.AttestationsFor(bk)
+		recs, _ := srv.store.AttestationsFor(bk)
 		for _, r := range recs {
-			s, err := d.decodeAttestation(r.Blob)
+			s, err := srv.votes.Decode(r.Blob)
 			if err != nil {
 				continue
 			}
 			fb.Attestations = append(fb.Attestations, attestationInfo(s, r.From))
 			fb.CPV, fb.VariantKey = s.Attestation.CPV, s.Attestation.VariantKey
 		}
-		if v, _, err := d.verdict(bk); err == nil {
+		if v, _, err := srv.votes.Verdict(bk); err == nil {
 			fb.Verdict = v.Decision.String()
 		}
 		res.Builds = append(res.Builds, fb)
@@ -306,101 +297,32 @@ func attestationInfo(s *trust.Signed, from string) api.AttestationInfo {
 
 // Announce indexes one binpkg now (the bashrc hook's call), or records a
 // binary install.
-func (d *Daemon) Announce(ctx context.Context, req api.AnnounceRequest) (api.AnnounceResult, error) {
+func (srv *Server) Announce(ctx context.Context, req api.AnnounceRequest) (api.AnnounceResult, error) {
 	if req.Installed != "" {
-		d.store.IncCounter("installs", 1)
+		if err := srv.store.IncCounter("installs", 1); err != nil {
+			return api.AnnounceResult{}, err
+		}
 		return api.AnnounceResult{CPV: req.Installed, Note: "install recorded"}, nil
 	}
-	if req.Path == "" {
-		return api.AnnounceResult{}, errors.New("announce: give the path of a binpkg in PKGDIR")
-	}
-	if looksLikeCPV(req.Path) {
-		// The hook could not tell the file name (an unknown PKGDIR
-		// layout): rescan and announce what portage wrote for the CPV.
-		return d.announceCPV(ctx, req.Path)
-	}
-	path, err := filepath.Abs(req.Path)
+	lp, err := srv.own.Announce(ctx, req.Path)
 	if err != nil {
 		return api.AnnounceResult{}, err
 	}
-	pkgdir, _ := filepath.Abs(d.cfg.Portage.PkgDir)
-	if rel, err := filepath.Rel(pkgdir, path); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return api.AnnounceResult{}, fmt.Errorf("announce: %s is not inside PKGDIR %s", path, pkgdir)
-	}
-	if _, err := os.Stat(path); err != nil {
-		return api.AnnounceResult{}, fmt.Errorf("announce: %w", err)
-	}
-	ch, err := d.syncNow(ctx)
-	if err != nil {
-		return api.AnnounceResult{}, err
-	}
-	lp, ok, err := d.store.GetLocal(path)
-	if err != nil {
-		return api.AnnounceResult{}, err
-	}
-	if !ok {
-		for _, e := range ch.Errors {
-			if strings.Contains(e.Error(), path) {
-				return api.AnnounceResult{}, e
-			}
-		}
-		return api.AnnounceResult{}, fmt.Errorf("announce: %s was not indexed (not a binpkg name portage writes?)", path)
-	}
-	return d.announceResult(lp), nil
-}
-
-// looksLikeCPV tells "app-misc/hello-1.0" from a path: two non-empty
-// parts, neither "." nor "..", and no file of that name here.
-func looksLikeCPV(s string) bool {
-	cat, pf, ok := strings.Cut(s, "/")
-	if !ok || cat == "" || pf == "" || strings.Contains(pf, "/") || cat == "." || cat == ".." {
-		return false
-	}
-	_, err := os.Stat(s)
-	return errors.Is(err, os.ErrNotExist)
-}
-
-func (d *Daemon) announceCPV(ctx context.Context, cpv string) (api.AnnounceResult, error) {
-	if _, err := d.syncNow(ctx); err != nil {
-		return api.AnnounceResult{}, err
-	}
-	lps, err := d.store.ListLocal()
-	if err != nil {
-		return api.AnnounceResult{}, err
-	}
-	var best *store.LocalPackage
-	for i := range lps {
-		if lps[i].CPV == cpv && (best == nil || lps[i].IndexedAt.After(best.IndexedAt)) {
-			best = &lps[i]
-		}
-	}
-	if best == nil {
-		return api.AnnounceResult{}, fmt.Errorf("announce: no binpkg of %s in PKGDIR %s", cpv, d.cfg.Portage.PkgDir)
-	}
-	return d.announceResult(*best), nil
-}
-
-func (d *Daemon) announceResult(lp store.LocalPackage) api.AnnounceResult {
 	return api.AnnounceResult{
 		Path: lp.Path, CPV: lp.CPV, BuildKey: lp.BuildKey, VariantKey: lp.VariantKey,
 		Content:  trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}.String(),
-		Provided: d.node.Providing(mustCID(lp.BuildKey)),
-	}
-}
-
-func mustCID(s string) cid.Cid {
-	c, _ := cid.Decode(s)
-	return c
+		Provided: srv.own.Providing(lp),
+	}, nil
 }
 
 // Fetch materializes the allowed build for a query and copies it to Dir.
-func (d *Daemon) Fetch(ctx context.Context, req api.FetchRequest) (api.FetchResult, error) {
-	return d.FetchWithProgress(ctx, req, nil)
+func (srv *Server) Fetch(ctx context.Context, req api.FetchRequest) (api.FetchResult, error) {
+	return srv.FetchWithProgress(ctx, req, nil)
 }
 
 // FetchWithProgress is Fetch, reporting transfer progress to progress.
-func (d *Daemon) FetchWithProgress(ctx context.Context, req api.FetchRequest, progress func(transfer.Progress)) (api.FetchResult, error) {
-	keys, err := d.resolveQuery(req.Query)
+func (srv *Server) FetchWithProgress(ctx context.Context, req api.FetchRequest, progress func(transfer.Progress)) (api.FetchResult, error) {
+	keys, err := srv.votes.Resolve(req.Query)
 	if err != nil {
 		return api.FetchResult{}, err
 	}
@@ -409,7 +331,7 @@ func (d *Daemon) FetchWithProgress(ctx context.Context, req api.FetchRequest, pr
 	}
 	var lastErr error
 	for _, bk := range keys {
-		m, err := d.materialize(ctx, bk, progress)
+		m, err := srv.mz.Materialize(ctx, bk, progress)
 		if err != nil {
 			lastErr = err
 			continue
@@ -471,24 +393,16 @@ func copyFile(src, dst string) error {
 	return os.Rename(tmp.Name(), dst)
 }
 
-// Explanation answers `trust explain`: the verdict of every build key the
-// query names.
-type Explanation struct {
-	Query    string          `json:"query"`
-	Verdicts []trust.Verdict `json:"verdicts"`
-	Text     string          `json:"text"`
-}
-
 // Explain computes and explains the verdicts for a query.
-func (d *Daemon) Explain(ctx context.Context, q string) (Explanation, error) {
-	keys, err := d.resolveQuery(q)
+func (srv *Server) Explain(ctx context.Context, q string) (api.Explanation, error) {
+	keys, err := srv.votes.Resolve(q)
 	if err != nil {
-		return Explanation{}, err
+		return api.Explanation{}, err
 	}
-	ex := Explanation{Query: q, Verdicts: []trust.Verdict{}}
+	ex := api.Explanation{Query: q, Verdicts: []trust.Verdict{}}
 	var sb strings.Builder
 	for _, bk := range keys {
-		v, _, err := d.verdict(bk)
+		v, _, err := srv.votes.Verdict(bk)
 		if err != nil {
 			return ex, err
 		}
@@ -503,25 +417,11 @@ func (d *Daemon) Explain(ctx context.Context, q string) (Explanation, error) {
 	return ex, nil
 }
 
-// PolicyView is the effective trust policy, printable.
-type PolicyView struct {
-	Threshold        int      `json:"threshold"`
-	Dispute          int      `json:"dispute"`
-	RequireSigner    bool     `json:"require_signer"`
-	DistinctNetworks bool     `json:"distinct_networks"`
-	Signers          []string `json:"signers"`
-	PGPKeys          []string `json:"pgp_keys"`
-	TrustedPeers     []string `json:"trusted_peers"`
-	BlockedPeers     []string `json:"blocked_peers"`
-	Overrides        []string `json:"overrides"`
-	Self             string   `json:"self"`
-}
-
 // PolicyView reports the policy the daemon applies.
-func (d *Daemon) PolicyView() PolicyView {
-	p := d.policy
-	v := PolicyView{Threshold: p.Threshold, Dispute: p.Dispute, RequireSigner: p.RequireSigner,
-		DistinctNetworks: p.DistinctNetworks, Self: d.self.String(),
+func (srv *Server) PolicyView() api.PolicyView {
+	p := srv.votes.Policy()
+	v := api.PolicyView{Threshold: p.Threshold, Dispute: p.Dispute, RequireSigner: p.RequireSigner,
+		DistinctNetworks: p.DistinctNetworks, Self: srv.self.String(),
 		Signers: []string{}, PGPKeys: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, Overrides: []string{}}
 	for _, s := range p.Signers {
 		v.Signers = append(v.Signers, hex.EncodeToString(s))
@@ -551,14 +451,28 @@ func (d *Daemon) PolicyView() PolicyView {
 	return v
 }
 
-// syncNow rescans PKGDIR for the caller (the bashrc hook). What the scan
-// recorded is attested and announced even when the caller gives up first
-// (the hook waits two seconds; a large binpkg takes longer to hash):
-// otherwise the file would be indexed but never shared.
-func (d *Daemon) syncNow(ctx context.Context) (scan.Changes, error) {
-	ch, err := d.scanner.Sync(ctx)
-	if len(ch.Added)+len(ch.Replaced)+len(ch.Removed) > 0 || len(ch.Errors) > 0 {
-		d.applyChanges(context.WithoutCancel(ctx), ch)
+// GatewayInfo describes the gateway for setup-portage.
+func (srv *Server) GatewayInfo() (api.GatewayInfo, error) {
+	if srv.gateway == nil {
+		return api.GatewayInfo{}, fmt.Errorf("the gateway is disabled (gateway.enabled = false)")
 	}
-	return ch, err
+	return srv.gateway()
+}
+
+// counterValue sums a counter's series in the daemon's registry.
+func counterValue(g prometheus.Gatherer, name string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }

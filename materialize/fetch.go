@@ -1,8 +1,8 @@
-package daemon
+package materialize
 
 import (
-	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -16,7 +16,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
-	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
 // ErrNotAllowed is returned when a build is asked for whose verdict does
@@ -26,14 +26,14 @@ var ErrNotAllowed = errors.New("not allowed by the trust policy")
 // fetchTimeout bounds one transfer shared by several callers.
 const fetchTimeout = 2 * time.Hour
 
-// fetchCall lets concurrent requests for one build (portage retrying, the
-// CLI and the gateway at once) share one transfer.
 // fetchFailure is the most recent failed fetch, for status.
 type fetchFailure struct {
 	at  time.Time
 	err string
 }
 
+// fetchCall lets concurrent requests for one build (portage retrying, the
+// CLI and the gateway at once) share one transfer.
 type fetchCall struct {
 	done chan struct{}
 	path string
@@ -51,31 +51,31 @@ type Materialized struct {
 	Result  transfer.Result
 }
 
-// materialize returns a verified local container file for the allowed
+// Materialize returns a verified local container file for the allowed
 // content of buildKey, fetching it from peers when neither PKGDIR nor the
 // cache has one.
-func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func(transfer.Progress)) (m Materialized, err error) {
+func (mz *Materializer) Materialize(ctx context.Context, buildKey string, progress func(transfer.Progress)) (m Materialized, err error) {
 	defer func() {
 		// What status shows: why the last fetch failed (a refusal by the
 		// policy and a cancelled request are not failures).
 		if err != nil && !errors.Is(err, ErrNotAllowed) && ctx.Err() == nil {
-			d.lastFetchFailure.Store(&fetchFailure{at: time.Now(), err: err.Error()})
+			mz.lastFetchFailure.Store(&fetchFailure{at: time.Now(), err: err.Error()})
 		}
 	}()
-	ab, ok, err := d.allowedFor(buildKey)
+	ab, ok, err := mz.votes.AllowedBuild(buildKey)
 	if err != nil {
 		return Materialized{}, err
 	}
 	if !ok {
 		// Ask the providers: this daemon may not have heard enough votes yet.
-		if err := d.collectAttestations(ctx, buildKey); err != nil {
-			d.log.Debug("collect attestations", "build_key", buildKey, "err", err)
+		if err := mz.collectAttestations(ctx, buildKey); err != nil {
+			mz.log.Debug("collect attestations", "build_key", buildKey, "err", err)
 		}
-		if ab, ok, err = d.allowedFor(buildKey); err != nil {
+		if ab, ok, err = mz.votes.AllowedBuild(buildKey); err != nil {
 			return Materialized{}, err
 		}
 		if !ok {
-			v, _, _ := d.verdict(buildKey)
+			v, _, _ := mz.votes.Verdict(buildKey)
 			return Materialized{Verdict: v}, fmt.Errorf("build %s: %w (%s: %s)", buildKey, ErrNotAllowed, v.Decision, v.Rule)
 		}
 	}
@@ -86,27 +86,27 @@ func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func
 	// own digests are the allowed content.
 	for _, s := range ab.Atts {
 		sha := s.Attestation.FileSHA256
-		if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
+		if lps, _ := mz.store.LocalBySHA(sha); len(lps) > 0 {
 			lp := lps[0]
 			if lp.ImageDigest == content.Image && lp.MetadataDigest == content.Metadata {
 				return Materialized{Path: lp.Path, Att: s, Verdict: ab.Verdict, Local: true}, nil
 			}
 			continue
 		}
-		if ok, _ := d.store.Cache().Has(sha); ok {
-			path := d.store.Cache().Path(sha)
-			if err := d.verifyContent(path, content, s.Attestation.CPV); err != nil {
-				d.log.Warn("cached file does not carry the allowed content", "sha256", hexs(sha), "err", err)
+		if ok, _ := mz.store.Cache().Has(sha); ok {
+			path := mz.store.Cache().Path(sha)
+			if err := mz.verifyContent(path, content, s.Attestation.CPV); err != nil {
+				mz.log.Warn("cached file does not carry the allowed content", "sha256", hex.EncodeToString(sha[:]), "err", err)
 				continue
 			}
-			d.store.Cache().Touch(sha)
+			mz.store.Cache().Touch(sha)
 			return Materialized{Path: path, Att: s, Verdict: ab.Verdict}, nil
 		}
 	}
 
-	d.mu.Lock()
-	if c, ok := d.fetching[buildKey]; ok {
-		d.mu.Unlock()
+	mz.mu.Lock()
+	if c, ok := mz.fetching[buildKey]; ok {
+		mz.mu.Unlock()
 		select {
 		case <-c.done:
 			return Materialized{Path: c.path, Att: c.att, Verdict: ab.Verdict, Result: c.res}, c.err
@@ -115,12 +115,12 @@ func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func
 		}
 	}
 	c := &fetchCall{done: make(chan struct{})}
-	d.fetching[buildKey] = c
-	d.mu.Unlock()
+	mz.fetching[buildKey] = c
+	mz.mu.Unlock()
 	defer func() {
-		d.mu.Lock()
-		delete(d.fetching, buildKey)
-		d.mu.Unlock()
+		mz.mu.Lock()
+		delete(mz.fetching, buildKey)
+		mz.mu.Unlock()
 		close(c.done)
 	}()
 	// Others may be waiting on this transfer: it must not die with the
@@ -128,71 +128,71 @@ func (d *Daemon) materialize(ctx context.Context, buildKey string, progress func
 	// only with the daemon or after a generous bound.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 	defer cancel()
-	stop := context.AfterFunc(d.runCtx(), cancel)
+	stop := context.AfterFunc(mz.base(), cancel)
 	defer stop()
-	c.path, c.att, c.res, c.err = d.fetchContent(fctx, buildKey, content, progress)
+	c.path, c.att, c.res, c.err = mz.fetchContent(fctx, buildKey, content, progress)
 	return Materialized{Path: c.path, Att: c.att, Verdict: ab.Verdict, Result: c.res}, c.err
 }
 
 // collectAttestations asks the build key's providers for the attestations
 // they hold and stores the valid ones.
-func (d *Daemon) collectAttestations(ctx context.Context, buildKey string) error {
-	_, err := d.providerFiles(ctx, buildKey)
+func (mz *Materializer) collectAttestations(ctx context.Context, buildKey string) error {
+	_, err := mz.Providers(ctx, buildKey)
 	return err
 }
 
-// providerFiles finds the build key's providers, collects their
+// Providers finds the build key's providers, collects their
 // attestations, and maps each container file to the peers that attest
 // holding it (a peer's own attestation is its claim to hold the file).
-func (d *Daemon) providerFiles(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
-	files, _, err := d.findHolders(ctx, buildKey, false)
+func (mz *Materializer) Providers(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
+	files, _, err := mz.findHolders(ctx, buildKey, false)
 	return files, err
 }
 
-// findHolders is providerFiles that also returns copies: providers of the
+// findHolders is Providers that also returns copies: providers of the
 // build key that attest no file of it themselves — peers serving a copy
 // they fetched (a mirror, or a share-mode peer's cache), or a builder
 // whose stale DHT record outlived its file. Which file they hold is
 // unknown until asked; pieces are verified against the attested root
 // either way, and one without the file answers "not found". askAttesters
 // adds the build's attesters this node can reach to the DHT's answer.
-func (d *Daemon) findHolders(ctx context.Context, buildKey string, askAttesters bool) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
+func (mz *Materializer) findHolders(ctx context.Context, buildKey string, askAttesters bool) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
 	key, err := cid.Decode(buildKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("build key %q: %w", buildKey, err)
 	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	provs, err := d.node.FindProviders(fctx, key, 32)
-	d.metrics.lookups.Inc()
+	provs, err := mz.net.FindProviders(fctx, key, 32)
+	mz.metrics.lookups.Inc()
 	if askAttesters {
 		// A fetch also asks the attesters this node can already reach: a
 		// fresh announcement may not be in the DHT yet (or the DHT may be
 		// small), and an attester is the likeliest holder.
-		provs = appendReachableAttesters(d, provs, buildKey)
+		provs = mz.appendReachableAttesters(provs, buildKey)
 	}
 	if err != nil && len(provs) == 0 {
 		return nil, nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
 	}
 	files = make(map[[32]byte][]peer.AddrInfo)
 	for _, p := range provs {
-		if p.ID == d.self {
+		if p.ID == mz.self {
 			continue
 		}
-		d.node.Host().Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
-		bs, err := d.node.FetchAttestations(fctx, p.ID, key)
+		mz.net.RememberAddrs(p)
+		bs, err := mz.net.FetchAttestations(fctx, p.ID, key)
 		if err != nil {
-			d.log.Debug("fetch attestations", "peer", p.ID.String(), "err", err)
+			mz.log.Debug("fetch attestations", "peer", p.ID.String(), "err", err)
 			continue
 		}
 		attested := false
 		for _, b := range bs {
-			if bytes.HasPrefix(b, endorsementMagic) {
-				d.ingestEndorsement(fctx, b, p.ID, false)
+			if votes.IsEndorsement(b) {
+				mz.votes.IngestEndorsement(fctx, b, p.ID, false)
 				continue
 			}
-			d.ingestAttestation(fctx, b, d.arrivalFrom(p.ID), false)
-			s, err := d.decodeAttestation(b)
+			mz.votes.IngestFrom(fctx, b, p.ID)
+			s, err := mz.votes.Decode(b)
 			if err != nil || s.Attester != p.ID || s.Attestation.BuildKey != buildKey {
 				continue
 			}
@@ -209,12 +209,12 @@ func (d *Daemon) findHolders(ctx context.Context, buildKey string, askAttesters 
 // fetchContent downloads one container file that carries content, from the
 // peers that hold it, verifying pieces, the whole file, and finally the
 // image and metadata digests before the file enters the cache.
-func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
-	files, copies, err := d.findHolders(ctx, buildKey, true)
+func (mz *Materializer) fetchContent(ctx context.Context, buildKey string, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
+	files, copies, err := mz.findHolders(ctx, buildKey, true)
 	if err != nil {
 		return "", nil, transfer.Result{}, err
 	}
-	ab, ok, err := d.allowedFor(buildKey) // the providers' votes may have changed it
+	ab, ok, err := mz.votes.AllowedBuild(buildKey) // the providers' votes may have changed it
 	if err != nil {
 		return "", nil, transfer.Result{}, err
 	}
@@ -245,16 +245,16 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 	var lastErr error
 	for _, c := range cands {
 		a := c.att.Attestation
-		res, err := transfer.Fetch(ctx, d.node.Host(), transfer.Want{
+		res, err := mz.fetch(ctx, transfer.Want{
 			SHA256: a.FileSHA256, Size: a.Size, PieceRoot: a.PieceRoot, PieceSize: a.PieceSize,
 		}, c.peers, transfer.FetchOptions{
-			Dir:      d.store.PartialDir(),
-			Verify:   func(path string) error { return d.verifyContent(path, a.Content, a.CPV) },
+			Dir:      mz.store.PartialDir(),
+			Verify:   func(path string) error { return mz.verifyContent(path, a.Content, a.CPV) },
 			Progress: progress,
-			Metrics:  d.xferM,
+			Metrics:  mz.xferM,
 		})
 		for _, f := range res.BadPeers {
-			d.log.Warn("dropped provider", "peer", f.Peer.String(), "reason", string(f.Kind), "err", f.Err)
+			mz.log.Warn("dropped provider", "peer", f.Peer.String(), "reason", string(f.Kind), "err", f.Err)
 		}
 		if errors.Is(err, transfer.ErrDiskWrite) {
 			// The disk is full or failing: another candidate would fail
@@ -265,24 +265,24 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 			lastErr = err
 			continue
 		}
-		entry, err := d.store.Cache().Commit(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: buildKey})
+		entry, err := mz.store.Cache().Commit(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: buildKey})
 		if err != nil {
 			return "", nil, res, err
 		}
 		// Keep the verified piece layer so serving the file never re-hashes it.
 		if len(res.Leaves) > 0 {
-			d.store.PutLeaves(a.FileSHA256, res.Leaves)
+			mz.store.PutLeaves(a.FileSHA256, res.Leaves)
 		}
-		d.holdBudget(a.FileSHA256)
+		mz.holdBudget(a.FileSHA256)
 		// A copy this daemon serves (share and mirror modes serve allowed
 		// cached builds) is worth nothing unless fetchers can find it.
-		if d.cfg.Mode != config.ModeConsume {
-			if err := d.provideCopy(a); err != nil {
-				d.log.Warn("provide fetched build", "cpv", a.CPV, "err", err)
+		if mz.mode != config.ModeConsume {
+			if err := mz.provideCopy(a); err != nil {
+				mz.log.Warn("provide fetched build", "cpv", a.CPV, "err", err)
 			}
 		}
-		d.store.IncCounter("builds_fetched", 1)
-		d.store.IncCounter("bytes_fetched", res.BytesFetched)
+		mz.store.IncCounter("builds_fetched", 1)
+		mz.store.IncCounter("bytes_fetched", res.BytesFetched)
 		return entry.Path, c.att, res, nil
 	}
 	return "", nil, transfer.Result{}, fmt.Errorf("build %s: fetch failed: %w", buildKey, lastErr)
@@ -292,27 +292,27 @@ func (d *Daemon) fetchContent(ctx context.Context, buildKey string, content trus
 // entered it: the GC loop runs once a minute, and a mirror fetches many
 // builds in between. It never evicts the file just fetched (the caller is
 // about to use it) or a file that is also an own build in PKGDIR.
-func (d *Daemon) holdBudget(fresh [32]byte) {
-	budget := d.cfg.Cache.DiskBudget
+func (mz *Materializer) holdBudget(fresh [32]byte) {
+	budget := mz.diskBudget
 	if budget <= 0 {
 		return
 	}
-	freed, err := d.store.Cache().GC(budget, func(sha [32]byte) bool {
+	freed, err := mz.store.Cache().GC(budget, func(sha [32]byte) bool {
 		if sha == fresh {
 			return true
 		}
-		lps, _ := d.store.LocalBySHA(sha)
+		lps, _ := mz.store.LocalBySHA(sha)
 		return len(lps) > 0
 	})
 	if err != nil {
-		d.log.Warn("cache gc", "err", err)
+		mz.log.Warn("cache gc", "err", err)
 	} else if freed > 0 {
-		d.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
+		mz.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
 	}
 }
 
 // provideCopy announces the build and variant key of a fetched copy.
-func (d *Daemon) provideCopy(a trust.Attestation) error {
+func (mz *Materializer) provideCopy(a trust.Attestation) error {
 	bk, err := cid.Decode(a.BuildKey)
 	if err != nil {
 		return err
@@ -321,70 +321,48 @@ func (d *Daemon) provideCopy(a trust.Attestation) error {
 	if err != nil {
 		return err
 	}
-	return d.node.Provide(bk, vk)
+	return mz.net.Provide(bk, vk)
 }
 
 // verifyContent is the last gate before a fetched file counts as present:
 // it must parse as a sound binpkg whose image and metadata digests are
 // exactly the allowed content id.
-func (d *Daemon) verifyContent(path string, want trust.ContentID, cpv string) error {
-	pkg, err := xpak.ReadFile(path, d.limits)
-	if err != nil {
-		return err
-	}
-	// The content id and the build key are separate claims: the file must
-	// also be the package the build key names.
-	if got := pkg.Metadata.CPV(); got != cpv {
-		return fmt.Errorf("file is %s, the build is %s", got, cpv)
-	}
-	if pkg.ImageDigest != want.Image {
-		return fmt.Errorf("image digest %s, attested %s", hexs(pkg.ImageDigest), hexs(want.Image))
-	}
-	md, err := identity.MetadataDigest(pkg.Metadata)
-	if err != nil {
-		return err
-	}
-	if md != want.Metadata {
-		return fmt.Errorf("metadata digest %s, attested %s", hexs(md), hexs(want.Metadata))
-	}
-	return nil
+func (mz *Materializer) verifyContent(path string, want trust.ContentID, cpv string) error {
+	return identity.CheckFile(path, cpv, want.Image, want.Metadata, mz.limits)
 }
-
-// contentSource serves container files to peers: own builds while they are
-// in PKGDIR (share and mirror modes), and cached builds that are still
-// Allowed (mirror mode may also carry builds not yet decided, never refused
-// or disputed ones).
-type contentSource struct{ d *Daemon }
 
 // errNotServed is a file this daemon does not hold or will not serve; it
 // wraps transfer.ErrNotFound so the peer gets a "not found" answer (not an
 // internal error) and nothing is logged per request.
 var errNotServed = fmt.Errorf("not served: %w", transfer.ErrNotFound)
 
-func (cs contentSource) Open(sha [32]byte) (transfer.File, error) {
-	d := cs.d
-	if d.cfg.Mode == config.ModeConsume {
+// Open is the transfer server's source: it serves container files to
+// peers: own builds while they are in PKGDIR (share and mirror modes), and
+// cached builds that are still Allowed (mirror mode may also carry builds
+// not yet decided, never refused or disputed ones).
+func (mz *Materializer) Open(sha [32]byte) (transfer.File, error) {
+	if mz.mode == config.ModeConsume {
 		return nil, errNotServed
 	}
-	if lps, _ := d.store.LocalBySHA(sha); len(lps) > 0 {
-		return cs.open(sha, lps[0].Path)
+	if lps, _ := mz.store.LocalBySHA(sha); len(lps) > 0 {
+		return mz.openFile(sha, lps[0].Path)
 	}
-	entry, ok, err := d.store.Cache().Get(sha)
+	entry, ok, err := mz.store.Cache().Get(sha)
 	if err != nil || !ok {
 		return nil, errNotServed
 	}
-	if !d.servable(entry.Meta.BuildKey) {
+	if !mz.servable(entry.Meta.BuildKey) {
 		return nil, errNotServed
 	}
-	d.store.Cache().Touch(sha)
-	return cs.open(sha, entry.Path)
+	mz.store.Cache().Touch(sha)
+	return mz.openFile(sha, entry.Path)
 }
 
 // open opens a served file with its piece layer. A layer the store lacks
 // is computed once and kept: otherwise every request of a peer would make
 // this daemon hash the whole file again.
-func (cs contentSource) open(sha [32]byte, path string) (transfer.File, error) {
-	leaves, _, err := cs.d.store.GetLeaves(sha)
+func (mz *Materializer) openFile(sha [32]byte, path string) (transfer.File, error) {
+	leaves, _, err := mz.store.GetLeaves(sha)
 	if err != nil {
 		leaves = nil
 	}
@@ -392,31 +370,30 @@ func (cs contentSource) open(sha [32]byte, path string) (transfer.File, error) {
 	if err != nil || leaves != nil {
 		return f, err
 	}
-	if err := cs.d.store.PutLeaves(sha, f.Leaves()); err != nil {
-		cs.d.log.Debug("keep piece layer", "file", path, "err", err)
+	if err := mz.store.PutLeaves(sha, f.Leaves()); err != nil {
+		mz.log.Debug("keep piece layer", "file", path, "err", err)
 	}
 	return f, nil
 }
 
 // appendReachableAttesters adds to provs the attesters of buildKey that are
 // connected or have known addresses, without duplicates.
-func appendReachableAttesters(d *Daemon, provs []peer.AddrInfo, buildKey string) []peer.AddrInfo {
-	seen := map[peer.ID]bool{d.self: true}
+func (mz *Materializer) appendReachableAttesters(provs []peer.AddrInfo, buildKey string) []peer.AddrInfo {
+	seen := map[peer.ID]bool{mz.self: true}
 	for _, p := range provs {
 		seen[p.ID] = true
 	}
-	recs, err := d.store.AttestationsFor(buildKey)
+	recs, err := mz.store.AttestationsFor(buildKey)
 	if err != nil {
 		return provs
 	}
-	ps := d.node.Host().Peerstore()
 	for _, r := range recs {
 		id, err := peer.Decode(r.Attester)
 		if err != nil || seen[id] {
 			continue
 		}
 		seen[id] = true
-		if addrs := ps.Addrs(id); len(addrs) > 0 {
+		if addrs := mz.net.KnownAddrs(id); len(addrs) > 0 {
 			provs = append(provs, peer.AddrInfo{ID: id, Addrs: addrs})
 		}
 	}
@@ -426,10 +403,10 @@ func appendReachableAttesters(d *Daemon, provs []peer.AddrInfo, buildKey string)
 // servable reports whether a cached copy of a build may be served to peers:
 // Allowed builds, and in mirror mode builds not decided yet — never refused
 // or disputed ones.
-func (d *Daemon) servable(buildKey string) bool {
-	v, _, err := d.verdict(buildKey)
+func (mz *Materializer) servable(buildKey string) bool {
+	v, _, err := mz.votes.Verdict(buildKey)
 	if err != nil {
 		return false
 	}
-	return v.Decision == trust.Allowed || d.cfg.Mode == config.ModeMirror && v.Decision == trust.Unknown
+	return v.Decision == trust.Allowed || mz.mode == config.ModeMirror && v.Decision == trust.Unknown
 }

@@ -1,4 +1,4 @@
-package daemon
+package votes
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -17,7 +18,7 @@ import (
 // build made with other CFLAGS could be listed for this machine), the
 // container size must fit the configured limits (a fetch reserves that
 // much disk), and the index claims must agree with the descriptor.
-func (d *Daemon) checkClaims(a trust.Attestation) error {
+func (vb *Book) checkClaims(a trust.Attestation) error {
 	var desc identity.Descriptor
 	if err := json.Unmarshal(a.Descriptor, &desc); err != nil {
 		return err
@@ -34,8 +35,8 @@ func (d *Daemon) checkClaims(a trust.Attestation) error {
 	if a.Time.Unix() <= 0 {
 		return fmt.Errorf("attestation dated %s, before 1970", a.Time.Format(time.RFC3339))
 	}
-	if a.Size <= 0 || a.Size > d.limits.MaxImageBytes+maxContainerOverhead {
-		return fmt.Errorf("container size %d outside 1..%d", a.Size, d.limits.MaxImageBytes+maxContainerOverhead)
+	if a.Size <= 0 || a.Size > vb.files.MaxImageBytes+maxContainerOverhead {
+		return fmt.Errorf("container size %d outside 1..%d", a.Size, vb.files.MaxImageBytes+maxContainerOverhead)
 	}
 	return checkIndexClaims(desc, a.Index)
 }
@@ -51,11 +52,11 @@ const maxContainerOverhead = 64 << 20
 // and makes the rest itself. USE, the slot-operator atoms of RDEPEND and
 // REQUIRES are checked against the descriptor; the other keys cannot be
 // checked without the file, so the gateway uses them only where the
-// counted voters agree (agreedIndex) and lists the served file's own once
+// counted voters agree (AgreedIndex) and lists the served file's own once
 // it has it.
 func checkIndexClaims(desc identity.Descriptor, index map[string]string) error {
 	for k, v := range index {
-		if !slices.Contains(indexKeys, k) {
+		if !slices.Contains(IndexKeys(), k) {
 			return fmt.Errorf("index claims key %q, which attestations may not carry", k)
 		}
 		if strings.ContainsAny(v, "\r\n\x00") {
@@ -114,12 +115,12 @@ func sameRequires(a, b map[string][]string) bool {
 	return maps.EqualFunc(drop(a), drop(b), slices.Equal[[]string])
 }
 
-// agreedIndex is the index fields the attestations of an allowed content
+// AgreedIndex is the index fields the attestations of an allowed content
 // agree on: a field is kept only when every one of them states it with the
 // same value, so no single attester's claim reaches the listing. (Before
 // the file is here these fields describe a listing; once it is, the
 // served file's own metadata replaces them.)
-func agreedIndex(atts []*trust.Signed) map[string]string {
+func AgreedIndex(atts []*trust.Signed) map[string]string {
 	if len(atts) == 0 {
 		return map[string]string{}
 	}
@@ -136,3 +137,20 @@ func agreedIndex(atts []*trust.Signed) map[string]string {
 	}
 	return out
 }
+
+// IndexKeys are the metadata keys an attestation's index may carry: the
+// keys of a Packages stanza (portagehook.IndexKeys) that the metadata
+// digest covers, CHOST aside (the index header carries it, from the
+// descriptor). Sorted.
+func IndexKeys() []string { return indexKeys }
+
+var indexKeys = func() []string {
+	var out []string
+	for _, k := range portagehook.IndexKeys {
+		if identity.IsCovered(k.Meta) && k.Meta != "CHOST" {
+			out = append(out, k.Meta)
+		}
+	}
+	slices.Sort(out)
+	return out
+}()

@@ -1,9 +1,10 @@
-package daemon
+package votes
 
 import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -67,41 +68,41 @@ func NewEndorsement(buildKey, platform string, c trust.ContentID, priv ed25519.P
 	return Endorsement{BuildKey: buildKey, Platform: platform, Content: c, Endorsement: trust.Endorse(buildKey, c, priv)}
 }
 
-// ingestEndorsement verifies, stores and (when new) gossips an endorsement.
-func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.ID, publish bool) (bool, error) {
+// IngestEndorsement verifies, stores and (when new) gossips an endorsement.
+func (vb *Book) IngestEndorsement(ctx context.Context, blob []byte, from peer.ID, publish bool) (bool, error) {
 	e, err := DecodeEndorsement(blob)
 	if err == nil {
 		_, err = cid.Decode(e.BuildKey)
 	}
 	if err != nil {
-		d.reject("endorsement", from, err)
+		vb.reject("endorsement", from, err)
 		return false, err
 	}
 	// Endorsements by signers this daemon trusts are always kept; others
 	// are relayed for the users who do trust them, but only a few per
 	// build key, so nobody can grow this store without limit.
-	if !d.configuredSigner(e.Endorsement.SignerKey) {
+	if !vb.configuredSigner(e.Endorsement.SignerKey) {
 		// Build keys are free to invent: a foreign endorsement is kept only
 		// for a build key someone attested, so the attesters' budgets bound
 		// these too. The local user's own `signer endorse` is always kept.
-		if recs, err := d.store.AttestationsFor(e.BuildKey); err != nil {
+		if recs, err := vb.store.AttestationsFor(e.BuildKey); err != nil {
 			return false, err
-		} else if len(recs) == 0 && from != d.self {
+		} else if len(recs) == 0 && from != vb.self {
 			return false, fmt.Errorf("%w: endorsement for %s, which nobody attested here", p2p.ErrGossipIgnore, e.BuildKey)
 		}
-		if have, err := d.store.EndorsementsFor(e.BuildKey); err != nil {
+		if have, err := vb.store.EndorsementsFor(e.BuildKey); err != nil {
 			return false, err
 		} else if len(have) >= maxForeignEndorsements {
 			return false, fmt.Errorf("%s already has %d endorsements by signers not configured here", e.BuildKey, len(have))
 		}
 	}
-	added, err := d.store.PutEndorsement(e.BuildKey, e.Marshal())
+	added, err := vb.store.PutEndorsement(e.BuildKey, e.Marshal())
 	if err != nil || !added {
 		return added, err
 	}
-	if publish && d.node != nil && e.Platform != "" {
-		if err := d.node.JoinPlatform(e.Platform); err == nil {
-			d.node.Publish(ctx, e.Platform, append([]byte{gossipTagEndorsement}, e.Marshal()...))
+	if publish && vb.net != nil && e.Platform != "" {
+		if err := vb.net.JoinPlatform(e.Platform); err == nil {
+			vb.net.Publish(ctx, e.Platform, append([]byte{gossipTagEndorsement}, e.Marshal()...))
 		}
 	}
 	return true, nil
@@ -109,14 +110,14 @@ func (d *Daemon) ingestEndorsement(ctx context.Context, blob []byte, from peer.I
 
 // configuredSigner reports whether key is one of trust.signers: only their
 // endorsements back a build here; others are relayed for other users.
-func (d *Daemon) configuredSigner(key ed25519.PublicKey) bool {
-	return slices.ContainsFunc(d.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, key) })
+func (vb *Book) configuredSigner(key ed25519.PublicKey) bool {
+	return slices.ContainsFunc(vb.policy.Signers, func(k ed25519.PublicKey) bool { return bytes.Equal(k, key) })
 }
 
 // endorsementsFor returns the verified endorsements held for a build key,
 // grouped by content id.
-func (d *Daemon) endorsementsFor(buildKey string) map[trust.ContentID][]trust.Endorsement {
-	blobs, err := d.store.EndorsementsFor(buildKey)
+func (vb *Book) endorsementsFor(buildKey string) map[trust.ContentID][]trust.Endorsement {
+	blobs, err := vb.store.EndorsementsFor(buildKey)
 	if err != nil {
 		return nil
 	}
@@ -144,35 +145,35 @@ type pgpCache struct {
 // it carries valid OpenPGP signatures by the configured keyring (portage's
 // binhost keyring, say). Without the digest check any attestation could
 // borrow the signature of an unrelated signed file.
-func (d *Daemon) pgpVerified(a trust.Attestation) bool {
-	if len(d.policy.PGPKeyring) == 0 {
+func (vb *Book) pgpVerified(a trust.Attestation) bool {
+	if len(vb.policy.PGPKeyring) == 0 {
 		return false
 	}
-	key := hexs(a.FileSHA256) + "/" + a.BuildKey + "/" + a.Content.String()
-	d.pgp.mu.Lock()
-	if v, ok := d.pgp.ok[key]; ok {
-		d.pgp.mu.Unlock()
+	key := hex.EncodeToString(a.FileSHA256[:]) + "/" + a.BuildKey + "/" + a.Content.String()
+	vb.pgp.mu.Lock()
+	if v, ok := vb.pgp.ok[key]; ok {
+		vb.pgp.mu.Unlock()
 		return v
 	}
-	d.pgp.mu.Unlock()
+	vb.pgp.mu.Unlock()
 	path := ""
-	if lps, _ := d.store.LocalBySHA(a.FileSHA256); len(lps) > 0 {
+	if lps, _ := vb.store.LocalBySHA(a.FileSHA256); len(lps) > 0 {
 		lp := lps[0]
 		if lp.BuildKey == a.BuildKey && lp.ImageDigest == a.Content.Image && lp.MetadataDigest == a.Content.Metadata {
 			path = lp.Path
 		}
-	} else if e, ok, _ := d.store.Cache().Get(a.FileSHA256); ok && e.Meta.BuildKey == a.BuildKey {
-		if d.verifyContent(e.Path, a.Content, a.CPV) == nil {
+	} else if e, ok, _ := vb.store.Cache().Get(a.FileSHA256); ok && e.Meta.BuildKey == a.BuildKey {
+		if identity.CheckFile(e.Path, a.CPV, a.Content.Image, a.Content.Metadata, vb.files) == nil {
 			path = e.Path
 		}
 	}
-	v := path != "" && trust.VerifyGPKGSignatures(path, d.policy.PGPKeyring) == nil
-	d.pgp.mu.Lock()
-	if d.pgp.ok == nil {
-		d.pgp.ok = map[string]bool{}
+	v := path != "" && trust.VerifyGPKGSignatures(path, vb.policy.PGPKeyring) == nil
+	vb.pgp.mu.Lock()
+	if vb.pgp.ok == nil {
+		vb.pgp.ok = map[string]bool{}
 	}
-	d.pgp.ok[key] = v
-	d.pgp.mu.Unlock()
+	vb.pgp.ok[key] = v
+	vb.pgp.mu.Unlock()
 	return v
 }
 

@@ -1,0 +1,202 @@
+// Package binhost is what portage sees through the gateway: the Allowed
+// builds of this platform as index listings, and their files, fetched from
+// peers and verified when portage asks for one.
+package binhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// Options are what Listings needs.
+type Options struct {
+	Store       *store.Store
+	Votes       *votes.Book
+	Materialize *materialize.Materializer
+	// Platform is the platform whose builds are listed.
+	Platform string
+	// Prefetch is gateway.prefetch: which Allowed builds are listed before
+	// any copy is held here.
+	Prefetch string
+	// Installed lists the installed packages (category/name), for
+	// gateway.prefetch = installed.
+	Installed func() map[string]bool
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+}
+
+// Listings is the gateway's source (portagehook.Listings).
+type Listings struct {
+	store     *store.Store
+	votes     *votes.Book
+	mz        *materialize.Materializer
+	platform  string
+	prefetch  string
+	installed func() map[string]bool
+	log       *slog.Logger
+	// listed maps what the index listed (content/BUILD_ID) to its build
+	// key: portage asks for a file by what the index said.
+	listed      sync.Map
+	fetchFailed prometheus.Counter
+}
+
+var _ portagehook.Listings = (*Listings)(nil)
+
+// New makes the gateway's Listings.
+func New(o Options) *Listings {
+	ls := &Listings{
+		store: o.Store, votes: o.Votes, mz: o.Materialize, platform: o.Platform,
+		prefetch: o.Prefetch, installed: o.Installed, log: o.Logger,
+	}
+	if ls.log == nil {
+		ls.log = slog.New(slog.DiscardHandler)
+	}
+	if ls.installed == nil {
+		ls.installed = func() map[string]bool { return nil }
+	}
+	ls.fetchFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gentoo_p2pd", Name: "gateway_fetch_failures_total",
+		Help: "Builds portage asked the gateway for that could not be fetched from peers.",
+	})
+	if o.Registry != nil {
+		o.Registry.MustRegister(ls.fetchFailed)
+	}
+	return ls
+}
+
+// Entries is what portage may see: the Allowed builds of the local
+// platform, nothing else.
+func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) {
+	builds, err := ls.votes.AllowedBuilds(ls.platform)
+	if err != nil {
+		return nil, err
+	}
+	var installed map[string]bool
+	if ls.prefetch == config.PrefetchInstalled {
+		installed = ls.installed()
+	}
+	var out []portagehook.Listing
+	for _, b := range builds {
+		if !ls.worthListing(b, installed) {
+			continue
+		}
+		l, err := ls.listing(b)
+		if err == nil {
+			ls.listed.Store(listingKey(l.Content, l.BuildID), b.Verdict.BuildKey)
+		}
+		if err != nil {
+			ls.log.Warn("gateway: skipping build", "build_key", b.Verdict.BuildKey, "err", err)
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// listing describes an allowed build for the index. Its CPV (hence PATH)
+// is the descriptor's, which the build key binds; its other fields are
+// what the counted voters' attestations agree on until the file is here,
+// then the file's own (covered) metadata, so the served entry is exactly
+// the served file. Nothing a single attester claims decides a field.
+func (ls *Listings) listing(b votes.Build) (portagehook.Listing, error) {
+	att := b.Atts[0].Attestation
+	cat, pf, ok := strings.Cut(att.CPV, "/")
+	if !ok {
+		return portagehook.Listing{}, fmt.Errorf("cpv %q has no category", att.CPV)
+	}
+	raw := map[string][]byte{}
+	for k, v := range votes.AgreedIndex(b.Atts) {
+		raw[k] = []byte(v + "\n")
+	}
+	// After the claims: the descriptor's CPV is the one that counts.
+	raw["CATEGORY"], raw["PF"] = []byte(cat+"\n"), []byte(pf+"\n")
+	// The served BUILD_TIME and mtimes are when this daemon first listed
+	// the content: an attester's time would let any peer change them (and
+	// force a re-pack) at will.
+	at, err := ls.store.FirstSeen("listing\x00"+b.Verdict.BuildKey+"\x00"+att.Content.String(), time.Now())
+	if err != nil {
+		return portagehook.Listing{}, err
+	}
+	return portagehook.Listing{
+		Content:     att.Content.String(),
+		ImageDigest: att.Content.Image,
+		Metadata:    xpak.NewMetadata(raw),
+		BuildID:     gatewayBuildID(b.Verdict.BuildKey),
+		Time:        at,
+	}, nil
+}
+
+// gatewayBuildID gives each build key a stable BUILD_ID, so portage's
+// cached index stays valid across daemon restarts and two builds of one
+// CPV (other USE) never share an id.
+func gatewayBuildID(buildKey string) int64 {
+	h := sha256.Sum256([]byte(buildKey))
+	return int64(binary.BigEndian.Uint32(h[:4])&0x7fffffff) + 1
+}
+
+func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (string, error) {
+	c, err := trust.ParseContentID(l.Content)
+	if err != nil {
+		return "", err
+	}
+	// Entries remembered which build key each listing came from; its
+	// verdict is checked again (materialize refuses what is no longer
+	// allowed) without evaluating the whole catalog.
+	bk, ok := ls.listed.Load(listingKey(l.Content, l.BuildID))
+	if !ok {
+		return "", fmt.Errorf("content %s is not listed", l.Content)
+	}
+	m, err := ls.mz.Materialize(ctx, bk.(string), nil)
+	if err != nil {
+		ls.fetchFailed.Inc()
+		return "", err
+	}
+	if m.Verdict.Content == nil || *m.Verdict.Content != c {
+		return "", fmt.Errorf("content %s is no longer allowed", l.Content)
+	}
+	ls.store.IncCounter("bytes_saved", m.Att.Attestation.Size)
+	return m.Path, nil
+}
+
+func listingKey(content string, buildID int64) string { return fmt.Sprintf("%s/%d", content, buildID) }
+
+// worthListing decides whether the gateway offers an allowed build to
+// portage. Listing means fetching first (portage needs SIZE), so the
+// default lists builds already here plus upgrades of installed packages,
+// not every build of the platform the network knows.
+func (ls *Listings) worthListing(b votes.Build, installed map[string]bool) bool {
+	if ls.prefetch == config.PrefetchAll {
+		return true
+	}
+	for _, s := range b.Atts {
+		sha := s.Attestation.FileSHA256
+		if lps, _ := ls.store.LocalBySHA(sha); len(lps) > 0 {
+			return true
+		}
+		if ok, _ := ls.store.Cache().Has(sha); ok {
+			return true
+		}
+	}
+	if installed == nil {
+		return false
+	}
+	cat, pf, _ := strings.Cut(b.Atts[0].Attestation.CPV, "/")
+	pn, ok := portagehook.SplitPN(pf)
+	return ok && installed[cat+"/"+pn]
+}

@@ -1,0 +1,339 @@
+// Package memnet is an in-memory stand-in for the peer-to-peer network,
+// for unit tests of the daemon's jobs (votes, own, materialize, localapi):
+// providers, platform gossip and the attest and catalog protocols between
+// nodes of one process, with no libp2p host. Gossip is delivered to every
+// other node on the topic synchronously and through its validator, as
+// GossipSub would deliver it from a direct neighbour; a node can be taken
+// offline. The real network is tested with real hosts in package p2p and
+// in the integration tests.
+package memnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+)
+
+// ErrOffline is what a request to or from an offline node returns.
+var ErrOffline = errors.New("memnet: peer offline")
+
+// Network is one in-memory network.
+type Network struct {
+	mu        sync.Mutex
+	nodes     map[peer.ID]*Node
+	order     []peer.ID
+	providers map[string][]peer.ID // key → providing nodes, in order
+}
+
+// New makes an empty network.
+func New() *Network {
+	return &Network{nodes: map[peer.ID]*Node{}, providers: map[string][]peer.ID{}}
+}
+
+// Node is one member. Its methods match *p2p.Node's.
+type Node struct {
+	net  *Network
+	id   peer.ID
+	addr netip.Addr
+
+	mu       sync.Mutex
+	handlers p2p.Handlers
+	topics   map[string]bool
+	offline  bool
+	known    map[peer.ID][]ma.Multiaddr
+	// Published counts this node's own gossip publications.
+	published int
+}
+
+// Join adds a node with id; its address is 127.0.0.N, N its rank.
+func (n *Network) Join(id peer.ID) *Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if nd, ok := n.nodes[id]; ok {
+		return nd
+	}
+	addr := netip.AddrFrom4([4]byte{127, 0, byte(len(n.order) / 250), byte(len(n.order)%250 + 1)})
+	nd := &Node{net: n, id: id, addr: addr, topics: map[string]bool{}, known: map[peer.ID][]ma.Multiaddr{}}
+	n.nodes[id] = nd
+	n.order = append(n.order, id)
+	return nd
+}
+
+// Serve sets the node's handlers, as p2p.Node.Serve does.
+func (nd *Node) Serve(h p2p.Handlers) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.handlers = h
+}
+
+// SetOnline takes the node off the network (false) or back (true): an
+// offline node sends and answers nothing and is nobody's peer.
+func (nd *Node) SetOnline(on bool) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.offline = !on
+}
+
+// ID is the node's peer id; Addr its address.
+func (nd *Node) ID() peer.ID      { return nd.id }
+func (nd *Node) Addr() netip.Addr { return nd.addr }
+
+// Published is how many messages the node published.
+func (nd *Node) Published() int {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.published
+}
+
+func (nd *Node) multiaddr() ma.Multiaddr {
+	m, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/tcp/4001", nd.addr))
+	if err != nil {
+		panic(err) // a well-formed address always parses
+	}
+	return m
+}
+
+func (nd *Node) online() bool {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return !nd.offline
+}
+
+func (nd *Node) state() (p2p.Handlers, bool) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.handlers, !nd.offline
+}
+
+// peer finds another online node.
+func (nd *Node) peer(p peer.ID) (*Node, error) {
+	if !nd.online() {
+		return nil, ErrOffline
+	}
+	nd.net.mu.Lock()
+	other, ok := nd.net.nodes[p]
+	nd.net.mu.Unlock()
+	if !ok || !other.online() {
+		return nil, fmt.Errorf("%w: %s", ErrOffline, p)
+	}
+	return other, nil
+}
+
+// JoinPlatform subscribes to a platform topic.
+func (nd *Node) JoinPlatform(platform string) error {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.topics[platform] = true
+	return nil
+}
+
+// Publish delivers msg to the validator of every other online node on the
+// topic, in join order; a validator's error stops nothing else.
+func (nd *Node) Publish(ctx context.Context, platform string, msg []byte) error {
+	nd.mu.Lock()
+	joined := nd.topics[platform]
+	nd.published++
+	nd.mu.Unlock()
+	if !joined {
+		return p2p.ErrNotJoined
+	}
+	if !nd.online() {
+		return ErrOffline
+	}
+	for _, other := range nd.net.members() {
+		if other == nd {
+			continue
+		}
+		h, on := other.state()
+		other.mu.Lock()
+		sub := other.topics[platform]
+		other.mu.Unlock()
+		if on && sub && h.OnGossip != nil {
+			_ = h.OnGossip(nd.id, nd.id, platform, msg) // a validator's verdict is the receiver's business
+		}
+	}
+	return nil
+}
+
+func (n *Network) members() []*Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*Node, 0, len(n.order))
+	for _, id := range n.order {
+		out = append(out, n.nodes[id])
+	}
+	return out
+}
+
+// SyncCatalog asks p for a catalog page.
+func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur p2p.CatalogCursor) ([][]byte, error) {
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.Catalog == nil {
+		return nil, fmt.Errorf("%w: not served", p2p.ErrProtocol)
+	}
+	return h.Catalog(ctx, platform, cur)
+}
+
+// FetchAttestations asks p for its attestations of key.
+func (nd *Node) FetchAttestations(ctx context.Context, p peer.ID, key cid.Cid) ([][]byte, error) {
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.Attestations == nil {
+		return nil, fmt.Errorf("%w: not served", p2p.ErrProtocol)
+	}
+	return h.Attestations(ctx, key)
+}
+
+// Peers are the other online nodes, sorted by id.
+func (nd *Node) Peers() []p2p.PeerInfo {
+	if !nd.online() {
+		return nil
+	}
+	var out []p2p.PeerInfo
+	for _, other := range nd.net.members() {
+		if other != nd && other.online() {
+			out = append(out, p2p.PeerInfo{ID: other.id, Addrs: []ma.Multiaddr{other.multiaddr()}, Direction: "outbound"})
+		}
+	}
+	slices.SortFunc(out, func(a, b p2p.PeerInfo) int { return cmpID(a.ID, b.ID) })
+	return out
+}
+
+func cmpID(a, b peer.ID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// DirectAddr is p's address while it is an online member.
+func (nd *Node) DirectAddr(p peer.ID) (netip.Addr, bool) {
+	other, err := nd.peer(p)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return other.addr, true
+}
+
+// Provide announces keys.
+func (nd *Node) Provide(keys ...cid.Cid) error {
+	if !nd.online() {
+		return ErrOffline
+	}
+	nd.net.mu.Lock()
+	defer nd.net.mu.Unlock()
+	for _, k := range keys {
+		ks := k.KeyString()
+		if !slices.Contains(nd.net.providers[ks], nd.id) {
+			nd.net.providers[ks] = append(nd.net.providers[ks], nd.id)
+		}
+	}
+	return nil
+}
+
+// Withdraw stops announcing keys.
+func (nd *Node) Withdraw(keys ...cid.Cid) error {
+	nd.net.mu.Lock()
+	defer nd.net.mu.Unlock()
+	for _, k := range keys {
+		ks := k.KeyString()
+		nd.net.providers[ks] = slices.DeleteFunc(nd.net.providers[ks], func(p peer.ID) bool { return p == nd.id })
+	}
+	return nil
+}
+
+// Providing reports whether the node announces key.
+func (nd *Node) Providing(key cid.Cid) bool {
+	nd.net.mu.Lock()
+	defer nd.net.mu.Unlock()
+	return slices.Contains(nd.net.providers[key.KeyString()], nd.id)
+}
+
+// FindProviders lists up to max online providers of key, this node
+// included when it provides key (as the DHT's local provider store does).
+func (nd *Node) FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.AddrInfo, error) {
+	if !nd.online() {
+		return nil, ErrOffline
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	nd.net.mu.Lock()
+	ids := slices.Clone(nd.net.providers[key.KeyString()])
+	nodes := nd.net.nodes
+	var out []peer.AddrInfo
+	for _, id := range ids {
+		if len(out) >= max {
+			break
+		}
+		if other := nodes[id]; other != nil {
+			out = append(out, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{other.multiaddr()}})
+		}
+	}
+	nd.net.mu.Unlock()
+	out = slices.DeleteFunc(out, func(ai peer.AddrInfo) bool {
+		other, err := nd.peer(ai.ID)
+		return ai.ID != nd.id && (err != nil || other == nil)
+	})
+	return out, nil
+}
+
+// RememberAddrs keeps a peer's addresses.
+func (nd *Node) RememberAddrs(ai peer.AddrInfo) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.known[ai.ID] = slices.Clone(ai.Addrs)
+}
+
+// KnownAddrs are the addresses remembered for p, or those of an online
+// member.
+func (nd *Node) KnownAddrs(p peer.ID) []ma.Multiaddr {
+	nd.mu.Lock()
+	a := nd.known[p]
+	nd.mu.Unlock()
+	if len(a) > 0 {
+		return slices.Clone(a)
+	}
+	if other, err := nd.peer(p); err == nil {
+		return []ma.Multiaddr{other.multiaddr()}
+	}
+	return nil
+}
+
+// Addrs are the node's own addresses.
+func (nd *Node) Addrs() []ma.Multiaddr { return []ma.Multiaddr{nd.multiaddr()} }
+
+// Reachability is "public": every member accepts connections.
+func (nd *Node) Reachability() string { return "public" }
+
+// ProvideStats counts the keys the node provides.
+func (nd *Node) ProvideStats(ctx context.Context) (p2p.ProvideStats, error) {
+	nd.net.mu.Lock()
+	defer nd.net.mu.Unlock()
+	n := 0
+	for _, ids := range nd.net.providers {
+		if slices.Contains(ids, nd.id) {
+			n++
+		}
+	}
+	return p2p.ProvideStats{Keys: n, ScheduledKeys: int64(n)}, nil
+}

@@ -1,0 +1,74 @@
+package localapi
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
+	"github.com/gentoo-p2p/gentoo-p2pd/own"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+)
+
+// Network is what status and peers read of the peer-to-peer network.
+// *p2p.Node implements it.
+type Network interface {
+	Addrs() []ma.Multiaddr
+	Peers() []p2p.PeerInfo
+	Reachability() string
+	ProvideStats(ctx context.Context) (p2p.ProvideStats, error)
+}
+
+// Options are what a Server needs.
+type Options struct {
+	Store       *store.Store
+	Votes       *votes.Book
+	Own         *own.Builds
+	Materialize *materialize.Materializer
+	Net         Network
+	Self        peer.ID
+	Platform    string
+	Config      *config.Config
+	Version     string
+	Started     time.Time
+	// Gatherer holds the daemon's metrics (status reads bytes served).
+	Gatherer prometheus.Gatherer
+	// GatewayURL and MetricsURL are where those listen ("" when off).
+	GatewayURL, MetricsURL func() string
+	// Gateway describes the gateway for setup-portage; nil when it is off.
+	Gateway func() (api.GatewayInfo, error)
+}
+
+// Server answers the local API.
+type Server struct {
+	store    *store.Store
+	votes    *votes.Book
+	own      *own.Builds
+	mz       *materialize.Materializer
+	net      Network
+	self     peer.ID
+	platform string
+	cfg      *config.Config
+	version  string
+	started  time.Time
+	reg      prometheus.Gatherer
+	urls     [2]func() string
+	gateway  func() (api.GatewayInfo, error)
+}
+
+// New makes a Server.
+func New(o Options) *Server {
+	return &Server{
+		store: o.Store, votes: o.Votes, own: o.Own, mz: o.Materialize, net: o.Net,
+		self: o.Self, platform: o.Platform, cfg: o.Config, version: o.Version,
+		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
+		gateway: o.Gateway,
+	}
+}

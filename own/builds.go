@@ -1,0 +1,211 @@
+package own
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/scan"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// Network is what own builds need of the peer-to-peer network: providing
+// and withdrawing their keys. *p2p.Node implements it; tests use an
+// in-memory fake.
+type Network interface {
+	Provide(keys ...cid.Cid) error
+	Withdraw(keys ...cid.Cid) error
+	Providing(key cid.Cid) bool
+}
+
+// Options are what Builds needs.
+type Options struct {
+	Store *store.Store
+	Votes *votes.Book
+	Net   Network
+	// Key signs this daemon's attestations; Self is its peer id.
+	Key  crypto.PrivKey
+	Self peer.ID
+	// PkgDir is portage's PKGDIR, indexed and watched.
+	PkgDir string
+	Mode   config.Mode
+	// MD5Cache resolves eclass digests for build descriptors (nil: none).
+	MD5Cache *identity.MD5Cache
+	Files    xpak.Limits
+	// Downloaded holds the keys whose signature marks a binpkg as fetched
+	// from a binhost (the gateway's own key, trust.pgp_keyring): such
+	// files are indexed but never attested as built here.
+	Downloaded openpgp.EntityList
+	Logger     *slog.Logger
+	Registry   prometheus.Registerer
+}
+
+// Builds are this daemon's own builds: it indexes PKGDIR, attests what
+// portage built here, provides and gossips it, and withdraws what left.
+type Builds struct {
+	store     *store.Store
+	votes     *votes.Book
+	net       Network
+	key       crypto.PrivKey
+	self      peer.ID
+	pkgdir    string
+	mode      config.Mode
+	md5cache  *identity.MD5Cache
+	limits    xpak.Limits
+	keyring   openpgp.EntityList
+	log       *slog.Logger
+	scanner   *scan.Scanner
+	pkgdirMsg atomic.Value // string: note on PKGDIR for status
+	announces prometheus.Counter
+}
+
+// New makes Builds; nothing is read until Run.
+func New(o Options) *Builds {
+	ob := &Builds{
+		store: o.Store, votes: o.Votes, net: o.Net, key: o.Key, self: o.Self,
+		pkgdir: o.PkgDir, mode: o.Mode, md5cache: o.MD5Cache, limits: o.Files,
+		keyring: o.Downloaded, log: o.Logger,
+	}
+	if ob.log == nil {
+		ob.log = slog.New(slog.DiscardHandler)
+	}
+	ob.scanner = scan.New(o.PkgDir, o.Store, indexer{ob}, ob.log.With("component", "scan"))
+	ob.announces = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gentoo_p2pd", Name: "announces_total",
+		Help: "Local builds announced (build key and variant key provided).",
+	})
+	if o.Registry != nil {
+		o.Registry.MustRegister(ob.announces)
+	}
+	return ob
+}
+
+// Start indexes PKGDIR, attests and announces what it holds, and
+// re-announces what the store knew from before (a restart). It returns
+// once that is done; Watch keeps up with later changes.
+func (ob *Builds) Start(ctx context.Context) error {
+	if err := ob.syncPKGDIR(ctx); err != nil {
+		return err
+	}
+	if err := ob.announceAll(ctx); err != nil {
+		ob.log.Warn("announce stored packages", "err", err)
+	}
+	return nil
+}
+
+// Watch follows PKGDIR until ctx ends.
+func (ob *Builds) Watch(ctx context.Context) error {
+	err := ob.scanner.Watch(ctx, func(ch scan.Changes) { ob.applyChanges(ctx, ch) })
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("watch PKGDIR: %w", err)
+	}
+	return nil
+}
+
+// Note is what status says about PKGDIR ("" when all is well).
+func (ob *Builds) Note() string { s, _ := ob.pkgdirMsg.Load().(string); return s }
+
+// Providing reports whether this daemon announces lp's build key.
+func (ob *Builds) Providing(lp store.LocalPackage) bool {
+	c, err := cid.Decode(lp.BuildKey)
+	return err == nil && ob.net.Providing(c)
+}
+
+// SyncNow reads PKGDIR's changes now (instead of waiting for the watcher)
+// and applies them.
+func (ob *Builds) SyncNow(ctx context.Context) (scan.Changes, error) {
+	ch, err := ob.scanner.Sync(ctx)
+	if len(ch.Added)+len(ch.Replaced)+len(ch.Removed) > 0 || len(ch.Errors) > 0 {
+		// The announcement outlives the request that asked for it.
+		ob.applyChanges(context.WithoutCancel(ctx), ch)
+	}
+	return ch, err
+}
+
+// Announce indexes and announces one binpkg now: path is a file inside
+// PKGDIR, or a category/package-version whose newest binpkg there is meant.
+func (ob *Builds) Announce(ctx context.Context, path string) (store.LocalPackage, error) {
+	if path == "" {
+		return store.LocalPackage{}, errors.New("announce: give the path of a binpkg in PKGDIR")
+	}
+	if looksLikeCPV(path) {
+		return ob.announceCPV(ctx, path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return store.LocalPackage{}, err
+	}
+	pkgdir, err := filepath.Abs(ob.pkgdir)
+	if err != nil {
+		return store.LocalPackage{}, err
+	}
+	if rel, err := filepath.Rel(pkgdir, abs); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return store.LocalPackage{}, fmt.Errorf("announce: %s is not inside PKGDIR %s", abs, pkgdir)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return store.LocalPackage{}, fmt.Errorf("announce: %w", err)
+	}
+	ch, err := ob.SyncNow(ctx)
+	if err != nil {
+		return store.LocalPackage{}, err
+	}
+	lp, ok, err := ob.store.GetLocal(abs)
+	if err != nil {
+		return store.LocalPackage{}, err
+	}
+	if !ok {
+		for _, e := range ch.Errors {
+			if strings.Contains(e.Error(), abs) {
+				return store.LocalPackage{}, e
+			}
+		}
+		return store.LocalPackage{}, fmt.Errorf("announce: %s was not indexed (not a binpkg name portage writes?)", abs)
+	}
+	return lp, nil
+}
+
+// looksLikeCPV tells "app-misc/hello-1.0" from a path: two non-empty
+// parts, neither "." nor "..", and no file of that name here.
+func looksLikeCPV(s string) bool {
+	cat, pf, ok := strings.Cut(s, "/")
+	if !ok || cat == "" || pf == "" || strings.Contains(pf, "/") || cat == "." || cat == ".." {
+		return false
+	}
+	_, err := os.Stat(s)
+	return errors.Is(err, os.ErrNotExist)
+}
+
+func (ob *Builds) announceCPV(ctx context.Context, cpv string) (store.LocalPackage, error) {
+	if _, err := ob.SyncNow(ctx); err != nil {
+		return store.LocalPackage{}, err
+	}
+	lps, err := ob.store.ListLocal()
+	if err != nil {
+		return store.LocalPackage{}, err
+	}
+	var best *store.LocalPackage
+	for i := range lps {
+		if lps[i].CPV == cpv && (best == nil || lps[i].IndexedAt.After(best.IndexedAt)) {
+			best = &lps[i]
+		}
+	}
+	if best == nil {
+		return store.LocalPackage{}, fmt.Errorf("announce: no binpkg of %s in PKGDIR %s", cpv, ob.pkgdir)
+	}
+	return *best, nil
+}

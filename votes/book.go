@@ -1,0 +1,166 @@
+package votes
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// Network is what the book needs of the peer-to-peer network: gossip on
+// platform topics, catalog pages from a peer, and who is connected from
+// where. *p2p.Node implements it; tests use an in-memory fake.
+type Network interface {
+	JoinPlatform(platform string) error
+	Publish(ctx context.Context, platform string, msg []byte) error
+	SyncCatalog(ctx context.Context, p peer.ID, platform string, cur p2p.CatalogCursor) ([][]byte, error)
+	Peers() []p2p.PeerInfo
+	DirectAddr(p peer.ID) (netip.Addr, bool)
+}
+
+// Options are what a Book needs.
+type Options struct {
+	Store  *store.Store
+	Policy trust.Policy
+	// Self is this daemon's peer id: its own records are exempt from the
+	// budgets and never taken back from the network.
+	Self peer.ID
+	// Platform is the catalog this daemon syncs from its peers.
+	Platform string
+	Limits   config.LimitsConfig
+	// Files bounds the binpkgs read to check an OpenPGP signature, and
+	// the container size an attestation may claim.
+	Files xpak.Limits
+	// Installed lists the installed packages (category/name): records of
+	// those are evicted last.
+	Installed func() map[string]bool
+	Net       Network
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+}
+
+// Book holds the network's votes: it checks every attestation, endorsement
+// and equivocation proof a peer sends, bounds what each identity may store,
+// keeps what passes, serves it to peers, and computes verdicts from it.
+type Book struct {
+	store     *store.Store
+	policy    trust.Policy
+	self      peer.ID
+	platform  string
+	limits    config.LimitsConfig
+	files     xpak.Limits
+	installed func() map[string]bool
+	net       Network
+	log       *slog.Logger
+	metrics   *metrics
+
+	pgp      pgpCache
+	decoded  decodedCache
+	ingestMu sync.Mutex // held from a record's caps check to its write
+	// gossipRates bounds the gossip messages each relay makes us verify.
+	gossipRates peerRates
+	// flooders are attesters that recently overflowed their storage
+	// budget: their new records are stored but not relayed.
+	flooders flooders
+	// totalFull is the store-wide usage at which admitTotal last found
+	// nothing to evict; nil when it did.
+	totalFull atomic.Pointer[int64]
+	rejected  atomic.Int64 // input from peers that failed verification, since start
+}
+
+// New makes a Book; it touches neither the store nor the network.
+func New(o Options) *Book {
+	vb := &Book{
+		store: o.Store, policy: o.Policy, self: o.Self, platform: o.Platform,
+		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
+		log: o.Logger, metrics: newMetrics(o.Registry),
+	}
+	if vb.log == nil {
+		vb.log = slog.New(slog.DiscardHandler)
+	}
+	if vb.installed == nil {
+		vb.installed = func() map[string]bool { return nil }
+	}
+	vb.gossipRates.rate, vb.gossipRates.burst = rate.Limit(o.Limits.PeerGossipRate), max(1, o.Limits.PeerGossipRate*10)
+	return vb
+}
+
+// Policy is the trust policy verdicts are computed with.
+func (vb *Book) Policy() trust.Policy { return vb.policy }
+
+// Rejected counts the records from peers that failed a check since start.
+func (vb *Book) Rejected() int64 { return vb.rejected.Load() }
+
+type metrics struct {
+	attestations prometheus.Counter
+	attestServed prometheus.Counter
+	rejected     *prometheus.CounterVec
+	verdicts     *prometheus.CounterVec
+	evicted      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		attestations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "attestations_received_total",
+			Help: "New valid attestations stored from peers.",
+		}),
+		attestServed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "attest_requests_served_total",
+			Help: "Attestation requests answered.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "rejected_total",
+			Help: "Input from peers that failed verification, by kind.",
+		}, []string{"kind"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "verdicts_total",
+			Help: "Trust verdicts computed, by decision.",
+		}, []string{"decision"}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "attestations_evicted_total",
+			Help: "Attestations evicted because their attester's storage budget was full.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.attestations, m.attestServed, m.rejected, m.verdicts, m.evicted)
+	}
+	return m
+}
+
+// IngestFrom checks attestations p delivered directly (an attest/1
+// answer) and stores what passes, as gossip and catalog syncs are.
+func (vb *Book) IngestFrom(ctx context.Context, blob []byte, p peer.ID) (bool, error) {
+	return vb.ingestAttestation(ctx, blob, vb.arrivalFrom(p), false)
+}
+
+// StoreOwn keeps one of this daemon's own attestations.
+func (vb *Book) StoreOwn(s *trust.Signed) error {
+	_, err := vb.store.PutAttestation(vb.attestationRecord(s, arrival{from: vb.self}))
+	return err
+}
+
+// PublishOwn gossips one of this daemon's attestations on its platform's
+// topic, joining the topic first.
+func (vb *Book) PublishOwn(ctx context.Context, s *trust.Signed) error {
+	if err := vb.net.JoinPlatform(s.Attestation.Platform); err != nil {
+		return err
+	}
+	return vb.net.Publish(ctx, s.Attestation.Platform, gossipAttestation(s.Marshal()))
+}
+
+// IsEndorsement reports whether a blob from a peer is an endorsement (and
+// not an attestation).
+func IsEndorsement(blob []byte) bool { return bytes.HasPrefix(blob, endorsementMagic) }

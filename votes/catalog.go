@@ -1,0 +1,281 @@
+package votes
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"slices"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ServeAttestations answers /gentoo-p2p/attest/1 for a build or variant
+// key: every verified attestation held, own and collected.
+func (vb *Book) ServeAttestations(ctx context.Context, key cid.Cid) ([][]byte, error) {
+	k := key.String()
+	recs, err := vb.store.AttestationsFor(k)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		if recs, err = vb.store.AttestationsByVariantUpTo(k, 4*attestAnswerBytes); err != nil {
+			return nil, err
+		}
+	}
+	vb.metrics.attestServed.Inc()
+	// Endorsements first: a response is capped, and a flood of
+	// attestations must not push signer backing out of it.
+	var out [][]byte
+	if len(recs) > 0 {
+		if es, err := vb.store.EndorsementsFor(recs[0].BuildKey); err == nil {
+			out = append(out, es...)
+		}
+	}
+	// Then one vote per attester, of the contents the most distinct
+	// attesters agree on first, then the attesters' further records: the
+	// byte cap leaves out padded junk of few-attester contents, however
+	// many records each of their identities sent.
+	attesters := map[string]map[string]bool{}
+	for _, r := range recs {
+		if attesters[r.Content] == nil {
+			attesters[r.Content] = map[string]bool{}
+		}
+		attesters[r.Content][r.Attester] = true
+	}
+	seen := map[string]bool{}
+	first := make([]bool, len(recs))
+	for i, r := range recs {
+		first[i] = !seen[r.Attester]
+		seen[r.Attester] = true
+	}
+	order := make([]int, len(recs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		a, b := recs[i], recs[j]
+		if first[i] != first[j] {
+			if first[i] {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(len(attesters[b.Content]), len(attesters[a.Content]))
+	})
+	size := 0
+	for _, i := range order {
+		if size += len(recs[i].Blob); size > attestAnswerBytes {
+			break
+		}
+		out = append(out, recs[i].Blob)
+	}
+	return out, nil
+}
+
+// attestAnswerBytes bounds the attestations of one attest/1 answer: a
+// build key's caps allow 512 records, and sixteen concurrent answers of
+// those must not cost hundreds of MiB.
+const attestAnswerBytes = 4 << 20
+
+// ServeCatalog answers /gentoo-p2p/catalog/2: the platform's attestations
+// after the cursor in (time, id) order, each led by the endorsements of its
+// build key the answer has not carried yet. A page holds at most MaxBlobs
+// blobs and about catalogPageBytes of them, endorsements included, and
+// always at least one attestation, so a client paging from the last
+// attestation it got always moves on. It is read from the store's time
+// index, so its memory and work are the page's whatever the catalog
+// holds.
+func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur p2p.CatalogCursor) ([][]byte, error) {
+	recs, err := vb.store.CatalogPage(platform, cur.Since, cur.After, p2p.MaxBlobs/2, catalogPageBytes)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	size := 0
+	sent := map[string]bool{}
+	for _, r := range recs {
+		group := [][]byte{}
+		if !sent[r.BuildKey] {
+			sent[r.BuildKey] = true
+			es, err := vb.store.EndorsementsFor(r.BuildKey)
+			if err != nil {
+				return nil, err
+			}
+			group = append(group, es...)
+		}
+		group = append(group, r.Blob)
+		n := 0
+		for _, b := range group {
+			n += len(b)
+		}
+		if len(out) > 0 && (len(out)+len(group) > p2p.MaxBlobs || size+n > catalogPageBytes) {
+			break
+		}
+		out = append(out, group...)
+		size += n
+	}
+	return out, nil
+}
+
+// catalogPageBytes bounds one catalog page, endorsements included: a few
+// hundred honest records, and what sixteen concurrent requests can make
+// this daemon hold stays in tens of MiB.
+const catalogPageBytes = 2 << 20
+
+func blobs(recs []store.AttestationRecord) [][]byte {
+	out := make([][]byte, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, r.Blob)
+	}
+	return out
+}
+
+// syncCatalogFrom pulls a peer's catalog for our platform (a newcomer's way
+// to fill its catalog without waiting for gossip), from cur on. It stops
+// after maxCatalogPages pages, so a flood of records cannot keep one sync
+// going for ever; more reports that the peer had more, and next is where
+// to go on.
+func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.CatalogCursor) (n int, next p2p.CatalogCursor, more bool, err error) {
+	seen := map[[32]byte]bool{}
+	via := vb.arrivalFrom(p)
+	got := 0
+	for range maxCatalogPages {
+		if got >= maxSyncBytes {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		bs, err := vb.net.SyncCatalog(pctx, p, vb.platform, cur)
+		cancel()
+		if err != nil {
+			return n, cur, false, err
+		}
+		var atts, endorsements [][]byte
+		moved := false
+		next := cur
+		for _, b := range bs {
+			// A peer that ignores the cursor repeats itself: judge each
+			// blob once.
+			id := sha256.Sum256(b)
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			got += len(b)
+			if bytes.HasPrefix(b, endorsementMagic) {
+				endorsements = append(endorsements, b)
+				continue
+			}
+			atts = append(atts, b)
+			// The next page starts after the last attestation in (time,
+			// id) order, whatever order a peer sent.
+			if s, err := vb.Decode(b); err == nil {
+				c := p2p.CatalogCursor{Since: s.Attestation.Time.Unix(), After: id[:]}
+				if cursorAfter(c, next) {
+					next, moved = c, true
+				}
+			}
+		}
+		added, err := vb.ingestBatch(ctx, atts, via)
+		n += added
+		if err != nil {
+			// The cursor stays before this page: it is asked for again.
+			return n, cur, false, err
+		}
+		cur = next
+		// After the page's attestations: an endorsement by a signer not
+		// configured here is kept only for a build key someone attested.
+		for _, b := range endorsements {
+			if _, err := vb.IngestEndorsement(ctx, b, p, false); err != nil {
+				vb.log.Debug("catalog sync: endorsement not kept", "peer", p.String(), "err", err)
+			}
+		}
+		if !moved {
+			return n, p2p.CatalogCursor{}, false, nil
+		}
+	}
+	return n, cur, true, nil
+}
+
+// cursorAfter reports whether a comes after b in (time, id) order.
+func cursorAfter(a, b p2p.CatalogCursor) bool {
+	if a.Since != b.Since {
+		return a.Since > b.Since
+	}
+	return bytes.Compare(a.After, b.After) > 0
+}
+
+// maxSyncedPeers bounds the catalog loop's memory of peers.
+const maxSyncedPeers = 4096
+
+// maxCatalogPages and maxSyncBytes bound one catalog sync; a peer with
+// more is synced again at the next tick, from where this sync stopped, at
+// most maxSyncBursts times before the usual pause: what one peer makes
+// this daemon decode and verify is bounded in time too.
+const (
+	maxCatalogPages = 64
+	maxSyncBytes    = 64 << 20
+	maxSyncBursts   = 4
+)
+
+// SyncLoop syncs the catalog from every newly connected peer, and again
+// every few minutes, so a catalog fills even when gossip was missed.
+func (vb *Book) SyncLoop(ctx context.Context) {
+	type syncState struct {
+		next   time.Time         // when to sync this peer again
+		cur    p2p.CatalogCursor // where a sync cut short goes on
+		bursts int               // syncs cut short in a row
+	}
+	peers := make(map[peer.ID]*syncState)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		for _, pi := range vb.net.Peers() {
+			st, ok := peers[pi.ID]
+			if ok && time.Now().Before(st.next) {
+				continue
+			}
+			if !ok {
+				if len(peers) >= maxSyncedPeers {
+					clear(peers) // everyone is synced once more, from the start
+				}
+				st = &syncState{}
+				peers[pi.ID] = st
+			}
+			n, next, more, err := vb.syncCatalogFrom(ctx, pi.ID, st.cur)
+			if n > 0 {
+				vb.log.Info("catalog sync", "peer", pi.ID.String(), "new", n)
+			}
+			st.cur = next
+			switch {
+			case err != nil:
+				// Try this peer again in a minute, not in ten.
+				vb.log.Debug("catalog sync", "peer", pi.ID.String(), "err", err)
+				st.next = time.Now().Add(time.Minute)
+			case more && st.bursts < maxSyncBursts:
+				// Cut short by the page bound: go on at the next tick.
+				st.bursts++
+				st.next = time.Now()
+			case more:
+				// Still more after several syncs in a row: go on from
+				// here after the usual pause.
+				st.bursts = 0
+				st.next = time.Now().Add(10 * time.Minute)
+			default:
+				// Done: the next sync starts from the beginning again, so
+				// records that arrived there dated earlier are not missed.
+				st.bursts = 0
+				st.next = time.Now().Add(10 * time.Minute)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
