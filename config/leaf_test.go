@@ -1,11 +1,8 @@
 package config
 
 import (
-	"go/parser"
-	"go/token"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -14,31 +11,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// TestImportsNothingOfOurs keeps config a leaf: every other package may
-// import it, so it must import none of them.
-func TestImportsNothingOfOurs(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(fset, f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			if strings.HasPrefix(p, "github.com/gentoo-p2p/") {
-				t.Errorf("%s imports %s", f, p)
-			}
-		}
-	}
 }
 
 func TestDefaultsWithoutHome(t *testing.T) {

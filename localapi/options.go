@@ -12,7 +12,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/own"
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
@@ -21,9 +21,9 @@ import (
 // *p2p.Node implements it.
 type Network interface {
 	Addrs() []ma.Multiaddr
-	Peers() []p2p.PeerInfo
+	Peers() []wire.PeerInfo
 	Reachability() string
-	ProvideStats(ctx context.Context) (p2p.ProvideStats, error)
+	ProvideStats(ctx context.Context) (wire.ProvideStats, error)
 }
 
 // Options are what a Server needs.

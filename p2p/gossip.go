@@ -5,18 +5,14 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// ErrGossipIgnore may be returned (wrapped) by Handlers.OnGossip for a
-// message that is valid but not worth forwarding (a duplicate, an entry
-// already superseded): it is dropped without penalising the sender, whereas
-// any other error rejects the message as invalid.
-var ErrGossipIgnore = errors.New("p2p: gossip message ignored")
+var ErrGossipIgnore = wire.ErrGossipIgnore
 
-// ErrNotJoined is returned by Publish for a platform not joined first.
-var ErrNotJoined = errors.New("p2p: platform topic not joined")
+var ErrNotJoined = wire.ErrNotJoined
 
 // ErrMessageSize is returned by Publish for an empty or oversized message.
 var ErrMessageSize = errors.New("p2p: gossip message size out of range")

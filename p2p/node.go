@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -48,29 +49,6 @@ const bootstrapTimeout = 10 * time.Second
 
 // ErrClosed is returned by methods of a closed Node.
 var ErrClosed = errors.New("p2p: node closed")
-
-// Handlers are the daemon's callbacks. They receive and return opaque bytes;
-// the daemon does all decoding and verification. A nil handler makes the
-// node refuse that protocol ("not served") or accept gossip unchecked.
-// Every handler may be called concurrently from many goroutines.
-type Handlers struct {
-	// Attestations returns the attestation blobs held for key (a build or
-	// variant key), serving /gentoo-p2p/attest/1. Return an empty list for
-	// an unknown key; an error is reported to the peer as "unavailable".
-	Attestations func(ctx context.Context, key cid.Cid) ([][]byte, error)
-	// Catalog returns the catalog entries of platform after cur, serving
-	// /gentoo-p2p/catalog/2. Return at most MaxBlobs entries and
-	// MaxResponseBytes, in (time, id) order, so the client can page from
-	// the last one.
-	Catalog func(ctx context.Context, platform string, cur CatalogCursor) ([][]byte, error)
-	// OnGossip verifies and takes one gossip message received on a platform
-	// topic. It runs as the GossipSub topic validator: returning an error
-	// rejects the message, so it is neither delivered nor forwarded and its
-	// sender is penalised. from is the signed originator; relay is the
-	// peer that delivered the message (from itself, or a mesh neighbour).
-	// It is not called for the node's own publications.
-	OnGossip func(from, relay peer.ID, platform string, msg []byte) error
-}
 
 // Node is one gentoo-p2pd network presence: libp2p host, DHT, provider,
 // gossip and stream protocols. Close releases everything it started.
@@ -437,14 +415,6 @@ func (n *Node) AddrInfo() peer.AddrInfo {
 	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
 }
 
-// PeerInfo describes one connected peer for `gentoo-p2pd status`.
-type PeerInfo struct {
-	ID        peer.ID
-	Addrs     []ma.Multiaddr // remote addresses of the open connections
-	Latency   time.Duration  // moving average of pings; 0 when unmeasured
-	Direction string         // "inbound" or "outbound" (of the first connection)
-}
-
 // RememberAddrs keeps where a peer can be reached (a provider record's
 // addresses) for an hour, so a transfer can dial it.
 func (n *Node) RememberAddrs(ai peer.AddrInfo) {
@@ -520,3 +490,11 @@ func (n *Node) DirectAddr(p peer.ID) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// The vocabulary shared with the daemon's jobs lives in package wire.
+type (
+	Handlers      = wire.Handlers
+	PeerInfo      = wire.PeerInfo
+	CatalogCursor = wire.CatalogCursor
+	ProvideStats  = wire.ProvideStats
+)

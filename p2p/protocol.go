@@ -51,6 +51,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -73,9 +74,9 @@ const (
 
 // Wire limits, see the package wire-format comment above.
 const (
-	MaxBlobSize      = 64 << 10
-	MaxBlobs         = 4096
-	MaxResponseBytes = 32 << 20
+	MaxBlobSize      = wire.MaxBlobSize
+	MaxBlobs         = wire.MaxBlobs
+	MaxResponseBytes = wire.MaxResponseBytes
 	MaxPlatformLen   = 128
 	maxCIDLen        = 256
 	maxReasonLen     = 256
@@ -93,7 +94,7 @@ const (
 // Errors of the stream protocols, for errors.Is.
 var (
 	// ErrProtocol means the remote peer broke the wire format or a limit.
-	ErrProtocol = errors.New("p2p: protocol violation")
+	ErrProtocol = wire.ErrProtocol
 	// ErrRefused means the remote peer answered with a refusal.
 	ErrRefused = errors.New("p2p: request refused by peer")
 	// ErrBadPlatform means a platform name is empty, too long or not UTF-8.
@@ -462,14 +463,4 @@ func (n *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur 
 		}
 		return writeFrame(w, cur.After)
 	})
-}
-
-// CatalogCursor is where a catalog page starts: after the record with
-// time Since and id After (the SHA-256 of its blob), in (time, id) order;
-// without After, after every record of second Since. A client continues
-// from the last record it got, so no page ever skips a record however
-// many share a second.
-type CatalogCursor struct {
-	Since int64
-	After []byte
 }

@@ -155,36 +155,6 @@ func (n *Node) FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.
 	return out, nil
 }
 
-// ProvideStats is the provider's state for `gentoo-p2pd status`.
-type ProvideStats struct {
-	// Keys is the number of keys registered for (re)providing.
-	Keys int
-	// ScheduledKeys is the size of the provider's keystore: the keys its
-	// reprovide cycle announces. It equals Keys unless a Provide or
-	// Withdraw is in flight (or the keystore failed, then -1).
-	ScheduledKeys int64
-	// Regions is the number of keyspace regions in the reprovide schedule.
-	Regions int64
-	// Connectivity is the provider's view: "online", "disconnected" (lost
-	// the network recently, keeps its schedule) or "offline".
-	Connectivity string
-	// PendingKeys are keys waiting for their first announcement.
-	PendingKeys int64
-	// PendingRegionReprovides are keyspace regions whose reprovide is due.
-	PendingRegionReprovides int64
-	// KeysProvided and KeysFailed count announcements since start
-	// (reprovides included).
-	KeysProvided, KeysFailed int64
-	// ReprovideInterval is the configured reprovide cycle.
-	ReprovideInterval time.Duration
-	// NextReprovideAt is when the next region is due (zero: nothing
-	// scheduled).
-	NextReprovideAt time.Time
-	// ReprovideLag is how far the schedule runs behind: now minus
-	// NextReprovideAt when that is in the past, else 0.
-	ReprovideLag time.Duration
-}
-
 // ProvideStats reports what the provider is doing.
 func (n *Node) ProvideStats(ctx context.Context) (ProvideStats, error) {
 	n.mu.Lock()

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
@@ -25,8 +25,8 @@ import (
 type Network interface {
 	JoinPlatform(platform string) error
 	Publish(ctx context.Context, platform string, msg []byte) error
-	SyncCatalog(ctx context.Context, p peer.ID, platform string, cur p2p.CatalogCursor) ([][]byte, error)
-	Peers() []p2p.PeerInfo
+	SyncCatalog(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([][]byte, error)
+	Peers() []wire.PeerInfo
 	DirectAddr(p peer.ID) (netip.Addr, bool)
 }
 

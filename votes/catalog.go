@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -90,8 +90,8 @@ const attestAnswerBytes = 4 << 20
 // attestation it got always moves on. It is read from the store's time
 // index, so its memory and work are the page's whatever the catalog
 // holds.
-func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur p2p.CatalogCursor) ([][]byte, error) {
-	recs, err := vb.store.CatalogPage(platform, cur.Since, cur.After, p2p.MaxBlobs/2, catalogPageBytes)
+func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur wire.CatalogCursor) ([][]byte, error) {
+	recs, err := vb.store.CatalogPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, catalogPageBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur p2p.Catal
 		for _, b := range group {
 			n += len(b)
 		}
-		if len(out) > 0 && (len(out)+len(group) > p2p.MaxBlobs || size+n > catalogPageBytes) {
+		if len(out) > 0 && (len(out)+len(group) > wire.MaxBlobs || size+n > catalogPageBytes) {
 			break
 		}
 		out = append(out, group...)
@@ -140,7 +140,7 @@ func blobs(recs []store.AttestationRecord) [][]byte {
 // after maxCatalogPages pages, so a flood of records cannot keep one sync
 // going for ever; more reports that the peer had more, and next is where
 // to go on.
-func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.CatalogCursor) (n int, next p2p.CatalogCursor, more bool, err error) {
+func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.CatalogCursor) (n int, next wire.CatalogCursor, more bool, err error) {
 	seen := map[[32]byte]bool{}
 	via := vb.arrivalFrom(p)
 	got := 0
@@ -174,7 +174,7 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.CatalogC
 			// The next page starts after the last attestation in (time,
 			// id) order, whatever order a peer sent.
 			if s, err := vb.Decode(b); err == nil {
-				c := p2p.CatalogCursor{Since: s.Attestation.Time.Unix(), After: id[:]}
+				c := wire.CatalogCursor{Since: s.Attestation.Time.Unix(), After: id[:]}
 				if cursorAfter(c, next) {
 					next, moved = c, true
 				}
@@ -195,14 +195,14 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur p2p.CatalogC
 			}
 		}
 		if !moved {
-			return n, p2p.CatalogCursor{}, false, nil
+			return n, wire.CatalogCursor{}, false, nil
 		}
 	}
 	return n, cur, true, nil
 }
 
 // cursorAfter reports whether a comes after b in (time, id) order.
-func cursorAfter(a, b p2p.CatalogCursor) bool {
+func cursorAfter(a, b wire.CatalogCursor) bool {
 	if a.Since != b.Since {
 		return a.Since > b.Since
 	}
@@ -227,7 +227,7 @@ const (
 func (vb *Book) SyncLoop(ctx context.Context) {
 	type syncState struct {
 		next   time.Time         // when to sync this peer again
-		cur    p2p.CatalogCursor // where a sync cut short goes on
+		cur    wire.CatalogCursor // where a sync cut short goes on
 		bursts int               // syncs cut short in a row
 	}
 	peers := make(map[peer.ID]*syncState)

@@ -14,7 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
@@ -88,7 +88,7 @@ func (vb *Book) IngestEndorsement(ctx context.Context, blob []byte, from peer.ID
 		if recs, err := vb.store.AttestationsFor(e.BuildKey); err != nil {
 			return false, err
 		} else if len(recs) == 0 && from != vb.self {
-			return false, fmt.Errorf("%w: endorsement for %s, which nobody attested here", p2p.ErrGossipIgnore, e.BuildKey)
+			return false, fmt.Errorf("%w: endorsement for %s, which nobody attested here", wire.ErrGossipIgnore, e.BuildKey)
 		}
 		if have, err := vb.store.EndorsementsFor(e.BuildKey); err != nil {
 			return false, err

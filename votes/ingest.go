@@ -13,7 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -391,7 +391,7 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 		return fmt.Errorf("empty gossip message")
 	}
 	if !vb.gossipRates.allow(relay) {
-		return fmt.Errorf("%w: %s relays more than limits.peer_gossip_rate", p2p.ErrGossipIgnore, relay)
+		return fmt.Errorf("%w: %s relays more than limits.peer_gossip_rate", wire.ErrGossipIgnore, relay)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -407,7 +407,7 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 			// Valid but over a bound, or this daemon failed to store it:
 			// not forwarded, and the relay that passed on a valid record
 			// is not penalised for it.
-			return fmt.Errorf("%w: %w", p2p.ErrGossipIgnore, err)
+			return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
 		}
 	case gossipTagEvidence:
 		ev, err := trust.DecodeEquivocation(msg[1:])
@@ -424,7 +424,7 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 		// (peer, build key), so the attesters' budgets bound it too.
 		if keep, err := vb.evidenceMatters(ev); err != nil || !keep {
 			if err == nil {
-				err = fmt.Errorf("%w: evidence against %s on %s changes no tally here", p2p.ErrGossipIgnore, ev.Peer, ev.BuildKey)
+				err = fmt.Errorf("%w: evidence against %s on %s changes no tally here", wire.ErrGossipIgnore, ev.Peer, ev.BuildKey)
 			}
 			return err
 		}

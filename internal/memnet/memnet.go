@@ -20,7 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 )
 
 // ErrOffline is what a request to or from an offline node returns.
@@ -46,7 +46,7 @@ type Node struct {
 	addr netip.Addr
 
 	mu       sync.Mutex
-	handlers p2p.Handlers
+	handlers wire.Handlers
 	topics   map[string]bool
 	offline  bool
 	known    map[peer.ID][]ma.Multiaddr
@@ -69,7 +69,7 @@ func (n *Network) Join(id peer.ID) *Node {
 }
 
 // Serve sets the node's handlers, as p2p.Node.Serve does.
-func (nd *Node) Serve(h p2p.Handlers) {
+func (nd *Node) Serve(h wire.Handlers) {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	nd.handlers = h
@@ -108,7 +108,7 @@ func (nd *Node) online() bool {
 	return !nd.offline
 }
 
-func (nd *Node) state() (p2p.Handlers, bool) {
+func (nd *Node) state() (wire.Handlers, bool) {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	return nd.handlers, !nd.offline
@@ -144,7 +144,7 @@ func (nd *Node) Publish(ctx context.Context, platform string, msg []byte) error 
 	nd.published++
 	nd.mu.Unlock()
 	if !joined {
-		return p2p.ErrNotJoined
+		return wire.ErrNotJoined
 	}
 	if !nd.online() {
 		return ErrOffline
@@ -175,14 +175,14 @@ func (n *Network) members() []*Node {
 }
 
 // SyncCatalog asks p for a catalog page.
-func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur p2p.CatalogCursor) ([][]byte, error) {
+func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([][]byte, error) {
 	other, err := nd.peer(p)
 	if err != nil {
 		return nil, err
 	}
 	h, _ := other.state()
 	if h.Catalog == nil {
-		return nil, fmt.Errorf("%w: not served", p2p.ErrProtocol)
+		return nil, fmt.Errorf("%w: not served", wire.ErrProtocol)
 	}
 	return h.Catalog(ctx, platform, cur)
 }
@@ -195,23 +195,23 @@ func (nd *Node) FetchAttestations(ctx context.Context, p peer.ID, key cid.Cid) (
 	}
 	h, _ := other.state()
 	if h.Attestations == nil {
-		return nil, fmt.Errorf("%w: not served", p2p.ErrProtocol)
+		return nil, fmt.Errorf("%w: not served", wire.ErrProtocol)
 	}
 	return h.Attestations(ctx, key)
 }
 
 // Peers are the other online nodes, sorted by id.
-func (nd *Node) Peers() []p2p.PeerInfo {
+func (nd *Node) Peers() []wire.PeerInfo {
 	if !nd.online() {
 		return nil
 	}
-	var out []p2p.PeerInfo
+	var out []wire.PeerInfo
 	for _, other := range nd.net.members() {
 		if other != nd && other.online() {
-			out = append(out, p2p.PeerInfo{ID: other.id, Addrs: []ma.Multiaddr{other.multiaddr()}, Direction: "outbound"})
+			out = append(out, wire.PeerInfo{ID: other.id, Addrs: []ma.Multiaddr{other.multiaddr()}, Direction: "outbound"})
 		}
 	}
-	slices.SortFunc(out, func(a, b p2p.PeerInfo) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b wire.PeerInfo) int { return cmpID(a.ID, b.ID) })
 	return out
 }
 
@@ -326,7 +326,7 @@ func (nd *Node) Addrs() []ma.Multiaddr { return []ma.Multiaddr{nd.multiaddr()} }
 func (nd *Node) Reachability() string { return "public" }
 
 // ProvideStats counts the keys the node provides.
-func (nd *Node) ProvideStats(ctx context.Context) (p2p.ProvideStats, error) {
+func (nd *Node) ProvideStats(ctx context.Context) (wire.ProvideStats, error) {
 	nd.net.mu.Lock()
 	defer nd.net.mu.Unlock()
 	n := 0
@@ -335,5 +335,5 @@ func (nd *Node) ProvideStats(ctx context.Context) (p2p.ProvideStats, error) {
 			n++
 		}
 	}
-	return p2p.ProvideStats{Keys: n, ScheduledKeys: int64(n)}, nil
+	return wire.ProvideStats{Keys: n, ScheduledKeys: int64(n)}, nil
 }

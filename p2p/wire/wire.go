@@ -1,0 +1,112 @@
+// Package wire is the vocabulary the daemon's jobs share with the network
+// layer: the handlers a node calls, catalog cursors, peer and provider
+// facts, wire limits and errors. It depends on no libp2p host, DHT or
+// gossip code, so the jobs (and their in-memory test network) reach the
+// network through small interfaces without linking it; package p2p
+// implements them and re-exports these names.
+package wire
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Wire limits (docs/PROTOCOL.md).
+const (
+	// MaxBlobSize bounds one blob: an attestation, endorsement or gossip
+	// message.
+	MaxBlobSize = 64 << 10
+	// MaxBlobs bounds the blobs of one answer.
+	MaxBlobs = 4096
+	// MaxResponseBytes bounds one answer.
+	MaxResponseBytes = 32 << 20
+)
+
+// ErrProtocol means the remote peer broke the wire format or a limit.
+var ErrProtocol = errors.New("p2p: protocol violation")
+
+// Handlers are the daemon's callbacks. They receive and return opaque bytes;
+// the daemon does all decoding and verification. A nil handler makes the
+// node refuse that protocol ("not served") or accept gossip unchecked.
+// Every handler may be called concurrently from many goroutines.
+type Handlers struct {
+	// Attestations returns the attestation blobs held for key (a build or
+	// variant key), serving /gentoo-p2p/attest/1. Return an empty list for
+	// an unknown key; an error is reported to the peer as "unavailable".
+	Attestations func(ctx context.Context, key cid.Cid) ([][]byte, error)
+	// Catalog returns the catalog entries of platform after cur, serving
+	// /gentoo-p2p/catalog/2. Return at most MaxBlobs entries and
+	// MaxResponseBytes, in (time, id) order, so the client can page from
+	// the last one.
+	Catalog func(ctx context.Context, platform string, cur CatalogCursor) ([][]byte, error)
+	// OnGossip verifies and takes one gossip message received on a platform
+	// topic. It runs as the GossipSub topic validator: returning an error
+	// rejects the message, so it is neither delivered nor forwarded and its
+	// sender is penalised. from is the signed originator; relay is the
+	// peer that delivered the message (from itself, or a mesh neighbour).
+	// It is not called for the node's own publications.
+	OnGossip func(from, relay peer.ID, platform string, msg []byte) error
+}
+
+// PeerInfo describes one connected peer for `gentoo-p2pd status`.
+type PeerInfo struct {
+	ID        peer.ID
+	Addrs     []ma.Multiaddr // remote addresses of the open connections
+	Latency   time.Duration  // moving average of pings; 0 when unmeasured
+	Direction string         // "inbound" or "outbound" (of the first connection)
+}
+
+// CatalogCursor is where a catalog page starts: after the record with
+// time Since and id After (the SHA-256 of its blob), in (time, id) order;
+// without After, after every record of second Since. A client continues
+// from the last record it got, so no page ever skips a record however
+// many share a second.
+type CatalogCursor struct {
+	Since int64
+	After []byte
+}
+
+// ProvideStats is the provider's state for `gentoo-p2pd status`.
+type ProvideStats struct {
+	// Keys is the number of keys registered for (re)providing.
+	Keys int
+	// ScheduledKeys is the size of the provider's keystore: the keys its
+	// reprovide cycle announces. It equals Keys unless a Provide or
+	// Withdraw is in flight (or the keystore failed, then -1).
+	ScheduledKeys int64
+	// Regions is the number of keyspace regions in the reprovide schedule.
+	Regions int64
+	// Connectivity is the provider's view: "online", "disconnected" (lost
+	// the network recently, keeps its schedule) or "offline".
+	Connectivity string
+	// PendingKeys are keys waiting for their first announcement.
+	PendingKeys int64
+	// PendingRegionReprovides are keyspace regions whose reprovide is due.
+	PendingRegionReprovides int64
+	// KeysProvided and KeysFailed count announcements since start
+	// (reprovides included).
+	KeysProvided, KeysFailed int64
+	// ReprovideInterval is the configured reprovide cycle.
+	ReprovideInterval time.Duration
+	// NextReprovideAt is when the next region is due (zero: nothing
+	// scheduled).
+	NextReprovideAt time.Time
+	// ReprovideLag is how far the schedule runs behind: now minus
+	// NextReprovideAt when that is in the past, else 0.
+	ReprovideLag time.Duration
+}
+
+// ErrGossipIgnore may be returned (wrapped) by Handlers.OnGossip for a
+// message that is valid but not worth forwarding (a duplicate, an entry
+// already superseded): it is dropped without penalising the sender, whereas
+// any other error rejects the message as invalid.
+var ErrGossipIgnore = errors.New("p2p: gossip message ignored")
+
+// ErrNotJoined is returned by Publish for a platform not joined first.
+var ErrNotJoined = errors.New("p2p: platform topic not joined")
