@@ -226,9 +226,9 @@ const (
 // every few minutes, so a catalog fills even when gossip was missed.
 func (vb *Book) SyncLoop(ctx context.Context) {
 	type syncState struct {
-		next   time.Time         // when to sync this peer again
+		next   time.Time          // when to sync this peer again
 		cur    wire.CatalogCursor // where a sync cut short goes on
-		bursts int               // syncs cut short in a row
+		bursts int                // syncs cut short in a row
 	}
 	peers := make(map[peer.ID]*syncState)
 	t := time.NewTicker(2 * time.Second)
