@@ -246,7 +246,7 @@ func (s *Store) AttesterUsage(attester string) (Usage, error) {
 	return u, err
 }
 
-// CatalogPage returns the attestations of platform after a cursor, in
+// PlatformPage returns the attestations of platform after a cursor, in
 // (time, id) order: after the record with time since and id after, or,
 // when after is empty, after every record of second since. It returns at
 // most maxRecords records and stops after the record that reaches
@@ -254,7 +254,7 @@ func (s *Store) AttesterUsage(attester string) (Usage, error) {
 // record returned, so no record is ever skipped however many share a
 // second. It walks one index, so its cost is the page's, not the
 // catalog's.
-func (s *Store) CatalogPage(platform string, since int64, after []byte, maxRecords, maxBytes int) ([]AttestationRecord, error) {
+func (s *Store) PlatformPage(platform string, since int64, after []byte, maxRecords, maxBytes int) ([]AttestationRecord, error) {
 	if platform == "" || maxRecords <= 0 {
 		return nil, nil
 	}

@@ -76,7 +76,7 @@ func TestAttesterRecordsMarksBacked(t *testing.T) {
 	}
 }
 
-func TestCatalogPageWalksByTimeAndIDWithoutSkipping(t *testing.T) {
+func TestPlatformPageWalksByTimeAndIDWithoutSkipping(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	var recs []AttestationRecord
 	// Seconds 1..6, two records each, plus another platform that never shows.
@@ -113,12 +113,12 @@ func TestCatalogPageWalksByTimeAndIDWithoutSkipping(t *testing.T) {
 		{0, 100, 20, "112"}, // 8-byte blobs: the 3rd reaches 20 bytes and ends the page
 		{6, 100, 1 << 20, ""},
 	} {
-		page, err := s.CatalogPage("amd64", tt.since, nil, tt.maxRecords, tt.maxBytes)
+		page, err := s.PlatformPage("amd64", tt.since, nil, tt.maxRecords, tt.maxBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := times(page); got != tt.want {
-			t.Errorf("CatalogPage(since %d, %d records, %d bytes) = %q, want %q", tt.since, tt.maxRecords, tt.maxBytes, got, tt.want)
+			t.Errorf("PlatformPage(since %d, %d records, %d bytes) = %q, want %q", tt.since, tt.maxRecords, tt.maxBytes, got, tt.want)
 		}
 	}
 	// Paging one record at a time from each page's last (time, id) visits
@@ -127,7 +127,7 @@ func TestCatalogPageWalksByTimeAndIDWithoutSkipping(t *testing.T) {
 	var since int64
 	var after []byte
 	for range 20 {
-		page, err := s.CatalogPage("amd64", since, after, 1, 0)
+		page, err := s.PlatformPage("amd64", since, after, 1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestOldDatabaseIsMigratedAndBackfilled(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("backfill = %d, %v", n, err)
 	}
-	page, err := s.CatalogPage("amd64", 0, nil, 10, 1<<20)
+	page, err := s.PlatformPage("amd64", 0, nil, 10, 1<<20)
 	if err != nil || len(page) != 2 || page[0].Time != 7 || page[1].Time != 9 {
 		t.Fatalf("page after backfill: %+v, %v", page, err)
 	}

@@ -105,17 +105,17 @@ func catalogStore(b *testing.B) *Store {
 	return s
 }
 
-// BenchmarkCatalogPage100k is what one catalog/2 answer costs now: one
+// BenchmarkPlatformPage100k is what one catalog/2 answer costs now: one
 // page (2048 records or 2 MiB) walked from the time index of a store
 // holding 100k attestations. Compare B/op with BenchmarkCatalogWhole100k,
 // the whole-platform load each answer used to make.
 //
 //	go test -run '^$' -bench 'Catalog(Page|Whole)100k' -benchmem ./store/
-func BenchmarkCatalogPage100k(b *testing.B) {
+func BenchmarkPlatformPage100k(b *testing.B) {
 	s := catalogStore(b)
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		page, err := s.CatalogPage("amd64", int64(1_700_000_000+(i*37)%900), nil, 2048, 2<<20)
+		page, err := s.PlatformPage("amd64", int64(1_700_000_000+(i*37)%900), nil, 2048, 2<<20)
 		if err != nil || len(page) == 0 {
 			b.Fatalf("page: %d records, %v", len(page), err)
 		}

@@ -91,7 +91,7 @@ const attestAnswerBytes = 4 << 20
 // index, so its memory and work are the page's whatever the catalog
 // holds.
 func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur wire.CatalogCursor) ([][]byte, error) {
-	recs, err := vb.store.CatalogPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, catalogPageBytes)
+	recs, err := vb.store.PlatformPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, catalogPageBytes)
 	if err != nil {
 		return nil, err
 	}
