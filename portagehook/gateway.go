@@ -111,7 +111,10 @@ type Gateway struct {
 	wg      sync.WaitGroup
 	workers chan struct{}
 	pending sync.Map // cache key → chan struct{} closed when done
-	failed  sync.Map // cache key → time.Time before which not to retry
+	// failed holds, per cache key, when a failed background re-pack may be
+	// retried; expired entries go when the next failure is recorded.
+	failed  sync.Map           // cache key → time.Time
+	flights map[string]*flight // under mu: re-packs under way
 }
 
 // retryAfter is how long a failed background re-pack is not retried (an
@@ -140,7 +143,7 @@ func NewGateway(cat Listings, opts GatewayOptions) *Gateway {
 	if opts.PrepareWorkers <= 0 {
 		opts.PrepareWorkers = 2
 	}
-	g := &Gateway{cat: cat, opts: opts, log: lg, metrics: newGatewayMetrics(opts.Registerer)}
+	g := &Gateway{cat: cat, opts: opts, log: lg, metrics: newGatewayMetrics(opts.Registerer), flights: map[string]*flight{}}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.workers = make(chan struct{}, opts.PrepareWorkers)
 	g.loadIndexState()
@@ -531,18 +534,22 @@ func (g *Gateway) servePackage(w http.ResponseWriter, r *http.Request, rel strin
 }
 
 // repacked returns the cached re-pack of e, materializing and re-packing
-// it first when needed (once, however many requests wait for it).
+// it first when needed: once, however many requests wait for it. The work
+// runs under a context of its own that ends when the last caller waiting
+// for it gives up (portage timing out, a client closing its connection),
+// so an abandoned fetch stops; a client that retries starts it again and
+// the transfer resumes from its part file.
 func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 	if s, ok := g.cached(e.key); ok {
 		return s, nil
 	}
-	v, err, _ := g.group.Do(e.key, func() (any, error) {
+	wctx, leave := g.joinFlight(e.key)
+	defer leave()
+	ch := g.group.DoChan(e.key, func() (any, error) {
 		if s, ok := g.cached(e.key); ok {
 			return s, nil
 		}
-		// The gateway's context, not the request's: a client that times
-		// out and retries joins the same re-pack instead of restarting it.
-		src, err := g.cat.Materialize(g.ctx, e.l)
+		src, err := g.cat.Materialize(wctx, e.l)
 		if err != nil {
 			g.metrics.repacks.WithLabelValues("materialize_error").Inc()
 			return Served{}, fmt.Errorf("materialize %s: %w", e.path, err)
@@ -564,10 +571,47 @@ func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 		g.log.Info("gateway: re-packed", "path", e.path, "size", s.Size, "took", time.Since(start))
 		return s, nil
 	})
-	if err != nil {
-		return Served{}, err
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Served{}, r.Err
+		}
+		return r.Val.(Served), nil
+	case <-ctx.Done():
+		return Served{}, ctx.Err()
 	}
-	return v.(Served), nil
+}
+
+// flight is one re-pack under way and how many callers wait for it.
+type flight struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiters int
+}
+
+// joinFlight registers a caller waiting for key's re-pack and returns the
+// context the re-pack runs under; leave unregisters it, and the last one
+// to leave cancels the re-pack's context (the gateway's Close cancels all).
+func (g *Gateway) joinFlight(key string) (context.Context, func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.flights[key]
+	if f == nil {
+		ctx, cancel := context.WithCancel(g.ctx)
+		f = &flight{ctx: ctx, cancel: cancel}
+		g.flights[key] = f
+	}
+	f.waiters++
+	return f.ctx, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if f.waiters--; f.waiters == 0 {
+			f.cancel()
+			if g.flights[key] == f {
+				delete(g.flights, key)
+			}
+		}
+	}
 }
 
 // prepareAsync starts re-packing e in the background (at most
@@ -596,6 +640,12 @@ func (g *Gateway) prepareAsync(e entry) chan struct{} {
 		}
 		defer func() { <-g.workers }()
 		if _, err := g.repacked(g.ctx, e); err != nil && g.ctx.Err() == nil {
+			g.failed.Range(func(k, until any) bool {
+				if time.Now().After(until.(time.Time)) {
+					g.failed.Delete(k)
+				}
+				return true
+			})
 			g.failed.Store(e.key, time.Now().Add(retryAfter))
 			g.log.Warn("gateway: background re-pack failed", "path", e.path, "err", err)
 		}
