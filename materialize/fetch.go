@@ -301,8 +301,9 @@ func (mz *Materializer) holdBudget(fresh [32]byte) {
 		if sha == fresh {
 			return true
 		}
-		lps, _ := mz.store.LocalBySHA(sha)
-		return len(lps) > 0
+		// Never evict on what could not be read.
+		lps, err := mz.store.LocalBySHA(sha)
+		return err != nil || len(lps) > 0
 	})
 	if err != nil {
 		mz.log.Warn("cache gc", "err", err)
