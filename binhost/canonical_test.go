@@ -70,3 +70,25 @@ func TestCanonicalEnvironmentStripsHostVarying(t *testing.T) {
 		t.Error("canonical rewrite changed the metadata digest")
 	}
 }
+
+// TestCanonicalValues: every key but the environment is rewritten exactly
+// as the digest reads it; an environment that is not bzip2 is refused, not
+// passed through to portage.
+func TestCanonicalValues(t *testing.T) {
+	for _, tc := range []struct{ key, raw string }{
+		{"SLOT", "  0 \n\n"},
+		{"USE", "amd64  bar\tkernel_linux\n"},
+		{"DESCRIPTION", "A hello\n"},
+	} {
+		got, err := Canonical(tc.key, []byte(tc.raw))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.key, err)
+		}
+		if want := identity.CanonicalValue(tc.key, []byte(tc.raw)); !bytes.Equal(got, want) {
+			t.Errorf("%s: Canonical = %q, want the digest's %q", tc.key, got, want)
+		}
+	}
+	if _, err := Canonical(environmentKey, []byte("declare -x PATH=/evil\n")); err == nil {
+		t.Error("an environment.bz2 that is not bzip2 was accepted")
+	}
+}

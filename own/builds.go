@@ -99,10 +99,11 @@ func New(o Options) *Builds {
 // re-announces what the store knew from before (a restart). It returns
 // once that is done; Watch keeps up with later changes.
 func (ob *Builds) Start(ctx context.Context) error {
-	if err := ob.syncPKGDIR(ctx); err != nil {
+	done, err := ob.syncPKGDIR(ctx)
+	if err != nil {
 		return err
 	}
-	if err := ob.announceAll(ctx); err != nil {
+	if err := ob.announceAll(ctx, done); err != nil {
 		ob.log.Warn("announce stored packages", "err", err)
 	}
 	return nil
@@ -146,16 +147,9 @@ func (ob *Builds) Announce(ctx context.Context, path string) (store.LocalPackage
 	if looksLikeCPV(path) {
 		return ob.announceCPV(ctx, path)
 	}
-	abs, err := filepath.Abs(path)
+	abs, err := ob.inPKGDIR(path)
 	if err != nil {
 		return store.LocalPackage{}, err
-	}
-	pkgdir, err := filepath.Abs(ob.pkgdir)
-	if err != nil {
-		return store.LocalPackage{}, err
-	}
-	if rel, err := filepath.Rel(pkgdir, abs); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return store.LocalPackage{}, fmt.Errorf("announce: %s is not inside PKGDIR %s", abs, pkgdir)
 	}
 	if _, err := os.Stat(abs); err != nil {
 		return store.LocalPackage{}, fmt.Errorf("announce: %w", err)
@@ -177,6 +171,38 @@ func (ob *Builds) Announce(ctx context.Context, path string) (store.LocalPackage
 		return store.LocalPackage{}, fmt.Errorf("announce: %s was not indexed (not a binpkg name portage writes?)", abs)
 	}
 	return lp, nil
+}
+
+// inPKGDIR returns path under PKGDIR as configured (the name the scanner
+// records it by), or an error if it is not inside PKGDIR. PKGDIR is often
+// a symlink to a bigger disk, so a path through the link's target (or
+// through another symlink to the same directory) is inside too.
+func (ob *Builds) inPKGDIR(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	pkgdir, err := filepath.Abs(ob.pkgdir)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := under(pkgdir, abs); ok {
+		return abs, nil
+	}
+	realDir, err1 := filepath.EvalSymlinks(pkgdir)
+	realParent, err2 := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err1 == nil && err2 == nil {
+		if rel, ok := under(realDir, filepath.Join(realParent, filepath.Base(abs))); ok {
+			return filepath.Join(pkgdir, rel), nil
+		}
+	}
+	return "", fmt.Errorf("announce: %s is not inside PKGDIR %s", abs, pkgdir)
+}
+
+// under returns p relative to dir when p is dir or below it.
+func under(dir, p string) (string, bool) {
+	rel, err := filepath.Rel(dir, p)
+	return rel, err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // looksLikeCPV tells "app-misc/hello-1.0" from a path: two non-empty

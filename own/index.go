@@ -128,22 +128,27 @@ func indexFields(m *xpak.Metadata) map[string]string {
 	return out
 }
 
-// syncPKGDIR brings the store in line with PKGDIR once, at start.
-func (ob *Builds) syncPKGDIR(ctx context.Context) error {
+// syncPKGDIR brings the store in line with PKGDIR once, at start. It
+// returns the paths it attested and announced.
+func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
 	ch, err := ob.scanner.Sync(ctx)
 	if errors.Is(err, scan.ErrNoPKGDIR) {
 		msg := "missing: nothing to share until portage writes binpkgs there"
 		ob.pkgdirMsg.Store(msg)
 		ob.log.Warn("PKGDIR "+msg, "pkgdir", ob.pkgdir)
-		return nil
+		return nil, nil
 	}
 	// What the scan recorded is acted on even if it was cut short, or the
 	// files would stay indexed but unannounced.
 	ob.applyChanges(ctx, ch)
-	if err != nil {
-		return fmt.Errorf("scan PKGDIR: %w", err)
+	done := make(map[string]bool, len(ch.Added)+len(ch.Replaced))
+	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
+		done[lp.Path] = true
 	}
-	return nil
+	if err != nil {
+		return done, fmt.Errorf("scan PKGDIR: %w", err)
+	}
+	return done, nil
 }
 
 // applyChanges attests and announces new builds and withdraws removed ones.
@@ -163,6 +168,9 @@ func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
 		} else if err != nil {
 			ob.log.Warn("attest", "path", lp.Path, "err", err)
 		}
+	}
+	if len(ch.Replaced) > 0 {
+		ob.orphanedOwn(affected)
 	}
 	ob.reconcileOwn(affected)
 	if n := len(ch.Added) + len(ch.Replaced) + len(ch.Removed); n > 0 {
@@ -230,6 +238,32 @@ func (ob *Builds) reconcileOwn(keys map[string]string) {
 	}
 }
 
+// orphanedOwn adds to keys the build keys of this peer's attestations
+// whose file no PKGDIR record holds any more. Sync returns the new record
+// of a rewritten file, not the old one, and the old one may have been
+// another build: portage without binpkg-multi-instance rewrites
+// CAT/PF.gpkg.tar in place when the package is rebuilt with other USE
+// flags. Errors add nothing (nothing is withdrawn on an error).
+func (ob *Builds) orphanedOwn(keys map[string]string) {
+	recs, err := ob.store.AttestationsBy(ob.self.String())
+	if err != nil {
+		ob.log.Warn("reconcile own builds: list own attestations", "err", err)
+		return
+	}
+	for _, r := range recs {
+		if _, ok := keys[r.BuildKey]; ok {
+			continue
+		}
+		s, err := ob.votes.Decode(r.Blob)
+		if err != nil {
+			continue
+		}
+		if lps, err := ob.store.LocalBySHA(s.Attestation.FileSHA256); err == nil && len(lps) == 0 {
+			keys[r.BuildKey] = r.VariantKey
+		}
+	}
+}
+
 // cachedBuild reports whether the content cache holds a copy of a build
 // (mirror and share modes announce those too).
 func (ob *Builds) cachedBuild(buildKey string) bool {
@@ -262,14 +296,20 @@ func (ob *Builds) ownsVariant(variantKey string) bool {
 }
 
 // announceAll re-announces every stored local package (after a restart the
-// DHT has forgotten us, but the files were not re-read).
-func (ob *Builds) announceAll(ctx context.Context) error {
+// DHT has forgotten us, but the files were not re-read), except the paths
+// in done, announced a moment ago.
+func (ob *Builds) announceAll(ctx context.Context, done map[string]bool) error {
 	lps, err := ob.store.ListLocal()
 	if err != nil {
 		return err
 	}
 	for _, lp := range lps {
-		if err := ob.attestLocal(ctx, lp, false); err != nil {
+		if done[lp.Path] {
+			continue
+		}
+		if err := ob.attestLocal(ctx, lp, false); errors.Is(err, errDownloaded) {
+			ob.log.Debug("not re-announcing a downloaded package", "path", lp.Path)
+		} else if err != nil {
 			ob.log.Warn("re-announce", "path", lp.Path, "err", err)
 		}
 	}

@@ -1,0 +1,337 @@
+package binhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func entries(t *testing.T, ls *Listings) map[string]portagehook.Listing {
+	t.Helper()
+	out, err := ls.Entries(context.Background())
+	if err != nil {
+		t.Fatalf("Entries: %v", err)
+	}
+	return byCPV(t, out)
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var n float64
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+			return n
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
+
+// TestEntriesByPrefetch: the gateway lists the Allowed builds of its
+// platform that gateway.prefetch asks for: all of them; only those held
+// here (PKGDIR or cache); or those plus builds of installed packages.
+// Each listing describes its build: the descriptor's CPV, the allowed
+// content, the stable BUILD_ID of the build key.
+func TestEntriesByPrefetch(t *testing.T) {
+	g := newGateway(t)
+	keys := map[string]string{helloCPV: g.buildKey(t, helloCPV), layoutCPV: g.buildKey(t, layoutCPV)}
+	for cpv, bk := range keys {
+		if _, ok, err := g.vb.AllowedBuild(bk); err != nil || !ok {
+			t.Fatalf("%s is not allowed at threshold 2 (%v): the network was not set up", cpv, err)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		prefetch  string
+		installed []string // PF dirs under the vdb
+		want      []string
+	}{
+		{"all", config.PrefetchAll, nil, []string{helloCPV, layoutCPV}},
+		{"none", config.PrefetchNone, []string{layoutCPV}, []string{helloCPV}},
+		{"installed: nothing of it", config.PrefetchInstalled, []string{"sys-apps/portage-3.0.82"}, []string{helloCPV}},
+		{"installed: the same version", config.PrefetchInstalled, []string{layoutCPV}, []string{helloCPV, layoutCPV}},
+		{"installed: an older version", config.PrefetchInstalled, []string{"app-misc/layout-0.9"}, []string{helloCPV, layoutCPV}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g.vdb = t.TempDir()
+			for _, cpv := range tc.installed {
+				g.install(t, cpv)
+			}
+			got := entries(t, g.listings(t, tc.prefetch))
+			if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, tc.want) {
+				t.Fatalf("listed %v, want %v", names, tc.want)
+			}
+			for cpv, l := range got {
+				ab, _, err := g.vb.AllowedBuild(keys[cpv])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l.Content != ab.Verdict.Content.String() || l.ImageDigest != ab.Verdict.Content.Image {
+					t.Errorf("%s: listed content %s, allowed %s", cpv, l.Content, ab.Verdict.Content)
+				}
+				if l.BuildID != gatewayBuildID(keys[cpv]) {
+					t.Errorf("%s: BUILD_ID %d, want the build key's %d", cpv, l.BuildID, gatewayBuildID(keys[cpv]))
+				}
+				if l.Metadata.Get("SLOT") != "0" || l.Time.IsZero() {
+					t.Errorf("%s: SLOT %q, time %v", cpv, l.Metadata.Get("SLOT"), l.Time)
+				}
+			}
+		})
+	}
+	// Without an installed-package source, "installed" lists what is here.
+	ls := New(Options{Store: g.st, Votes: g.vb, Materialize: g.mz, Platform: fixturePlatform(t), Prefetch: config.PrefetchInstalled})
+	if got := entries(t, ls); len(got) != 1 || got[helloCPV].Content == "" {
+		t.Errorf("installed without a vdb listed %v", slices.Sorted(maps.Keys(got)))
+	}
+	// Another platform's gateway lists nothing of these.
+	other := New(Options{Store: g.st, Votes: g.vb, Materialize: g.mz, Platform: hostile.Platform{CHOST: "aarch64-unknown-linux-gnu"}.Platform(), Prefetch: config.PrefetchAll})
+	if got := entries(t, other); len(got) != 0 {
+		t.Errorf("another platform's listings: %v", slices.Sorted(maps.Keys(got)))
+	}
+}
+
+// TestListingIndexIsAgreed: a field reaches the listing only when every
+// counted attester states it alike. A third voter relabelling layout with
+// its own DESCRIPTION votes for the same content, and the DESCRIPTION
+// drops out of the listing; fields all agree on stay.
+func TestListingIndexIsAgreed(t *testing.T) {
+	g := newGateway(t)
+	ls := g.listings(t, config.PrefetchAll)
+	honest := entries(t, ls)[layoutCPV]
+	desc := honest.Metadata.Get("DESCRIPTION")
+	if desc == "" {
+		t.Fatal("the honest listing has no DESCRIPTION")
+	}
+
+	bk := g.buildKey(t, layoutCPV)
+	_, atts, err := g.vb.Verdict(bk)
+	if err != nil || len(atts) == 0 {
+		t.Fatalf("verdict: %v", err)
+	}
+	key, err := hostile.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar, err := hostile.Relabel(atts[0], key, atts[0].Attestation.Time, map[string]string{"DESCRIPTION": "run curl | sh first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	liarID, _ := peer.IDFromPrivateKey(key)
+	if added, err := g.vb.IngestFrom(context.Background(), liar.Marshal(), liarID); !added {
+		t.Fatalf("relabelled attestation not stored: %v", err)
+	}
+	l := entries(t, ls)[layoutCPV]
+	if got := l.Metadata.Get("DESCRIPTION"); got != "" {
+		t.Errorf("DESCRIPTION %q listed although the voters disagree", got)
+	}
+	if l.Metadata.Get("SLOT") != honest.Metadata.Get("SLOT") || listedCPV(l) != layoutCPV {
+		t.Errorf("agreed fields changed: SLOT %q, CPV %s", l.Metadata.Get("SLOT"), listedCPV(l))
+	}
+	if l.Content != honest.Content || l.BuildID != honest.BuildID || !l.Time.Equal(honest.Time) {
+		t.Error("a relabelled vote changed the listed content, BUILD_ID or time")
+	}
+}
+
+// TestBuildIDStable: a build key's BUILD_ID and listed time survive a
+// restart of the gateway, and two builds never share an id.
+func TestBuildIDStable(t *testing.T) {
+	g := newGateway(t)
+	first := entries(t, g.listings(t, config.PrefetchAll))
+	again := entries(t, g.listings(t, config.PrefetchAll)) // a new Listings: a restart
+	for cpv, l := range first {
+		if again[cpv].BuildID != l.BuildID || !again[cpv].Time.Equal(l.Time) || again[cpv].Content != l.Content {
+			t.Errorf("%s: BUILD_ID %d → %d, time %v → %v", cpv, l.BuildID, again[cpv].BuildID, l.Time, again[cpv].Time)
+		}
+	}
+	if first[helloCPV].BuildID == first[layoutCPV].BuildID {
+		t.Error("two builds share a BUILD_ID")
+	}
+	seen := map[int64]bool{}
+	for i := range 1000 {
+		id := gatewayBuildID(string(rune('a'+i%26)) + strings.Repeat("k", i))
+		if id <= 0 || id > 1<<31 {
+			t.Fatalf("BUILD_ID %d out of portage's range", id)
+		}
+		if id != gatewayBuildID(string(rune('a'+i%26))+strings.Repeat("k", i)) {
+			t.Fatal("BUILD_ID not deterministic")
+		}
+		seen[id] = true
+	}
+	if len(seen) < 999 {
+		t.Errorf("%d distinct BUILD_IDs for 1000 keys", len(seen))
+	}
+}
+
+// TestMaterialize: a listed own build is served from PKGDIR without a
+// fetch; a listed build held by peers is fetched from them, verified,
+// cached and provided; a cached build is then listed even under
+// prefetch = none. A listing Entries never returned is refused.
+func TestMaterialize(t *testing.T) {
+	ctx := context.Background()
+	g := newGateway(t)
+	ls := g.listings(t, config.PrefetchAll)
+	got := entries(t, ls)
+
+	path, err := ls.Materialize(ctx, got[helloCPV])
+	if err != nil {
+		t.Fatalf("Materialize hello: %v", err)
+	}
+	if path != filepath.Join(g.pkgdir, helloRel) || g.fetch.calls.Load() != 0 {
+		t.Errorf("own build materialized at %s after %d fetches, want PKGDIR and none", path, g.fetch.calls.Load())
+	}
+	size := fileSize(t, path)
+	if c, _ := g.st.Counters(); c["bytes_saved"] != size {
+		t.Errorf("bytes_saved = %d, want %d", c["bytes_saved"], size)
+	}
+
+	path, err = ls.Materialize(ctx, got[layoutCPV])
+	if err != nil {
+		t.Fatalf("Materialize layout: %v", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Either peer's build: independent, same content, other bytes.
+	fromB, err := fixtures.Read(fixtures.ReproGPKG1, layoutRel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromA, err := fixtures.Read(fixtures.ReproGPKG2, layoutRel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(data); sum != sha256.Sum256(fromA) && sum != sha256.Sum256(fromB) ||
+		!strings.HasPrefix(path, g.st.Cache().Dir()) || g.fetch.calls.Load() != 1 {
+		t.Errorf("layout materialized at %s (%d fetches), want the fetched file in the cache", path, g.fetch.calls.Load())
+	}
+	if !g.nd.Providing(mustCid(t, g.buildKey(t, layoutCPV))) {
+		t.Error("the fetched copy is not provided")
+	}
+	if c, _ := g.st.Counters(); c["bytes_saved"] != size+int64(len(data)) {
+		t.Errorf("bytes_saved = %d, want %d", c["bytes_saved"], size+int64(len(data)))
+	}
+	// Held here now: listed without prefetching, and not fetched again.
+	if names := slices.Sorted(maps.Keys(entries(t, g.listings(t, config.PrefetchNone)))); !slices.Equal(names, []string{helloCPV, layoutCPV}) {
+		t.Errorf("prefetch none lists %v once layout is cached", names)
+	}
+	if p, err := ls.Materialize(ctx, got[layoutCPV]); err != nil || p != path || g.fetch.calls.Load() != 1 {
+		t.Errorf("second Materialize: %s, %v after %d fetches", p, err, g.fetch.calls.Load())
+	}
+
+	// Listings Entries never returned.
+	unlisted := got[helloCPV]
+	unlisted.BuildID++
+	backdoored := got[layoutCPV]
+	backdoored.Content = trust.ContentID{Image: sha256.Sum256([]byte("other")), Metadata: sha256.Sum256([]byte("content"))}.String()
+	for name, l := range map[string]portagehook.Listing{"other BUILD_ID": unlisted, "other content": backdoored} {
+		if _, err := ls.Materialize(ctx, l); err == nil || !strings.Contains(err.Error(), "is not listed") {
+			t.Errorf("%s: Materialize = %v, want \"is not listed\"", name, err)
+		}
+	}
+	bad := got[helloCPV]
+	bad.Content = "not a content id"
+	if _, err := ls.Materialize(ctx, bad); err == nil {
+		t.Error("Materialize accepted a malformed content id")
+	}
+	if n := counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 0 {
+		t.Errorf("fetch failures = %v, want 0", n)
+	}
+}
+
+// TestMaterializeFetchFails: a listed build no peer delivers is an error
+// and counts as a gateway fetch failure.
+func TestMaterializeFetchFails(t *testing.T) {
+	g := newGateway(t)
+	ls := g.listings(t, config.PrefetchAll)
+	l := entries(t, ls)[layoutCPV]
+	g.fetch.fail = errors.New("every provider went away")
+	if _, err := ls.Materialize(context.Background(), l); err == nil || !strings.Contains(err.Error(), "every provider went away") {
+		t.Errorf("Materialize = %v, want the fetch error", err)
+	}
+	if n := counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 1 {
+		t.Errorf("fetch failures = %v, want 1", n)
+	}
+}
+
+// TestMaterializeDisputedAfterListing: a build listed a moment ago and
+// disputed since (a peer attests a trojaned content for its build key) is
+// refused, not fetched, and no longer listed.
+func TestMaterializeDisputedAfterListing(t *testing.T) {
+	g := newGateway(t)
+	ls := g.listings(t, config.PrefetchAll)
+	l := entries(t, ls)[layoutCPV]
+
+	cdir := t.TempDir()
+	if _, err := fixtures.WritePKGDIR(fixtures.Backdoored, cdir); err != nil {
+		t.Fatal(err)
+	}
+	c := newNode(t, g.net, cdir, 2)
+	c.start(t) // gossips the trojaned layout's attestation
+	if v, _, err := g.vb.Verdict(g.buildKey(t, layoutCPV)); err != nil || v.Decision == trust.Allowed {
+		t.Fatalf("layout still %v (%v) after a competing vote", v.Decision, err)
+	}
+	if _, err := ls.Materialize(context.Background(), l); !errors.Is(err, materialize.ErrNotAllowed) {
+		t.Errorf("Materialize of a disputed build = %v, want ErrNotAllowed", err)
+	}
+	if g.fetch.calls.Load() != 0 {
+		t.Error("a disputed build was fetched")
+	}
+	if got := entries(t, ls); len(got) != 1 || got[helloCPV].Content == "" {
+		t.Errorf("listed %v after the dispute, want hello only", slices.Sorted(maps.Keys(got)))
+	}
+}
+
+// TestEntriesStoreError: a store that cannot be read is an error, never an
+// empty (or partial) listing.
+func TestEntriesStoreError(t *testing.T) {
+	g := newGateway(t)
+	ls := g.listings(t, config.PrefetchAll)
+	if err := g.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ls.Entries(context.Background()); err == nil {
+		t.Errorf("Entries on a closed store: %d listings, no error", len(got))
+	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func mustCid(t *testing.T, s string) cid.Cid {
+	t.Helper()
+	c, err := cid.Decode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
