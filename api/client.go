@@ -32,11 +32,6 @@ func NewClient(socket string) *Client {
 	}
 }
 
-// Error is what the daemon answers on failure, as JSON.
-type Error struct {
-	Error string `json:"error"`
-}
-
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -57,26 +52,33 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("%w (no daemon answers on %s; start it with `gentoo-p2pd daemon` or `systemctl --user start gentoo-p2pd`)", ErrNotRunning, c.Socket)
-		}
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var e Error
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("daemon answered %s: %s", resp.Status, bytes.TrimSpace(b))
-	}
 	if out == nil {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// send does req. A daemon that is not there is ErrNotRunning; a failure
+// the daemon answered is its *Error, rebuilt (the response is closed).
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("%w (no daemon answers on %s; start it with `gentoo-p2pd daemon` or `systemctl --user start gentoo-p2pd`)", ErrNotRunning, c.Socket)
+		}
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, errorFromResponse(resp.StatusCode, b)
+	}
+	return resp, nil
 }
 
 // Get fetches path (under /api/v0) into out.
@@ -90,7 +92,8 @@ func (c *Client) Post(ctx context.Context, path string, body, out any) error {
 }
 
 // PostStream sends body as JSON and calls line for every JSON line of the
-// answer (progress streams).
+// answer (progress streams). A failure before the stream starts is the
+// daemon's *Error; one during it is a line (see FetchEvent.Err).
 func (c *Client) PostStream(ctx context.Context, path string, body any, line func([]byte) error) error {
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -101,22 +104,11 @@ func (c *Client) PostStream(ctx context.Context, path string, body any, line fun
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("%w (no daemon answers on %s; start it with `gentoo-p2pd daemon` or `systemctl --user start gentoo-p2pd`)", ErrNotRunning, c.Socket)
-		}
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var e Error
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("daemon answered %s", resp.Status)
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {

@@ -78,8 +78,7 @@ func TestClientNotRunningAndRoundTrip(t *testing.T) {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != PathStatus {
-			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(Error{Error: "no such endpoint " + r.URL.Path})
+			WriteError(w, Errorf(CodeNotFound, "no such endpoint %s", r.URL.Path))
 			return
 		}
 		json.NewEncoder(w).Encode(Status{Mode: "consume", Threshold: 4})

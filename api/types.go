@@ -139,11 +139,26 @@ type FetchRequest struct {
 }
 
 // FetchEvent is one line of a progress stream: progress, then a result or
-// an error.
+// an error. A failure before the first line is answered as an ordinary
+// error (status and body), not as a stream.
 type FetchEvent struct {
 	Progress *FetchProgress `json:"progress,omitempty"`
 	Result   *FetchResult   `json:"result,omitempty"`
 	Error    string         `json:"error,omitempty"`
+	// Code is Error's code (see Code).
+	Code Code `json:"code,omitempty"`
+}
+
+// Err is the event's error as an *Error, nil when it carries none.
+func (ev FetchEvent) Err() error {
+	if ev.Error == "" {
+		return nil
+	}
+	code := ev.Code
+	if code == "" {
+		code = CodeInternal
+	}
+	return &Error{Code: code, Message: ev.Error}
 }
 
 // FetchProgress counts verified bytes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,10 +21,12 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
 // Handler serves the local API on the unix socket. The socket is 0600,
-// so only the daemon's user reaches it.
+// so only the daemon's user reaches it. A failure is answered with the
+// status of its api.Code and an api.Error body.
 func (srv *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +38,7 @@ func (srv *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+api.PathFind, func(w http.ResponseWriter, r *http.Request) {
 		res, err := srv.Find(r.Context(), r.URL.Query().Get("q"))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			api.WriteError(w, err)
 			return
 		}
 		writeJSON(w, res)
@@ -43,12 +46,12 @@ func (srv *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathAnnounce, func(w http.ResponseWriter, r *http.Request) {
 		var req api.AnnounceRequest
 		if err := readJSON(r, &req); err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			api.WriteError(w, err)
 			return
 		}
 		res, err := srv.Announce(r.Context(), req)
 		if err != nil {
-			writeError(w, http.StatusUnprocessableEntity, err)
+			api.WriteError(w, err)
 			return
 		}
 		writeJSON(w, res)
@@ -56,49 +59,24 @@ func (srv *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathFetch, func(w http.ResponseWriter, r *http.Request) {
 		var req api.FetchRequest
 		if err := readJSON(r, &req); err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			api.WriteError(w, err)
 			return
 		}
 		if !req.Progress {
 			res, err := srv.Fetch(r.Context(), req)
 			if err != nil {
-				writeError(w, http.StatusUnprocessableEntity, err)
+				api.WriteError(w, err)
 				return
 			}
 			writeJSON(w, res)
 			return
 		}
-		// Progress: one JSON event per line, the result (or error) last.
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		flusher, _ := w.(http.Flusher)
-		var mu sync.Mutex
-		enc := json.NewEncoder(w)
-		emit := func(ev api.FetchEvent) {
-			mu.Lock()
-			defer mu.Unlock()
-			enc.Encode(ev)
-			if flusher != nil {
-				flusher.Flush()
-			}
-		}
-		var last time.Time
-		res, err := srv.FetchWithProgress(r.Context(), req, func(p transfer.Progress) {
-			if p.Done < p.Total && time.Since(last) < 100*time.Millisecond {
-				return
-			}
-			last = time.Now()
-			emit(api.FetchEvent{Progress: &api.FetchProgress{Done: p.Done, Total: p.Total, Peers: p.Peers}})
-		})
-		if err != nil {
-			emit(api.FetchEvent{Error: err.Error()})
-			return
-		}
-		emit(api.FetchEvent{Result: &res})
+		srv.fetchStream(w, r, req)
 	})
 	mux.HandleFunc("GET "+api.PathTrustExplain, func(w http.ResponseWriter, r *http.Request) {
 		res, err := srv.Explain(r.Context(), r.URL.Query().Get("q"))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			api.WriteError(w, err)
 			return
 		}
 		writeJSON(w, res)
@@ -109,28 +87,72 @@ func (srv *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathEndorse, func(w http.ResponseWriter, r *http.Request) {
 		var req api.EndorseRequest
 		if err := readJSON(r, &req); err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			api.WriteError(w, err)
 			return
 		}
-		added, err := srv.votes.IngestEndorsement(r.Context(), req.Blob, srv.self, true)
+		res, err := srv.Endorse(r.Context(), req)
 		if err != nil {
-			writeError(w, http.StatusUnprocessableEntity, err)
+			api.WriteError(w, err)
 			return
 		}
-		writeJSON(w, api.EndorseResult{Stored: added})
+		writeJSON(w, res)
 	})
 	mux.HandleFunc("GET "+api.PathGateway, func(w http.ResponseWriter, r *http.Request) {
 		info, err := srv.GatewayInfo()
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, err)
+			api.WriteError(w, err)
 			return
 		}
 		writeJSON(w, info)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		api.WriteError(w, api.Errorf(api.CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return mux
+}
+
+// fetchStream answers a fetch with progress: one JSON event per line, the
+// result (or error) last. Until the first line is written nothing is
+// committed, so a fetch that fails before any progress (nothing matches,
+// not allowed, no provider) is answered as an ordinary error, with its
+// status.
+func (srv *Server) fetchStream(w http.ResponseWriter, r *http.Request, req api.FetchRequest) {
+	flusher, _ := w.(http.Flusher)
+	var mu sync.Mutex
+	started := false
+	enc := json.NewEncoder(w)
+	emit := func(ev api.FetchEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+		}
+		enc.Encode(ev)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	var last time.Time
+	res, err := srv.FetchWithProgress(r.Context(), req, func(p transfer.Progress) {
+		if p.Done < p.Total && time.Since(last) < 100*time.Millisecond {
+			return
+		}
+		last = time.Now()
+		emit(api.FetchEvent{Progress: &api.FetchProgress{Done: p.Done, Total: p.Total, Peers: p.Peers}})
+	})
+	if err != nil {
+		mu.Lock()
+		streaming := started
+		mu.Unlock()
+		if !streaming {
+			api.WriteError(w, err)
+			return
+		}
+		emit(api.FetchEvent{Error: err.Error(), Code: api.CodeOf(err)})
+		return
+	}
+	emit(api.FetchEvent{Result: &res})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -140,17 +162,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
-}
-
 func readJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("bad request body: %w", err)
+		return api.Errorf(api.CodeBadRequest, "bad request body: %w", err)
 	}
 	return nil
 }
@@ -235,12 +251,23 @@ func (srv *Server) peers() api.PeersResponse {
 	return out
 }
 
+// resolve turns a query into build keys (votes.Book.Resolve), with its
+// failures typed.
+func (srv *Server) resolve(q string) ([]string, error) {
+	if strings.TrimSpace(q) == "" {
+		return nil, classify(ErrEmptyQuery, api.CodeBadRequest)
+	}
+	keys, err := srv.votes.Resolve(q)
+	return keys, classify(err, api.CodeInternal)
+}
+
 // Find looks a build up in the network: providers from the DHT and the
-// attestations they hold. A CPV is resolved through the catalog.
+// attestations they hold. A CPV is resolved through the catalog. Finding
+// nothing is an answer (no builds), not an error.
 func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 	start := time.Now()
 	res := api.FindResult{Query: q, Builds: []api.FoundBuild{}}
-	keys, err := srv.votes.Resolve(q)
+	keys, err := srv.resolve(q)
 	if err != nil {
 		return res, err
 	}
@@ -296,17 +323,25 @@ func attestationInfo(s *trust.Signed, from string) api.AttestationInfo {
 }
 
 // Announce indexes one binpkg now (the bashrc hook's call), or records a
-// binary install.
+// binary install. A path that does not exist is api.CodeNotFound; the
+// other refusals of own.Builds.Announce (outside PKGDIR, no binpkg of a
+// CPV, a file that does not index) are api.CodeRejected.
 func (srv *Server) Announce(ctx context.Context, req api.AnnounceRequest) (api.AnnounceResult, error) {
 	if req.Installed != "" {
 		if err := srv.store.IncCounter("installs", 1); err != nil {
-			return api.AnnounceResult{}, err
+			return api.AnnounceResult{}, classify(err, api.CodeInternal)
 		}
 		return api.AnnounceResult{CPV: req.Installed, Note: "install recorded"}, nil
 	}
+	if req.Path == "" {
+		return api.AnnounceResult{}, api.Errorf(api.CodeBadRequest, "announce: give the path of a binpkg in PKGDIR, a category/package-version, or installed")
+	}
 	lp, err := srv.own.Announce(ctx, req.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return api.AnnounceResult{}, api.NewError(api.CodeNotFound, err)
+	}
 	if err != nil {
-		return api.AnnounceResult{}, err
+		return api.AnnounceResult{}, classify(err, api.CodeRejected)
 	}
 	return api.AnnounceResult{
 		Path: lp.Path, CPV: lp.CPV, BuildKey: lp.BuildKey, VariantKey: lp.VariantKey,
@@ -321,19 +356,37 @@ func (srv *Server) Fetch(ctx context.Context, req api.FetchRequest) (api.FetchRe
 }
 
 // FetchWithProgress is Fetch, reporting transfer progress to progress.
+// Its failures are *api.Error: nothing matches (api.CodeNotFound), the
+// policy does not allow the build (api.CodeNotAllowed, wrapping
+// materialize.ErrNotAllowed), no peer delivered a verified copy
+// (api.CodeUnavailable), a Dir that is not an existing absolute
+// directory (api.CodeBadRequest).
 func (srv *Server) FetchWithProgress(ctx context.Context, req api.FetchRequest, progress func(transfer.Progress)) (api.FetchResult, error) {
-	keys, err := srv.votes.Resolve(req.Query)
+	if req.Dir != "" {
+		// Checked before anything is downloaded for it.
+		if !filepath.IsAbs(req.Dir) {
+			return api.FetchResult{}, api.Errorf(api.CodeBadRequest, "fetch: dir %q is not an absolute path", req.Dir)
+		}
+		if fi, err := os.Stat(req.Dir); err != nil {
+			return api.FetchResult{}, api.NewError(api.CodeBadRequest, fmt.Errorf("fetch: %w", err))
+		} else if !fi.IsDir() {
+			return api.FetchResult{}, api.Errorf(api.CodeBadRequest, "fetch: %s is not a directory", req.Dir)
+		}
+	}
+	keys, err := srv.resolve(req.Query)
 	if err != nil {
 		return api.FetchResult{}, err
 	}
 	if len(keys) == 0 {
-		return api.FetchResult{}, fmt.Errorf("fetch: nothing in the catalog matches %q (try `gentoo-p2pd find %s`)", req.Query, req.Query)
+		return api.FetchResult{}, classify(fmt.Errorf("fetch: %w %q (try `gentoo-p2pd find %s`)", ErrNoMatch, req.Query, req.Query), api.CodeNotFound)
 	}
 	var lastErr error
 	for _, bk := range keys {
 		m, err := srv.mz.Materialize(ctx, bk, progress)
 		if err != nil {
-			lastErr = err
+			// Allowed but not delivered: no provider reachable, every
+			// provider failed or sent bad data.
+			lastErr = classify(err, api.CodeUnavailable)
 			continue
 		}
 		a := m.Att.Attestation
@@ -348,7 +401,11 @@ func (srv *Server) FetchWithProgress(ctx context.Context, req api.FetchRequest, 
 		if req.Dir != "" {
 			dst := filepath.Join(req.Dir, binpkgName(a.CPV, a.Format))
 			if err := copyFile(m.Path, dst); err != nil {
-				return out, err
+				code := api.CodeInternal
+				if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+					code = api.CodeBadRequest // the caller's Dir
+				}
+				return out, api.NewError(code, fmt.Errorf("fetch: copy to %s: %w", req.Dir, err))
 			}
 			out.Path = dst
 		}
@@ -393,28 +450,48 @@ func copyFile(src, dst string) error {
 	return os.Rename(tmp.Name(), dst)
 }
 
-// Explain computes and explains the verdicts for a query.
+// Explain computes and explains the verdicts for a query. A CPV nothing
+// in the catalog matches is api.CodeNotFound; a build key is always
+// explained, with no votes if need be.
 func (srv *Server) Explain(ctx context.Context, q string) (api.Explanation, error) {
-	keys, err := srv.votes.Resolve(q)
+	keys, err := srv.resolve(q)
 	if err != nil {
 		return api.Explanation{}, err
+	}
+	if len(keys) == 0 {
+		return api.Explanation{}, classify(fmt.Errorf("trust explain: %w %q: no attestations for it", ErrNoMatch, q), api.CodeNotFound)
 	}
 	ex := api.Explanation{Query: q, Verdicts: []trust.Verdict{}}
 	var sb strings.Builder
 	for _, bk := range keys {
 		v, _, err := srv.votes.Verdict(bk)
 		if err != nil {
-			return ex, err
+			return ex, classify(err, api.CodeInternal)
 		}
 		ex.Verdicts = append(ex.Verdicts, v)
 		sb.WriteString(v.Explain())
 		sb.WriteString("\n")
 	}
-	if len(keys) == 0 {
-		sb.WriteString("no attestations for " + q + " in the catalog\n")
-	}
 	ex.Text = sb.String()
 	return ex, nil
+}
+
+// Endorse keeps (and publishes) an endorsement made with the user's signer
+// key (`gentoo-p2pd signer endorse`). One that does not decode or verify is
+// api.CodeBadRequest; one the book will not keep is api.CodeRejected.
+func (srv *Server) Endorse(ctx context.Context, req api.EndorseRequest) (api.EndorseResult, error) {
+	e, err := votes.DecodeEndorsement(req.Blob)
+	if err == nil {
+		_, err = cid.Decode(e.BuildKey)
+	}
+	if err != nil {
+		return api.EndorseResult{}, api.NewError(api.CodeBadRequest, fmt.Errorf("endorse: %w", err))
+	}
+	added, err := srv.votes.IngestEndorsement(ctx, req.Blob, srv.self, true)
+	if err != nil {
+		return api.EndorseResult{}, classify(err, api.CodeRejected)
+	}
+	return api.EndorseResult{Stored: added}, nil
 }
 
 // PolicyView reports the policy the daemon applies.
@@ -454,9 +531,10 @@ func (srv *Server) PolicyView() api.PolicyView {
 // GatewayInfo describes the gateway for setup-portage.
 func (srv *Server) GatewayInfo() (api.GatewayInfo, error) {
 	if srv.gateway == nil {
-		return api.GatewayInfo{}, fmt.Errorf("the gateway is disabled (gateway.enabled = false)")
+		return api.GatewayInfo{}, classify(ErrGatewayDisabled, api.CodeUnavailable)
 	}
-	return srv.gateway()
+	info, err := srv.gateway()
+	return info, classify(err, api.CodeInternal)
 }
 
 // counterValue sums a counter's series in the daemon's registry.

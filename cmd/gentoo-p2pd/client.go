@@ -204,7 +204,7 @@ a terminal; otherwise progress is printed as plain lines.`,
 				}
 				switch {
 				case ev.Error != "":
-					return errors.New(ev.Error)
+					return ev.Err()
 				case ev.Progress != nil:
 					bar.update(*ev.Progress)
 				case ev.Result != nil:

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
 )
 
 func main() {
@@ -22,8 +24,34 @@ func main() {
 			os.Exit(ee.code)
 		}
 		fmt.Fprintln(os.Stderr, "gentoo-p2pd:", err)
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// Exit statuses of a failed command, by the daemon's error code (see the
+// root command's help).
+const (
+	exitFailure     = 1 // anything else
+	exitNotFound    = 3 // api.CodeNotFound
+	exitNotAllowed  = 4 // api.CodeNotAllowed
+	exitUnavailable = 5 // api.CodeUnavailable, or no daemon answers
+)
+
+// exitStatus is the exit status for err: scripts can tell "nothing
+// matches", "the trust policy refuses" and "try again later" apart.
+func exitStatus(err error) int {
+	if errors.Is(err, api.ErrNotRunning) {
+		return exitUnavailable
+	}
+	switch api.CodeOf(err) {
+	case api.CodeNotFound:
+		return exitNotFound
+	case api.CodeNotAllowed:
+		return exitNotAllowed
+	case api.CodeUnavailable:
+		return exitUnavailable
+	}
+	return exitFailure
 }
 
 // exitError carries an exit status for a failure already reported to the

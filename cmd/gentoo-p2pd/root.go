@@ -25,7 +25,12 @@ users, and lets portage install a peer's build only when enough independent
 peers attest the same content.
 
 Start with "gentoo-p2pd demo" to watch a package travel between five peers on
-loopback, or "gentoo-p2pd daemon" to join the network.`,
+loopback, or "gentoo-p2pd daemon" to join the network.
+
+Exit status: 0 on success; 3 when nothing matches (the daemon's not_found);
+4 when the trust policy does not allow the build (not_allowed); 5 when no
+daemon answers or it cannot do it now (unavailable: gateway disabled, no
+peer delivered the build); 1 for any other failure.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
