@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,9 @@ type Book struct {
 	// nothing to evict; nil when it did.
 	totalFull atomic.Pointer[int64]
 	rejected  atomic.Int64 // input from peers that failed verification, since start
+	// syncTick is how often SyncLoop looks for peers to sync (tests
+	// shorten it).
+	syncTick time.Duration
 }
 
 // New makes a Book; it touches neither the store nor the network.
@@ -85,7 +89,7 @@ func New(o Options) *Book {
 	vb := &Book{
 		store: o.Store, policy: o.Policy, self: o.Self, platform: o.Platform,
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
-		log: o.Logger, metrics: newMetrics(o.Registry),
+		log: o.Logger, metrics: newMetrics(o.Registry), syncTick: 2 * time.Second,
 	}
 	if vb.log == nil {
 		vb.log = slog.New(slog.DiscardHandler)

@@ -231,7 +231,7 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 		bursts int                // syncs cut short in a row
 	}
 	peers := make(map[peer.ID]*syncState)
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(vb.syncTick)
 	defer t.Stop()
 	for {
 		for _, pi := range vb.net.Peers() {
