@@ -65,7 +65,11 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		defer func() {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				fmt.Fprintf(w, "warning: demo directory left behind: %v\n", rerr)
+			}
+		}()
 		o.Dir = dir
 	}
 	step := stepper(w)
@@ -180,8 +184,12 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 		return fmt.Errorf("served image digest differs from the agreed content")
 	}
 	// The gateway rewrote the metadata to exactly what the voters compared.
-	if md, err := identity.MetadataDigest(pkg.Metadata); err != nil || md != allowed.Metadata {
-		return fmt.Errorf("served metadata digest differs from the agreed content (%v)", err)
+	md, err := identity.MetadataDigest(pkg.Metadata)
+	if err != nil {
+		return fmt.Errorf("served metadata: %w", err)
+	}
+	if md != allowed.Metadata {
+		return fmt.Errorf("served metadata digest differs from the agreed content")
 	}
 	info, err := erin.Daemon.GatewayInfo()
 	if err != nil {
