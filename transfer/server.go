@@ -777,14 +777,3 @@ func (s *Server) sendRange(st network.Stream, sp *servedPeer, f File, first, cou
 	}
 	return nil
 }
-
-// slotState reports slots held, peers queued and requests admitted, for
-// tests.
-func (s *Server) slotState() (holders, queued, active int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sp := range s.peers {
-		active += sp.active
-	}
-	return len(s.holders), len(s.queue), active
-}

@@ -10,10 +10,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -206,7 +207,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	fmt.Fprintf(w, "   %d bytes, %s; image and metadata digests = the agreed content; every member signed by erin's gateway key %s\n", n, pkg.Format, info.Fingerprint)
 
 	step("the Packages entry portage installs from")
-	for _, k := range sortedKeys(helloEntry) {
+	for _, k := range slices.Sorted(maps.Keys(helloEntry)) {
 		fmt.Fprintf(w, "   %s: %s\n", k, helloEntry[k])
 	}
 	fmt.Fprintln(w)
@@ -312,13 +313,4 @@ func download(ctx context.Context, url, dst string) (int64, error) {
 		err = cerr
 	}
 	return n, err
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
