@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -26,13 +27,21 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("api socket %s: exists and is not a socket; refusing to replace it", path)
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
+		switch {
+		case err == nil:
+			_ = c.Close() // a probe: nothing was sent
 			return nil, fmt.Errorf("api socket %s: %w", path, ErrDaemonRunning)
-		}
-		// Nobody answers: a stale socket from a daemon that died.
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("api socket %s: removing stale socket: %w", path, err)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// Nobody answers: a stale socket from a daemon that died.
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("api socket %s: removing stale socket: %w", path, err)
+			}
+		case errors.Is(err, os.ErrNotExist):
+			// Removed since the Lstat: nothing to clean up.
+		default:
+			// A timeout or a full backlog (EAGAIN) may be a live, busy
+			// daemon: its socket is never removed on a guess.
+			return nil, fmt.Errorf("api socket %s: cannot tell whether a daemon answers there: %w", path, err)
 		}
 	}
 	// The socket is made 0600 right after it is created. The umask is not
@@ -46,7 +55,7 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("api socket %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
+		_ = l.Close() // the chmod error is the one to report
 		return nil, fmt.Errorf("api socket %s: %w", path, err)
 	}
 	return l, nil

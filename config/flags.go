@@ -38,14 +38,3 @@ func AddFlags(fs *pflag.FlagSet) {
 		}
 	}
 }
-
-// FlagKey returns the config key a flag registered by AddFlags sets, so the
-// CLI can explain a flag in terms of the config file.
-func FlagKey(flag string) (key string, ok bool) {
-	for i := range keys {
-		if keys[i].flag == flag {
-			return keys[i].key, true
-		}
-	}
-	return "", false
-}

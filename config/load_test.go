@@ -458,9 +458,6 @@ func TestFlagKeys(t *testing.T) {
 			t.Errorf("flag --%s not registered", name)
 		}
 	}
-	if k, ok := FlagKey("pkgdir"); !ok || k != "portage.pkgdir" {
-		t.Errorf("FlagKey(pkgdir) = %q, %v", k, ok)
-	}
 }
 
 // TestStructTags checks that each key's field carries matching toml and

@@ -192,7 +192,7 @@ func (c *Config) Validate() error {
 func checkHostPort(addr string) (host string, err error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("want host:port, got %q: %v", addr, err)
+		return "", fmt.Errorf("want host:port, got %q: %w", addr, err)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
 		return "", fmt.Errorf("bad port %q in %q", port, addr)

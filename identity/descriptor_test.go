@@ -359,21 +359,6 @@ func TestDescriptorJSON(t *testing.T) {
 	}
 }
 
-func FuzzParseContentID(f *testing.F) {
-	f.Add(consumerContentID)
-	f.Add(strings.ToUpper(consumerContentID))
-	f.Add("")
-	f.Fuzz(func(t *testing.T, s string) {
-		c, err := ParseContentID(s)
-		if err != nil {
-			return
-		}
-		if c.String() != s {
-			t.Fatalf("%q parsed but prints as %q", s, c.String())
-		}
-	})
-}
-
 func FuzzMD5CacheEntry(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(testRepo, "metadata", "md5-cache", "*", "*"))
 	if len(files) == 0 {

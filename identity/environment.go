@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -70,19 +71,10 @@ type Environment struct {
 }
 
 // VarNames returns the variable names sorted bytewise.
-func (e *Environment) VarNames() []string { return sortedKeys(e.Vars) }
+func (e *Environment) VarNames() []string { return slices.Sorted(maps.Keys(e.Vars)) }
 
 // FuncNames returns the function names sorted bytewise.
-func (e *Environment) FuncNames() []string { return sortedKeys(e.Funcs) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func (e *Environment) FuncNames() []string { return slices.Sorted(maps.Keys(e.Funcs)) }
 
 // WithoutHostVarying returns a copy without the variables IsHostVarying
 // names: exactly the environment the metadata digest covers.

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -122,7 +123,7 @@ func gpkgMetadata(b []byte) (map[string][]byte, error) {
 		out := map[string][]byte{}
 		for {
 			mh, err := mt.Next()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return out, nil
 			}
 			if err != nil {

@@ -55,15 +55,15 @@ func LoadOrCreateKey(path string) (crypto.PrivKey, error) {
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName)
 	if _, err := tmp.Write(raw); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the deferred Remove discards the file; the write error is the one to report
 		return nil, fmt.Errorf("p2p: write %s: %w", tmpName, err)
 	}
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return nil, fmt.Errorf("p2p: chmod %s: %w", tmpName, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return nil, fmt.Errorf("p2p: fsync %s: %w", tmpName, err)
 	}
 	if err := tmp.Close(); err != nil {
@@ -79,7 +79,7 @@ func LoadOrCreateKey(path string) (crypto.PrivKey, error) {
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // persist the directory entry; best effort on odd filesystems
-		d.Close()
+		_ = d.Close()
 	}
 	return priv, nil
 }

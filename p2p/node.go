@@ -221,10 +221,10 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 	}
 	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh, connmgr.WithGracePeriod(cfg.ConnGrace))
 	if err != nil {
-		rm.Close()
+		_ = rm.Close() // nothing was started with it yet
 		return nil, nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
-	release = func() { cm.Close(); rm.Close() }
+	release = func() { _ = cm.Close(); _ = rm.Close() } // shutdown: nothing left to act on an error
 	opts = []libp2p.Option{
 		libp2p.Identity(cfg.PrivKey),
 		libp2p.ListenAddrStrings(listen...),

@@ -65,7 +65,9 @@ func TestSystemdVerifyCatchesMistakes(t *testing.T) {
 		t.Fatal("systemd-analyze not found")
 	}
 	unit := filepath.Join(t.TempDir(), "broken.service")
-	os.WriteFile(unit, []byte("[Service]\nExecStart=/bin/true\nNoNewPrivilege=yes\n"), 0o644)
+	if err := os.WriteFile(unit, []byte("[Service]\nExecStart=/bin/true\nNoNewPrivilege=yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, _ := exec.Command(sa, "verify", unit).CombinedOutput()
 	if !strings.Contains(string(out), "NoNewPrivilege") {
 		t.Fatalf("systemd-analyze did not flag a misspelt key: %s", out)

@@ -439,9 +439,18 @@ func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
 	name := "Packages"
 	if gz {
 		var zb bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&zb, gzip.BestCompression)
-		zw.Write(data)
-		zw.Close()
+		zw, err := gzip.NewWriterLevel(&zb, gzip.BestCompression)
+		if err == nil {
+			_, err = zw.Write(data)
+		}
+		if err == nil {
+			err = zw.Close()
+		}
+		if err != nil {
+			g.log.Error("gateway: compress index", "err", err)
+			http.Error(w, "index", http.StatusInternalServerError)
+			return
+		}
 		data = zb.Bytes()
 		name = "Packages.gz"
 		w.Header().Set("Content-Type", "application/gzip")

@@ -213,7 +213,9 @@ func (f *gatewayFixture) checkEntries(t *testing.T, es []Entry) map[string][]byt
 			t.Errorf("%s Last-Modified %v, index MTIME %s", e.CPV(), lm, e.Value("MTIME"))
 		}
 		p := filepath.Join(t.TempDir(), "pkg.gpkg.tar")
-		os.WriteFile(p, body, 0o644)
+		if err := os.WriteFile(p, body, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		pkg, err := xpak.ReadFile(p, xpak.Limits{})
 		if err != nil {
 			t.Fatalf("served %s: %v", e.CPV(), err)

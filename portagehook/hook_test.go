@@ -71,7 +71,9 @@ func TestBashrcHook(t *testing.T) {
 			}
 			if tc.binpkg != "" {
 				p := filepath.Join(pkgdir, tc.binpkg)
-				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
 				if err := os.WriteFile(p, []byte("binpkg"), 0o644); err != nil {
 					t.Fatal(err)
 				}

@@ -249,8 +249,10 @@ type spooledEntry struct {
 
 func (s *spooledImage) close() {
 	if s.spool != nil {
-		s.spool.Close()
-		os.Remove(s.spool.Name())
+		// A scratch file only read from: nothing is lost if closing or
+		// removing it fails, and the repack's result does not depend on it.
+		_ = s.spool.Close()
+		_ = os.Remove(s.spool.Name())
 	}
 }
 

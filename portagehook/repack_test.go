@@ -269,7 +269,9 @@ func TestRepackVerifiesLikePortage(t *testing.T) {
 		}
 		if strings.HasSuffix(base, ".tar.zst") {
 			sig := filepath.Join(dir, base+".sig")
-			os.WriteFile(sig, member(ms, base+".sig"), 0o644)
+			if err := os.WriteFile(sig, member(ms, base+".sig"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			gpgVerify(t, gpg, home, []string{sig, "-"}, m.data)
 		}
 	}

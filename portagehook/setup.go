@@ -125,10 +125,20 @@ func (s *setup) binrepos(portageDir string) error {
 		return fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	file := filepath.Join(path, BinrepoName+".conf")
-	want := []byte("# managed by `gentoo-p2pd setup-portage`\n" + binreposConf(s.opts.GatewayURL))
+	const managed = "# managed by `gentoo-p2pd setup-portage`\n"
+	want := []byte(managed + binreposConf(s.opts.GatewayURL))
 	have, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// Unreadable: neither overwritten nor removed unseen.
+		return fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	exists := err == nil
 	if s.opts.Undo {
-		if errors.Is(err, fs.ErrNotExist) {
+		if !exists {
+			return nil
+		}
+		if !bytes.HasPrefix(have, []byte(managed)) {
+			fmt.Fprintf(s.out, "keep %s: not written by setup-portage\n", file)
 			return nil
 		}
 		fmt.Fprintf(s.out, "remove %s\n", file)
@@ -141,7 +151,7 @@ func (s *setup) binrepos(portageDir string) error {
 		removeIfEmpty(path)
 		return nil
 	}
-	if err == nil && bytes.Equal(have, want) {
+	if exists && bytes.Equal(have, want) {
 		fmt.Fprintf(s.out, "unchanged %s\n", file)
 		return nil
 	}
@@ -226,6 +236,9 @@ func (s *setup) write(path string, data []byte) error {
 	perm := os.FileMode(0o644)
 	if fi, err := os.Stat(path); err == nil {
 		perm = fi.Mode().Perm()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		// The file's mode is kept on rewrite: never guessed.
+		return fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	if err := writeFileAtomic(path, data, perm); err != nil {
 		return fmt.Errorf("%w: %v", ErrSetup, err)
@@ -257,7 +270,9 @@ func cutBlock(text string) (rest, block string, created, found bool) {
 
 func removeIfEmpty(dir string) {
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) == 0 {
-		os.Remove(dir)
+		// Best effort: an empty binrepos.conf directory left behind is
+		// what portage reads as no binhosts, like a missing one.
+		_ = os.Remove(dir)
 	}
 }
 
@@ -330,12 +345,23 @@ func (s *setup) keyring(portageDir string) error {
 	// as root: the keyring must be readable by others, as getuto leaves it.
 	for _, f := range []string{"pubring.kbx", "trustdb.gpg"} {
 		p := filepath.Join(home, f)
-		if fi, err := os.Stat(p); err == nil {
-			os.Chmod(p, fi.Mode().Perm()|0o044)
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = os.Chmod(p, fi.Mode().Perm()|0o044)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: keyring must be readable by portage's verify user: %w", ErrSetup, err)
 		}
 	}
-	if fi, err := os.Stat(home); err == nil {
-		os.Chmod(home, fi.Mode().Perm()|0o055)
+	fi, err := os.Stat(home)
+	if err == nil {
+		err = os.Chmod(home, fi.Mode().Perm()|0o055)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: keyring must be readable by portage's verify user: %w", ErrSetup, err)
 	}
 	return nil
 }
@@ -396,7 +422,7 @@ func gpgImport(gpg, home string, pub []byte, fpr string) error {
 		cmd := exec.Command(gpg, append([]string{"--homedir", home, "--batch", "--no-tty"}, args...)...)
 		cmd.Stdin = bytes.NewReader(stdin)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("gpg %s: %v: %s", args[0], err, out)
+			return fmt.Errorf("gpg %s: %w: %s", args[0], err, out)
 		}
 		return nil
 	}

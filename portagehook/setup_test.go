@@ -80,7 +80,9 @@ func TestSetupPortage(t *testing.T) {
 			root := t.TempDir()
 			for p, c := range tc.existing {
 				full := filepath.Join(root, p)
-				os.MkdirAll(filepath.Dir(full), 0o755)
+				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+					t.Fatal(err)
+				}
 				if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
 					t.Fatal(err)
 				}
@@ -90,7 +92,9 @@ func TestSetupPortage(t *testing.T) {
 			// way getuto does, and logs that it ran.
 			helper := filepath.Join(t.TempDir(), "getuto")
 			helperLog := filepath.Join(t.TempDir(), "helper.log")
-			os.WriteFile(helper, []byte("#!/bin/sh\necho \"ROOT=$ROOT\" >>"+helperLog+"\nmkdir -p \"$ROOT/etc/portage/gnupg\"\nchmod 755 \"$ROOT/etc/portage/gnupg\"\n"), 0o755)
+			if err := os.WriteFile(helper, []byte("#!/bin/sh\necho \"ROOT=$ROOT\" >>"+helperLog+"\nmkdir -p \"$ROOT/etc/portage/gnupg\"\nchmod 755 \"$ROOT/etc/portage/gnupg\"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			opts := SetupOptions{Root: root, GatewayURL: "http://127.0.0.1:7750/gentoo-p2pd/", PublicKeyArmored: pub, TrustHelper: helper,
 				Socket: "/run/user/1000/it's gentoo-p2pd.sock"}
 
@@ -147,7 +151,9 @@ func TestSetupPortage(t *testing.T) {
 				t.Fatal(err)
 			}
 			sigPath := filepath.Join(t.TempDir(), "x.sig")
-			os.WriteFile(sigPath, sig.Bytes(), 0o644)
+			if err := os.WriteFile(sigPath, sig.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			gpgVerify(t, "gpg", home, []string{sigPath, "-"}, data)
 
 			var again bytes.Buffer

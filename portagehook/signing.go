@@ -193,15 +193,15 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	defer os.Remove(f.Name())
 	if err := f.Chmod(perm); err != nil {
-		f.Close()
+		_ = f.Close() // the deferred Remove discards it; err is the one to report
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {

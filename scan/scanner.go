@@ -19,12 +19,6 @@ type Indexer interface {
 	Index(path string) (store.LocalPackage, error)
 }
 
-// IndexerFunc adapts a function to Indexer.
-type IndexerFunc func(path string) (store.LocalPackage, error)
-
-// Index calls f.
-func (f IndexerFunc) Index(path string) (store.LocalPackage, error) { return f(path) }
-
 // Changes is what one Sync changed in the store.
 type Changes struct {
 	// Added are files indexed for the first time.

@@ -11,6 +11,11 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
+// indexerFunc adapts a function to Indexer.
+type indexerFunc func(path string) (store.LocalPackage, error)
+
+func (f indexerFunc) Index(path string) (store.LocalPackage, error) { return f(path) }
+
 // readIndexer indexes with the real binpkg reader, as the daemon does (minus
 // identity and pieces, which are not scan's concern).
 func readIndexer(path string) (store.LocalPackage, error) {
@@ -35,7 +40,7 @@ func TestSyncWithRealReader(t *testing.T) {
 	images := make(map[string][32]byte) // "cpv use" → image digest, across layouts
 	for _, fx := range []string{fxGPKGMulti, fxGPKGCat, fxXPAKMulti, fxXPAKCat} {
 		t.Run(fx, func(t *testing.T) {
-			sc := New(fx, openStore(t, t.TempDir()), IndexerFunc(readIndexer), nil)
+			sc := New(fx, openStore(t, t.TempDir()), indexerFunc(readIndexer), nil)
 			ch, err := sc.Sync(context.Background())
 			if err != nil {
 				t.Fatal(err)

@@ -137,9 +137,17 @@ func TestCacheTouchGranularity(t *testing.T) {
 func TestCacheCommitRejectsMismatch(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	c := s.Cache()
-	f, _ := c.CreateTemp()
-	f.WriteString("actual")
-	f.Close()
+	f, err := c.CreateTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("actual")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Commit(f.Name(), sum("claimed"), CacheMeta{}); !errors.Is(err, ErrCacheMismatch) {
 		t.Fatalf("Commit of wrong bytes: %v, want ErrCacheMismatch", err)
 	}
@@ -168,12 +176,20 @@ func TestCacheReconcileOnOpen(t *testing.T) {
 	}
 	orphan := sum("orphan")
 	orphanPath := c.Path(orphan)
-	os.MkdirAll(filepath.Dir(orphanPath), 0o700)
-	os.WriteFile(orphanPath, []byte("orphan"), 0o600)
+	if err := os.MkdirAll(filepath.Dir(orphanPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(orphanPath, []byte("orphan"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tmp := filepath.Join(c.Dir(), tempPrefix+"123")
-	os.WriteFile(tmp, []byte("half"), 0o600)
+	if err := os.WriteFile(tmp, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	stranger := filepath.Join(c.Dir(), "README")
-	os.WriteFile(stranger, []byte("not yours"), 0o600)
+	if err := os.WriteFile(stranger, []byte("not yours"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	s = openTest(t, dir)
 	c = s.Cache()
@@ -234,7 +250,9 @@ func TestPruneLeaves(t *testing.T) {
 		}
 	}
 	// Once the local package leaves PKGDIR, its leaves go too.
-	s.DeleteLocal(loc.Path)
+	if _, _, err := s.DeleteLocal(loc.Path); err != nil {
+		t.Fatal(err)
+	}
 	if n, _ := s.PruneLeaves(); n != 1 {
 		t.Errorf("second PruneLeaves dropped %d, want 1", n)
 	}

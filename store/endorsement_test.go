@@ -18,8 +18,12 @@ func TestEndorsements(t *testing.T) {
 	if added, _ := s.PutEndorsement("bk1", []byte("e1")); added {
 		t.Error("the same endorsement was stored twice")
 	}
-	s.PutEndorsement("bk1", []byte("e2"))
-	s.PutEndorsement("bk10", []byte("other key sharing a prefix"))
+	if _, err := s.PutEndorsement("bk1", []byte("e2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutEndorsement("bk10", []byte("other key sharing a prefix")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.PutEndorsement("", []byte("x")); err == nil {
 		t.Error("empty build key accepted")
 	}

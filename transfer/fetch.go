@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -245,7 +246,7 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 
 	if res.Pieces == 0 {
 		if want.PieceRoot != pieces.RootOf(nil) {
-			pf.discard()
+			f.discard()
 			return res, fmt.Errorf("%w: empty file with piece root %x", pieces.ErrLayerMismatch, want.PieceRoot[:8])
 		}
 		err := f.finish(sha256.Sum256(nil)) // sets res.Path: call before reading res
@@ -307,7 +308,7 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 		// Writing here failed (every fatal error is an ErrDiskWrite): the
 		// files go, so a full disk is not kept full by a download that
 		// cannot finish, and no provider is blamed.
-		pf.discard()
+		f.discard()
 		return res, cmp.Or(fatal, commitErr)
 	case !f.sched.isComplete():
 		if ctx.Err() != nil {
@@ -607,8 +608,9 @@ func (f *fetcher) openStream(ctx context.Context, p peer.ID, req request) (netwo
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("opening stream: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	cleanup := func() { stop(); st.Close() }
+	// Reset and Close errors mean the stream is already gone: nothing to do.
+	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
+	cleanup := func() { stop(); _ = st.Close() }
 	if err := st.SetWriteDeadline(time.Now().Add(f.opts.StallTimeout)); err != nil {
 		cleanup()
 		return nil, nil, nil, fmt.Errorf("setting deadline: %w", err)
@@ -692,7 +694,7 @@ func (f *fetcher) fetchRange(ctx context.Context, p peer.ID, first, count int) e
 	for i := first; i < end; i++ {
 		if f.sched.doneFrom(i, end) {
 			// Endgame: another provider delivered the rest already.
-			st.Reset()
+			_ = st.Reset() // abandoning the stream: an error changes nothing
 			return nil
 		}
 		buf := (*bp)[:pieces.PieceLen(f.want.Size, i)]
@@ -809,8 +811,8 @@ func (f *fetcher) hashLoop(stop <-chan struct{}) (res hashResult) {
 	var mapped []byte
 	if m, err := syscall.Mmap(int(f.pf.part.Fd()), 0, int(f.want.Size), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
 		mapped = m
-		defer syscall.Munmap(m)
-		syscall.Madvise(m, syscall.MADV_SEQUENTIAL)
+		defer func() { _ = syscall.Munmap(m) }()        // fails only for a bad range: m is the whole mapping
+		_ = syscall.Madvise(m, syscall.MADV_SEQUENTIAL) // a hint: hashing is correct without it
 	}
 	var buf []byte
 	if mapped == nil {
@@ -834,7 +836,7 @@ func (f *fetcher) hashLoop(stop <-chan struct{}) (res hashResult) {
 				h.Write(mapped[off : off+l])
 				// Unmap what was hashed (the page cache keeps it), so the
 				// process RSS does not grow with the file.
-				syscall.Madvise(mapped[off:off+l], syscall.MADV_DONTNEED)
+				_ = syscall.Madvise(mapped[off:off+l], syscall.MADV_DONTNEED) // a hint, as above
 			} else {
 				if _, err := f.pf.part.ReadAt(buf[:l], off); err != nil && !errors.Is(err, io.EOF) {
 					return hashResult{err: fmt.Errorf("transfer: reading %s to hash it: %w", f.pf.partPath, err)}
@@ -860,21 +862,30 @@ func (f *fetcher) hashLoop(stop <-chan struct{}) (res hashResult) {
 	}
 }
 
+// discard removes the partial download (see partFile.discard); files it
+// cannot remove are logged, as the error the fetch returns is the reason
+// for discarding them.
+func (f *fetcher) discard() {
+	if err := f.pf.discard(); err != nil {
+		f.log.Warn("partial download left on disk", "err", err)
+	}
+}
+
 // finish checks the whole-file SHA-256, runs the Verify hook and renames
 // the part file into place.
 func (f *fetcher) finish(sum [32]byte) error {
 	pf := f.pf
 	if sum != f.want.SHA256 {
-		pf.discard()
+		f.discard()
 		return fmt.Errorf("%w: %s has %x, want %x", ErrHashMismatch, pf.partPath, sum, f.want.SHA256)
 	}
 	if err := pf.part.Sync(); err != nil {
-		pf.discard()
+		f.discard()
 		return diskErr("syncing", pf.partPath, err)
 	}
 	if f.opts.Verify != nil {
 		if err := f.opts.Verify(pf.partPath); err != nil {
-			pf.discard()
+			f.discard()
 			return fmt.Errorf("%w: %s: %w", ErrVerify, pf.partPath, err)
 		}
 	}
@@ -882,7 +893,11 @@ func (f *fetcher) finish(sum [32]byte) error {
 		return fmt.Errorf("transfer: renaming %s to %s: %w", pf.partPath, f.opts.Path, err)
 	}
 	syncDir(filepath.Dir(f.opts.Path))
-	os.Remove(pf.bitsPath)
+	// The bitfield of a finished file: left behind, it is ignored (the next
+	// part file at this path starts empty) but takes space.
+	if err := os.Remove(pf.bitsPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		f.log.Warn("cannot remove the bitfield of a finished download", "file", pf.bitsPath, "err", err)
+	}
 	f.res.Path = f.opts.Path
 	return nil
 }
@@ -891,8 +906,8 @@ func (f *fetcher) finish(sum [32]byte) error {
 // systems refuse fsync on directories and the rename itself succeeded.
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+		_ = d.Sync()
+		_ = d.Close()
 	}
 }
 

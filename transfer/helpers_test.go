@@ -208,3 +208,13 @@ func (h *signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *signalHandler) WithGroup(string) slog.Handler      { return h }
 
 var errTest = errors.New("test hook refused")
+
+// slotState reports slots held, peers queued and requests admitted.
+func (s *Server) slotState() (holders, queued, active int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sp := range s.peers {
+		active += sp.active
+	}
+	return len(s.holders), len(s.queue), active
+}

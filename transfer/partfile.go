@@ -117,7 +117,7 @@ func openPart(dir string, want Want, open openFileFunc) (*partFile, error) {
 		return nil, fmt.Errorf("transfer: opening %s: %w", pf.partPath, err)
 	}
 	if err := syscall.Flock(int(pf.part.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pf.part.Close()
+		_ = pf.part.Close() // opened only: nothing written
 		return nil, fmt.Errorf("%w: %s: %w", ErrLocked, pf.partPath, err)
 	}
 	st, err := pf.part.Stat()
@@ -143,23 +143,19 @@ func openPart(dir string, want Want, open openFileFunc) (*partFile, error) {
 		// Start over: a fresh part file of the full size and an empty
 		// bitfield. Truncate to 0 first so no stale bytes survive.
 		if err := pf.part.Truncate(0); err != nil {
-			pf.discard()
-			return nil, diskErr("truncating", pf.partPath, err)
+			return nil, errors.Join(diskErr("truncating", pf.partPath, err), pf.discard())
 		}
 		if err := pf.part.Truncate(want.Size); err != nil {
-			pf.discard()
-			return nil, diskErr("sizing", pf.partPath, err)
+			return nil, errors.Join(diskErr("sizing", pf.partPath, err), pf.discard())
 		}
 	}
 	pf.bits, err = open(pf.bitsPath, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		// Creating the bitfield can fail for want of space or inodes too.
-		pf.discard()
-		return nil, diskErr("creating the bitfield of", pf.partPath, err)
+		return nil, errors.Join(diskErr("creating the bitfield of", pf.partPath, err), pf.discard())
 	}
 	if err := pf.writeBits(header); err != nil {
-		pf.discard()
-		return nil, err
+		return nil, errors.Join(err, pf.discard())
 	}
 	return pf, nil
 }
@@ -243,14 +239,16 @@ func (pf *partFile) readPiece(size int64, i int, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// close closes both files; calling it again does nothing.
+// close closes both files; calling it again does nothing. Every write
+// that matters was fsynced before (commit, writeBits, finish), so an error
+// closing them loses nothing.
 func (pf *partFile) close() {
 	if pf.bits != nil {
-		pf.bits.Close()
+		_ = pf.bits.Close()
 		pf.bits = nil
 	}
 	if pf.part != nil {
-		pf.part.Close() // also drops the flock
+		_ = pf.part.Close() // also drops the flock
 		pf.part = nil
 	}
 }
@@ -258,9 +256,17 @@ func (pf *partFile) close() {
 // discard removes both files: used when the content is proven wrong, so a
 // resume cannot pick it up again, and when they cannot be written. The
 // bitfield goes first: a crash in between leaves at most a part file
-// without one, which a later Fetch starts over.
-func (pf *partFile) discard() {
-	os.Remove(pf.bitsPath)
-	os.Remove(pf.partPath)
+// without one, which a later Fetch starts over. The part file is removed
+// even when the bitfield could not be: a new part file is empty, and
+// openPart trusts no bitfield beside a part file of the wrong size. It
+// returns what could not be removed (a file already gone is no error).
+func (pf *partFile) discard() error {
+	var errs []error
+	for _, p := range []string{pf.bitsPath, pf.partPath} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("transfer: removing discarded %s: %w", p, err))
+		}
+	}
 	pf.close()
+	return errors.Join(errs...)
 }

@@ -57,22 +57,22 @@ func OpenFile(path string, leaves [][32]byte) (File, error) {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close() // opened read-only: nothing to lose
 		return nil, fmt.Errorf("transfer: stat %s: %w", path, err)
 	}
 	if leaves == nil {
 		var size int64
 		leaves, size, err = pieces.Layer(io.NewSectionReader(f, 0, st.Size()))
 		if err != nil {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("transfer: hashing %s: %w", path, err)
 		}
 		if size != st.Size() {
-			f.Close()
+			_ = f.Close()
 			return nil, fmt.Errorf("transfer: %s changed size while hashing", path)
 		}
 	} else if len(leaves) != pieces.Count(st.Size()) {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("transfer: %s: cached layer has %d leaves, file of %d bytes needs %d",
 			path, len(leaves), st.Size(), pieces.Count(st.Size()))
 	}

@@ -326,7 +326,26 @@ func TestContentIDText(t *testing.T) {
 	if err != nil || back != c {
 		t.Fatalf("ParseContentID: %v %v", back, err)
 	}
-	for _, bad := range []string{"", ".", s[:128], strings.ToUpper(s), s + "0", strings.Replace(s, ".", ":", 1)} {
+	// Two equal halves are well formed.
+	if _, err := ParseContentID(s[:64] + "." + s[:64]); err != nil {
+		t.Errorf("equal halves: %v", err)
+	}
+	b, err := json.Marshal(map[string]ContentID{"c": c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"c":"`+s+`"}` {
+		t.Errorf("JSON %s", b)
+	}
+	var m map[string]ContentID
+	if err := json.Unmarshal(b, &m); err != nil || m["c"] != c {
+		t.Errorf("JSON round trip: %v %v", m, err)
+	}
+	if c.IsZero() || !(ContentID{}).IsZero() {
+		t.Error("IsZero")
+	}
+	for _, bad := range []string{"", ".", s[:128], strings.ToUpper(s), s + "0", strings.Replace(s, ".", ":", 1),
+		"g" + s[1:], s[:64] + ".0x" + s[67:], s[:64] + "." + s[:64] + "." + s[65:]} {
 		if _, err := ParseContentID(bad); !errors.Is(err, ErrMalformed) {
 			t.Errorf("ParseContentID(%q) = %v", bad, err)
 		}

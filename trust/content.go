@@ -7,10 +7,10 @@ import (
 )
 
 // ContentID is the pair of digests peers vote on: the image digest (the
-// installed files) and the metadata digest (what portage executes and
-// resolves). Its fields carry the same names and types as
-// identity.ContentID, so the daemon converts with trust.ContentID(id)
-// without this package importing identity.
+// installed files, xpak.ImageDigest) and the metadata digest (what portage
+// executes and resolves, identity.MetadataDigest). Two honest builds of one
+// build key have the same ContentID. This package imports neither: the
+// daemon fills in the two digests.
 type ContentID struct {
 	// Image is the image digest v1 (docs/PROTOCOL.md).
 	Image [32]byte

@@ -5,8 +5,27 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
+
+// FuzzParseContentID checks that a content id has one text: whatever
+// parses prints as exactly the input.
+func FuzzParseContentID(f *testing.F) {
+	const consumer = "29f00dbea91415b17c9f1a8c8970204610dd754d710a1ca8448f8b37a4cefa8a.ef538baa8a276b10852ba48c00ad5ca37a617e52c00f553a1133d387f6129322"
+	f.Add(consumer)
+	f.Add(strings.ToUpper(consumer))
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseContentID(s)
+		if err != nil {
+			return
+		}
+		if c.String() != s {
+			t.Fatalf("%q parsed but prints as %q", s, c.String())
+		}
+	})
+}
 
 // FuzzDecodeAttestation feeds arbitrary envelopes to Decode, seeded from the
 // real signed attestations in testdata/attestations. Whatever decodes must

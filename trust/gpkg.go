@@ -240,7 +240,7 @@ func verifyManifest(data []byte, keyring openpgp.EntityList) (map[string]manifes
 		return nil, fmt.Errorf("%w: data after the Manifest signature", ErrMalformedGPKG)
 	}
 	if _, err := block.VerifySignature(keyring, &packet.Config{}); err != nil {
-		return nil, fmt.Errorf("Manifest: %w", classifyPGPError(err))
+		return nil, fmt.Errorf("gpkg Manifest: %w", classifyPGPError(err))
 	}
 	return parseManifest(block.Plaintext)
 }
@@ -256,7 +256,7 @@ func parseManifest(text []byte) (map[string]manifestRecord, error) {
 			continue
 		}
 		if fields[0] != "DATA" || len(fields) < 3 || len(fields)%2 != 1 {
-			return nil, fmt.Errorf("%w: Manifest line %q: want DATA <name> <size> (<hash> <hex>)...", ErrMalformedGPKG, line)
+			return nil, fmt.Errorf("%w: Manifest line %q: want DATA <name> <size> and <hash> <hex> pairs", ErrMalformedGPKG, line)
 		}
 		name := fields[1]
 		if _, dup := out[name]; dup {

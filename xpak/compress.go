@@ -295,10 +295,11 @@ func (p *payload) classify(err error) error {
 	return decodeError(p.c, err)
 }
 
-// Close releases the decoder.
+// Close releases the decoder. A decoder's Close repeats at most an error
+// Read already classified and returned, so it is not passed on bare.
 func (p *payload) Close() error {
 	if p.dec != nil {
-		p.dec.Close()
+		_ = p.dec.Close()
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"os"
 	"slices"
@@ -29,7 +30,7 @@ func rewriteTar(t *testing.T, raw []byte, reverse bool, edit func(h *tar.Header,
 	tr := tar.NewReader(bytes.NewReader(raw))
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

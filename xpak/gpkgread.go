@@ -172,7 +172,7 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 		}
 		if first {
 			d, base, _ := strings.Cut(hdr.Name, "/")
-			if base != "gpkg-1" || d == "" || d == "." || d == ".." || (hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA) {
+			if base != "gpkg-1" || d == "" || d == "." || d == ".." || hdr.Typeflag != tar.TypeReg {
 				// A tar, but not a GPKG: both sentinels apply.
 				return nil, fmt.Errorf("%w: %w: first member is %q, not <dir>/gpkg-1", ErrUnknownFormat, ErrBadGPKG, hdr.Name)
 			}
@@ -191,7 +191,7 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 			return nil, fmt.Errorf("%w: %q", ErrDuplicateMember, hdr.Name)
 		}
 		seen[base] = true
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+		if hdr.Typeflag != tar.TypeReg {
 			return nil, fmt.Errorf("%w: member %q has tar type %q, not a regular file", ErrBadGPKG, hdr.Name, hdr.Typeflag)
 		}
 		if isSparse(hdr) {
@@ -370,7 +370,7 @@ func readMetadataTar(r io.Reader, lim Limits) (*Metadata, error) {
 		if hdr.Typeflag == tar.TypeDir && strings.TrimSuffix(hdr.Name, "/") == "metadata" {
 			continue
 		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+		if hdr.Typeflag != tar.TypeReg {
 			return nil, fmt.Errorf("%w: metadata entry %q has tar type %q", ErrBadMetadata, hdr.Name, hdr.Typeflag)
 		}
 		if isSparse(hdr) {

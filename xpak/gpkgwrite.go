@@ -106,8 +106,10 @@ func WriteGPKG(w io.Writer, opts GPKGOptions, meta *Metadata, image func(add Ima
 		return fmt.Errorf("xpak: image spool: %w", err)
 	}
 	defer func() {
-		spool.Close()
-		os.Remove(spool.Name())
+		// A scratch copy of the image: the package written is complete
+		// (or the error returned) whether or not it goes cleanly.
+		_ = spool.Close()
+		_ = os.Remove(spool.Name())
 	}()
 	if err := writeImageTar(spool, mtime, image); err != nil {
 		return err

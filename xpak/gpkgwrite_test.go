@@ -96,7 +96,7 @@ func readMembers(t *testing.T, r io.Reader) []member {
 	var ms []member
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return ms
 		}
 		if err != nil {

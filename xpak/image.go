@@ -259,7 +259,7 @@ func isSparse(hdr *tar.Header) bool {
 // tarType maps a tar type flag to the digest's letter.
 func tarType(flag byte) (EntryType, bool) {
 	switch flag {
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg: // tar.Reader.Next reports the legacy TypeRegA as TypeReg
 		return TypeFile, true
 	case tar.TypeDir:
 		return TypeDir, true
@@ -524,7 +524,7 @@ func (w *imageWalker) digest() ([32]byte, int) {
 		}
 		bw.WriteByte(0) // reserved 11th field
 	}
-	bw.Flush()
+	_ = bw.Flush() // into a hash.Hash, whose Write never fails
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return sum, len(w.entries)
@@ -552,10 +552,10 @@ func (w *imageWalker) normalizeHardlinks() {
 	for i := range w.entries {
 		e := &w.entries[i]
 		var file int32
-		switch {
-		case e.typ == TypeHardlink:
+		switch e.typ {
+		case TypeHardlink:
 			file = e.target
-		case e.typ == TypeFile:
+		case TypeFile:
 			if _, ok := smallest[int32(i)]; !ok {
 				continue
 			}

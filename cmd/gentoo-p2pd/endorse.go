@@ -35,11 +35,16 @@ func newSignerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := fmt.Fprintln(f, hex.EncodeToString(priv.Seed())); err != nil {
-				f.Close()
-				return err
+			_, err = fmt.Fprintln(f, hex.EncodeToString(priv.Seed()))
+			if cerr := f.Close(); err == nil {
+				err = cerr
 			}
-			if err := f.Close(); err != nil {
+			if err != nil {
+				// O_EXCL made the file ours: a partial key must not stay
+				// behind to be used, or to block the next keygen.
+				if rerr := os.Remove(args[0]); rerr != nil {
+					return fmt.Errorf("%w (and removing the partial key file: %w)", err, rerr)
+				}
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "signer key written to %s\npublic key (for trust.signers): %s\n", args[0], hex.EncodeToString(pub))
@@ -84,7 +89,9 @@ func newSignerCmd() *cobra.Command {
 	}
 	endorse.Flags().StringVar(&keyFile, "key", "", "signer key file from `signer keygen` (required)")
 	endorse.Flags().BoolVar(&asJSON, "json", false, "print the endorsements as JSON")
-	endorse.MarkFlagRequired("key")
+	if err := endorse.MarkFlagRequired("key"); err != nil {
+		panic(err) // only if the flag above is not defined: a programming error
+	}
 	signer.AddCommand(keygen, endorse)
 	return signer
 }

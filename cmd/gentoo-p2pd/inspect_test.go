@@ -104,7 +104,9 @@ func TestInspectBadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	goodPath := filepath.Join(dir, "hello-1.0.tbz2")
-	os.WriteFile(goodPath, good, 0o644)
+	if err := os.WriteFile(goodPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, stderr, err := runCLI(t, "inspect", goodPath, bad)
 	var ee exitError
 	if !errors.As(err, &ee) || ee.code != 1 {

@@ -93,7 +93,7 @@ func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, string, e
 	// daemon's user never made, e.g. root's on a sudo run or on --dry-run.
 	key, kerr := portagehook.LoadSigningKey(filepath.Join(cfg.StateDir, daemon.SigningKeyFile))
 	if kerr != nil {
-		return info, "", fmt.Errorf("%v; and no signing key in %s: %w (run `gentoo-p2pd init` as the daemon's user, or pass --key)", err, cfg.StateDir, kerr)
+		return info, "", fmt.Errorf("%w; and no signing key in %s: %w (run `gentoo-p2pd init` as the daemon's user, or pass --key)", err, cfg.StateDir, kerr)
 	}
 	pub, perr := portagehook.ExportPublic(key)
 	if perr != nil {

@@ -10,10 +10,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,7 +66,11 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		defer func() {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				fmt.Fprintf(w, "warning: demo directory left behind: %v\n", rerr)
+			}
+		}()
 		o.Dir = dir
 	}
 	step := stepper(w)
@@ -180,8 +185,12 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 		return fmt.Errorf("served image digest differs from the agreed content")
 	}
 	// The gateway rewrote the metadata to exactly what the voters compared.
-	if md, err := identity.MetadataDigest(pkg.Metadata); err != nil || md != allowed.Metadata {
-		return fmt.Errorf("served metadata digest differs from the agreed content (%v)", err)
+	md, err := identity.MetadataDigest(pkg.Metadata)
+	if err != nil {
+		return fmt.Errorf("served metadata: %w", err)
+	}
+	if md != allowed.Metadata {
+		return fmt.Errorf("served metadata digest differs from the agreed content")
 	}
 	info, err := erin.Daemon.API().GatewayInfo()
 	if err != nil {
@@ -198,7 +207,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	fmt.Fprintf(w, "   %d bytes, %s; image and metadata digests = the agreed content; every member signed by erin's gateway key %s\n", n, pkg.Format, info.Fingerprint)
 
 	step("the Packages entry portage installs from")
-	for _, k := range sortedKeys(helloEntry) {
+	for _, k := range slices.Sorted(maps.Keys(helloEntry)) {
 		fmt.Fprintf(w, "   %s: %s\n", k, helloEntry[k])
 	}
 	fmt.Fprintln(w)
@@ -304,13 +313,4 @@ func download(ctx context.Context, url, dst string) (int64, error) {
 		err = cerr
 	}
 	return n, err
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

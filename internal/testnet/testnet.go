@@ -120,7 +120,9 @@ func Start(ctx context.Context, o NodeOptions) (*Node, error) {
 		return nil, fmt.Errorf("%s: %w", o.Name, err)
 	case <-ctx.Done():
 		cancel()
-		<-n.done
+		if err := <-n.done; err != nil && !errors.Is(err, context.Canceled) {
+			return nil, fmt.Errorf("%s: %w (stopping after %w)", o.Name, err, ctx.Err())
+		}
 		return nil, ctx.Err()
 	}
 }
