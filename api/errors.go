@@ -150,7 +150,8 @@ func WriteError(w http.ResponseWriter, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code.HTTPStatus())
-	json.NewEncoder(w).Encode(Error{Code: code, Message: err.Error()})
+	// A client that went away gets nothing; there is nothing to undo.
+	_ = json.NewEncoder(w).Encode(Error{Code: code, Message: err.Error()})
 }
 
 // errorFromResponse rebuilds the daemon's error from a failed answer.

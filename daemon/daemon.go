@@ -160,21 +160,18 @@ func New(opts Options) (*Daemon, error) {
 		}
 		return s.Attestation.Time.Unix(), nil
 	}); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("index attestation times: %w", err)
+		return nil, errors.Join(fmt.Errorf("index attestation times: %w", err), st.Close())
 	} else if n > 0 {
 		log.Info("indexed stored attestations by time", "records", n)
 	}
 	if cfg.Gateway.Enabled {
 		if d.gwKey, err = SigningKey(cfg.StateDir); err != nil {
-			st.Close()
-			return nil, fmt.Errorf("gateway signing key: %w", err)
+			return nil, errors.Join(fmt.Errorf("gateway signing key: %w", err), st.Close())
 		}
 	}
 	d.xferM, err = transfer.NewMetrics(reg)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return nil, errors.Join(err, st.Close())
 	}
 	return d, nil
 }
@@ -447,7 +444,7 @@ func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, l net.Liste
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
+			_ = srv.Close() // past the grace period: connections are cut, whatever Close says
 		}
 		return nil
 	})

@@ -128,7 +128,7 @@ func (srv *Server) fetchStream(w http.ResponseWriter, r *http.Request, req api.F
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
 		}
-		enc.Encode(ev)
+		_ = enc.Encode(ev) // a client that went away stops reading; the fetch goes on
 		if flusher != nil {
 			flusher.Flush()
 		}
@@ -159,7 +159,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	_ = enc.Encode(v) // a client that went away gets nothing; nothing to undo
 }
 
 func readJSON(r *http.Request, v any) error {
@@ -433,19 +433,19 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
+	// On failure the temporary file goes; its Close and Remove errors join
+	// the first one.
+	fail := func(err error) error {
+		return errors.Join(err, tmp.Close(), os.Remove(tmp.Name()))
+	}
 	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+		return fail(err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
+		return errors.Join(err, os.Remove(tmp.Name()))
 	}
 	return os.Rename(tmp.Name(), dst)
 }

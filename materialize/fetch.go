@@ -99,7 +99,9 @@ func (mz *Materializer) Materialize(ctx context.Context, buildKey string, progre
 				mz.log.Warn("cached file does not carry the allowed content", "sha256", hex.EncodeToString(sha[:]), "err", err)
 				continue
 			}
-			mz.store.Cache().Touch(sha)
+			if err := mz.store.Cache().Touch(sha); err != nil {
+				mz.log.Debug("cache touch", "err", err) // only the eviction order suffers
+			}
 			return Materialized{Path: path, Att: s, Verdict: ab.Verdict}, nil
 		}
 	}
@@ -188,10 +190,14 @@ func (mz *Materializer) findHolders(ctx context.Context, buildKey string, askAtt
 		attested := false
 		for _, b := range bs {
 			if votes.IsEndorsement(b) {
-				mz.votes.IngestEndorsement(fctx, b, p.ID, false)
+				if _, err := mz.votes.IngestEndorsement(fctx, b, p.ID, false); err != nil {
+					mz.log.Debug("endorsement not kept", "peer", p.ID.String(), "err", err) // counted by votes
+				}
 				continue
 			}
-			mz.votes.IngestFrom(fctx, b, p.ID)
+			if _, err := mz.votes.IngestFrom(fctx, b, p.ID); err != nil {
+				mz.log.Debug("attestation not kept", "peer", p.ID.String(), "err", err) // counted by votes
+			}
 			s, err := mz.votes.Decode(b)
 			if err != nil || s.Attester != p.ID || s.Attestation.BuildKey != buildKey {
 				continue
@@ -271,7 +277,9 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey string, conte
 		}
 		// Keep the verified piece layer so serving the file never re-hashes it.
 		if len(res.Leaves) > 0 {
-			mz.store.PutLeaves(a.FileSHA256, res.Leaves)
+			if err := mz.store.PutLeaves(a.FileSHA256, res.Leaves); err != nil {
+				mz.log.Debug("keep piece layer", "err", err) // recomputed when the file is served
+			}
 		}
 		mz.holdBudget(a.FileSHA256)
 		// A copy this daemon serves (share and mirror modes serve allowed
@@ -281,8 +289,9 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey string, conte
 				mz.log.Warn("provide fetched build", "cpv", a.CPV, "err", err)
 			}
 		}
-		mz.store.IncCounter("builds_fetched", 1)
-		mz.store.IncCounter("bytes_fetched", res.BytesFetched)
+		if err := errors.Join(mz.store.IncCounter("builds_fetched", 1), mz.store.IncCounter("bytes_fetched", res.BytesFetched)); err != nil {
+			mz.log.Warn("count fetch", "err", err) // a statistic: the file is here
+		}
 		return entry.Path, c.att, res, nil
 	}
 	return "", nil, transfer.Result{}, fmt.Errorf("build %s: fetch failed: %w", buildKey, lastErr)
@@ -355,7 +364,9 @@ func (mz *Materializer) Open(sha [32]byte) (transfer.File, error) {
 	if !mz.servable(entry.Meta.BuildKey) {
 		return nil, errNotServed
 	}
-	mz.store.Cache().Touch(sha)
+	if err := mz.store.Cache().Touch(sha); err != nil {
+		mz.log.Debug("cache touch", "err", err) // only the eviction order suffers
+	}
 	return mz.openFile(sha, entry.Path)
 }
 

@@ -78,7 +78,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 		return store.LocalPackage{}, err
 	}
 	leaves, size, err := pieces.Layer(f)
-	f.Close()
+	_ = f.Close() // read only: what was read is checked below
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: piece layer: %w", path, err)
 	}

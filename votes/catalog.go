@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
-	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -126,14 +125,6 @@ func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur wire.Cata
 // hundred honest records, and what sixteen concurrent requests can make
 // this daemon hold stays in tens of MiB.
 const catalogPageBytes = 2 << 20
-
-func blobs(recs []store.AttestationRecord) [][]byte {
-	out := make([][]byte, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, r.Blob)
-	}
-	return out
-}
 
 // syncCatalogFrom pulls a peer's catalog for our platform (a newcomer's way
 // to fill its catalog without waiting for gossip), from cur on. It stops

@@ -312,7 +312,9 @@ func (vb *Book) stored(ctx context.Context, s *trust.Signed, publish bool) {
 	for _, ev := range trust.DetectEquivocation(mine) {
 		if newEv, err := vb.storeEvidence(ev); err == nil && newEv && publish && vb.net != nil {
 			vb.log.Warn("equivocation", "peer", ev.Peer.String(), "build_key", ev.BuildKey)
-			vb.net.Publish(ctx, s.Attestation.Platform, gossipEvidence(ev.Marshal()))
+			if err := vb.net.Publish(ctx, s.Attestation.Platform, gossipEvidence(ev.Marshal())); err != nil {
+				vb.log.Debug("gossip evidence", "peer", ev.Peer.String(), "err", err) // stored; it travels with the next attest answer
+			}
 		}
 	}
 }
