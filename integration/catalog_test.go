@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
@@ -18,13 +19,18 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
-// TestCatalogSyncPages: a catalog larger than one response (p2p caps a
-// response at 4096 blobs) reaches a newcomer whole, page by page.
+// TestCatalogSyncPages: a catalog larger than one response reaches a
+// newcomer whole, page by page. The daemon bounds a page at 2048
+// attestations and about 2 MiB; the records here carry a descriptor with
+// a thousand USE flags (some 20 KiB), so 2.5 pages' worth is a few hundred
+// records rather than thousands (verifying those under -race took minutes
+// on a loaded machine), and the newcomer must still ask three times.
 func TestCatalogSyncPages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	a, err := testnet.Start(ctx, testnet.NodeOptions{Name: "a", Dir: dir, Logger: testLogger()})
+	a, err := testnet.Start(ctx, testnet.NodeOptions{Name: "a", Dir: dir, Logger: testLogger(),
+		Configure: func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,15 +45,15 @@ func TestCatalogSyncPages(t *testing.T) {
 		}
 		keys = append(keys, key)
 	}
-	// More attestations than one page of the catalog protocol, all for
-	// a's platform.
-	total := p2p.MaxBlobs + 300
+	use := make([]string, 1000)
+	for i := range use {
+		use[i] = fmt.Sprintf("use_flag_%04d", i)
+	}
 	base := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
-	recs := make([]store.AttestationRecord, 0, total)
-	for i := range total {
+	record := func(i int) store.AttestationRecord {
 		desc := identity.Descriptor{
 			CPV: fmt.Sprintf("app-misc/pkg%d-1.0", i), EbuildDigest: fmt.Sprintf("%064x", i),
-			Eclasses: map[string]string{}, USE: []string{}, CHOST: testnet.FixturePortage.CHOST,
+			Eclasses: map[string]string{}, USE: use, CHOST: testnet.FixturePortage.CHOST,
 			CFLAGS: testnet.FixturePortage.CFLAGS, CXXFLAGS: testnet.FixturePortage.CXXFLAGS, LDFLAGS: testnet.FixturePortage.LDFLAGS,
 		}
 		raw, _ := json.Marshal(desc)
@@ -65,20 +71,46 @@ func TestCatalogSyncPages(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := s.Attestation
-		recs = append(recs, store.AttestationRecord{ID: s.ID(), BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV,
-			Platform: a.Platform, Attester: s.Attester.String(), Content: a.Content.String(), Blob: s.Marshal(), ReceivedAt: time.Now(), Time: a.Time.Unix()})
+		return store.AttestationRecord{ID: s.ID(), BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV,
+			Platform: a.Platform, Attester: s.Attester.String(), Content: a.Content.String(), Blob: s.Marshal(), ReceivedAt: time.Now(), Time: a.Time.Unix()}
+	}
+	first := record(0)
+	const pageBytes = 2 << 20
+	total := 5*pageBytes/2/len(first.Blob) + 1
+	recs := []store.AttestationRecord{first}
+	for i := 1; i < total; i++ {
+		recs = append(recs, record(i))
 	}
 	if _, err := a.Daemon.Store().PutAttestations(recs); err != nil {
 		t.Fatal(err)
 	}
+	catalogOK := fmt.Sprintf("gentoo_p2pd_stream_requests_served_total{protocol=%q,result=\"ok\"}", p2p.CatalogProtocol)
+	before := metricSum(t, a.Daemon.MetricsURL(), catalogOK)
 	e, err := testnet.Start(ctx, testnet.NodeOptions{Name: "e", Dir: dir, Bootstrap: []string{a.Addr()}, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Stop()
+	// Polled on the store's record count: status reads every record's
+	// fields, which under -race costs as much as the sync it waits for.
+	held := func() int {
+		c, err := e.Daemon.Store().Counts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Attestations
+	}
 	if err := testnet.WaitFor(ctx, 150*time.Second, "the newcomer's catalog to fill", func() bool {
-		return e.Daemon.API().Status(ctx).CatalogAttestations >= total
+		return held() >= total
 	}); err != nil {
-		t.Fatalf("%v: newcomer holds %d of %d", err, e.Daemon.API().Status(ctx).CatalogAttestations, total)
+		t.Fatalf("%v: newcomer holds %d of %d", err, held(), total)
+	}
+	if n := e.Daemon.API().Status(ctx).CatalogAttestations; n != total {
+		t.Errorf("the newcomer's status counts %d catalog attestations, want %d", n, total)
+	}
+	pages := metricSum(t, a.Daemon.MetricsURL(), catalogOK) - before
+	t.Logf("%d records of %d bytes came in %v catalog answers", total, len(first.Blob), pages)
+	if pages < 3 {
+		t.Errorf("the catalog came in %v answers, want at least 3 pages", pages)
 	}
 }

@@ -98,6 +98,22 @@ func newNetwork(t testing.TB, count int, h func(i int) Handlers) []*Node {
 	return nodes
 }
 
+// newNetworkWith is newNetwork with each node's config edited by edit.
+func newNetworkWith(t testing.TB, count int, edit func(*Config)) []*Node {
+	t.Helper()
+	nodes := make([]*Node, 0, count)
+	for i := range count {
+		var boot []peer.AddrInfo
+		if i > 0 {
+			boot = []peer.AddrInfo{nodes[0].AddrInfo()}
+		}
+		cfg := testConfig(t, boot...)
+		edit(&cfg)
+		nodes = append(nodes, newTestNode(t, cfg, Handlers{}))
+	}
+	return nodes
+}
+
 func testKey(t testing.TB, s string) cid.Cid {
 	t.Helper()
 	sum, err := mh.Sum([]byte(s), mh.SHA2_256, -1)
