@@ -1,0 +1,194 @@
+package memnet_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multihash"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
+)
+
+func newID(t *testing.T) peer.ID {
+	t.Helper()
+	k, err := hostile.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func key(t *testing.T, s string) cid.Cid {
+	t.Helper()
+	h, err := multihash.Sum([]byte(s), multihash.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(cid.Raw, h)
+}
+
+type inbox struct{ got []string }
+
+func (in *inbox) handlers() wire.Handlers {
+	return wire.Handlers{OnGossip: func(from, relay peer.ID, platform string, msg []byte) error {
+		in.got = append(in.got, platform+":"+string(msg))
+		return nil
+	}}
+}
+
+// Gossip reaches every other online member on the topic, through its
+// validator, and nobody else.
+func TestPublishReachesSubscribedOnlineMembers(t *testing.T) {
+	n := memnet.New()
+	a, b, c, d := n.Join(newID(t)), n.Join(newID(t)), n.Join(newID(t)), n.Join(newID(t))
+	if again := n.Join(a.ID()); again != a {
+		t.Fatal("joining twice made a second node")
+	}
+	var ib, ic, id inbox
+	b.Serve(ib.handlers())
+	c.Serve(ic.handlers())
+	d.Serve(id.handlers())
+	ctx := context.Background()
+	if err := a.Publish(ctx, "amd64", []byte("x")); !errors.Is(err, wire.ErrNotJoined) {
+		t.Fatalf("publish before joining: %v, want ErrNotJoined", err)
+	}
+	for _, nd := range []*memnet.Node{a, b, d} {
+		if err := nd.JoinPlatform("amd64"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.SetOnline(false)
+	if err := a.Publish(ctx, "amd64", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if len(ib.got) != 1 || ib.got[0] != "amd64:hello" {
+		t.Errorf("subscriber got %q", ib.got)
+	}
+	if len(ic.got) != 0 || len(id.got) != 0 {
+		t.Errorf("unsubscribed got %q, offline got %q", ic.got, id.got)
+	}
+	if a.Published() != 2 {
+		t.Errorf("Published = %d, want 2 (the refused one counts)", a.Published())
+	}
+	a.SetOnline(false)
+	if err := a.Publish(ctx, "amd64", []byte("late")); !errors.Is(err, memnet.ErrOffline) {
+		t.Errorf("offline publisher: %v, want ErrOffline", err)
+	}
+}
+
+// Requests go to the named member's handlers; an offline member, an
+// unknown one or one serving nothing answers with an error.
+func TestRequestsRouteToHandlers(t *testing.T) {
+	n := memnet.New()
+	a, b := n.Join(newID(t)), n.Join(newID(t))
+	ctx := context.Background()
+	if _, err := a.SyncCatalog(ctx, b.ID(), "amd64", wire.CatalogCursor{}); !errors.Is(err, wire.ErrProtocol) {
+		t.Errorf("catalog from a member serving nothing: %v", err)
+	}
+	if _, err := a.FetchAttestations(ctx, b.ID(), key(t, "k")); !errors.Is(err, wire.ErrProtocol) {
+		t.Errorf("attestations from a member serving nothing: %v", err)
+	}
+	b.Serve(wire.Handlers{
+		Catalog: func(_ context.Context, platform string, cur wire.CatalogCursor) ([][]byte, error) {
+			return [][]byte{[]byte(platform), {byte(cur.Since)}}, nil
+		},
+		Attestations: func(_ context.Context, k cid.Cid) ([][]byte, error) { return [][]byte{[]byte(k.String())}, nil },
+	})
+	page, err := a.SyncCatalog(ctx, b.ID(), "amd64", wire.CatalogCursor{Since: 7})
+	if err != nil || len(page) != 2 || string(page[0]) != "amd64" || page[1][0] != 7 {
+		t.Fatalf("catalog page %q, %v", page, err)
+	}
+	k := key(t, "k")
+	atts, err := a.FetchAttestations(ctx, b.ID(), k)
+	if err != nil || len(atts) != 1 || string(atts[0]) != k.String() {
+		t.Fatalf("attestations %q, %v", atts, err)
+	}
+	if _, err := a.SyncCatalog(ctx, newID(t), "amd64", wire.CatalogCursor{}); !errors.Is(err, memnet.ErrOffline) {
+		t.Errorf("catalog from a stranger: %v", err)
+	}
+	b.SetOnline(false)
+	if _, err := a.FetchAttestations(ctx, b.ID(), k); !errors.Is(err, memnet.ErrOffline) {
+		t.Errorf("attestations from an offline member: %v", err)
+	}
+	if _, ok := a.DirectAddr(b.ID()); ok {
+		t.Error("an offline member has a direct address")
+	}
+	if len(a.Peers()) != 0 {
+		t.Errorf("peers with the only other member offline: %v", a.Peers())
+	}
+}
+
+// Providers: what a member provides is found (up to max) until it withdraws
+// it or goes offline; stats count it.
+func TestProvidersAndAddresses(t *testing.T) {
+	n := memnet.New()
+	a, b, c := n.Join(newID(t)), n.Join(newID(t)), n.Join(newID(t))
+	ctx := context.Background()
+	k, other := key(t, "build"), key(t, "other")
+	for _, nd := range []*memnet.Node{b, c} {
+		if err := nd.Provide(k, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !b.Providing(k) || b.Providing(other) {
+		t.Fatal("Providing does not follow Provide")
+	}
+	if st, err := b.ProvideStats(ctx); err != nil || st.Keys != 1 {
+		t.Fatalf("stats %+v, %v: want one key", st, err)
+	}
+	provs, err := a.FindProviders(ctx, k, 8)
+	if err != nil || len(provs) != 2 || provs[0].ID != b.ID() || len(provs[0].Addrs) != 1 {
+		t.Fatalf("providers %v, %v", provs, err)
+	}
+	if provs, _ := a.FindProviders(ctx, k, 1); len(provs) != 1 {
+		t.Errorf("max 1 gave %d providers", len(provs))
+	}
+	c.SetOnline(false)
+	if provs, _ := a.FindProviders(ctx, k, 8); len(provs) != 1 || provs[0].ID != b.ID() {
+		t.Errorf("an offline provider is found: %v", provs)
+	}
+	if err := c.Provide(other); !errors.Is(err, memnet.ErrOffline) {
+		t.Errorf("offline Provide: %v", err)
+	}
+	if err := b.Withdraw(k); err != nil || b.Providing(k) {
+		t.Fatalf("withdraw: %v, still providing %v", err, b.Providing(k))
+	}
+	if provs, _ := a.FindProviders(ctx, k, 8); len(provs) != 0 {
+		t.Errorf("withdrawn key still found: %v", provs)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := a.FindProviders(cctx, k, 8); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled lookup: %v", err)
+	}
+
+	if ip, ok := a.DirectAddr(b.ID()); !ok || ip != b.Addr() || !ip.IsLoopback() {
+		t.Errorf("direct address %v %v, want %v on loopback", ip, ok, b.Addr())
+	}
+	if got := a.KnownAddrs(b.ID()); len(got) != 1 || !got[0].Equal(b.Addrs()[0]) {
+		t.Errorf("known addresses of a member %v", got)
+	}
+	stranger := newID(t)
+	if len(a.KnownAddrs(stranger)) != 0 {
+		t.Error("addresses known for a stranger")
+	}
+	a.RememberAddrs(peer.AddrInfo{ID: stranger, Addrs: b.Addrs()})
+	if got := a.KnownAddrs(stranger); len(got) != 1 {
+		t.Errorf("remembered addresses %v", got)
+	}
+	if a.Reachability() != "public" {
+		t.Errorf("reachability %q", a.Reachability())
+	}
+	if ps := a.Peers(); len(ps) != 1 || ps[0].ID != b.ID() {
+		t.Errorf("peers %v, want b (c is offline)", ps)
+	}
+}
