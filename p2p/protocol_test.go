@@ -232,3 +232,22 @@ func FuzzReadBlobs(f *testing.F) {
 		}
 	})
 }
+
+// A node started without handlers refuses the stream protocols until Serve
+// gives it some, and then answers with them.
+func TestServeSetsHandlersLate(t *testing.T) {
+	nodes := newNetwork(t, 2, func(int) Handlers { return Handlers{} })
+	server, client := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := client.SyncCatalog(ctx, server.ID(), "amd64", CatalogCursor{}); !errors.Is(err, ErrRefused) {
+		t.Fatalf("catalog before Serve: %v, want a refusal", err)
+	}
+	server.Serve(Handlers{Catalog: func(context.Context, string, CatalogCursor) ([][]byte, error) {
+		return [][]byte{[]byte("entry")}, nil
+	}})
+	got, err := client.SyncCatalog(ctx, server.ID(), "amd64", CatalogCursor{})
+	if err != nil || len(got) != 1 || string(got[0]) != "entry" {
+		t.Fatalf("catalog after Serve: %q, %v", got, err)
+	}
+}
