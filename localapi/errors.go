@@ -6,6 +6,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
+	"github.com/gentoo-p2p/gentoo-p2pd/own"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 )
@@ -41,6 +42,12 @@ func classify(err error, fallback api.Code) error {
 		code = api.CodeUnavailable
 	case errors.Is(err, materialize.ErrNotAllowed):
 		code = api.CodeNotAllowed
+	case errors.Is(err, materialize.ErrNoProvider):
+		code = api.CodeUnavailable
+	case errors.Is(err, own.ErrNoBinpkg):
+		code = api.CodeNotFound
+	case errors.Is(err, own.ErrOutsidePKGDIR):
+		code = api.CodeRejected
 	case errors.Is(err, ErrNoMatch):
 		code = api.CodeNotFound
 	case errors.Is(err, ErrEmptyQuery):

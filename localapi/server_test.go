@@ -427,7 +427,7 @@ func TestAnnounce(t *testing.T) {
 	}{
 		{"outside PKGDIR", api.AnnounceRequest{Path: outside}, api.CodeRejected, "not inside PKGDIR"},
 		{"missing file", api.AnnounceRequest{Path: filepath.Join(w.a.pkgdir, "app-misc", "gone-1.0.gpkg.tar")}, api.CodeNotFound, "no such file"},
-		{"CPV not in PKGDIR", api.AnnounceRequest{Path: "app-misc/nope-1.0"}, api.CodeRejected, "no binpkg of app-misc/nope-1.0"},
+		{"CPV not in PKGDIR", api.AnnounceRequest{Path: "app-misc/nope-1.0"}, api.CodeNotFound, "no binpkg of app-misc/nope-1.0"},
 		{"nothing", api.AnnounceRequest{}, api.CodeBadRequest, "give the path"},
 	} {
 		wantError(t, "announce "+tc.what, do(h, "POST", api.PathAnnounce, body(tc.req)), tc.code, tc.msg)

@@ -23,6 +23,10 @@ import (
 // not allow any content: the daemon never fetches, keeps or serves it.
 var ErrNotAllowed = errors.New("not allowed by the trust policy")
 
+// ErrNoProvider is returned when a build is allowed but no reachable peer
+// holds a file with its content.
+var ErrNoProvider = errors.New("no reachable peer holds a file with the allowed content")
+
 // fetchTimeout bounds one transfer shared by several callers.
 const fetchTimeout = 2 * time.Hour
 
@@ -246,7 +250,7 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey string, conte
 	}
 	sort.SliceStable(cands, func(i, j int) bool { return len(cands[i].peers) > len(cands[j].peers) })
 	if len(cands) == 0 {
-		return "", nil, transfer.Result{}, fmt.Errorf("build %s: no reachable peer holds a file with the allowed content", buildKey)
+		return "", nil, transfer.Result{}, fmt.Errorf("build %s: %w", buildKey, ErrNoProvider)
 	}
 	var lastErr error
 	for _, c := range cands {

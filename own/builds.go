@@ -33,6 +33,13 @@ type Network interface {
 	Providing(key cid.Cid) bool
 }
 
+// Announce's refusals, for callers that tell them apart (the local API's
+// error codes).
+var (
+	ErrOutsidePKGDIR = errors.New("is not inside PKGDIR")
+	ErrNoBinpkg      = errors.New("no binpkg")
+)
+
 // Options are what Builds needs.
 type Options struct {
 	Store *store.Store
@@ -196,7 +203,7 @@ func (ob *Builds) inPKGDIR(path string) (string, error) {
 			return filepath.Join(pkgdir, rel), nil
 		}
 	}
-	return "", fmt.Errorf("announce: %s is not inside PKGDIR %s", abs, pkgdir)
+	return "", fmt.Errorf("announce: %s %w %s", abs, ErrOutsidePKGDIR, pkgdir)
 }
 
 // under returns p relative to dir when p is dir or below it.
@@ -231,7 +238,7 @@ func (ob *Builds) announceCPV(ctx context.Context, cpv string) (store.LocalPacka
 		}
 	}
 	if best == nil {
-		return store.LocalPackage{}, fmt.Errorf("announce: no binpkg of %s in PKGDIR %s", cpv, ob.pkgdir)
+		return store.LocalPackage{}, fmt.Errorf("announce: %w of %s in PKGDIR %s", ErrNoBinpkg, cpv, ob.pkgdir)
 	}
 	return *best, nil
 }
