@@ -130,7 +130,7 @@ func findEventually(from *Node, key cid.Cid, want peer.ID) (time.Duration, error
 			return took, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("after 30s, last answer %v, %v", provs, err)
+			return 0, fmt.Errorf("after 30s, last answer %v: %w", provs, err)
 		}
 		time.Sleep(50 * time.Millisecond) // poll: the record is still in flight
 	}
