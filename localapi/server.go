@@ -444,6 +444,11 @@ func copyFile(src, dst string) error {
 	if err := tmp.Chmod(0o644); err != nil {
 		return fail(err)
 	}
+	// On disk before it takes the name: a crash leaves the old file or the
+	// whole new one.
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
 	if err := tmp.Close(); err != nil {
 		return errors.Join(err, os.Remove(tmp.Name()))
 	}
