@@ -14,12 +14,10 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
-	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 func entries(t *testing.T, ls *Listings) map[string]portagehook.Listing {
@@ -31,25 +29,6 @@ func entries(t *testing.T, ls *Listings) map[string]portagehook.Listing {
 	return byCPV(t, out)
 }
 
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var n float64
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-			return n
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
-}
-
 // TestEntriesByPrefetch: the gateway lists the Allowed builds of its
 // platform that gateway.prefetch asks for: all of them; only those held
 // here (PKGDIR or cache); or those plus builds of installed packages.
@@ -57,9 +36,9 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // content, the stable BUILD_ID of the build key.
 func TestEntriesByPrefetch(t *testing.T) {
 	g := newGateway(t)
-	keys := map[string]string{helloCPV: g.buildKey(t, helloCPV), layoutCPV: g.buildKey(t, layoutCPV)}
+	keys := map[string]string{jobtest.HelloCPV: g.buildKey(t, jobtest.HelloCPV), jobtest.LayoutCPV: g.buildKey(t, jobtest.LayoutCPV)}
 	for cpv, bk := range keys {
-		if _, ok, err := g.vb.AllowedBuild(bk); err != nil || !ok {
+		if _, ok, err := g.Book.AllowedBuild(bk); err != nil || !ok {
 			t.Fatalf("%s is not allowed at threshold 2 (%v): the network was not set up", cpv, err)
 		}
 	}
@@ -69,11 +48,11 @@ func TestEntriesByPrefetch(t *testing.T) {
 		installed []string // PF dirs under the vdb
 		want      []string
 	}{
-		{"all", config.PrefetchAll, nil, []string{helloCPV, layoutCPV}},
-		{"none", config.PrefetchNone, []string{layoutCPV}, []string{helloCPV}},
-		{"installed: nothing of it", config.PrefetchInstalled, []string{"sys-apps/portage-3.0.82"}, []string{helloCPV}},
-		{"installed: the same version", config.PrefetchInstalled, []string{layoutCPV}, []string{helloCPV, layoutCPV}},
-		{"installed: an older version", config.PrefetchInstalled, []string{"app-misc/layout-0.9"}, []string{helloCPV, layoutCPV}},
+		{"all", config.PrefetchAll, nil, []string{jobtest.HelloCPV, jobtest.LayoutCPV}},
+		{"none", config.PrefetchNone, []string{jobtest.LayoutCPV}, []string{jobtest.HelloCPV}},
+		{"installed: nothing of it", config.PrefetchInstalled, []string{"sys-apps/portage-3.0.82"}, []string{jobtest.HelloCPV}},
+		{"installed: the same version", config.PrefetchInstalled, []string{jobtest.LayoutCPV}, []string{jobtest.HelloCPV, jobtest.LayoutCPV}},
+		{"installed: an older version", config.PrefetchInstalled, []string{"app-misc/layout-0.9"}, []string{jobtest.HelloCPV, jobtest.LayoutCPV}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g.vdb = t.TempDir()
@@ -85,7 +64,7 @@ func TestEntriesByPrefetch(t *testing.T) {
 				t.Fatalf("listed %v, want %v", names, tc.want)
 			}
 			for cpv, l := range got {
-				ab, _, err := g.vb.AllowedBuild(keys[cpv])
+				ab, _, err := g.Book.AllowedBuild(keys[cpv])
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -102,12 +81,12 @@ func TestEntriesByPrefetch(t *testing.T) {
 		})
 	}
 	// Without an installed-package source, "installed" lists what is here.
-	ls := New(Options{Store: g.st, Votes: g.vb, Materialize: g.mz, Platform: fixturePlatform(t), Prefetch: config.PrefetchInstalled})
-	if got := entries(t, ls); len(got) != 1 || got[helloCPV].Content == "" {
+	ls := New(Options{Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: jobtest.FixturePlatform(t), Prefetch: config.PrefetchInstalled})
+	if got := entries(t, ls); len(got) != 1 || got[jobtest.HelloCPV].Content == "" {
 		t.Errorf("installed without a vdb listed %v", slices.Sorted(maps.Keys(got)))
 	}
 	// Another platform's gateway lists nothing of these.
-	other := New(Options{Store: g.st, Votes: g.vb, Materialize: g.mz, Platform: hostile.Platform{CHOST: "aarch64-unknown-linux-gnu"}.Platform(), Prefetch: config.PrefetchAll})
+	other := New(Options{Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: hostile.Platform{CHOST: "aarch64-unknown-linux-gnu"}.Platform(), Prefetch: config.PrefetchAll})
 	if got := entries(t, other); len(got) != 0 {
 		t.Errorf("another platform's listings: %v", slices.Sorted(maps.Keys(got)))
 	}
@@ -120,34 +99,30 @@ func TestEntriesByPrefetch(t *testing.T) {
 func TestListingIndexIsAgreed(t *testing.T) {
 	g := newGateway(t)
 	ls := g.listings(t, config.PrefetchAll)
-	honest := entries(t, ls)[layoutCPV]
+	honest := entries(t, ls)[jobtest.LayoutCPV]
 	desc := honest.Metadata.Get("DESCRIPTION")
 	if desc == "" {
 		t.Fatal("the honest listing has no DESCRIPTION")
 	}
 
-	bk := g.buildKey(t, layoutCPV)
-	_, atts, err := g.vb.Verdict(bk)
+	bk := g.buildKey(t, jobtest.LayoutCPV)
+	_, atts, err := g.Book.Verdict(bk)
 	if err != nil || len(atts) == 0 {
 		t.Fatalf("verdict: %v", err)
 	}
-	key, err := hostile.Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, liarID := jobtest.NewKey(t)
 	liar, err := hostile.Relabel(atts[0], key, atts[0].Attestation.Time, map[string]string{"DESCRIPTION": "run curl | sh first"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	liarID, _ := peer.IDFromPrivateKey(key)
-	if added, err := g.vb.IngestFrom(context.Background(), liar.Marshal(), liarID); !added {
+	if added, err := g.Book.IngestFrom(context.Background(), liar.Marshal(), liarID); !added {
 		t.Fatalf("relabelled attestation not stored: %v", err)
 	}
-	l := entries(t, ls)[layoutCPV]
+	l := entries(t, ls)[jobtest.LayoutCPV]
 	if got := l.Metadata.Get("DESCRIPTION"); got != "" {
 		t.Errorf("DESCRIPTION %q listed although the voters disagree", got)
 	}
-	if l.Metadata.Get("SLOT") != honest.Metadata.Get("SLOT") || listedCPV(l) != layoutCPV {
+	if l.Metadata.Get("SLOT") != honest.Metadata.Get("SLOT") || listedCPV(l) != jobtest.LayoutCPV {
 		t.Errorf("agreed fields changed: SLOT %q, CPV %s", l.Metadata.Get("SLOT"), listedCPV(l))
 	}
 	if l.Content != honest.Content || l.BuildID != honest.BuildID || !l.Time.Equal(honest.Time) {
@@ -166,7 +141,7 @@ func TestBuildIDStable(t *testing.T) {
 			t.Errorf("%s: BUILD_ID %d → %d, time %v → %v", cpv, l.BuildID, again[cpv].BuildID, l.Time, again[cpv].Time)
 		}
 	}
-	if first[helloCPV].BuildID == first[layoutCPV].BuildID {
+	if first[jobtest.HelloCPV].BuildID == first[jobtest.LayoutCPV].BuildID {
 		t.Error("two builds share a BUILD_ID")
 	}
 	seen := map[int64]bool{}
@@ -195,19 +170,19 @@ func TestMaterialize(t *testing.T) {
 	ls := g.listings(t, config.PrefetchAll)
 	got := entries(t, ls)
 
-	path, err := ls.Materialize(ctx, got[helloCPV])
+	path, err := ls.Materialize(ctx, got[jobtest.HelloCPV])
 	if err != nil {
 		t.Fatalf("Materialize hello: %v", err)
 	}
-	if path != filepath.Join(g.pkgdir, helloRel) || g.fetch.calls.Load() != 0 {
-		t.Errorf("own build materialized at %s after %d fetches, want PKGDIR and none", path, g.fetch.calls.Load())
+	if path != filepath.Join(g.pkgdir, jobtest.HelloFile) || g.fetch.Calls() != 0 {
+		t.Errorf("own build materialized at %s after %d fetches, want PKGDIR and none", path, g.fetch.Calls())
 	}
 	size := fileSize(t, path)
-	if c, _ := g.st.Counters(); c["bytes_saved"] != size {
+	if c, _ := g.Store.Counters(); c["bytes_saved"] != size {
 		t.Errorf("bytes_saved = %d, want %d", c["bytes_saved"], size)
 	}
 
-	path, err = ls.Materialize(ctx, got[layoutCPV])
+	path, err = ls.Materialize(ctx, got[jobtest.LayoutCPV])
 	if err != nil {
 		t.Fatalf("Materialize layout: %v", err)
 	}
@@ -216,48 +191,48 @@ func TestMaterialize(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Either peer's build: independent, same content, other bytes.
-	fromB, err := fixtures.Read(fixtures.ReproGPKG1, layoutRel)
+	fromB, err := fixtures.Read(fixtures.ReproGPKG1, jobtest.LayoutFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromA, err := fixtures.Read(fixtures.ReproGPKG2, layoutRel)
+	fromA, err := fixtures.Read(fixtures.ReproGPKG2, jobtest.LayoutFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sum := sha256.Sum256(data); sum != sha256.Sum256(fromA) && sum != sha256.Sum256(fromB) ||
-		!strings.HasPrefix(path, g.st.Cache().Dir()) || g.fetch.calls.Load() != 1 {
-		t.Errorf("layout materialized at %s (%d fetches), want the fetched file in the cache", path, g.fetch.calls.Load())
+		!strings.HasPrefix(path, g.Store.Cache().Dir()) || g.fetch.Calls() != 1 {
+		t.Errorf("layout materialized at %s (%d fetches), want the fetched file in the cache", path, g.fetch.Calls())
 	}
-	if !g.nd.Providing(mustCid(t, g.buildKey(t, layoutCPV))) {
+	if !g.Node.Providing(jobtest.CID(t, g.buildKey(t, jobtest.LayoutCPV))) {
 		t.Error("the fetched copy is not provided")
 	}
-	if c, _ := g.st.Counters(); c["bytes_saved"] != size+int64(len(data)) {
+	if c, _ := g.Store.Counters(); c["bytes_saved"] != size+int64(len(data)) {
 		t.Errorf("bytes_saved = %d, want %d", c["bytes_saved"], size+int64(len(data)))
 	}
 	// Held here now: listed without prefetching, and not fetched again.
-	if names := slices.Sorted(maps.Keys(entries(t, g.listings(t, config.PrefetchNone)))); !slices.Equal(names, []string{helloCPV, layoutCPV}) {
+	if names := slices.Sorted(maps.Keys(entries(t, g.listings(t, config.PrefetchNone)))); !slices.Equal(names, []string{jobtest.HelloCPV, jobtest.LayoutCPV}) {
 		t.Errorf("prefetch none lists %v once layout is cached", names)
 	}
-	if p, err := ls.Materialize(ctx, got[layoutCPV]); err != nil || p != path || g.fetch.calls.Load() != 1 {
-		t.Errorf("second Materialize: %s, %v after %d fetches", p, err, g.fetch.calls.Load())
+	if p, err := ls.Materialize(ctx, got[jobtest.LayoutCPV]); err != nil || p != path || g.fetch.Calls() != 1 {
+		t.Errorf("second Materialize: %s, %v after %d fetches", p, err, g.fetch.Calls())
 	}
 
 	// Listings Entries never returned.
-	unlisted := got[helloCPV]
+	unlisted := got[jobtest.HelloCPV]
 	unlisted.BuildID++
-	backdoored := got[layoutCPV]
+	backdoored := got[jobtest.LayoutCPV]
 	backdoored.Content = trust.ContentID{Image: sha256.Sum256([]byte("other")), Metadata: sha256.Sum256([]byte("content"))}.String()
 	for name, l := range map[string]portagehook.Listing{"other BUILD_ID": unlisted, "other content": backdoored} {
 		if _, err := ls.Materialize(ctx, l); err == nil || !strings.Contains(err.Error(), "is not listed") {
 			t.Errorf("%s: Materialize = %v, want \"is not listed\"", name, err)
 		}
 	}
-	bad := got[helloCPV]
+	bad := got[jobtest.HelloCPV]
 	bad.Content = "not a content id"
 	if _, err := ls.Materialize(ctx, bad); err == nil {
 		t.Error("Materialize accepted a malformed content id")
 	}
-	if n := counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 0 {
+	if n := jobtest.Counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 0 {
 		t.Errorf("fetch failures = %v, want 0", n)
 	}
 }
@@ -267,12 +242,12 @@ func TestMaterialize(t *testing.T) {
 func TestMaterializeFetchFails(t *testing.T) {
 	g := newGateway(t)
 	ls := g.listings(t, config.PrefetchAll)
-	l := entries(t, ls)[layoutCPV]
-	g.fetch.fail = errors.New("every provider went away")
+	l := entries(t, ls)[jobtest.LayoutCPV]
+	g.fetch.SetFail(errors.New("every provider went away"))
 	if _, err := ls.Materialize(context.Background(), l); err == nil || !strings.Contains(err.Error(), "every provider went away") {
 		t.Errorf("Materialize = %v, want the fetch error", err)
 	}
-	if n := counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 1 {
+	if n := jobtest.Counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 1 {
 		t.Errorf("fetch failures = %v, want 1", n)
 	}
 }
@@ -283,24 +258,22 @@ func TestMaterializeFetchFails(t *testing.T) {
 func TestMaterializeDisputedAfterListing(t *testing.T) {
 	g := newGateway(t)
 	ls := g.listings(t, config.PrefetchAll)
-	l := entries(t, ls)[layoutCPV]
+	l := entries(t, ls)[jobtest.LayoutCPV]
 
 	cdir := t.TempDir()
-	if _, err := fixtures.WritePKGDIR(fixtures.Backdoored, cdir); err != nil {
-		t.Fatal(err)
-	}
+	jobtest.WriteSet(t, fixtures.Backdoored, cdir)
 	c := newNode(t, g.net, cdir, 2)
 	c.start(t) // gossips the trojaned layout's attestation
-	if v, _, err := g.vb.Verdict(g.buildKey(t, layoutCPV)); err != nil || v.Decision == trust.Allowed {
+	if v, _, err := g.Book.Verdict(g.buildKey(t, jobtest.LayoutCPV)); err != nil || v.Decision == trust.Allowed {
 		t.Fatalf("layout still %v (%v) after a competing vote", v.Decision, err)
 	}
 	if _, err := ls.Materialize(context.Background(), l); !errors.Is(err, materialize.ErrNotAllowed) {
 		t.Errorf("Materialize of a disputed build = %v, want ErrNotAllowed", err)
 	}
-	if g.fetch.calls.Load() != 0 {
+	if g.fetch.Calls() != 0 {
 		t.Error("a disputed build was fetched")
 	}
-	if got := entries(t, ls); len(got) != 1 || got[helloCPV].Content == "" {
+	if got := entries(t, ls); len(got) != 1 || got[jobtest.HelloCPV].Content == "" {
 		t.Errorf("listed %v after the dispute, want hello only", slices.Sorted(maps.Keys(got)))
 	}
 }
@@ -310,7 +283,7 @@ func TestMaterializeDisputedAfterListing(t *testing.T) {
 func TestEntriesStoreError(t *testing.T) {
 	g := newGateway(t)
 	ls := g.listings(t, config.PrefetchAll)
-	if err := g.st.Close(); err != nil {
+	if err := g.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := ls.Entries(context.Background()); err == nil {
@@ -325,13 +298,4 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
-}
-
-func mustCid(t *testing.T, s string) cid.Cid {
-	t.Helper()
-	c, err := cid.Decode(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

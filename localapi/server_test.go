@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +26,10 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/own"
-	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -46,10 +44,7 @@ const xpakMultiInstance = "portage/xpak/zstd-multi-instance"
 
 // node is one daemon's jobs on the in-memory network.
 type node struct {
-	id     peer.ID
-	net    *memnet.Node
-	store  *store.Store
-	votes  *votes.Book
+	*jobtest.Peer
 	own    *own.Builds
 	mz     *materialize.Materializer
 	pkgdir string
@@ -76,60 +71,31 @@ type world struct {
 func intp(i int) *int    { return &i }
 func boolp(b bool) *bool { return &b }
 
-func newPeerID(t *testing.T) (crypto.PrivKey, peer.ID) {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, id
-}
-
 // newNode starts a node whose PKGDIR holds the binpkgs of set, less those
 // drop names.
 func (w *world) newNode(set string, policy trust.Policy, drop ...string) *node {
 	t := w.t
-	key, id := newPeerID(t)
-	st, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	pkgdir := filepath.Join(t.TempDir(), "binpkgs")
-	files, err := fixtures.WritePKGDIR(set, pkgdir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
+	for _, f := range jobtest.WriteSet(t, set, pkgdir) {
 		for _, d := range drop {
 			if strings.Contains(f, d) {
 				os.Remove(f)
 			}
 		}
 	}
-	mnode := w.mn.Join(id)
-	n := &node{id: id, net: mnode, store: st, pkgdir: pkgdir}
-	n.votes = votes.New(votes.Options{
-		Store: st, Policy: policy, Self: id, Platform: testPlatform,
-		Limits: config.Defaults().Limits, Files: xpak.DefaultLimits(), Net: mnode,
-	})
+	n := &node{Peer: jobtest.NewPeer(t, w.mn, jobtest.WithPolicy(policy), jobtest.WithPlatform(testPlatform)), pkgdir: pkgdir}
 	n.own = own.New(own.Options{
-		Store: st, Votes: n.votes, Net: mnode, Key: key, Self: id, PkgDir: pkgdir,
+		Store: n.Store, Votes: n.Book, Net: n.Node, Key: n.Key, Self: n.ID, PkgDir: pkgdir,
 		Mode: config.ModeShare, Files: xpak.DefaultLimits(),
 	})
 	n.mz = materialize.New(materialize.Options{
-		Store: st, Votes: n.votes, Net: mnode, Fetch: w.fetch, Self: id, Platform: testPlatform,
+		Store: n.Store, Votes: n.Book, Net: n.Node, Fetch: w.fetch, Self: n.ID, Platform: testPlatform,
 		Mode: config.ModeShare, Files: xpak.DefaultLimits(),
 	})
-	mnode.Serve(p2p.Handlers{Attestations: n.votes.ServeAttestations, Catalog: n.votes.ServeCatalog, OnGossip: n.votes.OnGossip})
 	if err := n.own.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	w.nodes[id] = n
+	w.nodes[n.ID] = n
 	return n
 }
 
@@ -140,10 +106,10 @@ func (w *world) fetch(ctx context.Context, want transfer.Want, peers []peer.Addr
 	w.fetches.Add(1)
 	for _, p := range peers {
 		src := w.nodes[p.ID]
-		if _, online := w.a.net.DirectAddr(p.ID); !online || src == nil {
+		if _, online := w.a.Node.DirectAddr(p.ID); !online || src == nil {
 			continue
 		}
-		lps, _ := src.store.LocalBySHA(want.SHA256)
+		lps, _ := src.Store.LocalBySHA(want.SHA256)
 		if len(lps) == 0 {
 			continue
 		}
@@ -179,13 +145,10 @@ func (w *world) fetch(ctx context.Context, want transfer.Want, peers []peer.Addr
 // disputed by c's backdoored build, so it is not allowed either.
 func newWorld(t *testing.T) *world {
 	w := &world{t: t, mn: memnet.New(), nodes: map[peer.ID]*node{}, reg: prometheus.NewRegistry()}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, priv := jobtest.NewSigner(t)
 	w.signer = priv
-	_, w.trusted = newPeerID(t)
-	_, blocked := newPeerID(t)
+	_, w.trusted = jobtest.NewKey(t)
+	_, blocked := jobtest.NewKey(t)
 	policy := trust.DefaultPolicy()
 	policy.Signers = []ed25519.PublicKey{pub}
 	policy.TrustedPeers = []peer.ID{w.trusted}
@@ -216,8 +179,8 @@ func newWorld(t *testing.T) *world {
 // server is the local API of a, with the gateway on or off.
 func (w *world) server(gateway func() (api.GatewayInfo, error)) *Server {
 	return New(Options{
-		Store: w.a.store, Votes: w.a.votes, Own: w.a.own, Materialize: w.a.mz, Net: w.a.net,
-		Self: w.a.id, Platform: testPlatform, Config: w.cfg, Version: "1.2.3",
+		Store: w.a.Store, Votes: w.a.Book, Own: w.a.own, Materialize: w.a.mz, Net: w.a.Node,
+		Self: w.a.ID, Platform: testPlatform, Config: w.cfg, Version: "1.2.3",
 		Started:    time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC),
 		Gatherer:   w.reg,
 		GatewayURL: func() string { return "http://127.0.0.1:7854/gentoo-p2pd" },
@@ -242,22 +205,6 @@ func serve(t *testing.T, srv *Server) *api.Client {
 	go hs.Serve(l)
 	t.Cleanup(func() { hs.Close() })
 	return api.NewClient(sock)
-}
-
-// local is a's own build of cpv.
-func (n *node) local(t *testing.T, cpv string) store.LocalPackage {
-	t.Helper()
-	lps, err := n.store.ListLocal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, lp := range lps {
-		if lp.CPV == cpv {
-			return lp
-		}
-	}
-	t.Fatalf("no local build of %s", cpv)
-	return store.LocalPackage{}
 }
 
 // do runs one request through the handler and returns the recorder.
@@ -307,7 +254,7 @@ func TestStatusAndPeers(t *testing.T) {
 
 	st := decode[api.Status](t, do(h, "GET", api.PathStatus, ""))
 	want := api.Status{
-		Version: "1.2.3", Mode: "share", PeerID: w.a.id.String(), Reachability: "public",
+		Version: "1.2.3", Mode: "share", PeerID: w.a.ID.String(), Reachability: "public",
 		Peers: 2, StartedAt: time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC), Platform: testPlatform,
 		PKGDIR: w.a.pkgdir, PackagesShared: 2, KeysProvided: 4,
 		// a's hello and layout, c's layout (disputing it), b's consumer
@@ -329,12 +276,12 @@ func TestStatusAndPeers(t *testing.T) {
 		t.Fatalf("peers %+v", peers)
 	}
 	for _, p := range peers.Peers {
-		if (p.ID != w.b.id.String() && p.ID != w.c.id.String()) || p.Direction != "outbound" || len(p.Addrs) != 1 {
+		if (p.ID != w.b.ID.String() && p.ID != w.c.ID.String()) || p.Direction != "outbound" || len(p.Addrs) != 1 {
 			t.Errorf("peer %+v", p)
 		}
 	}
 	// Off the network: no peers, an empty list (not null).
-	w.a.net.SetOnline(false)
+	w.a.Node.SetOnline(false)
 	if rec := do(h, "GET", api.PathPeers, ""); !strings.Contains(rec.Body.String(), `"peers": []`) {
 		t.Errorf("offline peers: %s", rec.Body.String())
 	}
@@ -343,7 +290,7 @@ func TestStatusAndPeers(t *testing.T) {
 func TestFind(t *testing.T) {
 	w := newWorld(t)
 	h := w.server(nil).Handler()
-	hello := w.a.local(t, "app-misc/hello-1.0")
+	hello := w.a.Local(t, "app-misc/hello-1.0")
 
 	for _, q := range []string{"app-misc/hello-1.0", "=app-misc/hello-1.0", hello.BuildKey, hello.VariantKey} {
 		res := decode[api.FindResult](t, do(h, "GET", api.PathFind+"?q="+url.QueryEscape(q), ""))
@@ -354,18 +301,18 @@ func TestFind(t *testing.T) {
 		if b.BuildKey != hello.BuildKey || b.VariantKey != hello.VariantKey || b.CPV != "app-misc/hello-1.0" || b.Verdict != "allowed" {
 			t.Errorf("find %s: %+v", q, b)
 		}
-		if len(b.Providers) != 1 || b.Providers[0] != w.a.id.String()+" (self)" {
+		if len(b.Providers) != 1 || b.Providers[0] != w.a.ID.String()+" (self)" {
 			t.Errorf("find %s: providers %v", q, b.Providers)
 		}
-		if len(b.Attestations) != 1 || b.Attestations[0].Attester != w.a.id.String() || b.Attestations[0].Format != "gpkg" {
+		if len(b.Attestations) != 1 || b.Attestations[0].Attester != w.a.ID.String() || b.Attestations[0].Format != "gpkg" {
 			t.Errorf("find %s: attestations %+v", q, b.Attestations)
 		}
 	}
 
 	// A build key only b provides: a learns its attestation from b.
-	consumer := w.b.local(t, "app-misc/consumer-1.0")
+	consumer := w.b.Local(t, "app-misc/consumer-1.0")
 	res := decode[api.FindResult](t, do(h, "GET", api.PathFind+"?q="+consumer.BuildKey, ""))
-	if len(res.Builds) != 1 || len(res.Builds[0].Providers) != 1 || res.Builds[0].Providers[0] != w.b.id.String() ||
+	if len(res.Builds) != 1 || len(res.Builds[0].Providers) != 1 || res.Builds[0].Providers[0] != w.b.ID.String() ||
 		res.Builds[0].CPV != "app-misc/consumer-1.0" || len(res.Builds[0].Attestations) != 1 {
 		t.Errorf("find a build b provides: %+v", res)
 	}
@@ -383,7 +330,7 @@ func TestFind(t *testing.T) {
 	wantError(t, "find with no query", do(h, "GET", api.PathFind, ""), api.CodeBadRequest, "empty query")
 
 	// The network failing is noted, and what the catalog holds is still shown.
-	w.a.net.SetOnline(false)
+	w.a.Node.SetOnline(false)
 	res = decode[api.FindResult](t, do(h, "GET", api.PathFind+"?q=app-misc/hello-1.0", ""))
 	if len(res.Builds) != 1 || len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "offline") {
 		t.Errorf("find offline: %+v", res)
@@ -394,7 +341,7 @@ func TestAnnounce(t *testing.T) {
 	w := newWorld(t)
 	srv := w.server(nil)
 	h := srv.Handler()
-	hello := w.a.local(t, "app-misc/hello-1.0")
+	hello := w.a.Local(t, "app-misc/hello-1.0")
 
 	body := func(req api.AnnounceRequest) string { b, _ := json.Marshal(req); return string(b) }
 	res := decode[api.AnnounceResult](t, do(h, "POST", api.PathAnnounce, body(api.AnnounceRequest{Path: hello.Path})))
@@ -411,7 +358,7 @@ func TestAnnounce(t *testing.T) {
 	if res.CPV != "app-misc/hello-1.0" || res.Note != "install recorded" {
 		t.Errorf("announce installed: %+v", res)
 	}
-	if c, _ := w.a.store.Counters(); c["installs"] != 1 {
+	if c, _ := w.a.Store.Counters(); c["installs"] != 1 {
 		t.Errorf("installs counter %d", c["installs"])
 	}
 
@@ -436,7 +383,7 @@ func TestAnnounce(t *testing.T) {
 	wantError(t, "announce with an unknown field", do(h, "POST", api.PathAnnounce, `{"file":"x"}`), api.CodeBadRequest, "unknown field")
 
 	// The store failing is the daemon's fault.
-	w.a.store.Close()
+	w.a.Store.Close()
 	_, err := srv.Announce(t.Context(), api.AnnounceRequest{Installed: "app-misc/hello-1.0"})
 	if !api.IsInternal(err) || !errors.Is(err, store.ErrClosed) {
 		t.Errorf("announce on a closed store: %v (code %q)", err, api.CodeOf(err))
@@ -448,7 +395,7 @@ func TestFetch(t *testing.T) {
 	srv := w.server(nil)
 	h := srv.Handler()
 	c := serve(t, srv)
-	hello := w.a.local(t, "app-misc/hello-1.0")
+	hello := w.a.Local(t, "app-misc/hello-1.0")
 
 	// An own build is copied from PKGDIR, nothing fetched.
 	dir := t.TempDir()
@@ -516,7 +463,7 @@ func TestFetchProgress(t *testing.T) {
 	srv := w.server(nil)
 	h := srv.Handler()
 	c := serve(t, srv)
-	consumer := w.b.local(t, "app-misc/consumer-1.0")
+	consumer := w.b.Local(t, "app-misc/consumer-1.0")
 	dir := t.TempDir()
 
 	var lines []api.FetchEvent
@@ -558,7 +505,7 @@ func TestFetchProgress(t *testing.T) {
 	wantError(t, "progress fetch not allowed", rec, api.CodeNotAllowed, "not allowed")
 
 	// libfoo is allowed (a heard b's vote) but b went away.
-	w.b.net.SetOnline(false)
+	w.b.Node.SetOnline(false)
 	err = c.PostStream(t.Context(), api.PathFetch, api.FetchRequest{Query: "dev-libs/libfoo-2.1", Progress: true}, func([]byte) error { return nil })
 	if !api.IsUnavailable(err) || !strings.Contains(err.Error(), "no reachable peer") {
 		t.Errorf("fetch with no provider: %v (code %q)", err, api.CodeOf(err))
@@ -575,7 +522,7 @@ func TestFetchStreamErrorAfterProgress(t *testing.T) {
 	w := newWorld(t)
 	w.dropAll = true
 	srv := w.server(nil)
-	consumer := w.b.local(t, "app-misc/consumer-1.0")
+	consumer := w.b.Local(t, "app-misc/consumer-1.0")
 	rec := do(srv.Handler(), "POST", api.PathFetch, fmt.Sprintf(`{"query":%q,"progress":true}`, consumer.BuildKey))
 	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/x-ndjson" {
 		t.Fatalf("answered %d %q", rec.Code, rec.Header().Get("Content-Type"))
@@ -618,7 +565,7 @@ func mustRead(t *testing.T, path string) []byte {
 func TestExplainAndPolicy(t *testing.T) {
 	w := newWorld(t)
 	h := w.server(nil).Handler()
-	hello := w.a.local(t, "app-misc/hello-1.0")
+	hello := w.a.Local(t, "app-misc/hello-1.0")
 
 	ex := decode[api.Explanation](t, do(h, "GET", api.PathTrustExplain+"?q=app-misc/hello-1.0", ""))
 	if ex.Query != "app-misc/hello-1.0" || len(ex.Verdicts) != 1 || ex.Verdicts[0].Decision != trust.Allowed ||
@@ -638,8 +585,8 @@ func TestExplainAndPolicy(t *testing.T) {
 	wantError(t, "explain with no query", do(h, "GET", api.PathTrustExplain, ""), api.CodeBadRequest, "empty query")
 
 	p := decode[api.PolicyView](t, do(h, "GET", api.PathTrustPolicy, ""))
-	pol := w.a.votes.Policy()
-	if p.Threshold != trust.DefaultThreshold || p.Dispute != trust.DefaultDispute || p.RequireSigner || p.Self != w.a.id.String() ||
+	pol := w.a.Book.Policy()
+	if p.Threshold != trust.DefaultThreshold || p.Dispute != trust.DefaultDispute || p.RequireSigner || p.Self != w.a.ID.String() ||
 		len(p.Signers) != 1 || p.Signers[0] != fmt.Sprintf("%x", pol.Signers[0]) ||
 		len(p.TrustedPeers) != 1 || p.TrustedPeers[0] != w.trusted.String() || len(p.BlockedPeers) != 1 || len(p.PGPKeys) != 0 {
 		t.Errorf("policy %+v", p)
@@ -655,12 +602,8 @@ func TestEndorse(t *testing.T) {
 	w := newWorld(t)
 	srv := w.server(nil)
 	c := serve(t, srv)
-	hello := w.a.local(t, "app-misc/hello-1.0")
-	pkg, err := xpak.ReadFile(hello.Path, xpak.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := votes.EndorsePackage(pkg, w.signer)
+	hello := w.a.Local(t, "app-misc/hello-1.0")
+	e, err := votes.EndorsePackage(jobtest.Identify(t, hello.Path).Pkg, w.signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -671,7 +614,7 @@ func TestEndorse(t *testing.T) {
 	if err := c.Post(t.Context(), api.PathEndorse, api.EndorseRequest{Blob: e.Marshal()}, &res); err != nil || res.Stored {
 		t.Errorf("endorse again: %+v %v, want not stored", res, err)
 	}
-	ends, _ := w.a.store.EndorsementsFor(hello.BuildKey)
+	ends, _ := w.a.Store.EndorsementsFor(hello.BuildKey)
 	if len(ends) != 1 {
 		t.Errorf("%d endorsements stored", len(ends))
 	}
@@ -693,7 +636,7 @@ func TestEndorse(t *testing.T) {
 	wantError(t, "endorse with a bad body", do(srv.Handler(), "POST", api.PathEndorse, `{"blob":"%%%"}`), api.CodeBadRequest, "bad request body")
 
 	// A valid endorsement the store cannot keep.
-	w.a.store.Close()
+	w.a.Store.Close()
 	_, err = srv.Endorse(t.Context(), api.EndorseRequest{Blob: e.Marshal()})
 	if !api.IsInternal(err) {
 		t.Errorf("endorse on a closed store: %v (code %q)", err, api.CodeOf(err))

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -18,19 +19,19 @@ func TestCollectGarbage(t *testing.T) {
 	s.cache(w.layout1) // oldest, but an own build
 	s.cache(w.layout2)
 	s.cache(w.hello2) // newest
-	size := w.hello2.lp.Size
+	size := w.hello2.Local.Size
 	withBudget := func(b int64) *Materializer {
-		return New(Options{Store: s.st, Votes: s.book, Net: s.node, Self: s.id, DiskBudget: b, Files: xpak.DefaultLimits()})
+		return New(Options{Store: s.Store, Votes: s.Book, Net: s.Node, Self: s.ID, DiskBudget: b, Files: xpak.DefaultLimits()})
 	}
 
 	withBudget(0).collectGarbage()
-	if s.st.Cache().Usage() != 3*size {
-		t.Fatalf("unbounded cache shrank to %d", s.st.Cache().Usage())
+	if s.Store.Cache().Usage() != 3*size {
+		t.Fatalf("unbounded cache shrank to %d", s.Store.Cache().Usage())
 	}
 	withBudget(2 * size).collectGarbage()
-	if !s.cached(w.layout1) || s.cached(w.layout2) || !s.cached(w.hello2) || s.st.Cache().Usage() != 2*size {
+	if !s.cached(w.layout1) || s.cached(w.layout2) || !s.cached(w.hello2) || s.Store.Cache().Usage() != 2*size {
 		t.Fatalf("budget of two files: layout1 %v layout2 %v hello2 %v, usage %d; want the least recently used (layout2) gone",
-			s.cached(w.layout1), s.cached(w.layout2), s.cached(w.hello2), s.st.Cache().Usage())
+			s.cached(w.layout1), s.cached(w.layout2), s.cached(w.hello2), s.Store.Cache().Usage())
 	}
 	withBudget(1).collectGarbage()
 	if !s.cached(w.layout1) || s.cached(w.hello2) {
@@ -46,18 +47,18 @@ func TestFetchHoldsBudget(t *testing.T) {
 	a, b := w.remote(), w.remote()
 	a.builds(w.hello1, at(0))
 	b.builds(w.hello2, at(1))
-	s := w.self(selfOpts{budget: w.hello1.lp.Size})
+	s := w.self(selfOpts{budget: w.hello1.Local.Size})
 	s.local(w.layout1)
 	s.cache(w.layout1)
 	s.cache(w.layout2)
-	m, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !s.cached(w.hello1) || !s.cached(w.layout1) || s.cached(w.layout2) {
 		t.Fatalf("fetched %v, own build %v, other copy %v; want the other copy evicted", s.cached(w.hello1), s.cached(w.layout1), s.cached(w.layout2))
 	}
-	if e, ok, _ := s.st.Cache().Get(w.hello1.lp.FileSHA256); !ok || e.Path != m.Path {
+	if e, ok, _ := s.Store.Cache().Get(w.hello1.Local.FileSHA256); !ok || e.Path != m.Path {
 		t.Fatal("the fetched file is not where Materialize said")
 	}
 }
@@ -66,13 +67,13 @@ func TestFetchHoldsBudget(t *testing.T) {
 func TestRunCollectsGarbage(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	s := w.self(selfOpts{budget: w.hello2.lp.Size})
+	s := w.self(selfOpts{budget: w.hello2.Local.Size})
 	s.cache(w.layout2)
 	s.cache(w.hello2)
 	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan struct{})
 	go func() { s.mz.Run(ctx); close(ran) }()
-	waitFor(t, "the cache to fit its budget", func() bool { return s.st.Cache().Usage() <= w.hello2.lp.Size })
+	waitFor(t, "the cache to fit its budget", func() bool { return s.Store.Cache().Usage() <= w.hello2.Local.Size })
 	cancel()
 	<-ran
 	if s.cached(w.layout2) || !s.cached(w.hello2) {
@@ -96,7 +97,7 @@ func TestMirrorLoop(t *testing.T) {
 	go func() { s.mz.Run(ctx); close(ran) }()
 	builds := func() map[string]bool {
 		got := map[string]bool{}
-		es, _ := s.st.Cache().List()
+		es, _ := s.Store.Cache().List()
 		for _, e := range es {
 			got[e.Meta.BuildKey] = true
 		}
@@ -105,12 +106,12 @@ func TestMirrorLoop(t *testing.T) {
 	waitFor(t, "the mirror to fetch both builds", func() bool { return len(builds()) == 2 })
 	cancel()
 	<-ran
-	if got := builds(); !got[w.hello1.lp.BuildKey] || !got[w.layout1.lp.BuildKey] {
+	if got := builds(); !got[w.hello1.Local.BuildKey] || !got[w.layout1.Local.BuildKey] {
 		t.Fatalf("mirrored %v", got)
 	}
-	for _, p := range []binpkg{w.hello1, w.layout1} {
+	for _, p := range []jobtest.Binpkg{w.hello1, w.layout1} {
 		if bp, vp := s.providing(p); !bp || !vp {
-			t.Errorf("mirror does not provide %s (build %v, variant %v)", p.lp.CPV, bp, vp)
+			t.Errorf("mirror does not provide %s (build %v, variant %v)", p.Local.CPV, bp, vp)
 		}
 	}
 	if n := w.fetch.Calls(); n != 2 {
@@ -124,7 +125,7 @@ func TestMirrorOnceStops(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a, b := w.remote(), w.remote()
-	full := w.self(selfOpts{mode: config.ModeMirror, budget: w.layout2.lp.Size})
+	full := w.self(selfOpts{mode: config.ModeMirror, budget: w.layout2.Local.Size})
 	full.learn(a.builds(w.hello1, at(0)), b.builds(w.hello2, at(1)))
 	full.cache(w.layout2)
 	full.mz.mirrorOnce(t.Context())

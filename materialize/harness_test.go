@@ -1,11 +1,7 @@
 package materialize
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,127 +16,15 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
-	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
-	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
-	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
-	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
-
-// Names of the fixture files used here.
-const (
-	hello  = "app-misc/hello-1.0.gpkg.tar"
-	layout = "app-misc/layout-1.0-r1.gpkg.tar"
-)
-
-// binpkg is one real fixture binpkg on disk with its identities, as
-// own.identify computes them.
-type binpkg struct {
-	lp    store.LocalPackage
-	data  []byte
-	desc  json.RawMessage
-	index map[string]string
-}
-
-func (b binpkg) content() trust.ContentID {
-	return trust.ContentID{Image: b.lp.ImageDigest, Metadata: b.lp.MetadataDigest}
-}
-
-// readPkg writes the fixture set into dir (a PKGDIR) and identifies name.
-func readPkg(t testing.TB, set, dir, name string) binpkg {
-	t.Helper()
-	if _, err := fixtures.WritePKGDIR(set, dir); err != nil {
-		t.Fatal(err)
-	}
-	return identify(t, filepath.Join(dir, name))
-}
-
-// identify mirrors own.identify: the file's identities and piece layer.
-func identify(t testing.TB, path string) binpkg {
-	t.Helper()
-	pkg, err := xpak.ReadFile(path, xpak.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, err := identity.MetadataDigest(pkg.Metadata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaves, size, err := pieces.Layer(bytes.NewReader(data))
-	if err != nil || size != pkg.Size {
-		t.Fatalf("piece layer of %s: %v (size %d, want %d)", path, err, size, pkg.Size)
-	}
-	descJSON, err := json.Marshal(desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	index := map[string]string{}
-	for _, k := range votes.IndexKeys() {
-		if v := strings.Join(strings.Fields(pkg.Metadata.Get(k)), " "); v != "" {
-			index[k] = v
-		}
-	}
-	buildID, _ := pkg.Metadata.BuildID()
-	return binpkg{
-		lp: store.LocalPackage{
-			Path: path, Size: pkg.Size, FileSHA256: pkg.FileSHA256, Format: string(pkg.Format),
-			CPV: pkg.Metadata.CPV(), BuildID: buildID,
-			BuildKey: desc.BuildKey().String(), VariantKey: desc.VariantKey().String(),
-			ImageDigest: pkg.ImageDigest, MetadataDigest: md,
-			PieceRoot: pieces.RootOf(leaves), Platform: desc.Platform(),
-			IndexedAt: time.Now().UTC(), Extra: json.RawMessage(`{}`),
-		},
-		data: data, desc: descJSON, index: index,
-	}
-}
-
-// attest signs, as a builder of b, an attestation of b's file and content.
-func attest(t testing.TB, key crypto.PrivKey, b binpkg, at time.Time) *trust.Signed {
-	t.Helper()
-	return attestFile(t, key, b, b, at)
-}
-
-// attestFile signs an attestation that claims claim's build and content
-// but names file's container (SHA-256, size, piece root): what an attacker
-// signs to get its own file fetched under an honest content id.
-func attestFile(t testing.TB, key crypto.PrivKey, claim, file binpkg, at time.Time) *trust.Signed {
-	t.Helper()
-	lp := claim.lp
-	s, err := trust.Sign(trust.Attestation{
-		Version: trust.AttestationVersion, BuildKey: lp.BuildKey, VariantKey: lp.VariantKey,
-		CPV: lp.CPV, Platform: lp.Platform, Descriptor: claim.desc, Index: claim.index,
-		Content:    claim.content(),
-		FileSHA256: file.lp.FileSHA256, Size: file.lp.Size, PieceRoot: file.lp.PieceRoot,
-		PieceSize: pieces.Size, Format: lp.Format, Time: at,
-	}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func mustCID(t testing.TB, s string) cid.Cid {
-	t.Helper()
-	c, err := cid.Decode(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 // world is an in-memory network with one daemon under test (self) and
 // remote peers that serve attestations; fetch is the transfer every
@@ -148,15 +32,15 @@ func mustCID(t testing.TB, s string) cid.Cid {
 type world struct {
 	t     *testing.T
 	net   *memnet.Network
-	fetch *fakeFetch
+	fetch *jobtest.FakeFetch
 	// The fixture files: hello and layout of two independent builds, and
 	// the trojaned layout (same build key, other content).
-	hello1, hello2, layout1, layout2, evil binpkg
+	hello1, hello2, layout1, layout2, evil jobtest.Binpkg
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, net: memnet.New(), fetch: newFakeFetch()}
+	w := &world{t: t, net: memnet.New(), fetch: jobtest.NewFakeFetch()}
 	fx := loadFixtures(t)
 	w.hello1, w.layout1, w.hello2, w.layout2, w.evil = fx.hello1, fx.layout1, fx.hello2, fx.layout2, fx.evil
 	return w
@@ -165,7 +49,7 @@ func newWorld(t *testing.T) *world {
 // fixtureSet is the fixture files, identified once for all tests (reading
 // them is most of a test's work); tests only read them.
 type fixtureSet struct {
-	hello1, hello2, layout1, layout2, evil binpkg
+	hello1, hello2, layout1, layout2, evil jobtest.Binpkg
 }
 
 var (
@@ -193,15 +77,16 @@ func loadFixtures(t *testing.T) fixtureSet {
 		var fx fixtureSet
 		ok := t.Run("fixtures", func(t *testing.T) {
 			d1, d2, d3 := filepath.Join(fixtureDir, "1"), filepath.Join(fixtureDir, "2"), filepath.Join(fixtureDir, "evil")
-			fx.hello1 = readPkg(t, fixtures.ReproGPKG1, d1, hello)
-			fx.layout1 = identify(t, filepath.Join(d1, layout))
-			fx.hello2 = readPkg(t, fixtures.ReproGPKG2, d2, hello)
-			fx.layout2 = identify(t, filepath.Join(d2, layout))
-			fx.evil = readPkg(t, fixtures.Backdoored, d3, layout)
-			if fx.hello1.lp.BuildKey != fx.hello2.lp.BuildKey || fx.hello1.content() != fx.hello2.content() || fx.hello1.lp.FileSHA256 == fx.hello2.lp.FileSHA256 {
+			set1, set2 := jobtest.WriteSet(t, fixtures.ReproGPKG1, d1), jobtest.WriteSet(t, fixtures.ReproGPKG2, d2)
+			fx.hello1 = jobtest.Identify(t, set1[jobtest.HelloFile])
+			fx.layout1 = jobtest.Identify(t, set1[jobtest.LayoutFile])
+			fx.hello2 = jobtest.Identify(t, set2[jobtest.HelloFile])
+			fx.layout2 = jobtest.Identify(t, set2[jobtest.LayoutFile])
+			fx.evil = jobtest.Identify(t, jobtest.WriteSet(t, fixtures.Backdoored, d3)[jobtest.LayoutFile])
+			if fx.hello1.Local.BuildKey != fx.hello2.Local.BuildKey || fx.hello1.Content() != fx.hello2.Content() || fx.hello1.Local.FileSHA256 == fx.hello2.Local.FileSHA256 {
 				t.Fatal("fixtures: the two hello builds should be two files of one build and content")
 			}
-			if fx.evil.lp.BuildKey != fx.layout1.lp.BuildKey || fx.evil.content() == fx.layout1.content() {
+			if fx.evil.Local.BuildKey != fx.layout1.Local.BuildKey || fx.evil.Content() == fx.layout1.Content() {
 				t.Fatal("fixtures: the backdoored layout should claim layout's build key with another content")
 			}
 		})
@@ -220,9 +105,9 @@ func loadFixtures(t *testing.T) fixtureSet {
 // files in the fake transfer.
 type remote struct {
 	w    *world
-	key  crypto.PrivKey
-	id   peer.ID
-	node *memnet.Node
+	Key  crypto.PrivKey
+	ID   peer.ID
+	Node *memnet.Node
 
 	mu    sync.Mutex
 	blobs [][]byte // served for any key they name
@@ -230,16 +115,9 @@ type remote struct {
 
 func (w *world) remote() *remote {
 	w.t.Helper()
-	key, err := hostile.Identity()
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	r := &remote{w: w, key: key, id: id, node: w.net.Join(id)}
-	r.node.Serve(p2p.Handlers{Attestations: r.serve})
+	key, id := jobtest.NewKey(w.t)
+	r := &remote{w: w, Key: key, ID: id, Node: w.net.Join(id)}
+	r.Node.Serve(p2p.Handlers{Attestations: r.serve})
 	return r
 }
 
@@ -264,9 +142,9 @@ func (r *remote) serve(_ context.Context, key cid.Cid) ([][]byte, error) {
 
 // builds makes r an honest builder of b: it attests b (signed at), provides
 // its keys, and serves the file.
-func (r *remote) builds(b binpkg, at time.Time) *trust.Signed {
+func (r *remote) builds(b jobtest.Binpkg, at time.Time) *trust.Signed {
 	r.w.t.Helper()
-	s := attest(r.w.t, r.key, b, at)
+	s := jobtest.Attest(r.w.t, r.Key, b, at)
 	r.says(s.Marshal())
 	r.provides(b)
 	r.holds(b)
@@ -281,24 +159,20 @@ func (r *remote) says(blobs ...[]byte) {
 }
 
 // provides announces b's build and variant key.
-func (r *remote) provides(b binpkg) {
+func (r *remote) provides(b jobtest.Binpkg) {
 	r.w.t.Helper()
-	if err := r.node.Provide(mustCID(r.w.t, b.lp.BuildKey), mustCID(r.w.t, b.lp.VariantKey)); err != nil {
+	if err := r.Node.Provide(jobtest.CID(r.w.t, b.Local.BuildKey), jobtest.CID(r.w.t, b.Local.VariantKey)); err != nil {
 		r.w.t.Fatal(err)
 	}
 }
 
 // holds makes the fake transfer serve b's file from r.
-func (r *remote) holds(b binpkg) { r.w.fetch.hold(r.id, b.data) }
+func (r *remote) holds(b jobtest.Binpkg) { r.w.fetch.Hold(r.ID, b.Data) }
 
 // self is the daemon under test.
 type self struct {
+	*jobtest.Peer
 	w      *world
-	key    crypto.PrivKey
-	id     peer.ID
-	node   *memnet.Node
-	st     *store.Store
-	book   *votes.Book
 	mz     *Materializer
 	pkgdir string
 }
@@ -313,19 +187,6 @@ type selfOpts struct {
 
 func (w *world) self(o selfOpts) *self {
 	w.t.Helper()
-	key, err := hostile.Identity()
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	st, err := store.Open(w.t.TempDir(), store.Options{})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { st.Close() })
 	if o.mode == "" {
 		o.mode = config.ModeShare
 	}
@@ -333,21 +194,16 @@ func (w *world) self(o selfOpts) *self {
 		o.threshold = 2
 	}
 	if o.platform == "" {
-		o.platform = w.hello1.lp.Platform
+		o.platform = w.hello1.Local.Platform
 	}
 	pol := trust.DefaultPolicy()
 	pol.Threshold = o.threshold
 	if o.policyHook != nil {
 		o.policyHook(&pol)
 	}
-	s := &self{w: w, key: key, id: id, node: w.net.Join(id), st: st, pkgdir: w.t.TempDir()}
-	s.book = votes.New(votes.Options{
-		Store: st, Policy: pol, Self: id, Platform: o.platform,
-		Limits: config.Defaults().Limits, Files: xpak.DefaultLimits(), Net: s.node,
-	})
-	s.node.Serve(p2p.Handlers{Attestations: s.book.ServeAttestations})
+	s := &self{Peer: jobtest.NewPeer(w.t, w.net, jobtest.WithPolicy(pol), jobtest.WithPlatform(o.platform)), w: w, pkgdir: w.t.TempDir()}
 	s.mz = New(Options{
-		Store: st, Votes: s.book, Net: s.node, Fetch: w.fetch.fetch, Self: id,
+		Store: s.Store, Votes: s.Book, Net: s.Node, Fetch: w.fetch.Fetch, Self: s.ID,
 		Platform: o.platform, Mode: o.mode, DiskBudget: o.budget, Files: xpak.DefaultLimits(),
 	})
 	return s
@@ -357,48 +213,48 @@ func (w *world) self(o selfOpts) *self {
 func (s *self) learn(atts ...*trust.Signed) {
 	s.w.t.Helper()
 	for _, a := range atts {
-		if _, err := s.book.IngestFrom(context.Background(), a.Marshal(), a.Attester); err != nil {
+		if _, err := s.Book.IngestFrom(context.Background(), a.Marshal(), a.Attester); err != nil {
 			s.w.t.Fatalf("ingest attestation of %s: %v", a.Attester, err)
 		}
 	}
 }
 
 // local puts b into PKGDIR as an own build.
-func (s *self) local(b binpkg) string {
+func (s *self) local(b jobtest.Binpkg) string {
 	s.w.t.Helper()
-	path := filepath.Join(s.pkgdir, filepath.Base(b.lp.Path))
-	if err := os.WriteFile(path, b.data, 0o644); err != nil {
+	path := filepath.Join(s.pkgdir, filepath.Base(b.Local.Path))
+	if err := os.WriteFile(path, b.Data, 0o644); err != nil {
 		s.w.t.Fatal(err)
 	}
-	lp := b.lp
+	lp := b.Local
 	lp.Path = path
-	if err := s.st.PutLocal(lp); err != nil {
+	if err := s.Store.PutLocal(lp); err != nil {
 		s.w.t.Fatal(err)
 	}
 	return path
 }
 
 // cache commits b's file into the content cache.
-func (s *self) cache(b binpkg) store.CacheEntry {
+func (s *self) cache(b jobtest.Binpkg) store.CacheEntry {
 	s.w.t.Helper()
-	f, err := s.st.Cache().CreateTemp()
+	f, err := s.Store.Cache().CreateTemp()
 	if err != nil {
 		s.w.t.Fatal(err)
 	}
-	if _, err := f.Write(b.data); err != nil {
+	if _, err := f.Write(b.Data); err != nil {
 		s.w.t.Fatal(err)
 	}
 	f.Close()
-	e, err := s.st.Cache().Commit(f.Name(), b.lp.FileSHA256, store.CacheMeta{CPV: b.lp.CPV, BuildKey: b.lp.BuildKey})
+	e, err := s.Store.Cache().Commit(f.Name(), b.Local.FileSHA256, store.CacheMeta{CPV: b.Local.CPV, BuildKey: b.Local.BuildKey})
 	if err != nil {
 		s.w.t.Fatal(err)
 	}
 	return e
 }
 
-func (s *self) cached(b binpkg) bool {
+func (s *self) cached(b jobtest.Binpkg) bool {
 	s.w.t.Helper()
-	ok, err := s.st.Cache().Has(b.lp.FileSHA256)
+	ok, err := s.Store.Cache().Has(b.Local.FileSHA256)
 	if err != nil {
 		s.w.t.Fatal(err)
 	}
@@ -406,146 +262,8 @@ func (s *self) cached(b binpkg) bool {
 }
 
 // providing reports whether self announces b's build and variant keys.
-func (s *self) providing(b binpkg) (build, variant bool) {
-	return s.node.Providing(mustCID(s.w.t, b.lp.BuildKey)), s.node.Providing(mustCID(s.w.t, b.lp.VariantKey))
-}
-
-// fakeFetch stands in for transfer.Fetch: it "downloads" a file by its
-// SHA-256 from the first listed peer that holds it, honouring Fetch's
-// contract: a part file in opts.Dir, opts.Verify on the complete part
-// file (ErrVerify, file deleted, on refusal), a rename to opts.Path or
-// Dir/<sha hex>, NotHeld for providers without the file, BadPeers for one
-// sending other bytes, ErrNoProviders when none delivered.
-type fakeFetch struct {
-	mu    sync.Mutex
-	held  map[peer.ID]map[[32]byte][]byte
-	calls int
-	wants [][32]byte
-	peers [][]peer.ID
-	// fail, when set, is returned by the next calls instead of fetching
-	// (after removing the part file, as Fetch does on ErrDiskWrite).
-	fail error
-	// gate, when set, blocks each call (after started is signalled) until
-	// it is closed or the call's context ends.
-	gate    chan struct{}
-	started chan context.Context
-}
-
-func newFakeFetch() *fakeFetch {
-	return &fakeFetch{held: map[peer.ID]map[[32]byte][]byte{}}
-}
-
-func (f *fakeFetch) hold(p peer.ID, data []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.held[p] == nil {
-		f.held[p] = map[[32]byte][]byte{}
-	}
-	f.held[p][sha256.Sum256(data)] = data
-}
-
-// holdAs makes p serve data under sha whatever data hashes to: a peer
-// sending other bytes than the file asked for.
-func (f *fakeFetch) holdAs(p peer.ID, sha [32]byte, data []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.held[p] == nil {
-		f.held[p] = map[[32]byte][]byte{}
-	}
-	f.held[p][sha] = data
-}
-
-func (f *fakeFetch) Calls() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
-
-func (f *fakeFetch) setFail(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail = err
-}
-
-func (f *fakeFetch) fetch(ctx context.Context, want transfer.Want, providers []peer.AddrInfo, opts transfer.FetchOptions) (transfer.Result, error) {
-	f.mu.Lock()
-	f.calls++
-	f.wants = append(f.wants, want.SHA256)
-	var ids []peer.ID
-	for _, p := range providers {
-		ids = append(ids, p.ID)
-	}
-	f.peers = append(f.peers, ids)
-	gate, started, fail := f.gate, f.started, f.fail
-	f.mu.Unlock()
-	start := time.Now()
-	res := transfer.Result{Size: want.Size, Pieces: pieces.Count(want.Size), PeerPieces: map[peer.ID]int{}}
-	defer func() { res.Duration = time.Since(start) }()
-	if opts.Dir == "" || want.PieceSize != pieces.Size || want.Size <= 0 {
-		return res, fmt.Errorf("%w: dir %q, piece size %d, size %d", transfer.ErrWant, opts.Dir, want.PieceSize, want.Size)
-	}
-	if started != nil {
-		started <- ctx
-	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return res, ctx.Err()
-		}
-	}
-	name := hex.EncodeToString(want.SHA256[:])
-	part := filepath.Join(opts.Dir, name+".part")
-	if fail != nil {
-		os.Remove(part)
-		return res, fail
-	}
-	if opts.Path == "" {
-		opts.Path = filepath.Join(opts.Dir, name)
-	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
-		return res, err
-	}
-	for _, p := range providers {
-		f.mu.Lock()
-		data, ok := f.held[p.ID][want.SHA256]
-		f.mu.Unlock()
-		if !ok {
-			res.NotHeld = append(res.NotHeld, p.ID)
-			continue
-		}
-		leaves, size, _ := pieces.Layer(bytes.NewReader(data))
-		res.BytesFetched += size
-		if size != want.Size || pieces.RootOf(leaves) != want.PieceRoot {
-			res.BadPeers = append(res.BadPeers, transfer.PeerFault{Peer: p.ID, Kind: transfer.FaultBadLayer, Err: pieces.ErrLayerMismatch})
-			continue
-		}
-		if err := os.WriteFile(part, data, 0o644); err != nil {
-			return res, fmt.Errorf("%w: %v", transfer.ErrDiskWrite, err)
-		}
-		res.PeerPieces[p.ID] = len(leaves)
-		res.PiecesFetched = len(leaves)
-		res.Leaves = leaves
-		if opts.Progress != nil {
-			opts.Progress(transfer.Progress{Done: size, Total: size, Peers: 1})
-		}
-		if sha256.Sum256(data) != want.SHA256 {
-			os.Remove(part)
-			return res, transfer.ErrHashMismatch
-		}
-		if opts.Verify != nil {
-			if err := opts.Verify(part); err != nil {
-				os.Remove(part)
-				return res, fmt.Errorf("%w: %w", transfer.ErrVerify, err)
-			}
-		}
-		if err := os.Rename(part, opts.Path); err != nil {
-			return res, err
-		}
-		res.Path = opts.Path
-		return res, nil
-	}
-	return res, transfer.ErrNoProviders
+func (s *self) providing(b jobtest.Binpkg) (build, variant bool) {
+	return s.Providing(s.w.t, b.Local.BuildKey), s.Providing(s.w.t, b.Local.VariantKey)
 }
 
 // waitFor polls cond until it holds, failing the test after 5s.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
@@ -37,35 +38,35 @@ func TestMaterializeFetchesFromPeers(t *testing.T) {
 			a.builds(w.hello1, at(0))
 			b.builds(w.hello2, at(1))
 			s := w.self(selfOpts{mode: mode, threshold: 2})
-			bk := w.hello1.lp.BuildKey
+			bk := w.hello1.Local.BuildKey
 
 			var progress []transfer.Progress
 			m, err := s.mz.Materialize(t.Context(), bk, func(p transfer.Progress) { progress = append(progress, p) })
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Verdict.Decision != trust.Allowed || *m.Verdict.Content != w.hello1.content() || m.Local {
-				t.Fatalf("verdict %s content %v local %v; want allowed %v, fetched", m.Verdict.Decision, m.Verdict.Content, m.Local, w.hello1.content())
+			if m.Verdict.Decision != trust.Allowed || *m.Verdict.Content != w.hello1.Content() || m.Local {
+				t.Fatalf("verdict %s content %v local %v; want allowed %v, fetched", m.Verdict.Decision, m.Verdict.Content, m.Local, w.hello1.Content())
 			}
 			// a attested first: its file is the first candidate.
-			if m.Att.Attester != a.id || m.Att.Attestation.FileSHA256 != w.hello1.lp.FileSHA256 {
-				t.Fatalf("fetched the file attested by %s, want a's (%s)", m.Att.Attester, a.id)
+			if m.Att.Attester != a.ID || m.Att.Attestation.FileSHA256 != w.hello1.Local.FileSHA256 {
+				t.Fatalf("fetched the file attested by %s, want a's (%s)", m.Att.Attester, a.ID)
 			}
-			if want := s.st.Cache().Path(w.hello1.lp.FileSHA256); m.Path != want {
+			if want := s.Store.Cache().Path(w.hello1.Local.FileSHA256); m.Path != want {
 				t.Fatalf("path %s, want the cache's %s", m.Path, want)
 			}
 			got, err := os.ReadFile(m.Path)
-			if err != nil || !bytes.Equal(got, w.hello1.data) {
+			if err != nil || !bytes.Equal(got, w.hello1.Data) {
 				t.Fatalf("cached file differs from a's (%v)", err)
 			}
-			if w.fetch.Calls() != 1 || m.Result.PeerPieces[a.id] != 1 || len(progress) == 0 {
-				t.Fatalf("%d transfers, pieces from a %d, %d progress reports; want 1, 1, some", w.fetch.Calls(), m.Result.PeerPieces[a.id], len(progress))
+			if w.fetch.Calls() != 1 || m.Result.PeerPieces[a.ID] != 1 || len(progress) == 0 {
+				t.Fatalf("%d transfers, pieces from a %d, %d progress reports; want 1, 1, some", w.fetch.Calls(), m.Result.PeerPieces[a.ID], len(progress))
 			}
-			if _, ok, _ := s.st.GetLeaves(w.hello1.lp.FileSHA256); !ok {
+			if _, ok, _ := s.Store.GetLeaves(w.hello1.Local.FileSHA256); !ok {
 				t.Error("the verified piece layer was not kept for serving")
 			}
-			if c, _ := s.st.Counters(); c["builds_fetched"] != 1 || c["bytes_fetched"] != w.hello1.lp.Size {
-				t.Errorf("counters %v; want one build of %d bytes fetched", c, w.hello1.lp.Size)
+			if c, _ := s.Store.Counters(); c["builds_fetched"] != 1 || c["bytes_fetched"] != w.hello1.Local.Size {
+				t.Errorf("counters %v; want one build of %d bytes fetched", c, w.hello1.Local.Size)
 			}
 			bp, vp := s.providing(w.hello1)
 			if want := mode != config.ModeConsume; bp != want || vp != want {
@@ -92,12 +93,12 @@ func TestProviders(t *testing.T) {
 	b.builds(w.hello2, at(1))
 	c.provides(w.hello1) // a copy: attests nothing itself
 	s := w.self(selfOpts{})
-	files, err := s.mz.Providers(t.Context(), w.hello1.lp.BuildKey)
+	files, err := s.mz.Providers(t.Context(), w.hello1.Local.BuildKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 2 || len(files[w.hello1.lp.FileSHA256]) != 1 || files[w.hello1.lp.FileSHA256][0].ID != a.id ||
-		len(files[w.hello2.lp.FileSHA256]) != 1 || files[w.hello2.lp.FileSHA256][0].ID != b.id {
+	if len(files) != 2 || len(files[w.hello1.Local.FileSHA256]) != 1 || files[w.hello1.Local.FileSHA256][0].ID != a.ID ||
+		len(files[w.hello2.Local.FileSHA256]) != 1 || files[w.hello2.Local.FileSHA256][0].ID != b.ID {
 		t.Fatalf("providers %v; want hello1 → a, hello2 → b", files)
 	}
 	if _, err := s.mz.Providers(t.Context(), "not-a-build-key"); err == nil {
@@ -123,8 +124,8 @@ func TestMaterializeNotAllowed(t *testing.T) {
 		bk   string
 		want trust.Decision
 	}{
-		{"one vote of two", s2, w.hello1.lp.BuildKey, trust.Unknown},
-		{"disputed", s, w.layout1.lp.BuildKey, trust.Disputed},
+		{"one vote of two", s2, w.hello1.Local.BuildKey, trust.Unknown},
+		{"disputed", s, w.layout1.Local.BuildKey, trust.Disputed},
 		{"malformed build key", s, "not-a-build-key", trust.Refused},
 	} {
 		m, err := tc.s.mz.Materialize(t.Context(), tc.bk, nil)
@@ -152,11 +153,11 @@ func TestMaterializeUsesOwnBuild(t *testing.T) {
 	b.builds(w.hello2, at(1))
 	s := w.self(selfOpts{})
 	path := s.local(w.hello2) // the same file b attests
-	m, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.Local || m.Path != path || m.Att.Attester != b.id || w.fetch.Calls() != 0 {
+	if !m.Local || m.Path != path || m.Att.Attester != b.ID || w.fetch.Calls() != 0 {
 		t.Fatalf("local %v path %s attester %s, %d transfers; want PKGDIR's %s, b's attestation, no transfer", m.Local, m.Path, m.Att.Attester, w.fetch.Calls(), path)
 	}
 	if s.cached(w.hello2) {
@@ -174,11 +175,11 @@ func TestMaterializeUsesCachedCopy(t *testing.T) {
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
 	e := s.cache(w.layout2)
-	m, err := s.mz.Materialize(t.Context(), w.layout1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Local || m.Path != e.Path || m.Att.Attester != b.id || w.fetch.Calls() != 0 {
+	if m.Local || m.Path != e.Path || m.Att.Attester != b.ID || w.fetch.Calls() != 0 {
 		t.Fatalf("local %v path %s attester %s, %d transfers; want the cached %s, b's attestation, no transfer", m.Local, m.Path, m.Att.Attester, w.fetch.Calls(), e.Path)
 	}
 }
@@ -194,7 +195,7 @@ func TestMaterializeIgnoresLocalFilesWithOtherContent(t *testing.T) {
 			a, b, e := w.remote(), w.remote(), w.remote()
 			sa := a.builds(w.layout1, at(1))
 			sb := b.builds(w.layout2, at(2))
-			lie := attestFile(t, e.key, w.layout1, w.evil, at(0)) // honest content, trojaned file
+			lie := jobtest.AttestFile(t, e.Key, w.layout1, w.evil, at(0)) // honest content, trojaned file
 			s := w.self(selfOpts{})
 			s.learn(lie, sa, sb)
 			if where == "pkgdir" {
@@ -202,15 +203,15 @@ func TestMaterializeIgnoresLocalFilesWithOtherContent(t *testing.T) {
 			} else {
 				s.cache(w.evil)
 			}
-			m, err := s.mz.Materialize(t.Context(), w.layout1.lp.BuildKey, nil)
+			m, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Local || m.Att.Attester != a.id || w.fetch.Calls() != 1 {
+			if m.Local || m.Att.Attester != a.ID || w.fetch.Calls() != 1 {
 				t.Fatalf("local %v attester %s, %d transfers; want a's file fetched", m.Local, m.Att.Attester, w.fetch.Calls())
 			}
 			got, _ := os.ReadFile(m.Path)
-			if !bytes.Equal(got, w.layout1.data) {
+			if !bytes.Equal(got, w.layout1.Data) {
 				t.Fatal("served file is not layout1")
 			}
 		})
@@ -224,29 +225,29 @@ func TestMaterializeRejectsWrongContent(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a, e := w.remote(), w.remote()
-	lie := attestFile(t, e.key, w.layout1, w.evil, at(0)) // oldest: tried first
+	lie := jobtest.AttestFile(t, e.Key, w.layout1, w.evil, at(0)) // oldest: tried first
 	e.says(lie.Marshal())
 	e.provides(w.layout1)
 	e.holds(w.evil)
 	a.builds(w.layout1, at(1))
 	s := w.self(selfOpts{threshold: 2})
-	m, err := s.mz.Materialize(t.Context(), w.layout1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.fetch.Calls() != 2 || w.fetch.wants[0] != w.evil.lp.FileSHA256 {
-		t.Fatalf("%d transfers, first of %x; want the trojaned file tried first, then another", w.fetch.Calls(), w.fetch.wants[0][:4])
+	if w.fetch.Calls() != 2 || w.fetch.Wants()[0] != w.evil.Local.FileSHA256 {
+		t.Fatalf("%d transfers, first of %x; want the trojaned file tried first, then another", w.fetch.Calls(), w.fetch.Wants()[0][:4])
 	}
-	if m.Att.Attester != a.id {
+	if m.Att.Attester != a.ID {
 		t.Fatalf("attestation of %s used, want a's", m.Att.Attester)
 	}
-	if got, _ := os.ReadFile(m.Path); !bytes.Equal(got, w.layout1.data) {
+	if got, _ := os.ReadFile(m.Path); !bytes.Equal(got, w.layout1.Data) {
 		t.Fatal("the file materialized is not layout1")
 	}
 	if s.cached(w.evil) {
 		t.Error("the trojaned file entered the cache")
 	}
-	if left, _ := os.ReadDir(s.st.PartialDir()); len(left) != 0 {
+	if left, _ := os.ReadDir(s.Store.PartialDir()); len(left) != 0 {
 		t.Errorf("partial files left: %v", left)
 	}
 }
@@ -257,17 +258,17 @@ func TestMaterializeAllCandidatesFail(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a, e := w.remote(), w.remote()
-	lie := attestFile(t, e.key, w.layout1, w.evil, at(0))
+	lie := jobtest.AttestFile(t, e.Key, w.layout1, w.evil, at(0))
 	e.says(lie.Marshal())
 	e.provides(w.layout1)
 	e.holds(w.evil)
-	sa := attest(t, a.key, w.layout1, at(1))
+	sa := jobtest.Attest(t, a.Key, w.layout1, at(1))
 	a.says(sa.Marshal())
 	a.provides(w.layout1)
-	w.fetch.holdAs(a.id, w.layout1.lp.FileSHA256, w.layout2.data) // other bytes than attested
+	w.fetch.HoldAs(a.ID, w.layout1.Local.FileSHA256, w.layout2.Data) // other bytes than attested
 	s := w.self(selfOpts{})
 	before := time.Now()
-	_, err := s.mz.Materialize(t.Context(), w.layout1.lp.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
 	if err == nil || !errors.Is(err, transfer.ErrNoProviders) || errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("err %v; want the last candidate's ErrNoProviders", err)
 	}
@@ -289,16 +290,16 @@ func TestMaterializeStopsOnDiskWrite(t *testing.T) {
 	a.builds(w.hello1, at(0))
 	b.builds(w.hello2, at(1))
 	s := w.self(selfOpts{})
-	w.fetch.setFail(fmt.Errorf("%w: writing piece 0: %w", transfer.ErrDiskWrite, syscall.ENOSPC))
-	_, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	w.fetch.SetFail(fmt.Errorf("%w: writing piece 0: %w", transfer.ErrDiskWrite, syscall.ENOSPC))
+	_, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if !errors.Is(err, transfer.ErrDiskWrite) || !errors.Is(err, syscall.ENOSPC) || w.fetch.Calls() != 1 {
 		t.Fatalf("err %v after %d transfers; want ErrDiskWrite (ENOSPC) after one", err, w.fetch.Calls())
 	}
 	if msg, _ := s.mz.LastFailure(); !strings.Contains(msg, syscall.ENOSPC.Error()) {
 		t.Errorf("LastFailure %q does not name the full disk", msg)
 	}
-	w.fetch.setFail(nil)
-	if _, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil); err != nil || !s.cached(w.hello1) {
+	w.fetch.SetFail(nil)
+	if _, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil); err != nil || !s.cached(w.hello1) {
 		t.Fatalf("after the disk was fixed: %v, cached %v", err, s.cached(w.hello1))
 	}
 }
@@ -316,8 +317,8 @@ func TestMaterializeSharesOneFetch(t *testing.T) {
 	s.learn(sa, sb)
 	gate := make(chan struct{})
 	started := make(chan context.Context, 1)
-	w.fetch.gate, w.fetch.started = gate, started
-	bk := w.hello1.lp.BuildKey
+	w.fetch.Gate(gate, started)
+	bk := w.hello1.Local.BuildKey
 
 	type result struct {
 		m   Materialized
@@ -361,8 +362,8 @@ func TestMaterializeSharesOneFetch(t *testing.T) {
 		if path == "" {
 			path = r.m.Path
 		}
-		if r.m.Path != path || r.m.Result.PeerPieces[a.id] != 1 {
-			t.Fatalf("a caller got %s (pieces from a: %d); want the shared transfer's %s", r.m.Path, r.m.Result.PeerPieces[a.id], path)
+		if r.m.Path != path || r.m.Result.PeerPieces[a.ID] != 1 {
+			t.Fatalf("a caller got %s (pieces from a: %d); want the shared transfer's %s", r.m.Path, r.m.Result.PeerPieces[a.ID], path)
 		}
 	}
 	if n := w.fetch.Calls(); n != 1 {
@@ -382,7 +383,8 @@ func TestMaterializeEndsWithRun(t *testing.T) {
 	sb := b.builds(w.hello2, at(1))
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	w.fetch.gate, w.fetch.started = make(chan struct{}), make(chan context.Context, 1)
+	started := make(chan context.Context, 1)
+	w.fetch.Gate(make(chan struct{}), started)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	ran := make(chan struct{})
@@ -390,10 +392,10 @@ func TestMaterializeEndsWithRun(t *testing.T) {
 	waitFor(t, "Run to start", func() bool { return s.mz.running.Load() != nil })
 	errc := make(chan error, 1)
 	go func() {
-		_, err := s.mz.Materialize(context.Background(), w.hello1.lp.BuildKey, nil)
+		_, err := s.mz.Materialize(context.Background(), w.hello1.Local.BuildKey, nil)
 		errc <- err
 	}()
-	<-w.fetch.started
+	<-started
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("a fetch when Run ended: %v, want context.Canceled", err)
@@ -411,27 +413,24 @@ func TestMaterializeFromCopies(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a, b, c := w.remote(), w.remote(), w.remote()
-	sa := attest(t, a.key, w.hello1, at(0))
-	sb := attest(t, b.key, w.hello2, at(1))
-	a.node.SetOnline(false)
-	b.node.SetOnline(false)
-	_, signer, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.says(votes.NewEndorsement(w.hello1.lp.BuildKey, w.hello1.lp.Platform, w.hello1.content(), signer).Marshal())
+	sa := jobtest.Attest(t, a.Key, w.hello1, at(0))
+	sb := jobtest.Attest(t, b.Key, w.hello2, at(1))
+	a.Node.SetOnline(false)
+	b.Node.SetOnline(false)
+	_, signer := jobtest.NewSigner(t)
+	c.says(votes.NewEndorsement(w.hello1.Local.BuildKey, w.hello1.Local.Platform, w.hello1.Content(), signer).Marshal())
 	c.provides(w.hello1)
 	c.holds(w.hello2) // not hello1, whose attestation is older
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	m, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Att.Attester != b.id || m.Result.PeerPieces[c.id] != 1 || w.fetch.Calls() != 2 {
-		t.Fatalf("attester %s, pieces from c %d, %d transfers; want hello2 from c after hello1 was not held", m.Att.Attester, m.Result.PeerPieces[c.id], w.fetch.Calls())
+	if m.Att.Attester != b.ID || m.Result.PeerPieces[c.ID] != 1 || w.fetch.Calls() != 2 {
+		t.Fatalf("attester %s, pieces from c %d, %d transfers; want hello2 from c after hello1 was not held", m.Att.Attester, m.Result.PeerPieces[c.ID], w.fetch.Calls())
 	}
-	if es, _ := s.st.EndorsementsFor(w.hello1.lp.BuildKey); len(es) != 1 {
+	if es, _ := s.Store.EndorsementsFor(w.hello1.Local.BuildKey); len(es) != 1 {
 		t.Errorf("%d endorsements stored, want the one c served", len(es))
 	}
 }
@@ -442,19 +441,19 @@ func TestMaterializeAsksReachableAttesters(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a, b := w.remote(), w.remote()
-	sa := attest(t, a.key, w.hello1, at(0))
-	sb := attest(t, b.key, w.hello2, at(1))
+	sa := jobtest.Attest(t, a.Key, w.hello1, at(0))
+	sb := jobtest.Attest(t, b.Key, w.hello2, at(1))
 	a.says(sa.Marshal())
 	b.says(sb.Marshal())
 	a.holds(w.hello1)
 	b.holds(w.hello2)
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	m, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Att.Attester != a.id || m.Result.PeerPieces[a.id] != 1 {
+	if m.Att.Attester != a.ID || m.Result.PeerPieces[a.ID] != 1 {
 		t.Fatalf("attester %s; want hello1 from a, which no DHT record names", m.Att.Attester)
 	}
 }
@@ -464,21 +463,21 @@ func TestMaterializeNoHolder(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a, b := w.remote(), w.remote()
-	sa := attest(t, a.key, w.hello1, at(0))
-	sb := attest(t, b.key, w.hello2, at(1))
-	a.node.SetOnline(false)
-	b.node.SetOnline(false)
+	sa := jobtest.Attest(t, a.Key, w.hello1, at(0))
+	sb := jobtest.Attest(t, b.Key, w.hello2, at(1))
+	a.Node.SetOnline(false)
+	b.Node.SetOnline(false)
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	_, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err == nil || !strings.Contains(err.Error(), "no reachable peer holds") {
 		t.Fatalf("err %v; want no reachable holder", err)
 	}
 	if msg, _ := s.mz.LastFailure(); msg != err.Error() {
 		t.Errorf("LastFailure %q, want %q", msg, err)
 	}
-	s.node.SetOnline(false)
-	_, err = s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	s.Node.SetOnline(false)
+	_, err = s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err == nil || !strings.Contains(err.Error(), "find providers") {
 		t.Fatalf("offline: %v; want the provider lookup's error", err)
 	}
@@ -498,11 +497,11 @@ func TestMaterializeRechecksVerdictAfterCollecting(t *testing.T) {
 	e.builds(w.evil, at(2))
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	_, err := s.mz.Materialize(t.Context(), w.layout1.lp.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
 	if !errors.Is(err, ErrNotAllowed) || w.fetch.Calls() != 0 {
 		t.Fatalf("err %v after %d transfers; want ErrNotAllowed before any", err, w.fetch.Calls())
 	}
-	if v, _, _ := s.book.Verdict(w.layout1.lp.BuildKey); v.Decision != trust.Disputed {
+	if v, _, _ := s.Book.Verdict(w.layout1.Local.BuildKey); v.Decision != trust.Disputed {
 		t.Fatalf("verdict %s, want disputed", v.Decision)
 	}
 }
@@ -513,14 +512,11 @@ func TestMaterializeSignerEndorsement(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	a := w.remote()
-	pub, signer, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, signer := jobtest.NewSigner(t)
 	a.builds(w.hello1, at(0))
-	a.says(votes.NewEndorsement(w.hello1.lp.BuildKey, w.hello1.lp.Platform, w.hello1.content(), signer).Marshal())
+	a.says(votes.NewEndorsement(w.hello1.Local.BuildKey, w.hello1.Local.Platform, w.hello1.Content(), signer).Marshal())
 	s := w.self(selfOpts{threshold: 5, policyHook: func(p *trust.Policy) { p.Signers = []ed25519.PublicKey{pub} }})
-	m, err := s.mz.Materialize(t.Context(), w.hello1.lp.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

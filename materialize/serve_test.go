@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 )
 
@@ -28,22 +29,22 @@ func TestOpen(t *testing.T) {
 			a, b, c := w.remote(), w.remote(), w.remote()
 			s := w.self(selfOpts{mode: tc.mode, threshold: 2})
 			// hello: one vote of two (undecided); hello1 is an own build.
-			s.learn(attest(t, c.key, w.hello2, at(0)))
+			s.learn(jobtest.Attest(t, c.Key, w.hello2, at(0)))
 			s.local(w.hello1)
 			s.cache(w.hello2)
 			// layout: allowed, a copy cached.
-			s.learn(attest(t, a.key, w.layout1, at(0)), attest(t, b.key, w.layout2, at(1)))
+			s.learn(jobtest.Attest(t, a.Key, w.layout1, at(0)), jobtest.Attest(t, b.Key, w.layout2, at(1)))
 			s.cache(w.layout2)
 			// A disputed build, by a daemon with threshold 1.
 			d := w.self(selfOpts{mode: tc.mode, threshold: 1})
-			d.learn(attest(t, a.key, w.layout1, at(0)), attest(t, c.key, w.evil, at(1)))
+			d.learn(jobtest.Attest(t, a.Key, w.layout1, at(0)), jobtest.Attest(t, c.Key, w.evil, at(1)))
 			d.cache(w.layout1)
 			d.cache(w.evil)
 
 			for _, f := range []struct {
 				name  string
 				s     *self
-				pkg   binpkg
+				pkg   jobtest.Binpkg
 				serve bool
 			}{
 				{"own build", s, w.hello1, tc.want.local},
@@ -52,7 +53,7 @@ func TestOpen(t *testing.T) {
 				{"disputed cached copy", d, w.layout1, tc.want.disputed},
 				{"disputed cached competitor", d, w.evil, tc.want.disputed},
 			} {
-				file, err := f.s.mz.Open(f.pkg.lp.FileSHA256)
+				file, err := f.s.mz.Open(f.pkg.Local.FileSHA256)
 				if !f.serve {
 					if !errors.Is(err, transfer.ErrNotFound) {
 						t.Errorf("%s: %v, want transfer.ErrNotFound", f.name, err)
@@ -65,7 +66,7 @@ func TestOpen(t *testing.T) {
 				}
 				buf := make([]byte, file.Size())
 				n, _ := file.ReadAt(buf, 0)
-				if file.Size() != f.pkg.lp.Size || !bytes.Equal(buf[:n], f.pkg.data) || len(file.Leaves()) != 1 {
+				if file.Size() != f.pkg.Local.Size || !bytes.Equal(buf[:n], f.pkg.Data) || len(file.Leaves()) != 1 {
 					t.Errorf("%s: served %d bytes, %d leaves; want the file", f.name, n, len(file.Leaves()))
 				}
 				file.Close()
@@ -90,9 +91,9 @@ func TestAnnounceCache(t *testing.T) {
 			w := newWorld(t)
 			a, b, c := w.remote(), w.remote(), w.remote()
 			s := w.self(selfOpts{mode: tc.mode, threshold: 2})
-			s.learn(attest(t, a.key, w.layout1, at(0)), attest(t, b.key, w.layout2, at(1)))
+			s.learn(jobtest.Attest(t, a.Key, w.layout1, at(0)), jobtest.Attest(t, b.Key, w.layout2, at(1)))
 			s.cache(w.layout2)
-			s.learn(attest(t, c.key, w.hello2, at(0)))
+			s.learn(jobtest.Attest(t, c.Key, w.hello2, at(0)))
 			s.cache(w.hello2)
 			if err := s.mz.AnnounceCache(); err != nil {
 				t.Fatal(err)
@@ -113,7 +114,7 @@ func TestAnnounceCacheNeedsAnAttestation(t *testing.T) {
 	w := newWorld(t)
 	a, b := w.remote(), w.remote()
 	s := w.self(selfOpts{mode: config.ModeMirror})
-	s.learn(attest(t, a.key, w.layout1, at(0)), attest(t, b.key, w.layout2, at(1)))
+	s.learn(jobtest.Attest(t, a.Key, w.layout1, at(0)), jobtest.Attest(t, b.Key, w.layout2, at(1)))
 	s.cache(w.evil) // same build key, a file nobody attests
 	if err := s.mz.AnnounceCache(); err != nil {
 		t.Fatal(err)

@@ -15,18 +15,12 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
-)
-
-const (
-	helloCPV  = "app-misc/hello-1.0"
-	layoutCPV = "app-misc/layout-1.0-r1"
-	helloRel  = "app-misc/hello-1.0.gpkg.tar"
-	layoutRel = "app-misc/layout-1.0-r1.gpkg.tar"
 )
 
 // TestStartAttestsProvidesAndGossips: Start indexes real portage binpkgs,
@@ -35,25 +29,18 @@ const (
 // which a peer on the platform topic verifies and keeps.
 func TestStartAttestsProvidesAndGossips(t *testing.T) {
 	net := memnet.New()
-	files := writeSet(t, fixtures.ReproGPKG1, t.TempDir())
-	a := newPeer(t, net, filepath.Dir(filepath.Dir(files[helloRel])), peerOptions{})
+	files := jobtest.WriteSet(t, fixtures.ReproGPKG1, t.TempDir())
+	a := newPeer(t, net, filepath.Dir(filepath.Dir(files[jobtest.HelloFile])), peerOptions{})
 	b := newPeer(t, net, filepath.Join(t.TempDir(), "none"), peerOptions{})
 	a.start(t)
 
-	for _, cpv := range []string{helloCPV, layoutCPV} {
-		lp := a.local(t, cpv)
-		pkg, err := xpak.ReadFile(lp.Path, xpak.DefaultLimits())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if lp.FileSHA256 != pkg.FileSHA256 || lp.ImageDigest != pkg.ImageDigest || lp.Size != pkg.Size {
+	for _, cpv := range []string{jobtest.HelloCPV, jobtest.LayoutCPV} {
+		lp := a.Local(t, cpv)
+		file := jobtest.Identify(t, lp.Path).Local
+		if lp.FileSHA256 != file.FileSHA256 || lp.ImageDigest != file.ImageDigest || lp.Size != file.Size {
 			t.Errorf("%s: indexed record does not describe the file", cpv)
 		}
-		desc, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if lp.BuildKey != desc.BuildKey().String() || lp.VariantKey != desc.VariantKey().String() || lp.Platform != fixturePlatform(t) {
+		if lp.BuildKey != file.BuildKey || lp.VariantKey != file.VariantKey || lp.Platform != jobtest.FixturePlatform(t) {
 			t.Errorf("%s: keys or platform are not the descriptor's", cpv)
 		}
 		atts := a.ownAtts(t, lp.BuildKey)
@@ -61,7 +48,7 @@ func TestStartAttestsProvidesAndGossips(t *testing.T) {
 			t.Fatalf("%s: %d own attestations, want 1", cpv, len(atts))
 		}
 		at := atts[0].Attestation
-		if atts[0].Attester != a.id || at.CPV != cpv || at.FileSHA256 != lp.FileSHA256 || at.Size != lp.Size ||
+		if atts[0].Attester != a.ID || at.CPV != cpv || at.FileSHA256 != lp.FileSHA256 || at.Size != lp.Size ||
 			at.Content != (trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}) ||
 			at.PieceRoot != lp.PieceRoot || at.VariantKey != lp.VariantKey || at.Format != string(xpak.FormatGPKG) {
 			t.Errorf("%s: attestation does not describe the file: %+v", cpv, at)
@@ -69,23 +56,23 @@ func TestStartAttestsProvidesAndGossips(t *testing.T) {
 		if at.Index["SLOT"] == "" || at.Index["DESCRIPTION"] == "" {
 			t.Errorf("%s: attestation carries no index fields: %v", cpv, at.Index)
 		}
-		if !a.providing(t, lp.BuildKey) || !a.providing(t, lp.VariantKey) || !a.ob.Providing(lp) {
+		if !a.Providing(t, lp.BuildKey) || !a.Providing(t, lp.VariantKey) || !a.ob.Providing(lp) {
 			t.Errorf("%s: build or variant key not provided", cpv)
 		}
-		provs, err := b.nd.FindProviders(context.Background(), mustCid(t, lp.BuildKey), 10)
-		if err != nil || len(provs) != 1 || provs[0].ID != a.id {
+		provs, err := b.Node.FindProviders(context.Background(), jobtest.CID(t, lp.BuildKey), 10)
+		if err != nil || len(provs) != 1 || provs[0].ID != a.ID {
 			t.Errorf("%s: peer finds providers %v (%v), want only the builder", cpv, provs, err)
 		}
 		// Gossip reached the peer, which verified and stored it.
-		if got := attsBy(t, b.st, b.vb, lp.BuildKey, a.id); len(got) != 1 {
+		if got := b.AttestationsBy(t, lp.BuildKey, a.ID); len(got) != 1 {
 			t.Errorf("%s: peer holds %d of the builder's attestations, want 1", cpv, len(got))
 		}
-		v, _, err := a.vb.Verdict(lp.BuildKey)
+		v, _, err := a.Book.Verdict(lp.BuildKey)
 		if err != nil || v.Decision != trust.Allowed {
 			t.Errorf("%s: own verdict %v (%v), want allowed at threshold 1", cpv, v.Decision, err)
 		}
 	}
-	if n := a.nd.Published(); n != 2 {
+	if n := a.Node.Published(); n != 2 {
 		t.Errorf("published %d gossip messages, want 2", n)
 	}
 	if n := a.announces(t); n != 2 {
@@ -104,28 +91,28 @@ func TestStartAttestsProvidesAndGossips(t *testing.T) {
 // re-signs nor re-gossips: peers would get equivalent attestations that
 // differ only in time.
 func TestRestartReannouncesWithoutResigning(t *testing.T) {
-	files := writeSet(t, fixtures.ReproGPKG1, t.TempDir())
-	pkgdir := filepath.Dir(filepath.Dir(files[helloRel]))
+	files := jobtest.WriteSet(t, fixtures.ReproGPKG1, t.TempDir())
+	pkgdir := filepath.Dir(filepath.Dir(files[jobtest.HelloFile]))
 	first := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	first.start(t)
-	before, err := first.st.AttestationsBy(first.id.String())
+	before, err := first.Store.AttestationsBy(first.ID.String())
 	if err != nil || len(before) != 2 {
 		t.Fatalf("%d own attestations (%v), want 2", len(before), err)
 	}
 
-	again := newPeer(t, memnet.New(), pkgdir, peerOptions{st: first.st, key: first.key})
+	again := newPeer(t, memnet.New(), pkgdir, peerOptions{st: first.Store, key: first.Key})
 	again.start(t)
-	after, err := again.st.AttestationsBy(again.id.String())
+	after, err := again.Store.AttestationsBy(again.ID.String())
 	if err != nil || len(after) != 2 || after[0].ID != before[0].ID || after[1].ID != before[1].ID {
 		t.Errorf("restart changed own attestations: %d records (%v)", len(after), err)
 	}
-	for _, cpv := range []string{helloCPV, layoutCPV} {
-		lp := again.local(t, cpv)
-		if !again.providing(t, lp.BuildKey) || !again.providing(t, lp.VariantKey) {
+	for _, cpv := range []string{jobtest.HelloCPV, jobtest.LayoutCPV} {
+		lp := again.Local(t, cpv)
+		if !again.Providing(t, lp.BuildKey) || !again.Providing(t, lp.VariantKey) {
 			t.Errorf("%s: not provided again after restart", cpv)
 		}
 	}
-	if n := again.nd.Published(); n != 0 {
+	if n := again.Node.Published(); n != 0 {
 		t.Errorf("restart gossiped %d messages, want none", n)
 	}
 }
@@ -135,12 +122,12 @@ func TestRestartReannouncesWithoutResigning(t *testing.T) {
 // key.
 func TestConsumeModeProvidesNothing(t *testing.T) {
 	net := memnet.New()
-	files := writeSet(t, fixtures.ReproGPKG1, t.TempDir())
-	c := newPeer(t, net, filepath.Dir(filepath.Dir(files[helloRel])), peerOptions{mode: config.ModeConsume})
+	files := jobtest.WriteSet(t, fixtures.ReproGPKG1, t.TempDir())
+	c := newPeer(t, net, filepath.Dir(filepath.Dir(files[jobtest.HelloFile])), peerOptions{mode: config.ModeConsume})
 	c.start(t)
-	for _, cpv := range []string{helloCPV, layoutCPV} {
-		lp := c.local(t, cpv)
-		if c.providing(t, lp.BuildKey) || c.providing(t, lp.VariantKey) || c.ob.Providing(lp) {
+	for _, cpv := range []string{jobtest.HelloCPV, jobtest.LayoutCPV} {
+		lp := c.Local(t, cpv)
+		if c.Providing(t, lp.BuildKey) || c.Providing(t, lp.VariantKey) || c.ob.Providing(lp) {
 			t.Errorf("%s: consume mode provides a key", cpv)
 		}
 		if len(c.ownAtts(t, lp.BuildKey)) != 1 {
@@ -150,7 +137,7 @@ func TestConsumeModeProvidesNothing(t *testing.T) {
 	if n := c.announces(t); n != 0 {
 		t.Errorf("announces_total = %v in consume mode, want 0", n)
 	}
-	if n := c.nd.Published(); n != 2 {
+	if n := c.Node.Published(); n != 2 {
 		t.Errorf("consume mode gossiped %d attestations, want 2", n)
 	}
 }
@@ -162,14 +149,14 @@ func TestConsumeModeProvidesNothing(t *testing.T) {
 // remains true.
 func TestRemovedFileWithdrawnCachedBuildKept(t *testing.T) {
 	net := memnet.New()
-	files := writeSet(t, fixtures.ReproGPKG1, t.TempDir())
-	a := newPeer(t, net, filepath.Dir(filepath.Dir(files[helloRel])), peerOptions{})
+	files := jobtest.WriteSet(t, fixtures.ReproGPKG1, t.TempDir())
+	a := newPeer(t, net, filepath.Dir(filepath.Dir(files[jobtest.HelloFile])), peerOptions{})
 	b := newPeer(t, net, filepath.Join(t.TempDir(), "none"), peerOptions{})
 	a.start(t)
-	hello, layout := a.local(t, helloCPV), a.local(t, layoutCPV)
+	hello, layout := a.Local(t, jobtest.HelloCPV), a.Local(t, jobtest.LayoutCPV)
 
 	// The cache holds a copy of layout (fetched once, say).
-	tmp, err := a.st.Cache().CreateTemp()
+	tmp, err := a.Store.Cache().CreateTemp()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +168,7 @@ func TestRemovedFileWithdrawnCachedBuildKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	tmp.Close()
-	if _, err := a.st.Cache().Commit(tmp.Name(), layout.FileSHA256, store.CacheMeta{CPV: layoutCPV, BuildKey: layout.BuildKey}); err != nil {
+	if _, err := a.Store.Cache().Commit(tmp.Name(), layout.FileSHA256, store.CacheMeta{CPV: jobtest.LayoutCPV, BuildKey: layout.BuildKey}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -198,14 +185,14 @@ func TestRemovedFileWithdrawnCachedBuildKept(t *testing.T) {
 		if n := len(a.ownAtts(t, lp.BuildKey)); n != 0 {
 			t.Errorf("%s: %d own attestations kept for a file that left PKGDIR", lp.CPV, n)
 		}
-		if n := len(attsBy(t, b.st, b.vb, lp.BuildKey, a.id)); n != 1 {
+		if n := len(b.AttestationsBy(t, lp.BuildKey, a.ID)); n != 1 {
 			t.Errorf("%s: the peer's copy of the attestation is gone (%d)", lp.CPV, n)
 		}
 	}
-	if a.providing(t, hello.BuildKey) || a.providing(t, hello.VariantKey) {
+	if a.Providing(t, hello.BuildKey) || a.Providing(t, hello.VariantKey) {
 		t.Error("hello: keys still provided after its file left PKGDIR")
 	}
-	if !a.providing(t, layout.BuildKey) {
+	if !a.Providing(t, layout.BuildKey) {
 		t.Error("layout: build key withdrawn although the cache holds a copy")
 	}
 	// Nothing changed since: a second sync changes nothing.
@@ -221,18 +208,18 @@ func TestRemovedFileWithdrawnCachedBuildKept(t *testing.T) {
 func TestNonReproducibleRebuildKeptLocal(t *testing.T) {
 	net := memnet.New()
 	pkgdir := t.TempDir()
-	writeSet(t, fixtures.ReproGPKG1, pkgdir)
+	jobtest.WriteSet(t, fixtures.ReproGPKG1, pkgdir)
 	a := newPeer(t, net, pkgdir, peerOptions{})
 	a.start(t)
-	honest := a.local(t, layoutCPV)
-	published := a.nd.Published()
+	honest := a.Local(t, jobtest.LayoutCPV)
+	published := a.Node.Published()
 
-	copyFixture(t, fixtures.Backdoored, layoutRel, honest.Path)
+	jobtest.CopyFixture(t, fixtures.Backdoored, jobtest.LayoutFile, honest.Path)
 	ch, err := a.ob.SyncNow(context.Background())
 	if err != nil || len(ch.Replaced) != 1 {
 		t.Fatalf("SyncNow: %+v, %v; want one replaced file", ch, err)
 	}
-	rebuilt := a.local(t, layoutCPV)
+	rebuilt := a.Local(t, jobtest.LayoutCPV)
 	if rebuilt.BuildKey != honest.BuildKey || rebuilt.ImageDigest == honest.ImageDigest && rebuilt.MetadataDigest == honest.MetadataDigest {
 		t.Fatal("fixture is not a non-reproducible rebuild of the same build key")
 	}
@@ -241,14 +228,14 @@ func TestNonReproducibleRebuildKeptLocal(t *testing.T) {
 			t.Error("the non-reproducible rebuild was attested")
 		}
 	}
-	if a.nd.Published() != published {
+	if a.Node.Published() != published {
 		t.Error("the non-reproducible rebuild was gossiped")
 	}
-	if a.providing(t, honest.BuildKey) {
+	if a.Providing(t, honest.BuildKey) {
 		t.Error("build key still provided: the attested file left PKGDIR and the rebuild is kept local")
 	}
 	honestContent := trust.ContentID{Image: honest.ImageDigest, Metadata: honest.MetadataDigest}.String()
-	if got, err := a.st.ClaimOwnContent(honest.BuildKey, "other"); err != nil || got != honestContent {
+	if got, err := a.Store.ClaimOwnContent(honest.BuildKey, "other"); err != nil || got != honestContent {
 		t.Errorf("claimed content now %q (%v), want the first build's", got, err)
 	}
 	ex := localExtra{}
@@ -259,7 +246,7 @@ func TestNonReproducibleRebuildKeptLocal(t *testing.T) {
 		t.Errorf("ownAttestation of the rebuild: %v, want errNonReproducible", err)
 	}
 	// The hello build was not touched.
-	if hello := a.local(t, helloCPV); !a.providing(t, hello.BuildKey) || len(a.ownAtts(t, hello.BuildKey)) != 1 {
+	if hello := a.Local(t, jobtest.HelloCPV); !a.Providing(t, hello.BuildKey) || len(a.ownAtts(t, hello.BuildKey)) != 1 {
 		t.Error("an unrelated build lost its announcement")
 	}
 }
@@ -274,7 +261,7 @@ func TestDownloadedGPKGNotAttested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := writeSet(t, fixtures.ReproGPKG1, t.TempDir())[helloRel]
+	src := jobtest.WriteSet(t, fixtures.ReproGPKG1, t.TempDir())[jobtest.HelloFile]
 	pkgdir := t.TempDir()
 	dst := filepath.Join(pkgdir, "app-misc", "hello", "hello-1.0-1.gpkg.tar")
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -293,11 +280,11 @@ func TestDownloadedGPKGNotAttested(t *testing.T) {
 	net := memnet.New()
 	d := newPeer(t, net, pkgdir, peerOptions{downloaded: openpgp.EntityList{gw}})
 	d.start(t)
-	lp := d.local(t, helloCPV)
+	lp := d.Local(t, jobtest.HelloCPV)
 	if n := len(d.ownAtts(t, lp.BuildKey)); n != 0 {
 		t.Errorf("%d own attestations of a downloaded package", n)
 	}
-	if d.providing(t, lp.BuildKey) || d.providing(t, lp.VariantKey) || d.nd.Published() != 0 {
+	if d.Providing(t, lp.BuildKey) || d.Providing(t, lp.VariantKey) || d.Node.Published() != 0 {
 		t.Error("a downloaded package was provided or gossiped")
 	}
 	var ex localExtra
@@ -318,7 +305,7 @@ func TestDownloadedGPKGNotAttested(t *testing.T) {
 	// Signed with a key that marks no download: a local build.
 	own := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	own.start(t)
-	if lp := own.local(t, helloCPV); len(own.ownAtts(t, lp.BuildKey)) != 1 || !own.providing(t, lp.BuildKey) {
+	if lp := own.Local(t, jobtest.HelloCPV); len(own.ownAtts(t, lp.BuildKey)) != 1 || !own.Providing(t, lp.BuildKey) {
 		t.Error("a GPKG signed by a key outside the keyring was not attested as built here")
 	}
 }
@@ -332,19 +319,19 @@ func TestAnnounce(t *testing.T) {
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	a.start(t) // empty PKGDIR
 
-	hello := filepath.Join(pkgdir, helloRel)
-	copyFixture(t, fixtures.ReproGPKG1, helloRel, hello)
+	hello := filepath.Join(pkgdir, jobtest.HelloFile)
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, hello)
 	lp, err := a.ob.Announce(ctx, hello)
 	if err != nil {
 		t.Fatalf("Announce by path: %v", err)
 	}
-	if lp.CPV != helloCPV || lp.Path != hello || !a.ob.Providing(lp) || len(a.ownAtts(t, lp.BuildKey)) != 1 {
+	if lp.CPV != jobtest.HelloCPV || lp.Path != hello || !a.ob.Providing(lp) || len(a.ownAtts(t, lp.BuildKey)) != 1 {
 		t.Errorf("Announce by path: %+v not attested and provided", lp)
 	}
 
-	layout := filepath.Join(pkgdir, layoutRel)
-	copyFixture(t, fixtures.ReproGPKG1, layoutRel, layout)
-	lp, err = a.ob.Announce(ctx, layoutCPV)
+	layout := filepath.Join(pkgdir, jobtest.LayoutFile)
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.LayoutFile, layout)
+	lp, err = a.ob.Announce(ctx, jobtest.LayoutCPV)
 	if err != nil {
 		t.Fatalf("Announce by CPV: %v", err)
 	}
@@ -352,12 +339,12 @@ func TestAnnounce(t *testing.T) {
 		t.Errorf("Announce by CPV: %+v", lp)
 	}
 	// Announcing again is idempotent.
-	if again, err := a.ob.Announce(ctx, helloCPV); err != nil || again.FileSHA256 != a.local(t, helloCPV).FileSHA256 {
+	if again, err := a.ob.Announce(ctx, jobtest.HelloCPV); err != nil || again.FileSHA256 != a.Local(t, jobtest.HelloCPV).FileSHA256 {
 		t.Errorf("Announce of an announced CPV: %v", err)
 	}
 
-	outside := filepath.Join(t.TempDir(), helloRel)
-	copyFixture(t, fixtures.ReproGPKG1, helloRel, outside)
+	outside := filepath.Join(t.TempDir(), jobtest.HelloFile)
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, outside)
 	broken := filepath.Join(pkgdir, "app-misc", "broken-1.0.gpkg.tar")
 	if err := os.WriteFile(broken, []byte("not a tar archive, whatever its name says"), 0o644); err != nil {
 		t.Fatal(err)
@@ -369,7 +356,7 @@ func TestAnnounce(t *testing.T) {
 	for _, tc := range []struct{ arg, want string }{
 		{"", "give the path"},
 		{outside, "is not inside PKGDIR"},
-		{filepath.Join(pkgdir, "..", filepath.Base(pkgdir)+"-sibling", helloRel), "is not inside PKGDIR"},
+		{filepath.Join(pkgdir, "..", filepath.Base(pkgdir)+"-sibling", jobtest.HelloFile), "is not inside PKGDIR"},
 		{filepath.Join(pkgdir, "app-misc", "gone-1.0.gpkg.tar"), "no such file"},
 		{"app-misc/gone-1.0", "no binpkg of app-misc/gone-1.0"},
 		{broken, broken},
@@ -386,10 +373,10 @@ func TestAnnounce(t *testing.T) {
 func TestAnnounceRelativePath(t *testing.T) {
 	pkgdir := t.TempDir()
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
-	copyFixture(t, fixtures.ReproGPKG1, helloRel, filepath.Join(pkgdir, helloRel))
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, filepath.Join(pkgdir, jobtest.HelloFile))
 	t.Chdir(filepath.Join(pkgdir, "app-misc"))
 	lp, err := a.ob.Announce(context.Background(), "hello-1.0.gpkg.tar")
-	if err != nil || lp.CPV != helloCPV {
+	if err != nil || lp.CPV != jobtest.HelloCPV {
 		t.Fatalf("Announce of a relative path: %+v, %v", lp, err)
 	}
 	t.Chdir(pkgdir)
@@ -407,14 +394,14 @@ func TestAnnounceRelativePath(t *testing.T) {
 // PKGDIR holds, and Watch ends without error when its context does.
 func TestWatchFollowsPKGDIR(t *testing.T) {
 	pkgdir := t.TempDir()
-	writeSet(t, fixtures.ReproGPKG1, pkgdir)
+	jobtest.WriteSet(t, fixtures.ReproGPKG1, pkgdir)
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.ob.Watch(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		lps, _ := a.st.ListLocal()
+		lps, _ := a.Store.ListLocal()
 		n := 0
 		for _, lp := range lps {
 			if a.ob.Providing(lp) {
@@ -444,19 +431,19 @@ func TestMissingPKGDIR(t *testing.T) {
 	if !strings.Contains(a.ob.Note(), "missing") {
 		t.Errorf("Note = %q, want it to say PKGDIR is missing", a.ob.Note())
 	}
-	copyFixture(t, fixtures.ReproGPKG1, helloRel, filepath.Join(pkgdir, helloRel))
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, filepath.Join(pkgdir, jobtest.HelloFile))
 	if _, err := a.ob.SyncNow(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if a.ob.Note() != "" || !a.ob.Providing(a.local(t, helloCPV)) {
-		t.Errorf("after PKGDIR appeared: note %q, hello provided %v", a.ob.Note(), a.ob.Providing(a.local(t, helloCPV)))
+	if a.ob.Note() != "" || !a.ob.Providing(a.Local(t, jobtest.HelloCPV)) {
+		t.Errorf("after PKGDIR appeared: note %q, hello provided %v", a.ob.Note(), a.ob.Providing(a.Local(t, jobtest.HelloCPV)))
 	}
 }
 
 // TestStartCancelled: a scan cut short is an error from Start.
 func TestStartCancelled(t *testing.T) {
 	pkgdir := t.TempDir()
-	writeSet(t, fixtures.ReproGPKG1, pkgdir)
+	jobtest.WriteSet(t, fixtures.ReproGPKG1, pkgdir)
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -469,15 +456,15 @@ func TestStartCancelled(t *testing.T) {
 // as "file gone": nothing is withdrawn.
 func TestReconcileKeepsOnStoreError(t *testing.T) {
 	pkgdir := t.TempDir()
-	writeSet(t, fixtures.ReproGPKG1, pkgdir)
+	jobtest.WriteSet(t, fixtures.ReproGPKG1, pkgdir)
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	a.start(t)
-	hello := a.local(t, helloCPV)
-	if err := a.st.Close(); err != nil {
+	hello := a.Local(t, jobtest.HelloCPV)
+	if err := a.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
 	a.ob.reconcileOwn(map[string]string{hello.BuildKey: hello.VariantKey})
-	if !a.providing(t, hello.BuildKey) || !a.providing(t, hello.VariantKey) {
+	if !a.Providing(t, hello.BuildKey) || !a.Providing(t, hello.VariantKey) {
 		t.Error("a store error withdrew a build")
 	}
 	if !a.ob.cachedBuild(hello.BuildKey) || !a.ob.ownsVariant(hello.VariantKey) {
@@ -489,10 +476,10 @@ func TestReconcileKeepsOnStoreError(t *testing.T) {
 // network that refuses the announcement, are errors, not silent successes.
 func TestAttestLocalErrors(t *testing.T) {
 	pkgdir := t.TempDir()
-	writeSet(t, fixtures.ReproGPKG1, pkgdir)
+	jobtest.WriteSet(t, fixtures.ReproGPKG1, pkgdir)
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	a.start(t)
-	hello := a.local(t, helloCPV)
+	hello := a.Local(t, jobtest.HelloCPV)
 	ctx := context.Background()
 
 	bad := hello
@@ -500,11 +487,11 @@ func TestAttestLocalErrors(t *testing.T) {
 	if err := a.ob.attestLocal(ctx, bad, false); err == nil {
 		t.Error("attestLocal accepted a record without its extra")
 	}
-	a.nd.SetOnline(false)
+	a.Node.SetOnline(false)
 	if err := a.ob.attestLocal(ctx, hello, false); err == nil || !strings.Contains(err.Error(), "provide") {
 		t.Errorf("attestLocal offline: %v, want a provide error", err)
 	}
-	a.nd.SetOnline(true)
+	a.Node.SetOnline(true)
 	bad = hello
 	bad.BuildKey = "not-a-cid"
 	if err := a.ob.attestLocal(ctx, bad, false); err == nil {
@@ -519,28 +506,28 @@ func TestAttestLocalErrors(t *testing.T) {
 // the new build is attested and provided.
 func TestReplacedByAnotherBuildWithdrawsTheOld(t *testing.T) {
 	pkgdir := t.TempDir()
-	path := filepath.Join(pkgdir, helloRel)
-	copyFixture(t, fixtures.ReproGPKG1, helloRel, path) // USE="bar"
+	path := filepath.Join(pkgdir, jobtest.HelloFile)
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, path) // USE="bar"
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	a.start(t)
-	old := a.local(t, helloCPV)
+	old := a.Local(t, jobtest.HelloCPV)
 
-	copyFixture(t, fixtures.MultiInstance, "app-misc/hello/hello-1.0-2.gpkg.tar", path) // USE="bar foo"
+	jobtest.CopyFixture(t, fixtures.MultiInstance, "app-misc/hello/hello-1.0-2.gpkg.tar", path) // USE="bar foo"
 	ch, err := a.ob.SyncNow(context.Background())
 	if err != nil || len(ch.Replaced) != 1 {
 		t.Fatalf("SyncNow: %+v, %v; want one replaced file", ch, err)
 	}
-	cur := a.local(t, helloCPV)
+	cur := a.Local(t, jobtest.HelloCPV)
 	if cur.BuildKey == old.BuildKey {
 		t.Fatal("fixture is not another build of hello")
 	}
-	if !a.providing(t, cur.BuildKey) || len(a.ownAtts(t, cur.BuildKey)) != 1 {
+	if !a.Providing(t, cur.BuildKey) || len(a.ownAtts(t, cur.BuildKey)) != 1 {
 		t.Error("the new build is not attested and provided")
 	}
 	if n := len(a.ownAtts(t, old.BuildKey)); n != 0 {
 		t.Errorf("%d own attestations kept for the overwritten build", n)
 	}
-	if a.providing(t, old.BuildKey) {
+	if a.Providing(t, old.BuildKey) {
 		t.Error("the overwritten build's key is still provided")
 	}
 }
@@ -555,17 +542,17 @@ func TestAnnounceThroughSymlinkedPKGDIR(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newPeer(t, memnet.New(), pkgdir, peerOptions{})
-	copyFixture(t, fixtures.ReproGPKG1, helloRel, filepath.Join(disk, helloRel))
-	for _, path := range []string{filepath.Join(disk, helloRel), filepath.Join(pkgdir, helloRel)} {
+	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, filepath.Join(disk, jobtest.HelloFile))
+	for _, path := range []string{filepath.Join(disk, jobtest.HelloFile), filepath.Join(pkgdir, jobtest.HelloFile)} {
 		lp, err := a.ob.Announce(context.Background(), path)
 		if err != nil {
 			t.Fatalf("Announce(%s): %v", path, err)
 		}
-		if lp.Path != filepath.Join(pkgdir, helloRel) || !a.ob.Providing(lp) {
+		if lp.Path != filepath.Join(pkgdir, jobtest.HelloFile) || !a.ob.Providing(lp) {
 			t.Errorf("Announce(%s) = %s, provided %v", path, lp.Path, a.ob.Providing(lp))
 		}
 	}
-	if _, err := a.ob.Announce(context.Background(), filepath.Join(filepath.Dir(disk), "elsewhere", helloRel)); err == nil || !strings.Contains(err.Error(), "not inside PKGDIR") {
+	if _, err := a.ob.Announce(context.Background(), filepath.Join(filepath.Dir(disk), "elsewhere", jobtest.HelloFile)); err == nil || !strings.Contains(err.Error(), "not inside PKGDIR") {
 		t.Errorf("a path outside both: %v", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +23,6 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
-	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 var testPlatform = hostile.Platform{CHOST: "x86_64-pc-linux-gnu", CFLAGS: "-O2 -pipe", CXXFLAGS: "-O2 -pipe", LDFLAGS: "-Wl,-O1"}
@@ -33,26 +31,7 @@ var testPlatform = hostile.Platform{CHOST: "x86_64-pc-linux-gnu", CFLAGS: "-O2 -
 // cfg would configure it, on an in-memory network of its own.
 func offlineBook(t testing.TB, configure func(*config.Config)) *Book {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := config.Defaults()
-	if configure != nil {
-		configure(cfg)
-	}
-	policy, err := PolicyFromConfig(cfg.Trust)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(dir, "state"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	_, self := mustKey(t)
-	net := memnet.New()
-	return New(Options{
-		Store: st, Policy: policy, Self: self, Platform: testPlatform.Platform(),
-		Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: net.Join(self),
-	})
+	return joinBook(t, memnet.New(), false, configure).Book
 }
 
 func mustKey(t testing.TB) (crypto.PrivKey, peer.ID) {

@@ -4,23 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"path/filepath"
-	"slices"
 	"testing"
-	"time"
-
-	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
-	"github.com/gentoo-p2p/gentoo-p2pd/identity"
-	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
-	"github.com/gentoo-p2p/gentoo-p2pd/store"
-	"github.com/gentoo-p2p/gentoo-p2pd/trust"
-	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 // Endorsements by configured signers are always kept; others only for a
@@ -159,155 +148,4 @@ func TestEvictionDropsOrphanedForeignEndorsements(t *testing.T) {
 	if e, err := DecodeEndorsement(es[0]); err != nil || !bytes.Equal(e.Endorsement.SignerKey, pub) {
 		t.Fatalf("the endorsement left is not the configured signer's: %v", err)
 	}
-}
-
-// EndorsePackage signs a real binpkg's build key and content id, as the
-// daemon computes them.
-func TestEndorsePackageOnFixture(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, dir); err != nil {
-		t.Fatal(err)
-	}
-	pkg, err := xpak.ReadFile(filepath.Join(dir, "app-misc", "hello-1.0.gpkg.tar"), xpak.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, priv := newSigner(t)
-	e, err := EndorsePackage(pkg, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, err := identity.MetadataDigest(pkg.Metadata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.BuildKey != desc.BuildKey().String() || e.Platform != desc.Platform() ||
-		e.Content != (trust.ContentID{Image: pkg.ImageDigest, Metadata: md}) || !bytes.Equal(e.Endorsement.SignerKey, pub) {
-		t.Fatalf("endorsement %+v does not name the package's build and content", e)
-	}
-	got, err := DecodeEndorsement(e.Marshal())
-	if err != nil || got.BuildKey != e.BuildKey || got.Content != e.Content {
-		t.Fatalf("decode the endorsement: %+v, %v", got, err)
-	}
-	if _, err := EndorsePackage(&xpak.Package{Path: "broken.gpkg.tar", Metadata: xpak.NewMetadata(map[string][]byte{})}, priv); err == nil {
-		t.Fatal("endorsed a package without metadata")
-	}
-}
-
-// fixtureAttestation signs with k an honest attestation of a real binpkg.
-func fixtureAttestation(t testing.TB, path string, k crypto.PrivKey) (*trust.Signed, *xpak.Package) {
-	t.Helper()
-	pkg, err := xpak.ReadFile(path, xpak.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	md, err := identity.MetadataDigest(pkg.Metadata)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := trust.Sign(trust.Attestation{
-		Version: trust.AttestationVersion, BuildKey: desc.BuildKey().String(), VariantKey: desc.VariantKey().String(),
-		CPV: desc.CPV, Platform: desc.Platform(), Descriptor: raw,
-		Content:    trust.ContentID{Image: pkg.ImageDigest, Metadata: md},
-		FileSHA256: pkg.FileSHA256, Size: pkg.Size, PieceSize: 262144, PieceRoot: pkg.FileSHA256,
-		Format: trust.FormatGPKG, Time: time.Now().Add(-time.Hour),
-	}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, pkg
-}
-
-func putLocal(t testing.TB, vb *Book, pkg *xpak.Package, buildKey string, c trust.ContentID) {
-	t.Helper()
-	if err := vb.store.PutLocal(store.LocalPackage{
-		Path: pkg.Path, Size: pkg.Size, FileSHA256: pkg.FileSHA256, Format: string(pkg.Format), CPV: "app-misc/hello-1.0",
-		BuildKey: buildKey, ImageDigest: c.Image, MetadataDigest: c.Metadata,
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A vote whose file is here and carries valid OpenPGP signatures by the
-// configured keyring backs its content like a signer; an unsigned file, or
-// a local file of another build, backs nothing.
-func TestPGPVerifiedFileBacksItsContent(t *testing.T) {
-	keyring := filepath.Join("..", "trust", "testdata", "gpkg", "signed-zstd-multi-instance.pubkey.asc")
-	pgp := func(c *config.Config) { c.Trust.PGPKeyring = keyring }
-	k, id := mustKey(t)
-	signed, spkg := fixtureAttestation(t, filepath.Join("..", "trust", "testdata", "gpkg", "signed", "hello-1.0-1.gpkg.tar"), k)
-	sa := signed.Attestation
-	decision := func(vb *Book, bk string) (trust.Verdict, bool) {
-		t.Helper()
-		v, _, err := vb.Verdict(bk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pgpBacked := false
-		for _, tl := range v.Tally {
-			pgpBacked = pgpBacked || slices.Contains(tl.Backing, "pgp-signer")
-		}
-		return v, pgpBacked
-	}
-
-	t.Run("signed file here", func(t *testing.T) {
-		vb := offlineBook(t, pgp)
-		ingestAs(t, vb, signed, id)
-		putLocal(t, vb, spkg, sa.BuildKey, sa.Content)
-		for range 2 { // the second answer comes from the cache
-			v, backed := decision(vb, sa.BuildKey)
-			if v.Decision != trust.Allowed || !backed || v.Content == nil || *v.Content != sa.Content {
-				t.Fatalf("one vote with a PGP-verified file: %s (%s), pgp %v; want allowed", v.Decision, v.Rule, backed)
-			}
-		}
-		// Hopeless is never assumed with a keyring configured.
-		builds, err := vb.AllowedBuilds("")
-		if err != nil || len(builds) != 1 {
-			t.Fatalf("allowed builds: %d, %v; want the PGP-backed one", len(builds), err)
-		}
-	})
-
-	t.Run("file not here", func(t *testing.T) {
-		vb := offlineBook(t, pgp)
-		ingestAs(t, vb, signed, id)
-		if v, backed := decision(vb, sa.BuildKey); v.Decision == trust.Allowed || backed {
-			t.Fatalf("one vote without its file: %s, pgp %v; want not allowed", v.Decision, backed)
-		}
-	})
-
-	t.Run("local file of another build", func(t *testing.T) {
-		vb := offlineBook(t, pgp)
-		ingestAs(t, vb, signed, id)
-		other := junk(t, k, 1, 1000).Attestation.BuildKey
-		putLocal(t, vb, spkg, other, sa.Content)
-		if v, backed := decision(vb, sa.BuildKey); v.Decision == trust.Allowed || backed {
-			t.Fatalf("a signed file of another build key lent its signature: %s", v.Decision)
-		}
-	})
-
-	t.Run("unsigned file", func(t *testing.T) {
-		dir := t.TempDir()
-		if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, dir); err != nil {
-			t.Fatal(err)
-		}
-		unsigned, upkg := fixtureAttestation(t, filepath.Join(dir, "app-misc", "hello-1.0.gpkg.tar"), k)
-		vb := offlineBook(t, pgp)
-		ingestAs(t, vb, unsigned, id)
-		putLocal(t, vb, upkg, unsigned.Attestation.BuildKey, unsigned.Attestation.Content)
-		if v, backed := decision(vb, unsigned.Attestation.BuildKey); v.Decision == trust.Allowed || backed {
-			t.Fatalf("an unsigned file backed its content: %s", v.Decision)
-		}
-	})
 }

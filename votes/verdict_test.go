@@ -1,10 +1,7 @@
 package votes
 
 import (
-	"encoding/base64"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +9,6 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
-	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -129,38 +125,6 @@ func TestVerdictCountsRecordedAddresses(t *testing.T) {
 				t.Errorf("%s: a v4-mapped address is not unmapped: %v", tt.name, addrs)
 			}
 		}
-	}
-}
-
-// A configured signer's endorsement (given in base64 here) allows a real
-// package on one vote; AllowedBuilds finds it although one vote is under
-// every threshold.
-func TestSignerEndorsementAllowsFixtureBuild(t *testing.T) {
-	pub, priv := newSigner(t)
-	vb := offlineBook(t, func(c *config.Config) { c.Trust.Signers = []string{base64.StdEncoding.EncodeToString(pub)} })
-	dir := t.TempDir()
-	if _, err := fixtures.WritePKGDIR(fixtures.ReproGPKG1, dir); err != nil {
-		t.Fatal(err)
-	}
-	k, id := mustKey(t)
-	s, pkg := fixtureAttestation(t, filepath.Join(dir, "app-misc", "hello-1.0.gpkg.tar"), k)
-	ingestAs(t, vb, s, id)
-	if builds, _ := vb.AllowedBuilds(""); len(builds) != 0 {
-		t.Fatal("one unbacked vote allowed")
-	}
-	e, err := EndorsePackage(pkg, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vb.IngestEndorsement(t.Context(), e.Marshal(), id, false); err != nil {
-		t.Fatal(err)
-	}
-	builds, err := vb.AllowedBuilds("")
-	if err != nil || len(builds) != 1 || builds[0].Verdict.BuildKey != s.Attestation.BuildKey || len(builds[0].Atts) != 1 {
-		t.Fatalf("endorsed build: %d allowed, %v; want it", len(builds), err)
-	}
-	if b := builds[0].Verdict.Tally[0].Backing; len(b) == 0 || !strings.HasPrefix(b[0], "signer") {
-		t.Errorf("backing %v, want the signer", b)
 	}
 }
 

@@ -58,7 +58,7 @@ func TestDependencies(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	wiring := []string{"daemon", "cmd/gentoo-p2pd", "internal/demo", "internal/testnet", "internal/hostile", "internal/memnet",
-		"internal/fixtures", "internal/deptest", "integration", "packaging"}
+		"internal/fixtures", "internal/deptest", "internal/jobtest", "integration", "packaging"}
 	seen := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		pkg, deps, _ := strings.Cut(line, "|")
