@@ -303,11 +303,11 @@ func (r *repeatStream) Read(p []byte) (int, error) {
 }
 
 // zeroBomb returns, compressed with c, a head that decodes to a small
-// valid tar (one file) followed by zeros up to 1 MiB, and a unit that
-// decodes to 1 MiB of zeros: the classic bomb, hidden after the
+// valid tar (one file) followed by zeros up to bombUnit, and a unit that
+// decodes to bombUnit zeros: the classic bomb, hidden after the
 // end-of-archive marker where no tar header limits it.
 func zeroBomb(t testing.TB, c Compression, f Format) (head, unit []byte) {
-	zeros := make([]byte, 1<<20)
+	zeros := make([]byte, bombUnit)
 	name := "./a"
 	if f == FormatGPKG {
 		name = "image/a"
@@ -316,13 +316,17 @@ func zeroBomb(t testing.TB, c Compression, f Format) (head, unit []byte) {
 	return compressAs(t, c, append(tarball, zeros[len(tarball):]...)), compressAs(t, c, zeros)
 }
 
-// bombLimits are DefaultLimits with an 8 MiB ratio grace: the default
+// bombUnit is what one unit of a zeroBomb decodes to.
+const bombUnit = 256 << 10
+
+// bombLimits are DefaultLimits with a 2 MiB ratio grace: the default
 // grace (128 MiB) only makes a refusal later, and decoding 128 MiB of xz
-// under the race detector takes half a minute. TestBombDefaultLimits
-// checks the defaults themselves.
+// under the race detector takes half a minute (8 MiB still took seconds
+// on a loaded machine). TestBombDefaultLimits checks the defaults
+// themselves.
 func bombLimits() Limits {
 	lim := DefaultLimits()
-	lim.CompressionRatioGrace = 8 << 20
+	lim.CompressionRatioGrace = 2 << 20
 	return lim
 }
 
@@ -331,7 +335,7 @@ func bombLimits() Limits {
 // small prefix of it — counted in compressed bytes, not in time. lz4
 // cannot exceed 255:1, so it is shown with a lowered ratio.
 func TestBombsRefusedEarly(t *testing.T) {
-	const units = 1 << 20 // 1 TiB decoded
+	const units = 1 << 40 / bombUnit // 1 TiB decoded
 	for _, c := range allCompressions[1:] {
 		t.Run(string(c), func(t *testing.T) {
 			lim := bombLimits()
@@ -471,7 +475,7 @@ func TestBombPackagesRefusedEarly(t *testing.T) {
 			small.addRepeat(head, unit, 3)
 			small.addBytes(seg)
 			if _, err := Read(small, small.size, bombLimits()); err != nil {
-				t.Fatalf("the same layout, 4 MiB decoded: %v", err)
+				t.Fatalf("the same layout, 1 MiB decoded: %v", err)
 			}
 			f := &virtualFile{}
 			f.addRepeat(head, unit, n)
@@ -489,7 +493,7 @@ func TestBombPackagesRefusedEarly(t *testing.T) {
 			head, unit := zeroBomb(t, c, FormatGPKG)
 			small := gpkgBombFile(t, c, head, unit, 3)
 			if _, err := Read(small, small.size, bombLimits()); err != nil {
-				t.Fatalf("the same layout, 4 MiB decoded: %v", err)
+				t.Fatalf("the same layout, 1 MiB decoded: %v", err)
 			}
 			f := gpkgBombFile(t, c, head, unit, n)
 			f.read = 0
@@ -697,11 +701,12 @@ func TestXZAllocationBomb(t *testing.T) {
 	t.Logf("refused after allocating %d MiB: %v", alloc>>20, derr)
 
 	// Blocks cut as xz -T cuts them (3 dictionaries of data each), with
-	// limits low enough that their dictionaries are counted: each costs
-	// far less than 500 times its compressed size, so all are read.
-	data := bytes.Repeat(xzTestData(), 4)
-	multi := goXZ(t, data, xz.WriterConfig{DictCap: 256 << 10, BlockSize: 768 << 10})
-	lim := Limits{MaxDecoderWindow: 1 << 20, CompressionRatioGrace: 256 << 10}.withDefaults()
+	// limits low enough that their dictionaries are counted (six blocks'
+	// 384 KiB pass the 256 KiB window): each costs far less than 500
+	// times its compressed size, so all are read.
+	data := xzTestData(1 << 20)
+	multi := goXZ(t, data, xz.WriterConfig{DictCap: 64 << 10, BlockSize: 192 << 10})
+	lim := Limits{MaxDecoderWindow: 256 << 10, CompressionRatioGrace: 64 << 10}.withDefaults()
 	d, err := newDecoder(bytes.NewReader(multi), CompressionXZ, lim)
 	if err != nil {
 		t.Fatal(err)

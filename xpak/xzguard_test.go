@@ -13,11 +13,12 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// xzTestData is 1 MiB that compresses to many LZMA2 chunks of every kind.
-func xzTestData() []byte {
+// xzTestData is size bytes (512 KiB and more) that compress to many LZMA2
+// chunks of every kind.
+func xzTestData(size int) []byte {
 	rng := rand.New(rand.NewSource(1))
 	var b bytes.Buffer
-	for b.Len() < 1<<20 {
+	for b.Len() < size {
 		if rng.Intn(3) == 0 {
 			chunk := make([]byte, 1+rng.Intn(64<<10)) // incompressible: uncompressed chunks
 			rng.Read(chunk)
@@ -56,7 +57,7 @@ func decodeGuarded(stream []byte, window int64) ([]byte, error) {
 // TestXZGuardFollowsRealStreams: multi-block, multi-stream, every check
 // type — the guard must follow all of them to the end.
 func TestXZGuardFollowsRealStreams(t *testing.T) {
-	data := xzTestData()
+	data := xzTestData(512 << 10)
 	streams := map[string][]byte{
 		"go-single-block": goXZ(t, data, xz.WriterConfig{}),
 		"go-multi-block":  goXZ(t, data, xz.WriterConfig{BlockSize: 128 << 10}),
@@ -128,7 +129,7 @@ func TestXZGuardLaterBlockBomb(t *testing.T) {
 
 // TestXZGuardGarbage: structure the guard cannot follow is corruption.
 func TestXZGuardGarbage(t *testing.T) {
-	s := goXZ(t, xzTestData()[:100000], xz.WriterConfig{})
+	s := goXZ(t, xzTestData(512 << 10)[:100000], xz.WriterConfig{})
 	bad := bytes.Clone(s)
 	bad[12+12+0] = 0x05 // first LZMA2 control byte → invalid
 	if _, err := decodeGuarded(bad, 64<<20); !errors.Is(err, ErrCorrupt) {
