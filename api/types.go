@@ -3,6 +3,7 @@ package api
 import (
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -88,8 +89,8 @@ type FindResult struct {
 
 // FoundBuild is one build key with its providers and attestations.
 type FoundBuild struct {
-	BuildKey     string            `json:"build_key"`
-	VariantKey   string            `json:"variant_key,omitempty"`
+	BuildKey     keys.Build        `json:"build_key"`
+	VariantKey   keys.Variant      `json:"variant_key,omitempty"`
 	CPV          string            `json:"cpv"`
 	Providers    []string          `json:"providers"`
 	Attestations []AttestationInfo `json:"attestations"`
@@ -98,16 +99,16 @@ type FoundBuild struct {
 
 // AttestationInfo is the readable part of a verified attestation.
 type AttestationInfo struct {
-	Attester    string    `json:"attester"`
-	BuildKey    string    `json:"build_key"`
-	VariantKey  string    `json:"variant_key"`
-	CPV         string    `json:"cpv"`
-	Content     string    `json:"content"`
-	FileSHA256  string    `json:"file_sha256"`
-	Size        int64     `json:"size"`
-	Format      string    `json:"format"`
-	Time        time.Time `json:"time"`
-	ReceivedVia string    `json:"received_via,omitempty"`
+	Attester    string       `json:"attester"`
+	BuildKey    keys.Build   `json:"build_key"`
+	VariantKey  keys.Variant `json:"variant_key"`
+	CPV         string       `json:"cpv"`
+	Content     string       `json:"content"`
+	FileSHA256  string       `json:"file_sha256"`
+	Size        int64        `json:"size"`
+	Format      string       `json:"format"`
+	Time        time.Time    `json:"time"`
+	ReceivedVia string       `json:"received_via,omitempty"`
 }
 
 // AnnounceRequest asks the daemon to index a binpkg now (the bashrc hook's
@@ -120,13 +121,13 @@ type AnnounceRequest struct {
 
 // AnnounceResult says what the daemon did with an announce.
 type AnnounceResult struct {
-	Path       string `json:"path,omitempty"`
-	CPV        string `json:"cpv,omitempty"`
-	BuildKey   string `json:"build_key,omitempty"`
-	VariantKey string `json:"variant_key,omitempty"`
-	Content    string `json:"content,omitempty"`
-	Provided   bool   `json:"provided"`
-	Note       string `json:"note,omitempty"`
+	Path       string       `json:"path,omitempty"`
+	CPV        string       `json:"cpv,omitempty"`
+	BuildKey   keys.Build   `json:"build_key,omitempty"`
+	VariantKey keys.Variant `json:"variant_key,omitempty"`
+	Content    string       `json:"content,omitempty"`
+	Provided   bool         `json:"provided"`
+	Note       string       `json:"note,omitempty"`
 }
 
 // FetchRequest asks the daemon to fetch the Allowed build for a build key
@@ -170,7 +171,7 @@ type FetchProgress struct {
 
 // FetchResult reports a finished fetch.
 type FetchResult struct {
-	BuildKey     string        `json:"build_key"`
+	BuildKey     keys.Build    `json:"build_key"`
 	CPV          string        `json:"cpv"`
 	Content      string        `json:"content"`
 	FileSHA256   string        `json:"file_sha256"`

@@ -13,6 +13,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/own"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
@@ -108,22 +109,22 @@ func (g *gateway) install(t testing.TB, cpv string) {
 }
 
 // buildKey is the build key G's store knows for cpv (one expected).
-func (g *gateway) buildKey(t testing.TB, cpv string) string {
+func (g *gateway) buildKey(t testing.TB, cpv string) keys.Build {
 	t.Helper()
 	recs, err := g.Store.AttestationsByCPV(cpv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keys []string
+	var bks []keys.Build
 	for _, r := range recs {
-		if !slices.Contains(keys, r.BuildKey) {
-			keys = append(keys, r.BuildKey)
+		if bk := keys.Build(r.BuildKey); !slices.Contains(bks, bk) {
+			bks = append(bks, bk)
 		}
 	}
-	if len(keys) != 1 {
-		t.Fatalf("%d build keys of %s, want 1", len(keys), cpv)
+	if len(bks) != 1 {
+		t.Fatalf("%d build keys of %s, want 1", len(bks), cpv)
 	}
-	return keys[0]
+	return bks[0]
 }
 
 func listedCPV(l portagehook.Listing) string {

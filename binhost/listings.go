@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -51,7 +52,7 @@ type Listings struct {
 	installed func() map[string]bool
 	log       *slog.Logger
 	// listed maps what the index listed (content/BUILD_ID) to its build
-	// key: portage asks for a file by what the index said.
+	// key (a keys.Build): portage asks for a file by what the index said.
 	listed      sync.Map
 	fetchFailed prometheus.Counter
 }
@@ -129,7 +130,7 @@ func (ls *Listings) listing(b votes.Build) (portagehook.Listing, error) {
 	// The served BUILD_TIME and mtimes are when this daemon first listed
 	// the content: an attester's time would let any peer change them (and
 	// force a re-pack) at will.
-	at, err := ls.store.FirstSeen("listing\x00"+b.Verdict.BuildKey+"\x00"+att.Content.String(), time.Now())
+	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), time.Now())
 	if err != nil {
 		return portagehook.Listing{}, err
 	}
@@ -145,7 +146,7 @@ func (ls *Listings) listing(b votes.Build) (portagehook.Listing, error) {
 // gatewayBuildID gives each build key a stable BUILD_ID, so portage's
 // cached index stays valid across daemon restarts and two builds of one
 // CPV (other USE) never share an id.
-func gatewayBuildID(buildKey string) int64 {
+func gatewayBuildID(buildKey keys.Build) int64 {
 	h := sha256.Sum256([]byte(buildKey))
 	return int64(binary.BigEndian.Uint32(h[:4])&0x7fffffff) + 1
 }
@@ -162,7 +163,7 @@ func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (str
 	if !ok {
 		return "", fmt.Errorf("content %s is not listed", l.Content)
 	}
-	m, err := ls.mz.Materialize(ctx, bk.(string), nil)
+	m, err := ls.mz.Materialize(ctx, bk.(keys.Build), nil)
 	if err != nil {
 		ls.fetchFailed.Inc()
 		return "", err

@@ -15,6 +15,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -36,8 +37,8 @@ func entries(t *testing.T, ls *Listings) map[string]portagehook.Listing {
 // content, the stable BUILD_ID of the build key.
 func TestEntriesByPrefetch(t *testing.T) {
 	g := newGateway(t)
-	keys := map[string]string{jobtest.HelloCPV: g.buildKey(t, jobtest.HelloCPV), jobtest.LayoutCPV: g.buildKey(t, jobtest.LayoutCPV)}
-	for cpv, bk := range keys {
+	bks := map[string]keys.Build{jobtest.HelloCPV: g.buildKey(t, jobtest.HelloCPV), jobtest.LayoutCPV: g.buildKey(t, jobtest.LayoutCPV)}
+	for cpv, bk := range bks {
 		if _, ok, err := g.Book.AllowedBuild(bk); err != nil || !ok {
 			t.Fatalf("%s is not allowed at threshold 2 (%v): the network was not set up", cpv, err)
 		}
@@ -64,15 +65,15 @@ func TestEntriesByPrefetch(t *testing.T) {
 				t.Fatalf("listed %v, want %v", names, tc.want)
 			}
 			for cpv, l := range got {
-				ab, _, err := g.Book.AllowedBuild(keys[cpv])
+				ab, _, err := g.Book.AllowedBuild(bks[cpv])
 				if err != nil {
 					t.Fatal(err)
 				}
 				if l.Content != ab.Verdict.Content.String() || l.ImageDigest != ab.Verdict.Content.Image {
 					t.Errorf("%s: listed content %s, allowed %s", cpv, l.Content, ab.Verdict.Content)
 				}
-				if l.BuildID != gatewayBuildID(keys[cpv]) {
-					t.Errorf("%s: BUILD_ID %d, want the build key's %d", cpv, l.BuildID, gatewayBuildID(keys[cpv]))
+				if l.BuildID != gatewayBuildID(bks[cpv]) {
+					t.Errorf("%s: BUILD_ID %d, want the build key's %d", cpv, l.BuildID, gatewayBuildID(bks[cpv]))
 				}
 				if l.Metadata.Get("SLOT") != "0" || l.Time.IsZero() {
 					t.Errorf("%s: SLOT %q, time %v", cpv, l.Metadata.Get("SLOT"), l.Time)
@@ -146,11 +147,11 @@ func TestBuildIDStable(t *testing.T) {
 	}
 	seen := map[int64]bool{}
 	for i := range 1000 {
-		id := gatewayBuildID(string(rune('a'+i%26)) + strings.Repeat("k", i))
+		id := gatewayBuildID(keys.Build(string(rune('a'+i%26)) + strings.Repeat("k", i)))
 		if id <= 0 || id > 1<<31 {
 			t.Fatalf("BUILD_ID %d out of portage's range", id)
 		}
-		if id != gatewayBuildID(string(rune('a'+i%26))+strings.Repeat("k", i)) {
+		if id != gatewayBuildID(keys.Build(string(rune('a'+i%26))+strings.Repeat("k", i))) {
 			t.Fatal("BUILD_ID not deterministic")
 		}
 		seen[id] = true
@@ -203,7 +204,7 @@ func TestMaterialize(t *testing.T) {
 		!strings.HasPrefix(path, g.Store.Cache().Dir()) || g.fetch.Calls() != 1 {
 		t.Errorf("layout materialized at %s (%d fetches), want the fetched file in the cache", path, g.fetch.Calls())
 	}
-	if !g.Node.Providing(jobtest.CID(t, g.buildKey(t, jobtest.LayoutCPV))) {
+	if !g.Node.Providing(jobtest.CID(t, string(g.buildKey(t, jobtest.LayoutCPV)))) {
 		t.Error("the fetched copy is not provided")
 	}
 	if c, _ := g.Store.Counters(); c["bytes_saved"] != size+int64(len(data)) {

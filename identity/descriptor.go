@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -302,13 +303,15 @@ func (d Descriptor) appendVariant(b []byte) []byte {
 
 // BuildKey is the DHT key of the build: CIDv1, codec raw (0x55), multihash
 // sha2-256 of Canonical().
-func (d Descriptor) BuildKey() cid.Cid { return rawCID(d.Canonical()) }
+func (d Descriptor) BuildKey() keys.Build { return keys.BuildFromCID(rawCID(d.Canonical())) }
 
 // VariantKey is the coarser DHT key of every build of this cpv, ebuild,
 // USE and flags, whatever libraries it linked: CIDv1, raw, sha2-256 of
 // VariantCanonical(). A peer that cannot yet resolve its libraries looks
 // builds up by it and picks one whose SlotDeps its system satisfies.
-func (d Descriptor) VariantKey() cid.Cid { return rawCID(d.VariantCanonical()) }
+func (d Descriptor) VariantKey() keys.Variant {
+	return keys.VariantFromCID(rawCID(d.VariantCanonical()))
+}
 
 func rawCID(b []byte) cid.Cid {
 	h, err := mh.Sum(b, mh.SHA2_256, -1)

@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -70,7 +71,10 @@ func TestDescriptorGolden(t *testing.T) {
 		t.Errorf("VariantCanonical():\n%q\nwant\n%q", got, variant)
 	}
 	// The key is CIDv1, raw codec, sha2-256 of the canonical bytes.
-	k := d.BuildKey()
+	k, err := d.BuildKey().CID()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dec, err := mh.Decode(k.Hash())
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +134,7 @@ func TestBuildKeysSeparateBuilds(t *testing.T) {
 	if foo0.Platform() != foo1.Platform() {
 		t.Error("USE changed the platform")
 	}
-	seen := map[cid.Cid]string{}
+	seen := map[keys.Build]string{}
 	for _, rel := range []string{helloMIGPKG1, helloMIGPKG2, layoutGPKG1, consumerGPKG, libfooGPKG} {
 		k := mustDescriptor(t, loadFixture(t, rel), nil).BuildKey()
 		if prev, dup := seen[k]; dup {

@@ -58,7 +58,7 @@ func TestCatalogSyncPages(t *testing.T) {
 		}
 		raw, _ := json.Marshal(desc)
 		att := trust.Attestation{
-			Version: trust.AttestationVersion, BuildKey: desc.BuildKey().String(), VariantKey: desc.VariantKey().String(),
+			Version: trust.AttestationVersion, BuildKey: desc.BuildKey(), VariantKey: desc.VariantKey(),
 			CPV: desc.CPV, Platform: desc.Platform(), Descriptor: raw,
 			Content:    trust.ContentID{Image: sha256.Sum256([]byte{byte(i), byte(i >> 8)}), Metadata: sha256.Sum256([]byte(desc.CPV))},
 			FileSHA256: sha256.Sum256([]byte(desc.CPV + "file")), Size: 1000, PieceSize: 262144, Format: "gpkg",
@@ -71,7 +71,7 @@ func TestCatalogSyncPages(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := s.Attestation
-		return store.AttestationRecord{ID: s.ID(), BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV,
+		return store.AttestationRecord{ID: s.ID(), BuildKey: string(a.BuildKey), VariantKey: string(a.VariantKey), CPV: a.CPV,
 			Platform: a.Platform, Attester: s.Attester.String(), Content: a.Content.String(), Blob: s.Marshal(), ReceivedAt: time.Now(), Time: a.Time.Unix()}
 	}
 	first := record(0)

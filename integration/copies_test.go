@@ -44,7 +44,7 @@ func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
 	defer sharer.Stop()
 	// The DHT may still hold the old record; the sharer itself must
 	// announce (and keep reproviding) the copy again.
-	bk := mustDecodeCID(t, first.BuildKey)
+	bk := mustDecodeCID(t, string(first.BuildKey))
 	if err := testnet.WaitFor(ctx, 30*time.Second, "the restarted sharer to provide its copy", func() bool {
 		return sharer.Daemon.Node().Providing(bk)
 	}); err != nil {
@@ -59,7 +59,7 @@ func TestCachedCopyAnnouncedAfterRestart(t *testing.T) {
 	var res api.FetchResult
 	var fetchErr error
 	if err := testnet.WaitFor(ctx, 60*time.Second, "a fetch from the restarted sharer", func() bool {
-		res, fetchErr = newcomer.Daemon.API().Fetch(ctx, api.FetchRequest{Query: first.BuildKey})
+		res, fetchErr = newcomer.Daemon.API().Fetch(ctx, api.FetchRequest{Query: string(first.BuildKey)})
 		return fetchErr == nil
 	}); err != nil {
 		t.Fatalf("%v (last error: %v)", err, fetchErr)

@@ -53,7 +53,7 @@ func TestGatewayListsOnlyAllowed(t *testing.T) {
 	// strict: hello allowed, layout disputed → only hello is listed.
 	entries := gatewayIndex(t, ctx, strict)
 	if _, ok := entries["app-misc/hello-1.0"]; !ok || len(entries) != 1 {
-		t.Fatalf("strict gateway lists %v, want exactly app-misc/hello-1.0", keys(entries))
+		t.Fatalf("strict gateway lists %v, want exactly app-misc/hello-1.0", entryNames(entries))
 	}
 	checkServed(t, ctx, strict, entries["app-misc/hello-1.0"], honest["app-misc/hello-1.0"])
 
@@ -61,7 +61,7 @@ func TestGatewayListsOnlyAllowed(t *testing.T) {
 	// listed; what is served is the honest content.
 	entries = gatewayIndex(t, ctx, lenient)
 	if len(entries) != 2 {
-		t.Fatalf("lenient gateway lists %v, want hello and layout", keys(entries))
+		t.Fatalf("lenient gateway lists %v, want hello and layout", entryNames(entries))
 	}
 	checkServed(t, ctx, lenient, entries["app-misc/layout-1.0-r1"], honest["app-misc/layout-1.0-r1"])
 	checkServed(t, ctx, lenient, entries["app-misc/hello-1.0"], honest["app-misc/hello-1.0"])
@@ -140,7 +140,7 @@ func gatewayIndex(t *testing.T, ctx context.Context, n *testnet.Node) map[string
 	return out
 }
 
-func keys(m map[string]portagehook.Entry) []string {
+func entryNames(m map[string]portagehook.Entry) []string {
 	var out []string
 	for k := range m {
 		out = append(out, k)
@@ -231,7 +231,7 @@ func TestGatewayPrefetchInstalled(t *testing.T) {
 	}
 	entries := gatewayIndex(t, ctx, e)
 	if _, ok := entries["app-misc/hello-1.0"]; !ok || len(entries) != 1 {
-		t.Fatalf("gateway lists %v; want only the upgrade of installed app-misc/hello", keys(entries))
+		t.Fatalf("gateway lists %v; want only the upgrade of installed app-misc/hello", entryNames(entries))
 	}
 	if st := e.Daemon.API().Status(ctx); st.BuildsFetched != 1 {
 		t.Errorf("fetched %d builds to answer the index, want 1 (layout is not installed)", st.BuildsFetched)
@@ -241,6 +241,6 @@ func TestGatewayPrefetchInstalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	if entries = gatewayIndex(t, ctx, e); len(entries) != 2 {
-		t.Fatalf("after fetching layout the gateway lists %v", keys(entries))
+		t.Fatalf("after fetching layout the gateway lists %v", entryNames(entries))
 	}
 }

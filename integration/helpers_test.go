@@ -20,6 +20,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -137,7 +138,7 @@ func ownAttestations(tb testing.TB, st *store.Store, buildKey, attester string) 
 // providers and an attestation signed by provider.
 func foundWith(res api.FindResult, buildKey, provider string) bool {
 	for _, b := range res.Builds {
-		if b.BuildKey != buildKey {
+		if b.BuildKey != keys.Build(buildKey) {
 			continue
 		}
 		listed, attested := false, false
@@ -155,7 +156,7 @@ func foundWith(res api.FindResult, buildKey, provider string) bool {
 // listsProvider reports whether res lists provider for buildKey.
 func listsProvider(res api.FindResult, buildKey, provider string) bool {
 	for _, b := range res.Builds {
-		if b.BuildKey != buildKey {
+		if b.BuildKey != keys.Build(buildKey) {
 			continue
 		}
 		for _, p := range b.Providers {

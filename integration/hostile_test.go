@@ -48,7 +48,7 @@ func TestHostileRelabelling(t *testing.T) {
 	defer cancel()
 	_, before, after := relabelAttack(t, ctx)
 	if len(after) != len(before) {
-		t.Fatalf("victim lists %v after the attack, %v before", keys(after), keys(before))
+		t.Fatalf("victim lists %v after the attack, %v before", entryNames(after), entryNames(before))
 	}
 	hello, got := before["app-misc/hello-1.0"], after["app-misc/hello-1.0"]
 	for _, k := range []string{"CPV", "PATH", "SLOT", "USE", "RDEPEND", "DEPEND", "BUILD_ID", "BUILD_TIME", "SIZE", "SHA1", "DESCRIPTION"} {
@@ -74,7 +74,7 @@ func relabelAttack(t *testing.T, ctx context.Context) (victim *testnet.Node, bef
 	waitCatalog(t, victim, 4)
 	before = gatewayIndex(t, ctx, victim)
 	if _, ok := before["app-misc/hello-1.0"]; !ok {
-		t.Fatalf("victim lists %v before the attack, want hello", keys(before))
+		t.Fatalf("victim lists %v before the attack, want hello", entryNames(before))
 	}
 	honest := ownAttestations(t, a.Daemon.Store(), localByName(t, a, "app-misc/hello-1.0").BuildKey, a.Daemon.ID().String())[0]
 
@@ -229,7 +229,7 @@ func TestHostileFloodIsBoundedPerIdentity(t *testing.T) {
 	if entries := gatewayIndex(t, ctx, victim); len(entries) != 0 {
 		// Threshold 3 with one honest builder: nothing is allowed, and
 		// none of the junk either.
-		t.Errorf("victim lists %v", keys(entries))
+		t.Errorf("victim lists %v", entryNames(entries))
 	}
 }
 
@@ -260,7 +260,7 @@ func TestHostileCatalogRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		at := s.Attestation
-		recs = append(recs, store.AttestationRecord{ID: s.ID(), BuildKey: at.BuildKey, VariantKey: at.VariantKey, CPV: at.CPV,
+		recs = append(recs, store.AttestationRecord{ID: s.ID(), BuildKey: string(at.BuildKey), VariantKey: string(at.VariantKey), CPV: at.CPV,
 			Platform: at.Platform, Attester: s.Attester.String(), Content: at.Content.String(), Blob: s.Marshal(),
 			ReceivedAt: time.Now(), Time: at.Time.Unix()})
 	}

@@ -176,7 +176,7 @@ func TestXferMirrorMode(t *testing.T) {
 	}
 	t.Run("re-serves a fetched build", func(t *testing.T) {
 		servedBefore := xferServed(ctx, m)
-		res, err := third.Daemon.API().Fetch(ctx, api.FetchRequest{Query: last.BuildKey})
+		res, err := third.Daemon.API().Fetch(ctx, api.FetchRequest{Query: string(last.BuildKey)})
 		if err != nil {
 			t.Fatalf("fetch %s with the mirror as the only provider: %v", last.CPV, err)
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -86,7 +87,7 @@ func testFind(t *testing.T, alice, erin *testnet.Node) {
 		if s.Attester != alice.Daemon.ID() {
 			t.Fatalf("attester %s, want alice %s", s.Attester, alice.Daemon.ID())
 		}
-		if s.Attestation.FileSHA256 != lp.FileSHA256 || s.Attestation.VariantKey != lp.VariantKey ||
+		if s.Attestation.FileSHA256 != lp.FileSHA256 || s.Attestation.VariantKey != keys.Variant(lp.VariantKey) ||
 			s.Attestation.Content != (trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}) {
 			t.Fatalf("alice's attestation for %s does not describe her file", lp.CPV)
 		}
@@ -167,7 +168,7 @@ func tamperedSet(t *testing.T, victim *testnet.Node, key crypto.PrivKey) (valid 
 	// 3. Correctly signed, but claiming layout's build key for hello's
 	// descriptor.
 	other := base
-	other.BuildKey = layout.BuildKey
+	other.BuildKey = keys.Build(layout.BuildKey)
 	s, err := trust.Sign(other, key)
 	if err != nil {
 		t.Fatal(err)

@@ -37,7 +37,7 @@ func TestPortageInstallsThroughAttackedGateway(t *testing.T) {
 	victim, _, after := relabelAttack(t, ctx)
 	hello, ok := after["app-misc/hello-1.0"]
 	if !ok {
-		t.Fatalf("victim lists %v after the attack, want hello", keys(after))
+		t.Fatalf("victim lists %v after the attack, want hello", entryNames(after))
 	}
 
 	dir := t.TempDir()

@@ -183,7 +183,7 @@ func markerAttestation(t *testing.T, n *testnet.Node) *trust.Signed {
 		t.Fatal(err)
 	}
 	if _, err := n.Daemon.Store().PutAttestation(store.AttestationRecord{
-		ID: s.ID(), BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV, Platform: a.Platform,
+		ID: s.ID(), BuildKey: string(a.BuildKey), VariantKey: string(a.VariantKey), CPV: a.CPV, Platform: a.Platform,
 		Attester: s.Attester.String(), Content: a.Content.String(), Blob: s.Marshal(),
 		ReceivedAt: time.Now().UTC(), From: s.Attester.String(), Time: a.Time.Unix(),
 	}); err != nil {

@@ -14,11 +14,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
@@ -213,7 +213,7 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 			if len(cs) < 2 {
 				continue
 			}
-			if v, _, err := srv.votes.Verdict(k); err == nil && v.Decision == trust.Disputed {
+			if v, _, err := srv.votes.Verdict(keys.Build(k)); err == nil && v.Decision == trust.Disputed {
 				st.Disputes++
 			}
 		}
@@ -253,12 +253,12 @@ func (srv *Server) peers() api.PeersResponse {
 
 // resolve turns a query into build keys (votes.Book.Resolve), with its
 // failures typed.
-func (srv *Server) resolve(q string) ([]string, error) {
+func (srv *Server) resolve(q string) ([]keys.Build, error) {
 	if strings.TrimSpace(q) == "" {
 		return nil, classify(ErrEmptyQuery, api.CodeBadRequest)
 	}
-	keys, err := srv.votes.Resolve(q)
-	return keys, classify(err, api.CodeInternal)
+	bks, err := srv.votes.Resolve(q)
+	return bks, classify(err, api.CodeInternal)
 }
 
 // Find looks a build up in the network: providers from the DHT and the
@@ -267,11 +267,11 @@ func (srv *Server) resolve(q string) ([]string, error) {
 func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 	start := time.Now()
 	res := api.FindResult{Query: q, Builds: []api.FoundBuild{}}
-	keys, err := srv.resolve(q)
+	bks, err := srv.resolve(q)
 	if err != nil {
 		return res, err
 	}
-	for _, bk := range keys {
+	for _, bk := range bks {
 		fb := api.FoundBuild{BuildKey: bk, Providers: []string{}, Attestations: []api.AttestationInfo{}}
 		files, err := srv.mz.Providers(ctx, bk)
 		if err != nil {
@@ -286,10 +286,10 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 				}
 			}
 		}
-		if lps, _ := srv.store.LocalByBuildKey(bk); len(lps) > 0 {
+		if lps, _ := srv.store.LocalByBuildKey(string(bk)); len(lps) > 0 {
 			fb.Providers = append(fb.Providers, srv.self.String()+" (self)")
 		}
-		recs, _ := srv.store.AttestationsFor(bk)
+		recs, _ := srv.store.AttestationsFor(string(bk))
 		for _, r := range recs {
 			s, err := srv.votes.Decode(r.Blob)
 			if err != nil {
@@ -305,7 +305,7 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 	}
 	// A build key nobody in the catalog knows can still have providers.
 	if len(res.Builds) == 1 && len(res.Builds[0].Attestations) == 0 && len(res.Builds[0].Providers) == 0 {
-		if _, err := cid.Decode(q); err != nil {
+		if _, err := keys.ParseBuild(q); err != nil {
 			res.Builds = res.Builds[:0]
 		}
 	}
@@ -344,7 +344,7 @@ func (srv *Server) Announce(ctx context.Context, req api.AnnounceRequest) (api.A
 		return api.AnnounceResult{}, classify(err, api.CodeRejected)
 	}
 	return api.AnnounceResult{
-		Path: lp.Path, CPV: lp.CPV, BuildKey: lp.BuildKey, VariantKey: lp.VariantKey,
+		Path: lp.Path, CPV: lp.CPV, BuildKey: keys.Build(lp.BuildKey), VariantKey: keys.Variant(lp.VariantKey),
 		Content:  trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}.String(),
 		Provided: srv.own.Providing(lp),
 	}, nil
@@ -373,15 +373,15 @@ func (srv *Server) FetchWithProgress(ctx context.Context, req api.FetchRequest, 
 			return api.FetchResult{}, api.Errorf(api.CodeBadRequest, "fetch: %s is not a directory", req.Dir)
 		}
 	}
-	keys, err := srv.resolve(req.Query)
+	bks, err := srv.resolve(req.Query)
 	if err != nil {
 		return api.FetchResult{}, err
 	}
-	if len(keys) == 0 {
+	if len(bks) == 0 {
 		return api.FetchResult{}, classify(fmt.Errorf("fetch: %w %q (try `gentoo-p2pd find %s`)", ErrNoMatch, req.Query, req.Query), api.CodeNotFound)
 	}
 	var lastErr error
-	for _, bk := range keys {
+	for _, bk := range bks {
 		m, err := srv.mz.Materialize(ctx, bk, progress)
 		if err != nil {
 			// Allowed but not delivered: no provider reachable, every
@@ -459,16 +459,16 @@ func copyFile(src, dst string) error {
 // in the catalog matches is api.CodeNotFound; a build key is always
 // explained, with no votes if need be.
 func (srv *Server) Explain(ctx context.Context, q string) (api.Explanation, error) {
-	keys, err := srv.resolve(q)
+	bks, err := srv.resolve(q)
 	if err != nil {
 		return api.Explanation{}, err
 	}
-	if len(keys) == 0 {
+	if len(bks) == 0 {
 		return api.Explanation{}, classify(fmt.Errorf("trust explain: %w %q: no attestations for it", ErrNoMatch, q), api.CodeNotFound)
 	}
 	ex := api.Explanation{Query: q, Verdicts: []trust.Verdict{}}
 	var sb strings.Builder
-	for _, bk := range keys {
+	for _, bk := range bks {
 		v, _, err := srv.votes.Verdict(bk)
 		if err != nil {
 			return ex, classify(err, api.CodeInternal)
@@ -487,7 +487,7 @@ func (srv *Server) Explain(ctx context.Context, q string) (api.Explanation, erro
 func (srv *Server) Endorse(ctx context.Context, req api.EndorseRequest) (api.EndorseResult, error) {
 	e, err := votes.DecodeEndorsement(req.Blob)
 	if err == nil {
-		_, err = cid.Decode(e.BuildKey)
+		_, err = e.BuildKey.CID()
 	}
 	if err != nil {
 		return api.EndorseResult{}, api.NewError(api.CodeBadRequest, fmt.Errorf("endorse: %w", err))

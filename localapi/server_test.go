@@ -28,6 +28,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/own"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -298,7 +299,7 @@ func TestFind(t *testing.T) {
 			t.Fatalf("find %s: %+v", q, res)
 		}
 		b := res.Builds[0]
-		if b.BuildKey != hello.BuildKey || b.VariantKey != hello.VariantKey || b.CPV != "app-misc/hello-1.0" || b.Verdict != "allowed" {
+		if b.BuildKey != keys.Build(hello.BuildKey) || b.VariantKey != keys.Variant(hello.VariantKey) || b.CPV != "app-misc/hello-1.0" || b.Verdict != "allowed" {
 			t.Errorf("find %s: %+v", q, b)
 		}
 		if len(b.Providers) != 1 || b.Providers[0] != w.a.ID.String()+" (self)" {
@@ -324,7 +325,7 @@ func TestFind(t *testing.T) {
 	}
 	// An unknown build key is kept: providers may still turn up.
 	res = decode[api.FindResult](t, do(h, "GET", api.PathFind+"?q="+unknownKey(t), ""))
-	if len(res.Builds) != 1 || res.Builds[0].BuildKey != unknownKey(t) || len(res.Builds[0].Providers) != 0 {
+	if len(res.Builds) != 1 || res.Builds[0].BuildKey != keys.Build(unknownKey(t)) || len(res.Builds[0].Providers) != 0 {
 		t.Errorf("find an unknown key: %+v", res)
 	}
 	wantError(t, "find with no query", do(h, "GET", api.PathFind, ""), api.CodeBadRequest, "empty query")
@@ -346,7 +347,7 @@ func TestAnnounce(t *testing.T) {
 	body := func(req api.AnnounceRequest) string { b, _ := json.Marshal(req); return string(b) }
 	res := decode[api.AnnounceResult](t, do(h, "POST", api.PathAnnounce, body(api.AnnounceRequest{Path: hello.Path})))
 	wantContent := trust.ContentID{Image: hello.ImageDigest, Metadata: hello.MetadataDigest}.String()
-	if res.Path != hello.Path || res.CPV != hello.CPV || res.BuildKey != hello.BuildKey || res.VariantKey != hello.VariantKey ||
+	if res.Path != hello.Path || res.CPV != hello.CPV || res.BuildKey != keys.Build(hello.BuildKey) || res.VariantKey != keys.Variant(hello.VariantKey) ||
 		res.Content != wantContent || !res.Provided {
 		t.Errorf("announce by path: %+v", res)
 	}
@@ -404,7 +405,7 @@ func TestFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(dir, "hello-1.0.gpkg.tar")
-	if res.Path != dst || res.BuildKey != hello.BuildKey || res.CPV != hello.CPV || res.Size != hello.Size || w.fetches.Load() != 0 {
+	if res.Path != dst || res.BuildKey != keys.Build(hello.BuildKey) || res.CPV != hello.CPV || res.Size != hello.Size || w.fetches.Load() != 0 {
 		t.Errorf("fetch of an own build: %+v (%d fetches)", res, w.fetches.Load())
 	}
 	got, _ := os.ReadFile(dst)
@@ -569,7 +570,7 @@ func TestExplainAndPolicy(t *testing.T) {
 
 	ex := decode[api.Explanation](t, do(h, "GET", api.PathTrustExplain+"?q=app-misc/hello-1.0", ""))
 	if ex.Query != "app-misc/hello-1.0" || len(ex.Verdicts) != 1 || ex.Verdicts[0].Decision != trust.Allowed ||
-		ex.Verdicts[0].BuildKey != hello.BuildKey || !strings.Contains(ex.Text, hello.BuildKey) {
+		ex.Verdicts[0].BuildKey != keys.Build(hello.BuildKey) || !strings.Contains(ex.Text, hello.BuildKey) {
 		t.Errorf("explain hello: %+v", ex)
 	}
 	ex = decode[api.Explanation](t, do(h, "GET", api.PathTrustExplain+"?q=app-misc/layout-1.0-r1", ""))

@@ -8,11 +8,11 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -58,7 +58,7 @@ type Materialized struct {
 // Materialize returns a verified local container file for the allowed
 // content of buildKey, fetching it from peers when neither PKGDIR nor the
 // cache has one.
-func (mz *Materializer) Materialize(ctx context.Context, buildKey string, progress func(transfer.Progress)) (m Materialized, err error) {
+func (mz *Materializer) Materialize(ctx context.Context, buildKey keys.Build, progress func(transfer.Progress)) (m Materialized, err error) {
 	defer func() {
 		// What status shows: why the last fetch failed (a refusal by the
 		// policy and a cancelled request are not failures).
@@ -142,7 +142,7 @@ func (mz *Materializer) Materialize(ctx context.Context, buildKey string, progre
 
 // collectAttestations asks the build key's providers for the attestations
 // they hold and stores the valid ones.
-func (mz *Materializer) collectAttestations(ctx context.Context, buildKey string) error {
+func (mz *Materializer) collectAttestations(ctx context.Context, buildKey keys.Build) error {
 	_, err := mz.Providers(ctx, buildKey)
 	return err
 }
@@ -150,7 +150,7 @@ func (mz *Materializer) collectAttestations(ctx context.Context, buildKey string
 // Providers finds the build key's providers, collects their
 // attestations, and maps each container file to the peers that attest
 // holding it (a peer's own attestation is its claim to hold the file).
-func (mz *Materializer) Providers(ctx context.Context, buildKey string) (map[[32]byte][]peer.AddrInfo, error) {
+func (mz *Materializer) Providers(ctx context.Context, buildKey keys.Build) (map[[32]byte][]peer.AddrInfo, error) {
 	files, _, err := mz.findHolders(ctx, buildKey, false)
 	return files, err
 }
@@ -162,10 +162,10 @@ func (mz *Materializer) Providers(ctx context.Context, buildKey string) (map[[32
 // unknown until asked; pieces are verified against the attested root
 // either way, and one without the file answers "not found". askAttesters
 // adds the build's attesters this node can reach to the DHT's answer.
-func (mz *Materializer) findHolders(ctx context.Context, buildKey string, askAttesters bool) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
-	key, err := cid.Decode(buildKey)
+func (mz *Materializer) findHolders(ctx context.Context, buildKey keys.Build, askAttesters bool) (files map[[32]byte][]peer.AddrInfo, copies []peer.AddrInfo, err error) {
+	key, err := buildKey.CID()
 	if err != nil {
-		return nil, nil, fmt.Errorf("build key %q: %w", buildKey, err)
+		return nil, nil, err
 	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -219,7 +219,7 @@ func (mz *Materializer) findHolders(ctx context.Context, buildKey string, askAtt
 // fetchContent downloads one container file that carries content, from the
 // peers that hold it, verifying pieces, the whole file, and finally the
 // image and metadata digests before the file enters the cache.
-func (mz *Materializer) fetchContent(ctx context.Context, buildKey string, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
+func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
 	files, copies, err := mz.findHolders(ctx, buildKey, true)
 	if err != nil {
 		return "", nil, transfer.Result{}, err
@@ -275,7 +275,7 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey string, conte
 			lastErr = err
 			continue
 		}
-		entry, err := mz.store.Cache().Commit(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: buildKey})
+		entry, err := mz.store.Cache().Commit(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: string(buildKey)})
 		if err != nil {
 			return "", nil, res, err
 		}
@@ -327,11 +327,11 @@ func (mz *Materializer) holdBudget(fresh [32]byte) {
 
 // provideCopy announces the build and variant key of a fetched copy.
 func (mz *Materializer) provideCopy(a trust.Attestation) error {
-	bk, err := cid.Decode(a.BuildKey)
+	bk, err := a.BuildKey.CID()
 	if err != nil {
 		return err
 	}
-	vk, err := cid.Decode(a.VariantKey)
+	vk, err := a.VariantKey.CID()
 	if err != nil {
 		return err
 	}
@@ -365,7 +365,7 @@ func (mz *Materializer) Open(sha [32]byte) (transfer.File, error) {
 	if err != nil || !ok {
 		return nil, errNotServed
 	}
-	if !mz.servable(entry.Meta.BuildKey) {
+	if !mz.servable(keys.Build(entry.Meta.BuildKey)) {
 		return nil, errNotServed
 	}
 	if err := mz.store.Cache().Touch(sha); err != nil {
@@ -394,12 +394,12 @@ func (mz *Materializer) openFile(sha [32]byte, path string) (transfer.File, erro
 
 // appendReachableAttesters adds to provs the attesters of buildKey that are
 // connected or have known addresses, without duplicates.
-func (mz *Materializer) appendReachableAttesters(provs []peer.AddrInfo, buildKey string) []peer.AddrInfo {
+func (mz *Materializer) appendReachableAttesters(provs []peer.AddrInfo, buildKey keys.Build) []peer.AddrInfo {
 	seen := map[peer.ID]bool{mz.self: true}
 	for _, p := range provs {
 		seen[p.ID] = true
 	}
-	recs, err := mz.store.AttestationsFor(buildKey)
+	recs, err := mz.store.AttestationsFor(string(buildKey))
 	if err != nil {
 		return provs
 	}
@@ -419,7 +419,7 @@ func (mz *Materializer) appendReachableAttesters(provs []peer.AddrInfo, buildKey
 // servable reports whether a cached copy of a build may be served to peers:
 // Allowed builds, and in mirror mode builds not decided yet — never refused
 // or disputed ones.
-func (mz *Materializer) servable(buildKey string) bool {
+func (mz *Materializer) servable(buildKey keys.Build) bool {
 	v, _, err := mz.votes.Verdict(buildKey)
 	if err != nil {
 		return false

@@ -51,7 +51,7 @@ func TestFetchHoldsBudget(t *testing.T) {
 	s.local(w.layout1)
 	s.cache(w.layout1)
 	s.cache(w.layout2)
-	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

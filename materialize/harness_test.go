@@ -19,6 +19,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -133,7 +134,7 @@ func (r *remote) serve(_ context.Context, key cid.Cid) ([][]byte, error) {
 			continue
 		}
 		s, err := trust.Decode(b)
-		if err == nil && (s.Attestation.BuildKey == key.String() || s.Attestation.VariantKey == key.String()) {
+		if err == nil && (s.Attestation.BuildKey == keys.BuildFromCID(key) || s.Attestation.VariantKey == keys.VariantFromCID(key)) {
 			out = append(out, b)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
@@ -74,7 +75,7 @@ type Materializer struct {
 	running atomic.Pointer[context.Context] // Run's context, for fetches not tied to one request
 	mu      sync.Mutex
 	// fetching holds one transfer per build key (singleflight).
-	fetching map[string]*fetchCall
+	fetching map[keys.Build]*fetchCall
 	// lastFetchFailure is why the latest failed fetch failed, for status.
 	lastFetchFailure atomic.Pointer[fetchFailure]
 }
@@ -88,7 +89,7 @@ func New(o Options) *Materializer {
 	mz := &Materializer{
 		store: o.Store, votes: o.Votes, net: o.Net, fetch: o.Fetch, self: o.Self,
 		platform: o.Platform, mode: o.Mode, diskBudget: o.DiskBudget, limits: o.Files,
-		xferM: o.Transfer, log: o.Logger, fetching: make(map[string]*fetchCall),
+		xferM: o.Transfer, log: o.Logger, fetching: make(map[keys.Build]*fetchCall),
 	}
 	if mz.log == nil {
 		mz.log = slog.New(slog.DiscardHandler)
@@ -152,7 +153,7 @@ func (mz *Materializer) AnnounceCache() error {
 			if err != nil || s.Attestation.FileSHA256 != e.SHA256 {
 				continue
 			}
-			if mz.servable(e.Meta.BuildKey) {
+			if mz.servable(keys.Build(e.Meta.BuildKey)) {
 				if err := mz.provideCopy(s.Attestation); err != nil {
 					mz.log.Warn("re-announce copy", "cpv", e.Meta.CPV, "sha256", hex.EncodeToString(e.SHA256[:]), "err", err)
 				}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
@@ -38,7 +39,7 @@ func TestMaterializeFetchesFromPeers(t *testing.T) {
 			a.builds(w.hello1, at(0))
 			b.builds(w.hello2, at(1))
 			s := w.self(selfOpts{mode: mode, threshold: 2})
-			bk := w.hello1.Local.BuildKey
+			bk := w.hello1.BuildKey()
 
 			var progress []transfer.Progress
 			m, err := s.mz.Materialize(t.Context(), bk, func(p transfer.Progress) { progress = append(progress, p) })
@@ -93,7 +94,7 @@ func TestProviders(t *testing.T) {
 	b.builds(w.hello2, at(1))
 	c.provides(w.hello1) // a copy: attests nothing itself
 	s := w.self(selfOpts{})
-	files, err := s.mz.Providers(t.Context(), w.hello1.Local.BuildKey)
+	files, err := s.mz.Providers(t.Context(), w.hello1.BuildKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,11 +122,11 @@ func TestMaterializeNotAllowed(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		s    *self
-		bk   string
+		bk   keys.Build
 		want trust.Decision
 	}{
-		{"one vote of two", s2, w.hello1.Local.BuildKey, trust.Unknown},
-		{"disputed", s, w.layout1.Local.BuildKey, trust.Disputed},
+		{"one vote of two", s2, w.hello1.BuildKey(), trust.Unknown},
+		{"disputed", s, w.layout1.BuildKey(), trust.Disputed},
 		{"malformed build key", s, "not-a-build-key", trust.Refused},
 	} {
 		m, err := tc.s.mz.Materialize(t.Context(), tc.bk, nil)
@@ -153,7 +154,7 @@ func TestMaterializeUsesOwnBuild(t *testing.T) {
 	b.builds(w.hello2, at(1))
 	s := w.self(selfOpts{})
 	path := s.local(w.hello2) // the same file b attests
-	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestMaterializeUsesCachedCopy(t *testing.T) {
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
 	e := s.cache(w.layout2)
-	m, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestMaterializeIgnoresLocalFilesWithOtherContent(t *testing.T) {
 			} else {
 				s.cache(w.evil)
 			}
-			m, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
+			m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -231,7 +232,7 @@ func TestMaterializeRejectsWrongContent(t *testing.T) {
 	e.holds(w.evil)
 	a.builds(w.layout1, at(1))
 	s := w.self(selfOpts{threshold: 2})
-	m, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +269,7 @@ func TestMaterializeAllCandidatesFail(t *testing.T) {
 	w.fetch.HoldAs(a.ID, w.layout1.Local.FileSHA256, w.layout2.Data) // other bytes than attested
 	s := w.self(selfOpts{})
 	before := time.Now()
-	_, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
 	if err == nil || !errors.Is(err, transfer.ErrNoProviders) || errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("err %v; want the last candidate's ErrNoProviders", err)
 	}
@@ -291,7 +292,7 @@ func TestMaterializeStopsOnDiskWrite(t *testing.T) {
 	b.builds(w.hello2, at(1))
 	s := w.self(selfOpts{})
 	w.fetch.SetFail(fmt.Errorf("%w: writing piece 0: %w", transfer.ErrDiskWrite, syscall.ENOSPC))
-	_, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if !errors.Is(err, transfer.ErrDiskWrite) || !errors.Is(err, syscall.ENOSPC) || w.fetch.Calls() != 1 {
 		t.Fatalf("err %v after %d transfers; want ErrDiskWrite (ENOSPC) after one", err, w.fetch.Calls())
 	}
@@ -299,7 +300,7 @@ func TestMaterializeStopsOnDiskWrite(t *testing.T) {
 		t.Errorf("LastFailure %q does not name the full disk", msg)
 	}
 	w.fetch.SetFail(nil)
-	if _, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil); err != nil || !s.cached(w.hello1) {
+	if _, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil); err != nil || !s.cached(w.hello1) {
 		t.Fatalf("after the disk was fixed: %v, cached %v", err, s.cached(w.hello1))
 	}
 }
@@ -318,7 +319,7 @@ func TestMaterializeSharesOneFetch(t *testing.T) {
 	gate := make(chan struct{})
 	started := make(chan context.Context, 1)
 	w.fetch.Gate(gate, started)
-	bk := w.hello1.Local.BuildKey
+	bk := w.hello1.BuildKey()
 
 	type result struct {
 		m   Materialized
@@ -392,7 +393,7 @@ func TestMaterializeEndsWithRun(t *testing.T) {
 	waitFor(t, "Run to start", func() bool { return s.mz.running.Load() != nil })
 	errc := make(chan error, 1)
 	go func() {
-		_, err := s.mz.Materialize(context.Background(), w.hello1.Local.BuildKey, nil)
+		_, err := s.mz.Materialize(context.Background(), w.hello1.BuildKey(), nil)
 		errc <- err
 	}()
 	<-started
@@ -418,12 +419,12 @@ func TestMaterializeFromCopies(t *testing.T) {
 	a.Node.SetOnline(false)
 	b.Node.SetOnline(false)
 	_, signer := jobtest.NewSigner(t)
-	c.says(votes.NewEndorsement(w.hello1.Local.BuildKey, w.hello1.Local.Platform, w.hello1.Content(), signer).Marshal())
+	c.says(votes.NewEndorsement(w.hello1.BuildKey(), w.hello1.Local.Platform, w.hello1.Content(), signer).Marshal())
 	c.provides(w.hello1)
 	c.holds(w.hello2) // not hello1, whose attestation is older
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +450,7 @@ func TestMaterializeAsksReachableAttesters(t *testing.T) {
 	b.holds(w.hello2)
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +470,7 @@ func TestMaterializeNoHolder(t *testing.T) {
 	b.Node.SetOnline(false)
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	_, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err == nil || !strings.Contains(err.Error(), "no reachable peer holds") {
 		t.Fatalf("err %v; want no reachable holder", err)
 	}
@@ -477,7 +478,7 @@ func TestMaterializeNoHolder(t *testing.T) {
 		t.Errorf("LastFailure %q, want %q", msg, err)
 	}
 	s.Node.SetOnline(false)
-	_, err = s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	_, err = s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err == nil || !strings.Contains(err.Error(), "find providers") {
 		t.Fatalf("offline: %v; want the provider lookup's error", err)
 	}
@@ -497,11 +498,11 @@ func TestMaterializeRechecksVerdictAfterCollecting(t *testing.T) {
 	e.builds(w.evil, at(2))
 	s := w.self(selfOpts{})
 	s.learn(sa, sb)
-	_, err := s.mz.Materialize(t.Context(), w.layout1.Local.BuildKey, nil)
+	_, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
 	if !errors.Is(err, ErrNotAllowed) || w.fetch.Calls() != 0 {
 		t.Fatalf("err %v after %d transfers; want ErrNotAllowed before any", err, w.fetch.Calls())
 	}
-	if v, _, _ := s.Book.Verdict(w.layout1.Local.BuildKey); v.Decision != trust.Disputed {
+	if v, _, _ := s.Book.Verdict(w.layout1.BuildKey()); v.Decision != trust.Disputed {
 		t.Fatalf("verdict %s, want disputed", v.Decision)
 	}
 }
@@ -514,9 +515,9 @@ func TestMaterializeSignerEndorsement(t *testing.T) {
 	a := w.remote()
 	pub, signer := jobtest.NewSigner(t)
 	a.builds(w.hello1, at(0))
-	a.says(votes.NewEndorsement(w.hello1.Local.BuildKey, w.hello1.Local.Platform, w.hello1.Content(), signer).Marshal())
+	a.says(votes.NewEndorsement(w.hello1.BuildKey(), w.hello1.Local.Platform, w.hello1.Content(), signer).Marshal())
 	s := w.self(selfOpts{threshold: 5, policyHook: func(p *trust.Policy) { p.Signers = []ed25519.PublicKey{pub} }})
-	m, err := s.mz.Materialize(t.Context(), w.hello1.Local.BuildKey, nil)
+	m, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

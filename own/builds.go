@@ -18,6 +18,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/scan"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
@@ -130,7 +131,7 @@ func (ob *Builds) Note() string { s, _ := ob.pkgdirMsg.Load().(string); return s
 
 // Providing reports whether this daemon announces lp's build key.
 func (ob *Builds) Providing(lp store.LocalPackage) bool {
-	c, err := cid.Decode(lp.BuildKey)
+	c, err := keys.Build(lp.BuildKey).CID()
 	return err == nil && ob.net.Providing(c)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -43,14 +44,14 @@ func TestStartAttestsProvidesAndGossips(t *testing.T) {
 		if lp.BuildKey != file.BuildKey || lp.VariantKey != file.VariantKey || lp.Platform != jobtest.FixturePlatform(t) {
 			t.Errorf("%s: keys or platform are not the descriptor's", cpv)
 		}
-		atts := a.ownAtts(t, lp.BuildKey)
+		atts := a.ownAtts(t, keys.Build(lp.BuildKey))
 		if len(atts) != 1 {
 			t.Fatalf("%s: %d own attestations, want 1", cpv, len(atts))
 		}
 		at := atts[0].Attestation
 		if atts[0].Attester != a.ID || at.CPV != cpv || at.FileSHA256 != lp.FileSHA256 || at.Size != lp.Size ||
 			at.Content != (trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}) ||
-			at.PieceRoot != lp.PieceRoot || at.VariantKey != lp.VariantKey || at.Format != string(xpak.FormatGPKG) {
+			at.PieceRoot != lp.PieceRoot || at.VariantKey != keys.Variant(lp.VariantKey) || at.Format != string(xpak.FormatGPKG) {
 			t.Errorf("%s: attestation does not describe the file: %+v", cpv, at)
 		}
 		if at.Index["SLOT"] == "" || at.Index["DESCRIPTION"] == "" {
@@ -64,10 +65,10 @@ func TestStartAttestsProvidesAndGossips(t *testing.T) {
 			t.Errorf("%s: peer finds providers %v (%v), want only the builder", cpv, provs, err)
 		}
 		// Gossip reached the peer, which verified and stored it.
-		if got := b.AttestationsBy(t, lp.BuildKey, a.ID); len(got) != 1 {
+		if got := b.AttestationsBy(t, keys.Build(lp.BuildKey), a.ID); len(got) != 1 {
 			t.Errorf("%s: peer holds %d of the builder's attestations, want 1", cpv, len(got))
 		}
-		v, _, err := a.Book.Verdict(lp.BuildKey)
+		v, _, err := a.Book.Verdict(keys.Build(lp.BuildKey))
 		if err != nil || v.Decision != trust.Allowed {
 			t.Errorf("%s: own verdict %v (%v), want allowed at threshold 1", cpv, v.Decision, err)
 		}
@@ -130,7 +131,7 @@ func TestConsumeModeProvidesNothing(t *testing.T) {
 		if c.Providing(t, lp.BuildKey) || c.Providing(t, lp.VariantKey) || c.ob.Providing(lp) {
 			t.Errorf("%s: consume mode provides a key", cpv)
 		}
-		if len(c.ownAtts(t, lp.BuildKey)) != 1 {
+		if len(c.ownAtts(t, keys.Build(lp.BuildKey))) != 1 {
 			t.Errorf("%s: consume mode did not attest its own build", cpv)
 		}
 	}
@@ -182,10 +183,10 @@ func TestRemovedFileWithdrawnCachedBuildKept(t *testing.T) {
 		t.Fatalf("SyncNow: %d removed (%v), want 2", len(ch.Removed), err)
 	}
 	for _, lp := range []store.LocalPackage{hello, layout} {
-		if n := len(a.ownAtts(t, lp.BuildKey)); n != 0 {
+		if n := len(a.ownAtts(t, keys.Build(lp.BuildKey))); n != 0 {
 			t.Errorf("%s: %d own attestations kept for a file that left PKGDIR", lp.CPV, n)
 		}
-		if n := len(b.AttestationsBy(t, lp.BuildKey, a.ID)); n != 1 {
+		if n := len(b.AttestationsBy(t, keys.Build(lp.BuildKey), a.ID)); n != 1 {
 			t.Errorf("%s: the peer's copy of the attestation is gone (%d)", lp.CPV, n)
 		}
 	}
@@ -223,7 +224,7 @@ func TestNonReproducibleRebuildKeptLocal(t *testing.T) {
 	if rebuilt.BuildKey != honest.BuildKey || rebuilt.ImageDigest == honest.ImageDigest && rebuilt.MetadataDigest == honest.MetadataDigest {
 		t.Fatal("fixture is not a non-reproducible rebuild of the same build key")
 	}
-	for _, s := range a.ownAtts(t, honest.BuildKey) {
+	for _, s := range a.ownAtts(t, keys.Build(honest.BuildKey)) {
 		if s.Attestation.FileSHA256 == rebuilt.FileSHA256 {
 			t.Error("the non-reproducible rebuild was attested")
 		}
@@ -246,7 +247,7 @@ func TestNonReproducibleRebuildKeptLocal(t *testing.T) {
 		t.Errorf("ownAttestation of the rebuild: %v, want errNonReproducible", err)
 	}
 	// The hello build was not touched.
-	if hello := a.Local(t, jobtest.HelloCPV); !a.Providing(t, hello.BuildKey) || len(a.ownAtts(t, hello.BuildKey)) != 1 {
+	if hello := a.Local(t, jobtest.HelloCPV); !a.Providing(t, hello.BuildKey) || len(a.ownAtts(t, keys.Build(hello.BuildKey))) != 1 {
 		t.Error("an unrelated build lost its announcement")
 	}
 }
@@ -281,7 +282,7 @@ func TestDownloadedGPKGNotAttested(t *testing.T) {
 	d := newPeer(t, net, pkgdir, peerOptions{downloaded: openpgp.EntityList{gw}})
 	d.start(t)
 	lp := d.Local(t, jobtest.HelloCPV)
-	if n := len(d.ownAtts(t, lp.BuildKey)); n != 0 {
+	if n := len(d.ownAtts(t, keys.Build(lp.BuildKey))); n != 0 {
 		t.Errorf("%d own attestations of a downloaded package", n)
 	}
 	if d.Providing(t, lp.BuildKey) || d.Providing(t, lp.VariantKey) || d.Node.Published() != 0 {
@@ -298,14 +299,14 @@ func TestDownloadedGPKGNotAttested(t *testing.T) {
 	if err := d.ob.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(d.ownAtts(t, lp.BuildKey)); n != 0 {
+	if n := len(d.ownAtts(t, keys.Build(lp.BuildKey))); n != 0 {
 		t.Errorf("restart attested a downloaded package (%d)", n)
 	}
 
 	// Signed with a key that marks no download: a local build.
 	own := newPeer(t, memnet.New(), pkgdir, peerOptions{})
 	own.start(t)
-	if lp := own.Local(t, jobtest.HelloCPV); len(own.ownAtts(t, lp.BuildKey)) != 1 || !own.Providing(t, lp.BuildKey) {
+	if lp := own.Local(t, jobtest.HelloCPV); len(own.ownAtts(t, keys.Build(lp.BuildKey))) != 1 || !own.Providing(t, lp.BuildKey) {
 		t.Error("a GPKG signed by a key outside the keyring was not attested as built here")
 	}
 }
@@ -325,7 +326,7 @@ func TestAnnounce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Announce by path: %v", err)
 	}
-	if lp.CPV != jobtest.HelloCPV || lp.Path != hello || !a.ob.Providing(lp) || len(a.ownAtts(t, lp.BuildKey)) != 1 {
+	if lp.CPV != jobtest.HelloCPV || lp.Path != hello || !a.ob.Providing(lp) || len(a.ownAtts(t, keys.Build(lp.BuildKey))) != 1 {
 		t.Errorf("Announce by path: %+v not attested and provided", lp)
 	}
 
@@ -463,11 +464,11 @@ func TestReconcileKeepsOnStoreError(t *testing.T) {
 	if err := a.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	a.ob.reconcileOwn(map[string]string{hello.BuildKey: hello.VariantKey})
+	a.ob.reconcileOwn(map[keys.Build]keys.Variant{keys.Build(hello.BuildKey): keys.Variant(hello.VariantKey)})
 	if !a.Providing(t, hello.BuildKey) || !a.Providing(t, hello.VariantKey) {
 		t.Error("a store error withdrew a build")
 	}
-	if !a.ob.cachedBuild(hello.BuildKey) || !a.ob.ownsVariant(hello.VariantKey) {
+	if !a.ob.cachedBuild(keys.Build(hello.BuildKey)) || !a.ob.ownsVariant(keys.Variant(hello.VariantKey)) {
 		t.Error("unknown (store error) must count as held")
 	}
 }
@@ -521,10 +522,10 @@ func TestReplacedByAnotherBuildWithdrawsTheOld(t *testing.T) {
 	if cur.BuildKey == old.BuildKey {
 		t.Fatal("fixture is not another build of hello")
 	}
-	if !a.Providing(t, cur.BuildKey) || len(a.ownAtts(t, cur.BuildKey)) != 1 {
+	if !a.Providing(t, cur.BuildKey) || len(a.ownAtts(t, keys.Build(cur.BuildKey))) != 1 {
 		t.Error("the new build is not attested and provided")
 	}
-	if n := len(a.ownAtts(t, old.BuildKey)); n != 0 {
+	if n := len(a.ownAtts(t, keys.Build(old.BuildKey))); n != 0 {
 		t.Errorf("%d own attestations kept for the overwritten build", n)
 	}
 	if a.Providing(t, old.BuildKey) {

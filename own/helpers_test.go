@@ -11,6 +11,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
@@ -62,7 +63,7 @@ func (p *testPeer) start(t *testing.T) {
 }
 
 // ownAtts are the attestations by p stored for a build key.
-func (p *testPeer) ownAtts(t *testing.T, bk string) []*trust.Signed {
+func (p *testPeer) ownAtts(t *testing.T, bk keys.Build) []*trust.Signed {
 	t.Helper()
 	return p.AttestationsBy(t, bk, p.ID)
 }

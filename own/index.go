@@ -15,6 +15,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/scan"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -104,8 +105,8 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 		Format:         string(pkg.Format),
 		CPV:            pkg.Metadata.CPV(),
 		BuildID:        buildID,
-		BuildKey:       desc.BuildKey().String(),
-		VariantKey:     desc.VariantKey().String(),
+		BuildKey:       string(desc.BuildKey()),
+		VariantKey:     string(desc.VariantKey()),
 		ImageDigest:    pkg.ImageDigest,
 		MetadataDigest: md,
 		PieceRoot:      pieces.RootOf(leaves),
@@ -156,13 +157,13 @@ func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
 	for _, err := range ch.Errors {
 		ob.log.Warn("skipping binpkg", "err", err)
 	}
-	affected := map[string]string{} // build key → variant key
+	affected := map[keys.Build]keys.Variant{}
 	for _, lp := range ch.Removed {
-		affected[lp.BuildKey] = lp.VariantKey
+		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)
 		ob.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
 	}
 	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
-		affected[lp.BuildKey] = lp.VariantKey
+		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)
 		if err := ob.attestLocal(ctx, lp, true); errors.Is(err, errDownloaded) {
 			ob.log.Info("not attesting a downloaded package", "path", lp.Path)
 		} else if err != nil {
@@ -184,13 +185,13 @@ func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
 // peer no longer claims to hold it; copies peers collected stay valid
 // votes, since "I built it and got C" remains true), and a key that no held
 // file carries any more is no longer (re)provided.
-func (ob *Builds) reconcileOwn(keys map[string]string) {
+func (ob *Builds) reconcileOwn(affected map[keys.Build]keys.Variant) {
 	self := ob.self.String()
 	var gone []cid.Cid
-	for bk, vk := range keys {
+	for bk, vk := range affected {
 		// A store error must never read as "file gone": that would delete
 		// and withdraw this peer's own attestations. Skip the build key.
-		recs, err := ob.store.AttestationsFor(bk)
+		recs, err := ob.store.AttestationsFor(string(bk))
 		if err != nil {
 			ob.log.Warn("reconcile own builds: kept", "build_key", bk, "err", err)
 			continue
@@ -222,11 +223,11 @@ func (ob *Builds) reconcileOwn(keys map[string]string) {
 		if held || ob.cachedBuild(bk) {
 			continue
 		}
-		if c, err := cid.Decode(bk); err == nil {
+		if c, err := bk.CID(); err == nil {
 			gone = append(gone, c)
 		}
 		if !ob.ownsVariant(vk) {
-			if c, err := cid.Decode(vk); err == nil {
+			if c, err := vk.CID(); err == nil {
 				gone = append(gone, c)
 			}
 		}
@@ -238,20 +239,20 @@ func (ob *Builds) reconcileOwn(keys map[string]string) {
 	}
 }
 
-// orphanedOwn adds to keys the build keys of this peer's attestations
+// orphanedOwn adds to affected the build keys of this peer's attestations
 // whose file no PKGDIR record holds any more. Sync returns the new record
 // of a rewritten file, not the old one, and the old one may have been
 // another build: portage without binpkg-multi-instance rewrites
 // CAT/PF.gpkg.tar in place when the package is rebuilt with other USE
 // flags. Errors add nothing (nothing is withdrawn on an error).
-func (ob *Builds) orphanedOwn(keys map[string]string) {
+func (ob *Builds) orphanedOwn(affected map[keys.Build]keys.Variant) {
 	recs, err := ob.store.AttestationsBy(ob.self.String())
 	if err != nil {
 		ob.log.Warn("reconcile own builds: list own attestations", "err", err)
 		return
 	}
 	for _, r := range recs {
-		if _, ok := keys[r.BuildKey]; ok {
+		if _, ok := affected[keys.Build(r.BuildKey)]; ok {
 			continue
 		}
 		s, err := ob.votes.Decode(r.Blob)
@@ -259,14 +260,14 @@ func (ob *Builds) orphanedOwn(keys map[string]string) {
 			continue
 		}
 		if lps, err := ob.store.LocalBySHA(s.Attestation.FileSHA256); err == nil && len(lps) == 0 {
-			keys[r.BuildKey] = r.VariantKey
+			affected[keys.Build(r.BuildKey)] = keys.Variant(r.VariantKey)
 		}
 	}
 }
 
 // cachedBuild reports whether the content cache holds a copy of a build
 // (mirror and share modes announce those too).
-func (ob *Builds) cachedBuild(buildKey string) bool {
+func (ob *Builds) cachedBuild(buildKey keys.Build) bool {
 	entries, err := ob.store.Cache().List()
 	if err != nil {
 		// Unknown counts as held: the caller would withdraw otherwise.
@@ -274,7 +275,7 @@ func (ob *Builds) cachedBuild(buildKey string) bool {
 		return true
 	}
 	for _, e := range entries {
-		if e.Meta.BuildKey == buildKey {
+		if keys.Build(e.Meta.BuildKey) == buildKey {
 			return true
 		}
 	}
@@ -282,8 +283,8 @@ func (ob *Builds) cachedBuild(buildKey string) bool {
 }
 
 // ownsVariant reports whether an own attestation of the variant remains.
-func (ob *Builds) ownsVariant(variantKey string) bool {
-	recs, err := ob.store.AttestationsByVariant(variantKey)
+func (ob *Builds) ownsVariant(variantKey keys.Variant) bool {
+	recs, err := ob.store.AttestationsByVariant(string(variantKey))
 	if err != nil {
 		return true // unknown counts as owned: never withdraw on an error
 	}
@@ -330,11 +331,11 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 	if err := ob.votes.StoreOwn(signed); err != nil {
 		return err
 	}
-	bk, err := cid.Decode(lp.BuildKey)
+	bk, err := keys.Build(lp.BuildKey).CID()
 	if err != nil {
 		return err
 	}
-	vk, err := cid.Decode(lp.VariantKey)
+	vk, err := keys.Variant(lp.VariantKey).CID()
 	if err != nil {
 		return err
 	}
@@ -383,8 +384,8 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 	}
 	a := trust.Attestation{
 		Version:    trust.AttestationVersion,
-		BuildKey:   lp.BuildKey,
-		VariantKey: lp.VariantKey,
+		BuildKey:   keys.Build(lp.BuildKey),
+		VariantKey: keys.Variant(lp.VariantKey),
 		CPV:        lp.CPV,
 		Platform:   lp.Platform,
 		Descriptor: ex.Descriptor,

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -59,9 +60,9 @@ type Attestation struct {
 	// Version is AttestationVersion.
 	Version int
 	// BuildKey is the canonical string of the build key CID (the DHT key).
-	BuildKey string
+	BuildKey keys.Build
 	// VariantKey is the canonical string of the coarser variant key CID.
-	VariantKey string
+	VariantKey keys.Variant
 	// CPV is category/package-version, used for per-package policy overrides.
 	CPV string
 	// Platform names the gossip platform (CHOST and flags) the build is for.
@@ -98,8 +99,8 @@ type Attestation struct {
 // attestationWire is the JSON form of Attestation: digests as lowercase hex.
 type attestationWire struct {
 	Version    int               `json:"version"`
-	BuildKey   string            `json:"build_key"`
-	VariantKey string            `json:"variant_key"`
+	BuildKey   keys.Build        `json:"build_key"`
+	VariantKey keys.Variant      `json:"variant_key"`
 	CPV        string            `json:"cpv"`
 	Platform   string            `json:"platform"`
 	Descriptor json.RawMessage   `json:"descriptor,omitempty"`
@@ -203,10 +204,10 @@ func (a *Attestation) Validate() error {
 	if a.Version != AttestationVersion {
 		return fmt.Errorf("%w: attestation version %d, want %d", ErrUnsupportedVersion, a.Version, AttestationVersion)
 	}
-	if err := checkCID("build_key", a.BuildKey); err != nil {
+	if err := checkCID("build_key", string(a.BuildKey)); err != nil {
 		return err
 	}
-	if err := checkCID("variant_key", a.VariantKey); err != nil {
+	if err := checkCID("variant_key", string(a.VariantKey)); err != nil {
 		return err
 	}
 	if err := checkText("cpv", a.CPV, 256, true, true); err != nil {
@@ -499,7 +500,7 @@ func (s *Signed) Verify() error {
 // Binder recomputes what a descriptor commits to. The daemon implements it
 // with identity (parse the descriptor, return Descriptor.BuildKey(),
 // VariantKey() and its cpv), which this package cannot import.
-type Binder func(descriptor json.RawMessage) (buildKey, variantKey, cpv string, err error)
+type Binder func(descriptor json.RawMessage) (buildKey keys.Build, variantKey keys.Variant, cpv string, err error)
 
 // Bind checks that the attestation's descriptor really yields its build key,
 // variant key and cpv. Without it an attester could label a glibc build key

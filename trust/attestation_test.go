@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipfs/go-cid"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/multiformats/go-multibase"
 )
@@ -144,7 +144,7 @@ func TestDecodeRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := cid.Decode(bk)
+	c, _ := bk.CID()
 	base36, _ := c.StringOfBase(multibase.Base36)
 
 	cases := []struct {
@@ -289,21 +289,25 @@ func TestVerifyDetectsInMemoryTampering(t *testing.T) {
 func TestBind(t *testing.T) {
 	bk := testCID(t, "build hello")
 	a := testAttestation(t, bk, testContent("good"))
-	honest := func(d json.RawMessage) (string, string, string, error) {
+	honest := func(d json.RawMessage) (keys.Build, keys.Variant, string, error) {
 		return bk, a.VariantKey, "app-misc/hello-1.0", nil
 	}
 	if err := a.Bind(honest); err != nil {
 		t.Fatal(err)
 	}
 	cases := map[string]Binder{
-		"other build key": func(json.RawMessage) (string, string, string, error) {
+		"other build key": func(json.RawMessage) (keys.Build, keys.Variant, string, error) {
 			return testCID(t, "glibc"), a.VariantKey, a.CPV, nil
 		},
-		"other variant": func(json.RawMessage) (string, string, string, error) { return bk, testCID(t, "v"), a.CPV, nil },
-		"other cpv": func(json.RawMessage) (string, string, string, error) {
+		"other variant": func(json.RawMessage) (keys.Build, keys.Variant, string, error) {
+			return bk, testVariant(t, "v"), a.CPV, nil
+		},
+		"other cpv": func(json.RawMessage) (keys.Build, keys.Variant, string, error) {
 			return bk, a.VariantKey, "sys-libs/glibc-2.40", nil
 		},
-		"parse error": func(json.RawMessage) (string, string, string, error) { return "", "", "", errors.New("bad descriptor") },
+		"parse error": func(json.RawMessage) (keys.Build, keys.Variant, string, error) {
+			return "", "", "", errors.New("bad descriptor")
+		},
 	}
 	for name, b := range cases {
 		if err := a.Bind(b); !errors.Is(err, ErrUnboundDescriptor) {

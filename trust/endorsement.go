@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 )
 
 // EndorsementDomain prefixes what a build-server signer signs, so its
@@ -23,12 +25,12 @@ type Endorsement struct {
 }
 
 // endorsementMessage is the exact byte string an endorsement signs.
-func endorsementMessage(buildKey string, c ContentID) []byte {
-	return []byte(EndorsementDomain + buildKey + "\x00" + c.String())
+func endorsementMessage(buildKey keys.Build, c ContentID) []byte {
+	return []byte(EndorsementDomain + string(buildKey) + "\x00" + c.String())
 }
 
 // Endorse signs (buildKey, c) with a build-server key.
-func Endorse(buildKey string, c ContentID, priv ed25519.PrivateKey) Endorsement {
+func Endorse(buildKey keys.Build, c ContentID, priv ed25519.PrivateKey) Endorsement {
 	return Endorsement{
 		SignerKey: bytes.Clone(priv.Public().(ed25519.PublicKey)),
 		Signature: ed25519.Sign(priv, endorsementMessage(buildKey, c)),
@@ -38,7 +40,7 @@ func Endorse(buildKey string, c ContentID, priv ed25519.PrivateKey) Endorsement 
 // Verify checks that the endorsement is a valid signature by SignerKey over
 // (buildKey, c). It does not check whether SignerKey is trusted; see
 // VerifyBy.
-func (e Endorsement) Verify(buildKey string, c ContentID) error {
+func (e Endorsement) Verify(buildKey keys.Build, c ContentID) error {
 	if len(e.SignerKey) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: endorsement signer key is %d bytes, want %d", ErrMalformed, len(e.SignerKey), ed25519.PublicKeySize)
 	}
@@ -53,7 +55,7 @@ func (e Endorsement) Verify(buildKey string, c ContentID) error {
 
 // VerifyBy checks the signature and that SignerKey is one of signers
 // (ErrUntrustedSigner otherwise).
-func (e Endorsement) VerifyBy(buildKey string, c ContentID, signers []ed25519.PublicKey) error {
+func (e Endorsement) VerifyBy(buildKey keys.Build, c ContentID, signers []ed25519.PublicKey) error {
 	trusted := false
 	for _, s := range signers {
 		if bytes.Equal(s, e.SignerKey) {

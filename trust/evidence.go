@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -28,7 +29,7 @@ type Equivocation struct {
 	// Peer is the equivocating attester.
 	Peer peer.ID
 	// BuildKey is the build key both attestations name.
-	BuildKey string
+	BuildKey keys.Build
 	// A and B are the two conflicting signed attestations, A.ID() < B.ID().
 	A, B *Signed
 }
@@ -130,7 +131,7 @@ func DetectEquivocation(atts []*Signed) []Equivocation {
 func detectEquivocation(atts []*Signed, verify bool) []Equivocation {
 	type group struct {
 		peer     peer.ID
-		buildKey string
+		buildKey keys.Build
 	}
 	byGroup := make(map[group][]*Signed)
 	for _, s := range atts {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 )
 
 func TestDetectEquivocation(t *testing.T) {
@@ -139,7 +141,7 @@ func TestEndorsement(t *testing.T) {
 	}
 	cases := map[string]struct {
 		e    Endorsement
-		bk   string
+		bk   keys.Build
 		c    ContentID
 		want error
 	}{

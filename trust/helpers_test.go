@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -35,15 +36,21 @@ func testPeer(t testing.TB, n int) peer.ID {
 	return id
 }
 
-// testCID returns a canonical CIDv1 string derived from s, standing in for
-// identity's build and variant keys.
-func testCID(t testing.TB, s string) string {
+// testCID returns a canonical CIDv1 build key derived from s, standing in
+// for identity's build keys.
+func testCID(t testing.TB, s string) keys.Build {
 	t.Helper()
 	mh, err := multihash.Sum([]byte(s), multihash.SHA2_256, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cid.NewCidV1(cid.Raw, mh).String()
+	return keys.BuildFromCID(cid.NewCidV1(cid.Raw, mh))
+}
+
+// testVariant is testCID for variant keys.
+func testVariant(t testing.TB, s string) keys.Variant {
+	t.Helper()
+	return keys.Variant(testCID(t, s))
 }
 
 // testContent returns a distinct content id per label.
@@ -55,12 +62,12 @@ func testContent(label string) ContentID {
 }
 
 // testAttestation is a complete, valid attestation for buildKey/content.
-func testAttestation(t testing.TB, buildKey string, c ContentID) Attestation {
+func testAttestation(t testing.TB, buildKey keys.Build, c ContentID) Attestation {
 	t.Helper()
 	return Attestation{
 		Version:    AttestationVersion,
 		BuildKey:   buildKey,
-		VariantKey: testCID(t, "variant of "+buildKey),
+		VariantKey: testVariant(t, "variant of "+string(buildKey)),
 		CPV:        "app-misc/hello-1.0",
 		Platform:   "x86_64-pc-linux-gnu -O2 -pipe",
 		Descriptor: []byte(`{"cpv":"app-misc/hello-1.0","use":["bar"]}`),

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -147,7 +148,7 @@ type ContentTally struct {
 // explain it.
 type Verdict struct {
 	// BuildKey is the build key decided on.
-	BuildKey string `json:"build_key"`
+	BuildKey keys.Build `json:"build_key"`
 	// CPV is the package the votes name ("" without votes).
 	CPV string `json:"cpv,omitempty"`
 	// Decision is the overall outcome.
@@ -190,9 +191,9 @@ type Verdict struct {
 //
 // Contents that lose to an allowed content are marked Refused in the tally.
 // All comparisons are on integers.
-func Evaluate(p Policy, buildKey string, votes []Vote, evidence []Equivocation, self peer.ID) Verdict {
+func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocation, self peer.ID) Verdict {
 	v := Verdict{BuildKey: buildKey, Tally: []ContentTally{}}
-	if err := checkCID("build key", buildKey); err != nil {
+	if err := checkCID("build key", string(buildKey)); err != nil {
 		v.Decision, v.Rule = Refused, RuleInvalidBuildKey
 		v.Reasons = []string{err.Error()}
 		return v

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -268,7 +269,7 @@ func TestEvaluate(t *testing.T) {
 					t.Errorf("content %s decision %s, want %s\n%s", label, got, d, explain)
 				}
 			}
-			if !strings.Contains(explain, "rule: "+tc.rule) || !strings.Contains(explain, bk) {
+			if !strings.Contains(explain, "rule: "+tc.rule) || !strings.Contains(explain, string(bk)) {
 				t.Errorf("explanation lacks rule or build key:\n%s", explain)
 			}
 			if tc.self != 0 && !strings.Contains(explain, "this node") {
@@ -279,7 +280,7 @@ func TestEvaluate(t *testing.T) {
 }
 
 // proof makes equivocation evidence: peer n signed contents a and b for bk.
-func proof(t testing.TB, n int, bk, a, b string) Equivocation {
+func proof(t testing.TB, n int, bk keys.Build, a, b string) Equivocation {
 	t.Helper()
 	sa := signAs(t, n, testAttestation(t, bk, testContent(a)))
 	sb := signAs(t, n, testAttestation(t, bk, testContent(b)))

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -281,7 +281,7 @@ func TestHopelessBuildKeys(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name      string
-		bk        string
+		bk        keys.Build
 		attesters []string
 		want      bool
 	}{
@@ -398,7 +398,7 @@ func TestEvidenceOnlyWhereItMatters(t *testing.T) {
 	if err := vb.OnGossip(id, relay, vb.platform, msg); !errors.Is(err, p2p.ErrGossipIgnore) {
 		t.Fatalf("the same evidence again: %v, want ignored", err)
 	}
-	if held, _ := vb.store.EvidenceFor(a.Attestation.BuildKey); len(held) != 1 {
+	if held, _ := vb.store.EvidenceFor(string(a.Attestation.BuildKey)); len(held) != 1 {
 		t.Fatalf("%d evidence records held", len(held))
 	}
 }
@@ -459,7 +459,7 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 			}
 		}
 	}
-	bk, err := cid.Decode(base.Attestation.BuildKey)
+	bk, err := base.Attestation.BuildKey.CID()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +535,7 @@ func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
 	var recs []store.AttestationRecord
 	for i := range maxAttestationsPerBuild {
 		a := base.Attestation
-		recs = append(recs, store.AttestationRecord{BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV, Platform: a.Platform,
+		recs = append(recs, store.AttestationRecord{BuildKey: string(a.BuildKey), VariantKey: string(a.VariantKey), CPV: a.CPV, Platform: a.Platform,
 			Attester: fmt.Sprintf("sybil-%d", i/maxAttestationsPerAttester), Content: fmt.Sprintf("junk-%d", i/maxAttestationsPerAttester),
 			Blob: []byte(fmt.Sprintf("junk record %d", i)), Time: 1, ReceivedAt: time.Unix(int64(i), 0)})
 	}
@@ -554,7 +554,7 @@ func TestFullBuildKeyMakesRoomForBetterSupportedVotes(t *testing.T) {
 		}
 		honest = append(honest, s)
 	}
-	total, _, err := vb.store.CountForBuildKey(base.Attestation.BuildKey, "")
+	total, _, err := vb.store.CountForBuildKey(string(base.Attestation.BuildKey), "")
 	if err != nil || total != maxAttestationsPerBuild {
 		t.Fatalf("build key holds %d records, %v; want the cap %d", total, err, maxAttestationsPerBuild)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
@@ -111,7 +110,7 @@ func TestSyncCatalogBetweenTwoBooks(t *testing.T) {
 	if cc.calls() < 3 || cc.cursors[1].After == nil {
 		t.Fatalf("%d catalog requests (cursors %v); want paging over several pages", cc.calls(), cc.cursors)
 	}
-	if es, _ := b.store.EndorsementsFor(recs[3].Attestation.BuildKey); len(es) != 1 || !bytes.Equal(es[0], e.Marshal()) {
+	if es, _ := b.store.EndorsementsFor(string(recs[3].Attestation.BuildKey)); len(es) != 1 || !bytes.Equal(es[0], e.Marshal()) {
 		t.Fatalf("b holds %d endorsements, want a's", len(es))
 	}
 	r, _, _ := b.store.GetAttestation(own.ID())
@@ -162,7 +161,7 @@ func TestSyncCatalogFromAPeerRepeatingItsPage(t *testing.T) {
 	if cc.calls() != 2 {
 		t.Fatalf("%d requests to a peer repeating its page, want 2", cc.calls())
 	}
-	if es, _ := b.store.EndorsementsFor(nobody.BuildKey); len(es) != 0 {
+	if es, _ := b.store.EndorsementsFor(string(nobody.BuildKey)); len(es) != 0 {
 		t.Fatalf("foreign endorsement of an unattested build kept")
 	}
 	if b.Rejected() != 1 {
@@ -309,7 +308,7 @@ func TestServeAttestationsOrderAndCap(t *testing.T) {
 	if _, err := vb.IngestEndorsement(ctx, e.Marshal(), vb.self, false); err != nil {
 		t.Fatal(err)
 	}
-	bk, err := cid.Decode(base.Attestation.BuildKey)
+	bk, err := base.Attestation.BuildKey.CID()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,14 +344,14 @@ func TestServeAttestationsOrderAndCap(t *testing.T) {
 		t.Errorf("the first %d votes are not one per attester", 3+sybils)
 	}
 
-	vk, err := cid.Decode(base.Attestation.VariantKey)
+	vk, err := base.Attestation.VariantKey.CID()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := vb.ServeAttestations(ctx, vk); err != nil || len(out) < 1+len(honest) || !bytes.Equal(out[0], e.Marshal()) {
 		t.Fatalf("variant key answer: %d blobs, %v", len(out), err)
 	}
-	unknown, _ := cid.Decode(junk(t, k0, 2, 1000).Attestation.BuildKey)
+	unknown, _ := junk(t, k0, 2, 1000).Attestation.BuildKey.CID()
 	if out, err := vb.ServeAttestations(ctx, unknown); err != nil || len(out) != 0 {
 		t.Fatalf("unknown key: %d blobs, %v", len(out), err)
 	}

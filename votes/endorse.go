@@ -10,10 +10,10 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
@@ -33,7 +33,7 @@ var endorsementMagic = []byte("gentoo-p2p endorsement v1\n")
 // Endorsement is a build-server signature over (build key, content id) as it
 // travels between peers: the statement and the signature, self-contained.
 type Endorsement struct {
-	BuildKey    string            `json:"build_key"`
+	BuildKey    keys.Build        `json:"build_key"`
 	Platform    string            `json:"platform"`
 	Content     trust.ContentID   `json:"content"`
 	Endorsement trust.Endorsement `json:"endorsement"`
@@ -64,7 +64,7 @@ func DecodeEndorsement(blob []byte) (Endorsement, error) {
 }
 
 // NewEndorsement signs (build key, content) with a build server's key.
-func NewEndorsement(buildKey, platform string, c trust.ContentID, priv ed25519.PrivateKey) Endorsement {
+func NewEndorsement(buildKey keys.Build, platform string, c trust.ContentID, priv ed25519.PrivateKey) Endorsement {
 	return Endorsement{BuildKey: buildKey, Platform: platform, Content: c, Endorsement: trust.Endorse(buildKey, c, priv)}
 }
 
@@ -72,7 +72,7 @@ func NewEndorsement(buildKey, platform string, c trust.ContentID, priv ed25519.P
 func (vb *Book) IngestEndorsement(ctx context.Context, blob []byte, from peer.ID, publish bool) (bool, error) {
 	e, err := DecodeEndorsement(blob)
 	if err == nil {
-		_, err = cid.Decode(e.BuildKey)
+		_, err = e.BuildKey.CID()
 	}
 	if err != nil {
 		vb.reject("endorsement", from, err)
@@ -85,18 +85,18 @@ func (vb *Book) IngestEndorsement(ctx context.Context, blob []byte, from peer.ID
 		// Build keys are free to invent: a foreign endorsement is kept only
 		// for a build key someone attested, so the attesters' budgets bound
 		// these too. The local user's own `signer endorse` is always kept.
-		if recs, err := vb.store.AttestationsFor(e.BuildKey); err != nil {
+		if recs, err := vb.store.AttestationsFor(string(e.BuildKey)); err != nil {
 			return false, err
 		} else if len(recs) == 0 && from != vb.self {
 			return false, fmt.Errorf("%w: endorsement for %s, which nobody attested here", wire.ErrGossipIgnore, e.BuildKey)
 		}
-		if have, err := vb.store.EndorsementsFor(e.BuildKey); err != nil {
+		if have, err := vb.store.EndorsementsFor(string(e.BuildKey)); err != nil {
 			return false, err
 		} else if len(have) >= maxForeignEndorsements {
 			return false, fmt.Errorf("%s already has %d endorsements by signers not configured here", e.BuildKey, len(have))
 		}
 	}
-	added, err := vb.store.PutEndorsement(e.BuildKey, e.Marshal())
+	added, err := vb.store.PutEndorsement(string(e.BuildKey), e.Marshal())
 	if err != nil || !added {
 		return added, err
 	}
@@ -118,8 +118,8 @@ func (vb *Book) configuredSigner(key ed25519.PublicKey) bool {
 
 // endorsementsFor returns the verified endorsements held for a build key,
 // grouped by content id.
-func (vb *Book) endorsementsFor(buildKey string) map[trust.ContentID][]trust.Endorsement {
-	blobs, err := vb.store.EndorsementsFor(buildKey)
+func (vb *Book) endorsementsFor(buildKey keys.Build) map[trust.ContentID][]trust.Endorsement {
+	blobs, err := vb.store.EndorsementsFor(string(buildKey))
 	if err != nil {
 		return nil
 	}
@@ -151,7 +151,7 @@ func (vb *Book) pgpVerified(a trust.Attestation) bool {
 	if len(vb.policy.PGPKeyring) == 0 {
 		return false
 	}
-	key := hex.EncodeToString(a.FileSHA256[:]) + "/" + a.BuildKey + "/" + a.Content.String()
+	key := hex.EncodeToString(a.FileSHA256[:]) + "/" + string(a.BuildKey) + "/" + a.Content.String()
 	vb.pgp.mu.Lock()
 	if v, ok := vb.pgp.ok[key]; ok {
 		vb.pgp.mu.Unlock()
@@ -161,10 +161,10 @@ func (vb *Book) pgpVerified(a trust.Attestation) bool {
 	path := ""
 	if lps, _ := vb.store.LocalBySHA(a.FileSHA256); len(lps) > 0 {
 		lp := lps[0]
-		if lp.BuildKey == a.BuildKey && lp.ImageDigest == a.Content.Image && lp.MetadataDigest == a.Content.Metadata {
+		if lp.BuildKey == string(a.BuildKey) && lp.ImageDigest == a.Content.Image && lp.MetadataDigest == a.Content.Metadata {
 			path = lp.Path
 		}
-	} else if e, ok, _ := vb.store.Cache().Get(a.FileSHA256); ok && e.Meta.BuildKey == a.BuildKey {
+	} else if e, ok, _ := vb.store.Cache().Get(a.FileSHA256); ok && e.Meta.BuildKey == string(a.BuildKey) {
 		if identity.CheckFile(e.Path, a.CPV, a.Content.Image, a.Content.Metadata, vb.files) == nil {
 			path = e.Path
 		}
@@ -191,5 +191,5 @@ func EndorsePackage(pkg *xpak.Package, priv ed25519.PrivateKey) (Endorsement, er
 		return Endorsement{}, fmt.Errorf("%s: %w", pkg.Path, err)
 	}
 	c := trust.ContentID{Image: pkg.ImageDigest, Metadata: md}
-	return NewEndorsement(desc.BuildKey().String(), desc.Platform(), c, priv), nil
+	return NewEndorsement(desc.BuildKey(), desc.Platform(), c, priv), nil
 }

@@ -61,7 +61,7 @@ func TestIngestEndorsement(t *testing.T) {
 	if added, err := vb.IngestEndorsement(ctx, ours.Marshal(), id, false); !added || err != nil {
 		t.Fatalf("configured signer past the foreign cap: added %v, %v", added, err)
 	}
-	if es, _ := vb.store.EndorsementsFor(bk); len(es) != maxForeignEndorsements+1 {
+	if es, _ := vb.store.EndorsementsFor(string(bk)); len(es) != maxForeignEndorsements+1 {
 		t.Fatalf("%d endorsements held, want %d", len(es), maxForeignEndorsements+1)
 	}
 
@@ -109,7 +109,7 @@ func TestIngestEndorsementPublishes(t *testing.T) {
 	if n := a.node.Published(); n != 1 {
 		t.Errorf("a published %d messages, want 1", n)
 	}
-	es, err := b.store.EndorsementsFor(s.Attestation.BuildKey)
+	es, err := b.store.EndorsementsFor(string(s.Attestation.BuildKey))
 	if err != nil || len(es) != 1 || !bytes.Equal(es[0], e.Marshal()) {
 		t.Fatalf("b holds %d endorsements, %v; want a's", len(es), err)
 	}
@@ -141,7 +141,7 @@ func TestEvictionDropsOrphanedForeignEndorsements(t *testing.T) {
 	if has, _ := vb.store.HasAttestation(first.ID()); has {
 		t.Fatal("the oldest record survived its attester's budget")
 	}
-	es, err := vb.store.EndorsementsFor(bk)
+	es, err := vb.store.EndorsementsFor(string(bk))
 	if err != nil || len(es) != 1 {
 		t.Fatalf("%d endorsements left, %v; want the configured signer's only", len(es), err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
@@ -55,10 +56,10 @@ func fixtureAttestation(t testing.TB, path string, k crypto.PrivKey) (*trust.Sig
 }
 
 // putLocal indexes b's file in p's store as a local package of buildKey.
-func putLocal(t testing.TB, p *jobtest.Peer, b jobtest.Binpkg, buildKey string) {
+func putLocal(t testing.TB, p *jobtest.Peer, b jobtest.Binpkg, buildKey keys.Build) {
 	t.Helper()
 	lp := b.Local
-	lp.BuildKey = buildKey
+	lp.BuildKey = string(buildKey)
 	if err := p.Store.PutLocal(lp); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func TestEndorsePackageOnFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.BuildKey != b.Local.BuildKey || e.Platform != b.Local.Platform ||
+	if e.BuildKey != b.BuildKey() || e.Platform != b.Local.Platform ||
 		e.Content != b.Content() || !bytes.Equal(e.Endorsement.SignerKey, pub) {
 		t.Fatalf("endorsement %+v does not name the package's build and content", e)
 	}
@@ -95,7 +96,7 @@ func TestPGPVerifiedFileBacksItsContent(t *testing.T) {
 	k, id := jobtest.NewKey(t)
 	signed, spkg := fixtureAttestation(t, filepath.Join("..", "trust", "testdata", "gpkg", "signed", "hello-1.0-1.gpkg.tar"), k)
 	sa := signed.Attestation
-	decision := func(p *jobtest.Peer, bk string) (trust.Verdict, bool) {
+	decision := func(p *jobtest.Peer, bk keys.Build) (trust.Verdict, bool) {
 		t.Helper()
 		v, _, err := p.Book.Verdict(bk)
 		if err != nil {

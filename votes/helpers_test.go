@@ -124,7 +124,7 @@ func setDescriptor(t testing.TB, a *trust.Attestation, edit func(*identity.Descr
 		t.Fatal(err)
 	}
 	a.Descriptor = raw
-	a.BuildKey, a.VariantKey, a.CPV, a.Platform = d.BuildKey().String(), d.VariantKey().String(), d.CPV, d.Platform()
+	a.BuildKey, a.VariantKey, a.CPV, a.Platform = d.BuildKey(), d.VariantKey(), d.CPV, d.Platform()
 }
 
 // newSigner makes a build server's Ed25519 key.

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -34,12 +35,12 @@ var errRejected = errors.New("rejected")
 
 // bindDescriptor is trust's Binder: an attestation's descriptor must really
 // yield its build key, variant key and cpv.
-func bindDescriptor(raw json.RawMessage) (bk, vk, cpv string, err error) {
+func bindDescriptor(raw json.RawMessage) (bk keys.Build, vk keys.Variant, cpv string, err error) {
 	var desc identity.Descriptor
 	if err := json.Unmarshal(raw, &desc); err != nil {
 		return "", "", "", err
 	}
-	return desc.BuildKey().String(), desc.VariantKey().String(), desc.CPV, nil
+	return desc.BuildKey(), desc.VariantKey(), desc.CPV, nil
 }
 
 // ingestAttestation checks one attestation from the network and stores it.
@@ -125,8 +126,8 @@ func (vb *Book) ingest(ctx context.Context, blobs [][]byte, via arrival, publish
 			continue
 		}
 		a := s.Attestation
-		pending[a.BuildKey]++
-		pending[a.BuildKey+"\x00"+s.Attester.String()]++
+		pending[string(a.BuildKey)]++
+		pending[string(a.BuildKey)+"\x00"+s.Attester.String()]++
 		u := use[s.Attester]
 		u.Records++
 		u.Bytes += int64(len(rec.Blob))
@@ -208,16 +209,16 @@ func (vb *Book) vetAttestation(blob []byte, via arrival) (s *trust.Signed, ok bo
 // full reports a build key at its cap, which makeRoomInBuild may open.
 func (vb *Book) checkCaps(s *trust.Signed, pending map[string]int) (full bool, err error) {
 	a := s.Attestation
-	total, mine, err := vb.store.CountForBuildKey(a.BuildKey, s.Attester.String())
+	total, mine, err := vb.store.CountForBuildKey(string(a.BuildKey), s.Attester.String())
 	if err != nil {
 		return false, err
 	}
-	mine += pending[a.BuildKey+"\x00"+s.Attester.String()]
+	mine += pending[string(a.BuildKey)+"\x00"+s.Attester.String()]
 	switch {
 	case mine >= maxAttestationsPerAttester:
 		return false, fmt.Errorf("%w: %s already has %d attestations for %s", errTooMany, s.Attester, mine, a.BuildKey)
-	case total+pending[a.BuildKey] >= maxAttestationsPerBuild:
-		if pending[a.BuildKey] > 0 {
+	case total+pending[string(a.BuildKey)] >= maxAttestationsPerBuild:
+		if pending[string(a.BuildKey)] > 0 {
 			return false, fmt.Errorf("%w: %s already has %d attestations", errTooMany, a.BuildKey, total)
 		}
 		return true, nil
@@ -234,7 +235,7 @@ func (vb *Book) checkCaps(s *trust.Signed, pending map[string]int) (full bool, e
 // reads no blob.
 func (vb *Book) makeRoomInBuild(s *trust.Signed) error {
 	bk := s.Attestation.BuildKey
-	recs, err := vb.store.InfosFor(bk)
+	recs, err := vb.store.InfosFor(string(bk))
 	if err != nil {
 		return err
 	}
@@ -296,7 +297,7 @@ func (vb *Book) makeRoomInBuild(s *trust.Signed) error {
 // equivocated, which is recorded (and gossiped when publish is set).
 func (vb *Book) stored(ctx context.Context, s *trust.Signed, publish bool) {
 	vb.metrics.attestations.Inc()
-	recs, err := vb.store.AttestationsFor(s.Attestation.BuildKey)
+	recs, err := vb.store.AttestationsFor(string(s.Attestation.BuildKey))
 	if err != nil {
 		return
 	}
@@ -334,8 +335,8 @@ func (vb *Book) attestationRecord(s *trust.Signed, via arrival) store.Attestatio
 	a := s.Attestation
 	return store.AttestationRecord{
 		ID:         s.ID(),
-		BuildKey:   a.BuildKey,
-		VariantKey: a.VariantKey,
+		BuildKey:   string(a.BuildKey),
+		VariantKey: string(a.VariantKey),
 		CPV:        a.CPV,
 		Platform:   a.Platform,
 		Attester:   s.Attester.String(),
@@ -352,11 +353,11 @@ func (vb *Book) attestationRecord(s *trust.Signed, via arrival) store.Attestatio
 // keeping: its peer has an attestation for its build key stored here, and
 // no evidence against that peer on that build key is held yet.
 func (vb *Book) evidenceMatters(ev trust.Equivocation) (bool, error) {
-	_, mine, err := vb.store.CountForBuildKey(ev.BuildKey, ev.Peer.String())
+	_, mine, err := vb.store.CountForBuildKey(string(ev.BuildKey), ev.Peer.String())
 	if err != nil || mine == 0 {
 		return false, err
 	}
-	held, err := vb.store.EvidenceFor(ev.BuildKey)
+	held, err := vb.store.EvidenceFor(string(ev.BuildKey))
 	if err != nil {
 		return false, err
 	}
@@ -371,7 +372,7 @@ func (vb *Book) evidenceMatters(ev trust.Equivocation) (bool, error) {
 func (vb *Book) storeEvidence(ev trust.Equivocation) (bool, error) {
 	return vb.store.PutEvidence(store.EvidenceRecord{
 		Peer:     ev.Peer.String(),
-		BuildKey: ev.BuildKey,
+		BuildKey: string(ev.BuildKey),
 		Blob:     ev.Marshal(),
 		At:       time.Now().UTC(),
 	})

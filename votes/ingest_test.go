@@ -32,7 +32,7 @@ func TestIngestFromStoresAValidAttestation(t *testing.T) {
 		t.Fatalf("not stored: %v", err)
 	}
 	a := s.Attestation
-	if r.BuildKey != a.BuildKey || r.VariantKey != a.VariantKey || r.CPV != a.CPV || r.Platform != a.Platform ||
+	if r.BuildKey != string(a.BuildKey) || r.VariantKey != string(a.VariantKey) || r.CPV != a.CPV || r.Platform != a.Platform ||
 		r.Attester != id.String() || r.From != id.String() || r.Content != a.Content.String() || r.Time != a.Time.Unix() {
 		t.Errorf("stored record %+v does not match the attestation", r)
 	}
@@ -129,7 +129,7 @@ func TestCapsPerAttesterAndPerBuildKey(t *testing.T) {
 	if n != 1 || !errors.Is(err, errTooMany) {
 		t.Fatalf("two votes into a full build key: %d stored, %v; want 1 and too many", n, err)
 	}
-	if total, _, _ := vb.store.CountForBuildKey(full.Attestation.BuildKey, ""); total != maxAttestationsPerBuild {
+	if total, _, _ := vb.store.CountForBuildKey(string(full.Attestation.BuildKey), ""); total != maxAttestationsPerBuild {
 		t.Fatalf("full build key holds %d records, want %d", total, maxAttestationsPerBuild)
 	}
 }
@@ -141,7 +141,7 @@ func fillBuildKey(t testing.TB, vb *Book, a trust.Attestation, who func(i int) (
 	var recs []store.AttestationRecord
 	for i := range maxAttestationsPerBuild {
 		attester, content := who(i)
-		recs = append(recs, store.AttestationRecord{BuildKey: a.BuildKey, VariantKey: a.VariantKey, CPV: a.CPV, Platform: a.Platform,
+		recs = append(recs, store.AttestationRecord{BuildKey: string(a.BuildKey), VariantKey: string(a.VariantKey), CPV: a.CPV, Platform: a.Platform,
 			Attester: attester, Content: content, Blob: []byte(fmt.Sprintf("placeholder record %d of %s", i, a.BuildKey)),
 			Time: 1, ReceivedAt: time.Unix(int64(i+1), 0)})
 	}
@@ -161,7 +161,7 @@ func TestMakeRoomInFullBuildKey(t *testing.T) {
 	vote := resign(t, base, hk, nil)
 	infos := func(vb *Book) []store.AttestationInfo {
 		t.Helper()
-		in, err := vb.store.InfosFor(base.Attestation.BuildKey)
+		in, err := vb.store.InfosFor(string(base.Attestation.BuildKey))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +289,7 @@ func TestOnGossipByTag(t *testing.T) {
 	if err := vb.OnGossip(id, relay, vb.platform, append([]byte{gossipTagEndorsement}, e.Marshal()...)); err != nil {
 		t.Fatalf("endorsement of an attested build: %v", err)
 	}
-	if es, _ := vb.store.EndorsementsFor(s.Attestation.BuildKey); len(es) != 1 {
+	if es, _ := vb.store.EndorsementsFor(string(s.Attestation.BuildKey)); len(es) != 1 {
 		t.Fatalf("%d endorsements held, want 1", len(es))
 	}
 	o := junk(t, k, 2, 1000)
@@ -353,7 +353,7 @@ func TestEquivocationFromGossipIsRecordedAndPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, vb := range map[string]member{"a": a, "b": b} {
-		ev, err := vb.store.EvidenceFor(s1.Attestation.BuildKey)
+		ev, err := vb.store.EvidenceFor(string(s1.Attestation.BuildKey))
 		if err != nil || len(ev) != 1 || ev[0].Peer != id.String() {
 			t.Errorf("%s holds evidence %v, %v; want one record against %s", name, ev, err, id)
 		}

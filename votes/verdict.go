@@ -10,9 +10,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -20,8 +20,8 @@ import (
 // Verdict recomputes the decision for one build key from the stored
 // attestations and evidence. Nothing is cached: a change of policy or a new
 // piece of evidence takes effect on the next call.
-func (vb *Book) Verdict(buildKey string) (trust.Verdict, []*trust.Signed, error) {
-	recs, err := vb.store.AttestationsFor(buildKey)
+func (vb *Book) Verdict(buildKey keys.Build) (trust.Verdict, []*trust.Signed, error) {
+	recs, err := vb.store.AttestationsFor(string(buildKey))
 	if err != nil {
 		return trust.Verdict{}, nil, err
 	}
@@ -42,7 +42,7 @@ func (vb *Book) Verdict(buildKey string) (trust.Verdict, []*trust.Signed, error)
 			PGPVerified:  vb.pgpVerified(a),
 		})
 	}
-	evr, err := vb.store.EvidenceFor(buildKey)
+	evr, err := vb.store.EvidenceFor(string(buildKey))
 	if err != nil {
 		return trust.Verdict{}, nil, err
 	}
@@ -69,27 +69,27 @@ func recordAddr(r store.AttestationRecord) netip.Addr {
 
 // Resolve turns a CLI query — a build key, a variant key or a CPV
 // (with or without category) — into the build keys it names.
-func (vb *Book) Resolve(q string) ([]string, error) {
+func (vb *Book) Resolve(q string) ([]keys.Build, error) {
 	q = strings.TrimSpace(q)
 	if q == "" {
 		return nil, fmt.Errorf("empty query: give a build key, variant key or category/package-version")
 	}
-	if _, err := cid.Decode(q); err == nil {
-		recs, err := vb.store.AttestationsFor(q)
+	if bk, err := keys.ParseBuild(q); err == nil {
+		recs, err := vb.store.AttestationsFor(string(bk))
 		if err != nil {
 			return nil, err
 		}
 		if len(recs) > 0 {
-			return []string{q}, nil
+			return []keys.Build{bk}, nil
 		}
-		vrecs, err := vb.store.AttestationsByVariant(q)
+		vrecs, err := vb.store.AttestationsByVariant(string(bk))
 		if err != nil {
 			return nil, err
 		}
 		if len(vrecs) > 0 {
 			return uniqueBuildKeys(vrecs), nil
 		}
-		return []string{q}, nil
+		return []keys.Build{bk}, nil
 	}
 	recs, err := vb.store.AttestationsByCPV(strings.TrimPrefix(q, "="))
 	if err != nil {
@@ -98,16 +98,16 @@ func (vb *Book) Resolve(q string) ([]string, error) {
 	return uniqueBuildKeys(recs), nil
 }
 
-func uniqueBuildKeys(recs []store.AttestationRecord) []string {
-	seen := map[string]bool{}
-	var out []string
+func uniqueBuildKeys(recs []store.AttestationRecord) []keys.Build {
+	seen := map[keys.Build]bool{}
+	var out []keys.Build
 	for _, r := range recs {
-		if !seen[r.BuildKey] {
-			seen[r.BuildKey] = true
-			out = append(out, r.BuildKey)
+		if bk := keys.Build(r.BuildKey); !seen[bk] {
+			seen[bk] = true
+			out = append(out, bk)
 		}
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
@@ -129,10 +129,10 @@ func (vb *Book) AllowedBuilds(platform string) ([]Build, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys := slices.Sorted(maps.Keys(voters))
 	var out []Build
-	for _, bk := range keys {
-		if hopeless, err := vb.hopeless(bk, voters[bk]); err != nil {
+	for _, k := range slices.Sorted(maps.Keys(voters)) {
+		bk := keys.Build(k)
+		if hopeless, err := vb.hopeless(bk, voters[k]); err != nil {
 			return nil, err
 		} else if hopeless {
 			continue
@@ -153,7 +153,7 @@ func (vb *Book) AllowedBuilds(platform string) ([]Build, error) {
 // has, and none of the backings that allow below the threshold is
 // possible (no trusted peer among them, no endorsement held, no PGP
 // keyring configured).
-func (vb *Book) hopeless(bk string, attesters []string) (bool, error) {
+func (vb *Book) hopeless(bk keys.Build, attesters []string) (bool, error) {
 	if len(vb.policy.PGPKeyring) > 0 {
 		return false, nil
 	}
@@ -164,7 +164,7 @@ func (vb *Book) hopeless(bk string, attesters []string) (bool, error) {
 	}
 	// Only an endorsement by a signer configured here backs a build; the
 	// ones relayed for other users' signers change nothing here.
-	es, err := vb.store.EndorsementsFor(bk)
+	es, err := vb.store.EndorsementsFor(string(bk))
 	if err != nil {
 		return false, err
 	}
@@ -184,7 +184,7 @@ func (vb *Book) hopeless(bk string, attesters []string) (bool, error) {
 }
 
 // AllowedBuild returns the allowed content of one build key, if any.
-func (vb *Book) AllowedBuild(buildKey string) (Build, bool, error) {
+func (vb *Book) AllowedBuild(buildKey keys.Build) (Build, bool, error) {
 	v, atts, err := vb.Verdict(buildKey)
 	if err != nil {
 		return Build{}, false, err

@@ -10,6 +10,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -144,19 +145,19 @@ func TestResolve(t *testing.T) {
 	ingestAs(t, vb, b, id)
 	other := junk(t, k, 2, 1000)
 	ingestAs(t, vb, other, id)
-	both := []string{a.Attestation.BuildKey, b.Attestation.BuildKey}
+	both := []keys.Build{a.Attestation.BuildKey, b.Attestation.BuildKey}
 	slices.Sort(both)
 	unknownKey := junk(t, k, 3, 1000).Attestation.BuildKey
 	for _, tt := range []struct {
 		q    string
-		want []string
+		want []keys.Build
 	}{
-		{a.Attestation.BuildKey, []string{a.Attestation.BuildKey}},
-		{"  " + b.Attestation.BuildKey + "\n", []string{b.Attestation.BuildKey}},
-		{a.Attestation.VariantKey, both},
-		{unknownKey, []string{unknownKey}},
+		{string(a.Attestation.BuildKey), []keys.Build{a.Attestation.BuildKey}},
+		{"  " + string(b.Attestation.BuildKey) + "\n", []keys.Build{b.Attestation.BuildKey}},
+		{string(a.Attestation.VariantKey), both},
+		{string(unknownKey), []keys.Build{unknownKey}},
 		{a.Attestation.CPV, both},
-		{"=" + other.Attestation.CPV, []string{other.Attestation.BuildKey}},
+		{"=" + other.Attestation.CPV, []keys.Build{other.Attestation.BuildKey}},
 		{"junk-cat/nothing-1.0", nil},
 	} {
 		got, err := vb.Resolve(tt.q)

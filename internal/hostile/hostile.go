@@ -132,7 +132,7 @@ func Junk(key crypto.PrivKey, plat Platform, i int, size int, at time.Time) (*tr
 		return nil, err
 	}
 	att := trust.Attestation{
-		Version: trust.AttestationVersion, BuildKey: desc.BuildKey().String(), VariantKey: desc.VariantKey().String(),
+		Version: trust.AttestationVersion, BuildKey: desc.BuildKey(), VariantKey: desc.VariantKey(),
 		CPV: desc.CPV, Platform: desc.Platform(), Descriptor: raw,
 		Content:    trust.ContentID{Image: sha256.Sum256([]byte(desc.CPV + "image")), Metadata: sha256.Sum256([]byte(desc.CPV))},
 		FileSHA256: sha256.Sum256([]byte(desc.CPV + "file")), Size: 4096, PieceSize: 262144, Format: trust.FormatGPKG,

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -43,7 +44,7 @@ func AttestFile(t testing.TB, key crypto.PrivKey, claim, file Binpkg, at time.Ti
 	t.Helper()
 	lp := claim.Local
 	s, err := trust.Sign(trust.Attestation{
-		Version: trust.AttestationVersion, BuildKey: lp.BuildKey, VariantKey: lp.VariantKey,
+		Version: trust.AttestationVersion, BuildKey: keys.Build(lp.BuildKey), VariantKey: keys.Variant(lp.VariantKey),
 		CPV: lp.CPV, Platform: lp.Platform, Descriptor: claim.Descriptor, Index: claim.Index,
 		Content:    claim.Content(),
 		FileSHA256: file.Local.FileSHA256, Size: file.Local.Size, PieceRoot: file.Local.PieceRoot,

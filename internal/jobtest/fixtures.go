@@ -12,6 +12,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -102,6 +103,12 @@ type Binpkg struct {
 func (b Binpkg) Content() trust.ContentID {
 	return trust.ContentID{Image: b.Local.ImageDigest, Metadata: b.Local.MetadataDigest}
 }
+
+// BuildKey is the build key of b.
+func (b Binpkg) BuildKey() keys.Build { return keys.Build(b.Local.BuildKey) }
+
+// VariantKey is the variant key of b.
+func (b Binpkg) VariantKey() keys.Variant { return keys.Variant(b.Local.VariantKey) }
 
 // Identify reads the binpkg at path and computes its identities and piece
 // layer.

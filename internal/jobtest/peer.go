@@ -8,6 +8,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -123,9 +124,9 @@ func (p *Peer) Providing(t testing.TB, key string) bool {
 
 // AttestationsBy are the attestations by who that p stores for a build
 // key, each verified.
-func (p *Peer) AttestationsBy(t testing.TB, buildKey string, who peer.ID) []*trust.Signed {
+func (p *Peer) AttestationsBy(t testing.TB, buildKey keys.Build, who peer.ID) []*trust.Signed {
 	t.Helper()
-	recs, err := p.Store.AttestationsFor(buildKey)
+	recs, err := p.Store.AttestationsFor(string(buildKey))
 	if err != nil {
 		t.Fatal(err)
 	}
