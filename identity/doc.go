@@ -11,5 +11,6 @@
 // protocol change and needs a new version string.
 //
 // The package does no networking and no file reading beyond the optional
-// md5-cache loader; it imports nothing of ours but xpak.
+// md5-cache loader; it imports nothing of ours but xpak and keys (the
+// typed build and variant keys it computes).
 package identity

@@ -59,9 +59,9 @@ type Builder struct {
 type Attestation struct {
 	// Version is AttestationVersion.
 	Version int
-	// BuildKey is the canonical string of the build key CID (the DHT key).
+	// BuildKey is the build key (the DHT key), its canonical CID string.
 	BuildKey keys.Build
-	// VariantKey is the canonical string of the coarser variant key CID.
+	// VariantKey is the coarser variant key, its canonical CID string.
 	VariantKey keys.Variant
 	// CPV is category/package-version, used for per-package policy overrides.
 	CPV string

@@ -16,8 +16,9 @@
 //     (VerifyGPKGSignatures, LoadKeyring).
 //
 // The package is deliberately self-contained: identity types reach it as
-// strings (build keys as CID strings), opaque JSON (descriptors) and plain
-// digests (ContentID), so it can be reviewed and fuzzed on its own.
+// the leaf vocabulary of keys (keys.Build, keys.Variant: canonical CID
+// strings), opaque JSON (descriptors) and plain digests (ContentID), so it
+// can be reviewed and fuzzed on its own.
 // docs/SECURITY.md explains what each check protects against and what it
 // does not.
 package trust
