@@ -9,29 +9,30 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 // Inspection is what `inspect --json` prints per file: the identities peers
 // vote on, and the metadata fields a user checks against portage's index.
 type Inspection struct {
-	Path           string   `json:"path"`
-	Format         string   `json:"format"`
-	Compression    string   `json:"compression"`
-	CPV            string   `json:"cpv"`
-	BuildID        *int64   `json:"build_id"`
-	Slot           string   `json:"slot"`
-	USE            []string `json:"use"`
-	Keys           []string `json:"keys"`
-	ImageDigest    string   `json:"image_digest"`
-	MetadataDigest string   `json:"metadata_digest"`
-	BuildKey       string   `json:"build_key"`
-	VariantKey     string   `json:"variant_key"`
-	Platform       string   `json:"platform"`
-	FileSHA256     string   `json:"file_sha256"`
-	Size           int64    `json:"size"`
-	ImageEntries   int      `json:"image_entries"`
-	Signed         bool     `json:"signed"`
+	Path           string       `json:"path"`
+	Format         string       `json:"format"`
+	Compression    string       `json:"compression"`
+	CPV            string       `json:"cpv"`
+	BuildID        *int64       `json:"build_id"`
+	Slot           string       `json:"slot"`
+	USE            []string     `json:"use"`
+	Keys           []string     `json:"keys"`
+	ImageDigest    string       `json:"image_digest"`
+	MetadataDigest string       `json:"metadata_digest"`
+	BuildKey       keys.Build   `json:"build_key"`
+	VariantKey     keys.Variant `json:"variant_key"`
+	Platform       string       `json:"platform"`
+	FileSHA256     string       `json:"file_sha256"`
+	Size           int64        `json:"size"`
+	ImageEntries   int          `json:"image_entries"`
+	Signed         bool         `json:"signed"`
 }
 
 // inspectFile reads one binpkg and computes every identity of it.
@@ -58,8 +59,8 @@ func inspectFile(path string, lim xpak.Limits) (*Inspection, error) {
 		Keys:           pkg.Metadata.Keys(),
 		ImageDigest:    hex.EncodeToString(pkg.ImageDigest[:]),
 		MetadataDigest: hex.EncodeToString(md[:]),
-		BuildKey:       desc.BuildKey().String(),
-		VariantKey:     desc.VariantKey().String(),
+		BuildKey:       desc.BuildKey(),
+		VariantKey:     desc.VariantKey(),
 		Platform:       desc.Platform(),
 		FileSHA256:     hex.EncodeToString(pkg.FileSHA256[:]),
 		Size:           pkg.Size,

@@ -78,7 +78,7 @@ func TestInspectJSON(t *testing.T) {
 			t.Errorf("%s: size %d, want %d", c.file, in.Size, c.size)
 		}
 		if len(in.ImageDigest) != 64 || len(in.MetadataDigest) != 64 || len(in.FileSHA256) != 64 ||
-			!strings.HasPrefix(in.BuildKey, "bafk") || !strings.HasPrefix(in.VariantKey, "bafk") || len(in.Keys) == 0 {
+			!strings.HasPrefix(string(in.BuildKey), "bafk") || !strings.HasPrefix(string(in.VariantKey), "bafk") || len(in.Keys) == 0 {
 			t.Errorf("%s: identities missing: %+v", c.file, in)
 		}
 	}

@@ -149,7 +149,7 @@ func Identify(t testing.TB, path string) Binpkg {
 		Local: store.LocalPackage{
 			Path: path, Size: pkg.Size, FileSHA256: pkg.FileSHA256, Format: string(pkg.Format),
 			CPV: pkg.Metadata.CPV(), BuildID: buildID,
-			BuildKey: desc.BuildKey().String(), VariantKey: desc.VariantKey().String(),
+			BuildKey: string(desc.BuildKey()), VariantKey: string(desc.VariantKey()),
 			ImageDigest: pkg.ImageDigest, MetadataDigest: md,
 			PieceRoot: pieces.RootOf(leaves), Platform: desc.Platform(),
 			IndexedAt: time.Now().UTC(), Extra: json.RawMessage(`{}`),
