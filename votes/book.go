@@ -79,6 +79,9 @@ type Book struct {
 	// nothing to evict; nil when it did.
 	totalFull atomic.Pointer[int64]
 	rejected  atomic.Int64 // input from peers that failed verification, since start
+	// answerBytes and pageBytes bound an attest/1 answer and a catalog
+	// page (attestAnswerBytes, catalogPageBytes; tests lower them).
+	answerBytes, pageBytes int
 	// syncTick is how often SyncLoop looks for peers to sync (tests
 	// shorten it).
 	syncTick time.Duration
@@ -89,7 +92,8 @@ func New(o Options) *Book {
 	vb := &Book{
 		store: o.Store, policy: o.Policy, self: o.Self, platform: o.Platform,
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
-		log: o.Logger, metrics: newMetrics(o.Registry), syncTick: 2 * time.Second,
+		log: o.Logger, metrics: newMetrics(o.Registry),
+		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, syncTick: 2 * time.Second,
 	}
 	if vb.log == nil {
 		vb.log = slog.New(slog.DiscardHandler)

@@ -309,11 +309,13 @@ func TestHopelessBuildKeys(t *testing.T) {
 // answer large.
 func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
 	vb := offlineBook(t, nil)
+	vb.pageBytes = 256 << 10 // a smaller page: the same cuts, an eighth of the records
 	ctx := context.Background()
 	k, id := mustKey(t)
-	// 150 records × 8 endorsements of about 3 KiB: more than a page's
+	// 20 records × 8 endorsements of about 3 KiB: more than a page's
 	// bytes, so paging has to cut between records.
-	for i := range 150 {
+	const records = 20
+	for i := range records {
 		s := junk(t, k, i, 600)
 		if _, err := vb.ingestAttestation(ctx, s.Marshal(), arrival{from: id}, false); err != nil {
 			t.Fatal(err)
@@ -356,13 +358,13 @@ func TestCatalogAnswerBoundsEndorsements(t *testing.T) {
 		if n == 0 {
 			t.Fatalf("page %d carries %d endorsements and no attestation", pages, len(out))
 		}
-		if len(out) > p2p.MaxBlobs || size > catalogPageBytes+64<<10 {
+		if len(out) > p2p.MaxBlobs || size > vb.pageBytes+64<<10 {
 			t.Fatalf("page %d: %d blobs, %d bytes", pages, len(out), size)
 		}
 		atts += n
 	}
-	if atts != 150 || pages < 2 {
-		t.Fatalf("paging from each answer's last attestation reached %d of 150 records in %d pages", atts, pages)
+	if atts != records || pages < 2 {
+		t.Fatalf("paging from each answer's last attestation reached %d of %d records in %d pages", atts, records, pages)
 	}
 }
 
@@ -427,6 +429,7 @@ func TestPre1970AttestationIsRejected(t *testing.T) {
 // records for their own content cannot push honest votes out of the cap.
 func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 	vb := offlineBook(t, nil)
+	vb.answerBytes = 512 << 10 // a smaller answer: the same cut, a sixth of the records
 	ctx := context.Background()
 	hk, _ := mustKey(t)
 	base := junk(t, hk, 1, 1000)
@@ -442,8 +445,9 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// 20 identities, each 4 padded records for a content of its own.
-	for i := range 20 {
+	// 4 identities, each 4 padded records of 40 KiB for a content of its
+	// own: more than an answer holds.
+	for i := range 4 {
 		k, id := mustKey(t)
 		for j := range maxAttestationsPerAttester {
 			a := base.Attestation
@@ -466,6 +470,9 @@ func TestAttestAnswerKeepsTheAgreedVotes(t *testing.T) {
 	out, err := vb.ServeAttestations(ctx, bk)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(out) >= len(honest)+4*maxAttestationsPerAttester {
+		t.Fatalf("the answer carries all %d records: the byte cap never cut", len(out))
 	}
 	got := map[[32]byte]bool{}
 	for _, b := range out {

@@ -22,7 +22,7 @@ func (vb *Book) ServeAttestations(ctx context.Context, key cid.Cid) ([][]byte, e
 		return nil, err
 	}
 	if len(recs) == 0 {
-		if recs, err = vb.store.AttestationsByVariantUpTo(k, 4*attestAnswerBytes); err != nil {
+		if recs, err = vb.store.AttestationsByVariantUpTo(k, 4*vb.answerBytes); err != nil {
 			return nil, err
 		}
 	}
@@ -68,7 +68,7 @@ func (vb *Book) ServeAttestations(ctx context.Context, key cid.Cid) ([][]byte, e
 	})
 	size := 0
 	for _, i := range order {
-		if size += len(recs[i].Blob); size > attestAnswerBytes {
+		if size += len(recs[i].Blob); size > vb.answerBytes {
 			break
 		}
 		out = append(out, recs[i].Blob)
@@ -90,7 +90,7 @@ const attestAnswerBytes = 4 << 20
 // index, so its memory and work are the page's whatever the catalog
 // holds.
 func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur wire.CatalogCursor) ([][]byte, error) {
-	recs, err := vb.store.PlatformPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, catalogPageBytes)
+	recs, err := vb.store.PlatformPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, vb.pageBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur wire.Cata
 		for _, b := range group {
 			n += len(b)
 		}
-		if len(out) > 0 && (len(out)+len(group) > wire.MaxBlobs || size+n > catalogPageBytes) {
+		if len(out) > 0 && (len(out)+len(group) > wire.MaxBlobs || size+n > vb.pageBytes) {
 			break
 		}
 		out = append(out, group...)
