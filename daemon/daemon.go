@@ -188,7 +188,7 @@ func (d *Daemon) Node() *p2p.Node { return d.node }
 // Store is the daemon's database.
 func (d *Daemon) Store() *store.Store { return d.store }
 
-// Platform is the catalog this daemon lists for portage.
+// Platform is the platform whose builds this daemon lists for portage.
 func (d *Daemon) Platform() string { return d.platform }
 
 // GatewayURL is the base URL of the binhost gateway ("" when off).

@@ -5,7 +5,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 )
 
-// localPlatform is the catalog this machine's portage can use: the same
+// localPlatform is the platform whose builds this machine's portage can use: the same
 // CHOST and flags as its own builds would have.
 func localPlatform(p config.PortageConfig) string {
 	d := identity.Descriptor{
