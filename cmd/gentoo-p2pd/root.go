@@ -51,6 +51,7 @@ peer delivered the build); 1 for any other failure.`,
 		newInspectCmd(),
 		newSetupPortageCmd(),
 		newDemoCmd(),
+		newManCmd(),
 	)
 	return root
 }
