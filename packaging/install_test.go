@@ -100,6 +100,22 @@ func TestMakeInstall(t *testing.T) {
 	if out, err := exec.Command("bash", "-n", bashComp).CombinedOutput(); err != nil {
 		t.Errorf("bash -n on the bash completion: %v\n%s", err, out)
 	}
+	// man renders every page without a warning (roff errors, bad escapes).
+	manCmd, err := exec.LookPath("man")
+	if err != nil {
+		t.Fatal("man not found: install man-db (.ci/run does); systemd-analyze also needs it for Documentation=man:")
+	}
+	pages, _ := filepath.Glob(filepath.Join(dest, "usr/share/man/man1/*.1"))
+	for _, page := range pages {
+		cmd := exec.Command(manCmd, "--warnings", "-l", page)
+		cmd.Env = append(os.Environ(), "MAN_KEEP_STDERR=1", "MANPAGER=cat", "PAGER=cat")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+			t.Errorf("man --warnings -l %s: %v\n%s", filepath.Base(page), err, stderr.String())
+		}
+	}
+
 	// The units' Documentation= names a man page that is installed:
 	// systemd-analyze verify runs man on it, here with the installed pages.
 	sa := systemdAnalyze(t)
