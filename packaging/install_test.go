@@ -96,6 +96,25 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("%s lacks %q", path, marker)
 		}
 	}
+	// The completion scripts ask the binary; it offers the commands, not
+	// the hidden man command.
+	out, err := exec.Command(filepath.Join(dest, "usr/bin/gentoo-p2pd"), "__complete", "").CombinedOutput()
+	if err != nil {
+		t.Errorf("gentoo-p2pd __complete: %v\n%s", err, out)
+	}
+	offered := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, _, _ := strings.Cut(line, "\t")
+		offered[name] = true
+	}
+	for _, want := range []string{"daemon", "setup-portage", "status", "trust"} {
+		if !offered[want] {
+			t.Errorf("completion does not offer %q:\n%s", want, out)
+		}
+	}
+	if offered["man"] {
+		t.Errorf("completion offers the hidden man command:\n%s", out)
+	}
 	bashComp := filepath.Join(dest, "usr/share/bash-completion/completions/gentoo-p2pd")
 	if out, err := exec.Command("bash", "-n", bashComp).CombinedOutput(); err != nil {
 		t.Errorf("bash -n on the bash completion: %v\n%s", err, out)
