@@ -18,7 +18,7 @@ import (
 func newStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status [--json]",
+		Use:   "status",
 		Short: "Show what the running daemon is doing",
 		Example: `  gentoo-p2pd status
   gentoo-p2pd status --json | jq .peers`,
@@ -46,7 +46,7 @@ func newStatusCmd() *cobra.Command {
 func newPeersCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "peers [--json]",
+		Use:     "peers",
 		Short:   "List connected peers",
 		Example: "  gentoo-p2pd peers",
 		Args:    cobra.NoArgs,
@@ -80,7 +80,7 @@ func newPeersCmd() *cobra.Command {
 func newFindCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "find CPV|BUILDKEY [--json]",
+		Use:   "find CPV|BUILDKEY",
 		Short: "Find who provides a build, and the attestations for it",
 		Example: `  gentoo-p2pd find app-misc/hello-1.0
   gentoo-p2pd find bafkrei... --json`,
@@ -178,7 +178,7 @@ func newAnnounceCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of `CPV` instead (popularity)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this `DURATION` (the bashrc hook uses 2s)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after `DURATION` (the bashrc hook uses 2s)")
 	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }
@@ -187,7 +187,7 @@ func newFetchCmd() *cobra.Command {
 	var asJSON bool
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "fetch BUILDKEY|CPV [--to DIR]",
+		Use:   "fetch BUILDKEY|CPV",
 		Short: "Fetch the trusted build from peers (verified piece by piece)",
 		Long: `fetch asks the daemon for the build its trust policy allows for a build
 key or CPV, downloads it from every peer that holds it (each piece verified
@@ -287,7 +287,7 @@ func newTrustCmd() *cobra.Command {
 	}
 	var asJSON bool
 	explain := &cobra.Command{
-		Use:   "explain BUILDKEY|CPV [--json]",
+		Use:   "explain BUILDKEY|CPV",
 		Short: "Show the votes for a build and which rule decided",
 		Example: `  gentoo-p2pd trust explain app-misc/hello-1.0
   gentoo-p2pd trust explain bafkrei... --json`,
@@ -312,7 +312,7 @@ func newTrustCmd() *cobra.Command {
 	addConfigFlags(explain.Flags(), clientFlags...)
 	var policyJSON bool
 	policy := &cobra.Command{
-		Use:     "policy [--json]",
+		Use:     "policy",
 		Short:   "Show the effective trust policy",
 		Example: "  gentoo-p2pd trust policy",
 		Args:    cobra.NoArgs,

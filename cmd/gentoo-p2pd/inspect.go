@@ -79,7 +79,7 @@ func inspectFile(path string, lim xpak.Limits) (*Inspection, error) {
 func newInspectCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "inspect [--json] FILE...",
+		Use:   "inspect FILE...",
 		Short: "Read binpkgs (XPAK or GPKG) and print their identities",
 		Long: `inspect reads each binary package, checks it the way the daemon does
 (container layout, Manifest hashes, hostile paths, size limits) and prints

@@ -32,7 +32,8 @@ loopback, or "gentoo-p2pd daemon" to join the network.
 Exit status: 0 on success; 3 when nothing matches (the daemon's not_found);
 4 when the trust policy does not allow the build (not_allowed); 5 when no
 daemon answers or it cannot do it now (unavailable: gateway disabled, no
-peer delivered the build); 1 for any other failure.`,
+peer delivered the build); 130 when interrupted (Ctrl-C); 1 for any other
+failure.`,
 		Example: `  gentoo-p2pd demo                          # watch five peers on loopback
   gentoo-p2pd init                          # config file and keys
   gentoo-p2pd daemon                        # join the network

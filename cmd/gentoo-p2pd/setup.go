@@ -22,7 +22,7 @@ func newSetupPortageCmd() *cobra.Command {
 	var o portagehook.SetupOptions
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "setup-portage [--dry-run] [--undo]",
+		Use:   "setup-portage",
 		Short: "Connect portage to the gateway: binrepos.conf, keyring, bashrc hook (run as root)",
 		Long: `setup-portage writes /etc/portage/binrepos.conf/gentoo-p2pd.conf with
 verify-signature = true, imports the daemon's OpenPGP signing key into
