@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -69,7 +68,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return nil, fmt.Errorf("%w (no daemon answers on %s; start it with `gentoo-p2pd daemon` or `systemctl --user start gentoo-p2pd`)", ErrNotRunning, c.Socket)
+			return nil, notRunning([]string{c.Socket})
 		}
 		return nil, err
 	}

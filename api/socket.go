@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -67,4 +68,46 @@ func dialer(path string) func(ctx context.Context, _, _ string) (net.Conn, error
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
 	}
+}
+
+// SystemSocket is where the system service listens (the OpenRC script and
+// the systemd system unit set api.socket to it).
+const SystemSocket = "/run/gentoo-p2pd/api.sock"
+
+// FindSocket returns the first of paths a daemon answers on, in order.
+// When none does the error wraps ErrNotRunning and names every path tried
+// (and why one that exists could not be used, e.g. permission denied).
+func FindSocket(ctx context.Context, paths []string) (string, error) {
+	var tried []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if p == "" || seen[p] {
+			continue
+		}
+		seen[p] = true
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", p)
+		if err == nil {
+			_ = c.Close() // a probe: nothing was sent
+			return p, nil
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		switch {
+		case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+			tried = append(tried, p)
+		case errors.Is(err, os.ErrPermission):
+			tried = append(tried, p+" (permission denied)")
+		default:
+			tried = append(tried, fmt.Sprintf("%s (%v)", p, errors.Unwrap(err)))
+		}
+	}
+	return "", notRunning(tried)
+}
+
+// notRunning is ErrNotRunning naming the sockets tried.
+func notRunning(tried []string) error {
+	return fmt.Errorf("%w (no daemon answers on %s; start it with `gentoo-p2pd daemon` or `systemctl --user start gentoo-p2pd`, or `rc-service gentoo-p2pd start` as root)",
+		ErrNotRunning, strings.Join(tried, ", "))
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,5 +147,36 @@ func TestListenLeavesUmaskAlone(t *testing.T) {
 	wg.Wait()
 	if len(seen) != 0 {
 		t.Fatalf("umask %s changed to %s while Listen ran (%d samples)", want, seen[0], len(seen))
+	}
+}
+
+// TestFindSocket: the first socket a daemon answers on wins, whatever comes
+// before it; with none, the error is ErrNotRunning and names every path.
+func TestFindSocket(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.sock")
+	stale := filepath.Join(dir, "stale.sock")
+	live := filepath.Join(dir, "live.sock")
+	sl, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.(*net.UnixListener).SetUnlinkOnClose(false)
+	sl.Close() // the file stays, nobody answers
+	l, err := Listen(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got, err := FindSocket(context.Background(), []string{missing, stale, live, missing})
+	if err != nil || got != live {
+		t.Fatalf("FindSocket = %q, %v; want %q", got, err, live)
+	}
+	_, err = FindSocket(context.Background(), []string{missing, stale, missing})
+	if !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("no daemon: err = %v, want ErrNotRunning", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, missing+", "+stale+";") {
+		t.Errorf("error does not list each path tried once: %s", msg)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -281,8 +282,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	var gwL, metL net.Listener
 	var gw *portagehook.Gateway
 	if d.cfg.Gateway.Enabled {
-		if gwL, err = net.Listen("tcp", d.cfg.Gateway.Listen); err != nil {
-			return fmt.Errorf("gateway: listen %s: %w", d.cfg.Gateway.Listen, err)
+		if gwL, err = listenTCP("gateway.listen", d.cfg.Gateway.Listen); err != nil {
+			return err
 		}
 		defer gwL.Close()
 		gw = d.newGateway()
@@ -290,8 +291,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		defer gw.Close()
 	}
 	if d.cfg.Metrics.Listen != "" {
-		if metL, err = net.Listen("tcp", d.cfg.Metrics.Listen); err != nil {
-			return fmt.Errorf("metrics: listen %s: %w", d.cfg.Metrics.Listen, err)
+		if metL, err = listenTCP("metrics.listen", d.cfg.Metrics.Listen); err != nil {
+			return err
 		}
 		defer metL.Close()
 	}
@@ -464,4 +465,23 @@ func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
 		out = append(out, *ai)
 	}
 	return out, nil
+}
+
+// listenTCP listens on addr, the value of the config key key. Its error
+// names the key, so the user knows what to change: a port already taken is
+// most often another gentoo-p2pd, perhaps another user's on the same host.
+func listenTCP(key, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		return l, nil
+	}
+	cause := err
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		cause = se.Err
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%s %s: %w (another daemon, perhaps another user's, holds it: set %s to another port)", key, addr, cause, key)
+	}
+	return nil, fmt.Errorf("%s %s: %w", key, addr, cause)
 }

@@ -18,9 +18,11 @@ import (
 func newStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status [--json]",
+		Use:   "status",
 		Short: "Show what the running daemon is doing",
-		Args:  cobra.NoArgs,
+		Example: `  gentoo-p2pd status
+  gentoo-p2pd status --json | jq .peers`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -37,15 +39,17 @@ func newStatusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's status struct as JSON")
+	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }
 
 func newPeersCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "peers [--json]",
-		Short: "List connected peers",
-		Args:  cobra.NoArgs,
+		Use:     "peers",
+		Short:   "List connected peers",
+		Example: "  gentoo-p2pd peers",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -69,15 +73,18 @@ func newPeersCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }
 
 func newFindCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "find CPV|BUILDKEY [--json]",
+		Use:   "find CPV|BUILDKEY",
 		Short: "Find who provides a build, and the attestations for it",
-		Args:  cobra.ExactArgs(1),
+		Example: `  gentoo-p2pd find app-misc/hello-1.0
+  gentoo-p2pd find bafkrei... --json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -95,6 +102,7 @@ func newFindCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }
 
@@ -132,7 +140,9 @@ func newAnnounceCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "announce FILE | --installed CPV",
 		Short: "Tell the daemon about a binpkg portage just wrote (the bashrc hook's call)",
-		Args:  cobra.MaximumNArgs(1),
+		Example: `  gentoo-p2pd announce /var/cache/binpkgs/app-misc/hello/hello-1.0-1.gpkg.tar
+  gentoo-p2pd announce --installed app-misc/hello-1.0 --timeout 2s`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := api.AnnounceRequest{Installed: installed}
 			if len(args) == 1 {
@@ -167,8 +177,9 @@ func newAnnounceCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of CPV instead (popularity)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (the bashrc hook uses 2s)")
+	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of `CPV` instead (popularity)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after `DURATION` (the bashrc hook uses 2s)")
+	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }
 
@@ -176,13 +187,20 @@ func newFetchCmd() *cobra.Command {
 	var asJSON bool
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "fetch BUILDKEY|CPV [--to DIR]",
+		Use:   "fetch BUILDKEY|CPV",
 		Short: "Fetch the trusted build from peers (verified piece by piece)",
 		Long: `fetch asks the daemon for the build its trust policy allows for a build
 key or CPV, downloads it from every peer that holds it (each piece verified
 against the attested Merkle root, then the whole file, then the image and
 metadata digests) and, with --to, copies it into DIR. A progress bar shows on
-a terminal; otherwise progress is printed as plain lines.`,
+a terminal; otherwise progress is printed as plain lines.
+
+Interrupting fetch (Ctrl-C) does not stop the download: the daemon
+finishes it in the background (other requests, portage's among them, may
+be waiting for the same build); running the same fetch again joins the
+download under way, or uses the finished one.`,
+		Example: `  gentoo-p2pd fetch app-misc/hello-1.0
+  gentoo-p2pd fetch bafkrei... --to /tmp`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
@@ -213,6 +231,13 @@ a terminal; otherwise progress is printed as plain lines.`,
 				return nil
 			})
 			bar.finish()
+			if err != nil && cmd.Context().Err() != nil {
+				// Interrupted (Ctrl-C): the daemon's transfer is shared and
+				// runs under the daemon's own context, not this request's,
+				// so it goes on; only the copy --to DIR is not made.
+				fmt.Fprint(cmd.ErrOrStderr(), interruptedFetchNote(args[0], bar.started(), dir))
+				return exitError{code: exitInterrupted}
+			}
 			if err != nil {
 				return err
 			}
@@ -231,17 +256,42 @@ a terminal; otherwise progress is printed as plain lines.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	cmd.Flags().StringVar(&dir, "to", "", "copy the fetched file into DIR")
+	cmd.Flags().StringVar(&dir, "to", "", "copy the fetched file into `DIR`")
+	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }
 
+// interruptedFetchNote is what fetch says when it is interrupted. The
+// daemon's transfer does not end with the request (materialize runs it
+// under the daemon's context, shared by every caller), so it goes on.
+func interruptedFetchNote(query string, started bool, dir string) string {
+	var b strings.Builder
+	if started {
+		fmt.Fprintf(&b, "interrupted: the daemon goes on downloading %s in the background", query)
+	} else {
+		fmt.Fprintf(&b, "interrupted: if the daemon had begun downloading %s, it finishes in the background", query)
+	}
+	if dir != "" {
+		fmt.Fprintf(&b, "; nothing was copied to %s", dir)
+	}
+	b.WriteString(";\nrun the same fetch again to wait for it (it joins the download under way, or uses the finished one)\n")
+	return b.String()
+}
+
 func newTrustCmd() *cobra.Command {
-	trust := &cobra.Command{Use: "trust", Short: "Explain trust decisions and the policy"}
+	trust := &cobra.Command{
+		Use:   "trust",
+		Short: "Explain trust decisions and the policy",
+		Example: `  gentoo-p2pd trust explain app-misc/hello-1.0
+  gentoo-p2pd trust policy`,
+	}
 	var asJSON bool
 	explain := &cobra.Command{
-		Use:   "explain BUILDKEY|CPV [--json]",
+		Use:   "explain BUILDKEY|CPV",
 		Short: "Show the votes for a build and which rule decided",
-		Args:  cobra.ExactArgs(1),
+		Example: `  gentoo-p2pd trust explain app-misc/hello-1.0
+  gentoo-p2pd trust explain bafkrei... --json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -259,11 +309,13 @@ func newTrustCmd() *cobra.Command {
 		},
 	}
 	explain.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addConfigFlags(explain.Flags(), clientFlags...)
 	var policyJSON bool
 	policy := &cobra.Command{
-		Use:   "policy [--json]",
-		Short: "Show the effective trust policy",
-		Args:  cobra.NoArgs,
+		Use:     "policy",
+		Short:   "Show the effective trust policy",
+		Example: "  gentoo-p2pd trust policy",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -290,6 +342,7 @@ func newTrustCmd() *cobra.Command {
 		},
 	}
 	policy.Flags().BoolVar(&policyJSON, "json", false, "print JSON")
+	addConfigFlags(policy.Flags(), clientFlags...)
 	trust.AddCommand(explain, policy)
 	return trust
 }

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 )
@@ -81,3 +87,128 @@ func TestExitStatusNotRunning(t *testing.T) {
 		t.Error("a local failure is not exit status 1")
 	}
 }
+
+// TestFetchInterrupted: Ctrl-C during a fetch says on stderr that the
+// daemon goes on downloading (it does: the transfer runs under the daemon's
+// context), and exits 130 rather than printing "context canceled".
+func TestFetchInterrupted(t *testing.T) {
+	sock := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(api.FetchEvent{Progress: &api.FetchProgress{Done: 1, Total: 2, Peers: 1}})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := newRootCmd()
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	// Ctrl-C once the progress line is shown.
+	cmd.SetErr(writerFunc(func(p []byte) (int, error) {
+		if bytes.HasPrefix(p, []byte("fetching ")) {
+			cancel()
+		}
+		return errb.Write(p)
+	}))
+	dir := t.TempDir()
+	cmd.SetArgs([]string{"fetch", "app-misc/hello-1.0", "--to", dir, "--api-socket", sock})
+	err := cmd.ExecuteContext(ctx)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != exitInterrupted {
+		t.Fatalf("interrupted fetch: err = %v, want exit status %d", err, exitInterrupted)
+	}
+	for _, want := range []string{"the daemon goes on downloading app-misc/hello-1.0 in the background", "nothing was copied to " + dir, "run the same fetch again"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errb.String())
+		}
+	}
+	if out.Len() != 0 {
+		t.Errorf("stdout: %q", out.String())
+	}
+}
+
+// TestSocketDiscovery: with no daemon of your own the CLI finds the system
+// service's socket; with none at all the error lists every path tried; a
+// socket named with --api-socket is the only one tried.
+func TestSocketDiscovery(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv("HOME", filepath.Join(root, "home"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(root, "config"))
+	t.Setenv("XDG_STATE_HOME", filepath.Join(root, "state"))
+	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(root, "run"))
+	t.Setenv("GENTOO_P2PD_API_SOCKET", "")
+	own := filepath.Join(root, "run", "gentoo-p2pd.sock")
+	sys := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(api.PeersResponse{})
+	})
+	old := systemSocket
+	t.Cleanup(func() { systemSocket = old })
+
+	systemSocket = sys
+	if out, _, err := runCLI(t, "peers"); err != nil || out != "no peers connected\n" {
+		t.Errorf("peers with only the system daemon: %q, %v", out, err)
+	}
+	if _, _, err := runCLI(t, "peers", "--api-socket", own); !errors.Is(err, api.ErrNotRunning) || strings.Contains(err.Error(), sys) {
+		t.Errorf("--api-socket: another daemon was tried: %v", err)
+	}
+
+	systemSocket = filepath.Join(root, "system", "api.sock")
+	_, _, err := runCLI(t, "peers")
+	if !errors.Is(err, api.ErrNotRunning) || !strings.Contains(err.Error(), own+", "+systemSocket) {
+		t.Errorf("no daemon: %v; want both %s and %s named", err, own, systemSocket)
+	}
+}
+
+// TestSetupSockets: sudo setup-portage asks the invoking user's daemon,
+// then the system service, then root's own.
+func TestSetupSockets(t *testing.T) {
+	t.Setenv("GENTOO_P2PD_API_SOCKET", "")
+	cmd := newSetupPortageCmd()
+	t.Setenv("SUDO_UID", "1000")
+	got := setupSockets(cmd, "/root/.local/state/gentoo-p2pd/api.sock")
+	want := []string{"/run/user/1000/gentoo-p2pd.sock", systemSocket, "/root/.local/state/gentoo-p2pd/api.sock"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("under sudo: %v, want %v", got, want)
+	}
+	t.Setenv("SUDO_UID", "")
+	if got := setupSockets(cmd, "/run/user/0/gentoo-p2pd.sock"); strings.Join(got, " ") != "/run/user/0/gentoo-p2pd.sock "+systemSocket {
+		t.Errorf("without sudo: %v", got)
+	}
+	if err := cmd.Flags().Set("api-socket", "/x.sock"); err != nil {
+		t.Fatal(err)
+	}
+	if got := setupSockets(cmd, "/x.sock"); len(got) != 1 {
+		t.Errorf("--api-socket: %v, want it alone", got)
+	}
+}
+
+// TestDaemonListenErrorNamesKey: a gateway port already taken is reported
+// with the config key to change.
+func TestDaemonListenErrorNamesKey(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	root := t.TempDir()
+	t.Setenv("HOME", filepath.Join(root, "home"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(root, "config"))
+	t.Setenv("XDG_STATE_HOME", filepath.Join(root, "state"))
+	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(root, "run"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := newRootCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"daemon", "--gateway-listen", addr, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false",
+		"--pkgdir", filepath.Join(root, "binpkgs"), "--portage-repo", filepath.Join(root, "repo"), "--log-level", "error"})
+	err = cmd.ExecuteContext(ctx)
+	want := "gateway.listen " + addr + ": address already in use (another daemon, perhaps another user's, holds it: set gateway.listen to another port)"
+	if err == nil || err.Error() != want {
+		t.Errorf("daemon on a taken gateway port: %v\nwant %s", err, want)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

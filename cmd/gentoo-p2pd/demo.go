@@ -21,6 +21,8 @@ bundled portage-built packages: three peers built the same packages
 independently, a fourth uploads a trojaned build, and the fifth serves
 portage. It shows announce → attest → verdict → fetch through the gateway →
 the Packages entry, and exits 0 when every step turned out as designed.`,
+		Example: `  gentoo-p2pd demo
+  gentoo-p2pd demo --hold     # then point emerge at the gateway it prints`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var log *slog.Logger
@@ -32,6 +34,6 @@ the Packages entry, and exits 0 when every step turned out as designed.`,
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the daemons' logs on stderr")
 	cmd.Flags().BoolVar(&hold, "hold", false, "keep the network running afterwards (point emerge at erin's gateway), until Ctrl-C")
-	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up on a step after this long")
+	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up on a step after `DURATION`")
 	return cmd
 }

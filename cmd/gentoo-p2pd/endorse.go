@@ -21,11 +21,17 @@ import (
 // trust.signers install those builds at any threshold.
 
 func newSignerCmd() *cobra.Command {
-	signer := &cobra.Command{Use: "signer", Short: "Build-server signing keys and endorsements"}
+	signer := &cobra.Command{
+		Use:   "signer",
+		Short: "Build-server signing keys and endorsements",
+		Example: `  gentoo-p2pd signer keygen /etc/gentoo-p2pd/signer.key
+  gentoo-p2pd signer endorse --key /etc/gentoo-p2pd/signer.key /var/cache/binpkgs/app-misc/hello/*.gpkg.tar`,
+	}
 	keygen := &cobra.Command{
-		Use:   "keygen FILE",
-		Short: "Create an Ed25519 signer key (mode 0600) and print its public key for trust.signers",
-		Args:  cobra.ExactArgs(1),
+		Use:     "keygen FILE",
+		Short:   "Create an Ed25519 signer key (mode 0600) and print its public key for trust.signers",
+		Example: "  gentoo-p2pd signer keygen /etc/gentoo-p2pd/signer.key",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pub, priv, err := ed25519.GenerateKey(rand.Reader)
 			if err != nil {
@@ -54,9 +60,10 @@ func newSignerCmd() *cobra.Command {
 	var keyFile string
 	var asJSON bool
 	endorse := &cobra.Command{
-		Use:   "endorse --key FILE BINPKG...",
-		Short: "Endorse the content of binpkgs this build server made, and publish the endorsements",
-		Args:  cobra.MinimumNArgs(1),
+		Use:     "endorse --key FILE BINPKG...",
+		Short:   "Endorse the content of binpkgs this build server made, and publish the endorsements",
+		Example: "  gentoo-p2pd signer endorse --key /etc/gentoo-p2pd/signer.key /var/cache/binpkgs/app-misc/hello/*.gpkg.tar",
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			priv, err := readSignerKey(keyFile)
 			if err != nil {
@@ -87,8 +94,9 @@ func newSignerCmd() *cobra.Command {
 			return nil
 		},
 	}
-	endorse.Flags().StringVar(&keyFile, "key", "", "signer key file from `signer keygen` (required)")
+	endorse.Flags().StringVar(&keyFile, "key", "", "signer key `FILE` from \"signer keygen\" (required)")
 	endorse.Flags().BoolVar(&asJSON, "json", false, "print the endorsements as JSON")
+	addConfigFlags(endorse.Flags(), clientFlags...)
 	if err := endorse.MarkFlagRequired("key"); err != nil {
 		panic(err) // only if the flag above is not defined: a programming error
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
-// Inspection is what `inspect --json` prints per file: the identities peers
+// Inspection is what `inspect --json` prints per file (in an array): the identities peers
 // vote on, and the metadata fields a user checks against portage's index.
 type Inspection struct {
 	Path           string       `json:"path"`
@@ -79,16 +79,24 @@ func inspectFile(path string, lim xpak.Limits) (*Inspection, error) {
 func newInspectCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "inspect [--json] FILE...",
+		Use:   "inspect FILE...",
 		Short: "Read binpkgs (XPAK or GPKG) and print their identities",
 		Long: `inspect reads each binary package, checks it the way the daemon does
 (container layout, Manifest hashes, hostile paths, size limits) and prints
 the identities peers vote on: image digest, metadata digest, build key and
-variant key. It needs no daemon.`,
+variant key. It needs no daemon.
+
+With --json it prints one JSON document: an array with one object per
+file read, in the order given (also for a single file). Files that cannot
+be read are reported on stderr, left out of the array, and make the exit
+status 1.`,
+		Example: `  gentoo-p2pd inspect /var/cache/binpkgs/app-misc/hello/hello-1.0-1.gpkg.tar
+  gentoo-p2pd inspect --json /var/cache/binpkgs/*/*/*.gpkg.tar | jq '.[].build_key'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lim := xpak.DefaultLimits()
 			failed := 0
+			all := []*Inspection{}
 			for _, path := range args {
 				ins, err := inspectFile(path, lim)
 				if err != nil {
@@ -101,12 +109,15 @@ variant key. It needs no daemon.`,
 					continue
 				}
 				if asJSON {
-					if err := printJSON(cmd.OutOrStdout(), ins); err != nil {
-						return err
-					}
+					all = append(all, ins)
 					continue
 				}
 				writeInspection(cmd.OutOrStdout(), ins)
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), all); err != nil {
+					return err
+				}
 			}
 			if failed > 0 {
 				return exitError{code: 1}
@@ -114,7 +125,7 @@ variant key. It needs no daemon.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per file")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array, one object per file")
 	return cmd
 }
 

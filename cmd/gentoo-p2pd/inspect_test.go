@@ -39,12 +39,15 @@ func TestInspectJSON(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspect: %v\n%s", err, stderr)
 	}
+	// One JSON document: an array, in the order of the arguments.
+	var all []Inspection
+	if err := json.Unmarshal([]byte(out), &all); err != nil {
+		t.Fatalf("inspect --json output is not one JSON array: %v\n%s", err, out)
+	}
 	byPath := map[string]Inspection{}
-	dec := json.NewDecoder(strings.NewReader(out))
-	for dec.More() {
-		var in Inspection
-		if err := dec.Decode(&in); err != nil {
-			t.Fatal(err)
+	for i, in := range all {
+		if want := append(mi, x...)[i]; in.Path != want {
+			t.Errorf("element %d is %s, want %s", i, in.Path, want)
 		}
 		byPath[filepath.Base(in.Path)] = in
 	}
@@ -117,5 +120,32 @@ func TestInspectBadFile(t *testing.T) {
 	}
 	if !strings.Contains(out, "app-misc/hello-1.0") {
 		t.Errorf("the good file was not printed: %q", out)
+	}
+}
+
+// TestInspectJSONOneFile: one file is an array of one, so scripts read
+// every output the same way; with a bad file the array holds the good ones.
+func TestInspectJSONOneFile(t *testing.T) {
+	dir := t.TempDir()
+	good, err := fixtures.Read(fixtures.XPAKBzip2, "app-misc/hello-1.0.tbz2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodPath := filepath.Join(dir, "hello-1.0.tbz2")
+	if err := os.WriteFile(goodPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCLI(t, "inspect", "--json", goodPath)
+	var all []Inspection
+	if err != nil || json.Unmarshal([]byte(out), &all) != nil || len(all) != 1 || all[0].CPV != "app-misc/hello-1.0" {
+		t.Fatalf("inspect --json FILE: %v\n%s", err, out)
+	}
+	out, _, err = runCLI(t, "inspect", "--json", goodPath, filepath.Join(dir, "missing.tbz2"))
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Errorf("a missing file: err = %v, want exit status 1", err)
+	}
+	if err := json.Unmarshal([]byte(out), &all); err != nil || len(all) != 1 {
+		t.Errorf("with a bad file: %v\n%s", err, out)
 	}
 }

@@ -31,10 +31,11 @@ func main() {
 // Exit statuses of a failed command, by the daemon's error code (see the
 // root command's help).
 const (
-	exitFailure     = 1 // anything else
-	exitNotFound    = 3 // api.CodeNotFound
-	exitNotAllowed  = 4 // api.CodeNotAllowed
-	exitUnavailable = 5 // api.CodeUnavailable, or no daemon answers
+	exitFailure     = 1   // anything else
+	exitNotFound    = 3   // api.CodeNotFound
+	exitNotAllowed  = 4   // api.CodeNotAllowed
+	exitUnavailable = 5   // api.CodeUnavailable, or no daemon answers
+	exitInterrupted = 130 // interrupted by SIGINT, as shells report it
 )
 
 // exitStatus is the exit status for err: scripts can tell "nothing

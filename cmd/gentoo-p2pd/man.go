@@ -13,10 +13,11 @@ import (
 // the ebuild call it on the built binary, users read the result with man.
 func newManCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "man DIR",
-		Short:  "Write the man pages (section 1) into DIR",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Use:     "man DIR",
+		Short:   "Write the man pages (section 1) into DIR",
+		Hidden:  true,
+		Example: "  gentoo-p2pd man build/man",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
 			if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -28,3 +28,37 @@ func TestProgressPlainLines(t *testing.T) {
 		t.Error("control characters in non-terminal output")
 	}
 }
+
+// TestProgressTerminal: on a terminal every redraw returns to the line's
+// start and clears what a longer earlier bar left; the bar's line ends
+// with a newline, so what follows does not overwrite or follow it.
+func TestProgressTerminal(t *testing.T) {
+	var buf bytes.Buffer
+	p := &progressBar{w: &buf, what: "x", tty: true, lastTenth: -1}
+	p.update(api.FetchProgress{Done: 1023, Total: 1 << 20, Peers: 12})
+	p.update(api.FetchProgress{Done: 1 << 20, Total: 1 << 20, Peers: 1})
+	p.finish()
+	out := buf.String()
+	draws := strings.Split(out, "\r")[1:]
+	if len(draws) != 2 {
+		t.Fatalf("want 2 redraws, got %q", out)
+	}
+	for _, d := range draws {
+		if !strings.Contains(d, "\033[K") {
+			t.Errorf("redraw %q does not clear to the end of the line", d)
+		}
+	}
+	if !strings.HasSuffix(out, "100%  1.0 MiB / 1.0 MiB  1 peer(s)\033[K\n") {
+		t.Errorf("the bar does not end on its last state and a newline: %q", out)
+	}
+	p.finish() // idempotent
+	if buf.String() != out {
+		t.Error("a second finish wrote more")
+	}
+	var none bytes.Buffer
+	q := &progressBar{w: &none, tty: true, lastTenth: -1}
+	q.finish()
+	if none.Len() != 0 {
+		t.Errorf("finish without a bar wrote %q", none.String())
+	}
+}

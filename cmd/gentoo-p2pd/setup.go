@@ -22,7 +22,7 @@ func newSetupPortageCmd() *cobra.Command {
 	var o portagehook.SetupOptions
 	var keyFile string
 	cmd := &cobra.Command{
-		Use:   "setup-portage [--dry-run] [--undo]",
+		Use:   "setup-portage",
 		Short: "Connect portage to the gateway: binrepos.conf, keyring, bashrc hook (run as root)",
 		Long: `setup-portage writes /etc/portage/binrepos.conf/gentoo-p2pd.conf with
 verify-signature = true, imports the daemon's OpenPGP signing key into
@@ -33,7 +33,14 @@ change and writes nothing.
 
 The gateway URL and key come from the running daemon (under sudo, the
 invoking user's daemon is found through SUDO_UID), or from --key and the
-configured gateway address.`,
+configured gateway address.
+
+The daemon is looked for on --api-socket alone when given; otherwise, under
+sudo, on /run/user/$SUDO_UID/gentoo-p2pd.sock, then the system service's
+/run/gentoo-p2pd/api.sock, then root's own socket.`,
+		Example: `  sudo gentoo-p2pd setup-portage --dry-run
+  sudo gentoo-p2pd setup-portage
+  sudo gentoo-p2pd setup-portage --undo`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Out = cmd.OutOrStdout()
@@ -55,8 +62,9 @@ configured gateway address.`,
 	}
 	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "print every change, write nothing")
 	cmd.Flags().BoolVar(&o.Undo, "undo", false, "remove what setup-portage added")
-	cmd.Flags().StringVar(&o.Root, "root", "/", "system root to configure (for images and tests)")
-	cmd.Flags().StringVar(&keyFile, "key", "", "armored public key file instead of asking the daemon")
+	cmd.Flags().StringVar(&o.Root, "root", "/", "system root `DIR` to configure (for images and tests)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "armored public key `FILE` instead of asking the daemon")
+	addConfigFlags(cmd.Flags(), setupFlags...)
 	return cmd
 }
 
@@ -74,14 +82,16 @@ func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, string, e
 		}
 		return api.GatewayInfo{URL: "http://" + cfg.Gateway.Listen + cfg.Gateway.Path, PublicKey: string(pub)}, cfg.API.Socket, nil
 	}
-	socket := cfg.API.Socket
-	if uid := os.Getenv("SUDO_UID"); uid != "" && !cmd.Flags().Changed("api-socket") {
-		socket = filepath.Join("/run/user", uid, "gentoo-p2pd.sock")
-	}
+	paths := setupSockets(cmd, cfg.API.Socket)
+	socket := paths[0]
 	ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 	defer cancel()
 	var info api.GatewayInfo
-	err = api.NewClient(socket).Get(ctx, api.PathGateway, nil, &info)
+	found, err := api.FindSocket(ctx, paths)
+	if err == nil {
+		socket = found
+		err = api.NewClient(socket).Get(ctx, api.PathGateway, nil, &info)
+	}
 	if err == nil {
 		return info, socket, nil
 	}
@@ -102,12 +112,31 @@ func gatewayInfo(cmd *cobra.Command, keyFile string) (api.GatewayInfo, string, e
 	return api.GatewayInfo{URL: "http://" + cfg.Gateway.Listen + strings.TrimSuffix(cfg.Gateway.Path, "/"), PublicKey: string(pub)}, socket, nil
 }
 
+// setupSockets lists the sockets setup-portage asks, in order: the one
+// named by --api-socket or the environment alone; under sudo the invoking
+// user's daemon (/run/user/$SUDO_UID), then the system service's, then
+// root's own; else the configured one, then the system service's.
+func setupSockets(cmd *cobra.Command, configured string) []string {
+	if explicitSocket(cmd) {
+		return []string{configured}
+	}
+	if uid := os.Getenv("SUDO_UID"); uid != "" {
+		return []string{filepath.Join("/run/user", uid, "gentoo-p2pd.sock"), systemSocket, configured}
+	}
+	return []string{configured, systemSocket}
+}
+
 func newInitCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a config file and the daemon's identity and signing keys",
-		Args:  cobra.NoArgs,
+		Long: `init writes a starting config file (unless one exists; --force rewrites
+it) with the values in effect now, so flags given here end up in it, and
+creates the daemon's peer identity and gateway signing key in the state dir.`,
+		Example: `  gentoo-p2pd init
+  gentoo-p2pd init --mode consume --threshold 2`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd, true)
 			if err != nil {
@@ -157,6 +186,7 @@ func newInitCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "rewrite an existing config file")
+	addConfigFlags(cmd.Flags(), initFlags...)
 	return cmd
 }
 

@@ -37,6 +37,7 @@ type progressBar struct {
 	tty       bool
 	lastTenth int64
 	drawn     bool
+	everDrawn bool
 }
 
 func newProgressBar(w io.Writer, what string) *progressBar {
@@ -57,17 +58,26 @@ func (p *progressBar) update(pr api.FetchProgress) {
 		return
 	}
 	const width = 30
-	filled := int(pr.Done * width / pr.Total)
-	fmt.Fprintf(p.w, "\r[%s%s] %3d%%  %s / %s  %d peer(s)", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
-		pr.Done*100/pr.Total, humanBytes(pr.Done), humanBytes(pr.Total), pr.Peers)
-	p.drawn = true
+	done := min(max(pr.Done, 0), pr.Total)
+	filled := int(done * width / pr.Total)
+	// \r returns to the start of the line and \033[K clears what a longer
+	// earlier bar left to the right of this one.
+	fmt.Fprintf(p.w, "\r[%s%s] %3d%%  %s / %s  %d peer(s)\033[K", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
+		done*100/pr.Total, humanBytes(done), humanBytes(pr.Total), pr.Peers)
+	p.drawn, p.everDrawn = true, true
 }
 
+// finish ends the bar's line, leaving its last state on screen, so what
+// follows starts on a line of its own.
 func (p *progressBar) finish() {
 	if p.tty && p.drawn {
-		fmt.Fprint(p.w, "\r\033[K")
+		fmt.Fprintln(p.w)
+		p.drawn = false
 	}
 }
+
+// started reports whether any progress arrived (the transfer was under way).
+func (p *progressBar) started() bool { return p.lastTenth >= 0 || p.everDrawn }
 
 func humanBytes(n int64) string {
 	switch {
