@@ -407,15 +407,26 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	}
 }
 
-func TestUnknownEnvIsAWarning(t *testing.T) {
+// TestUnknownEnvIsAnError: a misspelt GENTOO_P2PD_* variable fails Load
+// like an unknown key in the config file, with a suggestion; the variables
+// the project's own scripts set are accepted.
+func TestUnknownEnvIsAnError(t *testing.T) {
 	e := newFakeEnv(t)
 	e.opts.Environ = append(e.opts.Environ, "GENTOO_P2PD_TRESHOLD=2")
-	c, err := Load(e.opts)
-	if err != nil {
-		t.Fatal(err)
+	_, err := Load(e.opts)
+	if !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Load with GENTOO_P2PD_TRESHOLD set: %v, want ErrUnknownKey", err)
 	}
-	if !slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "GENTOO_P2PD_TRESHOLD") }) {
-		t.Errorf("warnings %q lack the unknown variable", c.Warnings)
+	if want := "GENTOO_P2PD_TRESHOLD (did you mean GENTOO_P2PD_TRUST_THRESHOLD?)"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q lacks %q", err, want)
+	}
+
+	e = newFakeEnv(t)
+	for _, name := range NonKeyEnv {
+		e.opts.Environ = append(e.opts.Environ, name+"=x")
+	}
+	if _, err := Load(e.opts); err != nil {
+		t.Fatalf("Load with the scripts' own variables set: %v", err)
 	}
 }
 

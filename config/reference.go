@@ -21,7 +21,10 @@ func Reference() string {
 	b.WriteString("the config file, built-in defaults. The config file is TOML: the explicit\n")
 	b.WriteString("`--config` file, else the first of `$XDG_CONFIG_HOME/gentoo-p2pd/config.toml`\n")
 	b.WriteString("(default `~/.config`) and `/etc/gentoo-p2pd/config.toml` that exists. A key\n")
-	b.WriteString("the daemon does not know is an error (typos are never silently ignored).\n\n")
+	b.WriteString("the daemon does not know is an error, in the config file and as a\n")
+	b.WriteString("`GENTOO_P2PD_*` environment variable (typos are never silently ignored);\n")
+	b.WriteString("the only other `GENTOO_P2PD_*` variables accepted are those the project's\n")
+	b.WriteString("scripts and tests read: " + strings.Join(quoted(NonKeyEnv), ", ") + ".\n\n")
 	b.WriteString("In the environment and in flags, lists are comma- or space-separated and\n")
 	b.WriteString("booleans are `true`/`false`. Sizes accept `B`, `KiB`, `MiB`, `GiB`, `TiB`\n")
 	b.WriteString("(binary; `K`, `M`, `G`, `T` too) and `KB`, `MB`, `GB`, `TB` (decimal); rates are\n")
@@ -100,4 +103,13 @@ func formatDuration(d time.Duration) string {
 	default:
 		return d.String()
 	}
+}
+
+// quoted wraps each name in backquotes for Markdown.
+func quoted(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = "`" + n + "`"
+	}
+	return out
 }
