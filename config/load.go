@@ -149,7 +149,8 @@ func Load(opts LoadOptions) (*Config, error) {
 	}
 	c.fillDerived(d)
 
-	if err := c.fillPortage(opts); err != nil {
+	explicit := func(key string) bool { return source(key) != "default" }
+	if err := c.fillPortage(opts, explicit); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
@@ -158,15 +159,17 @@ func Load(opts LoadOptions) (*Config, error) {
 	return c, nil
 }
 
-// fillPortage fills portage keys the user left empty from portage itself
-// and records where each value came from.
-func (c *Config) fillPortage(opts LoadOptions) error {
+// fillPortage fills portage keys the user left unset from portage itself
+// and records where each value came from. A key the user set (explicit
+// says so for "portage.<name>"), even to "", is kept as it is: portage is
+// probed, and can warn, only when some key is actually missing.
+func (c *Config) fillPortage(opts LoadOptions, explicit func(key string) bool) error {
 	p := &c.Portage
 	p.Sources = map[string]string{}
 	fields := portageFields(p)
 	missing := false
 	for name, f := range fields {
-		if *f != "" {
+		if *f != "" || explicit("portage."+name) {
 			p.Sources[name] = SourceConfig
 		} else {
 			missing = true

@@ -544,3 +544,43 @@ func TestThresholdZeroWithSigner(t *testing.T) {
 		t.Fatalf("threshold 0 with a signer: %v", err)
 	}
 }
+
+// TestPortageKeysAllSetNoWarning: with every portage.* key set (some to
+// "", as FFLAGS often is) portage is not probed, so a root without any
+// portage configuration does not warn "no portage configuration found";
+// with one key unset it is probed and does.
+func TestPortageKeysAllSetNoWarning(t *testing.T) {
+	const all = "[portage]\npkgdir = \"/pkgs\"\nrepo = \"/repo\"\nchost = \"x86_64-pc-linux-gnu\"\n" +
+		"cflags = \"-O2\"\ncxxflags = \"-O2\"\nfflags = \"\"\nfcflags = \"\"\nldflags = \"\"\narch = \"amd64\"\n"
+	noConfig := func(ws []string) bool {
+		return !slices.ContainsFunc(ws, func(w string) bool { return strings.Contains(w, "no portage configuration found") })
+	}
+
+	e := newFakeEnv(t)
+	e.writeUserConfig(t, all)
+	c, err := Load(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !noConfig(c.Warnings) {
+		t.Errorf("every portage key set, yet warnings %q", c.Warnings)
+	}
+	for name, src := range c.Portage.Sources {
+		if src != SourceConfig {
+			t.Errorf("portage.%s: source %q, want %q", name, src, SourceConfig)
+		}
+	}
+	if c.Portage.FFLAGS != "" || c.Portage.CHOST != "x86_64-pc-linux-gnu" {
+		t.Errorf("portage settings changed: %+v", c.Portage)
+	}
+
+	e = newFakeEnv(t)
+	e.writeUserConfig(t, strings.Replace(all, "arch = \"amd64\"\n", "", 1))
+	c, err = Load(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if noConfig(c.Warnings) {
+		t.Errorf("portage.arch unset and no portage configuration, yet warnings %q", c.Warnings)
+	}
+}
