@@ -77,7 +77,6 @@ func Load(opts LoadOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	var warnings []string
 	if cfgFile != "" {
 		if err := readConfigFile(v, cfgFile); err != nil {
 			return nil, err
@@ -99,12 +98,9 @@ func Load(opts LoadOptions) (*Config, error) {
 		setNested(envSettings, k.key, val)
 		envSet[k.key] = name
 	}
-	for name := range env {
-		if strings.HasPrefix(name, envPrefix) && !isKeyEnv(name) {
-			warnings = append(warnings, fmt.Sprintf("environment variable %s is not a config key; ignored", name))
-		}
+	if err := checkEnvNames(env); err != nil {
+		return nil, err
 	}
-	slices.Sort(warnings)
 	if len(envSettings) > 0 {
 		if err := v.MergeConfigMap(envSettings); err != nil {
 			return nil, fmt.Errorf("config: environment: %w", err)
@@ -144,7 +140,7 @@ func Load(opts LoadOptions) (*Config, error) {
 		}
 	}
 
-	c := &Config{File: cfgFile, Warnings: warnings}
+	c := &Config{File: cfgFile}
 	for i := range keys {
 		k := &keys[i]
 		if err := decodeInto(k, v.Get(k.key), k.field(c)); err != nil {
@@ -153,7 +149,8 @@ func Load(opts LoadOptions) (*Config, error) {
 	}
 	c.fillDerived(d)
 
-	if err := c.fillPortage(opts); err != nil {
+	explicit := func(key string) bool { return source(key) != "default" }
+	if err := c.fillPortage(opts, explicit); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
@@ -162,15 +159,17 @@ func Load(opts LoadOptions) (*Config, error) {
 	return c, nil
 }
 
-// fillPortage fills portage keys the user left empty from portage itself
-// and records where each value came from.
-func (c *Config) fillPortage(opts LoadOptions) error {
+// fillPortage fills portage keys the user left unset from portage itself
+// and records where each value came from. A key the user set (explicit
+// says so for "portage.<name>"), even to "", is kept as it is: portage is
+// probed, and can warn, only when some key is actually missing.
+func (c *Config) fillPortage(opts LoadOptions, explicit func(key string) bool) error {
 	p := &c.Portage
 	p.Sources = map[string]string{}
 	fields := portageFields(p)
 	missing := false
 	for name, f := range fields {
-		if *f != "" {
+		if *f != "" || explicit("portage."+name) {
 			p.Sources[name] = SourceConfig
 		} else {
 			missing = true
@@ -213,6 +212,56 @@ func portageFields(p *PortageConfig) map[string]*string {
 		"cflags": &p.CFLAGS, "cxxflags": &p.CXXFLAGS, "fflags": &p.FFLAGS,
 		"fcflags": &p.FCFLAGS, "ldflags": &p.LDFLAGS, "arch": &p.ARCH,
 	}
+}
+
+// NonKeyEnv are the GENTOO_P2PD_* variables that are not config keys but
+// that the project's own scripts read, so Load accepts them: the portage
+// hook's GENTOO_P2PD_COMMAND, the OpenRC service's conf.d settings, and
+// the variables some tests take.
+var NonKeyEnv = []string{
+	"GENTOO_P2PD_COMMAND",
+	"GENTOO_P2PD_GROUP", "GENTOO_P2PD_LOG", "GENTOO_P2PD_OPTS", "GENTOO_P2PD_RUN_DIR", "GENTOO_P2PD_USER",
+	"GENTOO_P2PD_PORTAGE_HARNESS", "GENTOO_P2PD_PORTAGE_LIB", "GENTOO_P2PD_TEST_LOG",
+}
+
+// checkEnvNames fails on a GENTOO_P2PD_* variable that names no config key
+// (and is not in NonKeyEnv), as the config file fails on an unknown key: a
+// misspelt variable would otherwise be silently ignored.
+func checkEnvNames(env map[string]string) error {
+	var unknown []string
+	for name := range env {
+		if strings.HasPrefix(name, envPrefix) && !isKeyEnv(name) && !slices.Contains(NonKeyEnv, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	msgs := make([]string, len(unknown))
+	for i, name := range unknown {
+		msgs[i] = name
+		if s := suggestEnv(name); s != "" {
+			msgs[i] += fmt.Sprintf(" (did you mean %s?)", s)
+		}
+	}
+	return fmt.Errorf("config: environment: %w %s: not a config key (unset it, or see the configuration reference)", ErrUnknownKey, strings.Join(msgs, ", "))
+}
+
+// suggestEnv returns the key variable closest to name, if within 3 edits
+// of either its whole name or its prefix plus the key's last part (so
+// GENTOO_P2PD_TRESHOLD finds GENTOO_P2PD_TRUST_THRESHOLD).
+func suggestEnv(name string) string {
+	best, bestD := "", 4
+	for i := range keys {
+		full := EnvName(keys[i].key)
+		last := keys[i].key[strings.LastIndexByte(keys[i].key, '.')+1:]
+		d := min(editDistance(name, full), editDistance(name, EnvName(last)))
+		if d < bestD {
+			best, bestD = full, d
+		}
+	}
+	return best
 }
 
 func isKeyEnv(name string) bool {

@@ -407,15 +407,26 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	}
 }
 
-func TestUnknownEnvIsAWarning(t *testing.T) {
+// TestUnknownEnvIsAnError: a misspelt GENTOO_P2PD_* variable fails Load
+// like an unknown key in the config file, with a suggestion; the variables
+// the project's own scripts set are accepted.
+func TestUnknownEnvIsAnError(t *testing.T) {
 	e := newFakeEnv(t)
 	e.opts.Environ = append(e.opts.Environ, "GENTOO_P2PD_TRESHOLD=2")
-	c, err := Load(e.opts)
-	if err != nil {
-		t.Fatal(err)
+	_, err := Load(e.opts)
+	if !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Load with GENTOO_P2PD_TRESHOLD set: %v, want ErrUnknownKey", err)
 	}
-	if !slices.ContainsFunc(c.Warnings, func(w string) bool { return strings.Contains(w, "GENTOO_P2PD_TRESHOLD") }) {
-		t.Errorf("warnings %q lack the unknown variable", c.Warnings)
+	if want := "GENTOO_P2PD_TRESHOLD (did you mean GENTOO_P2PD_TRUST_THRESHOLD?)"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q lacks %q", err, want)
+	}
+
+	e = newFakeEnv(t)
+	for _, name := range NonKeyEnv {
+		e.opts.Environ = append(e.opts.Environ, name+"=x")
+	}
+	if _, err := Load(e.opts); err != nil {
+		t.Fatalf("Load with the scripts' own variables set: %v", err)
 	}
 }
 
@@ -531,5 +542,45 @@ func TestThresholdZeroWithSigner(t *testing.T) {
 	cfg.Trust.Signers = []string{strings.Repeat("ab", 32)}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("threshold 0 with a signer: %v", err)
+	}
+}
+
+// TestPortageKeysAllSetNoWarning: with every portage.* key set (some to
+// "", as FFLAGS often is) portage is not probed, so a root without any
+// portage configuration does not warn "no portage configuration found";
+// with one key unset it is probed and does.
+func TestPortageKeysAllSetNoWarning(t *testing.T) {
+	const all = "[portage]\npkgdir = \"/pkgs\"\nrepo = \"/repo\"\nchost = \"x86_64-pc-linux-gnu\"\n" +
+		"cflags = \"-O2\"\ncxxflags = \"-O2\"\nfflags = \"\"\nfcflags = \"\"\nldflags = \"\"\narch = \"amd64\"\n"
+	noConfig := func(ws []string) bool {
+		return !slices.ContainsFunc(ws, func(w string) bool { return strings.Contains(w, "no portage configuration found") })
+	}
+
+	e := newFakeEnv(t)
+	e.writeUserConfig(t, all)
+	c, err := Load(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !noConfig(c.Warnings) {
+		t.Errorf("every portage key set, yet warnings %q", c.Warnings)
+	}
+	for name, src := range c.Portage.Sources {
+		if src != SourceConfig {
+			t.Errorf("portage.%s: source %q, want %q", name, src, SourceConfig)
+		}
+	}
+	if c.Portage.FFLAGS != "" || c.Portage.CHOST != "x86_64-pc-linux-gnu" {
+		t.Errorf("portage settings changed: %+v", c.Portage)
+	}
+
+	e = newFakeEnv(t)
+	e.writeUserConfig(t, strings.Replace(all, "arch = \"amd64\"\n", "", 1))
+	c, err = Load(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if noConfig(c.Warnings) {
+		t.Errorf("portage.arch unset and no portage configuration, yet warnings %q", c.Warnings)
 	}
 }

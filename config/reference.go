@@ -21,15 +21,19 @@ func Reference() string {
 	b.WriteString("the config file, built-in defaults. The config file is TOML: the explicit\n")
 	b.WriteString("`--config` file, else the first of `$XDG_CONFIG_HOME/gentoo-p2pd/config.toml`\n")
 	b.WriteString("(default `~/.config`) and `/etc/gentoo-p2pd/config.toml` that exists. A key\n")
-	b.WriteString("the daemon does not know is an error (typos are never silently ignored).\n\n")
+	b.WriteString("the daemon does not know is an error, in the config file and as a\n")
+	b.WriteString("`GENTOO_P2PD_*` environment variable (typos are never silently ignored);\n")
+	b.WriteString("the only other `GENTOO_P2PD_*` variables accepted are those the project's\n")
+	b.WriteString("scripts and tests read: " + strings.Join(quoted(NonKeyEnv), ", ") + ".\n\n")
 	b.WriteString("In the environment and in flags, lists are comma- or space-separated and\n")
 	b.WriteString("booleans are `true`/`false`. Sizes accept `B`, `KiB`, `MiB`, `GiB`, `TiB`\n")
 	b.WriteString("(binary; `K`, `M`, `G`, `T` too) and `KB`, `MB`, `GB`, `TB` (decimal); rates are\n")
 	b.WriteString("sizes per second with an optional `/s`. Durations are Go durations (`22h`, `90m`).\n\n")
-	b.WriteString("Empty `portage.*` keys are read from portage: `portageq envvar` when portage is\n")
+	b.WriteString("Unset `portage.*` keys are read from portage (a key set to `\"\"` stays empty;\n")
+	b.WriteString("with every key set, portage is not read at all): `portageq envvar` when portage is\n")
 	b.WriteString("installed, else the profile's `make.defaults`, `/etc/portage/make.conf` (file or\n")
-	b.WriteString("directory) and `/etc/portage/repos.conf`. `gentoo-p2pd status` shows where each\n")
-	b.WriteString("value came from.\n\n")
+	b.WriteString("directory) and `/etc/portage/repos.conf`. `gentoo-p2pd init` prints the PKGDIR\n")
+	b.WriteString("it settled on and where it came from.\n\n")
 	b.WriteString("Flags set only what the user passes on the command line. `--config`/`-c`\n")
 	b.WriteString("names the config file; the other flags are listed per key below (named after\n")
 	b.WriteString("the key with `-` for `_`, without the section where it is obvious).\n\n")
@@ -100,4 +104,13 @@ func formatDuration(d time.Duration) string {
 	default:
 		return d.String()
 	}
+}
+
+// quoted wraps each name in backquotes for Markdown.
+func quoted(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = "`" + n + "`"
+	}
+	return out
 }

@@ -366,7 +366,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 			return transfer.Fetch(ctx, node.Host(), want, peers, o)
 		},
 		Mode: d.cfg.Mode, DiskBudget: d.cfg.Cache.DiskBudget, Files: d.limits, Transfer: d.xferM,
-		Logger: d.log, Registry: d.reg,
+		Logger: d.log, Registry: d.reg, DownloadRate: d.cfg.Transfer.DownloadRate,
 	})
 	o := localapi.Options{
 		Store: d.store, Votes: d.votes, Own: d.own, Materialize: d.mz, Net: node,

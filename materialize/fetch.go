@@ -262,6 +262,8 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, c
 			Verify:   func(path string) error { return mz.verifyContent(path, a.Content, a.CPV) },
 			Progress: progress,
 			Metrics:  mz.xferM,
+
+			DownloadLimit: mz.download,
 		})
 		for _, f := range res.BadPeers {
 			mz.log.Warn("dropped provider", "peer", f.Peer.String(), "reason", string(f.Kind), "err", f.Err)

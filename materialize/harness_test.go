@@ -22,6 +22,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
@@ -184,6 +185,10 @@ type selfOpts struct {
 	budget     int64
 	platform   string
 	policyHook func(*trust.Policy)
+	// downloadRate is Options.DownloadRate; seenOpts, when set, gets the
+	// FetchOptions of every transfer before the fake runs it.
+	downloadRate int64
+	seenOpts     func(transfer.FetchOptions)
 }
 
 func (w *world) self(o selfOpts) *self {
@@ -203,9 +208,17 @@ func (w *world) self(o selfOpts) *self {
 		o.policyHook(&pol)
 	}
 	s := &self{Peer: jobtest.NewPeer(w.t, w.net, jobtest.WithPolicy(pol), jobtest.WithPlatform(o.platform)), w: w, pkgdir: w.t.TempDir()}
+	fetch := w.fetch.Fetch
+	if o.seenOpts != nil {
+		fetch = func(ctx context.Context, want transfer.Want, peers []peer.AddrInfo, fo transfer.FetchOptions) (transfer.Result, error) {
+			o.seenOpts(fo)
+			return w.fetch.Fetch(ctx, want, peers, fo)
+		}
+	}
 	s.mz = New(Options{
-		Store: s.Store, Votes: s.Book, Net: s.Node, Fetch: w.fetch.Fetch, Self: s.ID,
+		Store: s.Store, Votes: s.Book, Net: s.Node, Fetch: fetch, Self: s.ID,
 		Platform: o.platform, Mode: o.mode, DiskBudget: o.budget, Files: xpak.DefaultLimits(),
+		DownloadRate: o.downloadRate,
 	})
 	return s
 }

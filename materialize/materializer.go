@@ -49,10 +49,13 @@ type Options struct {
 	Mode     config.Mode
 	// DiskBudget bounds the cache (cache.disk_budget); 0 is unbounded.
 	DiskBudget int64
-	Files      xpak.Limits
-	Transfer   *transfer.Metrics
-	Logger     *slog.Logger
-	Registry   prometheus.Registerer
+	// DownloadRate caps all fetches together in bytes per second
+	// (transfer.download_rate); 0 is unlimited.
+	DownloadRate int64
+	Files        xpak.Limits
+	Transfer     *transfer.Metrics
+	Logger       *slog.Logger
+	Registry     prometheus.Registerer
 }
 
 // Materializer turns allowed builds into verified local files: from
@@ -69,6 +72,7 @@ type Materializer struct {
 	diskBudget int64
 	limits     xpak.Limits
 	xferM      *transfer.Metrics
+	download   *transfer.Limit // shared by every fetch; nil when unlimited
 	log        *slog.Logger
 	metrics    metrics
 
@@ -89,7 +93,8 @@ func New(o Options) *Materializer {
 	mz := &Materializer{
 		store: o.Store, votes: o.Votes, net: o.Net, fetch: o.Fetch, self: o.Self,
 		platform: o.Platform, mode: o.Mode, diskBudget: o.DiskBudget, limits: o.Files,
-		xferM: o.Transfer, log: o.Logger, fetching: make(map[keys.Build]*fetchCall),
+		xferM: o.Transfer, download: transfer.NewLimit(o.DownloadRate), log: o.Logger,
+		fetching: make(map[keys.Build]*fetchCall),
 	}
 	if mz.log == nil {
 		mz.log = slog.New(slog.DiscardHandler)

@@ -86,6 +86,33 @@ func TestMaterializeFetchesFromPeers(t *testing.T) {
 }
 
 // Providers maps each attested file to the providers attesting it.
+// TestMaterializeSharesTheDownloadLimit: Options.DownloadRate reaches
+// the transfer as the Materializer's one transfer.Limit, which every fetch
+// gets (the cap is on all fetches together); no rate means no limit.
+func TestMaterializeSharesTheDownloadLimit(t *testing.T) {
+	t.Parallel()
+	for _, rate := range []int64{0, 4 << 20} {
+		w := newWorld(t)
+		a := w.remote()
+		a.builds(w.hello1, at(0))
+		var limits []*transfer.Limit
+		s := w.self(selfOpts{mode: config.ModeShare, threshold: 1, downloadRate: rate,
+			seenOpts: func(o transfer.FetchOptions) { limits = append(limits, o.DownloadLimit) }})
+		if _, err := s.mz.Materialize(t.Context(), w.hello1.BuildKey(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(limits) != 1 {
+			t.Fatalf("rate %d: %d transfers, want 1", rate, len(limits))
+		}
+		if rate == 0 && limits[0] != nil {
+			t.Fatalf("no download rate, but the transfer got limit %v", limits[0])
+		}
+		if rate != 0 && (limits[0] == nil || limits[0] != s.mz.download) {
+			t.Fatalf("download rate %d: transfer got limit %v, want the materializer's shared %v", rate, limits[0], s.mz.download)
+		}
+	}
+}
+
 func TestProviders(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -366,6 +367,32 @@ func TestAnnounce(t *testing.T) {
 		if _, err := a.ob.Announce(ctx, tc.arg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Announce(%q) = %v, want an error containing %q", tc.arg, err, tc.want)
 		}
+	}
+}
+
+// TestRejectedBinpkgLoggedOnce: a binpkg that cannot be indexed is logged
+// once, not by the scanner and again by the own-builds job, and not again
+// by later syncs while it stays as it is.
+func TestRejectedBinpkgLoggedOnce(t *testing.T) {
+	ctx := context.Background()
+	pkgdir := t.TempDir()
+	rec := newLogRecorder()
+	a := newPeer(t, memnet.New(), pkgdir, peerOptions{logger: slog.New(rec)})
+	a.start(t)
+	broken := filepath.Join(pkgdir, "app-misc", "broken-1.0.gpkg.tar")
+	if err := os.MkdirAll(filepath.Dir(broken), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(broken, []byte("not a tar archive, whatever its name says"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := a.ob.SyncNow(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := rec.matching(broken); len(got) != 1 {
+		t.Errorf("rejected binpkg logged %d times, want once:\n%s", len(got), strings.Join(got, "\n"))
 	}
 }
 

@@ -2,6 +2,9 @@ package own
 
 import (
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -32,6 +35,7 @@ type peerOptions struct {
 	downloaded openpgp.EntityList
 	st         *store.Store // reuse a store (a restart); nil: a fresh one
 	key        crypto.PrivKey
+	logger     *slog.Logger // nil: discard
 }
 
 func newPeer(t *testing.T, net *memnet.Network, pkgdir string, o peerOptions) *testPeer {
@@ -50,7 +54,7 @@ func newPeer(t *testing.T, net *memnet.Network, pkgdir string, o peerOptions) *t
 	p := &testPeer{Peer: jobtest.NewPeer(t, net, opts...), reg: prometheus.NewRegistry(), pkgdir: pkgdir}
 	p.ob = New(Options{
 		Store: p.Store, Votes: p.Book, Net: p.Node, Key: p.Key, Self: p.ID, PkgDir: pkgdir, Mode: mode,
-		Files: xpak.DefaultLimits(), Downloaded: o.downloaded, Registry: p.reg,
+		Files: xpak.DefaultLimits(), Downloaded: o.downloaded, Registry: p.reg, Logger: o.logger,
 	})
 	return p
 }
@@ -71,4 +75,48 @@ func (p *testPeer) ownAtts(t *testing.T, bk keys.Build) []*trust.Signed {
 func (p *testPeer) announces(t *testing.T) float64 {
 	t.Helper()
 	return jobtest.Counter(t, p.reg, "gentoo_p2pd_announces_total")
+}
+
+// logRecorder is a slog.Handler keeping every record's message and
+// attributes (those added by With included) as text.
+type logRecorder struct {
+	mu    *sync.Mutex
+	lines *[]string
+	attrs string
+}
+
+func newLogRecorder() *logRecorder { return &logRecorder{mu: &sync.Mutex{}, lines: new([]string)} }
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	line := rec.Level.String() + " " + rec.Message + r.attrs
+	rec.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.lines = append(*r.lines, line)
+	return nil
+}
+
+func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	n := *r
+	for _, a := range as {
+		n.attrs += " " + a.String()
+	}
+	return &n
+}
+
+func (r *logRecorder) WithGroup(string) slog.Handler { return r }
+
+// matching returns the recorded lines containing s.
+func (r *logRecorder) matching(s string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, l := range *r.lines {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -154,9 +154,8 @@ func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
 
 // applyChanges attests and announces new builds and withdraws removed ones.
 func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
-	for _, err := range ch.Errors {
-		ob.log.Warn("skipping binpkg", "err", err)
-	}
+	// ch.Errors need no logging here: the scanner logs each rejected
+	// binpkg once, when it first fails to index.
 	affected := map[keys.Build]keys.Variant{}
 	for _, lp := range ch.Removed {
 		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)

@@ -28,7 +28,9 @@ type SetupOptions struct {
 	PublicKeyArmored []byte
 	// DryRun prints every change and writes nothing.
 	DryRun bool
-	// Undo removes exactly what an earlier run added.
+	// Undo removes exactly what an earlier run added, the imported key
+	// included: its fingerprint is recorded in our binrepos.conf entry, so
+	// Undo needs no PublicKeyArmored.
 	Undo bool
 	// Out receives the report (what changed, and the make.conf line).
 	Out io.Writer
@@ -71,9 +73,33 @@ const (
 // binrepo/config.py). verify-signature = true keeps portage's own OpenPGP
 // check on: the gateway serves GPKGs signed by the daemon's key. location
 // is the default portage would pick, written out so it is visible.
-func binreposConf(url string) string {
-	return fmt.Sprintf("[%s]\npriority = 10\nsync-uri = %s\nlocation = /var/cache/binhost/%s\nverify-signature = true\n",
-		BinrepoName, strings.TrimRight(url, "/"), BinrepoName)
+func binreposConf(url, fpr string) string {
+	return fmt.Sprintf("%s%s (--undo deletes it from /etc/portage/gnupg)\n[%s]\npriority = 10\nsync-uri = %s\nlocation = /var/cache/binhost/%s\nverify-signature = true\n",
+		markKey, fpr, BinrepoName, strings.TrimRight(url, "/"), BinrepoName)
+}
+
+// markKey starts the comment in our binrepos.conf entry that records the
+// fingerprint of the key setup imported, for --undo.
+const markKey = "# gentoo-p2pd gateway key "
+
+// recordedKey returns the fingerprint recorded in our binrepos.conf entry
+// (a file in the binrepos.conf directory, or our block in the file), or "".
+func recordedKey(portageDir string) string {
+	path := filepath.Join(portageDir, "binrepos.conf")
+	text := ""
+	if fi, err := os.Stat(path); err == nil && !fi.IsDir() {
+		b, _ := os.ReadFile(path) // unreadable: nothing recorded
+		_, text, _, _ = cutBlock(string(b))
+	} else if b, err := os.ReadFile(filepath.Join(path, BinrepoName+".conf")); err == nil && bytes.HasPrefix(b, []byte(managedHeader)) {
+		text = string(b)
+	}
+	for l := range strings.Lines(text) {
+		if rest, ok := strings.CutPrefix(l, markKey); ok {
+			fpr, _, _ := strings.Cut(rest, " ")
+			return strings.TrimSpace(fpr)
+		}
+	}
+	return ""
 }
 
 // SetupPortage configures an unmodified portage to use the gateway, with
@@ -95,6 +121,14 @@ func SetupPortage(opts SetupOptions) error {
 	}
 	s := &setup{opts: opts, out: out}
 	portageDir := filepath.Join(opts.Root, "etc", "portage")
+	fpr, err := s.fingerprint()
+	if err != nil {
+		return err
+	}
+	if fpr == "" && opts.Undo {
+		fpr = recordedKey(portageDir) // read before binrepos removes it
+	}
+	s.fpr = fpr
 	steps := []func(string) error{s.binrepos, s.bashrc, s.keyring}
 	for _, step := range steps {
 		if err := step(portageDir); err != nil {
@@ -112,6 +146,7 @@ func SetupPortage(opts SetupOptions) error {
 type setup struct {
 	opts SetupOptions
 	out  io.Writer
+	fpr  string // the gateway key's fingerprint; "" on Undo when unknown
 }
 
 func (s *setup) binrepos(portageDir string) error {
@@ -120,13 +155,13 @@ func (s *setup) binrepos(portageDir string) error {
 	switch {
 	case err == nil && !fi.IsDir():
 		// binrepos.conf is a single file: manage a marked block in it.
-		return s.block(path, "binrepos.conf", binreposConf(s.opts.GatewayURL))
+		return s.block(path, "binrepos.conf", binreposConf(s.opts.GatewayURL, s.fpr))
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: %v", ErrSetup, err)
 	}
 	file := filepath.Join(path, BinrepoName+".conf")
-	const managed = "# managed by `gentoo-p2pd setup-portage`\n"
-	want := []byte(managed + binreposConf(s.opts.GatewayURL))
+	const managed = managedHeader
+	want := []byte(managed + binreposConf(s.opts.GatewayURL, s.fpr))
 	have, err := os.ReadFile(file)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// Unreadable: neither overwritten nor removed unseen.
@@ -164,6 +199,9 @@ func (s *setup) binrepos(portageDir string) error {
 	}
 	return nil
 }
+
+// managedHeader starts the binrepos.conf/gentoo-p2pd.conf setup writes.
+const managedHeader = "# managed by `gentoo-p2pd setup-portage`\n"
 
 func (s *setup) bashrc(portageDir string) error {
 	body := BashrcSnippet
@@ -291,17 +329,14 @@ func indent(b []byte) string {
 // ownertrust, or deletes it on Undo.
 func (s *setup) keyring(portageDir string) error {
 	home := filepath.Join(portageDir, "gnupg")
-	fpr, err := s.fingerprint()
-	if err != nil {
-		return err
-	}
+	fpr := s.fpr
 	gpg := s.opts.GPG
 	if gpg == "" {
 		gpg = "gpg"
 	}
 	if s.opts.Undo {
 		if fpr == "" {
-			fmt.Fprintf(s.out, "keep %s: no key given, delete the gentoo-p2pd key with gpg --homedir %s --delete-keys <fingerprint>\n", home, home)
+			fmt.Fprintf(s.out, "keep %s: no key given or recorded, delete the gentoo-p2pd key with gpg --homedir %s --delete-keys <fingerprint>\n", home, home)
 			return nil
 		}
 		if _, err := os.Stat(home); err != nil {

@@ -169,7 +169,14 @@ func TestSetupPortage(t *testing.T) {
 				t.Errorf("second run reports changes:\n%s", again.String())
 			}
 
+			if !strings.Contains(conf, markKey+Fingerprint(e)+" ") {
+				t.Errorf("binrepos.conf does not record the key for --undo:\n%s", conf)
+			}
+
+			// --undo as the CLI runs it: no gateway URL, no key, so the
+			// key to delete is the one setup recorded.
 			opts.Undo, opts.Out = true, &out
+			opts.GatewayURL, opts.PublicKeyArmored = "", nil
 			opts.DryRun = true
 			if err := SetupPortage(opts); err != nil {
 				t.Fatal(err)
@@ -181,6 +188,9 @@ func TestSetupPortage(t *testing.T) {
 			}
 			sameFiles(t, "undo", snapshot(t, root), before)
 			if trusted("gpg", home, Fingerprint(e)) {
+				t.Error("key still trusted ultimately after undo")
+			}
+			if exec.Command("gpg", "--homedir", home, "--batch", "--list-keys", Fingerprint(e)).Run() == nil {
 				t.Error("key still in the keyring after undo")
 			}
 			if _, err := os.Stat(filepath.Join(root, "etc/portage/binrepos.conf")); (err == nil) != (tc.binDir || tc.existing["etc/portage/binrepos.conf"] != "") {

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 )
@@ -79,6 +80,11 @@ type FetchOptions struct {
 	// MaxPeers caps providers used at once (default 8); the others stand
 	// by and replace dropped ones.
 	MaxPeers int
+	// DownloadLimit caps the bytes this fetch receives, over all its
+	// providers and streams together, and over every other fetch given
+	// the same Limit; nil is unlimited. Reads wait on the cap after they
+	// return, so time spent waiting never counts against StallTimeout.
+	DownloadLimit *Limit
 	// SyncBytes and SyncInterval bound how much verified data a crash can
 	// lose: the part file and bitfield are fsynced after this many bytes
 	// or this much time, whichever comes first (defaults 64 MiB, 2s).
@@ -93,6 +99,28 @@ type FetchOptions struct {
 	// openFile opens the part file and bitfield; nil is os.OpenFile.
 	// Tests set it to make writes fail as on a full disk.
 	openFile openFileFunc
+}
+
+// Limit is a download cap in bytes per second that any number of fetches
+// share: pass the same *Limit in their FetchOptions.DownloadLimit. A nil
+// *Limit is unlimited.
+type Limit struct{ l *rate.Limiter }
+
+// NewLimit returns a cap of bytesPerSec, or nil (unlimited) for 0 or less.
+// Its burst is that of the upload caps: about 1/8 s of traffic, 16 KiB to
+// 1 MiB.
+func NewLimit(bytesPerSec int64) *Limit {
+	if bytesPerSec <= 0 {
+		return nil
+	}
+	return &Limit{l: newLimiter(bytesPerSec)}
+}
+
+func (l *Limit) limiter() *rate.Limiter {
+	if l == nil {
+		return nil
+	}
+	return l.l
 }
 
 // Progress is a snapshot reported to FetchOptions.Progress.
@@ -240,7 +268,7 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	}
 	f := &fetcher{
 		h: h, want: want, opts: opts, log: opts.Logger, pf: pf, res: &res,
-		written: make(chan int, res.Pieces),
+		written: make(chan int, res.Pieces), limit: opts.DownloadLimit.limiter(),
 	}
 	defer pf.close()
 
@@ -371,6 +399,7 @@ type fetcher struct {
 	log    *slog.Logger
 	pf     *partFile
 	cancel context.CancelFunc
+	limit  *rate.Limiter // DownloadLimit's bucket; nil when unlimited
 
 	layers chan [][32]byte // verified layers from providers
 	ready  chan struct{}   // closed once leaves and sched are set
@@ -623,7 +652,7 @@ func (f *fetcher) openStream(ctx context.Context, p peer.ID, req request) (netwo
 		cleanup()
 		return nil, nil, nil, fmt.Errorf("closing request: %w", err)
 	}
-	br := bufio.NewReaderSize(&stallReader{s: st, timeout: f.opts.StallTimeout}, 64<<10)
+	br := bufio.NewReaderSize(&stallReader{ctx: ctx, s: st, timeout: f.opts.StallTimeout, limit: f.limit}, 64<<10)
 	return st, br, cleanup, nil
 }
 
@@ -912,17 +941,29 @@ func syncDir(dir string) {
 }
 
 // stallReader sets a fresh read deadline before every read, so a provider
-// that sends nothing for the timeout fails the read.
+// that sends nothing for the timeout fails the read. With a limit, each
+// read takes at most one burst and then waits for its bytes' tokens, so
+// the fetch as a whole receives no faster than FetchOptions.DownloadLimit.
 type stallReader struct {
+	ctx     context.Context
 	s       network.Stream
 	timeout time.Duration
+	limit   *rate.Limiter // nil when unlimited
 }
 
 func (r *stallReader) Read(p []byte) (int, error) {
+	if r.limit != nil && len(p) > r.limit.Burst() {
+		p = p[:r.limit.Burst()]
+	}
 	if err := r.s.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
 		return 0, err
 	}
 	n, err := r.s.Read(p)
+	if r.limit != nil && n > 0 {
+		if werr := r.limit.WaitN(r.ctx, n); werr != nil && err == nil {
+			err = fmt.Errorf("download rate limit: %w", werr)
+		}
+	}
 	return n, stallErr(err)
 }
 

@@ -455,6 +455,50 @@ func TestRateCaps(t *testing.T) {
 	}
 }
 
+// TestDownloadLimit checks FetchOptions.DownloadLimit over all providers
+// and over fetches sharing it: two unlimited providers serve two files,
+// fetched at once under one Limit, and together the fetches cannot have
+// received more than burst + rate × elapsed bytes. (Only a lower bound on
+// wall time is asserted; nothing asserts speed.)
+func TestDownloadLimit(t *testing.T) {
+	const rateCap = 2 << 20
+	files := []*testFile{makeFile(t, 4*pieces.Size, 41), makeFile(t, 4*pieces.Size, 42)}
+	a := newProvider(t, newMemSource(files...), ServerOptions{Enabled: true})
+	b := newProvider(t, newMemSource(files...), ServerOptions{Enabled: true})
+	limit := NewLimit(rateCap)
+	h := newHost(t)
+	var total int64
+	errs := make(chan error, len(files))
+	start := time.Now()
+	for _, tf := range files {
+		total += tf.want.Size
+		dir := t.TempDir()
+		go func() {
+			res, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(a.h), addrInfo(b.h)},
+				FetchOptions{Dir: dir, DownloadLimit: limit})
+			if err == nil && res.BytesFetched < tf.want.Size {
+				err = fmt.Errorf("fetched %d piece bytes of %d", res.BytesFetched, tf.want.Size)
+			}
+			errs <- err
+		}()
+	}
+	for range files {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	// Every byte read off a stream took tokens, the piece bytes among them.
+	minElapsed := time.Duration(float64(total-int64(burstFor(rateCap))) / rateCap * float64(time.Second))
+	t.Logf("cap %d B/s: fetched %d bytes in %v (%.0f B/s)", rateCap, total, elapsed, float64(total)/elapsed.Seconds())
+	if elapsed < minElapsed {
+		t.Fatalf("fetched %d bytes in %v under a %d B/s cap: at least %v expected", total, elapsed, rateCap, minElapsed)
+	}
+	if NewLimit(0) != nil {
+		t.Fatal("NewLimit(0) is not unlimited (nil)")
+	}
+}
+
 // TestEndgameDuplicatesStuckPieces: one provider takes a batch and then
 // sends nothing (its stall timeout is far away); the other provider
 // duplicates those pieces in the endgame and the fetch completes without
