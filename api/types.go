@@ -115,7 +115,7 @@ type AttestationInfo struct {
 // call) instead of waiting for the PKGDIR watcher.
 type AnnounceRequest struct {
 	Path string `json:"path,omitempty"`
-	// Installed reports a binary install of CPV (popularity), not a build.
+	// Installed reports a binary install of CPV (it increments the store's installs counter), not a build.
 	Installed string `json:"installed,omitempty"`
 }
 

@@ -35,8 +35,10 @@ func Reference() string {
 	b.WriteString("directory) and `/etc/portage/repos.conf`. `gentoo-p2pd init` prints the PKGDIR\n")
 	b.WriteString("it settled on and where it came from.\n\n")
 	b.WriteString("Flags set only what the user passes on the command line. `--config`/`-c`\n")
-	b.WriteString("names the config file; the other flags are listed per key below (named after\n")
-	b.WriteString("the key with `-` for `_`, without the section where it is obvious).\n\n")
+	b.WriteString("names the config file; the other flags, listed per key below (named after\n")
+	b.WriteString("the key with `-` for `_`, without the section where it is obvious), are flags of\n")
+	b.WriteString("`gentoo-p2pd daemon`. Client commands take `--config` and `--api-socket`, and\n")
+	b.WriteString("look for the daemon on the configured socket, then on `/run/gentoo-p2pd/api.sock`.\n\n")
 	b.WriteString("| key | type | default | environment | flag | meaning |\n")
 	b.WriteString("|---|---|---|---|---|---|\n")
 	for i := range keys {

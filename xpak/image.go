@@ -63,7 +63,7 @@ type ImageEntry struct {
 	ModTime            time.Time
 }
 
-// ImageDigest computes image digest v1 (shared/DESIGN.md) of an image tar,
+// ImageDigest computes image digest v1 (docs/PROTOCOL.md) of an image tar,
 // compressed (any supported compression, recognised by magic) or not, and
 // returns it with the number of entries it covers. f selects the name
 // prefix to strip: "./" for FormatXPAK, "image/" for FormatGPKG.

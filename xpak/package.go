@@ -127,7 +127,7 @@ type Package struct {
 	Size        int64       // of the container file
 	FileSHA256  [32]byte    // of the container file
 	Metadata    *Metadata
-	ImageDigest [32]byte // image digest v1, shared/DESIGN.md
+	ImageDigest [32]byte // image digest v1, docs/PROTOCOL.md
 	// ImageEntries is the number of image entries the digest covers.
 	ImageEntries int
 	// Signed is true for a GPKG that carries .sig members and a signed

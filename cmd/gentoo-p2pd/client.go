@@ -177,7 +177,7 @@ func newAnnounceCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of `CPV` instead (popularity)")
+	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of `CPV` instead (increments the store's installs counter)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after `DURATION` (the bashrc hook uses 2s)")
 	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
