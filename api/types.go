@@ -223,3 +223,55 @@ type PolicyView struct {
 	Overrides        []string `json:"overrides"`
 	Self             string   `json:"self"`
 }
+
+// Paths of the cache commands.
+const (
+	PathCache   = "/api/v0/cache"
+	PathCacheGC = "/api/v0/cache/gc"
+)
+
+// CachedBuild is one fetched build in the content cache (`cache ls`).
+type CachedBuild struct {
+	CPV        string     `json:"cpv"`
+	BuildKey   keys.Build `json:"build_key"`
+	FileSHA256 string     `json:"file_sha256"`
+	Size       int64      `json:"size"`
+	Added      time.Time  `json:"added"`
+	LastUsed   time.Time  `json:"last_used"`
+	// Verdict is the trust decision for BuildKey now (allowed, unknown,
+	// refused, disputed).
+	Verdict string `json:"verdict"`
+	// Servable: the copy may still be served (Allowed; in mirror mode also
+	// Unknown).
+	Servable bool `json:"servable"`
+	// OwnBuild: the same file is an own build in PKGDIR, so GC keeps it.
+	OwnBuild bool `json:"own_build,omitempty"`
+}
+
+// CacheList answers GET PathCache: every cached build, least recently
+// used first, with totals and the disk budget.
+type CacheList struct {
+	Builds []CachedBuild `json:"builds"`
+	Files  int           `json:"files"`
+	Bytes  int64         `json:"bytes"`
+	// ServableBytes counts the bytes of the builds that are still servable.
+	ServableBytes int64 `json:"servable_bytes"`
+	// DiskBudget is cache.disk_budget (0: unbounded).
+	DiskBudget int64 `json:"disk_budget"`
+}
+
+// CacheGCRequest asks for a cache GC now. To is the size to shrink the
+// cache to; without it the disk budget is the target.
+type CacheGCRequest struct {
+	To *int64 `json:"to,omitempty"`
+}
+
+// CacheGCResult says what a cache GC did.
+type CacheGCResult struct {
+	Target int64 `json:"target"`
+	Before int64 `json:"before"`
+	After  int64 `json:"after"`
+	Freed  int64 `json:"freed"`
+	// Note explains a GC that did nothing or could not reach its target.
+	Note string `json:"note,omitempty"`
+}

@@ -105,6 +105,7 @@ func (srv *Server) Handler() http.Handler {
 		}
 		writeJSON(w, info)
 	})
+	srv.handleCache(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(api.CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

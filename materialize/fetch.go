@@ -312,18 +312,8 @@ func (mz *Materializer) holdBudget(fresh [32]byte) {
 	if budget <= 0 {
 		return
 	}
-	freed, err := mz.store.Cache().GC(budget, func(sha [32]byte) bool {
-		if sha == fresh {
-			return true
-		}
-		// Never evict on what could not be read.
-		lps, err := mz.store.LocalBySHA(sha)
-		return err != nil || len(lps) > 0
-	})
-	if err != nil {
+	if _, err := mz.evictTo(budget, &fresh); err != nil {
 		mz.log.Warn("cache gc", "err", err)
-	} else if freed > 0 {
-		mz.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
 	}
 }
 
@@ -367,7 +357,7 @@ func (mz *Materializer) Open(sha [32]byte) (transfer.File, error) {
 	if err != nil || !ok {
 		return nil, errNotServed
 	}
-	if !mz.servable(keys.Build(entry.Meta.BuildKey)) {
+	if !mz.Servable(keys.Build(entry.Meta.BuildKey)) {
 		return nil, errNotServed
 	}
 	if err := mz.store.Cache().Touch(sha); err != nil {
@@ -418,10 +408,10 @@ func (mz *Materializer) appendReachableAttesters(provs []peer.AddrInfo, buildKey
 	return provs
 }
 
-// servable reports whether a cached copy of a build may be served to peers:
+// Servable reports whether a cached copy of a build may be served to peers:
 // Allowed builds, and in mirror mode builds not decided yet — never refused
 // or disputed ones.
-func (mz *Materializer) servable(buildKey keys.Build) bool {
+func (mz *Materializer) Servable(buildKey keys.Build) bool {
 	v, _, err := mz.votes.Verdict(buildKey)
 	if err != nil {
 		return false

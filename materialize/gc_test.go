@@ -149,3 +149,26 @@ func TestMirrorOnceStops(t *testing.T) {
 		t.Fatal("the mirror fetched a build of another platform")
 	}
 }
+
+// CollectGarbage shrinks the cache to any target, budget or not, keeping
+// own builds, and reports the bytes freed.
+func TestCollectGarbageTarget(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := w.self(selfOpts{})
+	s.local(w.layout1)
+	s.cache(w.layout1)
+	s.cache(w.layout2)
+	s.cache(w.hello2)
+	size := w.hello2.Local.Size
+	freed, err := s.mz.CollectGarbage(0)
+	if err != nil || freed != 2*size {
+		t.Fatalf("freed %d, %v; want %d", freed, err, 2*size)
+	}
+	if !s.cached(w.layout1) || s.cached(w.layout2) || s.cached(w.hello2) {
+		t.Fatal("CollectGarbage(0) must evict every copy but the own build")
+	}
+	if freed, err := s.mz.CollectGarbage(0); err != nil || freed != 0 {
+		t.Fatalf("second run freed %d, %v", freed, err)
+	}
+}

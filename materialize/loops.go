@@ -33,16 +33,34 @@ func (mz *Materializer) collectGarbage() {
 	if budget <= 0 {
 		return
 	}
-	freed, err := mz.store.Cache().GC(budget, func(sha [32]byte) bool {
+	if _, err := mz.CollectGarbage(budget); err != nil {
+		mz.log.Warn("cache gc", "err", err)
+	}
+}
+
+// CollectGarbage evicts least recently used cached copies until the cache
+// holds at most target bytes, never a file that is also an own build in
+// PKGDIR (or whose PKGDIR entry could not be read). It returns the bytes
+// freed; when the kept files alone exceed target it frees what it can.
+// The GC loop calls it with the disk budget; `cache gc` with any target.
+func (mz *Materializer) CollectGarbage(target int64) (freed int64, err error) {
+	return mz.evictTo(target, nil)
+}
+
+// evictTo is CollectGarbage that also keeps the file fresh (when not nil).
+func (mz *Materializer) evictTo(target int64, fresh *[32]byte) (int64, error) {
+	freed, err := mz.store.Cache().GC(target, func(sha [32]byte) bool {
+		if fresh != nil && sha == *fresh {
+			return true
+		}
 		// An error keeps the file: never evict on what could not be read.
 		lps, err := mz.store.LocalBySHA(sha)
 		return err != nil || len(lps) > 0
 	})
-	if err != nil {
-		mz.log.Warn("cache gc", "err", err)
-	} else if freed > 0 {
-		mz.log.Info("cache gc", "freed_bytes", freed, "budget", budget)
+	if err == nil && freed > 0 {
+		mz.log.Info("cache gc", "freed_bytes", freed, "target", target)
 	}
+	return freed, err
 }
 
 // mirrorLoop (mirror mode) replicates allowed builds of the local platform

@@ -158,7 +158,7 @@ func (mz *Materializer) AnnounceCache() error {
 			if err != nil || s.Attestation.FileSHA256 != e.SHA256 {
 				continue
 			}
-			if mz.servable(keys.Build(e.Meta.BuildKey)) {
+			if mz.Servable(keys.Build(e.Meta.BuildKey)) {
 				if err := mz.provideCopy(s.Attestation); err != nil {
 					mz.log.Warn("re-announce copy", "cpv", e.Meta.CPV, "sha256", hex.EncodeToString(e.SHA256[:]), "err", err)
 				}
