@@ -60,6 +60,7 @@ failure.`,
 		newInspectCmd(),
 		newSetupPortageCmd(),
 		newDemoCmd(),
+		newConfigCmd(),
 		newVersionCmd(),
 		newManCmd(),
 	)
