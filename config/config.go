@@ -46,6 +46,10 @@ type Config struct {
 	// before the make.conf fallback, an unknown GENTOO_P2PD_* variable),
 	// for the daemon to log once at startup.
 	Warnings []string `toml:"-" mapstructure:"-"`
+	// Sources maps every key ("mode", "portage.pkgdir", …) to where Load
+	// found its effective value; nil for a Config Load did not return.
+	// Settings lists them with the values.
+	Sources map[string]Source `toml:"-" mapstructure:"-"`
 }
 
 // LogConfig selects the slog handler.

@@ -147,12 +147,15 @@ func Load(opts LoadOptions) (*Config, error) {
 			return nil, fmt.Errorf("config: %s: %w (from %s)", k.key, err, source(k.key))
 		}
 	}
+	derived := map[string]bool{"api.socket": c.API.Socket == "", "cache.dir": c.Cache.Dir == ""}
 	c.fillDerived(d)
+	c.recordSources(flagSet, envSet, v.InConfig, cfgFile, derived)
 
 	explicit := func(key string) bool { return source(key) != "default" }
 	if err := c.fillPortage(opts, explicit); err != nil {
 		return nil, err
 	}
+	c.recordPortageSources()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}

@@ -61,6 +61,7 @@ func TestLoadDefaultsWithoutFileOrPortage(t *testing.T) {
 		},
 	}
 	c.Warnings = nil
+	c.Sources = nil // TestSources checks them
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
 	}

@@ -16,29 +16,37 @@ import (
 )
 
 func newStatusCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, watch bool
+	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show what the running daemon is doing",
+		Long: `status prints what the running daemon is doing. With --watch it redraws
+the status every --interval until Ctrl-C (which ends it with exit status 0):
+on a terminal each draw replaces the last; piped, one status follows another,
+separated by a blank line (with --json, one JSON document each).`,
 		Example: `  gentoo-p2pd status
-  gentoo-p2pd status --json | jq .peers`,
+  gentoo-p2pd status --json | jq .peers
+  gentoo-p2pd status --watch --interval 5s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkInterval(watch, interval, cmd.Flags().Changed("interval")); err != nil {
+				return err
+			}
 			c, err := client(cmd)
 			if err != nil {
 				return err
 			}
-			var st api.Status
-			if err := c.Get(cmd.Context(), api.PathStatus, nil, &st); err != nil {
-				return err
+			draw := fetchStatus(c, asJSON)
+			if watch {
+				return watchStatus(cmd.Context(), cmd.OutOrStdout(), interval, isTerminal(cmd.OutOrStdout()), draw)
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			return st.WriteText(cmd.OutOrStdout(), time.Now())
+			return draw(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the daemon's status struct as JSON")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw the status every --interval until Ctrl-C")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "with --watch, redraw every `DURATION`")
 	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
 }

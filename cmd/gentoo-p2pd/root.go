@@ -61,6 +61,7 @@ failure.`,
 		newInspectCmd(),
 		newSetupPortageCmd(),
 		newDemoCmd(),
+		newConfigCmd(),
 		newVersionCmd(),
 		newManCmd(),
 	)
