@@ -261,6 +261,7 @@ func (n *Node) watchPeers(wake chan<- struct{}) error {
 					n.known.touch(e.Peer, addrs)
 				case network.NotConnected:
 					if len(n.host.Network().Peers()) == 0 {
+						n.log.Info("no peers left", "last", e.Peer)
 						select {
 						case wake <- struct{}{}:
 						default:
@@ -316,13 +317,15 @@ func (n *Node) redialLoop(wake <-chan struct{}) {
 func (n *Node) redial() {
 	start := time.Now()
 	delay := n.cfg.redialMin
-	for attempt := 1; ; attempt++ {
-		if len(n.host.Network().Peers()) > 0 {
-			if attempt > 1 {
-				n.log.Info("peers back", "peers", len(n.host.Network().Peers()), "after", time.Since(start).Round(time.Millisecond), "attempts", attempt-1)
-			}
-			return
+	attempts := 0
+	recovered := func() bool {
+		k := len(n.host.Network().Peers())
+		if k > 0 {
+			n.log.Info("peers back", "peers", k, "after", time.Since(start).Round(time.Millisecond), "attempts", attempts)
 		}
+		return k > 0
+	}
+	for !recovered() {
 		targets := n.dialTargets()
 		if len(targets) == 0 {
 			return // nothing to dial: an isolated node (or mDNS only)
@@ -337,7 +340,8 @@ func (n *Node) redial() {
 		if len(n.host.Network().Peers()) > 0 {
 			continue // someone dialled us meanwhile
 		}
-		n.log.Info(fmt.Sprintf("no peers: redialling %d known peers", len(targets)), "attempt", attempt, "waited", delay)
+		attempts++
+		n.log.Info(fmt.Sprintf("no peers: redialling %d known peers", len(targets)), "attempt", attempts, "waited", delay)
 		n.dialAll(n.ctx, targets, false)
 		delay = min(delay*2, n.cfg.redialMax)
 	}

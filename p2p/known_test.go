@@ -1,10 +1,14 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,29 +125,92 @@ func TestKnownPeersCapped(t *testing.T) {
 }
 
 // TestReconnectAfterPeerRestart: a node whose only peer restarts (same key,
-// same address) gets it back by itself, with no bootstrap list and no
-// call from outside.
+// same address) gets it back by itself, with no call from outside: the
+// peer either its bootstrap peer or one added at runtime (peers add).
 func TestReconnectAfterPeerRestart(t *testing.T) {
-	bcfg := testConfig(t)
-	b, err := New(context.Background(), bcfg, Handlers{})
-	if err != nil {
-		t.Fatal(err)
+	for _, how := range []string{"bootstrap", "connect"} {
+		t.Run(how, func(t *testing.T) {
+			bcfg := testConfig(t)
+			b, err := New(context.Background(), bcfg, Handlers{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var acfg Config
+			if how == "bootstrap" {
+				acfg = testConfig(t, b.AddrInfo())
+			} else {
+				acfg = testConfig(t)
+			}
+			acfg.redialMin = 50 * time.Millisecond
+			acfg.redialMax = 200 * time.Millisecond
+			logs := newLockedBuffer()
+			acfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			a := newTestNode(t, acfg, Handlers{})
+			if how == "connect" {
+				if err := a.Connect(context.Background(), b.AddrInfo()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitConnected(t, a, b.ID(), 10*time.Second)
+			addr := b.Host().Addrs()[0]
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			bcfg.ListenAddrs = []string{addr.String()}
+			b2 := newTestNode(t, bcfg, Handlers{})
+			if b2.ID() != b.ID() {
+				t.Fatal("restarted peer has another ID")
+			}
+			waitConnected(t, a, b2.ID(), 20*time.Second)
+			// The DHT may redial its bootstrap peer first; a known peer is
+			// redialled by the node alone.
+			wants := []string{"no peers left", "peers back"}
+			if how == "connect" {
+				wants = append(wants, "no peers: redialling 1 known peers")
+			}
+			for _, want := range wants {
+				logs.waitFor(t, want, 20*time.Second)
+			}
+		})
 	}
-	acfg := testConfig(t)
-	acfg.redialMin = 50 * time.Millisecond
-	acfg.redialMax = 200 * time.Millisecond
-	a := newTestNode(t, acfg, Handlers{})
-	if err := a.Connect(context.Background(), b.AddrInfo()); err != nil {
-		t.Fatal(err)
+}
+
+// lockedBuffer collects log lines and tells waiters about each one.
+type lockedBuffer struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	wrote chan struct{}
+}
+
+func newLockedBuffer() *lockedBuffer { return &lockedBuffer{wrote: make(chan struct{}, 1)} }
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	defer func() {
+		select {
+		case l.wrote <- struct{}{}:
+		default:
+		}
+	}()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor blocks until the log holds want.
+func (l *lockedBuffer) waitFor(t *testing.T, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for !strings.Contains(l.String(), want) {
+		select {
+		case <-l.wrote:
+		case <-deadline:
+			t.Fatalf("log lacks %q after %s:\n%s", want, timeout, l.String())
+		}
 	}
-	addr := b.Host().Addrs()[0]
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	bcfg.ListenAddrs = []string{addr.String()}
-	b2 := newTestNode(t, bcfg, Handlers{})
-	if b2.ID() != b.ID() {
-		t.Fatal("restarted peer has another ID")
-	}
-	waitConnected(t, a, b2.ID(), 20*time.Second)
 }
