@@ -274,4 +274,19 @@ type CacheGCResult struct {
 	Freed  int64 `json:"freed"`
 	// Note explains a GC that did nothing or could not reach its target.
 	Note string `json:"note,omitempty"`
+
+// PathPeersAdd connects the daemon to a peer now and keeps it as a known
+// peer (`peers add MULTIADDR`).
+const PathPeersAdd = "/api/v0/peers/add"
+
+// PeersAddRequest names the peer to connect to: a multiaddr ending in
+// /p2p/ID.
+type PeersAddRequest struct {
+	Addr string `json:"addr"`
+}
+
+// PeersAddResult is the peer the daemon connected to.
+type PeersAddResult struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
 }

@@ -46,6 +46,9 @@ var Version = "dev"
 const (
 	IdentityKeyFile = "identity.key"
 	SigningKeyFile  = "signing-key.asc"
+	// KnownPeersFile keeps the peers the node was last connected to, so a
+	// restarted daemon (or one whose bootstrap peer restarted) finds them.
+	KnownPeersFile = "known-peers.json"
 )
 
 // Options are what a Daemon needs beyond its Config.
@@ -238,6 +241,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	pcfg.MaxPeerRequests, pcfg.MaxRequests = d.cfg.Limits.PeerRequests, d.cfg.Limits.Requests
 	pcfg.Registerer = d.reg
 	pcfg.Logger = d.log.With("component", "p2p")
+	pcfg.KnownPeersFile = filepath.Join(d.cfg.StateDir, KnownPeersFile)
 
 	// The node starts serving nothing: its handlers are the jobs below,
 	// which need the node themselves.

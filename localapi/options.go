@@ -17,10 +17,11 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
-// Network is what status and peers read of the peer-to-peer network.
-// *p2p.Node implements it.
+// Network is what status and peers read of the peer-to-peer network, and
+// how `peers add` dials. *p2p.Node implements it.
 type Network interface {
 	Addrs() []ma.Multiaddr
+	Connect(ctx context.Context, ai peer.AddrInfo) error
 	Peers() []wire.PeerInfo
 	Reachability() string
 	ProvideStats(ctx context.Context) (wire.ProvideStats, error)

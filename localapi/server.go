@@ -35,6 +35,7 @@ func (srv *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+api.PathPeers, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, srv.peers())
 	})
+	mux.HandleFunc("POST "+api.PathPeersAdd, srv.handlePeersAdd)
 	mux.HandleFunc("GET "+api.PathFind, func(w http.ResponseWriter, r *http.Request) {
 		res, err := srv.Find(r.Context(), r.URL.Query().Get("q"))
 		if err != nil {

@@ -693,3 +693,42 @@ func TestClassify(t *testing.T) {
 		t.Error("classify(nil) is not nil")
 	}
 }
+
+// TestPeersAdd: `peers add` dials through the network and answers a bad
+// address as bad_request, a failed dial as unavailable.
+func TestPeersAdd(t *testing.T) {
+	w := newWorld(t)
+	h := w.server(nil).Handler()
+	addr := w.c.Node.Addrs()[0].String() + "/p2p/" + w.c.ID.String()
+	res := decode[api.PeersAddResult](t, do(h, "POST", api.PathPeersAdd, `{"addr":"`+addr+`"}`))
+	if res.ID != w.c.ID.String() || len(res.Addrs) != 1 || res.Addrs[0] != w.c.Node.Addrs()[0].String() {
+		t.Errorf("peers add: %+v", res)
+	}
+	if got := w.a.Node.KnownAddrs(w.c.ID); len(got) != 1 || got[0].String() != res.Addrs[0] {
+		t.Errorf("address not remembered: %v", got)
+	}
+	for _, tc := range []struct{ body, part string }{
+		{`{"addr":""}`, "/p2p/ID"},
+		{`{"addr":"nonsense"}`, "not a multiaddr"},
+		{`{"addr":"/ip4/127.0.0.1/tcp/4001"}`, "/p2p/ID"},
+		{`{"addr":"/ip4/127.0.0.1/tcp/4001/p2p/` + w.a.ID.String() + `"}`, "this daemon"},
+		{`{"address":"x"}`, "bad request body"},
+	} {
+		wantError(t, tc.body, do(h, "POST", api.PathPeersAdd, tc.body), api.CodeBadRequest, tc.part)
+	}
+	_, stranger := jobtest.NewKey(t)
+	wantError(t, "stranger", do(h, "POST", api.PathPeersAdd, `{"addr":"/ip4/127.0.0.9/tcp/4001/p2p/`+stranger.String()+`"}`),
+		api.CodeUnavailable, "peers add")
+
+	// Through the socket, as the CLI sends it.
+	c := serve(t, w.server(nil))
+	var out api.PeersAddResult
+	if err := c.Post(context.Background(), api.PathPeersAdd, api.PeersAddRequest{Addr: addr}, &out); err != nil || out.ID != w.c.ID.String() {
+		t.Errorf("peers add over the socket: %+v, %v", out, err)
+	}
+	w.c.Node.SetOnline(false)
+	err := c.Post(context.Background(), api.PathPeersAdd, api.PeersAddRequest{Addr: addr}, &out)
+	if api.CodeOf(err) != api.CodeUnavailable {
+		t.Errorf("peers add to an offline peer: %v, want unavailable", err)
+	}
+}

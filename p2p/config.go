@@ -102,6 +102,14 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
+	// KnownPeersFile keeps the last KnownPeers peers the node was connected
+	// to across restarts (JSON, rewritten atomically at most every few
+	// seconds and on Close); they are dialled at start like bootstrap
+	// peers. Empty keeps them in memory only.
+	KnownPeersFile string
+	// KnownPeers is how many peers are remembered; 0 means
+	// DefaultKnownPeers.
+	KnownPeers int
 
 	// connGater is a test hook: it lets tests force a topology (A-B-C
 	// without A-C) that DHT peer discovery would otherwise undo.
@@ -109,6 +117,10 @@ type Config struct {
 	// dhtOpts is a test hook: extra DHT options (e.g. a request hook that
 	// observes reprovides).
 	dhtOpts []dht.Option
+	// redialMin and redialMax bound the backoff of redials when the node
+	// has no peer left; saveEvery is the least time between two writes of
+	// KnownPeersFile. Zero means the defaults; tests shorten them.
+	redialMin, redialMax, saveEvery time.Duration
 }
 
 // DefaultConfig returns the production defaults: listen on port 4701 over TCP
@@ -180,6 +192,18 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.KnownPeers <= 0 {
+		c.KnownPeers = DefaultKnownPeers
+	}
+	if c.redialMin <= 0 {
+		c.redialMin = defaultRedialMin
+	}
+	if c.redialMax < c.redialMin {
+		c.redialMax = max(defaultRedialMax, c.redialMin)
+	}
+	if c.saveEvery <= 0 {
+		c.saveEvery = defaultSaveEvery
 	}
 	return nil
 }

@@ -69,6 +69,8 @@ type Node struct {
 	ps   *pubsub.PubSub
 	mdns mdns.Service
 
+	known *knownPeers // recently connected peers, redialled
+
 	reachability atomic.Int32 // network.Reachability
 	// liveHost holds the host once libp2p.New returned: autorelay's peer
 	// source and the metrics gauge may run before n.host is assigned.
@@ -100,6 +102,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 		cancel:   cancel,
 		provided: make(map[string]struct{}),
 		topics:   make(map[string]*platformTopic),
+		known:    newKnownPeers(cfg.KnownPeersFile, cfg.KnownPeers),
 	}
 	var err error
 	if n.metrics, err = newMetrics(cfg.Registerer, n); err != nil {
@@ -128,6 +131,13 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.liveHost.Store(&n.host)
 	n.watchReachability()
+	if err := n.known.load(); err != nil {
+		n.log.Warn("known peers not reloaded", "err", err)
+	}
+	wake := make(chan struct{}, 1)
+	if err := n.watchPeers(wake); err != nil {
+		return err
+	}
 
 	mode := map[DHTMode]dht.ModeOpt{DHTServer: dht.ModeServer, DHTAuto: dht.ModeAutoServer, DHTClient: dht.ModeClient}[cfg.DHTMode]
 	dhtOpts := append([]dht.Option{
@@ -170,6 +180,14 @@ func (n *Node) start(ctx context.Context) error {
 	n.host.SetStreamHandler(CatalogProtocol, n.handleCatalog)
 
 	n.connectBootstrap(ctx)
+	n.saveKnown()
+	n.redialLoop(wake)
+	if len(n.host.Network().Peers()) == 0 {
+		select { // nobody answered: keep trying with backoff
+		case wake <- struct{}{}:
+		default:
+		}
+	}
 	if err := n.dht.Bootstrap(ctx); err != nil {
 		return fmt.Errorf("p2p: bootstrap DHT: %w", err)
 	}
@@ -285,23 +303,14 @@ func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInf
 	return out
 }
 
+// connectBootstrap dials the bootstrap peers and the known peers of the
+// previous run at once, and waits for the dials.
 func (n *Node) connectBootstrap(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, pi := range n.cfg.Bootstrap {
-		if pi.ID == n.host.ID() {
-			continue
-		}
-		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, bootstrapTimeout)
-			defer cancel()
-			if err := n.host.Connect(cctx, pi); err != nil {
-				n.log.Warn("bootstrap peer unreachable", "peer", pi.ID, "addrs", pi.Addrs, "err", err)
-				return
-			}
-			n.host.ConnManager().TagPeer(pi.ID, "gentoo-p2p-bootstrap", 10)
-		})
+	targets := n.dialTargets()
+	if known := len(targets) - len(n.cfg.Bootstrap); known > 0 {
+		n.log.Info(fmt.Sprintf("dialling %d known peers", known), "file", n.cfg.KnownPeersFile)
 	}
-	wg.Wait()
+	n.dialAll(ctx, targets, true)
 }
 
 // watchReachability follows AutoNAT's verdict for Reachability.
@@ -361,6 +370,12 @@ func (n *Node) Close() error {
 		n.topics = nil
 		n.mu.Unlock()
 		var errs []error
+		if n.host != nil {
+			// Before the host goes: the addresses come from its peerstore.
+			if err := n.known.save(n.host.Peerstore()); err != nil {
+				n.log.Warn("cannot save known peers", "err", err)
+			}
+		}
 		if n.mdns != nil {
 			errs = append(errs, n.mdns.Close())
 		}

@@ -82,6 +82,7 @@ func newPeersCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	addConfigFlags(cmd.Flags(), clientFlags...)
+	cmd.AddCommand(newPeersAddCmd())
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-multihash"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
@@ -190,5 +191,30 @@ func TestProvidersAndAddresses(t *testing.T) {
 	}
 	if ps := a.Peers(); len(ps) != 1 || ps[0].ID != b.ID() {
 		t.Errorf("peers %v, want b (c is offline)", ps)
+	}
+}
+
+// Connect reaches an online member and remembers the address given;
+// itself, an offline member and a stranger are refused.
+func TestConnect(t *testing.T) {
+	n := memnet.New()
+	a, b := n.Join(newID(t)), n.Join(newID(t))
+	ctx := context.Background()
+	addr := b.Addrs()[0]
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: []multiaddr.Multiaddr{addr}}); err != nil {
+		t.Fatalf("Connect to an online member: %v", err)
+	}
+	if got := a.KnownAddrs(b.ID()); len(got) != 1 || !got[0].Equal(addr) {
+		t.Errorf("known addrs %v, want %v", got, addr)
+	}
+	if err := a.Connect(ctx, peer.AddrInfo{ID: a.ID()}); err == nil {
+		t.Error("Connect to itself succeeded")
+	}
+	if err := a.Connect(ctx, peer.AddrInfo{ID: newID(t)}); !errors.Is(err, memnet.ErrOffline) {
+		t.Errorf("Connect to a stranger: %v, want ErrOffline", err)
+	}
+	b.SetOnline(false)
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID()}); !errors.Is(err, memnet.ErrOffline) {
+		t.Errorf("Connect to an offline member: %v, want ErrOffline", err)
 	}
 }

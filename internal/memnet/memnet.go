@@ -337,3 +337,22 @@ func (nd *Node) ProvideStats(ctx context.Context) (wire.ProvideStats, error) {
 	}
 	return wire.ProvideStats{Keys: n, ScheduledKeys: int64(n)}, nil
 }
+
+// Connect reaches p as p2p.Node.Connect does: an online member is
+// connected (every member is every other's peer) and its addresses are
+// remembered; anyone else is ErrOffline.
+func (nd *Node) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	if ai.ID == nd.id {
+		return fmt.Errorf("memnet: %s is this node", ai.ID)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := nd.peer(ai.ID); err != nil {
+		return err
+	}
+	if len(ai.Addrs) > 0 {
+		nd.RememberAddrs(ai)
+	}
+	return nil
+}
