@@ -274,6 +274,7 @@ type CacheGCResult struct {
 	Freed  int64 `json:"freed"`
 	// Note explains a GC that did nothing or could not reach its target.
 	Note string `json:"note,omitempty"`
+}
 
 // PathPeersAdd connects the daemon to a peer now and keeps it as a known
 // peer (`peers add MULTIADDR`).
