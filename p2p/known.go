@@ -235,42 +235,29 @@ func (n *Node) dialTargets() []peer.AddrInfo {
 // watchPeers follows connections: a new peer becomes a known peer, and
 // losing the last peer wakes the redial loop.
 func (n *Node) watchPeers(wake chan<- struct{}) error {
-	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
-	if err != nil {
-		return fmt.Errorf("p2p: watch peers: %w", err)
-	}
-	n.wg.Go(func() {
-		defer sub.Close()
-		for {
-			select {
-			case <-n.ctx.Done():
-				return
-			case ev, ok := <-sub.Out():
-				if !ok {
-					return
+	err := onEvent(n, func(e event.EvtPeerConnectednessChanged) {
+		switch e.Connectedness {
+		case network.Connected:
+			var addrs []ma.Multiaddr
+			for _, c := range n.host.Network().ConnsToPeer(e.Peer) {
+				if c.Stat().Direction == network.DirOutbound {
+					addrs = append(addrs, c.RemoteMultiaddr())
 				}
-				e := ev.(event.EvtPeerConnectednessChanged)
-				switch e.Connectedness {
-				case network.Connected:
-					var addrs []ma.Multiaddr
-					for _, c := range n.host.Network().ConnsToPeer(e.Peer) {
-						if c.Stat().Direction == network.DirOutbound {
-							addrs = append(addrs, c.RemoteMultiaddr())
-						}
-					}
-					n.known.touch(e.Peer, addrs)
-				case network.NotConnected:
-					if len(n.host.Network().Peers()) == 0 {
-						n.log.Info("no peers left", "last", e.Peer)
-						select {
-						case wake <- struct{}{}:
-						default:
-						}
-					}
+			}
+			n.known.touch(e.Peer, addrs)
+		case network.NotConnected:
+			if len(n.host.Network().Peers()) == 0 {
+				n.log.Info("no peers left", "last", e.Peer)
+				select {
+				case wake <- struct{}{}:
+				default:
 				}
 			}
 		}
 	})
+	if err != nil {
+		return fmt.Errorf("p2p: watch peers: %w", err)
+	}
 	return nil
 }
 

@@ -315,10 +315,21 @@ func (n *Node) connectBootstrap(ctx context.Context) {
 
 // watchReachability follows AutoNAT's verdict for Reachability.
 func (n *Node) watchReachability() {
-	sub, err := n.host.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
+	err := onEvent(n, func(e event.EvtLocalReachabilityChanged) {
+		n.reachability.Store(int32(e.Reachability))
+		n.log.Info("reachability changed", "reachability", e.Reachability.String())
+	})
 	if err != nil {
 		n.log.Warn("cannot watch reachability", "err", err)
-		return
+	}
+}
+
+// onEvent calls handle for every event of type E on the host's bus, in
+// order, until the node closes.
+func onEvent[E any](n *Node, handle func(E)) error {
+	sub, err := n.host.EventBus().Subscribe(new(E))
+	if err != nil {
+		return err
 	}
 	n.wg.Go(func() {
 		defer sub.Close()
@@ -330,12 +341,11 @@ func (n *Node) watchReachability() {
 				if !ok {
 					return
 				}
-				r := ev.(event.EvtLocalReachabilityChanged).Reachability
-				n.reachability.Store(int32(r))
-				n.log.Info("reachability changed", "reachability", r.String())
+				handle(ev.(E))
 			}
 		}
 	})
+	return nil
 }
 
 type mdnsNotifee struct{ n *Node }
