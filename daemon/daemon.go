@@ -349,10 +349,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 // it; materialize turns allowed builds into verified files; the gateway's
 // listings and the local API read from all three.
 func (d *Daemon) wire(node *p2p.Node) {
-	installed := func() map[string]bool { return portagehook.InstalledPackages(d.vdb) }
 	d.votes = votes.New(votes.Options{
 		Store: d.store, Policy: d.policy, Self: d.self, Platform: d.platform,
-		Limits: d.cfg.Limits, Files: d.limits, Installed: installed, Net: node,
+		Limits: d.cfg.Limits, Files: d.limits, Installed: d.installed, Net: node,
 		Logger: d.log, Registry: d.reg,
 	})
 	var downloaded openpgp.EntityList
@@ -383,6 +382,9 @@ func (d *Daemon) wire(node *p2p.Node) {
 	d.api = localapi.New(o)
 }
 
+// installed lists the packages installed here (category/name), from the vdb.
+func (d *Daemon) installed() map[string]bool { return portagehook.InstalledPackages(d.vdb) }
+
 // newGateway is the binhost portage reads: the Allowed builds of this
 // platform, re-packed and signed with the gateway's key.
 func (d *Daemon) newGateway() *portagehook.Gateway {
@@ -396,7 +398,7 @@ func (d *Daemon) newGateway() *portagehook.Gateway {
 	listings := binhost.New(binhost.Options{
 		Store: d.store, Votes: d.votes, Materialize: d.mz, Platform: d.platform,
 		Prefetch:  d.cfg.Gateway.Prefetch,
-		Installed: func() map[string]bool { return portagehook.InstalledPackages(d.vdb) },
+		Installed: d.installed,
 		Logger:    d.log.With("component", "gateway"), Registry: d.reg,
 	})
 	return portagehook.NewGateway(listings, portagehook.GatewayOptions{
