@@ -247,9 +247,11 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 			p.Compression = c
-			if p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, c, FormatGPKG, lim, nil, hdr.Size >= asyncThreshold); err != nil {
+			res, err := digestImageStream(pbr, c, FormatGPKG, lim, nil, hdr.Size >= asyncThreshold)
+			if err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
+			p.ImageDigest, p.ImageEntries, p.ImageTarSize = res.digest, res.entries, res.tarSize
 			body = pbr
 		case memberSignature:
 			if hdr.Size > maxSignatureBytes {

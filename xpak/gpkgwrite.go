@@ -45,6 +45,13 @@ type GPKGOptions struct {
 	// Signer, when set, adds metadata.tar.zst.sig and image.tar.zst.sig and
 	// clearsigns the Manifest, as FEATURES=binpkg-signing does.
 	Signer Signer
+	// Stored writes both payloads as zstd frames of raw blocks (the served
+	// form): larger, but their size is known from the tar sizes alone.
+	Stored bool
+	// Expect, when its sizes are set (with Stored and a Signer), are the
+	// served form's tar sizes: the image is streamed into the container
+	// without a spool, and a payload of another size is ErrServedSize.
+	Expect ServedSizes
 }
 
 // ImageAdder adds one image entry. hdr.Name is relative to the image root
@@ -92,31 +99,23 @@ func WriteGPKG(w io.Writer, opts GPKGOptions, meta *Metadata, image func(add Ima
 	if meta == nil {
 		return fmt.Errorf("%w: nil metadata", ErrGPKGOptions)
 	}
+	if opts.Expect.ImageTar > 0 && (!opts.Stored || opts.Signer == nil) {
+		return fmt.Errorf("%w: Expect needs Stored and a Signer", ErrGPKGOptions)
+	}
 	mtime := opts.MTime.Truncate(time.Second)
 
 	// metadata.tar.zst is small (bounded by Limits.MaxMetadataBytes on
 	// read), so it is built in memory.
+	var metaTar bytes.Buffer
+	if err := writeMetadataTarTo(&metaTar, meta, mtime); err != nil {
+		return err
+	}
+	if e := opts.Expect.MetadataTar; e > 0 && int64(metaTar.Len()) != e {
+		return fmt.Errorf("%w: metadata tar is %d bytes, the served form says %d", ErrServedSize, metaTar.Len(), e)
+	}
 	var metaZst bytes.Buffer
-	if err := writeMetadataTar(&metaZst, meta, mtime); err != nil {
-		return err
-	}
-
-	spool, err := os.CreateTemp(opts.TempDir, "gpkg-image-*.tar.zst")
-	if err != nil {
-		return fmt.Errorf("xpak: image spool: %w", err)
-	}
-	defer func() {
-		// A scratch copy of the image: the package written is complete
-		// (or the error returned) whether or not it goes cleanly.
-		_ = spool.Close()
-		_ = os.Remove(spool.Name())
-	}()
-	if err := writeImageTar(spool, mtime, image); err != nil {
-		return err
-	}
-	imageSize, err := spool.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return fmt.Errorf("xpak: image spool: %w", err)
+	if err := compressPayload(&metaZst, opts.Stored, metaTar.Bytes()); err != nil {
+		return fmt.Errorf("xpak: metadata zstd: %w", err)
 	}
 
 	c := newContainer(w, opts.Basename, mtime)
@@ -130,6 +129,78 @@ func WriteGPKG(w io.Writer, opts GPKGOptions, meta *Metadata, image func(add Ima
 		if err := c.addSignature(opts.Signer, gpkgMetadataTar, bytes.NewReader(metaZst.Bytes())); err != nil {
 			return err
 		}
+	}
+	if opts.Expect.ImageTar > 0 {
+		if err := c.streamImage(opts, mtime, image); err != nil {
+			return err
+		}
+	} else if err := c.spoolImage(opts, mtime, image); err != nil {
+		return err
+	}
+	manifest := c.manifest.Bytes()
+	if opts.Signer != nil {
+		var signed bytes.Buffer
+		if err := opts.Signer.ClearSign(&signed, manifest); err != nil {
+			return fmt.Errorf("xpak: clearsign Manifest: %w", err)
+		}
+		manifest = signed.Bytes()
+	}
+	if err := c.addUnrecorded(gpkgManifest, int64(len(manifest)), bytes.NewReader(manifest)); err != nil {
+		return err
+	}
+	return c.close()
+}
+
+// ErrServedSize reports a served-form payload whose size is not the one
+// the attestations stated (and the index promised portage).
+var ErrServedSize = errors.New("xpak: served size mismatch")
+
+// compressPayload writes data as zstd: stored blocks, or the one encoder
+// configuration this package compresses with.
+func compressPayload(w io.Writer, stored bool, data []byte) error {
+	zw, err := newPayloadWriter(w, stored)
+	if err != nil {
+		return err
+	}
+	if _, err := zw.Write(data); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+func newPayloadWriter(w io.Writer, stored bool) (io.WriteCloser, error) {
+	if stored {
+		return newStoredZstd(w)
+	}
+	return newZstd(w)
+}
+
+// spoolImage writes the image payload to a temporary file first: the
+// outer tar needs its size before its bytes.
+func (c *container) spoolImage(opts GPKGOptions, mtime time.Time, image func(add ImageAdder) error) error {
+	spool, err := os.CreateTemp(opts.TempDir, "gpkg-image-*.tar.zst")
+	if err != nil {
+		return fmt.Errorf("xpak: image spool: %w", err)
+	}
+	defer func() {
+		// A scratch copy of the image: the package written is complete
+		// (or the error returned) whether or not it goes cleanly.
+		_ = spool.Close()
+		_ = os.Remove(spool.Name())
+	}()
+	zw, err := newPayloadWriter(spool, opts.Stored)
+	if err != nil {
+		return err
+	}
+	if _, err := writeImageTarTo(zw, mtime, image); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("xpak: image zstd: %w", err)
+	}
+	imageSize, err := spool.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("xpak: image spool: %w", err)
 	}
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("xpak: image spool: %w", err)
@@ -145,18 +216,60 @@ func WriteGPKG(w io.Writer, opts GPKGOptions, meta *Metadata, image func(add Ima
 			return err
 		}
 	}
-	manifest := c.manifest.Bytes()
-	if opts.Signer != nil {
-		var signed bytes.Buffer
-		if err := opts.Signer.ClearSign(&signed, manifest); err != nil {
-			return fmt.Errorf("xpak: clearsign Manifest: %w", err)
-		}
-		manifest = signed.Bytes()
+	return nil
+}
+
+// streamImage writes the image payload straight into the container: its
+// stored size is known from opts.Expect, so nothing is spooled and the
+// first bytes leave while the image is still being read. The signature is
+// computed alongside and written after it. An image whose tar is not the
+// expected size is an error (the container written so far is then
+// unusable, and the caller must not let it be served).
+func (c *container) streamImage(opts GPKGOptions, mtime time.Time, image func(add ImageAdder) error) error {
+	size := StoredZstdSize(opts.Expect.ImageTar)
+	if err := c.tw.WriteHeader(c.header(gpkgImageTar, size)); err != nil {
+		return fmt.Errorf("xpak: gpkg member %s: %w", gpkgImageTar, err)
 	}
-	if err := c.addUnrecorded(gpkgManifest, int64(len(manifest)), bytes.NewReader(manifest)); err != nil {
+	b2, err := blake2b.New512(nil)
+	if err != nil {
 		return err
 	}
-	return c.close()
+	s5 := sha512.New()
+	pr, pw := io.Pipe()
+	var sig bytes.Buffer
+	signed := make(chan error, 1)
+	go func() {
+		err := opts.Signer.DetachSign(&sig, pr)
+		pr.CloseWithError(err) // unblocks the writer should signing stop early
+		signed <- err
+	}()
+	fail := func(err error) error {
+		pw.CloseWithError(err)
+		<-signed
+		return err
+	}
+	zw, err := newStoredZstd(io.MultiWriter(c.tw, b2, s5, pw))
+	if err != nil {
+		return fail(fmt.Errorf("xpak: gpkg member %s: %w", gpkgImageTar, err))
+	}
+	n, err := writeImageTarTo(zw, mtime, image)
+	if err != nil {
+		return fail(err)
+	}
+	if n != opts.Expect.ImageTar {
+		return fail(fmt.Errorf("%w: image tar is %d bytes, the served form says %d", ErrServedSize, n, opts.Expect.ImageTar))
+	}
+	if err := zw.Close(); err != nil {
+		return fail(fmt.Errorf("xpak: gpkg member %s: %w", gpkgImageTar, err))
+	}
+	if err := pw.Close(); err != nil {
+		return fail(err)
+	}
+	if err := <-signed; err != nil {
+		return fmt.Errorf("xpak: sign %s: %w", gpkgImageTar, err)
+	}
+	fmt.Fprintf(&c.manifest, "DATA %s %d BLAKE2B %s SHA512 %s\n", gpkgImageTar, size, hexSum(b2), hexSum(s5))
+	return c.add(gpkgImageTar+".sig", int64(sig.Len()), bytes.NewReader(sig.Bytes()))
 }
 
 // checkBasename refuses names portage would refuse (its container check
@@ -282,15 +395,12 @@ func newZstd(w io.Writer) (*zstd.Encoder, error) {
 		zstd.WithWindowSize(1<<22))
 }
 
-// writeMetadataTar writes metadata.tar (zstd) with one metadata/<KEY>
-// member per key, sorted by name, mode 0644, owner 0:0 with empty names —
-// portage's metadata tar has no directory entry and no owner names.
-func writeMetadataTar(w io.Writer, meta *Metadata, mtime time.Time) error {
-	zw, err := newZstd(w)
-	if err != nil {
-		return err
-	}
-	cw := &countingWriter{w: zw}
+// writeMetadataTarTo writes the metadata tar (uncompressed) with one
+// metadata/<KEY> member per key, sorted by name, mode 0644, owner 0:0
+// with empty names — portage's metadata tar has no directory entry and no
+// owner names — padded to portage's record size.
+func writeMetadataTarTo(w io.Writer, meta *Metadata, mtime time.Time) error {
+	cw := &countingWriter{w: w}
 	tw := tar.NewWriter(cw)
 	for _, k := range meta.Keys() {
 		if k == "" || k == "." || k == ".." || strings.ContainsAny(k, "/\x00") {
@@ -318,30 +428,22 @@ func writeMetadataTar(w io.Writer, meta *Metadata, mtime time.Time) error {
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("xpak: metadata tar: %w", err)
 	}
-	if err := padRecord(cw); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("xpak: metadata zstd: %w", err)
-	}
-	return nil
+	return padRecord(cw)
 }
 
-// writeImageTar writes image.tar (zstd) to w: the "image/" root entry, then
-// whatever the callback adds, normalised to root:root and mtime.
-func writeImageTar(w io.Writer, mtime time.Time, image func(add ImageAdder) error) error {
-	zw, err := newZstd(w)
-	if err != nil {
-		return err
-	}
-	cw := &countingWriter{w: zw}
+// writeImageTarTo writes the image tar to w (a payload writer): the
+// "image/" root entry, then whatever the callback adds, normalised to
+// root:root and mtime, padded to portage's record size. It returns the tar's
+// length.
+func writeImageTarTo(w io.Writer, mtime time.Time, image func(add ImageAdder) error) (int64, error) {
+	cw := &countingWriter{w: w}
 	tw := tar.NewWriter(cw)
 	root := &tar.Header{
 		Typeflag: tar.TypeDir, Name: "image/", Mode: 0o755, ModTime: mtime,
 		Uname: "root", Gname: "root", Format: tar.FormatUSTAR,
 	}
 	if err := tw.WriteHeader(root); err != nil {
-		return fmt.Errorf("xpak: image tar root: %w", err)
+		return 0, fmt.Errorf("xpak: image tar root: %w", err)
 	}
 	seen := make(map[string]bool)
 	nonDir := make(map[string]bool) // entries nothing may live under
@@ -390,18 +492,15 @@ func writeImageTar(w io.Writer, mtime time.Time, image func(add ImageAdder) erro
 		return nil
 	}
 	if err := image(add); err != nil {
-		return err
+		return 0, err
 	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("xpak: image tar: %w", err)
+		return 0, fmt.Errorf("xpak: image tar: %w", err)
 	}
 	if err := padRecord(cw); err != nil {
-		return err
+		return 0, err
 	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("xpak: image zstd: %w", err)
-	}
-	return nil
+	return cw.n, nil
 }
 
 // normalizeImageHeader builds the header written for one entry: prefixed

@@ -91,16 +91,26 @@ func WalkImageDigest(r io.Reader, f Format, lim Limits, fn func(ImageEntry, io.R
 	if err != nil {
 		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
 	}
-	return digestImageStream(br, c, f, lim, fn, true)
+	res, err := digestImageStream(br, c, f, lim, fn, true)
+	return res.digest, res.entries, err
+}
+
+// imageResult is what one pass over an image payload establishes.
+type imageResult struct {
+	digest  [32]byte
+	entries int
+	// tarSize is the served image tar's length (ImageTarSize), or 0 when
+	// the image holds an entry the served form does not carry.
+	tarSize int64
 }
 
 // digestImageStream decodes an image payload whose compression c was
 // already detected and walks it. async runs the decoder ahead in its own
 // goroutine (worth it for large payloads).
-func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error, async bool) ([32]byte, int, error) {
+func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func(ImageEntry, io.Reader) error, async bool) (imageResult, error) {
 	dec, err := openPayload(r, c, "image tar", lim.MaxImageBytes, lim)
 	if err != nil {
-		return [32]byte{}, 0, fmt.Errorf("image: %w", err)
+		return imageResult{}, fmt.Errorf("image: %w", err)
 	}
 	defer dec.Close()
 	var src io.Reader = dec
@@ -114,18 +124,39 @@ func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func
 	w := newImageWalker(f, lim, *buf)
 	if err := w.walk(src, fn); err != nil {
 		if cb, ok := errors.AsType[*callbackError](err); ok {
-			return [32]byte{}, 0, cb.err // the caller's own error, untouched
+			return imageResult{}, cb.err // the caller's own error, untouched
 		}
-		return [32]byte{}, 0, streamError("image", err)
+		return imageResult{}, streamError("image", err)
 	}
 	// Read the decoded stream to its end: the decoder verifies its
 	// checksums only there, and a bomb hidden after the end-of-archive
 	// marker still counts against the payload's bounds.
 	if _, err := io.CopyBuffer(io.Discard, src, w.buf); err != nil {
-		return [32]byte{}, 0, streamError("image", err)
+		return imageResult{}, streamError("image", err)
 	}
+	// Before digest(), which rewrites hardlink groups its own way.
+	tarSize := w.servedTarSize()
 	sum, n := w.digest()
-	return sum, n, nil
+	return imageResult{digest: sum, entries: n, tarSize: tarSize}, nil
+}
+
+// servedTarSize is the length of the served image tar of the walked
+// entries (ImageTarSize), or 0 when one of them cannot be served (device
+// nodes, owners the tar header cannot hold).
+func (w *imageWalker) servedTarSize() int64 {
+	es := make([]ImageEntry, len(w.entries))
+	for i, e := range w.entries {
+		es[i] = ImageEntry{
+			Name: e.name, Type: e.typ, Mode: e.mode,
+			Uid: e.uid, Gid: e.gid, Uname: e.uname, Gname: e.gname,
+			Size: e.size, Linkname: e.link,
+		}
+	}
+	n, err := ImageTarSize(ServedImage(es))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // streamError classifies an error met while reading a decoded stream
@@ -185,6 +216,8 @@ var allSentinels = []error{
 type digestEntry struct {
 	name, link   string
 	owner, group string // uname/gname, or decimal uid/gid when empty
+	uname, gname string // as stored (interned), for the served tar
+	uid, gid     int
 	typ          EntryType
 	mode         int64
 	size         int64
@@ -375,7 +408,15 @@ func (w *imageWalker) entry(tr *tar.Reader, hdr *tar.Header, fn func(ImageEntry,
 		mode:   hdr.Mode & 0o7777,
 		owner:  w.owner(hdr.Uname, hdr.Uid),
 		group:  w.owner(hdr.Gname, hdr.Gid),
+		uid:    hdr.Uid,
+		gid:    hdr.Gid,
 		target: -1,
+	}
+	if hdr.Uname != "" {
+		e.uname = e.owner
+	}
+	if hdr.Gname != "" {
+		e.gname = e.group
 	}
 	switch typ {
 	case TypeSymlink:

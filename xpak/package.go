@@ -130,6 +130,10 @@ type Package struct {
 	ImageDigest [32]byte // image digest v1, docs/PROTOCOL.md
 	// ImageEntries is the number of image entries the digest covers.
 	ImageEntries int
+	// ImageTarSize is the length of the served form's image tar
+	// (ImageTarSize), a function of the image alone; 0 when the image
+	// holds an entry the served form does not carry.
+	ImageTarSize int64
 	// Signed is true for a GPKG that carries .sig members and a signed
 	// Manifest; the signatures are checked by package trust, not here.
 	Signed bool

@@ -60,10 +60,11 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	p.Compression = c
-	p.ImageDigest, p.ImageEntries, err = digestImageStream(pbr, c, FormatXPAK, lim, nil, xpakStart >= asyncThreshold)
+	res, err := digestImageStream(pbr, c, FormatXPAK, lim, nil, xpakStart >= asyncThreshold)
 	if err != nil {
 		return nil, err
 	}
+	p.ImageDigest, p.ImageEntries, p.ImageTarSize = res.digest, res.entries, res.tarSize
 	// Bytes after the compressed stream's end (padding) belong to the
 	// file hash but not to the image.
 	if _, err := io.Copy(io.Discard, pbr); err != nil {
