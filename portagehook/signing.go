@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -112,13 +113,30 @@ func Fingerprint(e *openpgp.Entity) string {
 
 // OpenPGPSigner signs GPKG members with the daemon's key the way portage's
 // FEATURES=binpkg-signing does with gpg: armored detached signatures and a
-// clearsigned Manifest, SHA-512. It implements xpak.Signer.
+// clearsigned Manifest, SHA-512. Every signature it writes has one length
+// for its key (an armor Comment header pads it), so the size of a served
+// file is known before its content is (xpak.SizedSigner). It implements
+// xpak.Signer.
 type OpenPGPSigner struct {
 	entity *openpgp.Entity
 	at     time.Time
+	sizes  *signatureSizes
 }
 
-var _ xpak.Signer = (*OpenPGPSigner)(nil)
+var _ xpak.SizedSigner = (*OpenPGPSigner)(nil)
+
+// signatureSizes are the fixed lengths of one key's signature blocks,
+// measured once per key from a deterministic sample.
+type signatureSizes struct {
+	once             sync.Once
+	err              error
+	detached, inline int // armored signature block lengths, padding included
+}
+
+// sigPad is how far past the sample's length a block is padded: room for
+// 8 more signature bytes (MPIs lose leading zero bytes at random) and a
+// Comment header line.
+const sigPad = 24
 
 // NewSigner returns a signer whose signatures carry creation time at, so a
 // re-pack of the same content is byte-identical (Ed25519 signatures are
@@ -129,11 +147,15 @@ func NewSigner(e *openpgp.Entity, at time.Time) *OpenPGPSigner {
 	if !at.IsZero() && at.Before(e.PrimaryKey.CreationTime) {
 		at = e.PrimaryKey.CreationTime
 	}
-	return &OpenPGPSigner{entity: e, at: at}
+	return &OpenPGPSigner{entity: e, at: at, sizes: &signatureSizes{}}
 }
 
 // At returns a copy of s that signs with creation time t.
-func (s *OpenPGPSigner) At(t time.Time) *OpenPGPSigner { return NewSigner(s.entity, t) }
+func (s *OpenPGPSigner) At(t time.Time) *OpenPGPSigner {
+	c := NewSigner(s.entity, t)
+	c.sizes = s.sizes
+	return c
+}
 
 func (s *OpenPGPSigner) config() *packet.Config {
 	deterministic := false
@@ -148,17 +170,91 @@ func (s *OpenPGPSigner) config() *packet.Config {
 	return cfg
 }
 
-// DetachSign writes an armored detached binary signature of r.
+// measure fixes the padded lengths from signatures of fixed inputs at the
+// key's creation time: deterministic, so the lengths (and every predicted
+// file size) are the same after a restart.
+func (s *OpenPGPSigner) measure() (*signatureSizes, error) {
+	z := s.sizes
+	z.once.Do(func() {
+		sample := &OpenPGPSigner{entity: s.entity, at: s.entity.PrimaryKey.CreationTime}
+		var d, c bytes.Buffer
+		if z.err = openpgp.ArmoredDetachSign(&d, sample.entity, bytes.NewReader(nil), sample.config()); z.err != nil {
+			return
+		}
+		if z.err = sample.clearSign(&c, []byte("gentoo-p2pd")); z.err != nil {
+			return
+		}
+		block, err := signatureBlock(c.Bytes())
+		if err != nil {
+			z.err = err
+			return
+		}
+		z.detached, z.inline = d.Len()+sigPad, len(block)+sigPad
+	})
+	return z, z.err
+}
+
+// SignatureSize is the length of every DetachSign output.
+func (s *OpenPGPSigner) SignatureSize() int64 {
+	z, err := s.measure()
+	if err != nil {
+		return 0 // DetachSign reports the error
+	}
+	return int64(z.detached) + 1 // the line break after the armor
+}
+
+// DetachSign writes an armored detached binary signature of r, padded to
+// SignatureSize.
 func (s *OpenPGPSigner) DetachSign(w io.Writer, r io.Reader) error {
-	if err := openpgp.ArmoredDetachSign(w, s.entity, r, s.config()); err != nil {
+	z, err := s.measure()
+	if err != nil {
 		return fmt.Errorf("portagehook: detached signature: %w", err)
 	}
-	_, err := io.WriteString(w, "\n")
+	var buf bytes.Buffer
+	if err := openpgp.ArmoredDetachSign(&buf, s.entity, r, s.config()); err != nil {
+		return fmt.Errorf("portagehook: detached signature: %w", err)
+	}
+	padded, err := padSignature(buf.Bytes(), z.detached)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(padded); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "\n")
 	return err
 }
 
-// ClearSign writes text clearsigned, as gpg --clear-sign does.
+// ClearSign writes text clearsigned, as gpg --clear-sign does, its
+// signature block padded to one length for this key.
 func (s *OpenPGPSigner) ClearSign(w io.Writer, text []byte) error {
+	z, err := s.measure()
+	if err != nil {
+		return fmt.Errorf("portagehook: clearsign: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := s.clearSign(&buf, text); err != nil {
+		return err
+	}
+	block, err := signatureBlock(buf.Bytes())
+	if err != nil {
+		return err
+	}
+	padded, err := padSignature(block, z.inline)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(buf.Bytes()[:buf.Len()-len(block)]); err != nil {
+		return err
+	}
+	if _, err := w.Write(padded); err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, "\n")
+	return err
+}
+
+func (s *OpenPGPSigner) clearSign(w io.Writer, text []byte) error {
 	cfg := s.config()
 	key, ok := s.entity.SigningKey(cfg.Now())
 	if !ok || key.PrivateKey == nil {
@@ -176,8 +272,37 @@ func (s *OpenPGPSigner) ClearSign(w io.Writer, text []byte) error {
 	if err := cw.Close(); err != nil {
 		return fmt.Errorf("portagehook: clearsign: %w", err)
 	}
-	_, err = io.WriteString(w, "\n")
-	return err
+	return nil
+}
+
+const sigBegin = "-----BEGIN PGP SIGNATURE-----\n"
+
+// signatureBlock returns the armored signature block that ends a
+// clearsigned message.
+func signatureBlock(msg []byte) ([]byte, error) {
+	i := bytes.LastIndex(msg, []byte(sigBegin))
+	if i < 0 {
+		return nil, fmt.Errorf("portagehook: clearsign: no signature block")
+	}
+	return msg[i:], nil
+}
+
+// padSignature inserts an armor "Comment:" header (which gpg ignores and
+// no signature covers) into an armored signature block so it is exactly
+// target bytes long.
+func padSignature(block []byte, target int) ([]byte, error) {
+	const line = "Comment: \n"
+	k := target - len(block) - len(line)
+	if k < 1 || !bytes.HasPrefix(block, []byte(sigBegin)) {
+		return nil, fmt.Errorf("portagehook: signature block of %d bytes does not fit the fixed length %d", len(block), target)
+	}
+	out := make([]byte, 0, target)
+	out = append(out, sigBegin...)
+	out = append(out, "Comment: "...)
+	out = append(out, bytes.Repeat([]byte("."), k)...)
+	out = append(out, '\n')
+	out = append(out, block[len(sigBegin):]...)
+	return out, nil
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

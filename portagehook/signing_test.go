@@ -3,10 +3,12 @@ package portagehook
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -229,4 +231,48 @@ func TestSignerVerifiesWithGPG(t *testing.T) {
 	if !bytes.Equal(out, manifest) {
 		t.Fatalf("gpg recovered Manifest %q, want %q", out, manifest)
 	}
+}
+
+// TestSignatureLengthFixed: every signature of one key has one length,
+// whatever the input (Ed25519 MPIs lose leading zero bytes at random, about
+// one signature in 160), so a served file's size is known before its
+// content; the length survives a restart (a new signer of the same key);
+// and a padded signature still verifies with gpg, as portage runs it.
+func TestSignatureLengthFixed(t *testing.T) {
+	e := testKey(t)
+	s := NewSigner(e, time.Unix(1795234524, 0))
+	want := s.SignatureSize()
+	if want <= 0 {
+		t.Fatalf("SignatureSize %d", want)
+	}
+	var clearLen int
+	var padded []byte
+	for i := range 600 {
+		var sig bytes.Buffer
+		in := []byte(strconv.Itoa(i))
+		if err := s.At(time.Unix(1795234524+int64(i%7), 0)).DetachSign(&sig, bytes.NewReader(in)); err != nil {
+			t.Fatal(err)
+		}
+		if int64(sig.Len()) != want {
+			t.Fatalf("input %d: signature is %d bytes, SignatureSize %d", i, sig.Len(), want)
+		}
+		var cs bytes.Buffer
+		if err := s.ClearSign(&cs, []byte(fmt.Sprintf("DATA x %06d\n", i))); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			clearLen, padded = cs.Len(), sig.Bytes()
+		} else if cs.Len() != clearLen {
+			t.Fatalf("text %d: clearsigned %d bytes, first was %d", i, cs.Len(), clearLen)
+		}
+	}
+	if again := NewSigner(e, time.Time{}).SignatureSize(); again != want {
+		t.Errorf("a new signer of the same key: SignatureSize %d, was %d", again, want)
+	}
+	gpg, home := gpgHome(t, e)
+	sigPath := filepath.Join(t.TempDir(), "x.sig")
+	if err := os.WriteFile(sigPath, padded, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gpgVerify(t, gpg, home, []string{sigPath, "-"}, []byte("0"))
 }
