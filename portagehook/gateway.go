@@ -43,6 +43,15 @@ type Listing struct {
 	// and file mtimes (the index MTIME), signature creation time — so a
 	// re-pack is reproducible. The attestation time suits.
 	Time time.Time
+	// Served are the served form's tar sizes the voters agree on: with
+	// them the index lists the build with its exact SIZE before any byte
+	// of it is here, and the file streams to portage as it is re-packed.
+	// Zero (older attestations) lists the build only once re-packed.
+	Served xpak.ServedSizes
+	// Prefetch asks for the file to be fetched and re-packed in the
+	// background when the index is read (gateway.prefetch), before
+	// portage asks for it.
+	Prefetch bool
 }
 
 // Listings are what the gateway needs from the daemon: what portage may
@@ -82,7 +91,8 @@ type GatewayOptions struct {
 	Now func() time.Time
 	// PrepareOnIndex makes an index request start re-packing (in the
 	// background, PrepareWorkers at a time) every listed build not
-	// re-packed yet. Builds enter the index only once re-packed, because
+	// re-packed yet that has no served sizes or asks for Prefetch. A build
+	// without served sizes enters the index only once re-packed, because
 	// portage 3.0.82 needs SIZE (see doc.go).
 	PrepareOnIndex bool
 	// PrepareWorkers bounds concurrent background re-packs; 0 means 2.
@@ -115,6 +125,8 @@ type Gateway struct {
 	// retried; expired entries go when the next failure is recorded.
 	failed  sync.Map           // cache key → time.Time
 	flights map[string]*flight // under mu: re-packs under way
+	streams map[string]*stream // under mu: served-form re-packs being written
+	sizes   sync.Map           // sizeKey → predicted size (int64)
 }
 
 // retryAfter is how long a failed background re-pack is not retried (an
@@ -143,10 +155,13 @@ func NewGateway(cat Listings, opts GatewayOptions) *Gateway {
 	if opts.PrepareWorkers <= 0 {
 		opts.PrepareWorkers = 2
 	}
-	g := &Gateway{cat: cat, opts: opts, log: lg, metrics: newGatewayMetrics(opts.Registerer), flights: map[string]*flight{}}
+	g := &Gateway{cat: cat, opts: opts, log: lg, metrics: newGatewayMetrics(opts.Registerer), flights: map[string]*flight{}, streams: map[string]*stream{}}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.workers = make(chan struct{}, opts.PrepareWorkers)
 	g.loadIndexState()
+	for _, p := range g.partFiles() {
+		_ = os.Remove(p) // a re-pack cut short by a crash: never served, redone on request
+	}
 	return g
 }
 
@@ -241,7 +256,11 @@ type entry struct {
 	path  string // CAT/PN/PF-BUILDID.gpkg.tar
 	key   string // re-pack cache key
 	entry Entry
-	ready bool // re-packed: SIZE, MD5 and SHA1 are known
+	ready bool // SIZE is known: predicted from the served form, or re-packed
+	// cached is true when the re-pack is on disk (SIZE, MD5 and SHA1 are
+	// the file's); predicted is the served form's SIZE, or 0.
+	cached    bool
+	predicted int64
 }
 
 func (g *Gateway) entries(ctx context.Context) ([]entry, error) {
@@ -286,7 +305,7 @@ var IndexKeys = []IndexKey{
 
 // cacheVersion changes when the re-pack output format changes, so old
 // cached files are not served under new index digests.
-const cacheVersion = "gentoo-p2pd repack v3"
+const cacheVersion = "gentoo-p2pd repack v4"
 
 func (g *Gateway) repackOptions(l Listing) RepackOptions {
 	t := l.Time.Truncate(time.Second)
@@ -295,11 +314,11 @@ func (g *Gateway) repackOptions(l Listing) RepackOptions {
 		Signer:      g.opts.Signer.At(t),
 		Covered:     g.opts.Covered,
 		Canonical:   g.opts.Canonical,
-		Regenerate:  map[string][]byte{"BUILD_TIME": []byte(strconv.FormatInt(t.Unix(), 10) + "\n")},
 		ImageDigest: l.ImageDigest,
 		MTime:       t,
 		Limits:      g.opts.Limits,
 		TempDir:     g.opts.CacheDir,
+		Expect:      l.Served,
 	}
 }
 
@@ -320,7 +339,7 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 		return entry{}, fmt.Errorf("%w: PF %q has no version", ErrIndex, m.PF())
 	}
 	path := fmt.Sprintf("%s/%s/%s-%d.gpkg.tar", m.Category(), pn, m.PF(), l.BuildID)
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%s", cacheVersion, l.Content, l.BuildID, ro.MTime.Unix(), Fingerprint(g.opts.Signer.entity))))
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%s\x00%d\x00%d", cacheVersion, l.Content, l.BuildID, ro.MTime.Unix(), Fingerprint(g.opts.Signer.entity), l.Served.MetadataTar, l.Served.ImageTar)))
 	e := entry{l: l, path: path, key: hex.EncodeToString(sum[:16])}
 	f := Fields{
 		{"CPV", m.CPV()},
@@ -341,14 +360,49 @@ func (g *Gateway) indexEntry(l Listing) (entry, error) {
 			f.Set(k.Index, v)
 		}
 	}
-	if ready {
+	switch {
+	case l.Served != (xpak.ServedSizes{}):
+		// The served form's size is known before the file is: portage
+		// checks SIZE (and MD5/SHA1 only when listed, so they are not).
+		size, err := g.predictedSize(m.PF(), l)
+		if err != nil {
+			return entry{}, err
+		}
+		if ready && s.Size != size {
+			return entry{}, fmt.Errorf("%w: re-pack of %s is %d bytes, the served form %d", ErrIndex, path, s.Size, size)
+		}
+		f.Set("SIZE", strconv.FormatInt(size, 10))
+		e.ready, e.predicted, e.cached = true, size, ready
+	case ready:
 		f.Set("SIZE", strconv.FormatInt(s.Size, 10))
 		f.Set("MD5", s.MD5)
 		f.Set("SHA1", s.SHA1)
-		e.ready = true
+		e.ready, e.cached = true, true
 	}
 	e.entry = Entry{f}
 	return e, nil
+}
+
+// predictedSize is the served file's size from the listing's served
+// sizes alone (xpak.ServedGPKGSize), remembered per basename and sizes: an
+// index of thousands of builds asks for it on every request.
+func (g *Gateway) predictedSize(pf string, l Listing) (int64, error) {
+	basename := fmt.Sprintf("%s-%d", pf, l.BuildID)
+	k := sizeKey{basename, l.Served}
+	if v, ok := g.sizes.Load(k); ok {
+		return v.(int64), nil
+	}
+	n, err := xpak.ServedGPKGSize(basename, l.Served, g.opts.Signer)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrIndex, err)
+	}
+	g.sizes.Store(k, n)
+	return n, nil
+}
+
+type sizeKey struct {
+	basename string
+	sizes    xpak.ServedSizes
 }
 
 // pfRE splits PF into PN and version (PMS 3.1.2 and 3.2): PN is the
@@ -399,8 +453,11 @@ func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
 	if g.opts.PrepareOnIndex {
 		var started []chan struct{}
 		for _, e := range es {
-			if !e.ready {
+			switch {
+			case !e.ready:
 				started = append(started, g.prepareAsync(e))
+			case e.l.Prefetch && !e.cached:
+				g.prepareAsync(e) // listed already: nothing to wait for
 			}
 		}
 		if len(started) > 0 && g.opts.IndexWait > 0 {
@@ -522,6 +579,10 @@ func (g *Gateway) servePackage(w http.ResponseWriter, r *http.Request, rel strin
 		http.NotFound(w, r)
 		return
 	}
+	if e.predicted > 0 && !e.cached {
+		g.streamPackage(w, r, *e)
+		return
+	}
 	s, err := g.repacked(r.Context(), *e)
 	if err != nil {
 		g.log.Error("gateway: package unavailable", "path", rel, "err", err)
@@ -551,6 +612,9 @@ func (g *Gateway) servePackage(w http.ResponseWriter, r *http.Request, rel strin
 func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 	if s, ok := g.cached(e.key); ok {
 		return s, nil
+	}
+	if e.predicted > 0 {
+		return g.waitStream(ctx, e)
 	}
 	wctx, leave := g.joinFlight(e.key)
 	defer leave()

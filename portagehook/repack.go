@@ -14,8 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
+
 	"strings"
 	"time"
 
@@ -42,16 +41,18 @@ type RepackOptions struct {
 	// metadata digest hashed (environment.bz2 without its host-varying
 	// variables), so nothing the voters did not compare reaches portage.
 	Canonical func(key string, raw []byte) ([]byte, error)
-	// Regenerate replaces or adds metadata values (BUILD_TIME…) after the
-	// Covered filter. BUILD_ID is always set from BuildID.
-	Regenerate map[string][]byte
 	// ImageDigest, when not zero, is the attested image digest: the source
 	// must have it and so must the output.
 	ImageDigest [32]byte
-	// MTime is written as every tar mtime and as the file's mtime (the
-	// index's MTIME); zero means the Unix epoch, never the clock, so a
-	// re-pack is reproducible.
+	// MTime is written as BUILD_TIME, every tar mtime and the file's
+	// mtime (the index's MTIME); zero means the Unix epoch, never the
+	// clock, so a re-pack is reproducible.
 	MTime time.Time
+	// Expect, when set, are the served form's tar sizes the index already
+	// promised (from the attestations): the payloads are stored zstd, the
+	// image streams straight into the output, and a package of other sizes
+	// is refused before its first byte is written (xpak.ErrServedSize).
+	Expect xpak.ServedSizes
 	// Limits bound what reading the source may cost.
 	Limits xpak.Limits
 	// TempDir holds the spooled image; "" means the destination directory.
@@ -81,14 +82,65 @@ type Served struct {
 // entry copied through xpak.WalkImage, which refuses members under a
 // symlink, path traversal, device nodes and bad hardlinks whatever the
 // votes said (portage 3.0.82 extracts through symlinks) — and metadata
-// limited to the covered keys plus the regenerated ones. Entries are written
-// in portage's order (depth first, names sorted) with their own owners and
-// modes and opts.MTime, so the output depends only on the source's image and
-// metadata and the options. dst is replaced atomically (temporary file,
-// fsync, rename). The written file is read back with xpak.ReadFile before
-// it is renamed into place: its Manifest must verify and its image digest
-// must equal the source's.
+// limited to the covered keys plus BUILD_TIME and BUILD_ID. Entries are
+// written in portage's order (xpak.ServedImage) with their own owners and
+// modes and opts.MTime, so the output depends only on the source's image
+// and metadata and the options. dst is replaced atomically (temporary
+// file, fsync, rename). The written file is read back with xpak.ReadFile
+// before it is renamed into place: its Manifest must verify and its image
+// digest must equal the source's.
 func Repack(src, dst string, opts RepackOptions) (Served, error) {
+	out, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	if err != nil {
+		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+	}
+	tmpName := out.Name()
+	defer os.Remove(tmpName)
+	defer out.Close()
+	s, err := RepackTo(out, src, opts)
+	if err != nil {
+		return Served{}, err
+	}
+	if err := out.Chmod(0o644); err != nil {
+		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+	}
+	if err := out.Sync(); err != nil {
+		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+	}
+	if err := out.Close(); err != nil {
+		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+	}
+	if err := CheckRepacked(tmpName, s, opts.Limits); err != nil {
+		return Served{}, err
+	}
+	if err := os.Rename(tmpName, dst); err != nil {
+		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+	}
+	return s, nil
+}
+
+// CheckRepacked reads a written re-pack back (its Manifest must verify,
+// its image digest must be the source's) and stamps its mtime; s.Index is
+// filled from its own metadata.
+func CheckRepacked(path string, s Served, lim xpak.Limits) error {
+	check, err := xpak.ReadFile(path, lim)
+	if err != nil {
+		return fmt.Errorf("%w: re-read of the written package: %w", ErrRepack, err)
+	}
+	if check.ImageDigest != s.ImageDigest || check.Format != xpak.FormatGPKG || !check.Signed || check.Size != s.Size {
+		return fmt.Errorf("%w: written package does not carry the source's image (digest %x, want %x)", ErrRepack, check.ImageDigest, s.ImageDigest)
+	}
+	return os.Chtimes(path, s.MTime, s.MTime)
+}
+
+// RepackTo writes the re-pack of src to w (see Repack) and describes it.
+// With opts.Expect set nothing is spooled but the source image, and the
+// sizes are checked before the first byte is written, so w receives either
+// the whole promised file or an error.
+func RepackTo(w io.Writer, src string, opts RepackOptions) (Served, error) {
 	if opts.Signer == nil || opts.Covered == nil {
 		return Served{}, fmt.Errorf("%w: Signer and Covered are required", ErrRepack)
 	}
@@ -102,20 +154,33 @@ func Repack(src, dst string, opts RepackOptions) (Served, error) {
 	if opts.ImageDigest != ([32]byte{}) && pkg.ImageDigest != opts.ImageDigest {
 		return Served{}, fmt.Errorf("%w: %s has image digest %x, attested %x", ErrRepack, src, pkg.ImageDigest, opts.ImageDigest)
 	}
-	meta, basename, err := repackMetadata(pkg.Metadata, opts)
-	if err != nil {
-		return Served{}, err
-	}
-	tmpDir := opts.TempDir
-	if tmpDir == "" {
-		tmpDir = filepath.Dir(dst)
-	}
 	mtime := opts.MTime
 	if mtime.IsZero() {
 		mtime = time.Unix(0, 0)
 	}
 	mtime = mtime.Truncate(time.Second)
-
+	opts.MTime = mtime
+	meta, basename, err := repackMetadata(pkg.Metadata, opts)
+	if err != nil {
+		return Served{}, err
+	}
+	stored := opts.Expect != (xpak.ServedSizes{})
+	if stored {
+		if pkg.ImageTarSize != opts.Expect.ImageTar {
+			return Served{}, fmt.Errorf("%w: %s: image tar is %d bytes, the attestations state %d", xpak.ErrServedSize, src, pkg.ImageTarSize, opts.Expect.ImageTar)
+		}
+		n, err := xpak.MetadataTarSize(meta)
+		if err != nil {
+			return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+		}
+		if n != opts.Expect.MetadataTar {
+			return Served{}, fmt.Errorf("%w: %s: metadata tar is %d bytes, the attestations state %d", xpak.ErrServedSize, src, n, opts.Expect.MetadataTar)
+		}
+	}
+	tmpDir := opts.TempDir
+	if tmpDir == "" {
+		tmpDir = os.TempDir()
+	}
 	img, err := spoolImage(src, pkg, tmpDir, opts.Limits)
 	if err != nil {
 		return Served{}, err
@@ -125,43 +190,11 @@ func Repack(src, dst string, opts RepackOptions) (Served, error) {
 		return Served{}, fmt.Errorf("%w: %s: image changed while reading", ErrRepack, src)
 	}
 
-	out, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
-	}
-	tmpName := out.Name()
-	defer os.Remove(tmpName)
-	defer out.Close()
 	hMD5, hSHA1, hSHA256 := md5.New(), sha1.New(), sha256.New()
-	cw := &countWriter{w: io.MultiWriter(out, hMD5, hSHA1, hSHA256)}
-	gopts := xpak.GPKGOptions{Basename: basename, MTime: mtime, TempDir: tmpDir, Signer: opts.Signer}
+	cw := &countWriter{w: io.MultiWriter(w, hMD5, hSHA1, hSHA256)}
+	gopts := xpak.GPKGOptions{Basename: basename, MTime: mtime, TempDir: tmpDir, Signer: opts.Signer, Stored: stored, Expect: opts.Expect}
 	if err := xpak.WriteGPKG(cw, gopts, meta, img.write); err != nil {
-		return Served{}, fmt.Errorf("%w: write %s: %w", ErrRepack, dst, err)
-	}
-	if err := out.Chmod(0o644); err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
-	}
-	if err := out.Sync(); err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
-	}
-	if err := out.Close(); err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
-	}
-	check, err := xpak.ReadFile(tmpName, opts.Limits)
-	if err != nil {
-		return Served{}, fmt.Errorf("%w: re-read of the written package: %w", ErrRepack, err)
-	}
-	if check.ImageDigest != pkg.ImageDigest || check.Format != xpak.FormatGPKG || !check.Signed {
-		return Served{}, fmt.Errorf("%w: written package does not carry the source's image (digest %x, want %x)", ErrRepack, check.ImageDigest, pkg.ImageDigest)
-	}
-	if err := os.Chtimes(tmpName, mtime, mtime); err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
-	}
-	if err := os.Rename(tmpName, dst); err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+		return Served{}, fmt.Errorf("%w: write: %w", ErrRepack, err)
 	}
 	return Served{
 		Size:        cw.n,
@@ -169,8 +202,8 @@ func Repack(src, dst string, opts RepackOptions) (Served, error) {
 		SHA1:        hexOf(hSHA1),
 		SHA256:      hexOf(hSHA256),
 		MTime:       mtime,
-		ImageDigest: check.ImageDigest,
-		Index:       indexFields(check.Metadata),
+		ImageDigest: pkg.ImageDigest,
+		Index:       indexFields(meta),
 	}, nil
 }
 
@@ -207,26 +240,20 @@ func RepackMetadata(src *xpak.Metadata, opts RepackOptions) (*xpak.Metadata, err
 }
 
 func repackMetadata(src *xpak.Metadata, opts RepackOptions) (*xpak.Metadata, string, error) {
-	out := xpak.NewMetadata(nil)
-	for _, k := range src.Keys() {
+	rewrite := func(k string, v []byte) ([]byte, bool, error) {
 		if !opts.Covered(k) {
-			continue
+			return nil, false, nil
 		}
-		v, _ := src.Raw(k)
-		if opts.Canonical != nil {
-			c, err := opts.Canonical(k, v)
-			if err != nil {
-				return nil, "", fmt.Errorf("%w: metadata %s: %w", ErrRepack, k, err)
-			}
-			v = c
+		if opts.Canonical == nil {
+			return v, true, nil
 		}
-		out.Set(k, v)
+		c, err := opts.Canonical(k, v)
+		return c, err == nil, err
 	}
-	for k, v := range opts.Regenerate {
-		out.Set(k, v)
+	out, err := xpak.ServedMetadata(src, rewrite, opts.BuildID, opts.MTime)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrRepack, err)
 	}
-	// portage writes BUILD_ID without a trailing newline.
-	out.Set("BUILD_ID", []byte(strconv.FormatInt(opts.BuildID, 10)))
 	cat, pf := out.Category(), out.PF()
 	if !validCategory(cat) || !validPF(pf) {
 		return nil, "", fmt.Errorf("%w: CATEGORY %q / PF %q missing or invalid after filtering", ErrRepack, cat, pf)
@@ -293,100 +320,30 @@ func spoolImage(src string, pkg *xpak.Package, tmpDir string, lim xpak.Limits) (
 		return nil, fmt.Errorf("%w: %s: %w", ErrRepack, src, err)
 	}
 	img.digest = digest
-	img.order()
 	return img, nil
 }
 
-// order sorts entries as portage's tarfile.add(recursive=True) writes
-// them — depth first, each directory's names sorted — and regroups
-// hardlinks so the first member of each group in that order carries the
-// content and the others link to it (a hardlink must follow its target).
-func (s *spooledImage) order() {
-	slices.SortFunc(s.entries, func(a, b spooledEntry) int { return comparePaths(a.Name, b.Name) })
-	idx := make(map[string]int, len(s.entries))
-	groups := map[string][]int{} // content holder → its links
-	for i, e := range s.entries {
-		idx[e.Name] = i
-		if e.Type == xpak.TypeHardlink {
-			groups[e.Linkname] = append(groups[e.Linkname], i)
-		}
-	}
-	for holder, links := range groups {
-		h := idx[holder]
-		size, off := s.entries[h].Size, s.entries[h].off
-		head := slices.Min(append(links, h))
-		for _, m := range append(links, h) {
-			e := &s.entries[m]
-			if m == head {
-				e.Type, e.Size, e.off, e.Linkname = xpak.TypeFile, size, off, ""
-			} else {
-				e.Type, e.Size, e.off, e.Linkname = xpak.TypeHardlink, 0, 0, s.entries[head].Name
-			}
-		}
-	}
-}
-
-// comparePaths orders names component by component, so a directory's
-// children directly follow it ("a", "a/x", "a-b"), as a recursive walk
-// with sorted listings does.
-func comparePaths(a, b string) int {
-	for {
-		ca, ra, moreA := strings.Cut(a, "/")
-		cb, rb, moreB := strings.Cut(b, "/")
-		if c := strings.Compare(ca, cb); c != 0 {
-			return c
-		}
-		switch {
-		case !moreA && !moreB:
-			return 0
-		case !moreA:
-			return -1
-		case !moreB:
-			return 1
-		}
-		a, b = ra, rb
-	}
-}
-
-// write feeds the ordered entries to the GPKG writer.
+// write feeds the entries, in the served order (xpak.ServedImage), to the
+// GPKG writer.
 func (s *spooledImage) write(add xpak.ImageAdder) error {
-	for _, e := range s.entries {
-		hdr := &tar.Header{Name: e.Name, Mode: e.Mode, Uid: servedID(e.Uname, e.Uid), Gid: servedID(e.Gname, e.Gid), Uname: e.Uname, Gname: e.Gname}
+	es := make([]xpak.ImageEntry, len(s.entries))
+	for i, e := range s.entries {
+		es[i] = e.ImageEntry
+	}
+	for _, p := range xpak.ServedImage(es) {
+		hdr, err := xpak.ServedHeader(p.ImageEntry)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrRepack, err)
+		}
 		var content io.Reader
-		switch e.Type {
-		case xpak.TypeFile:
-			hdr.Typeflag, hdr.Size = tar.TypeReg, e.Size
-			content = io.NewSectionReader(s.spool, e.off, e.Size)
-		case xpak.TypeDir:
-			hdr.Typeflag = tar.TypeDir
-		case xpak.TypeSymlink:
-			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.Linkname
-		case xpak.TypeHardlink:
-			hdr.Typeflag, hdr.Linkname = tar.TypeLink, e.Linkname
-		case xpak.TypeFIFO:
-			hdr.Typeflag = tar.TypeFifo
-		default:
-			return fmt.Errorf("%w: %q: entry type %c is not served", ErrRepack, e.Name, e.Type)
+		if p.Content >= 0 {
+			content = io.NewSectionReader(s.spool, s.entries[p.Content].off, p.Size)
 		}
 		if err := add(hdr, content); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// servedID is the numeric owner written next to an owner name. The image
-// digest covers the name and the number only when the name is empty, so
-// with a name the number is whatever one peer chose: it is replaced by 0.
-// Extraction resolves the name first; should the name be unknown on the
-// installing machine the fallback is root (as for a "root" entry), never
-// an id no attester vouched for. Without a name the number is covered by
-// the digest and kept.
-func servedID(name string, id int) int {
-	if name != "" {
-		return 0
-	}
-	return id
 }
 
 // imagePayload returns a reader of the compressed image tar inside src:

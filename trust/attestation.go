@@ -19,9 +19,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// AttestationVersion is the only attestation payload version this build
-// writes and accepts.
-const AttestationVersion = 1
+// AttestationVersion is the attestation payload version this build
+// writes. Version 2 added Served; version 1 records (no served form) are
+// still accepted and count as votes, but a gateway cannot list their
+// builds before it has them.
+const AttestationVersion = 2
+
+// minAttestationVersion is the oldest payload version accepted.
+const minAttestationVersion = 1
 
 // AttestationDomain prefixes the payload before signing, so a signature over
 // an attestation can never be replayed as a signature over anything else a
@@ -94,6 +99,18 @@ type Attestation struct {
 	Builder Builder
 	// Time is when the attestation was made, UTC, whole seconds.
 	Time time.Time
+	// Served are the tar sizes of the build's served form (docs/PROTOCOL.md,
+	// "The served form"): functions of the content, so every honest
+	// reproducer states the same, and a gateway lists the build with its
+	// exact SIZE before fetching it. Required from version 2.
+	Served ServedSizes
+}
+
+// ServedSizes are the served form's uncompressed tar sizes (the JSON of
+// xpak.ServedSizes; trust imports nothing that reads packages).
+type ServedSizes struct {
+	MetadataTar int64 `json:"metadata_tar"`
+	ImageTar    int64 `json:"image_tar"`
 }
 
 // attestationWire is the JSON form of Attestation: digests as lowercase hex.
@@ -113,6 +130,7 @@ type attestationWire struct {
 	Format     string            `json:"format"`
 	Builder    Builder           `json:"builder"`
 	Time       time.Time         `json:"time"`
+	Served     *ServedSizes      `json:"served,omitempty"`
 }
 
 // MarshalJSON writes the attestation's wire form (the signed payload format).
@@ -133,7 +151,16 @@ func (a Attestation) MarshalJSON() ([]byte, error) {
 		Format:     a.Format,
 		Builder:    a.Builder,
 		Time:       a.Time,
+		Served:     servedWire(a),
 	})
+}
+
+func servedWire(a Attestation) *ServedSizes {
+	if a.Version < 2 {
+		return nil
+	}
+	s := a.Served
+	return &s
 }
 
 // UnmarshalJSON parses the wire form strictly (unknown fields rejected) and
@@ -171,6 +198,12 @@ func parseAttestation(payload []byte) (Attestation, error) {
 		Builder:    w.Builder,
 		Time:       w.Time,
 	}
+	if w.Served != nil {
+		if w.Version < 2 {
+			return Attestation{}, fmt.Errorf("%w: served in a version %d attestation", ErrMalformed, w.Version)
+		}
+		a.Served = *w.Served
+	}
 	if err := parseDigest(w.FileSHA256, &a.FileSHA256); err != nil {
 		return Attestation{}, fmt.Errorf("%w: file_sha256: %v", ErrMalformed, err)
 	}
@@ -201,8 +234,15 @@ func decodeStrict(b []byte, v any) error {
 // canonical CID strings, a plausible cpv, non-zero digests, positive sizes, a
 // known format and a UTC whole-second time. Sign and Decode call it.
 func (a *Attestation) Validate() error {
-	if a.Version != AttestationVersion {
-		return fmt.Errorf("%w: attestation version %d, want %d", ErrUnsupportedVersion, a.Version, AttestationVersion)
+	if a.Version < minAttestationVersion || a.Version > AttestationVersion {
+		return fmt.Errorf("%w: attestation version %d, want %d to %d", ErrUnsupportedVersion, a.Version, minAttestationVersion, AttestationVersion)
+	}
+	if a.Version >= 2 && (a.Served.MetadataTar <= 0 || a.Served.ImageTar <= 0 ||
+		a.Served.MetadataTar%512 != 0 || a.Served.ImageTar%512 != 0) {
+		return fmt.Errorf("%w: served tar sizes %d and %d: want positive multiples of 512", ErrMalformed, a.Served.MetadataTar, a.Served.ImageTar)
+	}
+	if a.Version < 2 && a.Served != (ServedSizes{}) {
+		return fmt.Errorf("%w: served sizes in a version %d attestation", ErrMalformed, a.Version)
 	}
 	if err := checkCID("build_key", string(a.BuildKey)); err != nil {
 		return err

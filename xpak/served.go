@@ -320,3 +320,26 @@ func ServedGPKGSize(basename string, sizes ServedSizes, s SizedSigner) (int64, e
 	}
 	return roundRecord(total + 1024), nil
 }
+
+// ServedMetadata is the served form's metadata: the keys of src that
+// rewrite keeps (as rewrite returns them), then BUILD_TIME ("%010d\n") and
+// BUILD_ID (decimal, no line break, as portage writes it). With a
+// ten-digit BUILD_ID its tar size does not depend on either value, so an
+// attester computes MetadataTarSize with placeholders and every gateway
+// serves that size whatever BUILD_ID and BUILD_TIME it picks.
+func ServedMetadata(src *Metadata, rewrite func(key string, raw []byte) (value []byte, keep bool, err error), buildID int64, buildTime time.Time) (*Metadata, error) {
+	out := NewMetadata(nil)
+	for _, k := range src.Keys() {
+		raw, _ := src.Raw(k)
+		v, keep, err := rewrite(k, raw)
+		if err != nil {
+			return nil, fmt.Errorf("metadata %s: %w", k, err)
+		}
+		if keep {
+			out.Set(k, v)
+		}
+	}
+	out.Set("BUILD_TIME", fmt.Appendf(nil, "%010d\n", buildTime.Unix()))
+	out.Set("BUILD_ID", fmt.Appendf(nil, "%d", buildID))
+	return out, nil
+}

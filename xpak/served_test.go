@@ -190,3 +190,19 @@ func addPlaced(placed []Placed, contents map[int][]byte) func(ImageAdder) error 
 		return nil
 	}
 }
+
+func TestServedOrder(t *testing.T) {
+	in := []string{"a-b", "a/x", "a", "b", "a/x/y", "a.b"}
+	want := "a a/x a/x/y a-b a.b b"
+	var es []ImageEntry
+	for _, n := range in {
+		es = append(es, ImageEntry{Name: n, Type: TypeDir})
+	}
+	var got []string
+	for _, p := range ServedImage(es) {
+		got = append(got, p.Name)
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("order %q, want %q (a directory's children follow it)", got, want)
+	}
+}

@@ -1,4 +1,4 @@
-package binhost
+package identity
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 
 	dbzip2 "github.com/dsnet/compress/bzip2"
 
-	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
@@ -31,13 +30,13 @@ func bz(t *testing.T, s string) []byte {
 // (host-varying variables, where an attacker could hide a PORTAGE_BASHRC or
 // a PATH) is removed before portage sees the environment, and the digest of
 // the rewritten metadata is unchanged.
-func TestCanonicalEnvironmentStripsHostVarying(t *testing.T) {
+func TestServedEnvironmentStripsHostVarying(t *testing.T) {
 	env := "declare -x HOME=\"/home/builder\"\n" +
 		"declare -x PORTAGE_BASHRC=\"/tmp/evil.sh\"\n" +
 		"declare -- SLOT=\"0\"\n" +
 		"pkg_postinst () \n{ \n    elog \"hello\"\n}\n"
 	raw := bz(t, env)
-	out, err := Canonical(environmentKey, raw)
+	out, err := ServedValue(environmentKey, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,13 +55,13 @@ func TestCanonicalEnvironmentStripsHostVarying(t *testing.T) {
 		}
 	}
 	m := map[string][]byte{"CATEGORY": []byte("app-misc\n"), "PF": []byte("x-1\n"), "SLOT": []byte("0\n"), environmentKey: raw}
-	before, err := identity.MetadataDigest(xpak.NewMetadata(m))
+	before, err := MetadataDigest(xpak.NewMetadata(m))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m[environmentKey] = out
-	m["SLOT"], _ = Canonical("SLOT", []byte("  0 \n\n"))
-	after, err := identity.MetadataDigest(xpak.NewMetadata(m))
+	m["SLOT"], _ = ServedValue("SLOT", []byte("  0 \n\n"))
+	after, err := MetadataDigest(xpak.NewMetadata(m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,21 +73,21 @@ func TestCanonicalEnvironmentStripsHostVarying(t *testing.T) {
 // TestCanonicalValues: every key but the environment is rewritten exactly
 // as the digest reads it; an environment that is not bzip2 is refused, not
 // passed through to portage.
-func TestCanonicalValues(t *testing.T) {
+func TestServedValues(t *testing.T) {
 	for _, tc := range []struct{ key, raw string }{
 		{"SLOT", "  0 \n\n"},
 		{"USE", "amd64  bar\tkernel_linux\n"},
 		{"DESCRIPTION", "A hello\n"},
 	} {
-		got, err := Canonical(tc.key, []byte(tc.raw))
+		got, err := ServedValue(tc.key, []byte(tc.raw))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.key, err)
 		}
-		if want := identity.CanonicalValue(tc.key, []byte(tc.raw)); !bytes.Equal(got, want) {
+		if want := CanonicalValue(tc.key, []byte(tc.raw)); !bytes.Equal(got, want) {
 			t.Errorf("%s: Canonical = %q, want the digest's %q", tc.key, got, want)
 		}
 	}
-	if _, err := Canonical(environmentKey, []byte("declare -x PATH=/evil\n")); err == nil {
+	if _, err := ServedValue(environmentKey, []byte("declare -x PATH=/evil\n")); err == nil {
 		t.Error("an environment.bz2 that is not bzip2 was accepted")
 	}
 }
