@@ -5,17 +5,15 @@ package binhost
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
@@ -94,10 +92,17 @@ func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) 
 	}
 	var out []portagehook.Listing
 	for _, b := range builds {
-		if !ls.worthListing(b, installed) {
+		served := votes.AgreedServed(b.Atts)
+		// A build whose voters state no served form can only be listed
+		// once its file is here (portage needs SIZE): fetched already, or
+		// prefetched.
+		if served == (trust.ServedSizes{}) && !ls.held(b) && !ls.prefetched(b, installed) {
 			continue
 		}
-		l, err := ls.listing(b)
+		l, err := ls.listing(b, served)
+		if err == nil {
+			l.Prefetch = ls.prefetched(b, installed)
+		}
 		if err == nil {
 			ls.listed.Store(listingKey(l.Content, l.BuildID), b.Verdict.BuildKey)
 		}
@@ -115,7 +120,7 @@ func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) 
 // what the counted voters' attestations agree on until the file is here,
 // then the file's own (covered) metadata, so the served entry is exactly
 // the served file. Nothing a single attester claims decides a field.
-func (ls *Listings) listing(b votes.Build) (portagehook.Listing, error) {
+func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehook.Listing, error) {
 	att := b.Atts[0].Attestation
 	cat, pf, ok := strings.Cut(att.CPV, "/")
 	if !ok {
@@ -127,10 +132,17 @@ func (ls *Listings) listing(b votes.Build) (portagehook.Listing, error) {
 	}
 	// After the claims: the descriptor's CPV is the one that counts.
 	raw["CATEGORY"], raw["PF"] = []byte(cat+"\n"), []byte(pf+"\n")
-	// The served BUILD_TIME and mtimes are when this daemon first listed
-	// the content: an attester's time would let any peer change them (and
-	// force a re-pack) at will.
-	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), time.Now())
+	// BUILD_TIME (and the served mtimes) is when the content was first
+	// attested by one of the voters that allowed it here, pinned the
+	// first time it is listed: a later, earlier-dated attestation cannot
+	// move it and force a re-pack, and it is never the re-pack's time.
+	first := att.Time
+	for _, s := range b.Atts {
+		if s.Attestation.Time.Before(first) {
+			first = s.Attestation.Time
+		}
+	}
+	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), first)
 	if err != nil {
 		return portagehook.Listing{}, err
 	}
@@ -138,17 +150,10 @@ func (ls *Listings) listing(b votes.Build) (portagehook.Listing, error) {
 		Content:     att.Content.String(),
 		ImageDigest: att.Content.Image,
 		Metadata:    xpak.NewMetadata(raw),
-		BuildID:     gatewayBuildID(b.Verdict.BuildKey),
+		BuildID:     identity.ServedBuildID(b.Verdict.BuildKey),
 		Time:        at,
+		Served:      xpak.ServedSizes{MetadataTar: served.MetadataTar, ImageTar: served.ImageTar},
 	}, nil
-}
-
-// gatewayBuildID gives each build key a stable BUILD_ID, so portage's
-// cached index stays valid across daemon restarts and two builds of one
-// CPV (other USE) never share an id.
-func gatewayBuildID(buildKey keys.Build) int64 {
-	h := sha256.Sum256([]byte(buildKey))
-	return int64(binary.BigEndian.Uint32(h[:4])&0x7fffffff) + 1
 }
 
 func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (string, error) {
@@ -179,14 +184,9 @@ func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (str
 
 func listingKey(content string, buildID int64) string { return fmt.Sprintf("%s/%d", content, buildID) }
 
-// worthListing decides whether the gateway offers an allowed build to
-// portage. Listing means fetching first (portage needs SIZE), so the
-// default lists builds already here plus upgrades of installed packages,
-// not every build of the platform the network knows.
-func (ls *Listings) worthListing(b votes.Build, installed map[string]bool) bool {
-	if ls.prefetch == config.PrefetchAll {
-		return true
-	}
+// held reports whether a copy of the build is here already (PKGDIR or
+// the cache).
+func (ls *Listings) held(b votes.Build) bool {
 	for _, s := range b.Atts {
 		sha := s.Attestation.FileSHA256
 		if lps, _ := ls.store.LocalBySHA(sha); len(lps) > 0 {
@@ -196,10 +196,20 @@ func (ls *Listings) worthListing(b votes.Build, installed map[string]bool) bool 
 			return true
 		}
 	}
-	if installed == nil {
-		return false
+	return false
+}
+
+// prefetched reports whether gateway.prefetch asks for the build to be
+// fetched before portage asks: every build (all), or upgrades of the
+// packages installed here (installed).
+func (ls *Listings) prefetched(b votes.Build, installed map[string]bool) bool {
+	switch ls.prefetch {
+	case config.PrefetchAll:
+		return true
+	case config.PrefetchInstalled:
+		cat, pf, _ := strings.Cut(b.Atts[0].Attestation.CPV, "/")
+		pn, ok := portagehook.SplitPN(pf)
+		return ok && installed[cat+"/"+pn]
 	}
-	cat, pf, _ := strings.Cut(b.Atts[0].Attestation.CPV, "/")
-	pn, ok := portagehook.SplitPN(pf)
-	return ok && installed[cat+"/"+pn]
+	return false
 }

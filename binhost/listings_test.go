@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
@@ -19,6 +20,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
 func entries(t *testing.T, ls *Listings) map[string]portagehook.Listing {
@@ -30,11 +32,13 @@ func entries(t *testing.T, ls *Listings) map[string]portagehook.Listing {
 	return byCPV(t, out)
 }
 
-// TestEntriesByPrefetch: the gateway lists the Allowed builds of its
-// platform that gateway.prefetch asks for: all of them; only those held
-// here (PKGDIR or cache); or those plus builds of installed packages.
-// Each listing describes its build: the descriptor's CPV, the allowed
-// content, the stable BUILD_ID of the build key.
+// TestEntriesByPrefetch: the gateway lists every Allowed build of its
+// platform whose voters state the served form — before any byte of it is
+// here, whatever gateway.prefetch says — and gateway.prefetch only marks
+// which of them to fetch ahead: all, none, or builds of installed
+// packages. Each listing describes its build: the descriptor's CPV, the
+// allowed content, the stable BUILD_ID of the build key, the agreed
+// served sizes, and a BUILD_TIME that is the first voter's attestation.
 func TestEntriesByPrefetch(t *testing.T) {
 	g := newGateway(t)
 	bks := map[string]keys.Build{jobtest.HelloCPV: g.buildKey(t, jobtest.HelloCPV), jobtest.LayoutCPV: g.buildKey(t, jobtest.LayoutCPV)}
@@ -43,17 +47,18 @@ func TestEntriesByPrefetch(t *testing.T) {
 			t.Fatalf("%s is not allowed at threshold 2 (%v): the network was not set up", cpv, err)
 		}
 	}
+	both := []string{jobtest.HelloCPV, jobtest.LayoutCPV}
 	for _, tc := range []struct {
 		name      string
 		prefetch  string
 		installed []string // PF dirs under the vdb
-		want      []string
+		ahead     []string // listings marked for prefetch
 	}{
-		{"all", config.PrefetchAll, nil, []string{jobtest.HelloCPV, jobtest.LayoutCPV}},
-		{"none", config.PrefetchNone, []string{jobtest.LayoutCPV}, []string{jobtest.HelloCPV}},
-		{"installed: nothing of it", config.PrefetchInstalled, []string{"sys-apps/portage-3.0.82"}, []string{jobtest.HelloCPV}},
-		{"installed: the same version", config.PrefetchInstalled, []string{jobtest.LayoutCPV}, []string{jobtest.HelloCPV, jobtest.LayoutCPV}},
-		{"installed: an older version", config.PrefetchInstalled, []string{"app-misc/layout-0.9"}, []string{jobtest.HelloCPV, jobtest.LayoutCPV}},
+		{"all", config.PrefetchAll, nil, both},
+		{"none", config.PrefetchNone, []string{jobtest.LayoutCPV}, nil},
+		{"installed: nothing of it", config.PrefetchInstalled, []string{"sys-apps/portage-3.0.82"}, nil},
+		{"installed: the same version", config.PrefetchInstalled, []string{jobtest.LayoutCPV}, []string{jobtest.LayoutCPV}},
+		{"installed: an older version", config.PrefetchInstalled, []string{"app-misc/layout-0.9"}, []string{jobtest.LayoutCPV}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g.vdb = t.TempDir()
@@ -61,10 +66,14 @@ func TestEntriesByPrefetch(t *testing.T) {
 				g.install(t, cpv)
 			}
 			got := entries(t, g.listings(t, tc.prefetch))
-			if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, tc.want) {
-				t.Fatalf("listed %v, want %v", names, tc.want)
+			if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, both) {
+				t.Fatalf("listed %v, want %v", names, both)
 			}
+			var ahead []string
 			for cpv, l := range got {
+				if l.Prefetch {
+					ahead = append(ahead, cpv)
+				}
 				ab, _, err := g.Book.AllowedBuild(bks[cpv])
 				if err != nil {
 					t.Fatal(err)
@@ -72,19 +81,27 @@ func TestEntriesByPrefetch(t *testing.T) {
 				if l.Content != ab.Verdict.Content.String() || l.ImageDigest != ab.Verdict.Content.Image {
 					t.Errorf("%s: listed content %s, allowed %s", cpv, l.Content, ab.Verdict.Content)
 				}
-				if l.BuildID != gatewayBuildID(bks[cpv]) {
-					t.Errorf("%s: BUILD_ID %d, want the build key's %d", cpv, l.BuildID, gatewayBuildID(bks[cpv]))
+				if l.BuildID != identity.ServedBuildID(bks[cpv]) {
+					t.Errorf("%s: BUILD_ID %d, want the build key's %d", cpv, l.BuildID, identity.ServedBuildID(bks[cpv]))
 				}
-				if l.Metadata.Get("SLOT") != "0" || l.Time.IsZero() {
-					t.Errorf("%s: SLOT %q, time %v", cpv, l.Metadata.Get("SLOT"), l.Time)
+				first := ab.Atts[0].Attestation.Time
+				for _, s := range ab.Atts {
+					if s.Attestation.Time.Before(first) {
+						first = s.Attestation.Time
+					}
+				}
+				if l.Metadata.Get("SLOT") != "0" || !l.Time.Equal(first) {
+					t.Errorf("%s: SLOT %q, time %v, want the first voter's %v", cpv, l.Metadata.Get("SLOT"), l.Time, first)
+				}
+				want := votes.AgreedServed(ab.Atts)
+				if l.Served.ImageTar == 0 || l.Served.MetadataTar != want.MetadataTar || l.Served.ImageTar != want.ImageTar {
+					t.Errorf("%s: served sizes %+v, the voters state %+v", cpv, l.Served, want)
 				}
 			}
+			if slices.Sort(ahead); !slices.Equal(ahead, tc.ahead) {
+				t.Errorf("marked for prefetch %v, want %v", ahead, tc.ahead)
+			}
 		})
-	}
-	// Without an installed-package source, "installed" lists what is here.
-	ls := New(Options{Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: jobtest.FixturePlatform(t), Prefetch: config.PrefetchInstalled})
-	if got := entries(t, ls); len(got) != 1 || got[jobtest.HelloCPV].Content == "" {
-		t.Errorf("installed without a vdb listed %v", slices.Sorted(maps.Keys(got)))
 	}
 	// Another platform's gateway lists nothing of these.
 	other := New(Options{Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: hostile.Platform{CHOST: "aarch64-unknown-linux-gnu"}.Platform(), Prefetch: config.PrefetchAll})
@@ -147,11 +164,11 @@ func TestBuildIDStable(t *testing.T) {
 	}
 	seen := map[int64]bool{}
 	for i := range 1000 {
-		id := gatewayBuildID(keys.Build(string(rune('a'+i%26)) + strings.Repeat("k", i)))
+		id := identity.ServedBuildID(keys.Build(string(rune('a'+i%26)) + strings.Repeat("k", i)))
 		if id <= 0 || id > 1<<31 {
 			t.Fatalf("BUILD_ID %d out of portage's range", id)
 		}
-		if id != gatewayBuildID(keys.Build(string(rune('a'+i%26))+strings.Repeat("k", i))) {
+		if id != identity.ServedBuildID(keys.Build(string(rune('a'+i%26))+strings.Repeat("k", i))) {
 			t.Fatal("BUILD_ID not deterministic")
 		}
 		seen[id] = true

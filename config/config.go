@@ -267,7 +267,7 @@ func baseDefaults(d dirs) *Config {
 			DHTMode:           "auto",
 			ReprovideInterval: 22 * time.Hour,
 		},
-		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchInstalled},
+		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchNone},
 		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}},
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},

@@ -406,7 +406,7 @@ func (d *Daemon) newGateway() *portagehook.Gateway {
 		CacheDir:   filepath.Join(d.cfg.StateDir, "gateway"),
 		Signer:     portagehook.NewSigner(d.gwKey, d.started),
 		Covered:    identity.IsCovered,
-		Canonical:  binhost.Canonical,
+		Canonical:  identity.ServedValue,
 		Header:     header,
 		Limits:     d.limits,
 		Logger:     d.log.With("component", "gateway"),

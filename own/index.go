@@ -30,6 +30,9 @@ import (
 type localExtra struct {
 	Descriptor json.RawMessage   `json:"descriptor"`
 	Index      map[string]string `json:"index"`
+	// Served are the served form's tar sizes (nil for a package indexed
+	// before they existed, or one the served form cannot carry).
+	Served *trust.ServedSizes `json:"served,omitempty"`
 }
 
 // errDownloaded marks a PKGDIR file portage downloaded from a binhost (this
@@ -93,7 +96,13 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
-	extra, err := json.Marshal(localExtra{Descriptor: descJSON, Index: indexFields(pkg.Metadata)})
+	ex := localExtra{Descriptor: descJSON, Index: indexFields(pkg.Metadata)}
+	if sizes, err := identity.ServedSizes(pkg); err == nil {
+		ex.Served = &trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar}
+	} else {
+		ob.log.Warn("no served form: gateways list this build only after fetching it", "path", path, "err", err)
+	}
+	extra, err := json.Marshal(ex)
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
@@ -365,7 +374,9 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 			continue
 		}
 		s, err := ob.votes.Decode(r.Blob)
-		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 {
+		// An attestation from before the served form is signed anew, so
+		// gateways can list the build before fetching it.
+		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 && (ex.Served == nil || s.Attestation.Served == *ex.Served) {
 			return s, nil
 		}
 	}
@@ -397,6 +408,11 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 		Format:     lp.Format,
 		Builder:    builderVersions(),
 		Time:       time.Now().UTC().Truncate(time.Second),
+	}
+	if ex.Served != nil {
+		a.Served = *ex.Served
+	} else {
+		a.Version = 1 // no served form to state
 	}
 	return trust.Sign(a, ob.key)
 }

@@ -96,6 +96,22 @@ func TestGoldenAttestations(t *testing.T) {
 	}
 }
 
+// TestVersion1Decodes: attestations from before the served form are still
+// records (votes), with no served sizes.
+func TestVersion1Decodes(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "attestations", "hello-peer1-v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Attestation.Version != 1 || s.Attestation.Served != (ServedSizes{}) {
+		t.Errorf("version %d, served %+v", s.Attestation.Version, s.Attestation.Served)
+	}
+}
+
 // resign builds an envelope with an arbitrary payload correctly signed by
 // key, to show that a valid signature alone does not make a record valid.
 func resign(t *testing.T, payload []byte, key crypto.PrivKey) []byte {
@@ -178,7 +194,7 @@ func TestDecodeRejects(t *testing.T) {
 			return out.Bytes()
 		}(), testKey(t, 1)), ErrMalformed},
 		{"unknown payload field", resign(t, payloadWith(func(m map[string]any) { m["extra"] = true }), testKey(t, 1)), ErrMalformed},
-		{"version 2", resign(t, payloadWith(func(m map[string]any) { m["version"] = 2 }), testKey(t, 1)), ErrUnsupportedVersion},
+		{"version 3", resign(t, payloadWith(func(m map[string]any) { m["version"] = 3 }), testKey(t, 1)), ErrUnsupportedVersion},
 		{"build key in base36", resign(t, payloadWith(func(m map[string]any) { m["build_key"] = base36 }), testKey(t, 1)), ErrMalformed},
 		{"build key not a CID", resign(t, payloadWith(func(m map[string]any) { m["build_key"] = "sha256:abc" }), testKey(t, 1)), ErrMalformed},
 		{"uppercase content hex", resign(t, payloadWith(func(m map[string]any) { m["content"] = strings.ToUpper(m["content"].(string)) }), testKey(t, 1)), ErrMalformed},

@@ -79,6 +79,7 @@ func testAttestation(t testing.TB, buildKey keys.Build, c ContentID) Attestation
 		Format:     FormatGPKG,
 		Builder:    Builder{Portage: "3.0.82", GCC: "12.2.0"},
 		Time:       time.Date(2026, 11, 21, 4, 15, 0, 0, time.UTC),
+		Served:     ServedSizes{MetadataTar: 10240, ImageTar: 20480},
 	}
 }
 

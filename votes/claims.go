@@ -154,3 +154,27 @@ var indexKeys = func() []string {
 	slices.Sort(out)
 	return out
 }()
+
+// AgreedServed is the served form's tar sizes of an allowed content: the
+// value stated by a strict majority of its attestations that state one
+// (older attestations state none). Honest reproducers compute the same
+// sizes from the same content, so they agree; a minority cannot decide
+// the SIZE portage is promised, and the gateway checks the sizes against
+// the file before it serves a byte (a wrong value costs a download, never
+// a different file). Zero when there is no majority.
+func AgreedServed(atts []*trust.Signed) trust.ServedSizes {
+	counts := map[trust.ServedSizes]int{}
+	stating := 0
+	for _, s := range atts {
+		if v := s.Attestation.Served; v != (trust.ServedSizes{}) {
+			counts[v]++
+			stating++
+		}
+	}
+	for v, n := range counts {
+		if 2*n > stating {
+			return v
+		}
+	}
+	return trust.ServedSizes{}
+}

@@ -138,6 +138,7 @@ func Junk(key crypto.PrivKey, plat Platform, i int, size int, at time.Time) (*tr
 		FileSHA256: sha256.Sum256([]byte(desc.CPV + "file")), Size: 4096, PieceSize: 262144, Format: trust.FormatGPKG,
 		PieceRoot: sha256.Sum256([]byte(desc.CPV + "root")),
 		Time:      at.UTC().Truncate(time.Second),
+		Served:    trust.ServedSizes{MetadataTar: 10240, ImageTar: 10240},
 	}
 	// Base64 makes the blob 4/3 of the payload; index values are capped at
 	// 16 KiB each, so the padding is spread over free-text keys.

@@ -97,6 +97,7 @@ type Binpkg struct {
 	Data       []byte            // the file
 	Descriptor json.RawMessage   // its build descriptor
 	Index      map[string]string // the index fields an attestation claims
+	Served     trust.ServedSizes // its served form's tar sizes
 }
 
 // Content is the content id of b.
@@ -144,6 +145,10 @@ func Identify(t testing.TB, path string) Binpkg {
 			index[k] = v
 		}
 	}
+	sizes, err := identity.ServedSizes(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	buildID, _ := pkg.Metadata.BuildID()
 	return Binpkg{
 		Local: store.LocalPackage{
@@ -155,5 +160,6 @@ func Identify(t testing.TB, path string) Binpkg {
 			IndexedAt: time.Now().UTC(), Extra: json.RawMessage(`{}`),
 		},
 		Pkg: pkg, Data: data, Descriptor: descJSON, Index: index,
+		Served: trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar},
 	}
 }
