@@ -38,11 +38,11 @@ var repackTime = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
 func repackOpts(t *testing.T, e *openpgp.Entity, id int64) RepackOptions {
 	return RepackOptions{
-		BuildID:    id,
-		Signer:     NewSigner(e, repackTime),
-		Covered:    testCovered,
-		MTime:      repackTime,
-		TempDir:    t.TempDir(),
+		BuildID: id,
+		Signer:  NewSigner(e, repackTime),
+		Covered: testCovered,
+		MTime:   repackTime,
+		TempDir: t.TempDir(),
 	}
 }
 
