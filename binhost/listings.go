@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -126,23 +128,27 @@ func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehoo
 	if !ok {
 		return portagehook.Listing{}, fmt.Errorf("cpv %q has no category", att.CPV)
 	}
+	agreed, err := votes.AgreedIndex(b.Atts)
+	if err != nil {
+		return portagehook.Listing{}, err
+	}
 	raw := map[string][]byte{}
-	for k, v := range votes.AgreedIndex(b.Atts) {
+	for k, v := range agreed {
 		raw[k] = []byte(v + "\n")
 	}
 	// After the claims: the descriptor's CPV is the one that counts.
 	raw["CATEGORY"], raw["PF"] = []byte(cat+"\n"), []byte(pf+"\n")
-	// BUILD_TIME (and the served mtimes) is when the content was first
-	// attested by one of the voters that allowed it here, pinned the
-	// first time it is listed: a later, earlier-dated attestation cannot
-	// move it and force a re-pack, and it is never the re-pack's time.
-	first := att.Time
-	for _, s := range b.Atts {
-		if s.Attestation.Time.Before(first) {
-			first = s.Attestation.Time
-		}
+	// BUILD_TIME (and the served mtimes) is the median attestation time
+	// of the voters that allowed the content here — when the network made
+	// it, which a minority of voters cannot move — pinned the first time
+	// it is listed, so later votes never force a re-pack; never the
+	// re-pack's time.
+	times := make([]time.Time, len(b.Atts))
+	for i, s := range b.Atts {
+		times[i] = s.Attestation.Time
 	}
-	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), first)
+	slices.SortFunc(times, time.Time.Compare)
+	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), times[(len(times)-1)/2])
 	if err != nil {
 		return portagehook.Listing{}, err
 	}

@@ -130,8 +130,9 @@ type GatewayConfig struct {
 	Enabled bool   `toml:"enabled" mapstructure:"enabled"`
 	Listen  string `toml:"listen" mapstructure:"listen"` // loopback host:port
 	Path    string `toml:"path" mapstructure:"path"`     // URL path prefix, starts with "/"
-	// Prefetch selects which allowed builds are fetched so the index can
-	// list them: PrefetchInstalled, PrefetchAll or PrefetchNone.
+	// Prefetch selects which listed builds are fetched before portage asks
+	// for them: PrefetchNone (the default: on request), PrefetchInstalled
+	// or PrefetchAll. Listing never needs a fetch.
 	Prefetch string `toml:"prefetch" mapstructure:"prefetch"`
 }
 

@@ -100,7 +100,7 @@ var keys = []keySpec{
 	{key: "gateway.path", kind: kindString, field: func(c *Config) any { return &c.Gateway.Path },
 		doc: "URL path of the binhost (portage caches indexes per host+path); starts with `/`"},
 	{key: "gateway.prefetch", kind: kindString, field: func(c *Config) any { return &c.Gateway.Prefetch },
-		doc: "which allowed builds the gateway fetches so it can list them (portage needs SIZE): `installed` — packages installed here (`/var/db/pkg`), i.e. upgrades; `all` — every allowed build of the platform; `none` — only builds already fetched (`gentoo-p2pd fetch`)"},
+		doc: "which listed builds the gateway fetches before portage asks for them (listing needs no fetch): `none` — on request only; `installed` — builds of packages installed here (`/var/db/pkg`), i.e. upgrades; `all` — every allowed build of the platform"},
 
 	{key: "metrics.listen", kind: kindString, flag: "metrics-listen", field: func(c *Config) any { return &c.Metrics.Listen },
 		doc: "`host:port` of the Prometheus `/metrics` endpoint; empty = off"},

@@ -64,7 +64,8 @@ func TestCatalogSyncPages(t *testing.T) {
 			FileSHA256: sha256.Sum256([]byte(desc.CPV + "file")), Size: 1000, PieceSize: 262144, Format: "gpkg",
 			PieceRoot: sha256.Sum256([]byte(desc.CPV + "root")),
 			// Several share a second, as real catalogs do.
-			Time: base.Add(time.Duration(i/3) * time.Second),
+			Time:   base.Add(time.Duration(i/3) * time.Second),
+			Served: trust.ServedSizes{MetadataTar: 10240, ImageTar: 10240},
 		}
 		s, err := trust.Sign(att, keys[i%len(keys)])
 		if err != nil {

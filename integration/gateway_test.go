@@ -198,11 +198,13 @@ func checkServed(t *testing.T, ctx context.Context, n *testnet.Node, e portageho
 	return path
 }
 
-// TestGatewayPrefetchInstalled: listing a build means fetching it first
-// (portage needs SIZE), so by default the gateway offers upgrades of
-// installed packages and builds already fetched — not every allowed build
-// of the platform.
-func TestGatewayPrefetchInstalled(t *testing.T) {
+// TestGatewayListsBeforeFetching: with default settings the gateway lists
+// every allowed build of the platform, with the exact SIZE portage needs,
+// before fetching any: bytes_fetched stays 0 until portage asks for a
+// file, which then arrives with that size, signed by the gateway key and
+// carrying the allowed content. gateway.prefetch = installed then fetches
+// upgrades of installed packages ahead, and only those.
+func TestGatewayListsBeforeFetching(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -214,12 +216,8 @@ func TestGatewayPrefetchInstalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	vdb := filepath.Join(dir, "vdb")
-	if err := os.MkdirAll(filepath.Join(vdb, "app-misc", "hello-0.9-r2"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	e, err := testnet.Start(ctx, testnet.NodeOptions{Name: "e", Dir: dir, Bootstrap: []string{a.Addr()}, VDB: vdb, Logger: testLogger(),
-		Configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Gateway.Prefetch = config.PrefetchInstalled }})
+	e, err := testnet.Start(ctx, testnet.NodeOptions{Name: "e", Dir: dir, Bootstrap: []string{a.Addr()}, Logger: testLogger(),
+		Configure: func(c *config.Config) { c.Trust.Threshold = 1 }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,17 +228,44 @@ func TestGatewayPrefetchInstalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	entries := gatewayIndex(t, ctx, e)
-	if _, ok := entries["app-misc/hello-1.0"]; !ok || len(entries) != 1 {
-		t.Fatalf("gateway lists %v; want only the upgrade of installed app-misc/hello", entryNames(entries))
+	if len(entries) != 2 {
+		t.Fatalf("gateway lists %v; want both allowed builds before any fetch", entryNames(entries))
 	}
-	if st := e.Daemon.API().Status(ctx); st.BuildsFetched != 1 {
-		t.Errorf("fetched %d builds to answer the index, want 1 (layout is not installed)", st.BuildsFetched)
+	if st := e.Daemon.API().Status(ctx); st.BuildsFetched != 0 || st.BytesFetched != 0 {
+		t.Fatalf("listing fetched %d builds (%d bytes); nothing may be fetched before portage asks", st.BuildsFetched, st.BytesFetched)
 	}
-	// Fetched by hand, layout is listed too.
-	if _, err := e.Daemon.API().Fetch(ctx, api.FetchRequest{Query: "app-misc/layout-1.0-r1"}); err != nil {
+	hello := entries["app-misc/hello-1.0"]
+	checkServed(t, ctx, e, hello, honestContents(t, a)["app-misc/hello-1.0"])
+	if st := e.Daemon.API().Status(ctx); st.BuildsFetched != 1 || st.BytesFetched == 0 {
+		t.Errorf("after portage asked for hello: fetched %d builds (%d bytes), want 1", st.BuildsFetched, st.BytesFetched)
+	}
+
+	// prefetch = installed: an index read fetches the upgrade of the
+	// installed package, and nothing else.
+	vdb := filepath.Join(dir, "vdb")
+	if err := os.MkdirAll(filepath.Join(vdb, "app-misc", "layout-0.9"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if entries = gatewayIndex(t, ctx, e); len(entries) != 2 {
-		t.Fatalf("after fetching layout the gateway lists %v", entryNames(entries))
+	p, err := testnet.Start(ctx, testnet.NodeOptions{Name: "p", Dir: dir, Bootstrap: []string{a.Addr()}, VDB: vdb, Logger: testLogger(),
+		Configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Gateway.Prefetch = config.PrefetchInstalled }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if err := testnet.WaitFor(ctx, 60*time.Second, "p's catalog", func() bool {
+		return p.Daemon.API().Status(ctx).CatalogAttestations >= 2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := gatewayIndex(t, ctx, p); len(got) != 2 {
+		t.Fatalf("p lists %v", entryNames(got))
+	}
+	if err := testnet.WaitFor(ctx, 60*time.Second, "p prefetches layout", func() bool {
+		return p.Daemon.API().Status(ctx).BuildsFetched >= 1
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Daemon.API().Status(ctx); st.BuildsFetched != 1 {
+		t.Errorf("prefetch = installed fetched %d builds, want 1 (only layout is installed)", st.BuildsFetched)
 	}
 }

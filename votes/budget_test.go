@@ -232,27 +232,34 @@ func TestCheckIndexClaims(t *testing.T) {
 	}
 }
 
-func TestAgreedIndexDropsDisputedFields(t *testing.T) {
+// TestAgreedIndexByMajority: a field portage sees is the value a strict
+// majority of the voters states; a lone dissenter changes and removes
+// nothing, and a field without a majority keeps the build off the index.
+func TestAgreedIndexByMajority(t *testing.T) {
 	k1, _ := mustKey(t)
 	k2, _ := mustKey(t)
+	k3, _ := mustKey(t)
 	a := junk(t, k1, 1, 1000)
-	b, err := hostile.Relabel(a, k2, time.Now(), map[string]string{"SLOT": "9", "KEYWORDS": "amd64"})
+	troll, err := hostile.Relabel(a, k2, time.Now(), map[string]string{"SLOT": "9", "KEYWORDS": "amd64"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a2, err := hostile.Relabel(a, k1, time.Now(), map[string]string{"SLOT": "0"})
+	honest2, err := hostile.Relabel(a, k3, time.Now(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := AgreedIndex([]*trust.Signed{a2, b})
-	if _, ok := got["SLOT"]; ok {
-		t.Errorf("disputed SLOT listed as %q", got["SLOT"])
+	got, err := AgreedIndex([]*trust.Signed{a, troll, honest2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["SLOT"] != a.Attestation.Index["SLOT"] || got["DESCRIPTION"] != a.Attestation.Index["DESCRIPTION"] {
+		t.Errorf("the majority's fields lost: %v", got)
 	}
 	if _, ok := got["KEYWORDS"]; ok {
-		t.Errorf("KEYWORDS stated by one voter only listed as %q", got["KEYWORDS"])
+		t.Errorf("KEYWORDS stated by one voter of three listed as %q", got["KEYWORDS"])
 	}
-	if got["DESCRIPTION"] != a.Attestation.Index["DESCRIPTION"] {
-		t.Errorf("agreed fields lost: %v", got)
+	if _, err := AgreedIndex([]*trust.Signed{a, troll}); !errors.Is(err, ErrIndexDisputed) {
+		t.Errorf("one voter against one: err %v, want ErrIndexDisputed", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package votes
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -115,27 +116,51 @@ func sameRequires(a, b map[string][]string) bool {
 	return maps.EqualFunc(drop(a), drop(b), slices.Equal[[]string])
 }
 
+// ErrIndexDisputed means the attestations of an allowed content do not
+// agree on an index field by a strict majority: the build is not listed
+// before its file is here (portage would resolve dependencies from a
+// field one attester chose).
+var ErrIndexDisputed = errors.New("voters disagree on an index field")
+
 // AgreedIndex is the index fields the attestations of an allowed content
-// agree on: a field is kept only when every one of them states it with the
-// same value, so no single attester's claim reaches the listing. (Before
-// the file is here these fields describe a listing; once it is, the
-// served file's own metadata replaces them.)
-func AgreedIndex(atts []*trust.Signed) map[string]string {
-	if len(atts) == 0 {
-		return map[string]string{}
-	}
-	out := maps.Clone(atts[0].Attestation.Index)
-	if out == nil {
-		out = map[string]string{}
-	}
-	for _, s := range atts[1:] {
-		for k, v := range out {
-			if w, ok := s.Attestation.Index[k]; !ok || w != v {
-				delete(out, k)
-			}
+// agree on: for each key any of them states, the value (or the absence)
+// that a strict majority of them states. A key without a majority is
+// ErrIndexDisputed: dropping it could drop a dependency portage must
+// install, so the build is not listed until its own file says. A minority
+// of voters can therefore neither change nor remove a field portage sees.
+// (Before the file is here these fields describe a listing; once it is,
+// the served file's own metadata replaces them.)
+func AgreedIndex(atts []*trust.Signed) (map[string]string, error) {
+	out := map[string]string{}
+	keys := map[string]bool{}
+	for _, s := range atts {
+		for k := range s.Attestation.Index {
+			keys[k] = true
 		}
 	}
-	return out
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		counts := map[string]int{} // value → voters; "\x00" = absent
+		for _, s := range atts {
+			v, ok := s.Attestation.Index[k]
+			if !ok {
+				v = "\x00"
+			}
+			counts[v]++
+		}
+		agreed := false
+		for v, n := range counts {
+			if 2*n > len(atts) {
+				if v != "\x00" {
+					out[k] = v
+				}
+				agreed = true
+			}
+		}
+		if !agreed {
+			return nil, fmt.Errorf("%w: %s", ErrIndexDisputed, k)
+		}
+	}
+	return out, nil
 }
 
 // IndexKeys are the metadata keys an attestation's index may carry: the

@@ -79,8 +79,6 @@ func Config(dir string, o NodeOptions) *config.Config {
 	cfg.Network.DHTMode = "server"
 	cfg.Network.ConnLow, cfg.Network.ConnHigh = 16, 32
 	cfg.Gateway.Listen = "127.0.0.1:0"
-	// Nothing is installed in a test network: list every allowed build.
-	cfg.Gateway.Prefetch = config.PrefetchAll
 	cfg.Log.Level = "debug"
 	if o.Mode != "" {
 		cfg.Mode = o.Mode
