@@ -40,15 +40,15 @@ type elfNeeds struct {
 // the section headers sit at the end of the file, and a stripped binary
 // needs none of them to be loaded, nor do we.
 type elfFile struct {
-	r      io.ReaderAt
-	size   int64
-	order  binary.ByteOrder
-	is64   bool
-	mach   elf.Machine
-	loads  []elfSegment // PT_LOAD, for addresses to offsets
-	dyn    []elfSegment // PT_DYNAMIC
-	notes  []elfSegment // PT_NOTE and PT_GNU_PROPERTY
-	ioErr  error        // the first failure of r itself (not errOutside)
+	r     io.ReaderAt
+	size  int64
+	order binary.ByteOrder
+	is64  bool
+	mach  elf.Machine
+	loads []elfSegment // PT_LOAD, for addresses to offsets
+	dyn   []elfSegment // PT_DYNAMIC
+	notes []elfSegment // PT_NOTE and PT_GNU_PROPERTY
+	ioErr error        // the first failure of r itself (not errOutside)
 }
 
 type elfSegment struct {
