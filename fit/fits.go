@@ -69,7 +69,8 @@ func NewAlongside(builds []Build) *Alongside {
 		for abi, libs := range b.Provides {
 			addSonames(a.sonames, abi, libs)
 		}
-		if cp, _, ok := splitCPV(b.CPV); ok {
+		// A build whose SLOT the network did not agree on offers no slot.
+		if cp, _, ok := splitCPV(b.CPV); ok && b.Slot != "" {
 			slot, sub := splitSlot(b.Slot)
 			a.slots[cp] = append(a.slots[cp], slot+"/"+sub)
 		}

@@ -132,6 +132,8 @@ func TestFits(t *testing.T) {
 			"was built against dev-lang/python:3.13, installed is 3.12/3.12"},
 		{"slot without subslot", with(func(b *Build) { b.SlotDeps = []string{"dev-lang/python:3.12="} }), nil, nil, ""},
 		{"subslot from a build alongside", with(func(b *Build) { b.SlotDeps = []string{"dev-libs/libfoo:0/2.1="} }), []Build{libfoo2}, nil, ""},
+		{"a build alongside without an agreed SLOT", with(func(b *Build) { b.SlotDeps = []string{"dev-libs/libbar:0/0="} }),
+			[]Build{{CPV: "dev-libs/libbar-1"}}, nil, "was built against dev-libs/libbar:0/0, which is not installed"},
 		{"a build alongside with another subslot", with(func(b *Build) { b.SlotDeps = []string{"dev-libs/libfoo:0/3="} }), []Build{libfoo2}, nil,
 			"was built against dev-libs/libfoo:0/3, installed is 0/1"},
 
