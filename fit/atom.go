@@ -40,7 +40,11 @@ func parseSlotDep(atom string) (slotDep, bool) {
 	if !ok || slot == "" || slot == "*" {
 		return d, false
 	}
-	d.slot, d.subslot, _ = strings.Cut(slot, "/")
+	var hasSub bool
+	d.slot, d.subslot, hasSub = strings.Cut(slot, "/")
+	if d.slot == "" || hasSub && (d.subslot == "" || strings.Contains(d.subslot, "/")) {
+		return d, false
+	}
 	op := strings.TrimLeft(a, "<>=~!")
 	if op != a {
 		cp, _, ok := splitCPV(strings.TrimSuffix(op, "*"))
@@ -51,7 +55,8 @@ func parseSlotDep(atom string) (slotDep, bool) {
 	} else {
 		d.cp = a
 	}
-	if !strings.Contains(d.cp, "/") {
+	cat, pn, ok := strings.Cut(d.cp, "/")
+	if cat == "" || pn == "" || !ok || strings.Contains(pn, "/") {
 		return d, false
 	}
 	return d, true

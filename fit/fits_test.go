@@ -326,3 +326,21 @@ func TestGlibcContents(t *testing.T) {
 		t.Errorf("%q, %v; want %q", got, err, want)
 	}
 }
+
+// FuzzParseSlotDep: no atom panics the parser, and what it reads reads
+// the same again from its own text.
+func FuzzParseSlotDep(f *testing.F) {
+	for _, s := range []string{"dev-libs/libfoo:0/2.1=", ">=dev-libs/openssl-3.0.9:0/3=", "=dev-lang/python-3.12*:3.12=", "~a/b-1:2/2.5=[x(-)?]", "a/b:=", "!a/b:0="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, atom string) {
+		d, ok := parseSlotDep(atom)
+		if !ok {
+			return
+		}
+		again, ok := parseSlotDep(d.text() + "=")
+		if !ok || again.text() != d.text() {
+			t.Fatalf("%q reads as %q, which reads as %q (%v)", atom, d.text(), again.text(), ok)
+		}
+	})
+}

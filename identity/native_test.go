@@ -189,3 +189,24 @@ func TestGCCNative(t *testing.T) {
 		t.Error("a missing compiler expanded a flag")
 	}
 }
+
+// FuzzResolveNative: whatever the flags and the compiler's answer, the
+// result says native nowhere, and resolving it again changes nothing.
+func FuzzResolveNative(f *testing.F) {
+	f.Add("-O2 -march=native -pipe", "-march=z -ma --param=l1-cache-size=32 -mtune=z")
+	f.Add("-mtune=native -march=native", "-mtune=z")
+	f.Add(" -O2\t", "")
+	f.Fuzz(func(t *testing.T, flags, expansion string) {
+		out, err := ResolveNative(flags, func(string) (string, error) { return expansion, nil })
+		if err != nil {
+			return
+		}
+		if NativeFlag(out) != "" {
+			t.Fatalf("%q resolved to %q, still native", flags, out)
+		}
+		again, err := ResolveNative(out, nil)
+		if err != nil || again != out {
+			t.Fatalf("%q resolved again to %q, %v", out, again, err)
+		}
+	})
+}
