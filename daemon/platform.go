@@ -1,16 +1,36 @@
 package daemon
 
 import (
+	"context"
+
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 )
 
 // localPlatform is the platform whose builds this machine's portage can use: the same
-// CHOST and flags as its own builds would have.
+// CHOST and flags as its own builds would have, with -march=native and its
+// kin resolved by this machine's gcc (see resolvedPlatform).
 func localPlatform(p config.PortageConfig) string {
+	platform, _ := resolvedPlatform(p, identity.GCCNative(context.Background(), identity.GCCFor(p.CHOST)))
+	return platform
+}
+
+// resolvedPlatform is the platform of p's flags with every native flag
+// replaced by what expand says it means on this CPU, as the descriptors of
+// this machine's own builds are (identity.Descriptor.ResolveNative): two
+// machines with -march=native on different CPUs must not meet on one
+// platform, since their builds' code differs. When a flag cannot be
+// resolved (no gcc) the error is returned with the platform of the
+// unresolved flags, on which no peer publishes (votes refuses descriptors
+// that say native), so nothing built for another CPU is listed.
+func resolvedPlatform(p config.PortageConfig, expand func(flag string) (string, error)) (string, error) {
 	d := identity.Descriptor{
 		CHOST: p.CHOST, CFLAGS: p.CFLAGS, CXXFLAGS: p.CXXFLAGS,
 		FFLAGS: p.FFLAGS, FCFLAGS: p.FCFLAGS, LDFLAGS: p.LDFLAGS,
 	}
-	return d.Platform()
+	r, err := d.ResolveNative(expand)
+	if err != nil {
+		return d.Platform(), err
+	}
+	return r.Platform(), nil
 }

@@ -10,7 +10,14 @@
 // specifies every encoding byte for byte; a change to any of them is a
 // protocol change and needs a new version string.
 //
+// Flags that say "native" (-march=native, -mtune=native, -mcpu=native)
+// mean other code on every CPU, so local builds' descriptors and the local
+// platform are resolved first (ResolveNative, with GCCNative asking the
+// compiler what the flag means here) and descriptors from the network that
+// still say native are refused.
+//
 // The package does no networking and no file reading beyond the optional
-// md5-cache loader; it imports nothing of ours but xpak and keys (the
-// typed build and variant keys it computes).
+// md5-cache loader, and runs no program but the compiler driver in
+// GCCNative; it imports nothing of ours but xpak and keys (the typed build
+// and variant keys it computes).
 package identity

@@ -24,6 +24,9 @@ func (vb *Book) checkClaims(a trust.Attestation) error {
 	if err := json.Unmarshal(a.Descriptor, &desc); err != nil {
 		return err
 	}
+	if err := refuseNativeFlags(desc); err != nil {
+		return err
+	}
 	if p := desc.Platform(); p != a.Platform {
 		return fmt.Errorf("platform %q, but the descriptor's CHOST and flags make %q", a.Platform, p)
 	}
@@ -40,6 +43,18 @@ func (vb *Book) checkClaims(a trust.Attestation) error {
 		return fmt.Errorf("container size %d outside 1..%d", a.Size, vb.files.MaxImageBytes+maxContainerOverhead)
 	}
 	return checkIndexClaims(desc, a.Index)
+}
+
+// refuseNativeFlags refuses a descriptor whose flags still say "native"
+// (-march=native, -mtune=native, -mcpu=native): the same text builds other
+// code on every CPU, so its build key and platform would not say what the
+// content runs on. An honest builder resolves the flags first
+// (identity.ResolveNative).
+func refuseNativeFlags(desc identity.Descriptor) error {
+	if key, flag := desc.NativeFlag(); flag != "" {
+		return fmt.Errorf("descriptor %s has %s, which builds other code on every CPU: its builder must resolve it to the flags it means there", key, flag)
+	}
+	return nil
 }
 
 // maxContainerOverhead is what a container may add to its image: metadata,

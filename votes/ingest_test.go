@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -73,6 +74,12 @@ func TestIngestRejectsWhatFailsItsChecks(t *testing.T) {
 		{"container larger than the limits", resign(t, base, k, func(a *trust.Attestation) { a.Size = vb.files.MaxImageBytes + maxContainerOverhead + 1 }).Marshal()},
 		{"index key no attester may claim", resign(t, base, k, func(a *trust.Attestation) { a.Index["CATEGORY"] = "sys-apps" }).Marshal()},
 		{"index USE contradicting the descriptor", resign(t, base, k, func(a *trust.Attestation) { a.Index["USE"] = "x"; a.Index["IUSE"] = "x" }).Marshal()},
+		{"CFLAGS still -march=native", resign(t, base, k, func(a *trust.Attestation) {
+			setDescriptor(t, a, func(d *identity.Descriptor) { d.CFLAGS = "-O2 -march=native" })
+		}).Marshal()},
+		{"LDFLAGS still -mtune=native", resign(t, base, k, func(a *trust.Attestation) {
+			setDescriptor(t, a, func(d *identity.Descriptor) { d.LDFLAGS = "-Wl,-O1 -flto -mtune=native" })
+		}).Marshal()},
 	}
 	for i, tc := range cases {
 		added, err := vb.ingestAttestation(context.Background(), tc.blob, arrival{from: id}, false)
@@ -90,6 +97,26 @@ func TestIngestRejectsWhatFailsItsChecks(t *testing.T) {
 	n, err := vb.ingestBatch(context.Background(), [][]byte{badSig.Marshal(), base.Marshal()}, arrival{from: id})
 	if n != 1 || err != nil {
 		t.Fatalf("batch with one bad blob: %d stored, %v; want 1, nil", n, err)
+	}
+}
+
+// A descriptor with resolved flags is taken; one that still says native
+// is refused with the flag named.
+func TestRefuseNativeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		desc identity.Descriptor
+		want string // "" for accepted, else a substring of the error
+	}{
+		{identity.Descriptor{CFLAGS: "-O2 -pipe"}, ""},
+		{identity.Descriptor{CFLAGS: "-O2 -march=znver3 -mavx2 --param=l1-cache-size=32 -mtune=znver3"}, ""},
+		{identity.Descriptor{CFLAGS: "-O2 -march=native"}, "CFLAGS has -march=native"},
+		{identity.Descriptor{CFLAGS: "-O2", CXXFLAGS: "-O2 -mtune=native"}, "CXXFLAGS has -mtune=native"},
+		{identity.Descriptor{FCFLAGS: "-mcpu=native"}, "FCFLAGS has -mcpu=native"},
+	} {
+		err := refuseNativeFlags(tc.desc)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: %v, want %q", tc.desc, err, tc.want)
+		}
 	}
 }
 

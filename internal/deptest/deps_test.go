@@ -35,6 +35,8 @@ var rules = map[string]rule{
 	"api":      {mayUse: []string{"keys", "trust"}, never: network, why: "the wire types of the local API"},
 	"identity": {mayUse: []string{"keys", "xpak"}, never: append([]string{"net"}, network...),
 		why: "identity computes keys and digests from files; it does no networking"},
+	"fit": {mayUse: []string{"identity", "keys", "xpak"}, never: append([]string{"net"}, network...),
+		why: "fit reads this machine's files and a build's content; it does no networking and decides nothing about trust"},
 	"scan":        {mayUse: []string{"store"}, why: "the indexer (identity, pieces, xpak) is injected, so scan never grows those dependencies"},
 	"transfer":    {mayUse: []string{"pieces"}, why: "moves verified bytes; what they mean is decided elsewhere"},
 	"portagehook": {mayUse: []string{"xpak"}, never: append([]string{"github.com/spf13/viper"}, network...), why: "portage's side knows nothing of libp2p or of the network layer"},
