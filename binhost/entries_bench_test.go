@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
@@ -26,7 +27,7 @@ func BenchmarkEntriesUnderFlood(b *testing.B) {
 	plat := hostile.Platform{CHOST: "x86_64-pc-linux-gnu", CFLAGS: "-O2 -pipe", CXXFLAGS: "-O2 -pipe", LDFLAGS: "-Wl,-O1"}
 	self := jobtest.NewPeer(b, memnet.New(), jobtest.WithPolicy(policy), jobtest.WithPlatform(plat.Platform()))
 	vb := self.Book
-	ls := New(Options{Store: self.Store, Votes: vb, Platform: plat.Platform(), Prefetch: config.PrefetchAll})
+	ls := New(Options{Store: self.Store, Votes: vb, Platform: plat.Platform(), Prefetch: config.PrefetchAll, Machine: func() (*fit.Machine, error) { return jobtest.Machine(), nil }})
 
 	k, id := jobtest.NewKey(b)
 	now := time.Now()

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
@@ -60,6 +61,8 @@ type gateway struct {
 	fetch *jobtest.FakeFetch
 	vdb   string
 	reg   *prometheus.Registry
+	// machine is what the gateway's listings fit (jobtest.Machine).
+	machine *fit.Machine
 }
 
 func newGateway(t testing.TB) *gateway {
@@ -67,7 +70,7 @@ func newGateway(t testing.TB) *gateway {
 	net := memnet.New()
 	gdir := t.TempDir()
 	jobtest.CopyFixture(t, fixtures.ReproGPKG1, jobtest.HelloFile, filepath.Join(gdir, jobtest.HelloFile))
-	g := &gateway{node: newNode(t, net, gdir, 2), net: net, fetch: jobtest.NewFakeFetch(), vdb: t.TempDir(), reg: prometheus.NewRegistry()}
+	g := &gateway{node: newNode(t, net, gdir, 2), net: net, fetch: jobtest.NewFakeFetch(), vdb: t.TempDir(), reg: prometheus.NewRegistry(), machine: jobtest.Machine()}
 	g.start(t)
 
 	adir := t.TempDir()
@@ -96,6 +99,7 @@ func (g *gateway) listings(t testing.TB, prefetch string) *Listings {
 	return New(Options{
 		Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: jobtest.FixturePlatform(t), Prefetch: prefetch,
 		Installed: func() map[string]bool { return portagehook.InstalledPackages(g.vdb) },
+		Machine:   func() (*fit.Machine, error) { return g.machine, nil },
 		Registry:  g.reg,
 	})
 }

@@ -5,6 +5,8 @@ package binhost
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
@@ -38,8 +41,11 @@ type Options struct {
 	// Installed lists the installed packages (category/name), for
 	// gateway.prefetch = installed.
 	Installed func() map[string]bool
-	Logger    *slog.Logger
-	Registry  prometheus.Registerer
+	// Machine is the machine portage installs onto (fit.LoadMachine):
+	// only builds that fit it are listed. Required.
+	Machine  func() (*fit.Machine, error)
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Listings is the gateway's source (portagehook.Listings).
@@ -50,7 +56,12 @@ type Listings struct {
 	platform  string
 	prefetch  string
 	installed func() map[string]bool
+	machine   func() (*fit.Machine, error)
 	log       *slog.Logger
+	// unfit holds, per build key, why the last listing left an allowed
+	// build out (it does not fit this machine, or its voters disagree),
+	// for `trust explain`.
+	unfit sync.Map // keys.Build → string
 	// listed maps what the index listed (content/BUILD_ID) to its build
 	// key (a keys.Build): portage asks for a file by what the index said.
 	listed      sync.Map
@@ -63,7 +74,7 @@ var _ portagehook.Listings = (*Listings)(nil)
 func New(o Options) *Listings {
 	ls := &Listings{
 		store: o.Store, votes: o.Votes, mz: o.Materialize, platform: o.Platform,
-		prefetch: o.Prefetch, installed: o.Installed, log: o.Logger,
+		prefetch: o.Prefetch, installed: o.Installed, machine: o.Machine, log: o.Logger,
 	}
 	if ls.log == nil {
 		ls.log = slog.New(slog.DiscardHandler)
@@ -82,39 +93,66 @@ func New(o Options) *Listings {
 }
 
 // Entries is what portage may see: the Allowed builds of the local
-// platform, nothing else.
+// platform that fit this machine, nothing else.
 func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) {
 	builds, err := ls.votes.AllowedBuilds(ls.platform)
 	if err != nil {
 		return nil, err
 	}
+	m, err := ls.machine()
+	if err != nil {
+		return nil, fmt.Errorf("this machine's installed system: %w", err)
+	}
 	var installed map[string]bool
 	if ls.prefetch == config.PrefetchInstalled {
 		installed = ls.installed()
 	}
-	var out []portagehook.Listing
+	var (
+		cands []portagehook.Listing
+		bks   []keys.Build
+		fits  []fit.Build
+	)
 	for _, b := range builds {
+		bk := b.Verdict.BuildKey
 		served := votes.AgreedServed(b.Atts)
 		// A build whose voters state no served form can only be listed
 		// once its file is here (portage needs SIZE): fetched already, or
 		// prefetched.
 		if served == (trust.ServedSizes{}) && !ls.held(b) && !ls.prefetched(b, installed) {
+			ls.unfit.Store(bk, "its voters state no served size: listed once fetched (gentoo-p2pd fetch)")
 			continue
 		}
-		l, err := ls.listing(b, served)
-		if err == nil {
-			l.Prefetch = ls.prefetched(b, installed)
-		}
-		if err == nil {
-			ls.listed.Store(listingKey(l.Content, l.BuildID), b.Verdict.BuildKey)
-		}
+		l, fb, err := ls.listing(b, served)
 		if err != nil {
-			ls.log.Warn("gateway: skipping build", "build_key", b.Verdict.BuildKey, "err", err)
+			ls.unfit.Store(bk, err.Error())
+			ls.log.Debug("gateway: not listed", "build_key", bk, "err", err)
 			continue
 		}
-		out = append(out, l)
+		l.Prefetch = ls.prefetched(b, installed)
+		cands, bks, fits = append(cands, l), append(bks, bk), append(fits, fb)
+	}
+	var out []portagehook.Listing
+	for i, err := range m.FitAll(fits) {
+		if err != nil {
+			ls.unfit.Store(bks[i], err.Error())
+			ls.log.Debug("gateway: not listed", "build_key", bks[i], "err", err)
+			continue
+		}
+		ls.unfit.Delete(bks[i])
+		ls.listed.Store(listingKey(cands[i].Content, cands[i].BuildID), bks[i])
+		out = append(out, cands[i])
 	}
 	return out, nil
+}
+
+// Why says why the gateway's last listing left an allowed build out, or
+// ok false when it listed it (or never saw it).
+func (ls *Listings) Why(bk keys.Build) (reason string, ok bool) {
+	v, ok := ls.unfit.Load(bk)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
 }
 
 // listing describes an allowed build for the index. Its CPV (hence PATH)
@@ -122,15 +160,28 @@ func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) 
 // what the counted voters' attestations agree on until the file is here,
 // then the file's own (covered) metadata, so the served entry is exactly
 // the served file. Nothing a single attester claims decides a field.
-func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehook.Listing, error) {
+func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehook.Listing, fit.Build, error) {
 	att := b.Atts[0].Attestation
 	cat, pf, ok := strings.Cut(att.CPV, "/")
 	if !ok {
-		return portagehook.Listing{}, fmt.Errorf("cpv %q has no category", att.CPV)
+		return portagehook.Listing{}, fit.Build{}, fmt.Errorf("cpv %q has no category", att.CPV)
 	}
 	agreed, err := votes.AgreedIndex(b.Atts)
 	if err != nil {
-		return portagehook.Listing{}, err
+		return portagehook.Listing{}, fit.Build{}, err
+	}
+	needs, ok := votes.AgreedNeeds(b.Atts)
+	if !ok {
+		return portagehook.Listing{}, fit.Build{}, errors.New("its voters disagree on what it needs of a machine (glibc, ISA level)")
+	}
+	// The descriptor is the one the build key binds (votes checked it).
+	var desc identity.Descriptor
+	if err := json.Unmarshal(att.Descriptor, &desc); err != nil {
+		return portagehook.Listing{}, fit.Build{}, fmt.Errorf("descriptor: %w", err)
+	}
+	fb, err := fit.BuildOf(desc, agreed, fit.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level})
+	if err != nil {
+		return portagehook.Listing{}, fit.Build{}, err
 	}
 	raw := map[string][]byte{}
 	for k, v := range agreed {
@@ -150,7 +201,7 @@ func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehoo
 	slices.SortFunc(times, time.Time.Compare)
 	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), times[(len(times)-1)/2])
 	if err != nil {
-		return portagehook.Listing{}, err
+		return portagehook.Listing{}, fit.Build{}, err
 	}
 	return portagehook.Listing{
 		Content:     att.Content.String(),
@@ -159,7 +210,7 @@ func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehoo
 		BuildID:     identity.ServedBuildID(b.Verdict.BuildKey),
 		Time:        at,
 		Served:      xpak.ServedSizes{MetadataTar: served.MetadataTar, ImageTar: served.ImageTar},
-	}, nil
+	}, fb, nil
 }
 
 func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (string, error) {

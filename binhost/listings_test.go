@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
@@ -106,7 +107,7 @@ func TestEntriesByPrefetch(t *testing.T) {
 		})
 	}
 	// Another platform's gateway lists nothing of these.
-	other := New(Options{Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: hostile.Platform{CHOST: "aarch64-unknown-linux-gnu"}.Platform(), Prefetch: config.PrefetchAll})
+	other := New(Options{Store: g.Store, Votes: g.Book, Materialize: g.mz, Platform: hostile.Platform{CHOST: "aarch64-unknown-linux-gnu"}.Platform(), Prefetch: config.PrefetchAll, Machine: func() (*fit.Machine, error) { return g.machine, nil }})
 	if got := entries(t, other); len(got) != 0 {
 		t.Errorf("another platform's listings: %v", slices.Sorted(maps.Keys(got)))
 	}
@@ -318,4 +319,59 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// TestEntriesFitThisMachine: the listing leaves out an allowed build this
+// machine cannot run — a soname no installed package provides, a glibc
+// older than the content needs (from the voters' agreed needs), an ISA
+// level the CPU lacks — and says why; the same build is listed on a
+// machine it fits.
+func TestEntriesFitThisMachine(t *testing.T) {
+	g := newGateway(t)
+	bk := g.buildKey(t, jobtest.HelloCPV)
+	ab, ok, err := g.Book.AllowedBuild(bk)
+	if err != nil || !ok {
+		t.Fatalf("hello not allowed: %v", err)
+	}
+	needs, ok := votes.AgreedNeeds(ab.Atts)
+	if !ok || needs.Glibc == "" {
+		t.Fatalf("hello's voters state no glibc need (%+v, agreed %v): the attestations lack needs", needs, ok)
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(m *fit.Machine)
+		words string
+	}{
+		{"no libc installed", func(m *fit.Machine) { m.Provides = nil }, "libc.so.6"},
+		{"older glibc", func(m *fit.Machine) { m.Glibc = "GLIBC_2.17" }, needs.Glibc},
+		{"older CPU", func(m *fit.Machine) { m.X86Level, m.CPUFlags = 0, nil }, "x86-64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "older CPU" && needs.X86Level == 0 {
+				t.Fatal("hello's voters state no ISA level: the needs are not attested")
+			}
+			g.machine = jobtest.Machine()
+			tc.edit(g.machine)
+			ls := g.listings(t, config.PrefetchNone)
+			got := entries(t, ls)
+			if _, listed := got[jobtest.HelloCPV]; listed {
+				t.Fatalf("hello listed on a machine it does not fit")
+			}
+			if _, listed := got[jobtest.LayoutCPV]; !listed {
+				t.Errorf("layout (no needs) left out too: %v", slices.Sorted(maps.Keys(got)))
+			}
+			why, ok := ls.Why(bk)
+			if !ok || !strings.Contains(why, tc.words) {
+				t.Errorf("why = %q (%v), want it to name %q", why, ok, tc.words)
+			}
+		})
+	}
+	g.machine = jobtest.Machine()
+	ls := g.listings(t, config.PrefetchNone)
+	if _, listed := entries(t, ls)[jobtest.HelloCPV]; !listed {
+		t.Fatal("hello not listed on a machine it fits")
+	}
+	if why, ok := ls.Why(bk); ok {
+		t.Errorf("listed, yet Why says %q", why)
+	}
 }

@@ -58,8 +58,9 @@ type Options struct {
 	// Registerer receives the daemon's metrics; nil gives it a registry of
 	// its own, so several daemons fit in one process (tests, the demo).
 	Registry *prometheus.Registry
-	// VDB is portage's installed-package database, read for
-	// gateway.prefetch = installed; empty means /var/db/pkg.
+	// VDB is portage's installed-package database: what fits this
+	// machine (sonames, slots) and gateway.prefetch = installed; empty
+	// means /var/db/pkg.
 	VDB string
 }
 
@@ -76,6 +77,9 @@ type Daemon struct {
 	vdb      string
 	limits   xpak.Limits
 	md5cache *identity.MD5Cache
+	// expand resolves native compiler flags with this machine's gcc.
+	expand   func(flag string) (string, error)
+	machines machineCache
 	started  time.Time
 	gwKey    *openpgp.Entity // the gateway's signing key; nil when it is off
 	xferM    *transfer.Metrics
@@ -147,6 +151,7 @@ func New(opts Options) (*Daemon, error) {
 		self:     self,
 		policy:   policy,
 		platform: localPlatform(cfg.Portage),
+		expand:   identity.GCCNative(context.Background(), identity.GCCFor(cfg.Portage.CHOST)),
 		vdb:      cmp.Or(opts.VDB, "/var/db/pkg"),
 		limits:   lim,
 		started:  time.Now(),
@@ -360,7 +365,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 	}
 	d.own = own.New(own.Options{
 		Store: d.store, Votes: d.votes, Net: node, Key: d.key, Self: d.self,
-		PkgDir: d.cfg.Portage.PkgDir, Mode: d.cfg.Mode, MD5Cache: d.md5cache, Files: d.limits,
+		PkgDir: d.cfg.Portage.PkgDir, Mode: d.cfg.Mode, MD5Cache: d.md5cache, ExpandNative: d.expand, Files: d.limits,
 		Downloaded: append(downloaded, d.policy.PGPKeyring...), Logger: d.log, Registry: d.reg,
 	})
 	d.mz = materialize.New(materialize.Options{
@@ -399,6 +404,7 @@ func (d *Daemon) newGateway() *portagehook.Gateway {
 		Store: d.store, Votes: d.votes, Materialize: d.mz, Platform: d.platform,
 		Prefetch:  d.cfg.Gateway.Prefetch,
 		Installed: d.installed,
+		Machine:   d.machine,
 		Logger:    d.log.With("component", "gateway"), Registry: d.reg,
 	})
 	return portagehook.NewGateway(listings, portagehook.GatewayOptions{

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 )
 
@@ -33,4 +36,33 @@ func resolvedPlatform(p config.PortageConfig, expand func(flag string) (string, 
 		return d.Platform(), err
 	}
 	return r.Platform(), nil
+}
+
+// machineCache keeps the last fit.Machine a few seconds: the index is
+// read in bursts, and a package portage just installed shows within that.
+type machineCache struct {
+	mu   sync.Mutex
+	m    *fit.Machine
+	read time.Time
+}
+
+// machineTTL is how long a loaded machine is reused.
+const machineTTL = 5 * time.Second
+
+// machine is this machine as portage installs onto it: the vdb's sonames
+// and slots, the root's glibc, the CPU, and gcc for named -march values.
+func (d *Daemon) machine() (*fit.Machine, error) {
+	c := &d.machines
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m != nil && time.Since(c.read) < machineTTL {
+		return c.m, nil
+	}
+	m, err := fit.LoadMachine("/", d.vdb)
+	if err != nil {
+		return nil, err
+	}
+	m.March = fit.GCCMarch(context.Background(), identity.GCCFor(d.cfg.Portage.CHOST))
+	c.m, c.read = m, time.Now()
+	return m, nil
 }

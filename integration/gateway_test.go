@@ -246,6 +246,9 @@ func TestGatewayListsBeforeFetching(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(vdb, "app-misc", "layout-0.9"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := testnet.InstallGlibc(vdb); err != nil {
+		t.Fatal(err)
+	}
 	p, err := testnet.Start(ctx, testnet.NodeOptions{Name: "p", Dir: dir, Bootstrap: []string{a.Addr()}, VDB: vdb, Logger: testLogger(),
 		Configure: func(c *config.Config) { c.Trust.Threshold = 1; c.Gateway.Prefetch = config.PrefetchInstalled }})
 	if err != nil {

@@ -55,6 +55,10 @@ type Options struct {
 	// MD5Cache resolves eclass digests for build descriptors (nil: none).
 	MD5Cache *identity.MD5Cache
 	Files    xpak.Limits
+	// ExpandNative resolves -march=native and friends the way this
+	// machine's gcc does (identity.GCCNative), so a build's keys differ
+	// where its code differs; nil refuses builds made with native flags.
+	ExpandNative func(flag string) (string, error)
 	// Downloaded holds the keys whose signature marks a binpkg as fetched
 	// from a binhost (the gateway's own key, trust.pgp_keyring): such
 	// files are indexed but never attested as built here.
@@ -74,6 +78,7 @@ type Builds struct {
 	pkgdir    string
 	mode      config.Mode
 	md5cache  *identity.MD5Cache
+	expand    func(flag string) (string, error)
 	limits    xpak.Limits
 	keyring   openpgp.EntityList
 	log       *slog.Logger
@@ -86,7 +91,7 @@ type Builds struct {
 func New(o Options) *Builds {
 	ob := &Builds{
 		store: o.Store, votes: o.Votes, net: o.Net, key: o.Key, self: o.Self,
-		pkgdir: o.PkgDir, mode: o.Mode, md5cache: o.MD5Cache, limits: o.Files,
+		pkgdir: o.PkgDir, mode: o.Mode, md5cache: o.MD5Cache, expand: o.ExpandNative, limits: o.Files,
 		keyring: o.Downloaded, log: o.Logger,
 	}
 	if ob.log == nil {

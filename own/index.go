@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
@@ -33,6 +34,8 @@ type localExtra struct {
 	// Served are the served form's tar sizes (nil for a package indexed
 	// before they existed, or one the served form cannot carry).
 	Served *trust.ServedSizes `json:"served,omitempty"`
+	// Needs is what its content needs of a machine (fit.NeedsOfFile).
+	Needs *trust.Needs `json:"needs,omitempty"`
 }
 
 // errDownloaded marks a PKGDIR file portage downloaded from a binhost (this
@@ -77,6 +80,10 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: build descriptor: %w", path, err)
 	}
+	// Before any key is computed: -march=native means this CPU's code.
+	if desc, err = desc.ResolveNative(ob.expand); err != nil {
+		return store.LocalPackage{}, fmt.Errorf("%s: build descriptor: %w", path, err)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return store.LocalPackage{}, err
@@ -97,6 +104,13 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 		return store.LocalPackage{}, err
 	}
 	ex := localExtra{Descriptor: descJSON, Index: indexFields(pkg.Metadata)}
+	needs, err := fit.NeedsOfFile(path, ob.limits)
+	if err != nil {
+		return store.LocalPackage{}, fmt.Errorf("%s: what it needs of a machine: %w", path, err)
+	}
+	if needs != (fit.Needs{}) {
+		ex.Needs = &trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level}
+	}
 	if sizes, err := identity.ServedSizes(pkg); err == nil {
 		ex.Served = &trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar}
 	} else {
@@ -376,7 +390,8 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 		s, err := ob.votes.Decode(r.Blob)
 		// An attestation from before the served form is signed anew, so
 		// gateways can list the build before fetching it.
-		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 && (ex.Served == nil || s.Attestation.Served == *ex.Served) {
+		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 && (ex.Served == nil || s.Attestation.Served == *ex.Served) &&
+			(ex.Needs == nil || s.Attestation.Needs == *ex.Needs) {
 			return s, nil
 		}
 	}
@@ -411,6 +426,9 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 	}
 	if ex.Served != nil {
 		a.Served = *ex.Served
+		if ex.Needs != nil {
+			a.Needs = *ex.Needs
+		}
 	} else {
 		a.Version = 1 // no served form to state
 	}

@@ -104,6 +104,18 @@ type Attestation struct {
 	// reproducer states the same, and a gateway lists the build with its
 	// exact SIZE before fetching it. Required from version 2.
 	Served ServedSizes
+	// Needs is what the content needs of the machine that runs it (the
+	// highest GLIBC_ symbol version, the x86-64 ISA level its ELF files
+	// state), derived from the image alone: agreed like the content, so a
+	// gateway lists only builds this machine can run. Version 2, optional.
+	Needs Needs
+}
+
+// Needs mirrors fit.Needs on the wire (trust imports nothing that reads
+// packages).
+type Needs struct {
+	Glibc    string `json:"glibc,omitempty"`
+	X86Level int    `json:"x86_level,omitempty"`
 }
 
 // ServedSizes are the served form's uncompressed tar sizes (the JSON of
@@ -131,6 +143,7 @@ type attestationWire struct {
 	Builder    Builder           `json:"builder"`
 	Time       time.Time         `json:"time"`
 	Served     *ServedSizes      `json:"served,omitempty"`
+	Needs      *Needs            `json:"needs,omitempty"`
 }
 
 // MarshalJSON writes the attestation's wire form (the signed payload format).
@@ -152,7 +165,16 @@ func (a Attestation) MarshalJSON() ([]byte, error) {
 		Builder:    a.Builder,
 		Time:       a.Time,
 		Served:     servedWire(a),
+		Needs:      needsWire(a),
 	})
+}
+
+func needsWire(a Attestation) *Needs {
+	if a.Needs == (Needs{}) {
+		return nil
+	}
+	n := a.Needs
+	return &n
 }
 
 func servedWire(a Attestation) *ServedSizes {
@@ -204,6 +226,12 @@ func parseAttestation(payload []byte) (Attestation, error) {
 		}
 		a.Served = *w.Served
 	}
+	if w.Needs != nil {
+		if w.Version < 2 || *w.Needs == (Needs{}) {
+			return Attestation{}, fmt.Errorf("%w: needs in a version %d attestation, or empty", ErrMalformed, w.Version)
+		}
+		a.Needs = *w.Needs
+	}
 	if err := parseDigest(w.FileSHA256, &a.FileSHA256); err != nil {
 		return Attestation{}, fmt.Errorf("%w: file_sha256: %v", ErrMalformed, err)
 	}
@@ -241,8 +269,14 @@ func (a *Attestation) Validate() error {
 		a.Served.MetadataTar%512 != 0 || a.Served.ImageTar%512 != 0) {
 		return fmt.Errorf("%w: served tar sizes %d and %d: want positive multiples of 512", ErrMalformed, a.Served.MetadataTar, a.Served.ImageTar)
 	}
-	if a.Version < 2 && a.Served != (ServedSizes{}) {
-		return fmt.Errorf("%w: served sizes in a version %d attestation", ErrMalformed, a.Version)
+	if err := checkText("needs.glibc", a.Needs.Glibc, 32, false, false); err != nil {
+		return err
+	}
+	if a.Needs.X86Level < 0 || a.Needs.X86Level > 4 {
+		return fmt.Errorf("%w: needs.x86_level %d: want 0 to 4", ErrMalformed, a.Needs.X86Level)
+	}
+	if a.Version < 2 && (a.Served != (ServedSizes{}) || a.Needs != (Needs{})) {
+		return fmt.Errorf("%w: served sizes or needs in a version %d attestation", ErrMalformed, a.Version)
 	}
 	if err := checkCID("build_key", string(a.BuildKey)); err != nil {
 		return err

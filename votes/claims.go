@@ -218,3 +218,21 @@ func AgreedServed(atts []*trust.Signed) trust.ServedSizes {
 	}
 	return trust.ServedSizes{}
 }
+
+// AgreedNeeds is what the content of an allowed build needs of the
+// machine (glibc symbol version, x86-64 level): the value a strict
+// majority of its attestations states, or ok false. A build without
+// agreed needs is not listed before its file is here: a minority could
+// otherwise hide that it needs a newer glibc.
+func AgreedNeeds(atts []*trust.Signed) (trust.Needs, bool) {
+	counts := map[trust.Needs]int{}
+	for _, s := range atts {
+		counts[s.Attestation.Needs]++
+	}
+	for v, n := range counts {
+		if 2*n > len(atts) {
+			return v, true
+		}
+	}
+	return trust.Needs{}, false
+}

@@ -190,6 +190,10 @@ func EndorsePackage(pkg *xpak.Package, priv ed25519.PrivateKey) (Endorsement, er
 	if err != nil {
 		return Endorsement{}, fmt.Errorf("%s: %w", pkg.Path, err)
 	}
+	// A build server endorses what it built here: native flags mean its CPU.
+	if desc, err = desc.ResolveNative(identity.GCCNative(context.Background(), identity.GCCFor(desc.CHOST))); err != nil {
+		return Endorsement{}, fmt.Errorf("%s: %w", pkg.Path, err)
+	}
 	c := trust.ContentID{Image: pkg.ImageDigest, Metadata: md}
 	return NewEndorsement(desc.BuildKey(), desc.Platform(), c, priv), nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -47,6 +48,11 @@ func inspectFile(path string, lim xpak.Limits) (*Inspection, error) {
 	}
 	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
 	if err != nil {
+		return nil, fmt.Errorf("%s: build descriptor: %w", path, err)
+	}
+	// The keys this machine's daemon would announce: native flags resolved
+	// by its gcc.
+	if desc, err = desc.ResolveNative(identity.GCCNative(context.Background(), identity.GCCFor(desc.CHOST))); err != nil {
 		return nil, fmt.Errorf("%s: build descriptor: %w", path, err)
 	}
 	ins := &Inspection{

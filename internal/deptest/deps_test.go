@@ -42,13 +42,13 @@ var rules = map[string]rule{
 	"portagehook": {mayUse: []string{"xpak"}, never: append([]string{"github.com/spf13/viper"}, network...), why: "portage's side knows nothing of libp2p or of the network layer"},
 	"votes": {mayUse: []string{"config", "identity", "keys", "p2p/wire", "portagehook", "store", "trust", "xpak"}, never: network,
 		why: "votes reaches the network through its Network interface only"},
-	"own": {mayUse: []string{"config", "identity", "keys", "p2p/wire", "pieces", "portagehook", "scan", "store", "trust", "votes", "xpak"}, never: network,
+	"own": {mayUse: []string{"config", "fit", "identity", "keys", "p2p/wire", "pieces", "portagehook", "scan", "store", "trust", "votes", "xpak"}, never: network,
 		why: "own builds feed votes; they never fetch"},
 	"materialize": {mayUse: []string{"config", "identity", "keys", "p2p/wire", "pieces", "portagehook", "store", "transfer", "trust", "votes", "xpak"}, never: network,
 		why: "materializing reads votes and moves files; it never attests"},
-	"binhost": {mayUse: []string{"config", "identity", "keys", "materialize", "p2p/wire", "pieces", "portagehook", "store", "transfer", "trust", "votes", "xpak"}, never: network,
+	"binhost": {mayUse: []string{"config", "fit", "identity", "keys", "materialize", "p2p/wire", "pieces", "portagehook", "store", "transfer", "trust", "votes", "xpak"}, never: network,
 		why: "what portage sees is read from votes and materialize only"},
-	"localapi": {mayUse: []string{"api", "config", "identity", "keys", "materialize", "own", "p2p/wire", "pieces", "portagehook", "scan", "store", "transfer", "trust", "votes", "xpak"}, never: network,
+	"localapi": {mayUse: []string{"api", "config", "fit", "identity", "keys", "materialize", "own", "p2p/wire", "pieces", "portagehook", "scan", "store", "transfer", "trust", "votes", "xpak"}, never: network,
 		why: "the local API reads the jobs; only the daemon wires the network"},
 }
 

@@ -48,7 +48,7 @@ func AttestFile(t testing.TB, key crypto.PrivKey, claim, file Binpkg, at time.Ti
 		CPV: lp.CPV, Platform: lp.Platform, Descriptor: claim.Descriptor, Index: claim.Index,
 		Content:    claim.Content(),
 		FileSHA256: file.Local.FileSHA256, Size: file.Local.Size, PieceRoot: file.Local.PieceRoot,
-		PieceSize: pieces.Size, Format: lp.Format, Time: at, Served: claim.Served,
+		PieceSize: pieces.Size, Format: lp.Format, Time: at, Served: claim.Served, Needs: claim.Needs,
 	}, key)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/fit"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
@@ -98,6 +99,7 @@ type Binpkg struct {
 	Descriptor json.RawMessage   // its build descriptor
 	Index      map[string]string // the index fields an attestation claims
 	Served     trust.ServedSizes // its served form's tar sizes
+	Needs      trust.Needs       // what its content needs of a machine
 }
 
 // Content is the content id of b.
@@ -149,6 +151,10 @@ func Identify(t testing.TB, path string) Binpkg {
 	if err != nil {
 		t.Fatal(err)
 	}
+	needs, err := fit.NeedsOfFile(path, xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
 	buildID, _ := pkg.Metadata.BuildID()
 	return Binpkg{
 		Local: store.LocalPackage{
@@ -161,5 +167,6 @@ func Identify(t testing.TB, path string) Binpkg {
 		},
 		Pkg: pkg, Data: data, Descriptor: descJSON, Index: index,
 		Served: trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar},
+		Needs:  trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level},
 	}
 }

@@ -39,10 +39,30 @@ type NodeOptions struct {
 	// Configure, when set, edits the config last (signers, caps, …).
 	Configure func(*config.Config)
 	Logger    *slog.Logger
-	// VDB is the installed-package database the daemon reads (tests of
-	// gateway.prefetch = installed).
+	// VDB is the installed-package database the daemon reads (what fits
+	// the machine, gateway.prefetch = installed); empty makes one holding
+	// glibc (InstallGlibc), so the fixtures fit.
 	VDB string
 }
+
+// InstallGlibc records sys-libs/glibc in the vdb at vdb, with the
+// sonames portage would record for it (PROVIDES): a test machine's
+// installed system, whatever the host is.
+func InstallGlibc(vdb string) error {
+	dir := filepath.Join(vdb, "sys-libs", "glibc-2.36-r7")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"SLOT": "2.2\n", "PROVIDES": jobtestGlibcProvides + "\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jobtestGlibcProvides is what glibc provides on a test machine.
+const jobtestGlibcProvides = "x86_64: ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2"
 
 // Node is one running daemon.
 type Node struct {
@@ -103,7 +123,14 @@ func Start(ctx context.Context, o NodeOptions) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log.With("node", o.Name), VDB: o.VDB})
+	vdb := o.VDB
+	if vdb == "" {
+		vdb = filepath.Join(dir, "vdb")
+		if err := InstallGlibc(vdb); err != nil {
+			return nil, err
+		}
+	}
+	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log.With("node", o.Name), VDB: vdb})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Name, err)
 	}
