@@ -207,7 +207,12 @@ type EndorseResult struct {
 type Explanation struct {
 	Query    string          `json:"query"`
 	Verdicts []trust.Verdict `json:"verdicts"`
-	Text     string          `json:"text"`
+	// NotListed says, per build key, why the gateway's last index left
+	// the build out although it may be allowed: it does not fit this
+	// machine (a soname, a slot, glibc, the CPU), or its voters disagree
+	// on what portage would be told.
+	NotListed map[keys.Build]string `json:"not_listed,omitempty"`
+	Text      string                `json:"text"`
 }
 
 // PolicyView is the effective trust policy, printable.

@@ -80,6 +80,8 @@ type Daemon struct {
 	// expand resolves native compiler flags with this machine's gcc.
 	expand   func(flag string) (string, error)
 	machines machineCache
+	// listings are what the gateway lists (nil when it is off).
+	listings *binhost.Listings
 	started  time.Time
 	gwKey    *openpgp.Entity // the gateway's signing key; nil when it is off
 	xferM    *transfer.Metrics
@@ -382,7 +384,15 @@ func (d *Daemon) wire(node *p2p.Node) {
 		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL,
 	}
 	if d.gwKey != nil {
+		d.listings = binhost.New(binhost.Options{
+			Store: d.store, Votes: d.votes, Materialize: d.mz, Platform: d.platform,
+			Prefetch:  d.cfg.Gateway.Prefetch,
+			Installed: d.installed,
+			Machine:   d.machine,
+			Logger:    d.log.With("component", "gateway"), Registry: d.reg,
+		})
 		o.Gateway = d.gatewayInfo
+		o.NotListed = d.listings.Why
 	}
 	d.api = localapi.New(o)
 }
@@ -400,14 +410,7 @@ func (d *Daemon) newGateway() *portagehook.Gateway {
 	if d.cfg.Portage.CHOST != "" {
 		header.Set("CHOST", d.cfg.Portage.CHOST)
 	}
-	listings := binhost.New(binhost.Options{
-		Store: d.store, Votes: d.votes, Materialize: d.mz, Platform: d.platform,
-		Prefetch:  d.cfg.Gateway.Prefetch,
-		Installed: d.installed,
-		Machine:   d.machine,
-		Logger:    d.log.With("component", "gateway"), Registry: d.reg,
-	})
-	return portagehook.NewGateway(listings, portagehook.GatewayOptions{
+	return portagehook.NewGateway(d.listings, portagehook.GatewayOptions{
 		Path:       d.cfg.Gateway.Path,
 		CacheDir:   filepath.Join(d.cfg.StateDir, "gateway"),
 		Signer:     portagehook.NewSigner(d.gwKey, d.started),

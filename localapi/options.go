@@ -10,6 +10,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/own"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
@@ -45,23 +46,27 @@ type Options struct {
 	GatewayURL, MetricsURL func() string
 	// Gateway describes the gateway for setup-portage; nil when it is off.
 	Gateway func() (api.GatewayInfo, error)
+	// NotListed says why the gateway's last index left an allowed build
+	// out (it does not fit this machine …); nil when the gateway is off.
+	NotListed func(keys.Build) (reason string, ok bool)
 }
 
 // Server answers the local API.
 type Server struct {
-	store    *store.Store
-	votes    *votes.Book
-	own      *own.Builds
-	mz       *materialize.Materializer
-	net      Network
-	self     peer.ID
-	platform string
-	cfg      *config.Config
-	version  string
-	started  time.Time
-	reg      prometheus.Gatherer
-	urls     [2]func() string
-	gateway  func() (api.GatewayInfo, error)
+	store     *store.Store
+	votes     *votes.Book
+	own       *own.Builds
+	mz        *materialize.Materializer
+	net       Network
+	self      peer.ID
+	platform  string
+	cfg       *config.Config
+	version   string
+	started   time.Time
+	reg       prometheus.Gatherer
+	urls      [2]func() string
+	gateway   func() (api.GatewayInfo, error)
+	notListed func(keys.Build) (string, bool)
 }
 
 // New makes a Server.
@@ -70,6 +75,6 @@ func New(o Options) *Server {
 		store: o.Store, votes: o.Votes, own: o.Own, mz: o.Materialize, net: o.Net,
 		self: o.Self, platform: o.Platform, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
-		gateway: o.Gateway,
+		gateway: o.Gateway, notListed: o.NotListed,
 	}
 }

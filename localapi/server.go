@@ -477,6 +477,15 @@ func (srv *Server) Explain(ctx context.Context, q string) (api.Explanation, erro
 		}
 		ex.Verdicts = append(ex.Verdicts, v)
 		sb.WriteString(v.Explain())
+		if srv.notListed != nil {
+			if why, ok := srv.notListed(bk); ok {
+				if ex.NotListed == nil {
+					ex.NotListed = map[keys.Build]string{}
+				}
+				ex.NotListed[bk] = why
+				fmt.Fprintf(&sb, "The gateway does not list it: %s\n", why)
+			}
+		}
 		sb.WriteString("\n")
 	}
 	ex.Text = sb.String()
