@@ -190,7 +190,7 @@ func benchAttestation(b *testing.B, k crypto.PrivKey, platform string, i int, at
 			"PROVIDES":       "x86_64: " + soname,
 			"REQUIRES":       "x86_64: libc.so.6",
 		},
-		Content: trust.ContentID{Image: sha256.Sum256([]byte(cpv + "image")), Metadata: sha256.Sum256([]byte(cpv + "metadata"))},
+		Content:    trust.ContentID{Image: sha256.Sum256([]byte(cpv + "image")), Metadata: sha256.Sum256([]byte(cpv + "metadata"))},
 		FileSHA256: sha256.Sum256([]byte(cpv + "file")), Size: 50 << 10, PieceSize: 262144, Format: trust.FormatGPKG,
 		PieceRoot: sha256.Sum256([]byte(cpv + "root")), Time: at,
 		Served: trust.ServedSizes{MetadataTar: 20480, ImageTar: 51200 + int64(i%7)*512},
