@@ -225,6 +225,7 @@ func (s *Store) PutAttestations(recs []AttestationRecord) (added []bool, err err
 			if err := indexAttestation(tx, rec); err != nil {
 				return err
 			}
+			s.votesChanged(tx, rec.BuildKey)
 			added[i] = true
 		}
 		return nil
@@ -281,6 +282,7 @@ func (s *Store) DeleteAttestation(id [32]byte) (bool, error) {
 			return err
 		}
 		found = true
+		s.votesChanged(tx, r.BuildKey)
 		return deleteAttestation(tx, &r)
 	})
 	return found, err

@@ -295,7 +295,10 @@ func (c *Cache) Commit(tmpPath string, sha [32]byte, meta CacheMeta) (CacheEntry
 	if err != nil {
 		return CacheEntry{}, err
 	}
-	if err := c.s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCache).Put(sha[:], v) }); err != nil {
+	if err := c.s.update(func(tx *bolt.Tx) error {
+		c.s.localChanged(tx)
+		return tx.Bucket(bucketCache).Put(sha[:], v)
+	}); err != nil {
 		// The file is in place but unreferenced; the next Open removes it.
 		return CacheEntry{}, fmt.Errorf("record cache entry %x: %w", sha, err)
 	}
@@ -434,6 +437,7 @@ func (c *Cache) evictLocked(victims []CacheEntry) (freed int64, n int, err error
 			if err := b.Delete(v.SHA256[:]); err != nil {
 				return err
 			}
+			c.s.localChanged(tx)
 			gone = append(gone, e)
 		}
 		return nil

@@ -25,6 +25,7 @@ func (s *Store) PutEndorsement(buildKey string, blob []byte) (added bool, err er
 			return nil
 		}
 		added = true
+		s.votesChanged(tx, buildKey)
 		return b.Put(key, blob)
 	})
 	return added, err

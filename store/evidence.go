@@ -78,6 +78,8 @@ func (s *Store) PutEvidence(rec EvidenceRecord) (added bool, err error) {
 		if err := putIndex(tx.Bucket(bucketEvByPeer), rec.Peer, rec.ID[:]); err != nil {
 			return err
 		}
+		// Evidence without a build key may weigh on any verdict.
+		s.votesChanged(tx, rec.BuildKey)
 		added = true
 		return nil
 	})

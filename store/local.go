@@ -140,6 +140,7 @@ func (s *Store) PutLocal(p LocalPackage) error {
 		return fmt.Errorf("encode local package %s: %w", p.Path, err)
 	}
 	return s.update(func(tx *bolt.Tx) error {
+		s.localChanged(tx)
 		if _, _, err := deleteLocalTx(tx, p.Path); err != nil {
 			return err
 		}
@@ -185,6 +186,9 @@ func (s *Store) DeleteLocal(path string) (LocalPackage, bool, error) {
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
 		old, found, err = deleteLocalTx(tx, path)
+		if found {
+			s.localChanged(tx)
+		}
 		return err
 	})
 	return old, found, err

@@ -109,6 +109,9 @@ type Store struct {
 	pidf string
 
 	cache *Cache
+	// votes and local log committed changes for readers that keep
+	// derived results (VotesGeneration, LocalGeneration).
+	votes, local *changeLog
 
 	closeOnce sync.Once
 	closeErr  error
@@ -161,7 +164,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	// peer's budget bounds close to that bound on disk, for a few more
 	// truncate calls as it grows.
 	db.AllocSize = 4 << 20
-	s := &Store{dir: dir, db: db, log: log, pidf: pidPath}
+	s := &Store{dir: dir, db: db, log: log, pidf: pidPath, votes: newChangeLog(), local: newChangeLog()}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err

@@ -1,0 +1,98 @@
+package store
+
+import (
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestVotesChanged: every committed write of what a verdict reads moves
+// the generation and marks its build key, and only its build key; reads
+// and duplicates move nothing; evidence without a build key marks every
+// build key; local packages and cache entries move LocalGeneration only.
+func TestVotesChanged(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	rec := func(bk, blob string) AttestationRecord {
+		return AttestationRecord{BuildKey: bk, VariantKey: "vk", CPV: "app-misc/hello-1.0", Platform: "amd64", Attester: "A", Content: "c", Blob: []byte(blob)}
+	}
+	type snap struct{ gen, bk1, bk2 uint64 }
+	now := func() snap {
+		return snap{s.VotesGeneration(), s.VotesChanged("bk1"), s.VotesChanged("bk2")}
+	}
+	before := now()
+	if before.bk1 > before.gen || before.bk2 > before.gen {
+		t.Fatalf("fresh store: %+v", before)
+	}
+	step := func(name string, write func() error, bk1, bk2 bool) {
+		t.Helper()
+		was, local := now(), s.LocalGeneration()
+		if err := write(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got := now()
+		if moved := got.gen > was.gen; moved != (bk1 || bk2) {
+			t.Errorf("%s: generation %d → %d", name, was.gen, got.gen)
+		}
+		if moved := got.bk1 > was.bk1; moved != bk1 {
+			t.Errorf("%s: bk1 changed %d → %d, want moved %v", name, was.bk1, got.bk1, bk1)
+		}
+		if moved := got.bk2 > was.bk2; moved != bk2 {
+			t.Errorf("%s: bk2 changed %d → %d, want moved %v", name, was.bk2, got.bk2, bk2)
+		}
+		if got.bk1 > got.gen || got.bk2 > got.gen {
+			t.Errorf("%s: a build key changed after the generation: %+v", name, got)
+		}
+		if s.LocalGeneration() != local {
+			t.Errorf("%s: local generation moved", name)
+		}
+	}
+	r1 := rec("bk1", "one")
+	step("put bk1", func() error { _, err := s.PutAttestation(r1); return err }, true, false)
+	step("put bk1 again", func() error { _, err := s.PutAttestation(r1); return err }, false, false)
+	step("read", func() error { _, err := s.AttestationsFor("bk1"); return err }, false, false)
+	step("put bk2", func() error { _, err := s.PutAttestations([]AttestationRecord{rec("bk2", "two")}); return err }, false, true)
+	step("address of bk1", func() error { _, err := s.SetAttestationAddr(sum("one"), "192.0.2.1"); return err }, true, false)
+	step("endorse bk2", func() error { _, err := s.PutEndorsement("bk2", []byte("e")); return err }, false, true)
+	step("evidence on bk1", func() error { _, err := s.PutEvidence(EvidenceRecord{Peer: "A", BuildKey: "bk1", Blob: []byte("ev")}); return err }, true, false)
+	step("evidence on no build key", func() error { _, err := s.PutEvidence(EvidenceRecord{Peer: "A", Blob: []byte("ev2")}); return err }, true, true)
+	step("delete bk1", func() error { _, err := s.DeleteAttestation(sum("one")); return err }, true, false)
+	step("delete bk2", func() error { _, err := s.DeleteAttestations([][32]byte{sum("two")}); return err }, false, true)
+	step("orphans of bk1", func() error { return s.DropOrphans([]string{"bk1"}, func([]byte) bool { return true }) }, true, false)
+	step("counter", func() error { return s.IncCounter("x", 1) }, false, false)
+	step("first seen", func() error { _, err := s.FirstSeen("k", time.Now()); return err }, false, false)
+
+	was := s.LocalGeneration()
+	if err := s.PutLocal(local("/pkgdir/a.gpkg.tar", "blob", "bk1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitBlob(s.Cache(), "cached"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Cache().Remove(sum("cached")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeleteLocal("/pkgdir/a.gpkg.tar"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.LocalGeneration(); got != was+4 {
+		t.Errorf("local generation %d → %d after four writes", was, got)
+	}
+}
+
+// TestChangeLogForgets: past maxChangeKeys the log forgets its keys, and
+// a forgotten key counts as changed when it was forgotten: never earlier
+// than it really changed.
+func TestChangeLogForgets(t *testing.T) {
+	c := newChangeLog()
+	c.note([]string{"a"})
+	at := c.changed("a")
+	for i := range maxChangeKeys + 1 {
+		c.note([]string{strconv.Itoa(i)})
+	}
+	if len(c.byKey) > maxChangeKeys {
+		t.Errorf("%d keys kept", len(c.byKey))
+	}
+	if c.changed("a") <= at || c.changed("a") > c.generation() {
+		t.Errorf("forgotten key a changed at %d (noted at %d, generation %d)", c.changed("a"), at, c.generation())
+	}
+}
