@@ -53,7 +53,10 @@ func TestVotesChanged(t *testing.T) {
 	step("put bk2", func() error { _, err := s.PutAttestations([]AttestationRecord{rec("bk2", "two")}); return err }, false, true)
 	step("address of bk1", func() error { _, err := s.SetAttestationAddr(sum("one"), "192.0.2.1"); return err }, true, false)
 	step("endorse bk2", func() error { _, err := s.PutEndorsement("bk2", []byte("e")); return err }, false, true)
-	step("evidence on bk1", func() error { _, err := s.PutEvidence(EvidenceRecord{Peer: "A", BuildKey: "bk1", Blob: []byte("ev")}); return err }, true, false)
+	step("evidence on bk1", func() error {
+		_, err := s.PutEvidence(EvidenceRecord{Peer: "A", BuildKey: "bk1", Blob: []byte("ev")})
+		return err
+	}, true, false)
 	step("evidence on no build key", func() error { _, err := s.PutEvidence(EvidenceRecord{Peer: "A", Blob: []byte("ev2")}); return err }, true, true)
 	step("delete bk1", func() error { _, err := s.DeleteAttestation(sum("one")); return err }, true, false)
 	step("delete bk2", func() error { _, err := s.DeleteAttestations([][32]byte{sum("two")}); return err }, false, true)
