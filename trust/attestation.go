@@ -3,11 +3,14 @@ package trust
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -415,6 +418,81 @@ type Signed struct {
 	Attestation Attestation `json:"-"`
 	// Attester is the peer id derived from PublicKey.
 	Attester peer.ID `json:"-"`
+
+	// verified is what open checked, so Verify need not check the
+	// signature again while nothing changed; nil for a Signed built in
+	// memory.
+	verified *verifiedAs
+}
+
+// verifiedAs fingerprints a Signed as open verified it: its envelope, its
+// parsed fields and its attester.
+type verifiedAs struct {
+	envelope, fields [32]byte
+	attester         peer.ID
+}
+
+// envelopeSum fingerprints the signed bytes.
+func envelopeSum(payload, pub, sig []byte) [32]byte {
+	h := sha256.New()
+	for _, b := range [][]byte{payload, pub, sig} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+// fieldsSum fingerprints every field of a, each length-prefixed (the Index
+// in key order): two attestations with the same sum marshal alike. A field
+// added to Attestation must be added here (TestVerifyNoticesEveryField).
+func fieldsSum(a *Attestation) [32]byte {
+	h := sha256.New()
+	var buf []byte
+	str := func(s string) {
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(s)))
+		buf = append(buf, s...)
+	}
+	num := func(n int64) { buf = binary.BigEndian.AppendUint64(buf, uint64(n)) }
+	num(int64(a.Version))
+	str(string(a.BuildKey))
+	str(string(a.VariantKey))
+	str(a.CPV)
+	str(a.Platform)
+	num(int64(len(a.Descriptor)))
+	if a.Descriptor == nil {
+		num(-1) // nil and empty marshal differently
+	}
+	buf = append(buf, a.Descriptor...)
+	num(int64(len(a.Index)))
+	if a.Index == nil {
+		num(-1)
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.Index)) {
+		str(k)
+		str(a.Index[k])
+	}
+	buf = append(buf, a.Content.Image[:]...)
+	buf = append(buf, a.Content.Metadata[:]...)
+	buf = append(buf, a.FileSHA256[:]...)
+	num(a.Size)
+	buf = append(buf, a.PieceRoot[:]...)
+	num(a.PieceSize)
+	str(a.Format)
+	str(a.Builder.Portage)
+	str(a.Builder.GCC)
+	zone, offset := a.Time.Zone()
+	num(a.Time.Unix())
+	num(int64(a.Time.Nanosecond()))
+	str(zone)
+	num(int64(offset))
+	num(a.Served.MetadataTar)
+	num(a.Served.ImageTar)
+	str(a.Needs.Glibc)
+	num(int64(a.Needs.X86Level))
+	h.Write(buf)
+	return [32]byte(h.Sum(nil))
 }
 
 // signedWire is the envelope on the wire.
@@ -498,13 +576,15 @@ func open(payload, pub, sig []byte) (*Signed, error) {
 	if err != nil || !bytes.Equal(canonical, payload) {
 		return nil, fmt.Errorf("%w: attestation payload is not in canonical form", ErrMalformed)
 	}
-	return &Signed{
+	out := &Signed{
 		Payload:     bytes.Clone(payload),
 		PublicKey:   bytes.Clone(pub),
 		Signature:   bytes.Clone(sig),
 		Attestation: a,
 		Attester:    id,
-	}, nil
+	}
+	out.verified = &verifiedAs{envelope: envelopeSum(payload, pub, sig), fields: fieldsSum(&a), attester: id}
+	return out, nil
 }
 
 // parsePeerKey accepts only canonical encodings of Ed25519 libp2p keys.
@@ -553,9 +633,19 @@ func (s *Signed) ID() [32]byte { return sha256.Sum256(s.Marshal()) }
 // the signature must verify over Payload, and Attestation and Attester must
 // be exactly what Payload and PublicKey say. Evaluate and
 // DetectEquivocation call it on every record they are handed.
+//
+// A Signed that Decode or Sign returned was verified then: while its
+// signed bytes, its fields and its attester are still exactly what was
+// verified (fingerprints, a few microseconds), Verify does not check the
+// signature again, so a verdict over cached attestations costs no Ed25519
+// verification per vote.
 func (s *Signed) Verify() error {
 	if s == nil {
 		return fmt.Errorf("%w: nil signed attestation", ErrMalformed)
+	}
+	if v := s.verified; v != nil && v.attester == s.Attester &&
+		v.envelope == envelopeSum(s.Payload, s.PublicKey, s.Signature) && v.fields == fieldsSum(&s.Attestation) {
+		return nil
 	}
 	fresh, err := open(s.Payload, s.PublicKey, s.Signature)
 	if err != nil {

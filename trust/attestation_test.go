@@ -7,6 +7,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -390,4 +392,116 @@ func TestSignedJSONVerifies(t *testing.T) {
 	if err := json.Unmarshal(tampered, &back); !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrMalformed) {
 		t.Fatalf("tampered JSON: %v", err)
 	}
+}
+
+// TestVerifyNoticesEveryField: a decoded Signed is verified once, and
+// Verify afterwards compares fingerprints instead of checking the
+// signature again; changing any field of its Attestation (found by
+// reflection, so a field added later is covered), its attester or its
+// signed bytes must still fail Verify.
+func TestVerifyNoticesEveryField(t *testing.T) {
+	bk := testCID(t, "build hello")
+	fresh := func(t *testing.T) *Signed {
+		t.Helper()
+		a := testAttestation(t, bk, testContent("good"))
+		a.Index = map[string]string{"SLOT": "0", "USE": "ssl"}
+		a.Builder = Builder{Portage: "3.0.82", GCC: "13.2.0"}
+		a.Needs = Needs{Glibc: "GLIBC_2.34", X86Level: 2}
+		s := signAs(t, 1, a)
+		d, err := Decode(s.Marshal())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Verify(); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, f := range leafFields(reflect.TypeFor[Attestation](), nil, "") {
+		t.Run(f.name, func(t *testing.T) {
+			s := fresh(t)
+			changeValue(t, reflect.ValueOf(&s.Attestation).Elem().FieldByIndex(f.index))
+			if err := s.Verify(); err == nil {
+				t.Fatalf("Attestation.%s changed in memory, and Verify passed", f.name)
+			}
+		})
+	}
+	for name, mod := range map[string]func(s *Signed){
+		"index value in place": func(s *Signed) { s.Attestation.Index["SLOT"] = "1" },
+		"index key added":      func(s *Signed) { s.Attestation.Index["RDEPEND"] = "" },
+		"descriptor in place":  func(s *Signed) { s.Attestation.Descriptor[len(s.Attestation.Descriptor)-2] ^= 1 },
+		"time zone":            func(s *Signed) { s.Attestation.Time = s.Attestation.Time.In(time.FixedZone("X", 3600)) },
+		"attester":             func(s *Signed) { s.Attester = testPeer(t, 5) },
+		"payload in place":     func(s *Signed) { s.Payload[len(s.Payload)-2] ^= 1 },
+		"signature":            func(s *Signed) { s.Signature = append([]byte(nil), s.Signature...); s.Signature[0] ^= 1 },
+		"public key":           func(s *Signed) { s.PublicKey = signAs(t, 2, s.Attestation).PublicKey },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := fresh(t)
+			mod(s)
+			if err := s.Verify(); err == nil {
+				t.Fatalf("%s changed in memory, and Verify passed", name)
+			}
+		})
+	}
+	// A Signed built in memory from verified parts is checked in full.
+	s := fresh(t)
+	built := &Signed{Payload: s.Payload, PublicKey: s.PublicKey, Signature: s.Signature, Attestation: s.Attestation, Attester: s.Attester}
+	if err := built.Verify(); err != nil {
+		t.Fatalf("a Signed built from verified parts: %v", err)
+	}
+	built.Attestation.Size++
+	if err := built.Verify(); err == nil {
+		t.Fatal("a Signed built in memory with a changed field verified")
+	}
+}
+
+// changeValue changes v (a settable field) to another value of its type.
+func changeValue(t *testing.T, v reflect.Value) {
+	t.Helper()
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(v.String() + "x")
+	case reflect.Int, reflect.Int64:
+		v.SetInt(v.Int() + 1)
+	case reflect.Array:
+		changeValue(t, v.Index(0))
+	case reflect.Uint8:
+		v.SetUint(v.Uint() ^ 1)
+	case reflect.Slice: // the descriptor: other JSON
+		v.SetBytes([]byte(`{"changed":true}`))
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for _, k := range v.MapKeys() {
+			m.SetMapIndex(k, v.MapIndex(k))
+		}
+		m.SetMapIndex(reflect.ValueOf("KEYWORDS"), reflect.ValueOf("amd64"))
+		v.Set(m)
+	case reflect.Struct: // time.Time, the one struct leafFields stops at
+		tm := v.Addr().Interface().(*time.Time)
+		*tm = tm.Add(time.Second)
+	default:
+		t.Fatalf("changeValue: kind %s not handled", v.Kind())
+	}
+}
+
+type leafField struct {
+	name  string
+	index []int
+}
+
+// leafFields lists the fields of struct type typ, descending into nested
+// structs other than time.Time.
+func leafFields(typ reflect.Type, index []int, prefix string) []leafField {
+	var out []leafField
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		ix := append(slices.Clone(index), i)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]() {
+			out = append(out, leafFields(f.Type, ix, prefix+f.Name+".")...)
+			continue
+		}
+		out = append(out, leafField{prefix + f.Name, ix})
+	}
+	return out
 }
