@@ -69,6 +69,7 @@ type Book struct {
 
 	pgp      pgpCache
 	decoded  decodedCache
+	cands    candidates
 	ingestMu sync.Mutex // held from a record's caps check to its write
 	// gossipRates bounds the gossip messages each relay makes us verify.
 	gossipRates peerRates

@@ -2,13 +2,16 @@ package votes
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -125,27 +128,108 @@ type Build struct {
 // decoded: a store full of one-vote junk costs an index walk, not a
 // verdict per record.
 func (vb *Book) AllowedBuilds(platform string) ([]Build, error) {
-	voters, err := vb.store.BuildKeyVoters(platform)
+	bks, err := vb.Candidates(platform)
+	if err != nil {
+		return nil, err
+	}
+	builds, ok, err := vb.AllowedBuildsOf(bks)
 	if err != nil {
 		return nil, err
 	}
 	var out []Build
+	for i, b := range builds {
+		if ok[i] {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// Generation changes whenever a verdict of this book may have: it counts
+// the store's committed writes of attestations, endorsements and evidence
+// (store.VotesGeneration; the policy is fixed for a Book's life). A result
+// derived from verdicts computed after Generation returned g is still
+// right while Generation returns g: read it first.
+func (vb *Book) Generation() uint64 { return vb.store.VotesGeneration() }
+
+// Changed is the generation (Generation) of the last change of build key
+// bk's votes, or a later one: a verdict on bk computed after Generation
+// returned at least Changed(bk) is still right.
+func (vb *Book) Changed(bk keys.Build) uint64 { return vb.store.VotesChanged(string(bk)) }
+
+// candidates remembers Candidates per platform for one generation.
+type candidates struct {
+	mu         sync.Mutex
+	byPlatform map[string]candidateList
+}
+
+type candidateList struct {
+	gen uint64
+	bks []keys.Build
+}
+
+// Candidates are the build keys of a platform ("" = every platform), sorted,
+// whose verdict some count of their votes could make Allowed: the others
+// (fewer attesters than any threshold, and no backing that allows below
+// it) are left out without decoding a vote. The list is kept while
+// Generation stays the same; callers must not modify it.
+func (vb *Book) Candidates(platform string) ([]keys.Build, error) {
+	gen := vb.Generation()
+	vb.cands.mu.Lock()
+	if c, ok := vb.cands.byPlatform[platform]; ok && c.gen == gen {
+		vb.cands.mu.Unlock()
+		return c.bks, nil
+	}
+	vb.cands.mu.Unlock()
+	voters, err := vb.store.BuildKeyVoters(platform)
+	if err != nil {
+		return nil, err
+	}
+	out := []keys.Build{}
 	for _, k := range slices.Sorted(maps.Keys(voters)) {
 		bk := keys.Build(k)
 		if hopeless, err := vb.hopeless(bk, voters[k]); err != nil {
 			return nil, err
-		} else if hopeless {
-			continue
-		}
-		ab, ok, err := vb.AllowedBuild(bk)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, ab)
+		} else if !hopeless {
+			out = append(out, bk)
 		}
 	}
+	vb.cands.mu.Lock()
+	if vb.cands.byPlatform == nil {
+		vb.cands.byPlatform = map[string]candidateList{}
+	}
+	vb.cands.byPlatform[platform] = candidateList{gen: gen, bks: out}
+	vb.cands.mu.Unlock()
 	return out, nil
+}
+
+// AllowedBuildsOf is AllowedBuild for each of bks, computed on every CPU:
+// ok[i] reports whether bks[i] is allowed, and builds[i] is then its
+// Build. The first store error fails the whole call.
+func (vb *Book) AllowedBuildsOf(bks []keys.Build) (builds []Build, ok []bool, err error) {
+	builds, ok = make([]Build, len(bks)), make([]bool, len(bks))
+	errs := make([]error, len(bks))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(bks)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(bks) {
+					return
+				}
+				builds[i], ok[i], errs[i] = vb.AllowedBuild(bks[i])
+				if errs[i] != nil {
+					next.Store(int64(len(bks))) // the others need not be computed
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return builds, ok, nil
 }
 
 // hopeless reports that build key bk cannot be allowed whatever its

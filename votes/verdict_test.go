@@ -213,3 +213,68 @@ func TestDecodeCache(t *testing.T) {
 		t.Fatal("an entry survived the cache starting over")
 	}
 }
+
+// TestGenerationFollowsVotes: Generation and Changed move with every vote
+// stored, withdrawn or equivocated and only for the build key concerned,
+// and Candidates (kept per generation) follows them: a build key joins the
+// candidates with the vote that makes it possible, and leaves them when
+// the vote is withdrawn.
+func TestGenerationFollowsVotes(t *testing.T) {
+	vb := offlineBook(t, nil)
+	k0, _ := mustKey(t)
+	a, b := junk(t, k0, 1, 1000), junk(t, k0, 2, 1000)
+	bkA, bkB := a.Attestation.BuildKey, b.Attestation.BuildKey
+	candidates := func() []keys.Build {
+		t.Helper()
+		got, err := vb.Candidates(vb.platform)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := candidates(); len(got) != 0 {
+		t.Fatalf("empty book: candidates %v", got)
+	}
+	gen, changedB := vb.Generation(), vb.Changed(bkB)
+	votesA := agreeing(t, a, 2)
+	for _, s := range votesA[:2] {
+		ingestAs(t, vb, s, s.Attester)
+	}
+	if vb.Generation() <= gen || vb.Changed(bkA) <= gen || vb.Changed(bkA) > vb.Generation() || vb.Changed(bkB) != changedB {
+		t.Fatalf("after two votes on A: generation %d → %d, A changed at %d, B at %d (was %d)", gen, vb.Generation(), vb.Changed(bkA), vb.Changed(bkB), changedB)
+	}
+	if got := candidates(); len(got) != 0 {
+		t.Fatalf("two votes under threshold 3: candidates %v", got)
+	}
+	k3, id3 := mustKey(t)
+	third := resign(t, a, k3, nil)
+	ingestAs(t, vb, third, id3)
+	if got := candidates(); !slices.Equal(got, []keys.Build{bkA}) {
+		t.Fatalf("three votes: candidates %v, want %v", got, []keys.Build{bkA})
+	}
+	if _, ok, err := vb.AllowedBuild(bkA); !ok || err != nil {
+		t.Fatalf("three votes: allowed %v, %v", ok, err)
+	}
+	// Withdrawn: the third vote goes, and A with it.
+	gen = vb.Generation()
+	if _, err := vb.store.DeleteAttestation(third.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if vb.Changed(bkA) <= gen {
+		t.Fatalf("withdrawal did not change A")
+	}
+	if got := candidates(); len(got) != 0 {
+		t.Fatalf("after the withdrawal: candidates %v", got)
+	}
+	// Evidence against a voter of A changes A.
+	ingestAs(t, vb, third, id3)
+	gen = vb.Generation()
+	other := resign(t, third, k3, func(at *trust.Attestation) { at.Content.Image[0] ^= 0xff })
+	ingestAs(t, vb, other, id3, errRejected)
+	if vb.Changed(bkA) <= gen {
+		t.Fatalf("an equivocation on A did not change A (generation %d, A %d)", gen, vb.Changed(bkA))
+	}
+	if _, ok, err := vb.AllowedBuild(bkA); ok || err != nil {
+		t.Fatalf("with an equivocating voter: allowed %v, %v", ok, err)
+	}
+}
