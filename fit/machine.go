@@ -2,14 +2,17 @@ package fit
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -51,6 +54,38 @@ type Machine struct {
 
 	indexOnce sync.Once
 	index     *machineIndex
+	fpOnce    sync.Once
+	fp        [32]byte
+}
+
+// Fingerprint identifies what Fits reads of m, March aside (it asks the
+// same gcc every time): machines with one fingerprint fit the same builds,
+// so a listing fitted to one is right for the other. The daemon reloads
+// the machine every few seconds; comparing fingerprints tells whether
+// anything portage installs onto changed. Computed once.
+func (m *Machine) Fingerprint() [32]byte {
+	m.fpOnce.Do(func() {
+		h := sha256.New()
+		w := func(ss ...string) {
+			for _, s := range ss {
+				fmt.Fprintf(h, "%d:%s", len(s), s)
+			}
+		}
+		w("installed", strconv.Itoa(len(m.Installed)))
+		for _, p := range m.Installed {
+			w(p.CPV, p.Slot, p.SubSlot)
+		}
+		w("provides", strconv.Itoa(len(m.Provides)))
+		for _, abi := range slices.Sorted(maps.Keys(m.Provides)) {
+			w(abi, strconv.Itoa(len(m.Provides[abi])))
+			w(m.Provides[abi]...)
+		}
+		w("glibc", m.Glibc, "cpu", strconv.Itoa(len(m.CPUFlags)))
+		w(m.CPUFlags...)
+		w("level", strconv.Itoa(m.X86Level))
+		m.fp = [32]byte(h.Sum(nil))
+	})
+	return m.fp
 }
 
 // machineIndex is Machine's lists as sets, built once.

@@ -215,3 +215,36 @@ func TestGCCMarch(t *testing.T) {
 		t.Errorf("missing gcc: %v", err)
 	}
 }
+
+// TestFingerprint: machines read alike have one fingerprint, and a change
+// of anything Fits reads changes it.
+func TestFingerprint(t *testing.T) {
+	base := func() *Machine {
+		return &Machine{
+			Installed: []Installed{{CPV: "sys-libs/glibc-2.36-r7", Slot: "2.2", SubSlot: "2.2"}, {CPV: "dev-libs/openssl-3.0.9", Slot: "0", SubSlot: "3"}},
+			Provides:  map[string][]string{"x86_64": {"libc.so.6", "libssl.so.3"}, "x86_32": {"libc.so.6"}},
+			Glibc:     "GLIBC_2.36",
+			CPUFlags:  []string{"popcnt", "sse4_2"},
+			X86Level:  2,
+		}
+	}
+	fp := base().Fingerprint()
+	if again := base().Fingerprint(); again != fp {
+		t.Fatal("two machines read alike differ")
+	}
+	for name, change := range map[string]func(m *Machine){
+		"package installed": func(m *Machine) { m.Installed = append(m.Installed, Installed{CPV: "app-misc/hello-1.0", Slot: "0", SubSlot: "0"}) },
+		"subslot":           func(m *Machine) { m.Installed[1].SubSlot = "3.1" },
+		"soname":            func(m *Machine) { m.Provides["x86_64"] = append(m.Provides["x86_64"], "libfoo.so.1") },
+		"soname moved ABI":  func(m *Machine) { m.Provides["x86_32"], m.Provides["x86_64"] = m.Provides["x86_64"], m.Provides["x86_32"] },
+		"glibc":             func(m *Machine) { m.Glibc = "GLIBC_2.38" },
+		"cpu flag":          func(m *Machine) { m.CPUFlags = append(m.CPUFlags, "avx2") },
+		"level":             func(m *Machine) { m.X86Level = 3 },
+	} {
+		m := base()
+		change(m)
+		if m.Fingerprint() == fp {
+			t.Errorf("%s: fingerprint unchanged", name)
+		}
+	}
+}
