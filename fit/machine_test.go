@@ -233,13 +233,17 @@ func TestFingerprint(t *testing.T) {
 		t.Fatal("two machines read alike differ")
 	}
 	for name, change := range map[string]func(m *Machine){
-		"package installed": func(m *Machine) { m.Installed = append(m.Installed, Installed{CPV: "app-misc/hello-1.0", Slot: "0", SubSlot: "0"}) },
-		"subslot":           func(m *Machine) { m.Installed[1].SubSlot = "3.1" },
-		"soname":            func(m *Machine) { m.Provides["x86_64"] = append(m.Provides["x86_64"], "libfoo.so.1") },
-		"soname moved ABI":  func(m *Machine) { m.Provides["x86_32"], m.Provides["x86_64"] = m.Provides["x86_64"], m.Provides["x86_32"] },
-		"glibc":             func(m *Machine) { m.Glibc = "GLIBC_2.38" },
-		"cpu flag":          func(m *Machine) { m.CPUFlags = append(m.CPUFlags, "avx2") },
-		"level":             func(m *Machine) { m.X86Level = 3 },
+		"package installed": func(m *Machine) {
+			m.Installed = append(m.Installed, Installed{CPV: "app-misc/hello-1.0", Slot: "0", SubSlot: "0"})
+		},
+		"subslot": func(m *Machine) { m.Installed[1].SubSlot = "3.1" },
+		"soname":  func(m *Machine) { m.Provides["x86_64"] = append(m.Provides["x86_64"], "libfoo.so.1") },
+		"soname moved ABI": func(m *Machine) {
+			m.Provides["x86_32"], m.Provides["x86_64"] = m.Provides["x86_64"], m.Provides["x86_32"]
+		},
+		"glibc":    func(m *Machine) { m.Glibc = "GLIBC_2.38" },
+		"cpu flag": func(m *Machine) { m.CPUFlags = append(m.CPUFlags, "avx2") },
+		"level":    func(m *Machine) { m.X86Level = 3 },
 	} {
 		m := base()
 		change(m)
