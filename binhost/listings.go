@@ -5,10 +5,12 @@ package binhost
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -66,9 +68,46 @@ type Listings struct {
 	// key (a keys.Build): portage asks for a file by what the index said.
 	listed      sync.Map
 	fetchFailed prometheus.Counter
+
+	// mu makes one Entries computation at a time: requests that arrive
+	// meanwhile wait for it and take its result.
+	mu sync.Mutex
+	// derived holds, per candidate build key, what its votes make of it,
+	// while its votes stay unchanged (votes.Book.Changed).
+	derived map[keys.Build]*derived
+	// last is the last Entries result and what it was computed from.
+	last *lastEntries
 }
 
-var _ portagehook.Listings = (*Listings)(nil)
+// derived is what Entries made of one build key's votes at generation gen:
+// everything of its listing that depends on the votes alone.
+type derived struct {
+	gen     uint64 // votes.Book.Generation before the votes were read
+	allowed bool
+	// reason is why an allowed build is not listed whatever the machine
+	// ("" when it may be): its voters disagree on a field.
+	reason  string
+	listing portagehook.Listing // Prefetch unset
+	fit     fit.Build
+	// served is false when the voters state no served size: then build
+	// holds the votes, and the build is listed once held or prefetched.
+	served  bool
+	build   *votes.Build
+	cat, pn string // for gateway.prefetch = installed
+}
+
+// lastEntries is an Entries result and the state it was computed from:
+// while the votes' generation, the machine, the installed set and (when a
+// listing depended on held copies) the local files are the same, it is
+// still right.
+type lastEntries struct {
+	gen       uint64
+	machine   [32]byte
+	installed [32]byte
+	heldDep   bool
+	local     uint64
+	out       []portagehook.Listing
+}
 
 // New makes the gateway's Listings.
 func New(o Options) *Listings {
@@ -94,55 +133,166 @@ func New(o Options) *Listings {
 
 // Entries is what portage may see: the Allowed builds of the local
 // platform that fit this machine, nothing else.
+//
+// Nothing is computed twice: while no vote, no installed package and
+// nothing of the machine changed, Entries returns its last result (the
+// same slice: callers must not modify it); when something changed, only
+// the build keys whose votes changed are evaluated again, and the fit of
+// the whole list is checked again.
 func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) {
-	builds, err := ls.votes.AllowedBuilds(ls.platform)
-	if err != nil {
-		return nil, err
-	}
+	// Every generation is read before what it guards.
+	gen, local := ls.votes.Generation(), ls.store.LocalGeneration()
 	m, err := ls.machine()
 	if err != nil {
 		return nil, fmt.Errorf("this machine's installed system: %w", err)
 	}
 	var installed map[string]bool
+	var instSum [32]byte
 	if ls.prefetch == config.PrefetchInstalled {
 		installed = ls.installed()
+		instSum = setSum(installed)
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.last; l != nil && l.gen == gen && l.machine == m.Fingerprint() && l.installed == instSum && (!l.heldDep || l.local == local) {
+		return l.out, nil
+	}
+	bks, err := ls.votes.Candidates(ls.platform)
+	if err != nil {
+		return nil, err
+	}
+	if err := ls.derive(gen, bks); err != nil {
+		return nil, err
 	}
 	var (
-		cands []portagehook.Listing
-		bks   []keys.Build
-		fits  []fit.Build
+		cands   []portagehook.Listing
+		listBKs []keys.Build
+		fits    []fit.Build
+		heldDep bool
 	)
-	for _, b := range builds {
-		bk := b.Verdict.BuildKey
-		served := votes.AgreedServed(b.Atts)
-		// A build whose voters state no served form can only be listed
-		// once its file is here (portage needs SIZE): fetched already, or
-		// prefetched.
-		if served == (trust.ServedSizes{}) && !ls.held(b) && !ls.prefetched(b, installed) {
-			ls.unfit.Store(bk, "its voters state no served size: listed once fetched (gentoo-p2pd fetch)")
+	for _, bk := range bks {
+		d := ls.derived[bk]
+		if !d.allowed {
 			continue
 		}
-		l, fb, err := ls.listing(b, served)
+		if d.reason != "" {
+			ls.unfit.Store(bk, d.reason)
+			continue
+		}
+		prefetch := ls.prefetched(d, installed)
+		l, fb := d.listing, d.fit
+		if !d.served {
+			// A build whose voters state no served form can only be
+			// listed once its file is here (portage needs SIZE):
+			// fetched already, or prefetched.
+			heldDep = true
+			if !ls.held(*d.build) && !prefetch {
+				ls.unfit.Store(bk, "its voters state no served size: listed once fetched (gentoo-p2pd fetch)")
+				continue
+			}
+			if l, fb, err = ls.listing(*d.build, trust.ServedSizes{}); err != nil {
+				ls.unfit.Store(bk, err.Error())
+				ls.log.Debug("gateway: not listed", "build_key", bk, "err", err)
+				continue
+			}
+		}
+		l.Prefetch = prefetch
+		cands, listBKs, fits = append(cands, l), append(listBKs, bk), append(fits, fb)
+	}
+	out := []portagehook.Listing{}
+	for i, err := range m.FitAll(fits) {
 		if err != nil {
-			ls.unfit.Store(bk, err.Error())
+			ls.unfit.Store(listBKs[i], err.Error())
+			ls.log.Debug("gateway: not listed", "build_key", listBKs[i], "err", err)
+			continue
+		}
+		ls.unfit.Delete(listBKs[i])
+		ls.listed.Store(listingKey(cands[i].Content, cands[i].BuildID), listBKs[i])
+		out = append(out, cands[i])
+	}
+	ls.last = &lastEntries{gen: gen, machine: m.Fingerprint(), installed: instSum, heldDep: heldDep, local: local, out: out}
+	return out, nil
+}
+
+// derive brings ls.derived up to date for the candidate build keys bks at
+// generation gen: build keys whose votes did not change since they were
+// derived are kept, the others are evaluated again (on every CPU), and
+// build keys no longer candidates are forgotten.
+func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
+	next := make(map[keys.Build]*derived, len(bks))
+	var todo []keys.Build
+	for _, bk := range bks {
+		if d := ls.derived[bk]; d != nil && d.gen >= ls.votes.Changed(bk) {
+			next[bk] = d
+		} else {
+			todo = append(todo, bk)
+		}
+	}
+	builds, ok, err := ls.votes.AllowedBuildsOf(todo)
+	if err != nil {
+		return err
+	}
+	// BUILD_TIME is pinned the first time a build is listed: the new
+	// ones are recorded together (one transaction).
+	var (
+		pending []*derived
+		fsKeys  []string
+		fsTimes []time.Time
+	)
+	for i, bk := range todo {
+		d := &derived{gen: gen, allowed: ok[i]}
+		next[bk] = d
+		if !d.allowed {
+			continue
+		}
+		b := builds[i]
+		d.cat, d.pn = splitCPV(b.Atts[0].Attestation.CPV)
+		served := votes.AgreedServed(b.Atts)
+		if served == (trust.ServedSizes{}) {
+			d.build = &b
+			continue
+		}
+		d.served = true
+		l, fb, key, median, err := ls.describe(b, served)
+		if err != nil {
+			d.reason = err.Error()
 			ls.log.Debug("gateway: not listed", "build_key", bk, "err", err)
 			continue
 		}
-		l.Prefetch = ls.prefetched(b, installed)
-		cands, bks, fits = append(cands, l), append(bks, bk), append(fits, fb)
+		d.listing, d.fit = l, fb
+		pending, fsKeys, fsTimes = append(pending, d), append(fsKeys, key), append(fsTimes, median)
 	}
-	var out []portagehook.Listing
-	for i, err := range m.FitAll(fits) {
+	if len(pending) > 0 {
+		at, err := ls.store.FirstSeenAll(fsKeys, fsTimes)
 		if err != nil {
-			ls.unfit.Store(bks[i], err.Error())
-			ls.log.Debug("gateway: not listed", "build_key", bks[i], "err", err)
-			continue
+			return err
 		}
-		ls.unfit.Delete(bks[i])
-		ls.listed.Store(listingKey(cands[i].Content, cands[i].BuildID), bks[i])
-		out = append(out, cands[i])
+		for i, d := range pending {
+			d.listing.Time = at[i]
+		}
 	}
-	return out, nil
+	ls.derived = next
+	return nil
+}
+
+// setSum fingerprints a set of strings.
+func setSum(set map[string]bool) [32]byte {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		if set[k] {
+			h.Write([]byte(k))
+			h.Write([]byte{0})
+		}
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+// splitCPV returns the category and PN of a CPV (PN "" when it has no
+// valid version).
+func splitCPV(cpv string) (cat, pn string) {
+	cat, pf, _ := strings.Cut(cpv, "/")
+	pn, _ = portagehook.SplitPN(pf)
+	return cat, pn
 }
 
 // Why says why the gateway's last listing left an allowed build out, or
@@ -161,27 +311,44 @@ func (ls *Listings) Why(bk keys.Build) (reason string, ok bool) {
 // then the file's own (covered) metadata, so the served entry is exactly
 // the served file. Nothing a single attester claims decides a field.
 func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehook.Listing, fit.Build, error) {
-	att := b.Atts[0].Attestation
-	cat, pf, ok := strings.Cut(att.CPV, "/")
-	if !ok {
-		return portagehook.Listing{}, fit.Build{}, fmt.Errorf("cpv %q has no category", att.CPV)
-	}
-	agreed, err := votes.AgreedIndex(b.Atts)
+	l, fb, key, median, err := ls.describe(b, served)
 	if err != nil {
 		return portagehook.Listing{}, fit.Build{}, err
 	}
+	if l.Time, err = ls.store.FirstSeen(key, median); err != nil {
+		return portagehook.Listing{}, fit.Build{}, err
+	}
+	return l, fb, nil
+}
+
+// describe is listing without its time: it returns the first-seen key
+// under which BUILD_TIME is pinned, and the time pinned the first time.
+// BUILD_TIME (and the served mtimes) is the median attestation time of
+// the voters that allowed the content here — when the network made it,
+// which a minority of voters cannot move — pinned the first time it is
+// listed, so later votes never force a re-pack; never the re-pack's time.
+func (ls *Listings) describe(b votes.Build, served trust.ServedSizes) (l portagehook.Listing, fb fit.Build, firstSeenKey string, median time.Time, err error) {
+	att := b.Atts[0].Attestation
+	cat, pf, ok := strings.Cut(att.CPV, "/")
+	if !ok {
+		return l, fb, "", median, fmt.Errorf("cpv %q has no category", att.CPV)
+	}
+	agreed, err := votes.AgreedIndex(b.Atts)
+	if err != nil {
+		return l, fb, "", median, err
+	}
 	needs, ok := votes.AgreedNeeds(b.Atts)
 	if !ok {
-		return portagehook.Listing{}, fit.Build{}, errors.New("its voters disagree on what it needs of a machine (glibc, ISA level)")
+		return l, fb, "", median, errors.New("its voters disagree on what it needs of a machine (glibc, ISA level)")
 	}
 	// The descriptor is the one the build key binds (votes checked it).
 	var desc identity.Descriptor
 	if err := json.Unmarshal(att.Descriptor, &desc); err != nil {
-		return portagehook.Listing{}, fit.Build{}, fmt.Errorf("descriptor: %w", err)
+		return l, fb, "", median, fmt.Errorf("descriptor: %w", err)
 	}
-	fb, err := fit.BuildOf(desc, agreed, fit.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level})
+	fb, err = fit.BuildOf(desc, agreed, fit.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level})
 	if err != nil {
-		return portagehook.Listing{}, fit.Build{}, err
+		return l, fb, "", median, err
 	}
 	raw := map[string][]byte{}
 	for k, v := range agreed {
@@ -189,28 +356,19 @@ func (ls *Listings) listing(b votes.Build, served trust.ServedSizes) (portagehoo
 	}
 	// After the claims: the descriptor's CPV is the one that counts.
 	raw["CATEGORY"], raw["PF"] = []byte(cat+"\n"), []byte(pf+"\n")
-	// BUILD_TIME (and the served mtimes) is the median attestation time
-	// of the voters that allowed the content here — when the network made
-	// it, which a minority of voters cannot move — pinned the first time
-	// it is listed, so later votes never force a re-pack; never the
-	// re-pack's time.
 	times := make([]time.Time, len(b.Atts))
 	for i, s := range b.Atts {
 		times[i] = s.Attestation.Time
 	}
 	slices.SortFunc(times, time.Time.Compare)
-	at, err := ls.store.FirstSeen("listing\x00"+string(b.Verdict.BuildKey)+"\x00"+att.Content.String(), times[(len(times)-1)/2])
-	if err != nil {
-		return portagehook.Listing{}, fit.Build{}, err
-	}
-	return portagehook.Listing{
+	l = portagehook.Listing{
 		Content:     att.Content.String(),
 		ImageDigest: att.Content.Image,
 		Metadata:    xpak.NewMetadata(raw),
 		BuildID:     identity.ServedBuildID(b.Verdict.BuildKey),
-		Time:        at,
 		Served:      xpak.ServedSizes{MetadataTar: served.MetadataTar, ImageTar: served.ImageTar},
-	}, fb, nil
+	}
+	return l, fb, "listing\x00" + string(b.Verdict.BuildKey) + "\x00" + att.Content.String(), times[(len(times)-1)/2], nil
 }
 
 func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (string, error) {
@@ -259,14 +417,12 @@ func (ls *Listings) held(b votes.Build) bool {
 // prefetched reports whether gateway.prefetch asks for the build to be
 // fetched before portage asks: every build (all), or upgrades of the
 // packages installed here (installed).
-func (ls *Listings) prefetched(b votes.Build, installed map[string]bool) bool {
+func (ls *Listings) prefetched(d *derived, installed map[string]bool) bool {
 	switch ls.prefetch {
 	case config.PrefetchAll:
 		return true
 	case config.PrefetchInstalled:
-		cat, pf, _ := strings.Cut(b.Atts[0].Attestation.CPV, "/")
-		pn, ok := portagehook.SplitPN(pf)
-		return ok && installed[cat+"/"+pn]
+		return d.pn != "" && installed[d.cat+"/"+d.pn]
 	}
 	return false
 }

@@ -131,6 +131,9 @@ type signatureSizes struct {
 	once             sync.Once
 	err              error
 	detached, inline int // armored signature block lengths, padding included
+	// clearBase is what ClearSign adds to a Manifest-like text: the
+	// armor header, and the padded signature block.
+	clearBase int
 }
 
 // sigPad is how far past the sample's length a block is padded: room for
@@ -190,8 +193,35 @@ func (s *OpenPGPSigner) measure() (*signatureSizes, error) {
 			return
 		}
 		z.detached, z.inline = d.Len()+sigPad, len(block)+sigPad
+		// A Manifest-like text is copied as it is, with its last line
+		// break before the (padded) signature block: its ClearSign
+		// output is a constant longer than it.
+		// (ClearSign writes the message up to the signature block, the
+		// block padded to z.inline, and a line break.)
+		text := []byte("DATA metadata.tar 1 BLAKE2B 0 SHA512 0\n")
+		var m bytes.Buffer
+		if z.err = sample.clearSign(&m, text); z.err != nil {
+			return
+		}
+		if block, z.err = signatureBlock(m.Bytes()); z.err != nil {
+			return
+		}
+		z.clearBase = m.Len() - len(block) + z.inline + 1 - len(text)
 	})
 	return z, z.err
+}
+
+// ClearSignSize is the length of ClearSign's output for a text of textLen
+// bytes that ends with a line break, has no line starting with '-' (which
+// would be dash-escaped) and no trailing white space: a GPKG Manifest.
+// Computed from the measured sample, not signed: a Packages index of
+// thousands of builds predicts every SIZE from it.
+func (s *OpenPGPSigner) ClearSignSize(textLen int) int64 {
+	z, err := s.measure()
+	if err != nil {
+		return 0 // ClearSign reports the error
+	}
+	return int64(z.clearBase + textLen)
 }
 
 // SignatureSize is the length of every DetachSign output.

@@ -276,3 +276,25 @@ func TestSignatureLengthFixed(t *testing.T) {
 	}
 	gpgVerify(t, gpg, home, []string{sigPath, "-"}, []byte("0"))
 }
+
+// TestClearSignSize: ClearSignSize, computed, is the length of a real
+// ClearSign of Manifest-like texts of many lengths (one to many lines,
+// sizes of every width), at several signing times.
+func TestClearSignSize(t *testing.T) {
+	e := testKey(t)
+	s := NewSigner(e, time.Unix(1795234524, 0))
+	zeros := strings.Repeat("0", 128)
+	for i, sizes := range [][]int64{{0}, {1, 2}, {512, 1024, 99999, 7}, {1 << 40, 3, 123456789012, 42}, {5, 5, 5, 5, 5, 5, 5, 5}} {
+		var text bytes.Buffer
+		for j, n := range sizes {
+			fmt.Fprintf(&text, "DATA member-%d.tar %d BLAKE2B %s SHA512 %s\n", j, n, zeros, zeros)
+		}
+		var out bytes.Buffer
+		if err := s.At(time.Unix(1795234524+int64(i)*3601, 0)).ClearSign(&out, text.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.ClearSignSize(text.Len()); got != int64(out.Len()) {
+			t.Errorf("text of %d bytes: ClearSignSize %d, ClearSign wrote %d", text.Len(), got, out.Len())
+		}
+	}
+}

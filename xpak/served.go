@@ -277,13 +277,19 @@ type SizedSigner interface {
 	Signer
 	// SignatureSize is the length of every DetachSign output.
 	SignatureSize() int64
+	// ClearSignSize is the length of the ClearSign output of a text of
+	// textLen bytes that ends with a line break, has no line starting
+	// with '-' and no trailing white space (a GPKG Manifest): computed,
+	// not signed.
+	ClearSignSize(textLen int) int64
 }
 
 // ServedGPKGSize predicts the length of the GPKG WriteGPKG writes with
 // Stored set, a SizedSigner, this basename and these tar sizes, without
 // any of the content: member headers, stored payloads, fixed-length
-// signatures and the clearsigned Manifest (signed here over the real
-// line lengths, so its length is exact), end blocks and record padding.
+// signatures and the clearsigned Manifest (its lines have their real
+// lengths, and ClearSignSize its signed length), end blocks and record
+// padding.
 func ServedGPKGSize(basename string, sizes ServedSizes, s SizedSigner) (int64, error) {
 	if err := checkBasename(basename); err != nil {
 		return 0, err
@@ -301,16 +307,16 @@ func ServedGPKGSize(basename string, sizes ServedSizes, s SizedSigner) (int64, e
 	}{{gpkgMetadataTar, meta}, {gpkgMetadataTar + ".sig", sig}, {gpkgImageTar, img}, {gpkgImageTar + ".sig", sig}} {
 		fmt.Fprintf(&man, "DATA %s %d BLAKE2B %s SHA512 %s\n", m.name, m.size, zeros, zeros)
 	}
-	var signed bytes.Buffer
-	if err := s.ClearSign(&signed, man.Bytes()); err != nil {
-		return 0, fmt.Errorf("xpak: clearsign Manifest: %w", err)
+	signed := s.ClearSignSize(man.Len())
+	if signed <= 0 {
+		return 0, fmt.Errorf("xpak: clearsign Manifest: the signer cannot tell its size")
 	}
 	c := newContainer(io.Discard, basename, time.Unix(0, 0))
 	total := int64(0)
 	for _, m := range []struct {
 		name string
 		size int64
-	}{{gpkgVersionMember, 0}, {gpkgMetadataTar, meta}, {gpkgMetadataTar + ".sig", sig}, {gpkgImageTar, img}, {gpkgImageTar + ".sig", sig}, {gpkgManifest, int64(signed.Len())}} {
+	}{{gpkgVersionMember, 0}, {gpkgMetadataTar, meta}, {gpkgMetadataTar + ".sig", sig}, {gpkgImageTar, img}, {gpkgImageTar + ".sig", sig}, {gpkgManifest, signed}} {
 		var hdrs countingWriter
 		hdrs.w = io.Discard
 		if err := tar.NewWriter(&hdrs).WriteHeader(c.header(m.name, m.size)); err != nil {

@@ -20,6 +20,11 @@ func (testSigner) SignatureSize() int64 {
 	return int64(len("-----BEGIN PGP SIGNATURE-----\n\n") + 64 + 1 + len("-----END PGP SIGNATURE-----\n"))
 }
 
+// ClearSignSize is the length of testSigner's ClearSign output.
+func (s testSigner) ClearSignSize(textLen int) int64 {
+	return int64(len("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n")+textLen) + s.SignatureSize()
+}
+
 var _ SizedSigner = testSigner{}
 
 // TestStoredZstd: the stored frame has exactly StoredZstdSize bytes, and
