@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -35,7 +36,9 @@ type Listing struct {
 	// another image is refused.
 	ImageDigest [32]byte
 	// Metadata is the build's metadata as read from its container; the
-	// gateway keeps the covered keys only.
+	// gateway keeps the covered keys only. It must not change once listed:
+	// the gateway keeps the entry it rendered from it while Entries lists
+	// the same *xpak.Metadata.
 	Metadata *xpak.Metadata
 	// BuildID is the BUILD_ID the build is served under, unique per CPV.
 	BuildID int64
@@ -58,7 +61,10 @@ type Listing struct {
 // see, and its files.
 type Listings interface {
 	// Entries lists the builds portage may install: Allowed builds for the
-	// local platform only. The gateway serves nothing else.
+	// local platform only. The gateway serves nothing else. It is asked on
+	// every index and package request: keep the listings of builds that
+	// did not change (the same Metadata), and the gateway renders nothing
+	// again.
 	Entries(ctx context.Context) ([]Listing, error)
 	// Materialize returns the path of a local, verified container file
 	// (XPAK or GPKG) of l, fetching it from peers when needed.
@@ -127,6 +133,50 @@ type Gateway struct {
 	flights map[string]*flight // under mu: re-packs under way
 	streams map[string]*stream // under mu: served-form re-packs being written
 	sizes   sync.Map           // sizeKey → predicted size (int64)
+
+	// The index is kept, not recomputed: each listing's entry while the
+	// listing and its re-pack are the same, and the rendered index while
+	// its entries are.
+	imu      sync.Mutex
+	memo     map[listingID]*memoEntry // under imu
+	memoKeys map[string]listingID     // under imu: re-pack cache key → listing
+	serial   uint64                   // under imu: numbers memo entries
+	rendered *renderedIndex           // under imu
+}
+
+// listingID identifies a listing as the gateway renders it: the same
+// content, BUILD_ID, time, served sizes, prefetch flag and metadata (the
+// same *xpak.Metadata: the Listings keep it while the listing is
+// unchanged, and nobody modifies it) make the same index entry.
+type listingID struct {
+	content  string
+	buildID  int64
+	time     int64
+	served   xpak.ServedSizes
+	prefetch bool
+	metadata *xpak.Metadata
+}
+
+func idOf(l Listing) listingID {
+	return listingID{l.Content, l.BuildID, l.Time.UnixNano(), l.Served, l.Prefetch, l.Metadata}
+}
+
+// memoEntry is a listing's index entry; serial changes whenever it is
+// computed again.
+type memoEntry struct {
+	e      entry
+	serial uint64
+}
+
+// renderedIndex is the index as served for one list of entries (sig) and
+// its TIMESTAMP; its gzip is made on the first request for it.
+type renderedIndex struct {
+	sig    [32]byte
+	ts     int64
+	plain  []byte
+	gzOnce sync.Once
+	gz     []byte
+	gzErr  error
 }
 
 // retryAfter is how long a failed background re-pack is not retried (an
@@ -263,27 +313,59 @@ type entry struct {
 	predicted int64
 }
 
-func (g *Gateway) entries(ctx context.Context) ([]entry, error) {
+// entries are the listings' index entries, and a signature of them that
+// changes whenever one of them may have: an entry is computed once per
+// listing, and again only when the listing or its re-pack changed.
+func (g *Gateway) entries(ctx context.Context) ([]entry, [32]byte, error) {
 	ls, err := g.cat.Entries(ctx)
 	if err != nil {
-		return nil, err
+		return nil, [32]byte{}, err
 	}
-	seen := map[string]bool{}
+	g.imu.Lock()
+	defer g.imu.Unlock()
+	next := make(map[listingID]*memoEntry, len(ls))
+	nextKeys := make(map[string]listingID, len(ls))
+	seen := make(map[string]bool, len(ls))
 	out := make([]entry, 0, len(ls))
+	sig := sha256.New()
+	var buf []byte
 	for _, l := range ls {
-		e, err := g.indexEntry(l)
-		if err != nil {
-			g.log.Warn("gateway: listing skipped", "content", l.Content, "err", err)
+		id := idOf(l)
+		m := g.memo[id]
+		if m == nil {
+			if m = next[id]; m == nil {
+				e, err := g.indexEntry(l)
+				if err != nil {
+					g.log.Warn("gateway: listing skipped", "content", l.Content, "err", err)
+					continue
+				}
+				g.serial++
+				m = &memoEntry{e: e, serial: g.serial}
+			}
+		}
+		next[id], nextKeys[m.e.key] = m, id
+		if seen[m.e.path] {
+			g.log.Warn("gateway: duplicate CPV and BUILD_ID skipped", "path", m.e.path, "content", l.Content)
 			continue
 		}
-		if seen[e.path] {
-			g.log.Warn("gateway: duplicate CPV and BUILD_ID skipped", "path", e.path, "content", l.Content)
-			continue
-		}
-		seen[e.path] = true
-		out = append(out, e)
+		seen[m.e.path] = true
+		out = append(out, m.e)
+		buf = binary.BigEndian.AppendUint64(buf, m.serial)
 	}
-	return out, nil
+	sig.Write(buf)
+	g.memo, g.memoKeys = next, nextKeys
+	return out, [32]byte(sig.Sum(nil)), nil
+}
+
+// forget drops the kept index entry of the listing whose re-pack (cache
+// key) just changed: the next index lists it as re-packed.
+func (g *Gateway) forget(key string) {
+	g.imu.Lock()
+	defer g.imu.Unlock()
+	if id, ok := g.memoKeys[key]; ok {
+		delete(g.memo, id)
+		delete(g.memoKeys, key)
+	}
 }
 
 // IndexKey is a metadata key a Packages stanza carries: Meta is its name in
@@ -439,12 +521,13 @@ func (g *Gateway) cached(key string) (Served, bool) {
 	return s, true
 }
 
-// serveIndex renders the index. TIMESTAMP (and Last-Modified, which
-// portage prefers) only moves when the content changes, and then always
-// forward by at least one second: portage re-reads a remote index only
-// when its timestamp is newer than its cached copy's.
+// serveIndex serves the index, rendered once per list of entries.
+// TIMESTAMP (and Last-Modified, which portage prefers) only moves when the
+// content changes, and then always forward by at least one second:
+// portage re-reads a remote index only when its timestamp is newer than
+// its cached copy's.
 func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
-	es, err := g.entries(r.Context())
+	es, sig, err := g.entries(r.Context())
 	if err != nil {
 		g.log.Error("gateway: catalog", "err", err)
 		http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
@@ -462,11 +545,44 @@ func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
 		}
 		if len(started) > 0 && g.opts.IndexWait > 0 {
 			g.waitAll(r.Context(), started, g.opts.IndexWait)
-			if es, err = g.entries(r.Context()); err != nil {
+			if es, sig, err = g.entries(r.Context()); err != nil {
 				http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
 				return
 			}
 		}
+	}
+	idx, err := g.render(es, sig)
+	if err != nil {
+		g.log.Error("gateway: render index", "err", err)
+		http.Error(w, "index", http.StatusInternalServerError)
+		return
+	}
+	data := idx.plain
+	name := "Packages"
+	if gz {
+		idx.gzOnce.Do(func() { idx.gz, idx.gzErr = gzipped(idx.plain) })
+		if idx.gzErr != nil {
+			g.log.Error("gateway: compress index", "err", idx.gzErr)
+			http.Error(w, "index", http.StatusInternalServerError)
+			return
+		}
+		data = idx.gz
+		name = "Packages.gz"
+		w.Header().Set("Content-Type", "application/gzip")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	http.ServeContent(w, r, name, time.Unix(idx.ts, 0), bytes.NewReader(data))
+}
+
+// render returns the index of entries es (signature sig, from entries):
+// the one rendered last when the entries are the same.
+func (g *Gateway) render(es []entry, sig [32]byte) (*renderedIndex, error) {
+	g.imu.Lock()
+	defer g.imu.Unlock()
+	if idx := g.rendered; idx != nil && idx.sig == sig {
+		return idx, nil
 	}
 	h := Header{append(Fields(nil), g.opts.Header...)}
 	h.Delete("TIMESTAMP")
@@ -479,43 +595,63 @@ func (g *Gateway) serveIndex(w http.ResponseWriter, r *http.Request, gz bool) {
 			entries = append(entries, e.entry)
 		}
 	}
-	probe := Header{append(append(Fields(nil), h.Fields...), Field{"TIMESTAMP", "0"})}
+	// The content is hashed with TIMESTAMP 0, then that line is set.
+	h.Set("TIMESTAMP", "0")
 	var body bytes.Buffer
-	if err := WriteIndex(&body, probe, entries); err != nil {
-		http.Error(w, "index", http.StatusInternalServerError)
-		return
+	if err := WriteIndex(&body, h, entries); err != nil {
+		return nil, err
 	}
 	ts := g.timestamp(sha256.Sum256(body.Bytes()))
-	h.Set("TIMESTAMP", strconv.FormatInt(ts, 10))
-	body.Reset()
-	if err := WriteIndex(&body, h, entries); err != nil {
-		http.Error(w, "index", http.StatusInternalServerError)
-		return
+	plain, err := setHeaderLine(body.Bytes(), "TIMESTAMP", strconv.FormatInt(ts, 10))
+	if err != nil {
+		return nil, err
 	}
-	data := body.Bytes()
-	name := "Packages"
-	if gz {
-		var zb bytes.Buffer
-		zw, err := gzip.NewWriterLevel(&zb, gzip.BestCompression)
-		if err == nil {
-			_, err = zw.Write(data)
+	g.rendered = &renderedIndex{sig: sig, ts: ts, plain: plain}
+	return g.rendered, nil
+}
+
+// setHeaderLine replaces the value of key in an index's header (the first
+// stanza), which must carry it.
+func setHeaderLine(index []byte, key, value string) ([]byte, error) {
+	header, _, _ := bytes.Cut(index, []byte("\n\n"))
+	line := []byte(key + ": ")
+	at := -1
+	for off := 0; off < len(header); {
+		end := bytes.IndexByte(header[off:], '\n')
+		if end < 0 {
+			end = len(header) - off
 		}
-		if err == nil {
-			err = zw.Close()
+		if bytes.HasPrefix(header[off:off+end], line) {
+			at = off
+			break
 		}
-		if err != nil {
-			g.log.Error("gateway: compress index", "err", err)
-			http.Error(w, "index", http.StatusInternalServerError)
-			return
-		}
-		data = zb.Bytes()
-		name = "Packages.gz"
-		w.Header().Set("Content-Type", "application/gzip")
-	} else {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		off += end + 1
 	}
-	w.Header().Set("Cache-Control", "no-cache")
-	http.ServeContent(w, r, name, time.Unix(ts, 0), bytes.NewReader(data))
+	if at < 0 {
+		return nil, fmt.Errorf("%w: index header has no %s", ErrIndex, key)
+	}
+	end := at + bytes.IndexByte(index[at:], '\n')
+	out := make([]byte, 0, len(index)+len(value))
+	out = append(out, index[:at]...)
+	out = append(out, line...)
+	out = append(out, value...)
+	return append(out, index[end:]...), nil
+}
+
+// gzipped compresses an index for Packages.gz.
+func gzipped(data []byte) ([]byte, error) {
+	var zb bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&zb, gzip.DefaultCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(data); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return zb.Bytes(), nil
 }
 
 func (g *Gateway) timestamp(h [32]byte) int64 {
@@ -563,7 +699,7 @@ func (g *Gateway) saveIndexState() {
 }
 
 func (g *Gateway) servePackage(w http.ResponseWriter, r *http.Request, rel string) {
-	es, err := g.entries(r.Context())
+	es, _, err := g.entries(r.Context())
 	if err != nil {
 		http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
 		return
@@ -640,6 +776,7 @@ func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 		if err := writeFileAtomic(g.sidecar(e.key), raw, 0o644); err != nil {
 			return Served{}, err
 		}
+		g.forget(e.key)
 		g.metrics.repacks.WithLabelValues("ok").Inc()
 		g.log.Info("gateway: re-packed", "path", e.path, "size", s.Size, "took", time.Since(start))
 		return s, nil

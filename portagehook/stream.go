@@ -159,6 +159,7 @@ func (g *Gateway) produceFile(ctx context.Context, st *stream, e entry) (Served,
 	if err := writeFileAtomic(g.sidecar(e.key), raw, 0o644); err != nil {
 		return Served{}, err
 	}
+	g.forget(e.key)
 	return s, nil
 }
 
