@@ -47,7 +47,7 @@ import (
 //
 //	go test -run '^$' -bench Packages10k -benchtime 5x ./binhost/
 func BenchmarkPackages10k(b *testing.B) {
-	fx := newIndexFixture(b, 2000, 3)
+	fx := newIndexFixture(b, 10000, 3)
 	b.Run("warm", func(b *testing.B) {
 		gw := fx.open(b, fx.dir)
 		defer gw.close()

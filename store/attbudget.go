@@ -614,41 +614,54 @@ func checkAttestationBudget(tx *bolt.Tx) error {
 // each with its distinct attesters, without decoding any blob: enough to
 // skip build keys that no policy could allow before evaluating votes.
 func (s *Store) BuildKeyVoters(platform string) (map[string][]string, error) {
-	type meta struct {
-		BuildKey string `json:"build_key"`
-		Attester string `json:"attester"`
-	}
+	// From the indexes alone (no record is read): the build key and the
+	// attester of every record of the platform.
+	type voter struct{ buildKey, attester string }
+	byID := map[string]*voter{}
 	out := map[string][]string{}
-	add := func(v []byte) error {
-		var m meta
-		if _, err := attMeta(v, &m); err != nil {
-			return fmt.Errorf("attestation: %w", err)
-		}
-		if m.BuildKey == "" {
-			return nil
-		}
-		for _, a := range out[m.BuildKey] {
-			if a == m.Attester {
-				return nil
-			}
-		}
-		out[m.BuildKey] = append(out[m.BuildKey], m.Attester)
-		return nil
-	}
 	err := s.view(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(bucketAtt)
 		if platform == "" {
-			return pb.ForEach(func(_, v []byte) error { return add(v) })
-		}
-		return scanIndex(tx.Bucket(bucketAttByPlat), platform, func(id []byte) error {
-			v := pb.Get(id)
-			if v == nil {
-				return fmt.Errorf("%w: platform index points at missing attestation %x", ErrCorrupt, id)
+			if err := tx.Bucket(bucketAtt).ForEach(func(id, _ []byte) error {
+				byID[string(id)] = &voter{}
+				return nil
+			}); err != nil {
+				return err
 			}
-			return add(v)
-		})
+		} else if err := scanIndex(tx.Bucket(bucketAttByPlat), platform, func(id []byte) error {
+			byID[string(id)] = &voter{}
+			return nil
+		}); err != nil {
+			return err
+		}
+		fill := func(b *bolt.Bucket, set func(v *voter, field string)) error {
+			return b.ForEach(func(k, _ []byte) error {
+				field, id, ok := splitIndexKey(k)
+				if !ok {
+					return fmt.Errorf("%w: index key %q has no separator", ErrCorrupt, k)
+				}
+				if v := byID[string(id)]; v != nil {
+					set(v, field)
+				}
+				return nil
+			})
+		}
+		if err := fill(tx.Bucket(bucketAttByBuild), func(v *voter, f string) { v.buildKey = f }); err != nil {
+			return err
+		}
+		return fill(tx.Bucket(bucketAttByAuthor), func(v *voter, f string) { v.attester = f })
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range byID {
+		if v.buildKey != "" && !slices.Contains(out[v.buildKey], v.attester) {
+			out[v.buildKey] = append(out[v.buildKey], v.attester)
+		}
+	}
+	for _, as := range out {
+		slices.Sort(as)
+	}
+	return out, nil
 }
 
 // CountForBuildKey counts the attestations stored for buildKey, and those

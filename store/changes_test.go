@@ -1,6 +1,7 @@
 package store
 
 import (
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -97,5 +98,35 @@ func TestChangeLogForgets(t *testing.T) {
 	}
 	if c.changed("a") <= at || c.changed("a") > c.generation() {
 		t.Errorf("forgotten key a changed at %d (noted at %d, generation %d)", c.changed("a"), at, c.generation())
+	}
+}
+
+// TestBuildKeyVoters: each build key of a platform with its distinct
+// attesters, read from the indexes; other platforms' records are left out.
+func TestBuildKeyVoters(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	recs := []AttestationRecord{
+		{BuildKey: "bk1", Platform: "amd64", Attester: "A", Blob: []byte("1")},
+		{BuildKey: "bk1", Platform: "amd64", Attester: "B", Blob: []byte("2")},
+		{BuildKey: "bk1", Platform: "amd64", Attester: "A", Blob: []byte("3")},
+		{BuildKey: "bk2", Platform: "amd64", Attester: "C", Blob: []byte("4")},
+		{BuildKey: "bk3", Platform: "arm64", Attester: "A", Blob: []byte("5")},
+	}
+	if _, err := s.PutAttestations(recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		platform string
+		want     map[string][]string
+	}{
+		{"amd64", map[string][]string{"bk1": {"A", "B"}, "bk2": {"C"}}},
+		{"arm64", map[string][]string{"bk3": {"A"}}},
+		{"", map[string][]string{"bk1": {"A", "B"}, "bk2": {"C"}, "bk3": {"A"}}},
+		{"riscv", map[string][]string{}},
+	} {
+		got, err := s.BuildKeyVoters(tt.platform)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("BuildKeyVoters(%q) = %v, %v; want %v", tt.platform, got, err, tt.want)
+		}
 	}
 }
