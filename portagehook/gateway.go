@@ -15,9 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -165,6 +167,7 @@ func idOf(l Listing) listingID {
 // computed again.
 type memoEntry struct {
 	e      entry
+	err    error // not kept: tried again next time
 	serial uint64
 }
 
@@ -323,38 +326,57 @@ func (g *Gateway) entries(ctx context.Context) ([]entry, [32]byte, error) {
 	}
 	g.imu.Lock()
 	defer g.imu.Unlock()
-	next := make(map[listingID]*memoEntry, len(ls))
-	nextKeys := make(map[string]listingID, len(ls))
+	// Listings not seen before are rendered on every CPU.
+	var miss []int
+	fresh := map[listingID]*memoEntry{}
+	for i, l := range ls {
+		id := idOf(l)
+		if g.memo[id] == nil && fresh[id] == nil {
+			fresh[id] = &memoEntry{}
+			miss = append(miss, i)
+		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(miss)) {
+		wg.Go(func() {
+			for k := int(next.Add(1)) - 1; k < len(miss); k = int(next.Add(1)) - 1 {
+				l := ls[miss[k]]
+				m := fresh[idOf(l)]
+				m.e, m.err = g.indexEntry(l)
+			}
+		})
+	}
+	wg.Wait()
+	memo := make(map[listingID]*memoEntry, len(ls))
+	keys := make(map[string]listingID, len(ls))
 	seen := make(map[string]bool, len(ls))
 	out := make([]entry, 0, len(ls))
-	sig := sha256.New()
-	var buf []byte
+	var sig []byte
 	for _, l := range ls {
 		id := idOf(l)
 		m := g.memo[id]
 		if m == nil {
-			if m = next[id]; m == nil {
-				e, err := g.indexEntry(l)
-				if err != nil {
-					g.log.Warn("gateway: listing skipped", "content", l.Content, "err", err)
-					continue
-				}
+			if m = fresh[id]; m.err != nil {
+				g.log.Warn("gateway: listing skipped", "content", l.Content, "err", m.err)
+				continue
+			}
+			if m.serial == 0 {
 				g.serial++
-				m = &memoEntry{e: e, serial: g.serial}
+				m.serial = g.serial
 			}
 		}
-		next[id], nextKeys[m.e.key] = m, id
+		memo[id], keys[m.e.key] = m, id
 		if seen[m.e.path] {
 			g.log.Warn("gateway: duplicate CPV and BUILD_ID skipped", "path", m.e.path, "content", l.Content)
 			continue
 		}
 		seen[m.e.path] = true
 		out = append(out, m.e)
-		buf = binary.BigEndian.AppendUint64(buf, m.serial)
+		sig = binary.BigEndian.AppendUint64(sig, m.serial)
 	}
-	sig.Write(buf)
-	g.memo, g.memoKeys = next, nextKeys
-	return out, [32]byte(sig.Sum(nil)), nil
+	g.memo, g.memoKeys = memo, keys
+	return out, sha256.Sum256(sig), nil
 }
 
 // forget drops the kept index entry of the listing whose re-pack (cache
