@@ -66,7 +66,9 @@ func deleteAttestation(tx *bolt.Tx, r *AttestationRecord) error {
 // over must not leave either behind for ever.
 func (s *Store) DropOrphans(buildKeys []string, drop func(endorsement []byte) bool) error {
 	return s.update(func(tx *bolt.Tx) error {
-		s.votesChanged(tx, slices.DeleteFunc(slices.Clone(buildKeys), func(bk string) bool { return bk == "" })...)
+		if err := s.votesChanged(tx, slices.DeleteFunc(slices.Clone(buildKeys), func(bk string) bool { return bk == "" })...); err != nil {
+			return err
+		}
 		byBuild, byAuthor := tx.Bucket(bucketAttByBuild), tx.Bucket(bucketAttByAuthor)
 		for _, bk := range buildKeys {
 			if bk == "" {
@@ -404,7 +406,9 @@ func (s *Store) DeleteAttestations(ids [][32]byte) (int, error) {
 			if err := deleteAttestation(tx, &r); err != nil {
 				return err
 			}
-			s.votesChanged(tx, r.BuildKey)
+			if err := s.votesChanged(tx, r.BuildKey); err != nil {
+				return err
+			}
 			n++
 		}
 		return nil
@@ -437,7 +441,9 @@ func (s *Store) SetAttestationAddr(id [32]byte, addr string) (bool, error) {
 			return err
 		}
 		set = true
-		s.votesChanged(tx, r.BuildKey)
+		if err := s.votesChanged(tx, r.BuildKey); err != nil {
+			return err
+		}
 		return b.Put(id[:], nv)
 	})
 	return set, err

@@ -225,7 +225,9 @@ func (s *Store) PutAttestations(recs []AttestationRecord) (added []bool, err err
 			if err := indexAttestation(tx, rec); err != nil {
 				return err
 			}
-			s.votesChanged(tx, rec.BuildKey)
+			if err := s.votesChanged(tx, rec.BuildKey); err != nil {
+				return err
+			}
 			added[i] = true
 		}
 		return nil
@@ -282,7 +284,9 @@ func (s *Store) DeleteAttestation(id [32]byte) (bool, error) {
 			return err
 		}
 		found = true
-		s.votesChanged(tx, r.BuildKey)
+		if err := s.votesChanged(tx, r.BuildKey); err != nil {
+			return err
+		}
 		return deleteAttestation(tx, &r)
 	})
 	return found, err

@@ -66,9 +66,14 @@ func (c *changeLog) changed(bk string) uint64 {
 
 // votesChanged registers, within a write transaction, that the records a
 // verdict reads for build keys bks change when tx commits ("" for any
-// build key). A transaction that rolls back changes nothing.
-func (s *Store) votesChanged(tx *bolt.Tx, bks ...string) {
+// build key): their persisted vote versions move in tx, and the in-memory
+// log once it commits. A transaction that rolls back changes nothing.
+func (s *Store) votesChanged(tx *bolt.Tx, bks ...string) error {
+	if err := bumpVoteVersions(tx, bks); err != nil {
+		return err
+	}
 	tx.OnCommit(func() { s.votes.note(bks) })
+	return nil
 }
 
 // localChanged registers, within a write transaction, that the local

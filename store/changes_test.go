@@ -24,13 +24,24 @@ func TestVotesChanged(t *testing.T) {
 	if before.bk1 > before.gen || before.bk2 > before.gen {
 		t.Fatalf("fresh store: %+v", before)
 	}
+	versions := func() []uint64 {
+		t.Helper()
+		v, err := s.VoteVersions([]string{"bk1", "bk2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 	step := func(name string, write func() error, bk1, bk2 bool) {
 		t.Helper()
-		was, local := now(), s.LocalGeneration()
+		was, local, wasV := now(), s.LocalGeneration(), versions()
 		if err := write(); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		got := now()
+		got, gotV := now(), versions()
+		if gotV[0] < wasV[0] || gotV[1] < wasV[1] || (gotV[0] > wasV[0]) != bk1 || (gotV[1] > wasV[1]) != bk2 {
+			t.Errorf("%s: vote versions %v → %v, want bk1 moved %v, bk2 moved %v", name, wasV, gotV, bk1, bk2)
+		}
 		if moved := got.gen > was.gen; moved != (bk1 || bk2) {
 			t.Errorf("%s: generation %d → %d", name, was.gen, got.gen)
 		}
@@ -128,5 +139,44 @@ func TestBuildKeyVoters(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("BuildKeyVoters(%q) = %v, %v; want %v", tt.platform, got, err, tt.want)
 		}
+	}
+}
+
+// TestVoteVersionsAndDerivedPersist: vote versions and derived blobs are
+// what they were after a reopen, and PutDerived drops what it is told to.
+func TestVoteVersionsAndDerivedPersist(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutAttestation(AttestationRecord{BuildKey: "bk1", Platform: "amd64", Attester: "A", Blob: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutEvidence(EvidenceRecord{Peer: "A", Blob: []byte("e")}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.VoteVersions([]string{"bk1", "bk2", ""})
+	if err != nil || before[0] != 2 || before[1] != 1 || before[2] != 1 {
+		t.Fatalf("versions %v, %v; want bk1 2 (its write and the evidence on any), bk2 1, any 1", before, err)
+	}
+	if err := s.PutDerived(map[string][]byte{"x": []byte("one"), "y": []byte("two")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutDerived(map[string][]byte{"z": []byte("three")}, []string{"y"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutDerived(map[string][]byte{"": nil}, nil); err == nil {
+		t.Error("a derived blob without a key was kept")
+	}
+	s.Close()
+	s = openTest(t, dir)
+	after, err := s.VoteVersions([]string{"bk1", "bk2", ""})
+	if err != nil || !reflect.DeepEqual(after, before) {
+		t.Errorf("after reopen: versions %v, %v; want %v", after, err, before)
+	}
+	got, err := s.Derived([]string{"x", "y", "z", ""})
+	if err != nil || string(got[0]) != "one" || got[1] != nil || string(got[2]) != "three" || got[3] != nil {
+		t.Errorf("after reopen: derived %q, %v", got, err)
 	}
 }

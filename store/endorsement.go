@@ -25,7 +25,9 @@ func (s *Store) PutEndorsement(buildKey string, blob []byte) (added bool, err er
 			return nil
 		}
 		added = true
-		s.votesChanged(tx, buildKey)
+		if err := s.votesChanged(tx, buildKey); err != nil {
+			return err
+		}
 		return b.Put(key, blob)
 	})
 	return added, err

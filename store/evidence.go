@@ -79,7 +79,9 @@ func (s *Store) PutEvidence(rec EvidenceRecord) (added bool, err error) {
 			return err
 		}
 		// Evidence without a build key may weigh on any verdict.
-		s.votesChanged(tx, rec.BuildKey)
+		if err := s.votesChanged(tx, rec.BuildKey); err != nil {
+			return err
+		}
 		added = true
 		return nil
 	})

@@ -36,7 +36,12 @@ const (
 // written by an older layout is upgraded on open. Version 2 stores
 // attestations as metadata JSON plus the raw blob and keeps per-attester
 // usage and a platform-time index (a version-1 build would misread them).
-const SchemaVersion = 2
+// Version 3 counts, per build key, the writes of its votes in the same
+// transaction as each write (VoteVersions), and keeps results derived
+// from votes under those counts (Derived): a version-2 build would write
+// votes without counting them, and results derived before would pass for
+// current.
+const SchemaVersion = 3
 
 // Sentinel errors, for errors.Is.
 var (
@@ -96,6 +101,7 @@ var (
 		bucketAtt, bucketAttByBuild, bucketAttByVar, bucketAttByPlat, bucketAttByCPV, bucketAttByAuthor,
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
 		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
+		bucketVoteVersions, bucketDerived,
 	}
 
 	keySchema = []byte("schema")
