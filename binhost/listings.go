@@ -77,6 +77,9 @@ type Listings struct {
 	derived map[keys.Build]*derived
 	// last is the last Entries result and what it was computed from.
 	last *lastEntries
+	// printed is what a saved derived must carry to be used (print).
+	printOnce sync.Once
+	printed   string
 }
 
 // derived is what Entries made of one build key's votes at generation gen:
@@ -216,8 +219,9 @@ func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) 
 
 // derive brings ls.derived up to date for the candidate build keys bks at
 // generation gen: build keys whose votes did not change since they were
-// derived are kept, the others are evaluated again (on every CPU), and
-// build keys no longer candidates are forgotten.
+// derived are kept, the ones saved in the store whose votes did not change
+// since are read back, the others are evaluated again (on every CPU) and
+// saved, and build keys no longer candidates are forgotten.
 func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 	next := make(map[keys.Build]*derived, len(bks))
 	var todo []keys.Build
@@ -226,6 +230,30 @@ func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 			next[bk] = d
 		} else {
 			todo = append(todo, bk)
+		}
+	}
+	print, persist := ls.print()
+	var versions []uint64
+	if persist && len(todo) > 0 {
+		// Versions are read before the saved results and the votes.
+		var saved [][]byte
+		vs, err := ls.votes.VoteVersions(todo)
+		if err == nil {
+			saved, err = ls.store.Derived(savedKeys(todo))
+		}
+		if err != nil {
+			ls.log.Warn("gateway: saved listings not read", "err", err) // derived afresh
+			persist = false
+		} else {
+			left := todo[:0:0]
+			for i, bk := range todo {
+				if d := restore(saved[i], print, vs[i], gen); d != nil {
+					next[bk] = d
+					continue
+				}
+				left, versions = append(left, bk), append(versions, vs[i])
+			}
+			todo = left
 		}
 	}
 	builds, ok, err := ls.votes.AllowedBuildsOf(todo)
@@ -271,8 +299,37 @@ func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 			d.listing.Time = at[i]
 		}
 	}
+	if persist {
+		vals := map[string][]byte{}
+		var drop []string
+		for i, bk := range todo {
+			if raw, ok := next[bk].save(print, versions[i]); ok {
+				vals[savedKey(bk)] = raw
+			} else {
+				drop = append(drop, savedKey(bk))
+			}
+		}
+		for bk := range ls.derived {
+			if next[bk] == nil {
+				drop = append(drop, savedKey(bk))
+			}
+		}
+		if len(vals) > 0 || len(drop) > 0 {
+			if err := ls.store.PutDerived(vals, drop); err != nil {
+				ls.log.Warn("gateway: listings not saved", "err", err) // derived again after a restart
+			}
+		}
+	}
 	ls.derived = next
 	return nil
+}
+
+func savedKeys(bks []keys.Build) []string {
+	out := make([]string, len(bks))
+	for i, bk := range bks {
+		out[i] = savedKey(bk)
+	}
+	return out
 }
 
 // setSum fingerprints a set of strings.
