@@ -80,6 +80,9 @@ type Listings struct {
 	// printed is what a saved derived must carry to be used (print).
 	printOnce sync.Once
 	printed   string
+	// evaluated counts the build keys whose votes the last computation
+	// evaluated (neither kept nor read back): for tests.
+	evaluated int
 }
 
 // derived is what Entries made of one build key's votes at generation gen:
@@ -157,6 +160,7 @@ func (ls *Listings) Entries(ctx context.Context) ([]portagehook.Listing, error) 
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	ls.evaluated = 0
 	if l := ls.last; l != nil && l.gen == gen && l.machine == m.Fingerprint() && l.installed == instSum && (!l.heldDep || l.local == local) {
 		return l.out, nil
 	}
@@ -256,6 +260,7 @@ func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 			todo = left
 		}
 	}
+	ls.evaluated = len(todo)
 	builds, ok, err := ls.votes.AllowedBuildsOf(todo)
 	if err != nil {
 		return err

@@ -95,6 +95,7 @@ type indexFixture struct {
 	dir, pristine string
 	policy        trust.Policy
 	platform      string
+	self          peer.ID // the daemon's identity, the same after a restart
 	pgp           string // the gateway's signing key file
 }
 
@@ -113,6 +114,7 @@ func newIndexFixture(b *testing.B, n, voters int) *indexFixture {
 	if err != nil {
 		b.Fatal(err)
 	}
+	_, fx.self = jobtest.NewKey(b)
 	keys := make([]crypto.PrivKey, voters)
 	ids := make([]peer.ID, voters)
 	for i := range keys {
@@ -150,7 +152,7 @@ func newIndexFixture(b *testing.B, n, voters int) *indexFixture {
 
 // benchAttestation is one voter's attestation of build i: a small
 // library with the index claims an ordinary ebuild has.
-func benchAttestation(b *testing.B, k crypto.PrivKey, platform string, i int, at time.Time) *trust.Signed {
+func benchAttestation(b testing.TB, k crypto.PrivKey, platform string, i int, at time.Time) *trust.Signed {
 	b.Helper()
 	cat := fmt.Sprintf("bench-cat%d", i%50)
 	pn := fmt.Sprintf("libbench%d", i)
@@ -182,7 +184,7 @@ func benchAttestation(b *testing.B, k crypto.PrivKey, platform string, i int, at
 			"IUSE":           "debug +ssl static-libs test",
 			"USE":            "abi_x86_64 amd64 elibc_glibc kernel_linux ssl",
 			"DEPEND":         "ssl? ( >=dev-libs/openssl-3.0:= ) sys-libs/zlib",
-			"RDEPEND":        "ssl? ( >=dev-libs/openssl-3.0:= ) sys-libs/zlib",
+			"RDEPEND":        "ssl? ( >=dev-libs/openssl-3.0 ) sys-libs/zlib",
 			"BDEPEND":        "virtual/pkgconfig",
 			"DEFINED_PHASES": "compile configure install prepare test",
 			"RESTRICT":       "!test? ( test )",
@@ -219,13 +221,8 @@ func (fx *indexFixture) open(b *testing.B, dir string) *indexGateway {
 	if err != nil {
 		b.Fatal(err)
 	}
-	self, _ := jobtest.NewKey(b)
-	selfID, err := peer.IDFromPrivateKey(self)
-	if err != nil {
-		b.Fatal(err)
-	}
 	cfg := config.Defaults()
-	vb := votes.New(votes.Options{Store: st, Policy: fx.policy, Self: selfID, Platform: fx.platform, Limits: cfg.Limits, Files: xpak.DefaultLimits()})
+	vb := votes.New(votes.Options{Store: st, Policy: fx.policy, Self: fx.self, Platform: fx.platform, Limits: cfg.Limits, Files: xpak.DefaultLimits()})
 	ls := New(Options{
 		Store: st, Votes: vb, Platform: fx.platform, Prefetch: cfg.Gateway.Prefetch,
 		// A new *fit.Machine each time, as the daemon's machine cache
