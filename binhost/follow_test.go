@@ -52,7 +52,9 @@ func TestIndexFollowsChanges(t *testing.T) {
 		voterKeys[i], voters[i] = jobtest.NewKey(t)
 	}
 	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
-	cpv := func(i int) string { return benchAttestation(t, voterKeys[0], benchPlatform.Platform(), i, at).Attestation.CPV }
+	cpv := func(i int) string {
+		return benchAttestation(t, voterKeys[0], benchPlatform.Platform(), i, at).Attestation.CPV
+	}
 
 	var st *store.Store
 	start := func(blocked ...peer.ID) *followDaemon {

@@ -96,7 +96,7 @@ type indexFixture struct {
 	policy        trust.Policy
 	platform      string
 	self          peer.ID // the daemon's identity, the same after a restart
-	pgp           string // the gateway's signing key file
+	pgp           string  // the gateway's signing key file
 }
 
 func newIndexFixture(b *testing.B, n, voters int) *indexFixture {
