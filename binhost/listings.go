@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -249,10 +251,12 @@ func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 			ls.log.Warn("gateway: saved listings not read", "err", err) // derived afresh
 			persist = false
 		} else {
+			back := make([]*derived, len(todo))
+			parallel(len(todo), func(i int) { back[i] = restore(saved[i], print, vs[i], gen) })
 			left := todo[:0:0]
 			for i, bk := range todo {
-				if d := restore(saved[i], print, vs[i], gen); d != nil {
-					next[bk] = d
+				if back[i] != nil {
+					next[bk] = back[i]
 					continue
 				}
 				left, versions = append(left, bk), append(versions, vs[i])
@@ -327,6 +331,20 @@ func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 	}
 	ls.derived = next
 	return nil
+}
+
+// parallel calls fn(0) … fn(n-1) on every CPU.
+func parallel(n int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func savedKeys(bks []keys.Build) []string {
