@@ -68,7 +68,7 @@ func (m *Machine) Fingerprint() [32]byte {
 		h := sha256.New()
 		w := func(ss ...string) {
 			for _, s := range ss {
-				fmt.Fprintf(h, "%d:%s", len(s), s)
+				h.Write([]byte(strconv.Itoa(len(s)) + ":" + s))
 			}
 		}
 		w("installed", strconv.Itoa(len(m.Installed)))
