@@ -46,10 +46,10 @@ func (w streamWriter) Write(p []byte) (int, error) {
 
 // state is what a reader may read now, and a channel closed when that
 // changes.
-func (st *stream) state() (written int64, done bool, err error, changed <-chan struct{}) {
+func (st *stream) state() (written int64, done bool, changed <-chan struct{}, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.written, st.done, st.err, st.changed
+	return st.written, st.done, st.changed, st.err
 }
 
 func (st *stream) finish(s Served, err error) {
@@ -171,7 +171,7 @@ func (g *Gateway) waitStream(ctx context.Context, e entry) (Served, error) {
 	}
 	defer leave()
 	for {
-		_, done, err, changed := st.state()
+		_, done, changed, err := st.state()
 		if done {
 			if err != nil {
 				return Served{}, err
@@ -211,7 +211,7 @@ func (g *Gateway) streamPackage(w http.ResponseWriter, r *http.Request, e entry)
 	buf := make([]byte, 256<<10)
 	var off int64
 	for off < e.predicted {
-		written, done, err, changed := st.state()
+		written, done, changed, err := st.state()
 		if off < written {
 			n, rerr := st.file.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
 			if n > 0 {
