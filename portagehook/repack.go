@@ -64,7 +64,7 @@ type RepackOptions struct {
 // SIZE and MTIME of a cached copy before reusing it.
 type Served struct {
 	Size   int64
-	MD5    string // lowercase hex
+	MD5    string // lowercase hex; empty for the served form (not listed)
 	SHA1   string
 	SHA256 string
 	MTime  time.Time
@@ -190,21 +190,25 @@ func RepackTo(w io.Writer, src string, opts RepackOptions) (Served, error) {
 		return Served{}, fmt.Errorf("%w: %s: image changed while reading", ErrRepack, src)
 	}
 
-	hMD5, hSHA1, hSHA256 := md5.New(), sha1.New(), sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, hMD5, hSHA1, hSHA256)}
+	// The index lists MD5 and SHA1 only for builds without served sizes
+	// (portage checks the digests it finds, SIZE always); the served form
+	// is not hashed three more times for nothing.
+	var hMD5, hSHA1, hSHA256 hash.Hash
+	out := w
+	if !stored {
+		hMD5, hSHA1, hSHA256 = md5.New(), sha1.New(), sha256.New()
+		out = io.MultiWriter(w, hMD5, hSHA1, hSHA256)
+	}
+	cw := &countWriter{w: out}
 	gopts := xpak.GPKGOptions{Basename: basename, MTime: mtime, TempDir: tmpDir, Signer: opts.Signer, Stored: stored, Expect: opts.Expect}
 	if err := xpak.WriteGPKG(cw, gopts, meta, img.write); err != nil {
 		return Served{}, fmt.Errorf("%w: write: %w", ErrRepack, err)
 	}
-	return Served{
-		Size:        cw.n,
-		MD5:         hexOf(hMD5),
-		SHA1:        hexOf(hSHA1),
-		SHA256:      hexOf(hSHA256),
-		MTime:       mtime,
-		ImageDigest: pkg.ImageDigest,
-		Index:       indexFields(meta),
-	}, nil
+	s := Served{Size: cw.n, MTime: mtime, ImageDigest: pkg.ImageDigest, Index: indexFields(meta)}
+	if !stored {
+		s.MD5, s.SHA1, s.SHA256 = hexOf(hMD5), hexOf(hSHA1), hexOf(hSHA256)
+	}
+	return s, nil
 }
 
 // indexFields are the index keys of m, as the index writes them.
