@@ -1,0 +1,178 @@
+//go:build portage
+
+package integration
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+)
+
+// The end-to-end portage tests: stock emerge (portage 3.0.82, default
+// client settings, verify-signature on) installs through a consumer
+// daemon's gateway packages that three builder daemons built with real
+// portage at test time (testdata/portage, cached under $ORACLE_WORK) and
+// that the consumer never fetched. Run as root:
+//
+//	GENTOO_P2PD_PORTAGE_HARNESS=../shared/portage-harness ORACLE_WORK=$(mktemp -d /var/tmp/x.XXXX) \
+//	  ../shared/portage-harness/get_portage.sh && go test -tags portage -count=1 -run '^TestPortage' ./integration/
+
+// The long path p2pfiles installs (testdata/portage/ebuilds.py).
+const p2pLongDir = "usr/share/p2pfiles/a-directory-name-long-enough-that-tar-needs-long-name-records/and-a-second-level-directory-to-make-sure-of-it"
+
+// TestPortageAnyPackage: a consumer with the default configuration lists
+// every allowed build that fits its machine, with its exact SIZE, before
+// fetching a byte of it (list before download), and stock `emerge
+// --getbinpkg` installs them — hardlinks, setuid and setgid programs,
+// paths longer than 100 bytes, a subslotted library and the program
+// linking it through :=, and libxcrypt — each under the BUILD_ID the
+// gateway listed, fetched from the builders only when portage asked.
+func TestPortageAnyPackage(t *testing.T) {
+	testAnyPackage(t, true, nil)
+}
+
+// TestPortageAnyPackagePrefetchAll installs the same packages through a
+// gateway that fetches every allowed build to list it (gateway.prefetch =
+// all): what portage merges — hardlinks, modes, long paths, the :=
+// library — is what the builders built, after the gateway's re-pack.
+func TestPortageAnyPackagePrefetchAll(t *testing.T) {
+	testAnyPackage(t, false, func(c *config.Config) { c.Gateway.Prefetch = config.PrefetchAll })
+}
+
+func testAnyPackage(t *testing.T, listBeforeDownload bool, configure func(*config.Config)) {
+	h := needPortage(t)
+	b := builtBinpkgs(t, h)
+	guardHostVDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	client := newPortageClient(t, ctx, h, dir)
+	net := startE2ENetwork(t, b, client.VDB(), configure)
+	consumer := net.consumer
+	if listBeforeDownload {
+		assertDefaultConsumer(t, consumer)
+	}
+	for _, cpv := range []string{"app-misc/p2pfiles-1.0", "dev-libs/p2plib-1", "app-misc/p2puse-1", "sys-libs/libxcrypt-4.4.33"} {
+		waitAllowed(t, consumer, cpv, 1)
+	}
+	if listBeforeDownload {
+		if st := consumer.Daemon.API().Status(ctx); st.BytesFetched != 0 || st.BuildsFetched != 0 {
+			t.Fatalf("the consumer fetched %d bytes (%d builds) before portage asked for anything", st.BytesFetched, st.BuildsFetched)
+		}
+	}
+	client.useGateway(t, ctx, consumer)
+
+	// Everything allowed that this machine can run is listed, with SIZE,
+	// before any byte of it is fetched.
+	first := []string{"app-misc/p2pfiles-1.0", "dev-libs/p2plib-1", "sys-libs/libxcrypt-4.4.33"}
+	idx := indexOf(t, ctx, consumer)
+	for _, cpv := range first {
+		if len(idx[cpv]) != 1 || idx[cpv][0].Value("SIZE") == "" {
+			t.Fatalf("the gateway lists %q for %s before the first emerge; want one entry with SIZE. Index: %v", idx[cpv], cpv, indexNames(idx))
+		}
+	}
+	if listBeforeDownload {
+		if st := consumer.Daemon.API().Status(ctx); st.BytesFetched != 0 {
+			t.Fatalf("answering portage's index request fetched %d bytes: listing must not download", st.BytesFetched)
+		}
+	}
+	out := client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/p2pfiles", "=dev-libs/p2plib-1", "sys-libs/libxcrypt")
+	for _, cpv := range first {
+		checkBinaryInstall(t, client, idx, cpv, out)
+	}
+
+	// With p2plib-1 (subslot 0/1, libp2plib.so.1) installed, the program
+	// built against it fits and is listed; portage installs it.
+	idx = indexOf(t, ctx, consumer)
+	if len(idx["app-misc/p2puse-1"]) != 1 || idx["app-misc/p2puse-1"][0].Value("SIZE") == "" {
+		t.Fatalf("with dev-libs/p2plib-1 installed the gateway lists %q for app-misc/p2puse-1; want one entry with SIZE. Index: %v", idx["app-misc/p2puse-1"], indexNames(idx))
+	}
+	out = client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/p2puse")
+	checkBinaryInstall(t, client, idx, "app-misc/p2puse-1", out)
+
+	checkP2PFiles(t, client.ep)
+	use, _ := client.installedPkg(t, "app-misc/p2puse-1")
+	if rdep, _ := os.ReadFile(filepath.Join(use.dir, "RDEPEND")); !strings.Contains(string(rdep), "dev-libs/p2plib:0/1=") {
+		t.Errorf("p2puse's RDEPEND in the vdb is %q, want the resolved dev-libs/p2plib:0/1=", rdep)
+	}
+	// The installed program runs against the installed library.
+	run := exec.CommandContext(ctx, filepath.Join(client.ep, "usr", "bin", "p2puse"))
+	run.Env = []string{"LD_LIBRARY_PATH=" + filepath.Join(client.ep, "usr", "lib")}
+	if got, err := run.CombinedOutput(); err != nil || strings.TrimSpace(string(got)) != "1" {
+		t.Errorf("the installed p2puse printed %q (%v), want 1 from libp2plib.so.1", got, err)
+	}
+	if st := consumer.Daemon.API().Status(ctx); st.BytesFetched <= 0 || st.BuildsFetched < 4 {
+		t.Errorf("after the installs the consumer fetched %d bytes in %d builds, want the four builds portage installed", st.BytesFetched, st.BuildsFetched)
+	}
+}
+
+// checkBinaryInstall fails unless portage merged cpv from the gateway:
+// the vdb carries the BUILD_ID the index listed and the merge was binary.
+func checkBinaryInstall(t *testing.T, c *portageClient, idx map[string][]portagehook.Entry, cpv, out string) {
+	t.Helper()
+	got, ok := c.installedPkg(t, cpv)
+	if !ok {
+		t.Errorf("%s is not installed\n%s", cpv, tail(out, 40))
+		return
+	}
+	if mt := c.mergeType(t, cpv); mt != "binary" {
+		t.Errorf("%s merged with MERGE_TYPE=%q, want binary (portage compiled it instead of installing the listed build)\n%s", cpv, mt, tail(out, 40))
+	}
+	if len(idx[cpv]) != 1 || got.buildID != idx[cpv][0].Value("BUILD_ID") {
+		t.Errorf("%s installed with BUILD_ID %q; the gateway listed %v", cpv, got.buildID, indexNames(map[string][]portagehook.Entry{cpv: idx[cpv]}))
+	}
+}
+
+// checkP2PFiles checks what p2pfiles installed into root: hardlinks are one
+// inode, the setuid and setgid programs keep their modes, the long paths
+// and the symlink to one are there.
+func checkP2PFiles(t *testing.T, root string) {
+	t.Helper()
+	at := func(rel string) string { return filepath.Join(root, rel) }
+	mode := func(rel string, want fs.FileMode) {
+		fi, err := os.Lstat(at(rel))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if got := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeType); got != want {
+			t.Errorf("%s: mode %v, want %v", rel, got, want)
+		}
+	}
+	sameFile := func(a, b string) {
+		fa, errA := os.Lstat(at(a))
+		fb, errB := os.Lstat(at(b))
+		if errA != nil || errB != nil {
+			t.Errorf("hardlink pair %s, %s: %v %v", a, b, errA, errB)
+			return
+		}
+		if !os.SameFile(fa, fb) {
+			t.Errorf("%s and %s are two files, want one inode", a, b)
+		}
+	}
+	mode("usr/bin/p2pfiles", fs.ModeSetuid|0o711)
+	mode("usr/bin/p2pfiles-hardlink", fs.ModeSetuid|0o711)
+	sameFile("usr/bin/p2pfiles", "usr/bin/p2pfiles-hardlink")
+	mode("usr/libexec/p2pfiles/p2pfiles-setgid", fs.ModeSetgid|0o755)
+	sameFile("usr/share/p2pfiles/data.txt", "usr/share/p2pfiles/data-hardlink.txt")
+	long := p2pLongDir + "/file-at-the-end-of-a-path-longer-than-one-hundred-bytes.txt"
+	if len("/"+long) <= 100 {
+		t.Fatalf("the long path is only %d bytes", len(long)+1)
+	}
+	mode(long, 0o644)
+	sameFile(long, p2pLongDir+"/hardlink-with-a-long-target-at-the-end-of-the-same-long-path.txt")
+	if target, err := os.Readlink(at("usr/share/p2pfiles/symlink-to-the-long-path")); err != nil || target != "/"+long {
+		t.Errorf("symlink to the long path: %q %v", target, err)
+	}
+	if b, err := os.ReadFile(at(long)); err != nil || string(b) != "long path\n" {
+		t.Errorf("%s: %q %v", long, b, err)
+	}
+}
