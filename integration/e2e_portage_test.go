@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // The end-to-end portage tests: stock emerge (portage 3.0.82, default
@@ -175,4 +177,124 @@ func checkP2PFiles(t *testing.T, root string) {
 	if b, err := os.ReadFile(at(long)); err != nil || string(b) != "long path\n" {
 		t.Errorf("%s: %q %v", long, b, err)
 	}
+}
+
+// TestPortageNotListed: what a default consumer must not offer portage —
+// a build below the trust threshold, and allowed builds this machine
+// cannot run: one whose := library (subslot and soname) the vdb lacks or
+// has in another subslot, one needing a soname no package provides, one
+// needing a glibc symbol version newer than the installed glibc, one
+// needing an ISA level the CPU lacks. Portage then compiles from the
+// ebuild. The same gateway lists a fitting build first, so "not listed"
+// is not the gateway listing nothing.
+func TestPortageNotListed(t *testing.T) {
+	h := needPortage(t)
+	b := builtBinpkgs(t, h)
+	guardHostVDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	client := newPortageClient(t, ctx, h, t.TempDir())
+	net := startE2ENetwork(t, b, client.VDB(), nil)
+	consumer := net.consumer
+	assertDefaultConsumer(t, consumer)
+	for _, cpv := range []string{"app-misc/p2pfiles-1.0", "dev-libs/p2plib-1", "app-misc/p2puse-1", "app-misc/p2porphan-1", "app-misc/p2pfuture-1", "app-misc/p2pisa-1"} {
+		waitAllowed(t, consumer, cpv, 1)
+	}
+	client.useGateway(t, ctx, consumer)
+	idx := indexOf(t, ctx, consumer)
+	for _, cpv := range []string{"app-misc/p2pfiles-1.0", "dev-libs/p2plib-1"} {
+		if len(idx[cpv]) != 1 || idx[cpv][0].Value("SIZE") == "" {
+			t.Fatalf("the gateway lists %q for %s, which fits; want one entry with SIZE (without it the checks below prove nothing). Index: %v", idx[cpv], cpv, indexNames(idx))
+		}
+	}
+
+	t.Run("below threshold", func(t *testing.T) {
+		ex, err := consumer.Daemon.API().Explain(ctx, "app-misc/layout-1.0-r1")
+		if err != nil || len(ex.Verdicts) != 1 || ex.Verdicts[0].Decision == trust.Allowed {
+			t.Fatalf("the consumer's verdicts on layout (one builder): %+v %v; want one, not allowed", ex.Verdicts, err)
+		}
+		if es := indexOf(t, ctx, consumer)["app-misc/layout-1.0-r1"]; len(es) != 0 {
+			t.Fatalf("the gateway lists layout, which one builder attested: %v", indexNames(map[string][]portagehook.Entry{"layout": es}))
+		}
+		out := client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/layout")
+		checkSourceInstall(t, client, "app-misc/layout-1.0-r1", out)
+	})
+	t.Run("soname nobody provides", func(t *testing.T) {
+		if es := indexOf(t, ctx, consumer)["app-misc/p2porphan-1"]; len(es) != 0 {
+			t.Errorf("the gateway lists p2porphan, whose REQUIRES names libp2pghost.so.1, which no installed package provides: %v",
+				indexNames(map[string][]portagehook.Entry{"p2porphan": es}))
+		}
+	})
+	t.Run("glibc symbol version", func(t *testing.T) {
+		if es := indexOf(t, ctx, consumer)["app-misc/p2pfuture-1"]; len(es) != 0 {
+			t.Errorf("the gateway lists p2pfuture, which needs libc.so.6 version GLIBC_2.99 (glibc 2.36 installed): %v",
+				indexNames(map[string][]portagehook.Entry{"p2pfuture": es}))
+		}
+	})
+	t.Run("ISA level", func(t *testing.T) {
+		es := indexOf(t, ctx, consumer)["app-misc/p2pisa-1"]
+		switch v4 := cpuHasX8664V4(t); {
+		case v4 && len(es) != 1:
+			t.Errorf("this CPU runs x86-64-v4, yet the gateway lists %v for p2pisa (ISA needed: x86-64-v4)", indexNames(map[string][]portagehook.Entry{"p2pisa": es}))
+		case !v4 && len(es) != 0:
+			t.Errorf("this CPU lacks x86-64-v4, yet the gateway lists p2pisa, which needs it: %v", indexNames(map[string][]portagehook.Entry{"p2pisa": es}))
+		}
+	})
+	t.Run("slot operator: library not installed", func(t *testing.T) {
+		if es := indexOf(t, ctx, consumer)["app-misc/p2puse-1"]; len(es) != 0 {
+			t.Errorf("the gateway lists p2puse (RDEPEND dev-libs/p2plib:0/1=, REQUIRES libp2plib.so.1) with no p2plib installed: %v",
+				indexNames(map[string][]portagehook.Entry{"p2puse": es}))
+		}
+	})
+	t.Run("slot operator: other subslot installed", func(t *testing.T) {
+		// p2plib-2 (subslot 0/2, libp2plib.so.2), built here.
+		client.mask(t)
+		client.emerge(t, ctx, "--oneshot", "=dev-libs/p2plib-2")
+		if es := indexOf(t, ctx, consumer)["app-misc/p2puse-1"]; len(es) != 0 {
+			t.Errorf("the gateway lists p2puse (RDEPEND dev-libs/p2plib:0/1=, REQUIRES libp2plib.so.1) with p2plib:0/2 installed: %v",
+				indexNames(map[string][]portagehook.Entry{"p2puse": es}))
+		}
+		out := client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/p2puse")
+		checkSourceInstall(t, client, "app-misc/p2puse-1", out)
+		use, _ := client.installedPkg(t, "app-misc/p2puse-1")
+		if rdep, _ := os.ReadFile(filepath.Join(use.dir, "RDEPEND")); !strings.Contains(string(rdep), "dev-libs/p2plib:0/2=") {
+			t.Errorf("p2puse's RDEPEND in the vdb is %q, want dev-libs/p2plib:0/2= (built here against the installed subslot)", rdep)
+		}
+	})
+}
+
+// checkSourceInstall fails unless portage compiled cpv here: it is
+// installed, the merge was a source merge, and the vdb has no BUILD_ID
+// (a binpkg's).
+func checkSourceInstall(t *testing.T, c *portageClient, cpv, out string) {
+	t.Helper()
+	got, ok := c.installedPkg(t, cpv)
+	if !ok {
+		t.Fatalf("%s is not installed\n%s", cpv, tail(out, 40))
+	}
+	if mt := c.mergeType(t, cpv); mt != "source" || got.buildID != "" {
+		t.Errorf("%s merged with MERGE_TYPE=%q and BUILD_ID %q, want a source build\n%s", cpv, mt, got.buildID, tail(out, 40))
+	}
+}
+
+// cpuHasX8664V4 reports whether this CPU runs x86-64-v4 code (the AVX-512
+// subsets the level requires).
+func cpuHasX8664V4(t *testing.T) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "flags" {
+			flags := strings.Fields(v)
+			for _, need := range []string{"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} {
+				if !slices.Contains(flags, need) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
 }
