@@ -279,29 +279,40 @@ var e2eBuilders = []struct{ name, pkgdir string }{
 // by three votes, but fit for no machine lacking what they need.
 var e2eOnce = []string{"app-misc/p2porphan", "app-misc/p2pfuture", "app-misc/p2pisa"}
 
-// e2eAttestations is how many attestations the three builders sign: ten
-// files in gpkg-zstd (hello twice), six in the others plus the three
-// copies each.
-const e2eAttestations = 10 + 9 + 9
-
 // builderPKGDIR copies builder i's binpkgs (and the copied builds) into a
-// PKGDIR of its own below dir, so no test changes the cache.
-func builderPKGDIR(t *testing.T, b e2eBuilds, i int, dir string) string {
+// PKGDIR of its own below dir, so no test changes the cache. Packages
+// (category/name) in soleBuilder stay with builder 0 alone. It returns the
+// PKGDIR and the number of binpkgs in it (the attestations it signs).
+func builderPKGDIR(t *testing.T, b e2eBuilds, i int, dir string, soleBuilder []string) (string, int) {
 	t.Helper()
 	dst := filepath.Join(dir, e2eBuilders[i].name+"-pkgdir")
 	if err := copyTree(filepath.Join(b.out, e2eBuilders[i].pkgdir), dst); err != nil {
 		t.Fatal(err)
 	}
-	if i == 0 {
-		return dst
-	}
-	for _, cp := range e2eOnce {
-		src := filepath.Join(b.out, e2eBuilders[0].pkgdir, cp)
-		if err := copyTree(src, filepath.Join(dst, cp)); err != nil {
-			t.Fatal(err)
+	if i > 0 {
+		for _, cp := range e2eOnce {
+			src := filepath.Join(b.out, e2eBuilders[0].pkgdir, cp)
+			if err := copyTree(src, filepath.Join(dst, cp)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, cp := range soleBuilder {
+			if err := os.RemoveAll(filepath.Join(dst, cp)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	return dst
+	n := 0
+	err := filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst, n
 }
 
 // copyTree copies the binpkgs below src (not portage's Packages index).
@@ -331,21 +342,33 @@ type e2eNetwork struct {
 	consumer *testnet.Node
 }
 
+// e2eOptions shape a test network.
+type e2eOptions struct {
+	// VDB is portage's installed-package database the consumer reads.
+	VDB string
+	// Configure, when set, changes the consumer's configuration last.
+	Configure func(*config.Config)
+	// SoleBuilder are packages (category/name) only the first builder
+	// holds: one vote, below the default threshold.
+	SoleBuilder []string
+}
+
 // startE2ENetwork starts the three builders and a consumer whose
 // configuration is the default one — no fetch, gateway.prefetch and
 // trust.threshold (3) as shipped — except what keeps it on loopback, its
-// dirs, and whatever configure changes. The consumer reads vdb as
-// portage's installed-package database. It returns once the consumer
-// holds every builder's attestations.
-func startE2ENetwork(t *testing.T, b e2eBuilds, vdb string, configure func(*config.Config)) *e2eNetwork {
+// dirs, and what o.Configure changes. It returns once the consumer holds
+// every builder's attestations.
+func startE2ENetwork(t *testing.T, b e2eBuilds, o e2eOptions) *e2eNetwork {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	dir := t.TempDir()
 	net := &e2eNetwork{}
 	stop := func(n *testnet.Node) { t.Cleanup(func() { stopNode(t, n) }) }
+	attestations := 0
 	for i, spec := range e2eBuilders {
-		pkgdir := builderPKGDIR(t, b, i, dir)
+		pkgdir, held := builderPKGDIR(t, b, i, dir, o.SoleBuilder)
+		attestations += held
 		var boot []string
 		if i > 0 {
 			boot = []string{net.builders[0].Addr()}
@@ -358,13 +381,13 @@ func startE2ENetwork(t *testing.T, b e2eBuilds, vdb string, configure func(*conf
 		stop(n)
 		net.builders = append(net.builders, n)
 	}
-	c, err := testnet.Start(ctx, testnet.NodeOptions{Name: "consumer", Dir: dir, Bootstrap: []string{net.builders[0].Addr()}, VDB: vdb, Logger: testLogger(),
+	c, err := testnet.Start(ctx, testnet.NodeOptions{Name: "consumer", Dir: dir, Bootstrap: []string{net.builders[0].Addr()}, VDB: o.VDB, Logger: testLogger(),
 		Configure: func(c *config.Config) {
 			// testnet lists every allowed build (prefetch = all): back to
 			// the shipped default.
 			c.Gateway.Prefetch = config.Defaults().Gateway.Prefetch
-			if configure != nil {
-				configure(c)
+			if o.Configure != nil {
+				o.Configure(c)
 			}
 		}})
 	if err != nil {
@@ -372,7 +395,7 @@ func startE2ENetwork(t *testing.T, b e2eBuilds, vdb string, configure func(*conf
 	}
 	stop(c)
 	net.consumer = c
-	waitCatalog(t, c, e2eAttestations)
+	waitCatalog(t, c, attestations)
 	return net
 }
 

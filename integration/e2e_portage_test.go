@@ -57,7 +57,7 @@ func testAnyPackage(t *testing.T, listBeforeDownload bool, configure func(*confi
 	defer cancel()
 	dir := t.TempDir()
 	client := newPortageClient(t, ctx, h, dir)
-	net := startE2ENetwork(t, b, client.VDB(), configure)
+	net := startE2ENetwork(t, b, e2eOptions{VDB: client.VDB(), Configure: configure})
 	consumer := net.consumer
 	if listBeforeDownload {
 		assertDefaultConsumer(t, consumer)
@@ -180,13 +180,14 @@ func checkP2PFiles(t *testing.T, root string) {
 }
 
 // TestPortageNotListed: what a default consumer must not offer portage —
-// a build below the trust threshold, and allowed builds this machine
-// cannot run: one whose := library (subslot and soname) the vdb lacks or
-// has in another subslot, one needing a soname no package provides, one
-// needing a glibc symbol version newer than the installed glibc, one
-// needing an ISA level the CPU lacks. Portage then compiles from the
-// ebuild. The same gateway lists a fitting build first, so "not listed"
-// is not the gateway listing nothing.
+// builds below the trust threshold, and allowed builds this machine cannot
+// run: one whose := library (subslot 0/1, libp2plib.so.1) is neither
+// installed nor offered by another listed build, or is installed in
+// another subslot; one needing a soname no package provides; one needing
+// a glibc symbol version newer than the installed glibc; one needing an
+// ISA level the CPU lacks. Portage then compiles from the ebuild. The same
+// gateway lists fitting builds first, so "not listed" is not the gateway
+// listing nothing.
 func TestPortageNotListed(t *testing.T) {
 	h := needPortage(t)
 	b := builtBinpkgs(t, h)
@@ -194,27 +195,33 @@ func TestPortageNotListed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	client := newPortageClient(t, ctx, h, t.TempDir())
-	net := startE2ENetwork(t, b, client.VDB(), nil)
+	// One builder alone holds layout and p2plib-1: neither is allowed, so
+	// nothing installed or listed offers libp2plib.so.1 or p2plib:0/1 (a
+	// listed build providing them could count as installed alongside).
+	net := startE2ENetwork(t, b, e2eOptions{VDB: client.VDB(), SoleBuilder: []string{"app-misc/layout", "dev-libs/p2plib"}})
 	consumer := net.consumer
 	assertDefaultConsumer(t, consumer)
-	for _, cpv := range []string{"app-misc/p2pfiles-1.0", "dev-libs/p2plib-1", "app-misc/p2puse-1", "app-misc/p2porphan-1", "app-misc/p2pfuture-1", "app-misc/p2pisa-1"} {
+	fitting := []string{"app-misc/p2pfiles-1.0", "sys-libs/libxcrypt-4.4.33"}
+	for _, cpv := range append([]string{"app-misc/p2puse-1", "app-misc/p2porphan-1", "app-misc/p2pfuture-1", "app-misc/p2pisa-1"}, fitting...) {
 		waitAllowed(t, consumer, cpv, 1)
 	}
 	client.useGateway(t, ctx, consumer)
 	idx := indexOf(t, ctx, consumer)
-	for _, cpv := range []string{"app-misc/p2pfiles-1.0", "dev-libs/p2plib-1"} {
+	for _, cpv := range fitting {
 		if len(idx[cpv]) != 1 || idx[cpv][0].Value("SIZE") == "" {
 			t.Fatalf("the gateway lists %q for %s, which fits; want one entry with SIZE (without it the checks below prove nothing). Index: %v", idx[cpv], cpv, indexNames(idx))
 		}
 	}
 
 	t.Run("below threshold", func(t *testing.T) {
-		ex, err := consumer.Daemon.API().Explain(ctx, "app-misc/layout-1.0-r1")
-		if err != nil || len(ex.Verdicts) != 1 || ex.Verdicts[0].Decision == trust.Allowed {
-			t.Fatalf("the consumer's verdicts on layout (one builder): %+v %v; want one, not allowed", ex.Verdicts, err)
-		}
-		if es := indexOf(t, ctx, consumer)["app-misc/layout-1.0-r1"]; len(es) != 0 {
-			t.Fatalf("the gateway lists layout, which one builder attested: %v", indexNames(map[string][]portagehook.Entry{"layout": es}))
+		for _, cpv := range []string{"app-misc/layout-1.0-r1", "dev-libs/p2plib-1"} {
+			ex, err := consumer.Daemon.API().Explain(ctx, cpv)
+			if err != nil || len(ex.Verdicts) != 1 || ex.Verdicts[0].Decision == trust.Allowed {
+				t.Fatalf("the consumer's verdicts on %s (one builder): %+v %v; want one, not allowed", cpv, ex.Verdicts, err)
+			}
+			if es := indexOf(t, ctx, consumer)[cpv]; len(es) != 0 {
+				t.Fatalf("the gateway lists %s, which one builder attested: %v", cpv, indexNames(map[string][]portagehook.Entry{cpv: es}))
+			}
 		}
 		out := client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/layout")
 		checkSourceInstall(t, client, "app-misc/layout-1.0-r1", out)
@@ -240,9 +247,9 @@ func TestPortageNotListed(t *testing.T) {
 			t.Errorf("this CPU lacks x86-64-v4, yet the gateway lists p2pisa, which needs it: %v", indexNames(map[string][]portagehook.Entry{"p2pisa": es}))
 		}
 	})
-	t.Run("slot operator: library not installed", func(t *testing.T) {
+	t.Run("slot operator: library neither installed nor listed", func(t *testing.T) {
 		if es := indexOf(t, ctx, consumer)["app-misc/p2puse-1"]; len(es) != 0 {
-			t.Errorf("the gateway lists p2puse (RDEPEND dev-libs/p2plib:0/1=, REQUIRES libp2plib.so.1) with no p2plib installed: %v",
+			t.Errorf("the gateway lists p2puse (RDEPEND dev-libs/p2plib:0/1=, REQUIRES libp2plib.so.1) with no p2plib installed or listed: %v",
 				indexNames(map[string][]portagehook.Entry{"p2puse": es}))
 		}
 	})

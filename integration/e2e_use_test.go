@@ -50,7 +50,7 @@ func testUSEVariants(t *testing.T, configure func(*config.Config)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	client := newPortageClient(t, ctx, h, t.TempDir())
-	net := startE2ENetwork(t, b, client.VDB(), configure)
+	net := startE2ENetwork(t, b, e2eOptions{VDB: client.VDB(), Configure: configure})
 	waitAllowed(t, net.consumer, "app-misc/hello-1.0", 2)
 	client.useGateway(t, ctx, net.consumer)
 
