@@ -383,8 +383,8 @@ func startE2ENetwork(t *testing.T, b e2eBuilds, o e2eOptions) *e2eNetwork {
 	}
 	c, err := testnet.Start(ctx, testnet.NodeOptions{Name: "consumer", Dir: dir, Bootstrap: []string{net.builders[0].Addr()}, VDB: o.VDB, Logger: testLogger(),
 		Configure: func(c *config.Config) {
-			// testnet lists every allowed build (prefetch = all): back to
-			// the shipped default.
+			// testnet fetches every allowed build ahead (prefetch = all):
+			// back to the shipped default.
 			c.Gateway.Prefetch = config.Defaults().Gateway.Prefetch
 			if o.Configure != nil {
 				o.Configure(c)

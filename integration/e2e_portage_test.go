@@ -42,9 +42,10 @@ func TestPortageAnyPackage(t *testing.T) {
 }
 
 // TestPortageAnyPackagePrefetchAll installs the same packages through a
-// gateway that fetches every allowed build to list it (gateway.prefetch =
-// all): what portage merges — hardlinks, modes, long paths, the :=
-// library — is what the builders built, after the gateway's re-pack.
+// gateway that fetches and re-packs every allowed build ahead
+// (gateway.prefetch = all), so portage downloads finished re-packs rather
+// than one streamed as it is written: what portage merges — hardlinks,
+// modes, long paths, the := library — is still what the builders built.
 func TestPortageAnyPackagePrefetchAll(t *testing.T) {
 	testAnyPackage(t, false, func(c *config.Config) { c.Gateway.Prefetch = config.PrefetchAll })
 }

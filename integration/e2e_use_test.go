@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 )
 
@@ -30,27 +29,18 @@ import (
 //     variant and refuses when none matches;
 //   - plain `emerge --getbinpkgonly` ignores USE (respect-use stays off with
 //     --usepkgonly): it installs the instance with the newest BUILD_TIME, on
-//     a tie the one listed last. The gateway's BUILD_TIME (when it first
-//     listed the build) then decides which variant such a client gets.
+//     a tie the one listed last. The gateway's BUILD_TIME (the earliest
+//     attestation of the content among the voters that allowed it) then
+//     decides which variant such a client gets, whatever its USE.
 func TestPortageUSEVariants(t *testing.T) {
-	testUSEVariants(t, nil)
-}
-
-// TestPortageUSEVariantsPrefetchAll runs the same through a gateway that
-// fetches every allowed build to list it (gateway.prefetch = all), as
-// today's gateway needs.
-func TestPortageUSEVariantsPrefetchAll(t *testing.T) {
-	testUSEVariants(t, func(c *config.Config) { c.Gateway.Prefetch = config.PrefetchAll })
-}
-
-func testUSEVariants(t *testing.T, configure func(*config.Config)) {
 	h := needPortage(t)
 	b := builtBinpkgs(t, h)
 	guardHostVDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	client := newPortageClient(t, ctx, h, t.TempDir())
-	net := startE2ENetwork(t, b, e2eOptions{VDB: client.VDB(), Configure: configure})
+	net := startE2ENetwork(t, b, e2eOptions{VDB: client.VDB()})
+	assertDefaultConsumer(t, net.consumer)
 	waitAllowed(t, net.consumer, "app-misc/hello-1.0", 2)
 	client.useGateway(t, ctx, net.consumer)
 
