@@ -52,8 +52,8 @@ func TestPortageAnyPackagePrefetchAll(t *testing.T) {
 
 func testAnyPackage(t *testing.T, listBeforeDownload bool, configure func(*config.Config)) {
 	h := needPortage(t)
-	b := builtBinpkgs(t, h)
 	guardHostVDB(t)
+	b := builtBinpkgs(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -191,8 +191,8 @@ func checkP2PFiles(t *testing.T, root string) {
 // listing nothing.
 func TestPortageNotListed(t *testing.T) {
 	h := needPortage(t)
-	b := builtBinpkgs(t, h)
 	guardHostVDB(t)
+	b := builtBinpkgs(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	client := newPortageClient(t, ctx, h, t.TempDir())

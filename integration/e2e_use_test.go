@@ -34,8 +34,8 @@ import (
 //     decides which variant such a client gets, whatever its USE.
 func TestPortageUSEVariants(t *testing.T) {
 	h := needPortage(t)
-	b := builtBinpkgs(t, h)
 	guardHostVDB(t)
+	b := builtBinpkgs(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	client := newPortageClient(t, ctx, h, t.TempDir())
