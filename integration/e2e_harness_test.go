@@ -438,6 +438,22 @@ func waitAllowed(t *testing.T, n *testnet.Node, cpv string, want int) {
 	})
 }
 
+// whyNotListed is what n's trust explain says of why its gateway's last
+// index left cpv out ("" when it says nothing).
+func whyNotListed(t *testing.T, n *testnet.Node, cpv string) string {
+	t.Helper()
+	ex, err := n.Daemon.API().Explain(context.Background(), cpv)
+	if err != nil {
+		t.Fatalf("trust explain %s: %v", cpv, err)
+	}
+	var why []string
+	for _, w := range ex.NotListed {
+		why = append(why, w)
+	}
+	sort.Strings(why)
+	return strings.Join(why, "; ")
+}
+
 // indexOf fetches the gateway's Packages index as portage does, with every
 // entry (several per CPV for USE variants), keyed by CPV.
 func indexOf(t *testing.T, ctx context.Context, n *testnet.Node) map[string][]portagehook.Entry {

@@ -227,41 +227,43 @@ func TestPortageNotListed(t *testing.T) {
 		out := client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/layout")
 		checkSourceInstall(t, client, "app-misc/layout-1.0-r1", out)
 	})
-	t.Run("soname nobody provides", func(t *testing.T) {
-		if es := indexOf(t, ctx, consumer)["app-misc/p2porphan-1"]; len(es) != 0 {
-			t.Errorf("the gateway lists p2porphan, whose REQUIRES names libp2pghost.so.1, which no installed package provides: %v",
-				indexNames(map[string][]portagehook.Entry{"p2porphan": es}))
+	// notListed fails unless the gateway left cpv out for the reason
+	// naming what, as trust explain tells the user.
+	notListed := func(t *testing.T, cpv, need, what string) {
+		t.Helper()
+		if es := indexOf(t, ctx, consumer)[cpv]; len(es) != 0 {
+			t.Fatalf("the gateway lists %s, which needs %s: %v", cpv, need, indexNames(map[string][]portagehook.Entry{cpv: es}))
 		}
+		why := whyNotListed(t, consumer, cpv)
+		if !strings.Contains(why, what) {
+			t.Errorf("trust explain says the gateway left %s out because %q; want a reason naming %s", cpv, why, what)
+		}
+		t.Logf("not listed: %s", why)
+	}
+	t.Run("soname nobody provides", func(t *testing.T) {
+		notListed(t, "app-misc/p2porphan-1", "libp2pghost.so.1, which no package provides", "libp2pghost.so.1")
 	})
 	t.Run("glibc symbol version", func(t *testing.T) {
-		if es := indexOf(t, ctx, consumer)["app-misc/p2pfuture-1"]; len(es) != 0 {
-			t.Errorf("the gateway lists p2pfuture, which needs libc.so.6 version GLIBC_2.99 (glibc 2.36 installed): %v",
-				indexNames(map[string][]portagehook.Entry{"p2pfuture": es}))
-		}
+		notListed(t, "app-misc/p2pfuture-1", "libc.so.6 version GLIBC_2.99 (glibc 2.36 installed)", "GLIBC_2.99")
 	})
 	t.Run("ISA level", func(t *testing.T) {
-		es := indexOf(t, ctx, consumer)["app-misc/p2pisa-1"]
-		switch v4 := cpuHasX8664V4(t); {
-		case v4 && len(es) != 1:
-			t.Errorf("this CPU runs x86-64-v4, yet the gateway lists %v for p2pisa (ISA needed: x86-64-v4)", indexNames(map[string][]portagehook.Entry{"p2pisa": es}))
-		case !v4 && len(es) != 0:
-			t.Errorf("this CPU lacks x86-64-v4, yet the gateway lists p2pisa, which needs it: %v", indexNames(map[string][]portagehook.Entry{"p2pisa": es}))
+		if cpuHasX8664V4(t) {
+			if es := indexOf(t, ctx, consumer)["app-misc/p2pisa-1"]; len(es) != 1 {
+				t.Errorf("this CPU runs x86-64-v4, yet the gateway lists %v for p2pisa (ISA needed: x86-64-v4); trust explain: %q",
+					indexNames(map[string][]portagehook.Entry{"p2pisa": es}), whyNotListed(t, consumer, "app-misc/p2pisa-1"))
+			}
+			return
 		}
+		notListed(t, "app-misc/p2pisa-1", "x86-64-v4, which this CPU lacks", "x86-64-v4")
 	})
 	t.Run("slot operator: library neither installed nor listed", func(t *testing.T) {
-		if es := indexOf(t, ctx, consumer)["app-misc/p2puse-1"]; len(es) != 0 {
-			t.Errorf("the gateway lists p2puse (RDEPEND dev-libs/p2plib:0/1=, REQUIRES libp2plib.so.1) with no p2plib installed or listed: %v",
-				indexNames(map[string][]portagehook.Entry{"p2puse": es}))
-		}
+		notListed(t, "app-misc/p2puse-1", "dev-libs/p2plib:0/1= and libp2plib.so.1, with no p2plib installed or listed", "libp2plib.so.1")
 	})
 	t.Run("slot operator: other subslot installed", func(t *testing.T) {
 		// p2plib-2 (subslot 0/2, libp2plib.so.2), built here.
 		client.mask(t)
 		client.emerge(t, ctx, "--oneshot", "=dev-libs/p2plib-2")
-		if es := indexOf(t, ctx, consumer)["app-misc/p2puse-1"]; len(es) != 0 {
-			t.Errorf("the gateway lists p2puse (RDEPEND dev-libs/p2plib:0/1=, REQUIRES libp2plib.so.1) with p2plib:0/2 installed: %v",
-				indexNames(map[string][]portagehook.Entry{"p2puse": es}))
-		}
+		notListed(t, "app-misc/p2puse-1", "dev-libs/p2plib:0/1= and libp2plib.so.1, with p2plib:0/2 installed", "libp2plib.so.1")
 		out := client.emerge(t, ctx, "--oneshot", "--getbinpkg", "app-misc/p2puse")
 		checkSourceInstall(t, client, "app-misc/p2puse-1", out)
 		use, _ := client.installedPkg(t, "app-misc/p2puse-1")
