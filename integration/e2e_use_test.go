@@ -29,9 +29,9 @@ import (
 //     variant and refuses when none matches;
 //   - plain `emerge --getbinpkgonly` ignores USE (respect-use stays off with
 //     --usepkgonly): it installs the instance with the newest BUILD_TIME, on
-//     a tie the one listed last. The gateway's BUILD_TIME (the earliest
-//     attestation of the content among the voters that allowed it) then
-//     decides which variant such a client gets, whatever its USE.
+//     a tie the one listed last. The gateway's BUILD_TIME (the voters'
+//     median attestation time) then decides which variant such a client
+//     gets, whatever its USE.
 func TestPortageUSEVariants(t *testing.T) {
 	h := needPortage(t)
 	guardHostVDB(t)
