@@ -126,3 +126,38 @@ func TestGatewayStreamRefusesWrongSize(t *testing.T) {
 		t.Fatalf("a wrong served size was served as a complete file of %d bytes", buf.Len())
 	}
 }
+
+// TestServedFormStreamedEqualsSpooled: a source stored in the served order
+// (portage's GPKG writer) is re-packed as it is read, and the result is
+// byte for byte what the spooling path writes.
+func TestServedFormStreamedEqualsSpooled(t *testing.T) {
+	e := testKeyFixed(t)
+	var ordered int
+	for _, src := range repackSources {
+		pkg, err := xpak.ReadFile(src, xpak.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pkg.ServedOrder {
+			ordered++
+		}
+		opts := repackOpts(t, e, 1_000_000_001)
+		opts.Expect = servedSizes(t, src)
+		var streamed, spooled bytes.Buffer
+		if _, err := RepackTo(&streamed, src, opts); err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		spoolAlways = true
+		_, err = RepackTo(&spooled, src, opts)
+		spoolAlways = false
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(streamed.Bytes(), spooled.Bytes()) {
+			t.Errorf("%s (served order %v): streamed and spooled re-packs differ", src, pkg.ServedOrder)
+		}
+	}
+	if ordered == 0 {
+		t.Fatal("no source is in the served order: the streaming path was not exercised")
+	}
+}
