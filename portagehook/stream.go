@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -159,7 +161,47 @@ func (g *Gateway) produceFile(ctx context.Context, st *stream, e entry) (Served,
 	if err := writeFileAtomic(g.sidecar(e.key), raw, 0o644); err != nil {
 		return Served{}, err
 	}
+	g.pruneCache(e.key)
 	return s, nil
+}
+
+// pruneCache removes the oldest re-packs (by when they were made: their
+// sidecar's mtime) until the cache fits CacheBudget, sparing keep.
+func (g *Gateway) pruneCache(keep string) {
+	if g.opts.CacheBudget <= 0 {
+		return
+	}
+	sidecars, _ := filepath.Glob(filepath.Join(g.opts.CacheDir, "*.json"))
+	type made struct {
+		key  string
+		at   time.Time
+		size int64
+	}
+	var all []made
+	var total int64
+	for _, sc := range sidecars {
+		key := strings.TrimSuffix(filepath.Base(sc), ".json")
+		fi, err := os.Stat(sc)
+		ff, ferr := os.Stat(g.file(key))
+		if err != nil || ferr != nil {
+			continue
+		}
+		all = append(all, made{key, fi.ModTime(), ff.Size()})
+		total += ff.Size()
+	}
+	slices.SortFunc(all, func(a, b made) int { return a.at.Compare(b.at) })
+	for _, m := range all {
+		if total <= g.opts.CacheBudget {
+			return
+		}
+		if m.key == keep {
+			continue
+		}
+		// The sidecar first: without it the file is never served again.
+		if os.Remove(g.sidecar(m.key)) == nil && os.Remove(g.file(m.key)) == nil {
+			total -= m.size
+		}
+	}
 }
 
 // waitStream joins e's stream and waits for it to end: the background
