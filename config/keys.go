@@ -140,7 +140,7 @@ var keys = []keySpec{
 	{key: "cache.dir", kind: kindString, flag: "cache-dir", field: func(c *Config) any { return &c.Cache.Dir },
 		def: "`<state_dir>/cache`", doc: "where packages fetched from peers are kept; absolute path"},
 	{key: "cache.disk_budget", kind: kindSize, field: func(c *Config) any { return &c.Cache.DiskBudget },
-		doc: "disk space the cache may use (`10GiB`, `500MB`); > 0"},
+		doc: "disk space the cache of fetched builds may use (`10GiB`, `500MB`), and separately the gateway's re-packs (oldest removed first); > 0"},
 
 	{key: "limits.max_image_bytes", kind: kindSize, field: func(c *Config) any { return &c.Limits.MaxImageBytes },
 		doc: "largest uncompressed image accepted from a peer; > 0"},

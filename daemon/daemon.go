@@ -424,7 +424,9 @@ func (d *Daemon) newGateway() *portagehook.Gateway {
 		// once it is fetched and re-packed; an index request starts that
 		// for every allowed build and waits a while for it.
 		PrepareOnIndex: true,
-		IndexWait:      30 * time.Second,
+		// Re-packs are bounded like the content cache, separately.
+		CacheBudget: d.cfg.Cache.DiskBudget,
+		IndexWait:   30 * time.Second,
 	})
 }
 

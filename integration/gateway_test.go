@@ -111,7 +111,7 @@ func honestContents(t *testing.T, a *testnet.Node) map[string]trust.ContentID {
 
 // gatewayIndex fetches Packages.gz as portage does and parses it with
 // portage's rules.
-func gatewayIndex(t *testing.T, ctx context.Context, n *testnet.Node) map[string]portagehook.Entry {
+func gatewayIndex(t testing.TB, ctx context.Context, n *testnet.Node) map[string]portagehook.Entry {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.Daemon.GatewayURL()+"/Packages.gz", nil)
 	resp, err := http.DefaultClient.Do(req)

@@ -108,6 +108,10 @@ type GatewayOptions struct {
 	// IndexWait is how long an index request waits for the re-packs it
 	// started before answering with what is ready; 0 answers at once.
 	IndexWait time.Duration
+	// CacheBudget bounds the bytes of re-packs kept in CacheDir: portage
+	// keeps its own copy of what it downloaded, so the oldest re-packs
+	// go first (a request makes them again). 0 keeps everything.
+	CacheBudget int64
 }
 
 // Gateway is the loopback binhost portage fetches from. It implements
@@ -799,6 +803,7 @@ func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 			return Served{}, err
 		}
 		g.forget(e.key)
+		g.pruneCache(e.key)
 		g.metrics.repacks.WithLabelValues("ok").Inc()
 		g.log.Info("gateway: re-packed", "path", e.path, "size", s.Size, "took", time.Since(start))
 		return s, nil

@@ -64,7 +64,7 @@ type RepackOptions struct {
 // SIZE and MTIME of a cached copy before reusing it.
 type Served struct {
 	Size   int64
-	MD5    string // lowercase hex
+	MD5    string // lowercase hex; empty for the served form (not listed)
 	SHA1   string
 	SHA256 string
 	MTime  time.Time
@@ -181,30 +181,49 @@ func RepackTo(w io.Writer, src string, opts RepackOptions) (Served, error) {
 	if tmpDir == "" {
 		tmpDir = os.TempDir()
 	}
-	img, err := spoolImage(src, pkg, tmpDir, opts.Limits)
-	if err != nil {
-		return Served{}, err
-	}
-	defer img.close()
-	if img.digest != pkg.ImageDigest {
-		return Served{}, fmt.Errorf("%w: %s: image changed while reading", ErrRepack, src)
+	var write func(add xpak.ImageAdder) error
+	if stored && pkg.ServedOrder && !spoolAlways {
+		// Stored in the served order already (portage's GPKG writer):
+		// written as it is read, no spool. Should the image differ on
+		// this second read, the error comes before the signatures and
+		// the Manifest, so the output is never a complete file.
+		f, err := os.Open(src)
+		if err != nil {
+			return Served{}, fmt.Errorf("%w: %v", ErrRepack, err)
+		}
+		defer f.Close()
+		write = func(add xpak.ImageAdder) error { return streamImage(f, pkg, opts.Limits, add) }
+	} else {
+		img, err := spoolImage(src, pkg, tmpDir, opts.Limits)
+		if err != nil {
+			return Served{}, err
+		}
+		defer img.close()
+		if img.digest != pkg.ImageDigest {
+			return Served{}, fmt.Errorf("%w: %s: image changed while reading", ErrRepack, src)
+		}
+		write = img.write
 	}
 
-	hMD5, hSHA1, hSHA256 := md5.New(), sha1.New(), sha256.New()
-	cw := &countWriter{w: io.MultiWriter(w, hMD5, hSHA1, hSHA256)}
+	// The index lists MD5 and SHA1 only for builds without served sizes
+	// (portage checks the digests it finds, SIZE always); the served form
+	// is not hashed three more times for nothing.
+	var hMD5, hSHA1, hSHA256 hash.Hash
+	out := w
+	if !stored {
+		hMD5, hSHA1, hSHA256 = md5.New(), sha1.New(), sha256.New()
+		out = io.MultiWriter(w, hMD5, hSHA1, hSHA256)
+	}
+	cw := &countWriter{w: out}
 	gopts := xpak.GPKGOptions{Basename: basename, MTime: mtime, TempDir: tmpDir, Signer: opts.Signer, Stored: stored, Expect: opts.Expect}
-	if err := xpak.WriteGPKG(cw, gopts, meta, img.write); err != nil {
+	if err := xpak.WriteGPKG(cw, gopts, meta, write); err != nil {
 		return Served{}, fmt.Errorf("%w: write: %w", ErrRepack, err)
 	}
-	return Served{
-		Size:        cw.n,
-		MD5:         hexOf(hMD5),
-		SHA1:        hexOf(hSHA1),
-		SHA256:      hexOf(hSHA256),
-		MTime:       mtime,
-		ImageDigest: pkg.ImageDigest,
-		Index:       indexFields(meta),
-	}, nil
+	s := Served{Size: cw.n, MTime: mtime, ImageDigest: pkg.ImageDigest, Index: indexFields(meta)}
+	if !stored {
+		s.MD5, s.SHA1, s.SHA256 = hexOf(hMD5), hexOf(hSHA1), hexOf(hSHA256)
+	}
+	return s, nil
 }
 
 // indexFields are the index keys of m, as the index writes them.
@@ -321,6 +340,35 @@ func spoolImage(src string, pkg *xpak.Package, tmpDir string, lim xpak.Limits) (
 	}
 	img.digest = digest
 	return img, nil
+}
+
+// spoolAlways makes RepackTo spool every image (tests compare both ways).
+var spoolAlways = false
+
+// streamImage feeds the image of f, stored in the served order, straight
+// to the GPKG writer, and fails when what it read is not pkg's image.
+func streamImage(f *os.File, pkg *xpak.Package, lim xpak.Limits, add xpak.ImageAdder) error {
+	payload, err := imagePayload(f, pkg)
+	if err != nil {
+		return err
+	}
+	digest, _, err := xpak.WalkImageDigest(payload, pkg.Format, lim, func(e xpak.ImageEntry, content io.Reader) error {
+		hdr, err := xpak.ServedHeader(e)
+		if err != nil {
+			return err
+		}
+		if e.Type != xpak.TypeFile {
+			content = nil
+		}
+		return add(hdr, content)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrRepack, f.Name(), err)
+	}
+	if digest != pkg.ImageDigest {
+		return fmt.Errorf("%w: %s: image changed while reading", ErrRepack, f.Name())
+	}
+	return nil
 }
 
 // write feeds the entries, in the served order (xpak.ServedImage), to the

@@ -55,8 +55,11 @@ const BinrepoName = "gentoo-p2pd"
 // MakeConfLine is what the user adds to make.conf: buildpkg so builds are
 // shared, getbinpkg so trusted builds are used, binary_sharing to enable
 // the bashrc hook (portage warns once about the unknown FEATURES value and
-// passes it to $FEATURES).
-const MakeConfLine = `FEATURES="buildpkg getbinpkg binary_sharing"`
+// passes it to $FEATURES); and --binpkg-respect-use=y, because with
+// --getbinpkgonly (-G) portage 3.0.82 otherwise takes the newest build of
+// a version whatever its USE (with -g it already skips other USE).
+const MakeConfLine = `FEATURES="buildpkg getbinpkg binary_sharing"
+    EMERGE_DEFAULT_OPTS="${EMERGE_DEFAULT_OPTS} --binpkg-respect-use=y"`
 
 const (
 	markBegin = "# BEGIN gentoo-p2pd (managed by `gentoo-p2pd setup-portage`; remove with --undo)"

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -46,10 +48,10 @@ func (w streamWriter) Write(p []byte) (int, error) {
 
 // state is what a reader may read now, and a channel closed when that
 // changes.
-func (st *stream) state() (written int64, done bool, err error, changed <-chan struct{}) {
+func (st *stream) state() (written int64, done bool, changed <-chan struct{}, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.written, st.done, st.err, st.changed
+	return st.written, st.done, st.changed, st.err
 }
 
 func (st *stream) finish(s Served, err error) {
@@ -160,7 +162,48 @@ func (g *Gateway) produceFile(ctx context.Context, st *stream, e entry) (Served,
 		return Served{}, err
 	}
 	g.forget(e.key)
+	g.pruneCache(e.key)
 	return s, nil
+}
+
+// pruneCache removes the oldest re-packs (by when they were made: their
+// sidecar's mtime) until the cache fits CacheBudget, sparing keep.
+func (g *Gateway) pruneCache(keep string) {
+	if g.opts.CacheBudget <= 0 {
+		return
+	}
+	sidecars, _ := filepath.Glob(filepath.Join(g.opts.CacheDir, "*.json"))
+	type made struct {
+		key  string
+		at   time.Time
+		size int64
+	}
+	var all []made
+	var total int64
+	for _, sc := range sidecars {
+		key := strings.TrimSuffix(filepath.Base(sc), ".json")
+		fi, err := os.Stat(sc)
+		ff, ferr := os.Stat(g.file(key))
+		if err != nil || ferr != nil {
+			continue
+		}
+		all = append(all, made{key, fi.ModTime(), ff.Size()})
+		total += ff.Size()
+	}
+	slices.SortFunc(all, func(a, b made) int { return a.at.Compare(b.at) })
+	for _, m := range all {
+		if total <= g.opts.CacheBudget {
+			return
+		}
+		if m.key == keep {
+			continue
+		}
+		// The sidecar first: without it the file is never served again.
+		if os.Remove(g.sidecar(m.key)) == nil && os.Remove(g.file(m.key)) == nil {
+			total -= m.size
+		}
+		g.forget(m.key) // the index lists it as not re-packed again
+	}
 }
 
 // waitStream joins e's stream and waits for it to end: the background
@@ -172,7 +215,7 @@ func (g *Gateway) waitStream(ctx context.Context, e entry) (Served, error) {
 	}
 	defer leave()
 	for {
-		_, done, err, changed := st.state()
+		_, done, changed, err := st.state()
 		if done {
 			if err != nil {
 				return Served{}, err
@@ -212,7 +255,7 @@ func (g *Gateway) streamPackage(w http.ResponseWriter, r *http.Request, e entry)
 	buf := make([]byte, 256<<10)
 	var off int64
 	for off < e.predicted {
-		written, done, err, changed := st.state()
+		written, done, changed, err := st.state()
 		if off < written {
 			n, rerr := st.file.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
 			if n > 0 {

@@ -126,3 +126,85 @@ func TestGatewayStreamRefusesWrongSize(t *testing.T) {
 		t.Fatalf("a wrong served size was served as a complete file of %d bytes", buf.Len())
 	}
 }
+
+// TestServedFormStreamedEqualsSpooled: a source stored in the served order
+// (portage's GPKG writer) is re-packed as it is read, and the result is
+// byte for byte what the spooling path writes.
+func TestServedFormStreamedEqualsSpooled(t *testing.T) {
+	e := testKeyFixed(t)
+	var ordered int
+	for _, src := range repackSources {
+		pkg, err := xpak.ReadFile(src, xpak.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pkg.ServedOrder {
+			ordered++
+		}
+		opts := repackOpts(t, e, 1_000_000_001)
+		opts.Expect = servedSizes(t, src)
+		var streamed, spooled bytes.Buffer
+		if _, err := RepackTo(&streamed, src, opts); err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		spoolAlways = true
+		_, err = RepackTo(&spooled, src, opts)
+		spoolAlways = false
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(streamed.Bytes(), spooled.Bytes()) {
+			t.Errorf("%s (served order %v): streamed and spooled re-packs differ", src, pkg.ServedOrder)
+		}
+	}
+	if ordered == 0 {
+		t.Fatal("no source is in the served order: the streaming path was not exercised")
+	}
+}
+
+// TestGatewayCacheBudget: re-packs beyond CacheBudget go, oldest first;
+// the one just made stays, and a pruned build is made again on request.
+func TestGatewayCacheBudget(t *testing.T) {
+	f := &gatewayFixture{cat: &fakeCatalog{}, reg: prometheus.NewRegistry(), cache: t.TempDir()}
+	f.opts.CacheBudget = 1 // smaller than any re-pack: only the newest stays
+	for i, p := range []string{
+		"testdata/gpkg-signed/app-misc/hello/hello-1.0-1.gpkg.tar",
+		"testdata/gpkg-xz/layout-1.0-r1.gpkg.tar",
+	} {
+		f.cat.add(t, p, 1_000_000_001+int64(i))
+		f.cat.listings[i].Served = servedSizes(t, p)
+	}
+	f.start(t)
+	_, es, _ := f.index(t)
+	if len(es) != 2 {
+		t.Fatalf("index lists %d builds", len(es))
+	}
+	repacks := func() int {
+		m, _ := filepath.Glob(filepath.Join(f.cache, "*.gpkg.tar"))
+		return len(m)
+	}
+	for _, e := range es {
+		if resp, body := f.get(t, "/gentoo-p2pd/"+e.Value("PATH"), nil); resp.StatusCode != http.StatusOK || strconv.Itoa(len(body)) != e.Value("SIZE") {
+			t.Fatalf("%s: %s", e.Value("PATH"), resp.Status)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(f.gw.partFiles()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // polling, bounded by the deadline
+		}
+	}
+	// The producer prunes just after the client has its last byte.
+	deadline := time.Now().Add(10 * time.Second)
+	for repacks() > 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling, bounded by the deadline
+	}
+	if n := repacks(); n != 1 {
+		t.Errorf("%d re-packs kept under a budget smaller than one", n)
+	}
+	before := f.cat.calls.Load()
+	if resp, _ := f.get(t, "/gentoo-p2pd/"+es[0].Value("PATH"), nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("pruned build: %s", resp.Status)
+	}
+	if f.cat.calls.Load() == before {
+		t.Error("the first build was not pruned (served without materializing again)")
+	}
+}

@@ -251,7 +251,7 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 			if err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
-			p.ImageDigest, p.ImageEntries, p.ImageTarSize = res.digest, res.entries, res.tarSize
+			p.ImageDigest, p.ImageEntries, p.ImageTarSize, p.ServedOrder = res.digest, res.entries, res.tarSize, res.ordered
 			body = pbr
 		case memberSignature:
 			if hdr.Size > maxSignatureBytes {

@@ -245,7 +245,10 @@ func (c *container) streamImage(opts GPKGOptions, mtime time.Time, image func(ad
 	}()
 	fail := func(err error) error {
 		pw.CloseWithError(err)
-		<-signed
+		// The signer stops with this error or its own; err is the cause.
+		if serr := <-signed; serr != nil && !errors.Is(serr, err) {
+			return fmt.Errorf("%w (signing stopped too: %v)", err, serr)
+		}
 		return err
 	}
 	zw, err := newStoredZstd(io.MultiWriter(c.tw, b2, s5, pw))

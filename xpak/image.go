@@ -102,6 +102,9 @@ type imageResult struct {
 	// tarSize is the served image tar's length (ImageTarSize), or 0 when
 	// the image holds an entry the served form does not carry.
 	tarSize int64
+	// ordered is true when the entries came in the served order, so the
+	// image can be re-packed as it is read, without a spool.
+	ordered bool
 }
 
 // digestImageStream decodes an image payload whose compression c was
@@ -137,7 +140,7 @@ func digestImageStream(r io.Reader, c Compression, f Format, lim Limits, fn func
 	// Before digest(), which rewrites hardlink groups its own way.
 	tarSize := w.servedTarSize()
 	sum, n := w.digest()
-	return imageResult{digest: sum, entries: n, tarSize: tarSize}, nil
+	return imageResult{digest: sum, entries: n, tarSize: tarSize, ordered: !w.unordered && tarSize > 0}, nil
 }
 
 // servedTarSize is the length of the served image tar of the walked
@@ -245,6 +248,9 @@ type imageWalker struct {
 	hasher    hash.Hash
 	buf       []byte
 	hasLinks  bool
+	// unordered is set once an entry arrives out of the served order
+	// (ServedImage): such an image must be spooled to be served.
+	unordered bool
 }
 
 func newImageWalker(f Format, lim Limits, buf []byte) *imageWalker {
@@ -481,6 +487,9 @@ func (w *imageWalker) entry(tr *tar.Reader, hdr *tar.Header, fn func(ImageEntry,
 			return err
 		}
 		w.hasher.Sum(e.sum[:0])
+	}
+	if n := len(w.entries); n > 0 && comparePaths(w.entries[n-1].name, e.name) >= 0 {
+		w.unordered = true
 	}
 	w.entries = append(w.entries, e)
 	return nil

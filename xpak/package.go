@@ -134,6 +134,10 @@ type Package struct {
 	// (ImageTarSize), a function of the image alone; 0 when the image
 	// holds an entry the served form does not carry.
 	ImageTarSize int64
+	// ServedOrder is true when the image's entries are stored in the
+	// served order (as portage's GPKG writer stores them), so the served
+	// form can be written while the image is read, without a spool.
+	ServedOrder bool
 	// Signed is true for a GPKG that carries .sig members and a signed
 	// Manifest; the signatures are checked by package trust, not here.
 	Signed bool

@@ -99,19 +99,17 @@ func (s *storedZstd) block(last bool) error {
 	return nil
 }
 
-// Close writes the last block.
+// Close writes the last block; the frame takes no writes after it.
 func (s *storedZstd) Close() error {
 	if s.err != nil {
 		return s.err
 	}
-	s.err = s.block(true)
-	if s.err == nil {
-		s.err = errClosed
+	if err := s.block(true); err != nil {
+		s.err = err
+		return err
 	}
-	if s.err == errClosed {
-		return nil
-	}
-	return s.err
+	s.err = errClosed
+	return nil
 }
 
 var errClosed = fmt.Errorf("xpak: stored zstd frame closed")

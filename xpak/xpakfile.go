@@ -64,7 +64,7 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 	if err != nil {
 		return nil, err
 	}
-	p.ImageDigest, p.ImageEntries, p.ImageTarSize = res.digest, res.entries, res.tarSize
+	p.ImageDigest, p.ImageEntries, p.ImageTarSize, p.ServedOrder = res.digest, res.entries, res.tarSize, res.ordered
 	// Bytes after the compressed stream's end (padding) belong to the
 	// file hash but not to the image.
 	if _, err := io.Copy(io.Discard, pbr); err != nil {

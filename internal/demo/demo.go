@@ -152,7 +152,7 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 
 	// 5. Portage's view: the gateway's Packages index.
 	base := erin.Daemon.GatewayURL()
-	step("portage asks erin's gateway for Packages.gz: erin fetches the allowed builds from the peers, verifies every piece and both digests, re-signs them, and lists them")
+	step("portage asks erin's gateway for Packages.gz: erin lists the allowed builds that fit its machine, with the exact size the peers attested, before fetching any of them")
 	fmt.Fprintf(w, "   %s/Packages.gz\n", base)
 	index, err := getIndex(ctx, base+"/Packages.gz")
 	if err != nil {
@@ -166,11 +166,12 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	if _, ok := entries["app-misc/layout-1.0-r1"]; ok {
 		return fmt.Errorf("gateway lists the disputed app-misc/layout-1.0-r1")
 	}
-	fmt.Fprintf(w, "   listed: app-misc/hello-1.0 (allowed); absent: app-misc/layout-1.0-r1 (disputed)\n")
+	fmt.Fprintf(w, "   listed: app-misc/hello-1.0 (allowed, SIZE %s, %d bytes fetched so far); absent: app-misc/layout-1.0-r1 (disputed)\n",
+		helloEntry["SIZE"], erin.Daemon.API().Status(ctx).BytesFetched)
 
 	// 6. The download: fetched from peers on demand, verified, re-signed.
 	path := helloEntry["PATH"]
-	step("portage downloads " + path)
+	step("portage downloads " + path + ": erin fetches it from the peers, verifies every piece and both digests, and streams it re-signed")
 	file := filepath.Join(o.Dir, "downloaded.gpkg.tar")
 	n, err := download(ctx, base+"/"+path, file)
 	if err != nil {

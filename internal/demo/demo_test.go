@@ -20,7 +20,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"app-misc/hello-1.0       ALLOWED",
 		"app-misc/layout-1.0-r1   DISPUTED",
-		"listed: app-misc/hello-1.0 (allowed); absent: app-misc/layout-1.0-r1 (disputed)",
+		"0 bytes fetched so far); absent: app-misc/layout-1.0-r1 (disputed)",
 		"image and metadata digests = the agreed content; every member signed",
 		"CPV: app-misc/hello-1.0",
 		"demo complete",
