@@ -132,15 +132,15 @@ func TestIndexFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := d.ls.Entries(ctx)
-	if err != nil || len(again) != len(first) || again[0].Metadata != first[0].Metadata || d.ls.evaluated != 0 {
-		t.Fatalf("nothing changed, and the listings were computed again (evaluated %d, %v)", d.ls.evaluated, err)
+	if err != nil || len(again) != len(first) || again[0].Metadata != first[0].Metadata || d.ls.evaluatedLast() != 0 {
+		t.Fatalf("nothing changed, and the listings were computed again (evaluated %d, %v)", d.ls.evaluatedLast(), err)
 	}
 	index(d, 0, 1)
 
 	vote(d, 2, 1) // the second vote: allowed
 	index(d, 0, 1, 2)
-	if d.ls.evaluated != 1 {
-		t.Errorf("one build key's votes changed, %d evaluated", d.ls.evaluated)
+	if d.ls.evaluatedLast() != 1 {
+		t.Errorf("one build key's votes changed, %d evaluated", d.ls.evaluatedLast())
 	}
 
 	if _, err := st.DeleteAttestation(withdrawn.ID()); err != nil { // as own withdraws
@@ -170,22 +170,30 @@ func TestIndexFollowsChanges(t *testing.T) {
 	// A restart reads back what was derived: nothing is evaluated.
 	d = start()
 	index(d, 2)
-	if d.ls.evaluated != 0 {
-		t.Errorf("after a restart with nothing changed, %d build keys evaluated", d.ls.evaluated)
+	if d.ls.evaluatedLast() != 0 {
+		t.Errorf("after a restart with nothing changed, %d build keys evaluated", d.ls.evaluatedLast())
 	}
 	// A vote while the listings were not running is evaluated, alone.
 	d = start()
 	vote(d, 3, 0)
 	vote(d, 3, 2)
 	index(d, 2, 3)
-	if d.ls.evaluated != 1 {
-		t.Errorf("after a restart with one build key changed, %d build keys evaluated", d.ls.evaluated)
+	if d.ls.evaluatedLast() != 1 {
+		t.Errorf("after a restart with one build key changed, %d build keys evaluated", d.ls.evaluatedLast())
 	}
 	// Another policy: voter 1 blocked. Nothing derived under the old one
 	// is used, and build 2 (voters 0 and 1) is no longer allowed.
 	d = start(voters[1])
 	index(d, 3)
-	if d.ls.evaluated < 3 {
-		t.Errorf("after a policy change, only %d build keys evaluated", d.ls.evaluated)
+	if d.ls.evaluatedLast() < 3 {
+		t.Errorf("after a policy change, only %d build keys evaluated", d.ls.evaluatedLast())
 	}
+}
+
+// evaluatedLast is ls.evaluated, read under the lock the gateway's
+// requests take.
+func (ls *Listings) evaluatedLast() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.evaluated
 }
