@@ -495,3 +495,89 @@ func TestGatewayIndexFromServedFile(t *testing.T) {
 	}
 	f.checkEntries(t, es)
 }
+
+// TestIndexKeptUntilChanged: the gateway renders its index once and serves
+// it while nothing changed; a new listing, a listing with other metadata
+// and a re-pack that finished each show in the next request, with a later
+// TIMESTAMP.
+func TestIndexKeptUntilChanged(t *testing.T) {
+	f := &gatewayFixture{cat: &fakeCatalog{}, reg: prometheus.NewRegistry(), cache: t.TempDir()}
+	f.now.Store(repackTime.Add(time.Hour).Unix())
+	served := []string{"testdata/gpkg-signed/app-misc/hello/hello-1.0-1.gpkg.tar", "testdata/gpkg-xz/layout-1.0-r1.gpkg.tar"}
+	for i, p := range served {
+		f.cat.add(t, p, 1_000_000_001+int64(i))
+		f.cat.listings[i].Served = servedSizes(t, p)
+	}
+	f.start(t)
+	rendered := func() *renderedIndex {
+		f.gw.imu.Lock()
+		defer f.gw.imu.Unlock()
+		return f.gw.rendered
+	}
+	cpvs := func(es []Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.CPV())
+		}
+		return out
+	}
+	h, es, _ := f.index(t)
+	first, ts := rendered(), h.Value("TIMESTAMP")
+	if len(es) != 2 || first == nil {
+		t.Fatalf("index lists %v", cpvs(es))
+	}
+	f.now.Add(60)
+	if h, _, _ := f.index(t); rendered() != first || h.Value("TIMESTAMP") != ts {
+		t.Fatalf("nothing changed, and the index was rendered again (TIMESTAMP %s → %s)", ts, h.Value("TIMESTAMP"))
+	}
+
+	// A new listing with served sizes.
+	p := "testdata/gpkg-signed/dev-libs/libfoo/libfoo-2.1-1.gpkg.tar"
+	f.cat.add(t, p, 1_000_000_003)
+	f.cat.mu.Lock()
+	f.cat.listings[2].Served = servedSizes(t, p)
+	f.cat.mu.Unlock()
+	f.now.Add(60)
+	h, es, _ = f.index(t)
+	if len(es) != 3 || h.Value("TIMESTAMP") <= ts {
+		t.Fatalf("after a new listing: %v, TIMESTAMP %s → %s", cpvs(es), ts, h.Value("TIMESTAMP"))
+	}
+	ts = h.Value("TIMESTAMP")
+
+	// Other metadata for the first listing (a new *xpak.Metadata).
+	f.cat.mu.Lock()
+	md := xpak.NewMetadata(nil)
+	for _, k := range f.cat.listings[0].Metadata.Keys() {
+		v, _ := f.cat.listings[0].Metadata.Raw(k)
+		md.Set(k, v)
+	}
+	md.Set("DESCRIPTION", []byte("another description\n"))
+	f.cat.listings[0].Metadata = md
+	f.cat.mu.Unlock()
+	f.now.Add(60)
+	h, es, _ = f.index(t)
+	var desc string
+	for _, e := range es {
+		if e.CPV() == "app-misc/hello-1.0" {
+			desc = e.Value("DESCRIPTION")
+		}
+	}
+	if desc != "another description" || h.Value("TIMESTAMP") <= ts {
+		t.Fatalf("after new metadata: DESCRIPTION %q, TIMESTAMP %s → %s", desc, ts, h.Value("TIMESTAMP"))
+	}
+	ts = h.Value("TIMESTAMP")
+
+	// A listing without served sizes is listed once re-packed.
+	l := f.cat.add(t, "testdata/xpak/layout-1.0-r1-1.xpak", 4)
+	f.now.Add(60)
+	if h, es, _ = f.index(t); len(es) != 3 || h.Value("TIMESTAMP") != ts {
+		t.Fatalf("a listing not re-packed yet: %v, TIMESTAMP %s → %s", cpvs(es), ts, h.Value("TIMESTAMP"))
+	}
+	if _, err := f.gw.Prepare(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	f.now.Add(60)
+	if h, es, _ = f.index(t); len(es) != 4 || h.Value("TIMESTAMP") <= ts {
+		t.Fatalf("after the re-pack: %v, TIMESTAMP %s → %s", cpvs(es), ts, h.Value("TIMESTAMP"))
+	}
+}
