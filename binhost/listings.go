@@ -87,6 +87,8 @@ type Listings struct {
 	evaluated int
 }
 
+var _ portagehook.Listings = (*Listings)(nil)
+
 // derived is what Entries made of one build key's votes at generation gen:
 // everything of its listing that depends on the votes alone.
 type derived struct {
