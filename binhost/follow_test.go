@@ -176,11 +176,27 @@ func TestIndexFollowsChanges(t *testing.T) {
 	// A vote while the listings were not running is evaluated, alone.
 	d = start()
 	vote(d, 3, 0)
-	vote(d, 3, 2)
+	late := vote(d, 3, 2)
 	index(d, 2, 3)
 	if d.ls.evaluatedLast() != 1 {
 		t.Errorf("after a restart with one build key changed, %d build keys evaluated", d.ls.evaluatedLast())
 	}
+	// A build key that stops being a candidate while the listings are not
+	// running: what was saved for it goes with the first index.
+	bk3 := late.Attestation.BuildKey
+	if saved, err := st.Derived([]string{savedKey(bk3)}); err != nil || saved[0] == nil {
+		t.Fatalf("nothing saved for build 3: %v", err)
+	}
+	d = start()
+	if _, err := st.DeleteAttestation(late.ID()); err != nil {
+		t.Fatal(err)
+	}
+	index(d, 2)
+	if saved, err := st.Derived([]string{savedKey(bk3)}); err != nil || saved[0] != nil {
+		t.Errorf("build 3 is no candidate, and what was saved for it stays (%v)", err)
+	}
+	vote(d, 3, 2)
+	index(d, 2, 3)
 	// Another policy: voter 1 blocked. Nothing derived under the old one
 	// is used, and build 2 (voters 0 and 1) is no longer allowed.
 	d = start(voters[1])

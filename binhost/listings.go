@@ -325,6 +325,19 @@ func (ls *Listings) derive(gen uint64, bks []keys.Build) error {
 				drop = append(drop, savedKey(bk))
 			}
 		}
+		if ls.derived == nil {
+			// The first computation of this process: what was saved for
+			// build keys that stopped being candidates meanwhile goes.
+			saved, err := ls.store.DerivedKeys(savedKey(""))
+			if err != nil {
+				ls.log.Warn("gateway: saved listings not listed", "err", err)
+			}
+			for _, k := range saved {
+				if next[keys.Build(strings.TrimPrefix(k, savedKey("")))] == nil {
+					drop = append(drop, k)
+				}
+			}
+		}
 		if len(vals) > 0 || len(drop) > 0 {
 			if err := ls.store.PutDerived(vals, drop); err != nil {
 				ls.log.Warn("gateway: listings not saved", "err", err) // derived again after a restart

@@ -175,6 +175,12 @@ func TestVoteVersionsAndDerivedPersist(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(after, before) {
 		t.Errorf("after reopen: versions %v, %v; want %v", after, err, before)
 	}
+	if keys, err := s.DerivedKeys(""); err != nil || !reflect.DeepEqual(keys, []string{"x", "z"}) {
+		t.Errorf("derived keys %q, %v", keys, err)
+	}
+	if keys, err := s.DerivedKeys("z"); err != nil || !reflect.DeepEqual(keys, []string{"z"}) {
+		t.Errorf("derived keys under z: %q, %v", keys, err)
+	}
 	got, err := s.Derived([]string{"x", "y", "z", ""})
 	if err != nil || string(got[0]) != "one" || got[1] != nil || string(got[2]) != "three" || got[3] != nil {
 		t.Errorf("after reopen: derived %q, %v", got, err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -114,4 +115,18 @@ func (s *Store) PutDerived(vals map[string][]byte, drop []string) error {
 		}
 		return nil
 	})
+}
+
+// DerivedKeys lists the keys of the derived blobs kept under prefix.
+func (s *Store) DerivedKeys(prefix string) ([]string, error) {
+	var out []string
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketDerived).Cursor()
+		p := []byte(prefix)
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			out = append(out, string(k))
+		}
+		return nil
+	})
+	return out, err
 }
