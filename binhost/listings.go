@@ -466,30 +466,30 @@ func (ls *Listings) describe(b votes.Build, served trust.ServedSizes) (l portage
 	return l, fb, "listing\x00" + string(b.Verdict.BuildKey) + "\x00" + att.Content.String(), times[(len(times)-1)/2], nil
 }
 
-func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (string, error) {
+func (ls *Listings) Materialize(ctx context.Context, l portagehook.Listing) (string, *xpak.Package, error) {
 	c, err := trust.ParseContentID(l.Content)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	// Entries remembered which build key each listing came from; its
 	// verdict is checked again (materialize refuses what is no longer
 	// allowed) without evaluating the whole catalog.
 	bk, ok := ls.listed.Load(listingKey(l.Content, l.BuildID))
 	if !ok {
-		return "", fmt.Errorf("content %s is not listed", l.Content)
+		return "", nil, fmt.Errorf("content %s is not listed", l.Content)
 	}
 	m, err := ls.mz.Materialize(ctx, bk.(keys.Build), nil)
 	if err != nil {
 		ls.fetchFailed.Inc()
-		return "", err
+		return "", nil, err
 	}
 	if m.Verdict.Content == nil || *m.Verdict.Content != c {
-		return "", fmt.Errorf("content %s is no longer allowed", l.Content)
+		return "", nil, fmt.Errorf("content %s is no longer allowed", l.Content)
 	}
 	if err := ls.store.IncCounter("bytes_saved", m.Att.Attestation.Size); err != nil {
 		ls.log.Warn("count bytes saved", "err", err) // a statistic: the file is served anyway
 	}
-	return m.Path, nil
+	return m.Path, ls.mz.VerifiedPackage(m.Att.Attestation.FileSHA256), nil
 }
 
 func listingKey(content string, buildID int64) string { return fmt.Sprintf("%s/%d", content, buildID) }

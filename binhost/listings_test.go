@@ -191,7 +191,7 @@ func TestMaterialize(t *testing.T) {
 	ls := g.listings(t, config.PrefetchAll)
 	got := entries(t, ls)
 
-	path, err := ls.Materialize(ctx, got[jobtest.HelloCPV])
+	path, _, err := ls.Materialize(ctx, got[jobtest.HelloCPV])
 	if err != nil {
 		t.Fatalf("Materialize hello: %v", err)
 	}
@@ -203,9 +203,14 @@ func TestMaterialize(t *testing.T) {
 		t.Errorf("bytes_saved = %d, want %d", c["bytes_saved"], size)
 	}
 
-	path, err = ls.Materialize(ctx, got[jobtest.LayoutCPV])
+	path, pkg, err := ls.Materialize(ctx, got[jobtest.LayoutCPV])
 	if err != nil {
 		t.Fatalf("Materialize layout: %v", err)
+	}
+	// Fetched and verified now: the package as read comes along, so the
+	// re-pack does not read the file again.
+	if pkg == nil || pkg.ImageDigest != got[jobtest.LayoutCPV].ImageDigest {
+		t.Errorf("fetched layout comes without the verified package (%v)", pkg)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -234,7 +239,7 @@ func TestMaterialize(t *testing.T) {
 	if names := slices.Sorted(maps.Keys(entries(t, g.listings(t, config.PrefetchNone)))); !slices.Equal(names, []string{jobtest.HelloCPV, jobtest.LayoutCPV}) {
 		t.Errorf("prefetch none lists %v once layout is cached", names)
 	}
-	if p, err := ls.Materialize(ctx, got[jobtest.LayoutCPV]); err != nil || p != path || g.fetch.Calls() != 1 {
+	if p, _, err := ls.Materialize(ctx, got[jobtest.LayoutCPV]); err != nil || p != path || g.fetch.Calls() != 1 {
 		t.Errorf("second Materialize: %s, %v after %d fetches", p, err, g.fetch.Calls())
 	}
 
@@ -244,13 +249,13 @@ func TestMaterialize(t *testing.T) {
 	backdoored := got[jobtest.LayoutCPV]
 	backdoored.Content = trust.ContentID{Image: sha256.Sum256([]byte("other")), Metadata: sha256.Sum256([]byte("content"))}.String()
 	for name, l := range map[string]portagehook.Listing{"other BUILD_ID": unlisted, "other content": backdoored} {
-		if _, err := ls.Materialize(ctx, l); err == nil || !strings.Contains(err.Error(), "is not listed") {
+		if _, _, err := ls.Materialize(ctx, l); err == nil || !strings.Contains(err.Error(), "is not listed") {
 			t.Errorf("%s: Materialize = %v, want \"is not listed\"", name, err)
 		}
 	}
 	bad := got[jobtest.HelloCPV]
 	bad.Content = "not a content id"
-	if _, err := ls.Materialize(ctx, bad); err == nil {
+	if _, _, err := ls.Materialize(ctx, bad); err == nil {
 		t.Error("Materialize accepted a malformed content id")
 	}
 	if n := jobtest.Counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 0 {
@@ -265,7 +270,7 @@ func TestMaterializeFetchFails(t *testing.T) {
 	ls := g.listings(t, config.PrefetchAll)
 	l := entries(t, ls)[jobtest.LayoutCPV]
 	g.fetch.SetFail(errors.New("every provider went away"))
-	if _, err := ls.Materialize(context.Background(), l); err == nil || !strings.Contains(err.Error(), "every provider went away") {
+	if _, _, err := ls.Materialize(context.Background(), l); err == nil || !strings.Contains(err.Error(), "every provider went away") {
 		t.Errorf("Materialize = %v, want the fetch error", err)
 	}
 	if n := jobtest.Counter(t, g.reg, "gentoo_p2pd_gateway_fetch_failures_total"); n != 1 {
@@ -288,7 +293,7 @@ func TestMaterializeDisputedAfterListing(t *testing.T) {
 	if v, _, err := g.Book.Verdict(g.buildKey(t, jobtest.LayoutCPV)); err != nil || v.Decision == trust.Allowed {
 		t.Fatalf("layout still %v (%v) after a competing vote", v.Decision, err)
 	}
-	if _, err := ls.Materialize(context.Background(), l); !errors.Is(err, materialize.ErrNotAllowed) {
+	if _, _, err := ls.Materialize(context.Background(), l); !errors.Is(err, materialize.ErrNotAllowed) {
 		t.Errorf("Materialize of a disputed build = %v, want ErrNotAllowed", err)
 	}
 	if g.fetch.Calls() != 0 {

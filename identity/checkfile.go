@@ -11,22 +11,29 @@ import (
 // given image and metadata digests (a content id's two halves): what a
 // fetched or cached file must be before it is served or trusted.
 func CheckFile(path, cpv string, image, metadata [32]byte, lim xpak.Limits) error {
+	_, err := CheckedFile(path, cpv, image, metadata, lim)
+	return err
+}
+
+// CheckedFile is CheckFile that also returns the package as read, so a
+// caller that goes on to use the file need not read it again.
+func CheckedFile(path, cpv string, image, metadata [32]byte, lim xpak.Limits) (*xpak.Package, error) {
 	pkg, err := xpak.ReadFile(path, lim)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if got := pkg.Metadata.CPV(); got != cpv {
-		return fmt.Errorf("file is %s, the build is %s", got, cpv)
+		return nil, fmt.Errorf("file is %s, the build is %s", got, cpv)
 	}
 	if pkg.ImageDigest != image {
-		return fmt.Errorf("image digest %s, attested %s", hex.EncodeToString(pkg.ImageDigest[:]), hex.EncodeToString(image[:]))
+		return nil, fmt.Errorf("image digest %s, attested %s", hex.EncodeToString(pkg.ImageDigest[:]), hex.EncodeToString(image[:]))
 	}
 	md, err := MetadataDigest(pkg.Metadata)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if md != metadata {
-		return fmt.Errorf("metadata digest %s, attested %s", hex.EncodeToString(md[:]), hex.EncodeToString(metadata[:]))
+		return nil, fmt.Errorf("metadata digest %s, attested %s", hex.EncodeToString(md[:]), hex.EncodeToString(metadata[:]))
 	}
-	return nil
+	return pkg, nil
 }

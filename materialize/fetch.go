@@ -17,6 +17,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 // ErrNotAllowed is returned when a build is asked for whose verdict does
@@ -99,7 +100,7 @@ func (mz *Materializer) Materialize(ctx context.Context, buildKey keys.Build, pr
 		}
 		if ok, _ := mz.store.Cache().Has(sha); ok {
 			path := mz.store.Cache().Path(sha)
-			if err := mz.verifyContent(path, content, s.Attestation.CPV); err != nil {
+			if err := mz.verifyContent(path, content, s.Attestation.CPV, sha); err != nil {
 				mz.log.Warn("cached file does not carry the allowed content", "sha256", hex.EncodeToString(sha[:]), "err", err)
 				continue
 			}
@@ -259,7 +260,7 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, c
 			SHA256: a.FileSHA256, Size: a.Size, PieceRoot: a.PieceRoot, PieceSize: a.PieceSize,
 		}, c.peers, transfer.FetchOptions{
 			Dir:      mz.store.PartialDir(),
-			Verify:   func(path string) error { return mz.verifyContent(path, a.Content, a.CPV) },
+			Verify:   func(path string) error { return mz.verifyContent(path, a.Content, a.CPV, a.FileSHA256) },
 			Progress: progress,
 			Metrics:  mz.xferM,
 
@@ -333,8 +334,34 @@ func (mz *Materializer) provideCopy(a trust.Attestation) error {
 // verifyContent is the last gate before a fetched file counts as present:
 // it must parse as a sound binpkg whose image and metadata digests are
 // exactly the allowed content id.
-func (mz *Materializer) verifyContent(path string, want trust.ContentID, cpv string) error {
-	return identity.CheckFile(path, cpv, want.Image, want.Metadata, mz.limits)
+//
+// The package as read is kept (for VerifiedPackage) under the file's
+// SHA-256, so the gateway's re-pack need not read the file again.
+func (mz *Materializer) verifyContent(path string, want trust.ContentID, cpv string, sha [32]byte) error {
+	pkg, err := identity.CheckedFile(path, cpv, want.Image, want.Metadata, mz.limits)
+	if err != nil {
+		return err
+	}
+	mz.mu.Lock()
+	defer mz.mu.Unlock()
+	if len(mz.verified) >= maxVerified {
+		clear(mz.verified) // a handful of recent files: nothing is lost but a re-read
+	}
+	mz.verified[sha] = pkg
+	return nil
+}
+
+// maxVerified bounds the packages kept for VerifiedPackage.
+const maxVerified = 16
+
+// VerifiedPackage returns, once, the package read when the file with this
+// SHA-256 was last verified, or nil.
+func (mz *Materializer) VerifiedPackage(sha [32]byte) *xpak.Package {
+	mz.mu.Lock()
+	defer mz.mu.Unlock()
+	pkg := mz.verified[sha]
+	delete(mz.verified, sha)
+	return pkg
 }
 
 // errNotServed is a file this daemon does not hold or will not serve; it

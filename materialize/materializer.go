@@ -80,6 +80,7 @@ type Materializer struct {
 	mu      sync.Mutex
 	// fetching holds one transfer per build key (singleflight).
 	fetching map[keys.Build]*fetchCall
+	verified map[[32]byte]*xpak.Package // under mu: see VerifiedPackage
 	// lastFetchFailure is why the latest failed fetch failed, for status.
 	lastFetchFailure atomic.Pointer[fetchFailure]
 }
@@ -94,7 +95,7 @@ func New(o Options) *Materializer {
 		store: o.Store, votes: o.Votes, net: o.Net, fetch: o.Fetch, self: o.Self,
 		platform: o.Platform, mode: o.Mode, diskBudget: o.DiskBudget, limits: o.Files,
 		xferM: o.Transfer, download: transfer.NewLimit(o.DownloadRate), log: o.Logger,
-		fetching: make(map[keys.Build]*fetchCall),
+		fetching: make(map[keys.Build]*fetchCall), verified: map[[32]byte]*xpak.Package{},
 	}
 	if mz.log == nil {
 		mz.log = slog.New(slog.DiscardHandler)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 	"time"
 )
 
@@ -15,11 +17,11 @@ type blockingListings struct {
 
 func (b *blockingListings) Entries(context.Context) ([]Listing, error) { return nil, nil }
 
-func (b *blockingListings) Materialize(ctx context.Context, _ Listing) (string, error) {
+func (b *blockingListings) Materialize(ctx context.Context, _ Listing) (string, *xpak.Package, error) {
 	close(b.started)
 	<-ctx.Done()
 	close(b.ended)
-	return "", ctx.Err()
+	return "", nil, ctx.Err()
 }
 
 // A fetch portage gave up on stops once the last request waiting for it is

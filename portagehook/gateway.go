@@ -69,8 +69,10 @@ type Listings interface {
 	// again.
 	Entries(ctx context.Context) ([]Listing, error)
 	// Materialize returns the path of a local, verified container file
-	// (XPAK or GPKG) of l, fetching it from peers when needed.
-	Materialize(ctx context.Context, l Listing) (path string, err error)
+	// (XPAK or GPKG) of l, fetching it from peers when needed, and the
+	// package as its verification read it (nil when it was not read
+	// now), which spares the re-pack a second read.
+	Materialize(ctx context.Context, l Listing) (path string, pkg *xpak.Package, err error)
 }
 
 // GatewayOptions configure NewGateway.
@@ -784,7 +786,7 @@ func (g *Gateway) repacked(ctx context.Context, e entry) (Served, error) {
 		if s, ok := g.cached(e.key); ok {
 			return s, nil
 		}
-		src, err := g.cat.Materialize(wctx, e.l)
+		src, _, err := g.cat.Materialize(wctx, e.l)
 		if err != nil {
 			g.metrics.repacks.WithLabelValues("materialize_error").Inc()
 			return Served{}, fmt.Errorf("materialize %s: %w", e.path, err)

@@ -46,15 +46,17 @@ func (c *fakeCatalog) Entries(context.Context) ([]Listing, error) {
 	return append([]Listing(nil), c.listings...), nil
 }
 
-func (c *fakeCatalog) Materialize(_ context.Context, l Listing) (string, error) {
+func (c *fakeCatalog) Materialize(_ context.Context, l Listing) (string, *xpak.Package, error) {
 	c.calls.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p, ok := c.files[l.Content]
 	if !ok {
-		return "", errors.New("no provider")
+		return "", nil, errors.New("no provider")
 	}
-	return p, nil
+	// As a verifying materializer does: the package as read.
+	pkg, err := xpak.ReadFile(p, xpak.Limits{})
+	return p, pkg, err
 }
 
 func (c *fakeCatalog) add(t *testing.T, path string, id int64) Listing {

@@ -53,6 +53,11 @@ type RepackOptions struct {
 	// image streams straight into the output, and a package of other sizes
 	// is refused before its first byte is written (xpak.ErrServedSize).
 	Expect xpak.ServedSizes
+	// Source, when set, is the source as its verification just read it
+	// (xpak.ReadFile): its metadata, digests and served facts are used
+	// instead of reading the file once more. The image is still checked
+	// against its digest as it is copied.
+	Source *xpak.Package
 	// Limits bound what reading the source may cost.
 	Limits xpak.Limits
 	// TempDir holds the spooled image; "" means the destination directory.
@@ -147,9 +152,11 @@ func RepackTo(w io.Writer, src string, opts RepackOptions) (Served, error) {
 	if opts.BuildID <= 0 {
 		return Served{}, fmt.Errorf("%w: BUILD_ID %d is not positive", ErrRepack, opts.BuildID)
 	}
-	pkg, err := xpak.ReadFile(src, opts.Limits)
-	if err != nil {
-		return Served{}, fmt.Errorf("%w: %s: %w", ErrRepack, src, err)
+	pkg := opts.Source
+	if fi, err := os.Stat(src); pkg == nil || err != nil || fi.Size() != pkg.Size {
+		if pkg, err = xpak.ReadFile(src, opts.Limits); err != nil {
+			return Served{}, fmt.Errorf("%w: %s: %w", ErrRepack, src, err)
+		}
 	}
 	if opts.ImageDigest != ([32]byte{}) && pkg.ImageDigest != opts.ImageDigest {
 		return Served{}, fmt.Errorf("%w: %s has image digest %x, attested %x", ErrRepack, src, pkg.ImageDigest, opts.ImageDigest)

@@ -1,6 +1,7 @@
 package portagehook
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -133,12 +134,20 @@ func (g *Gateway) produce(ctx context.Context, st *stream, e entry) {
 }
 
 func (g *Gateway) produceFile(ctx context.Context, st *stream, e entry) (Served, error) {
-	src, err := g.cat.Materialize(ctx, e.l)
+	src, pkg, err := g.cat.Materialize(ctx, e.l)
 	if err != nil {
 		g.metrics.repacks.WithLabelValues("materialize_error").Inc()
 		return Served{}, fmt.Errorf("materialize %s: %w", e.path, err)
 	}
-	s, err := RepackTo(streamWriter{st}, src, g.repackOptions(e.l))
+	ro := g.repackOptions(e.l)
+	ro.Source = pkg
+	// Megabyte writes: a syscall and a wake-up per write, not per tar
+	// header or zstd block header.
+	bw := bufio.NewWriterSize(streamWriter{st}, 1<<20)
+	s, err := RepackTo(bw, src, ro)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err != nil {
 		return Served{}, err
 	}
