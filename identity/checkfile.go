@@ -3,6 +3,7 @@ package identity
 import (
 	"encoding/hex"
 	"fmt"
+	"io"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
@@ -22,6 +23,20 @@ func CheckedFile(path, cpv string, image, metadata [32]byte, lim xpak.Limits) (*
 	if err != nil {
 		return nil, err
 	}
+	return checked(pkg, cpv, image, metadata)
+}
+
+// CheckedReader is CheckedFile over a binpkg of size bytes read from r in
+// one pass (xpak.Read): a fetch runs it while the pieces stream in.
+func CheckedReader(r io.ReaderAt, size int64, cpv string, image, metadata [32]byte, lim xpak.Limits) (*xpak.Package, error) {
+	pkg, err := xpak.Read(r, size, lim)
+	if err != nil {
+		return nil, err
+	}
+	return checked(pkg, cpv, image, metadata)
+}
+
+func checked(pkg *xpak.Package, cpv string, image, metadata [32]byte) (*xpak.Package, error) {
 	if got := pkg.Metadata.CPV(); got != cpv {
 		return nil, fmt.Errorf("file is %s, the build is %s", got, cpv)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -218,8 +219,9 @@ func (mz *Materializer) findHolders(ctx context.Context, buildKey keys.Build, as
 }
 
 // fetchContent downloads one container file that carries content, from the
-// peers that hold it, verifying pieces, the whole file, and finally the
-// image and metadata digests before the file enters the cache.
+// peers that hold it, verifying pieces, the whole file, the GPKG Manifest
+// and the image and metadata digests as the bytes arrive, before the file
+// enters the cache.
 func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, content trust.ContentID, progress func(transfer.Progress)) (string, *trust.Signed, transfer.Result, error) {
 	files, copies, err := mz.findHolders(ctx, buildKey, true)
 	if err != nil {
@@ -256,11 +258,22 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, c
 	var lastErr error
 	for _, c := range cands {
 		a := c.att.Attestation
+		// Every check of the content (file SHA-256, GPKG Manifest, image
+		// and metadata digests) runs while the verified pieces stream in,
+		// in one pass; the file is not read again after the last piece.
+		var pkg *xpak.Package
 		res, err := mz.fetch(ctx, transfer.Want{
 			SHA256: a.FileSHA256, Size: a.Size, PieceRoot: a.PieceRoot, PieceSize: a.PieceSize,
 		}, c.peers, transfer.FetchOptions{
-			Dir:      mz.store.PartialDir(),
-			Verify:   func(path string) error { return mz.verifyContent(path, a.Content, a.CPV, a.FileSHA256) },
+			Dir: mz.store.PartialDir(),
+			Check: func(r io.ReaderAt, size int64) ([32]byte, error) {
+				p, err := identity.CheckedReader(r, size, a.CPV, a.Content.Image, a.Content.Metadata, mz.limits)
+				if err != nil {
+					return [32]byte{}, err
+				}
+				pkg = p
+				return p.FileSHA256, nil
+			},
 			Progress: progress,
 			Metrics:  mz.xferM,
 
@@ -278,10 +291,13 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, c
 			lastErr = err
 			continue
 		}
-		entry, err := mz.store.Cache().Commit(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: string(buildKey)})
+		// Fetch verified the SHA-256 and fsynced the file: a rename.
+		entry, err := mz.store.Cache().CommitVerified(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: string(buildKey)})
 		if err != nil {
 			return "", nil, res, err
 		}
+		pkg.Path = entry.Path
+		mz.keepVerified(a.FileSHA256, pkg)
 		// Keep the verified piece layer so serving the file never re-hashes it.
 		if len(res.Leaves) > 0 {
 			if err := mz.store.PutLeaves(a.FileSHA256, res.Leaves); err != nil {
@@ -342,13 +358,19 @@ func (mz *Materializer) verifyContent(path string, want trust.ContentID, cpv str
 	if err != nil {
 		return err
 	}
+	mz.keepVerified(sha, pkg)
+	return nil
+}
+
+// keepVerified keeps the package as read when its file was verified, for
+// VerifiedPackage.
+func (mz *Materializer) keepVerified(sha [32]byte, pkg *xpak.Package) {
 	mz.mu.Lock()
 	defer mz.mu.Unlock()
 	if len(mz.verified) >= maxVerified {
 		clear(mz.verified) // a handful of recent files: nothing is lost but a re-read
 	}
 	mz.verified[sha] = pkg
-	return nil
 }
 
 // maxVerified bounds the packages kept for VerifiedPackage.

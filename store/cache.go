@@ -270,6 +270,27 @@ func (c *Cache) Commit(tmpPath string, sha [32]byte, meta CacheMeta) (CacheEntry
 	if err != nil {
 		return CacheEntry{}, err
 	}
+	return c.place(tmpPath, sha, size, meta)
+}
+
+// CommitVerified is Commit for a file whose SHA-256 the caller has
+// already verified and which it already fsynced — a transfer.Fetch result,
+// checked while its bytes streamed in: it is renamed into place without
+// being read again. The caller vouches for the hash; anything else uses
+// Commit.
+func (c *Cache) CommitVerified(path string, sha [32]byte, meta CacheMeta) (CacheEntry, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return CacheEntry{}, fmt.Errorf("stat verified cache file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return CacheEntry{}, fmt.Errorf("verified cache file %s is not a regular file", path)
+	}
+	return c.place(path, sha, st.Size(), meta)
+}
+
+// place renames a hashed and fsynced file into the cache and records it.
+func (c *Cache) place(tmpPath string, sha [32]byte, size int64, meta CacheMeta) (CacheEntry, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok, err := c.Get(sha); err != nil {

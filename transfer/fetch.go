@@ -56,9 +56,21 @@ type FetchOptions struct {
 	// Path is where the complete file appears (by rename, so on the same
 	// file system as Dir); default Dir/<sha hex>.
 	Path string
+	// Check, when set, verifies the content while it downloads, so no
+	// byte is read again after the last piece: it runs beside the
+	// transfer on a reader of the part file whose reads wait until every
+	// piece they touch was verified against the piece root and written
+	// (the last piece is fetched first, for formats with a trailer). It
+	// must read the whole file and return the SHA-256 of what it read
+	// (xpak.Read computes it while parsing); Fetch compares that with
+	// want.SHA256 instead of hashing the file itself. An error stops the
+	// fetch at once, deletes the partial files and fails it with
+	// ErrVerify: pieces that match the attested root but not the content
+	// will never do.
+	Check func(r io.ReaderAt, size int64) (sha256 [32]byte, err error)
 	// Verify, when set, runs on the complete, hash-checked part file
 	// before the rename; an error deletes the file and fails the fetch.
-	// The daemon checks image and metadata digests here.
+	// It reads the file once more: prefer Check.
 	Verify func(path string) error
 	// Progress, when set, is called after every verified piece. It must
 	// be quick; calls are serialized.
@@ -199,8 +211,8 @@ var (
 	// piece root but whose SHA-256 differs: the attestation is
 	// inconsistent. The partial file is deleted.
 	ErrHashMismatch = errors.New("transfer: file SHA-256 does not match")
-	// ErrVerify wraps the error of FetchOptions.Verify; the file is
-	// deleted.
+	// ErrVerify wraps the error of FetchOptions.Check or Verify; the
+	// file is deleted.
 	ErrVerify = errors.New("transfer: verify hook rejected the file")
 	// errStall marks a read that hit StallTimeout.
 	errStall = errors.New("transfer: provider stalled")
@@ -277,7 +289,15 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 			f.discard()
 			return res, fmt.Errorf("%w: empty file with piece root %x", pieces.ErrLayerMismatch, want.PieceRoot[:8])
 		}
-		err := f.finish(sha256.Sum256(nil)) // sets res.Path: call before reading res
+		sum := hashResult{sum: sha256.Sum256(nil)}
+		if opts.Check != nil {
+			sum = f.checkLoop(nil)
+		}
+		if sum.err != nil {
+			f.discard()
+			return res, sum.err
+		}
+		err := f.finish(sum.sum) // sets res.Path: call before reading res
 		return res, err
 	}
 
@@ -309,10 +329,15 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 	committerDone := make(chan error, 1)
 	go func() { committerDone <- f.commitLoop() }()
 	// The whole-file SHA-256 is computed while the download runs, over the
-	// verified prefix, so it costs no wall time at the end.
+	// verified prefix, so it costs no wall time at the end: by Check with
+	// everything else it verifies, or else by hashLoop.
 	hashStop := make(chan struct{})
 	hashDone := make(chan hashResult, 1)
-	go func() { hashDone <- f.hashLoop(hashStop) }()
+	if opts.Check != nil {
+		go func() { hashDone <- f.checkLoop(hashStop) }()
+	} else {
+		go func() { hashDone <- f.hashLoop(hashStop) }()
+	}
 
 	// Phase 2: until complete, every provider gone, or cancelled.
 	select {
@@ -338,6 +363,11 @@ func fetch(ctx context.Context, h host.Host, want Want, providers []peer.AddrInf
 		// cannot finish, and no provider is blamed.
 		f.discard()
 		return res, cmp.Or(fatal, commitErr)
+	case hashed.rejected:
+		// Check proved the content wrong, possibly before the last piece:
+		// no provider can make it right.
+		f.discard()
+		return res, hashed.err
 	case !f.sched.isComplete():
 		if ctx.Err() != nil {
 			return res, ctx.Err()
@@ -450,6 +480,9 @@ func (f *fetcher) init(leaves [][32]byte) error {
 	f.doneBytes = doneBytes
 	f.mu.Unlock()
 	f.sched = newScheduler(done)
+	if f.opts.Check != nil {
+		f.sched.first = n - 1 // see scheduler.first
+	}
 	return nil
 }
 
@@ -817,6 +850,9 @@ func (f *fetcher) commitLoop() error {
 type hashResult struct {
 	sum [32]byte
 	err error
+	// rejected marks an error of FetchOptions.Check about the content
+	// (not a read cut short by the fetch ending).
+	rejected bool
 }
 
 // hashLoop feeds the part file to SHA-256 in order, piece by piece, as soon

@@ -19,6 +19,9 @@ type scheduler struct {
 	workers   int           // registered workers, to spread the tail
 	changed   chan struct{} // closed and replaced on every state change
 	complete  chan struct{} // closed when remaining reaches 0
+	// first is a piece to hand out before all others (-1: none): the
+	// last one, when FetchOptions.Check reads a trailer before the rest.
+	first int
 }
 
 func newScheduler(done []bool) *scheduler {
@@ -27,6 +30,7 @@ func newScheduler(done []bool) *scheduler {
 		copies:   make([]uint8, len(done)),
 		changed:  make(chan struct{}),
 		complete: make(chan struct{}),
+		first:    -1,
 	}
 	for _, d := range done {
 		if !d {
@@ -53,6 +57,14 @@ func (s *scheduler) next(inflight map[int]struct{}, max int) (first, count int, 
 	defer s.mu.Unlock()
 	if s.remaining == 0 {
 		return 0, 0, nil
+	}
+	if i := s.first; i >= 0 {
+		s.first = -1
+		if !s.done[i] && s.copies[i] == 0 {
+			s.copies[i]++
+			inflight[i] = struct{}{}
+			return i, 1, nil
+		}
 	}
 	for s.lo < len(s.done) && s.done[s.lo] {
 		s.lo++

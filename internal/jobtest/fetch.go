@@ -20,8 +20,9 @@ import (
 
 // FakeFetch stands in for transfer.Fetch: it "downloads" a file by its
 // SHA-256 from the first listed peer that holds it, honouring Fetch's
-// contract: a part file in opts.Dir, opts.Verify on the complete part
-// file (ErrVerify, file deleted, on refusal), a rename to opts.Path or
+// contract: a part file in opts.Dir, opts.Check on its bytes and
+// opts.Verify on the complete part file (ErrVerify, file deleted, on
+// refusal), a rename to opts.Path or
 // Dir/<sha hex>, NotHeld for providers without the file, BadPeers for one
 // sending other bytes, ErrNoProviders when none delivered.
 type FakeFetch struct {
@@ -163,6 +164,17 @@ func (f *FakeFetch) Fetch(ctx context.Context, want transfer.Want, providers []p
 		if sha256.Sum256(data) != want.SHA256 {
 			_ = os.Remove(part)
 			return res, transfer.ErrHashMismatch
+		}
+		if opts.Check != nil {
+			sum, err := opts.Check(bytes.NewReader(data), size)
+			if err != nil {
+				_ = os.Remove(part)
+				return res, fmt.Errorf("%w: %w", transfer.ErrVerify, err)
+			}
+			if sum != want.SHA256 {
+				_ = os.Remove(part)
+				return res, transfer.ErrHashMismatch
+			}
 		}
 		if opts.Verify != nil {
 			if err := opts.Verify(part); err != nil {
