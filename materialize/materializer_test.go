@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
+	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
@@ -550,5 +552,50 @@ func TestMaterializeSignerEndorsement(t *testing.T) {
 	}
 	if m.Verdict.Decision != trust.Allowed || !s.cached(w.hello1) {
 		t.Fatalf("verdict %s, cached %v; want allowed by the signer and fetched", m.Verdict.Decision, s.cached(w.hello1))
+	}
+}
+
+// A file whose pieces, size and SHA-256 are exactly as attested, and whose
+// image and metadata digests are the allowed content, but whose GPKG
+// Manifest does not match its members, is refused by the check that runs
+// while it downloads: it never enters the cache, and an honest file is
+// fetched instead.
+func TestMaterializeRefusesTamperedManifest(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	a, e := w.remote(), w.remote()
+	bad := w.layout1
+	bad.Data = bytes.Clone(w.layout1.Data)
+	i := bytes.Index(bad.Data, []byte("SHA512 "))
+	if i < 0 {
+		t.Fatal("no Manifest hash in the fixture")
+	}
+	if d := &bad.Data[i+len("SHA512 ")]; *d == '0' {
+		*d = '1'
+	} else {
+		*d = '0'
+	}
+	root, size, err := pieces.Root(bytes.NewReader(bad.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Local.FileSHA256, bad.Local.Size, bad.Local.PieceRoot = sha256.Sum256(bad.Data), size, root
+	e.says(jobtest.AttestFile(t, e.Key, w.layout1, bad, at(0)).Marshal()) // oldest: tried first
+	e.provides(w.layout1)
+	e.holds(bad)
+	a.builds(w.layout1, at(1))
+	s := w.self(selfOpts{threshold: 2})
+	m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.fetch.Calls() != 2 || w.fetch.Wants()[0] != bad.Local.FileSHA256 {
+		t.Fatalf("%d transfers; want the tampered file tried first, then another", w.fetch.Calls())
+	}
+	if got, _ := os.ReadFile(m.Path); !bytes.Equal(got, w.layout1.Data) {
+		t.Fatal("the file materialized is not layout1")
+	}
+	if s.cached(bad) {
+		t.Error("the tampered file entered the cache")
 	}
 }
