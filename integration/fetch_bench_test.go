@@ -334,7 +334,7 @@ func startKubo(tb testing.TB, ctx context.Context, bin, dir, file string) *kuboP
 	for i, name := range []string{"kubo-a", "kubo-b"} {
 		repo := filepath.Join(dir, name)
 		envs[i] = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + repo, "IPFS_PATH=" + repo}
-		kuboRun(tb, ctx, bin, envs[i], "init", "--profile=test,server")
+		kuboRun(tb, ctx, bin, envs[i], "init", "--profile=test")
 		kuboRun(tb, ctx, bin, envs[i], "config", "Addresses.API", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(tb)))
 		kuboRun(tb, ctx, bin, envs[i], "config", "Addresses.Gateway", "")
 		kuboRun(tb, ctx, bin, envs[i], "config", "--json", "Addresses.Swarm", fmt.Sprintf(`["/ip4/127.0.0.1/tcp/%d"]`, freePort(tb)))
@@ -361,11 +361,13 @@ func startKubo(tb testing.TB, ctx context.Context, bin, dir, file string) *kuboP
 		})
 		cmds[i] = cmd
 		if err := testnet.WaitFor(ctx, waitTimeout, name+" to answer", func() bool {
-			c := exec.CommandContext(ctx, bin, "id")
-			c.Env = envs[i]
-			return c.Run() == nil
+			// Not a command: one run while the daemon starts may take the
+			// repo lock from it.
+			log, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+			return strings.Contains(string(log), "Daemon is ready")
 		}); err != nil {
-			tb.Fatal(err)
+			log, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+			tb.Fatalf("%v; its log:\n%s", err, log)
 		}
 	}
 	k.a, k.b, k.envB = cmds[0], cmds[1], envs[1]
