@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -258,14 +259,35 @@ func (g *Gateway) streamPackage(w http.ResponseWriter, r *http.Request, e entry)
 		return
 	}
 	defer leave()
+	// A descriptor of its own (its own offset) lets the body go out by
+	// sendfile, page cache to socket, instead of through a buffer here.
+	// Once the producer renamed the file the name is gone: then ReadAt.
+	own, err := os.Open(st.file.Name())
+	if err == nil {
+		defer own.Close()
+	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush() // the headers now: the body may take a while
-	buf := make([]byte, 256<<10)
+	var buf []byte
 	var off int64
 	for off < e.predicted {
 		written, done, changed, err := st.state()
+		if off < written && own != nil {
+			n, werr := io.Copy(w, io.LimitReader(own, written-off))
+			off += n
+			if werr != nil {
+				return // portage went away, or the file failed under us
+			}
+			if n == 0 {
+				panic(http.ErrAbortHandler)
+			}
+			continue
+		}
 		if off < written {
+			if buf == nil {
+				buf = make([]byte, 256<<10)
+			}
 			n, rerr := st.file.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
 			if n > 0 {
 				if _, werr := w.Write(buf[:n]); werr != nil {

@@ -36,7 +36,7 @@ const MaxFileSize = 64 << 30
 // Want names the file to fetch as an attestation describes it.
 type Want struct {
 	// SHA256 is the whole container file's SHA-256, which addresses it on
-	// the wire and is checked once every piece is in.
+	// the wire and is checked over the verified pieces as they come in.
 	SHA256 [32]byte
 	// Size is the file size in bytes.
 	Size int64
@@ -220,8 +220,9 @@ var (
 
 // Fetch downloads want from providers into opts.Dir, verifying every piece
 // against want.PieceRoot, and renames it to its final path only when every
-// piece verified, the whole-file SHA-256 matches and opts.Verify accepted
-// it. Nothing incomplete ever appears at the final path.
+// piece verified, the whole-file SHA-256 matches and opts.Check and
+// opts.Verify accepted it. Nothing incomplete ever appears at the final
+// path.
 //
 // Scheduling: each provider first sends its piece layer, which must match
 // want (else it is dropped as FaultBadLayer). Then every provider runs
