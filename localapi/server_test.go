@@ -102,7 +102,7 @@ func (w *world) newNode(set string, policy trust.Policy, drop ...string) *node {
 
 // fetch stands in for transfer.Fetch: it copies the wanted file from the
 // first online peer that holds it, reporting progress at half and at the
-// end, and runs the Verify hook as the real transfer does.
+// end, and runs the Check and Verify hooks as the real transfer does.
 func (w *world) fetch(ctx context.Context, want transfer.Want, peers []peer.AddrInfo, o transfer.FetchOptions) (transfer.Result, error) {
 	w.fetches.Add(1)
 	for _, p := range peers {
@@ -132,8 +132,19 @@ func (w *world) fetch(ctx context.Context, want transfer.Want, peers []peer.Addr
 		if w.dropAll {
 			return transfer.Result{}, transfer.ErrNoProviders
 		}
-		if err := o.Verify(path); err != nil {
-			return transfer.Result{}, fmt.Errorf("%w: %w", transfer.ErrVerify, err)
+		if o.Check != nil {
+			sum, err := o.Check(bytes.NewReader(b), int64(len(b)))
+			if err != nil {
+				return transfer.Result{}, fmt.Errorf("%w: %w", transfer.ErrVerify, err)
+			}
+			if sum != want.SHA256 {
+				return transfer.Result{}, transfer.ErrHashMismatch
+			}
+		}
+		if o.Verify != nil {
+			if err := o.Verify(path); err != nil {
+				return transfer.Result{}, fmt.Errorf("%w: %w", transfer.ErrVerify, err)
+			}
 		}
 		return transfer.Result{Path: path, Size: want.Size, BytesFetched: want.Size, PeerPieces: map[peer.ID]int{p.ID: 1}}, nil
 	}
