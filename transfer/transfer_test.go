@@ -187,11 +187,13 @@ func TestFetchResume(t *testing.T) {
 	dir := t.TempDir()
 	h := newHost(t)
 
+	// Both fetches run a Check: cancelling the first is no verdict on the
+	// content, and the second's Check reads the reused pieces too.
 	const k = 10
 	ctx, cancel := context.WithCancel(testCtx(t))
 	var verified atomic.Int32
 	res1, err := Fetch(ctx, h, tf.want, []peer.AddrInfo{addrInfo(p1.h)}, FetchOptions{
-		Dir: dir, BatchPieces: 1, MaxInFlightPerPeer: 2,
+		Dir: dir, BatchPieces: 1, MaxInFlightPerPeer: 2, Check: streamCheck(&bytes.Buffer{}),
 		Progress: func(Progress) {
 			if verified.Add(1) == k {
 				cancel()
@@ -224,11 +226,15 @@ func TestFetchResume(t *testing.T) {
 
 	src2 := newMemSource(tf)
 	p2 := newProvider(t, src2, ServerOptions{Enabled: true})
-	res2, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(p2.h)}, FetchOptions{Dir: dir})
+	var saw bytes.Buffer
+	res2, err := Fetch(testCtx(t), h, tf.want, []peer.AddrInfo{addrInfo(p2.h)}, FetchOptions{Dir: dir, Check: streamCheck(&saw)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkComplete(t, dir, res2, tf)
+	if !bytes.Equal(saw.Bytes(), tf.data) {
+		t.Fatal("the resumed fetch's Check did not read the file")
+	}
 	if res2.PiecesReused != len(marked) || res2.PiecesReused+res2.PiecesFetched != len(tf.leaves) {
 		t.Fatalf("reused %d fetched %d; %d marked of %d", res2.PiecesReused, res2.PiecesFetched, len(marked), len(tf.leaves))
 	}
