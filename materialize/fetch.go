@@ -99,11 +99,22 @@ func (mz *Materializer) Materialize(ctx context.Context, buildKey keys.Build, pr
 			}
 			continue
 		}
-		if ok, _ := mz.store.Cache().Has(sha); ok {
-			path := mz.store.Cache().Path(sha)
-			if err := mz.verifyContent(path, content, s.Attestation.CPV, sha); err != nil {
-				mz.log.Warn("cached file does not carry the allowed content", "sha256", hex.EncodeToString(sha[:]), "err", err)
+		if e, ok, _ := mz.store.Cache().Get(sha); ok {
+			path := e.Path
+			recorded := trust.ContentID{Image: e.Meta.ImageDigest, Metadata: e.Meta.MetadataDigest}
+			switch {
+			case recorded == content && e.Meta.CPV == s.Attestation.CPV:
+				// Verified as this content before it was committed: the
+				// file is not read again.
+			case recorded != (trust.ContentID{}):
+				mz.log.Warn("cached file does not carry the allowed content", "sha256", hex.EncodeToString(sha[:]), "content", recorded.String())
 				continue
+			default:
+				// Committed without its content recorded: read it.
+				if err := mz.verifyContent(path, content, s.Attestation.CPV, sha); err != nil {
+					mz.log.Warn("cached file does not carry the allowed content", "sha256", hex.EncodeToString(sha[:]), "err", err)
+					continue
+				}
 			}
 			if err := mz.store.Cache().Touch(sha); err != nil {
 				mz.log.Debug("cache touch", "err", err) // only the eviction order suffers
@@ -292,7 +303,9 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, c
 			continue
 		}
 		// Fetch verified the SHA-256 and fsynced the file: a rename.
-		entry, err := mz.store.Cache().CommitVerified(res.Path, a.FileSHA256, store.CacheMeta{CPV: a.CPV, BuildKey: string(buildKey)})
+		entry, err := mz.store.Cache().CommitVerified(res.Path, a.FileSHA256, store.CacheMeta{
+			CPV: a.CPV, BuildKey: string(buildKey), ImageDigest: a.Content.Image, MetadataDigest: a.Content.Metadata,
+		})
 		if err != nil {
 			return "", nil, res, err
 		}

@@ -248,8 +248,16 @@ func (s *self) local(b jobtest.Binpkg) string {
 	return path
 }
 
-// cache commits b's file into the content cache.
+// cache commits b's file into the content cache with its content
+// recorded, as a fetch does.
 func (s *self) cache(b jobtest.Binpkg) store.CacheEntry {
+	s.w.t.Helper()
+	return s.cacheWith(b, true)
+}
+
+// cacheWith commits b's file into the content cache, with its content
+// recorded or, as in entries made before it was, not.
+func (s *self) cacheWith(b jobtest.Binpkg, record bool) store.CacheEntry {
 	s.w.t.Helper()
 	f, err := s.Store.Cache().CreateTemp()
 	if err != nil {
@@ -259,7 +267,11 @@ func (s *self) cache(b jobtest.Binpkg) store.CacheEntry {
 		s.w.t.Fatal(err)
 	}
 	f.Close()
-	e, err := s.Store.Cache().Commit(f.Name(), b.Local.FileSHA256, store.CacheMeta{CPV: b.Local.CPV, BuildKey: b.Local.BuildKey})
+	meta := store.CacheMeta{CPV: b.Local.CPV, BuildKey: b.Local.BuildKey}
+	if record {
+		meta.ImageDigest, meta.MetadataDigest = b.Local.ImageDigest, b.Local.MetadataDigest
+	}
+	e, err := s.Store.Cache().Commit(f.Name(), b.Local.FileSHA256, meta)
 	if err != nil {
 		s.w.t.Fatal(err)
 	}

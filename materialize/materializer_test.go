@@ -68,6 +68,9 @@ func TestMaterializeFetchesFromPeers(t *testing.T) {
 			if _, ok, _ := s.Store.GetLeaves(w.hello1.Local.FileSHA256); !ok {
 				t.Error("the verified piece layer was not kept for serving")
 			}
+			if e, _, _ := s.Store.Cache().Get(w.hello1.Local.FileSHA256); e.Meta.ImageDigest != w.hello1.Local.ImageDigest || e.Meta.MetadataDigest != w.hello1.Local.MetadataDigest {
+				t.Error("the verified content was not recorded with the cache entry")
+			}
 			if c, _ := s.Store.Counters(); c["builds_fetched"] != 1 || c["bytes_fetched"] != w.hello1.Local.Size {
 				t.Errorf("counters %v; want one build of %d bytes fetched", c, w.hello1.Local.Size)
 			}
@@ -195,22 +198,32 @@ func TestMaterializeUsesOwnBuild(t *testing.T) {
 	}
 }
 
-// A cached copy of the allowed content is used without a transfer.
+// A cached copy of the allowed content is used without a transfer: one
+// whose content was recorded when it was committed without reading it,
+// an older entry after reading it.
 func TestMaterializeUsesCachedCopy(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	a, b := w.remote(), w.remote()
-	sa := a.builds(w.layout1, at(0))
-	sb := b.builds(w.layout2, at(1))
-	s := w.self(selfOpts{})
-	s.learn(sa, sb)
-	e := s.cache(w.layout2)
-	m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Local || m.Path != e.Path || m.Att.Attester != b.ID || w.fetch.Calls() != 0 {
-		t.Fatalf("local %v path %s attester %s, %d transfers; want the cached %s, b's attestation, no transfer", m.Local, m.Path, m.Att.Attester, w.fetch.Calls(), e.Path)
+	for _, record := range []bool{true, false} {
+		t.Run(fmt.Sprintf("recorded=%v", record), func(t *testing.T) {
+			w := newWorld(t)
+			a, b := w.remote(), w.remote()
+			sa := a.builds(w.layout1, at(0))
+			sb := b.builds(w.layout2, at(1))
+			s := w.self(selfOpts{})
+			s.learn(sa, sb)
+			e := s.cacheWith(w.layout2, record)
+			m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Local || m.Path != e.Path || m.Att.Attester != b.ID || w.fetch.Calls() != 0 {
+				t.Fatalf("local %v path %s attester %s, %d transfers; want the cached %s, b's attestation, no transfer", m.Local, m.Path, m.Att.Attester, w.fetch.Calls(), e.Path)
+			}
+			// Only a file that was read again is kept for VerifiedPackage.
+			if got := s.mz.VerifiedPackage(w.layout2.Local.FileSHA256) != nil; got == record {
+				t.Errorf("package kept from a re-read: %v, with the content recorded: %v", got, record)
+			}
+		})
 	}
 }
 
@@ -219,7 +232,7 @@ func TestMaterializeUsesCachedCopy(t *testing.T) {
 // if its own digests are the allowed content.
 func TestMaterializeIgnoresLocalFilesWithOtherContent(t *testing.T) {
 	t.Parallel()
-	for _, where := range []string{"pkgdir", "cache"} {
+	for _, where := range []string{"pkgdir", "cache", "cache, content not recorded"} {
 		t.Run(where, func(t *testing.T) {
 			w := newWorld(t)
 			a, b, e := w.remote(), w.remote(), w.remote()
@@ -228,10 +241,13 @@ func TestMaterializeIgnoresLocalFilesWithOtherContent(t *testing.T) {
 			lie := jobtest.AttestFile(t, e.Key, w.layout1, w.evil, at(0)) // honest content, trojaned file
 			s := w.self(selfOpts{})
 			s.learn(lie, sa, sb)
-			if where == "pkgdir" {
+			switch where {
+			case "pkgdir":
 				s.local(w.evil)
-			} else {
+			case "cache":
 				s.cache(w.evil)
+			default:
+				s.cacheWith(w.evil, false)
 			}
 			m, err := s.mz.Materialize(t.Context(), w.layout1.BuildKey(), nil)
 			if err != nil {

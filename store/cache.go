@@ -49,6 +49,12 @@ type Cache struct {
 type CacheMeta struct {
 	CPV      string
 	BuildKey string
+	// ImageDigest and MetadataDigest, when set, are the content the file
+	// was verified to carry before it was committed (both halves of its
+	// content id), so a later use can match it to an allowed content
+	// without reading the file again. Zero: not recorded (older entries).
+	ImageDigest    [32]byte
+	MetadataDigest [32]byte
 }
 
 // CacheEntry describes one cached file.
@@ -68,6 +74,8 @@ type cacheJSON struct {
 	LastAccess time.Time `json:"last_access"`
 	CPV        string    `json:"cpv,omitempty"`
 	BuildKey   string    `json:"build_key,omitempty"`
+	Image      string    `json:"image_digest,omitempty"`
+	Metadata   string    `json:"metadata_digest,omitempty"`
 }
 
 func decodeCache(k, v []byte) (CacheEntry, error) {
@@ -79,12 +87,43 @@ func decodeCache(k, v []byte) (CacheEntry, error) {
 		return CacheEntry{}, fmt.Errorf("%w: cache key has %d bytes", ErrCorrupt, len(k))
 	}
 	e := CacheEntry{Size: j.Size, Added: j.Added, LastAccess: j.LastAccess, Meta: CacheMeta{CPV: j.CPV, BuildKey: j.BuildKey}}
+	var err error
+	if e.Meta.ImageDigest, err = decodeDigest(j.Image); err == nil {
+		e.Meta.MetadataDigest, err = decodeDigest(j.Metadata)
+	}
+	if err != nil {
+		return CacheEntry{}, fmt.Errorf("%w: cache entry %x: %v", ErrCorrupt, k, err)
+	}
 	copy(e.SHA256[:], k)
 	return e, nil
 }
 
 func encodeCache(e CacheEntry) ([]byte, error) {
-	return json.Marshal(cacheJSON{Size: e.Size, Added: e.Added, LastAccess: e.LastAccess, CPV: e.Meta.CPV, BuildKey: e.Meta.BuildKey})
+	return json.Marshal(cacheJSON{
+		Size: e.Size, Added: e.Added, LastAccess: e.LastAccess, CPV: e.Meta.CPV, BuildKey: e.Meta.BuildKey,
+		Image: encodeDigest(e.Meta.ImageDigest), Metadata: encodeDigest(e.Meta.MetadataDigest),
+	})
+}
+
+// encodeDigest is the hex of d, or "" for the zero digest (not recorded).
+func encodeDigest(d [32]byte) string {
+	if d == ([32]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(d[:])
+}
+
+func decodeDigest(s string) ([32]byte, error) {
+	var d [32]byte
+	if s == "" {
+		return d, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(d) {
+		return d, fmt.Errorf("digest %q is not 64 hex digits", s)
+	}
+	copy(d[:], b)
+	return d, nil
 }
 
 // openCache reconciles the cache directory with the database after a

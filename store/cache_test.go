@@ -257,3 +257,42 @@ func TestPruneLeaves(t *testing.T) {
 		t.Errorf("second PruneLeaves dropped %d, want 1", n)
 	}
 }
+
+// CommitVerified moves a file in without hashing it, and the content a
+// caller verified is kept with the entry, across a reopen.
+func TestCacheCommitVerifiedKeepsContent(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	c := s.Cache()
+	f, err := c.CreateTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const blob = "verified-bytes"
+	if _, err := f.WriteString(blob); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	meta := CacheMeta{CPV: "cat/pkg-1", BuildKey: "bk", ImageDigest: sum("image"), MetadataDigest: sum("metadata")}
+	e, err := c.CommitVerified(f.Name(), sum(blob), meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Size != int64(len(blob)) || e.Path != c.Path(sum(blob)) {
+		t.Fatalf("entry %+v", e)
+	}
+	if _, err := os.Stat(f.Name()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("file still at its old path: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = openTest(t, dir).Cache()
+	got, ok, err := c.Get(sum(blob))
+	if err != nil || !ok || got.Meta != meta {
+		t.Fatalf("after reopen: %+v %v %v; want meta %+v", got.Meta, ok, err, meta)
+	}
+	if _, err := c.CommitVerified(filepath.Join(dir, "missing"), sum("x"), CacheMeta{}); err == nil {
+		t.Error("CommitVerified of a missing file succeeded")
+	}
+}
