@@ -298,6 +298,10 @@ func (mz *Materializer) fetchContent(ctx context.Context, buildKey keys.Build, c
 			// the same way (its partial file is already removed).
 			return "", nil, res, fmt.Errorf("build %s: %w", buildKey, err)
 		}
+		if err == nil && pkg == nil {
+			// Never commit what was not checked, whatever the transfer.
+			err = fmt.Errorf("%w: the content check did not run", transfer.ErrVerify)
+		}
 		if err != nil {
 			lastErr = err
 			continue
