@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -434,4 +435,51 @@ func kuboRun(tb testing.TB, ctx context.Context, bin string, env []string, args 
 		tb.Fatalf("ipfs %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
 	}
 	return string(out)
+}
+
+// BenchmarkFetchInProcess is one 256 MiB fetch between two daemons in this
+// process (the provider made once, a fresh fetcher per iteration), for a
+// CPU profile of the fetch alone: with FETCH_CPUPROFILE=FILE set, the
+// profile of the fetch calls (not the setup) is written to FILE.
+//
+//	FETCH_CPUPROFILE=/tmp/fetch.cpu go test -run '^$' -bench FetchInProcess -benchtime 1x ./integration/
+//	go tool pprof -top /tmp/fetch.cpu
+func BenchmarkFetchInProcess(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := b.TempDir()
+	pkg := xferBigGPKG(b, dir, 256<<20, 7, "")
+	a := xferStart(b, ctx, dir, xferNodeSpec{Name: "a", Pkgs: []xferPkg{pkg}})
+	var prof *os.File
+	if path := os.Getenv("FETCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		prof = f
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		f := xferStart(b, ctx, dir, xferNodeSpec{Name: fmt.Sprintf("f%d", i), Threshold: 1}, a.Addr())
+		xferWait(b, ctx, "catalog", func() bool { return f.Daemon.API().Status(ctx).CatalogAttestations >= 1 })
+		if prof != nil && i == 0 {
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		if _, err := f.Daemon.API().Fetch(ctx, api.FetchRequest{Query: pkg.CPV}); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(pkg.Size)/time.Since(start).Seconds()/1e6, "MB/s")
+		b.StopTimer()
+		if prof != nil && i == 0 {
+			pprof.StopCPUProfile()
+		}
+		xferStop(b, f)
+		b.StartTimer()
+	}
 }
