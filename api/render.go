@@ -18,6 +18,9 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	p("mode", "%s", s.Mode)
 	p("peer id", "%s", s.PeerID)
 	p("reachability", "%s, %d peer%s connected", orDash(s.Reachability), s.Peers, plural(s.Peers))
+	if s.Discovery != "" {
+		p("discovery", "%s", s.Discovery)
+	}
 	if len(s.Addrs) > 0 {
 		p("listening", "%s", strings.Join(s.Addrs, " "))
 	}

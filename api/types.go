@@ -23,16 +23,19 @@ const (
 
 // Status is the daemon's one-screen account of itself (`gentoo-p2pd status`).
 type Status struct {
-	Version      string    `json:"version"`
-	Mode         string    `json:"mode"`
-	PeerID       string    `json:"peer_id"`
-	Addrs        []string  `json:"addrs"`
-	Reachability string    `json:"reachability"`
-	Peers        int       `json:"peers"`
-	StartedAt    time.Time `json:"started_at"`
-	Platform     string    `json:"platform"`
-	PKGDIR       string    `json:"pkgdir"`
-	PKGDIRNote   string    `json:"pkgdir_note,omitempty"`
+	Version      string   `json:"version"`
+	Mode         string   `json:"mode"`
+	PeerID       string   `json:"peer_id"`
+	Addrs        []string `json:"addrs"`
+	Reachability string   `json:"reachability"`
+	Peers        int      `json:"peers"`
+	// Discovery says how the daemon finds peers beyond those it knows
+	// (mDNS, the public DHT's rendezvous) and how that is going.
+	Discovery  string    `json:"discovery,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	Platform   string    `json:"platform"`
+	PKGDIR     string    `json:"pkgdir"`
+	PKGDIRNote string    `json:"pkgdir_note,omitempty"`
 
 	PackagesShared int       `json:"packages_shared"`
 	KeysProvided   int       `json:"keys_provided"`

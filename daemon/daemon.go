@@ -202,6 +202,38 @@ func (d *Daemon) Store() *store.Store { return d.store }
 // Platform is the platform whose builds this daemon lists for portage.
 func (d *Daemon) Platform() string { return d.platform }
 
+// discovery is status' line on how peers are found.
+func (d *Daemon) discovery() string {
+	var parts []string
+	if d.cfg.Network.MDNS {
+		parts = append(parts, "mDNS")
+	}
+	if n := len(d.cfg.Network.Bootstrap); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d bootstrap peer%s", n, plural(n)))
+	}
+	rs := d.node.RendezvousStatus()
+	switch {
+	case !rs.Enabled:
+	case rs.PublicDHTPeers == 0:
+		parts = append(parts, "public DHT rendezvous (public DHT not reached yet)")
+	case !rs.Advertised:
+		parts = append(parts, fmt.Sprintf("public DHT rendezvous (%d DHT nodes known, not advertised yet)", rs.PublicDHTPeers))
+	default:
+		parts = append(parts, fmt.Sprintf("public DHT rendezvous (advertised; %d peer%s found through it)", rs.Found, plural(rs.Found)))
+	}
+	if len(parts) == 0 {
+		return "none: no mDNS, no bootstrap peers, no rendezvous (only known peers and peers add)"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 // GatewayURL is the base URL of the binhost gateway ("" when off).
 func (d *Daemon) GatewayURL() string { s, _ := d.gwAddr.Load().(string); return s }
 
@@ -236,6 +268,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	pcfg.ListenAddrs = d.cfg.Network.Listen
 	pcfg.Bootstrap = bootstrap
 	pcfg.MDNS = d.cfg.Network.MDNS
+	if d.cfg.Network.Rendezvous {
+		peers, err := parseMultiaddrs("network.rendezvous_peers", d.cfg.Network.RendezvousPeers)
+		if err != nil {
+			return err
+		}
+		pcfg.Rendezvous = &p2p.Rendezvous{Peers: peers}
+	}
 	pcfg.QUIC = d.cfg.Network.QUIC
 	pcfg.AutoNAT = d.cfg.Network.AutoNAT
 	pcfg.HolePunching = d.cfg.Network.HolePunching
@@ -381,7 +420,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 	o := localapi.Options{
 		Store: d.store, Votes: d.votes, Own: d.own, Materialize: d.mz, Net: node,
 		Self: d.self, Platform: d.platform, Config: d.cfg, Version: Version, Started: d.started,
-		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL,
+		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL, Discovery: d.discovery,
 	}
 	if d.gwKey != nil {
 		d.listings = binhost.New(binhost.Options{
@@ -469,15 +508,20 @@ func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, l net.Liste
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	return parseMultiaddrs("network.bootstrap", addrs)
+}
+
+// parseMultiaddrs reads the value of key, a list of multiaddrs with /p2p/.
+func parseMultiaddrs(key string, addrs []string) ([]peer.AddrInfo, error) {
 	var out []peer.AddrInfo
 	for _, s := range addrs {
 		m, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("config: network.bootstrap: %q: %w", s, err)
+			return nil, fmt.Errorf("config: %s: %q: %w", key, s, err)
 		}
 		ai, err := peer.AddrInfoFromP2pAddr(m)
 		if err != nil {
-			return nil, fmt.Errorf("config: network.bootstrap: %q: needs a /p2p/<peer id> part: %w", s, err)
+			return nil, fmt.Errorf("config: %s: %q: needs a /p2p/<peer id> part: %w", key, s, err)
 		}
 		out = append(out, *ai)
 	}

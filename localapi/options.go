@@ -42,6 +42,8 @@ type Options struct {
 	Started     time.Time
 	// Gatherer holds the daemon's metrics (status reads bytes served).
 	Gatherer prometheus.Gatherer
+	// Discovery describes how peers are found (status); nil shows nothing.
+	Discovery func() string
 	// GatewayURL and MetricsURL are where those listen ("" when off).
 	GatewayURL, MetricsURL func() string
 	// Gateway describes the gateway for setup-portage; nil when it is off.
@@ -67,6 +69,7 @@ type Server struct {
 	urls      [2]func() string
 	gateway   func() (api.GatewayInfo, error)
 	notListed func(keys.Build) (string, bool)
+	discovery func() string
 }
 
 // New makes a Server.
@@ -75,6 +78,6 @@ func New(o Options) *Server {
 		store: o.Store, votes: o.Votes, own: o.Own, mz: o.Materialize, net: o.Net,
 		self: o.Self, platform: o.Platform, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
-		gateway: o.Gateway, notListed: o.NotListed,
+		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
 	}
 }

@@ -194,6 +194,9 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 	}
 	st.Peers = len(srv.net.Peers())
 	st.Reachability = srv.net.Reachability()
+	if srv.discovery != nil {
+		st.Discovery = srv.discovery()
+	}
 	if ps, err := srv.net.ProvideStats(ctx); err == nil {
 		st.KeysProvided = ps.Keys
 		st.ReprovideLag = ps.ReprovideLag

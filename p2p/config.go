@@ -68,6 +68,9 @@ type Config struct {
 	// There are no built-in bootstrap peers: an empty list plus MDNS=false
 	// means an isolated node, never an accidental IPFS member.
 	Bootstrap []peer.AddrInfo
+	// Rendezvous, when set, finds peers over the internet through the
+	// public libp2p DHT (see Rendezvous); nil keeps the node off it.
+	Rendezvous *Rendezvous
 	// MDNS finds peers on the local link (a lab, a fleet) without bootstrap.
 	MDNS bool
 	// QUIC enables the QUIC transport besides TCP.

@@ -69,6 +69,9 @@ type Node struct {
 	ps   *pubsub.PubSub
 	mdns mdns.Service
 
+	public *dht.IpfsDHT // the public DHT of the rendezvous; nil when off
+	rdv    rendezvousState
+
 	known *knownPeers // recently connected peers, redialled
 
 	reachability atomic.Int32 // network.Reachability
@@ -182,7 +185,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.connectBootstrap(ctx)
 	n.saveKnown()
 	n.redialLoop(wake)
-	if len(n.host.Network().Peers()) == 0 {
+	if n.peerCount() == 0 {
 		select { // nobody answered: keep trying with backoff
 		case wake <- struct{}{}:
 		default:
@@ -195,6 +198,11 @@ func (n *Node) start(ctx context.Context) error {
 		n.mdns = mdns.NewMdnsService(n.host, MDNSServiceName, mdnsNotifee{n})
 		if err := n.mdns.Start(); err != nil {
 			return fmt.Errorf("p2p: start mDNS: %w", err)
+		}
+	}
+	if cfg.Rendezvous != nil {
+		if err := n.startRendezvous(cfg.Rendezvous); err != nil {
+			return err
 		}
 	}
 	n.log.Info("p2p node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "dht_mode", cfg.DHTMode)
@@ -396,6 +404,9 @@ func (n *Node) Close() error {
 			errs = append(errs, n.prov.Close())
 		}
 		n.cancel() // stops gossipsub and the node's own goroutines
+		if n.public != nil {
+			errs = append(errs, n.public.Close())
+		}
 		if n.dht != nil {
 			errs = append(errs, n.dht.Close())
 		}
@@ -450,12 +461,16 @@ func (n *Node) RememberAddrs(ai peer.AddrInfo) {
 // heard of it.
 func (n *Node) KnownAddrs(p peer.ID) []ma.Multiaddr { return n.host.Peerstore().Addrs(p) }
 
-// Peers lists the currently connected peers, sorted by ID.
+// Peers lists the connected gentoo-p2pd peers (identified as speaking the
+// attest protocol), sorted by ID.
 func (n *Node) Peers() []PeerInfo {
 	byID := map[peer.ID]*PeerInfo{}
 	var order []peer.ID
 	for _, c := range n.host.Network().Conns() {
 		p := c.RemotePeer()
+		if !n.isOurs(p) {
+			continue // a public DHT node of the rendezvous, or not identified yet
+		}
 		pi, ok := byID[p]
 		if !ok {
 			dir := "outbound"

@@ -200,7 +200,7 @@ func TestDaemonListenErrorNamesKey(t *testing.T) {
 	cmd := newRootCmd()
 	cmd.SetOut(io.Discard)
 	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"daemon", "--gateway-listen", addr, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false",
+	cmd.SetArgs([]string{"daemon", "--gateway-listen", addr, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--rendezvous=false",
 		"--pkgdir", filepath.Join(root, "binpkgs"), "--portage-repo", filepath.Join(root, "repo"), "--log-level", "error"})
 	err = cmd.ExecuteContext(ctx)
 	want := "gateway.listen " + addr + ": address already in use (another daemon, perhaps another user's, holds it: set gateway.listen to another port)"
