@@ -88,6 +88,9 @@ type FindResult struct {
 	Builds []FoundBuild  `json:"builds"`
 	Errors []string      `json:"errors,omitempty"`
 	Took   time.Duration `json:"took_ns"`
+	// Why is set when nothing was found: this machine's platform and what
+	// the connected peers of other platforms hold.
+	Why *NothingFound `json:"why,omitempty"`
 }
 
 // FoundBuild is one build key with its providers and attestations.

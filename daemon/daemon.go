@@ -302,6 +302,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		Attestations: d.votes.ServeAttestations,
 		Catalog:      d.votes.ServeCatalog,
 		OnGossip:     d.votes.OnGossip,
+		About:        d.api.About,
 	})
 
 	xfer := transfer.NewServer(node.Host(), d.mz, transfer.ServerOptions{
@@ -419,7 +420,8 @@ func (d *Daemon) wire(node *p2p.Node) {
 	})
 	o := localapi.Options{
 		Store: d.store, Votes: d.votes, Own: d.own, Materialize: d.mz, Net: node,
-		Self: d.self, Platform: d.platform, Config: d.cfg, Version: Version, Started: d.started,
+		Self: d.self, Platform: d.platform, PlatformSettings: platformSettings(d.cfg.Portage, d.expand),
+		Config: d.cfg, Version: Version, Started: d.started,
 		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL, Discovery: d.discovery,
 	}
 	if d.gwKey != nil {

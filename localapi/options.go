@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,10 @@ type Network interface {
 	Peers() []wire.PeerInfo
 	Reachability() string
 	ProvideStats(ctx context.Context) (wire.ProvideStats, error)
+	// About asks a peer what it is and holds (find and search say why
+	// they found nothing); FindProviders counts a build's holders.
+	About(ctx context.Context, p peer.ID, query string) ([]byte, error)
+	FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.AddrInfo, error)
 }
 
 // Options are what a Server needs.
@@ -37,9 +42,12 @@ type Options struct {
 	Net         Network
 	Self        peer.ID
 	Platform    string
-	Config      *config.Config
-	Version     string
-	Started     time.Time
+	// PlatformSettings are the values Platform hashes (CHOST, CFLAGS …),
+	// shown when find or search has nothing for this platform.
+	PlatformSettings map[string]string
+	Config           *config.Config
+	Version          string
+	Started          time.Time
 	// Gatherer holds the daemon's metrics (status reads bytes served).
 	Gatherer prometheus.Gatherer
 	// Discovery describes how peers are found (status); nil shows nothing.
@@ -62,6 +70,7 @@ type Server struct {
 	net       Network
 	self      peer.ID
 	platform  string
+	settings  map[string]string
 	cfg       *config.Config
 	version   string
 	started   time.Time
@@ -76,7 +85,7 @@ type Server struct {
 func New(o Options) *Server {
 	return &Server{
 		store: o.Store, votes: o.Votes, own: o.Own, mz: o.Materialize, net: o.Net,
-		self: o.Self, platform: o.Platform, cfg: o.Config, version: o.Version,
+		self: o.Self, platform: o.Platform, settings: o.PlatformSettings, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
 		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
 	}

@@ -44,6 +44,14 @@ func (srv *Server) Handler() http.Handler {
 		}
 		writeJSON(w, res)
 	})
+	mux.HandleFunc("GET "+api.PathSearch, func(w http.ResponseWriter, r *http.Request) {
+		res, err := srv.Search(r.Context(), r.URL.Query().Get("q"))
+		if err != nil {
+			api.WriteError(w, err)
+			return
+		}
+		writeJSON(w, res)
+	})
 	mux.HandleFunc("POST "+api.PathAnnounce, func(w http.ResponseWriter, r *http.Request) {
 		var req api.AnnounceRequest
 		if err := readJSON(r, &req); err != nil {
@@ -268,10 +276,12 @@ func (srv *Server) resolve(q string) ([]keys.Build, error) {
 
 // Find looks a build up in the network: providers from the DHT and the
 // attestations they hold. A CPV is resolved through the catalog. Finding
-// nothing is an answer (no builds), not an error.
+// nothing is an answer (no builds), not an error; when no build of this
+// machine's platform was found, Why says what the connected peers hold.
 func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 	start := time.Now()
 	res := api.FindResult{Query: q, Builds: []api.FoundBuild{}}
+	local := false // a build of this machine's platform was found
 	bks, err := srv.resolve(q)
 	if err != nil {
 		return res, err
@@ -296,6 +306,7 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 		}
 		recs, _ := srv.store.AttestationsFor(string(bk))
 		for _, r := range recs {
+			local = local || r.Platform == srv.platform
 			s, err := srv.votes.Decode(r.Blob)
 			if err != nil {
 				continue
@@ -313,6 +324,13 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 		if _, err := keys.ParseBuild(q); err != nil {
 			res.Builds = res.Builds[:0]
 		}
+	}
+	if !local {
+		cpv := q
+		if _, err := keys.ParseBuild(q); err == nil {
+			cpv = "" // a build key names one platform's build: ask only what peers are
+		}
+		res.Why = srv.nothingFound(ctx, cpv)
 	}
 	res.Took = time.Since(start)
 	return res, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -235,10 +236,10 @@ func (n *Node) dialTargets() []peer.AddrInfo {
 // watchPeers follows connections: a new peer becomes a known peer, and
 // losing the last peer wakes the redial loop.
 func (n *Node) watchPeers(wake chan<- struct{}) error {
-	// A peer is known once identify says it speaks our protocols: the
+	// A peer is known once identify says it speaks one of our protocols: the
 	// public DHT of the rendezvous connects to many nodes that do not.
 	err := onEvent(n, func(e event.EvtPeerIdentificationCompleted) {
-		if !slices.Contains(e.Protocols, AttestProtocol) {
+		if !slices.ContainsFunc(e.Protocols, func(p protocol.ID) bool { return slices.Contains(ourProtocols, p) }) {
 			return
 		}
 		var addrs []ma.Multiaddr
@@ -267,10 +268,13 @@ func (n *Node) watchPeers(wake chan<- struct{}) error {
 	return nil
 }
 
-// isOurs reports whether identify said p speaks the attest protocol: a
+// ourProtocols are the protocols only gentoo-p2pd nodes speak.
+var ourProtocols = []protocol.ID{AttestProtocol, CatalogProtocol, AboutProtocol, DHTProtocolPrefix + "/kad/1.0.0", "/gentoo-p2p/fetch/1"}
+
+// isOurs reports whether identify said p speaks one of our protocols: a
 // gentoo-p2pd node, not a public DHT node met through the rendezvous.
 func (n *Node) isOurs(p peer.ID) bool {
-	ok, err := (*n.liveHost.Load()).Peerstore().SupportsProtocols(p, AttestProtocol)
+	ok, err := (*n.liveHost.Load()).Peerstore().SupportsProtocols(p, ourProtocols...)
 	return err == nil && len(ok) > 0
 }
 

@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 		cancel()
 		return nil, fmt.Errorf("p2p: register metrics: %w", err)
 	}
-	if h.Attestations != nil || h.Catalog != nil || h.OnGossip != nil {
+	if h.Attestations != nil || h.Catalog != nil || h.OnGossip != nil || h.About != nil {
 		n.Serve(h)
 	}
 	if err := n.start(ctx); err != nil {
@@ -181,6 +181,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.host.SetStreamHandler(AttestProtocol, n.handleAttest)
 	n.host.SetStreamHandler(CatalogProtocol, n.handleCatalog)
+	n.host.SetStreamHandler(AboutProtocol, n.handleAbout)
 
 	n.connectBootstrap(ctx)
 	n.saveKnown()
@@ -225,7 +226,7 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
-	for _, proto := range []protocol.ID{AttestProtocol, CatalogProtocol} {
+	for _, proto := range []protocol.ID{AttestProtocol, CatalogProtocol, AboutProtocol} {
 		limits.AddProtocolLimit(proto,
 			rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20},
 			rcmgr.BaseLimitIncrease{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 16 << 20})
@@ -461,8 +462,8 @@ func (n *Node) RememberAddrs(ai peer.AddrInfo) {
 // heard of it.
 func (n *Node) KnownAddrs(p peer.ID) []ma.Multiaddr { return n.host.Peerstore().Addrs(p) }
 
-// Peers lists the connected gentoo-p2pd peers (identified as speaking the
-// attest protocol), sorted by ID.
+// Peers lists the connected gentoo-p2pd peers (identified as speaking one
+// of our protocols), sorted by ID.
 func (n *Node) Peers() []PeerInfo {
 	byID := map[peer.ID]*PeerInfo{}
 	var order []peer.ID
