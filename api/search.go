@@ -35,7 +35,8 @@ type SearchBuild struct {
 	Threshold int `json:"threshold"`
 	// Builders counts every distinct attester, whatever content it names.
 	Builders int `json:"builders"`
-	// Holders counts the peers the DHT names as serving a copy, or -1 when
+	// Holders counts the other peers the DHT names as serving a copy (this
+	// machine's own copy is in Here), or -1 when
 	// the lookup failed; FetchedCopies those of them that did not attest
 	// it: peers that fetched the build and serve it on. It is the demand
 	// the network can see — a consume-mode peer fetches without serving,

@@ -32,16 +32,18 @@ type Rendezvous struct {
 	Namespace string
 }
 
-// Rendezvous timing. A lookup repeats quickly while no gentoo-p2pd peer is
-// connected (another node may advertise a moment later) and rarely once
-// one is. An advertisement is renewed before its provider record expires
+// Rendezvous timing. A lookup repeats quickly, backing off, while fewer
+// than rendezvousWantPeers gentoo-p2pd peers are connected (another node
+// may advertise a moment later) and rarely once they are: by then the
+// private DHT finds the rest. An advertisement is renewed before its provider record expires
 // (routing discovery says when).
 const (
-	rendezvousRetryMin = time.Second
-	rendezvousRetryMax = 2 * time.Minute
-	rendezvousFindMin  = 2 * time.Second
-	rendezvousFindMax  = 5 * time.Minute
-	rendezvousFindIdle = 15 * time.Minute
+	rendezvousRetryMin  = time.Second
+	rendezvousRetryMax  = 2 * time.Minute
+	rendezvousFindMin   = 2 * time.Second
+	rendezvousFindMax   = 5 * time.Minute
+	rendezvousFindIdle  = 15 * time.Minute
+	rendezvousWantPeers = 8
 	// rendezvousDials bounds how many found nodes are dialled per lookup,
 	// so a namespace flooded by fakes costs a bounded number of dials.
 	rendezvousDials = 16
@@ -148,7 +150,7 @@ func (n *Node) rendezvousLoop(public *dht.IpfsDHT, disc *drouting.RoutingDiscove
 				if ctx.Err() != nil {
 					return
 				}
-				if n.peerCount() == 0 {
+				if n.peerCount() < rendezvousWantPeers {
 					findAt = time.Now().Add(findRetry)
 					findRetry = min(findRetry*2, rendezvousFindMax)
 				} else {

@@ -85,7 +85,7 @@ func writeSearch(w io.Writer, res api.SearchResult) {
 		fmt.Fprintf(w, "… and %d more builds: narrow the term\n", res.More)
 	}
 	fmt.Fprintln(w, "VOTES: peers whose attestation counts, of the threshold; BUILT BY: every peer that attested it;")
-	fmt.Fprintln(w, "HOLDERS: peers serving a copy (DHT); FETCHED: holders that fetched it rather than built it.")
+	fmt.Fprintln(w, "HOLDERS: other peers serving a copy (DHT); FETCHED: holders that fetched it rather than built it.")
 	for _, e := range res.Errors {
 		fmt.Fprintf(w, "note: %s\n", e)
 	}
