@@ -56,7 +56,10 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 		s.Disputes, plural(s.Disputes), s.Equivocations, plural(s.Equivocations))
 	p("trust", "%s", trustLine)
 	if s.GatewayURL != "" {
-		p("gateway", "%s", s.GatewayURL)
+		p("gateway", "%s, %d build%s listed for portage", s.GatewayURL, s.GatewayListed, plural(s.GatewayListed))
+		if s.GatewayNote != "" {
+			p("", "%s", s.GatewayNote)
+		}
 	} else {
 		p("gateway", "off")
 	}

@@ -65,8 +65,13 @@ type Status struct {
 	Threshold     int `json:"threshold"`
 
 	GatewayURL string `json:"gateway_url,omitempty"`
-	MetricsURL string `json:"metrics_url,omitempty"`
-	Socket     string `json:"socket"`
+	// GatewayListed counts the builds the gateway's index lists for
+	// portage; GatewayNote says why it lists none (nothing of this
+	// platform, nothing allowed yet, nothing that fits this machine).
+	GatewayListed int    `json:"gateway_listed"`
+	GatewayNote   string `json:"gateway_note,omitempty"`
+	MetricsURL    string `json:"metrics_url,omitempty"`
+	Socket        string `json:"socket"`
 }
 
 // Peer is one connected peer.

@@ -21,7 +21,8 @@ import (
 // kad-dht servers on loopback, /ipfs/kad/1.0.0); `search hello` lists the
 // build three of them made with its votes and holders, and once a fourth
 // fetched it and serves it on, counts that copy; `find` on a machine
-// whose CFLAGS differ says so, names the platforms and exits 3.
+// whose CFLAGS differ says so, names the platforms and exits 3, and that
+// machine's status says why its gateway lists nothing.
 func TestWalkthrough(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -80,6 +81,9 @@ func TestWalkthrough(t *testing.T) {
 		`CFLAGS differs: here "-O3 -pipe", there "` + fp.CFLAGS + `"`,
 		"4 connected peers of other platforms hold it",
 		"exit status 3",
+		// and oscar's status says why the gateway lists nothing.
+		"0 builds listed for portage",
+		"nothing listed: no peer has attested a build of this machine's platform x86_64-pc-linux-gnu-",
 	} {
 		if !strings.Contains(transcript, want) {
 			t.Errorf("the walkthrough does not show %q", want)

@@ -52,6 +52,9 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Discovery describes how peers are found (status); nil shows nothing.
 	Discovery func() string
+	// GatewayListing counts what the gateway lists and says why it lists
+	// nothing (status); nil when the gateway is off.
+	GatewayListing func(ctx context.Context) (listed int, note string)
 	// GatewayURL and MetricsURL are where those listen ("" when off).
 	GatewayURL, MetricsURL func() string
 	// Gateway describes the gateway for setup-portage; nil when it is off.
@@ -79,6 +82,7 @@ type Server struct {
 	gateway   func() (api.GatewayInfo, error)
 	notListed func(keys.Build) (string, bool)
 	discovery func() string
+	listing   func(ctx context.Context) (int, string)
 }
 
 // New makes a Server.
@@ -88,5 +92,6 @@ func New(o Options) *Server {
 		self: o.Self, platform: o.Platform, settings: o.PlatformSettings, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
 		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
+		listing: o.GatewayListing,
 	}
 }

@@ -205,6 +205,9 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 	if srv.discovery != nil {
 		st.Discovery = srv.discovery()
 	}
+	if srv.listing != nil && st.GatewayURL != "" {
+		st.GatewayListed, st.GatewayNote = srv.listing(ctx)
+	}
 	if ps, err := srv.net.ProvideStats(ctx); err == nil {
 		st.KeysProvided = ps.Keys
 		st.ReprovideLag = ps.ReprovideLag

@@ -5,7 +5,7 @@
 # GENTOO_P2PD_NETWORK_RENDEZVOUS_PEERS as the public bootstrap peers are by
 # default); "search hello" lists the build three of them made with its votes
 # and holders; "find" on a machine of another platform says why it has
-# nothing. Each step prints what a user would type and see.
+# nothing, and its status why its gateway lists nothing. Each step prints what a user would type and see.
 #
 # Environment: BIN (the gentoo-p2pd binary), WORK (an empty directory),
 # GENTOO_P2PD_NETWORK_RENDEZVOUS_PEERS, FIXTURE_{CHOST,CFLAGS,CXXFLAGS,LDFLAGS}
@@ -110,3 +110,5 @@ status=0
 as oscar "$BIN" find app-misc/hello-1.0 || status=$?
 echo "exit status $status"
 [[ $status == 3 ]]
+say gentoo-p2pd status "(oscar)"
+as oscar "$BIN" status | grep -A1 '^gateway' 
