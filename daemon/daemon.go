@@ -329,6 +329,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	// The node starts serving nothing: its handlers are the jobs below,
 	// which need the node themselves.
 	node, err := p2p.New(ctx, pcfg, p2p.Handlers{})
+	var inUse *p2p.AddrInUseError
+	if errors.As(err, &inUse) {
+		return fmt.Errorf("network.listen %s: address already in use (another daemon, perhaps another user's, holds it: set network.listen to another port)", inUse.Addr)
+	}
 	if err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}

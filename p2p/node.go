@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
@@ -126,6 +129,10 @@ func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
 	opts, release, err := n.hostOptions()
 	if err != nil {
+		return err
+	}
+	if err := checkListenFree(cfg.ListenAddrs, cfg.QUIC); err != nil {
+		release()
 		return err
 	}
 	if n.host, err = libp2p.New(opts...); err != nil {
@@ -291,6 +298,74 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 		opts = append(opts, libp2p.ConnectionGater(cfg.connGater))
 	}
 	return opts, release, nil
+}
+
+// ErrAddrInUse means a listen address is taken by another process. libp2p
+// binds with SO_REUSEPORT (TCP hole punching needs it), so a second
+// daemon on the same port would start and share it silently: its
+// connections would land in either process.
+var ErrAddrInUse = errors.New("p2p: listen address in use")
+
+// AddrInUseError names the listen address another process holds.
+type AddrInUseError struct {
+	Addr string // the multiaddr, as configured
+	Err  error
+}
+
+func (e *AddrInUseError) Error() string {
+	return fmt.Sprintf("%s: %v", e.Addr, e.Err)
+}
+
+// Is makes errors.Is(err, ErrAddrInUse) hold.
+func (e *AddrInUseError) Is(target error) bool { return target == ErrAddrInUse }
+
+// Unwrap gives the bind error.
+func (e *AddrInUseError) Unwrap() error { return e.Err }
+
+// checkListenFree binds each fixed-port listen address once without
+// SO_REUSEPORT: that fails while any other socket holds the port,
+// reuseport or not.
+func checkListenFree(addrs []string, quic bool) error {
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("%w: listen address %q: %w", ErrConfig, a, err)
+		}
+		if !quic && strings.Contains(a, "/quic") {
+			continue
+		}
+		ipStr, err := m.ValueForProtocol(ma.P_IP4)
+		if err != nil {
+			if ipStr, err = m.ValueForProtocol(ma.P_IP6); err != nil {
+				continue // a DNS name or no IP: libp2p reports it
+			}
+		}
+		network, portStr := "tcp", ""
+		if portStr, err = m.ValueForProtocol(ma.P_TCP); err != nil {
+			network = "udp"
+			if portStr, err = m.ValueForProtocol(ma.P_UDP); err != nil {
+				continue
+			}
+		}
+		if portStr == "0" {
+			continue
+		}
+		hostPort := net.JoinHostPort(ipStr, portStr)
+		var probe io.Closer
+		if network == "tcp" {
+			probe, err = net.Listen("tcp", hostPort)
+		} else {
+			probe, err = net.ListenPacket("udp", hostPort)
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &AddrInUseError{Addr: a, Err: syscall.EADDRINUSE}
+		}
+		if err == nil {
+			_ = probe.Close() // only a probe
+		}
+		// Other bind errors are libp2p's to report.
+	}
+	return nil
 }
 
 // relayCandidates offers connected peers as relay candidates to autorelay;
