@@ -48,7 +48,7 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	if s.LastFetchError != "" {
 		p("last failed fetch", "%s ago: %s", durationText(now.Sub(s.LastFetchErrorAt)), s.LastFetchError)
 	}
-	p("saved", "%s of binpkgs portage did not compile", bytesText(s.BytesSaved))
+	p("saved", "%s of binpkgs portage did not compile; %d binary install%s reported by the hook", bytesText(s.BytesSaved), s.Installs, plural(int(s.Installs)))
 	if s.CacheLimit > 0 {
 		p("cache", "%s of %s", bytesText(s.CacheBytes), bytesText(s.CacheLimit))
 	}

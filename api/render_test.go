@@ -25,7 +25,7 @@ func fixedStatus() Status {
 		PackagesShared: 12, KeysProvided: 24,
 		LastReprovide:       start.Add(30 * time.Minute),
 		CatalogAttestations: 311, CatalogBuilds: 97, RejectedAttestations: 2,
-		BuildsFetched: 3, BytesFetched: 48 << 20, BytesServed: 1536 << 20, BytesSaved: 48 << 20,
+		BuildsFetched: 3, BytesFetched: 48 << 20, BytesServed: 1536 << 20, BytesSaved: 48 << 20, Installs: 5,
 		LastFetchError:   "transfer: disk full writing piece 3 of the partial download (removed it)",
 		LastFetchErrorAt: start.Add(2 * time.Hour),
 		CacheBytes:       200 << 20, CacheLimit: 10 << 30,

@@ -53,6 +53,9 @@ type Status struct {
 	// BytesSaved counts the container bytes portage got from the gateway
 	// instead of compiling.
 	BytesSaved int64 `json:"bytes_saved"`
+	// Installs counts the binary installs the bashrc hook reported
+	// (announce --installed): this machine's own count, seen by no peer.
+	Installs int64 `json:"installs"`
 	// LastFetchError says why the most recent failed fetch failed (disk
 	// full, no provider, every provider bad …), and when.
 	LastFetchError   string    `json:"last_fetch_error,omitempty"`

@@ -246,6 +246,7 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 		st.BuildsFetched = int(c["builds_fetched"])
 		st.BytesFetched = c["bytes_fetched"]
 		st.BytesSaved = c["bytes_saved"]
+		st.Installs = c["installs"]
 	}
 	st.BytesServed = int64(counterValue(srv.reg, "gentoo_p2pd_transfer_served_bytes_total"))
 	st.CacheBytes = srv.store.Cache().Usage()
