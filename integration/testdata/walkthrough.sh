@@ -58,16 +58,18 @@ wait_for() {
 	return 1
 }
 
-peers_at_least() { # NAME N
-	local n
-	n=$(as "$1" "$BIN" status --json | sed -n 's/^  "peers": \([0-9]*\),$/\1/p')
-	[[ -n $n && $n -ge $2 ]]
+# found NAME N: NAME has at least N peers and has advertised itself.
+found() {
+	local status n
+	status=$(as "$1" "$BIN" status --json)
+	n=$(sed -n 's/^  "peers": \([0-9]*\),$/\1/p' <<<"$status")
+	[[ -n $n && $n -ge $2 ]] && grep -q '"discovery": "public DHT rendezvous (advertised;' <<<"$status"
 }
 
 all_found() {
 	local n
 	for n in alice bob carol erin oscar; do
-		peers_at_least "$n" 4 || return 1
+		found "$n" 4 || return 1
 	done
 }
 
@@ -84,7 +86,7 @@ start oscar
 for n in alice bob carol erin oscar; do
 	wait_for "$n's socket" test -S "$WORK/$n/run/gentoo-p2pd.sock"
 done
-wait_for "every daemon to find the four others through the rendezvous" all_found
+wait_for "every daemon to advertise itself and find the four others through the rendezvous" all_found
 say gentoo-p2pd status "(erin)"
 as erin "$BIN" status | grep -E '^(reachability|discovery|platform) '
 
