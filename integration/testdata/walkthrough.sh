@@ -11,6 +11,7 @@
 # GENTOO_P2PD_NETWORK_RENDEZVOUS_PEERS, FIXTURE_{CHOST,CFLAGS,CXXFLAGS,LDFLAGS}
 # (the platform the fixture builds were made for), and PKGDIR_alice,
 # PKGDIR_bob, PKGDIR_carol (their builds of app-misc/hello-1.0).
+# (pipefail: no pipeline here ends before its writer, so SIGPIPE cannot fail one.)
 set -euo pipefail
 
 pids=()
@@ -73,7 +74,7 @@ all_found() {
 	done
 }
 
-hello_allowed() { as erin "$BIN" search hello | grep -q '^app-misc/hello-1.0 *allowed *3/3 *3 '; }
+hello_allowed() { as erin "$BIN" search hello | grep >/dev/null '^app-misc/hello-1.0 *allowed *3/3 *3 '; }
 
 say() { printf '\n$ %s\n' "$*"; }
 
@@ -100,10 +101,10 @@ echo
 echo "== erin fetches it; her cached copy is served on, so a search counts it as fetched"
 say gentoo-p2pd fetch app-misc/hello-1.0 "(erin)"
 as erin "$BIN" fetch app-misc/hello-1.0 | tail -n 1
-fetched_once() { as alice "$BIN" search hello | grep -q '^app-misc/hello-1.0 *allowed *3/3 *3 *3 *1 '; }
+fetched_once() { as alice "$BIN" search hello | grep >/dev/null '^app-misc/hello-1.0 *allowed *3/3 *3 *3 *1 '; }
 wait_for "alice's search to count erin's copy" fetched_once
 say gentoo-p2pd search hello "(alice)"
-as alice "$BIN" search hello | head -n 2
+as alice "$BIN" search hello | sed -n 1,2p
 
 echo
 echo "== find on a machine of another platform (oscar: CFLAGS=\"-O3 -pipe\")"
