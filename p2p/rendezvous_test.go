@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/publicdht"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // TestRendezvousFindsPeersWithoutBootstrap: three nodes with no bootstrap
@@ -79,5 +80,25 @@ func TestRendezvousFindsPeersWithoutBootstrap(t *testing.T) {
 	waitFor(t, 15*time.Second, "the restarted node to redial its known peers", func() bool { return len(n.Peers()) == 2 })
 	if st := n.RendezvousStatus(); st.Enabled {
 		t.Errorf("rendezvous off, status %+v", st)
+	}
+}
+
+// TestRendezvousPublicDHTUnreachable: with the public DHT out of reach
+// (its entry peer refuses connections) the node still starts, works with
+// the peers it is given, reports the rendezvous as not joined, and closes
+// without leaking the public DHT's goroutines (goleak in TestMain).
+func TestRendezvousPublicDHTUnreachable(t *testing.T) {
+	gone := newTestNode(t, testConfig(t), Handlers{})
+	entry := gone.AddrInfo()
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	other := newTestNode(t, testConfig(t), Handlers{})
+	cfg := testConfig(t, other.AddrInfo())
+	cfg.Rendezvous = &Rendezvous{Peers: []peer.AddrInfo{entry}}
+	n := newTestNode(t, cfg, Handlers{})
+	waitFor(t, 10*time.Second, "the bootstrap peer", func() bool { return len(n.Peers()) == 1 })
+	if st := n.RendezvousStatus(); !st.Enabled || st.Advertised || st.PublicDHTPeers != 0 || st.Found != 0 {
+		t.Errorf("rendezvous status with the public DHT unreachable: %+v", st)
 	}
 }
