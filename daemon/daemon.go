@@ -202,16 +202,36 @@ func (d *Daemon) Store() *store.Store { return d.store }
 // Platform is the platform whose builds this daemon lists for portage.
 func (d *Daemon) Platform() string { return d.platform }
 
-// gatewayListing counts what the gateway lists for portage and, when that
-// is nothing, says why: no build of this platform known, none allowed
-// yet, or the allowed ones left out (why is in trust explain).
+// gatewayListing counts what the gateway lists for portage and says why
+// it lists nothing (no build of this platform known, none allowed yet)
+// or leaves allowed builds out (trust explain says why for each: most
+// often they do not fit this machine).
 func (d *Daemon) gatewayListing(ctx context.Context) (int, string) {
 	entries, err := d.listings.Entries(ctx)
 	if err != nil {
 		return 0, "the index cannot be made: " + err.Error()
 	}
-	if len(entries) > 0 {
-		return len(entries), ""
+	listed := len(entries)
+	bks, err := d.votes.Candidates(d.platform)
+	if err != nil {
+		return listed, "the catalog cannot be read: " + err.Error()
+	}
+	leftOut := 0
+	for _, bk := range bks {
+		if _, ok := d.listings.Why(bk); ok {
+			leftOut++
+		}
+	}
+	prefix := ""
+	if listed == 0 {
+		prefix = "nothing listed: "
+	}
+	if leftOut > 0 {
+		return listed, fmt.Sprintf("%s%d allowed build%s left out: gentoo-p2pd trust explain CPV says why "+
+			"(most often it does not fit this machine)", prefix, leftOut, plural(leftOut))
+	}
+	if listed > 0 {
+		return listed, ""
 	}
 	known, err := d.store.BuildKeyVoters(d.platform)
 	if err != nil {
@@ -221,22 +241,8 @@ func (d *Daemon) gatewayListing(ctx context.Context) (int, string) {
 		return 0, fmt.Sprintf("nothing listed: no peer has attested a build of this machine's platform %s "+
 			"(a hash of CHOST and *FLAGS); gentoo-p2pd search TERM shows which platforms peers have", d.platform)
 	}
-	bks, err := d.votes.Candidates(d.platform)
-	if err != nil {
-		return 0, "the catalog cannot be read: " + err.Error()
-	}
-	leftOut := 0
-	for _, bk := range bks {
-		if _, ok := d.listings.Why(bk); ok {
-			leftOut++
-		}
-	}
-	if leftOut == 0 {
-		return 0, fmt.Sprintf("nothing listed: %d build%s of this platform known, none allowed yet "+
-			"(gentoo-p2pd search TERM shows the votes, trust explain CPV why)", len(known), plural(len(known)))
-	}
-	return 0, fmt.Sprintf("nothing listed: %d allowed build%s left out, as they do not fit this machine "+
-		"(gentoo-p2pd trust explain CPV says why)", leftOut, plural(leftOut))
+	return 0, fmt.Sprintf("nothing listed: %d build%s of this platform known, none allowed yet "+
+		"(gentoo-p2pd search TERM shows the votes, trust explain CPV why)", len(known), plural(len(known)))
 }
 
 // discovery is status' line on how peers are found.
