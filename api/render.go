@@ -18,6 +18,9 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	p("mode", "%s", s.Mode)
 	p("peer id", "%s", s.PeerID)
 	p("reachability", "%s, %d peer%s connected", orDash(s.Reachability), s.Peers, plural(s.Peers))
+	if s.Discovery != "" {
+		p("discovery", "%s", s.Discovery)
+	}
 	if len(s.Addrs) > 0 {
 		p("listening", "%s", strings.Join(s.Addrs, " "))
 	}
@@ -45,7 +48,7 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	if s.LastFetchError != "" {
 		p("last failed fetch", "%s ago: %s", durationText(now.Sub(s.LastFetchErrorAt)), s.LastFetchError)
 	}
-	p("saved", "%s of binpkgs portage did not compile", bytesText(s.BytesSaved))
+	p("saved", "%s of binpkgs portage did not compile; %d binary install%s reported by the hook", bytesText(s.BytesSaved), s.Installs, plural(int(s.Installs)))
 	if s.CacheLimit > 0 {
 		p("cache", "%s of %s", bytesText(s.CacheBytes), bytesText(s.CacheLimit))
 	}
@@ -53,7 +56,10 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 		s.Disputes, plural(s.Disputes), s.Equivocations, plural(s.Equivocations))
 	p("trust", "%s", trustLine)
 	if s.GatewayURL != "" {
-		p("gateway", "%s", s.GatewayURL)
+		p("gateway", "%s, %d build%s listed for portage", s.GatewayURL, s.GatewayListed, plural(s.GatewayListed))
+		if s.GatewayNote != "" {
+			p("", "%s", s.GatewayNote)
+		}
 	} else {
 		p("gateway", "off")
 	}

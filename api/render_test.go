@@ -20,17 +20,20 @@ func fixedStatus() Status {
 		PeerID:       "12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf",
 		Addrs:        []string{"/ip4/127.0.0.1/tcp/4701"},
 		Reachability: "private", Peers: 7, StartedAt: start,
-		Platform: "x86_64-pc-linux-gnu-3f2a9c1b", PKGDIR: "/var/cache/binpkgs",
+		Discovery: "mDNS, public DHT rendezvous (advertised; 5 peers found through it)",
+		Platform:  "x86_64-pc-linux-gnu-3f2a9c1b", PKGDIR: "/var/cache/binpkgs",
 		PackagesShared: 12, KeysProvided: 24,
 		LastReprovide:       start.Add(30 * time.Minute),
 		CatalogAttestations: 311, CatalogBuilds: 97, RejectedAttestations: 2,
-		BuildsFetched: 3, BytesFetched: 48 << 20, BytesServed: 1536 << 20, BytesSaved: 48 << 20,
+		BuildsFetched: 3, BytesFetched: 48 << 20, BytesServed: 1536 << 20, BytesSaved: 48 << 20, Installs: 5,
 		LastFetchError:   "transfer: disk full writing piece 3 of the partial download (removed it)",
 		LastFetchErrorAt: start.Add(2 * time.Hour),
 		CacheBytes:       200 << 20, CacheLimit: 10 << 30,
 		Disputes: 1, Equivocations: 1, Threshold: 3,
 		GatewayURL: "http://127.0.0.1:7854/gentoo-p2pd",
-		Socket:     "/run/user/1000/gentoo-p2pd.sock",
+		GatewayNote: "nothing listed: 97 builds of this platform known, none allowed yet " +
+			"(gentoo-p2pd search TERM shows the votes, trust explain CPV why)",
+		Socket: "/run/user/1000/gentoo-p2pd.sock",
 	}
 }
 

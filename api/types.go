@@ -23,16 +23,19 @@ const (
 
 // Status is the daemon's one-screen account of itself (`gentoo-p2pd status`).
 type Status struct {
-	Version      string    `json:"version"`
-	Mode         string    `json:"mode"`
-	PeerID       string    `json:"peer_id"`
-	Addrs        []string  `json:"addrs"`
-	Reachability string    `json:"reachability"`
-	Peers        int       `json:"peers"`
-	StartedAt    time.Time `json:"started_at"`
-	Platform     string    `json:"platform"`
-	PKGDIR       string    `json:"pkgdir"`
-	PKGDIRNote   string    `json:"pkgdir_note,omitempty"`
+	Version      string   `json:"version"`
+	Mode         string   `json:"mode"`
+	PeerID       string   `json:"peer_id"`
+	Addrs        []string `json:"addrs"`
+	Reachability string   `json:"reachability"`
+	Peers        int      `json:"peers"`
+	// Discovery says how the daemon finds peers beyond those it knows
+	// (mDNS, the public DHT's rendezvous) and how that is going.
+	Discovery  string    `json:"discovery,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	Platform   string    `json:"platform"`
+	PKGDIR     string    `json:"pkgdir"`
+	PKGDIRNote string    `json:"pkgdir_note,omitempty"`
 
 	PackagesShared int       `json:"packages_shared"`
 	KeysProvided   int       `json:"keys_provided"`
@@ -50,6 +53,9 @@ type Status struct {
 	// BytesSaved counts the container bytes portage got from the gateway
 	// instead of compiling.
 	BytesSaved int64 `json:"bytes_saved"`
+	// Installs counts the binary installs the bashrc hook reported
+	// (announce --installed): this machine's own count, seen by no peer.
+	Installs int64 `json:"installs"`
 	// LastFetchError says why the most recent failed fetch failed (disk
 	// full, no provider, every provider bad …), and when.
 	LastFetchError   string    `json:"last_fetch_error,omitempty"`
@@ -62,8 +68,13 @@ type Status struct {
 	Threshold     int `json:"threshold"`
 
 	GatewayURL string `json:"gateway_url,omitempty"`
-	MetricsURL string `json:"metrics_url,omitempty"`
-	Socket     string `json:"socket"`
+	// GatewayListed counts the builds the gateway's index lists for
+	// portage; GatewayNote says why it lists none (nothing of this
+	// platform, nothing allowed yet, nothing that fits this machine).
+	GatewayListed int    `json:"gateway_listed"`
+	GatewayNote   string `json:"gateway_note,omitempty"`
+	MetricsURL    string `json:"metrics_url,omitempty"`
+	Socket        string `json:"socket"`
 }
 
 // Peer is one connected peer.
@@ -85,6 +96,9 @@ type FindResult struct {
 	Builds []FoundBuild  `json:"builds"`
 	Errors []string      `json:"errors,omitempty"`
 	Took   time.Duration `json:"took_ns"`
+	// Why is set when nothing was found: this machine's platform and what
+	// the connected peers of other platforms hold.
+	Why *NothingFound `json:"why,omitempty"`
 }
 
 // FoundBuild is one build key with its providers and attestations.

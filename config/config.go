@@ -118,6 +118,10 @@ type NetworkConfig struct {
 	ConnHigh          int           `toml:"conn_high" mapstructure:"conn_high"`
 	DHTMode           string        `toml:"dht_mode" mapstructure:"dht_mode"` // auto, server, client
 	ReprovideInterval time.Duration `toml:"reprovide_interval" mapstructure:"reprovide_interval"`
+	// Rendezvous finds peers with no bootstrap list: the daemon advertises
+	// and looks up one well-known namespace on the public libp2p DHT.
+	Rendezvous      bool     `toml:"rendezvous" mapstructure:"rendezvous"`
+	RendezvousPeers []string `toml:"rendezvous_peers" mapstructure:"rendezvous_peers"`
 }
 
 // APIConfig locates the unix socket the CLI and the bashrc hook talk to.
@@ -267,6 +271,8 @@ func baseDefaults(d dirs) *Config {
 			ConnHigh:          64,
 			DHTMode:           "auto",
 			ReprovideInterval: 22 * time.Hour,
+			Rendezvous:        true,
+			RendezvousPeers:   []string{},
 		},
 		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchNone},
 		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}},

@@ -89,6 +89,10 @@ var keys = []keySpec{
 		doc: "`auto`, `server` or `client` (on a LAN without public peers use `server`)"},
 	{key: "network.reprovide_interval", kind: kindDuration, field: func(c *Config) any { return &c.Network.ReprovideInterval },
 		doc: "how often provider records are re-announced (Go duration)"},
+	{key: "network.rendezvous", kind: kindBool, flag: "rendezvous", field: func(c *Config) any { return &c.Network.Rendezvous },
+		doc: "find peers over the internet with no bootstrap list: advertise and look up the namespace gentoo-p2pd/rendezvous/1 on the public libp2p (IPFS) DHT, as a DHT client"},
+	{key: "network.rendezvous_peers", kind: kindList, field: func(c *Config) any { return &c.Network.RendezvousPeers },
+		def: "the public IPFS bootstrap peers", doc: "where to enter the public DHT for the rendezvous: multiaddrs ending in `/p2p/<peer id>`"},
 
 	{key: "api.socket", kind: kindString, flag: "api-socket", field: func(c *Config) any { return &c.API.Socket },
 		def: "`$XDG_RUNTIME_DIR/gentoo-p2pd.sock`, else `<state_dir>/api.sock`", doc: "unix socket of the local API (CLI, bashrc hook); ≤ 107 bytes"},

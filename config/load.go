@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
@@ -351,6 +352,16 @@ func readConfigFile(v *viper.Viper, path string) error {
 	}
 	if len(data) > maxConfigFile {
 		return fmt.Errorf("config: %w: %s: larger than %d bytes", ErrConfigFile, path, maxConfigFile)
+	}
+	// go-toml (viper's own parser) first: viper's error drops the line.
+	var syntax map[string]any
+	if err := toml.Unmarshal(data, &syntax); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return fmt.Errorf("config: %w: %s:%d:%d: %s\n%s", ErrConfigFile, path, row, col, de.Error(), de.String())
+		}
+		return fmt.Errorf("config: %w: %s: %w", ErrConfigFile, path, err)
 	}
 	fv := viper.New()
 	fv.SetConfigType("toml")

@@ -359,6 +359,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "table where a value belongs", file: "[mode]\nx = 1\n", want: `~unknown key "mode.x"`, is: ErrUnknownKey},
 		{name: "overrides as a single table", file: "[trust.overrides]\nglob = \"*\"\n", want: `~unknown key "trust.overrides.glob" (overrides are a list: write [[trust.overrides]]`, is: ErrUnknownKey},
 		{name: "bad toml", file: "mode = \n", want: `~config: bad config file: `, is: ErrConfigFile},
+		// A syntax error names its line and column, and shows the line.
+		{name: "toml syntax error line", file: "mode = \"share\"\n\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\",\nmdns = true\n",
+			want: `~config.toml:5:1: toml: `, is: ErrConfigFile},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -60,6 +60,11 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("network.bootstrap[%d]", i), "want a multiaddr ending in /p2p/<peer id>, got %q: %v", a, err)
 		}
 	}
+	for i, a := range c.Network.RendezvousPeers {
+		if _, err := peer.AddrInfoFromString(a); err != nil {
+			bad(fmt.Sprintf("network.rendezvous_peers[%d]", i), "want a multiaddr ending in /p2p/<peer id>, got %q: %v", a, err)
+		}
+	}
 	if c.Network.ConnLow < 0 {
 		bad("network.conn_low", "must be ≥ 0, got %d", c.Network.ConnLow)
 	}

@@ -202,6 +202,81 @@ func (d *Daemon) Store() *store.Store { return d.store }
 // Platform is the platform whose builds this daemon lists for portage.
 func (d *Daemon) Platform() string { return d.platform }
 
+// gatewayListing counts what the gateway lists for portage and says why
+// it lists nothing (no build of this platform known, none allowed yet)
+// or leaves allowed builds out (trust explain says why for each: most
+// often they do not fit this machine).
+func (d *Daemon) gatewayListing(ctx context.Context) (int, string) {
+	entries, err := d.listings.Entries(ctx)
+	if err != nil {
+		return 0, "the index cannot be made: " + err.Error()
+	}
+	listed := len(entries)
+	bks, err := d.votes.Candidates(d.platform)
+	if err != nil {
+		return listed, "the catalog cannot be read: " + err.Error()
+	}
+	leftOut := 0
+	for _, bk := range bks {
+		if _, ok := d.listings.Why(bk); ok {
+			leftOut++
+		}
+	}
+	prefix := ""
+	if listed == 0 {
+		prefix = "nothing listed: "
+	}
+	if leftOut > 0 {
+		return listed, fmt.Sprintf("%s%d allowed build%s left out: gentoo-p2pd trust explain CPV says why "+
+			"(most often it does not fit this machine)", prefix, leftOut, plural(leftOut))
+	}
+	if listed > 0 {
+		return listed, ""
+	}
+	known, err := d.store.BuildKeyVoters(d.platform)
+	if err != nil {
+		return 0, "the catalog cannot be read: " + err.Error()
+	}
+	if len(known) == 0 {
+		return 0, fmt.Sprintf("nothing listed: no peer has attested a build of this machine's platform %s "+
+			"(a hash of CHOST and *FLAGS); gentoo-p2pd search TERM shows which platforms peers have", d.platform)
+	}
+	return 0, fmt.Sprintf("nothing listed: %d build%s of this platform known, none allowed yet "+
+		"(gentoo-p2pd search TERM shows the votes, trust explain CPV why)", len(known), plural(len(known)))
+}
+
+// discovery is status' line on how peers are found.
+func (d *Daemon) discovery() string {
+	var parts []string
+	if d.cfg.Network.MDNS {
+		parts = append(parts, "mDNS")
+	}
+	if n := len(d.cfg.Network.Bootstrap); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d bootstrap peer%s", n, plural(n)))
+	}
+	rs := d.node.RendezvousStatus()
+	switch {
+	case !rs.Enabled:
+	case rs.PublicDHTPeers == 0:
+		parts = append(parts, "public DHT rendezvous (public DHT not reached yet)")
+	case !rs.Advertised:
+		parts = append(parts, fmt.Sprintf("public DHT rendezvous (%d DHT nodes known, not advertised yet)", rs.PublicDHTPeers))
+	default:
+		parts = append(parts, fmt.Sprintf("public DHT rendezvous (advertised; %d peer%s found through it)", rs.Found, plural(rs.Found)))
+	}
+	if len(parts) == 0 {
+		return "none: no mDNS, no bootstrap peers, no rendezvous (only known peers and peers add)"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 // GatewayURL is the base URL of the binhost gateway ("" when off).
 func (d *Daemon) GatewayURL() string { s, _ := d.gwAddr.Load().(string); return s }
 
@@ -236,6 +311,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	pcfg.ListenAddrs = d.cfg.Network.Listen
 	pcfg.Bootstrap = bootstrap
 	pcfg.MDNS = d.cfg.Network.MDNS
+	if d.cfg.Network.Rendezvous {
+		peers, err := parseMultiaddrs("network.rendezvous_peers", d.cfg.Network.RendezvousPeers)
+		if err != nil {
+			return err
+		}
+		pcfg.Rendezvous = &p2p.Rendezvous{Peers: peers}
+	}
 	pcfg.QUIC = d.cfg.Network.QUIC
 	pcfg.AutoNAT = d.cfg.Network.AutoNAT
 	pcfg.HolePunching = d.cfg.Network.HolePunching
@@ -253,6 +335,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	// The node starts serving nothing: its handlers are the jobs below,
 	// which need the node themselves.
 	node, err := p2p.New(ctx, pcfg, p2p.Handlers{})
+	var inUse *p2p.AddrInUseError
+	if errors.As(err, &inUse) {
+		return fmt.Errorf("network.listen %s: address already in use (another daemon, perhaps another user's, holds it: set network.listen to another port)", inUse.Addr)
+	}
 	if err != nil {
 		return fmt.Errorf("p2p: %w", err)
 	}
@@ -263,6 +349,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		Attestations: d.votes.ServeAttestations,
 		Catalog:      d.votes.ServeCatalog,
 		OnGossip:     d.votes.OnGossip,
+		About:        d.api.About,
 	})
 
 	xfer := transfer.NewServer(node.Host(), d.mz, transfer.ServerOptions{
@@ -380,8 +467,9 @@ func (d *Daemon) wire(node *p2p.Node) {
 	})
 	o := localapi.Options{
 		Store: d.store, Votes: d.votes, Own: d.own, Materialize: d.mz, Net: node,
-		Self: d.self, Platform: d.platform, Config: d.cfg, Version: Version, Started: d.started,
-		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL,
+		Self: d.self, Platform: d.platform, PlatformSettings: platformSettings(d.cfg.Portage, d.expand),
+		Config: d.cfg, Version: Version, Started: d.started,
+		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL, Discovery: d.discovery,
 	}
 	if d.gwKey != nil {
 		d.listings = binhost.New(binhost.Options{
@@ -393,6 +481,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 		})
 		o.Gateway = d.gatewayInfo
 		o.NotListed = d.listings.Why
+		o.GatewayListing = d.gatewayListing
 	}
 	d.api = localapi.New(o)
 }
@@ -469,15 +558,20 @@ func serve(g *errgroup.Group, ctx context.Context, srv *http.Server, l net.Liste
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	return parseMultiaddrs("network.bootstrap", addrs)
+}
+
+// parseMultiaddrs reads the value of key, a list of multiaddrs with /p2p/.
+func parseMultiaddrs(key string, addrs []string) ([]peer.AddrInfo, error) {
 	var out []peer.AddrInfo
 	for _, s := range addrs {
 		m, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("config: network.bootstrap: %q: %w", s, err)
+			return nil, fmt.Errorf("config: %s: %q: %w", key, s, err)
 		}
 		ai, err := peer.AddrInfoFromP2pAddr(m)
 		if err != nil {
-			return nil, fmt.Errorf("config: network.bootstrap: %q: needs a /p2p/<peer id> part: %w", s, err)
+			return nil, fmt.Errorf("config: %s: %q: needs a /p2p/<peer id> part: %w", key, s, err)
 		}
 		out = append(out, *ai)
 	}

@@ -18,6 +18,21 @@ func localPlatform(p config.PortageConfig) string {
 	return platform
 }
 
+// platformSettings are the values localPlatform hashes, native flags
+// resolved as there: what `find` and `search` compare with another
+// platform's to say which setting differs.
+func platformSettings(p config.PortageConfig, expand func(flag string) (string, error)) map[string]string {
+	d := identity.Descriptor{
+		CHOST: p.CHOST, CFLAGS: p.CFLAGS, CXXFLAGS: p.CXXFLAGS,
+		FFLAGS: p.FFLAGS, FCFLAGS: p.FCFLAGS, LDFLAGS: p.LDFLAGS,
+	}
+	if r, err := d.ResolveNative(expand); err == nil {
+		d = r
+	}
+	return map[string]string{"CHOST": d.CHOST, "CFLAGS": d.CFLAGS, "CXXFLAGS": d.CXXFLAGS,
+		"FFLAGS": d.FFLAGS, "FCFLAGS": d.FCFLAGS, "LDFLAGS": d.LDFLAGS}
+}
+
 // resolvedPlatform is the platform of p's flags with every native flag
 // replaced by what expand says it means on this CPU, as the descriptors of
 // this machine's own builds are (identity.Descriptor.ResolveNative): two

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,10 @@ type Network interface {
 	Peers() []wire.PeerInfo
 	Reachability() string
 	ProvideStats(ctx context.Context) (wire.ProvideStats, error)
+	// About asks a peer what it is and holds (find and search say why
+	// they found nothing); FindProviders counts a build's holders.
+	About(ctx context.Context, p peer.ID, query string) ([]byte, error)
+	FindProviders(ctx context.Context, key cid.Cid, max int) ([]peer.AddrInfo, error)
 }
 
 // Options are what a Server needs.
@@ -37,11 +42,19 @@ type Options struct {
 	Net         Network
 	Self        peer.ID
 	Platform    string
-	Config      *config.Config
-	Version     string
-	Started     time.Time
+	// PlatformSettings are the values Platform hashes (CHOST, CFLAGS …),
+	// shown when find or search has nothing for this platform.
+	PlatformSettings map[string]string
+	Config           *config.Config
+	Version          string
+	Started          time.Time
 	// Gatherer holds the daemon's metrics (status reads bytes served).
 	Gatherer prometheus.Gatherer
+	// Discovery describes how peers are found (status); nil shows nothing.
+	Discovery func() string
+	// GatewayListing counts what the gateway lists and says why it lists
+	// nothing (status); nil when the gateway is off.
+	GatewayListing func(ctx context.Context) (listed int, note string)
 	// GatewayURL and MetricsURL are where those listen ("" when off).
 	GatewayURL, MetricsURL func() string
 	// Gateway describes the gateway for setup-portage; nil when it is off.
@@ -60,6 +73,7 @@ type Server struct {
 	net       Network
 	self      peer.ID
 	platform  string
+	settings  map[string]string
 	cfg       *config.Config
 	version   string
 	started   time.Time
@@ -67,14 +81,17 @@ type Server struct {
 	urls      [2]func() string
 	gateway   func() (api.GatewayInfo, error)
 	notListed func(keys.Build) (string, bool)
+	discovery func() string
+	listing   func(ctx context.Context) (int, string)
 }
 
 // New makes a Server.
 func New(o Options) *Server {
 	return &Server{
 		store: o.Store, votes: o.Votes, own: o.Own, mz: o.Materialize, net: o.Net,
-		self: o.Self, platform: o.Platform, cfg: o.Config, version: o.Version,
+		self: o.Self, platform: o.Platform, settings: o.PlatformSettings, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
-		gateway: o.Gateway, notListed: o.NotListed,
+		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
+		listing: o.GatewayListing,
 	}
 }

@@ -44,6 +44,14 @@ func (srv *Server) Handler() http.Handler {
 		}
 		writeJSON(w, res)
 	})
+	mux.HandleFunc("GET "+api.PathSearch, func(w http.ResponseWriter, r *http.Request) {
+		res, err := srv.Search(r.Context(), r.URL.Query().Get("q"))
+		if err != nil {
+			api.WriteError(w, err)
+			return
+		}
+		writeJSON(w, res)
+	})
 	mux.HandleFunc("POST "+api.PathAnnounce, func(w http.ResponseWriter, r *http.Request) {
 		var req api.AnnounceRequest
 		if err := readJSON(r, &req); err != nil {
@@ -194,6 +202,12 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 	}
 	st.Peers = len(srv.net.Peers())
 	st.Reachability = srv.net.Reachability()
+	if srv.discovery != nil {
+		st.Discovery = srv.discovery()
+	}
+	if srv.listing != nil && st.GatewayURL != "" {
+		st.GatewayListed, st.GatewayNote = srv.listing(ctx)
+	}
 	if ps, err := srv.net.ProvideStats(ctx); err == nil {
 		st.KeysProvided = ps.Keys
 		st.ReprovideLag = ps.ReprovideLag
@@ -232,6 +246,7 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 		st.BuildsFetched = int(c["builds_fetched"])
 		st.BytesFetched = c["bytes_fetched"]
 		st.BytesSaved = c["bytes_saved"]
+		st.Installs = c["installs"]
 	}
 	st.BytesServed = int64(counterValue(srv.reg, "gentoo_p2pd_transfer_served_bytes_total"))
 	st.CacheBytes = srv.store.Cache().Usage()
@@ -265,10 +280,12 @@ func (srv *Server) resolve(q string) ([]keys.Build, error) {
 
 // Find looks a build up in the network: providers from the DHT and the
 // attestations they hold. A CPV is resolved through the catalog. Finding
-// nothing is an answer (no builds), not an error.
+// nothing is an answer (no builds), not an error; when no build of this
+// machine's platform was found, Why says what the connected peers hold.
 func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 	start := time.Now()
 	res := api.FindResult{Query: q, Builds: []api.FoundBuild{}}
+	local := false // a build of this machine's platform was found
 	bks, err := srv.resolve(q)
 	if err != nil {
 		return res, err
@@ -293,6 +310,7 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 		}
 		recs, _ := srv.store.AttestationsFor(string(bk))
 		for _, r := range recs {
+			local = local || r.Platform == srv.platform
 			s, err := srv.votes.Decode(r.Blob)
 			if err != nil {
 				continue
@@ -310,6 +328,13 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 		if _, err := keys.ParseBuild(q); err != nil {
 			res.Builds = res.Builds[:0]
 		}
+	}
+	if !local {
+		cpv := q
+		if _, err := keys.ParseBuild(q); err == nil {
+			cpv = "" // a build key names one platform's build: ask only what peers are
+		}
+		res.Why = srv.nothingFound(ctx, cpv)
 	}
 	res.Took = time.Since(start)
 	return res, nil

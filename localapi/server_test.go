@@ -373,6 +373,9 @@ func TestAnnounce(t *testing.T) {
 	if c, _ := w.a.Store.Counters(); c["installs"] != 1 {
 		t.Errorf("installs counter %d", c["installs"])
 	}
+	if st := decode[api.Status](t, do(h, "GET", api.PathStatus, "")); st.Installs != 1 {
+		t.Errorf("status shows %d installs, want the one reported", st.Installs)
+	}
 
 	outside := filepath.Join(t.TempDir(), "hello-1.0.gpkg.tar")
 	if err := os.WriteFile(outside, []byte("x"), 0o644); err != nil {

@@ -65,9 +65,13 @@ type Config struct {
 	// when QUIC is false. Tests use /ip4/127.0.0.1/tcp/0.
 	ListenAddrs []string
 	// Bootstrap peers are dialled at start and seed the DHT routing table.
-	// There are no built-in bootstrap peers: an empty list plus MDNS=false
-	// means an isolated node, never an accidental IPFS member.
+	// There are no built-in bootstrap peers: an empty list, MDNS=false and
+	// no Rendezvous mean an isolated node; the private DHT never mixes with
+	// the IPFS one (the rendezvous uses a separate, client-mode instance).
 	Bootstrap []peer.AddrInfo
+	// Rendezvous, when set, finds peers over the internet through the
+	// public libp2p DHT (see Rendezvous); nil keeps the node off it.
+	Rendezvous *Rendezvous
 	// MDNS finds peers on the local link (a lab, a fleet) without bootstrap.
 	MDNS bool
 	// QUIC enables the QUIC transport besides TCP.

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -235,23 +236,29 @@ func (n *Node) dialTargets() []peer.AddrInfo {
 // watchPeers follows connections: a new peer becomes a known peer, and
 // losing the last peer wakes the redial loop.
 func (n *Node) watchPeers(wake chan<- struct{}) error {
-	err := onEvent(n, func(e event.EvtPeerConnectednessChanged) {
-		switch e.Connectedness {
-		case network.Connected:
-			var addrs []ma.Multiaddr
-			for _, c := range n.host.Network().ConnsToPeer(e.Peer) {
-				if c.Stat().Direction == network.DirOutbound {
-					addrs = append(addrs, c.RemoteMultiaddr())
-				}
+	// A peer is known once identify says it speaks one of our protocols: the
+	// public DHT of the rendezvous connects to many nodes that do not.
+	err := onEvent(n, func(e event.EvtPeerIdentificationCompleted) {
+		if !slices.ContainsFunc(e.Protocols, func(p protocol.ID) bool { return slices.Contains(ourProtocols, p) }) {
+			return
+		}
+		var addrs []ma.Multiaddr
+		for _, c := range n.host.Network().ConnsToPeer(e.Peer) {
+			if c.Stat().Direction == network.DirOutbound {
+				addrs = append(addrs, c.RemoteMultiaddr())
 			}
-			n.known.touch(e.Peer, addrs)
-		case network.NotConnected:
-			if len(n.host.Network().Peers()) == 0 {
-				n.log.Info("no peers left", "last", e.Peer)
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
+		}
+		n.known.touch(e.Peer, addrs)
+	})
+	if err != nil {
+		return fmt.Errorf("p2p: watch peers: %w", err)
+	}
+	err = onEvent(n, func(e event.EvtPeerConnectednessChanged) {
+		if e.Connectedness == network.NotConnected && n.isOurs(e.Peer) && n.peerCount() == 0 {
+			n.log.Info("no peers left", "last", e.Peer)
+			select {
+			case wake <- struct{}{}:
+			default:
 			}
 		}
 	})
@@ -259,6 +266,27 @@ func (n *Node) watchPeers(wake chan<- struct{}) error {
 		return fmt.Errorf("p2p: watch peers: %w", err)
 	}
 	return nil
+}
+
+// ourProtocols are the protocols only gentoo-p2pd nodes speak.
+var ourProtocols = []protocol.ID{AttestProtocol, CatalogProtocol, AboutProtocol, DHTProtocolPrefix + "/kad/1.0.0", "/gentoo-p2p/fetch/1"}
+
+// isOurs reports whether identify said p speaks one of our protocols: a
+// gentoo-p2pd node, not a public DHT node met through the rendezvous.
+func (n *Node) isOurs(p peer.ID) bool {
+	ok, err := (*n.liveHost.Load()).Peerstore().SupportsProtocols(p, ourProtocols...)
+	return err == nil && len(ok) > 0
+}
+
+// peerCount is how many gentoo-p2pd nodes are connected.
+func (n *Node) peerCount() int {
+	k := 0
+	for _, p := range (*n.liveHost.Load()).Network().Peers() {
+		if n.isOurs(p) {
+			k++
+		}
+	}
+	return k
 }
 
 // saveKnown rewrites the known-peers file when it changed, at most every
@@ -306,7 +334,7 @@ func (n *Node) redial() {
 	delay := n.cfg.redialMin
 	attempts := 0
 	recovered := func() bool {
-		k := len(n.host.Network().Peers())
+		k := n.peerCount()
 		if k > 0 {
 			n.log.Info("peers back", "peers", k, "after", time.Since(start).Round(time.Millisecond), "attempts", attempts)
 		}
@@ -324,7 +352,7 @@ func (n *Node) redial() {
 			return
 		case <-t.C:
 		}
-		if len(n.host.Network().Peers()) > 0 {
+		if n.peerCount() > 0 {
 			continue // someone dialled us meanwhile
 		}
 		attempts++

@@ -74,13 +74,12 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 	}
 	peers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Name: "peers",
-		Help: "Currently connected peers.",
+		Help: "Currently connected gentoo-p2pd peers (public DHT nodes of the rendezvous not counted).",
 	}, func() float64 {
-		hp := n.liveHost.Load()
-		if hp == nil {
+		if n.liveHost.Load() == nil {
 			return 0
 		}
-		return float64(len((*hp).Network().Peers()))
+		return float64(n.peerCount())
 	})
 	m.collectors = []prometheus.Collector{m.lookups, m.lookupSeconds, m.provides, m.withdrawals, m.served,
 		m.gossipReceived, m.gossipRejected, m.gossipIgnored, m.gossipDelivered, m.gossipPublished, peers}

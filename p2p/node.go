@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
@@ -69,6 +72,9 @@ type Node struct {
 	ps   *pubsub.PubSub
 	mdns mdns.Service
 
+	public *dht.IpfsDHT // the public DHT of the rendezvous; nil when off
+	rdv    rendezvousState
+
 	known *knownPeers // recently connected peers, redialled
 
 	reachability atomic.Int32 // network.Reachability
@@ -109,7 +115,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 		cancel()
 		return nil, fmt.Errorf("p2p: register metrics: %w", err)
 	}
-	if h.Attestations != nil || h.Catalog != nil || h.OnGossip != nil {
+	if h.Attestations != nil || h.Catalog != nil || h.OnGossip != nil || h.About != nil {
 		n.Serve(h)
 	}
 	if err := n.start(ctx); err != nil {
@@ -123,6 +129,10 @@ func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
 	opts, release, err := n.hostOptions()
 	if err != nil {
+		return err
+	}
+	if err := checkListenFree(cfg.ListenAddrs, cfg.QUIC); err != nil {
+		release()
 		return err
 	}
 	if n.host, err = libp2p.New(opts...); err != nil {
@@ -178,11 +188,12 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.host.SetStreamHandler(AttestProtocol, n.handleAttest)
 	n.host.SetStreamHandler(CatalogProtocol, n.handleCatalog)
+	n.host.SetStreamHandler(AboutProtocol, n.handleAbout)
 
 	n.connectBootstrap(ctx)
 	n.saveKnown()
 	n.redialLoop(wake)
-	if len(n.host.Network().Peers()) == 0 {
+	if n.peerCount() == 0 {
 		select { // nobody answered: keep trying with backoff
 		case wake <- struct{}{}:
 		default:
@@ -195,6 +206,11 @@ func (n *Node) start(ctx context.Context) error {
 		n.mdns = mdns.NewMdnsService(n.host, MDNSServiceName, mdnsNotifee{n})
 		if err := n.mdns.Start(); err != nil {
 			return fmt.Errorf("p2p: start mDNS: %w", err)
+		}
+	}
+	if cfg.Rendezvous != nil {
+		if err := n.startRendezvous(cfg.Rendezvous); err != nil {
+			return err
 		}
 	}
 	n.log.Info("p2p node started", "peer", n.host.ID(), "addrs", n.host.Addrs(), "dht_mode", cfg.DHTMode)
@@ -217,7 +233,7 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
-	for _, proto := range []protocol.ID{AttestProtocol, CatalogProtocol} {
+	for _, proto := range []protocol.ID{AttestProtocol, CatalogProtocol, AboutProtocol} {
 		limits.AddProtocolLimit(proto,
 			rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20},
 			rcmgr.BaseLimitIncrease{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 16 << 20})
@@ -282,6 +298,74 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 		opts = append(opts, libp2p.ConnectionGater(cfg.connGater))
 	}
 	return opts, release, nil
+}
+
+// ErrAddrInUse means a listen address is taken by another process. libp2p
+// binds with SO_REUSEPORT (TCP hole punching needs it), so a second
+// daemon on the same port would start and share it silently: its
+// connections would land in either process.
+var ErrAddrInUse = errors.New("p2p: listen address in use")
+
+// AddrInUseError names the listen address another process holds.
+type AddrInUseError struct {
+	Addr string // the multiaddr, as configured
+	Err  error
+}
+
+func (e *AddrInUseError) Error() string {
+	return fmt.Sprintf("%s: %v", e.Addr, e.Err)
+}
+
+// Is makes errors.Is(err, ErrAddrInUse) hold.
+func (e *AddrInUseError) Is(target error) bool { return target == ErrAddrInUse }
+
+// Unwrap gives the bind error.
+func (e *AddrInUseError) Unwrap() error { return e.Err }
+
+// checkListenFree binds each fixed-port listen address once without
+// SO_REUSEPORT: that fails while any other socket holds the port,
+// reuseport or not.
+func checkListenFree(addrs []string, quic bool) error {
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("%w: listen address %q: %w", ErrConfig, a, err)
+		}
+		if !quic && strings.Contains(a, "/quic") {
+			continue
+		}
+		ipStr, err := m.ValueForProtocol(ma.P_IP4)
+		if err != nil {
+			if ipStr, err = m.ValueForProtocol(ma.P_IP6); err != nil {
+				continue // a DNS name or no IP: libp2p reports it
+			}
+		}
+		network, portStr := "tcp", ""
+		if portStr, err = m.ValueForProtocol(ma.P_TCP); err != nil {
+			network = "udp"
+			if portStr, err = m.ValueForProtocol(ma.P_UDP); err != nil {
+				continue
+			}
+		}
+		if portStr == "0" {
+			continue
+		}
+		hostPort := net.JoinHostPort(ipStr, portStr)
+		var probe io.Closer
+		if network == "tcp" {
+			probe, err = net.Listen("tcp", hostPort)
+		} else {
+			probe, err = net.ListenPacket("udp", hostPort)
+		}
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return &AddrInUseError{Addr: a, Err: syscall.EADDRINUSE}
+		}
+		if err == nil {
+			_ = probe.Close() // only a probe
+		}
+		// Other bind errors are libp2p's to report.
+	}
+	return nil
 }
 
 // relayCandidates offers connected peers as relay candidates to autorelay;
@@ -396,6 +480,9 @@ func (n *Node) Close() error {
 			errs = append(errs, n.prov.Close())
 		}
 		n.cancel() // stops gossipsub and the node's own goroutines
+		if n.public != nil {
+			errs = append(errs, n.public.Close())
+		}
 		if n.dht != nil {
 			errs = append(errs, n.dht.Close())
 		}
@@ -450,12 +537,16 @@ func (n *Node) RememberAddrs(ai peer.AddrInfo) {
 // heard of it.
 func (n *Node) KnownAddrs(p peer.ID) []ma.Multiaddr { return n.host.Peerstore().Addrs(p) }
 
-// Peers lists the currently connected peers, sorted by ID.
+// Peers lists the connected gentoo-p2pd peers (identified as speaking one
+// of our protocols), sorted by ID.
 func (n *Node) Peers() []PeerInfo {
 	byID := map[peer.ID]*PeerInfo{}
 	var order []peer.ID
 	for _, c := range n.host.Network().Conns() {
 		p := c.RemotePeer()
+		if !n.isOurs(p) {
+			continue // a public DHT node of the rendezvous, or not identified yet
+		}
 		pi, ok := byID[p]
 		if !ok {
 			dir := "outbound"

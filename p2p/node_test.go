@@ -408,3 +408,33 @@ func TestFindProvidersNobody(t *testing.T) {
 		t.Fatalf("FindProviders(undefined): %v, want ErrBadKey", err)
 	}
 }
+
+// TestSecondNodeOnTakenPort: libp2p binds with SO_REUSEPORT, so without
+// a check a second node on the same port would start and share it with
+// the first; it must fail, naming the address, for TCP and for QUIC.
+func TestSecondNodeOnTakenPort(t *testing.T) {
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) {
+			first := testConfig(t)
+			first.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+			if proto == "udp" {
+				first.QUIC = true
+				first.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+			}
+			n := newTestNode(t, first, Handlers{})
+			taken := n.Host().Addrs()[0].String()
+			second := testConfig(t)
+			second.QUIC = first.QUIC
+			second.ListenAddrs = []string{taken}
+			n2, err := New(t.Context(), second, Handlers{})
+			if err == nil {
+				n2.Close()
+				t.Fatalf("a second node started on %s, already taken", taken)
+			}
+			var inUse *AddrInUseError
+			if !errors.Is(err, ErrAddrInUse) || !errors.As(err, &inUse) || inUse.Addr != taken {
+				t.Errorf("second node on %s: %v, want ErrAddrInUse naming it", taken, err)
+			}
+		})
+	}
+}

@@ -24,6 +24,11 @@ package p2p
 //	                                        of after the second since
 //	  response = same shape as attest/1
 //
+//	/gentoo-p2p/about/1
+//	  request  = frame(query)               query: 0..256 bytes of UTF-8 (a CPV)
+//	  response = same shape as attest/1, with exactly one blob: the
+//	             daemon's answer (docs/PROTOCOL.md, "About a peer")
+//
 // Limits, enforced by both ends: a blob is 1..65536 bytes, count is at most
 // 4096, and the blobs of one response total at most 32 MiB. A server drops
 // blobs over the limit and truncates the list at the count/total caps (a
@@ -66,6 +71,10 @@ const (
 	// CatalogProtocol returns a peer's catalog entries for one platform, so a
 	// newcomer fills its catalog without waiting for gossip.
 	CatalogProtocol protocol.ID = "/gentoo-p2p/catalog/2"
+	// AboutProtocol returns what a peer is (platform and the settings
+	// that make it) and what it holds for a package, so a node that finds
+	// nothing on its own platform can say why.
+	AboutProtocol protocol.ID = "/gentoo-p2p/about/1"
 	// DHTProtocolPrefix keeps our DHT apart from the IPFS one.
 	DHTProtocolPrefix protocol.ID = "/gentoo-p2p"
 	// TopicPrefix prefixes the per-platform GossipSub topic names.
@@ -296,6 +305,49 @@ func (n *Node) handleCatalog(s network.Stream) {
 		}
 		return blobs, "", nil
 	})
+}
+
+// handleAbout serves /gentoo-p2p/about/1.
+func (n *Node) handleAbout(s network.Stream) {
+	n.serve(s, AboutProtocol, func(ctx context.Context, r *bufio.Reader, admit func() bool) ([][]byte, string, error) {
+		raw, err := readFrame(r, wire.MaxAboutQuery, "query")
+		if err != nil {
+			return nil, "bad request", err
+		}
+		if !utf8.Valid(raw) {
+			return nil, "bad request", fmt.Errorf("%w: query is not UTF-8", ErrProtocol)
+		}
+		h := n.handlers.Load()
+		if h == nil || h.About == nil {
+			return nil, "not served", nil
+		}
+		if !admit() {
+			return nil, ReasonBusy, nil
+		}
+		answer, err := h.About(ctx, string(raw))
+		if err != nil {
+			return nil, "unavailable", err
+		}
+		return [][]byte{answer}, "", nil
+	})
+}
+
+// About asks peer p what it is and what it holds for query (a CPV). The
+// answer is unverified: it says why nothing matched, never what to trust.
+func (n *Node) About(ctx context.Context, p peer.ID, query string) ([]byte, error) {
+	if len(query) > wire.MaxAboutQuery || !utf8.ValidString(query) {
+		return nil, fmt.Errorf("p2p: about query of %d bytes (at most %d of UTF-8)", len(query), wire.MaxAboutQuery)
+	}
+	blobs, err := n.request(ctx, p, AboutProtocol, func(w *bufio.Writer) error {
+		return writeFrame(w, []byte(query))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(blobs) != 1 {
+		return nil, fmt.Errorf("%w: about answer has %d blobs, want 1", ErrProtocol, len(blobs))
+	}
+	return blobs[0], nil
 }
 
 // ReasonBusy is the refusal a peer gets while it (or everyone) already has

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-varint"
@@ -249,5 +250,30 @@ func TestServeSetsHandlersLate(t *testing.T) {
 	got, err := client.SyncCatalog(ctx, server.ID(), "amd64", CatalogCursor{})
 	if err != nil || len(got) != 1 || string(got[0]) != "entry" {
 		t.Fatalf("catalog after Serve: %q, %v", got, err)
+	}
+}
+
+// TestAbout: /gentoo-p2p/about/1 carries the query to the peer's handler
+// and its one answer back; a peer without the handler refuses, and a
+// query over the limit is refused before anything is sent.
+func TestAbout(t *testing.T) {
+	var got string
+	server := newTestNode(t, testConfig(t), Handlers{About: func(_ context.Context, q string) ([]byte, error) {
+		got = q
+		return []byte(`{"platform":"p"}`), nil
+	}})
+	bare := newTestNode(t, testConfig(t), Handlers{})
+	client := newTestNode(t, testConfig(t, server.AddrInfo(), bare.AddrInfo()), Handlers{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	answer, err := client.About(ctx, server.ID(), "app-misc/hello-1.0")
+	if err != nil || string(answer) != `{"platform":"p"}` || got != "app-misc/hello-1.0" {
+		t.Fatalf("About = %q, %v (handler saw %q)", answer, err, got)
+	}
+	if _, err := client.About(ctx, bare.ID(), "x"); !errors.Is(err, ErrRefused) {
+		t.Errorf("About of a peer without the handler: %v, want refused", err)
+	}
+	if _, err := client.About(ctx, server.ID(), strings.Repeat("a", wire.MaxAboutQuery+1)); err == nil {
+		t.Error("About with an over-long query succeeded")
 	}
 }

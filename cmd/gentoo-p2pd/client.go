@@ -91,6 +91,13 @@ func newFindCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "find CPV|BUILDKEY",
 		Short: "Find who provides a build, and the attestations for it",
+		Long: `find looks a build up by its CPV or build key: the peers that provide it
+(DHT), the attestations this daemon holds for it and the trust verdict.
+
+When nothing is known for this machine's platform, it says why: the
+platform (a hash of CHOST and *FLAGS) and its settings, and which connected
+peers of other platforms hold the package, with the settings that differ.
+It then exits with status 3.`,
 		Example: `  gentoo-p2pd find app-misc/hello-1.0
   gentoo-p2pd find bafkrei... --json`,
 		Args: cobra.ExactArgs(1),
@@ -104,9 +111,15 @@ func newFindCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
+				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+					return err
+				}
+			} else {
+				writeFind(cmd.OutOrStdout(), res)
 			}
-			writeFind(cmd.OutOrStdout(), res)
+			if len(res.Builds) == 0 {
+				return exitError{exitNotFound}
+			}
 			return nil
 		},
 	}
@@ -117,7 +130,8 @@ func newFindCmd() *cobra.Command {
 
 func writeFind(w io.Writer, res api.FindResult) {
 	if len(res.Builds) == 0 {
-		fmt.Fprintf(w, "nothing known about %s\n", res.Query)
+		fmt.Fprintf(w, "nothing known about %s for this machine's platform\n", res.Query)
+		writeWhy(w, res.Why)
 	}
 	for _, b := range res.Builds {
 		fmt.Fprintf(w, "%s  %s  verdict: %s\n", b.CPV, b.BuildKey, b.Verdict)
@@ -129,6 +143,10 @@ func writeFind(w io.Writer, res api.FindResult) {
 		for _, a := range b.Attestations {
 			fmt.Fprintf(w, "    %s  content %s  %s %d bytes  %s\n", a.Attester, short(a.Content), a.Format, a.Size, a.Time.Format(time.RFC3339))
 		}
+	}
+	if len(res.Builds) > 0 && res.Why != nil {
+		fmt.Fprintf(w, "none of these builds is for this machine's platform\n")
+		writeWhy(w, res.Why)
 	}
 	for _, e := range res.Errors {
 		fmt.Fprintf(w, "note: %s\n", e)

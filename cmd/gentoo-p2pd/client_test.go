@@ -181,8 +181,8 @@ func TestSetupSockets(t *testing.T) {
 	}
 }
 
-// TestDaemonListenErrorNamesKey: a gateway port already taken is reported
-// with the config key to change.
+// TestDaemonListenErrorNamesKey: a gateway or libp2p port already taken
+// is reported with the config key to change.
 func TestDaemonListenErrorNamesKey(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -200,12 +200,26 @@ func TestDaemonListenErrorNamesKey(t *testing.T) {
 	cmd := newRootCmd()
 	cmd.SetOut(io.Discard)
 	cmd.SetErr(io.Discard)
-	cmd.SetArgs([]string{"daemon", "--gateway-listen", addr, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false",
+	cmd.SetArgs([]string{"daemon", "--gateway-listen", addr, "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--rendezvous=false",
 		"--pkgdir", filepath.Join(root, "binpkgs"), "--portage-repo", filepath.Join(root, "repo"), "--log-level", "error"})
 	err = cmd.ExecuteContext(ctx)
 	want := "gateway.listen " + addr + ": address already in use (another daemon, perhaps another user's, holds it: set gateway.listen to another port)"
 	if err == nil || err.Error() != want {
 		t.Errorf("daemon on a taken gateway port: %v\nwant %s", err, want)
+	}
+
+	// The libp2p port: another daemon's (p2p.TestSecondNodeOnTakenPort
+	// shows libp2p alone would share it), here any socket.
+	taken := "/ip4/127.0.0.1/tcp/" + fmt.Sprint(busy.Addr().(*net.TCPAddr).Port)
+	cmd = newRootCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"daemon", "--gateway-listen", "127.0.0.1:0", "--listen", taken, "--mdns=false", "--rendezvous=false",
+		"--pkgdir", filepath.Join(root, "binpkgs"), "--portage-repo", filepath.Join(root, "repo"), "--log-level", "error"})
+	err = cmd.ExecuteContext(ctx)
+	want = "network.listen " + taken + ": address already in use (another daemon, perhaps another user's, holds it: set network.listen to another port)"
+	if err == nil || err.Error() != want {
+		t.Errorf("daemon on a taken libp2p port: %v\nwant %s", err, want)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // its socket.
 var (
 	clientFlags = []string{"config", "api-socket"}
-	initFlags   = []string{"config", "state-dir", "pkgdir", "mode", "threshold", "mdns"}
+	initFlags   = []string{"config", "state-dir", "pkgdir", "mode", "threshold", "mdns", "rendezvous"}
 	setupFlags  = []string{"config", "api-socket", "state-dir", "gateway-listen"}
 )
 

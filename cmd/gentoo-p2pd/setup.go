@@ -216,8 +216,11 @@ blocked_peers = []
 bootstrap = []
 # Find peers on the local network without bootstrap servers.
 mdns = %t
+# Find peers over the internet without bootstrap servers: advertise and look
+# up gentoo-p2pd's namespace on the public libp2p (IPFS) DHT, as a client.
+rendezvous = %t
 
 [cache]
 disk_budget = %q
-`, cfg.Mode, cfg.Trust.Threshold, cfg.Trust.Dispute, cfg.Network.MDNS, config.FormatSize(cfg.Cache.DiskBudget))
+`, cfg.Mode, cfg.Trust.Threshold, cfg.Trust.Dispute, cfg.Network.MDNS, cfg.Network.Rendezvous, config.FormatSize(cfg.Cache.DiskBudget))
 }

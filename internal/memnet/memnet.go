@@ -200,6 +200,19 @@ func (nd *Node) FetchAttestations(ctx context.Context, p peer.ID, key cid.Cid) (
 	return h.Attestations(ctx, key)
 }
 
+// About asks p what it is and what it holds for query.
+func (nd *Node) About(ctx context.Context, p peer.ID, query string) ([]byte, error) {
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.About == nil {
+		return nil, fmt.Errorf("%w: not served", wire.ErrProtocol)
+	}
+	return h.About(ctx, query)
+}
+
 // Peers are the other online nodes, sorted by id.
 func (nd *Node) Peers() []wire.PeerInfo {
 	if !nd.online() {

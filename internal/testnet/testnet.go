@@ -34,8 +34,12 @@ type NodeOptions struct {
 	Name      string   // for logs and dirs
 	Dir       string   // parent dir: state, PKGDIR and socket go below it
 	Bootstrap []string // multiaddrs with /p2p/
-	Mode      config.Mode
-	Threshold int
+	// Rendezvous, when set, are the nodes of a stand-in public DHT
+	// (internal/publicdht) the daemon finds others through; unset keeps
+	// the rendezvous off, as the public DHT is not on loopback.
+	Rendezvous []string
+	Mode       config.Mode
+	Threshold  int
 	// Configure, when set, edits the config last (signers, caps, …).
 	Configure func(*config.Config)
 	Logger    *slog.Logger
@@ -79,7 +83,8 @@ type Node struct {
 }
 
 // Config returns a loopback-only configuration below dir: TCP on
-// 127.0.0.1, no mDNS (it multicasts beyond loopback), no NAT traversal, DHT
+// 127.0.0.1, no mDNS (it multicasts beyond loopback), no rendezvous unless
+// o.Rendezvous names a stand-in public DHT, no NAT traversal, DHT
 // server mode (a LAN of peers never looks public to AutoNAT).
 func Config(dir string, o NodeOptions) *config.Config {
 	cfg := config.Defaults()
@@ -92,6 +97,8 @@ func Config(dir string, o NodeOptions) *config.Config {
 	cfg.Network.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Network.Bootstrap = o.Bootstrap
 	cfg.Network.MDNS = false
+	cfg.Network.Rendezvous = len(o.Rendezvous) > 0
+	cfg.Network.RendezvousPeers = o.Rendezvous
 	cfg.Network.QUIC = false
 	cfg.Network.AutoNAT = false
 	cfg.Network.HolePunching = false

@@ -52,7 +52,15 @@ type Handlers struct {
 	// peer that delivered the message (from itself, or a mesh neighbour).
 	// It is not called for the node's own publications.
 	OnGossip func(from, relay peer.ID, platform string, msg []byte) error
+	// About answers /gentoo-p2p/about/1: what this node is (its platform
+	// and the settings that make it) and what it holds for query (a CPV,
+	// at most MaxAboutQuery bytes), so a peer that finds nothing on its
+	// own platform can say why. The answer is at most MaxBlobSize bytes.
+	About func(ctx context.Context, query string) ([]byte, error)
 }
+
+// MaxAboutQuery bounds the query of an about request.
+const MaxAboutQuery = 256
 
 // PeerInfo describes one connected peer for `gentoo-p2pd status`.
 type PeerInfo struct {
