@@ -213,6 +213,25 @@ const (
 	maxSyncBursts   = 4
 )
 
+// SyncFrom syncs the catalog from p once, from the start, as SyncLoop
+// does for a newly connected peer: page after page until p has no more
+// or the bounds of one sync and its bursts are reached. It returns the
+// records stored. The network simulator calls it when a peer comes back
+// online; the daemon's SyncLoop does the same on its ticker.
+func (vb *Book) SyncFrom(ctx context.Context, p peer.ID) (int, error) {
+	var cur wire.CatalogCursor
+	total := 0
+	for range maxSyncBursts + 1 {
+		n, next, more, err := vb.syncCatalogFrom(ctx, p, cur)
+		total += n
+		if err != nil || !more {
+			return total, err
+		}
+		cur = next
+	}
+	return total, nil
+}
+
 // SyncLoop syncs the catalog from every newly connected peer, and again
 // every few minutes, so a catalog fills even when gossip was missed.
 func (vb *Book) SyncLoop(ctx context.Context) {
