@@ -99,9 +99,9 @@ type Result struct {
 	RPCsPerProvide float64 `json:"rpcs_per_provide"`
 	// LargestPlatformShare is the share of peers on the most common
 	// platform: what the flooding design's per-peer cost grows with.
-	LargestPlatformShare float64 `json:"largest_platform_share"`
-	WallSeconds          float64 `json:"wall_seconds"`
-	Modelled             bool    `json:"modelled,omitempty"`
+	LargestPlatformShare float64  `json:"largest_platform_share"`
+	WallSeconds          float64  `json:"wall_seconds"`
+	Modelled             bool     `json:"modelled,omitempty"`
 	Assumptions          []string `json:"assumptions,omitempty"`
 }
 
@@ -132,7 +132,7 @@ type buildTruth struct {
 }
 
 type pendingCheck struct {
-	bk      keys.Build
+	bk       keys.Build
 	observer int
 	hour     int
 }

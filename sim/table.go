@@ -13,7 +13,9 @@ func (r *Result) Table() string {
 		kind = "modelled"
 	}
 	fmt.Fprintf(&b, "%s: %d peers, %d days, %d platforms (largest %.0f %% of peers)\n", kind, r.Nodes, r.Days, r.Platforms, 100*r.LargestPlatformShare)
-	row := func(name, format string, v ...any) { fmt.Fprintf(&b, "  %-28s "+format+"\n", append([]any{name}, v...)...) }
+	row := func(name, format string, v ...any) {
+		fmt.Fprintf(&b, "  %-28s "+format+"\n", append([]any{name}, v...)...)
+	}
 	row("builds", "%d (%d attestations)", r.Builds, r.Attestations)
 	row("requests", "%d", r.Requests)
 	row("hit rate", "%.3f of requests (ideal %.3f, ratio %.3f)", r.HitRate, r.IdealHitRate, ratio(r.HitRate, r.IdealHitRate))
