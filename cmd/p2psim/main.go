@@ -16,7 +16,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 
-	"github.com/gentoo-p2p/gentoo-p2pd/sim"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/sim"
 )
 
 func main() {

@@ -55,6 +55,11 @@ type Result struct {
 	Builds       int     `json:"builds"`
 	Attestations int     `json:"attestations"`
 	Requests     int     `json:"requests"`
+	// Hits are the requests served by a trusted fitting peer build the
+	// requester could reach; Ideal those for which threshold honest
+	// reproducers of the build existed.
+	Hits         int     `json:"hits"`
+	Ideal        int     `json:"ideal"`
 	HitRate      float64 `json:"hit_rate"`
 	IdealHitRate float64 `json:"ideal_hit_rate"`
 	FalseAccepts int     `json:"false_accepts"`
@@ -440,6 +445,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			logf("day %d: %d attestations, %d requests, %d hits, %d ideal", day+1, res.Attestations, res.Requests, hits, ideal)
 		}
 	}
+	res.Hits, res.Ideal = hits, ideal
 	res.NeverInstallable = len(pending)
 	res.Installable = len(installable)
 	res.Builds = len(truth)
