@@ -49,12 +49,12 @@ type Options struct {
 // Result is one run's figures (the JSON `go run ./cmd/p2psim -json`
 // prints). Times are simulated unless named wall.
 type Result struct {
-	Nodes        int     `json:"nodes"`
-	Days         int     `json:"days"`
-	Platforms    int     `json:"platforms"`
-	Builds       int     `json:"builds"`
-	Attestations int     `json:"attestations"`
-	Requests     int     `json:"requests"`
+	Nodes        int `json:"nodes"`
+	Days         int `json:"days"`
+	Platforms    int `json:"platforms"`
+	Builds       int `json:"builds"`
+	Attestations int `json:"attestations"`
+	Requests     int `json:"requests"`
 	// Hits are the requests served by a trusted fitting peer build the
 	// requester could reach; Ideal those for which threshold honest
 	// reproducers of the build existed.
