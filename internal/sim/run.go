@@ -67,6 +67,9 @@ type Result struct {
 	// (a dispute, or votes it never received), allowed but no provider
 	// online, or providers online but none reachable through NAT.
 	LostNotAllowed int `json:"lost_not_allowed"`
+	// LostDispute are the not-allowed ones the requester's verdict called
+	// a dispute (honest builders that disagree count as one).
+	LostDispute int `json:"lost_dispute"`
 	LostOffline    int `json:"lost_offline"`
 	LostNAT        int `json:"lost_nat"`
 	// NATLoss is LostNAT as a share of the ideal requests.
@@ -357,6 +360,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		} else if isIdeal {
 			res.LostNotAllowed++
+			v, _, err := peers[i].book.Verdict(bk)
+			if err != nil {
+				return err
+			}
+			if v.Rule == trust.RuleDispute {
+				res.LostDispute++
+			}
 		}
 		if hit {
 			hits++

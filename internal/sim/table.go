@@ -19,7 +19,7 @@ func (r *Result) Table() string {
 	row("builds", "%d (%d attestations)", r.Builds, r.Attestations)
 	row("requests", "%d", r.Requests)
 	row("hit rate", "%.3f of requests (ideal %.3f, ratio %.3f)", r.HitRate, r.IdealHitRate, ratio(r.HitRate, r.IdealHitRate))
-	row("lost of the ideal", "not allowed %d, no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostOffline, r.LostNAT, 100*r.NATLoss)
+	row("lost of the ideal", "not allowed %d (%d disputes), no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostDispute, r.LostOffline, r.LostNAT, 100*r.NATLoss)
 	row("false accepts", "%d", r.FalseAccepts)
 	row("time to installable", "p50 %.1f s, p99 %.1f s (%d builds; %d never)", r.TimeToInstallableP50S, r.TimeToInstallableP99S, r.Installable, r.NeverInstallable)
 	row("control bytes/peer/day", "%s (gossip and sync %s, DHT %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay))
