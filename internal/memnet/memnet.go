@@ -1,5 +1,6 @@
 // Package memnet is an in-memory stand-in for the peer-to-peer network,
-// for unit tests of the daemon's jobs (votes, own, materialize, localapi):
+// for unit tests of the daemon's jobs (votes, own, materialize, localapi)
+// and for the network simulator (internal/sim), which reads BytesIn:
 // providers, platform gossip and the attest and catalog protocols between
 // nodes of one process, with no libp2p host. Gossip is delivered to every
 // other node on the topic synchronously and through its validator, as

@@ -48,9 +48,9 @@ type Model struct {
 // DefaultModel is the model docs/SCALE.md describes, for n peers.
 func DefaultModel(n int) Model {
 	return Model{
-		Nodes: n, Days: 14,
+		Nodes: n, Days: 7,
 		Packages: 2000, InstalledMean: 40, ZipfS: 1.0,
-		BumpPerDay: 1.0 / 30, UpdateMinDays: 1, UpdateMaxDays: 7,
+		BumpPerDay: 1.0 / 20, UpdateMinDays: 1, UpdateMaxDays: 7,
 		Reproducible: 0.85,
 		NAT:          0.6, HolePunch: 0.7,
 		OnlineMinHours: 4, OnlineMaxHours: 24,
