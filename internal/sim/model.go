@@ -21,8 +21,9 @@ var MeasuredSizes = []int{100, 250, 500, 1000}
 type Law string
 
 const (
-	Linear Law = "a + b·N"
-	Log    Law = "a + b·log2(N)"
+	Linear    Law = "a + b·N"
+	Quadratic Law = "a + b·N²"
+	Log       Law = "a + b·log2(N)"
 )
 
 // Fit is one figure's fitted law and the measured points behind it.
@@ -40,20 +41,24 @@ type Fit struct {
 
 // At is the fitted value at n peers.
 func (f Fit) At(n int) float64 {
-	if f.Law == Log {
-		return f.A + f.B*math.Log2(float64(n))
+	return f.A + f.B*lawX(f.Law, n)
+}
+
+func lawX(law Law, n int) float64 {
+	switch law {
+	case Log:
+		return math.Log2(float64(n))
+	case Quadratic:
+		return float64(n) * float64(n)
 	}
-	return f.A + f.B*float64(n)
+	return float64(n)
 }
 
 func fitLaw(figure string, law Law, unit string, goal float64, runs []*Result, y func(*Result) float64) Fit {
 	f := Fit{Figure: figure, Law: law, Unit: unit, Goal: goal}
 	var sx, sy, sxx, sxy float64
 	for _, r := range runs {
-		x := float64(r.Nodes)
-		if law == Log {
-			x = math.Log2(x)
-		}
+		x := lawX(law, r.Nodes)
 		v := y(r)
 		f.N, f.Y = append(f.N, r.Nodes), append(f.Y, v)
 		sx, sy, sxx, sxy = sx+x, sy+v, sxx+x*x, sxy+x*v
@@ -91,16 +96,22 @@ func Measure(ctx context.Context, m Model, seed uint64, log io.Writer) (*Fitted,
 	if len(ft.Runs) < 2 {
 		return nil, fmt.Errorf("sim: a model needs runs at two sizes at least: give -nodes %d or more", MeasuredSizes[1])
 	}
-	ft.Fits = []Fit{
-		fitLaw("gossip_bytes_per_peer_day", Linear, "bytes", 0, ft.Runs, func(r *Result) float64 { return r.GossipBytesPerPeerDay }),
-		fitLaw("store_bytes_per_peer", Linear, "bytes", 100e6, ft.Runs, func(r *Result) float64 { return r.StoreBytesPerPeer }),
-		fitLaw("lookup_p50_ms", Log, "ms", 0, ft.Runs, func(r *Result) float64 { return r.LookupP50MS }),
-		fitLaw("lookup_p99_ms", Log, "ms", 1000, ft.Runs, func(r *Result) float64 { return r.LookupP99MS }),
-		fitLaw("provide_p50_ms", Log, "ms", 0, ft.Runs, func(r *Result) float64 { return r.ProvideP50MS }),
-		fitLaw("rpcs_per_lookup", Log, "requests", 0, ft.Runs, func(r *Result) float64 { return r.RPCsPerLookup }),
-		fitLaw("rpcs_per_provide", Log, "requests", 0, ft.Runs, func(r *Result) float64 { return r.RPCsPerProvide }),
-	}
+	ft.Fits = fitAll(ft.Runs)
 	return &ft, nil
+}
+
+// fitAll fits every figure's law to runs.
+func fitAll(runs []*Result) []Fit {
+	return []Fit{
+		fitLaw("gossip_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.GossipBytesPerPeerDay }),
+		fitLaw("resync_bytes_per_peer_day", Quadratic, "bytes", 0, runs, func(r *Result) float64 { return r.ResyncBytesPerPeerDay }),
+		fitLaw("store_bytes_per_peer", Linear, "bytes", 100e6, runs, func(r *Result) float64 { return r.StoreBytesPerPeer }),
+		fitLaw("lookup_p50_ms", Log, "ms", 0, runs, func(r *Result) float64 { return r.LookupP50MS }),
+		fitLaw("lookup_p99_ms", Log, "ms", 1000, runs, func(r *Result) float64 { return r.LookupP99MS }),
+		fitLaw("provide_p50_ms", Log, "ms", 0, runs, func(r *Result) float64 { return r.ProvideP50MS }),
+		fitLaw("rpcs_per_lookup", Log, "requests", 0, runs, func(r *Result) float64 { return r.RPCsPerLookup }),
+		fitLaw("rpcs_per_provide", Log, "requests", 0, runs, func(r *Result) float64 { return r.RPCsPerProvide }),
+	}
 }
 
 func (ft *Fitted) fit(figure string) Fit {
@@ -130,11 +141,13 @@ func (ft *Fitted) At(n int) *Result {
 	r.RPCsPerLookup, r.RPCsPerProvide = ft.fit("rpcs_per_lookup").At(n), ft.fit("rpcs_per_provide").At(n)
 	perPeerDay := func(count int) float64 { return float64(count) / float64(big.Nodes) / float64(big.Days) }
 	r.DHTBytesPerPeerDay = (perPeerDay(big.Attestations)*r.RPCsPerProvide + perPeerDay(big.Requests)*r.RPCsPerLookup) * DHTBytesPerRPC
-	r.ControlBytesPerPeerDay = r.GossipBytesPerPeerDay + r.DHTBytesPerPeerDay
+	r.ResyncBytesPerPeerDay = ft.fit("resync_bytes_per_peer_day").At(n)
+	r.ControlBytesPerPeerDay = r.GossipBytesPerPeerDay + r.DHTBytesPerPeerDay + r.ResyncBytesPerPeerDay
 	r.Assumptions = []string{
 		fmt.Sprintf("fitted to measured runs at %v peers", sizes(ft.Runs)),
 		"gossip, catalog sync and store grow as a + b·N: every peer of a platform receives and keeps every attestation of it, and platform shares do not change with N",
 		"DHT requests and latencies grow as a + b·log2(N) (Kademlia hops)",
+		"the periodic catalog resync grows as a + b·N² (platform peers connected × platform catalog), capped by nothing but one sync's 64 MiB",
 		fmt.Sprintf("per-peer builds and requests per day as measured at %d peers; %d bytes per DHT request and answer", big.Nodes, DHTBytesPerRPC),
 		fmt.Sprintf("hit rate, false accepts and time to installable as measured at %d peers (not extrapolated)", big.Nodes),
 	}

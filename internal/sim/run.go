@@ -21,6 +21,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -70,8 +71,8 @@ type Result struct {
 	// LostDispute are the not-allowed ones the requester's verdict called
 	// a dispute (honest builders that disagree count as one).
 	LostDispute int `json:"lost_dispute"`
-	LostOffline    int `json:"lost_offline"`
-	LostNAT        int `json:"lost_nat"`
+	LostOffline int `json:"lost_offline"`
+	LostNAT     int `json:"lost_nat"`
 	// NATLoss is LostNAT as a share of the ideal requests.
 	NATLoss float64 `json:"nat_loss"`
 	// TimeToInstallable: from the threshold-th honest attestation of a
@@ -88,7 +89,13 @@ type Result struct {
 	// counts × DHTBytesPerRPC), per peer and simulated day.
 	ControlBytesPerPeerDay float64 `json:"control_bytes_per_peer_day"`
 	GossipBytesPerPeerDay  float64 `json:"gossip_bytes_per_peer_day"`
-	DHTBytesPerPeerDay     float64 `json:"dht_bytes_per_peer_day"`
+	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
+	// every ten minutes it pages again, from the start, through the
+	// platform catalog of every connected peer of its platform. Modelled
+	// from the catalog sizes measured at the end of the run and that
+	// schedule (the run itself syncs only when a peer comes back online).
+	ResyncBytesPerPeerDay float64 `json:"resync_bytes_per_peer_day"`
+	DHTBytesPerPeerDay    float64 `json:"dht_bytes_per_peer_day"`
 	// StoreBytesPerPeer is the mean attestation bytes a peer's store
 	// holds (store.TotalUsage); StoreFileBytesPerPeer its database file.
 	StoreBytesPerPeer     float64 `json:"store_bytes_per_peer"`
@@ -117,6 +124,14 @@ type Result struct {
 // ~100-byte request and up to k=20 peers of ~60 bytes (id and one
 // address) back. An assumption (docs/SCALE.md); the counts are measured.
 const DHTBytesPerRPC = 1300
+
+// syncEveryMinutes and maxSyncBytes are votes.Book.SyncLoop's schedule
+// and bound: each connected peer is synced again from the start ten
+// minutes after a sync ends, and one sync reads at most 64 MiB.
+const (
+	syncEveryMinutes = 10
+	maxSyncBytes     = 64 << 20
+)
 
 // gossipDegree is GossipSub's mesh degree D: a message reaches a topic of
 // n peers in about log_D(n) hops.
@@ -489,7 +504,29 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Each build is provided once by each attester; each request looks
 	// its build key up once.
 	res.DHTBytesPerPeerDay = (float64(res.Attestations)*res.RPCsPerProvide + float64(res.Requests)*res.RPCsPerLookup) * DHTBytesPerRPC / n / days
-	res.ControlBytesPerPeerDay = res.GossipBytesPerPeerDay + res.DHTBytesPerPeerDay
+	// The SyncLoop schedule: connections are random with respect to
+	// platforms, the connection manager keeps between its low and high
+	// water marks, and one sync reads at most maxSyncBytes.
+	catalog := make([]float64, len(pop.Platforms))
+	for pi, members := range platformPeers {
+		for _, j := range members {
+			u, err := peers[j].st.TotalUsage()
+			if err != nil {
+				return nil, err
+			}
+			catalog[pi] += float64(u.Bytes) / float64(len(members))
+		}
+	}
+	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
+	var resync float64
+	for _, pp := range pop.Peers {
+		others := float64(len(platformPeers[pp.Platform]) - 1)
+		connected := min(others, conns*others/float64(m.Nodes-1))
+		syncs := float64(pp.OnlineHours) * 60 / syncEveryMinutes
+		resync += syncs * connected * min(catalog[pp.Platform], maxSyncBytes)
+	}
+	res.ResyncBytesPerPeerDay = resync / n
+	res.ControlBytesPerPeerDay = res.GossipBytesPerPeerDay + res.DHTBytesPerPeerDay + res.ResyncBytesPerPeerDay
 	res.StoreBytesPerPeer, res.StoreBytesPerPeerMax = stored/n, storedMax
 	res.StoreFileBytesPerPeer = file / n
 	res.WallSeconds = time.Since(start).Seconds()

@@ -60,15 +60,7 @@ func TestFitAndPlots(t *testing.T) {
 		t.Errorf("log fit at 400 = %v, want 90", got)
 	}
 	ft := &Fitted{Runs: runs}
-	ft.Fits = []Fit{
-		fitLaw("gossip_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.GossipBytesPerPeerDay }),
-		fitLaw("store_bytes_per_peer", Linear, "bytes", 100e6, runs, func(r *Result) float64 { return r.StoreBytesPerPeer }),
-		fitLaw("lookup_p50_ms", Log, "ms", 0, runs, func(r *Result) float64 { return r.LookupP50MS }),
-		fitLaw("lookup_p99_ms", Log, "ms", 1000, runs, func(r *Result) float64 { return r.LookupP99MS }),
-		fitLaw("provide_p50_ms", Log, "ms", 0, runs, func(r *Result) float64 { return r.ProvideP50MS }),
-		fitLaw("rpcs_per_lookup", Log, "requests", 0, runs, func(r *Result) float64 { return r.RPCsPerLookup }),
-		fitLaw("rpcs_per_provide", Log, "requests", 0, runs, func(r *Result) float64 { return r.RPCsPerProvide }),
-	}
+	ft.Fits = fitAll(runs)
 	at := ft.At(50000)
 	if !at.Modelled || at.Nodes != 50000 || at.GossipBytesPerPeerDay < 499e3 || len(at.Assumptions) == 0 {
 		t.Errorf("model at 50,000: %+v", at)

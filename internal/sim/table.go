@@ -22,7 +22,7 @@ func (r *Result) Table() string {
 	row("lost of the ideal", "not allowed %d (%d disputes), no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostDispute, r.LostOffline, r.LostNAT, 100*r.NATLoss)
 	row("false accepts", "%d", r.FalseAccepts)
 	row("time to installable", "p50 %.1f s, p99 %.1f s (%d builds; %d never)", r.TimeToInstallableP50S, r.TimeToInstallableP99S, r.Installable, r.NeverInstallable)
-	row("control bytes/peer/day", "%s (gossip and sync %s, DHT %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay))
+	row("control bytes/peer/day", "%s (gossip and sync on return %s, DHT %s, periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
 	row("store bytes/peer", "%s (largest %s, file %s)", bytesText(r.StoreBytesPerPeer), bytesText(r.StoreBytesPerPeerMax), bytesText(r.StoreFileBytesPerPeer))
 	row("DHT lookup", "p50 %.0f ms, p99 %.0f ms (%.1f requests each; %.0f %% found)", r.LookupP50MS, r.LookupP99MS, r.RPCsPerLookup, 100*r.LookupsFound)
 	row("DHT provide", "p50 %.0f ms, p99 %.0f ms (%.1f requests each)", r.ProvideP50MS, r.ProvideP99MS, r.RPCsPerProvide)
