@@ -35,6 +35,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	jsonOut := fs.Bool("json", false, "print one JSON object instead of a table")
 	model := fs.Int("model", 0, "extrapolate to this many peers from runs measured at 100, 250, 500, 1000 peers (up to -nodes)")
 	plot := fs.String("plot", "", "measure at 100, 250, 500, 1000 peers (up to -nodes) and write SVG plots of each figure, fitted up to 50,000 peers, to this directory")
+	runs := fs.String("runs", "", "with -model or -plot: take the measured runs from this fits.json (written by -plot) instead of running them")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -66,7 +67,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case *plot != "" || *model > 0:
-		ft, err := sim.Measure(ctx, m, *seed, progress)
+		var ft *sim.Fitted
+		var err error
+		if *runs != "" {
+			ft, err = sim.LoadFitted(*runs)
+		} else {
+			ft, err = sim.Measure(ctx, m, *seed, progress)
+		}
 		if err != nil {
 			return err
 		}

@@ -21,9 +21,8 @@ var MeasuredSizes = []int{100, 250, 500, 1000}
 type Law string
 
 const (
-	Linear    Law = "a + b·N"
-	Quadratic Law = "a + b·N²"
-	Log       Law = "a + b·log2(N)"
+	Linear Law = "a + b·N"
+	Log    Law = "a + b·log2(N)"
 )
 
 // Fit is one figure's fitted law and the measured points behind it.
@@ -45,11 +44,8 @@ func (f Fit) At(n int) float64 {
 }
 
 func lawX(law Law, n int) float64 {
-	switch law {
-	case Log:
+	if law == Log {
 		return math.Log2(float64(n))
-	case Quadratic:
-		return float64(n) * float64(n)
 	}
 	return float64(n)
 }
@@ -75,6 +71,24 @@ func fitLaw(figure string, law Law, unit string, goal float64, runs []*Result, y
 type Fitted struct {
 	Runs []*Result `json:"runs"`
 	Fits []Fit     `json:"fits"`
+}
+
+// LoadFitted reads the runs of a fits.json a plot wrote and fits them
+// again, so plots and models can be redrawn without running again.
+func LoadFitted(path string) (*Fitted, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ft Fitted
+	if err := json.Unmarshal(b, &ft); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(ft.Runs) < 2 {
+		return nil, fmt.Errorf("%s: %d runs, a model needs two at least", path, len(ft.Runs))
+	}
+	ft.Fits = fitAll(ft.Runs)
+	return &ft, nil
 }
 
 // Measure runs the model at each of MeasuredSizes up to m.Nodes and fits
@@ -104,7 +118,7 @@ func Measure(ctx context.Context, m Model, seed uint64, log io.Writer) (*Fitted,
 func fitAll(runs []*Result) []Fit {
 	return []Fit{
 		fitLaw("gossip_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.GossipBytesPerPeerDay }),
-		fitLaw("resync_bytes_per_peer_day", Quadratic, "bytes", 0, runs, func(r *Result) float64 { return r.ResyncBytesPerPeerDay }),
+		fitLaw("resync_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.ResyncBytesPerPeerDay }),
 		fitLaw("store_bytes_per_peer", Linear, "bytes", 100e6, runs, func(r *Result) float64 { return r.StoreBytesPerPeer }),
 		fitLaw("lookup_p50_ms", Log, "ms", 0, runs, func(r *Result) float64 { return r.LookupP50MS }),
 		fitLaw("lookup_p99_ms", Log, "ms", 1000, runs, func(r *Result) float64 { return r.LookupP99MS }),
@@ -133,6 +147,10 @@ func (ft *Fitted) At(n int) *Result {
 	r.Builds = int(float64(big.Builds) * scale)
 	r.Attestations = int(float64(big.Attestations) * scale)
 	r.Requests = int(float64(big.Requests) * scale)
+	r.Hits, r.Ideal = int(float64(big.Hits)*scale), int(float64(big.Ideal)*scale)
+	r.LostNotAllowed, r.LostDispute = int(float64(big.LostNotAllowed)*scale), int(float64(big.LostDispute)*scale)
+	r.LostOffline, r.LostNAT = int(float64(big.LostOffline)*scale), int(float64(big.LostNAT)*scale)
+	r.Installable, r.NeverInstallable = 0, 0
 	r.GossipBytesPerPeerDay = ft.fit("gossip_bytes_per_peer_day").At(n)
 	r.StoreBytesPerPeer = ft.fit("store_bytes_per_peer").At(n)
 	r.StoreBytesPerPeerMax, r.StoreFileBytesPerPeer = 0, 0
@@ -147,7 +165,7 @@ func (ft *Fitted) At(n int) *Result {
 		fmt.Sprintf("fitted to measured runs at %v peers", sizes(ft.Runs)),
 		"gossip, catalog sync and store grow as a + b·N: every peer of a platform receives and keeps every attestation of it, and platform shares do not change with N",
 		"DHT requests and latencies grow as a + b·log2(N) (Kademlia hops)",
-		"the periodic catalog resync grows as a + b·N² (platform peers connected × platform catalog), capped by nothing but one sync's 64 MiB",
+		"the periodic catalog resync grows as a + b·N: the connected peers of one's platform stay about 48 × its share, its catalog grows with N (one sync reads at most 64 MiB, not reached at 50,000)",
 		fmt.Sprintf("per-peer builds and requests per day as measured at %d peers; %d bytes per DHT request and answer", big.Nodes, DHTBytesPerRPC),
 		fmt.Sprintf("hit rate, false accepts and time to installable as measured at %d peers (not extrapolated)", big.Nodes),
 	}
@@ -167,7 +185,7 @@ func (ft *Fitted) WritePlots(dir string, upTo int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	control := Fit{Figure: "control_bytes_per_peer_day", Unit: "bytes", Goal: 5e6}
+	control := Fit{Figure: "control_bytes_per_peer_day", Law: "gossip + resync + DHT", Unit: "bytes", Goal: 5e6}
 	for _, r := range ft.Runs {
 		control.N, control.Y = append(control.N, r.Nodes), append(control.Y, r.ControlBytesPerPeerDay)
 	}

@@ -21,11 +21,23 @@ func (r *Result) Table() string {
 	row("hit rate", "%.3f of requests (ideal %.3f, ratio %.3f)", r.HitRate, r.IdealHitRate, ratio(r.HitRate, r.IdealHitRate))
 	row("lost of the ideal", "not allowed %d (%d disputes), no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostDispute, r.LostOffline, r.LostNAT, 100*r.NATLoss)
 	row("false accepts", "%d", r.FalseAccepts)
-	row("time to installable", "p50 %.1f s, p99 %.1f s (%d builds; %d never)", r.TimeToInstallableP50S, r.TimeToInstallableP99S, r.Installable, r.NeverInstallable)
+	if r.Modelled {
+		row("time to installable", "p50 %.1f s, p99 %.1f s (as measured)", r.TimeToInstallableP50S, r.TimeToInstallableP99S)
+	} else {
+		row("time to installable", "p50 %.1f s, p99 %.1f s (%d builds; %d never)", r.TimeToInstallableP50S, r.TimeToInstallableP99S, r.Installable, r.NeverInstallable)
+	}
 	row("control bytes/peer/day", "%s (gossip and sync on return %s, DHT %s, periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
-	row("store bytes/peer", "%s (largest %s, file %s)", bytesText(r.StoreBytesPerPeer), bytesText(r.StoreBytesPerPeerMax), bytesText(r.StoreFileBytesPerPeer))
+	if r.Modelled {
+		row("store bytes/peer", "%s", bytesText(r.StoreBytesPerPeer))
+	} else {
+		row("store bytes/peer", "%s (largest %s, file %s)", bytesText(r.StoreBytesPerPeer), bytesText(r.StoreBytesPerPeerMax), bytesText(r.StoreFileBytesPerPeer))
+	}
 	row("DHT lookup", "p50 %.0f ms, p99 %.0f ms (%.1f requests each; %.0f %% found)", r.LookupP50MS, r.LookupP99MS, r.RPCsPerLookup, 100*r.LookupsFound)
-	row("DHT provide", "p50 %.0f ms, p99 %.0f ms (%.1f requests each)", r.ProvideP50MS, r.ProvideP99MS, r.RPCsPerProvide)
+	if r.Modelled {
+		row("DHT provide", "p50 %.0f ms (%.1f requests each)", r.ProvideP50MS, r.RPCsPerProvide)
+	} else {
+		row("DHT provide", "p50 %.0f ms, p99 %.0f ms (%.1f requests each)", r.ProvideP50MS, r.ProvideP99MS, r.RPCsPerProvide)
+	}
 	if r.WallSeconds > 0 {
 		row("wall time", "%.0f s", r.WallSeconds)
 	}
