@@ -90,10 +90,10 @@ type Result struct {
 	ControlBytesPerPeerDay float64 `json:"control_bytes_per_peer_day"`
 	GossipBytesPerPeerDay  float64 `json:"gossip_bytes_per_peer_day"`
 	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
-	// every ten minutes it pages again, from the start, through the
-	// platform catalog of every connected peer of its platform. Modelled
-	// from the catalog sizes measured at the end of the run and that
-	// schedule (the run itself syncs only when a peer comes back online).
+	// from every connected peer of its platform, once a day the whole
+	// catalog and every hour what is new there. Modelled from the catalog
+	// sizes measured at the end of the run and that schedule (the run
+	// itself syncs only when a peer comes back online).
 	ResyncBytesPerPeerDay float64 `json:"resync_bytes_per_peer_day"`
 	DHTBytesPerPeerDay    float64 `json:"dht_bytes_per_peer_day"`
 	// StoreBytesPerPeer is the mean attestation bytes a peer's store
@@ -125,13 +125,8 @@ type Result struct {
 // address) back. An assumption (docs/SCALE.md); the counts are measured.
 const DHTBytesPerRPC = 1300
 
-// syncEveryMinutes and maxSyncBytes are votes.Book.SyncLoop's schedule
-// and bound: each connected peer is synced again from the start ten
-// minutes after a sync ends, and one sync reads at most 64 MiB.
-const (
-	syncEveryMinutes = 10
-	maxSyncBytes     = 64 << 20
-)
+// maxSyncBytes is what one catalog sync reads at most (votes).
+const maxSyncBytes = 64 << 20
 
 // gossipDegree is GossipSub's mesh degree D: a message reaches a topic of
 // n peers in about log_D(n) hops.
@@ -504,9 +499,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Each build is provided once by each attester; each request looks
 	// its build key up once.
 	res.DHTBytesPerPeerDay = (float64(res.Attestations)*res.RPCsPerProvide + float64(res.Requests)*res.RPCsPerLookup) * DHTBytesPerRPC / n / days
-	// The SyncLoop schedule: connections are random with respect to
-	// platforms, the connection manager keeps between its low and high
-	// water marks, and one sync reads at most maxSyncBytes.
+	// The SyncLoop schedule (votes.ResyncEvery, ResyncMargin,
+	// FullSyncEvery): connections are random with respect to platforms,
+	// the connection manager keeps between its low and high water marks;
+	// a resync reads the records dated since the last one (less the
+	// margin), a full sync the whole catalog, at most maxSyncBytes.
 	catalog := make([]float64, len(pop.Platforms))
 	for pi, members := range platformPeers {
 		for _, j := range members {
@@ -518,12 +515,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
+	simHours := float64(m.Days * 24)
+	window := (votes.ResyncEvery + votes.ResyncMargin).Hours()
 	var resync float64
 	for _, pp := range pop.Peers {
 		others := float64(len(platformPeers[pp.Platform]) - 1)
 		connected := min(others, conns*others/float64(m.Nodes-1))
-		syncs := float64(pp.OnlineHours) * 60 / syncEveryMinutes
-		resync += syncs * connected * min(catalog[pp.Platform], maxSyncBytes)
+		online := float64(pp.OnlineHours)
+		resyncs := online / votes.ResyncEvery.Hours()
+		fulls := max(1, online/votes.FullSyncEvery.Hours())
+		perResync := min(catalog[pp.Platform]*window/simHours, maxSyncBytes)
+		resync += connected * (resyncs*perResync + fulls*min(catalog[pp.Platform], maxSyncBytes))
 	}
 	res.ResyncBytesPerPeerDay = resync / n
 	res.ControlBytesPerPeerDay = res.GossipBytesPerPeerDay + res.DHTBytesPerPeerDay + res.ResyncBytesPerPeerDay
