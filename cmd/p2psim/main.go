@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	var progress io.Writer = stderr
+	progress := stderr
 	if *quiet {
 		progress = nil
 	}

@@ -219,11 +219,9 @@ func (d *dhtNet) measure(ctx context.Context, seed uint64, ops int) (DHTResult, 
 		}
 		qctx, n, stop = rpcCounter(ctx)
 		start = time.Now()
+		// Asked for one provider, the channel closes after it.
 		for ai := range d.dhts[o.asker].FindProvidersAsync(qctx, o.key, 1) {
-			if ai.ID == d.hosts[o.from].ID() {
-				o.ok = true
-			}
-			break
+			o.ok = o.ok || ai.ID == d.hosts[o.from].ID()
 		}
 		o.found = time.Since(start)
 		stop()

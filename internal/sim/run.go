@@ -161,7 +161,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	m := o.Model
 	logf := func(format string, a ...any) {
 		if o.Log != nil {
-			fmt.Fprintf(o.Log, "p2psim: %5.1fs "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
+			_, _ = fmt.Fprintf(o.Log, "p2psim: %5.1fs "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
 		}
 	}
 	if o.DHTOps == 0 {
