@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -91,17 +90,17 @@ func LoadFitted(path string) (*Fitted, error) {
 	return &ft, nil
 }
 
-// Measure runs the model at each of MeasuredSizes up to m.Nodes and fits
+// Measure runs o at each of MeasuredSizes up to o.Model.Nodes and fits
 // each figure's law.
-func Measure(ctx context.Context, m Model, seed uint64, log io.Writer) (*Fitted, error) {
+func Measure(ctx context.Context, o Options) (*Fitted, error) {
 	var ft Fitted
 	for _, n := range MeasuredSizes {
-		if n > m.Nodes {
+		if n > o.Model.Nodes {
 			break
 		}
-		mm := m
-		mm.Nodes = n
-		r, err := Run(ctx, Options{Model: mm, Seed: seed, Log: log})
+		oo := o
+		oo.Model.Nodes = n
+		r, err := Run(ctx, oo)
 		if err != nil {
 			return nil, fmt.Errorf("sim: %d nodes: %w", n, err)
 		}

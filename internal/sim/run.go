@@ -43,19 +43,37 @@ type Options struct {
 	// SyncPeers is how many online peers of its platform a peer syncs its
 	// catalog from when it comes back online.
 	SyncPeers int
+	// Design is how attestations travel: Flood (the daemon today) or
+	// Interest (a candidate the daemon does not implement yet).
+	Design Design
 	// Log gets progress lines; nil discards them.
 	Log io.Writer
 }
 
+// Design is a way for attestations to reach the peers that need them.
+type Design string
+
+const (
+	// Flood is the daemon's design: every attestation is published on
+	// its platform's topic, catalogs are synced from connected peers.
+	Flood Design = "flood"
+	// Interest is the candidate docs/SCALE.md measures: nothing is
+	// published; a builder provides the build key in the DHT, and a peer
+	// that wants a build finds its providers and asks them for their
+	// attestations of it (attest/1), on the same Book code.
+	Interest Design = "interest"
+)
+
 // Result is one run's figures (the JSON `go run ./cmd/p2psim -json`
 // prints). Times are simulated unless named wall.
 type Result struct {
-	Nodes        int `json:"nodes"`
-	Days         int `json:"days"`
-	Platforms    int `json:"platforms"`
-	Builds       int `json:"builds"`
-	Attestations int `json:"attestations"`
-	Requests     int `json:"requests"`
+	Design       Design `json:"design"`
+	Nodes        int    `json:"nodes"`
+	Days         int    `json:"days"`
+	Platforms    int    `json:"platforms"`
+	Builds       int    `json:"builds"`
+	Attestations int    `json:"attestations"`
+	Requests     int    `json:"requests"`
 	// Hits are the requests served by a trusted fitting peer build the
 	// requester could reach; Ideal those for which threshold honest
 	// reproducers of the build existed.
@@ -128,6 +146,10 @@ const DHTBytesPerRPC = 1300
 // maxSyncBytes is what one catalog sync reads at most (votes).
 const maxSyncBytes = 64 << 20
 
+// askProviders is how many providers a peer asks for their attestations
+// of a build in the interest design.
+const askProviders = 3
+
 // gossipDegree is GossipSub's mesh degree D: a message reaches a topic of
 // n peers in about log_D(n) hops.
 const gossipDegree = 6
@@ -185,7 +207,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer os.RemoveAll(dir)
 	}
-	res := &Result{Nodes: m.Nodes, Days: m.Days}
+	if o.Design == "" {
+		o.Design = Flood
+	}
+	if o.Design != Flood && o.Design != Interest {
+		return nil, fmt.Errorf("sim: design %q: want %q or %q", o.Design, Flood, Interest)
+	}
+	res := &Result{Design: o.Design, Nodes: m.Nodes, Days: m.Days}
 
 	// The DHT first: real hosts, real Kademlia, the model's latencies.
 	logf("DHT: %d hosts on mocknet", m.Nodes)
@@ -237,8 +265,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node,
 		})
 		node.Serve(wire.Handlers{Catalog: vb.ServeCatalog, Attestations: vb.ServeAttestations, OnGossip: vb.OnGossip})
-		if err := node.JoinPlatform(plat); err != nil {
-			return nil, err
+		if o.Design == Flood {
+			if err := node.JoinPlatform(plat); err != nil {
+				return nil, err
+			}
 		}
 		sp := &simPeer{idx: i, key: k, id: id, st: st, book: vb, node: node, online: true, built: map[int]int{}}
 		for _, pkg := range pp.Installed {
@@ -260,6 +290,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	epoch := time.Now().Add(-time.Duration(m.Days*24+2) * time.Hour).UTC().Truncate(time.Hour)
 	truth := map[keys.Build]*buildTruth{}
 	var (
+		lookups     int // interest design: DHT lookups
 		pending     []pendingCheck
 		installable []float64
 		attBytes    int64
@@ -267,6 +298,48 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	buildKey := func(pkg, version, use, platform int) (identity.Descriptor, keys.Build) {
 		d := descriptor(pop, pkg, version, use, platform)
 		return d, d.BuildKey()
+	}
+	provide := func(j int, bk keys.Build) error {
+		c, err := bk.CID()
+		if err != nil {
+			return err
+		}
+		return peers[j].node.Provide(c)
+	}
+	// ask is what peer j does, in the interest design, when it wants
+	// build bk: find its providers and take their attestations of it
+	// (each through Book.IngestFrom, as the daemon takes an attest/1
+	// answer). Attestations are small enough to travel through a relay,
+	// so NAT does not stop them. The flood design has them already.
+	ask := func(j int, bk keys.Build) error {
+		if o.Design != Interest {
+			return nil
+		}
+		lookups++
+		c, err := bk.CID()
+		if err != nil {
+			return err
+		}
+		provs, err := peers[j].node.FindProviders(ctx, c, 20)
+		if err != nil {
+			return err
+		}
+		asked := 0
+		for _, ai := range provs {
+			if ai.ID == peers[j].id || !peers[byID[ai.ID]].online || asked == askProviders {
+				continue
+			}
+			asked++
+			blobs, err := peers[j].node.FetchAttestations(ctx, ai.ID, c)
+			if err != nil {
+				continue // gone offline meanwhile
+			}
+			for _, b := range blobs {
+				// A refused record is the Book's business, as from a peer.
+				_, _ = peers[j].book.IngestFrom(ctx, b, ai.ID)
+			}
+		}
+		return nil
 	}
 	// build has peer i compile pkg at version and share the result.
 	build := func(i, pkg, version, hour int) error {
@@ -298,8 +371,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err := peers[i].book.StoreOwn(s); err != nil {
 			return fmt.Errorf("sim: peer %d stores its own attestation: %w", i, err)
 		}
-		if err := peers[i].book.PublishOwn(ctx, s); err != nil {
-			return fmt.Errorf("sim: peer %d publishes: %w", i, err)
+		if o.Design == Flood {
+			if err := peers[i].book.PublishOwn(ctx, s); err != nil {
+				return fmt.Errorf("sim: peer %d publishes: %w", i, err)
+			}
+		} else if err := provide(i, bk); err != nil {
+			return err
 		}
 		if !bt.reached && len(bt.honest[content]) >= m.Threshold {
 			bt.reached = true
@@ -313,12 +390,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			if len(cands) > 0 {
 				j := cands[rng.IntN(len(cands))]
+				if err := ask(j, bk); err != nil {
+					return err
+				}
 				_, ok, err := peers[j].book.AllowedBuild(bk)
 				if err != nil {
 					return err
 				}
 				if ok {
-					installable = append(installable, time.Since(wall).Seconds()+gossipDelay(pop, rng, len(platformPeers[pp.Platform])))
+					delay := gossipDelay(pop, rng, len(platformPeers[pp.Platform]))
+					if o.Design == Interest {
+						// A lookup, then one round trip for attest/1.
+						delay = dres.LookupMS[rng.IntN(len(dres.LookupMS))]/1000 + 2*pop.Model.oneWay(rng).Seconds()
+					}
+					installable = append(installable, time.Since(wall).Seconds()+delay)
 				} else {
 					pending = append(pending, pendingCheck{bk: bk, observer: j, hour: hour})
 				}
@@ -339,6 +424,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		isIdeal := bt != nil && bt.reached
 		if isIdeal {
 			ideal++
+		}
+		if err := ask(i, bk); err != nil {
+			return err
 		}
 		b, ok, err := peers[i].book.AllowedBuild(bk)
 		if err != nil {
@@ -381,6 +469,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if hit {
 			hits++
 			peers[i].built[pkg] = v
+			if o.Design == Interest {
+				// It holds the file now, and serves it and its votes.
+				return provide(i, bk)
+			}
 			return nil
 		}
 		return build(i, pkg, v, h)
@@ -400,7 +492,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			sp.online = on
 			sp.node.SetOnline(on)
-			if !on {
+			if !on || o.Design != Flood {
 				continue
 			}
 			var others []int
@@ -422,6 +514,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if !peers[pc.observer].online {
 				kept = append(kept, pc)
 				continue
+			}
+			if err := ask(pc.observer, pc.bk); err != nil {
+				return nil, err
 			}
 			_, ok, err := peers[pc.observer].book.AllowedBuild(pc.bk)
 			if err != nil {
@@ -528,6 +623,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		resync += connected * (resyncs*perResync + fulls*min(catalog[pp.Platform], maxSyncBytes))
 	}
 	res.ResyncBytesPerPeerDay = resync / n
+	if o.Design == Interest {
+		res.ResyncBytesPerPeerDay = 0 // no catalogs
+		// Requests' lookups are counted above; these are the observers'
+		// and the hits' provides.
+		res.DHTBytesPerPeerDay += float64(hits)*res.RPCsPerProvide*DHTBytesPerRPC/n/days +
+			float64(max(0, lookups-res.Requests))*res.RPCsPerLookup*DHTBytesPerRPC/n/days
+	}
 	res.ControlBytesPerPeerDay = res.GossipBytesPerPeerDay + res.DHTBytesPerPeerDay + res.ResyncBytesPerPeerDay
 	res.StoreBytesPerPeer, res.StoreBytesPerPeerMax = stored/n, storedMax
 	res.StoreFileBytesPerPeer = file / n
