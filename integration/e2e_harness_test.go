@@ -128,12 +128,28 @@ func (h *portageHarness) run(t *testing.T, ctx context.Context, extraEnv []strin
 }
 
 // try is run without failing the test.
+// A command gets at most commandTimeout: a hung emerge (a download that
+// never ends) fails its test with the output so far instead of stalling
+// the whole suite until go test's own timeout, which prints no output.
 func (h *portageHarness) try(ctx context.Context, extraEnv []string, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(h.env(), extraEnv...)
+	// Killing the script leaves its children (wget) holding the output
+	// pipe; stop waiting for them soon after.
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w (gave up after %v)", err, commandTimeout)
+	}
 	return string(out), err
 }
+
+// commandTimeout bounds one harness command. A cold build of every
+// fixture takes under two minutes on two cores; the package as a whole
+// has go test's ten.
+const commandTimeout = 5 * time.Minute
 
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

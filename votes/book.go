@@ -83,9 +83,10 @@ type Book struct {
 	// answerBytes and pageBytes bound an attest/1 answer and a catalog
 	// page (attestAnswerBytes, catalogPageBytes; tests lower them).
 	answerBytes, pageBytes int
-	// syncTick is how often SyncLoop looks for peers to sync (tests
-	// shorten it).
-	syncTick time.Duration
+	// syncTick is how often SyncLoop looks for peers to sync;
+	// resyncEvery, resyncMargin and fullSyncEvery its schedule (tests
+	// shorten them).
+	syncTick, resyncEvery, resyncMargin, fullSyncEvery time.Duration
 }
 
 // New makes a Book; it touches neither the store nor the network.
@@ -95,6 +96,7 @@ func New(o Options) *Book {
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
 		log: o.Logger, metrics: newMetrics(o.Registry),
 		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, syncTick: 2 * time.Second,
+		resyncEvery: ResyncEvery, resyncMargin: ResyncMargin, fullSyncEvery: FullSyncEvery,
 	}
 	if vb.log == nil {
 		vb.log = slog.New(slog.DiscardHandler)

@@ -101,8 +101,8 @@ func TestSyncCatalogBetweenTwoBooks(t *testing.T) {
 	a.node.Serve(p2p.Handlers{Catalog: cc.handler})
 
 	n, next, more, err := b.syncCatalogFrom(ctx, a.self, p2p.CatalogCursor{})
-	if err != nil || more || n != len(recs)+1 || next.Since != 0 || next.After != nil {
-		t.Fatalf("sync: %d new, next %+v, more %v, %v; want %d, done", n, next, more, err, len(recs)+1)
+	if err != nil || more || n != len(recs)+1 || next.Since == 0 || next.After == nil {
+		t.Fatalf("sync: %d new, next %+v, more %v, %v; want %d, done at the newest record", n, next, more, err, len(recs)+1)
 	}
 	if got := has(t, b.Book, append(recs, own)...); got != len(recs)+1 {
 		t.Fatalf("b holds %d of %d records", got, len(recs)+1)
@@ -219,8 +219,8 @@ func TestSyncCatalogStopsAfterMaxPages(t *testing.T) {
 		t.Fatalf("%d pages asked for, want %d", cc.calls(), maxCatalogPages)
 	}
 	_, next, more, err = b.syncCatalogFrom(ctx, pager, next)
-	if more || err != nil || next.After != nil {
-		t.Fatalf("second sync: next %+v, more %v, %v; want done", next, more, err)
+	if last := cursorOf(sorted[len(sorted)-1]); more || err != nil || next.Since != last.Since || !bytes.Equal(next.After, last.After) {
+		t.Fatalf("second sync: next %+v, more %v, %v; want done at the newest record %+v", next, more, err, last)
 	}
 	if got := cc.calls() - maxCatalogPages; got != 3 {
 		t.Fatalf("second sync asked for %d pages, want 3 (two with records, one empty)", got)
@@ -266,6 +266,80 @@ func TestSyncLoopFillsTheCatalog(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("SyncLoop did not return after its context ended")
+	}
+}
+
+// After a completed sync, SyncLoop syncs a peer again only from just
+// before the newest record it saw there (catching a record that arrived
+// since, dated a little earlier), and from the start again once the full
+// interval has passed.
+func TestSyncLoopResyncsFromWhereItEnded(t *testing.T) {
+	net := memnet.New()
+	a := joinBook(t, net, true, nil)
+	b := joinBook(t, net, false, nil)
+	b.syncTick = 5 * time.Millisecond
+	b.resyncEvery = 20 * time.Millisecond
+	b.resyncMargin = 10 * time.Minute
+	b.fullSyncEvery = 200 * time.Millisecond
+	cc := &countingCatalog{serve: a.ServeCatalog}
+	a.node.Serve(p2p.Handlers{Catalog: cc.handler, Attestations: a.ServeAttestations, OnGossip: a.OnGossip})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	first := catalogOf(t, 4, 2, 1000) // dated an hour ago on
+	if n, err := a.ingestBatch(ctx, blobsOf(first...), arrival{}); n != len(first) || err != nil {
+		t.Fatal(n, err)
+	}
+	go func() {
+		defer close(done)
+		b.SyncLoop(ctx)
+	}()
+	eventually(t, "a's records at b", func() bool { return has(t, b.Book, first...) == len(first) })
+	// A record that reaches a after the sync, dated five minutes before
+	// the newest one b saw: inside the margin.
+	newest := first[len(first)-1].Attestation.Time
+	k, _ := mustKey(t)
+	late, err := hostile.Junk(k, testPlatform, 99, 1000, newest.Add(-5*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.ingestBatch(ctx, blobsOf(late), arrival{}); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+	eventually(t, "the late record at b", func() bool { return has(t, b.Book, late) == 1 })
+	// Syncs start where the cursor has no After: from the start (full)
+	// or from the resume point; the pages after the first go on from a
+	// record (After set).
+	starts := func() (full, resumed []p2p.CatalogCursor) {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		for _, c := range cc.cursors {
+			switch {
+			case c.After != nil:
+			case c.Since == 0:
+				full = append(full, c)
+			default:
+				resumed = append(resumed, c)
+			}
+		}
+		return full, resumed
+	}
+	eventually(t, "resumed syncs and a second full one", func() bool {
+		full, resumed := starts()
+		return len(full) >= 2 && len(resumed) >= 2
+	})
+	want := newest.Add(-10 * time.Minute).Unix()
+	_, resumed := starts()
+	for i, c := range resumed {
+		if c.Since > want {
+			t.Errorf("resumed sync %d started at %d, after the newest record less the margin (%d)", i, c.Since, want)
+		}
+		if c.Since < want-int64(time.Hour/time.Second) {
+			t.Errorf("resumed sync %d started at %d, long before the newest record (%d): that is a full sync", i, c.Since, newest.Unix())
+		}
 	}
 }
 

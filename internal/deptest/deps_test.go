@@ -62,7 +62,7 @@ func TestDependencies(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	wiring := []string{"daemon", "cmd/gentoo-p2pd", "internal/demo", "internal/testnet", "internal/hostile", "internal/memnet",
-		"internal/fixtures", "internal/deptest", "internal/jobtest", "integration", "packaging"}
+		"internal/fixtures", "internal/deptest", "internal/jobtest", "internal/sim", "cmd/p2psim", "integration", "packaging"}
 	seen := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		pkg, deps, _ := strings.Cut(line, "|")

@@ -1,5 +1,6 @@
 // Package memnet is an in-memory stand-in for the peer-to-peer network,
-// for unit tests of the daemon's jobs (votes, own, materialize, localapi):
+// for unit tests of the daemon's jobs (votes, own, materialize, localapi)
+// and for the network simulator (internal/sim), which reads BytesIn:
 // providers, platform gossip and the attest and catalog protocols between
 // nodes of one process, with no libp2p host. Gossip is delivered to every
 // other node on the topic synchronously and through its validator, as
@@ -52,6 +53,27 @@ type Node struct {
 	known    map[peer.ID][]ma.Multiaddr
 	// Published counts this node's own gossip publications.
 	published int
+	// bytesIn counts the payload bytes this node received: gossip
+	// delivered to its validator, catalog pages and attest answers.
+	bytesIn int64
+}
+
+// BytesIn is the payload this node received from the network (gossip
+// messages, catalog pages, attest answers), without transport overhead.
+func (nd *Node) BytesIn() int64 {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.bytesIn
+}
+
+func (nd *Node) received(blobs ...[]byte) {
+	var n int64
+	for _, b := range blobs {
+		n += int64(len(b))
+	}
+	nd.mu.Lock()
+	nd.bytesIn += n
+	nd.mu.Unlock()
 }
 
 // Join adds a node with id; its address is 127.0.0.N, N its rank.
@@ -158,6 +180,7 @@ func (nd *Node) Publish(ctx context.Context, platform string, msg []byte) error 
 		sub := other.topics[platform]
 		other.mu.Unlock()
 		if on && sub && h.OnGossip != nil {
+			other.received(msg)
 			_ = h.OnGossip(nd.id, nd.id, platform, msg) // a validator's verdict is the receiver's business
 		}
 	}
@@ -184,7 +207,9 @@ func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur
 	if h.Catalog == nil {
 		return nil, fmt.Errorf("%w: not served", wire.ErrProtocol)
 	}
-	return h.Catalog(ctx, platform, cur)
+	blobs, err := h.Catalog(ctx, platform, cur)
+	nd.received(blobs...)
+	return blobs, err
 }
 
 // FetchAttestations asks p for its attestations of key.
@@ -197,7 +222,9 @@ func (nd *Node) FetchAttestations(ctx context.Context, p peer.ID, key cid.Cid) (
 	if h.Attestations == nil {
 		return nil, fmt.Errorf("%w: not served", wire.ErrProtocol)
 	}
-	return h.Attestations(ctx, key)
+	blobs, err := h.Attestations(ctx, key)
+	nd.received(blobs...)
+	return blobs, err
 }
 
 // About asks p what it is and what it holds for query.

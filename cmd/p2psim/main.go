@@ -1,0 +1,107 @@
+// Command p2psim runs the gentoo-p2pd network simulator: a population of
+// Gentoo machines on the project's real code in one process (docs/SCALE.md).
+//
+//	go run ./cmd/p2psim -nodes 1000 -json
+//	go run ./cmd/p2psim -model 50000 -json
+//	go run ./cmd/p2psim -plot docs/scale
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/sim"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "p2psim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("p2psim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	nodes := fs.Int("nodes", 1000, "peers to run, each with its own store and votes")
+	days := fs.Int("days", 0, "simulated days (0: the model's default)")
+	seed := fs.Uint64("seed", 1, "random seed of the population")
+	jsonOut := fs.Bool("json", false, "print one JSON object instead of a table")
+	model := fs.Int("model", 0, "extrapolate to this many peers from runs measured at 100, 250, 500, 1000 peers (up to -nodes)")
+	plot := fs.String("plot", "", "measure at 100, 250, 500, 1000 peers (up to -nodes) and write SVG plots of each figure, fitted up to 50,000 peers, to this directory")
+	runs := fs.String("runs", "", "with -model or -plot: take the measured runs from this fits.json (written by -plot) instead of running them")
+	design := fs.String("design", "flood", "how attestations travel: flood (the daemon today) or interest (the candidate docs/SCALE.md measures)")
+	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	progress := stderr
+	if *quiet {
+		progress = nil
+	}
+	m := sim.DefaultModel(*nodes)
+	if *days > 0 {
+		m.Days = *days
+	}
+	switch {
+	case *plot != "" || *model > 0:
+		var ft *sim.Fitted
+		var err error
+		if *runs != "" {
+			ft, err = sim.LoadFitted(*runs)
+		} else {
+			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Log: progress})
+		}
+		if err != nil {
+			return err
+		}
+		if *plot != "" {
+			if err := ft.WritePlots(*plot, max(50000, *model)); err != nil {
+				return err
+			}
+		}
+		if *model == 0 {
+			return nil
+		}
+		return print(stdout, ft.At(*model), *jsonOut)
+	default:
+		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Log: progress})
+		if err != nil {
+			return err
+		}
+		return print(stdout, r, *jsonOut)
+	}
+}
+
+func print(w io.Writer, r *sim.Result, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	_, err := fmt.Fprint(w, r.Table())
+	return err
+}

@@ -1,0 +1,705 @@
+package sim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
+)
+
+// Options are a run's settings besides the model.
+type Options struct {
+	Model Model
+	Seed  uint64
+	// Dir holds the peers' stores; empty means a fresh directory under
+	// /dev/shm when it exists (fsyncs on tmpfs cost nothing, so a run
+	// measures the code, not the disk), else the system temp dir. It is
+	// removed afterwards.
+	Dir string
+	// DHTOps is how many provide+lookup pairs the DHT measurement runs.
+	DHTOps int
+	// SyncPeers is how many online peers of its platform a peer syncs its
+	// catalog from when it comes back online.
+	SyncPeers int
+	// Design is how attestations travel: Flood (the daemon today) or
+	// Interest (a candidate the daemon does not implement yet).
+	Design Design
+	// Log gets progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Design is a way for attestations to reach the peers that need them.
+type Design string
+
+const (
+	// Flood is the daemon's design: every attestation is published on
+	// its platform's topic, catalogs are synced from connected peers.
+	Flood Design = "flood"
+	// Interest is the candidate docs/SCALE.md measures: nothing is
+	// published; a builder provides the build key in the DHT, and a peer
+	// that wants a build finds its providers and asks them for their
+	// attestations of it (attest/1), on the same Book code.
+	Interest Design = "interest"
+)
+
+// Result is one run's figures (the JSON `go run ./cmd/p2psim -json`
+// prints). Times are simulated unless named wall.
+type Result struct {
+	Design       Design `json:"design"`
+	Nodes        int    `json:"nodes"`
+	Days         int    `json:"days"`
+	Platforms    int    `json:"platforms"`
+	Builds       int    `json:"builds"`
+	Attestations int    `json:"attestations"`
+	Requests     int    `json:"requests"`
+	// Hits are the requests served by a trusted fitting peer build the
+	// requester could reach; Ideal those for which threshold honest
+	// reproducers of the build existed.
+	Hits         int     `json:"hits"`
+	Ideal        int     `json:"ideal"`
+	HitRate      float64 `json:"hit_rate"`
+	IdealHitRate float64 `json:"ideal_hit_rate"`
+	FalseAccepts int     `json:"false_accepts"`
+	// Of the ideal requests that missed: not allowed at the requester
+	// (a dispute, or votes it never received), allowed but no provider
+	// online, or providers online but none reachable through NAT.
+	LostNotAllowed int `json:"lost_not_allowed"`
+	// LostDispute are the not-allowed ones the requester's verdict called
+	// a dispute (honest builders that disagree count as one).
+	LostDispute int `json:"lost_dispute"`
+	LostOffline int `json:"lost_offline"`
+	LostNAT     int `json:"lost_nat"`
+	// NATLoss is LostNAT as a share of the ideal requests.
+	NATLoss float64 `json:"nat_loss"`
+	// TimeToInstallable: from the threshold-th honest attestation of a
+	// build to the build being Allowed at a peer of its platform that was
+	// online then (gossip delivery: the measured processing plus the
+	// modelled GossipSub hops). NeverInstallable counts the builds that
+	// reached the threshold but were never Allowed at that peer.
+	TimeToInstallableP50S float64 `json:"time_to_installable_p50_s"`
+	TimeToInstallableP99S float64 `json:"time_to_installable_p99_s"`
+	NeverInstallable      int     `json:"never_installable"`
+	Installable           int     `json:"installable"`
+	// ControlBytesPerPeerDay: gossip, catalog pages and attest answers
+	// every peer received (measured), plus DHT traffic (measured request
+	// counts × DHTBytesPerRPC), per peer and simulated day.
+	ControlBytesPerPeerDay float64 `json:"control_bytes_per_peer_day"`
+	GossipBytesPerPeerDay  float64 `json:"gossip_bytes_per_peer_day"`
+	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
+	// from every connected peer of its platform, once a day the whole
+	// catalog and every hour what is new there. Modelled from the catalog
+	// sizes measured at the end of the run and that schedule (the run
+	// itself syncs only when a peer comes back online).
+	ResyncBytesPerPeerDay float64 `json:"resync_bytes_per_peer_day"`
+	DHTBytesPerPeerDay    float64 `json:"dht_bytes_per_peer_day"`
+	// StoreBytesPerPeer is the mean attestation bytes a peer's store
+	// holds (store.TotalUsage); StoreFileBytesPerPeer its database file.
+	StoreBytesPerPeer     float64 `json:"store_bytes_per_peer"`
+	StoreBytesPerPeerMax  float64 `json:"store_bytes_per_peer_max"`
+	StoreFileBytesPerPeer float64 `json:"store_file_bytes_per_peer"`
+	// MeanAttestationBytes is the mean signed attestation size.
+	MeanAttestationBytes float64 `json:"mean_attestation_bytes"`
+	// Lookup and provide latencies of the DHT (wall clock, real
+	// go-libp2p-kad-dht on mocknet links with the model's latencies).
+	LookupP50MS    float64 `json:"lookup_p50_ms"`
+	LookupP99MS    float64 `json:"lookup_p99_ms"`
+	ProvideP50MS   float64 `json:"provide_p50_ms"`
+	ProvideP99MS   float64 `json:"provide_p99_ms"`
+	LookupsFound   float64 `json:"lookups_found"`
+	RPCsPerLookup  float64 `json:"rpcs_per_lookup"`
+	RPCsPerProvide float64 `json:"rpcs_per_provide"`
+	// LargestPlatformShare is the share of peers on the most common
+	// platform: what the flooding design's per-peer cost grows with.
+	LargestPlatformShare float64  `json:"largest_platform_share"`
+	WallSeconds          float64  `json:"wall_seconds"`
+	Modelled             bool     `json:"modelled,omitempty"`
+	Assumptions          []string `json:"assumptions,omitempty"`
+}
+
+// DHTBytesPerRPC is the bytes one DHT request and its answer carry: a
+// ~100-byte request and up to k=20 peers of ~60 bytes (id and one
+// address) back. An assumption (docs/SCALE.md); the counts are measured.
+const DHTBytesPerRPC = 1300
+
+// maxSyncBytes is what one catalog sync reads at most (votes).
+const maxSyncBytes = 64 << 20
+
+// askProviders is how many providers a peer asks for their attestations
+// of a build in the interest design.
+const askProviders = 3
+
+// gossipDegree is GossipSub's mesh degree D: a message reaches a topic of
+// n peers in about log_D(n) hops.
+const gossipDegree = 6
+
+type simPeer struct {
+	idx    int
+	key    crypto.PrivKey
+	id     peer.ID
+	st     *store.Store
+	book   *votes.Book
+	node   *memnet.Node
+	online bool
+	built  map[int]int // package → newest version this peer built or installed
+}
+
+type buildTruth struct {
+	platform int
+	honest   map[trust.ContentID][]int // content → honest attesters
+	reached  bool                      // some content reached the threshold
+}
+
+type pendingCheck struct {
+	bk       keys.Build
+	observer int
+	hour     int
+}
+
+// Run runs the population for the model's days and returns the figures.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	m := o.Model
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			_, _ = fmt.Fprintf(o.Log, "p2psim: %5.1fs "+format+"\n", append([]any{time.Since(start).Seconds()}, a...)...)
+		}
+	}
+	if o.DHTOps == 0 {
+		o.DHTOps = 200
+	}
+	if o.SyncPeers == 0 {
+		o.SyncPeers = 3
+	}
+	pop, err := NewPopulation(m, o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	dir := o.Dir
+	if dir == "" {
+		base := os.TempDir()
+		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+			base = "/dev/shm"
+		}
+		if dir, err = os.MkdirTemp(base, "p2psim-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	if o.Design == "" {
+		o.Design = Flood
+	}
+	if o.Design != Flood && o.Design != Interest {
+		return nil, fmt.Errorf("sim: design %q: want %q or %q", o.Design, Flood, Interest)
+	}
+	res := &Result{Design: o.Design, Nodes: m.Nodes, Days: m.Days}
+
+	// The DHT first: real hosts, real Kademlia, the model's latencies.
+	logf("DHT: %d hosts on mocknet", m.Nodes)
+	dn, err := startDHT(ctx, pop)
+	if err != nil {
+		return nil, err
+	}
+	dres, err := dn.measure(ctx, o.Seed, o.DHTOps)
+	dn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sim: DHT: %w", err)
+	}
+	res.LookupP50MS, res.LookupP99MS = quantile(dres.LookupMS, 0.5), quantile(dres.LookupMS, 0.99)
+	res.ProvideP50MS, res.ProvideP99MS = quantile(dres.ProvideMS, 0.5), quantile(dres.ProvideMS, 0.99)
+	res.LookupsFound = float64(dres.Found) / float64(o.DHTOps)
+	res.RPCsPerLookup, res.RPCsPerProvide = dres.RPCsPerLookup, dres.RPCsPerProvide
+	logf("DHT: lookup p50 %.0f ms p99 %.0f ms, provide p50 %.0f ms", res.LookupP50MS, res.LookupP99MS, res.ProvideP50MS)
+
+	// Every peer: its own store and votes.Book, as the daemon wires them,
+	// on one in-memory network that floods each platform topic.
+	cfg := config.Defaults()
+	cfg.Trust.Threshold = m.Threshold
+	policy, err := votes.PolicyFromConfig(cfg.Trust)
+	if err != nil {
+		return nil, err
+	}
+	net := memnet.New()
+	peers := make([]*simPeer, m.Nodes)
+	byID := map[peer.ID]int{}
+	platformPeers := make([][]int, len(pop.Platforms))
+	for i, pp := range pop.Peers {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, err
+		}
+		id, err := peer.IDFromPrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		st, err := store.Open(filepath.Join(dir, fmt.Sprint(i)), store.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		node := net.Join(id)
+		plat := pop.Platforms[pp.Platform].ID
+		vb := votes.New(votes.Options{
+			Store: st, Policy: policy, Self: id, Platform: plat,
+			Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node,
+		})
+		node.Serve(wire.Handlers{Catalog: vb.ServeCatalog, Attestations: vb.ServeAttestations, OnGossip: vb.OnGossip})
+		if o.Design == Flood {
+			if err := node.JoinPlatform(plat); err != nil {
+				return nil, err
+			}
+		}
+		sp := &simPeer{idx: i, key: k, id: id, st: st, book: vb, node: node, online: true, built: map[int]int{}}
+		for _, pkg := range pp.Installed {
+			sp.built[pkg] = 1
+		}
+		peers[i] = sp
+		byID[id] = i
+		platformPeers[pp.Platform] = append(platformPeers[pp.Platform], i)
+	}
+	for _, pp := range platformPeers {
+		if len(pp) > 0 {
+			res.Platforms++
+		}
+		res.LargestPlatformShare = max(res.LargestPlatformShare, float64(len(pp))/float64(m.Nodes))
+	}
+	logf("%d peers on %d platforms (largest %.0f %%)", m.Nodes, res.Platforms, 100*res.LargestPlatformShare)
+
+	rng := rand.New(rand.NewPCG(o.Seed, 3))
+	epoch := time.Now().Add(-time.Duration(m.Days*24+2) * time.Hour).UTC().Truncate(time.Hour)
+	truth := map[keys.Build]*buildTruth{}
+	var (
+		lookups     int // interest design: DHT lookups
+		pending     []pendingCheck
+		installable []float64
+		attBytes    int64
+	)
+	buildKey := func(pkg, version, use, platform int) (identity.Descriptor, keys.Build) {
+		d := descriptor(pop, pkg, version, use, platform)
+		return d, d.BuildKey()
+	}
+	provide := func(j int, bk keys.Build) error {
+		c, err := bk.CID()
+		if err != nil {
+			return err
+		}
+		return peers[j].node.Provide(c)
+	}
+	// ask is what peer j does, in the interest design, when it wants
+	// build bk: find its providers and take their attestations of it
+	// (each through Book.IngestFrom, as the daemon takes an attest/1
+	// answer). Attestations are small enough to travel through a relay,
+	// so NAT does not stop them. The flood design has them already.
+	ask := func(j int, bk keys.Build) error {
+		if o.Design != Interest {
+			return nil
+		}
+		lookups++
+		c, err := bk.CID()
+		if err != nil {
+			return err
+		}
+		provs, err := peers[j].node.FindProviders(ctx, c, 20)
+		if err != nil {
+			return err
+		}
+		asked := 0
+		for _, ai := range provs {
+			if ai.ID == peers[j].id || !peers[byID[ai.ID]].online || asked == askProviders {
+				continue
+			}
+			asked++
+			blobs, err := peers[j].node.FetchAttestations(ctx, ai.ID, c)
+			if err != nil {
+				continue // gone offline meanwhile
+			}
+			for _, b := range blobs {
+				// A refused record is the Book's business, as from a peer.
+				_, _ = peers[j].book.IngestFrom(ctx, b, ai.ID)
+			}
+		}
+		return nil
+	}
+	// build has peer i compile pkg at version and share the result.
+	build := func(i, pkg, version, hour int) error {
+		pp := pop.Peers[i]
+		d, bk := buildKey(pkg, version, pp.USE(pkg), pp.Platform)
+		var seed string
+		if pop.Packages[pkg].Reproducible {
+			// Honest builds agree only with the same compiler.
+			seed = string(bk) + pop.Toolchains[pp.Toolchain].GCC
+		} else {
+			seed = fmt.Sprintf("%s/%d", bk, i)
+		}
+		content := trust.ContentID{Image: sha256.Sum256([]byte("image " + seed)), Metadata: sha256.Sum256([]byte("meta " + seed))}
+		at := epoch.Add(time.Duration(hour)*time.Hour + time.Duration(rng.IntN(3600))*time.Second)
+		s, err := attest(d, content, pop.Toolchains[pp.Toolchain], at, peers[i].key)
+		if err != nil {
+			return err
+		}
+		attBytes += int64(len(s.Marshal()))
+		res.Attestations++
+		peers[i].built[pkg] = version
+		bt := truth[bk]
+		if bt == nil {
+			bt = &buildTruth{platform: pp.Platform, honest: map[trust.ContentID][]int{}}
+			truth[bk] = bt
+		}
+		bt.honest[content] = append(bt.honest[content], i)
+		wall := time.Now()
+		if err := peers[i].book.StoreOwn(s); err != nil {
+			return fmt.Errorf("sim: peer %d stores its own attestation: %w", i, err)
+		}
+		if o.Design == Flood {
+			if err := peers[i].book.PublishOwn(ctx, s); err != nil {
+				return fmt.Errorf("sim: peer %d publishes: %w", i, err)
+			}
+		} else if err := provide(i, bk); err != nil {
+			return err
+		}
+		if !bt.reached && len(bt.honest[content]) >= m.Threshold {
+			bt.reached = true
+			// Time to installable at a peer of the platform that was
+			// online when the threshold was reached and did not vote.
+			var cands []int
+			for _, j := range platformPeers[pp.Platform] {
+				if peers[j].online && !slices.Contains(bt.honest[content], j) {
+					cands = append(cands, j)
+				}
+			}
+			if len(cands) > 0 {
+				j := cands[rng.IntN(len(cands))]
+				if err := ask(j, bk); err != nil {
+					return err
+				}
+				_, ok, err := peers[j].book.AllowedBuild(bk)
+				if err != nil {
+					return err
+				}
+				if ok {
+					delay := gossipDelay(pop, rng, len(platformPeers[pp.Platform]))
+					if o.Design == Interest {
+						// A lookup, then one round trip for attest/1.
+						delay = dres.LookupMS[rng.IntN(len(dres.LookupMS))]/1000 + 2*pop.Model.oneWay(rng).Seconds()
+					}
+					installable = append(installable, time.Since(wall).Seconds()+delay)
+				} else {
+					pending = append(pending, pendingCheck{bk: bk, observer: j, hour: hour})
+				}
+			}
+		}
+		return nil
+	}
+
+	var ideal, hits int
+	// request is one emerge of pkg by peer i: installed from a trusted
+	// peer build it can reach, else compiled here and shared.
+	request := func(i, pkg, day, h int) error {
+		pp := pop.Peers[i]
+		v := pop.Version(pkg, day)
+		res.Requests++
+		_, bk := buildKey(pkg, v, pp.USE(pkg), pp.Platform)
+		bt := truth[bk]
+		isIdeal := bt != nil && bt.reached
+		if isIdeal {
+			ideal++
+		}
+		if err := ask(i, bk); err != nil {
+			return err
+		}
+		b, ok, err := peers[i].book.AllowedBuild(bk)
+		if err != nil {
+			return err
+		}
+		hit := false
+		if ok {
+			if bt == nil || b.Verdict.Content == nil || len(bt.honest[*b.Verdict.Content]) < m.Threshold {
+				res.FalseAccepts++
+			}
+			online := false
+			for _, s := range b.Atts {
+				j, known := byID[s.Attester]
+				if !known || j == i || !peers[j].online {
+					continue
+				}
+				online = true
+				if pop.Reachable(i, j) {
+					hit = true
+					break
+				}
+			}
+			if isIdeal && !hit {
+				if online {
+					res.LostNAT++
+				} else {
+					res.LostOffline++
+				}
+			}
+		} else if isIdeal {
+			res.LostNotAllowed++
+			v, _, err := peers[i].book.Verdict(bk)
+			if err != nil {
+				return err
+			}
+			if v.Rule == trust.RuleDispute {
+				res.LostDispute++
+			}
+		}
+		if hit {
+			hits++
+			peers[i].built[pkg] = v
+			if o.Design == Interest {
+				// It holds the file now, and serves it and its votes.
+				return provide(i, bk)
+			}
+			return nil
+		}
+		return build(i, pkg, v, h)
+	}
+	hours := m.Days * 24
+	for h := range hours {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		day := h / 24
+		// Churn: peers leave and come back; a returning peer syncs its
+		// catalog from a few online peers of its platform.
+		for i, sp := range peers {
+			on := pop.Peers[i].OnlineAt(h)
+			if on == sp.online {
+				continue
+			}
+			sp.online = on
+			sp.node.SetOnline(on)
+			if !on || o.Design != Flood {
+				continue
+			}
+			var others []int
+			for _, j := range platformPeers[pop.Peers[i].Platform] {
+				if j != i && peers[j].online {
+					others = append(others, j)
+				}
+			}
+			rng.Shuffle(len(others), func(a, b int) { others[a], others[b] = others[b], others[a] })
+			for _, j := range others[:min(len(others), o.SyncPeers)] {
+				if _, err := sp.book.SyncFrom(ctx, peers[j].id); err != nil {
+					return nil, fmt.Errorf("sim: peer %d syncs from %d: %w", i, j, err)
+				}
+			}
+		}
+		// Pending installability checks at peers now online.
+		kept := pending[:0]
+		for _, pc := range pending {
+			if !peers[pc.observer].online {
+				kept = append(kept, pc)
+				continue
+			}
+			if err := ask(pc.observer, pc.bk); err != nil {
+				return nil, err
+			}
+			_, ok, err := peers[pc.observer].book.AllowedBuild(pc.bk)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				installable = append(installable, float64(h-pc.hour)*3600)
+			} else {
+				kept = append(kept, pc)
+			}
+		}
+		pending = kept
+		// Updates: a user's emerge -uDN @world on its update days, at the
+		// start of its online window, asks for every installed package
+		// that has a newer version; now and then a user emerges a package
+		// it never had. Each is a request.
+		for i, pp := range pop.Peers {
+			if !peers[i].online {
+				continue
+			}
+			var want []int
+			if h%24 == pp.OnlineStart && day%pp.UpdateEvery == pp.UpdateOffset {
+				for _, pkg := range pp.Installed {
+					if pop.Version(pkg, day) > peers[i].built[pkg] {
+						want = append(want, pkg)
+					}
+				}
+			}
+			if rng.Float64() < m.RequestsPerDay/float64(pp.OnlineHours) {
+				if pkg := pop.request(rng); pop.Version(pkg, day) > peers[i].built[pkg] {
+					want = append(want, pkg)
+				}
+			}
+			for _, pkg := range want {
+				if err := request(i, pkg, day, h); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if h%24 == 23 {
+			logf("day %d: %d attestations, %d requests, %d hits, %d ideal", day+1, res.Attestations, res.Requests, hits, ideal)
+		}
+	}
+	res.Hits, res.Ideal = hits, ideal
+	res.NeverInstallable = len(pending)
+	res.Installable = len(installable)
+	res.Builds = len(truth)
+	if res.Requests > 0 {
+		res.HitRate = float64(hits) / float64(res.Requests)
+		res.IdealHitRate = float64(ideal) / float64(res.Requests)
+	}
+	if ideal > 0 {
+		res.NATLoss = float64(res.LostNAT) / float64(ideal)
+	}
+	slices.Sort(installable)
+	res.TimeToInstallableP50S, res.TimeToInstallableP99S = quantile(installable, 0.5), quantile(installable, 0.99)
+	if res.Attestations > 0 {
+		res.MeanAttestationBytes = float64(attBytes) / float64(res.Attestations)
+	}
+	var gossip, stored, storedMax, file float64
+	for i, sp := range peers {
+		gossip += float64(sp.node.BytesIn())
+		u, err := sp.st.TotalUsage()
+		if err != nil {
+			return nil, err
+		}
+		stored += float64(u.Bytes)
+		storedMax = max(storedMax, float64(u.Bytes))
+		if fi, err := os.Stat(filepath.Join(dir, fmt.Sprint(i), "state.db")); err == nil {
+			file += float64(fi.Size())
+		}
+	}
+	n, days := float64(m.Nodes), float64(m.Days)
+	res.GossipBytesPerPeerDay = gossip / n / days
+	// Each build is provided once by each attester; each request looks
+	// its build key up once.
+	res.DHTBytesPerPeerDay = (float64(res.Attestations)*res.RPCsPerProvide + float64(res.Requests)*res.RPCsPerLookup) * DHTBytesPerRPC / n / days
+	// The SyncLoop schedule (votes.ResyncEvery, ResyncMargin,
+	// FullSyncEvery): connections are random with respect to platforms,
+	// the connection manager keeps between its low and high water marks;
+	// a resync reads the records dated since the last one (less the
+	// margin), a full sync the whole catalog, at most maxSyncBytes.
+	catalog := make([]float64, len(pop.Platforms))
+	for pi, members := range platformPeers {
+		for _, j := range members {
+			u, err := peers[j].st.TotalUsage()
+			if err != nil {
+				return nil, err
+			}
+			catalog[pi] += float64(u.Bytes) / float64(len(members))
+		}
+	}
+	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
+	simHours := float64(m.Days * 24)
+	window := (votes.ResyncEvery + votes.ResyncMargin).Hours()
+	var resync float64
+	for _, pp := range pop.Peers {
+		others := float64(len(platformPeers[pp.Platform]) - 1)
+		connected := min(others, conns*others/float64(m.Nodes-1))
+		online := float64(pp.OnlineHours)
+		resyncs := online / votes.ResyncEvery.Hours()
+		fulls := max(1, online/votes.FullSyncEvery.Hours())
+		perResync := min(catalog[pp.Platform]*window/simHours, maxSyncBytes)
+		resync += connected * (resyncs*perResync + fulls*min(catalog[pp.Platform], maxSyncBytes))
+	}
+	res.ResyncBytesPerPeerDay = resync / n
+	if o.Design == Interest {
+		res.ResyncBytesPerPeerDay = 0 // no catalogs
+		// Requests' lookups are counted above; these are the observers'
+		// and the hits' provides.
+		res.DHTBytesPerPeerDay += float64(hits)*res.RPCsPerProvide*DHTBytesPerRPC/n/days +
+			float64(max(0, lookups-res.Requests))*res.RPCsPerLookup*DHTBytesPerRPC/n/days
+	}
+	res.ControlBytesPerPeerDay = res.GossipBytesPerPeerDay + res.DHTBytesPerPeerDay + res.ResyncBytesPerPeerDay
+	res.StoreBytesPerPeer, res.StoreBytesPerPeerMax = stored/n, storedMax
+	res.StoreFileBytesPerPeer = file / n
+	res.WallSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// gossipDelay models a GossipSub delivery across a topic of n peers: about
+// log_D(n) hops, each one link's one-way latency.
+func gossipDelay(pop *Population, rng *rand.Rand, n int) float64 {
+	hops := max(1, int(math.Ceil(math.Log(float64(n))/math.Log(gossipDegree))))
+	var d time.Duration
+	for range hops {
+		d += pop.Model.oneWay(rng)
+	}
+	return d.Seconds()
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
+}
+
+// descriptor is the build descriptor of pkg at version with USE variant use
+// on platform: what identity derives from a real package's metadata.
+func descriptor(pop *Population, pkg, version, use, platform int) identity.Descriptor {
+	p := pop.Packages[pkg]
+	plat := pop.Platforms[platform]
+	pv := fmt.Sprintf("%s-%d.0", p.Name, version)
+	useFlags := map[int][]string{0: {}, 1: {"doc"}, 2: {"doc", "static-libs"}}[use]
+	return identity.Descriptor{
+		CPV: pv, EbuildDigest: fmt.Sprintf("%x", sha256.Sum256([]byte(pv+" ebuild"))),
+		Eclasses: map[string]string{}, USE: useFlags,
+		CHOST: plat.CHOST, CFLAGS: plat.Flags, CXXFLAGS: plat.Flags, LDFLAGS: "-Wl,-O1 -Wl,--as-needed",
+		SlotDeps: []string{}, Requires: map[string][]string{},
+	}
+}
+
+// attest signs what an honest builder's daemon attests for a build: the
+// descriptor, the content, served sizes and the index fields a real
+// package carries (about the size of a real attestation).
+func attest(d identity.Descriptor, content trust.ContentID, tc Toolchain, at time.Time, key crypto.PrivKey) (*trust.Signed, error) {
+	raw, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	name := d.CPV[strings.IndexByte(d.CPV, '/')+1:]
+	a := trust.Attestation{
+		Version: trust.AttestationVersion, BuildKey: d.BuildKey(), VariantKey: d.VariantKey(),
+		CPV: d.CPV, Platform: d.Platform(), Descriptor: raw,
+		Content:    content,
+		FileSHA256: sha256.Sum256(append(content.Image[:], content.Metadata[:]...)),
+		Size:       1 << 20, PieceSize: 262144, Format: trust.FormatGPKG,
+		PieceRoot: sha256.Sum256(append(content.Metadata[:], content.Image[:]...)),
+		Builder:   trust.Builder{GCC: tc.GCC},
+		Time:      at.UTC().Truncate(time.Second),
+		Served:    trust.ServedSizes{MetadataTar: 20480, ImageTar: 1 << 20},
+		Index: map[string]string{
+			"DESCRIPTION": "A simulated package standing in for " + name + " of the Gentoo tree",
+			"EAPI":        "8",
+			"KEYWORDS":    "~alpha amd64 arm arm64 hppa ~loong ~m68k ~mips ppc ppc64 ~riscv ~s390 sparc x86",
+			"LICENSE":     "GPL-2+ LGPL-2.1+",
+			"SLOT":        "0",
+			"RDEPEND":     ">=sys-libs/zlib-1.2.13 >=dev-libs/openssl-3.0 virtual/libintl app-arch/xz-utils >=sys-libs/ncurses-6.4",
+			"DEPEND":      ">=sys-libs/zlib-1.2.13 >=dev-libs/openssl-3.0 virtual/libintl app-arch/xz-utils >=sys-libs/ncurses-6.4",
+			"BDEPEND":     "virtual/pkgconfig sys-devel/gettext",
+			"IUSE":        "doc static-libs test",
+		},
+	}
+	return trust.Sign(a, key)
+}
