@@ -102,25 +102,7 @@ It then exits with status 3.`,
   gentoo-p2pd find bafkrei... --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client(cmd)
-			if err != nil {
-				return err
-			}
-			var res api.FindResult
-			if err := c.Get(cmd.Context(), api.PathFind, url.Values{"q": {args[0]}}, &res); err != nil {
-				return err
-			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
-					return err
-				}
-			} else {
-				writeFind(cmd.OutOrStdout(), res)
-			}
-			if len(res.Builds) == 0 {
-				return exitError{exitNotFound}
-			}
-			return nil
+			return query(cmd, api.PathFind, args[0], asJSON, writeFind, func(r api.FindResult) bool { return len(r.Builds) == 0 })
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -379,4 +361,28 @@ func listOrNone(s []string) string {
 		return "none"
 	}
 	return strings.Join(s, ", ")
+}
+
+// query asks the daemon's path for q and prints the answer as JSON or for
+// people; an answer with nothing in it exits with status 3 (not found).
+func query[T any](cmd *cobra.Command, path, q string, asJSON bool, write func(io.Writer, T), empty func(T) bool) error {
+	c, err := client(cmd)
+	if err != nil {
+		return err
+	}
+	var res T
+	if err := c.Get(cmd.Context(), path, url.Values{"q": {q}}, &res); err != nil {
+		return err
+	}
+	if asJSON {
+		if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+			return err
+		}
+	} else {
+		write(cmd.OutOrStdout(), res)
+	}
+	if empty(res) {
+		return exitError{exitNotFound}
+	}
+	return nil
 }

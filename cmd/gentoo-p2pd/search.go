@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 
@@ -33,25 +32,7 @@ with the settings that differ. It then exits with status 3.`,
   gentoo-p2pd search dev-libs/openssl --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client(cmd)
-			if err != nil {
-				return err
-			}
-			var res api.SearchResult
-			if err := c.Get(cmd.Context(), api.PathSearch, url.Values{"q": {args[0]}}, &res); err != nil {
-				return err
-			}
-			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
-					return err
-				}
-			} else {
-				writeSearch(cmd.OutOrStdout(), res)
-			}
-			if len(res.Builds) == 0 {
-				return exitError{exitNotFound}
-			}
-			return nil
+			return query(cmd, api.PathSearch, args[0], asJSON, writeSearch, func(r api.SearchResult) bool { return len(r.Builds) == 0 })
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
