@@ -102,9 +102,11 @@ type Result struct {
 	TimeToInstallableP99S float64 `json:"time_to_installable_p99_s"`
 	NeverInstallable      int     `json:"never_installable"`
 	Installable           int     `json:"installable"`
-	// ControlBytesPerPeerDay: gossip, catalog pages and attest answers
-	// every peer received (measured), plus DHT traffic (measured request
-	// counts × DHTBytesPerRPC), per peer and simulated day.
+	// ControlBytesPerPeerDay is the sum of the three below, per peer and
+	// simulated day. GossipBytesPerPeerDay is what each peer received,
+	// measured: gossip, catalog pages and attest answers (in the interest
+	// design only the last); DHTBytesPerPeerDay the measured request
+	// counts × DHTBytesPerRPC.
 	ControlBytesPerPeerDay float64 `json:"control_bytes_per_peer_day"`
 	GossipBytesPerPeerDay  float64 `json:"gossip_bytes_per_peer_day"`
 	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
@@ -148,7 +150,7 @@ const maxSyncBytes = 64 << 20
 
 // askProviders is how many providers a peer asks for their attestations
 // of a build in the interest design.
-const askProviders = 3
+const askProviders = 10
 
 // gossipDegree is GossipSub's mesh degree D: a message reaches a topic of
 // n peers in about log_D(n) hops.

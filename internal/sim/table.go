@@ -26,7 +26,7 @@ func (r *Result) Table() string {
 	} else {
 		row("time to installable", "p50 %.1f s, p99 %.1f s (%d builds; %d never)", r.TimeToInstallableP50S, r.TimeToInstallableP99S, r.Installable, r.NeverInstallable)
 	}
-	row("control bytes/peer/day", "%s (gossip and sync on return %s, DHT %s, periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
+	row("control bytes/peer/day", "%s (received: gossip, catalog pages and attest answers %s; DHT %s; periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
 	if r.Modelled {
 		row("store bytes/peer", "%s", bytesText(r.StoreBytesPerPeer))
 	} else {
