@@ -129,7 +129,11 @@ func (n *Node) rendezvousLoop(public *dht.IpfsDHT, disc *drouting.RoutingDiscove
 				joined = true
 			}
 			if !time.Now().Before(advertiseAt) {
-				ttl, err := disc.Advertise(ctx, ns)
+				// kad-dht's Provide sets no deadline of its own; a slow
+				// one must not hold up the lookups of this loop.
+				actx, cancel := context.WithTimeout(ctx, rendezvousAdvertiseTimeout)
+				ttl, err := disc.Advertise(actx, ns)
+				cancel()
 				switch {
 				case ctx.Err() != nil:
 					return
@@ -217,3 +221,7 @@ func (n *Node) rendezvousFind(ctx context.Context, disc *drouting.RoutingDiscove
 		n.log.Debug("rendezvous: lookup done", "records", seen, "dialled", dialled.Load(), "peers", n.peerCount())
 	}
 }
+
+// rendezvousAdvertiseTimeout bounds one advertisement in the public DHT
+// (a provide there takes seconds; Amino's p50 is about 6 s).
+const rendezvousAdvertiseTimeout = time.Minute

@@ -24,6 +24,8 @@ type verifiedReader struct {
 	// ended records that a read was cut short by the fetch ending, so
 	// that Check's error is not taken for a verdict on the content.
 	ended atomic.Bool
+	// diskErr records that reading the part file itself failed.
+	diskErr atomic.Bool
 }
 
 func (r *verifiedReader) ReadAt(p []byte, off int64) (int, error) {
@@ -39,6 +41,9 @@ func (r *verifiedReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	n, err := r.f.pf.part.ReadAt(p[:end-off], off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.diskErr.Store(true)
+	}
 	if err == nil && end < off+int64(len(p)) {
 		err = io.EOF
 	}
@@ -84,7 +89,9 @@ func (f *fetcher) checkLoop(stop <-chan struct{}) hashResult {
 	if err == nil {
 		return hashResult{sum: sum}
 	}
-	if r.ended.Load() {
+	// A read of our own part file that failed is a disk error, not bad
+	// content: the next provider would fail the same way.
+	if r.ended.Load() || r.diskErr.Load() {
 		return hashResult{err: fmt.Errorf("transfer: checking %s: %w", f.pf.partPath, err)}
 	}
 	if f.cancel != nil {

@@ -275,6 +275,7 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 			if st.cur.Since == 0 && st.cur.After == nil {
 				st.full = time.Now()
 			}
+			began := time.Now()
 			n, next, more, err := vb.syncCatalogFrom(ctx, pi.ID, st.cur)
 			if n > 0 {
 				vb.log.Info("catalog sync", "peer", pi.ID.String(), "new", n)
@@ -300,7 +301,7 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 				if next.After != nil {
 					// A sync that saw no record keeps the resume
 					// point it started from.
-					st.cur = resumeCursor(next, vb.resyncMargin)
+					st.cur = resumeCursor(next, began, vb.resyncMargin)
 				}
 				if time.Since(st.full) >= vb.fullSyncEvery {
 					// Records that reached the peer long after their
@@ -319,7 +320,10 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 
 // resumeCursor is where the next sync after a completed one starts: margin
 // before the newest record seen, so records that reached the peer after
-// the last sync but are dated a little earlier are not skipped.
-func resumeCursor(last wire.CatalogCursor, margin time.Duration) wire.CatalogCursor {
-	return wire.CatalogCursor{Since: max(1, last.Since-int64(margin/time.Second))}
+// the last sync but are dated a little earlier are not skipped — and never
+// after the time the sync began: records may be dated up to a day ahead
+// (checkClaims), and one such record (or a builder's fast clock) must not
+// move the resume point past every honest record to come.
+func resumeCursor(last wire.CatalogCursor, began time.Time, margin time.Duration) wire.CatalogCursor {
+	return wire.CatalogCursor{Since: max(1, min(last.Since, began.Unix())-int64(margin/time.Second))}
 }

@@ -472,3 +472,18 @@ func TestStoreAndPublishOwn(t *testing.T) {
 		t.Fatal("published while offline")
 	}
 }
+
+// A record dated up to a day ahead is valid (checkClaims); the resume
+// point must not follow it past the records honest peers make now.
+func TestResumeCursorIgnoresFutureDates(t *testing.T) {
+	began := time.Unix(1_800_000_000, 0)
+	margin := 15 * time.Minute
+	future := p2p.CatalogCursor{Since: began.Add(20 * time.Hour).Unix(), After: []byte{1}}
+	if got, want := resumeCursor(future, began, margin).Since, began.Add(-margin).Unix(); got != want {
+		t.Errorf("after a record dated 20 h ahead the resume point is %d, want %d (the sync's start less the margin)", got, want)
+	}
+	past := p2p.CatalogCursor{Since: began.Add(-2 * time.Hour).Unix(), After: []byte{1}}
+	if got, want := resumeCursor(past, began, margin).Since, began.Add(-2*time.Hour-margin).Unix(); got != want {
+		t.Errorf("resume point %d, want %d (the newest record less the margin)", got, want)
+	}
+}
