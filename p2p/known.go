@@ -249,6 +249,10 @@ func (n *Node) watchPeers(wake chan<- struct{}) error {
 			}
 		}
 		n.known.touch(e.Peer, addrs)
+		// Outrank the public DHT's nodes (kad-dht tags its routing
+		// table at 5) when the connection manager trims: a peer of
+		// ours, however it connected, is what this node is for.
+		n.host.ConnManager().TagPeer(e.Peer, ourPeerTag, 20)
 	})
 	if err != nil {
 		return fmt.Errorf("p2p: watch peers: %w", err)
@@ -395,3 +399,7 @@ func (n *Node) dialAll(ctx context.Context, targets []peer.AddrInfo, atStart boo
 	}
 	wg.Wait()
 }
+
+// ourPeerTag is the connection manager tag of peers that speak one of our
+// protocols.
+const ourPeerTag = "gentoo-p2p-peer"

@@ -211,3 +211,15 @@ func (l *lockedBuffer) waitFor(t *testing.T, want string, timeout time.Duration)
 		}
 	}
 }
+
+// A peer that speaks our protocols outranks the public DHT's nodes (kad-dht
+// tags its routing table at 5) when the connection manager trims,
+// however it connected.
+func TestOurPeersOutrankPublicDHTNodes(t *testing.T) {
+	nodes := newNetwork(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	waitFor(t, 10*time.Second, "b tagged as ours at a", func() bool {
+		info := a.host.ConnManager().GetTagInfo(b.ID())
+		return info != nil && info.Tags[ourPeerTag] > 5
+	})
+}
