@@ -37,6 +37,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	plot := fs.String("plot", "", "measure at 100, 250, 500, 1000 peers (up to -nodes) and write SVG plots of each figure, fitted up to 50,000 peers, to this directory")
 	runs := fs.String("runs", "", "with -model or -plot: take the measured runs from this fits.json (written by -plot) instead of running them")
 	design := fs.String("design", "flood", "how attestations travel: flood (the daemon today) or interest (the candidate docs/SCALE.md measures)")
+	adversary := fs.String("adversary", "none", "who attacks: none, or sybil (threshold fresh identities back a backdoor of every popular build)")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -73,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if *runs != "" {
 			ft, err = sim.LoadFitted(*runs)
 		} else {
-			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Log: progress})
+			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), Log: progress})
 		}
 		if err != nil {
 			return err
@@ -88,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return print(stdout, ft.At(*model), *jsonOut)
 	default:
-		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Log: progress})
+		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), Log: progress})
 		if err != nil {
 			return err
 		}

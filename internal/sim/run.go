@@ -46,9 +46,24 @@ type Options struct {
 	// Design is how attestations travel: Flood (the daemon today) or
 	// Interest (a candidate the daemon does not implement yet).
 	Design Design
+	// Adversary is who attacks: None, or Sybil — fresh identities, as
+	// many as the threshold, that back a backdoored content of every
+	// popular build key as soon as an honest builder attests it.
+	Adversary Adversary
 	// Log gets progress lines; nil discards them.
 	Log io.Writer
 }
+
+// Adversary is an attacker the run includes.
+type Adversary string
+
+const (
+	None  Adversary = "none"
+	Sybil Adversary = "sybil"
+)
+
+// popular is how many of the most popular packages the Sybil attacks.
+const popular = 100
 
 // Design is a way for attestations to reach the peers that need them.
 type Design string
@@ -67,13 +82,16 @@ const (
 // Result is one run's figures (the JSON `go run ./cmd/p2psim -json`
 // prints). Times are simulated unless named wall.
 type Result struct {
-	Design       Design `json:"design"`
-	Nodes        int    `json:"nodes"`
-	Days         int    `json:"days"`
-	Platforms    int    `json:"platforms"`
-	Builds       int    `json:"builds"`
-	Attestations int    `json:"attestations"`
-	Requests     int    `json:"requests"`
+	Design    Design    `json:"design"`
+	Adversary Adversary `json:"adversary"`
+	// AdversaryAttestations counts what the attacker signed and sent.
+	AdversaryAttestations int `json:"adversary_attestations,omitempty"`
+	Nodes                 int `json:"nodes"`
+	Days                  int `json:"days"`
+	Platforms             int `json:"platforms"`
+	Builds                int `json:"builds"`
+	Attestations          int `json:"attestations"`
+	Requests              int `json:"requests"`
 	// Hits are the requests served by a trusted fitting peer build the
 	// requester could reach; Ideal those for which threshold honest
 	// reproducers of the build existed.
@@ -215,7 +233,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Design != Flood && o.Design != Interest {
 		return nil, fmt.Errorf("sim: design %q: want %q or %q", o.Design, Flood, Interest)
 	}
-	res := &Result{Design: o.Design, Nodes: m.Nodes, Days: m.Days}
+	if o.Adversary == "" {
+		o.Adversary = None
+	}
+	if o.Adversary != None && o.Adversary != Sybil {
+		return nil, fmt.Errorf("sim: adversary %q: want %q or %q", o.Adversary, None, Sybil)
+	}
+	res := &Result{Design: o.Design, Adversary: o.Adversary, Nodes: m.Nodes, Days: m.Days}
 
 	// The DHT first: real hosts, real Kademlia, the model's latencies.
 	logf("DHT: %d hosts on mocknet", m.Nodes)
@@ -288,6 +312,39 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	logf("%d peers on %d platforms (largest %.0f %%)", m.Nodes, res.Platforms, 100*res.LargestPlatformShare)
 
+	// The attacker: one node of the network (its Book only stores and
+	// serves what it sends) and threshold fresh signing keys.
+	var (
+		attacker *simPeer
+		sybils   []crypto.PrivKey
+		attacked = map[keys.Build]bool{}
+	)
+	if o.Adversary == Sybil {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return nil, err
+		}
+		id, err := peer.IDFromPrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		st, err := store.Open(filepath.Join(dir, "attacker"), store.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		node := net.Join(id)
+		vb := votes.New(votes.Options{Store: st, Policy: policy, Self: id, Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node})
+		node.Serve(wire.Handlers{Attestations: vb.ServeAttestations})
+		attacker = &simPeer{idx: -1, key: k, id: id, st: st, book: vb, node: node, online: true}
+		for range m.Threshold {
+			sk, _, err := crypto.GenerateEd25519Key(nil)
+			if err != nil {
+				return nil, err
+			}
+			sybils = append(sybils, sk)
+		}
+	}
 	rng := rand.New(rand.NewPCG(o.Seed, 3))
 	epoch := time.Now().Add(-time.Duration(m.Days*24+2) * time.Hour).UTC().Truncate(time.Hour)
 	truth := map[keys.Build]*buildTruth{}
@@ -328,7 +385,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		asked := 0
 		for _, ai := range provs {
-			if ai.ID == peers[j].id || !peers[byID[ai.ID]].online || asked == askProviders {
+			if k, known := byID[ai.ID]; ai.ID == peers[j].id || known && !peers[k].online || asked == askProviders {
 				continue
 			}
 			asked++
@@ -340,6 +397,35 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				// A refused record is the Book's business, as from a peer.
 				_, _ = peers[j].book.IngestFrom(ctx, b, ai.ID)
 			}
+		}
+		return nil
+	}
+	// attack has the Sybils back a backdoored content of the build
+	// descriptor d, each with its own identity, as the flood or the
+	// interest design carries attestations.
+	attack := func(d identity.Descriptor, bk keys.Build, tc Toolchain, at time.Time) error {
+		bad := trust.ContentID{Image: sha256.Sum256([]byte("backdoor " + string(bk))), Metadata: sha256.Sum256([]byte("backdoor meta " + string(bk)))}
+		for _, k := range sybils {
+			s, err := attest(d, bad, tc, at, k)
+			if err != nil {
+				return err
+			}
+			res.AdversaryAttestations++
+			if _, err := attacker.book.IngestFrom(ctx, s.Marshal(), attacker.id); err != nil {
+				return fmt.Errorf("sim: the attacker keeps its own records: %w", err)
+			}
+			if o.Design == Flood {
+				if err := attacker.book.PublishOwn(ctx, s); err != nil {
+					return err
+				}
+			}
+		}
+		if o.Design == Interest {
+			c, err := bk.CID()
+			if err != nil {
+				return err
+			}
+			return attacker.node.Provide(c)
 		}
 		return nil
 	}
@@ -379,6 +465,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		} else if err := provide(i, bk); err != nil {
 			return err
+		}
+		if attacker != nil && pkg < popular && !attacked[bk] {
+			attacked[bk] = true
+			if err := attack(d, bk, pop.Toolchains[pp.Toolchain], at); err != nil {
+				return err
+			}
 		}
 		if !bt.reached && len(bt.honest[content]) >= m.Threshold {
 			bt.reached = true

@@ -87,3 +87,22 @@ func TestFitAndPlots(t *testing.T) {
 		t.Errorf("fits.json: %v, %d runs, %d fits", err, len(back.Runs), len(back.Fits))
 	}
 }
+
+// Threshold Sybils back a backdoor of every popular build as soon as an
+// honest builder attests it: in the daemon's design every peer sees the
+// honest vote too, so the backdoor is disputed, never accepted.
+func TestSybilsAtTheThreshold(t *testing.T) {
+	m := DefaultModel(100)
+	m.Days = 5
+	r, err := Run(t.Context(), Options{Model: m, Seed: 7, DHTOps: 20, Adversary: Sybil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.Table())
+	if r.AdversaryAttestations == 0 {
+		t.Fatal("the Sybils sent nothing")
+	}
+	if r.FalseAccepts != 0 {
+		t.Errorf("%d requests accepted a build no threshold of honest builders made", r.FalseAccepts)
+	}
+}

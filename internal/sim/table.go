@@ -12,7 +12,7 @@ func (r *Result) Table() string {
 	if r.Modelled {
 		kind = "modelled"
 	}
-	fmt.Fprintf(&b, "%s: %d peers, %d days, %d platforms (largest %.0f %% of peers)\n", kind, r.Nodes, r.Days, r.Platforms, 100*r.LargestPlatformShare)
+	fmt.Fprintf(&b, "%s (%s design): %d peers, %d days, %d platforms (largest %.0f %% of peers)\n", kind, r.Design, r.Nodes, r.Days, r.Platforms, 100*r.LargestPlatformShare)
 	row := func(name, format string, v ...any) {
 		fmt.Fprintf(&b, "  %-28s "+format+"\n", append([]any{name}, v...)...)
 	}
@@ -21,6 +21,9 @@ func (r *Result) Table() string {
 	row("hit rate", "%.3f of requests (ideal %.3f, ratio %.3f)", r.HitRate, r.IdealHitRate, ratio(r.HitRate, r.IdealHitRate))
 	row("lost of the ideal", "not allowed %d (%d disputes), no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostDispute, r.LostOffline, r.LostNAT, 100*r.NATLoss)
 	row("false accepts", "%d", r.FalseAccepts)
+	if r.Adversary != "" && r.Adversary != None {
+		row("adversary", "%s: %d attestations sent", r.Adversary, r.AdversaryAttestations)
+	}
 	if r.Modelled {
 		row("time to installable", "p50 %.1f s, p99 %.1f s (as measured)", r.TimeToInstallableP50S, r.TimeToInstallableP99S)
 	} else {
