@@ -29,6 +29,11 @@ func ServedValue(key string, raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return compressEnvironment(text)
+}
+
+// compressEnvironment is the served environment.bz2 of its text.
+func compressEnvironment(text []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: bzip2.BestCompression})
 	if err != nil {
@@ -71,11 +76,15 @@ func ServedBuildID(bk keys.Build) int64 {
 // xpak.ReadFile: what its attestation states so that gateways can list it
 // before fetching it.
 func ServedSizes(pkg *xpak.Package) (xpak.ServedSizes, error) {
+	return servedSizes(pkg, servedRewrite)
+}
+
+func servedSizes(pkg *xpak.Package, rewrite func(key string, raw []byte) ([]byte, bool, error)) (xpak.ServedSizes, error) {
 	if pkg.ImageTarSize <= 0 {
 		return xpak.ServedSizes{}, fmt.Errorf("%w: the image holds an entry the served form does not carry", xpak.ErrImageEntry)
 	}
 	// Placeholders of the served widths: ten-digit BUILD_ID and time.
-	m, err := ServedMetadata(pkg.Metadata, 1_000_000_000, time.Unix(1_000_000_000, 0))
+	m, err := xpak.ServedMetadata(pkg.Metadata, rewrite, 1_000_000_000, time.Unix(1_000_000_000, 0))
 	if err != nil {
 		return xpak.ServedSizes{}, err
 	}

@@ -72,11 +72,14 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
-	md, err := identity.MetadataDigest(pkg.Metadata)
+	// One decode of environment.bz2 for the digest, the descriptor and
+	// the served sizes.
+	parsed := identity.Parse(pkg.Metadata)
+	md, err := parsed.MetadataDigest()
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: metadata digest: %w", path, err)
 	}
-	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, ob.md5cache)
+	desc, err := parsed.Descriptor(ob.md5cache)
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: build descriptor: %w", path, err)
 	}
@@ -111,7 +114,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if needs != (fit.Needs{}) {
 		ex.Needs = &trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level}
 	}
-	if sizes, err := identity.ServedSizes(pkg); err == nil {
+	if sizes, err := parsed.ServedSizes(pkg); err == nil {
 		ex.Served = &trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar}
 	} else {
 		ob.log.Warn("no served form: gateways list this build only after fetching it", "path", path, "err", err)
