@@ -156,22 +156,32 @@ func indexFields(m *xpak.Metadata) map[string]string {
 }
 
 // syncPKGDIR brings the store in line with PKGDIR once, at start. It
-// returns the paths it attested and announced.
+// returns the paths it attested and announced. Each batch the scanner
+// records is attested before the next is read, so a first start on
+// thousands of builds holds one batch of records at a time.
 func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
-	ch, err := ob.scanner.Sync(ctx)
+	done := make(map[string]bool)
+	var added, replaced, removed int
+	// What the scan recorded is acted on even if it was cut short, or the
+	// files would stay indexed but unannounced.
+	err := ob.scanner.SyncEach(ctx, func(ch scan.Changes) {
+		ob.applyBatch(ctx, ch)
+		for _, lp := range ch.Added {
+			done[lp.Path] = true
+		}
+		for _, lp := range ch.Replaced {
+			done[lp.Path] = true
+		}
+		added, replaced, removed = added+len(ch.Added), replaced+len(ch.Replaced), removed+len(ch.Removed)
+	})
 	if errors.Is(err, scan.ErrNoPKGDIR) {
 		msg := "missing: nothing to share until portage writes binpkgs there"
 		ob.pkgdirMsg.Store(msg)
 		ob.log.Warn("PKGDIR "+msg, "pkgdir", ob.pkgdir)
 		return nil, nil
 	}
-	// What the scan recorded is acted on even if it was cut short, or the
-	// files would stay indexed but unannounced.
-	ob.applyChanges(ctx, ch)
-	done := make(map[string]bool, len(ch.Added)+len(ch.Replaced))
-	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
-		done[lp.Path] = true
-	}
+	ob.logChanged(added, replaced, removed)
+	ob.pkgdirMsg.Store("")
 	if err != nil {
 		return done, fmt.Errorf("scan PKGDIR: %w", err)
 	}
@@ -180,6 +190,18 @@ func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
 
 // applyChanges attests and announces new builds and withdraws removed ones.
 func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
+	ob.applyBatch(ctx, ch)
+	ob.logChanged(len(ch.Added), len(ch.Replaced), len(ch.Removed))
+}
+
+func (ob *Builds) logChanged(added, replaced, removed int) {
+	if added+replaced+removed > 0 {
+		ob.log.Info("PKGDIR changed", "added", added, "replaced", replaced, "removed", removed)
+	}
+}
+
+// applyBatch is applyChanges without the summary log line.
+func (ob *Builds) applyBatch(ctx context.Context, ch scan.Changes) {
 	// ch.Errors need no logging here: the scanner logs each rejected
 	// binpkg once, when it first fails to index.
 	affected := map[keys.Build]keys.Variant{}
@@ -199,9 +221,6 @@ func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
 		ob.orphanedOwn(affected)
 	}
 	ob.reconcileOwn(affected)
-	if n := len(ch.Added) + len(ch.Replaced) + len(ch.Removed); n > 0 {
-		ob.log.Info("PKGDIR changed", "added", len(ch.Added), "replaced", len(ch.Replaced), "removed", len(ch.Removed))
-	}
 	ob.pkgdirMsg.Store("")
 }
 
@@ -325,13 +344,21 @@ func (ob *Builds) ownsVariant(variantKey keys.Variant) bool {
 // DHT has forgotten us, but the files were not re-read), except the paths
 // in done, announced a moment ago.
 func (ob *Builds) announceAll(ctx context.Context, done map[string]bool) error {
-	lps, err := ob.store.ListLocal()
+	// One record at a time: PKGDIR may hold thousands.
+	paths, err := ob.store.LocalPaths()
 	if err != nil {
 		return err
 	}
-	for _, lp := range lps {
-		if done[lp.Path] {
+	for _, path := range paths {
+		if done[path] {
 			continue
+		}
+		lp, ok, err := ob.store.GetLocal(path)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue // forgotten since it was listed
 		}
 		if err := ob.attestLocal(ctx, lp, false); errors.Is(err, errDownloaded) {
 			ob.log.Debug("not re-announcing a downloaded package", "path", lp.Path)
