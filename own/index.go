@@ -99,9 +99,6 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if size != pkg.Size {
 		return store.LocalPackage{}, fmt.Errorf("%s: file changed while it was read", path)
 	}
-	if err := ob.store.PutLeaves(pkg.FileSHA256, leaves); err != nil {
-		return store.LocalPackage{}, err
-	}
 	descJSON, err := json.Marshal(desc)
 	if err != nil {
 		return store.LocalPackage{}, err
@@ -136,6 +133,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 		ImageDigest:    pkg.ImageDigest,
 		MetadataDigest: md,
 		PieceRoot:      pieces.RootOf(leaves),
+		Leaves:         leaves, // stored with the record, in the scanner's batch
 		Platform:       desc.Platform(),
 		IndexedAt:      time.Now().UTC(),
 		Extra:          extra,
@@ -209,12 +207,15 @@ func (ob *Builds) applyBatch(ctx context.Context, ch scan.Changes) {
 		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)
 		ob.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
 	}
-	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
+	lps := append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...)
+	for _, lp := range lps {
 		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)
-		if err := ob.attestLocal(ctx, lp, true); errors.Is(err, errDownloaded) {
-			ob.log.Info("not attesting a downloaded package", "path", lp.Path)
+	}
+	for i, err := range ob.attestBatch(ctx, lps) {
+		if errors.Is(err, errDownloaded) {
+			ob.log.Info("not attesting a downloaded package", "path", lps[i].Path)
 		} else if err != nil {
-			ob.log.Warn("attest", "path", lp.Path, "err", err)
+			ob.log.Warn("attest", "path", lps[i].Path, "err", err)
 		}
 	}
 	if len(ch.Replaced) > 0 {
@@ -369,6 +370,63 @@ func (ob *Builds) announceAll(ctx context.Context, done map[string]bool) error {
 	return nil
 }
 
+// attestBatch is attestLocal (publishing) of several packages, with one
+// store transaction for their content claims and one for their
+// attestations instead of two per package: each is a synced commit, and
+// on a first start on thousands of builds those commits, not the
+// signing, decided how long the start took. The claims commit before
+// anything is signed, the attestations before anything is announced, as
+// in attestLocal. It returns one error (or nil) per package.
+func (ob *Builds) attestBatch(ctx context.Context, lps []store.LocalPackage) []error {
+	errs := make([]error, len(lps))
+	exs := make([]localExtra, len(lps))
+	signed := make([]*trust.Signed, len(lps))
+	var claims []store.OwnClaim
+	var claimOf []int
+	for i, lp := range lps {
+		if err := json.Unmarshal(lp.Extra, &exs[i]); err != nil {
+			errs[i] = fmt.Errorf("stored package %s: %w", lp.Path, err)
+			continue
+		}
+		signed[i], errs[i] = ob.storedOwn(lp, exs[i])
+		if signed[i] == nil && errs[i] == nil {
+			content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
+			claims = append(claims, store.OwnClaim{BuildKey: lp.BuildKey, Content: content.String()})
+			claimOf = append(claimOf, i)
+		}
+	}
+	if len(claims) > 0 {
+		recorded, err := ob.store.ClaimOwnContents(claims)
+		for j, i := range claimOf {
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			signed[i], errs[i] = ob.signOwn(lps[i], exs[i], recorded[j])
+		}
+	}
+	var toStore []*trust.Signed
+	for i := range lps {
+		if errs[i] == nil {
+			toStore = append(toStore, signed[i])
+		}
+	}
+	if err := ob.votes.StoreOwnAll(toStore); err != nil {
+		for i := range lps {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+		return errs
+	}
+	for i, lp := range lps {
+		if errs[i] == nil {
+			errs[i] = ob.announce(ctx, lp, signed[i], true)
+		}
+	}
+	return errs
+}
+
 // attestLocal signs (or finds) this daemon's attestation for a local
 // package, stores it, and provides its keys. publish gossips it.
 func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publish bool) error {
@@ -383,6 +441,12 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 	if err := ob.votes.StoreOwn(signed); err != nil {
 		return err
 	}
+	return ob.announce(ctx, lp, signed, publish)
+}
+
+// announce provides the keys of a local package whose own attestation is
+// stored, and with publish gossips the attestation.
+func (ob *Builds) announce(ctx context.Context, lp store.LocalPackage, signed *trust.Signed, publish bool) error {
 	bk, err := keys.Build(lp.BuildKey).CID()
 	if err != nil {
 		return err
@@ -409,6 +473,21 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 // signs a new one. Re-signing on every start would flood peers with
 // equivalent attestations that differ only in time.
 func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Signed, error) {
+	s, err := ob.storedOwn(lp, ex)
+	if s != nil || err != nil {
+		return s, err
+	}
+	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
+	claimed, err := ob.store.ClaimOwnContent(lp.BuildKey, content.String())
+	if err != nil {
+		return nil, err
+	}
+	return ob.signOwn(lp, ex, claimed)
+}
+
+// storedOwn returns the stored own attestation for this exact file; nil,
+// nil when a new one is to be signed (after ClaimOwnContent).
+func (ob *Builds) storedOwn(lp store.LocalPackage, ex localExtra) (*trust.Signed, error) {
 	recs, err := ob.store.AttestationsFor(lp.BuildKey)
 	if err != nil {
 		return nil, err
@@ -428,11 +507,14 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 	if ob.downloaded(lp.Path) {
 		return nil, fmt.Errorf("%s: %w", lp.Path, errDownloaded)
 	}
+	return nil, nil
+}
+
+// signOwn signs a new own attestation of lp, given the content id this
+// peer claimed for its build key (ClaimOwnContent's answer, committed
+// before anything is signed).
+func (ob *Builds) signOwn(lp store.LocalPackage, ex localExtra, claimed string) (*trust.Signed, error) {
 	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
-	claimed, err := ob.store.ClaimOwnContent(lp.BuildKey, content.String())
-	if err != nil {
-		return nil, err
-	}
 	if claimed != content.String() {
 		return nil, fmt.Errorf("%s: %w: this peer attested content %s for build key %s before; a second content would be equivocation, so this build is kept local",
 			lp.Path, errNonReproducible, claimed, lp.BuildKey)

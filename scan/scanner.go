@@ -330,6 +330,13 @@ func (s *Scanner) indexBatch(ctx context.Context, files []FileInfo, known map[st
 	for _, p := range put {
 		known[p.Path] = store.LocalStat{Size: p.Size, MTimeNS: p.MTimeNS, Inode: p.Inode}
 	}
+	// Stored: the records handed on are those a read returns.
+	for i := range added {
+		added[i].Leaves = nil
+	}
+	for i := range replaced {
+		replaced[i].Leaves = nil
+	}
 	ch.Added = append(ch.Added, added...)
 	ch.Replaced = append(ch.Replaced, replaced...)
 	return nil

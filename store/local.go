@@ -44,6 +44,11 @@ type LocalPackage struct {
 	// Extra is daemon-defined JSON stored verbatim, so the daemon can keep
 	// more per-package facts without a schema change here.
 	Extra json.RawMessage
+	// Leaves, when set, are the file's piece leaves: PutLocal and
+	// PutLocals store them (as PutLeaves does) in the record's own
+	// transaction. They are not part of the record: reads leave Leaves
+	// nil (GetLeaves has them).
+	Leaves [][32]byte
 }
 
 type localJSON struct {
@@ -168,6 +173,11 @@ func (s *Store) PutLocals(ps []LocalPackage) error {
 			}
 			if err := putIndex(tx.Bucket(bucketLocalByKey), p.BuildKey, pk); err != nil {
 				return err
+			}
+			if p.Leaves != nil {
+				if err := tx.Bucket(bucketLeaves).Put(p.FileSHA256[:], leavesValue(p.Leaves)); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -364,13 +374,18 @@ func checkLocal(tx *bolt.Tx) error {
 // PutLeaves stores the piece-layer leaves of the file whose SHA-256 is sha,
 // so the fetch server can prove each piece against the attested root.
 func (s *Store) PutLeaves(sha [32]byte, leaves [][32]byte) error {
+	v := leavesValue(leaves)
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeaves).Put(sha[:], v)
+	})
+}
+
+func leavesValue(leaves [][32]byte) []byte {
 	v := make([]byte, 0, 32*len(leaves))
 	for _, l := range leaves {
 		v = append(v, l[:]...)
 	}
-	return s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLeaves).Put(sha[:], v)
-	})
+	return v
 }
 
 // GetLeaves returns the leaves stored for sha.
