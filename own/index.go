@@ -160,10 +160,20 @@ func indexFields(m *xpak.Metadata) map[string]string {
 func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
 	done := make(map[string]bool)
 	var added, replaced, removed int
+	// Batches are attested by their own goroutine while the scanner
+	// indexes the next one: two batches at most are held.
+	batches := make(chan scan.Changes)
+	attested := make(chan struct{})
+	go func() {
+		defer close(attested)
+		for ch := range batches {
+			ob.applyBatch(ctx, ch)
+		}
+	}()
 	// What the scan recorded is acted on even if it was cut short, or the
 	// files would stay indexed but unannounced.
 	err := ob.scanner.SyncEach(ctx, func(ch scan.Changes) {
-		ob.applyBatch(ctx, ch)
+		batches <- ch
 		for _, lp := range ch.Added {
 			done[lp.Path] = true
 		}
@@ -172,6 +182,8 @@ func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
 		}
 		added, replaced, removed = added+len(ch.Added), replaced+len(ch.Replaced), removed+len(ch.Removed)
 	})
+	close(batches)
+	<-attested
 	if errors.Is(err, scan.ErrNoPKGDIR) {
 		msg := "missing: nothing to share until portage writes binpkgs there"
 		ob.pkgdirMsg.Store(msg)
