@@ -13,7 +13,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/ulikunitz/xz"
 )
 
 // ioBufSize is the buffer size used for every streaming copy: large enough
@@ -96,11 +95,11 @@ func rawDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 	case CompressionZstd:
 		return newZstdReader(r, uint64(decoderWindow(lim)))
 	case CompressionXZ:
-		d, err := xz.NewReader(r)
+		d, err := newXZReader(r)
 		if err != nil {
 			return nil, decodeError(c, err)
 		}
-		return io.NopCloser(d), nil
+		return d, nil
 	case CompressionBzip2:
 		return io.NopCloser(bzip2.NewReader(r)), nil
 	case CompressionGzip:
