@@ -1,9 +1,13 @@
 package identity
 
 import (
+	"bytes"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	dbzip2 "github.com/dsnet/compress/bzip2"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
@@ -82,5 +86,32 @@ func TestParsedAgrees(t *testing.T) {
 	}
 	if _, err := Parse(pkgs[0].Metadata).ServedSizes(pkgs[1]); err == nil {
 		t.Error("ServedSizes of another package's metadata was accepted")
+	}
+}
+
+// TestPooledEnvironmentWriter: a recycled bzip2 writer gives the bytes a
+// new one gives (the served size is predicted from them), whatever it
+// compressed before.
+func TestPooledEnvironmentWriter(t *testing.T) {
+	texts := [][]byte{[]byte(strings.Repeat("declare -- A=\"1\"\n", 5000)), []byte("declare -- B=\"2\"\n"), {}}
+	fresh := func(text []byte) []byte {
+		var buf bytes.Buffer
+		w, err := dbzip2.NewWriter(&buf, &dbzip2.WriterConfig{Level: dbzip2.BestCompression})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(text)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	for range 3 {
+		for _, text := range texts {
+			got, err := compressEnvironment(text)
+			if err != nil || !bytes.Equal(got, fresh(text)) {
+				t.Fatalf("%d bytes of text: pooled writer gives other bytes than a new one (%v)", len(text), err)
+			}
+		}
 	}
 }

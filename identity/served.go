@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dsnet/compress/bzip2"
@@ -32,13 +33,24 @@ func ServedValue(key string, raw []byte) ([]byte, error) {
 	return compressEnvironment(text)
 }
 
+// envWriters recycles bzip2 writers: a new one allocates its 900 kB block
+// and sorting buffers, for every package the daemon indexes. Reset keeps
+// only those buffers, so the output is that of a new writer.
+var envWriters sync.Pool
+
 // compressEnvironment is the served environment.bz2 of its text.
 func compressEnvironment(text []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: bzip2.BestCompression})
-	if err != nil {
+	w, _ := envWriters.Get().(*bzip2.Writer)
+	if w == nil {
+		var err error
+		if w, err = bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: bzip2.BestCompression}); err != nil {
+			return nil, err
+		}
+	} else if err := w.Reset(&buf); err != nil {
 		return nil, err
 	}
+	defer func() { _ = w.Reset(nil); envWriters.Put(w) }()
 	if _, err := w.Write(text); err != nil {
 		return nil, err
 	}
