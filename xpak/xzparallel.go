@@ -174,6 +174,11 @@ type xzParallel struct {
 	wg    sync.WaitGroup
 	err   error // the reading goroutine's final error, read after queue closes
 
+	// Buffers of finished blocks, for the next ones: blocks are mostly of
+	// one size, and a fresh 24 MiB buffer per block costs its zeroing and
+	// the collector's work. At most one per slot, twice (data and output).
+	free chan []byte
+
 	cur     *xzJob
 	pending []byte
 	once    sync.Once
@@ -182,7 +187,7 @@ type xzParallel struct {
 
 func newXZParallel(br *bufio.Reader) *xzParallel {
 	n := xzInFlight()
-	x := &xzParallel{br: br, queue: make(chan *xzJob, n), slots: make(chan struct{}, n), stop: make(chan struct{})}
+	x := &xzParallel{br: br, queue: make(chan *xzJob, n), slots: make(chan struct{}, n), stop: make(chan struct{}), free: make(chan []byte, 2*n)}
 	x.wg.Add(1)
 	go x.produce()
 	return x
@@ -201,6 +206,7 @@ func (x *xzParallel) Read(p []byte) (int, error) {
 				}
 			}
 			err := x.cur.err
+			x.recycle(x.cur.out)
 			x.cur = nil
 			<-x.slots
 			if err != nil {
@@ -357,7 +363,7 @@ func (x *xzParallel) block(h xzBlockInfo, check byte) (xzRecord, error) {
 		if !x.send(job) { // hold a slot before allocating
 			return xzRecord{}, io.ErrClosedPipe
 		}
-		buf := make([]byte, int(h.compressed)+pad+csize)
+		buf := x.buffer(int(h.compressed) + pad + csize)
 		if _, err := io.ReadFull(x.br, buf); err != nil {
 			job.err = xzTruncated(err, "block")
 			close(job.done)
@@ -367,7 +373,8 @@ func (x *xzParallel) block(h xzBlockInfo, check byte) (xzRecord, error) {
 		go func() {
 			defer x.wg.Done()
 			defer close(job.done)
-			job.out, job.err = decodeSizedBlock(h, check, buf)
+			job.out, job.err = decodeSizedBlock(h, check, buf, x.buffer(int(h.uncompressed)))
+			x.recycle(buf)
 		}()
 		return xzRecord{int64(h.size) + h.compressed + int64(csize), h.uncompressed}, nil
 	}
@@ -381,15 +388,38 @@ func (x *xzParallel) block(h xzBlockInfo, check byte) (xzRecord, error) {
 	return rec, err
 }
 
+// buffer returns a buffer of n bytes, a recycled one if one is large
+// enough. Its content is overwritten whole by the caller.
+func (x *xzParallel) buffer(n int) []byte {
+	select {
+	case b := <-x.free:
+		if cap(b) >= n {
+			return b[:n]
+		}
+	default:
+	}
+	return make([]byte, n)
+}
+
+// recycle keeps b for a later block, or drops it when enough are kept.
+func (x *xzParallel) recycle(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	select {
+	case x.free <- b:
+	default:
+	}
+}
+
 // decodeSizedBlock decodes a block whose compressed data, padding and
-// check are buf, into a buffer of its declared size.
-func decodeSizedBlock(h xzBlockInfo, check byte, buf []byte) ([]byte, error) {
+// check are buf, into out, of its declared size.
+func decodeSizedBlock(h xzBlockInfo, check byte, buf, out []byte) ([]byte, error) {
 	data := bytes.NewReader(buf[:h.compressed])
 	d, err := lzma.Reader2Config{DictCap: max(h.dict, lzma.MinDictCap)}.NewReader2(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: xz: %v", ErrCorrupt, err)
 	}
-	out := make([]byte, h.uncompressed)
 	if _, err := io.ReadFull(d, out); err != nil {
 		return nil, xzBlockError(err, "holds less than its declared uncompressed size")
 	}
