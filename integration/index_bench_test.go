@@ -88,6 +88,13 @@ func BenchmarkIndexPKGDIR(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		// VmHWM counts the store's memory-mapped file too; split the
+		// resident set at the end into anonymous memory and mapped file.
+		anon, err1 := procStatusKB(p.cmd.Process.Pid, "RssAnon:")
+		file, err2 := procStatusKB(p.cmd.Process.Pid, "RssFile:")
+		if err1 != nil || err2 != nil {
+			b.Fatal(err1, err2)
+		}
 		if strings.Contains(p.stderr.String(), "skipping binpkg") {
 			b.Fatalf("daemon rejected generated builds:\n%s", p.stderr)
 		}
@@ -100,6 +107,8 @@ func BenchmarkIndexPKGDIR(b *testing.B) {
 		b.ReportMetric(inspectCPU.Seconds(), "inspect_cpu_s")
 		b.ReportMetric(float64(hwm)/(1<<20), "index_hwm_MB")
 		b.ReportMetric(float64(inspectRSS)/(1<<20), "inspect_hwm_MB")
+		b.ReportMetric(float64(anon)/(1<<10), "index_end_anon_MB")
+		b.ReportMetric(float64(file)/(1<<10), "index_end_file_MB")
 	}
 }
 
