@@ -67,7 +67,7 @@ func BenchmarkIndexPKGDIR(b *testing.B) {
 			"GENTOO_P2PD_PORTAGE_ARCH="+fp.ARCH)
 		start = time.Now()
 		p := startProcess(b, env, append(loopbackFlags, "--pkgdir", pkgdir)...)
-		var hwm int64
+		var hwm, anonPeak int64
 		for !strings.Contains(p.stderr.String(), "PKGDIR changed") {
 			if p.exited() {
 				b.Fatalf("daemon exited: %v\n%s", p.err, p.stderr)
@@ -77,6 +77,9 @@ func BenchmarkIndexPKGDIR(b *testing.B) {
 			}
 			if h, err := procStatusKB(p.cmd.Process.Pid, "VmHWM:"); err == nil {
 				hwm = h << 10
+			}
+			if a, err := procStatusKB(p.cmd.Process.Pid, "RssAnon:"); err == nil {
+				anonPeak = max(anonPeak, a<<10)
 			}
 			time.Sleep(50 * time.Millisecond) // a sampling interval, not a wait for an outcome
 		}
@@ -108,6 +111,7 @@ func BenchmarkIndexPKGDIR(b *testing.B) {
 		b.ReportMetric(float64(hwm)/(1<<20), "index_hwm_MB")
 		b.ReportMetric(float64(inspectRSS)/(1<<20), "inspect_hwm_MB")
 		b.ReportMetric(float64(anon)/(1<<10), "index_end_anon_MB")
+		b.ReportMetric(float64(anonPeak)/(1<<20), "index_peak_anon_MB")
 		b.ReportMetric(float64(file)/(1<<10), "index_end_file_MB")
 	}
 }
