@@ -23,7 +23,10 @@ import (
 // many distinct builds (GENTOO_P2PD_BENCH_PACKAGES, default 10,000) as
 // whole processes, side by side with `gentoo-p2pd inspect` of the same
 // files: wall time until the daemon logs the PKGDIR indexed and attested,
-// its CPU time and its peak RSS (VmHWM), against inspect's. The builds are
+// its CPU time and its peak RSS (VmHWM), against inspect's. VmHWM counts
+// the pages of the store's memory-mapped database the daemon touched;
+// index_peak_anon_MB (RssAnon sampled every 50 ms) is its own memory
+// alone. The builds are
 // the real portage-written multi-instance fixtures re-packed with their
 // own metadata (environment.bz2 included) under a fresh BUILD_ID, each
 // with one extra file so that every image, and so every content id, is
