@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ulikunitz/xz"
 )
 
 // xzCLI compresses data with the xz binary (.ci/run installs it), as
@@ -171,4 +173,53 @@ func TestXZParallelCloseEarly(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
+}
+
+// FuzzXZParallel: the parallel decoder and ulikunitz/xz's sequential one,
+// each behind the xzGuard as packages are read (the guard, not
+// ulikunitz/xz, refuses a stream that ends between its blocks), agree on
+// every input: both refuse it, or both give the same bytes. Seeds are
+// real xz -T2 streams of every check type.
+func FuzzXZParallel(f *testing.F) {
+	data := xzTestData(64 << 10)
+	for _, check := range []string{"crc32", "crc64", "sha256", "none"} {
+		f.Add(xzCLI(f, data, "-T2", "--block-size=16384", "--check="+check, "-1"))
+	}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		old := runtime.GOMAXPROCS(2)
+		defer runtime.GOMAXPROCS(old)
+		decode := func(r io.ReadCloser, err error) ([]byte, error) {
+			if err != nil {
+				return nil, err
+			}
+			defer r.Close()
+			return io.ReadAll(io.LimitReader(r, 8<<20))
+		}
+		lim := fuzzLimits().withDefaults()
+		var par, seq []byte
+		var perr, serr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			par, perr = decode(newXZReader(newXZGuard(bytes.NewReader(stream), lim)))
+			seq, serr = decode(sequentialXZ(newXZGuard(bytes.NewReader(stream), lim)))
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("decoding %d bytes takes more than 20 s:\n%s", len(stream), buf[:runtime.Stack(buf, true)])
+		}
+		if (perr == nil) != (serr == nil) || perr == nil && !bytes.Equal(par, seq) {
+			t.Fatalf("parallel: %d bytes, %v; sequential: %d bytes, %v", len(par), perr, len(seq), serr)
+		}
+	})
+}
+
+func sequentialXZ(r io.Reader) (io.ReadCloser, error) {
+	d, err := xz.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(d), nil
 }
