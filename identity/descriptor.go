@@ -72,9 +72,10 @@ type Descriptor struct {
 // its record's _md5_ equals the MD5 of the package's own ebuild, and its
 // eclass names equal INHERITED (when the package records INHERITED).
 func DescriptorFromMetadata(m *xpak.Metadata, cache *MD5Cache) (Descriptor, error) {
-	if m == nil {
-		return Descriptor{}, ErrNoMetadata
-	}
+	return Parse(m).Descriptor(cache)
+}
+
+func descriptorFromMetadata(m *xpak.Metadata, cache *MD5Cache, environment func() (*Environment, error)) (Descriptor, error) {
 	cat, pf := m.Category(), m.PF()
 	if !validPkgComponent(cat) || !validPkgComponent(pf) {
 		return Descriptor{}, fmt.Errorf("%w: CATEGORY %q / PF %q", ErrIncompleteMetadata, cat, pf)
@@ -123,25 +124,15 @@ func DescriptorFromMetadata(m *xpak.Metadata, cache *MD5Cache) (Descriptor, erro
 	}
 	d.USE = sortedUnique(d.USE)
 
-	var env *Environment
 	flag := func(key string) (string, error) {
 		if m.Has(key) {
 			return normalizeFlags(m.Get(key)), nil
 		}
 		// Portage does not always store FFLAGS/FCFLAGS as keys; the
 		// environment has the value the build ran with.
-		if env == nil {
-			raw, ok := m.Raw(environmentKey)
-			if !ok {
-				return "", nil
-			}
-			text, err := DecompressEnvironment(raw)
-			if err != nil {
-				return "", err
-			}
-			if env, err = ParseEnvironment(text); err != nil {
-				return "", fmt.Errorf("%s: %w", environmentKey, err)
-			}
+		env, err := environment()
+		if err != nil || env == nil {
+			return "", err
 		}
 		s, _ := env.Vars[key].Scalar()
 		return normalizeFlags(s), nil

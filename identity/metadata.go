@@ -40,7 +40,11 @@ func netstring(b []byte, s string) []byte {
 // GPKG, any compression) have the same digest; anything portage acts on at
 // install time is covered or is stripped by the gateway.
 func MetadataDigest(m *xpak.Metadata) ([32]byte, error) {
-	pre, err := MetadataCanonical(m)
+	return Parse(m).MetadataDigest()
+}
+
+func metadataDigest(m *xpak.Metadata, environment func() (*Environment, error)) ([32]byte, error) {
+	pre, err := metadataCanonical(m, environment)
 	if err != nil {
 		return [32]byte{}, err
 	}
@@ -54,19 +58,19 @@ func MetadataCanonical(m *xpak.Metadata) ([]byte, error) {
 	if m == nil {
 		return nil, ErrNoMetadata
 	}
+	return metadataCanonical(m, Parse(m).environment)
+}
+
+func metadataCanonical(m *xpak.Metadata, environment func() (*Environment, error)) ([]byte, error) {
 	out := []byte(metadataDomain)
 	var env *Environment
 	for _, k := range m.Keys() {
 		raw, _ := m.Raw(k)
 		switch {
 		case k == environmentKey:
-			text, err := DecompressEnvironment(raw)
-			if err != nil {
+			var err error
+			if env, err = environment(); err != nil {
 				return nil, err
-			}
-			env, err = ParseEnvironment(text)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", environmentKey, err)
 			}
 		case isEbuildKey(k):
 			out = appendRecord(out, tagKey, k, string(raw))

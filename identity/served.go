@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dsnet/compress/bzip2"
@@ -29,11 +30,27 @@ func ServedValue(key string, raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return compressEnvironment(text)
+}
+
+// envWriters recycles bzip2 writers: a new one allocates its 900 kB block
+// and sorting buffers, for every package the daemon indexes. Reset keeps
+// only those buffers, so the output is that of a new writer.
+var envWriters sync.Pool
+
+// compressEnvironment is the served environment.bz2 of its text.
+func compressEnvironment(text []byte) ([]byte, error) {
 	var buf bytes.Buffer
-	w, err := bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: bzip2.BestCompression})
-	if err != nil {
+	w, _ := envWriters.Get().(*bzip2.Writer)
+	if w == nil {
+		var err error
+		if w, err = bzip2.NewWriter(&buf, &bzip2.WriterConfig{Level: bzip2.BestCompression}); err != nil {
+			return nil, err
+		}
+	} else if err := w.Reset(&buf); err != nil {
 		return nil, err
 	}
+	defer func() { _ = w.Reset(nil); envWriters.Put(w) }()
 	if _, err := w.Write(text); err != nil {
 		return nil, err
 	}
@@ -71,11 +88,15 @@ func ServedBuildID(bk keys.Build) int64 {
 // xpak.ReadFile: what its attestation states so that gateways can list it
 // before fetching it.
 func ServedSizes(pkg *xpak.Package) (xpak.ServedSizes, error) {
+	return servedSizes(pkg, servedRewrite)
+}
+
+func servedSizes(pkg *xpak.Package, rewrite func(key string, raw []byte) ([]byte, bool, error)) (xpak.ServedSizes, error) {
 	if pkg.ImageTarSize <= 0 {
 		return xpak.ServedSizes{}, fmt.Errorf("%w: the image holds an entry the served form does not carry", xpak.ErrImageEntry)
 	}
 	// Placeholders of the served widths: ten-digit BUILD_ID and time.
-	m, err := ServedMetadata(pkg.Metadata, 1_000_000_000, time.Unix(1_000_000_000, 0))
+	m, err := xpak.ServedMetadata(pkg.Metadata, rewrite, 1_000_000_000, time.Unix(1_000_000_000, 0))
 	if err != nil {
 		return xpak.ServedSizes{}, err
 	}

@@ -215,8 +215,10 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 			st.LastReprovide = ps.NextReprovideAt.Add(-ps.ReprovideInterval).UTC().Truncate(time.Second)
 		}
 	}
-	if lps, err := srv.store.ListLocal(); err == nil {
-		st.PackagesShared = len(lps)
+	// Counted, not listed: status is polled, and PKGDIR may hold
+	// thousands of builds.
+	if n, err := srv.store.CountLocal(); err == nil {
+		st.PackagesShared = n
 	}
 	// Counted from the records' fields, without reading a blob: status is
 	// polled, and the store may hold a flooder's full budget.

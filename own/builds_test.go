@@ -253,6 +253,44 @@ func TestNonReproducibleRebuildKeptLocal(t *testing.T) {
 	}
 }
 
+// TestNonReproducibleInOneBatch: the honest build and a non-reproducible
+// one of the same build key, found in one scan batch on a first start,
+// are claimed and attested in one transaction each, and still only the
+// first content is attested: the second is equivocation and stays local.
+func TestNonReproducibleInOneBatch(t *testing.T) {
+	pkgdir := t.TempDir()
+	jobtest.WriteSet(t, fixtures.ReproGPKG1, pkgdir)
+	// Sorted after app-misc/layout-1.0-r1.gpkg.tar, so indexed second.
+	jobtest.CopyFixture(t, fixtures.Backdoored, jobtest.LayoutFile, filepath.Join(pkgdir, "app-misc/layout/layout-1.0-r1-7.gpkg.tar"))
+	rec := newLogRecorder()
+	a := newPeer(t, memnet.New(), pkgdir, peerOptions{logger: slog.New(rec)})
+	a.start(t)
+	lps, err := a.Store.ListLocal()
+	if err != nil || len(lps) != 3 {
+		t.Fatalf("indexed %d files (%v), want 3", len(lps), err)
+	}
+	var honest, evil store.LocalPackage
+	for _, lp := range lps {
+		switch {
+		case lp.CPV != jobtest.LayoutCPV:
+		case strings.HasSuffix(lp.Path, jobtest.LayoutFile):
+			honest = lp
+		default:
+			evil = lp
+		}
+	}
+	if evil.BuildKey != honest.BuildKey || evil.ImageDigest == honest.ImageDigest && evil.MetadataDigest == honest.MetadataDigest {
+		t.Fatal("fixtures are not two contents of one build key")
+	}
+	atts := a.ownAtts(t, keys.Build(honest.BuildKey))
+	if len(atts) != 1 || atts[0].Attestation.FileSHA256 != honest.FileSHA256 {
+		t.Fatalf("%d own attestations of the build key, want only the honest file's", len(atts))
+	}
+	if len(rec.matching("non-reproducible")) != 1 {
+		t.Errorf("the second content was not reported as non-reproducible: %v", rec.matching("attest"))
+	}
+}
+
 // TestDownloadedGPKGNotAttested: a GPKG signed by the gateway key (what
 // portage writes to PKGDIR when it installs from the gateway) is indexed
 // but never attested, provided or gossiped; the same file counts as built

@@ -72,11 +72,14 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
-	md, err := identity.MetadataDigest(pkg.Metadata)
+	// One decode of environment.bz2 for the digest, the descriptor and
+	// the served sizes.
+	parsed := identity.Parse(pkg.Metadata)
+	md, err := parsed.MetadataDigest()
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: metadata digest: %w", path, err)
 	}
-	desc, err := identity.DescriptorFromMetadata(pkg.Metadata, ob.md5cache)
+	desc, err := parsed.Descriptor(ob.md5cache)
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: build descriptor: %w", path, err)
 	}
@@ -96,9 +99,6 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if size != pkg.Size {
 		return store.LocalPackage{}, fmt.Errorf("%s: file changed while it was read", path)
 	}
-	if err := ob.store.PutLeaves(pkg.FileSHA256, leaves); err != nil {
-		return store.LocalPackage{}, err
-	}
 	descJSON, err := json.Marshal(desc)
 	if err != nil {
 		return store.LocalPackage{}, err
@@ -111,7 +111,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if needs != (fit.Needs{}) {
 		ex.Needs = &trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level}
 	}
-	if sizes, err := identity.ServedSizes(pkg); err == nil {
+	if sizes, err := parsed.ServedSizes(pkg); err == nil {
 		ex.Served = &trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar}
 	} else {
 		ob.log.Warn("no served form: gateways list this build only after fetching it", "path", path, "err", err)
@@ -133,6 +133,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 		ImageDigest:    pkg.ImageDigest,
 		MetadataDigest: md,
 		PieceRoot:      pieces.RootOf(leaves),
+		Leaves:         leaves, // stored with the record, in the scanner's batch
 		Platform:       desc.Platform(),
 		IndexedAt:      time.Now().UTC(),
 		Extra:          extra,
@@ -153,22 +154,44 @@ func indexFields(m *xpak.Metadata) map[string]string {
 }
 
 // syncPKGDIR brings the store in line with PKGDIR once, at start. It
-// returns the paths it attested and announced.
+// returns the paths it attested and announced. Each batch the scanner
+// records is attested before the next is read, so a first start on
+// thousands of builds holds one batch of records at a time.
 func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
-	ch, err := ob.scanner.Sync(ctx)
+	done := make(map[string]bool)
+	var added, replaced, removed int
+	// Batches are attested by their own goroutine while the scanner
+	// indexes the next one: two batches at most are held.
+	batches := make(chan scan.Changes)
+	attested := make(chan struct{})
+	go func() {
+		defer close(attested)
+		for ch := range batches {
+			ob.applyBatch(ctx, ch)
+		}
+	}()
+	// What the scan recorded is acted on even if it was cut short, or the
+	// files would stay indexed but unannounced.
+	err := ob.scanner.SyncEach(ctx, func(ch scan.Changes) {
+		batches <- ch
+		for _, lp := range ch.Added {
+			done[lp.Path] = true
+		}
+		for _, lp := range ch.Replaced {
+			done[lp.Path] = true
+		}
+		added, replaced, removed = added+len(ch.Added), replaced+len(ch.Replaced), removed+len(ch.Removed)
+	})
+	close(batches)
+	<-attested
 	if errors.Is(err, scan.ErrNoPKGDIR) {
 		msg := "missing: nothing to share until portage writes binpkgs there"
 		ob.pkgdirMsg.Store(msg)
 		ob.log.Warn("PKGDIR "+msg, "pkgdir", ob.pkgdir)
 		return nil, nil
 	}
-	// What the scan recorded is acted on even if it was cut short, or the
-	// files would stay indexed but unannounced.
-	ob.applyChanges(ctx, ch)
-	done := make(map[string]bool, len(ch.Added)+len(ch.Replaced))
-	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
-		done[lp.Path] = true
-	}
+	ob.logChanged(added, replaced, removed)
+	ob.pkgdirMsg.Store("")
 	if err != nil {
 		return done, fmt.Errorf("scan PKGDIR: %w", err)
 	}
@@ -177,6 +200,18 @@ func (ob *Builds) syncPKGDIR(ctx context.Context) (map[string]bool, error) {
 
 // applyChanges attests and announces new builds and withdraws removed ones.
 func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
+	ob.applyBatch(ctx, ch)
+	ob.logChanged(len(ch.Added), len(ch.Replaced), len(ch.Removed))
+}
+
+func (ob *Builds) logChanged(added, replaced, removed int) {
+	if added+replaced+removed > 0 {
+		ob.log.Info("PKGDIR changed", "added", added, "replaced", replaced, "removed", removed)
+	}
+}
+
+// applyBatch is applyChanges without the summary log line.
+func (ob *Builds) applyBatch(ctx context.Context, ch scan.Changes) {
 	// ch.Errors need no logging here: the scanner logs each rejected
 	// binpkg once, when it first fails to index.
 	affected := map[keys.Build]keys.Variant{}
@@ -184,21 +219,21 @@ func (ob *Builds) applyChanges(ctx context.Context, ch scan.Changes) {
 		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)
 		ob.log.Info("withdrawn", "cpv", lp.CPV, "path", lp.Path)
 	}
-	for _, lp := range append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...) {
+	lps := append(append([]store.LocalPackage(nil), ch.Added...), ch.Replaced...)
+	for _, lp := range lps {
 		affected[keys.Build(lp.BuildKey)] = keys.Variant(lp.VariantKey)
-		if err := ob.attestLocal(ctx, lp, true); errors.Is(err, errDownloaded) {
-			ob.log.Info("not attesting a downloaded package", "path", lp.Path)
+	}
+	for i, err := range ob.attestBatch(ctx, lps) {
+		if errors.Is(err, errDownloaded) {
+			ob.log.Info("not attesting a downloaded package", "path", lps[i].Path)
 		} else if err != nil {
-			ob.log.Warn("attest", "path", lp.Path, "err", err)
+			ob.log.Warn("attest", "path", lps[i].Path, "err", err)
 		}
 	}
 	if len(ch.Replaced) > 0 {
 		ob.orphanedOwn(affected)
 	}
 	ob.reconcileOwn(affected)
-	if n := len(ch.Added) + len(ch.Replaced) + len(ch.Removed); n > 0 {
-		ob.log.Info("PKGDIR changed", "added", len(ch.Added), "replaced", len(ch.Replaced), "removed", len(ch.Removed))
-	}
 	ob.pkgdirMsg.Store("")
 }
 
@@ -322,13 +357,21 @@ func (ob *Builds) ownsVariant(variantKey keys.Variant) bool {
 // DHT has forgotten us, but the files were not re-read), except the paths
 // in done, announced a moment ago.
 func (ob *Builds) announceAll(ctx context.Context, done map[string]bool) error {
-	lps, err := ob.store.ListLocal()
+	// One record at a time: PKGDIR may hold thousands.
+	paths, err := ob.store.LocalPaths()
 	if err != nil {
 		return err
 	}
-	for _, lp := range lps {
-		if done[lp.Path] {
+	for _, path := range paths {
+		if done[path] {
 			continue
+		}
+		lp, ok, err := ob.store.GetLocal(path)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue // forgotten since it was listed
 		}
 		if err := ob.attestLocal(ctx, lp, false); errors.Is(err, errDownloaded) {
 			ob.log.Debug("not re-announcing a downloaded package", "path", lp.Path)
@@ -337,6 +380,63 @@ func (ob *Builds) announceAll(ctx context.Context, done map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// attestBatch is attestLocal (publishing) of several packages, with one
+// store transaction for their content claims and one for their
+// attestations instead of two per package: each is a synced commit, and
+// on a first start on thousands of builds those commits, not the
+// signing, decided how long the start took. The claims commit before
+// anything is signed, the attestations before anything is announced, as
+// in attestLocal. It returns one error (or nil) per package.
+func (ob *Builds) attestBatch(ctx context.Context, lps []store.LocalPackage) []error {
+	errs := make([]error, len(lps))
+	exs := make([]localExtra, len(lps))
+	signed := make([]*trust.Signed, len(lps))
+	var claims []store.OwnClaim
+	var claimOf []int
+	for i, lp := range lps {
+		if err := json.Unmarshal(lp.Extra, &exs[i]); err != nil {
+			errs[i] = fmt.Errorf("stored package %s: %w", lp.Path, err)
+			continue
+		}
+		signed[i], errs[i] = ob.storedOwn(lp, exs[i])
+		if signed[i] == nil && errs[i] == nil {
+			content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
+			claims = append(claims, store.OwnClaim{BuildKey: lp.BuildKey, Content: content.String()})
+			claimOf = append(claimOf, i)
+		}
+	}
+	if len(claims) > 0 {
+		recorded, err := ob.store.ClaimOwnContents(claims)
+		for j, i := range claimOf {
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			signed[i], errs[i] = ob.signOwn(lps[i], exs[i], recorded[j])
+		}
+	}
+	var toStore []*trust.Signed
+	for i := range lps {
+		if errs[i] == nil {
+			toStore = append(toStore, signed[i])
+		}
+	}
+	if err := ob.votes.StoreOwnAll(toStore); err != nil {
+		for i := range lps {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+		return errs
+	}
+	for i, lp := range lps {
+		if errs[i] == nil {
+			errs[i] = ob.announce(ctx, lp, signed[i], true)
+		}
+	}
+	return errs
 }
 
 // attestLocal signs (or finds) this daemon's attestation for a local
@@ -353,6 +453,12 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 	if err := ob.votes.StoreOwn(signed); err != nil {
 		return err
 	}
+	return ob.announce(ctx, lp, signed, publish)
+}
+
+// announce provides the keys of a local package whose own attestation is
+// stored, and with publish gossips the attestation.
+func (ob *Builds) announce(ctx context.Context, lp store.LocalPackage, signed *trust.Signed, publish bool) error {
 	bk, err := keys.Build(lp.BuildKey).CID()
 	if err != nil {
 		return err
@@ -379,6 +485,21 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 // signs a new one. Re-signing on every start would flood peers with
 // equivalent attestations that differ only in time.
 func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.Signed, error) {
+	s, err := ob.storedOwn(lp, ex)
+	if s != nil || err != nil {
+		return s, err
+	}
+	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
+	claimed, err := ob.store.ClaimOwnContent(lp.BuildKey, content.String())
+	if err != nil {
+		return nil, err
+	}
+	return ob.signOwn(lp, ex, claimed)
+}
+
+// storedOwn returns the stored own attestation for this exact file; nil,
+// nil when a new one is to be signed (after ClaimOwnContent).
+func (ob *Builds) storedOwn(lp store.LocalPackage, ex localExtra) (*trust.Signed, error) {
 	recs, err := ob.store.AttestationsFor(lp.BuildKey)
 	if err != nil {
 		return nil, err
@@ -398,11 +519,14 @@ func (ob *Builds) ownAttestation(lp store.LocalPackage, ex localExtra) (*trust.S
 	if ob.downloaded(lp.Path) {
 		return nil, fmt.Errorf("%s: %w", lp.Path, errDownloaded)
 	}
+	return nil, nil
+}
+
+// signOwn signs a new own attestation of lp, given the content id this
+// peer claimed for its build key (ClaimOwnContent's answer, committed
+// before anything is signed).
+func (ob *Builds) signOwn(lp store.LocalPackage, ex localExtra, claimed string) (*trust.Signed, error) {
 	content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
-	claimed, err := ob.store.ClaimOwnContent(lp.BuildKey, content.String())
-	if err != nil {
-		return nil, err
-	}
 	if claimed != content.String() {
 		return nil, fmt.Errorf("%s: %w: this peer attested content %s for build key %s before; a second content would be equivocation, so this build is kept local",
 			lp.Path, errNonReproducible, claimed, lp.BuildKey)

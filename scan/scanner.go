@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sort"
 	"sync"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 // Indexer reads one binpkg and returns what the store should record for it
 // (digests, keys, piece root …). The daemon supplies it, so scan needs to
 // know nothing of identity or trust; tests supply a fake that counts calls.
+// Index is called from several goroutines at once (one per core).
 // The scanner overwrites Path, Size, MTimeNS and Inode with the stat it
 // took itself, and fills IndexedAt when the indexer leaves it zero.
 type Indexer interface {
@@ -105,26 +108,73 @@ func (s *Scanner) PKGDIR() string { return s.pkgdir }
 // the store and in Changes, together with the error. Callers must act on
 // them (announce, withdraw) in both cases, since a later Sync sees those
 // files as unchanged and will not return them again.
+//
+// Sync holds every record it returns; SyncEach does not.
 func (s *Scanner) Sync(ctx context.Context) (Changes, error) {
+	var all Changes
+	err := s.SyncEach(ctx, func(ch Changes) {
+		all.Added = append(all.Added, ch.Added...)
+		all.Replaced = append(all.Replaced, ch.Replaced...)
+		all.Removed = append(all.Removed, ch.Removed...)
+		all.Unchanged += ch.Unchanged
+		all.Errors = append(all.Errors, ch.Errors...)
+	})
+	return all, err
+}
+
+// SyncBatch is how many new or changed files SyncEach indexes, records
+// (in one store transaction) and hands to its caller at a time.
+const SyncBatch = 64
+
+// SyncEach is Sync that hands what it recorded to apply a batch at a time
+// (at most SyncBatch files indexed, then the removals), so that memory
+// stays bounded whatever the size of PKGDIR: a first start on ten
+// thousand builds holds one batch of records, not ten thousand. apply is
+// called, from the calling goroutine, for every batch recorded, also when
+// SyncEach then returns an error; Changes of the calls add up to what Sync
+// returns. The files of a batch are indexed concurrently (up to GOMAXPROCS
+// at once), so the Indexer must allow concurrent calls.
+func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ch Changes
 	files, err := Scan(s.pkgdir)
 	if err != nil {
-		return ch, err
+		return err
 	}
-	recs, err := s.st.ListLocal()
+	known, err := s.st.LocalStats()
 	if err != nil {
-		return ch, fmt.Errorf("list local packages: %w", err)
-	}
-	known := make(map[string]store.LocalPackage, len(recs))
-	for _, r := range recs {
-		known[r.Path] = r
+		return fmt.Errorf("list local packages: %w", err)
 	}
 	seen := make(map[string]bool, len(files))
+	var ch, total Changes // total counts only: its slices stay empty
+	var added, replaced, removed, errs int
+	report := func(c Changes) {
+		added, replaced, removed, errs = added+len(c.Added), replaced+len(c.Replaced), removed+len(c.Removed), errs+len(c.Errors)
+		total.Unchanged += c.Unchanged
+		apply(c)
+	}
+	defer func() {
+		if added+replaced+removed+errs > 0 {
+			s.log.Info("PKGDIR synced", "added", added, "replaced", replaced,
+				"removed", removed, "unchanged", total.Unchanged, "errors", errs)
+		}
+	}()
+	var todo []FileInfo
+	flush := func() error {
+		err := s.indexBatch(ctx, todo, known, seen, &ch)
+		todo = todo[:0]
+		if !ch.Empty() || ch.Unchanged > 0 {
+			report(ch)
+		}
+		ch = Changes{}
+		return err
+	}
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
-			return ch, err
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return err
 		}
 		seen[f.Path] = true
 		key := statKey{f.Size, f.MTimeNS, f.Inode}
@@ -136,8 +186,98 @@ func (s *Scanner) Sync(ctx context.Context) (Changes, error) {
 		if k, bad := s.failed[f.Path]; bad && k == key {
 			continue // already reported; retry once the file changes
 		}
-		p, err := s.ix.Index(f.Path)
-		if err == nil {
+		todo = append(todo, f)
+		if len(todo) == SyncBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // files left unindexed must not read as removed either
+	}
+	for path := range s.failed {
+		if !seen[path] {
+			delete(s.failed, path)
+		}
+	}
+	var gone []string
+	for path := range known {
+		if !seen[path] {
+			gone = append(gone, path)
+		}
+	}
+	sort.Strings(gone)
+	var rm Changes
+	for _, path := range gone {
+		if r, found, err := s.st.DeleteLocal(path); err != nil {
+			if len(rm.Removed) > 0 {
+				report(rm)
+			}
+			return fmt.Errorf("forget removed %s: %w", path, err)
+		} else if found {
+			rm.Removed = append(rm.Removed, r)
+		}
+		if len(rm.Removed) == SyncBatch {
+			report(rm)
+			rm = Changes{}
+		}
+	}
+	if len(rm.Removed) > 0 {
+		report(rm)
+	}
+	return nil
+}
+
+// indexed is one file's indexing outcome.
+type indexed struct {
+	p    store.LocalPackage
+	err  error
+	done bool // false: left for the next Sync (cancelled)
+}
+
+// indexBatch indexes files concurrently, then records the batch in one
+// store transaction and adds it to ch. seen loses a new file that changed
+// while it was read (its write is in progress; its events bring it back).
+func (s *Scanner) indexBatch(ctx context.Context, files []FileInfo, known map[string]store.LocalStat, seen map[string]bool, ch *Changes) error {
+	if len(files) == 0 {
+		return nil
+	}
+	out := make([]indexed, len(files))
+	workers := min(runtime.GOMAXPROCS(0), len(files))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				if ctx.Err() == nil {
+					out[i].p, out[i].err = s.ix.Index(files[i].Path)
+					out[i].done = true
+				}
+			}
+		})
+	}
+	for i := range files {
+		if ctx.Err() != nil {
+			break // the rest is left for the next Sync
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
+	var put, added, replaced []store.LocalPackage
+	for i, r := range out {
+		if !r.done {
+			continue
+		}
+		f := files[i]
+		key := statKey{f.Size, f.MTimeNS, f.Inode}
+		_, had := known[f.Path]
+		if r.err == nil {
 			// The file must not have changed while it was read, or the
 			// record would pair this stat with other bytes. A change
 			// means a write is in progress; its events bring us back.
@@ -150,52 +290,54 @@ func (s *Scanner) Sync(ctx context.Context) (Changes, error) {
 				continue
 			}
 		}
-		if err != nil {
+		if r.err != nil {
 			s.failed[f.Path] = key
-			err = fmt.Errorf("index %s: %w", f.Path, err)
+			err := fmt.Errorf("index %s: %w", f.Path, r.err)
 			s.log.Warn("skipping binpkg that cannot be indexed", "path", f.Path, "err", err)
 			ch.Errors = append(ch.Errors, err)
 			if had {
 				// The old record describes bytes that are gone.
-				if _, _, derr := s.st.DeleteLocal(f.Path); derr != nil {
-					return ch, fmt.Errorf("forget replaced %s: %w", f.Path, derr)
+				old, found, derr := s.st.DeleteLocal(f.Path)
+				if derr != nil {
+					return fmt.Errorf("forget replaced %s: %w", f.Path, derr)
 				}
-				ch.Removed = append(ch.Removed, old)
+				if found {
+					ch.Removed = append(ch.Removed, old)
+				}
+				delete(known, f.Path)
 			}
 			continue
 		}
 		delete(s.failed, f.Path)
+		p := r.p
 		p.Path, p.Size, p.MTimeNS, p.Inode = f.Path, f.Size, f.MTimeNS, f.Inode
 		if p.IndexedAt.IsZero() {
 			p.IndexedAt = time.Now().UTC()
 		}
-		if err := s.st.PutLocal(p); err != nil {
-			return ch, fmt.Errorf("record %s: %w", f.Path, err)
-		}
+		put = append(put, p)
 		if had {
-			ch.Replaced = append(ch.Replaced, p)
+			replaced = append(replaced, p)
 		} else {
-			ch.Added = append(ch.Added, p)
+			added = append(added, p)
 		}
 	}
-	for path := range s.failed {
-		if !seen[path] {
-			delete(s.failed, path)
-		}
+	if len(put) == 0 {
+		return nil
 	}
-	for _, r := range recs {
-		if seen[r.Path] {
-			continue
-		}
-		if _, found, err := s.st.DeleteLocal(r.Path); err != nil {
-			return ch, fmt.Errorf("forget removed %s: %w", r.Path, err)
-		} else if found {
-			ch.Removed = append(ch.Removed, r)
-		}
+	if err := s.st.PutLocals(put); err != nil {
+		return fmt.Errorf("record %d binpkgs (%s …): %w", len(put), put[0].Path, err)
 	}
-	if !ch.Empty() {
-		s.log.Info("PKGDIR synced", "added", len(ch.Added), "replaced", len(ch.Replaced),
-			"removed", len(ch.Removed), "unchanged", ch.Unchanged, "errors", len(ch.Errors))
+	for _, p := range put {
+		known[p.Path] = store.LocalStat{Size: p.Size, MTimeNS: p.MTimeNS, Inode: p.Inode}
 	}
-	return ch, nil
+	// Stored: the records handed on are those a read returns.
+	for i := range added {
+		added[i].Leaves = nil
+	}
+	for i := range replaced {
+		replaced[i].Leaves = nil
+	}
+	ch.Added = append(ch.Added, added...)
+	ch.Replaced = append(ch.Replaced, replaced...)
+	return nil
 }

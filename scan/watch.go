@@ -175,17 +175,19 @@ func (s *Scanner) addTree(w *fsnotify.Watcher, root, dir string) error {
 	})
 }
 
-// syncAndReport runs one Sync and reports its changes, even when Sync also
+// syncAndReport runs one Sync and reports its changes a batch at a time
+// (SyncEach), even when Sync also
 // failed (cancelled or a store error half-way): what it returns was
 // already recorded, and a recorded file is unchanged to every later Sync,
 // so a report dropped here would never be made. It returns errRestart if
 // PKGDIR is gone, nil otherwise: other errors are logged, never fatal to
 // watching.
 func (s *Scanner) syncAndReport(ctx context.Context, onChange func(Changes)) error {
-	ch, err := s.Sync(ctx)
-	if !ch.Empty() && onChange != nil {
-		onChange(ch)
-	}
+	err := s.SyncEach(ctx, func(ch Changes) {
+		if !ch.Empty() && onChange != nil {
+			onChange(ch)
+		}
+	})
 	switch {
 	case errors.Is(err, ErrNoPKGDIR):
 		return errRestart

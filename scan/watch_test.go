@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -24,7 +25,9 @@ func (c cancelAfterFirst) Index(path string) (store.LocalPackage, error) {
 }
 
 // TestSyncCancelledKeepsChanges: a Sync cancelled mid-way returns the
-// file it already recorded together with ctx.Err().
+// files it already recorded together with ctx.Err(): the one whose
+// indexing cancelled it, and any other indexed at the same time (one per
+// core), and indexes no further file.
 func TestSyncCancelledKeepsChanges(t *testing.T) {
 	pkgdir := filepath.Join(t.TempDir(), "pkgdir")
 	copyTree(t, fxXPAKMulti, pkgdir)
@@ -37,11 +40,13 @@ func TestSyncCancelledKeepsChanges(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Sync = %v, want context.Canceled", err)
 	}
-	if len(ch.Added) != 1 || ix.total() != 1 {
-		t.Fatalf("cancelled Sync returned %d added after %d index calls, want 1 and 1", len(ch.Added), ix.total())
+	if n := ix.total(); len(ch.Added) != n || n < 1 || n > runtime.GOMAXPROCS(0) {
+		t.Fatalf("cancelled Sync returned %d added after %d index calls, want as many, at least 1 and at most one per core", len(ch.Added), n)
 	}
-	if !recorded(st, ch.Added[0].Path) {
-		t.Errorf("%s returned as added but not in the store", ch.Added[0].Path)
+	for _, p := range ch.Added {
+		if !recorded(st, p.Path) {
+			t.Errorf("%s returned as added but not in the store", p.Path)
+		}
 	}
 }
 
@@ -64,10 +69,12 @@ func TestWatchReportsCancelledSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 1 {
-		t.Fatalf("store holds %d records after the cancelled Sync, want 1", len(recs))
+	if len(recs) < 1 || len(recs) > runtime.GOMAXPROCS(0) {
+		t.Fatalf("store holds %d records after the cancelled Sync, want 1 to one per core", len(recs))
 	}
-	if !log.has(func(ch Changes) bool { return contains(ch.Added, recs[0].Path) }) {
-		t.Fatalf("%s was recorded but never reported to onChange", recs[0].Path)
+	for _, r := range recs {
+		if !log.has(func(ch Changes) bool { return contains(ch.Added, r.Path) }) {
+			t.Fatalf("%s was recorded but never reported to onChange", r.Path)
+		}
 	}
 }

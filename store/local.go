@@ -44,6 +44,11 @@ type LocalPackage struct {
 	// Extra is daemon-defined JSON stored verbatim, so the daemon can keep
 	// more per-package facts without a schema change here.
 	Extra json.RawMessage
+	// Leaves, when set, are the file's piece leaves: PutLocal and
+	// PutLocals store them (as PutLeaves does) in the record's own
+	// transaction. They are not part of the record: reads leave Leaves
+	// nil (GetLeaves has them).
+	Leaves [][32]byte
 }
 
 type localJSON struct {
@@ -132,27 +137,104 @@ func validateLocal(p LocalPackage) error {
 // PutLocal records (or replaces) the package at p.Path together with its
 // indexes, in one transaction.
 func (s *Store) PutLocal(p LocalPackage) error {
-	if err := validateLocal(p); err != nil {
-		return err
+	return s.PutLocals([]LocalPackage{p})
+}
+
+// PutLocals records (or replaces) several packages in one transaction:
+// indexing a PKGDIR of thousands of builds would otherwise pay one
+// synced commit per build. Nothing is recorded if one is invalid.
+func (s *Store) PutLocals(ps []LocalPackage) error {
+	if len(ps) == 0 {
+		return nil
 	}
-	v, err := encodeLocal(p)
-	if err != nil {
-		return fmt.Errorf("encode local package %s: %w", p.Path, err)
+	vs := make([][]byte, len(ps))
+	for i, p := range ps {
+		if err := validateLocal(p); err != nil {
+			return err
+		}
+		v, err := encodeLocal(p)
+		if err != nil {
+			return fmt.Errorf("encode local package %s: %w", p.Path, err)
+		}
+		vs[i] = v
 	}
 	return s.update(func(tx *bolt.Tx) error {
 		s.localChanged(tx)
-		if _, _, err := deleteLocalTx(tx, p.Path); err != nil {
-			return err
+		for i, p := range ps {
+			if _, _, err := deleteLocalTx(tx, p.Path); err != nil {
+				return err
+			}
+			pk := []byte(p.Path)
+			if err := tx.Bucket(bucketLocal).Put(pk, vs[i]); err != nil {
+				return err
+			}
+			if err := putIndex(tx.Bucket(bucketLocalBySHA), hex.EncodeToString(p.FileSHA256[:]), pk); err != nil {
+				return err
+			}
+			if err := putIndex(tx.Bucket(bucketLocalByKey), p.BuildKey, pk); err != nil {
+				return err
+			}
+			if p.Leaves != nil {
+				if err := tx.Bucket(bucketLeaves).Put(p.FileSHA256[:], leavesValue(p.Leaves)); err != nil {
+					return err
+				}
+			}
 		}
-		pk := []byte(p.Path)
-		if err := tx.Bucket(bucketLocal).Put(pk, v); err != nil {
-			return err
-		}
-		if err := putIndex(tx.Bucket(bucketLocalBySHA), hex.EncodeToString(p.FileSHA256[:]), pk); err != nil {
-			return err
-		}
-		return putIndex(tx.Bucket(bucketLocalByKey), p.BuildKey, pk)
+		return nil
 	})
+}
+
+// LocalStat is the stat a local package was indexed at.
+type LocalStat struct {
+	Size    int64
+	MTimeNS int64
+	Inode   uint64
+}
+
+// LocalStats returns the indexed stat of every local package by path:
+// what a PKGDIR scan compares the disk with, without holding every
+// record's digests and daemon data in memory.
+func (s *Store) LocalStats() (map[string]LocalStat, error) {
+	out := make(map[string]LocalStat)
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLocal).ForEach(func(k, v []byte) error {
+			var j struct {
+				Size    int64  `json:"size"`
+				MTimeNS int64  `json:"mtime_ns"`
+				Inode   uint64 `json:"inode"`
+			}
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("%w: local record %q: %v", ErrCorrupt, k, err)
+			}
+			out[string(k)] = LocalStat(j)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// LocalPaths returns the path of every local package, ordered: for
+// walking thousands of records one at a time (GetLocal) instead of
+// holding them all.
+func (s *Store) LocalPaths() ([]string, error) {
+	var out []string
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLocal).ForEach(func(k, _ []byte) error {
+			out = append(out, string(k))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// CountLocal is how many local packages are recorded.
+func (s *Store) CountLocal() (int, error) {
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketLocal).Stats().KeyN
+		return nil
+	})
+	return n, err
 }
 
 // deleteLocalTx removes the record at path and its index entries.
@@ -292,13 +374,18 @@ func checkLocal(tx *bolt.Tx) error {
 // PutLeaves stores the piece-layer leaves of the file whose SHA-256 is sha,
 // so the fetch server can prove each piece against the attested root.
 func (s *Store) PutLeaves(sha [32]byte, leaves [][32]byte) error {
+	v := leavesValue(leaves)
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeaves).Put(sha[:], v)
+	})
+}
+
+func leavesValue(leaves [][32]byte) []byte {
 	v := make([]byte, 0, 32*len(leaves))
 	for _, l := range leaves {
 		v = append(v, l[:]...)
 	}
-	return s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLeaves).Put(sha[:], v)
-	})
+	return v
 }
 
 // GetLeaves returns the leaves stored for sha.

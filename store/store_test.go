@@ -138,6 +138,45 @@ func TestSecondOpenFailsClearly(t *testing.T) {
 	}
 }
 
+// TestPutLocalsBatch: a batch is recorded as the same records put one by
+// one, with their leaves, and the light listings (stats, paths, count)
+// agree with ListLocal.
+func TestPutLocalsBatch(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	a := local("/p/a.tbz2", "a bytes", "bk1")
+	a.Size, a.MTimeNS, a.Inode = 10, 20, 30
+	a.Leaves = [][32]byte{sum("leaf a1"), sum("leaf a2")}
+	b := local("/p/b.tbz2", "b bytes", "bk2")
+	b.Size, b.MTimeNS, b.Inode = 11, 21, 31
+	a2 := a // a later record of the same path in the same batch wins
+	a2.MTimeNS = 22
+	if err := s.PutLocals([]LocalPackage{a, b, a2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutLocals([]LocalPackage{local("/p/c.tbz2", "c", "bk3"), {Path: ""}}); err == nil {
+		t.Error("a batch with an empty path was accepted")
+	}
+	list, err := s.ListLocal()
+	if err != nil || len(list) != 2 || list[0].MTimeNS != 22 || list[0].Leaves != nil {
+		t.Fatalf("ListLocal = %+v, %v", list, err)
+	}
+	leaves, ok, err := s.GetLeaves(sum("a bytes"))
+	if err != nil || !ok || len(leaves) != 2 || leaves[1] != sum("leaf a2") {
+		t.Errorf("leaves stored with the batch: %v %v %v", leaves, ok, err)
+	}
+	stats, err := s.LocalStats()
+	if err != nil || len(stats) != 2 || stats["/p/a.tbz2"] != (LocalStat{10, 22, 30}) || stats["/p/b.tbz2"] != (LocalStat{11, 21, 31}) {
+		t.Errorf("LocalStats = %+v, %v", stats, err)
+	}
+	paths, err := s.LocalPaths()
+	if err != nil || strings.Join(paths, ",") != "/p/a.tbz2,/p/b.tbz2" {
+		t.Errorf("LocalPaths = %v, %v", paths, err)
+	}
+	if n, err := s.CountLocal(); err != nil || n != 2 {
+		t.Errorf("CountLocal = %d, %v", n, err)
+	}
+}
+
 func TestLocalIndexes(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	a := local("/p/a.tbz2", "same bytes", "bk1")

@@ -163,6 +163,20 @@ func (vb *Book) StoreOwn(s *trust.Signed) error {
 	return err
 }
 
+// StoreOwnAll is StoreOwn of several attestations in one store
+// transaction.
+func (vb *Book) StoreOwnAll(ss []*trust.Signed) error {
+	if len(ss) == 0 {
+		return nil
+	}
+	recs := make([]store.AttestationRecord, len(ss))
+	for i, s := range ss {
+		recs[i] = vb.attestationRecord(s, arrival{from: vb.self})
+	}
+	_, err := vb.store.PutAttestations(recs)
+	return err
+}
+
 // PublishOwn gossips one of this daemon's attestations on its platform's
 // topic, joining the topic first.
 func (vb *Book) PublishOwn(ctx context.Context, s *trust.Signed) error {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +25,8 @@ import (
 type benchImage struct {
 	tarSize int64
 	zstd    string // image.tar.zst
-	xz      string // image.tar.xz
+	xz      string // image.tar.xz, one block (xz -6, as portage with MAKEOPTS=-j1)
+	xzT2    string // image.tar.xz in 24 MiB blocks (xz -T2 -6, MAKEOPTS=-j2)
 	xpak    string // zstd payload + XPAK segment
 	gpkg    string // the same zstd payload as a GPKG image member
 }
@@ -63,7 +65,10 @@ func makeBenchImage(b *testing.B) benchImage {
 	return benchData
 }
 
-func generateBenchImage(dir string, out *benchImage) error {
+// benchTar is a generated image tar of at least size bytes: random
+// (incompressible, like stripped binaries' text) and compressible (like
+// headers and docs) files, alternating.
+func benchTar(size int) []byte {
 	rng := rand.New(rand.NewSource(78))
 	words := []string{"portage", "emerge", "gentoo", "binpkg", "ebuild", "USE", "CFLAGS", "/usr/lib64", "libfoo.so.2", "\n", "static", "int", "return", "{", "}", "(", ")"}
 	var raw bytes.Buffer
@@ -71,12 +76,12 @@ func generateBenchImage(dir string, out *benchImage) error {
 	mt := time.Unix(1795234547, 0)
 	tw.WriteHeader(&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt, Format: tar.FormatGNU})
 	tw.WriteHeader(&tar.Header{Name: "./usr/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt, Format: tar.FormatGNU})
-	for i := 0; raw.Len() < 24<<20; i++ {
+	for i := 0; raw.Len() < size; i++ {
 		var body []byte
-		if i%2 == 0 { // incompressible, like stripped binaries' text
+		if i%2 == 0 {
 			body = make([]byte, 200<<10+rng.Intn(400<<10))
 			rng.Read(body)
-		} else { // compressible, like headers and docs
+		} else {
 			var tb bytes.Buffer
 			n := 200<<10 + rng.Intn(800<<10)
 			for tb.Len() < n {
@@ -87,11 +92,16 @@ func generateBenchImage(dir string, out *benchImage) error {
 		}
 		hdr := &tar.Header{Name: fmt.Sprintf("./usr/file%04d", i), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), ModTime: mt, Uname: "root", Gname: "root", Format: tar.FormatGNU}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return err
+			panic(err)
 		}
 		tw.Write(body)
 	}
 	tw.Close()
+	return raw.Bytes()
+}
+
+func generateBenchImage(dir string, out *benchImage) error {
+	raw := bytes.NewBuffer(benchTar(24 << 20))
 	out.tarSize = int64(raw.Len())
 	tarPath := filepath.Join(dir, "image.tar")
 	if err := os.WriteFile(tarPath, raw.Bytes(), 0o644); err != nil {
@@ -114,6 +124,10 @@ func generateBenchImage(dir string, out *benchImage) error {
 		if err := os.WriteFile(out.xz, xb.Bytes(), 0o644); err != nil {
 			return err
 		}
+	}
+	out.xzT2 = tarPath + ".T2.xz"
+	if err := xzFile(tarPath, out.xzT2, "-T2"); err != nil {
+		return err
 	}
 	payload, err := os.ReadFile(out.zstd)
 	if err != nil {
@@ -153,6 +167,99 @@ func BenchmarkImageDigest(b *testing.B) {
 				}
 				f.Close()
 			}
+		})
+	}
+}
+
+// xzFile compresses src into dst with the xz binary at portage's default
+// level, adding args (-T2: what portage's `xz -T{JOBS}` writes).
+func xzFile(src, dst string, args ...string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("xz", append(args, "-6", "-c")...)
+	cmd.Stdin, cmd.Stdout = in, out
+	if err := cmd.Run(); err != nil {
+		out.Close()
+		return fmt.Errorf("xz %v (apt-get install xz-utils): %w", args, err)
+	}
+	return out.Close()
+}
+
+// cpuTime is the user + system time of this process (RUSAGE_SELF) or of
+// its waited-for children (RUSAGE_CHILDREN): on a shared machine the CPU a
+// decoder needs says more than its wall time.
+func cpuTime(who int) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(who, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+var (
+	largeXZOnce sync.Once
+	largeXZ     string // 100 MB image tar, xz -T2 -6: 5 blocks
+	largeXZSize int64
+	largeXZErr  error
+)
+
+// BenchmarkXZDigest measures the image digest of xz images side by side
+// with `xz -dc | sha256sum` of the same file, in MB/s of decompressed tar:
+// the 26 MB image as one block (xz without -T: cannot be split) and in
+// blocks (xz -T2, what portage writes with MAKEOPTS=-j2 or more), and a
+// 100 MB image in blocks.
+func BenchmarkXZDigest(b *testing.B) {
+	img := makeBenchImage(b)
+	largeXZOnce.Do(func() {
+		raw := benchTar(100 << 20)
+		largeXZSize = int64(len(raw))
+		tarPath := filepath.Join(benchDir, "large.tar")
+		if largeXZErr = os.WriteFile(tarPath, raw, 0o644); largeXZErr != nil {
+			return
+		}
+		largeXZ = tarPath + ".T2.xz"
+		largeXZErr = xzFile(tarPath, largeXZ, "-T2")
+	})
+	if largeXZErr != nil {
+		b.Fatal(largeXZErr)
+	}
+	for _, c := range []struct {
+		name, path string
+		size       int64
+	}{{"26MB-1-block", img.xz, img.tarSize}, {"26MB-T2", img.xzT2, img.tarSize}, {"100MB-T2", largeXZ, largeXZSize}} {
+		b.Run(c.name+"/go", func(b *testing.B) {
+			b.SetBytes(c.size)
+			b.ReportAllocs()
+			cpu0 := cpuTime(syscall.RUSAGE_SELF)
+			for b.Loop() {
+				f, err := os.Open(c.path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := ImageDigest(f, FormatXPAK, DefaultLimits()); err != nil {
+					b.Fatal(err)
+				}
+				f.Close()
+			}
+			b.ReportMetric((cpuTime(syscall.RUSAGE_SELF)-cpu0).Seconds()/float64(b.N), "cpu-s/op")
+		})
+		b.Run(c.name+"/shell", func(b *testing.B) {
+			b.SetBytes(c.size)
+			cpu0 := cpuTime(syscall.RUSAGE_CHILDREN)
+			for b.Loop() {
+				out, err := exec.Command("sh", "-c", `xz -dc "$1" | sha256sum`, "sh", c.path).Output()
+				if err != nil || len(out) < 64 {
+					b.Fatalf("%v: %q", err, out)
+				}
+			}
+			b.ReportMetric((cpuTime(syscall.RUSAGE_CHILDREN)-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 		})
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/ulikunitz/xz"
 )
 
 // ioBufSize is the buffer size used for every streaming copy: large enough
@@ -94,22 +93,13 @@ func rawDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 	case CompressionNone:
 		return io.NopCloser(r), nil
 	case CompressionZstd:
-		w := uint64(decoderWindow(lim))
-		d, err := zstd.NewReader(r,
-			zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(w),
-			zstd.WithDecoderMaxMemory(w))
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
-		}
-		return zstdCloser{d}, nil
+		return newZstdReader(r, uint64(decoderWindow(lim)))
 	case CompressionXZ:
-		d, err := xz.NewReader(r)
+		d, err := newXZReader(r)
 		if err != nil {
 			return nil, decodeError(c, err)
 		}
-		return io.NopCloser(d), nil
+		return d, nil
 	case CompressionBzip2:
 		return io.NopCloser(bzip2.NewReader(r)), nil
 	case CompressionGzip:
@@ -124,10 +114,64 @@ func rawDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("%w: %q", ErrUnknownCompression, c)
 }
 
-type zstdCloser struct{ d *zstd.Decoder }
+// zstdPools recycles zstd stream decoders, one pool per window bound. A
+// fresh decoder allocates its history and block buffers (megabytes); a
+// PKGDIR index reads two or three zstd payloads per package, and for the
+// small packages most PKGDIRs hold those allocations cost more than the
+// decoding. Decoders run synchronously (concurrency 1), so a pooled one
+// holds no goroutine, and Reset clears every state a previous, possibly
+// hostile, stream left.
+var zstdPools sync.Map // uint64 window → *sync.Pool of *zstd.Decoder
 
-func (z zstdCloser) Read(p []byte) (int, error) { return z.d.Read(p) }
-func (z zstdCloser) Close() error               { z.d.Close(); return nil }
+func newZstdReader(r io.Reader, window uint64) (io.ReadCloser, error) {
+	pi, _ := zstdPools.LoadOrStore(window, &sync.Pool{})
+	pool := pi.(*sync.Pool)
+	d, _ := pool.Get().(*zstd.Decoder)
+	if d == nil {
+		var err error
+		d, err = zstd.NewReader(nil,
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(window),
+			zstd.WithDecoderMaxMemory(window))
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		}
+	}
+	if err := d.Reset(r); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+	}
+	return &zstdCloser{d: d, pool: pool}, nil
+}
+
+type zstdCloser struct {
+	d    *zstd.Decoder
+	pool *sync.Pool
+}
+
+func (z *zstdCloser) Read(p []byte) (int, error) {
+	if z.d == nil {
+		return 0, io.ErrClosedPipe
+	}
+	return z.d.Read(p)
+}
+
+// Close detaches the decoder from its source (Reset(nil): the source is
+// never touched again) and recycles it.
+func (z *zstdCloser) Close() error {
+	if z.d == nil {
+		return nil
+	}
+	d := z.d
+	z.d = nil
+	if err := d.Reset(nil); err != nil {
+		d.Close()
+		return nil
+	}
+	z.pool.Put(d)
+	return nil
+}
 
 // hasSentinel reports whether err already wraps one of this package's
 // sentinels, so classification never relabels a precise error.
