@@ -90,10 +90,7 @@ func BenchmarkIndexPKGDIR(b *testing.B) {
 		if h, err := procStatusKB(p.cmd.Process.Pid, "VmHWM:"); err == nil {
 			hwm = h << 10
 		}
-		cpu, err := procCPU(p.cmd.Process.Pid)
-		if err != nil {
-			b.Fatal(err)
-		}
+		cpu := time.Duration(procCPU(b, p.cmd.Process.Pid) * float64(time.Second))
 		// VmHWM counts the store's memory-mapped file too; split the
 		// resident set at the end into anonymous memory and mapped file.
 		anon, err1 := procStatusKB(p.cmd.Process.Pid, "RssAnon:")
@@ -219,25 +216,4 @@ func procStatusKB(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
-}
-
-// procCPU is a running process's user + system time so far.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// the 14th and 15th fields of the line, in clock ticks (100 Hz).
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
