@@ -61,8 +61,8 @@ func (srv *Server) About(_ context.Context, query string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > wire.MaxBlobSize {
-		return nil, fmt.Errorf("about answer of %d bytes", len(b))
+	if len(b) > wire.MaxAboutAnswer {
+		return nil, fmt.Errorf("about answer of %d bytes exceeds %d", len(b), wire.MaxAboutAnswer)
 	}
 	return b, nil
 }
