@@ -44,19 +44,22 @@ func matcher(q string) func(cpv string) bool {
 	}
 }
 
-// About answers a peer's /gentoo-p2p/about/1 request.
-func (srv *Server) About(_ context.Context, query string) ([]byte, error) {
+// aboutMaxScan bounds the CPV index entries one about request walks, so
+// its cost does not grow with the store (entries past it are not looked
+// at: the answer only explains an empty search).
+const aboutMaxScan = 1 << 16
+
+// About answers a peer's /gentoo-p2p/about/1 request: at most
+// aboutMaxCPVs CPVs from at most aboutMaxScan index entries, given up
+// when ctx ends.
+func (srv *Server) About(ctx context.Context, query string) ([]byte, error) {
 	a := aboutAnswer{Platform: srv.platform, Settings: srv.settings, CPVs: []string{}}
 	if strings.TrimSpace(query) != "" {
-		found, err := srv.store.CPVBuilds(srv.platform, matcher(query))
+		found, err := srv.store.MatchingCPVs(ctx, srv.platform, matcher(query), aboutMaxCPVs, aboutMaxScan)
 		if err != nil {
 			return nil, err
 		}
-		for cpv := range found {
-			a.CPVs = append(a.CPVs, cpv)
-		}
-		slices.Sort(a.CPVs)
-		a.CPVs = a.CPVs[:min(len(a.CPVs), aboutMaxCPVs)]
+		a.CPVs = append(a.CPVs, found...)
 	}
 	b, err := json.Marshal(a)
 	if err != nil {

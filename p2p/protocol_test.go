@@ -361,3 +361,34 @@ func TestAboutAnswerBounded(t *testing.T) {
 		t.Fatalf("About of a peer sending %d blobs: %v, want ErrProtocol", MaxBlobs, err)
 	}
 }
+
+// TestAboutRateLimited: each peer may make AboutBurst about requests,
+// then one per AboutInterval; more are refused as busy before the
+// handler (which walks the store) runs, and other peers are not affected.
+func TestAboutRateLimited(t *testing.T) {
+	var calls atomic.Int32
+	cfg := testConfig(t)
+	cfg.AboutInterval, cfg.AboutBurst = time.Hour, 3
+	server := newTestNode(t, cfg, Handlers{About: func(context.Context, string) ([]byte, error) {
+		calls.Add(1)
+		return []byte(`{}`), nil
+	}})
+	greedy := newTestNode(t, testConfig(t, server.AddrInfo()), Handlers{})
+	other := newTestNode(t, testConfig(t, server.AddrInfo()), Handlers{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if _, err := greedy.About(ctx, server.ID(), "x"); err != nil {
+			t.Fatalf("request %d within the burst: %v", i, err)
+		}
+	}
+	if _, err := greedy.About(ctx, server.ID(), "x"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), ReasonBusy) {
+		t.Fatalf("request over the burst: %v, want refused as busy", err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("handler ran %d times, want 3", n)
+	}
+	if _, err := other.About(ctx, server.ID(), "x"); err != nil {
+		t.Errorf("another peer's request: %v", err)
+	}
+}
