@@ -457,11 +457,12 @@ func (ls *Listings) describe(b votes.Build, served trust.ServedSizes) (l portage
 	}
 	slices.SortFunc(times, time.Time.Compare)
 	l = portagehook.Listing{
-		Content:     att.Content.String(),
-		ImageDigest: att.Content.Image,
-		Metadata:    xpak.NewMetadata(raw),
-		BuildID:     identity.ServedBuildID(b.Verdict.BuildKey),
-		Served:      xpak.ServedSizes{MetadataTar: served.MetadataTar, ImageTar: served.ImageTar},
+		Content:        att.Content.String(),
+		ImageDigest:    att.Content.Image,
+		MetadataDigest: att.Content.Metadata,
+		Metadata:       xpak.NewMetadata(raw),
+		BuildID:        identity.ServedBuildID(b.Verdict.BuildKey),
+		Served:         xpak.ServedSizes{MetadataTar: served.MetadataTar, ImageTar: served.ImageTar},
 	}
 	return l, fb, "listing\x00" + string(b.Verdict.BuildKey) + "\x00" + att.Content.String(), times[(len(times)-1)/2], nil
 }

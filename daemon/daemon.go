@@ -500,15 +500,16 @@ func (d *Daemon) newGateway() *portagehook.Gateway {
 		header.Set("CHOST", d.cfg.Portage.CHOST)
 	}
 	return portagehook.NewGateway(d.listings, portagehook.GatewayOptions{
-		Path:       d.cfg.Gateway.Path,
-		CacheDir:   filepath.Join(d.cfg.StateDir, "gateway"),
-		Signer:     portagehook.NewSigner(d.gwKey, d.started),
-		Covered:    identity.IsCovered,
-		Canonical:  identity.ServedValue,
-		Header:     header,
-		Limits:     d.limits,
-		Logger:     d.log.With("component", "gateway"),
-		Registerer: d.reg,
+		Path:           d.cfg.Gateway.Path,
+		CacheDir:       filepath.Join(d.cfg.StateDir, "gateway"),
+		Signer:         portagehook.NewSigner(d.gwKey, d.started),
+		Covered:        identity.IsCovered,
+		Canonical:      identity.ServedValue,
+		DigestMetadata: identity.MetadataDigest,
+		Header:         header,
+		Limits:         d.limits,
+		Logger:         d.log.With("component", "gateway"),
+		Registerer:     d.reg,
 		// portage 3.0.82 needs SIZE for every entry, so a build is listed
 		// once it is fetched and re-packed; an index request starts that
 		// for every allowed build and waits a while for it.

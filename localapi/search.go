@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -43,26 +44,29 @@ func matcher(q string) func(cpv string) bool {
 	}
 }
 
-// About answers a peer's /gentoo-p2p/about/1 request.
-func (srv *Server) About(_ context.Context, query string) ([]byte, error) {
+// aboutMaxScan bounds the CPV index entries one about request walks, so
+// its cost does not grow with the store (entries past it are not looked
+// at: the answer only explains an empty search).
+const aboutMaxScan = 1 << 16
+
+// About answers a peer's /gentoo-p2p/about/1 request: at most
+// aboutMaxCPVs CPVs from at most aboutMaxScan index entries, given up
+// when ctx ends.
+func (srv *Server) About(ctx context.Context, query string) ([]byte, error) {
 	a := aboutAnswer{Platform: srv.platform, Settings: srv.settings, CPVs: []string{}}
 	if strings.TrimSpace(query) != "" {
-		found, err := srv.store.CPVBuilds(srv.platform, matcher(query))
+		found, err := srv.store.MatchingCPVs(ctx, srv.platform, matcher(query), aboutMaxCPVs, aboutMaxScan)
 		if err != nil {
 			return nil, err
 		}
-		for cpv := range found {
-			a.CPVs = append(a.CPVs, cpv)
-		}
-		slices.Sort(a.CPVs)
-		a.CPVs = a.CPVs[:min(len(a.CPVs), aboutMaxCPVs)]
+		a.CPVs = append(a.CPVs, found...)
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > wire.MaxBlobSize {
-		return nil, fmt.Errorf("about answer of %d bytes", len(b))
+	if len(b) > wire.MaxAboutAnswer {
+		return nil, fmt.Errorf("about answer of %d bytes exceeds %d", len(b), wire.MaxAboutAnswer)
 	}
 	return b, nil
 }
@@ -82,6 +86,7 @@ func (srv *Server) nothingFound(ctx context.Context, query string) *api.NothingF
 	why.PeersAsked = len(peers)
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
+	match := matcher(query)
 	var (
 		mu      sync.Mutex
 		wg      sync.WaitGroup
@@ -94,10 +99,13 @@ func (srv *Server) nothingFound(ctx context.Context, query string) *api.NothingF
 				return
 			}
 			var a aboutAnswer
-			if json.Unmarshal(b, &a) != nil || a.Platform == "" {
+			if json.Unmarshal(b, &a) != nil {
 				return
 			}
-			a.CPVs = a.CPVs[:min(len(a.CPVs), aboutMaxCPVs)]
+			a, ok := cleanAbout(a, match)
+			if !ok {
+				return
+			}
 			mu.Lock()
 			answers[p.ID] = a
 			mu.Unlock()
@@ -131,6 +139,53 @@ func (srv *Server) nothingFound(ctx context.Context, query string) *api.NothingF
 		return cmp.Or(len(b.Peers)-len(a.Peers), strings.Compare(a.Platform, b.Platform))
 	})
 	return why
+}
+
+// A peer's about answer reaches the API and the terminal: only what has
+// the shape of a platform (identity.Descriptor.Platform: CHOST, "-", 16
+// hex digits), settings of printable ASCII and CPVs
+// (category/package-version, PMS 3.1) passes, so a peer cannot slip
+// terminal escapes or other text into what `search` prints.
+var (
+	platformRE = regexp.MustCompile(`^[A-Za-z0-9_.+-]{1,100}-[0-9a-f]{16}$`)
+	cpvRE      = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9+_.-]*/[A-Za-z0-9_][A-Za-z0-9+_-]*?-[0-9]+(\.[0-9]+)*[a-z]?((_alpha|_beta|_pre|_rc|_p)[0-9]*)*(-r[0-9]+)?$`)
+)
+
+// maxSettingLen bounds one setting of an about answer.
+const maxSettingLen = 4096
+
+// cleanAbout keeps of a peer's answer what passes the checks above:
+// false when its platform does not; settings other than settingNames,
+// or not printable ASCII, are dropped, and CPVs that are not CPVs or do
+// not match the query.
+func cleanAbout(a aboutAnswer, match func(cpv string) bool) (aboutAnswer, bool) {
+	if !platformRE.MatchString(a.Platform) {
+		return aboutAnswer{}, false
+	}
+	out := aboutAnswer{Platform: a.Platform, Settings: map[string]string{}}
+	for _, k := range settingNames {
+		if v, ok := a.Settings[k]; ok && len(v) <= maxSettingLen && printableASCII(v) {
+			out.Settings[k] = v
+		}
+	}
+	for _, c := range a.CPVs {
+		if len(out.CPVs) == aboutMaxCPVs {
+			break
+		}
+		if len(c) <= 256 && cpvRE.MatchString(c) && match(c) && !slices.Contains(out.CPVs, c) {
+			out.CPVs = append(out.CPVs, c)
+		}
+	}
+	return out, true
+}
+
+func printableASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // diffSettings lists the settings that differ, whitespace aside (the

@@ -1,8 +1,10 @@
 package localapi
 
 import (
+	"context"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
@@ -108,5 +110,37 @@ func checkWhy(t *testing.T, what string, why *api.NothingFound, platform string,
 	want := []api.SettingDiff{{Setting: "CFLAGS", Here: "-O3 -march=x86-64-v3 -pipe", There: "-O2 -pipe"}}
 	if !slices.Equal(op.Differs, want) {
 		t.Errorf("%s: differs %+v, want %+v", what, op.Differs, want)
+	}
+}
+
+// TestNothingFoundDropsPeerText: what peers answer reaches the API and
+// the terminal, so an answer whose platform is not a platform is left
+// out, and of the others only settings of printable ASCII and CPVs that
+// are CPVs matching the query are kept: no terminal escape gets through.
+func TestNothingFoundDropsPeerText(t *testing.T) {
+	w := newWorld(t)
+	const theirs = "x86_64-pc-linux-gnu-fedcba9876543210"
+	answers := map[*node]string{
+		w.b: `{"platform":"\u001b[2J\u001b]0;owned\u0007","settings":{},"cpvs":["app-misc/consumer-1.0"]}`,
+		w.c: `{"platform":"` + theirs + `","settings":{"CHOST":"x86_64-pc-linux-gnu","CFLAGS":"-O2\u001b[31m","LDFLAGS":"-Wl,-O1","EVIL":"x"},` +
+			`"cpvs":["app-misc/consumer-1.0\u001b[31m","\u001b]0;pwn\u0007","not a cpv","app-misc/other-1.0","app-misc/consumer-1.0","app-misc/consumer-1.0"]}`,
+	}
+	for n, answer := range answers {
+		n.Node.Serve(p2p.Handlers{About: func(context.Context, string) ([]byte, error) { return []byte(answer), nil }})
+	}
+	const here = "x86_64-pc-linux-gnu-0123456789abcdef"
+	h := w.searchServer(t, here, settingsOf("-O2 -pipe")).Handler()
+	res := decode[api.SearchResult](t, do(h, "GET", api.PathSearch+"?q=consumer", ""))
+	if res.Why == nil || res.Why.PeersAsked != 2 || res.Why.PeersAnswered != 1 || len(res.Why.Elsewhere) != 1 {
+		t.Fatalf("search consumer: %+v", res.Why)
+	}
+	op := res.Why.Elsewhere[0]
+	if op.Platform != theirs || !slices.Equal(op.Peers, []string{w.c.ID.String()}) || !slices.Equal(op.CPVs, []string{"app-misc/consumer-1.0"}) {
+		t.Errorf("other platform %+v", op)
+	}
+	for _, d := range op.Differs {
+		if strings.ContainsAny(d.There, "\x1b\x07") || d.Setting == "EVIL" {
+			t.Errorf("setting %s passed through as %q", d.Setting, d.There)
+		}
 	}
 }

@@ -48,6 +48,13 @@ const (
 	DefaultMaxRequests     = 16
 )
 
+// Defaults for the about rate: a peer asks once per search that found
+// nothing, so a burst of a few and one a second are plenty.
+const (
+	DefaultAboutInterval = time.Second
+	DefaultAboutBurst    = 5
+)
+
 // DefaultReprovideInterval is how often every provided key is announced
 // again. Provider records live 48 h on the DHT, so 22 h leaves room for one
 // missed cycle (the amino DHT uses the same figures).
@@ -101,6 +108,12 @@ type Config struct {
 	// "busy" before any handler runs, so a few identities opening many
 	// streams cannot make this node decode and answer without limit.
 	MaxPeerRequests, MaxRequests int
+	// AboutInterval and AboutBurst rate-limit the about requests each
+	// remote peer may make (one per AboutInterval after a burst of
+	// AboutBurst); more are refused as "busy" before the store is read.
+	// Zero means DefaultAboutInterval and DefaultAboutBurst.
+	AboutInterval time.Duration
+	AboutBurst    int
 	// Registerer receives this node's metrics; nil disables metrics (also
 	// libp2p's own). Several nodes in one process need one registry each.
 	Registerer prometheus.Registerer
@@ -178,6 +191,12 @@ func (c *Config) validate() error {
 	case DHTServer, DHTAuto, DHTClient:
 	default:
 		return fmt.Errorf("%w: DHTMode %q is not server, auto or client", ErrConfig, c.DHTMode)
+	}
+	if c.AboutInterval <= 0 {
+		c.AboutInterval = DefaultAboutInterval
+	}
+	if c.AboutBurst <= 0 {
+		c.AboutBurst = DefaultAboutBurst
 	}
 	if c.MaxPeerRequests <= 0 {
 		c.MaxPeerRequests = DefaultMaxPeerRequests

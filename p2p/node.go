@@ -17,6 +17,8 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/time/rate"
+
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p-kad-dht/provider"
@@ -59,6 +61,7 @@ type Node struct {
 	cfg      Config
 	handlers atomic.Pointer[Handlers] // nil until New or Serve set them
 	requests *requestLimiter
+	about    *peerRates // about requests per remote peer
 	log      *slog.Logger
 	metrics  *metrics
 
@@ -103,6 +106,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		requests: newRequestLimiter(cfg.MaxPeerRequests, cfg.MaxRequests),
+		about:    &peerRates{rate: rate.Every(cfg.AboutInterval), burst: cfg.AboutBurst},
 		log:      cfg.Logger,
 		ctx:      nctx,
 		cancel:   cancel,

@@ -62,6 +62,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-varint"
+	"golang.org/x/time/rate"
 )
 
 // Protocol IDs. The DHT speaks /gentoo-p2p/kad/1.0.0 (dht.ProtocolPrefix).
@@ -190,9 +191,26 @@ func writeRefusal(w *bufio.Writer, reason string) error {
 	return w.Flush()
 }
 
-// readBlobs reads a response and enforces every limit; it also requires
-// the server to end the stream after the last blob.
-func readBlobs(r *bufio.Reader) ([][]byte, error) {
+// blobLimits bound one response as it is read: the blob count (exactly
+// that many when exact), each blob and their sum.
+type blobLimits struct {
+	blobs, blobSize, total int
+	exact                  bool
+}
+
+// responseLimits are the attest and catalog answers' limits.
+var responseLimits = blobLimits{blobs: MaxBlobs, blobSize: MaxBlobSize, total: MaxResponseBytes}
+
+// aboutLimits: an about answer is one small blob, refused by its count
+// before a byte of it is read, so asking 32 peers holds at most 32 of them.
+var aboutLimits = blobLimits{blobs: 1, blobSize: wire.MaxAboutAnswer, total: wire.MaxAboutAnswer, exact: true}
+
+// readBlobs reads an attest or catalog response (readBlobsWithin).
+func readBlobs(r *bufio.Reader) ([][]byte, error) { return readBlobsWithin(r, responseLimits) }
+
+// readBlobsWithin reads a response and enforces every limit; it also
+// requires the server to end the stream after the last blob.
+func readBlobsWithin(r *bufio.Reader, lim blobLimits) ([][]byte, error) {
 	status, err := r.ReadByte()
 	if err != nil {
 		return nil, fmt.Errorf("%w: response status: %w", ErrProtocol, err)
@@ -212,13 +230,16 @@ func readBlobs(r *bufio.Reader) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: blob count: %w", ErrProtocol, err)
 	}
-	if count > MaxBlobs {
-		return nil, fmt.Errorf("%w: %d blobs exceed %d", ErrProtocol, count, MaxBlobs)
+	if lim.exact && count != uint64(lim.blobs) {
+		return nil, fmt.Errorf("%w: %d blobs, want %d", ErrProtocol, count, lim.blobs)
+	}
+	if count > uint64(lim.blobs) {
+		return nil, fmt.Errorf("%w: %d blobs exceed %d", ErrProtocol, count, lim.blobs)
 	}
 	blobs := make([][]byte, 0, count)
 	total := 0
 	for i := range count {
-		b, err := readFrame(r, MaxBlobSize, fmt.Sprintf("blob %d", i))
+		b, err := readFrame(r, lim.blobSize, fmt.Sprintf("blob %d", i))
 		if err != nil {
 			return nil, err
 		}
@@ -226,8 +247,8 @@ func readBlobs(r *bufio.Reader) ([][]byte, error) {
 			return nil, fmt.Errorf("%w: blob %d is empty", ErrProtocol, i)
 		}
 		total += len(b)
-		if total > MaxResponseBytes {
-			return nil, fmt.Errorf("%w: response exceeds %d bytes", ErrProtocol, MaxResponseBytes)
+		if total > lim.total {
+			return nil, fmt.Errorf("%w: response exceeds %d bytes", ErrProtocol, lim.total)
 		}
 		blobs = append(blobs, b)
 	}
@@ -321,7 +342,8 @@ func (n *Node) handleAbout(s network.Stream) {
 		if h == nil || h.About == nil {
 			return nil, "not served", nil
 		}
-		if !admit() {
+		// Rated as well as counted: each answer walks the store.
+		if !n.about.allow(s.Conn().RemotePeer()) || !admit() {
 			return nil, ReasonBusy, nil
 		}
 		answer, err := h.About(ctx, string(raw))
@@ -338,16 +360,50 @@ func (n *Node) About(ctx context.Context, p peer.ID, query string) ([]byte, erro
 	if len(query) > wire.MaxAboutQuery || !utf8.ValidString(query) {
 		return nil, fmt.Errorf("p2p: about query of %d bytes (at most %d of UTF-8)", len(query), wire.MaxAboutQuery)
 	}
-	blobs, err := n.request(ctx, p, AboutProtocol, func(w *bufio.Writer) error {
+	blobs, err := n.requestWithin(ctx, p, AboutProtocol, aboutLimits, func(w *bufio.Writer) error {
 		return writeFrame(w, []byte(query))
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(blobs) != 1 {
-		return nil, fmt.Errorf("%w: about answer has %d blobs, want 1", ErrProtocol, len(blobs))
-	}
 	return blobs[0], nil
+}
+
+// peerRates is a token bucket per remote peer (about requests).
+type peerRates struct {
+	mu    sync.Mutex
+	rate  rate.Limit
+	burst int
+	m     map[peer.ID]*rate.Limiter
+}
+
+// maxRatedPeers bounds the limiter map; when full, idle peers are
+// forgotten, and only if none is idle does it start over (a peer then gets
+// a fresh burst, which is bounded too).
+const maxRatedPeers = 4096
+
+func (r *peerRates) allow(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.m[p]
+	if !ok {
+		if r.m == nil {
+			r.m = make(map[peer.ID]*rate.Limiter)
+		}
+		if len(r.m) >= maxRatedPeers {
+			for q, ql := range r.m {
+				if ql.Tokens() >= float64(r.burst) {
+					delete(r.m, q)
+				}
+			}
+			if len(r.m) >= maxRatedPeers {
+				r.m = make(map[peer.ID]*rate.Limiter)
+			}
+		}
+		l = rate.NewLimiter(r.rate, r.burst)
+		r.m[p] = l
+	}
+	return l.Allow()
 }
 
 // ReasonBusy is the refusal a peer gets while it (or everyone) already has
@@ -440,6 +496,11 @@ func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Co
 
 // request opens a stream to p, writes req and reads a blob response.
 func (n *Node) request(ctx context.Context, p peer.ID, proto protocol.ID, req func(*bufio.Writer) error) ([][]byte, error) {
+	return n.requestWithin(ctx, p, proto, responseLimits, req)
+}
+
+// requestWithin is request with the response read within lim.
+func (n *Node) requestWithin(ctx context.Context, p peer.ID, proto protocol.ID, lim blobLimits, req func(*bufio.Writer) error) ([][]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, clientStreamTimeout)
@@ -466,7 +527,7 @@ func (n *Node) request(ctx context.Context, p peer.ID, proto protocol.ID, req fu
 		_ = s.Reset()
 		return nil, fmt.Errorf("p2p: close %s request to %s: %w", proto, p, err)
 	}
-	blobs, err := readBlobs(bufio.NewReader(s))
+	blobs, err := readBlobsWithin(bufio.NewReader(s), lim)
 	if err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-varint"
 )
@@ -275,5 +277,118 @@ func TestAbout(t *testing.T) {
 	}
 	if _, err := client.About(ctx, server.ID(), strings.Repeat("a", wire.MaxAboutQuery+1)); err == nil {
 		t.Error("About with an over-long query succeeded")
+	}
+}
+
+// endlessBlobs is an answer of count blobs of size bytes each, made as it
+// is read, counting what the reader took.
+type endlessBlobs struct {
+	head     []byte
+	size     int
+	left     uint64
+	consumed int
+	pending  []byte
+}
+
+func newEndlessBlobs(count uint64, size int) *endlessBlobs {
+	return &endlessBlobs{head: append([]byte{statusOK}, varint.ToUvarint(count)...), size: size, left: count}
+}
+
+func (e *endlessBlobs) Read(p []byte) (int, error) {
+	if len(e.head) > 0 {
+		n := copy(p, e.head)
+		e.head = e.head[n:]
+		e.consumed += n
+		return n, nil
+	}
+	if len(e.pending) == 0 {
+		if e.left == 0 {
+			return 0, io.EOF
+		}
+		e.left--
+		e.pending = append(varint.ToUvarint(uint64(e.size)), bytes.Repeat([]byte{'x'}, e.size)...)
+	}
+	n := copy(p, e.pending)
+	e.pending = e.pending[n:]
+	e.consumed += n
+	return n, nil
+}
+
+// TestAboutAnswerBounded: an about answer is one blob of at most
+// wire.MaxAboutAnswer bytes; an answer announcing more blobs is refused
+// on its count, before a blob is read, and an oversized blob on its
+// length, so a hostile peer makes the asker hold one small answer at
+// most (not the 32 MiB an attest answer may carry).
+func TestAboutAnswerBounded(t *testing.T) {
+	tests := []struct {
+		name  string
+		count uint64
+		size  int
+	}{
+		{"the attest maximum", MaxBlobs, MaxBlobSize},
+		{"two blobs", 2, 16},
+		{"no blob", 0, 0},
+		{"one blob over the cap", 1, wire.MaxAboutAnswer + 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newEndlessBlobs(tt.count, tt.size)
+			_, err := readBlobsWithin(bufio.NewReaderSize(r, 16), aboutLimits)
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("err = %v, want ErrProtocol", err)
+			}
+			if r.consumed > 32 {
+				t.Errorf("read %d bytes of a refused answer, want the header only", r.consumed)
+			}
+		})
+	}
+	r := newEndlessBlobs(1, wire.MaxAboutAnswer)
+	got, err := readBlobsWithin(bufio.NewReader(r), aboutLimits)
+	if err != nil || len(got) != 1 || len(got[0]) != wire.MaxAboutAnswer {
+		t.Fatalf("one blob at the cap: %d blobs, %v", len(got), err)
+	}
+
+	// Over a real stream: a peer answering with many blobs is refused.
+	hostile := newTestNode(t, testConfig(t), Handlers{})
+	hostile.Host().SetStreamHandler(AboutProtocol, func(s network.Stream) {
+		defer s.Close()
+		_, _ = io.Copy(s, newEndlessBlobs(MaxBlobs, MaxBlobSize))
+	})
+	client := newTestNode(t, testConfig(t, hostile.AddrInfo()), Handlers{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := client.About(ctx, hostile.ID(), "x"); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("About of a peer sending %d blobs: %v, want ErrProtocol", MaxBlobs, err)
+	}
+}
+
+// TestAboutRateLimited: each peer may make AboutBurst about requests,
+// then one per AboutInterval; more are refused as busy before the
+// handler (which walks the store) runs, and other peers are not affected.
+func TestAboutRateLimited(t *testing.T) {
+	var calls atomic.Int32
+	cfg := testConfig(t)
+	cfg.AboutInterval, cfg.AboutBurst = time.Hour, 3
+	server := newTestNode(t, cfg, Handlers{About: func(context.Context, string) ([]byte, error) {
+		calls.Add(1)
+		return []byte(`{}`), nil
+	}})
+	greedy := newTestNode(t, testConfig(t, server.AddrInfo()), Handlers{})
+	other := newTestNode(t, testConfig(t, server.AddrInfo()), Handlers{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if _, err := greedy.About(ctx, server.ID(), "x"); err != nil {
+			t.Fatalf("request %d within the burst: %v", i, err)
+		}
+	}
+	if _, err := greedy.About(ctx, server.ID(), "x"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), ReasonBusy) {
+		t.Fatalf("request over the burst: %v, want refused as busy", err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("handler ran %d times, want 3", n)
+	}
+	if _, err := other.About(ctx, server.ID(), "x"); err != nil {
+		t.Errorf("another peer's request: %v", err)
 	}
 }

@@ -37,6 +37,11 @@ type Listing struct {
 	// ImageDigest is the attested image digest; a materialized file with
 	// another image is refused.
 	ImageDigest [32]byte
+	// MetadataDigest, when not zero, is the attested metadata digest: a
+	// materialized file whose metadata hashes otherwise, or names another
+	// CPV than Metadata, is refused. A cached file is trusted on its
+	// database record until here, and its environment.bz2 runs as root.
+	MetadataDigest [32]byte
 	// Metadata is the build's metadata as read from its container; the
 	// gateway keeps the covered keys only. It must not change once listed:
 	// the gateway keeps the entry it rendered from it while Entries lists
@@ -88,6 +93,9 @@ type GatewayOptions struct {
 	Covered func(key string) bool
 	// Canonical rewrites covered values before serving (RepackOptions).
 	Canonical func(key string, raw []byte) ([]byte, error)
+	// DigestMetadata computes a metadata digest (identity.MetadataDigest);
+	// required to serve listings with a MetadataDigest.
+	DigestMetadata func(*xpak.Metadata) ([32]byte, error)
 	// Header adds index header keys (ARCH, CHOST, ACCEPT_KEYWORDS,
 	// USE_EXPAND…), which portage merges into its implicit IUSE settings.
 	Header Fields
@@ -426,9 +434,13 @@ func (g *Gateway) repackOptions(l Listing) RepackOptions {
 		Canonical:   g.opts.Canonical,
 		ImageDigest: l.ImageDigest,
 		MTime:       t,
-		Limits:      g.opts.Limits,
-		TempDir:     g.opts.CacheDir,
-		Expect:      l.Served,
+		CPV:         l.Metadata.CPV(),
+		// The file is re-read here, whatever the materializer trusted.
+		MetadataDigest: l.MetadataDigest,
+		DigestMetadata: g.opts.DigestMetadata,
+		Limits:         g.opts.Limits,
+		TempDir:        g.opts.CacheDir,
+		Expect:         l.Served,
 	}
 }
 

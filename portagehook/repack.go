@@ -44,6 +44,15 @@ type RepackOptions struct {
 	// ImageDigest, when not zero, is the attested image digest: the source
 	// must have it and so must the output.
 	ImageDigest [32]byte
+	// CPV, when set, is the attested CPV: the source must be that package.
+	CPV string
+	// MetadataDigest, when not zero, is the attested metadata digest: the
+	// source's metadata must hash to it with DigestMetadata (required
+	// then). The source's environment.bz2 reaches portage, which runs its
+	// phase functions as root.
+	MetadataDigest [32]byte
+	// DigestMetadata computes a metadata digest (identity.MetadataDigest).
+	DigestMetadata func(*xpak.Metadata) ([32]byte, error)
 	// MTime is written as BUILD_TIME, every tar mtime and the file's
 	// mtime (the index's MTIME); zero means the Unix epoch, never the
 	// clock, so a re-pack is reproducible.
@@ -141,6 +150,28 @@ func CheckRepacked(path string, s Served, lim xpak.Limits) error {
 	return os.Chtimes(path, s.MTime, s.MTime)
 }
 
+// checkAttestedMetadata refuses a source whose CPV or metadata digest is
+// not the attested one (opts.CPV, opts.MetadataDigest).
+func checkAttestedMetadata(src string, pkg *xpak.Package, opts RepackOptions) error {
+	if opts.CPV != "" && pkg.Metadata.CPV() != opts.CPV {
+		return fmt.Errorf("%w: %s is %s, attested %s", ErrRepack, src, pkg.Metadata.CPV(), opts.CPV)
+	}
+	if opts.MetadataDigest == ([32]byte{}) {
+		return nil
+	}
+	if opts.DigestMetadata == nil {
+		return fmt.Errorf("%w: %s: a metadata digest is attested but DigestMetadata is not set", ErrRepack, src)
+	}
+	md, err := opts.DigestMetadata(pkg.Metadata)
+	if err != nil {
+		return fmt.Errorf("%w: %s: metadata digest: %w", ErrRepack, src, err)
+	}
+	if md != opts.MetadataDigest {
+		return fmt.Errorf("%w: %s has metadata digest %x, attested %x", ErrRepack, src, md, opts.MetadataDigest)
+	}
+	return nil
+}
+
 // RepackTo writes the re-pack of src to w (see Repack) and describes it.
 // With opts.Expect set nothing is spooled but the source image, and the
 // sizes are checked before the first byte is written, so w receives either
@@ -160,6 +191,9 @@ func RepackTo(w io.Writer, src string, opts RepackOptions) (Served, error) {
 	}
 	if opts.ImageDigest != ([32]byte{}) && pkg.ImageDigest != opts.ImageDigest {
 		return Served{}, fmt.Errorf("%w: %s has image digest %x, attested %x", ErrRepack, src, pkg.ImageDigest, opts.ImageDigest)
+	}
+	if err := checkAttestedMetadata(src, pkg, opts); err != nil {
+		return Served{}, err
 	}
 	mtime := opts.MTime
 	if mtime.IsZero() {

@@ -423,6 +423,56 @@ func TestRepackAttestedDigest(t *testing.T) {
 	}
 }
 
+// TestRepackAttestedMetadata: with a CPV and a metadata digest attested,
+// a source that is another package or whose metadata hashes otherwise is
+// refused, naming what differs; the attested one is re-packed.
+func TestRepackAttestedMetadata(t *testing.T) {
+	e := testKey(t)
+	// Every key and value, in order: any change to the metadata changes it.
+	digest := func(m *xpak.Metadata) ([32]byte, error) {
+		h := sha256.New()
+		for _, k := range m.Keys() {
+			v, _ := m.Raw(k)
+			fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(v))
+			h.Write(v)
+		}
+		return [32]byte(h.Sum(nil)), nil
+	}
+	src := repackSources[0]
+	pkg, err := xpak.ReadFile(src, xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := digest(pkg.Metadata)
+	for _, tt := range []struct {
+		name   string
+		cpv    string
+		md     [32]byte
+		digest func(*xpak.Metadata) ([32]byte, error)
+		err    string
+	}{
+		{"attested", pkg.Metadata.CPV(), want, digest, ""},
+		{"another CPV", "app-misc/other-1.0", want, digest, "attested app-misc/other-1.0"},
+		{"another metadata digest", pkg.Metadata.CPV(), [32]byte{1}, digest, "metadata digest"},
+		{"no digest function", pkg.Metadata.CPV(), want, nil, "DigestMetadata is not set"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := repackOpts(t, e, 1)
+			opts.CPV, opts.MetadataDigest, opts.DigestMetadata = tt.cpv, tt.md, tt.digest
+			_, err := Repack(src, filepath.Join(t.TempDir(), "x.gpkg.tar"), opts)
+			if tt.err == "" {
+				if err != nil {
+					t.Fatalf("Repack of the attested package: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRepack) || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("Repack = %v, want an error naming %q", err, tt.err)
+			}
+		})
+	}
+}
+
 // BenchmarkRepack measures Repack of a generated 64 MiB GPKG (read,
 // validate, spool, sort, write, sign, re-read): go test -bench Repack
 // -run ^$ ./portagehook

@@ -55,12 +55,17 @@ type Handlers struct {
 	// About answers /gentoo-p2p/about/1: what this node is (its platform
 	// and the settings that make it) and what it holds for query (a CPV,
 	// at most MaxAboutQuery bytes), so a peer that finds nothing on its
-	// own platform can say why. The answer is at most MaxBlobSize bytes.
+	// own platform can say why. The answer is at most MaxAboutAnswer bytes.
 	About func(ctx context.Context, query string) ([]byte, error)
 }
 
 // MaxAboutQuery bounds the query of an about request.
 const MaxAboutQuery = 256
+
+// MaxAboutAnswer bounds an about answer (its one blob): a platform, six
+// settings with native flags resolved and at most 32 CPVs fit in a few
+// KiB; the rest is headroom. A daemon asking 32 peers holds at most 2 MiB.
+const MaxAboutAnswer = 64 << 10
 
 // PeerInfo describes one connected peer for `gentoo-p2pd status`.
 type PeerInfo struct {
