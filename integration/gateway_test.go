@@ -227,8 +227,13 @@ func TestGatewayListsBeforeFetching(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	entries := gatewayIndex(t, ctx, e)
-	if len(entries) != 2 {
+	// The listing follows the votes once their verdicts are evaluated,
+	// which may be a moment after the catalog holds them.
+	var entries map[string]portagehook.Entry
+	if err := testnet.WaitFor(ctx, 60*time.Second, "e's gateway listing both builds", func() bool {
+		entries = gatewayIndex(t, ctx, e)
+		return len(entries) == 2
+	}); err != nil {
 		t.Fatalf("gateway lists %v; want both allowed builds before any fetch", entryNames(entries))
 	}
 	if st := e.Daemon.API().Status(ctx); st.BuildsFetched != 0 || st.BytesFetched != 0 {
@@ -260,7 +265,11 @@ func TestGatewayListsBeforeFetching(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := gatewayIndex(t, ctx, p); len(got) != 2 {
+	var got map[string]portagehook.Entry
+	if err := testnet.WaitFor(ctx, 60*time.Second, "p's gateway listing both builds", func() bool {
+		got = gatewayIndex(t, ctx, p)
+		return len(got) == 2
+	}); err != nil {
 		t.Fatalf("p lists %v", entryNames(got))
 	}
 	if err := testnet.WaitFor(ctx, 60*time.Second, "p prefetches layout", func() bool {
