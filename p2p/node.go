@@ -61,7 +61,7 @@ type Node struct {
 	cfg      Config
 	handlers atomic.Pointer[Handlers] // nil until New or Serve set them
 	requests *requestLimiter
-	about    *peerRates // about requests per remote peer
+	about    *wire.PeerRates // about requests per remote peer
 	log      *slog.Logger
 	metrics  *metrics
 
@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		requests: newRequestLimiter(cfg.MaxPeerRequests, cfg.MaxRequests),
-		about:    &peerRates{rate: rate.Every(cfg.AboutInterval), burst: cfg.AboutBurst},
+		about:    wire.NewPeerRates(rate.Every(cfg.AboutInterval), cfg.AboutBurst),
 		log:      cfg.Logger,
 		ctx:      nctx,
 		cancel:   cancel,

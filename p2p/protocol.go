@@ -62,7 +62,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-varint"
-	"golang.org/x/time/rate"
 )
 
 // Protocol IDs. The DHT speaks /gentoo-p2p/kad/1.0.0 (dht.ProtocolPrefix).
@@ -343,7 +342,7 @@ func (n *Node) handleAbout(s network.Stream) {
 			return nil, "not served", nil
 		}
 		// Rated as well as counted: each answer walks the store.
-		if !n.about.allow(s.Conn().RemotePeer()) || !admit() {
+		if !n.about.Allow(s.Conn().RemotePeer()) || !admit() {
 			return nil, ReasonBusy, nil
 		}
 		answer, err := h.About(ctx, string(raw))
@@ -367,43 +366,6 @@ func (n *Node) About(ctx context.Context, p peer.ID, query string) ([]byte, erro
 		return nil, err
 	}
 	return blobs[0], nil
-}
-
-// peerRates is a token bucket per remote peer (about requests).
-type peerRates struct {
-	mu    sync.Mutex
-	rate  rate.Limit
-	burst int
-	m     map[peer.ID]*rate.Limiter
-}
-
-// maxRatedPeers bounds the limiter map; when full, idle peers are
-// forgotten, and only if none is idle does it start over (a peer then gets
-// a fresh burst, which is bounded too).
-const maxRatedPeers = 4096
-
-func (r *peerRates) allow(p peer.ID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	l, ok := r.m[p]
-	if !ok {
-		if r.m == nil {
-			r.m = make(map[peer.ID]*rate.Limiter)
-		}
-		if len(r.m) >= maxRatedPeers {
-			for q, ql := range r.m {
-				if ql.Tokens() >= float64(r.burst) {
-					delete(r.m, q)
-				}
-			}
-			if len(r.m) >= maxRatedPeers {
-				r.m = make(map[peer.ID]*rate.Limiter)
-			}
-		}
-		l = rate.NewLimiter(r.rate, r.burst)
-		r.m[p] = l
-	}
-	return l.Allow()
 }
 
 // ReasonBusy is the refusal a peer gets while it (or everyone) already has

@@ -71,8 +71,11 @@ type Book struct {
 	decoded  decodedCache
 	cands    candidates
 	ingestMu sync.Mutex // held from a record's caps check to its write
-	// gossipRates bounds the gossip messages each relay makes us verify.
-	gossipRates peerRates
+	// gossipRates bounds how many gossip messages per second each relaying
+	// peer makes this daemon decode and verify: a flood beyond the rate is
+	// ignored before any signature check, so one identity's share of the
+	// CPU is bounded whatever it sends.
+	gossipRates *wire.PeerRates
 	// flooders are attesters that recently overflowed their storage
 	// budget: their new records are stored but not relayed.
 	flooders flooders
@@ -104,7 +107,7 @@ func New(o Options) *Book {
 	if vb.installed == nil {
 		vb.installed = func() map[string]bool { return nil }
 	}
-	vb.gossipRates.rate, vb.gossipRates.burst = rate.Limit(o.Limits.PeerGossipRate), max(1, o.Limits.PeerGossipRate*10)
+	vb.gossipRates = wire.NewPeerRates(rate.Limit(o.Limits.PeerGossipRate), max(1, o.Limits.PeerGossipRate*10))
 	return vb
 }
 

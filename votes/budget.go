@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 )
@@ -299,14 +299,14 @@ func (f *flooders) mark(p peer.ID) {
 	if f.m == nil {
 		f.m = make(map[peer.ID]time.Time)
 	}
-	if len(f.m) >= maxRatedPeers {
+	if len(f.m) >= wire.MaxRatedPeers {
 		// Forget those whose window is over first.
 		for q, at := range f.m {
 			if time.Since(at) >= floodWindow {
 				delete(f.m, q)
 			}
 		}
-		if len(f.m) >= maxRatedPeers {
+		if len(f.m) >= wire.MaxRatedPeers {
 			f.m = make(map[peer.ID]time.Time)
 		}
 	}
@@ -318,46 +318,4 @@ func (f *flooders) recent(p peer.ID) bool {
 	defer f.mu.Unlock()
 	at, ok := f.m[p]
 	return ok && time.Since(at) < floodWindow
-}
-
-// peerRates bounds how many gossip messages per second each relaying peer
-// makes this daemon decode and verify: a flood beyond the rate is ignored
-// before any signature check, so one identity's share of the CPU is
-// bounded whatever it sends.
-type peerRates struct {
-	mu    sync.Mutex
-	rate  rate.Limit
-	burst int
-	m     map[peer.ID]*rate.Limiter
-}
-
-// maxRatedPeers bounds the limiter map; when full, idle peers are
-// forgotten, and only if none is idle does it start over (a peer then gets
-// a fresh burst, which is bounded too).
-const maxRatedPeers = 4096
-
-func (r *peerRates) allow(p peer.ID) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	l, ok := r.m[p]
-	if !ok {
-		if r.m == nil {
-			r.m = make(map[peer.ID]*rate.Limiter)
-		}
-		if len(r.m) >= maxRatedPeers {
-			// Forget the idle (full-bucket) peers first: forgetting an
-			// active one would hand it a fresh burst.
-			for q, ql := range r.m {
-				if ql.Tokens() >= float64(r.burst) {
-					delete(r.m, q)
-				}
-			}
-			if len(r.m) >= maxRatedPeers {
-				r.m = make(map[peer.ID]*rate.Limiter)
-			}
-		}
-		l = rate.NewLimiter(r.rate, r.burst)
-		r.m[p] = l
-	}
-	return l.Allow()
 }

@@ -393,7 +393,7 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 	if len(msg) < 2 {
 		return fmt.Errorf("empty gossip message")
 	}
-	if !vb.gossipRates.allow(relay) {
+	if !vb.gossipRates.Allow(relay) {
 		return fmt.Errorf("%w: %s relays more than limits.peer_gossip_rate", wire.ErrGossipIgnore, relay)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
