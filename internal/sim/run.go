@@ -271,37 +271,24 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	byID := map[peer.ID]int{}
 	platformPeers := make([][]int, len(pop.Platforms))
 	for i, pp := range pop.Peers {
-		k, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
-			return nil, err
-		}
-		id, err := peer.IDFromPrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		st, err := store.Open(filepath.Join(dir, fmt.Sprint(i)), store.Options{})
-		if err != nil {
-			return nil, err
-		}
-		defer st.Close()
-		node := net.Join(id)
 		plat := pop.Platforms[pp.Platform].ID
-		vb := votes.New(votes.Options{
-			Store: st, Policy: policy, Self: id, Platform: plat,
-			Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node,
-		})
-		node.Serve(wire.Handlers{Catalog: vb.ServeCatalog, Attestations: vb.ServeAttestations, OnGossip: vb.OnGossip})
+		sp, err := newPeer(net, filepath.Join(dir, fmt.Sprint(i)), plat, policy, cfg.Limits)
+		if err != nil {
+			return nil, err
+		}
+		defer sp.st.Close()
+		sp.idx, sp.built = i, map[int]int{}
+		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
 		if o.Design == Flood {
-			if err := node.JoinPlatform(plat); err != nil {
+			if err := sp.node.JoinPlatform(plat); err != nil {
 				return nil, err
 			}
 		}
-		sp := &simPeer{idx: i, key: k, id: id, st: st, book: vb, node: node, online: true, built: map[int]int{}}
 		for _, pkg := range pp.Installed {
 			sp.built[pkg] = 1
 		}
 		peers[i] = sp
-		byID[id] = i
+		byID[sp.id] = i
 		platformPeers[pp.Platform] = append(platformPeers[pp.Platform], i)
 	}
 	for _, pp := range platformPeers {
@@ -320,23 +307,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		attacked = map[keys.Build]bool{}
 	)
 	if o.Adversary == Sybil {
-		k, _, err := crypto.GenerateEd25519Key(nil)
-		if err != nil {
+		var err error
+		if attacker, err = newPeer(net, filepath.Join(dir, "attacker"), "", policy, cfg.Limits); err != nil {
 			return nil, err
 		}
-		id, err := peer.IDFromPrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		st, err := store.Open(filepath.Join(dir, "attacker"), store.Options{})
-		if err != nil {
-			return nil, err
-		}
-		defer st.Close()
-		node := net.Join(id)
-		vb := votes.New(votes.Options{Store: st, Policy: policy, Self: id, Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node})
-		node.Serve(wire.Handlers{Attestations: vb.ServeAttestations})
-		attacker = &simPeer{idx: -1, key: k, id: id, st: st, book: vb, node: node, online: true}
+		defer attacker.st.Close()
+		attacker.idx = -1
+		attacker.node.Serve(wire.Handlers{Attestations: attacker.book.ServeAttestations})
 		for range m.Threshold {
 			sk, _, err := crypto.GenerateEd25519Key(nil)
 			if err != nil {
@@ -729,6 +706,30 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.StoreFileBytesPerPeer = file / n
 	res.WallSeconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// newPeer makes one member of net: a fresh identity, its own store in dir
+// and a Book on platform configured as the daemon configures it. The
+// caller closes the store and serves the node's handlers.
+func newPeer(net *memnet.Network, dir, platform string, policy trust.Policy, limits config.LimitsConfig) (*simPeer, error) {
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return nil, err
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	node := net.Join(id)
+	vb := votes.New(votes.Options{
+		Store: st, Policy: policy, Self: id, Platform: platform,
+		Limits: limits, Files: xpak.DefaultLimits(), Net: node,
+	})
+	return &simPeer{key: k, id: id, st: st, book: vb, node: node, online: true}, nil
 }
 
 // gossipDelay models a GossipSub delivery across a topic of n peers: about
