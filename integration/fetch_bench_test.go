@@ -272,14 +272,7 @@ func (w *webServer) get(tb testing.TB, ctx context.Context, curl, name, out stri
 	}
 	took := time.Since(start)
 	cpu = treeCPU(tb, w.cmd.Process.Pid) - cpu0 + rusageCPU(cmd.ProcessState)
-	st, err := os.Stat(out)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Remove(out); err != nil {
-		tb.Fatal(err)
-	}
-	return float64(st.Size()) / took.Seconds() / 1e6, cpu
+	return takeMBps(tb, out, took), cpu
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key below dir.
@@ -411,14 +404,7 @@ func (k *kuboPair) cat(tb testing.TB, ctx context.Context, out string) (mbs, cpu
 	if err := f.Close(); err != nil {
 		tb.Fatal(err)
 	}
-	st, err := os.Stat(out)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Remove(out); err != nil {
-		tb.Fatal(err)
-	}
-	return float64(st.Size()) / took.Seconds() / 1e6, cpu
+	return takeMBps(tb, out, took), cpu
 }
 
 func kuboRun(tb testing.TB, ctx context.Context, bin string, env []string, args ...string) string {
@@ -482,4 +468,18 @@ func BenchmarkFetchInProcess(b *testing.B) {
 		xferStop(b, f)
 		b.StartTimer()
 	}
+}
+
+// takeMBps is the rate at which the file out arrived in took, in MB/s; the
+// file is removed.
+func takeMBps(tb testing.TB, out string, took time.Duration) float64 {
+	tb.Helper()
+	st, err := os.Stat(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Remove(out); err != nil {
+		tb.Fatal(err)
+	}
+	return float64(st.Size()) / took.Seconds() / 1e6
 }

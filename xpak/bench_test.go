@@ -158,14 +158,7 @@ func BenchmarkImageDigest(b *testing.B) {
 			b.SetBytes(img.tarSize)
 			b.ReportAllocs()
 			for b.Loop() {
-				f, err := os.Open(c.path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, _, err := ImageDigest(f, FormatXPAK, DefaultLimits()); err != nil {
-					b.Fatal(err)
-				}
-				f.Close()
+				digestFile(b, c.path)
 			}
 		})
 	}
@@ -239,14 +232,7 @@ func BenchmarkXZDigest(b *testing.B) {
 			b.ReportAllocs()
 			cpu0 := cpuTime(syscall.RUSAGE_SELF)
 			for b.Loop() {
-				f, err := os.Open(c.path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, _, err := ImageDigest(f, FormatXPAK, DefaultLimits()); err != nil {
-					b.Fatal(err)
-				}
-				f.Close()
+				digestFile(b, c.path)
 			}
 			b.ReportMetric((cpuTime(syscall.RUSAGE_SELF)-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 		})
@@ -400,4 +386,17 @@ func BenchmarkBombRefusal(b *testing.B) {
 			}
 		}
 	})
+}
+
+// digestFile computes the image digest of the XPAK image file at path.
+func digestFile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := ImageDigest(f, FormatXPAK, DefaultLimits()); err != nil {
+		b.Fatal(err)
+	}
 }
