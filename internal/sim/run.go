@@ -648,12 +648,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.MeanAttestationBytes = float64(attBytes) / float64(res.Attestations)
 	}
 	var gossip, stored, storedMax, file float64
+	usage := make([]float64, len(peers)) // attestation bytes each store holds
 	for i, sp := range peers {
 		gossip += float64(sp.node.BytesIn())
 		u, err := sp.st.TotalUsage()
 		if err != nil {
 			return nil, err
 		}
+		usage[i] = float64(u.Bytes)
 		stored += float64(u.Bytes)
 		storedMax = max(storedMax, float64(u.Bytes))
 		if fi, err := os.Stat(filepath.Join(dir, fmt.Sprint(i), "state.db")); err == nil {
@@ -673,11 +675,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	catalog := make([]float64, len(pop.Platforms))
 	for pi, members := range platformPeers {
 		for _, j := range members {
-			u, err := peers[j].st.TotalUsage()
-			if err != nil {
-				return nil, err
-			}
-			catalog[pi] += float64(u.Bytes) / float64(len(members))
+			catalog[pi] += usage[j] / float64(len(members))
 		}
 	}
 	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
