@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/fixtures"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/testnet"
@@ -43,8 +44,13 @@ func TestGatewaySaysWhyNothingListed(t *testing.T) {
 		{unfit, 1, "1 allowed build left out: gentoo-p2pd trust explain CPV says why"},
 	} {
 		waitCatalog(t, tc.n, 2)
-		st := tc.n.Daemon.API().Status(ctx)
-		if st.GatewayListed != tc.listed || !strings.HasPrefix(st.GatewayNote, tc.want) {
+		// The listing follows the votes once their verdicts are
+		// evaluated, which may be a moment after the catalog holds them.
+		var st api.Status
+		if err := testnet.WaitFor(ctx, waitTimeout, tc.n.Name+"'s gateway note", func() bool {
+			st = tc.n.Daemon.API().Status(ctx)
+			return st.GatewayListed == tc.listed && strings.HasPrefix(st.GatewayNote, tc.want)
+		}); err != nil {
 			t.Errorf("%s: gateway lists %d, note %q; want %d, %q", tc.n.Name, st.GatewayListed, st.GatewayNote, tc.listed, tc.want)
 		}
 	}
