@@ -52,13 +52,44 @@ const (
 	FormatXPAK = "xpak"
 )
 
-// Builder records the toolchain an attester used; informational, shown by
-// "trust explain" so users can see which portage and gcc produced a build.
+// Builder records the toolchain an attester used. Portage is informational;
+// the rest is the build environment that changes the bytes of honest
+// builds (Builder.Class), so votes are compared only within one class: a
+// gcc-13 build and a gcc-14 build of one build key are two builds, not a
+// dispute. Fields after GCC are omitted from the wire form when empty, so
+// attestations signed before they existed keep their canonical form.
 type Builder struct {
 	// Portage is the portage version (e.g. "3.0.82").
 	Portage string `json:"portage"`
 	// GCC is the compiler version (e.g. "12.2.0").
 	GCC string `json:"gcc"`
+	// Binutils is the assembler and linker version (e.g. "2.42").
+	Binutils string `json:"binutils,omitempty"`
+	// Libc is the C library the build compiled against (e.g. "glibc-2.40").
+	Libc string `json:"libc,omitempty"`
+	// BuildDir is where the build ran (portage's WORKDIR parent, e.g.
+	// "/var/tmp/portage"): real packages compile it into their binaries
+	// (__FILE__ in assert messages, libtool .la files), so two honest
+	// builds in different directories differ.
+	BuildDir string `json:"build_dir,omitempty"`
+}
+
+// Class is the part of the build environment that decides the bytes of a
+// reproducible build: compiler, binutils, C library and build directory.
+// "" when the attester stated none of them (the votes of such attesters
+// are compared with each other only).
+func (b Builder) Class() string {
+	if b.GCC == "" && b.Binutils == "" && b.Libc == "" && b.BuildDir == "" {
+		return ""
+	}
+	return "gcc " + orUnknown(b.GCC) + ", binutils " + orUnknown(b.Binutils) + ", libc " + orUnknown(b.Libc) + ", in " + orUnknown(b.BuildDir)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return s
 }
 
 // Attestation is one peer's claim: "I built build key BuildKey and got
@@ -328,6 +359,15 @@ func (a *Attestation) Validate() error {
 	if err := checkText("builder.gcc", a.Builder.GCC, 128, false, false); err != nil {
 		return err
 	}
+	if err := checkText("builder.binutils", a.Builder.Binutils, 128, false, false); err != nil {
+		return err
+	}
+	if err := checkText("builder.libc", a.Builder.Libc, 128, false, false); err != nil {
+		return err
+	}
+	if err := checkText("builder.build_dir", a.Builder.BuildDir, 512, false, false); err != nil {
+		return err
+	}
 	if a.Time.IsZero() {
 		return fmt.Errorf("%w: time: missing", ErrMalformed)
 	}
@@ -482,6 +522,9 @@ func fieldsSum(a *Attestation) [32]byte {
 	str(a.Format)
 	str(a.Builder.Portage)
 	str(a.Builder.GCC)
+	str(a.Builder.Binutils)
+	str(a.Builder.Libc)
+	str(a.Builder.BuildDir)
 	zone, offset := a.Time.Zone()
 	num(a.Time.Unix())
 	num(int64(a.Time.Nanosecond()))
