@@ -21,6 +21,7 @@ import (
 //	go test -run '^$' -bench EntriesUnderFlood -benchmem ./binhost/
 func BenchmarkEntriesUnderFlood(b *testing.B) {
 	cfg := config.Defaults()
+	cfg.Trust.FreshWeight = 100 // a closed network: every attester counts
 	policy, err := votes.PolicyFromConfig(cfg.Trust)
 	if err != nil {
 		b.Fatal(err)

@@ -68,7 +68,7 @@ func TestIndexFollowsChanges(t *testing.T) {
 		if st, err = store.Open(dir, store.Options{}); err != nil {
 			t.Fatal(err)
 		}
-		policy := trust.DefaultPolicy()
+		policy := jobtest.LabPolicy()
 		policy.Threshold, policy.BlockedPeers = 2, blocked
 		p := jobtest.NewPeer(t, memnet.New(), jobtest.WithStore(st), jobtest.WithKey(selfKey), jobtest.WithPolicy(policy), jobtest.WithPlatform(benchPlatform.Platform()))
 		d := &followDaemon{peer: p, machine: jobtest.Machine()}

@@ -132,6 +132,7 @@ type indexFixture struct {
 func newIndexFixture(b *testing.B, n, voters int) *indexFixture {
 	b.Helper()
 	cfg := config.Defaults()
+	cfg.Trust.FreshWeight = 100 // a closed network: every attester counts
 	policy, err := votes.PolicyFromConfig(cfg.Trust)
 	if err != nil {
 		b.Fatal(err)
@@ -252,6 +253,7 @@ func (fx *indexFixture) open(b *testing.B, dir string) *indexGateway {
 		b.Fatal(err)
 	}
 	cfg := config.Defaults()
+	cfg.Trust.FreshWeight = 100 // a closed network: every attester counts
 	vb := votes.New(votes.Options{Store: st, Policy: fx.policy, Self: fx.self, Platform: fx.platform, Limits: cfg.Limits, Files: xpak.DefaultLimits()})
 	ls := New(Options{
 		Store: st, Votes: vb, Platform: fx.platform, Prefetch: cfg.Gateway.Prefetch,

@@ -162,6 +162,9 @@ type TrustConfig struct {
 	TrustedPeers     []string        `toml:"trusted_peers" mapstructure:"trusted_peers"`
 	BlockedPeers     []string        `toml:"blocked_peers" mapstructure:"blocked_peers"`
 	DistinctNetworks bool            `toml:"distinct_networks" mapstructure:"distinct_networks"`
+	VouchedPeers     []string        `toml:"vouched_peers" mapstructure:"vouched_peers"`
+	FreshWeight      int             `toml:"fresh_weight" mapstructure:"fresh_weight"`
+	StandingDays     int             `toml:"standing_days" mapstructure:"standing_days"`
 	Overrides        []TrustOverride `toml:"overrides" mapstructure:"overrides"`
 }
 
@@ -275,7 +278,7 @@ func baseDefaults(d dirs) *Config {
 			RendezvousPeers:   []string{},
 		},
 		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchNone},
-		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}},
+		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, StandingDays: 90},
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,

@@ -125,6 +125,12 @@ var keys = []keySpec{
 		doc: "peer IDs whose attestations never count"},
 	{key: "trust.distinct_networks", kind: kindBool, field: func(c *Config) any { return &c.Trust.DistinctNetworks },
 		doc: "count at most one attester per network"},
+	{key: "trust.vouched_peers", kind: kindList, field: func(c *Config) any { return &c.Trust.VouchedPeers },
+		doc: "peer IDs you vouch for (your own machines, friends' build hosts): they count as established reproducers, with full weight, but must reach the threshold like anyone"},
+	{key: "trust.fresh_weight", kind: kindInt, field: func(c *Config) any { return &c.Trust.FreshWeight },
+		doc: "percent of a full vote an attester without standing counts (0–100); 0 suits an open network (fresh keys cost nothing, so they count nothing), 100 a closed network of your own machines"},
+	{key: "trust.standing_days", kind: kindInt, field: func(c *Config) any { return &c.Trust.StandingDays },
+		doc: "days over which an attester whose builds keep agreeing with established ones grows to full standing (≥ 1)"},
 	{key: "trust.overrides", kind: kindOverrides, field: func(c *Config) any { return &c.Trust.Overrides },
 		def: "none", doc: "per-package policy: `[[trust.overrides]]` tables with `glob` (path.Match on `category/PF`) and optional `threshold`, `dispute`, `require_signer`; file only"},
 

@@ -130,6 +130,22 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("trust.blocked_peers[%d]", i), "peer %s is also in trust.trusted_peers", s)
 		}
 	}
+	for i, s := range c.Trust.VouchedPeers {
+		id, err := peer.Decode(s)
+		if err != nil {
+			bad(fmt.Sprintf("trust.vouched_peers[%d]", i), "not a peer ID %q: %v", s, err)
+			continue
+		}
+		if slices.Contains(c.Trust.BlockedPeers, s) {
+			bad(fmt.Sprintf("trust.vouched_peers[%d]", i), "peer %s is also in trust.blocked_peers", id)
+		}
+	}
+	if c.Trust.FreshWeight < 0 || c.Trust.FreshWeight > 100 {
+		bad("trust.fresh_weight", "must be a percent between 0 and 100, got %d", c.Trust.FreshWeight)
+	}
+	if c.Trust.StandingDays < 1 {
+		bad("trust.standing_days", "must be ≥ 1, got %d", c.Trust.StandingDays)
+	}
 	for i, o := range c.Trust.Overrides {
 		key := fmt.Sprintf("trust.overrides[%d]", i)
 		if o.Glob == "" {

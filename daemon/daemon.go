@@ -294,6 +294,11 @@ func (d *Daemon) Socket() string { return d.cfg.API.Socket }
 // returns: a Daemon runs once.
 func (d *Daemon) Run(ctx context.Context) (err error) {
 	defer func() {
+		if d.votes != nil {
+			if ferr := d.votes.FlushStanding(); ferr != nil {
+				d.log.Warn("standing ledger: agreements of the last minute not recorded", "err", ferr)
+			}
+		}
 		if cerr := d.store.Close(); err == nil && cerr != nil {
 			err = cerr
 		}
@@ -446,7 +451,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 	d.votes = votes.New(votes.Options{
 		Store: d.store, Policy: d.policy, Self: d.self, Platform: d.platform,
 		Limits: d.cfg.Limits, Files: d.limits, Installed: d.installed, Net: node,
-		Logger: d.log, Registry: d.reg,
+		StandingDays: d.cfg.Trust.StandingDays, Logger: d.log, Registry: d.reg,
 	})
 	var downloaded openpgp.EntityList
 	if d.gwKey != nil {

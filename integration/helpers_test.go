@@ -207,7 +207,8 @@ func gentooP2pd(tb testing.TB) string {
 // procEnv is a clean environment for the binary: a home and XDG dirs of its
 // own below root, no config file anywhere, and the network kept on loopback
 // (QUIC, AutoNAT, hole punching, relays and the public DHT's rendezvous
-// off through GENTOO_P2PD_*).
+// off through GENTOO_P2PD_*), and every attester counted as in a closed
+// network (trust.fresh_weight = 100).
 func procEnv(root string) []string {
 	env := []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
@@ -220,6 +221,8 @@ func procEnv(root string) []string {
 		"GENTOO_P2PD_NETWORK_HOLE_PUNCHING=false",
 		"GENTOO_P2PD_NETWORK_RELAY_CLIENT=false",
 		"GENTOO_P2PD_NETWORK_RENDEZVOUS=false",
+		// A closed network of test machines: every attester counts.
+		"GENTOO_P2PD_TRUST_FRESH_WEIGHT=100",
 	}
 	for _, d := range []string{"home", "config", "state", "run"} {
 		os.MkdirAll(filepath.Join(root, d), 0o700)

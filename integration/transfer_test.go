@@ -149,27 +149,19 @@ func TestXferFaultyProviders(t *testing.T) {
 }
 
 // xferProcEnv is an environment that keeps a gentoo-p2pd process on
-// loopback, away from the user's config, and on the fixtures' platform.
+// loopback, away from the user's config (procEnv), and on the fixtures'
+// platform.
 func xferProcEnv(home string) []string {
 	p := testnet.FixturePortage
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + home,
-		"XDG_CONFIG_HOME=" + filepath.Join(home, "config"),
-		"XDG_STATE_HOME=" + filepath.Join(home, "state"),
-		"XDG_RUNTIME_DIR=" + home,
-		"GENTOO_P2PD_NETWORK_AUTONAT=false",
-		"GENTOO_P2PD_NETWORK_QUIC=false",
-		"GENTOO_P2PD_NETWORK_HOLE_PUNCHING=false",
-		"GENTOO_P2PD_NETWORK_RELAY_CLIENT=false",
-		"GENTOO_P2PD_PORTAGE_CHOST=" + p.CHOST,
-		"GENTOO_P2PD_PORTAGE_CFLAGS=" + p.CFLAGS,
-		"GENTOO_P2PD_PORTAGE_CXXFLAGS=" + p.CXXFLAGS,
-		"GENTOO_P2PD_PORTAGE_LDFLAGS=" + p.LDFLAGS,
-		"GENTOO_P2PD_PORTAGE_ARCH=" + p.ARCH,
+	return append(procEnv(home),
+		"PATH="+os.Getenv("PATH"),
+		"GENTOO_P2PD_PORTAGE_CHOST="+p.CHOST,
+		"GENTOO_P2PD_PORTAGE_CFLAGS="+p.CFLAGS,
+		"GENTOO_P2PD_PORTAGE_CXXFLAGS="+p.CXXFLAGS,
+		"GENTOO_P2PD_PORTAGE_LDFLAGS="+p.LDFLAGS,
+		"GENTOO_P2PD_PORTAGE_ARCH="+p.ARCH,
 		"GENTOO_P2PD_LOG_LEVEL=debug",
-	}
-	return env
+	)
 }
 
 // TestXferResumeAfterSIGKILL kills a real gentoo-p2pd process with SIGKILL

@@ -161,7 +161,7 @@ func newWorld(t *testing.T) *world {
 	w.signer = priv
 	_, w.trusted = jobtest.NewKey(t)
 	_, blocked := jobtest.NewKey(t)
-	policy := trust.DefaultPolicy()
+	policy := jobtest.LabPolicy()
 	policy.Signers = []ed25519.PublicKey{pub}
 	policy.TrustedPeers = []peer.ID{w.trusted}
 	policy.BlockedPeers = []peer.ID{blocked}
@@ -173,8 +173,8 @@ func newWorld(t *testing.T) *world {
 		{Glob: "sys-apps/*", Dispute: intp(2), RequireSigner: boolp(true)},
 	}
 	w.a = w.newNode(fixtures.ReproGPKG1, policy)
-	w.b = w.newNode(xpakMultiInstance, trust.DefaultPolicy(), "hello", "layout")
-	w.c = w.newNode(fixtures.Backdoored, trust.DefaultPolicy())
+	w.b = w.newNode(xpakMultiInstance, jobtest.LabPolicy(), "hello", "layout")
+	w.c = w.newNode(fixtures.Backdoored, jobtest.LabPolicy())
 
 	cfg := config.Defaults()
 	cfg.Mode = config.ModeShare

@@ -202,7 +202,7 @@ func (w *world) self(o selfOpts) *self {
 	if o.platform == "" {
 		o.platform = w.hello1.Local.Platform
 	}
-	pol := trust.DefaultPolicy()
+	pol := jobtest.LabPolicy()
 	pol.Threshold = o.threshold
 	if o.policyHook != nil {
 		o.policyHook(&pol)

@@ -101,7 +101,7 @@ var (
 		bucketAtt, bucketAttByBuild, bucketAttByVar, bucketAttByPlat, bucketAttByCPV, bucketAttByAuthor,
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
 		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
-		bucketVoteVersions, bucketDerived,
+		bucketVoteVersions, bucketDerived, bucketStanding,
 	}
 
 	keySchema = []byte("schema")

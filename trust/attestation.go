@@ -79,17 +79,20 @@ type Builder struct {
 // "" when the attester stated none of them (the votes of such attesters
 // are compared with each other only).
 func (b Builder) Class() string {
-	if b.GCC == "" && b.Binutils == "" && b.Libc == "" && b.BuildDir == "" {
-		return ""
+	var parts []string
+	if b.GCC != "" {
+		parts = append(parts, "gcc "+b.GCC)
 	}
-	return "gcc " + orUnknown(b.GCC) + ", binutils " + orUnknown(b.Binutils) + ", libc " + orUnknown(b.Libc) + ", in " + orUnknown(b.BuildDir)
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "?"
+	if b.Binutils != "" {
+		parts = append(parts, "binutils "+b.Binutils)
 	}
-	return s
+	if b.Libc != "" {
+		parts = append(parts, b.Libc)
+	}
+	if b.BuildDir != "" {
+		parts = append(parts, "built in "+b.BuildDir)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Attestation is one peer's claim: "I built build key BuildKey and got

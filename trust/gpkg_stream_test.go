@@ -165,7 +165,7 @@ func BenchmarkEvaluate100Votes(b *testing.B) {
 		}
 		votes = append(votes, Vote{Att: signAs(b, i+1, testAttestation(b, bk, testContent(label)))})
 	}
-	p := DefaultPolicy()
+	p := labPolicy()
 	p.Dispute = 20
 	for b.Loop() {
 		if v := Evaluate(p, bk, votes, nil, ""); v.Decision != Allowed {

@@ -92,3 +92,11 @@ func signAs(t testing.TB, n int, a Attestation) *Signed {
 	}
 	return s
 }
+
+// labPolicy is the default policy of a closed network where every
+// attester counts fully: the vote-counting tests are about counting.
+func labPolicy() Policy {
+	p := DefaultPolicy()
+	p.FreshWeight = FullWeight
+	return p
+}

@@ -47,6 +47,16 @@ type Policy struct {
 	TrustedPeers []peer.ID
 	// BlockedPeers never count, and their attestations are listed as ignored.
 	BlockedPeers []peer.ID
+	// VouchedPeers are established reproducers by the user's word (their
+	// own machines, friends' build hosts): full weight, but unlike
+	// TrustedPeers they must reach the threshold like anyone else.
+	VouchedPeers []peer.ID
+	// FreshWeight is the weight, in thousandths, of an attester with no
+	// standing (Vote.Standing 0). 0 is right for an open network: a fresh
+	// identity can attest but never counts, so keys that cost nothing buy
+	// nothing. 1000 counts every attester fully, as in a closed network
+	// of one's own machines.
+	FreshWeight int
 	// DistinctNetworks counts at most one attester per /24 (IPv4) or /48
 	// (IPv6) for each content, by the address each attestation arrived
 	// from; attesters whose attestations came relayed (or from an unknown
@@ -75,6 +85,9 @@ type Override struct {
 func DefaultPolicy() Policy {
 	return Policy{Threshold: DefaultThreshold, Dispute: DefaultDispute}
 }
+
+// FullWeight is an established attester's weight, in thousandths.
+const FullWeight = 1000
 
 // For returns the effective policy for cpv: every matching override applied
 // in order, Overrides cleared. A glob that does not parse never matches
@@ -132,6 +145,17 @@ func (p Policy) Validate() error {
 		if blocked[id] {
 			bad("trusted_peers[%d]: %s is also blocked", i, id)
 		}
+	}
+	for i, id := range p.VouchedPeers {
+		if err := validPeer(id); err != nil {
+			bad("vouched_peers[%d]: %v", i, err)
+		}
+		if blocked[id] {
+			bad("vouched_peers[%d]: %s is also blocked", i, id)
+		}
+	}
+	if p.FreshWeight < 0 || p.FreshWeight > FullWeight {
+		bad("fresh_weight %d‰: must be between 0 and %d", p.FreshWeight, FullWeight)
 	}
 	for i, o := range p.Overrides {
 		if o.Glob == "" {

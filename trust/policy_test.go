@@ -49,7 +49,7 @@ func TestPolicyValidate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := DefaultPolicy()
+			p := labPolicy()
 			tc.mod(&p)
 			err := p.Validate()
 			if tc.wantErr == "" {
@@ -66,7 +66,7 @@ func TestPolicyValidate(t *testing.T) {
 }
 
 func TestPolicyFor(t *testing.T) {
-	p := DefaultPolicy()
+	p := labPolicy()
 	p.Signers = []ed25519.PublicKey{ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)}
 	p.Overrides = []Override{
 		{Glob: "sys-*/*", Threshold: intp(5)},

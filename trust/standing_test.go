@@ -18,7 +18,7 @@ func TestBackingNeedsGoodStanding(t *testing.T) {
 		votes = append(votes, Vote{Att: signAs(t, i, testAttestation(t, bk, honest))})
 	}
 	bad := Vote{Att: signAs(t, 9, testAttestation(t, bk, evil)), PGPVerified: true}
-	p := DefaultPolicy()
+	p := labPolicy()
 	p.Dispute = 2
 	e, err := openpgp.NewEntity("k", "", "k@example.org", nil)
 	if err != nil {

@@ -87,6 +87,11 @@ const (
 	RuleInvalidBuildKey = "invalid-build-key"
 )
 
+// ReasonNoStanding is why an attester in good standing but without
+// weight does not count. Agreeing with an allowed build is how it earns
+// weight: such voters are still marked Corroborated.
+const ReasonNoStanding = "no standing yet: a fresh identity can attest but does not count (trust.fresh_weight)"
+
 // Vote is one signed attestation as the daemon holds it, with what the
 // daemon observed around it.
 type Vote struct {
@@ -102,6 +107,12 @@ type Vote struct {
 	// PGPVerified is set by the daemon after VerifyGPKGSignatures against
 	// Policy.PGPKeyring succeeded for a file with this vote's content id.
 	PGPVerified bool
+	// Standing is the attester's earned standing in thousandths (0 to
+	// FullWeight) as this daemon's ledger holds it, and StandingFrom says
+	// where it comes from; an attester without standing weighs
+	// Policy.FreshWeight.
+	Standing     int
+	StandingFrom string
 }
 
 // VoterInfo is one attester in a tally, counted or not and why.
@@ -116,6 +127,16 @@ type VoterInfo struct {
 	// Toolchain is the attester's claimed portage and gcc versions, which
 	// often explain a dispute between honest builders.
 	Toolchain string `json:"toolchain,omitempty"`
+	// Class is the attester's build environment (Builder.Class): votes
+	// are compared, and dispute each other, only within a class.
+	Class string `json:"class,omitempty"`
+	// Weight is what the vote counts, in thousandths (FullWeight for an
+	// established attester), and WeightFrom where that comes from.
+	Weight     int    `json:"weight"`
+	WeightFrom string `json:"weight_from,omitempty"`
+	// Corroborated is set on the voters of an allowed content that was
+	// allowed without them: their agreement earns them standing.
+	Corroborated bool `json:"corroborated,omitempty"`
 	// Counted reports whether the vote counts toward the threshold.
 	Counted bool `json:"counted"`
 	// Reason says why a vote does not count.
@@ -132,6 +153,10 @@ type ContentTally struct {
 	Content ContentID `json:"content"`
 	// Count is the number of counted distinct attesters.
 	Count int `json:"count"`
+	// Weight is the content's support in thousandths: the established
+	// voters' weight plus the others', which together count at most
+	// threshold−1 (an established voter must agree for a quorum).
+	Weight int `json:"weight"`
 	// Decision is this content's outcome: allowed, refused (it lost),
 	// disputed, or unknown.
 	Decision Decision `json:"decision"`
@@ -276,11 +301,32 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 	for _, id := range p.TrustedPeers {
 		trusted[id] = true
 	}
+	vouched := make(map[peer.ID]bool, len(p.VouchedPeers))
+	for _, id := range p.VouchedPeers {
+		vouched[id] = true
+	}
+	// weightOf is what a voter in good standing counts, and why.
+	weightOf := func(id peer.ID, vote Vote) (int, string) {
+		switch {
+		case id == self:
+			return FullWeight, "this node"
+		case trusted[id]:
+			return FullWeight, "trusted peer"
+		case vouched[id]:
+			return FullWeight, "vouched by you"
+		case vote.Standing > p.FreshWeight:
+			return min(vote.Standing, FullWeight), vote.StandingFrom
+		case p.FreshWeight > 0:
+			return p.FreshWeight, "fresh identity (trust.fresh_weight)"
+		}
+		return 0, ""
+	}
 
 	// 4. Tally per content: one voter entry per peer, backing per content.
 	type voter struct {
 		info VoterInfo
 		addr netip.Addr
+		vote Vote
 	}
 	type tally struct {
 		content ContentID
@@ -305,8 +351,9 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 				existing.addr = vote.Addr
 				existing.info.Addr = vote.Addr.String()
 			}
+			existing.vote.Standing = max(existing.vote.Standing, vote.Standing)
 		} else {
-			vr := &voter{info: VoterInfo{Peer: id, Time: a.Time, Toolchain: toolchain(a.Builder), Self: id == self, Trusted: trusted[id]}, addr: vote.Addr}
+			vr := &voter{info: VoterInfo{Peer: id, Time: a.Time, Toolchain: toolchain(a.Builder), Class: a.Builder.Class(), Self: id == self, Trusted: trusted[id]}, addr: vote.Addr, vote: vote}
 			if vote.Addr.IsValid() {
 				vr.info.Addr = vote.Addr.String()
 			}
@@ -345,6 +392,11 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 			case equivocators[vr.info.Peer]:
 				vr.info.Reason = "equivocated on this build key"
 			default:
+				vr.info.Weight, vr.info.WeightFrom = weightOf(vr.info.Peer, vr.vote)
+				if vr.info.Weight == 0 {
+					vr.info.Reason = ReasonNoStanding
+					continue
+				}
 				// Attestations that arrived through a relay or another
 				// peer prove nothing about where their attester sits: they
 				// all share one bucket. This node's own vote has no arrival
@@ -376,6 +428,7 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 				ct.Count++
 			}
 		}
+		ct.Weight = support(ct.Voters, eff.Threshold, "")
 		for src := range t.backing {
 			ct.Backing = append(ct.Backing, src)
 		}
@@ -384,7 +437,7 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 		v.Tally = append(v.Tally, ct)
 	}
 	slices.SortFunc(v.Tally, func(x, y ContentTally) int {
-		return cmp.Or(cmp.Compare(y.Count, x.Count), bytes.Compare(x.Content.Image[:], y.Content.Image[:]), bytes.Compare(x.Content.Metadata[:], y.Content.Metadata[:]))
+		return cmp.Or(cmp.Compare(y.Weight, x.Weight), cmp.Compare(y.Count, x.Count), bytes.Compare(x.Content.Image[:], y.Content.Image[:]), bytes.Compare(x.Content.Metadata[:], y.Content.Metadata[:]))
 	})
 
 	decide(&v, eff)
@@ -446,6 +499,12 @@ func decide(v *Verdict, eff Policy) {
 			reason += "; signer backing overrides the competing votes"
 		}
 		allow(i, backingRule(ct), reason)
+		// Agreeing with a build the user's signer or trusted peer backs
+		// earns standing; the trusted peer itself needs none.
+		for j := range ct.Voters {
+			vi := &ct.Voters[j]
+			vi.Corroborated = (vi.Counted || vi.Reason == ReasonNoStanding) && !vi.Self && !vi.Trusted
+		}
 		return
 	default:
 		var names []string
@@ -470,30 +529,45 @@ func decide(v *Verdict, eff Policy) {
 	}
 	if total == 0 {
 		v.Decision, v.Rule = Unknown, RuleNoVotes
-		v.Reasons = append(v.Reasons, "no counted votes for this build key")
+		reason := "no counted votes for this build key"
+		if len(v.Tally) > 0 {
+			reason += " (attesters without standing do not count: trust.fresh_weight, trust.vouched_peers)"
+		}
+		v.Reasons = append(v.Reasons, reason)
 		return
 	}
 
+	need := eff.Threshold * FullWeight
 	var quorum []int
 	for i, ct := range v.Tally {
-		if ct.Count >= eff.Threshold {
+		if ct.Weight >= need {
 			quorum = append(quorum, i)
 		}
 	}
 	if len(quorum) == 0 {
 		v.Decision, v.Rule = Unknown, RuleBelowThreshold
 		best := v.Tally[0]
-		v.Reasons = append(v.Reasons, fmt.Sprintf("no content reached the threshold: best is %s with %d of %d", best.Content, best.Count, eff.Threshold))
+		reason := fmt.Sprintf("no content reached the threshold: best is %s with weight %s of %d", best.Content, Weight(best.Weight), eff.Threshold)
+		if best.Count > 0 && best.Weight < need && established(best.Voters) == 0 && best.Count >= eff.Threshold {
+			reason += " (attesters without full standing count at most threshold−1 together: an established attester must agree)"
+		}
+		v.Reasons = append(v.Reasons, reason)
+		if n := sameClassContents(v.Tally); n > 1 {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("%d different contents come from one build environment: the package may not build reproducibly", n))
+		}
 		return
 	}
-	// A content wins when it reached the threshold and no other content has
-	// the dispute count. With dispute ≤ threshold (the usual case) two
-	// contents at the threshold block each other; with a larger dispute
-	// count a big majority can win over a smaller quorum.
+	// A content wins when it reached the threshold and no other content
+	// of its build environment has the dispute weight. Contents of other
+	// environments (another gcc, binutils, libc or build directory) are
+	// other builds, not competitors. With dispute ≤ threshold (the usual
+	// case) two contents of one environment at the threshold block each
+	// other; with a larger dispute a big majority can win over a smaller
+	// quorum.
 	rivalsOf := func(i int) []int {
 		var out []int
-		for j, ct := range v.Tally {
-			if j != i && ct.Count >= eff.Dispute {
+		for j := range v.Tally {
+			if j != i && disputeWeight(v.Tally[j], v.Tally[i], eff.Dispute) >= eff.Dispute*FullWeight {
 				out = append(out, j)
 			}
 		}
@@ -505,17 +579,33 @@ func decide(v *Verdict, eff Policy) {
 			winners = append(winners, i)
 		}
 	}
-	if len(winners) == 1 {
-		i := winners[0]
-		allow(i, RuleQuorum, fmt.Sprintf("content %s has %d distinct counted attesters (threshold %d) and no competitor has %d",
-			v.Tally[i].Content, v.Tally[i].Count, eff.Threshold, eff.Dispute))
+	// Two winners of one environment still dispute each other.
+	involved := map[int]bool{}
+	for x, i := range winners {
+		for _, j := range winners[x+1:] {
+			if sharesClass(v.Tally[i], v.Tally[j]) {
+				involved[i], involved[j] = true, true
+			}
+		}
+	}
+	if len(winners) > 0 && len(involved) == 0 {
+		i := winners[0] // the heaviest: the tally is sorted by weight
+		ct := v.Tally[i]
+		reason := fmt.Sprintf("content %s has weight %s from %d attester(s) (threshold %d) and no competitor of its build environment has %d",
+			ct.Content, Weight(ct.Weight), ct.Count, eff.Threshold, eff.Dispute)
+		allow(i, RuleQuorum, reason)
+		for _, j := range winners[1:] {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("content %s, from another build environment, reached the threshold too; the heavier one is served", v.Tally[j].Content))
+		}
+		markCorroborated(&v.Tally[i], eff.Threshold)
 		return
 	}
-	involved := map[int]bool{}
 	for _, i := range quorum {
-		involved[i] = true
-		for _, j := range rivalsOf(i) {
-			involved[j] = true
+		if len(winners) == 0 || involved[i] {
+			involved[i] = true
+			for _, j := range rivalsOf(i) {
+				involved[j] = true
+			}
 		}
 	}
 	var idx []int
@@ -525,12 +615,128 @@ func decide(v *Verdict, eff Policy) {
 		}
 	}
 	lead := v.Tally[quorum[0]]
+	reason := fmt.Sprintf("content %s has weight %s (threshold %d) but %d competing content(s) of its build environment have at least %d (dispute weight)",
+		lead.Content, Weight(lead.Weight), eff.Threshold, len(idx)-1, eff.Dispute)
 	if len(quorum) > 1 {
-		dispute(idx, RuleDispute, fmt.Sprintf("%d different contents reached the threshold %d and none is free of a competitor with %d votes (dispute count)", len(quorum), eff.Threshold, eff.Dispute))
-		return
+		reason = fmt.Sprintf("%d different contents reached the threshold %d and none is free of a competitor of its build environment with weight %d (dispute)", len(quorum), eff.Threshold, eff.Dispute)
 	}
-	dispute(idx, RuleDispute, fmt.Sprintf("content %s has %d votes (threshold %d) but %d competing content(s) have at least %d (dispute count)",
-		lead.Content, lead.Count, eff.Threshold, len(idx)-1, eff.Dispute))
+	dispute(idx, RuleDispute, reason)
+	if n := sameClassContents(v.Tally); n > 1 {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("%d different contents come from one build environment: the package may not build reproducibly, or some attesters lie", n))
+	}
+}
+
+// Weight renders thousandths as a decimal ("2.5").
+type Weight int
+
+func (w Weight) String() string {
+	s := fmt.Sprintf("%d.%03d", w/FullWeight, w%FullWeight)
+	return strings.TrimSuffix(strings.TrimRight(s, "0"), ".")
+}
+
+// support is a content's weight from its counted voters (less one peer,
+// when without is set): established voters count fully; the others
+// together count at most threshold−1, so they can help an established
+// voter reach the threshold but never reach it by themselves, however
+// many identities they are.
+func support(voters []VoterInfo, threshold int, without peer.ID) int {
+	full, partial := 0, 0
+	for _, vi := range voters {
+		if !vi.Counted || vi.Peer == without && without != "" {
+			continue
+		}
+		if vi.Weight >= FullWeight {
+			full++
+		} else {
+			partial += vi.Weight
+		}
+	}
+	return full*FullWeight + min(partial, max(0, threshold-1)*FullWeight)
+}
+
+// disputeWeight is what rival weighs against target: its counted voters
+// of target's build environments (a voter that stated none is of every
+// environment), where voters without full standing together stay below
+// one dispute — they cannot block a build by themselves either.
+func disputeWeight(rival, target ContentTally, dispute int) int {
+	full, partial := 0, 0
+	for _, vi := range rival.Voters {
+		if !vi.Counted || !ofClasses(vi.Class, target) {
+			continue
+		}
+		if vi.Weight >= FullWeight {
+			full++
+		} else {
+			partial += vi.Weight
+		}
+	}
+	return full*FullWeight + min(partial, dispute*FullWeight-1)
+}
+
+// ofClasses reports whether a voter of class shares a build environment
+// with any counted voter of ct.
+func ofClasses(class string, ct ContentTally) bool {
+	for _, vi := range ct.Voters {
+		if vi.Counted && (class == "" || vi.Class == "" || vi.Class == class) {
+			return true
+		}
+	}
+	return false
+}
+
+// sharesClass reports whether two contents have counted voters of one
+// build environment.
+func sharesClass(a, b ContentTally) bool {
+	for _, vi := range a.Voters {
+		if vi.Counted && ofClasses(vi.Class, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameClassContents is the largest number of contents whose counted
+// voters stated one and the same build environment: more than one means
+// that environment does not reproduce the package.
+func sameClassContents(tally []ContentTally) int {
+	per := map[string]map[ContentID]bool{}
+	most := 0
+	for _, ct := range tally {
+		for _, vi := range ct.Voters {
+			if !vi.Counted || vi.Class == "" {
+				continue
+			}
+			if per[vi.Class] == nil {
+				per[vi.Class] = map[ContentID]bool{}
+			}
+			per[vi.Class][ct.Content] = true
+			most = max(most, len(per[vi.Class]))
+		}
+	}
+	return most
+}
+
+// established counts the voters with full weight.
+func established(voters []VoterInfo) int {
+	n := 0
+	for _, vi := range voters {
+		if vi.Counted && vi.Weight >= FullWeight {
+			n++
+		}
+	}
+	return n
+}
+
+// markCorroborated flags the voters of an allowed content whose agreement
+// was not needed: the content would have been allowed without them. Only
+// they earn standing from it, so a group cannot lift itself.
+func markCorroborated(ct *ContentTally, threshold int) {
+	for i := range ct.Voters {
+		vi := &ct.Voters[i]
+		if (vi.Counted || vi.Reason == ReasonNoStanding) && !vi.Self && support(ct.Voters, threshold, vi.Peer) >= threshold*FullWeight {
+			vi.Corroborated = true
+		}
+	}
 }
 
 // networkOf maps an address to the network that counts once under
@@ -597,7 +803,7 @@ func (v Verdict) Explain() string {
 		b.WriteString("no votes\n")
 	}
 	for _, ct := range v.Tally {
-		fmt.Fprintf(&b, "content %s: %s, %d counted vote(s) of %d\n", ct.Content, ct.Decision, ct.Count, len(ct.Voters))
+		fmt.Fprintf(&b, "content %s: %s, weight %s from %d counted vote(s) of %d\n", ct.Content, ct.Decision, Weight(ct.Weight), ct.Count, len(ct.Voters))
 		for _, src := range ct.Backing {
 			fmt.Fprintf(&b, "  backed by %s\n", src)
 		}
@@ -618,6 +824,15 @@ func (v Verdict) Explain() string {
 			}
 			if vi.Toolchain != "" {
 				tags = append(tags, vi.Toolchain)
+			}
+			if vi.Class != "" && !strings.Contains(vi.Toolchain, vi.Class) {
+				tags = append(tags, vi.Class)
+			}
+			if vi.Counted {
+				tags = append(tags, fmt.Sprintf("weight %s: %s", Weight(vi.Weight), vi.WeightFrom))
+			}
+			if vi.Corroborated {
+				tags = append(tags, "agreement earns standing")
 			}
 			tag := ""
 			if len(tags) > 0 {

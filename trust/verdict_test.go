@@ -196,7 +196,7 @@ func TestEvaluate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := DefaultPolicy()
+			p := labPolicy()
 			if tc.policy != nil {
 				tc.policy(&p)
 			}
@@ -288,7 +288,7 @@ func proof(t testing.TB, n int, bk keys.Build, a, b string) Equivocation {
 }
 
 func TestEvaluateInvalidBuildKey(t *testing.T) {
-	v := Evaluate(DefaultPolicy(), "not-a-cid", nil, nil, "")
+	v := Evaluate(labPolicy(), "not-a-cid", nil, nil, "")
 	if v.Decision != Refused || v.Rule != RuleInvalidBuildKey {
 		t.Fatalf("%s %s", v.Decision, v.Rule)
 	}
@@ -296,7 +296,7 @@ func TestEvaluateInvalidBuildKey(t *testing.T) {
 
 func TestVerdictJSONAndExplain(t *testing.T) {
 	bk := testCID(t, "hello")
-	p := DefaultPolicy()
+	p := labPolicy()
 	p.BlockedPeers = []peer.ID{testPeer(t, 4)}
 	p.DistinctNetworks = true
 	var votes []Vote
@@ -330,6 +330,7 @@ func TestVerdictJSONAndExplain(t *testing.T) {
 		testPeer(t, 4).String() + " 2026-11-21T04:15:00Z [203.0.113.1, portage 3.0.82, gcc 12.2.0]: not counted: blocked peer",
 		"not counted: same network 192.0.2.0/24 as 12D3KooW",
 		"[this node, 192.0.2.1, portage 3.0.82, gcc 12.2.0]: ",
+		"gcc 12.2.0, weight 1: fresh identity (trust.fresh_weight)]: counted",
 		"no content reached the threshold",
 	} {
 		if !strings.Contains(ex, want) {

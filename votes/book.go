@@ -48,8 +48,13 @@ type Options struct {
 	// those are evicted last.
 	Installed func() map[string]bool
 	Net       Network
-	Logger    *slog.Logger
-	Registry  prometheus.Registerer
+	// StandingDays is trust.standing_days: days of agreement that make
+	// full standing (DefaultStandingDays when 0).
+	StandingDays int
+	// Now is the clock standing is dated by (time.Now when nil).
+	Now      func() time.Time
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Book holds the network's votes: it checks every attestation, endorsement
@@ -90,6 +95,8 @@ type Book struct {
 	// resyncEvery, resyncMargin and fullSyncEvery its schedule (tests
 	// shorten them).
 	syncTick, resyncEvery, resyncMargin, fullSyncEvery time.Duration
+	// standing weighs attesters by their record (standing.go).
+	standing standing
 }
 
 // New makes a Book; it touches neither the store nor the network.
@@ -103,6 +110,13 @@ func New(o Options) *Book {
 	}
 	if vb.log == nil {
 		vb.log = slog.New(slog.DiscardHandler)
+	}
+	vb.standing.days, vb.standing.now = o.StandingDays, o.Now
+	if vb.standing.days <= 0 {
+		vb.standing.days = DefaultStandingDays
+	}
+	if vb.standing.now == nil {
+		vb.standing.now = time.Now
 	}
 	if vb.installed == nil {
 		vb.installed = func() map[string]bool { return nil }

@@ -33,6 +33,7 @@ func (vb *Book) Fingerprint() (fp [32]byte, ok bool) {
 	raw, err := json.Marshal(policyPrint{
 		Threshold: p.Threshold, Dispute: p.Dispute, Signers: p.Signers, RequireSigner: p.RequireSigner,
 		TrustedPeers: p.TrustedPeers, BlockedPeers: p.BlockedPeers, DistinctNetworks: p.DistinctNetworks,
+		VouchedPeers: p.VouchedPeers, FreshWeight: p.FreshWeight, StandingDays: vb.standing.days,
 		Overrides: p.Overrides, Self: vb.self.String(),
 	})
 	if err != nil {
@@ -51,6 +52,9 @@ type policyPrint struct {
 	TrustedPeers       any
 	BlockedPeers       any
 	DistinctNetworks   bool
+	VouchedPeers       any
+	FreshWeight        int
+	StandingDays       int
 	Overrides          []trust.Override
 	Self               string
 }

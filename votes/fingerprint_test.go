@@ -43,6 +43,8 @@ func TestFingerprintCoversPolicy(t *testing.T) {
 		"Signers":          func(p *trust.Policy) { p.Signers = append(p.Signers, pub) },
 		"RequireSigner":    func(p *trust.Policy) { p.RequireSigner = true },
 		"TrustedPeers":     func(p *trust.Policy) { p.TrustedPeers = append(p.TrustedPeers, other) },
+		"VouchedPeers":     func(p *trust.Policy) { p.VouchedPeers = append(p.VouchedPeers, other) },
+		"FreshWeight":      func(p *trust.Policy) { p.FreshWeight = trust.FullWeight },
 		"BlockedPeers":     func(p *trust.Policy) { p.BlockedPeers = append(p.BlockedPeers, other) },
 		"DistinctNetworks": func(p *trust.Policy) { p.DistinctNetworks = true },
 		"Overrides":        func(p *trust.Policy) { p.Overrides[0].RequireSigner = &yes },

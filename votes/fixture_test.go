@@ -30,6 +30,7 @@ import (
 func book(t testing.TB, configure func(*config.Config)) *jobtest.Peer {
 	t.Helper()
 	cfg := config.Defaults()
+	cfg.Trust.FreshWeight = 100 // a closed network: every attester counts
 	if configure != nil {
 		configure(cfg)
 	}

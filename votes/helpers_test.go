@@ -35,6 +35,7 @@ type member struct {
 func joinBook(t testing.TB, net *memnet.Network, serve bool, configure func(*config.Config)) member {
 	t.Helper()
 	cfg := config.Defaults()
+	cfg.Trust.FreshWeight = 100 // a closed network: every attester counts
 	if configure != nil {
 		configure(cfg)
 	}

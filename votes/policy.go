@@ -46,6 +46,14 @@ func PolicyFromConfig(tc config.TrustConfig) (trust.Policy, error) {
 		}
 		p.BlockedPeers = append(p.BlockedPeers, id)
 	}
+	for _, s := range tc.VouchedPeers {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return p, fmt.Errorf("config: trust.vouched_peers: %q: %w", s, err)
+		}
+		p.VouchedPeers = append(p.VouchedPeers, id)
+	}
+	p.FreshWeight = tc.FreshWeight * trust.FullWeight / 100
 	for _, o := range tc.Overrides {
 		p.Overrides = append(p.Overrides, trust.Override{Glob: o.Glob, Threshold: o.Threshold, Dispute: o.Dispute, RequireSigner: o.RequireSigner})
 	}

@@ -24,6 +24,9 @@ import (
 // attestations and evidence. Nothing is cached: a change of policy or a new
 // piece of evidence takes effect on the next call.
 func (vb *Book) Verdict(buildKey keys.Build) (trust.Verdict, []*trust.Signed, error) {
+	if err := vb.refreshStanding(); err != nil {
+		return trust.Verdict{}, nil, err
+	}
 	recs, err := vb.store.AttestationsFor(string(buildKey))
 	if err != nil {
 		return trust.Verdict{}, nil, err
@@ -38,11 +41,14 @@ func (vb *Book) Verdict(buildKey keys.Build) (trust.Verdict, []*trust.Signed, er
 		}
 		atts = append(atts, s)
 		a := s.Attestation
+		w, from := vb.standingOf(s.Attester)
 		votes = append(votes, trust.Vote{
 			Att:          s,
 			Addr:         recordAddr(r),
 			Endorsements: endorsed[a.Content],
 			PGPVerified:  vb.pgpVerified(a),
+			Standing:     w,
+			StandingFrom: from,
 		})
 	}
 	evr, err := vb.store.EvidenceFor(string(buildKey))
@@ -57,6 +63,7 @@ func (vb *Book) Verdict(buildKey keys.Build) (trust.Verdict, []*trust.Signed, er
 	}
 	v := trust.Evaluate(vb.policy, buildKey, votes, evidence, vb.self)
 	vb.metrics.verdicts.WithLabelValues(v.Decision.String()).Inc()
+	vb.credit(v)
 	return v, atts, nil
 }
 
@@ -150,7 +157,13 @@ func (vb *Book) AllowedBuilds(platform string) ([]Build, error) {
 // (store.VotesGeneration; the policy is fixed for a Book's life). A result
 // derived from verdicts computed after Generation returned g is still
 // right while Generation returns g: read it first.
-func (vb *Book) Generation() uint64 { return vb.store.VotesGeneration() }
+func (vb *Book) Generation() uint64 {
+	// A new standing epoch moves the store's generation: read it after.
+	if err := vb.refreshStanding(); err != nil {
+		vb.log.Warn("standing ledger", "err", err)
+	}
+	return vb.store.VotesGeneration()
+}
 
 // Changed is the generation (Generation) of the last change of build key
 // bk's votes, or a later one: a verdict on bk computed after Generation

@@ -37,7 +37,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	plot := fs.String("plot", "", "measure at 100, 250, 500, 1000 peers (up to -nodes) and write SVG plots of each figure, fitted up to 50,000 peers, to this directory")
 	runs := fs.String("runs", "", "with -model or -plot: take the measured runs from this fits.json (written by -plot) instead of running them")
 	design := fs.String("design", "flood", "how attestations travel: flood (the daemon today) or interest (the candidate docs/SCALE.md measures)")
-	adversary := fs.String("adversary", "none", "who attacks: none, or sybil (threshold fresh identities back a backdoor of every popular build)")
+	adversary := fs.String("adversary", "none", "who attacks every popular build: none; troll (one fresh identity attests random contents); sybil (1,000 fresh identities back a backdoor); sleeper (100 identities with 30 days of standing back a backdoor)")
+	perKey := fs.Int("attackers-per-key", 30, "how many of the attacker's identities sign each attacked build")
+	established := fs.Float64("established", 0.95, "share of honest peers with full standing at the start (the rest are still earning it)")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -74,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if *runs != "" {
 			ft, err = sim.LoadFitted(*runs)
 		} else {
-			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), Log: progress})
+			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), AttackersPerKey: *perKey, Established: *established, Log: progress})
 		}
 		if err != nil {
 			return err
@@ -89,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return print(stdout, ft.At(*model), *jsonOut)
 	default:
-		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), Log: progress})
+		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), AttackersPerKey: *perKey, Established: *established, Log: progress})
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,10 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait' EXIT
 
 # as NAME CMD...: run CMD as the user NAME (a home, config, state and runtime
-# dir of its own; the network on loopback). oscar's CFLAGS differ.
+# dir of its own; the network on loopback). oscar's CFLAGS differ. The five
+# are one club's machines, so each counts the others' builds fully
+# (trust.fresh_weight = 100); on the open network strangers earn standing
+# first (docs/SECURITY.md, "Standing").
 as() {
 	local name=$1 cflags=$FIXTURE_CFLAGS
 	shift
@@ -30,7 +33,8 @@ as() {
 		GENTOO_P2PD_NETWORK_QUIC=false GENTOO_P2PD_NETWORK_AUTONAT=false
 		GENTOO_P2PD_NETWORK_HOLE_PUNCHING=false GENTOO_P2PD_NETWORK_RELAY_CLIENT=false
 		GENTOO_P2PD_PORTAGE_CHOST="$FIXTURE_CHOST" GENTOO_P2PD_PORTAGE_CFLAGS="$cflags"
-		GENTOO_P2PD_PORTAGE_CXXFLAGS="$FIXTURE_CXXFLAGS" GENTOO_P2PD_PORTAGE_LDFLAGS="$FIXTURE_LDFLAGS")
+		GENTOO_P2PD_PORTAGE_CXXFLAGS="$FIXTURE_CXXFLAGS" GENTOO_P2PD_PORTAGE_LDFLAGS="$FIXTURE_LDFLAGS"
+		GENTOO_P2PD_TRUST_FRESH_WEIGHT=100)
 	"${exec_env[@]}" "$@"
 }
 

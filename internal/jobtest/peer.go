@@ -47,7 +47,7 @@ func WithKey(k crypto.PrivKey) PeerOption { return func(o *peerOptions) { o.key 
 // closes it.
 func WithStore(st *store.Store) PeerOption { return func(o *peerOptions) { o.st = st } }
 
-// WithPolicy sets the trust policy (default trust.DefaultPolicy()).
+// WithPolicy sets the trust policy (default LabPolicy()).
 func WithPolicy(p trust.Policy) PeerOption { return func(o *peerOptions) { o.policy = p } }
 
 // WithThreshold sets the policy's threshold.
@@ -60,7 +60,7 @@ func WithPlatform(p string) PeerOption { return func(o *peerOptions) { o.platfor
 // limits; store and node go away with the test.
 func NewPeer(t testing.TB, net *memnet.Network, opts ...PeerOption) *Peer {
 	t.Helper()
-	o := peerOptions{policy: trust.DefaultPolicy()}
+	o := peerOptions{policy: LabPolicy()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -142,4 +142,13 @@ func (p *Peer) AttestationsBy(t testing.TB, buildKey keys.Build, who peer.ID) []
 		out = append(out, s)
 	}
 	return out
+}
+
+// LabPolicy is trust's default policy in a closed network, where every
+// attester counts fully (trust.fresh_weight = 100): what the job tests
+// that are about counting votes, not standing, run with.
+func LabPolicy() trust.Policy {
+	p := trust.DefaultPolicy()
+	p.FreshWeight = trust.FullWeight
+	return p
 }

@@ -46,10 +46,20 @@ type Options struct {
 	// Design is how attestations travel: Flood (the daemon today) or
 	// Interest (a candidate the daemon does not implement yet).
 	Design Design
-	// Adversary is who attacks: None, or Sybil — fresh identities, as
-	// many as the threshold, that back a backdoored content of every
-	// popular build key as soon as an honest builder attests it.
+	// Adversary is who attacks (the Adversary constants): each attacks
+	// every popular build key as soon as an honest builder attests it.
 	Adversary Adversary
+	// AttackersPerKey is how many of the attacker's identities sign each
+	// attacked key (default 30, all of them when fewer). Weight, not
+	// numbers, decides: fresh identities weigh 0 and identities without
+	// full standing count at most threshold−1 together, so past the
+	// threshold more signatures change nothing but the run's time.
+	AttackersPerKey int
+	// Established is the share of honest peers with full standing when
+	// the run starts (default 0.95): the network has been running, and
+	// only peers that joined within trust.standing_days are still
+	// earning theirs (uniformly far along).
+	Established float64
 	// Log gets progress lines; nil discards them.
 	Log io.Writer
 }
@@ -58,9 +68,28 @@ type Options struct {
 type Adversary string
 
 const (
-	None  Adversary = "none"
+	// None: honest peers only.
+	None Adversary = "none"
+	// Troll: one fresh identity attests a random content of the honest
+	// builder's environment for every popular build key.
+	Troll Adversary = "troll"
+	// Sybil: 1,000 fresh identities from 10 /24 networks back one
+	// backdoored content of every popular build key.
 	Sybil Adversary = "sybil"
+	// Sleeper: 100 identities that agreed with honest builds for 30 days
+	// (so every peer's ledger credits them 30 days) back one backdoored
+	// content of every popular build key.
+	Sleeper Adversary = "sleeper"
 )
+
+// Adversaries are the attackers a run can include.
+var Adversaries = []Adversary{None, Troll, Sybil, Sleeper}
+
+// attackers is how many identities each adversary has.
+var attackers = map[Adversary]int{Troll: 1, Sybil: 1000, Sleeper: 100}
+
+// sleeperDays is the sleepers' honest record.
+const sleeperDays = 30
 
 // popular is how many of the most popular packages the Sybil attacks.
 const popular = 100
@@ -107,8 +136,11 @@ type Result struct {
 	// LostDispute are the not-allowed ones the requester's verdict called
 	// a dispute (honest builders that disagree count as one).
 	LostDispute int `json:"lost_dispute"`
-	LostOffline int `json:"lost_offline"`
-	LostNAT     int `json:"lost_nat"`
+	// LostStanding are the not-allowed ones below the threshold: their
+	// reproducers had too little standing at the requester.
+	LostStanding int `json:"lost_standing"`
+	LostOffline  int `json:"lost_offline"`
+	LostNAT      int `json:"lost_nat"`
 	// NATLoss is LostNAT as a share of the ideal requests.
 	NATLoss float64 `json:"nat_loss"`
 	// TimeToInstallable: from the threshold-th honest attestation of a
@@ -152,10 +184,13 @@ type Result struct {
 	RPCsPerProvide float64 `json:"rpcs_per_provide"`
 	// LargestPlatformShare is the share of peers on the most common
 	// platform: what the flooding design's per-peer cost grows with.
-	LargestPlatformShare float64  `json:"largest_platform_share"`
-	WallSeconds          float64  `json:"wall_seconds"`
-	Modelled             bool     `json:"modelled,omitempty"`
-	Assumptions          []string `json:"assumptions,omitempty"`
+	LargestPlatformShare float64 `json:"largest_platform_share"`
+	// Established is Options.Established: the share of honest peers
+	// with full standing at the start.
+	Established float64  `json:"established"`
+	WallSeconds float64  `json:"wall_seconds"`
+	Modelled    bool     `json:"modelled,omitempty"`
+	Assumptions []string `json:"assumptions,omitempty"`
 }
 
 // DHTBytesPerRPC is the bytes one DHT request and its answer carry: a
@@ -236,8 +271,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Adversary == "" {
 		o.Adversary = None
 	}
-	if o.Adversary != None && o.Adversary != Sybil {
-		return nil, fmt.Errorf("sim: adversary %q: want %q or %q", o.Adversary, None, Sybil)
+	if !slices.Contains(Adversaries, o.Adversary) {
+		return nil, fmt.Errorf("sim: adversary %q: want one of %v", o.Adversary, Adversaries)
+	}
+	if o.AttackersPerKey <= 0 {
+		o.AttackersPerKey = 30
+	}
+	if o.Established == 0 {
+		o.Established = 0.95
 	}
 	res := &Result{Design: o.Design, Adversary: o.Adversary, Nodes: m.Nodes, Days: m.Days}
 
@@ -260,7 +301,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	// Every peer: its own store and votes.Book, as the daemon wires them,
 	// on one in-memory network that floods each platform topic.
-	cfg := config.Defaults()
+	cfg := config.Defaults() // an open network: fresh identities weigh 0
 	cfg.Trust.Threshold = m.Threshold
 	policy, err := votes.PolicyFromConfig(cfg.Trust)
 	if err != nil {
@@ -300,13 +341,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	logf("%d peers on %d platforms (largest %.0f %%)", m.Nodes, res.Platforms, 100*res.LargestPlatformShare)
 
 	// The attacker: one node of the network (its Book only stores and
-	// serves what it sends) and threshold fresh signing keys.
+	// serves what it sends) and its signing keys.
 	var (
 		attacker *simPeer
 		sybils   []crypto.PrivKey
 		attacked = map[keys.Build]bool{}
 	)
-	if o.Adversary == Sybil {
+	if o.Adversary != None {
 		var err error
 		if attacker, err = newPeer(net, filepath.Join(dir, "attacker"), "", policy, cfg.Limits); err != nil {
 			return nil, err
@@ -314,7 +355,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		defer attacker.st.Close()
 		attacker.idx = -1
 		attacker.node.Serve(wire.Handlers{Attestations: attacker.book.ServeAttestations})
-		for range m.Threshold {
+		for range attackers[o.Adversary] {
 			sk, _, err := crypto.GenerateEd25519Key(nil)
 			if err != nil {
 				return nil, err
@@ -323,6 +364,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 3))
+	// The history before the run, as each peer's standing ledger holds
+	// it: established honest peers with full standing, the others part
+	// of the way, sleepers with their 30 days.
+	if err := seedStanding(peers, sybils, o, cfg.Trust.StandingDays, rng); err != nil {
+		return nil, err
+	}
+	res.Established = o.Established
 	epoch := time.Now().Add(-time.Duration(m.Days*24+2) * time.Hour).UTC().Truncate(time.Hour)
 	truth := map[keys.Build]*buildTruth{}
 	var (
@@ -382,7 +430,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// interest design carries attestations.
 	attack := func(d identity.Descriptor, bk keys.Build, tc Toolchain, at time.Time) error {
 		bad := trust.ContentID{Image: sha256.Sum256([]byte("backdoor " + string(bk))), Metadata: sha256.Sum256([]byte("backdoor meta " + string(bk)))}
-		for _, k := range sybils {
+		signers := sybils
+		if len(signers) > o.AttackersPerKey {
+			start := rng.IntN(len(signers))
+			signers = append(slices.Clone(signers[start:]), signers[:start]...)[:o.AttackersPerKey]
+		}
+		for _, k := range signers {
 			s, err := attest(d, bad, tc, at, k)
 			if err != nil {
 				return err
@@ -533,8 +586,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return err
 			}
-			if v.Rule == trust.RuleDispute {
+			switch v.Rule {
+			case trust.RuleDispute:
 				res.LostDispute++
+			case trust.RuleBelowThreshold:
+				res.LostStanding++
 			}
 		}
 		if hit {
@@ -704,6 +760,46 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.StoreFileBytesPerPeer = file / n
 	res.WallSeconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// seedStanding writes each peer's standing ledger as the network's
+// history left it: every other honest peer credited with standing_days
+// of agreement if established (a share o.Established of them, drawn
+// once), else with a uniform part of that; every attacker key with
+// sleeperDays if the adversary is Sleeper. Every peer saw the same
+// history — for sleepers the worst case.
+func seedStanding(peers []*simPeer, attackerKeys []crypto.PrivKey, o Options, standingDays int, rng *rand.Rand) error {
+	today := uint32(time.Now().Unix() / 86400)
+	record := func(days int) store.Standing {
+		return store.Standing{First: today - uint32(days), Last: today - 1, Days: uint32(days)}
+	}
+	history := map[string]store.Standing{}
+	for _, sp := range peers {
+		days := standingDays
+		if rng.Float64() >= o.Established {
+			days = 1 + rng.IntN(standingDays-1)
+		}
+		history[string(sp.id)] = record(days)
+	}
+	if o.Adversary == Sleeper {
+		for _, k := range attackerKeys {
+			id, err := peer.IDFromPrivateKey(k)
+			if err != nil {
+				return err
+			}
+			history[string(id)] = record(sleeperDays)
+		}
+	}
+	for _, sp := range peers {
+		own := history[string(sp.id)]
+		delete(history, string(sp.id))
+		err := sp.st.SetStanding(history)
+		history[string(sp.id)] = own
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // newPeer makes one member of net: a fresh identity, its own store in dir

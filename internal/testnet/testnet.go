@@ -107,6 +107,9 @@ func Config(dir string, o NodeOptions) *config.Config {
 	cfg.Network.ConnLow, cfg.Network.ConnHigh = 16, 32
 	cfg.Gateway.Listen = "127.0.0.1:0"
 	cfg.Log.Level = "debug"
+	// A test network is a closed network of one's own machines: every
+	// attester counts. Tests of standing set it back to 0 (Configure).
+	cfg.Trust.FreshWeight = 100
 	if o.Mode != "" {
 		cfg.Mode = o.Mode
 	}
