@@ -55,6 +55,9 @@ type Options struct {
 	// full standing count at most threshold−1 together, so past the
 	// threshold more signatures change nothing but the run's time.
 	AttackersPerKey int
+	// FreshWeight overrides trust.fresh_weight (percent) when set: the
+	// closed-network policy, as a control.
+	FreshWeight int
 	// Established is the share of honest peers with full standing when
 	// the run starts (default 0.95): the network has been running, and
 	// only peers that joined within trust.standing_days are still
@@ -303,6 +306,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// on one in-memory network that floods each platform topic.
 	cfg := config.Defaults() // an open network: fresh identities weigh 0
 	cfg.Trust.Threshold = m.Threshold
+	cfg.Trust.FreshWeight = o.FreshWeight
 	policy, err := votes.PolicyFromConfig(cfg.Trust)
 	if err != nil {
 		return nil, err
@@ -364,6 +368,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(o.Seed, 3))
+	// The attacker draws from its own stream, so an attacked run makes
+	// the same requests as the honest run of the same seed.
+	arng := rand.New(rand.NewPCG(o.Seed, 5))
 	// The history before the run, as each peer's standing ledger holds
 	// it: established honest peers with full standing, the others part
 	// of the way, sleepers with their 30 days.
@@ -432,7 +439,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		bad := trust.ContentID{Image: sha256.Sum256([]byte("backdoor " + string(bk))), Metadata: sha256.Sum256([]byte("backdoor meta " + string(bk)))}
 		signers := sybils
 		if len(signers) > o.AttackersPerKey {
-			start := rng.IntN(len(signers))
+			start := arng.IntN(len(signers))
 			signers = append(slices.Clone(signers[start:]), signers[:start]...)[:o.AttackersPerKey]
 		}
 		for _, k := range signers {
