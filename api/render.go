@@ -55,6 +55,8 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	trustLine := fmt.Sprintf("threshold %d, %d dispute%s, %d equivocating peer%s", s.Threshold,
 		s.Disputes, plural(s.Disputes), s.Equivocations, plural(s.Equivocations))
 	p("trust", "%s", trustLine)
+	p("standing", "%d established attester%s, %d earning, %d vouched by you; fresh keys weigh %d %%", s.Established, plural(s.Established),
+		s.Earning, s.Vouched, s.FreshWeight)
 	if s.GatewayURL != "" {
 		p("gateway", "%s, %d build%s listed for portage", s.GatewayURL, s.GatewayListed, plural(s.GatewayListed))
 		if s.GatewayNote != "" {

@@ -33,6 +33,9 @@ type SearchBuild struct {
 	// content counts under the policy; Threshold is what allowing needs.
 	Votes     int `json:"votes"`
 	Threshold int `json:"threshold"`
+	// Weight is what those votes weigh, in thousandths of an established
+	// attester's (trust.FullWeight): what is compared with Threshold.
+	Weight int `json:"weight"`
 	// Builders counts every distinct attester, whatever content it names.
 	Builders int `json:"builders"`
 	// Holders counts the other peers the DHT names as serving a copy (this

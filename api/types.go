@@ -66,6 +66,14 @@ type Status struct {
 	Disputes      int `json:"disputes"`
 	Equivocations int `json:"equivocations"`
 	Threshold     int `json:"threshold"`
+	// Established and Earning count the attesters with full standing
+	// and those still earning it (docs/SECURITY.md, "Standing");
+	// Vouched the trust.vouched_peers, FreshWeight trust.fresh_weight
+	// in percent.
+	Established int `json:"established"`
+	Earning     int `json:"earning"`
+	Vouched     int `json:"vouched"`
+	FreshWeight int `json:"fresh_weight"`
 
 	GatewayURL string `json:"gateway_url,omitempty"`
 	// GatewayListed counts the builds the gateway's index lists for

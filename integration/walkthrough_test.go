@@ -72,10 +72,10 @@ func TestWalkthrough(t *testing.T) {
 	for _, want := range []string{
 		// status says how peers were found.
 		"public DHT rendezvous (advertised;",
-		// search lists the build: 3 votes of a threshold of 3, 3 builders.
-		"app-misc/hello-1.0  allowed  3/3    3",
+		// search lists the build: weight 3 of a threshold of 3, 3 builders.
+		"app-misc/hello-1.0  allowed  3/3     3",
 		// erin's copy counted: bob, carol and erin hold it, one fetched it.
-		"app-misc/hello-1.0  allowed  3/3    3         3        1        built here",
+		"app-misc/hello-1.0  allowed  3/3     3         3        1        built here",
 		// find on the other platform says why.
 		"nothing known about app-misc/hello-1.0 for this machine's platform",
 		`CFLAGS differs: here "-O3 -pipe", there "` + fp.CFLAGS + `"`,

@@ -256,7 +256,7 @@ func (srv *Server) searchBuild(cpv string, bk keys.Build, attesters []string) ap
 		b.Verdict = v.Decision.String()
 		b.Threshold = v.Threshold
 		if len(v.Tally) > 0 {
-			b.Votes = v.Tally[0].Count
+			b.Votes, b.Weight = v.Tally[0].Count, v.Tally[0].Weight
 		}
 		if v.Decision == trust.Allowed && srv.notListed != nil {
 			if why, ok := srv.notListed(bk); ok {

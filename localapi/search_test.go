@@ -10,6 +10,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // settingsOf is a platform's settings with CFLAGS set.
@@ -31,7 +32,7 @@ func TestSearch(t *testing.T) {
 		t.Fatalf("search hello: %+v", res)
 	}
 	b := res.Builds[0]
-	want := api.SearchBuild{CPV: "app-misc/hello-1.0", BuildKey: b.BuildKey, Verdict: "allowed", Votes: 1, Threshold: 1,
+	want := api.SearchBuild{CPV: "app-misc/hello-1.0", BuildKey: b.BuildKey, Verdict: "allowed", Votes: 1, Threshold: 1, Weight: trust.FullWeight,
 		Builders: 1, Holders: 0, FetchedCopies: 0, Here: "built here"}
 	if string(b.BuildKey) != hello.BuildKey || b != want {
 		t.Errorf("hello\n got %+v\nwant %+v", b, want)

@@ -184,19 +184,23 @@ func readJSON(r *http.Request, v any) error {
 // Status gathers the one-screen summary.
 func (srv *Server) Status(ctx context.Context) api.Status {
 	st := api.Status{
-		Version:    srv.version,
-		Mode:       string(srv.cfg.Mode),
-		PeerID:     srv.self.String(),
-		StartedAt:  srv.started.UTC().Truncate(time.Second),
-		Platform:   srv.platform,
-		PKGDIR:     srv.cfg.Portage.PkgDir,
-		Threshold:  srv.votes.Policy().Threshold,
-		GatewayURL: srv.urls[0](),
-		MetricsURL: srv.urls[1](),
-		Socket:     srv.cfg.API.Socket,
-		CacheLimit: srv.cfg.Cache.DiskBudget,
+		Version:   srv.version,
+		Mode:      string(srv.cfg.Mode),
+		PeerID:    srv.self.String(),
+		StartedAt: srv.started.UTC().Truncate(time.Second),
+		Platform:  srv.platform,
+		PKGDIR:    srv.cfg.Portage.PkgDir,
+		Threshold: srv.votes.Policy().Threshold,
+		Vouched:   len(srv.votes.Policy().VouchedPeers),
+		// Percent, as configured.
+		FreshWeight: srv.votes.Policy().FreshWeight * 100 / trust.FullWeight,
+		GatewayURL:  srv.urls[0](),
+		MetricsURL:  srv.urls[1](),
+		Socket:      srv.cfg.API.Socket,
+		CacheLimit:  srv.cfg.Cache.DiskBudget,
 	}
 	st.PKGDIRNote = srv.own.Note()
+	st.Established, st.Earning = srv.votes.StandingCounts()
 	for _, a := range srv.net.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}

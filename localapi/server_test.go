@@ -271,7 +271,7 @@ func TestStatusAndPeers(t *testing.T) {
 		PKGDIR: w.a.pkgdir, PackagesShared: 2, KeysProvided: 4,
 		// a's hello and layout, c's layout (disputing it), b's consumer
 		// and libfoo.
-		CatalogAttestations: 5, CatalogBuilds: 4, Disputes: 1, Threshold: trust.DefaultThreshold,
+		CatalogAttestations: 5, CatalogBuilds: 4, Disputes: 1, Threshold: trust.DefaultThreshold, FreshWeight: 100,
 		BytesServed: 4096, CacheLimit: 1 << 30,
 		GatewayURL: "http://127.0.0.1:7854/gentoo-p2pd", Socket: w.cfg.API.Socket,
 	}

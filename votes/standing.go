@@ -154,3 +154,22 @@ func (vb *Book) flushCredits(force bool) error {
 // FlushStanding writes the agreements earned so far; the daemon calls it
 // before it stops.
 func (vb *Book) FlushStanding() error { return vb.flushCredits(true) }
+
+// StandingCounts says how many attesters have full standing in this
+// epoch and how many are still earning it: what `status` shows.
+func (vb *Book) StandingCounts() (established, earning int) {
+	if err := vb.refreshStanding(); err != nil {
+		vb.log.Warn("standing ledger", "err", err)
+	}
+	st := &vb.standing
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, w := range st.weights {
+		if w >= trust.FullWeight {
+			established++
+		} else {
+			earning++
+		}
+	}
+	return established, earning
+}

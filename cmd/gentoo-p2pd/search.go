@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 func newSearchCmd() *cobra.Command {
@@ -47,13 +48,13 @@ func writeSearch(w io.Writer, res api.SearchResult) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CPV\tVERDICT\tVOTES\tBUILT BY\tHOLDERS\tFETCHED\tHERE\tBUILD KEY")
+	fmt.Fprintln(tw, "CPV\tVERDICT\tWEIGHT\tBUILT BY\tHOLDERS\tFETCHED\tHERE\tBUILD KEY")
 	for _, b := range res.Builds {
 		holders, fetched := "?", "?"
 		if b.Holders >= 0 {
 			holders, fetched = fmt.Sprint(b.Holders), fmt.Sprint(b.FetchedCopies)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\n", b.CPV, b.Verdict, b.Votes, b.Threshold, b.Builders,
+		fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\n", b.CPV, b.Verdict, trust.Weight(b.Weight), b.Threshold, b.Builders,
 			holders, fetched, orDash(b.Here), b.BuildKey)
 	}
 	_ = tw.Flush()
