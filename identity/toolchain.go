@@ -279,6 +279,11 @@ type elfComments struct {
 	shentsz  int
 	shstrndx int
 	table    []byte // the section header table as far as it came by
+	phoff    int64
+	progs    []byte // the program header table as far as it came by
+	progsz   int    // one program header's size
+	skipTo   int64  // the end of the loaded segments: .comment lies beyond
+	searched int64  // the finders have seen every byte before this offset
 	gcc      finder
 	names    finder
 	open     []*commentString
@@ -303,27 +308,85 @@ func (e *elfComments) write(p []byte) {
 			e.parseHeader()
 		}
 	}
-	if e.parsed && e.table != nil {
-		// Copy the part of p inside the section header table.
-		tEnd := e.shoff + int64(cap(e.table))
-		lo, hi := max(e.off, e.shoff+int64(len(e.table))), min(e.off+int64(len(p)), tEnd)
-		if lo < hi && lo == e.shoff+int64(len(e.table)) {
-			e.table = append(e.table, p[lo-e.off:hi-e.off]...)
+	if e.parsed {
+		e.table = capture(e.table, e.shoff, p, e.off)
+		if e.progs != nil && len(e.progs) < cap(e.progs) {
+			if e.progs = capture(e.progs, e.phoff, p, e.off); len(e.progs) == cap(e.progs) {
+				e.loadedEnd()
+			}
 		}
 	}
-	e.gcc.write(p, e.off, func(at int64) {
+	start := max(e.off, e.skipTo)
+	if end := e.off + int64(len(p)); start < end {
+		if start != e.searched {
+			e.gcc.carry, e.names.carry = e.gcc.carry[:0], e.names.carry[:0]
+		}
+		e.search(p[start-e.off:], start)
+		e.searched = end
+	}
+	e.off += int64(len(p))
+}
+
+// capture appends to buf (the table at start, cap(buf) bytes long) the
+// bytes of p (at offset off) that continue it.
+func capture(buf []byte, start int64, p []byte, off int64) []byte {
+	if buf == nil {
+		return nil
+	}
+	next := start + int64(len(buf))
+	lo, hi := max(off, next), min(off+int64(len(p)), start+int64(cap(buf)))
+	if lo < hi && lo == next {
+		buf = append(buf, p[lo-off:hi-off]...)
+	}
+	return buf
+}
+
+// loadedEnd reads the program headers: the non-alloc sections (.comment
+// among them) lie after every loaded segment, where linkers put them, so
+// the strings are looked for only from there on and those found before
+// are dropped. Objects without program headers (.o) are searched whole.
+func (e *elfComments) loadedEnd() {
+	var end int64
+	for i := 0; i+e.progsz <= len(e.progs); i += e.progsz {
+		b := bytes.NewReader(e.progs[i : i+e.progsz])
+		var p elf.Prog64
+		if e.is64 {
+			if binary.Read(b, e.bo, &p) != nil {
+				return
+			}
+		} else {
+			var p32 elf.Prog32
+			if binary.Read(b, e.bo, &p32) != nil {
+				return
+			}
+			p = elf.Prog64{Type: p32.Type, Off: uint64(p32.Off), Filesz: uint64(p32.Filesz)}
+		}
+		if elf.ProgType(p.Type) == elf.PT_LOAD && p.Off+p.Filesz > uint64(end) && p.Off+p.Filesz < 1<<62 {
+			end = int64(p.Off + p.Filesz)
+		}
+	}
+	e.skipTo = end
+	e.strs = slices.DeleteFunc(e.strs, func(c commentString) bool { return c.start-int64(len(gccMark)) < end })
+	e.open = slices.DeleteFunc(e.open, func(c *commentString) bool { return c.start-int64(len(gccMark)) < end })
+	e.nameOffs = slices.DeleteFunc(e.nameOffs, func(at int64) bool { return at < end })
+}
+
+// search runs the finders over p, at offset off, and continues the open
+// strings.
+func (e *elfComments) search(p []byte, off int64) {
+	e.gcc.write(p, off, func(at int64) {
 		if len(e.strs)+len(e.open) < maxELFHits {
 			e.open = append(e.open, &commentString{start: at + int64(len(gccMark))})
 		}
 	})
-	e.names.write(p, e.off, func(at int64) {
+	e.names.write(p, off, func(at int64) {
 		if len(e.nameOffs) < maxELFHits {
 			e.nameOffs = append(e.nameOffs, at)
 		}
 	})
 	still := e.open[:0]
 	for _, c := range e.open {
-		c.take(p, e.off)
+		c.take(p, off)
 		if c.done {
 			e.strs = append(e.strs, *c)
 		} else {
@@ -332,7 +395,6 @@ func (e *elfComments) write(p []byte) {
 	}
 	clear(e.open[len(still):])
 	e.open = still
-	e.off += int64(len(p))
 }
 
 // take appends the bytes of p (at offset off) that continue the string,
@@ -370,12 +432,14 @@ func (e *elfComments) parseHeader() {
 			return
 		}
 		e.is64, e.shoff, e.shnum, e.shentsz, e.shstrndx = true, int64(h.Shoff), int(h.Shnum), 64, int(h.Shstrndx)
+		e.progsFrom(int64(h.Phoff), int(h.Phnum), int(h.Phentsize), 56)
 	case elf.ELFCLASS32:
 		var h elf.Header32
 		if binary.Read(r, e.bo, &h) != nil || h.Shentsize != 40 {
 			return
 		}
 		e.shoff, e.shnum, e.shentsz, e.shstrndx = int64(h.Shoff), int(h.Shnum), 40, int(h.Shstrndx)
+		e.progsFrom(int64(h.Phoff), int(h.Phnum), int(h.Phentsize), 32)
 	default:
 		return
 	}
@@ -383,6 +447,13 @@ func (e *elfComments) parseHeader() {
 	// followed: such objects name no compiler here.
 	if size := e.shnum * e.shentsz; e.shoff >= int64(len(e.hdr)) && size > 0 && size <= maxSectionTable && e.shstrndx < e.shnum {
 		e.table = make([]byte, 0, size)
+	}
+}
+
+// progsFrom prepares the capture of the program header table.
+func (e *elfComments) progsFrom(off int64, n, entsize, want int) {
+	if n > 0 && entsize == want && off >= int64(len(e.hdr)) && n*entsize <= 64<<10 {
+		e.phoff, e.progsz, e.progs = off, entsize, make([]byte, 0, n*entsize)
 	}
 }
 

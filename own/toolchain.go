@@ -51,6 +51,10 @@ func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit
 		return fit.Needs{}, fmt.Errorf("%s: %w", path, err)
 	}
 	var needs fit.Scanner
+	// The rest of each file goes to tc in large writes (io.Discard's own
+	// ReadFrom would cut it into 8 KiB ones).
+	buf := make([]byte, 64<<10)
+	discard := struct{ io.Writer }{io.Discard}
 	err = xpak.WalkImage(payload, format, lim, func(e xpak.ImageEntry, r io.Reader) error {
 		if e.Type != xpak.TypeFile {
 			return nil
@@ -60,7 +64,7 @@ func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit
 		if err := needs.Add(e.Name, tee, e.Size); err != nil {
 			return err
 		}
-		if _, err := io.Copy(io.Discard, tee); err != nil {
+		if _, err := io.CopyBuffer(discard, tee, buf); err != nil {
 			return fmt.Errorf("%s: %w", e.Name, err)
 		}
 		return w.Close()
