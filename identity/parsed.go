@@ -79,18 +79,3 @@ func (p *Parsed) ServedSizes(pkg *xpak.Package) (xpak.ServedSizes, error) {
 		return v, err == nil, err
 	})
 }
-
-// Var is the value of the environment variable name as bash would read
-// it; ok is false when environment.bz2 does not set it as a scalar (or
-// cannot be read).
-func (p *Parsed) Var(name string) (value string, ok bool) {
-	env, err := p.environment()
-	if err != nil || env == nil {
-		return "", false
-	}
-	v, found := env.Vars[name]
-	if !found {
-		return "", false
-	}
-	return v.Scalar()
-}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,8 +19,8 @@ import (
 // every builder.
 type ImageToolchain struct {
 	// ELF is whether a regular file of the image is an ELF object or a
-	// static archive of them: then a compiler, an assembler and a linker
-	// shaped the bytes.
+	// static archive of them, not installed prebuilt: then a compiler,
+	// an assembler and a linker shaped the bytes.
 	ELF bool
 	// GCC is the highest GCC version the .comment sections of the image's
 	// ELF objects name ("GCC: (Gentoo 13.2.1_p20240210 p13) 13.2.1" gives
@@ -58,13 +59,17 @@ var (
 
 // ToolchainScanner derives an ImageToolchain from the regular files of
 // an image as they stream by, each file once and in full: File gives the
-// writer one file's content goes to. Memory is bounded per file (a few
+// writer one file's content goes to. The .comment strings of an ELF
+// program or library are looked for only after its loaded segments
+// (linkers put the non-alloc sections there; a relocatable object is
+// searched whole), the build directory in every byte. Memory is bounded per file (a few
 // hundred captured strings, the section header table up to 1 MiB, a
 // 4 KiB look-behind), whatever the file's size. The result does not
 // depend on how the content is cut into writes. Not safe for concurrent
 // use.
 type ToolchainScanner struct {
 	buildDir []byte // "/portage/CATEGORY/PF/"
+	prebuilt *regexp.Regexp
 	res      ImageToolchain
 	prefixes []string
 }
@@ -81,10 +86,36 @@ func NewToolchainScanner(category, pf string) *ToolchainScanner {
 	return s
 }
 
-// File returns the writer one regular file's whole content is written
-// to; Close it after the last byte.
-func (s *ToolchainScanner) File() io.WriteCloser {
-	f := &toolchainFile{s: s}
+// Prebuilt names the files the ebuild installs prebuilt (QA_PREBUILT,
+// which portage records in the binpkg's metadata): fnmatch patterns
+// relative to the image root whose "*" spans directories. The local
+// toolchain did not shape them, so their ELF objects count for nothing.
+func (s *ToolchainScanner) Prebuilt(patterns string) {
+	var alts []string
+	for _, p := range strings.Fields(patterns) {
+		var re strings.Builder
+		for _, c := range strings.TrimLeft(p, "/") {
+			switch c {
+			case '*':
+				re.WriteString(".*")
+			case '?':
+				re.WriteString(".")
+			default:
+				re.WriteString(regexp.QuoteMeta(string(c)))
+			}
+		}
+		alts = append(alts, re.String())
+	}
+	if len(alts) > 0 {
+		s.prebuilt = regexp.MustCompile("^(?:" + strings.Join(alts, "|") + ")$")
+	}
+}
+
+// File returns the writer the whole content of the regular file name
+// (its image path, "usr/bin/hello") is written to; Close it after the
+// last byte.
+func (s *ToolchainScanner) File(name string) io.WriteCloser {
+	f := &toolchainFile{s: s, prebuilt: s.prebuilt != nil && s.prebuilt.MatchString(strings.TrimLeft(name, "/"))}
 	if s.buildDir != nil {
 		f.dir = &prefixSearch{s: s, find: finder{pat: s.buildDir}}
 	}
@@ -117,12 +148,13 @@ func (s *ToolchainScanner) addPrefix(p string) {
 // object, a static archive or neither; every byte goes through the
 // build-directory search.
 type toolchainFile struct {
-	s    *ToolchainScanner
-	head []byte // up to len(arMagic) bytes, until the kind is known
-	kind int    // 0 undecided, 1 ELF, 2 archive, 3 neither
-	elf  *elfComments
-	ar   *arScan
-	dir  *prefixSearch
+	s        *ToolchainScanner
+	prebuilt bool   // ELF objects here were not made by the local toolchain
+	head     []byte // up to len(arMagic) bytes, until the kind is known
+	kind     int    // 0 undecided, 1 ELF, 2 archive, 3 neither
+	elf      *elfComments
+	ar       *arScan
+	dir      *prefixSearch
 }
 
 func (f *toolchainFile) Write(p []byte) (int, error) {
@@ -146,6 +178,8 @@ func (f *toolchainFile) Write(p []byte) (int, error) {
 
 func (f *toolchainFile) decide() {
 	switch {
+	case f.prebuilt:
+		f.kind = 3
 	case bytes.HasPrefix(f.head, []byte(elf.ELFMAG)):
 		f.kind, f.elf = 1, &elfComments{}
 	case bytes.Equal(f.head, arMagic):

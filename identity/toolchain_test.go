@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,8 +12,8 @@ import (
 func scanFiles(t *testing.T, chunk int, files ...[]byte) ImageToolchain {
 	t.Helper()
 	s := NewToolchainScanner("app-misc", "hello-1.0")
-	for _, b := range files {
-		w := s.File()
+	for i, b := range files {
+		w := s.File(fmt.Sprintf("usr/lib/file%d", i))
 		for len(b) > 0 {
 			n := len(b)
 			if chunk > 0 {
@@ -79,7 +80,7 @@ func TestToolchainScanner(t *testing.T) {
 func TestToolchainScannerBuildDirOfAnotherPackage(t *testing.T) {
 	// The path of another package's build directory is not this one's.
 	s := NewToolchainScanner("app-misc", "hello-1.1")
-	w := s.File()
+	w := s.File("usr/bin/hello")
 	if _, err := w.Write(readToolchainFile(t, "hello-stripped")); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +89,36 @@ func TestToolchainScannerBuildDirOfAnotherPackage(t *testing.T) {
 	}
 	if got := s.Result(); got != (ImageToolchain{ELF: true}) {
 		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestToolchainScannerPrebuilt(t *testing.T) {
+	// QA_PREBUILT's files were not made by the local toolchain: their
+	// ELF objects count for nothing; the others still do.
+	for _, c := range []struct {
+		patterns string
+		want     ImageToolchain
+	}{
+		{"", ImageToolchain{ELF: true, GCC: "12.2.0"}},
+		{"*", ImageToolchain{}},
+		{"usr/lib64/*", ImageToolchain{ELF: true}},
+		{"/opt/hello/* usr/lib64/lib?ello.a", ImageToolchain{}},
+		{"usr/lib64/*.so", ImageToolchain{ELF: true, GCC: "12.2.0"}},
+	} {
+		s := NewToolchainScanner("app-misc", "other-1")
+		s.Prebuilt(c.patterns)
+		for name, file := range map[string]string{"opt/hello/bin/hello": "hello-stripped", "usr/lib64/libhello.a": "libhello.a"} {
+			w := s.File(name)
+			if _, err := w.Write(readToolchainFile(t, file)); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := s.Result(); got != c.want {
+			t.Errorf("QA_PREBUILT=%q: %+v, want %+v", c.patterns, got, c.want)
+		}
 	}
 }
 

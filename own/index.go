@@ -111,6 +111,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	// One pass over the image for what it needs of a machine and what
 	// its bytes say of the toolchain that made it.
 	tc := identity.NewToolchainScanner(pkg.Metadata.Category(), pkg.Metadata.PF())
+	tc.Prebuilt(pkg.Metadata.Get("QA_PREBUILT"))
 	needs, err := scanImage(path, ob.limits, tc)
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: what it needs of a machine: %w", path, err)
@@ -118,7 +119,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if needs != (fit.Needs{}) {
 		ex.Needs = &trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level}
 	}
-	tf := ob.toolchainOf(tc.Result(), pkg.Metadata, parsed)
+	tf := ob.toolchainOf(tc.Result(), pkg.Metadata)
 	ex.Toolchain = &tf
 	if tf.BuildDir != "" {
 		// Indexed once per file: this is logged once per build.

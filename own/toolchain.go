@@ -2,6 +2,7 @@ package own
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -59,7 +60,7 @@ func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit
 		if e.Type != xpak.TypeFile {
 			return nil
 		}
-		w := tc.File()
+		w := tc.File(e.Name)
 		tee := io.TeeReader(r, w)
 		if err := needs.Add(e.Name, tee, e.Size); err != nil {
 			return err
@@ -83,7 +84,7 @@ func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit
 // libraries, so otherwise it is the gcc installed here, like binutils and
 // the C library: each only when the vdb shows it was in place before the
 // build (see installed).
-func (ob *Builds) toolchainOf(img identity.ImageToolchain, m *xpak.Metadata, parsed *identity.Parsed) toolchainFacts {
+func (ob *Builds) toolchainOf(img identity.ImageToolchain, m *xpak.Metadata) toolchainFacts {
 	tf := toolchainFacts{BuildDir: img.BuildPrefix}
 	if !img.ELF {
 		return tf
@@ -94,8 +95,8 @@ func (ob *Builds) toolchainOf(img identity.ImageToolchain, m *xpak.Metadata, par
 	}
 	tf.GCC = img.GCC
 	if tf.GCC == "" {
-		cc, set := parsed.Var("CC")
-		tf.GCC = sys.gcc(cc, set)
+		// Portage records CC and CXX in the metadata when they are set.
+		tf.GCC = sys.gcc(cmp.Or(m.Get("CC"), m.Get("CXX")))
 	}
 	tf.Binutils = sys.binutils()
 	tf.Libc = sys.libc()
@@ -203,14 +204,16 @@ func pick(ps []installedPkg, slot string) (installedPkg, bool) {
 	return found[0], true
 }
 
-// ccSlot matches CC naming a gcc slot: gcc-13, x86_64-pc-linux-gnu-gcc-13.
-var ccSlot = regexp.MustCompile(`^(?:[A-Za-z0-9_.]+-)*gcc(?:-([0-9]+))?$`)
+// ccSlot matches CC (or CXX) naming gcc or one of its slots: gcc,
+// gcc-13, x86_64-pc-linux-gnu-gcc-13, g++-13.
+var ccSlot = regexp.MustCompile(`^(?:[A-Za-z0-9_.]+-)*(?:gcc|g\+\+)(?:-([0-9]+))?$`)
 
-// gcc is the gcc that built the binpkg: the slot CC names (environment
-// CC, when set), else the one gcc-config selects, else the only one.
-func (s installedSystem) gcc(cc string, ccSet bool) string {
+// gcc is the gcc that built the binpkg: the slot cc (the build's CC or
+// CXX, "" when unset) names, else the one gcc-config selects, else the
+// only one.
+func (s installedSystem) gcc(cc string) string {
 	ps := s.versions("sys-devel", "gcc")
-	if ccSet && strings.TrimSpace(cc) != "" {
+	if strings.TrimSpace(cc) != "" {
 		m := ccSlot.FindStringSubmatch(filepath.Base(strings.Fields(cc)[0]))
 		if m == nil {
 			return "" // another compiler (clang, a wrapper): not a gcc of the vdb

@@ -184,12 +184,15 @@ func TestOlderStoredPackageGetsItsToolchain(t *testing.T) {
 
 // writeToolchainGPKG writes app-misc/hello-1.0 (the fixture's metadata)
 // with an image of the given files from testdata.
-func writeToolchainGPKG(t *testing.T, pkgdir string, image map[string]string) string {
+func writeToolchainGPKG(t *testing.T, pkgdir string, image, meta map[string]string) string {
 	t.Helper()
 	src := jobtest.WriteSet(t, fixtures.ReproGPKG1, t.TempDir())[jobtest.HelloFile]
 	pkg, err := xpak.ReadFile(src, xpak.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range meta {
+		pkg.Metadata.Set(k, []byte(v+"\n"))
 	}
 	var out bytes.Buffer
 	opts := xpak.GPKGOptions{Basename: "hello-1.0", MTime: time.Unix(pkg.Metadata.BuildTime(), 0), TempDir: t.TempDir()}
@@ -240,19 +243,27 @@ func TestGCCAndBuildDirFromTheImage(t *testing.T) {
 	tests := []struct {
 		name  string
 		image map[string]string
+		meta  map[string]string
 		want  trust.Builder
 	}{
-		{"static archive", map[string]string{"usr/lib64/libhello.a": "libhello.a"}, trust.Builder{GCC: "12.2.0", Binutils: "2.42", BuildDir: buildDir}},
-		{"stripped program", map[string]string{"usr/bin/hello": "hello-stripped"}, trust.Builder{GCC: "14.2.1", Binutils: "2.42", BuildDir: buildDir}},
+		{"static archive", map[string]string{"usr/lib64/libhello.a": "libhello.a"}, nil, trust.Builder{GCC: "12.2.0", Binutils: "2.42", BuildDir: buildDir}},
+		{"stripped program", map[string]string{"usr/bin/hello": "hello-stripped"}, nil, trust.Builder{GCC: "14.2.1", Binutils: "2.42", BuildDir: buildDir}},
+		// CC names the gcc slot the build used, not the selected one.
+		{"stripped program, CC=gcc-13", map[string]string{"usr/bin/hello": "hello-stripped"}, map[string]string{"CC": "gcc-13"}, trust.Builder{GCC: "13.3.1", Binutils: "2.42", BuildDir: buildDir}},
+		// Files the ebuild installs prebuilt were shaped by no local
+		// toolchain (but the build directory is in their bytes).
+		{"prebuilt", map[string]string{"usr/bin/hello": "hello-stripped", "usr/lib64/libhello.a": "libhello.a"}, map[string]string{"QA_PREBUILT": "*"}, trust.Builder{BuildDir: buildDir}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pkgdir := t.TempDir()
-			path := writeToolchainGPKG(t, pkgdir, tt.image)
+			path := writeToolchainGPKG(t, pkgdir, tt.image, tt.meta)
 			built := fixtureBuilt(t, path)
 			sys := newTestSystem(t)
 			sys.install(t, "sys-devel/binutils-2.42", built.Add(-time.Hour))
+			sys.install(t, "sys-devel/gcc-13.3.1", built.Add(-time.Hour))
 			sys.install(t, "sys-devel/gcc-14.2.1", built.Add(-time.Hour))
+			sys.selectTool(t, "gcc", fixtureCHOST+"-14", built.Add(-time.Hour))
 			rec := newLogRecorder()
 			a := newPeer(t, memnet.New(), pkgdir, peerOptions{vdb: sys.vdb(), logger: slog.New(rec)})
 			a.start(t)
@@ -284,30 +295,30 @@ func TestInstalledToolchain(t *testing.T) {
 	sys.install(t, "sys-libs/musl-1.2.5-r3", before)
 	s := installedSystem{vdb: sys.vdb(), root: sys.root, chost: fixtureCHOST, built: built}
 
-	if got := s.gcc("", false); got != "" {
+	if got := s.gcc(""); got != "" {
 		t.Errorf("gcc with none selected = %q, want unknown", got)
 	}
 	sys.selectTool(t, "gcc", fixtureCHOST+"-14", before)
 	for _, c := range []struct {
-		cc    string
-		ccSet bool
-		want  string
+		cc   string
+		want string
 	}{
-		{"", false, "14.2.1_p20241221"},
-		{"gcc", true, "14.2.1_p20241221"},
-		{fixtureCHOST + "-gcc", true, "14.2.1_p20241221"},
-		{"gcc-13", true, "13.3.1_p20241220"},
-		{"/usr/bin/" + fixtureCHOST + "-gcc-13 -m64", true, "13.3.1_p20241220"},
-		{"gcc-15", true, ""}, // merged after the build
-		{"gcc-12", true, ""}, // not installed
-		{"clang", true, ""},  // not a gcc
+		{"", "14.2.1_p20241221"},
+		{"gcc", "14.2.1_p20241221"},
+		{fixtureCHOST + "-gcc", "14.2.1_p20241221"},
+		{"gcc-13", "13.3.1_p20241220"},
+		{"g++-13", "13.3.1_p20241220"},
+		{"/usr/bin/" + fixtureCHOST + "-gcc-13 -m64", "13.3.1_p20241220"},
+		{"gcc-15", ""}, // merged after the build
+		{"gcc-12", ""}, // not installed
+		{"clang", ""},  // not a gcc
 	} {
-		if got := s.gcc(c.cc, c.ccSet); got != c.want {
+		if got := s.gcc(c.cc); got != c.want {
 			t.Errorf("gcc with CC=%q = %q, want %q", c.cc, got, c.want)
 		}
 	}
 	sys.selectTool(t, "gcc", fixtureCHOST+"-13", after)
-	if got := s.gcc("", false); got != "" {
+	if got := s.gcc(""); got != "" {
 		t.Errorf("gcc selected after the build = %q, want unknown", got)
 	}
 	if got := s.binutils(); got != "" {
