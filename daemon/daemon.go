@@ -460,7 +460,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 	d.own = own.New(own.Options{
 		Store: d.store, Votes: d.votes, Net: node, Key: d.key, Self: d.self,
 		PkgDir: d.cfg.Portage.PkgDir, Mode: d.cfg.Mode, MD5Cache: d.md5cache, ExpandNative: d.expand, Files: d.limits,
-		Downloaded: append(downloaded, d.policy.PGPKeyring...), Logger: d.log, Registry: d.reg,
+		Downloaded: append(downloaded, d.policy.PGPKeyring...), VDB: d.vdb, Logger: d.log, Registry: d.reg,
 	})
 	d.mz = materialize.New(materialize.Options{
 		Store: d.store, Votes: d.votes, Net: node, Self: d.self, Platform: d.platform,

@@ -1,6 +1,7 @@
 package own
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,8 +64,13 @@ type Options struct {
 	// from a binhost (the gateway's own key, trust.pgp_keyring): such
 	// files are indexed but never attested as built here.
 	Downloaded openpgp.EntityList
-	Logger     *slog.Logger
-	Registry   prometheus.Registerer
+	// VDB is portage's installed-package database ("" means
+	// /var/db/pkg): the binutils, C library and gcc an attestation
+	// states for a build with ELF objects are the ones installed there
+	// before it was built.
+	VDB      string
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Builds are this daemon's own builds: it indexes PKGDIR, attests what
@@ -81,6 +87,7 @@ type Builds struct {
 	expand    func(flag string) (string, error)
 	limits    xpak.Limits
 	keyring   openpgp.EntityList
+	vdb       string
 	log       *slog.Logger
 	scanner   *scan.Scanner
 	pkgdirMsg atomic.Value // string: note on PKGDIR for status
@@ -92,7 +99,7 @@ func New(o Options) *Builds {
 	ob := &Builds{
 		store: o.Store, votes: o.Votes, net: o.Net, key: o.Key, self: o.Self,
 		pkgdir: o.PkgDir, mode: o.Mode, md5cache: o.MD5Cache, expand: o.ExpandNative, limits: o.Files,
-		keyring: o.Downloaded, log: o.Logger,
+		keyring: o.Downloaded, vdb: cmp.Or(o.VDB, "/var/db/pkg"), log: o.Logger,
 	}
 	if ob.log == nil {
 		ob.log = slog.New(slog.DiscardHandler)

@@ -3,6 +3,7 @@ package own
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,7 @@ type peerOptions struct {
 	st         *store.Store // reuse a store (a restart); nil: a fresh one
 	key        crypto.PrivKey
 	logger     *slog.Logger // nil: discard
+	vdb        string       // "": an empty one of the test's own
 }
 
 func newPeer(t *testing.T, net *memnet.Network, pkgdir string, o peerOptions) *testPeer {
@@ -51,10 +53,14 @@ func newPeer(t *testing.T, net *memnet.Network, pkgdir string, o peerOptions) *t
 	if mode == "" {
 		mode = config.ModeShare
 	}
+	if o.vdb == "" {
+		// Never this machine's: what a test's builds state is the test's.
+		o.vdb = filepath.Join(t.TempDir(), "var/db/pkg")
+	}
 	p := &testPeer{Peer: jobtest.NewPeer(t, net, opts...), reg: prometheus.NewRegistry(), pkgdir: pkgdir}
 	p.ob = New(Options{
 		Store: p.Store, Votes: p.Book, Net: p.Node, Key: p.Key, Self: p.ID, PkgDir: pkgdir, Mode: mode,
-		Files: xpak.DefaultLimits(), Downloaded: o.downloaded, Registry: p.reg, Logger: o.logger,
+		Files: xpak.DefaultLimits(), Downloaded: o.downloaded, Registry: p.reg, Logger: o.logger, VDB: o.vdb,
 	})
 	return p
 }

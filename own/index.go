@@ -34,8 +34,12 @@ type localExtra struct {
 	// Served are the served form's tar sizes (nil for a package indexed
 	// before they existed, or one the served form cannot carry).
 	Served *trust.ServedSizes `json:"served,omitempty"`
-	// Needs is what its content needs of a machine (fit.NeedsOfFile).
+	// Needs is what its content needs of a machine (fit.Scanner).
 	Needs *trust.Needs `json:"needs,omitempty"`
+	// Toolchain is the build environment its attestation states (nil for
+	// a package indexed before it was derived: derived again on its next
+	// attestation, see withToolchain).
+	Toolchain *toolchainFacts `json:"toolchain,omitempty"`
 }
 
 // errDownloaded marks a PKGDIR file portage downloaded from a binhost (this
@@ -104,12 +108,23 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 		return store.LocalPackage{}, err
 	}
 	ex := localExtra{Descriptor: descJSON, Index: indexFields(pkg.Metadata)}
-	needs, err := fit.NeedsOfFile(path, ob.limits)
+	// One pass over the image for what it needs of a machine and what
+	// its bytes say of the toolchain that made it.
+	tc := identity.NewToolchainScanner(pkg.Metadata.Category(), pkg.Metadata.PF())
+	tc.Prebuilt(pkg.Metadata.Get("QA_PREBUILT"))
+	needs, err := scanImage(path, ob.limits, tc)
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: what it needs of a machine: %w", path, err)
 	}
 	if needs != (fit.Needs{}) {
 		ex.Needs = &trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level}
+	}
+	tf := ob.toolchainOf(tc.Result(), pkg.Metadata)
+	ex.Toolchain = &tf
+	if tf.BuildDir != "" {
+		// Indexed once per file: this is logged once per build.
+		ob.log.Info("build directory compiled into the build: builders in another PORTAGE_TMPDIR make other bytes, so their votes count apart",
+			"cpv", pkg.Metadata.CPV(), "build_dir", tf.BuildDir, "canonical", "PORTAGE_TMPDIR="+canonicalTmpdir)
 	}
 	if sizes, err := parsed.ServedSizes(pkg); err == nil {
 		ex.Served = &trust.ServedSizes{MetadataTar: sizes.MetadataTar, ImageTar: sizes.ImageTar}
@@ -400,6 +415,8 @@ func (ob *Builds) attestBatch(ctx context.Context, lps []store.LocalPackage) []e
 			errs[i] = fmt.Errorf("stored package %s: %w", lp.Path, err)
 			continue
 		}
+		lps[i], exs[i] = ob.withToolchain(lp, exs[i])
+		lp = lps[i]
 		signed[i], errs[i] = ob.storedOwn(lp, exs[i])
 		if signed[i] == nil && errs[i] == nil {
 			content := trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}
@@ -446,6 +463,7 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 	if err := json.Unmarshal(lp.Extra, &ex); err != nil {
 		return fmt.Errorf("stored package %s: %w", lp.Path, err)
 	}
+	lp, ex = ob.withToolchain(lp, ex)
 	signed, err := ob.ownAttestation(lp, ex)
 	if err != nil {
 		return err
@@ -454,6 +472,36 @@ func (ob *Builds) attestLocal(ctx context.Context, lp store.LocalPackage, publis
 		return err
 	}
 	return ob.announce(ctx, lp, signed, publish)
+}
+
+// withToolchain gives a package indexed before the toolchain facts were
+// derived its facts: its file is read again, once, and the facts are
+// stored with it. When the file cannot be read (or is no longer that
+// file) the package is attested without them, as before.
+func (ob *Builds) withToolchain(lp store.LocalPackage, ex localExtra) (store.LocalPackage, localExtra) {
+	if ex.Toolchain != nil {
+		return lp, ex
+	}
+	again, err := ob.identify(lp.Path)
+	if err != nil || again.FileSHA256 != lp.FileSHA256 {
+		ob.log.Debug("toolchain of a stored package not derived", "path", lp.Path, "err", err)
+		return lp, ex
+	}
+	var fresh localExtra
+	if err := json.Unmarshal(again.Extra, &fresh); err != nil || fresh.Toolchain == nil {
+		return lp, ex
+	}
+	ex.Toolchain = fresh.Toolchain
+	extra, err := json.Marshal(ex)
+	if err != nil {
+		return lp, ex
+	}
+	lp.Extra = extra
+	if err := ob.store.PutLocal(lp); err != nil {
+		// Stated now all the same; derived again after the next start.
+		ob.log.Warn("store toolchain of a local package", "path", lp.Path, "err", err)
+	}
+	return lp, ex
 }
 
 // announce provides the keys of a local package whose own attestation is
@@ -512,7 +560,7 @@ func (ob *Builds) storedOwn(lp store.LocalPackage, ex localExtra) (*trust.Signed
 		// An attestation from before the served form is signed anew, so
 		// gateways can list the build before fetching it.
 		if err == nil && s.Attestation.FileSHA256 == lp.FileSHA256 && (ex.Served == nil || s.Attestation.Served == *ex.Served) &&
-			(ex.Needs == nil || s.Attestation.Needs == *ex.Needs) {
+			(ex.Needs == nil || s.Attestation.Needs == *ex.Needs) && (ex.Toolchain == nil || ex.Toolchain.matches(s.Attestation.Builder)) {
 			return s, nil
 		}
 	}
@@ -545,8 +593,11 @@ func (ob *Builds) signOwn(lp store.LocalPackage, ex localExtra, claimed string) 
 		PieceRoot:  lp.PieceRoot,
 		PieceSize:  pieces.Size,
 		Format:     lp.Format,
-		Builder:    builderVersions(),
+		Builder:    trust.Builder{Portage: portageVersion()},
 		Time:       time.Now().UTC().Truncate(time.Second),
+	}
+	if tf := ex.Toolchain; tf != nil {
+		a.Builder.GCC, a.Builder.Binutils, a.Builder.Libc, a.Builder.BuildDir = tf.GCC, tf.Binutils, tf.Libc, tf.BuildDir
 	}
 	if ex.Served != nil {
 		a.Served = *ex.Served
@@ -559,32 +610,29 @@ func (ob *Builds) signOwn(lp store.LocalPackage, ex localExtra, claimed string) 
 	return trust.Sign(a, ob.key)
 }
 
+// canonicalTmpdir is portage's default PORTAGE_TMPDIR: builders who keep
+// it make the same bytes of a package that compiles its build directory
+// in.
+const canonicalTmpdir = "/var/tmp"
+
 var (
-	builderOnce sync.Once
-	builder     trust.Builder
+	portageOnce sync.Once
+	portageVer  string
 )
 
-// builderVersions asks the local toolchain once; on a machine without
-// portage or gcc the fields stay empty rather than guessed.
-func builderVersions() trust.Builder {
-	builderOnce.Do(func() {
-		run := func(name string, args ...string) string {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, name, args...).Output()
-			if err != nil {
-				return ""
-			}
-			return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+// portageVersion asks the local portage once (informational: it does
+// not decide a build's bytes); "" on a machine without portage.
+func portageVersion() string {
+	portageOnce.Do(func() {
+		if _, err := exec.LookPath("portageq"); err != nil {
+			return
 		}
-		if _, err := exec.LookPath("portageq"); err == nil {
-			if v := run("python3", "-c", "import portage; print(portage.VERSION)"); v != "" {
-				builder.Portage = v
-			}
-		}
-		if _, err := exec.LookPath("gcc"); err == nil {
-			builder.GCC = run("gcc", "-dumpfullversion", "-dumpversion")
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "python3", "-c", "import portage; print(portage.VERSION)").Output()
+		if err == nil {
+			portageVer = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 		}
 	})
-	return builder
+	return portageVer
 }

@@ -17,7 +17,9 @@
 #
 # Shared (built three times): app-misc/p2pfiles, dev-libs/p2plib-1,
 # app-misc/p2puse, sys-libs/libxcrypt and app-misc/hello twice (USE=-foo,
-# the profile's default, and USE=foo). Built once, in gpkg-zstd:
+# the profile's default, and USE=foo). app-misc/p2pbuilddir is built once
+# in each playground, into OUT/pg-{a,b}/pkgdirs/builddir (no builder of
+# the end-to-end network holds it): it compiles the build directory in. Built once, in gpkg-zstd:
 # app-misc/p2porphan, app-misc/p2pfuture and app-misc/p2pisa (the test
 # copies them to the other builders: they only have to be allowed, and not
 # fit) and app-misc/layout (held by one builder: below the threshold).
@@ -90,6 +92,7 @@ chain_a() {
 	run "$ep" gpkg-zstd-foo 'BINPKG_FORMAT="gpkg"' 'BINPKG_COMPRESS="zstd"' "PKGDIR=\"$P/gpkg-zstd\"" 'USE="${USE} foo"' -- app-misc/hello
 	run "$ep" xpak-bzip2 'BINPKG_FORMAT="xpak"' 'BINPKG_COMPRESS="bzip2"' "PKGDIR=\"$P/xpak-bzip2\"" -- $SHARED
 	run "$ep" xpak-bzip2-foo 'BINPKG_FORMAT="xpak"' 'BINPKG_COMPRESS="bzip2"' "PKGDIR=\"$P/xpak-bzip2\"" 'USE="${USE} foo"' -- app-misc/hello
+	run "$ep" builddir-a 'BINPKG_FORMAT="gpkg"' 'BINPKG_COMPRESS="zstd"' "PKGDIR=\"$P/builddir\"" -- app-misc/p2pbuilddir
 }
 
 chain_b() {
@@ -97,6 +100,7 @@ chain_b() {
 	playground "$ep"
 	run "$ep" gpkg-xz 'BINPKG_FORMAT="gpkg"' 'BINPKG_COMPRESS="xz"' "PKGDIR=\"$P/gpkg-xz\"" -- $SHARED
 	run "$ep" gpkg-xz-foo 'BINPKG_FORMAT="gpkg"' 'BINPKG_COMPRESS="xz"' "PKGDIR=\"$P/gpkg-xz\"" 'USE="${USE} foo"' -- app-misc/hello
+	run "$ep" builddir-b 'BINPKG_FORMAT="gpkg"' 'BINPKG_COMPRESS="zstd"' "PKGDIR=\"$P/builddir\"" -- app-misc/p2pbuilddir
 }
 
 # The two playgrounds build side by side (portage is mostly one Python

@@ -164,6 +164,29 @@ src_install() {
 }
 """
 
+# A program that compiles its build directory in, as real packages do
+# (assert's __FILE__ names the source by the path it was compiled from,
+# below WORKDIR): honest builders in different PORTAGE_TMPDIRs make
+# different bytes, and say so in their attestations' build_dir.
+P2PBUILDDIR = r"""
+DESCRIPTION="compiles its build directory in"
+HOMEPAGE="https://example.invalid/p2pbuilddir"
+LICENSE="MIT"
+S="${WORKDIR}"
+
+src_compile() {
+	cat > p2pbuilddir.c <<-'EOC' || die
+	#include <assert.h>
+	int main(int argc, char **argv) { (void)argv; assert(argc > 0); return 0; }
+	EOC
+	${CC:-gcc} ${CFLAGS} ${LDFLAGS} -o p2pbuilddir "${S}"/p2pbuilddir.c || die
+}
+
+src_install() {
+	dobin p2pbuilddir
+}
+"""
+
 # The client's glibc: a Gentoo vdb always has sys-libs/glibc, whose
 # PROVIDES names libc.so.6 and the loader. This stand-in installs the host's
 # own libraries (prebuilt, not stripped again) so the client playground's
@@ -203,5 +226,6 @@ EBUILDS = {
     "app-misc/p2porphan-1": {"EAPI": "8", "SLOT": "0", "KEYWORDS": "amd64", "MISC_CONTENT": P2PORPHAN},
     "app-misc/p2pfuture-1": {"EAPI": "8", "SLOT": "0", "KEYWORDS": "amd64", "MISC_CONTENT": P2PFUTURE},
     "app-misc/p2pisa-1": {"EAPI": "8", "SLOT": "0", "KEYWORDS": "amd64", "MISC_CONTENT": P2PISA},
+    "app-misc/p2pbuilddir-1": {"EAPI": "8", "SLOT": "0", "KEYWORDS": "amd64", "MISC_CONTENT": P2PBUILDDIR},
     "sys-libs/glibc-2.36": {"EAPI": "8", "SLOT": "2.2", "KEYWORDS": "amd64", "MISC_CONTENT": GLIBC},
 }

@@ -1,0 +1,2 @@
+int hello(int);
+int main(void) { return hello(1) < 0; }
