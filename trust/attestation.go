@@ -54,7 +54,8 @@ const (
 
 // Builder records the toolchain an attester used. Portage is informational;
 // the rest is the build environment that changes the bytes of honest
-// builds (Builder.Class), so votes are compared only within one class: a
+// builds (Builder.Class), so votes are compared only between compatible
+// environments (Builder.Compatible): a
 // gcc-13 build and a gcc-14 build of one build key are two builds, not a
 // dispute. Fields after GCC are omitted from the wire form when empty, so
 // attestations signed before they existed keep their canonical form.
@@ -67,8 +68,9 @@ type Builder struct {
 	Binutils string `json:"binutils,omitempty"`
 	// Libc is the C library the build compiled against (e.g. "glibc-2.40").
 	Libc string `json:"libc,omitempty"`
-	// BuildDir is where the build ran (portage's WORKDIR parent, e.g.
-	// "/var/tmp/portage"): real packages compile it into their binaries
+	// BuildDir is portage's build prefix, PORTAGE_TMPDIR/portage (e.g.
+	// "/var/tmp/portage"), stated only when the build's files contain it:
+	// real packages compile it into their binaries
 	// (__FILE__ in assert messages, libtool .la files), so two honest
 	// builds in different directories differ.
 	BuildDir string `json:"build_dir,omitempty"`
@@ -76,8 +78,8 @@ type Builder struct {
 
 // Class is the part of the build environment that decides the bytes of a
 // reproducible build: compiler, binutils, C library and build directory.
-// "" when the attester stated none of them (the votes of such attesters
-// are compared with each other only).
+// "" when the attester stated none of them. Votes are compared by
+// Builder.Compatible, where a field one side did not state matches any.
 func (b Builder) Class() string {
 	var parts []string
 	if b.GCC != "" {
@@ -93,6 +95,14 @@ func (b Builder) Class() string {
 		parts = append(parts, "built in "+b.BuildDir)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Compatible reports whether two attesters may have built in the same
+// environment: every field the same, or not stated by one of them (an
+// older daemon, or a toolchain upgraded since the build, states less).
+func (b Builder) Compatible(o Builder) bool {
+	same := func(x, y string) bool { return x == y || x == "" || y == "" }
+	return same(b.GCC, o.GCC) && same(b.Binutils, o.Binutils) && same(b.Libc, o.Libc) && same(b.BuildDir, o.BuildDir)
 }
 
 // Attestation is one peer's claim: "I built build key BuildKey and got

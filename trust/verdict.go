@@ -127,9 +127,12 @@ type VoterInfo struct {
 	// Toolchain is the attester's claimed portage and gcc versions, which
 	// often explain a dispute between honest builders.
 	Toolchain string `json:"toolchain,omitempty"`
-	// Class is the attester's build environment (Builder.Class): votes
-	// are compared, and dispute each other, only within a class.
-	Class string `json:"class,omitempty"`
+	// Class is the attester's build environment (Builder.Class) and
+	// Builder the fields it is made of, from its newest attestation of
+	// the content: votes dispute each other only when their environments
+	// are compatible (Builder.Compatible).
+	Class   string  `json:"class,omitempty"`
+	Builder Builder `json:"builder"`
 	// Weight is what the vote counts, in thousandths (FullWeight for an
 	// established attester), and WeightFrom where that comes from.
 	Weight     int    `json:"weight"`
@@ -327,6 +330,10 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 		info VoterInfo
 		addr netip.Addr
 		vote Vote
+		// latest is the time of the attestation the environment is
+		// taken from: a daemon re-signs its build when it learns more of
+		// its environment, and the newest statement is the one it stands by.
+		latest time.Time
 	}
 	type tally struct {
 		content ContentID
@@ -352,8 +359,13 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 				existing.info.Addr = vote.Addr.String()
 			}
 			existing.vote.Standing = max(existing.vote.Standing, vote.Standing)
+			if a.Time.After(existing.latest) {
+				existing.latest = a.Time
+				existing.info.Builder, existing.info.Class = a.Builder, a.Builder.Class()
+				existing.info.Toolchain = toolchain(a.Builder)
+			}
 		} else {
-			vr := &voter{info: VoterInfo{Peer: id, Time: a.Time, Toolchain: toolchain(a.Builder), Class: a.Builder.Class(), Self: id == self, Trusted: trusted[id]}, addr: vote.Addr, vote: vote}
+			vr := &voter{info: VoterInfo{Peer: id, Time: a.Time, Toolchain: toolchain(a.Builder), Class: a.Builder.Class(), Builder: a.Builder, Self: id == self, Trusted: trusted[id]}, addr: vote.Addr, vote: vote, latest: a.Time}
 			if vote.Addr.IsValid() {
 				vr.info.Addr = vote.Addr.String()
 			}
@@ -661,7 +673,7 @@ func support(voters []VoterInfo, threshold int, without peer.ID) int {
 func disputeWeight(rival, target ContentTally, dispute int) int {
 	full, partial := 0, 0
 	for _, vi := range rival.Voters {
-		if !vi.Counted || !ofClasses(vi.Class, target) {
+		if !vi.Counted || !ofClasses(vi.Builder, target) {
 			continue
 		}
 		if vi.Weight >= FullWeight {
@@ -673,11 +685,11 @@ func disputeWeight(rival, target ContentTally, dispute int) int {
 	return full*FullWeight + min(partial, dispute*FullWeight-1)
 }
 
-// ofClasses reports whether a voter of class shares a build environment
-// with any counted voter of ct.
-func ofClasses(class string, ct ContentTally) bool {
+// ofClasses reports whether a voter of environment b shares a build
+// environment with any counted voter of ct.
+func ofClasses(b Builder, ct ContentTally) bool {
 	for _, vi := range ct.Voters {
-		if vi.Counted && (class == "" || vi.Class == "" || vi.Class == class) {
+		if vi.Counted && b.Compatible(vi.Builder) {
 			return true
 		}
 	}
@@ -688,7 +700,7 @@ func ofClasses(class string, ct ContentTally) bool {
 // build environment.
 func sharesClass(a, b ContentTally) bool {
 	for _, vi := range a.Voters {
-		if vi.Counted && ofClasses(vi.Class, b) {
+		if vi.Counted && ofClasses(vi.Builder, b) {
 			return true
 		}
 	}

@@ -3,6 +3,7 @@ package trust
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -181,5 +182,31 @@ func TestFreshAgreementEarns(t *testing.T) {
 		if vi.Peer == testPeer(t, 9) && (vi.Counted || !vi.Corroborated) {
 			t.Fatalf("fresh agreeing voter: counted %v corroborated %v, want not counted but corroborated", vi.Counted, vi.Corroborated)
 		}
+	}
+}
+
+// TestUnstatedFieldsMatchAny: an attester that could not state its
+// binutils (upgraded since the build) is of the same environment as one
+// that did, so their different contents dispute; and an attester's
+// newest attestation of a content says its environment.
+func TestUnstatedFieldsMatchAny(t *testing.T) {
+	bk := "unstated"
+	p := DefaultPolicy()
+	p.VouchedPeers = peersOf(t, 1, 2, 3, 4)
+	partial := Builder{GCC: gcc14.GCC, Libc: gcc14.Libc}
+	all := append(votesFor(t, bk, testContent("a"), gcc14, 0, 1, 2, 3), votesFor(t, bk, testContent("b"), partial, 0, 4)...)
+	if v := Evaluate(p, testCID(t, bk), all, nil, ""); v.Decision != Disputed {
+		t.Fatalf("gcc-14 quorum against a gcc-14 builder without binutils: %s by %s, want disputed", v.Decision, v.Rule)
+	}
+
+	// Peer 4 first stated gcc-14, then re-signed the same content with
+	// what it learned: gcc-13. Only the newest counts.
+	older := votesFor(t, bk, testContent("b"), gcc14, 0, 4)[0]
+	a := older.Att.Attestation
+	a.Builder, a.Time = gcc13, a.Time.Add(time.Hour)
+	newer := Vote{Att: signAs(t, 4, a)}
+	v := Evaluate(p, testCID(t, bk), append(votesFor(t, bk, testContent("a"), gcc14, 0, 1, 2, 3), older, newer), nil, "")
+	if v.Decision != Allowed {
+		t.Fatalf("a gcc-13 builder (re-signed from gcc-14) against a gcc-14 quorum: %s by %s, want allowed\n%s", v.Decision, v.Rule, v.Explain())
 	}
 }
