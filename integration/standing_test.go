@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
@@ -45,17 +47,16 @@ func TestSybilSwarmWeighsNothing(t *testing.T) {
 	for i := range swarmSize {
 		specs = append(specs, peerSpec{name: fmt.Sprintf("sybil-%d", i), sets: []string{fixtures.Backdoored}})
 	}
-	nodes := startNetwork(t, dir, specs)
+	nodes := startTogether(t, ctx, dir, specs)
 	builders, swarm := nodes[:3], nodes[3:]
 	vouched := peerIDs(builders)
-	open := startConsumer(t, ctx, dir, "open", nodes[0], func(c *config.Config) {
-		c.Trust.FreshWeight, c.Trust.VouchedPeers = 0, vouched
-	})
-	half := startConsumer(t, ctx, dir, "half", nodes[0], func(c *config.Config) {
-		c.Trust.FreshWeight, c.Trust.VouchedPeers = 50, vouched
-	})
-	alone := startConsumer(t, ctx, dir, "alone", nodes[0], func(c *config.Config) { c.Trust.FreshWeight = 0 })
-	closed := startConsumer(t, ctx, dir, "closed", nodes[0], nil) // testnet's closed network: fresh_weight 100
+	consumers := startTogether(t, ctx, dir, []peerSpec{
+		{name: "open", configure: func(c *config.Config) { c.Trust.FreshWeight, c.Trust.VouchedPeers = 0, vouched }},
+		{name: "half", configure: func(c *config.Config) { c.Trust.FreshWeight, c.Trust.VouchedPeers = 50, vouched }},
+		{name: "alone", configure: func(c *config.Config) { c.Trust.FreshWeight = 0 }},
+		{name: "closed"}, // testnet's closed network: fresh_weight 100
+	}, nodes[0])
+	open, half, alone, closed := consumers[0], consumers[1], consumers[2], consumers[3]
 
 	honest := honestContents(t, builders[0])
 	backdoor := backdoorContent(t, swarm[0])
@@ -148,19 +149,18 @@ func TestFreshTrollCannotDispute(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	nodes := startNetwork(t, dir, []peerSpec{
+	nodes := startTogether(t, ctx, dir, []peerSpec{
 		{name: "honest-a", sets: []string{fixtures.ReproGPKG1}},
 		{name: "honest-b", sets: []string{fixtures.ReproGPKG2}},
 		{name: "honest-c", sets: []string{fixtures.ReproXPAK1}},
 		{name: "troll", sets: []string{fixtures.Backdoored}},
 	})
 	builders, troll := nodes[:3], nodes[3]
-	open := startConsumer(t, ctx, dir, "open", nodes[0], func(c *config.Config) {
-		c.Trust.FreshWeight, c.Trust.VouchedPeers = 0, peerIDs(builders)
-	})
-	vouchesTroll := startConsumer(t, ctx, dir, "vouches-troll", nodes[0], func(c *config.Config) {
-		c.Trust.FreshWeight, c.Trust.VouchedPeers = 0, peerIDs(nodes)
-	})
+	consumers := startTogether(t, ctx, dir, []peerSpec{
+		{name: "open", configure: func(c *config.Config) { c.Trust.FreshWeight, c.Trust.VouchedPeers = 0, peerIDs(builders) }},
+		{name: "vouches-troll", configure: func(c *config.Config) { c.Trust.FreshWeight, c.Trust.VouchedPeers = 0, peerIDs(nodes) }},
+	}, nodes[0])
+	open, vouchesTroll := consumers[0], consumers[1]
 	honest := honestContents(t, builders[0])
 	trolled := backdoorContent(t, troll)
 
@@ -196,17 +196,46 @@ func TestFreshTrollCannotDispute(t *testing.T) {
 	}
 }
 
-// startConsumer starts a daemon that builds nothing, bootstrapping to
-// boot, with configure applied to testnet's closed-network config.
-func startConsumer(t *testing.T, ctx context.Context, dir, name string, boot *testnet.Node, configure func(*config.Config)) *testnet.Node {
+// startTogether starts a daemon per spec at once, each bootstrapping to
+// boot (or, without one, to the first, started before the others), and
+// stops them when the test ends. Started one after the other, a swarm
+// would take most of the test's time.
+func startTogether(t *testing.T, ctx context.Context, dir string, specs []peerSpec, boot ...*testnet.Node) []*testnet.Node {
 	t.Helper()
-	n, err := testnet.Start(ctx, testnet.NodeOptions{Name: name, Dir: dir, Bootstrap: []string{boot.Addr()},
-		Logger: testLogger(), Configure: configure})
-	if err != nil {
+	nodes := make([]*testnet.Node, len(specs))
+	start := func(i int, boot []string) error {
+		s := specs[i]
+		for _, set := range s.sets {
+			if _, err := fixtures.WritePKGDIR(set, filepath.Join(dir, s.name, "pkgdir")); err != nil {
+				return err
+			}
+		}
+		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: s.name, Dir: dir, Bootstrap: boot, Configure: s.configure, Logger: testLogger()})
+		nodes[i] = n
+		return err
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			if n != nil {
+				stopNode(t, n)
+			}
+		}
+	})
+	first := 0
+	if len(boot) == 0 {
+		if err := start(0, nil); err != nil {
+			t.Fatal(err)
+		}
+		boot, first = nodes[:1], 1
+	}
+	var g errgroup.Group
+	for i := first; i < len(specs); i++ {
+		g.Go(func() error { return start(i, []string{boot[0].Addr()}) })
+	}
+	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stopNode(t, n) })
-	return n
+	return nodes
 }
 
 // peerIDs are the nodes' peer ids as trust.vouched_peers takes them.
