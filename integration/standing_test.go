@@ -134,10 +134,7 @@ func TestSybilSwarmWeighsNothing(t *testing.T) {
 		}
 		return ""
 	})
-	waitGatewayNote(t, ctx, closed, 1, "")
-	if entries := gatewayIndex(t, ctx, closed); len(entries) != 1 || entries["app-misc/hello-1.0"].Fields == nil {
-		t.Errorf("closed gateway lists %v, want only app-misc/hello-1.0", entryNames(entries))
-	}
+	waitListed(t, ctx, closed, "app-misc/hello-1.0")
 }
 
 // TestFreshTrollCannotDispute: one fresh identity attests another content
@@ -190,10 +187,7 @@ func TestFreshTrollCannotDispute(t *testing.T) {
 		}
 		return ""
 	})
-	waitGatewayNote(t, ctx, vouchesTroll, 1, "")
-	if entries := gatewayIndex(t, ctx, vouchesTroll); len(entries) != 1 || entries["app-misc/hello-1.0"].Fields == nil {
-		t.Errorf("vouches-troll gateway lists %v, want only app-misc/hello-1.0", entryNames(entries))
-	}
+	waitListed(t, ctx, vouchesTroll, "app-misc/hello-1.0")
 }
 
 // startTogether starts a daemon per spec at once, each bootstrapping to
@@ -348,20 +342,22 @@ func voterLine(text string, id peer.ID) string {
 	return ""
 }
 
-// waitListed polls n's gateway until it lists every cpv, and returns its
-// index.
+// waitListed polls n's gateway until it lists exactly the cpvs, and
+// returns its index. The index follows the verdicts a moment after they
+// change, so an index that lists more is waited out; one that keeps
+// listing a build it must not list fails the test at the timeout.
 func waitListed(t *testing.T, ctx context.Context, n *testnet.Node, cpvs ...string) map[string]portagehook.Entry {
 	t.Helper()
+	slices.Sort(cpvs)
 	var entries map[string]portagehook.Entry
-	waitFor(t, fmt.Sprintf("%s's gateway to list %v", n.Name, cpvs), func() bool {
+	if err := testnet.WaitFor(ctx, waitTimeout, n.Name+"'s gateway listing", func() bool {
 		entries = gatewayIndex(t, ctx, n)
-		for _, cpv := range cpvs {
-			if entries[cpv].Fields == nil {
-				return false
-			}
-		}
-		return true
-	})
+		listed := entryNames(entries)
+		slices.Sort(listed)
+		return slices.Equal(listed, cpvs)
+	}); err != nil {
+		t.Fatalf("%s: gateway lists %v, want %v", n.Name, entryNames(entries), cpvs)
+	}
 	return entries
 }
 
