@@ -113,12 +113,14 @@ func TestSybilSwarmWeighsNothing(t *testing.T) {
 	if v.Decision == trust.Allowed || v.Rule != trust.RuleNoVotes {
 		t.Errorf("alone: layout %s (rule %s), want no counted votes\n%s", v.Decision, v.Rule, ex.Text)
 	}
-	checkVoters(t, "alone", ex, backdoor, swarm, func(vi trust.VoterInfo) string {
+	unvouched := func(vi trust.VoterInfo) string {
 		if vi.Counted || vi.Reason != trust.ReasonNoStanding {
 			return "want not counted: " + trust.ReasonNoStanding
 		}
 		return ""
-	})
+	}
+	checkVoters(t, "alone", ex, backdoor, swarm, unvouched)
+	checkVoters(t, "alone", ex, honest[layoutCPV], builders, unvouched)
 	waitGatewayNote(t, ctx, alone, 0, "nothing listed: 2 builds of this platform known, none allowed yet")
 
 	// Control, a closed network: every fresh identity weighs 1, and the
