@@ -72,8 +72,13 @@ func relabelAttack(t *testing.T, ctx context.Context) (victim *testnet.Node, bef
 	})
 	a, victim := nodes[0], nodes[2]
 	waitCatalog(t, victim, 4)
-	before = gatewayIndex(t, ctx, victim)
-	if _, ok := before["app-misc/hello-1.0"]; !ok {
+	// The listing follows the votes once their verdicts are evaluated,
+	// which may be a moment after the catalog holds them.
+	if err := testnet.WaitFor(ctx, waitTimeout, "the victim's gateway to list hello", func() bool {
+		before = gatewayIndex(t, ctx, victim)
+		_, ok := before["app-misc/hello-1.0"]
+		return ok
+	}); err != nil {
 		t.Fatalf("victim lists %v before the attack, want hello", entryNames(before))
 	}
 	honest := ownAttestations(t, a.Daemon.Store(), localByName(t, a, "app-misc/hello-1.0").BuildKey, a.Daemon.ID().String())[0]
