@@ -6,9 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -409,4 +411,61 @@ func TestStatusSaysWhyAFetchFailed(t *testing.T) {
 		t.Fatalf("status does not say why the fetch failed (%v)", err)
 	}
 	t.Logf("status: %s", st.LastFetchError)
+}
+
+// TestStallingProviderDoesNotStallFetch: a stranger that announces itself
+// as a provider of a build key and never answers the attest protocol
+// must not keep a victim from fetching the build from its honest holders
+// (each provider is asked at once, for a bounded time). Before that, the
+// victim asked providers one after another within one 30 s budget, and a
+// staller asked before the honest holders used it all: the fetch failed.
+func TestStallingProviderDoesNotStallFetch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	nodes := startTogether(t, ctx, t.TempDir(), []peerSpec{
+		{name: "honest-a", sets: []string{fixtures.ReproGPKG1}},
+		{name: "honest-b", sets: []string{fixtures.ReproGPKG2}},
+		{name: "victim", configure: func(c *config.Config) { c.Trust.Threshold = 2; c.Mode = config.ModeConsume }},
+	})
+	a, victim := nodes[0], nodes[2]
+	waitCatalog(t, victim, 4)
+	bk := localByName(t, a, layoutCPV).BuildKey
+
+	// Five stallers: asked one after another in the DHT's order, one of
+	// them comes before both honest holders (all but 1 in 21 orders) and
+	// takes the whole budget of the search for holders.
+	var stallers []peer.ID
+	for range 5 {
+		h := startAttacker(t, ctx)
+		h.Node.Host().SetStreamHandler(p2p.AttestProtocol, func(s network.Stream) {
+			<-ctx.Done() // hold the stream: never answer
+			_ = s.Reset()
+		})
+		for _, n := range []string{a.Addr(), victim.Addr()} {
+			if err := h.Connect(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.Node.Provide(mustDecodeCID(t, bk)); err != nil {
+			t.Fatal(err)
+		}
+		stallers = append(stallers, h.ID)
+	}
+	waitFor(t, "the victim to see the stallers as providers", func() bool {
+		ps, _ := victim.Daemon.Node().FindProviders(ctx, mustDecodeCID(t, bk), 32)
+		seen := 0
+		for _, p := range ps {
+			if slices.Contains(stallers, p.ID) {
+				seen++
+			}
+		}
+		return seen == len(stallers)
+	})
+	res, err := victim.Daemon.API().Fetch(ctx, api.FetchRequest{Query: layoutCPV})
+	if err != nil {
+		t.Fatalf("fetch with a stalling provider among the honest ones: %v", err)
+	}
+	if string(res.BuildKey) != bk {
+		t.Fatalf("fetched build %s, want %s", res.BuildKey, bk)
+	}
 }

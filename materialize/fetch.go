@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -168,6 +169,14 @@ func (mz *Materializer) Providers(ctx context.Context, buildKey keys.Build) (map
 	return files, err
 }
 
+// askTimeout bounds one provider's attest/1 answer when looking for
+// holders; holderGrace is how much longer the others get once one named
+// a file.
+const (
+	askTimeout  = 5 * time.Second
+	holderGrace = time.Second
+)
+
 // findHolders is Providers that also returns copies: providers of the
 // build key that attest no file of it themselves — peers serving a copy
 // they fetched (a mirror, or a share-mode peer's cache), or a builder
@@ -193,19 +202,48 @@ func (mz *Materializer) findHolders(ctx context.Context, buildKey keys.Build, as
 	if err != nil && len(provs) == 0 {
 		return nil, nil, fmt.Errorf("find providers of %s: %w", buildKey, err)
 	}
-	files = make(map[[32]byte][]peer.AddrInfo)
-	for _, p := range provs {
+	// Every provider is asked at once, each for at most askTimeout: a
+	// provider that never answers (a stranger that announced the key and
+	// stalls) must not hold the fetch up, and once one has named a file
+	// the others have holderGrace more to answer.
+	type answer struct {
+		blobs [][]byte
+		ok    bool
+	}
+	answers := make([]answer, len(provs))
+	actx, stop := context.WithCancel(fctx)
+	defer stop()
+	var (
+		wg       sync.WaitGroup
+		oneHeard sync.Once
+	)
+	for i, p := range provs {
 		if p.ID == mz.self {
 			continue
 		}
 		mz.net.RememberAddrs(p)
-		bs, err := mz.net.FetchAttestations(fctx, p.ID, key)
-		if err != nil {
-			mz.log.Debug("fetch attestations", "peer", p.ID.String(), "err", err)
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(actx, askTimeout)
+			defer cancel()
+			bs, err := mz.net.FetchAttestations(pctx, p.ID, key)
+			if err != nil {
+				mz.log.Debug("fetch attestations", "peer", p.ID.String(), "err", err)
+				return
+			}
+			answers[i] = answer{blobs: bs, ok: true}
+			if len(bs) > 0 {
+				oneHeard.Do(func() { time.AfterFunc(holderGrace, stop) })
+			}
+		})
+	}
+	wg.Wait()
+	files = make(map[[32]byte][]peer.AddrInfo)
+	for i, p := range provs {
+		if !answers[i].ok {
 			continue
 		}
 		attested := false
-		for _, b := range bs {
+		for _, b := range answers[i].blobs {
 			if votes.IsEndorsement(b) {
 				if _, err := mz.votes.IngestEndorsement(fctx, b, p.ID, false); err != nil {
 					mz.log.Debug("endorsement not kept", "peer", p.ID.String(), "err", err) // counted by votes
