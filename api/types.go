@@ -247,8 +247,13 @@ type PolicyView struct {
 	PGPKeys          []string `json:"pgp_keys"`
 	TrustedPeers     []string `json:"trusted_peers"`
 	BlockedPeers     []string `json:"blocked_peers"`
-	Overrides        []string `json:"overrides"`
-	Self             string   `json:"self"`
+	VouchedPeers     []string `json:"vouched_peers"`
+	// FreshWeight is trust.fresh_weight in percent; StandingDays
+	// trust.standing_days.
+	FreshWeight  int      `json:"fresh_weight"`
+	StandingDays int      `json:"standing_days"`
+	Overrides    []string `json:"overrides"`
+	Self         string   `json:"self"`
 }
 
 // Paths of the cache commands.

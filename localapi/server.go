@@ -546,7 +546,11 @@ func (srv *Server) PolicyView() api.PolicyView {
 	p := srv.votes.Policy()
 	v := api.PolicyView{Threshold: p.Threshold, Dispute: p.Dispute, RequireSigner: p.RequireSigner,
 		DistinctNetworks: p.DistinctNetworks, Self: srv.self.String(),
-		Signers: []string{}, PGPKeys: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, Overrides: []string{}}
+		Signers: []string{}, PGPKeys: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, Overrides: []string{},
+		FreshWeight: p.FreshWeight * 100 / trust.FullWeight, StandingDays: srv.votes.StandingDays()}
+	for _, id := range p.VouchedPeers {
+		v.VouchedPeers = append(v.VouchedPeers, id.String())
+	}
 	for _, s := range p.Signers {
 		v.Signers = append(v.Signers, hex.EncodeToString(s))
 	}

@@ -191,7 +191,9 @@ type Verdict struct {
 	Dispute          int  `json:"dispute"`
 	RequireSigner    bool `json:"require_signer"`
 	DistinctNetworks bool `json:"distinct_networks"`
-	// Tally has one entry per content id, most counted votes first.
+	// FreshWeight is Policy.FreshWeight, in thousandths.
+	FreshWeight int `json:"fresh_weight"`
+	// Tally has one entry per content id, heaviest first.
 	Tally []ContentTally `json:"tally"`
 	// Reasons are human sentences: the deciding one first, then notes on
 	// ignored votes and evidence.
@@ -204,7 +206,13 @@ type Verdict struct {
 // votes, blocked peers and peers with equivocation evidence for this build
 // key (given, or found among the votes) never count. Each peer counts once
 // per content. With DistinctNetworks, at most one attester per /24 or /48
-// counts per content. Own builds (self) count as one ordinary vote.
+// counts per content. Each counted vote has a weight, in thousandths:
+// FullWeight for this node, trusted and vouched peers, else the
+// attester's standing (Vote.Standing) or Policy.FreshWeight, whichever is
+// more; a vote of weight 0 is listed, not counted. A content's weight is
+// its full-weight voters' plus the others', which count together at most
+// threshold−1 (and just under one dispute), so attesters without full
+// standing never decide alone.
 //
 // Deciding, in order:
 //  1. Signer backing (a configured signer's endorsement, a PGP-verified GPKG,
@@ -212,9 +220,11 @@ type Verdict struct {
 //     wins over competing votes: the signer is the authority the user chose.
 //     Backing for two different contents is a dispute ("signer-conflict").
 //  2. Without backing, require_signer (or threshold 0) refuses.
-//  3. A content with ≥ Threshold counted votes is allowed unless another
-//     content has ≥ Dispute counted votes ("dispute"); two contents at the
-//     threshold are disputed too.
+//  3. A content of weight ≥ Threshold is allowed unless another content
+//     of a compatible build environment (Builder.Compatible) weighs ≥
+//     Dispute against it ("dispute"); two such contents at the threshold
+//     are disputed too. Contents of other environments are other builds:
+//     when several are allowed, the heaviest is.
 //  4. Otherwise the build key is unknown ("below-threshold", "no-votes").
 //
 // Contents that lose to an allowed content are marked Refused in the tally.
@@ -272,6 +282,7 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 		}
 	}
 	v.Threshold, v.Dispute, v.RequireSigner, v.DistinctNetworks = eff.Threshold, eff.Dispute, eff.RequireSigner, eff.DistinctNetworks
+	v.FreshWeight = p.FreshWeight
 
 	// 3. Equivocators for this build key: given evidence and the votes.
 	equivocators := make(map[peer.ID]bool)
@@ -453,6 +464,17 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 	})
 
 	decide(&v, eff)
+	unweighed := 0
+	for _, ct := range v.Tally {
+		for _, vi := range ct.Voters {
+			if vi.Reason == ReasonNoStanding {
+				unweighed++
+			}
+		}
+	}
+	if unweighed > 0 {
+		notes = append(notes, fmt.Sprintf("%d attester(s) without standing were not counted (trust.fresh_weight %d %%)", unweighed, p.FreshWeight*100/FullWeight))
+	}
 	v.Reasons = append(v.Reasons, notes...)
 	return v
 }
@@ -603,8 +625,14 @@ func decide(v *Verdict, eff Policy) {
 	if len(winners) > 0 && len(involved) == 0 {
 		i := winners[0] // the heaviest: the tally is sorted by weight
 		ct := v.Tally[i]
-		reason := fmt.Sprintf("content %s has weight %s from %d attester(s) (threshold %d) and no competitor of its build environment has %d",
-			ct.Content, Weight(ct.Weight), ct.Count, eff.Threshold, eff.Dispute)
+		heaviest := 0
+		for j := range v.Tally {
+			if j != i {
+				heaviest = max(heaviest, disputeWeight(v.Tally[j], ct, eff.Dispute))
+			}
+		}
+		reason := fmt.Sprintf("content %s has weight %s from %d attester(s) (threshold %d); the heaviest competitor of its build environment weighs %s as a dispute, under %d (attesters without full standing stay under one dispute together)",
+			ct.Content, Weight(ct.Weight), ct.Count, eff.Threshold, Weight(heaviest), eff.Dispute)
 		allow(i, RuleQuorum, reason)
 		for _, j := range winners[1:] {
 			v.Reasons = append(v.Reasons, fmt.Sprintf("content %s, from another build environment, reached the threshold too; the heavier one is served", v.Tally[j].Content))
@@ -809,8 +837,8 @@ func (v Verdict) Explain() string {
 	if v.Threshold == 0 {
 		threshold = "0 (signer only)"
 	}
-	fmt.Fprintf(&b, "policy: threshold %s, dispute %d, require signer %s, distinct networks %s\n",
-		threshold, v.Dispute, yesNo(v.RequireSigner), yesNo(v.DistinctNetworks))
+	fmt.Fprintf(&b, "policy: threshold %s, dispute %d, require signer %s, distinct networks %s, fresh keys weigh %d %%\n",
+		threshold, v.Dispute, yesNo(v.RequireSigner), yesNo(v.DistinctNetworks), v.FreshWeight*100/FullWeight)
 	if len(v.Tally) == 0 {
 		b.WriteString("no votes\n")
 	}

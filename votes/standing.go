@@ -173,3 +173,6 @@ func (vb *Book) StandingCounts() (established, earning int) {
 	}
 	return established, earning
 }
+
+// StandingDays is trust.standing_days as this book applies it.
+func (vb *Book) StandingDays() int { return vb.standing.days }

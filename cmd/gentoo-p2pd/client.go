@@ -338,8 +338,10 @@ func newTrustCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), p)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "threshold          %d distinct agreeing peers\n", p.Threshold)
-			fmt.Fprintf(w, "dispute            %d vote(s) for another content make a dispute\n", p.Dispute)
+			fmt.Fprintf(w, "threshold          %d: the weight of agreeing attesters (an established one weighs 1)\n", p.Threshold)
+			fmt.Fprintf(w, "dispute            %d: the weight for another content of the same build environment that makes a dispute\n", p.Dispute)
+			fmt.Fprintf(w, "fresh keys weigh   %d %% (fresh_weight); full standing after %d days of agreement\n", p.FreshWeight, p.StandingDays)
+			fmt.Fprintf(w, "vouched peers      %s\n", listOrNone(p.VouchedPeers))
 			fmt.Fprintf(w, "require signer     %t\n", p.RequireSigner)
 			fmt.Fprintf(w, "distinct networks  %t\n", p.DistinctNetworks)
 			fmt.Fprintf(w, "signers            %s\n", listOrNone(p.Signers))
