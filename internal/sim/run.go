@@ -226,6 +226,7 @@ type simPeer struct {
 type buildTruth struct {
 	platform int
 	honest   map[trust.ContentID][]int // content → honest attesters
+	fetched  map[trust.ContentID][]int // content → peers that fetched it
 	reached  bool                      // some content reached the threshold
 }
 
@@ -488,7 +489,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		peers[i].built[pkg] = version
 		bt := truth[bk]
 		if bt == nil {
-			bt = &buildTruth{platform: pp.Platform, honest: map[trust.ContentID][]int{}}
+			bt = &buildTruth{platform: pp.Platform, honest: map[trust.ContentID][]int{}, fetched: map[trust.ContentID][]int{}}
 			truth[bk] = bt
 		}
 		bt.honest[content] = append(bt.honest[content], i)
@@ -568,10 +569,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if bt == nil || b.Verdict.Content == nil || len(bt.honest[*b.Verdict.Content]) < m.Threshold {
 				res.FalseAccepts++
 			}
-			online := false
+			// The holders: the counted attesters, and the peers that
+			// fetched the build before (share mode, the default, serves
+			// fetched copies and provides them in the DHT).
+			var holders []int
 			for _, s := range b.Atts {
-				j, known := byID[s.Attester]
-				if !known || j == i || !peers[j].online {
+				if j, known := byID[s.Attester]; known {
+					holders = append(holders, j)
+				}
+			}
+			if bt != nil && b.Verdict.Content != nil {
+				holders = append(holders, bt.fetched[*b.Verdict.Content]...)
+			}
+			online := false
+			for _, j := range holders {
+				if j == i || !peers[j].online {
 					continue
 				}
 				online = true
@@ -603,6 +615,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if hit {
 			hits++
 			peers[i].built[pkg] = v
+			if bt != nil {
+				bt.fetched[*b.Verdict.Content] = append(bt.fetched[*b.Verdict.Content], i)
+			}
 			if o.Design == Interest {
 				// It holds the file now, and serves it and its votes.
 				return provide(i, bk)

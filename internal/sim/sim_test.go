@@ -99,7 +99,7 @@ func TestAdversaries(t *testing.T) {
 	// 80 peers, 30 packages, threshold 2: at this size threshold 3 is
 	// rarely reached on any platform within days.
 	m := DefaultModel(80)
-	m.Days, m.Packages, m.InstalledMean, m.RequestsPerDay, m.Threshold = 3, 30, 15, 3, 2
+	m.Days, m.Packages, m.InstalledMean, m.RequestsPerDay, m.Threshold = 4, 30, 15, 3, 2
 	run := func(a Adversary, fresh int) *Result {
 		t.Helper()
 		// Three signers per key (more than the threshold): past the threshold the number changes
