@@ -32,12 +32,18 @@ type standing struct {
 
 	mu      sync.Mutex
 	epoch   uint32
-	weights map[peer.ID]int
+	weights map[peer.ID]earned
 	// credited are the attesters credited in this epoch (in the ledger or
 	// pending), pending those not written yet.
 	credited  map[peer.ID]bool
 	pending   []peer.ID
 	lastFlush time.Time
+}
+
+// earned is an attester's weight in an epoch and the days it comes from.
+type earned struct {
+	weight int
+	days   uint32
 }
 
 func dayOf(t time.Time) uint32 { return uint32(t.Unix() / 86400) }
@@ -65,11 +71,11 @@ func (vb *Book) refreshStanding() error {
 	if err != nil {
 		return fmt.Errorf("standing ledger: %w", err)
 	}
-	weights := make(map[peer.ID]int, len(ledger))
+	weights := make(map[peer.ID]earned, len(ledger))
 	credited := map[peer.ID]bool{}
 	for id, rec := range ledger {
 		if w := st.weight(rec, epoch); w > 0 {
-			weights[peer.ID(id)] = w
+			weights[peer.ID(id)] = earned{weight: w, days: rec.DaysBefore(epoch)}
 		}
 		if rec.Last >= epoch {
 			credited[peer.ID(id)] = true
@@ -87,11 +93,11 @@ func (vb *Book) standingOf(id peer.ID) (int, string) {
 	st := &vb.standing
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	w := st.weights[id]
-	if w == 0 {
+	e := st.weights[id]
+	if e.weight == 0 {
 		return 0, ""
 	}
-	return w, fmt.Sprintf("agreed with established builds on %d day(s) of %d", w*st.days/trust.FullWeight, st.days)
+	return e.weight, fmt.Sprintf("agreed with established builds on %d day(s) of %d", e.days, st.days)
 }
 
 // credit records that the corroborated voters of an allowed verdict
@@ -164,8 +170,8 @@ func (vb *Book) StandingCounts() (established, earning int) {
 	st := &vb.standing
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, w := range st.weights {
-		if w >= trust.FullWeight {
+	for _, e := range st.weights {
+		if e.weight >= trust.FullWeight {
 			established++
 		} else {
 			earning++

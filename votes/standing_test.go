@@ -7,6 +7,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
@@ -90,5 +91,22 @@ func TestStandingIsEarnedByAgreeing(t *testing.T) {
 	}
 	if rec := ledger[string(newcomer.Attester)]; rec.Days != 3 {
 		t.Errorf("newcomer's ledger entry %+v, want 3 credited days", rec)
+	}
+}
+
+// One day of ninety weighs 11 thousandths and says so.
+func TestStandingSaysItsDays(t *testing.T) {
+	vb := joinBook(t, memnet.New(), false, nil)
+	_, id := mustKey(t)
+	today := dayOf(time.Now())
+	if err := vb.store.SetStanding(map[string]store.Standing{string(id): {First: today - 1, Last: today - 1, Days: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vb.refreshStanding(); err != nil {
+		t.Fatal(err)
+	}
+	w, from := vb.standingOf(id)
+	if w != trust.FullWeight/DefaultStandingDays || !strings.Contains(from, "1 day(s) of 90") {
+		t.Fatalf("one day of 90: weight %d from %q", w, from)
 	}
 }
