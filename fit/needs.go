@@ -99,28 +99,15 @@ func (s *Scanner) Needs() Needs { return s.needs }
 // with xpak.ReadFile already. Every image entry is validated as WalkImage
 // does, within lim.
 func NeedsOfFile(path string, lim xpak.Limits) (Needs, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return Needs{}, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Needs{}, err
-	}
-	payload, format, err := xpak.ImagePayload(f, st.Size())
-	if err != nil {
-		return Needs{}, fmt.Errorf("%s: %w", path, err)
-	}
 	var s Scanner
-	err = xpak.WalkImage(payload, format, lim, func(e xpak.ImageEntry, r io.Reader) error {
+	err := xpak.WalkImageFile(path, lim, func(e xpak.ImageEntry, r io.Reader) error {
 		if e.Type != xpak.TypeFile {
 			return nil
 		}
 		return s.Add(e.Name, r, e.Size)
 	})
 	if err != nil {
-		return Needs{}, fmt.Errorf("%s: %w", path, err)
+		return Needs{}, err
 	}
 	return s.Needs(), nil
 }

@@ -38,25 +38,12 @@ func (tf toolchainFacts) matches(b trust.Builder) bool {
 // what its bytes say of the toolchain (tc reads every regular file whole,
 // as the same stream goes by).
 func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit.Needs, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return fit.Needs{}, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fit.Needs{}, err
-	}
-	payload, format, err := xpak.ImagePayload(f, st.Size())
-	if err != nil {
-		return fit.Needs{}, fmt.Errorf("%s: %w", path, err)
-	}
 	var needs fit.Scanner
 	// The rest of each file goes to tc in large writes (io.Discard's own
 	// ReadFrom would cut it into 8 KiB ones).
 	buf := make([]byte, 64<<10)
 	discard := struct{ io.Writer }{io.Discard}
-	err = xpak.WalkImage(payload, format, lim, func(e xpak.ImageEntry, r io.Reader) error {
+	err := xpak.WalkImageFile(path, lim, func(e xpak.ImageEntry, r io.Reader) error {
 		if e.Type != xpak.TypeFile {
 			return nil
 		}
@@ -71,7 +58,7 @@ func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit
 		return w.Close()
 	})
 	if err != nil {
-		return fit.Needs{}, fmt.Errorf("%s: %w", path, err)
+		return fit.Needs{}, err
 	}
 	return needs.Needs(), nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -54,4 +55,26 @@ func ImagePayload(r io.ReaderAt, size int64) (io.Reader, Format, error) {
 		}
 	}
 	return nil, "", fmt.Errorf("%w: no image member", ErrMissingMember)
+}
+
+// WalkImageFile is WalkImage over the image of the binpkg (GPKG or XPAK)
+// at path; errors after opening name the path.
+func WalkImageFile(path string, lim Limits, fn func(ImageEntry, io.Reader) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	payload, format, err := ImagePayload(f, st.Size())
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := WalkImage(payload, format, lim, fn); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
