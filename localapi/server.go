@@ -184,16 +184,15 @@ func readJSON(r *http.Request, v any) error {
 // Status gathers the one-screen summary.
 func (srv *Server) Status(ctx context.Context) api.Status {
 	st := api.Status{
-		Version:   srv.version,
-		Mode:      string(srv.cfg.Mode),
-		PeerID:    srv.self.String(),
-		StartedAt: srv.started.UTC().Truncate(time.Second),
-		Platform:  srv.platform,
-		PKGDIR:    srv.cfg.Portage.PkgDir,
-		Threshold: srv.votes.Policy().Threshold,
-		Vouched:   len(srv.votes.Policy().VouchedPeers),
-		// Percent, as configured.
-		FreshWeight: srv.votes.Policy().FreshWeight * 100 / trust.FullWeight,
+		Version:     srv.version,
+		Mode:        string(srv.cfg.Mode),
+		PeerID:      srv.self.String(),
+		StartedAt:   srv.started.UTC().Truncate(time.Second),
+		Platform:    srv.platform,
+		PKGDIR:      srv.cfg.Portage.PkgDir,
+		Threshold:   srv.votes.Policy().Threshold,
+		Vouched:     len(srv.votes.Policy().VouchedPeers),
+		FreshWeight: trust.Weight(srv.votes.Policy().FreshWeight).Percent(),
 		GatewayURL:  srv.urls[0](),
 		MetricsURL:  srv.urls[1](),
 		Socket:      srv.cfg.API.Socket,
@@ -547,7 +546,7 @@ func (srv *Server) PolicyView() api.PolicyView {
 	v := api.PolicyView{Threshold: p.Threshold, Dispute: p.Dispute, RequireSigner: p.RequireSigner,
 		DistinctNetworks: p.DistinctNetworks, Self: srv.self.String(),
 		Signers: []string{}, PGPKeys: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, Overrides: []string{},
-		FreshWeight: p.FreshWeight * 100 / trust.FullWeight, StandingDays: srv.votes.StandingDays()}
+		FreshWeight: trust.Weight(p.FreshWeight).Percent(), StandingDays: srv.votes.StandingDays()}
 	for _, id := range p.VouchedPeers {
 		v.VouchedPeers = append(v.VouchedPeers, id.String())
 	}

@@ -473,7 +473,7 @@ func Evaluate(p Policy, buildKey keys.Build, votes []Vote, evidence []Equivocati
 		}
 	}
 	if unweighed > 0 {
-		notes = append(notes, fmt.Sprintf("%d attester(s) without standing were not counted (trust.fresh_weight %d %%)", unweighed, p.FreshWeight*100/FullWeight))
+		notes = append(notes, fmt.Sprintf("%d attester(s) without standing were not counted (trust.fresh_weight %d %%)", unweighed, Weight(p.FreshWeight).Percent()))
 	}
 	v.Reasons = append(v.Reasons, notes...)
 	return v
@@ -582,7 +582,7 @@ func decide(v *Verdict, eff Policy) {
 		v.Decision, v.Rule = Unknown, RuleBelowThreshold
 		best := v.Tally[0]
 		reason := fmt.Sprintf("no content reached the threshold: best is %s with weight %s of %d", best.Content, Weight(best.Weight), eff.Threshold)
-		if best.Count > 0 && best.Weight < need && established(best.Voters) == 0 && best.Count >= eff.Threshold {
+		if full, _ := weigh(best.Voters, func(VoterInfo) bool { return true }); full == 0 && best.Count >= eff.Threshold {
 			reason += " (attesters without full standing count at most threshold−1 together: an established attester must agree)"
 		}
 		v.Reasons = append(v.Reasons, reason)
@@ -669,6 +669,10 @@ func decide(v *Verdict, eff Policy) {
 // Weight renders thousandths as a decimal ("2.5").
 type Weight int
 
+// Percent is the weight in percent of FullWeight, as trust.fresh_weight
+// is configured.
+func (w Weight) Percent() int { return int(w) * 100 / FullWeight }
+
 func (w Weight) String() string {
 	s := fmt.Sprintf("%d.%03d", w/FullWeight, w%FullWeight)
 	return strings.TrimSuffix(strings.TrimRight(s, "0"), ".")
@@ -680,9 +684,15 @@ func (w Weight) String() string {
 // voter reach the threshold but never reach it by themselves, however
 // many identities they are.
 func support(voters []VoterInfo, threshold int, without peer.ID) int {
-	full, partial := 0, 0
+	full, partial := weigh(voters, func(vi VoterInfo) bool { return without == "" || vi.Peer != without })
+	return full*FullWeight + min(partial, max(0, threshold-1)*FullWeight)
+}
+
+// weigh sums the counted voters that keep selects: how many have full
+// weight, and the others' weight.
+func weigh(voters []VoterInfo, keep func(VoterInfo) bool) (full, partial int) {
 	for _, vi := range voters {
-		if !vi.Counted || vi.Peer == without && without != "" {
+		if !vi.Counted || !keep(vi) {
 			continue
 		}
 		if vi.Weight >= FullWeight {
@@ -691,7 +701,7 @@ func support(voters []VoterInfo, threshold int, without peer.ID) int {
 			partial += vi.Weight
 		}
 	}
-	return full*FullWeight + min(partial, max(0, threshold-1)*FullWeight)
+	return full, partial
 }
 
 // disputeWeight is what rival weighs against target: its counted voters
@@ -699,17 +709,7 @@ func support(voters []VoterInfo, threshold int, without peer.ID) int {
 // environment), where voters without full standing together stay below
 // one dispute — they cannot block a build by themselves either.
 func disputeWeight(rival, target ContentTally, dispute int) int {
-	full, partial := 0, 0
-	for _, vi := range rival.Voters {
-		if !vi.Counted || !ofClasses(vi.Builder, target) {
-			continue
-		}
-		if vi.Weight >= FullWeight {
-			full++
-		} else {
-			partial += vi.Weight
-		}
-	}
+	full, partial := weigh(rival.Voters, func(vi VoterInfo) bool { return ofClasses(vi.Builder, target) })
 	return full*FullWeight + min(partial, dispute*FullWeight-1)
 }
 
@@ -756,16 +756,6 @@ func sameClassContents(tally []ContentTally) int {
 	return most
 }
 
-// established counts the voters with full weight.
-func established(voters []VoterInfo) int {
-	n := 0
-	for _, vi := range voters {
-		if vi.Counted && vi.Weight >= FullWeight {
-			n++
-		}
-	}
-	return n
-}
 
 // markCorroborated flags the voters of an allowed content whose agreement
 // was not needed: the content would have been allowed without them. Only
@@ -838,7 +828,7 @@ func (v Verdict) Explain() string {
 		threshold = "0 (signer only)"
 	}
 	fmt.Fprintf(&b, "policy: threshold %s, dispute %d, require signer %s, distinct networks %s, fresh keys weigh %d %%\n",
-		threshold, v.Dispute, yesNo(v.RequireSigner), yesNo(v.DistinctNetworks), v.FreshWeight*100/FullWeight)
+		threshold, v.Dispute, yesNo(v.RequireSigner), yesNo(v.DistinctNetworks), Weight(v.FreshWeight).Percent())
 	if len(v.Tally) == 0 {
 		b.WriteString("no votes\n")
 	}
