@@ -62,7 +62,8 @@ func (s *Store) CreditAgreements(ids []string, day uint32) (dropped int, err err
 	}
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketStanding)
-		n := b.Stats().KeyN
+		// Counting the entries walks the bucket: only when one is new.
+		n := -1
 		dropped = 0
 		for _, id := range ids {
 			if id == "" {
@@ -74,10 +75,14 @@ func (s *Store) CreditAgreements(ids []string, day uint32) (dropped int, err err
 				continue // credited today already
 			case ok:
 				st.Last, st.Days = day, st.Days+1
-			case n >= MaxStandingEntries:
-				dropped++
-				continue
 			default:
+				if n < 0 {
+					n = b.Stats().KeyN
+				}
+				if n >= MaxStandingEntries {
+					dropped++
+					continue
+				}
 				st, n = Standing{First: day, Last: day, Days: 1}, n+1
 			}
 			if err := b.Put([]byte(id), st.encode()); err != nil {
