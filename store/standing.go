@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -21,7 +22,10 @@ var keyStandingEpoch = []byte("standing_epoch")
 // recorded keep earning) and CreditAgreements says how many it left out.
 const MaxStandingEntries = 1 << 20
 
-// Standing is one attester's record, in days since 1970-01-01 UTC.
+// DayOf is the ledger's day of t: days since 1970-01-01 UTC.
+func DayOf(t time.Time) uint32 { return uint32(t.Unix() / 86400) }
+
+// Standing is one attester's record, in days since 1970-01-01 UTC (DayOf).
 type Standing struct {
 	// First and Last are the first and last days it was credited.
 	First, Last uint32

@@ -46,8 +46,6 @@ type earned struct {
 	days   uint32
 }
 
-func dayOf(t time.Time) uint32 { return uint32(t.Unix() / 86400) }
-
 // weight is an attester's earned standing in thousandths.
 func (st *standing) weight(rec store.Standing, epoch uint32) int {
 	return min(trust.FullWeight, int(rec.DaysBefore(epoch))*trust.FullWeight/max(1, st.days))
@@ -57,7 +55,7 @@ func (st *standing) weight(rec store.Standing, epoch uint32) int {
 // first): pending credits are written, the ledger is read again.
 func (vb *Book) refreshStanding() error {
 	st := &vb.standing
-	day := dayOf(st.now())
+	day := store.DayOf(st.now())
 	st.mu.Lock()
 	current := st.weights != nil && st.epoch >= day
 	st.mu.Unlock()

@@ -80,7 +80,7 @@ func TestStandingIsEarnedByAgreeing(t *testing.T) {
 	if err := vb.FlushStanding(); err != nil {
 		t.Fatal(err)
 	}
-	_, ledger, err := vb.store.StandingEpoch(dayOf(now))
+	_, ledger, err := vb.store.StandingEpoch(store.DayOf(now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestStandingIsEarnedByAgreeing(t *testing.T) {
 func TestStandingSaysItsDays(t *testing.T) {
 	vb := joinBook(t, memnet.New(), false, nil)
 	_, id := mustKey(t)
-	today := dayOf(time.Now())
+	today := store.DayOf(time.Now())
 	if err := vb.store.SetStanding(map[string]store.Standing{string(id): {First: today - 1, Last: today - 1, Days: 1}}); err != nil {
 		t.Fatal(err)
 	}

@@ -791,7 +791,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // sleeperDays if the adversary is Sleeper. Every peer saw the same
 // history — for sleepers the worst case.
 func seedStanding(peers []*simPeer, attackerKeys []crypto.PrivKey, o Options, standingDays int, rng *rand.Rand) error {
-	today := uint32(time.Now().Unix() / 86400)
+	today := store.DayOf(time.Now())
 	record := func(days int) store.Standing {
 		return store.Standing{First: today - uint32(days), Last: today - 1, Days: uint32(days)}
 	}
