@@ -756,7 +756,6 @@ func sameClassContents(tally []ContentTally) int {
 	return most
 }
 
-
 // markCorroborated flags the voters of an allowed content whose agreement
 // was not needed: the content would have been allowed without them. Only
 // they earn standing from it, so a group cannot lift itself.
