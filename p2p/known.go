@@ -282,6 +282,14 @@ func (n *Node) isOurs(p peer.ID) bool {
 	return err == nil && len(ok) > 0
 }
 
+// unidentified reports whether identify has told nothing about p: every
+// libp2p node speaks at least identify itself, so an empty protocol list
+// means identify failed on every connection to p.
+func (n *Node) unidentified(p peer.ID) bool {
+	protos, err := n.host.Peerstore().GetProtocols(p)
+	return err == nil && len(protos) == 0
+}
+
 // peerCount is how many gentoo-p2pd nodes are connected.
 func (n *Node) peerCount() int {
 	k := 0
@@ -388,6 +396,16 @@ func (n *Node) dialAll(ctx context.Context, targets []peer.AddrInfo, atStart boo
 				} else {
 					n.log.Debug("known peer unreachable", "peer", ai.ID, "err", err)
 				}
+				return
+			}
+			if n.unidentified(ai.ID) {
+				// Connect waited for identify, which failed (a reset or a
+				// timeout on a loaded machine): the peer is connected but
+				// not known to speak our protocols, and this connection
+				// will never say so. Drop it, so the next dial starts a
+				// fresh one and identifies again.
+				n.log.Info("peer connected but not identified: dropping the connection to dial it afresh", "peer", ai.ID)
+				_ = n.host.Network().ClosePeer(ai.ID)
 				return
 			}
 			tag := "gentoo-p2p-known"

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
 
 // waitConnected blocks until n is connected to p, following n's
@@ -222,4 +223,34 @@ func TestOurPeersOutrankPublicDHTNodes(t *testing.T) {
 		info := a.host.ConnManager().GetTagInfo(b.ID())
 		return info != nil && info.Tags[ourPeerTag] > 5
 	})
+}
+
+// TestUnidentifiedPeerRedialled: when identify fails on the only
+// connection to a bootstrap peer, the node is connected yet sees nobody
+// speaking our protocols, and redialling a connected peer is a no-op. It
+// drops such a connection, so a later dial identifies afresh.
+func TestUnidentifiedPeerRedialled(t *testing.T) {
+	b := newTestNode(t, testConfig(t), Handlers{})
+	b.Host().RemoveStreamHandler(identify.ID) // every identify of b fails
+	acfg := testConfig(t, b.AddrInfo())
+	acfg.redialMin = 50 * time.Millisecond
+	acfg.redialMax = 200 * time.Millisecond
+	logs := newLockedBuffer()
+	acfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	a := newTestNode(t, acfg, Handlers{})
+	logs.waitFor(t, "peer connected but not identified", 20*time.Second)
+	logs.waitFor(t, "no peers: redialling 1 known peers", 20*time.Second)
+	if a.peerCount() != 0 {
+		t.Fatalf("a counts %d peers while b answers no identify", a.peerCount())
+	}
+	ids, err := identify.NewIDService(b.Host())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids.Start() // b answers identify again
+	t.Cleanup(func() { _ = ids.Close() })
+	logs.waitFor(t, "peers back", 20*time.Second)
+	if !a.isOurs(b.ID()) {
+		t.Fatal("b not identified as ours after the redial")
+	}
 }
