@@ -102,6 +102,7 @@ var (
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
 		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
 		bucketVoteVersions, bucketDerived, bucketStanding,
+		bucketDemand, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
 	}
 
 	keySchema = []byte("schema")
@@ -329,6 +330,7 @@ type Counts struct {
 	Leaves       int   `json:"leaves"`
 	Attestations int   `json:"attestations"`
 	Evidence     int   `json:"evidence"`
+	Demands      int   `json:"demands"`
 	CacheFiles   int   `json:"cache_files"`
 	CacheBytes   int64 `json:"cache_bytes"`
 }
@@ -341,6 +343,7 @@ func (s *Store) Counts() (Counts, error) {
 		c.Leaves = tx.Bucket(bucketLeaves).Stats().KeyN
 		c.Attestations = tx.Bucket(bucketAtt).Stats().KeyN
 		c.Evidence = tx.Bucket(bucketEv).Stats().KeyN
+		c.Demands = demandCount(tx)
 		c.CacheFiles = tx.Bucket(bucketCache).Stats().KeyN
 		return nil
 	})

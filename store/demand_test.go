@@ -1,0 +1,145 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+var demandEpoch = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+
+func demandRec(variant, attester string, minute int) DemandRecord {
+	return DemandRecord{
+		VariantKey: variant, Platform: "x86_64-pc-linux-gnu-0123456789abcdef", CPV: "app-misc/" + variant + "-1.0",
+		Attester: attester, Kind: "source", Time: demandEpoch.Add(time.Duration(minute) * time.Minute).Unix(),
+		ReceivedAt: demandEpoch, Blob: []byte(fmt.Sprintf("blob %s %s %d", variant, attester, minute)),
+	}
+}
+
+func mustPutDemand(t *testing.T, s *Store, r DemandRecord, lim DemandLimits) bool {
+	t.Helper()
+	added, err := s.PutDemand(r, lim)
+	if err != nil {
+		t.Fatalf("PutDemand(%s by %s): %v", r.VariantKey, r.Attester, err)
+	}
+	return added
+}
+
+func TestDemandOneVotePerIdentityAndVariant(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	lim := DemandLimits{PerAttester: 10, Total: 100}
+	if !mustPutDemand(t, s, demandRec("hello", "peerA", 1), lim) {
+		t.Fatal("first record not added")
+	}
+	// The same identity again, older or newer: still one wanter, the
+	// newer record kept.
+	if mustPutDemand(t, s, demandRec("hello", "peerA", 0), lim) {
+		t.Fatal("an older record replaced a newer one")
+	}
+	if !mustPutDemand(t, s, demandRec("hello", "peerA", 5), lim) {
+		t.Fatal("a newer record did not replace the older one")
+	}
+	mustPutDemand(t, s, demandRec("hello", "peerB", 2), lim)
+	mustPutDemand(t, s, demandRec("layout", "peerB", 3), lim)
+
+	got, err := s.DemandFor("hello", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Wanters != 2 || got.LastSeen != demandEpoch.Add(5*time.Minute) || string(got.Newest.Blob) != "blob hello peerA 5" {
+		t.Fatalf("hello: %+v", got)
+	}
+	tally, err := s.DemandByPlatform("x86_64-pc-linux-gnu-0123456789abcdef", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tally) != 2 || tally[0].VariantKey != "hello" || tally[0].Wanters != 2 || tally[1].VariantKey != "layout" || tally[1].Wanters != 1 {
+		t.Fatalf("tally %+v", tally)
+	}
+	if other, _ := s.DemandByPlatform("aarch64-unknown-linux-gnu-0000000000000000", time.Time{}); len(other) != 0 {
+		t.Fatalf("other platform: %+v", other)
+	}
+	// Past the horizon a record no longer counts, and pruning removes it.
+	since := demandEpoch.Add(4 * time.Minute)
+	if got, _ := s.DemandFor("hello", since); got.Wanters != 1 {
+		t.Fatalf("hello since minute 4: %d wanters", got.Wanters)
+	}
+	n, err := s.PruneDemand(since)
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d, %v; want 2", n, err)
+	}
+	if c, _ := s.Counts(); c.Demands != 1 {
+		t.Fatalf("%d records after pruning, want 1", c.Demands)
+	}
+}
+
+func TestDemandBoundPerIdentity(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	lim := DemandLimits{PerAttester: 3, Total: 100}
+	for i := range 3 {
+		mustPutDemand(t, s, demandRec(fmt.Sprintf("v%d", i), "sybil", 10+i), lim)
+	}
+	// A fourth variant evicts the attester's oldest, not anyone else's.
+	mustPutDemand(t, s, demandRec("honest", "peerA", 0), lim)
+	if !mustPutDemand(t, s, demandRec("v3", "sybil", 20), lim) {
+		t.Fatal("newer record refused")
+	}
+	if n, _ := s.DemandsBy("sybil"); n != 3 {
+		t.Fatalf("sybil holds %d records, cap 3", n)
+	}
+	if got, _ := s.DemandFor("v0", time.Time{}); got.Wanters != 0 {
+		t.Fatal("the oldest record was not evicted")
+	}
+	if got, _ := s.DemandFor("honest", time.Time{}); got.Wanters != 1 {
+		t.Fatal("another attester's record was evicted")
+	}
+	// A record older than all the attester holds is refused.
+	if _, err := s.PutDemand(demandRec("v9", "sybil", 1), lim); !errors.Is(err, ErrDemandFull) {
+		t.Fatalf("old record over the cap: %v", err)
+	}
+}
+
+func TestDemandBoundTotal(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	lim := DemandLimits{PerAttester: 10, Total: 4}
+	for i := range 4 {
+		mustPutDemand(t, s, demandRec("hello", fmt.Sprintf("peer%d", i), 10+i), lim)
+	}
+	// Past the total the oldest record of all goes.
+	mustPutDemand(t, s, demandRec("layout", "peer9", 30), lim)
+	if c, _ := s.Counts(); c.Demands != 4 {
+		t.Fatalf("%d records, cap 4", c.Demands)
+	}
+	if got, _ := s.DemandFor("hello", time.Time{}); got.Wanters != 3 || got.Kinds["source"] != 3 {
+		t.Fatalf("hello: %+v", got)
+	}
+	if n, _ := s.DemandsBy("peer0"); n != 0 {
+		t.Fatal("the oldest record (peer0's) was not evicted")
+	}
+	if _, err := s.PutDemand(demandRec("layout", "peer8", 0), lim); !errors.Is(err, ErrDemandFull) {
+		t.Fatalf("record older than all held: %v", err)
+	}
+	// The count survives a reopen.
+	dir := s.Dir()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	if n, err := s.DemandRecords(); err != nil || n != 4 {
+		t.Fatalf("after reopen: %d, %v", n, err)
+	}
+}
+
+func TestPutDemandRejectsInvalid(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	for name, r := range map[string]DemandRecord{
+		"no variant":   {Attester: "a", Platform: "p"},
+		"no attester":  {VariantKey: "v", Platform: "p"},
+		"NUL in field": {VariantKey: "v\x00w", Attester: "a", Platform: "p"},
+	} {
+		if _, err := s.PutDemand(r, DemandLimits{}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
