@@ -216,6 +216,10 @@ type LimitsConfig struct {
 	// PeerGossipRate is how many gossip messages per second one relaying
 	// peer may make this daemon verify (bursts of ten seconds' worth).
 	PeerGossipRate int `toml:"peer_gossip_rate" mapstructure:"peer_gossip_rate"`
+	// PeerDemands and Demands bound the demand records (usage votes) kept,
+	// per identity and in total; past them the oldest go.
+	PeerDemands int `toml:"peer_demands" mapstructure:"peer_demands"`
+	Demands     int `toml:"demands" mapstructure:"demands"`
 }
 
 // Built-in defaults that do not depend on the environment.
@@ -282,7 +286,8 @@ func baseDefaults(d dirs) *Config {
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
-			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50, AttestationBytes: 1 << 30},
+			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50, AttestationBytes: 1 << 30,
+			PeerDemands: 1024, Demands: 65536},
 	}
 	return c
 }

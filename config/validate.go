@@ -194,6 +194,12 @@ func (c *Config) Validate() error {
 	if c.Limits.PeerGossipRate < 1 {
 		bad("limits.peer_gossip_rate", "must be ≥ 1, got %d", c.Limits.PeerGossipRate)
 	}
+	if c.Limits.PeerDemands < 1 {
+		bad("limits.peer_demands", "must be ≥ 1, got %d", c.Limits.PeerDemands)
+	}
+	if c.Limits.Demands < c.Limits.PeerDemands {
+		bad("limits.demands", "must be ≥ limits.peer_demands (%d), got %d", c.Limits.PeerDemands, c.Limits.Demands)
+	}
 	if c.Limits.Requests < c.Limits.PeerRequests {
 		bad("limits.requests", "must be ≥ limits.peer_requests (%d), got %d", c.Limits.PeerRequests, c.Limits.Requests)
 	}

@@ -449,7 +449,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 // listings and the local API read from all three.
 func (d *Daemon) wire(node *p2p.Node) {
 	d.votes = votes.New(votes.Options{
-		Store: d.store, Policy: d.policy, Self: d.self, Platform: d.platform,
+		Store: d.store, Policy: d.policy, Self: d.self, Key: d.key, Platform: d.platform,
 		Limits: d.cfg.Limits, Files: d.limits, Installed: d.installed, Net: node,
 		StandingDays: d.cfg.Trust.StandingDays, Logger: d.log, Registry: d.reg,
 	})

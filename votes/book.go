@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
@@ -38,6 +39,9 @@ type Options struct {
 	// Self is this daemon's peer id: its own records are exempt from the
 	// budgets and never taken back from the network.
 	Self peer.ID
+	// Key is this daemon's peer key: it signs the daemon's own demand
+	// records (RecordDemand). Nil refuses to record demand.
+	Key crypto.PrivKey
 	// Platform is the catalog this daemon syncs from its peers.
 	Platform string
 	Limits   config.LimitsConfig
@@ -64,6 +68,7 @@ type Book struct {
 	store     *store.Store
 	policy    trust.Policy
 	self      peer.ID
+	key       crypto.PrivKey
 	platform  string
 	limits    config.LimitsConfig
 	files     xpak.Limits
@@ -81,6 +86,11 @@ type Book struct {
 	// ignored before any signature check, so one identity's share of the
 	// CPU is bounded whatever it sends.
 	gossipRates *wire.PeerRates
+	// demandRates bounds the demand records per second each identity
+	// makes this daemon store (demandRate); demandPruned is when demand
+	// past the horizon was last pruned (Unix seconds).
+	demandRates  *wire.PeerRates
+	demandPruned atomic.Int64
 	// flooders are attesters that recently overflowed their storage
 	// budget: their new records are stored but not relayed.
 	flooders flooders
@@ -102,7 +112,7 @@ type Book struct {
 // New makes a Book; it touches neither the store nor the network.
 func New(o Options) *Book {
 	vb := &Book{
-		store: o.Store, policy: o.Policy, self: o.Self, platform: o.Platform,
+		store: o.Store, policy: o.Policy, self: o.Self, key: o.Key, platform: o.Platform,
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
 		log: o.Logger, metrics: newMetrics(o.Registry),
 		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, syncTick: 2 * time.Second,
@@ -122,6 +132,7 @@ func New(o Options) *Book {
 		vb.installed = func() map[string]bool { return nil }
 	}
 	vb.gossipRates = wire.NewPeerRates(rate.Limit(o.Limits.PeerGossipRate), max(1, o.Limits.PeerGossipRate*10))
+	vb.demandRates = wire.NewPeerRates(demandRate, demandBurst)
 	return vb
 }
 

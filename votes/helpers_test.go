@@ -51,7 +51,7 @@ func joinBook(t testing.TB, net *memnet.Network, serve bool, configure func(*con
 	key, self := mustKey(t)
 	node := net.Join(self)
 	vb := New(Options{
-		Store: st, Policy: policy, Self: self, Platform: testPlatform.Platform(),
+		Store: st, Policy: policy, Self: self, Key: key, Platform: testPlatform.Platform(),
 		Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node,
 	})
 	if serve {

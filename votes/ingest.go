@@ -19,8 +19,9 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
-// Gossip messages carry one tag byte so attestations and equivocation
-// proofs share a platform topic.
+// Gossip messages carry one tag byte so attestations, equivocation
+// proofs, endorsements (gossipTagEndorsement) and demand records
+// (gossipTagDemand) share a platform topic.
 const (
 	gossipTagAttestation = 'a'
 	gossipTagEvidence    = 'e'
@@ -436,6 +437,8 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 	case gossipTagEndorsement:
 		_, err := vb.IngestEndorsement(ctx, msg[1:], relay, false)
 		return err
+	case gossipTagDemand:
+		return vb.ingestDemand(msg[1:], relay, platform)
 	default:
 		return fmt.Errorf("unknown gossip message type %q", msg[0])
 	}

@@ -87,7 +87,7 @@ func NewPeer(t testing.TB, net *memnet.Network, opts ...PeerOption) *Peer {
 	}
 	p.Node = net.Join(p.ID)
 	p.Book = votes.New(votes.Options{
-		Store: p.Store, Policy: o.policy, Self: p.ID, Platform: p.Platform,
+		Store: p.Store, Policy: o.policy, Self: p.ID, Key: p.Key, Platform: p.Platform,
 		Limits: config.Defaults().Limits, Files: xpak.DefaultLimits(), Net: p.Node,
 	})
 	p.Node.Serve(p2p.Handlers{Attestations: p.Book.ServeAttestations, Catalog: p.Book.ServeCatalog, OnGossip: p.Book.OnGossip})

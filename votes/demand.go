@@ -1,0 +1,241 @@
+package votes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+)
+
+// gossipTagDemand marks a signed demand record on a platform topic.
+const gossipTagDemand = 'd'
+
+// DemandHorizon is how long a demand record counts: a peer that stopped
+// using a variant a month ago no longer asks builders for it.
+const DemandHorizon = 30 * 24 * time.Hour
+
+// Per-identity demand gossip rate: beyond the per-relay gossip rate, one
+// identity's demand records are verified and stored at most this often
+// (an `emerge @world` of binaries bursts; a Sybil identity gains nothing
+// from a faster stream than its storage share anyway).
+const (
+	demandRate  = 1   // records per second, sustained
+	demandBurst = 300 // records at once
+)
+
+// pruneDemandEvery is how often stored demand past the horizon is pruned.
+const pruneDemandEvery = time.Hour
+
+// ErrNoKey means the Book was made without this daemon's key, so it cannot
+// sign its own demand records.
+var ErrNoKey = errors.New("votes: no peer key to sign with")
+
+// bindDemandDescriptor is trust's DemandBinder: the descriptor must yield
+// the demand's variant key, cpv and platform, and must not still say
+// "native" (its variant would name other code on every CPU).
+func bindDemandDescriptor(raw json.RawMessage) (keys.Variant, string, string, error) {
+	var desc identity.Descriptor
+	if err := json.Unmarshal(raw, &desc); err != nil {
+		return "", "", "", err
+	}
+	if err := refuseNativeFlags(desc); err != nil {
+		return "", "", "", err
+	}
+	return desc.VariantKey(), desc.CPV, desc.Platform(), nil
+}
+
+// demandLimits are the store's bounds for a record by attester: this
+// daemon's own records are exempt from the per-identity share.
+func (vb *Book) demandLimits(attester peer.ID) store.DemandLimits {
+	lim := store.DemandLimits{PerAttester: vb.limits.PeerDemands, Total: vb.limits.Demands}
+	if attester == vb.self {
+		lim.PerAttester = 0
+	}
+	return lim
+}
+
+// RecordDemand signs this daemon's demand for desc's variant with its
+// peer key, stores it and gossips it on the variant's platform topic. The
+// descriptor's linked libraries (SlotDeps, Requires) are left out: the
+// variant key does not cover them. A descriptor whose flags still say
+// "native" is refused; resolve it first (identity.Descriptor.ResolveNative).
+// A record older than one this daemon already holds for the variant is
+// not stored again, and nil is returned with it.
+func (vb *Book) RecordDemand(ctx context.Context, desc identity.Descriptor, kind trust.DemandKind) (*trust.SignedDemand, error) {
+	if vb.key == nil {
+		return nil, ErrNoKey
+	}
+	if err := refuseNativeFlags(desc); err != nil {
+		return nil, err
+	}
+	desc.SlotDeps, desc.Requires = nil, nil
+	raw, err := json.Marshal(desc)
+	if err != nil {
+		return nil, err
+	}
+	s, err := trust.SignDemand(trust.Demand{
+		VariantKey: desc.VariantKey(), CPV: desc.CPV, Platform: desc.Platform(),
+		Descriptor: raw, Kind: kind, Time: vb.standing.now(),
+	}, vb.key)
+	if err != nil {
+		return nil, err
+	}
+	vb.pruneDemand()
+	added, err := vb.store.PutDemand(demandRecord(s), vb.demandLimits(vb.self))
+	if err != nil || !added {
+		return s, err
+	}
+	if vb.net != nil {
+		if err := vb.net.JoinPlatform(s.Demand.Platform); err == nil {
+			err = vb.net.Publish(ctx, s.Demand.Platform, append([]byte{gossipTagDemand}, s.Marshal()...))
+			if err != nil {
+				vb.log.Debug("gossip demand", "variant_key", s.Demand.VariantKey, "err", err) // stored; counted here, peers miss it
+			}
+		}
+	}
+	return s, nil
+}
+
+func demandRecord(s *trust.SignedDemand) store.DemandRecord {
+	d := s.Demand
+	return store.DemandRecord{
+		VariantKey: string(d.VariantKey), Platform: d.Platform, CPV: d.CPV, Attester: s.Attester.String(),
+		Kind: string(d.Kind), Time: d.Time.Unix(), ReceivedAt: time.Now().UTC(), Blob: s.Marshal(),
+	}
+}
+
+// ingestDemand checks a demand record gossiped on topic and stores it.
+// Invalid records (bad signature, descriptor not binding the variant key,
+// wrong topic, dated in the future) are errors that penalise the relay;
+// valid records over a bound are wire.ErrGossipIgnore.
+func (vb *Book) ingestDemand(blob []byte, relay peer.ID, topic string) error {
+	s, err := trust.DecodeDemand(blob)
+	if err == nil {
+		err = s.Demand.Bind(bindDemandDescriptor)
+	}
+	if err == nil && s.Demand.Platform != topic {
+		err = fmt.Errorf("demand for platform %s gossiped on topic %s", s.Demand.Platform, topic)
+	}
+	if err == nil && s.Demand.Time.After(vb.standing.now().Add(24*time.Hour)) {
+		err = fmt.Errorf("demand dated %s, in the future", s.Demand.Time.Format(time.RFC3339))
+	}
+	if err != nil {
+		vb.reject("demand", relay, err)
+		return fmt.Errorf("%w: demand: %w", errRejected, err)
+	}
+	d := s.Demand
+	switch {
+	case s.Attester == vb.self:
+		return fmt.Errorf("%w: own demand echoed", wire.ErrGossipIgnore)
+	case slices.Contains(vb.policy.BlockedPeers, s.Attester):
+		return fmt.Errorf("%w: demand by blocked peer %s", wire.ErrGossipIgnore, s.Attester)
+	case d.Time.Before(vb.standing.now().Add(-DemandHorizon)):
+		return fmt.Errorf("%w: demand by %s dated %s, past the horizon", wire.ErrGossipIgnore, s.Attester, d.Time.Format(time.RFC3339))
+	case !vb.demandRates.Allow(s.Attester):
+		return fmt.Errorf("%w: %s sends more than %d demand records per second", wire.ErrGossipIgnore, s.Attester, demandRate)
+	}
+	vb.pruneDemand()
+	added, err := vb.store.PutDemand(demandRecord(s), vb.demandLimits(s.Attester))
+	switch {
+	case errors.Is(err, store.ErrDemandFull):
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
+	case err != nil:
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err) // this daemon failed to store it; the relay did nothing wrong
+	case !added:
+		return fmt.Errorf("%w: a newer demand by %s for %s is held", wire.ErrGossipIgnore, s.Attester, d.VariantKey)
+	}
+	return nil
+}
+
+// pruneDemand deletes demand past the horizon, at most once per
+// pruneDemandEvery.
+func (vb *Book) pruneDemand() {
+	now := vb.standing.now()
+	last := vb.demandPruned.Load()
+	if last != 0 && now.Sub(time.Unix(last, 0)) < pruneDemandEvery || !vb.demandPruned.CompareAndSwap(last, now.Unix()) {
+		return
+	}
+	if n, err := vb.store.PruneDemand(now.Add(-DemandHorizon)); err != nil {
+		vb.log.Warn("prune demand", "err", err)
+	} else if n > 0 {
+		vb.log.Debug("pruned demand past the horizon", "records", n)
+	}
+}
+
+// Want is one variant peers want on a platform: what to build and how
+// many distinct identities asked for it.
+type Want struct {
+	// Variant is the variant key.
+	Variant keys.Variant
+	// CPV is category/package-version.
+	CPV string
+	// USE is the enabled USE flags (limited to IUSE_EFFECTIVE, sorted).
+	USE []string
+	// Platform is the gossip platform (CHOST and flags).
+	Platform string
+	// Descriptor is what to build: the ebuild (EbuildDigest, the SHA-256
+	// of the .ebuild; Eclasses with their md5-cache digests), USE, CHOST
+	// and flags, as the newest demand states them (without SlotDeps or
+	// Requires: the variant key does not cover them).
+	Descriptor identity.Descriptor
+	// Wanters is how many distinct identities want it (records signed
+	// within DemandHorizon).
+	Wanters int
+	// Kinds counts the wanters by how the want arose.
+	Kinds map[trust.DemandKind]int
+	// LastSeen is when it was last wanted (the newest record's time).
+	LastSeen time.Time
+}
+
+// Wanted lists the variants wanted on platform, most wanters first (then
+// most recently wanted), at most n of them (all when n ≤ 0). Demand never
+// affects a verdict; this is for builders choosing what to spend CPU on.
+func (vb *Book) Wanted(platform string, n int) ([]Want, error) {
+	counts, err := vb.store.DemandByPlatform(platform, vb.standing.now().Add(-DemandHorizon))
+	if err != nil {
+		return nil, err
+	}
+	out := []Want{}
+	for _, c := range counts {
+		if n > 0 && len(out) >= n {
+			break
+		}
+		s, err := trust.DecodeDemand(c.Newest.Blob)
+		if err != nil {
+			return nil, fmt.Errorf("demand record for %s: %w", c.VariantKey, err)
+		}
+		var desc identity.Descriptor
+		if err := json.Unmarshal(s.Demand.Descriptor, &desc); err != nil {
+			return nil, fmt.Errorf("demand record for %s: %w", c.VariantKey, err)
+		}
+		w := Want{
+			Variant: keys.Variant(c.VariantKey), CPV: c.CPV, USE: desc.USE, Platform: c.Platform,
+			Descriptor: desc, Wanters: c.Wanters, Kinds: map[trust.DemandKind]int{}, LastSeen: c.LastSeen,
+		}
+		for k, v := range c.Kinds {
+			w.Kinds[trust.DemandKind(k)] = v
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// WantCount is how many distinct identities want variant v (records
+// signed within DemandHorizon); 0 when none, or when the store fails.
+func (vb *Book) WantCount(v keys.Variant) int {
+	c, err := vb.store.DemandFor(string(v), vb.standing.now().Add(-DemandHorizon))
+	if err != nil {
+		return 0
+	}
+	return c.Wanters
+}
