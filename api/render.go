@@ -49,6 +49,7 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 		p("last failed fetch", "%s ago: %s", durationText(now.Sub(s.LastFetchErrorAt)), s.LastFetchError)
 	}
 	p("saved", "%s of binpkgs portage did not compile; %d binary install%s reported by the hook", bytesText(s.BytesSaved), s.Installs, plural(int(s.Installs)))
+	p("demand", "%d demand record%s held (variants peers and this machine use)", s.Demands, plural(s.Demands))
 	if s.CacheLimit > 0 {
 		p("cache", "%s of %s", bytesText(s.CacheBytes), bytesText(s.CacheLimit))
 	}

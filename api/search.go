@@ -1,6 +1,10 @@
 package api
 
-import "github.com/gentoo-p2p/gentoo-p2pd/keys"
+import (
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
+)
 
 // PathSearch answers `search TERM`.
 const PathSearch = "/api/v0/search"
@@ -18,6 +22,20 @@ type SearchResult struct {
 	Errors []string `json:"errors,omitempty"`
 	// Why is set when nothing matched: what the peers asked hold instead.
 	Why *NothingFound `json:"why,omitempty"`
+	// Wanted are the variants matching the term that peers want (demand
+	// records) and no listed build is of: what builders could build.
+	Wanted []WantedVariant `json:"wanted,omitempty"`
+}
+
+// WantedVariant is one variant of this platform that peers want.
+type WantedVariant struct {
+	CPV        string       `json:"cpv"`
+	VariantKey keys.Variant `json:"variant_key"`
+	USE        []string     `json:"use"`
+	// Wanters counts the distinct peers that want it (demand signed
+	// within the last 30 days).
+	Wanters  int       `json:"wanters"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // SearchLimit bounds the builds one search lists (each costs a DHT lookup).
@@ -38,6 +56,10 @@ type SearchBuild struct {
 	Weight int `json:"weight"`
 	// Builders counts every distinct attester, whatever content it names.
 	Builders int `json:"builders"`
+	// VariantKey is the build's variant; Wanted counts the distinct peers
+	// whose demand (usage vote, signed within the last 30 days) names it.
+	VariantKey keys.Variant `json:"variant_key,omitempty"`
+	Wanted     int          `json:"wanted"`
 	// Holders counts the other peers the DHT names as serving a copy (this
 	// machine's own copy is in Here), or -1 when
 	// the lookup failed; FetchedCopies those of them that did not attest

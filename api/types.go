@@ -56,6 +56,9 @@ type Status struct {
 	// Installs counts the binary installs the bashrc hook reported
 	// (announce --installed): this machine's own count, seen by no peer.
 	Installs int64 `json:"installs"`
+	// Demands counts the demand records (usage votes: variants peers
+	// want) held here, this daemon's own included.
+	Demands int `json:"demands"`
 	// LastFetchError says why the most recent failed fetch failed (disk
 	// full, no provider, every provider bad …), and when.
 	LastFetchError   string    `json:"last_fetch_error,omitempty"`
@@ -117,6 +120,9 @@ type FoundBuild struct {
 	Providers    []string          `json:"providers"`
 	Attestations []AttestationInfo `json:"attestations"`
 	Verdict      string            `json:"verdict,omitempty"`
+	// Wanted counts the distinct peers whose demand (usage vote, signed
+	// within the last 30 days) names this build's variant.
+	Wanted int `json:"wanted"`
 }
 
 // AttestationInfo is the readable part of a verified attestation.
@@ -137,7 +143,9 @@ type AttestationInfo struct {
 // call) instead of waiting for the PKGDIR watcher.
 type AnnounceRequest struct {
 	Path string `json:"path,omitempty"`
-	// Installed reports a binary install of CPV (it increments the store's installs counter), not a build.
+	// Installed reports a binary install of CPV, not a build: it
+	// increments the store's installs counter and records demand for the
+	// installed variant (read from the vdb).
 	Installed string `json:"installed,omitempty"`
 }
 
@@ -149,7 +157,10 @@ type AnnounceResult struct {
 	VariantKey keys.Variant `json:"variant_key,omitempty"`
 	Content    string       `json:"content,omitempty"`
 	Provided   bool         `json:"provided"`
-	Note       string       `json:"note,omitempty"`
+	// DemandRecorded says this daemon's demand (usage vote) for the
+	// variant was signed, stored and gossiped.
+	DemandRecorded bool   `json:"demand_recorded,omitempty"`
+	Note           string `json:"note,omitempty"`
 }
 
 // FetchRequest asks the daemon to fetch the Allowed build for a build key

@@ -475,6 +475,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 		Self: d.self, Platform: d.platform, PlatformSettings: platformSettings(d.cfg.Portage, d.expand),
 		Config: d.cfg, Version: Version, Started: d.started,
 		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL, Discovery: d.discovery,
+		VDB: d.vdb, MD5Cache: d.md5cache, ExpandNative: d.expand, Files: d.limits,
 	}
 	if d.gwKey != nil {
 		d.listings = binhost.New(binhost.Options{

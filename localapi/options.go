@@ -1,6 +1,7 @@
 package localapi
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -11,12 +12,14 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/materialize"
 	"github.com/gentoo-p2p/gentoo-p2pd/own"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 // Network is what status and peers read of the peer-to-peer network, and
@@ -62,6 +65,18 @@ type Options struct {
 	// NotListed says why the gateway's last index left an allowed build
 	// out (it does not fit this machine …); nil when the gateway is off.
 	NotListed func(keys.Build) (reason string, ok bool)
+	// VDB is portage's installed-package database ("" means
+	// /var/db/pkg): announce derives the variant an install or a build
+	// without a binpkg wants from its entry there.
+	VDB string
+	// MD5Cache resolves eclass digests of those descriptors (nil: none).
+	MD5Cache *identity.MD5Cache
+	// ExpandNative resolves -march=native and friends as this machine's
+	// gcc does; nil leaves demand with native flags unrecorded.
+	ExpandNative func(flag string) (string, error)
+	// Files bounds the metadata read from the vdb and from binpkgs
+	// (zero: xpak.DefaultLimits).
+	Files xpak.Limits
 }
 
 // Server answers the local API.
@@ -83,15 +98,23 @@ type Server struct {
 	notListed func(keys.Build) (string, bool)
 	discovery func() string
 	listing   func(ctx context.Context) (int, string)
+	vdb       string
+	md5cache  *identity.MD5Cache
+	expand    func(flag string) (string, error)
+	files     xpak.Limits
 }
 
 // New makes a Server.
 func New(o Options) *Server {
+	if o.Files == (xpak.Limits{}) {
+		o.Files = xpak.DefaultLimits()
+	}
 	return &Server{
 		store: o.Store, votes: o.Votes, own: o.Own, mz: o.Materialize, net: o.Net,
 		self: o.Self, platform: o.Platform, settings: o.PlatformSettings, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
 		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
-		listing: o.GatewayListing,
+		listing: o.GatewayListing, vdb: cmp.Or(o.VDB, "/var/db/pkg"), md5cache: o.MD5Cache, expand: o.ExpandNative,
+		files: o.Files,
 	}
 }

@@ -231,12 +231,39 @@ func (srv *Server) Search(ctx context.Context, term string) (api.SearchResult, e
 			res.Builds = append(res.Builds, b)
 		}
 	}
+	res.Wanted = srv.wantedMatching(term, res.Builds)
 	if len(res.Builds) == 0 {
 		res.Why = srv.nothingFound(ctx, term)
 		return res, nil
 	}
 	srv.countHolders(ctx, res.Builds, voters)
 	return res, nil
+}
+
+// wantedMatching lists the variants of this platform matching term that
+// peers want and none of builds is of, most wanted first, at most
+// api.SearchLimit.
+func (srv *Server) wantedMatching(term string, builds []api.SearchBuild) []api.WantedVariant {
+	wants, err := srv.votes.Wanted(srv.platform, 0)
+	if err != nil {
+		return nil
+	}
+	listed := map[keys.Variant]bool{}
+	for _, b := range builds {
+		listed[b.VariantKey] = true
+	}
+	match := matcher(term)
+	var out []api.WantedVariant
+	for _, w := range wants {
+		if listed[w.Variant] || !match(w.CPV) {
+			continue
+		}
+		if len(out) == api.SearchLimit {
+			break
+		}
+		out = append(out, api.WantedVariant{CPV: w.CPV, VariantKey: w.Variant, USE: w.USE, Wanters: w.Wanters, LastSeen: w.LastSeen})
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -266,6 +293,10 @@ func (srv *Server) searchBuild(cpv string, bk keys.Build, attesters []string) ap
 	}
 	if lps, _ := srv.store.LocalByBuildKey(string(bk)); len(lps) > 0 {
 		b.Here = "built here"
+	}
+	if recs, _ := srv.store.AttestationsFor(string(bk)); len(recs) > 0 {
+		b.VariantKey = keys.Variant(recs[0].VariantKey)
+		b.Wanted = srv.votes.WantCount(b.VariantKey)
 	}
 	return b
 }

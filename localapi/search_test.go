@@ -2,13 +2,16 @@ package localapi
 
 import (
 	"context"
+	"encoding/json"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/jobtest"
+	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
@@ -33,9 +36,43 @@ func TestSearch(t *testing.T) {
 	}
 	b := res.Builds[0]
 	want := api.SearchBuild{CPV: "app-misc/hello-1.0", BuildKey: b.BuildKey, Verdict: "allowed", Votes: 1, Threshold: 1, Weight: trust.FullWeight,
-		Builders: 1, Holders: 0, FetchedCopies: 0, Here: "built here"}
+		Builders: 1, VariantKey: keys.Variant(hello.VariantKey), Holders: 0, FetchedCopies: 0, Here: "built here"}
 	if string(b.BuildKey) != hello.BuildKey || b != want {
 		t.Errorf("hello\n got %+v\nwant %+v", b, want)
+	}
+	// Demand: a and b want hello's variant (b's record arrives by
+	// gossip); b also wants a variant of hello nobody built.
+	if err := w.a.Node.JoinPlatform(jobtest.FixturePlatform(t)); err != nil {
+		t.Fatal(err)
+	}
+	desc := jobtest.Identify(t, hello.Path).Descriptor
+	var hd identity.Descriptor
+	if err := json.Unmarshal(desc, &hd); err != nil {
+		t.Fatal(err)
+	}
+	unbuilt := hd
+	unbuilt.USE = []string{"nls"}
+	for _, r := range []struct {
+		n *node
+		d identity.Descriptor
+	}{{w.a, hd}, {w.b, hd}, {w.b, unbuilt}} {
+		if _, err := r.n.Book.RecordDemand(t.Context(), r.d, trust.DemandSource); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res = decode[api.SearchResult](t, do(h, "GET", api.PathSearch+"?q=hello", ""))
+	if len(res.Builds) != 1 || res.Builds[0].Wanted != 2 {
+		t.Fatalf("search hello with demand: %+v", res)
+	}
+	if len(res.Wanted) != 1 || res.Wanted[0].VariantKey != unbuilt.VariantKey() || res.Wanted[0].Wanters != 1 ||
+		!slices.Equal(res.Wanted[0].USE, []string{"nls"}) || res.Wanted[0].CPV != "app-misc/hello-1.0" {
+		t.Fatalf("wanted, not built: %+v", res.Wanted)
+	}
+	if fres := decode[api.FindResult](t, do(h, "GET", api.PathFind+"?q=app-misc/hello-1.0", "")); len(fres.Builds) != 1 || fres.Builds[0].Wanted != 2 {
+		t.Fatalf("find hello with demand: %+v", fres)
+	}
+	if n, err := w.a.Store.DemandRecords(); err != nil || n != 3 {
+		t.Errorf("a holds %d demand records (%v), want 3", n, err)
 	}
 	// b's libfoo: a holds no copy; the DHT names b, its builder.
 	res = decode[api.SearchResult](t, do(h, "GET", api.PathSearch+"?q="+url.QueryEscape("DEV-LIBS/"), ""))

@@ -19,9 +19,12 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
+	"github.com/gentoo-p2p/gentoo-p2pd/own"
+	"github.com/gentoo-p2p/gentoo-p2pd/portagehook"
 	"github.com/gentoo-p2p/gentoo-p2pd/transfer"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 	"github.com/gentoo-p2p/gentoo-p2pd/votes"
+	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
 
 // Handler serves the local API on the unix socket. The socket is 0600,
@@ -253,6 +256,9 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 		st.BytesSaved = c["bytes_saved"]
 		st.Installs = c["installs"]
 	}
+	if n, err := srv.store.DemandRecords(); err == nil {
+		st.Demands = n
+	}
 	st.BytesServed = int64(counterValue(srv.reg, "gentoo_p2pd_transfer_served_bytes_total"))
 	st.CacheBytes = srv.store.Cache().Usage()
 	if msg, at := srv.mz.LastFailure(); msg != "" {
@@ -323,6 +329,9 @@ func (srv *Server) Find(ctx context.Context, q string) (api.FindResult, error) {
 			fb.Attestations = append(fb.Attestations, attestationInfo(s, r.From))
 			fb.CPV, fb.VariantKey = s.Attestation.CPV, s.Attestation.VariantKey
 		}
+		if fb.VariantKey != "" {
+			fb.Wanted = srv.votes.WantCount(fb.VariantKey)
+		}
 		if v, _, err := srv.votes.Verdict(bk); err == nil {
 			fb.Verdict = v.Decision.String()
 		}
@@ -355,31 +364,54 @@ func attestationInfo(s *trust.Signed, from string) api.AttestationInfo {
 }
 
 // Announce indexes one binpkg now (the bashrc hook's call), or records a
-// binary install. A path that does not exist is api.CodeNotFound; the
-// other refusals of own.Builds.Announce (outside PKGDIR, no binpkg of a
-// CPV, a file that does not index) are api.CodeRejected.
+// binary install. Either records this daemon's demand for the variant
+// (a build from source, or a binary install): its descriptor comes from
+// the binpkg, or from the vdb entry when there is no binpkg (a source
+// build without FEATURES=buildpkg, a binary install). Demand is best
+// effort: when it cannot be recorded, Note says why and the announce
+// stands. A path that does not exist is api.CodeNotFound; the other
+// refusals of own.Builds.Announce (outside PKGDIR, no binpkg of a CPV
+// that is not installed either, a file that does not index) are
+// api.CodeRejected.
 func (srv *Server) Announce(ctx context.Context, req api.AnnounceRequest) (api.AnnounceResult, error) {
 	if req.Installed != "" {
 		if err := srv.store.IncCounter("installs", 1); err != nil {
 			return api.AnnounceResult{}, classify(err, api.CodeInternal)
 		}
-		return api.AnnounceResult{CPV: req.Installed, Note: "install recorded"}, nil
+		res := api.AnnounceResult{CPV: req.Installed, Note: "install recorded"}
+		srv.demandInstalled(ctx, &res, req.Installed, trust.DemandBinary)
+		return res, nil
 	}
 	if req.Path == "" {
 		return api.AnnounceResult{}, api.Errorf(api.CodeBadRequest, "announce: give the path of a binpkg in PKGDIR, a category/package-version, or installed")
 	}
 	lp, err := srv.own.Announce(ctx, req.Path)
+	if errors.Is(err, own.ErrNoBinpkg) {
+		// A source build portage made no binpkg of: nothing to share,
+		// but the variant is wanted here.
+		if _, verr := portagehook.InstalledMetadata(srv.vdb, req.Path, srv.files); verr == nil {
+			res := api.AnnounceResult{CPV: req.Path, Note: "no binpkg in PKGDIR to share"}
+			srv.demandInstalled(ctx, &res, req.Path, trust.DemandSource)
+			return res, nil
+		}
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return api.AnnounceResult{}, api.NewError(api.CodeNotFound, err)
 	}
 	if err != nil {
 		return api.AnnounceResult{}, classify(err, api.CodeRejected)
 	}
-	return api.AnnounceResult{
+	res := api.AnnounceResult{
 		Path: lp.Path, CPV: lp.CPV, BuildKey: keys.Build(lp.BuildKey), VariantKey: keys.Variant(lp.VariantKey),
 		Content:  trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}.String(),
 		Provided: srv.own.Providing(lp),
-	}, nil
+	}
+	if pkg, err := xpak.ReadFile(lp.Path, srv.files); err != nil {
+		res.Note = "demand not recorded: " + err.Error()
+	} else {
+		srv.recordDemand(ctx, &res, pkg.Metadata, trust.DemandSource)
+	}
+	return res, nil
 }
 
 // Fetch materializes the allowed build for a query and copies it to Dir.

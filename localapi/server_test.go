@@ -198,8 +198,13 @@ func (w *world) server(gateway func() (api.GatewayInfo, error)) *Server {
 		GatewayURL: func() string { return "http://127.0.0.1:7854/gentoo-p2pd" },
 		MetricsURL: func() string { return "" },
 		Gateway:    gateway,
+		VDB:        w.vdb(),
 	})
 }
+
+// vdb is the daemon's portage vdb (/var/db/pkg), empty until a test
+// installs into it (jobtest.WriteVDB).
+func (w *world) vdb() string { return filepath.Join(filepath.Dir(w.a.pkgdir), "vdb") }
 
 func gatewayOn() (api.GatewayInfo, error) {
 	return api.GatewayInfo{URL: "http://127.0.0.1:7854/gentoo-p2pd", Fingerprint: "ABCD", PublicKey: "-----BEGIN PGP PUBLIC KEY BLOCK-----"}, nil
@@ -366,15 +371,48 @@ func TestAnnounce(t *testing.T) {
 	if res.CPV != "app-misc/layout-1.0-r1" || !res.Provided {
 		t.Errorf("announce by CPV: %+v", res)
 	}
+	// A source build with a binpkg is demand for its variant.
+	if !res.DemandRecorded || w.a.Book.WantCount(keys.Variant(hello.VariantKey)) != 1 {
+		t.Errorf("announce by path recorded no demand: %+v", res)
+	}
+	// A binary install not in the vdb is recorded; its demand cannot be.
 	res = decode[api.AnnounceResult](t, do(h, "POST", api.PathAnnounce, body(api.AnnounceRequest{Installed: "app-misc/hello-1.0"})))
-	if res.CPV != "app-misc/hello-1.0" || res.Note != "install recorded" {
+	if res.CPV != "app-misc/hello-1.0" || res.DemandRecorded || !strings.HasPrefix(res.Note, "install recorded; demand not recorded: vdb: app-misc/hello-1.0 not installed") {
+		t.Errorf("announce installed, not in the vdb: %+v", res)
+	}
+	// A binary install of consumer (b's build, not in a's PKGDIR): the vdb
+	// entry portage wrote says which variant, and the demand reaches b.
+	consumerFile := filepath.Join(w.b.pkgdir, "app-misc", "consumer", "consumer-1.0-1.xpak")
+	consumer := jobtest.Identify(t, consumerFile).Local
+	if err := w.b.Node.JoinPlatform(consumer.Platform); err != nil {
+		t.Fatal(err)
+	}
+	if cpv := jobtest.WriteVDB(t, w.vdb(), consumerFile); cpv != "app-misc/consumer-1.0" {
+		t.Fatalf("installed %s", cpv)
+	}
+	res = decode[api.AnnounceResult](t, do(h, "POST", api.PathAnnounce, body(api.AnnounceRequest{Installed: "app-misc/consumer-1.0"})))
+	if !res.DemandRecorded || res.VariantKey != keys.Variant(consumer.VariantKey) || res.Note != "install recorded; demand recorded" {
 		t.Errorf("announce installed: %+v", res)
 	}
-	if c, _ := w.a.Store.Counters(); c["installs"] != 1 {
+	for _, n := range []*node{w.a, w.b} {
+		if got := n.Book.WantCount(keys.Variant(consumer.VariantKey)); got != 1 {
+			t.Errorf("%s counts %d wanters of consumer, want 1", n.ID, got)
+		}
+	}
+	// A source build without a binpkg (the hook's CAT/PF announce): no
+	// binpkg to share, demand recorded from the vdb.
+	res = decode[api.AnnounceResult](t, do(h, "POST", api.PathAnnounce, body(api.AnnounceRequest{Path: "app-misc/consumer-1.0"})))
+	if !res.DemandRecorded || res.Provided || res.Note != "no binpkg in PKGDIR to share; demand recorded" {
+		t.Errorf("announce a source build without a binpkg: %+v", res)
+	}
+	if got := w.a.Book.WantCount(keys.Variant(consumer.VariantKey)); got != 1 {
+		t.Errorf("one identity counts %d times", got)
+	}
+	if c, _ := w.a.Store.Counters(); c["installs"] != 2 {
 		t.Errorf("installs counter %d", c["installs"])
 	}
-	if st := decode[api.Status](t, do(h, "GET", api.PathStatus, "")); st.Installs != 1 {
-		t.Errorf("status shows %d installs, want the one reported", st.Installs)
+	if st := decode[api.Status](t, do(h, "GET", api.PathStatus, "")); st.Installs != 2 || st.Demands != 3 {
+		t.Errorf("status shows %d installs and %d demand records, want the two reported and hello's, layout's and consumer's", st.Installs, st.Demands)
 	}
 
 	outside := filepath.Join(t.TempDir(), "hello-1.0.gpkg.tar")

@@ -121,6 +121,7 @@ func writeFind(w io.Writer, res api.FindResult) {
 		for _, p := range b.Providers {
 			fmt.Fprintf(w, "    %s\n", p)
 		}
+		fmt.Fprintf(w, "  wanted by: %d peer%s (demand for its variant, last 30 days)\n", b.Wanted, plural(b.Wanted))
 		fmt.Fprintf(w, "  attestations: %d\n", len(b.Attestations))
 		for _, a := range b.Attestations {
 			fmt.Fprintf(w, "    %s  content %s  %s %d bytes  %s\n", a.Attester, short(a.Content), a.Format, a.Size, a.Time.Format(time.RFC3339))

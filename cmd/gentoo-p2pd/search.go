@@ -45,17 +45,18 @@ func writeSearch(w io.Writer, res api.SearchResult) {
 	if len(res.Builds) == 0 {
 		fmt.Fprintf(w, "no build matching %q for this machine's platform\n", res.Query)
 		writeWhy(w, res.Why)
+		writeWanted(w, res.Wanted)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CPV\tVERDICT\tWEIGHT\tBUILT BY\tHOLDERS\tFETCHED\tHERE\tBUILD KEY")
+	fmt.Fprintln(tw, "CPV\tVERDICT\tWEIGHT\tBUILT BY\tWANTED\tHOLDERS\tFETCHED\tHERE\tBUILD KEY")
 	for _, b := range res.Builds {
 		holders, fetched := "?", "?"
 		if b.Holders >= 0 {
 			holders, fetched = fmt.Sprint(b.Holders), fmt.Sprint(b.FetchedCopies)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\n", b.CPV, b.Verdict, trust.Weight(b.Weight), b.Threshold, b.Builders,
-			holders, fetched, orDash(b.Here), b.BuildKey)
+		fmt.Fprintf(tw, "%s\t%s\t%s/%d\t%d\t%d\t%s\t%s\t%s\t%s\n", b.CPV, b.Verdict, trust.Weight(b.Weight), b.Threshold, b.Builders,
+			b.Wanted, holders, fetched, orDash(b.Here), b.BuildKey)
 	}
 	_ = tw.Flush()
 	for _, b := range res.Builds {
@@ -66,11 +67,27 @@ func writeSearch(w io.Writer, res api.SearchResult) {
 	if res.More > 0 {
 		fmt.Fprintf(w, "… and %d more builds: narrow the term\n", res.More)
 	}
+	writeWanted(w, res.Wanted)
 	fmt.Fprintln(w, "VOTES: peers whose attestation counts, of the threshold; BUILT BY: every peer that attested it;")
+	fmt.Fprintln(w, "WANTED: peers whose demand (usage vote, last 30 days) names its variant;")
 	fmt.Fprintln(w, "HOLDERS: other peers serving a copy (DHT); FETCHED: holders that fetched it rather than built it.")
 	for _, e := range res.Errors {
 		fmt.Fprintf(w, "note: %s\n", e)
 	}
+}
+
+// writeWanted lists the variants peers want that no listed build is of.
+func writeWanted(w io.Writer, wanted []api.WantedVariant) {
+	if len(wanted) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "wanted, not built by anyone here knows of:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CPV\tWANTED\tBUILT BY\tUSE\tVARIANT KEY")
+	for _, v := range wanted {
+		fmt.Fprintf(tw, "%s\t%d\t0\t%s\t%s\n", v.CPV, v.Wanters, orDash(strings.Join(v.USE, " ")), v.VariantKey)
+	}
+	_ = tw.Flush()
 }
 
 // writeWhy says why nothing was found: this machine's platform, and the
