@@ -1,5 +1,6 @@
-# gentoo-p2pd: tell the local daemon about fresh binary packages
-# (FEATURES="binary_sharing"). Portage sources /etc/portage/bashrc in every
+# gentoo-p2pd: tell the local daemon about fresh binary packages, and
+# about every source build and binary install, which it records as demand
+# for the variant (FEATURES="binary_sharing"). Portage sources /etc/portage/bashrc in every
 # phase and saves every function into the environment it packs into the
 # binpkg; the functions below are defined in the postinst phase only, so
 # nothing of this hook reaches environment.bz2 (which peers compare).
@@ -31,11 +32,11 @@ gentoo_p2pd_binary_sharing() {
 			done
 			if [[ -n ${f} ]]; then
 				args=(announce --timeout 2s "${f}")
-			elif [[ " ${FEATURES} " == *" buildpkg "* ]]; then
-				# Unknown layout: the daemon rescans PKGDIR for it.
-				args=(announce --timeout 2s "${CATEGORY}/${PF}")
 			else
-				return 0
+				# Unknown layout, or no binpkg (no buildpkg): the daemon
+				# rescans PKGDIR for it, and without one still records
+				# demand for the variant from the vdb entry.
+				args=(announce --timeout 2s "${CATEGORY}/${PF}")
 			fi
 			;;
 		binary)

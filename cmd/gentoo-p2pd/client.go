@@ -149,7 +149,7 @@ func newAnnounceCmd() *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "announce FILE | --installed CPV",
-		Short: "Tell the daemon about a binpkg portage just wrote (the bashrc hook's call)",
+		Short: "Tell the daemon about a binpkg portage just wrote, a source build or a binary install (the bashrc hook's call)",
 		Example: `  gentoo-p2pd announce /var/cache/binpkgs/app-misc/hello/hello-1.0-1.gpkg.tar
   gentoo-p2pd announce --installed app-misc/hello-1.0 --timeout 2s`,
 		Args: cobra.MaximumNArgs(1),
@@ -178,16 +178,17 @@ func newAnnounceCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
+			if res.BuildKey != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "announced %s\n  build key   %s\n  variant key %s\n  content     %s\n", res.CPV, res.BuildKey, res.VariantKey, res.Content)
+			}
 			if res.Note != "" {
 				fmt.Fprintln(cmd.OutOrStdout(), res.Note)
-				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "announced %s\n  build key   %s\n  variant key %s\n  content     %s\n", res.CPV, res.BuildKey, res.VariantKey, res.Content)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of `CPV` instead (increments the store's installs counter)")
+	cmd.Flags().StringVar(&installed, "installed", "", "report a binary install of `CPV` instead (increments the store's installs counter and records demand for the installed variant)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after `DURATION` (the bashrc hook uses 2s)")
 	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
