@@ -1,6 +1,7 @@
 package votes
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -238,4 +239,28 @@ func (vb *Book) WantCount(v keys.Variant) int {
 		return 0
 	}
 	return c.Wanters
+}
+
+// SortByDemand orders builds most wanted first: by the distinct peers
+// whose demand names the build's variant (WantCount), then by how many
+// attestations vouch for it, keeping the given order among equals. Mirror
+// mode replicates in this order ("popular first").
+func (vb *Book) SortByDemand(builds []Build) {
+	variant := func(b Build) keys.Variant {
+		if len(b.Atts) == 0 {
+			return ""
+		}
+		return b.Atts[0].Attestation.VariantKey
+	}
+	wanted := map[keys.Variant]int{}
+	for _, b := range builds {
+		if v := variant(b); v != "" {
+			if _, ok := wanted[v]; !ok {
+				wanted[v] = vb.WantCount(v)
+			}
+		}
+	}
+	slices.SortStableFunc(builds, func(x, y Build) int {
+		return cmp.Or(cmp.Compare(wanted[variant(y)], wanted[variant(x)]), cmp.Compare(len(y.Atts), len(x.Atts)))
+	})
 }

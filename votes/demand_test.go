@@ -235,3 +235,31 @@ func TestRecordDemandRefuses(t *testing.T) {
 		t.Fatalf("without a key: %v", err)
 	}
 }
+
+// Mirror mode's order: most wanted variant first, then most attested.
+func TestSortByDemand(t *testing.T) {
+	vb := offlineBook(t, nil)
+	k, _ := mustKey(t)
+	var builds []Build
+	for i := range 3 {
+		s := junk(t, k, i, 1000)
+		atts := []*trust.Signed{s}
+		if i == 2 {
+			atts = append(atts, junk(t, k, i, 1000)) // the most attested
+		}
+		builds = append(builds, Build{Atts: atts})
+	}
+	var wanted identity.Descriptor
+	if err := json.Unmarshal(builds[1].Atts[0].Attestation.Descriptor, &wanted); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vb.RecordDemand(t.Context(), wanted, trust.DemandWanted); err != nil {
+		t.Fatal(err)
+	}
+	first := builds[0].Atts[0]
+	vb.SortByDemand(builds)
+	if builds[0].Atts[0].Attestation.VariantKey != wanted.VariantKey() || len(builds[1].Atts) != 2 || builds[2].Atts[0] != first {
+		t.Fatalf("order %s %s %s: want the wanted variant, then the most attested, then the rest",
+			builds[0].Atts[0].Attestation.CPV, builds[1].Atts[0].Attestation.CPV, builds[2].Atts[0].Attestation.CPV)
+	}
+}
