@@ -74,8 +74,9 @@ func TestWalkthrough(t *testing.T) {
 		"public DHT rendezvous (advertised;",
 		// search lists the build: weight 3 of a threshold of 3, 3 builders.
 		"app-misc/hello-1.0  allowed  3/3     3",
-		// erin's copy counted: bob, carol and erin hold it, one fetched it.
-		"app-misc/hello-1.0  allowed  3/3     3         3        1        built here",
+		// erin's copy counted: bob, carol and erin hold it, one fetched it
+		// (a fetch is no demand: nobody reported an install).
+		"app-misc/hello-1.0  allowed  3/3     3         0       3        1        built here",
 		// find on the other platform says why.
 		"nothing known about app-misc/hello-1.0 for this machine's platform",
 		`CFLAGS differs: here "-O3 -pipe", there "` + fp.CFLAGS + `"`,

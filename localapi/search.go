@@ -244,23 +244,19 @@ func (srv *Server) Search(ctx context.Context, term string) (api.SearchResult, e
 // peers want and none of builds is of, most wanted first, at most
 // api.SearchLimit.
 func (srv *Server) wantedMatching(term string, builds []api.SearchBuild) []api.WantedVariant {
-	wants, err := srv.votes.Wanted(srv.platform, 0)
-	if err != nil {
-		return nil
-	}
 	listed := map[keys.Variant]bool{}
 	for _, b := range builds {
 		listed[b.VariantKey] = true
 	}
 	match := matcher(term)
+	wants, err := srv.votes.WantedWhere(srv.platform, api.SearchLimit, func(v keys.Variant, cpv string) bool {
+		return !listed[v] && match(cpv)
+	})
+	if err != nil {
+		return nil
+	}
 	var out []api.WantedVariant
 	for _, w := range wants {
-		if listed[w.Variant] || !match(w.CPV) {
-			continue
-		}
-		if len(out) == api.SearchLimit {
-			break
-		}
 		out = append(out, api.WantedVariant{CPV: w.CPV, VariantKey: w.Variant, USE: w.USE, Wanters: w.Wanters, LastSeen: w.LastSeen})
 	}
 	return out

@@ -15,13 +15,16 @@ import (
 
 // Demand records (usage votes) live in bucketDemand keyed by
 // variant NUL attester, so one identity counts once per variant and its
-// newer record replaces the older. Three indexes serve the bounds and the
-// tallies: by attester (value: the record's time, so finding an
-// attester's oldest reads no record), by platform, and by time (the
-// oldest record of all, and pruning past the horizon). The blob is opaque
-// here; the daemon verifies it before it stores it.
+// newer record replaces the older. The signed blob is kept apart, in
+// bucketDemandBlob under the same key, so tallies read only the small
+// columns. Three indexes serve the bounds and the tallies: by attester
+// (value: the record's time, so finding an attester's oldest reads no
+// record), by platform, and by time (the oldest record of all, and
+// pruning past the horizon). The blob is opaque here; the daemon verifies
+// it before it stores it.
 var (
 	bucketDemand       = []byte("demand")
+	bucketDemandBlob   = []byte("demand_blobs")
 	bucketDemandByPeer = []byte("demand_by_attester")
 	bucketDemandByPlat = []byte("demand_by_platform")
 	bucketDemandByTime = []byte("demand_by_time")
@@ -44,8 +47,9 @@ type DemandRecord struct {
 	Time int64 `json:"time"`
 	// ReceivedAt is when this daemon stored it.
 	ReceivedAt time.Time `json:"received_at"`
-	// Blob is the signed demand as received.
-	Blob []byte `json:"blob"`
+	// Blob is the signed demand as received; kept apart from the
+	// columns (DemandBlob), and empty in tallies.
+	Blob []byte `json:"-"`
 }
 
 // DemandLimits bound the demand records: PerAttester per identity, Total
@@ -79,6 +83,9 @@ func (s *Store) PutDemand(r DemandRecord, lim DemandLimits) (added bool, err err
 	if r.Time < 0 {
 		return false, fmt.Errorf("%w: demand time %d before 1970", ErrInvalid, r.Time)
 	}
+	if len(r.Blob) == 0 {
+		return false, fmt.Errorf("%w: demand needs its signed blob", ErrInvalid)
+	}
 	val, err := json.Marshal(r)
 	if err != nil {
 		return false, err
@@ -103,6 +110,9 @@ func (s *Store) PutDemand(r DemandRecord, lim DemandLimits) (added bool, err err
 			}
 		}
 		added = true
+		if err := tx.Bucket(bucketDemandBlob).Put(key, r.Blob); err != nil {
+			return err
+		}
 		return putDemand(tx, key, val, r)
 	})
 	return added, err
@@ -188,6 +198,7 @@ func deleteDemand(tx *bolt.Tx, key []byte, r DemandRecord) error {
 		bucket, key []byte
 	}{
 		{bucketDemand, key},
+		{bucketDemandBlob, key},
 		{bucketDemandByPeer, indexKey(r.Attester, []byte(r.VariantKey))},
 		{bucketDemandByPlat, indexKey(r.Platform, key)},
 		{bucketDemandByTime, demandTimeKey(r.Time, key)},
@@ -231,7 +242,8 @@ type DemandCount struct {
 	Kinds map[string]int
 	// LastSeen is the newest record's signed time.
 	LastSeen time.Time
-	// Newest is the newest record (its blob says what to build).
+	// Newest is the newest record, without its blob (DemandBlob reads
+	// it: it says what to build).
 	Newest DemandRecord
 }
 
@@ -279,7 +291,7 @@ func addDemand(by map[string]*DemandCount, r DemandRecord) {
 	}
 	c.Wanters++
 	c.Kinds[r.Kind]++
-	if t := time.Unix(r.Time, 0).UTC(); c.Newest.Blob == nil || t.After(c.LastSeen) {
+	if t := time.Unix(r.Time, 0).UTC(); c.Newest.Attester == "" || t.After(c.LastSeen) {
 		c.LastSeen, c.Newest = t, r
 	}
 }
@@ -306,6 +318,18 @@ func (s *Store) DemandFor(variant string, since time.Time) (DemandCount, error) 
 		return *c, err
 	}
 	return DemandCount{VariantKey: variant}, err
+}
+
+// DemandBlob returns the signed blob of attester's record for variant;
+// ok is false when there is none.
+func (s *Store) DemandBlob(variant, attester string) (blob []byte, ok bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketDemandBlob).Get(demandKey(variant, attester)); v != nil {
+			blob, ok = bytes.Clone(v), true
+		}
+		return nil
+	})
+	return blob, ok, err
 }
 
 // DemandRecords is how many demand records the store holds (the horizon

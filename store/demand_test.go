@@ -47,8 +47,11 @@ func TestDemandOneVotePerIdentityAndVariant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Wanters != 2 || got.LastSeen != demandEpoch.Add(5*time.Minute) || string(got.Newest.Blob) != "blob hello peerA 5" {
+	if got.Wanters != 2 || got.LastSeen != demandEpoch.Add(5*time.Minute) || got.Newest.Attester != "peerA" {
 		t.Fatalf("hello: %+v", got)
+	}
+	if blob, ok, err := s.DemandBlob("hello", "peerA"); err != nil || !ok || string(blob) != "blob hello peerA 5" {
+		t.Fatalf("newest blob %q, %v, %v", blob, ok, err)
 	}
 	tally, err := s.DemandByPlatform("x86_64-pc-linux-gnu-0123456789abcdef", time.Time{})
 	if err != nil {
@@ -71,6 +74,9 @@ func TestDemandOneVotePerIdentityAndVariant(t *testing.T) {
 	}
 	if c, _ := s.Counts(); c.Demands != 1 {
 		t.Fatalf("%d records after pruning, want 1", c.Demands)
+	}
+	if _, ok, _ := s.DemandBlob("hello", "peerB"); ok {
+		t.Fatal("a pruned record's blob is still held")
 	}
 }
 
@@ -136,7 +142,8 @@ func TestPutDemandRejectsInvalid(t *testing.T) {
 	for name, r := range map[string]DemandRecord{
 		"no variant":   {Attester: "a", Platform: "p"},
 		"no attester":  {VariantKey: "v", Platform: "p"},
-		"NUL in field": {VariantKey: "v\x00w", Attester: "a", Platform: "p"},
+		"no blob":      {VariantKey: "v", Attester: "a", Platform: "p"},
+		"NUL in field": {VariantKey: "v\x00w", Attester: "a", Platform: "p", Blob: []byte("x")},
 	} {
 		if _, err := s.PutDemand(r, DemandLimits{}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", name, err)

@@ -102,7 +102,7 @@ var (
 		bucketEv, bucketEvByBuild, bucketEvByPeer, bucketCounters, bucketCache,
 		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
 		bucketVoteVersions, bucketDerived, bucketStanding,
-		bucketDemand, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
+		bucketDemand, bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
 	}
 
 	keySchema = []byte("schema")

@@ -202,6 +202,13 @@ type Want struct {
 // most recently wanted), at most n of them (all when n ≤ 0). Demand never
 // affects a verdict; this is for builders choosing what to spend CPU on.
 func (vb *Book) Wanted(platform string, n int) ([]Want, error) {
+	return vb.WantedWhere(platform, n, nil)
+}
+
+// WantedWhere is Wanted of the variants keep accepts (nil: all): keep is
+// asked before a variant's record is read, so a filtered listing reads
+// only the records it returns.
+func (vb *Book) WantedWhere(platform string, n int, keep func(v keys.Variant, cpv string) bool) ([]Want, error) {
 	counts, err := vb.store.DemandByPlatform(platform, vb.standing.now().Add(-DemandHorizon))
 	if err != nil {
 		return nil, err
@@ -211,7 +218,17 @@ func (vb *Book) Wanted(platform string, n int) ([]Want, error) {
 		if n > 0 && len(out) >= n {
 			break
 		}
-		s, err := trust.DecodeDemand(c.Newest.Blob)
+		if keep != nil && !keep(keys.Variant(c.VariantKey), c.CPV) {
+			continue
+		}
+		blob, ok, err := vb.store.DemandBlob(c.VariantKey, c.Newest.Attester)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue // pruned or replaced since the tally
+		}
+		s, err := trust.DecodeDemand(blob)
 		if err != nil {
 			return nil, fmt.Errorf("demand record for %s: %w", c.VariantKey, err)
 		}

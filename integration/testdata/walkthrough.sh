@@ -105,7 +105,7 @@ echo
 echo "== erin fetches it; her cached copy is served on, so a search counts it as fetched"
 say gentoo-p2pd fetch app-misc/hello-1.0 "(erin)"
 as erin "$BIN" fetch app-misc/hello-1.0 | tail -n 1
-fetched_once() { as alice "$BIN" search hello | grep >/dev/null '^app-misc/hello-1.0 *allowed *3/3 *3 *3 *1 '; }
+fetched_once() { as alice "$BIN" search hello | grep >/dev/null '^app-misc/hello-1.0 *allowed *3/3 *3 *0 *3 *1 '; }
 wait_for "alice's search to count erin's copy" fetched_once
 say gentoo-p2pd search hello "(alice)"
 as alice "$BIN" search hello | sed -n 1,2p
