@@ -75,3 +75,30 @@ func TestInstalledMetadataRefuses(t *testing.T) {
 		t.Fatal("a value over the limit was read")
 	}
 }
+
+// The vdb entry stock portage wrote when it installed a binpkg yields the
+// binpkg's own descriptor (testdata/vdb/README.md).
+func TestInstalledMetadataOfARealPortageVDB(t *testing.T) {
+	m, err := portagehook.InstalledMetadata("testdata/vdb/var-db-pkg", "app-misc/p2pfiles-1.0", xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Has("CONTENTS") || m.Has("COUNTER") {
+		t.Error("portage's bookkeeping read as metadata")
+	}
+	got, err := identity.DescriptorFromMetadata(m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkg, err := xpak.ReadFile("testdata/vdb/p2pfiles-1.0-1315823140.gpkg.tar", xpak.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := identity.DescriptorFromMetadata(pkg.Metadata, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) || got.VariantKey() != want.VariantKey() || got.BuildKey() != want.BuildKey() {
+		t.Fatalf("vdb descriptor\n%+v\nbinpkg's\n%+v", got, want)
+	}
+}
