@@ -385,15 +385,21 @@ func (srv *Server) Announce(ctx context.Context, req api.AnnounceRequest) (api.A
 	if req.Path == "" {
 		return api.AnnounceResult{}, api.Errorf(api.CodeBadRequest, "announce: give the path of a binpkg in PKGDIR, a category/package-version, or installed")
 	}
+	// A CPV the vdb has (the hook's call after a source build): its
+	// demand is recorded from the vdb first, before PKGDIR is rescanned
+	// for a binpkg, which can outlast the hook's timeout.
+	var fromVDB *api.AnnounceResult
+	if m, err := portagehook.InstalledMetadata(srv.vdb, req.Path, srv.files); err == nil {
+		fromVDB = &api.AnnounceResult{CPV: req.Path}
+		srv.recordDemand(ctx, fromVDB, m, trust.DemandSource)
+	}
 	lp, err := srv.own.Announce(ctx, req.Path)
-	if errors.Is(err, own.ErrNoBinpkg) {
-		// A source build portage made no binpkg of: nothing to share,
-		// but the variant is wanted here.
-		if _, verr := portagehook.InstalledMetadata(srv.vdb, req.Path, srv.files); verr == nil {
-			res := api.AnnounceResult{CPV: req.Path, Note: "no binpkg in PKGDIR to share"}
-			srv.demandInstalled(ctx, &res, req.Path, trust.DemandSource)
-			return res, nil
-		}
+	if errors.Is(err, own.ErrNoBinpkg) && fromVDB != nil {
+		// A source build portage made no binpkg of (no buildpkg):
+		// nothing to share, but the variant is wanted here.
+		res := *fromVDB
+		res.Note = joinNote("no binpkg in PKGDIR to share", res.Note)
+		return res, nil
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return api.AnnounceResult{}, api.NewError(api.CodeNotFound, err)
@@ -406,7 +412,9 @@ func (srv *Server) Announce(ctx context.Context, req api.AnnounceRequest) (api.A
 		Content:  trust.ContentID{Image: lp.ImageDigest, Metadata: lp.MetadataDigest}.String(),
 		Provided: srv.own.Providing(lp),
 	}
-	if pkg, err := xpak.ReadFile(lp.Path, srv.files); err != nil {
+	if fromVDB != nil {
+		res.DemandRecorded, res.Note = fromVDB.DemandRecorded, fromVDB.Note
+	} else if pkg, err := xpak.ReadFile(lp.Path, srv.files); err != nil {
 		res.Note = "demand not recorded: " + err.Error()
 	} else {
 		srv.recordDemand(ctx, &res, pkg.Metadata, trust.DemandSource)

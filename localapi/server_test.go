@@ -408,6 +408,13 @@ func TestAnnounce(t *testing.T) {
 	if got := w.a.Book.WantCount(keys.Variant(consumer.VariantKey)); got != 1 {
 		t.Errorf("one identity counts %d times", got)
 	}
+	// A source build with a binpkg and a vdb entry (the hook after
+	// `emerge --buildpkg`): shared, and its demand read from the vdb.
+	jobtest.WriteVDB(t, w.vdb(), hello.Path)
+	res = decode[api.AnnounceResult](t, do(h, "POST", api.PathAnnounce, body(api.AnnounceRequest{Path: "app-misc/hello-1.0"})))
+	if !res.Provided || !res.DemandRecorded || res.BuildKey != keys.Build(hello.BuildKey) || res.Note != "demand recorded" {
+		t.Errorf("announce a CPV built and installed: %+v", res)
+	}
 	if c, _ := w.a.Store.Counters(); c["installs"] != 2 {
 		t.Errorf("installs counter %d", c["installs"])
 	}

@@ -221,6 +221,29 @@ func TestDemandBoundedPerIdentity(t *testing.T) {
 	}
 }
 
+// Past its identity's rate, demand is ignored unstored, whoever relays it.
+func TestDemandRatePerIdentity(t *testing.T) {
+	b := joinBook(t, memnet.New(), true, nil)
+	b.demandRates = wire.NewPeerRates(demandRate, 2) // the burst, lowered to keep the test short
+	hello := fixtureDescriptor(t, "app-misc/hello-1.0.gpkg.tar")
+	k, id := mustKey(t)
+	_, relay := mustKey(t)
+	for i := range 3 {
+		d := hello
+		d.USE = []string{fmt.Sprintf("flag%d", i)}
+		err := b.OnGossip(id, relay, hello.Platform(), demandMsg(signDemand(t, k, d, time.Now(), nil)))
+		switch {
+		case i < 2 && err != nil:
+			t.Fatalf("demand %d within the burst: %v", i, err)
+		case i == 2 && (!errors.Is(err, wire.ErrGossipIgnore) || !strings.Contains(err.Error(), "demand records per second")):
+			t.Fatalf("demand past the burst: %v", err)
+		}
+	}
+	if n, _ := b.store.DemandsBy(id.String()); n != 2 {
+		t.Fatalf("%d records stored, want the burst of 2", n)
+	}
+}
+
 // Without a key a Book cannot record demand; with native flags it refuses.
 func TestRecordDemandRefuses(t *testing.T) {
 	vb := offlineBook(t, nil)
