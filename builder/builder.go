@@ -189,7 +189,7 @@ func New(o Options) (*Builder, error) {
 		o.Now = time.Now
 	}
 	b := &Builder{
-		o: o, pkgdir: filepath.Join(o.Root, "pkgdir"), log: o.Logger,
+		o: o, pkgdir: PKGDIRIn(o.Root), log: o.Logger,
 		metrics: newMetrics(o.Registry), wake: make(chan struct{}, 1),
 		running: map[keys.Variant]*job{}, failed: map[keys.Variant]backoff{},
 	}
@@ -201,6 +201,10 @@ func New(o Options) (*Builder, error) {
 
 // PKGDIR is where the builds land: own indexes it beside portage's.
 func (b *Builder) PKGDIR() string { return b.pkgdir }
+
+// PKGDIRIn is the PKGDIR of a builder whose root is root, for whoever
+// indexes it before the builder exists.
+func PKGDIRIn(root string) string { return filepath.Join(root, "pkgdir") }
 
 // Prepare makes the builder's directories (before own first indexes its
 // PKGDIR) and removes scratch directories a killed daemon left behind.

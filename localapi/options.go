@@ -52,6 +52,9 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Discovery describes how peers are found (status); nil shows nothing.
 	Discovery func() string
+	// Builder is the builder's state (status); nil when build.donate is
+	// off.
+	Builder func() *api.Builds
 	// GatewayListing counts what the gateway lists and says why it lists
 	// nothing (status); nil when the gateway is off.
 	GatewayListing func(ctx context.Context) (listed int, note string)
@@ -82,6 +85,7 @@ type Server struct {
 	gateway   func() (api.GatewayInfo, error)
 	notListed func(keys.Build) (string, bool)
 	discovery func() string
+	builder   func() *api.Builds
 	listing   func(ctx context.Context) (int, string)
 }
 
@@ -92,6 +96,6 @@ func New(o Options) *Server {
 		self: o.Self, platform: o.Platform, settings: o.PlatformSettings, cfg: o.Config, version: o.Version,
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
 		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
-		listing: o.GatewayListing,
+		listing: o.GatewayListing, builder: o.Builder,
 	}
 }
