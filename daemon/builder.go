@@ -11,8 +11,12 @@ import (
 // in the store.
 func (d *Daemon) newBuilder() (*builder.Builder, error) {
 	c := d.cfg.Build
+	var demand builder.Demand = noDemand{}
+	if d.demand != nil {
+		demand = d.demand
+	}
 	return builder.New(builder.Options{
-		Demand: noDemand{}, Supply: d.votes, Announcer: d.own, Counters: d.store,
+		Demand: demand, Supply: d.votes, Announcer: d.own, Counters: d.store,
 		Command: c.Command, Root: c.Root, Rebuild: c.Rebuild, Threshold: d.policy.Threshold,
 		MaxConcurrent: c.MaxConcurrent, Jobs: c.Jobs, Nice: c.Nice, Timeout: c.Timeout,
 		DiskBudget: c.DiskBudget, WhenIdle: c.WhenIdle,

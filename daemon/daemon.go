@@ -63,6 +63,9 @@ type Options struct {
 	// machine (sonames, slots) and gateway.prefetch = installed; empty
 	// means /var/db/pkg.
 	VDB string
+	// Demand, when set, is what the builder (build.donate) is asked to
+	// build instead of the network's demand: tests name their package.
+	Demand builder.Demand
 }
 
 // Daemon is one running gentoo-p2pd.
@@ -94,8 +97,10 @@ type Daemon struct {
 	own   *own.Builds
 	mz    *materialize.Materializer
 	api   *localapi.Server
-	// builder donates builds (build.donate); nil when off.
+	// builder donates builds (build.donate); nil when off. demand
+	// replaces the network's demand (Options.Demand).
 	builder *builder.Builder
+	demand  builder.Demand
 
 	ready   chan struct{}
 	gwAddr  atomic.Value // string: gateway base URL
@@ -158,6 +163,7 @@ func New(opts Options) (*Daemon, error) {
 		platform: localPlatform(cfg.Portage),
 		expand:   identity.GCCNative(context.Background(), identity.GCCFor(cfg.Portage.CHOST)),
 		vdb:      cmp.Or(opts.VDB, "/var/db/pkg"),
+		demand:   opts.Demand,
 		limits:   lim,
 		started:  time.Now(),
 		ready:    make(chan struct{}),
