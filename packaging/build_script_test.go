@@ -29,7 +29,7 @@ func TestBuildScriptRefusesBadJobs(t *testing.T) {
 		"GENTOO_P2PD_BUILD_WORK": filepath.Join(root, "jobs/1"), "GENTOO_P2PD_BUILD_JOBS": "2",
 		"GENTOO_P2PD_BUILD_CONFIG_FROM": conf,
 		// emerge's stand-in prints what it was given.
-		"GENTOO_P2PD_BUILD_EMERGE": "echo EMERGE", "_GENTOO_P2PD_BUILD_NS": "1", "GENTOO_P2PD_BUILD_OVERLAY": " ",
+		"GENTOO_P2PD_BUILD_EMERGE": "echo EMERGE", "_GENTOO_P2PD_BUILD_NS": "root", "GENTOO_P2PD_BUILD_OVERLAY": " ",
 	}
 	run := func(key, value string) (string, error) {
 		cmd := exec.Command("bash", "gentoo-p2pd-build")
