@@ -67,6 +67,9 @@ func (b *Builder) plan(ctx context.Context) {
 	}
 	b.mu.Lock()
 	b.queue = queue
+	if len(queue) == 0 {
+		b.note = "" // nothing waits for the limits
+	}
 	b.mu.Unlock()
 	b.metrics.queued.Set(float64(len(queue)))
 }

@@ -88,22 +88,25 @@ func (b *Builder) build(ctx context.Context, j *job) (r outcome) {
 		}
 	}
 	slices.Sort(written)
-	if len(written) == 0 {
-		r.err = fmt.Errorf("%s exited 0 but wrote no binpkg into %s (log: %s)", b.o.Command[0], b.pkgdir, logPath)
-		return r
-	}
+	// Every file written is announced; the build's result is its CPV's
+	// (another build running beside it writes into the same PKGDIR), the
+	// wanted variant if it is among them.
 	for _, p := range written {
 		lp, err := b.o.Announcer.Announce(ctx, p)
 		if err != nil {
 			r.err = fmt.Errorf("index the build: %w", err)
 			return r
 		}
-		r.path = p
-		if lp.VariantKey == string(j.Variant) {
-			r.built = ""
-			return r // the one wanted; any other file is a dependency's
+		if lp.CPV != j.CPV || r.path != "" && r.built == "" {
+			continue
 		}
-		r.built = keys.Variant(lp.VariantKey)
+		r.path, r.built = p, ""
+		if lp.VariantKey != string(j.Variant) {
+			r.built = keys.Variant(lp.VariantKey)
+		}
+	}
+	if r.path == "" {
+		r.err = fmt.Errorf("%s exited 0 but wrote no binpkg of %s into %s (log: %s)", b.o.Command[0], j.CPV, b.pkgdir, logPath)
 	}
 	return r
 }
