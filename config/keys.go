@@ -153,7 +153,7 @@ var keys = []keySpec{
 		doc: "disk space the cache of fetched builds may use (`10GiB`, `500MB`), and separately the gateway's re-packs (oldest removed first); > 0"},
 
 	{key: "build.donate", kind: kindBool, flag: "donate", field: func(c *Config) any { return &c.Build.Donate },
-		doc: "donate CPU: build, with real portage in `build.root`, the most-demanded variants of this platform that lack a trusted build, and share them like your own (README, \"Donating CPU\")"},
+		doc: "donate CPU: build, with real portage in build.root, the most-demanded variants of this platform that lack a trusted build, and share them like your own (README, \"Donating CPU\")"},
 	{key: "build.rebuild", kind: kindBool, field: func(c *Config) any { return &c.Build.Rebuild },
 		doc: "with `build.donate`, also rebuild trusted builds that have fewer reproducers than `trust.threshold`, to add an independent attestation"},
 	{key: "build.command", kind: kindList, field: func(c *Config) any { return &c.Build.Command },
