@@ -45,6 +45,7 @@ test:
 # install-files installs an already built binary and generated files.
 install-files:
 	install -Dm0755 $(BINARY) $(DESTDIR)$(BINDIR)/gentoo-p2pd
+	install -Dm0755 packaging/gentoo-p2pd-build $(DESTDIR)$(BINDIR)/gentoo-p2pd-build
 	install -Dm0644 packaging/systemd/user/gentoo-p2pd.service $(DESTDIR)$(SYSTEMD_USER)/gentoo-p2pd.service
 	install -Dm0644 packaging/systemd/system/gentoo-p2pd.service $(DESTDIR)$(SYSTEMD_SYSTEM)/gentoo-p2pd.service
 	install -Dm0755 packaging/openrc/gentoo-p2pd.initd $(DESTDIR)$(SYSCONFDIR)/init.d/gentoo-p2pd

@@ -53,6 +53,20 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	if s.CacheLimit > 0 {
 		p("cache", "%s of %s", bytesText(s.CacheBytes), bytesText(s.CacheLimit))
 	}
+	if b := s.Builder; b != nil {
+		role := "builds"
+		if b.Rebuild {
+			role = "builds and rebuilds"
+		}
+		p("donated", "%s: %d queued, %d running, %d done, %d failed; %s of CPU", role, b.Queued, len(b.Running), b.Done, b.Failed,
+			durationText(time.Duration(b.CPUSeconds*float64(time.Second))))
+		for _, j := range b.Running {
+			p("  building", "%s (%s, %d wanting it) for %s", j.CPV, j.Kind, j.Wanters, durationText(now.Sub(j.Started)))
+		}
+		if b.Note != "" {
+			p("  on hold", "%s", b.Note)
+		}
+	}
 	trustLine := fmt.Sprintf("threshold %d, %d dispute%s, %d equivocating peer%s", s.Threshold,
 		s.Disputes, plural(s.Disputes), s.Equivocations, plural(s.Equivocations))
 	p("trust", "%s", trustLine)

@@ -34,6 +34,12 @@ func fixedStatus() Status {
 		GatewayNote: "nothing listed: 97 builds of this platform known, none allowed yet " +
 			"(gentoo-p2pd search TERM shows the votes, trust explain CPV why)",
 		Socket: "/run/user/1000/gentoo-p2pd.sock",
+		Builder: &Builds{
+			Rebuild: true, Queued: 4, Done: 9, Failed: 1, CPUSeconds: 5400,
+			Running: []BuildJob{{CPV: "sys-libs/libxcrypt-4.4.33", USE: []string{"system"}, Kind: "rebuild", Wanters: 6,
+				Variant: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", Started: start.Add(2 * time.Hour)}},
+			Note: "waiting for an idle machine: load 1.70 on 2 cores, build.when_idle 50%",
+		},
 	}
 }
 

@@ -86,6 +86,8 @@ type Status struct {
 	GatewayNote   string `json:"gateway_note,omitempty"`
 	MetricsURL    string `json:"metrics_url,omitempty"`
 	Socket        string `json:"socket"`
+	// Builder is the builder's state; nil when build.donate is off.
+	Builder *Builds `json:"builder,omitempty"`
 }
 
 // Peer is one connected peer.
@@ -333,4 +335,47 @@ type PeersAddRequest struct {
 type PeersAddResult struct {
 	ID    string   `json:"id"`
 	Addrs []string `json:"addrs"`
+}
+
+// Builds is what the builder (build.donate) did and is doing: status
+// shows it, `--json` prints it.
+type Builds struct {
+	// Rebuild reports the rebuilder role (build.rebuild).
+	Rebuild bool `json:"rebuild"`
+	// Queued counts the builds planned and not started; Running lists
+	// the ones under way.
+	Queued  int        `json:"queued"`
+	Running []BuildJob `json:"running,omitempty"`
+	// Done and Failed count the builds finished since the builder was
+	// first started, and CPUSeconds the CPU time (user + system) they
+	// took: what this machine donated.
+	Done       int64   `json:"done"`
+	Failed     int64   `json:"failed"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// Note says why no build starts now (the machine is busy, the disk
+	// budget is spent, a failing demand source); empty when none.
+	Note string `json:"note,omitempty"`
+	// Recent are the last builds finished since start, newest first.
+	Recent []BuildJob `json:"recent,omitempty"`
+}
+
+// BuildJob is one build of the builder.
+type BuildJob struct {
+	CPV     string       `json:"cpv"`
+	USE     []string     `json:"use,omitempty"`
+	Variant keys.Variant `json:"variant"`
+	// Kind is "build" (no trusted build exists) or "rebuild" (one does,
+	// with fewer reproducers than the threshold).
+	Kind    string    `json:"kind"`
+	Wanters int       `json:"wanters"`
+	Started time.Time `json:"started,omitzero"`
+	// Took is the wall time, CPUSeconds the CPU time of a finished build.
+	Took       time.Duration `json:"took_ns,omitempty"`
+	CPUSeconds float64       `json:"cpu_seconds,omitempty"`
+	// Path is the binpkg it wrote; Built its variant key when it is not
+	// the one wanted (this machine's flags or profile differ).
+	Path  string       `json:"path,omitempty"`
+	Built keys.Variant `json:"built,omitempty"`
+	// Error says why it failed.
+	Error string `json:"error,omitempty"`
 }

@@ -39,6 +39,7 @@ type Config struct {
 	Transfer TransferConfig `toml:"transfer" mapstructure:"transfer"`
 	Cache    CacheConfig    `toml:"cache" mapstructure:"cache"`
 	Limits   LimitsConfig   `toml:"limits" mapstructure:"limits"`
+	Build    BuildConfig    `toml:"build" mapstructure:"build"`
 
 	// File is the config file that was read, "" when none was found.
 	File string `toml:"-" mapstructure:"-"`
@@ -197,6 +198,21 @@ type CacheConfig struct {
 	DiskBudget int64  `toml:"disk_budget" mapstructure:"disk_budget"`
 }
 
+// BuildConfig is the builder (donated CPU): what it builds, with which
+// command, where, and within which limits.
+type BuildConfig struct {
+	Donate        bool          `toml:"donate" mapstructure:"donate"`
+	Rebuild       bool          `toml:"rebuild" mapstructure:"rebuild"`
+	Command       []string      `toml:"command" mapstructure:"command"`
+	Root          string        `toml:"root" mapstructure:"root"`
+	MaxConcurrent int           `toml:"max_concurrent" mapstructure:"max_concurrent"`
+	Jobs          int           `toml:"jobs" mapstructure:"jobs"`
+	Nice          int           `toml:"nice" mapstructure:"nice"`
+	Timeout       time.Duration `toml:"timeout" mapstructure:"timeout"`
+	DiskBudget    int64         `toml:"disk_budget" mapstructure:"disk_budget"`
+	WhenIdle      int           `toml:"when_idle" mapstructure:"when_idle"`
+}
+
 // LimitsConfig bounds what the daemon will parse from an untrusted peer.
 type LimitsConfig struct {
 	MaxImageBytes    int64 `toml:"max_image_bytes" mapstructure:"max_image_bytes"`
@@ -285,6 +301,8 @@ func baseDefaults(d dirs) *Config {
 		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, StandingDays: 90},
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
+		Build: BuildConfig{Rebuild: true, Command: []string{"gentoo-p2pd-build"}, MaxConcurrent: 1, Nice: 19,
+			Timeout: 12 * time.Hour, DiskBudget: 20 << 30, WhenIdle: 50},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
 			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50, AttestationBytes: 1 << 30,
 			PeerDemands: 1024, Demands: 65536},
@@ -303,5 +321,8 @@ func (c *Config) fillDerived(d dirs) {
 	}
 	if c.Cache.Dir == "" && c.StateDir != "" {
 		c.Cache.Dir = filepath.Join(c.StateDir, "cache")
+	}
+	if c.Build.Root == "" && c.StateDir != "" {
+		c.Build.Root = filepath.Join(c.StateDir, "build")
 	}
 }

@@ -205,6 +205,28 @@ func (c *Config) Validate() error {
 	}
 
 	absPath("cache.dir", c.Cache.Dir, true)
+	absPath("build.root", c.Build.Root, c.Build.Donate)
+	if c.Build.Donate && (len(c.Build.Command) == 0 || c.Build.Command[0] == "") {
+		bad("build.command", "must name a command when build.donate is on")
+	}
+	if c.Build.MaxConcurrent < 1 {
+		bad("build.max_concurrent", "must be ≥ 1, got %d", c.Build.MaxConcurrent)
+	}
+	if c.Build.Jobs < 0 {
+		bad("build.jobs", "must be ≥ 0, got %d", c.Build.Jobs)
+	}
+	if c.Build.Nice < 0 || c.Build.Nice > 19 {
+		bad("build.nice", "must be 0 to 19 (a donated build never runs above normal priority), got %d", c.Build.Nice)
+	}
+	if c.Build.Timeout < 0 {
+		bad("build.timeout", "must be ≥ 0, got %v", c.Build.Timeout)
+	}
+	if c.Build.DiskBudget < 0 {
+		bad("build.disk_budget", "must be ≥ 0, got %d", c.Build.DiskBudget)
+	}
+	if c.Build.WhenIdle < 0 || c.Build.WhenIdle > 100 {
+		bad("build.when_idle", "must be 0 to 100 (percent of the cores), got %d", c.Build.WhenIdle)
+	}
 	for _, s := range []struct {
 		key string
 		v   int64

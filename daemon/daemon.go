@@ -25,6 +25,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
 	"github.com/gentoo-p2p/gentoo-p2pd/binhost"
+	"github.com/gentoo-p2p/gentoo-p2pd/builder"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/localapi"
@@ -62,6 +63,9 @@ type Options struct {
 	// machine (sonames, slots) and gateway.prefetch = installed; empty
 	// means /var/db/pkg.
 	VDB string
+	// Demand, when set, is what the builder (build.donate) is asked to
+	// build instead of the network's demand: tests name their package.
+	Demand builder.Demand
 }
 
 // Daemon is one running gentoo-p2pd.
@@ -93,6 +97,10 @@ type Daemon struct {
 	own   *own.Builds
 	mz    *materialize.Materializer
 	api   *localapi.Server
+	// builder donates builds (build.donate); nil when off. demand
+	// replaces the network's demand (Options.Demand).
+	builder *builder.Builder
+	demand  builder.Demand
 
 	ready   chan struct{}
 	gwAddr  atomic.Value // string: gateway base URL
@@ -155,6 +163,7 @@ func New(opts Options) (*Daemon, error) {
 		platform: localPlatform(cfg.Portage),
 		expand:   identity.GCCNative(context.Background(), identity.GCCFor(cfg.Portage.CHOST)),
 		vdb:      cmp.Or(opts.VDB, "/var/db/pkg"),
+		demand:   opts.Demand,
 		limits:   lim,
 		started:  time.Now(),
 		ready:    make(chan struct{}),
@@ -349,7 +358,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	d.node = node
 	defer node.Close()
-	d.wire(node)
+	if err := d.wire(node); err != nil {
+		return err
+	}
 	node.Serve(p2p.Handlers{
 		Attestations: d.votes.ServeAttestations,
 		Catalog:      d.votes.ServeCatalog,
@@ -423,7 +434,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		d.metAddr.Store("http://" + metL.Addr().String() + "/metrics")
 	}
 
-	// Own builds: index PKGDIR, attest, announce; then keep watching.
+	// Own builds: index PKGDIR (and the builder's), attest, announce;
+	// then keep watching.
+	if d.builder != nil {
+		if err := d.builder.Prepare(); err != nil {
+			return err
+		}
+	}
 	if err := d.own.Start(gctx); err != nil {
 		return err
 	}
@@ -433,6 +450,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return d.own.Watch(gctx) })
 	g.Go(func() error { d.votes.SyncLoop(gctx); return nil })
 	g.Go(func() error { d.mz.Run(gctx); return nil })
+	if d.builder != nil {
+		g.Go(func() error { return d.builder.Run(gctx) })
+	}
 
 	close(d.ready)
 	d.log.Info("gentoo-p2pd running",
@@ -447,7 +467,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 // checks and keeps what peers send; own attests this machine's builds into
 // it; materialize turns allowed builds into verified files; the gateway's
 // listings and the local API read from all three.
-func (d *Daemon) wire(node *p2p.Node) {
+func (d *Daemon) wire(node *p2p.Node) error {
 	d.votes = votes.New(votes.Options{
 		Store: d.store, Policy: d.policy, Self: d.self, Key: d.key, Platform: d.platform,
 		Limits: d.cfg.Limits, Files: d.limits, Installed: d.installed, Net: node,
@@ -457,9 +477,13 @@ func (d *Daemon) wire(node *p2p.Node) {
 	if d.gwKey != nil {
 		downloaded = append(downloaded, d.gwKey)
 	}
+	var buildDirs []string
+	if d.cfg.Build.Donate {
+		buildDirs = []string{builder.PKGDIRIn(d.cfg.Build.Root)}
+	}
 	d.own = own.New(own.Options{
 		Store: d.store, Votes: d.votes, Net: node, Key: d.key, Self: d.self,
-		PkgDir: d.cfg.Portage.PkgDir, Mode: d.cfg.Mode, MD5Cache: d.md5cache, ExpandNative: d.expand, Files: d.limits,
+		PkgDir: d.cfg.Portage.PkgDir, BuildDirs: buildDirs, Mode: d.cfg.Mode, MD5Cache: d.md5cache, ExpandNative: d.expand, Files: d.limits,
 		Downloaded: append(downloaded, d.policy.PGPKeyring...), VDB: d.vdb, Logger: d.log, Registry: d.reg,
 	})
 	d.mz = materialize.New(materialize.Options{
@@ -477,6 +501,14 @@ func (d *Daemon) wire(node *p2p.Node) {
 		Gatherer: d.reg, GatewayURL: d.GatewayURL, MetricsURL: d.MetricsURL, Discovery: d.discovery,
 		VDB: d.vdb, MD5Cache: d.md5cache, ExpandNative: d.expand, Files: d.limits,
 	}
+	if d.cfg.Build.Donate {
+		b, err := d.newBuilder()
+		if err != nil {
+			return err
+		}
+		d.builder = b
+		o.Builder = b.Status
+	}
 	if d.gwKey != nil {
 		d.listings = binhost.New(binhost.Options{
 			Store: d.store, Votes: d.votes, Materialize: d.mz, Platform: d.platform,
@@ -490,6 +522,7 @@ func (d *Daemon) wire(node *p2p.Node) {
 		o.GatewayListing = d.gatewayListing
 	}
 	d.api = localapi.New(o)
+	return nil
 }
 
 // installed lists the packages installed here (category/name), from the vdb.

@@ -55,6 +55,9 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Discovery describes how peers are found (status); nil shows nothing.
 	Discovery func() string
+	// Builder is the builder's state (status); nil when build.donate is
+	// off.
+	Builder func() *api.Builds
 	// GatewayListing counts what the gateway lists and says why it lists
 	// nothing (status); nil when the gateway is off.
 	GatewayListing func(ctx context.Context) (listed int, note string)
@@ -97,6 +100,7 @@ type Server struct {
 	gateway   func() (api.GatewayInfo, error)
 	notListed func(keys.Build) (string, bool)
 	discovery func() string
+	builder   func() *api.Builds
 	listing   func(ctx context.Context) (int, string)
 	vdb       string
 	md5cache  *identity.MD5Cache
@@ -115,6 +119,6 @@ func New(o Options) *Server {
 		started: o.Started, reg: o.Gatherer, urls: [2]func() string{o.GatewayURL, o.MetricsURL},
 		gateway: o.Gateway, notListed: o.NotListed, discovery: o.Discovery,
 		listing: o.GatewayListing, vdb: cmp.Or(o.VDB, "/var/db/pkg"), md5cache: o.MD5Cache, expand: o.ExpandNative,
-		files: o.Files,
+		files: o.Files, builder: o.Builder,
 	}
 }

@@ -211,6 +211,9 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 	if srv.discovery != nil {
 		st.Discovery = srv.discovery()
 	}
+	if srv.builder != nil {
+		st.Builder = srv.builder()
+	}
 	if srv.listing != nil && st.GatewayURL != "" {
 		st.GatewayListed, st.GatewayNote = srv.listing(ctx)
 	}

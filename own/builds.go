@@ -52,7 +52,12 @@ type Options struct {
 	Self peer.ID
 	// PkgDir is portage's PKGDIR, indexed and watched.
 	PkgDir string
-	Mode   config.Mode
+	// BuildDirs are further directories indexed, attested and announced
+	// like PKGDIR: the builder's PKGDIR (build.donate). They are read on
+	// every sync of PKGDIR and when the builder announces a file; one
+	// that is missing withdraws nothing, nor does PKGDIR because of them.
+	BuildDirs []string
+	Mode      config.Mode
 	// MD5Cache resolves eclass digests for build descriptors (nil: none).
 	MD5Cache *identity.MD5Cache
 	Files    xpak.Limits
@@ -82,6 +87,7 @@ type Builds struct {
 	key       crypto.PrivKey
 	self      peer.ID
 	pkgdir    string
+	buildDirs []string
 	mode      config.Mode
 	md5cache  *identity.MD5Cache
 	expand    func(flag string) (string, error)
@@ -98,13 +104,14 @@ type Builds struct {
 func New(o Options) *Builds {
 	ob := &Builds{
 		store: o.Store, votes: o.Votes, net: o.Net, key: o.Key, self: o.Self,
-		pkgdir: o.PkgDir, mode: o.Mode, md5cache: o.MD5Cache, expand: o.ExpandNative, limits: o.Files,
+		pkgdir: o.PkgDir, buildDirs: o.BuildDirs, mode: o.Mode, md5cache: o.MD5Cache, expand: o.ExpandNative, limits: o.Files,
 		keyring: o.Downloaded, vdb: cmp.Or(o.VDB, "/var/db/pkg"), log: o.Logger,
 	}
 	if ob.log == nil {
 		ob.log = slog.New(slog.DiscardHandler)
 	}
 	ob.scanner = scan.New(o.PkgDir, o.Store, indexer{ob}, ob.log.With("component", "scan"))
+	ob.scanner.Extra = o.BuildDirs
 	ob.announces = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "gentoo_p2pd", Name: "announces_total",
 		Help: "Local builds announced (build key and variant key provided).",
@@ -175,7 +182,7 @@ func (ob *Builds) Announce(ctx context.Context, path string) (store.LocalPackage
 		return store.LocalPackage{}, fmt.Errorf("announce: %w", err)
 	}
 	ch, err := ob.SyncNow(ctx)
-	if err != nil {
+	if err != nil && !(errors.Is(err, scan.ErrNoPKGDIR) && ob.inBuildDir(abs)) {
 		return store.LocalPackage{}, err
 	}
 	lp, ok, err := ob.store.GetLocal(abs)
@@ -197,26 +204,42 @@ func (ob *Builds) Announce(ctx context.Context, path string) (store.LocalPackage
 // records it by), or an error if it is not inside PKGDIR. PKGDIR is often
 // a symlink to a bigger disk, so a path through the link's target (or
 // through another symlink to the same directory) is inside too.
+// The builder's directories (BuildDirs) count as PKGDIR.
 func (ob *Builds) inPKGDIR(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", err
 	}
-	pkgdir, err := filepath.Abs(ob.pkgdir)
-	if err != nil {
-		return "", err
-	}
-	if _, ok := under(pkgdir, abs); ok {
-		return abs, nil
-	}
-	realDir, err1 := filepath.EvalSymlinks(pkgdir)
-	realParent, err2 := filepath.EvalSymlinks(filepath.Dir(abs))
-	if err1 == nil && err2 == nil {
-		if rel, ok := under(realDir, filepath.Join(realParent, filepath.Base(abs))); ok {
-			return filepath.Join(pkgdir, rel), nil
+	for _, dir := range append([]string{ob.pkgdir}, ob.buildDirs...) {
+		dir, err := filepath.Abs(dir)
+		if err != nil {
+			return "", err
+		}
+		if _, ok := under(dir, abs); ok {
+			return abs, nil
+		}
+		realDir, err1 := filepath.EvalSymlinks(dir)
+		realParent, err2 := filepath.EvalSymlinks(filepath.Dir(abs))
+		if err1 == nil && err2 == nil {
+			if rel, ok := under(realDir, filepath.Join(realParent, filepath.Base(abs))); ok {
+				return filepath.Join(dir, rel), nil
+			}
 		}
 	}
-	return "", fmt.Errorf("announce: %s %w %s", abs, ErrOutsidePKGDIR, pkgdir)
+	return "", fmt.Errorf("announce: %s %w %s", abs, ErrOutsidePKGDIR, ob.pkgdir)
+}
+
+// inBuildDir reports whether abs (as inPKGDIR returns it) is in one of
+// the builder's directories.
+func (ob *Builds) inBuildDir(abs string) bool {
+	for _, dir := range ob.buildDirs {
+		if dir, err := filepath.Abs(dir); err == nil {
+			if _, ok := under(dir, abs); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // under returns p relative to dir when p is dir or below it.

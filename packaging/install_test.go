@@ -36,6 +36,7 @@ func TestMakeInstall(t *testing.T) {
 
 	files := map[string]os.FileMode{
 		"usr/bin/gentoo-p2pd":                                  0o755,
+		"usr/bin/gentoo-p2pd-build":                            0o755,
 		"usr/lib/systemd/user/gentoo-p2pd.service":             0o644,
 		"usr/lib/systemd/system/gentoo-p2pd.service":           0o644,
 		"etc/init.d/gentoo-p2pd":                               0o755,

@@ -263,6 +263,7 @@ src_install
 		"call emake BINARY=gentoo-p2pd GENDIR=build generate",
 		"call ego test -short ./...",
 		"call dobin gentoo-p2pd",
+		"call dobin packaging/gentoo-p2pd-build",
 		"call systemd_dounit packaging/systemd/system/gentoo-p2pd.service",
 		"call systemd_douserunit packaging/systemd/user/gentoo-p2pd.service",
 		"call newinitd packaging/openrc/gentoo-p2pd.initd gentoo-p2pd",

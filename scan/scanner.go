@@ -2,10 +2,14 @@ package scan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +69,11 @@ type Scanner struct {
 	// exist yet, and how often it rescans if fsnotify is unavailable
 	// (inotify watch limit reached).
 	PollInterval time.Duration
+	// Extra are further directories indexed like PKGDIR (the builder's
+	// PKGDIR): every Sync reads them too, but Watch follows PKGDIR only,
+	// so whoever writes there asks for a Sync. One that does not exist is
+	// skipped and its records kept, as a missing PKGDIR keeps its own.
+	Extra []string
 
 	mu     sync.Mutex         // one Sync at a time
 	failed map[string]statKey // files whose indexing failed, by path, at this stat
@@ -134,13 +143,34 @@ const SyncBatch = 64
 // SyncEach then returns an error; Changes of the calls add up to what Sync
 // returns. The files of a batch are indexed concurrently (up to GOMAXPROCS
 // at once), so the Indexer must allow concurrent calls.
-func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) error {
+func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	files, err := Scan(s.pkgdir)
-	if err != nil {
+	var absent []string
+	if errors.Is(err, ErrNoPKGDIR) && len(s.Extra) > 0 {
+		// The Extra directories are still read (a machine that only
+		// donates builds may have no PKGDIR); PKGDIR's records stay, and
+		// the caller learns it is missing once the rest is done.
+		abs, aerr := filepath.Abs(s.pkgdir)
+		if aerr != nil {
+			return aerr
+		}
+		absent = append(absent, abs)
+		missing := err
+		defer func() {
+			if rerr == nil {
+				rerr = missing
+			}
+		}()
+	} else if err != nil {
 		return err
 	}
+	files, more, xerr := s.scanExtra(files)
+	if xerr != nil {
+		return xerr
+	}
+	absent = append(absent, more...)
 	known, err := s.st.LocalStats()
 	if err != nil {
 		return fmt.Errorf("list local packages: %w", err)
@@ -206,7 +236,7 @@ func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) error {
 	}
 	var gone []string
 	for path := range known {
-		if !seen[path] {
+		if !seen[path] && !under(absent, path) {
 			gone = append(gone, path)
 		}
 	}
@@ -230,6 +260,43 @@ func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) error {
 		report(rm)
 	}
 	return nil
+}
+
+// scanExtra adds the binpkgs of the Extra directories to files (sorted by
+// path, each once) and returns the directories that do not exist.
+func (s *Scanner) scanExtra(files []FileInfo) ([]FileInfo, []string, error) {
+	if len(s.Extra) == 0 {
+		return files, nil, nil
+	}
+	var absent []string
+	for _, d := range s.Extra {
+		more, err := Scan(d)
+		if errors.Is(err, ErrNoPKGDIR) {
+			abs, aerr := filepath.Abs(d)
+			if aerr != nil {
+				return nil, nil, aerr
+			}
+			absent = append(absent, abs)
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		files = append(files, more...)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	files = slices.CompactFunc(files, func(a, b FileInfo) bool { return a.Path == b.Path })
+	return files, absent, nil
+}
+
+// under reports whether path is inside one of dirs.
+func under(dirs []string, path string) bool {
+	for _, d := range dirs {
+		if strings.HasPrefix(path, d+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
 }
 
 // indexed is one file's indexing outcome.

@@ -49,6 +49,8 @@ var rules = map[string]rule{
 		why: "materializing reads votes and moves files; it never attests"},
 	"binhost": {mayUse: []string{"config", "fit", "identity", "keys", "materialize", "p2p/wire", "pieces", "portagehook", "store", "transfer", "trust", "votes", "xpak"}, never: network,
 		why: "what portage sees is read from votes and materialize only"},
+	"builder": {mayUse: []string{"api", "keys", "scan", "store", "trust"}, never: network,
+		why: "the builder reaches demand, votes and own through its own small interfaces, and the network not at all"},
 	"localapi": {mayUse: []string{"api", "config", "fit", "identity", "keys", "materialize", "own", "p2p/wire", "pieces", "portagehook", "scan", "store", "transfer", "trust", "votes", "xpak"}, never: network,
 		why: "the local API reads the jobs; only the daemon wires the network"},
 }

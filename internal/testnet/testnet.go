@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gentoo-p2p/gentoo-p2pd/builder"
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/daemon"
 )
@@ -47,6 +48,8 @@ type NodeOptions struct {
 	// the machine, gateway.prefetch = installed); empty makes one holding
 	// glibc (InstallGlibc), so the fixtures fit.
 	VDB string
+	// Demand is what the daemon's builder builds (build.donate).
+	Demand builder.Demand
 }
 
 // InstallGlibc records sys-libs/glibc in the vdb at vdb, with the
@@ -140,7 +143,7 @@ func Start(ctx context.Context, o NodeOptions) (*Node, error) {
 			return nil, err
 		}
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log.With("node", o.Name), VDB: vdb})
+	d, err := daemon.New(daemon.Options{Config: cfg, Logger: log.With("node", o.Name), VDB: vdb, Demand: o.Demand})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Name, err)
 	}

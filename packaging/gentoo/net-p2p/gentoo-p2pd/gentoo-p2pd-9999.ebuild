@@ -55,6 +55,8 @@ src_test() {
 
 src_install() {
 	dobin gentoo-p2pd
+	# The builder's build command (build.donate).
+	dobin packaging/gentoo-p2pd-build
 
 	systemd_dounit packaging/systemd/system/gentoo-p2pd.service
 	systemd_douserunit packaging/systemd/user/gentoo-p2pd.service
