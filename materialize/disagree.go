@@ -411,18 +411,13 @@ func (mz *Materializer) ownFile(bk keys.Build, content trust.ContentID, atts []*
 func (mz *Materializer) disagreement(v trust.Verdict, own, rv trust.ContentTally, cmp identity.Comparison) trust.Disagreement {
 	d := trust.Disagreement{
 		BuildKey: v.BuildKey, CPV: v.CPV, Own: own.Content, Other: rv.Content, Found: time.Now().UTC(),
-		OwnAttesters: []peer.ID{mz.self}, OtherAttesters: []peer.ID{},
+		OwnAttesters: ownAttesters(mz.self, own), OtherAttesters: voterIDs(rv),
 		EntriesDiffer: cmp.EntriesDiffer, MetadataDiffer: cmp.MetadataDiffer,
 	}
 	for _, vi := range own.Voters {
 		if vi.Self {
 			d.Builder = vi.Builder
-		} else if vi.Counted {
-			d.OwnAttesters = append(d.OwnAttesters, vi.Peer)
 		}
-	}
-	for _, vi := range rv.Voters {
-		d.OtherAttesters = append(d.OtherAttesters, vi.Peer)
 	}
 	for _, e := range cmp.Entries {
 		d.Entries = append(d.Entries, trust.EntryDifference(e))
@@ -434,19 +429,56 @@ func (mz *Materializer) disagreement(v trust.Verdict, own, rv trust.ContentTally
 }
 
 // Disagreements returns the reports kept about build key bk: rebuilds
-// that disagree with this node's build of it.
+// that disagree with this node's build of it. The attesters of both
+// contents are those the votes name now (more may have rebuilt since the
+// comparison); a report whose content has no such attester left keeps
+// those of its comparison.
 func (mz *Materializer) Disagreements(bk keys.Build) ([]trust.Disagreement, error) {
 	blobs, err := mz.store.Reports(string(bk))
+	if err != nil || len(blobs) == 0 {
+		return nil, err
+	}
+	v, _, err := mz.votes.Verdict(bk)
 	if err != nil {
 		return nil, err
 	}
+	rivals, own := rivalsOf(v)
 	out := make([]trust.Disagreement, 0, len(blobs))
 	for _, b := range blobs {
 		var d trust.Disagreement
 		if err := json.Unmarshal(b, &d); err != nil {
 			return nil, fmt.Errorf("report of %s: %w: %v", bk, store.ErrCorrupt, err)
 		}
+		if own != nil && own.Content == d.Own {
+			d.OwnAttesters = ownAttesters(mz.self, *own)
+		}
+		for _, rv := range rivals {
+			if rv.Content == d.Other {
+				d.OtherAttesters = voterIDs(rv)
+			}
+		}
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// ownAttesters are this node and the other counted attesters of its
+// content.
+func ownAttesters(self peer.ID, own trust.ContentTally) []peer.ID {
+	out := []peer.ID{self}
+	for _, vi := range own.Voters {
+		if vi.Counted && !vi.Self {
+			out = append(out, vi.Peer)
+		}
+	}
+	return out
+}
+
+// voterIDs are the peers of a tally's voters.
+func voterIDs(ct trust.ContentTally) []peer.ID {
+	out := make([]peer.ID, 0, len(ct.Voters))
+	for _, vi := range ct.Voters {
+		out = append(out, vi.Peer)
+	}
+	return out
 }

@@ -88,6 +88,17 @@ func TestDisagreementReported(t *testing.T) {
 	if n, err := s.mz.CheckDisagreements(t.Context()); err != nil || n != 0 || w.fetch.Calls() != calls {
 		t.Fatalf("second look: %d reports, %v, %d transfers", n, err, w.fetch.Calls()-calls)
 	}
+	// A later rebuilder of the rival content is named without another
+	// comparison.
+	f := w.remote()
+	s.learn(attestAs(t, f.Key, w.evil, env, at(3)))
+	if n, err := s.mz.CheckDisagreements(t.Context()); err != nil || n != 0 || w.fetch.Calls() != calls {
+		t.Fatalf("after another rival vote: %d reports, %v, %d transfers", n, err, w.fetch.Calls()-calls)
+	}
+	ds, err = s.mz.Disagreements(w.layout1.BuildKey())
+	if err != nil || len(ds) != 1 || !slices.Equal(ds[0].OtherAttesters, []peer.ID{e.ID, f.ID}) {
+		t.Fatalf("reports after another rival vote: %+v %v", ds, err)
+	}
 }
 
 // Other contents that are not rebuilds in this node's environment (an
