@@ -86,6 +86,10 @@ type disagreements struct {
 // disagreementLoop looks for rebuilds that disagree with this node's
 // builds whenever votes change, until ctx ends.
 func (mz *Materializer) disagreementLoop(ctx context.Context) {
+	// What a crash left in quarantine goes: nothing there is ever used.
+	if err := os.RemoveAll(filepath.Join(mz.store.Dir(), QuarantineDirName)); err != nil {
+		mz.log.Warn("empty quarantine", "err", err)
+	}
 	t := time.NewTicker(disagreementPoll)
 	defer t.Stop()
 	for {
