@@ -54,6 +54,9 @@ const (
 	maxAttempts = 8
 	// maxRetries bounds the pending retries.
 	maxRetries = 1024
+	// ownKeysRefresh is how long the list of own build keys is kept while
+	// the store's usage of this node's attestations stays the same.
+	ownKeysRefresh = time.Minute
 )
 
 // ErrTooLarge is a disagreeing file larger than quarantine may hold.
@@ -81,6 +84,13 @@ type disagreements struct {
 	lastPass time.Time
 	checked  map[keys.Build]uint64
 	retry    map[rival]*retryState
+	// own are the build keys this node attested, read at ownAt when the
+	// store's usage of its attestations was ownUsage: re-reading every
+	// own attestation on every vote change would cost a PKGDIR's worth
+	// of records each time.
+	own      []keys.Build
+	ownAt    time.Time
+	ownUsage store.Usage
 }
 
 // disagreementLoop looks for rebuilds that disagree with this node's
@@ -135,17 +145,12 @@ func (mz *Materializer) checkDisagreements(ctx context.Context, force bool) (int
 		return 0, nil
 	}
 	d.lastGen, d.lastPass = gen, now
-	recs, err := mz.store.AttestationsBy(mz.self.String())
-	if err != nil {
+	if err := mz.refreshOwnKeys(force, now); err != nil {
 		return 0, err
 	}
 	var todo []keys.Build
-	seen := map[keys.Build]bool{}
-	for _, r := range recs {
-		bk := keys.Build(r.BuildKey)
-		if seen[bk] {
-			continue
-		}
+	seen := make(map[keys.Build]bool, len(d.own))
+	for _, bk := range d.own {
 		seen[bk] = true
 		if c, ok := d.checked[bk]; !ok || mz.votes.Changed(bk) > c {
 			todo = append(todo, bk)
@@ -180,6 +185,32 @@ func (mz *Materializer) checkDisagreements(ctx context.Context, force bool) (int
 		}
 	}
 	return added, nil
+}
+
+// refreshOwnKeys re-reads the build keys this node attested when it
+// stored or withdrew an attestation (one read of its usage tells), when
+// the list is older than ownKeysRefresh, or when forced.
+func (mz *Materializer) refreshOwnKeys(force bool, now time.Time) error {
+	d := &mz.disagree
+	usage, err := mz.store.AttesterUsage(mz.self.String())
+	if err != nil {
+		return err
+	}
+	if !force && d.ownAt.After(now.Add(-ownKeysRefresh)) && usage == d.ownUsage {
+		return nil
+	}
+	recs, err := mz.store.AttestationsBy(mz.self.String())
+	if err != nil {
+		return err
+	}
+	d.own = d.own[:0]
+	for _, r := range recs {
+		d.own = append(d.own, keys.Build(r.BuildKey))
+	}
+	slices.Sort(d.own)
+	d.own = slices.Compact(d.own)
+	d.ownAt, d.ownUsage = now, usage
+	return nil
 }
 
 // checkBuild compares the rivals of one own build key that have no

@@ -163,13 +163,12 @@ func TestDisagreementRetried(t *testing.T) {
 	}
 }
 
-// The loop Run starts reports a disagreement as the votes arrive, with no
-// call from outside.
+// The loop Run starts reports a disagreement as the own build and the
+// votes arrive, with no call from outside.
 func TestDisagreementLoop(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	s := w.self(selfOpts{})
-	s.builtHere(w.layout1, trust.Builder{})
 	e := w.remote()
 	bad := attestAs(t, e.Key, w.evil, trust.Builder{}, at(1))
 	e.says(bad.Marshal())
@@ -178,6 +177,9 @@ func TestDisagreementLoop(t *testing.T) {
 	done := make(chan struct{})
 	go func() { s.mz.Run(t.Context()); close(done) }()
 	t.Cleanup(func() { <-done })
+	// The own build is attested after the loop started, then the rival
+	// vote arrives.
+	s.builtHere(w.layout1, trust.Builder{})
 	s.learn(bad)
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
