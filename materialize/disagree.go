@@ -338,9 +338,14 @@ func rivalsOf(v trust.Verdict) (rivals []trust.ContentTally, own *trust.ContentT
 func (mz *Materializer) compareRival(ctx context.Context, v trust.Verdict, atts []*trust.Signed, own, rv trust.ContentTally) (trust.Disagreement, error) {
 	ctx, cancel := context.WithTimeout(ctx, compareTimeout)
 	defer cancel()
-	ownPath, err := mz.ownFile(v.BuildKey, own.Content, atts)
+	ownPath, ownCPV, err := mz.ownFile(v.BuildKey, own.Content, atts)
 	if err != nil {
 		return trust.Disagreement{}, err
+	}
+	// The own file may have been replaced since it was indexed: a report
+	// compares the content this node attested or nothing.
+	if err := identity.CheckFile(ownPath, ownCPV, own.Content.Image, own.Content.Metadata, mz.limits); err != nil {
+		return trust.Disagreement{}, fmt.Errorf("this node's build %s: %w", ownPath, err)
 	}
 	voters := map[peer.ID]bool{}
 	for _, vi := range rv.Voters {
@@ -415,16 +420,16 @@ func (mz *Materializer) compareRival(ctx context.Context, v trust.Verdict, atts 
 	return trust.Disagreement{}, fmt.Errorf("fetch %s: %w", rv.Content, lastErr)
 }
 
-// ownFile is the path of this node's build of bk with content: its
-// PKGDIR file, or a copy in the cache.
-func (mz *Materializer) ownFile(bk keys.Build, content trust.ContentID, atts []*trust.Signed) (string, error) {
+// ownFile is the path and cpv of this node's build of bk with content:
+// its PKGDIR file, or a copy in the cache.
+func (mz *Materializer) ownFile(bk keys.Build, content trust.ContentID, atts []*trust.Signed) (path, cpv string, err error) {
 	lps, err := mz.store.LocalByBuildKey(string(bk))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	for _, lp := range lps {
 		if lp.ImageDigest == content.Image && lp.MetadataDigest == content.Metadata {
-			return lp.Path, nil
+			return lp.Path, lp.CPV, nil
 		}
 	}
 	for _, s := range atts {
@@ -433,13 +438,13 @@ func (mz *Materializer) ownFile(bk keys.Build, content trust.ContentID, atts []*
 		}
 		e, ok, err := mz.store.Cache().Get(s.Attestation.FileSHA256)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if ok && e.Meta.ImageDigest == content.Image && e.Meta.MetadataDigest == content.Metadata {
-			return e.Path, nil
+			return e.Path, s.Attestation.CPV, nil
 		}
 	}
-	return "", fmt.Errorf("build %s: this node's file of %s is gone", bk, content)
+	return "", "", fmt.Errorf("build %s: this node's file of %s is gone", bk, content)
 }
 
 // disagreement makes the report of one comparison.

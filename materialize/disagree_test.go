@@ -198,3 +198,27 @@ func TestDisagreementLoop(t *testing.T) {
 		<-tick.C
 	}
 }
+
+// An own file replaced since it was indexed (another content at the
+// indexed path) is not compared: no transfer, no report, a retry later.
+func TestDisagreementOwnFileReplaced(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := w.self(selfOpts{})
+	s.builtHere(w.layout1, trust.Builder{})
+	if err := os.WriteFile(filepath.Join(s.pkgdir, filepath.Base(w.layout1.Local.Path)), w.evil.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := w.remote()
+	bad := attestAs(t, e.Key, w.evil, trust.Builder{}, at(1))
+	e.says(bad.Marshal())
+	e.provides(w.evil)
+	e.holds(w.evil)
+	s.learn(bad)
+	if n, err := s.mz.CheckDisagreements(t.Context()); err != nil || n != 0 || w.fetch.Calls() != 0 {
+		t.Fatalf("%d reports, %v, %d transfers; want none", n, err, w.fetch.Calls())
+	}
+	if st := s.mz.disagree.retry[rival{bk: w.layout1.BuildKey(), other: w.evil.Content()}]; st == nil || st.tries != 1 {
+		t.Fatalf("retry state %+v", st)
+	}
+}
