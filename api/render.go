@@ -69,6 +69,10 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 	}
 	trustLine := fmt.Sprintf("threshold %d, %d dispute%s, %d equivocating peer%s", s.Threshold,
 		s.Disputes, plural(s.Disputes), s.Equivocations, plural(s.Equivocations))
+	if s.RebuildDisagreements > 0 {
+		trustLine += fmt.Sprintf(", %d rebuild%s disagreeing with this node's builds (trust explain)", s.RebuildDisagreements,
+			plural(s.RebuildDisagreements))
+	}
 	p("trust", "%s", trustLine)
 	p("standing", "%d established attester%s, %d earning, %d vouched by you; fresh keys weigh %d %%", s.Established, plural(s.Established),
 		s.Earning, s.Vouched, s.FreshWeight)

@@ -68,7 +68,10 @@ type Status struct {
 
 	Disputes      int `json:"disputes"`
 	Equivocations int `json:"equivocations"`
-	Threshold     int `json:"threshold"`
+	// RebuildDisagreements counts the reports of rebuilds that disagree
+	// with this node's own builds (`trust explain` shows each).
+	RebuildDisagreements int `json:"rebuild_disagreements"`
+	Threshold            int `json:"threshold"`
 	// Established and Earning count the attesters with full standing
 	// and those still earning it (docs/SECURITY.md, "Standing");
 	// Vouched the trust.vouched_peers, FreshWeight trust.fresh_weight
@@ -247,7 +250,12 @@ type Explanation struct {
 	// machine (a soname, a slot, glibc, the CPU), or its voters disagree
 	// on what portage would be told.
 	NotListed map[keys.Build]string `json:"not_listed,omitempty"`
-	Text      string                `json:"text"`
+	// Disagreements are this node's reports of rebuilds that disagree
+	// with its own build of a build key the query names: the other
+	// content, its attesters, and what differs in the image and the
+	// metadata.
+	Disagreements []trust.Disagreement `json:"disagreements,omitempty"`
+	Text          string               `json:"text"`
 }
 
 // PolicyView is the effective trust policy, printable.

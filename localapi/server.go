@@ -267,6 +267,9 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 	if msg, at := srv.mz.LastFailure(); msg != "" {
 		st.LastFetchError, st.LastFetchErrorAt = msg, at.UTC().Truncate(time.Second)
 	}
+	if n, err := srv.store.CountReports(); err == nil {
+		st.RebuildDisagreements = n
+	}
 	return st
 }
 
@@ -550,6 +553,14 @@ func (srv *Server) Explain(ctx context.Context, q string) (api.Explanation, erro
 		}
 		ex.Verdicts = append(ex.Verdicts, v)
 		sb.WriteString(v.Explain())
+		ds, err := srv.mz.Disagreements(bk)
+		if err != nil {
+			return ex, classify(err, api.CodeInternal)
+		}
+		for _, d := range ds {
+			ex.Disagreements = append(ex.Disagreements, d)
+			sb.WriteString(d.Explain())
+		}
 		if srv.notListed != nil {
 			if why, ok := srv.notListed(bk); ok {
 				if ex.NotListed == nil {

@@ -791,3 +791,45 @@ func TestPeersAdd(t *testing.T) {
 		t.Errorf("peers add to an offline peer: %v, want unavailable", err)
 	}
 }
+
+// A rebuild that disagrees with a's layout (c's trojaned pkg_postinst) is
+// compared by a's materializer and shown by trust explain: both contents
+// and attesters, what differs in the image and the metadata, and what it
+// means; status counts it.
+func TestExplainRebuildDisagrees(t *testing.T) {
+	w := newWorld(t)
+	h := w.server(nil).Handler()
+	layout := w.a.Local(t, "app-misc/layout-1.0-r1")
+	if n, err := w.a.mz.CheckDisagreements(t.Context()); err != nil || n != 1 {
+		t.Fatalf("CheckDisagreements: %d reports, %v; want 1", n, err)
+	}
+	ex := decode[api.Explanation](t, do(h, "GET", api.PathTrustExplain+"?q=app-misc/layout-1.0-r1", ""))
+	if len(ex.Disagreements) != 1 {
+		t.Fatalf("explain layout: %d reports\n%s", len(ex.Disagreements), ex.Text)
+	}
+	d := ex.Disagreements[0]
+	own := trust.ContentID{Image: layout.ImageDigest, Metadata: layout.MetadataDigest}
+	if d.BuildKey != keys.Build(layout.BuildKey) || d.Own != own || d.Other == own ||
+		len(d.OtherAttesters) != 1 || d.OtherAttesters[0] != w.c.ID || d.OwnAttesters[0] != w.a.ID {
+		t.Errorf("report %+v", d)
+	}
+	for _, want := range []string{
+		"rebuild disagrees: content " + d.Other.String() + " by " + w.c.ID.String(),
+		"this node built " + own.String(),
+		"image: the same entries",
+		"metadata: function pkg_postinst added, key DEFINED_PHASES differs",
+		"a non-reproducible package or a backdoor; it is not allowed while disputed",
+	} {
+		if !strings.Contains(ex.Text, want) {
+			t.Errorf("explain text lacks %q:\n%s", want, ex.Text)
+		}
+	}
+	// hello has no report.
+	if ex := decode[api.Explanation](t, do(h, "GET", api.PathTrustExplain+"?q=app-misc/hello-1.0", "")); len(ex.Disagreements) != 0 || strings.Contains(ex.Text, "rebuild disagrees") {
+		t.Errorf("explain hello: %+v", ex.Disagreements)
+	}
+	st := decode[api.Status](t, do(h, "GET", api.PathStatus, ""))
+	if st.RebuildDisagreements != 1 {
+		t.Errorf("status counts %d rebuild disagreements", st.RebuildDisagreements)
+	}
+}

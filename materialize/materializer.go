@@ -83,6 +83,8 @@ type Materializer struct {
 	verified map[[32]byte]*xpak.Package // under mu: see VerifiedPackage
 	// lastFetchFailure is why the latest failed fetch failed, for status.
 	lastFetchFailure atomic.Pointer[fetchFailure]
+	// disagree is the disagreement loop's memory (disagree.go).
+	disagree disagreements
 }
 
 type metrics struct {
@@ -110,12 +112,14 @@ func New(o Options) *Materializer {
 	return mz
 }
 
-// Run keeps the cache within its budget and, in mirror mode, replicates
-// the allowed builds of this platform, until ctx ends. Fetches started
-// meanwhile by any caller end with it too.
+// Run keeps the cache within its budget, reports rebuilds that disagree
+// with this node's builds (CheckDisagreements, whenever votes change)
+// and, in mirror mode, replicates the allowed builds of this platform,
+// until ctx ends. Fetches started meanwhile by any caller end with it too.
 func (mz *Materializer) Run(ctx context.Context) {
 	mz.running.Store(&ctx)
 	var wg sync.WaitGroup
+	wg.Go(func() { mz.disagreementLoop(ctx) })
 	if mz.mode == config.ModeMirror {
 		wg.Go(func() { mz.mirrorLoop(ctx) })
 	}

@@ -299,7 +299,7 @@ func newTrustCmd() *cobra.Command {
 	var asJSON bool
 	explain := &cobra.Command{
 		Use:   "explain BUILDKEY|CPV",
-		Short: "Show the votes for a build and which rule decided",
+		Short: "Show the votes for a build, which rule decided, and rebuilds that disagree with this node's build",
 		Example: `  gentoo-p2pd trust explain app-misc/hello-1.0
   gentoo-p2pd trust explain bafkrei... --json`,
 		Args: cobra.ExactArgs(1),

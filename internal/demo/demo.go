@@ -211,6 +211,23 @@ func Run(ctx context.Context, w io.Writer, o Options) (err error) {
 	for _, k := range slices.Sorted(maps.Keys(helloEntry)) {
 		fmt.Fprintf(w, "   %s: %s\n", k, helloEntry[k])
 	}
+
+	// 8. The honest builders compared mallory's rebuild with their own.
+	step("alice built layout too: her daemon fetched mallory's content into quarantine, compared it with her build and reports it (trust explain app-misc/layout-1.0-r1)")
+	alice := nodes[0]
+	var layoutEx api.Explanation
+	if err := testnet.WaitFor(ctx, o.Timeout, "alice's report of mallory's rebuild", func() bool {
+		layoutEx, err = alice.Daemon.API().Explain(ctx, "app-misc/layout-1.0-r1")
+		return err == nil && len(layoutEx.Disagreements) > 0
+	}); err != nil {
+		return err
+	}
+	d := layoutEx.Disagreements[0]
+	fmt.Fprintf(w, "   rebuild disagrees: content %s by %s\n", short(d.Other.String()), short(d.OtherAttesters[0].String()))
+	for _, line := range strings.Split(strings.TrimSpace(d.Explain()), "\n")[2:] {
+		fmt.Fprintf(w, " %s\n", line)
+	}
+
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "demo complete: a build travelled alice/bob/carol -> erin -> portage only because 3 independent peers agreed; mallory's trojaned layout was held back.")
 	if o.Hold {

@@ -23,6 +23,8 @@ func TestDemo(t *testing.T) {
 		"0 bytes fetched so far); absent: app-misc/layout-1.0-r1 (disputed)",
 		"image and metadata digests = the agreed content; every member signed",
 		"CPV: app-misc/hello-1.0",
+		"rebuild disagrees: content ",
+		"metadata: function pkg_postinst added, key DEFINED_PHASES differs",
 		"demo complete",
 	} {
 		if !strings.Contains(out.String(), want) {
