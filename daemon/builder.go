@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/builder"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
 // newBuilder makes the builder (build.donate): it builds what the
@@ -11,7 +12,7 @@ import (
 // in the store.
 func (d *Daemon) newBuilder() (*builder.Builder, error) {
 	c := d.cfg.Build
-	var demand builder.Demand = noDemand{}
+	var demand builder.Demand = platformDemand{d.votes, d.platform}
 	if d.demand != nil {
 		demand = d.demand
 	}
@@ -24,9 +25,23 @@ func (d *Daemon) newBuilder() (*builder.Builder, error) {
 	})
 }
 
-// noDemand stands in for the network's demand until votes records it:
-// the builder plans nothing. TEMPORARY: replaced by the adapter over
-// votes.Book.Wanted, filtered to this platform.
-type noDemand struct{}
+// platformDemand is the network's demand for builds of this platform,
+// most wanted first: what the builder may build (it builds with this
+// machine's CHOST and flags, so another platform's wants are not its to
+// serve).
+type platformDemand struct {
+	votes    *votes.Book
+	platform string
+}
 
-func (noDemand) Wanted(context.Context, int) ([]builder.Want, error) { return nil, nil }
+func (p platformDemand) Wanted(_ context.Context, n int) ([]builder.Want, error) {
+	ws, err := p.votes.Wanted(p.platform, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]builder.Want, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, builder.Want{Variant: w.Variant, CPV: w.CPV, USE: w.USE, Wanters: w.Wanters})
+	}
+	return out, nil
+}

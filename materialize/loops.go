@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 )
 
@@ -64,7 +63,7 @@ func (mz *Materializer) evictTo(target int64, fresh *[32]byte) (int64, error) {
 }
 
 // mirrorLoop (mirror mode) replicates allowed builds of the local platform
-// into the cache, most attested first, while the disk budget allows.
+// into the cache, most wanted first, while the disk budget allows.
 func (mz *Materializer) mirrorLoop(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
@@ -83,9 +82,9 @@ func (mz *Materializer) mirrorOnce(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	// Popular first: the builds most peers attested are the ones most
-	// peers will ask for, so they earn the disk budget first.
-	sort.SliceStable(builds, func(i, j int) bool { return len(builds[i].Atts) > len(builds[j].Atts) })
+	// Popular first: the variants most peers said they use (their demand
+	// records), then the most attested, earn the disk budget first.
+	mz.votes.SortByDemand(builds)
 	for _, b := range builds {
 		if ctx.Err() != nil {
 			return
