@@ -348,3 +348,46 @@ func (s *Store) DemandsBy(attester string) (int, error) {
 	})
 	return n, err
 }
+
+// checkDemand verifies the demand indexes and count against the records
+// (Store.Check): every record has its blob and its three index entries,
+// every index entry names a record, and the count is the records'.
+func checkDemand(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketDemand)
+	n := 0
+	err := b.ForEach(func(k, v []byte) error {
+		n++
+		var r DemandRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, k, err)
+		}
+		if !bytes.Equal(k, demandKey(r.VariantKey, r.Attester)) {
+			return fmt.Errorf("%w: demand record %q names %s by %s", ErrCorrupt, k, r.VariantKey, r.Attester)
+		}
+		for _, e := range []struct {
+			bucket, key []byte
+		}{
+			{bucketDemandBlob, k},
+			{bucketDemandByPeer, indexKey(r.Attester, []byte(r.VariantKey))},
+			{bucketDemandByPlat, indexKey(r.Platform, k)},
+			{bucketDemandByTime, demandTimeKey(r.Time, k)},
+		} {
+			if tx.Bucket(e.bucket).Get(e.key) == nil {
+				return fmt.Errorf("%w: demand record %q lacks its %s entry", ErrCorrupt, k, e.bucket)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, ix := range [][]byte{bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime} {
+		if got := tx.Bucket(ix).Stats().KeyN; got != n {
+			return fmt.Errorf("%w: %s has %d entries for %d demand records", ErrCorrupt, ix, got, n)
+		}
+	}
+	if c := demandCount(tx); c != n {
+		return fmt.Errorf("%w: demand count %d for %d records", ErrCorrupt, c, n)
+	}
+	return nil
+}

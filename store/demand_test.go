@@ -3,8 +3,11 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 var demandEpoch = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -78,6 +81,9 @@ func TestDemandOneVotePerIdentityAndVariant(t *testing.T) {
 	if _, ok, _ := s.DemandBlob("hello", "peerB"); ok {
 		t.Fatal("a pruned record's blob is still held")
 	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestDemandBoundPerIdentity(t *testing.T) {
@@ -104,6 +110,9 @@ func TestDemandBoundPerIdentity(t *testing.T) {
 	if _, err := s.PutDemand(demandRec("v9", "sybil", 1), lim); !errors.Is(err, ErrDemandFull) {
 		t.Fatalf("old record over the cap: %v", err)
 	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestDemandBoundTotal(t *testing.T) {
@@ -125,6 +134,9 @@ func TestDemandBoundTotal(t *testing.T) {
 	}
 	if _, err := s.PutDemand(demandRec("layout", "peer8", 0), lim); !errors.Is(err, ErrDemandFull) {
 		t.Fatalf("record older than all held: %v", err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
 	}
 	// The count survives a reopen.
 	dir := s.Dir()
@@ -148,5 +160,19 @@ func TestPutDemandRejectsInvalid(t *testing.T) {
 		if _, err := s.PutDemand(r, DemandLimits{}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+func TestCheckFindsABrokenDemandIndex(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	r := demandRec("hello", "peerA", 1)
+	mustPutDemand(t, s, r, DemandLimits{})
+	if err := s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDemandByTime).Delete(demandTimeKey(r.Time, demandKey("hello", "peerA")))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "demand_by_time") {
+		t.Fatalf("Check = %v, want the missing demand_by_time entry", err)
 	}
 }

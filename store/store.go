@@ -370,6 +370,9 @@ func (s *Store) Check() error {
 		if err := checkEvidence(tx); err != nil {
 			return err
 		}
+		if err := checkDemand(tx); err != nil {
+			return err
+		}
 		return checkCache(tx)
 	})
 }
