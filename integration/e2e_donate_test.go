@@ -139,7 +139,7 @@ func TestPortageDonatedBuilds(t *testing.T) {
 			return st != nil && st.Done+st.Failed >= 1
 		})
 		st := b.Daemon.API().Status(ctx).Builder
-		if st.Failed != 0 || st.Done != 1 || st.Recent[0].CPV != cpv || st.Recent[0].Built != variant {
+		if st.Failed != 0 || st.Done != 1 || st.Recent[0].CPV != cpv || st.Recent[0].Variant != variant || st.Recent[0].Built != "" {
 			logBuilder(t, b)
 			t.Fatalf("%s: %d done, %d failed, %+v; want one build of the wanted variant %s", b.Name, st.Done, st.Failed, st.Recent, variant)
 		}
