@@ -150,10 +150,12 @@ func (mz *Materializer) checkDisagreements(ctx context.Context, force bool) (int
 	}
 	var todo []keys.Build
 	seen := make(map[keys.Build]bool, len(d.own))
+	queued := map[keys.Build]bool{}
 	for _, bk := range d.own {
 		seen[bk] = true
 		if c, ok := d.checked[bk]; !ok || mz.votes.Changed(bk) > c {
 			todo = append(todo, bk)
+			queued[bk] = true
 		}
 	}
 	for r, st := range d.retry {
@@ -161,8 +163,9 @@ func (mz *Materializer) checkDisagreements(ctx context.Context, force bool) (int
 			delete(d.retry, r) // no longer an own build
 			continue
 		}
-		if st.tries < maxAttempts && !now.Before(st.due) && !slices.Contains(todo, r.bk) {
+		if st.tries < maxAttempts && !now.Before(st.due) && !queued[r.bk] {
 			todo = append(todo, r.bk)
+			queued[r.bk] = true
 		}
 	}
 	for bk := range d.checked {
@@ -178,7 +181,7 @@ func (mz *Materializer) checkDisagreements(ctx context.Context, force bool) (int
 		n, err := mz.checkBuild(ctx, bk, gen, now)
 		added += n
 		if errors.Is(err, store.ErrReportsFull) {
-			return added, nil // nothing more is kept; logged when it filled
+			return added, nil // nothing more is kept (status shows the count)
 		}
 		if err != nil {
 			return added, err
@@ -253,6 +256,12 @@ func (mz *Materializer) checkBuild(ctx context.Context, bk keys.Build, gen uint6
 		}
 		if st != nil && (st.tries >= maxAttempts || now.Before(st.due)) {
 			continue
+		}
+		// A full store keeps no report: nothing is fetched for one.
+		if total, err := mz.store.CountReports(); err != nil {
+			return added, err
+		} else if total >= MaxReports {
+			return added, store.ErrReportsFull
 		}
 		rep, err := mz.compareRival(ctx, v, atts, *own, rv)
 		if err == nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -220,5 +221,28 @@ func TestDisagreementOwnFileReplaced(t *testing.T) {
 	}
 	if st := s.mz.disagree.retry[rival{bk: w.layout1.BuildKey(), other: w.evil.Content()}]; st == nil || st.tries != 1 {
 		t.Fatalf("retry state %+v", st)
+	}
+}
+
+// With MaxReports kept, a new rival is not fetched: no report could be
+// kept.
+func TestDisagreementReportsFull(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s := w.self(selfOpts{})
+	for i := range MaxReports {
+		if _, err := s.Store.PutReport("bk-"+strconv.Itoa(i), "c", []byte("{}"), MaxReports); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.builtHere(w.layout1, trust.Builder{})
+	e := w.remote()
+	bad := attestAs(t, e.Key, w.evil, trust.Builder{}, at(1))
+	e.says(bad.Marshal())
+	e.provides(w.evil)
+	e.holds(w.evil)
+	s.learn(bad)
+	if n, err := s.mz.CheckDisagreements(t.Context()); err != nil || n != 0 || w.fetch.Calls() != 0 {
+		t.Fatalf("%d reports, %v, %d transfers; want none", n, err, w.fetch.Calls())
 	}
 }
