@@ -52,28 +52,7 @@ func TestPortageBuilderDonates(t *testing.T) {
 
 	// The playground stands in for the host's portage configuration and
 	// repository: gentoo-p2pd-build copies its etc/portage.
-	ep := filepath.Join(dir, "host")
-	h.run(t, ctx, nil, h.python, filepath.Join(h.dir, "setup_playground.py"), ep,
-		"--extra-ebuilds", filepath.Join("testdata", "portage", "ebuilds.py"),
-		"--extra-ebuilds", filepath.Join(h.real, "ebuilds.py"))
-	distdir := filepath.Join(ep, "var", "portage", "distfiles")
-	if err := os.MkdirAll(distdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := xferCopy(filepath.Join(h.real, "distfiles", "libxcrypt-4.4.33.tar.xz"), filepath.Join(distdir, "libxcrypt-4.4.33.tar.xz")); err != nil {
-		t.Fatal(err)
-	}
-	h.run(t, ctx, nil, filepath.Join(h.dir, "pns.sh"), ep, "ebuild",
-		filepath.Join(ep, "var", "repositories", "test_repo", "sys-libs", "libxcrypt", "libxcrypt-4.4.33.ebuild"), "manifest")
-
-	script, err := filepath.Abs(filepath.Join("..", "packaging", "gentoo-p2pd-build"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrapper, err := filepath.Abs(filepath.Join("testdata", "portage", "builder-emerge.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ep := builderHost(t, ctx, h, filepath.Join(dir, "host"))
 	root := filepath.Join(dir, "node", "build")
 	// What must not change; the builder root and the test's daemon state
 	// are below dir, which is not in the list (but the playground is).
@@ -92,21 +71,8 @@ func TestPortageBuilderDonates(t *testing.T) {
 		{Variant: unbuiltVariant(t, "libxcrypt"), CPV: "sys-libs/libxcrypt-4.4.33", Wanters: 2},
 	}
 	n, err := testnet.Start(ctx, testnet.NodeOptions{Name: "node", Dir: dir, Logger: testLogger(), Demand: demand,
-		VDB: filepath.Join(ep, "var", "db", "pkg"),
-		Configure: func(c *config.Config) {
-			c.Build.Donate = true
-			c.Build.Root = root
-			c.Build.Command = []string{"env",
-				"GENTOO_P2PD_BUILD_CONFIG_FROM=" + ep,
-				"GENTOO_P2PD_BUILD_EMERGE=" + wrapper + " " + h.dir + " " + h.work,
-				script}
-			// The test machine is shared with other work: its load says
-			// nothing of this test (TestLimitsHoldBuilds covers the bound).
-			c.Build.WhenIdle = 0
-			// Niceness is builder's unit tests' (TestBuilderBuildsAndAnnounces);
-			// at 19 on a busy CI machine this build would wait for idle CPU.
-			c.Build.Nice = 0
-		}})
+		VDB:       filepath.Join(ep, "var", "db", "pkg"),
+		Configure: func(c *config.Config) { donate(t, h, c, ep, root) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,15 +49,6 @@ func TestPortageDonatedBuilds(t *testing.T) {
 	dir := t.TempDir()
 	const cpv = "sys-libs/libxcrypt-4.4.33"
 
-	script, err := filepath.Abs(filepath.Join("..", "packaging", "gentoo-p2pd-build"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrapper, err := filepath.Abs(filepath.Join("testdata", "portage", "builder-emerge.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	// The builders: each its own host configuration (a playground at its
 	// own path) and builder root.
 	specs := []struct {
@@ -83,17 +74,8 @@ func TestPortageDonatedBuilds(t *testing.T) {
 		}
 		n, err := testnet.Start(ctx, testnet.NodeOptions{Name: s.name, Dir: dir, Bootstrap: boot, Logger: testLogger(),
 			Configure: func(c *config.Config) {
-				c.Build.Donate = true
-				c.Build.Root = filepath.Join(dir, s.name, "build")
+				donate(t, h, c, ep, filepath.Join(dir, s.name, "build"))
 				c.Build.Jobs = s.jobs
-				c.Build.Command = []string{"env",
-					"GENTOO_P2PD_BUILD_CONFIG_FROM=" + ep,
-					"GENTOO_P2PD_BUILD_EMERGE=" + wrapper + " " + h.dir + " " + h.work,
-					script}
-				// A shared CI machine is never idle, and at niceness 19
-				// three builds would wait on everything else.
-				c.Build.WhenIdle = 0
-				c.Build.Nice = 0
 			}})
 		if err != nil {
 			t.Fatal(err)
@@ -220,6 +202,33 @@ func builderHost(t *testing.T, ctx context.Context, h *portageHarness, ep string
 	h.run(t, ctx, nil, filepath.Join(h.dir, "pns.sh"), ep, "ebuild",
 		filepath.Join(ep, "var", "repositories", "test_repo", "sys-libs", "libxcrypt", "libxcrypt-4.4.33.ebuild"), "manifest")
 	return ep
+}
+
+// donate makes c a donating builder whose root is root and whose host
+// configuration is playground ep's: the shipped gentoo-p2pd-build with
+// the harness's portage (testdata/portage/builder-emerge.sh).
+func donate(t *testing.T, h *portageHarness, c *config.Config, ep, root string) {
+	t.Helper()
+	script, err := filepath.Abs(filepath.Join("..", "packaging", "gentoo-p2pd-build"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper, err := filepath.Abs(filepath.Join("testdata", "portage", "builder-emerge.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Build.Donate = true
+	c.Build.Root = root
+	c.Build.Command = []string{"env",
+		"GENTOO_P2PD_BUILD_CONFIG_FROM=" + ep,
+		"GENTOO_P2PD_BUILD_EMERGE=" + wrapper + " " + h.dir + " " + h.work,
+		script}
+	// The test machine is shared with other work: its load says nothing
+	// of these tests (builder's TestLimitsHoldBuilds covers the bound),
+	// and at niceness 19 (builder's TestBuilderBuildsAndAnnounces) a
+	// build on a busy CI machine would wait for idle CPU.
+	c.Build.WhenIdle = 0
+	c.Build.Nice = 0
 }
 
 // shareBuilds turns on FEATURES="binary_sharing" in the client with the
