@@ -159,7 +159,7 @@ var keys = []keySpec{
 	{key: "build.command", kind: kindList, field: func(c *Config) any { return &c.Build.Command },
 		doc: "the build command's argv, run once per build with the job in `GENTOO_P2PD_BUILD_*` variables (the shipped `gentoo-p2pd-build` runs emerge in a root of its own); prefix it with `systemd-run --scope -p CPUQuota=50%` to cap CPU"},
 	{key: "build.root", kind: kindString, field: func(c *Config) any { return &c.Build.Root },
-		def: "`<state_dir>/build`", doc: "the builder's own directory (its PKGDIR, scratch and logs); builds write nowhere else; absolute path"},
+		def: "`<state_dir>/build`", doc: "the builder's own directory (its PKGDIR, scratch and logs); builds write nowhere else; absolute path, not below a directory builds overlay (`/var/tmp`, `/var/db`, …: the script refuses it)"},
 	{key: "build.max_concurrent", kind: kindInt, field: func(c *Config) any { return &c.Build.MaxConcurrent },
 		doc: "builds run at once (≥ 1)"},
 	{key: "build.jobs", kind: kindInt, field: func(c *Config) any { return &c.Build.Jobs },

@@ -53,6 +53,9 @@ func TestBuildScriptRefusesBadJobs(t *testing.T) {
 		{"GENTOO_P2PD_BUILD_PKGDIR", t.TempDir(), "is not inside the builder's root"},
 		{"GENTOO_P2PD_BUILD_WORK", root, "is not inside the builder's root"},
 		{"GENTOO_P2PD_BUILD_CONFIG_FROM", t.TempDir(), "no portage configuration"},
+		// Overlaying a directory that holds the root would put the
+		// overlays' upper layers on the overlay itself.
+		{"GENTOO_P2PD_BUILD_OVERLAY", filepath.Dir(root), "lies inside"},
 	} {
 		out, err := run(tt.key, tt.value)
 		if err == nil || !strings.Contains(out, tt.want) {
