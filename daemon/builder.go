@@ -41,6 +41,11 @@ func (p platformDemand) Wanted(_ context.Context, n int) ([]builder.Want, error)
 	}
 	out := make([]builder.Want, 0, len(ws))
 	for _, w := range ws {
+		// votes refuses such records on arrival; this keeps any other
+		// way in from reaching the build command.
+		if w.Descriptor.CheckBuildable() != nil {
+			continue
+		}
 		out = append(out, builder.Want{Variant: w.Variant, CPV: w.CPV, USE: w.USE, Wanters: w.Wanters})
 	}
 	return out, nil

@@ -41,6 +41,11 @@ const pruneDemandEvery = time.Hour
 // sign its own demand records.
 var ErrNoKey = errors.New("votes: no peer key to sign with")
 
+// demandSkew is how far ahead of this daemon's clock a demand may be
+// dated: clock skew, not a day (records are evicted oldest first, so one
+// dated ahead would outlive honest ones at the store-wide bound).
+const demandSkew = 10 * time.Minute
+
 // bindDemandDescriptor is trust's DemandBinder: the descriptor must yield
 // the demand's variant key, cpv and platform, and must not still say
 // "native" (its variant would name other code on every CPU).
@@ -52,6 +57,10 @@ func bindDemandDescriptor(raw json.RawMessage) (keys.Variant, string, string, er
 	if err := refuseNativeFlags(desc); err != nil {
 		return "", "", "", err
 	}
+	// Builders hand cpv and USE to portage, and search prints them.
+	if err := desc.CheckBuildable(); err != nil {
+		return "", "", "", err
+	}
 	return desc.VariantKey(), desc.CPV, desc.Platform(), nil
 }
 
@@ -60,7 +69,9 @@ func bindDemandDescriptor(raw json.RawMessage) (keys.Variant, string, string, er
 func (vb *Book) demandLimits(attester peer.ID) store.DemandLimits {
 	lim := store.DemandLimits{PerAttester: vb.limits.PeerDemands, Total: vb.limits.Demands}
 	if attester == vb.self {
-		lim.PerAttester = 0
+		// This machine's own use is bounded by what it installs, and
+		// strangers filling the store must not silence it.
+		lim.PerAttester, lim.Total = 0, 0
 	}
 	return lim
 }
@@ -127,7 +138,7 @@ func (vb *Book) ingestDemand(blob []byte, relay peer.ID, topic string) error {
 	if err == nil && s.Demand.Platform != topic {
 		err = fmt.Errorf("demand for platform %s gossiped on topic %s", s.Demand.Platform, topic)
 	}
-	if err == nil && s.Demand.Time.After(vb.standing.now().Add(24*time.Hour)) {
+	if err == nil && s.Demand.Time.After(vb.standing.now().Add(demandSkew)) {
 		err = fmt.Errorf("demand dated %s, in the future", s.Demand.Time.Format(time.RFC3339))
 	}
 	if err != nil {

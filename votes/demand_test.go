@@ -141,6 +141,8 @@ func TestDemandRejectsWhatFailsItsChecks(t *testing.T) {
 	badSig.Signature[5] ^= 1
 	native := hello
 	native.CFLAGS = "-O2 -march=native"
+	evilUSE := hello
+	evilUSE.USE = []string{"system\n=app-misc/evil-1 foo"}
 	for _, tc := range []struct {
 		name, topic string
 		msg         []byte
@@ -151,6 +153,10 @@ func TestDemandRejectsWhatFailsItsChecks(t *testing.T) {
 		{"bad signature", platform, demandMsg(&badSig), "signature"},
 		{"wrong platform topic", testPlatform.Platform(), demandMsg(good), "gossiped on topic"},
 		{"dated in the future", platform, demandMsg(signDemand(t, k, hello, now.Add(48*time.Hour), nil)), "in the future"},
+		// Dated just under a day ahead, it would outlive every honest
+		// record at the store-wide bound.
+		{"dated an hour ahead", platform, demandMsg(signDemand(t, k, hello, now.Add(time.Hour), nil)), "in the future"},
+		{"USE flag a builder would hand to portage as two lines", platform, demandMsg(signDemand(t, k, evilUSE, now, nil)), "use flag"},
 		{"native flags", native.Platform(), demandMsg(signDemand(t, k, native, now, nil)), "native"},
 		{"not json", platform, append([]byte{gossipTagDemand}, "garbage"...), "malformed"},
 	} {
