@@ -48,7 +48,10 @@ func TestBuildScriptRefusesBadJobs(t *testing.T) {
 	}{
 		{"GENTOO_P2PD_BUILD_CPV", "libxcrypt", "is not category/package-version"},
 		{"GENTOO_P2PD_BUILD_CPV", "sys-libs/libxcrypt-4.4.33 ; rm -rf /", "is not category/package-version"},
-		{"GENTOO_P2PD_BUILD_USE", "system $(id)", "bad flag"},
+		{"GENTOO_P2PD_BUILD_USE", "system $(id)", "no USE flag has"},
+		{"GENTOO_P2PD_BUILD_USE", "system -", "bad flag"},
+		{"GENTOO_P2PD_BUILD_USE", "system\n=app-misc/evil-1 foo", "no USE flag has"},
+		{"GENTOO_P2PD_BUILD_USE", "system *", "no USE flag has"},
 		{"GENTOO_P2PD_BUILD_JOBS", "0", "not a positive number"},
 		{"GENTOO_P2PD_BUILD_PKGDIR", t.TempDir(), "is not inside the builder's root"},
 		{"GENTOO_P2PD_BUILD_WORK", root, "is not inside the builder's root"},
