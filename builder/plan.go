@@ -11,58 +11,76 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/keys"
 )
 
+// Bounds of one plan: how far down the demand it reads, and how many
+// variants' votes it reads (a plan runs every Interval).
+const (
+	maxPlanWindow  = 4096
+	maxSupplyReads = 512
+)
+
 // plan reads the demand again and replaces the queue: most wanted first,
 // at most QueueLen, leaving out what runs, what this node built, what
 // waits after a failure, and what the network already has enough of.
 func (b *Builder) plan(ctx context.Context) {
-	wants, err := b.o.Demand.Wanted(ctx, 4*b.o.QueueLen)
-	if err != nil {
-		if ctx.Err() == nil {
-			b.log.Warn("builder: read demand", "err", err)
-			b.setNote("cannot read the demand: " + err.Error())
-		}
-		return
-	}
-	// Most wanted first; the order within a count is fixed so two plans of
-	// the same demand agree.
-	slices.SortStableFunc(wants, func(x, y Want) int {
-		if x.Wanters != y.Wanters {
-			return y.Wanters - x.Wanters
-		}
-		return strings.Compare(string(x.Variant), string(y.Variant))
-	})
 	now := b.o.Now()
 	var queue []job
 	seen := map[keys.Variant]bool{}
-	for _, w := range wants {
-		if len(queue) == b.o.QueueLen {
-			break
-		}
-		if seen[w.Variant] || w.CPV == "" {
-			continue
-		}
-		seen[w.Variant] = true
-		b.mu.Lock()
-		_, running := b.running[w.Variant]
-		f, failing := b.failed[w.Variant]
-		b.mu.Unlock()
-		if running || failing && now.Before(f.until) {
-			continue
-		}
-		trusted, reproducers, thisNode, err := b.o.Supply.Supply(ctx, w.Variant)
+	supplies := 0
+	// The most wanted variants may all be built, running or backed off:
+	// read further down the demand, a window twice as large each time,
+	// until the queue is full, the demand ends, or the budgets of
+	// variants looked at and of supply reads (each reads votes) are spent.
+	for window := 4 * b.o.QueueLen; len(queue) < b.o.QueueLen; window *= 2 {
+		wants, err := b.o.Demand.Wanted(ctx, window)
 		if err != nil {
 			if ctx.Err() == nil {
-				b.log.Warn("builder: supply of a wanted variant", "variant", w.Variant, "err", err)
+				b.log.Warn("builder: read demand", "err", err)
+				b.setNote("cannot read the demand: " + err.Error())
 			}
 			return
 		}
-		switch {
-		case thisNode:
-			continue // one attestation per builder: it adds nothing to rebuild
-		case !trusted:
-			queue = append(queue, job{Want: w, kind: KindBuild})
-		case b.o.Rebuild && reproducers < b.o.Threshold:
-			queue = append(queue, job{Want: w, kind: KindRebuild})
+		// Most wanted first; the order within a count is fixed so two
+		// plans of the same demand agree.
+		slices.SortStableFunc(wants, func(x, y Want) int {
+			if x.Wanters != y.Wanters {
+				return y.Wanters - x.Wanters
+			}
+			return strings.Compare(string(x.Variant), string(y.Variant))
+		})
+		for _, w := range wants {
+			if len(queue) == b.o.QueueLen || supplies == maxSupplyReads {
+				break
+			}
+			if seen[w.Variant] || w.CPV == "" {
+				continue
+			}
+			seen[w.Variant] = true
+			b.mu.Lock()
+			_, running := b.running[w.Variant]
+			f, failing := b.failed[w.Variant]
+			b.mu.Unlock()
+			if running || failing && now.Before(f.until) {
+				continue
+			}
+			supplies++
+			trusted, reproducers, thisNode, err := b.o.Supply.Supply(ctx, w.Variant)
+			if err != nil {
+				if ctx.Err() == nil {
+					b.log.Warn("builder: supply of a wanted variant", "variant", w.Variant, "err", err)
+				}
+				return
+			}
+			switch {
+			case thisNode:
+				continue // one attestation per builder: it adds nothing to rebuild
+			case !trusted:
+				queue = append(queue, job{Want: w, kind: KindBuild})
+			case b.o.Rebuild && reproducers < b.o.Threshold:
+				queue = append(queue, job{Want: w, kind: KindRebuild})
+			}
+		}
+		if len(wants) < window || window >= maxPlanWindow || supplies == maxSupplyReads {
+			break
 		}
 	}
 	b.mu.Lock()

@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -177,5 +178,27 @@ func TestBackoffDoubles(t *testing.T) {
 	b.finish(t.Context(), j, outcome{path: "/x"})
 	if len(b.failed) != 0 {
 		t.Fatalf("a success leaves %d failure records", len(b.failed))
+	}
+}
+
+// When the most wanted variants are all built here already, the plan
+// reads further down the demand (not just its first 4·QueueLen) and
+// queues what lies below them.
+func TestPlanReadsPastBuiltVariants(t *testing.T) {
+	var ws wants
+	sup := supplyOf{}
+	for i := range 40 {
+		v := keys.Variant(fmt.Sprintf("v-%d", i))
+		ws = append(ws, Want{Variant: v, CPV: fmt.Sprintf("app-misc/p%d-1", i), Wanters: 100 - i})
+		if i < 30 {
+			x := sup[v]
+			x.trusted, x.reproducers, x.thisNode = true, 1, true
+			sup[v] = x
+		}
+	}
+	b := newTestBuilder(t, Options{Demand: ws, Supply: sup, QueueLen: 2, Threshold: 3, Rebuild: true})
+	b.plan(t.Context())
+	if got, want := b.queued(), []string{"build app-misc/p30-1", "build app-misc/p31-1"}; !slices.Equal(got, want) {
+		t.Fatalf("queued %q, want %q (the first 30 are built here)", got, want)
 	}
 }
