@@ -74,6 +74,10 @@ type retryState struct {
 	wait    time.Duration
 	tries   int
 	lastErr string
+	// voters is how many counted voters the rival had at the last try:
+	// only more of them start the tries afresh, not any vote change on
+	// the build key (which anyone's fresh key can make).
+	voters int
 }
 
 // disagreements is the loop's memory: the vote generation each own build
@@ -251,8 +255,8 @@ func (mz *Materializer) checkBuild(ctx context.Context, bk keys.Build, gen uint6
 			break
 		}
 		st := d.retry[key]
-		if st != nil && changed {
-			st.tries, st.due, st.wait = 0, now, 0 // new votes: try afresh
+		if st != nil && changed && len(rv.Voters) > st.voters {
+			st.tries, st.due, st.wait = 0, now, 0 // the rival gained counted voters: try afresh
 		}
 		if st != nil && (st.tries >= maxAttempts || now.Before(st.due)) {
 			continue
@@ -299,6 +303,7 @@ func (mz *Materializer) checkBuild(ctx context.Context, bk keys.Build, gen uint6
 			d.retry[key] = st
 		}
 		st.tries++
+		st.voters = len(rv.Voters)
 		st.wait = min(max(2*st.wait, retryFirst), retryMax)
 		st.due, st.lastErr = time.Now().Add(st.wait), err.Error()
 		mz.log.Info("rebuild disagrees, comparison failed", "build_key", bk, "other", rv.Content.String(), "attempt", st.tries, "retry_in", st.wait, "err", err)
