@@ -2,8 +2,10 @@ package trust
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -65,7 +67,7 @@ func (e EntryDifference) String() string {
 	case "removed":
 		mark = "-"
 	}
-	return fmt.Sprintf("%s %s: %s", mark, e.Name, e.Detail)
+	return fmt.Sprintf("%s %s: %s", mark, printable(e.Name), printable(e.Detail))
 }
 
 // MetadataDifference is one covered metadata record the two builds do not
@@ -79,7 +81,22 @@ type MetadataDifference struct {
 }
 
 // String renders the record as a phrase: "function pkg_postinst differs".
-func (m MetadataDifference) String() string { return m.Kind + " " + m.Name + " " + m.Change }
+func (m MetadataDifference) String() string {
+	return printable(m.Kind) + " " + printable(m.Name) + " " + printable(m.Change)
+}
+
+// printable is s as it is when every rune prints, else Go-quoted: names
+// come from a stranger's tar and metadata, and a newline or a terminal
+// escape in them must not forge a line of `trust explain` or drive the
+// user's terminal.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
 
 // Explain renders the report for `trust explain`: the two contents and
 // their attesters, what differs in the image and in the metadata, and

@@ -51,3 +51,24 @@ func TestDisagreementExplain(t *testing.T) {
 		t.Errorf("no differences rendered as\n%s", same)
 	}
 }
+
+// A stranger's entry names and metadata names are quoted when they hold
+// what does not print: a newline cannot forge a line of the report.
+func TestDisagreementQuotesUnprintableNames(t *testing.T) {
+	d := Disagreement{EntriesDiffer: 1, MetadataDiffer: 1,
+		Entries:  []EntryDifference{{Name: "usr/bin/x\n  image: the same entries", Change: "added", Detail: "file\x1b[2J"}},
+		Metadata: []MetadataDifference{{Kind: "function", Name: "pkg_postinst\n  metadata: the same covered records", Change: "added"}},
+	}
+	text := d.Explain()
+	for _, l := range strings.Split(text, "\n") {
+		if strings.TrimSpace(l) == "image: the same entries" || strings.TrimSpace(l) == "metadata: the same covered records" {
+			t.Fatalf("a forged line:\n%s", text)
+		}
+	}
+	if strings.Contains(text, "\x1b") {
+		t.Fatalf("a terminal escape reached the report:\n%q", text)
+	}
+	if !strings.Contains(text, `"usr/bin/x\n  image: the same entries"`) {
+		t.Fatalf("the name is not shown quoted:\n%s", text)
+	}
+}
