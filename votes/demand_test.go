@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"golang.org/x/time/rate"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
@@ -230,7 +231,9 @@ func TestDemandBoundedPerIdentity(t *testing.T) {
 // Past its identity's rate, demand is ignored unstored, whoever relays it.
 func TestDemandRatePerIdentity(t *testing.T) {
 	b := joinBook(t, memnet.New(), true, nil)
-	b.demandRates = wire.NewPeerRates(demandRate, 2) // the burst, lowered to keep the test short
+	// The burst lowered to keep the test short, and a token every hour so
+	// a slow machine cannot refill one between the sends.
+	b.demandRates = wire.NewPeerRates(rate.Every(time.Hour), 2)
 	hello := fixtureDescriptor(t, "app-misc/hello-1.0.gpkg.tar")
 	k, id := mustKey(t)
 	_, relay := mustKey(t)
