@@ -303,8 +303,11 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 			if derr == nil && !dmore && dnext.After != nil {
 				st.dcur = resumeCursor(dnext, began, vb.resyncMargin)
 			}
+			if derr != nil {
+				// Tried again at this peer's next sync, from dcur.
+				vb.log.Debug("demand sync", "peer", pi.ID.String(), "err", derr)
+			}
 			more = more || dmore
-			err = cmp.Or(err, derr)
 			switch {
 			case err != nil:
 				// Try this peer again in a minute, from where it stopped.
