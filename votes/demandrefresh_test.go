@@ -1,6 +1,7 @@
 package votes
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -148,4 +149,20 @@ func TestRefreshOwnDemand(t *testing.T) {
 	if checked["failing"] != 8 {
 		t.Fatalf("%d install checks a day later; want each record tried again", checked["failing"])
 	}
+}
+
+// RefreshDemandLoop returns when its context ends, and at once for a Book
+// that cannot sign.
+func TestRefreshDemandLoopStops(t *testing.T) {
+	a := joinBook(t, memnet.New(), false, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.RefreshDemandLoop(ctx, func(string) (bool, error) { return true, nil })
+	}()
+	cancel()
+	<-done
+	a.Book.key = nil
+	a.RefreshDemandLoop(t.Context(), func(string) (bool, error) { return true, nil })
 }

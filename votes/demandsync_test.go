@@ -247,3 +247,37 @@ func TestDemandSyncPageBounds(t *testing.T) {
 		t.Fatalf("offline peer: %+v, %v, %v", got, more, err)
 	}
 }
+
+// A demand page never reaches back past the horizon, whatever cursor is
+// asked for: those records no longer count anywhere.
+func TestServeDemandStopsAtTheHorizon(t *testing.T) {
+	hello := fixtureDescriptor(t, "app-misc/hello-1.0.gpkg.tar")
+	platform := hello.Platform()
+	a := onPlatform(t, joinBook(t, memnet.New(), false, nil), platform)
+	now := time.Now().UTC().Truncate(time.Second)
+	old, recent := signDemand(t, a.key, hello, now.Add(-29*24*time.Hour), nil), func() []byte {
+		k, id := mustKey(t)
+		s := signDemand(t, k, hello, now.Add(-time.Hour), nil)
+		if err := a.OnGossip(id, id, platform, demandMsg(s)); err != nil {
+			t.Fatal(err)
+		}
+		return s.Marshal()
+	}()
+	k, id := mustKey(t)
+	if err := a.OnGossip(id, id, platform, demandMsg(signDemand(t, k, hello, old.Demand.Time, nil))); err != nil {
+		t.Fatal(err)
+	}
+	page, err := a.ServeCatalog(t.Context(), DemandNamespace+platform, wire.CatalogCursor{})
+	if err != nil || len(page) != 2 {
+		t.Fatalf("page of %d records (%v), want both", len(page), err)
+	}
+	a.standing.now = func() time.Time { return now.Add(2 * 24 * time.Hour) } // the older one is 31 days old now
+	page, err = a.ServeCatalog(t.Context(), DemandNamespace+platform, wire.CatalogCursor{})
+	if err != nil || len(page) != 1 || string(page[0]) != string(recent) {
+		t.Fatalf("page of %d records (%v), want only the one within the horizon", len(page), err)
+	}
+	// Attestation pages of the platform are not demand.
+	if page, err := a.ServeCatalog(t.Context(), platform, wire.CatalogCursor{}); err != nil || len(page) != 0 {
+		t.Fatalf("attestation page of %d blobs (%v), want none", len(page), err)
+	}
+}
