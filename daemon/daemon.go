@@ -449,6 +449,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	g.Go(func() error { return d.own.Watch(gctx) })
 	g.Go(func() error { d.votes.SyncLoop(gctx); return nil })
+	g.Go(func() error { d.votes.RefreshDemandLoop(gctx, d.stillInstalled); return nil })
 	g.Go(func() error { d.mz.Run(gctx); return nil })
 	if d.builder != nil {
 		g.Go(func() error { return d.builder.Run(gctx) })
@@ -527,6 +528,29 @@ func (d *Daemon) wire(node *p2p.Node) error {
 
 // installed lists the packages installed here (category/name), from the vdb.
 func (d *Daemon) installed() map[string]bool { return portagehook.InstalledPackages(d.vdb) }
+
+// stillInstalled reports whether the vdb still has an entry for cpv, the
+// category/package-version of one of this daemon's own demand records
+// (votes.InstalledCheck): a stat, not a read of the entry.
+func (d *Daemon) stillInstalled(cpv string) (bool, error) {
+	cat, pf, ok := strings.Cut(cpv, "/")
+	if !ok || !vdbName(cat) || !vdbName(pf) {
+		return false, fmt.Errorf("vdb: %q is not category/package-version", cpv)
+	}
+	fi, err := os.Stat(filepath.Join(d.vdb, cat, pf))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return fi.IsDir(), nil
+}
+
+// vdbName is one path component portage could have written.
+func vdbName(s string) bool {
+	return s != "" && !strings.HasPrefix(s, ".") && !strings.ContainsAny(s, "/\x00")
+}
 
 // newGateway is the binhost portage reads: the Allowed builds of this
 // platform, re-packed and signed with the gateway's key.

@@ -316,9 +316,16 @@ func testTamperedCatalog(t *testing.T, victim, target *testnet.Node) {
 			s.Reset()
 			return
 		}
+		// Only the platform's attestation pages carry the tampered
+		// set; any other catalog (its demand records, "demand/…") is
+		// empty, as a daemon without demand answers it.
+		page := blobs
+		if string(platform) != target.Daemon.Platform() {
+			page = nil
+		}
 		resp := []byte{0x00}
-		resp = binary.AppendUvarint(resp, uint64(len(blobs)))
-		for _, b := range blobs {
+		resp = binary.AppendUvarint(resp, uint64(len(page)))
+		for _, b := range page {
 			resp = binary.AppendUvarint(resp, uint64(len(b)))
 			resp = append(resp, b...)
 		}

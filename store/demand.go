@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"cmp"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -17,17 +18,22 @@ import (
 // variant NUL attester, so one identity counts once per variant and its
 // newer record replaces the older. The signed blob is kept apart, in
 // bucketDemandBlob under the same key, so tallies read only the small
-// columns. Three indexes serve the bounds and the tallies: by attester
-// (value: the record's time, so finding an attester's oldest reads no
-// record), by platform, and by time (the oldest record of all, and
-// pruning past the horizon). The blob is opaque here; the daemon verifies
-// it before it stores it.
+// columns. Five indexes serve the bounds, the tallies and the catalog
+// sync: by attester (value: the record's time, so finding an attester's
+// oldest reads no record), by platform, by time (the oldest record of
+// all, and pruning past the horizon), by platform and (time, id) (value:
+// the primary key; the pages of DemandPage) and by id, the SHA-256 of the
+// blob (value: the primary key; a synced record already held is known
+// before its signature is checked). The blob is opaque here; the daemon
+// verifies it before it stores it.
 var (
-	bucketDemand       = []byte("demand")
-	bucketDemandBlob   = []byte("demand_blobs")
-	bucketDemandByPeer = []byte("demand_by_attester")
-	bucketDemandByPlat = []byte("demand_by_platform")
-	bucketDemandByTime = []byte("demand_by_time")
+	bucketDemand           = []byte("demand")
+	bucketDemandBlob       = []byte("demand_blobs")
+	bucketDemandByPeer     = []byte("demand_by_attester")
+	bucketDemandByPlat     = []byte("demand_by_platform")
+	bucketDemandByTime     = []byte("demand_by_time")
+	bucketDemandByPlatTime = []byte("demand_by_platform_time")
+	bucketDemandIDs        = []byte("demand_ids")
 
 	keyDemandCount = []byte("demand_count")
 )
@@ -72,50 +78,89 @@ func demandTimeKey(t int64, primary []byte) []byte {
 // for the store-wide bound, of all), or is refused with ErrDemandFull
 // when r is older than that.
 func (s *Store) PutDemand(r DemandRecord, lim DemandLimits) (added bool, err error) {
-	for name, v := range map[string]string{"variant key": r.VariantKey, "attester": r.Attester, "platform": r.Platform} {
-		if v == "" {
-			return false, fmt.Errorf("%w: demand needs a %s", ErrInvalid, name)
+	if err := checkDemandRecord(r); err != nil {
+		return false, err
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		added, err = putDemandTx(tx, r, lim)
+		return err
+	})
+	return added, err
+}
+
+// PutDemands is PutDemand of several records in one transaction (one
+// fsync for a catalog page of them), each bounded by lim of its attester.
+// A record that is invalid or refused (ErrDemandFull) gets its error in
+// refused and the others are still stored; err is a failure of the store.
+func (s *Store) PutDemands(recs []DemandRecord, lim func(attester string) DemandLimits) (added []bool, refused []error, err error) {
+	added, refused = make([]bool, len(recs)), make([]error, len(recs))
+	err = s.update(func(tx *bolt.Tx) error {
+		for i, r := range recs {
+			if refused[i] = checkDemandRecord(r); refused[i] != nil {
+				continue
+			}
+			ok, err := putDemandTx(tx, r, lim(r.Attester))
+			if errors.Is(err, ErrDemandFull) {
+				refused[i] = err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			added[i] = ok
 		}
-		if err := checkIndexField(name, v); err != nil {
-			return false, err
+		return nil
+	})
+	if err != nil {
+		return make([]bool, len(recs)), make([]error, len(recs)), err
+	}
+	return added, refused, nil
+}
+
+// checkDemandRecord rejects a record the indexes cannot hold.
+func checkDemandRecord(r DemandRecord) error {
+	for _, f := range []struct{ name, v string }{{"variant key", r.VariantKey}, {"attester", r.Attester}, {"platform", r.Platform}} {
+		if f.v == "" {
+			return fmt.Errorf("%w: demand needs a %s", ErrInvalid, f.name)
+		}
+		if err := checkIndexField(f.name, f.v); err != nil {
+			return err
 		}
 	}
 	if r.Time < 0 {
-		return false, fmt.Errorf("%w: demand time %d before 1970", ErrInvalid, r.Time)
+		return fmt.Errorf("%w: demand time %d before 1970", ErrInvalid, r.Time)
 	}
 	if len(r.Blob) == 0 {
-		return false, fmt.Errorf("%w: demand needs its signed blob", ErrInvalid)
+		return fmt.Errorf("%w: demand needs its signed blob", ErrInvalid)
 	}
+	return nil
+}
+
+func putDemandTx(tx *bolt.Tx, r DemandRecord, lim DemandLimits) (added bool, err error) {
 	val, err := json.Marshal(r)
 	if err != nil {
 		return false, err
 	}
 	key := demandKey(r.VariantKey, r.Attester)
-	err = s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketDemand)
-		if old := b.Get(key); old != nil {
-			var o DemandRecord
-			if err := json.Unmarshal(old, &o); err != nil {
-				return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, key, err)
-			}
-			if o.Time >= r.Time {
-				return nil
-			}
-			if err := deleteDemand(tx, key, o); err != nil {
-				return err
-			}
-		} else {
-			if err := makeDemandRoom(tx, r, lim); err != nil {
-				return err
-			}
+	b := tx.Bucket(bucketDemand)
+	if old := b.Get(key); old != nil {
+		var o DemandRecord
+		if err := json.Unmarshal(old, &o); err != nil {
+			return false, fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, key, err)
 		}
-		added = true
-		if err := tx.Bucket(bucketDemandBlob).Put(key, r.Blob); err != nil {
-			return err
+		if o.Time >= r.Time {
+			return false, nil
 		}
-		return putDemand(tx, key, val, r)
-	})
-	return added, err
+		if err := deleteDemand(tx, key, o); err != nil {
+			return false, err
+		}
+	} else if err := makeDemandRoom(tx, r, lim); err != nil {
+		return false, err
+	}
+	if err := tx.Bucket(bucketDemandBlob).Put(key, r.Blob); err != nil {
+		return false, err
+	}
+	return true, putDemand(tx, key, val, r)
 }
 
 // makeDemandRoom evicts for a record new to its attester, or refuses it.
@@ -177,6 +222,9 @@ func putDemand(tx *bolt.Tx, key, val []byte, r DemandRecord) error {
 	if err := tx.Bucket(bucketDemandByTime).Put(demandTimeKey(r.Time, key), nil); err != nil {
 		return err
 	}
+	if err := putDemandIDs(tx, key, r.Platform, r.Time, tx.Bucket(bucketDemandBlob).Get(key)); err != nil {
+		return err
+	}
 	return addDemandCount(tx, 1)
 }
 
@@ -194,6 +242,15 @@ func evictDemand(tx *bolt.Tx, key []byte) error {
 }
 
 func deleteDemand(tx *bolt.Tx, key []byte, r DemandRecord) error {
+	if blob := tx.Bucket(bucketDemandBlob).Get(key); blob != nil {
+		id := sha256.Sum256(blob)
+		if err := tx.Bucket(bucketDemandByPlatTime).Delete(platTimeKey(r.Platform, r.Time, id[:])); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketDemandIDs).Delete(id[:]); err != nil {
+			return err
+		}
+	}
 	for _, d := range []struct {
 		bucket, key []byte
 	}{
@@ -364,6 +421,7 @@ func checkDemand(tx *bolt.Tx) error {
 		if !bytes.Equal(k, demandKey(r.VariantKey, r.Attester)) {
 			return fmt.Errorf("%w: demand record %q names %s by %s", ErrCorrupt, k, r.VariantKey, r.Attester)
 		}
+		id := sha256.Sum256(tx.Bucket(bucketDemandBlob).Get(k))
 		for _, e := range []struct {
 			bucket, key []byte
 		}{
@@ -371,6 +429,8 @@ func checkDemand(tx *bolt.Tx) error {
 			{bucketDemandByPeer, indexKey(r.Attester, []byte(r.VariantKey))},
 			{bucketDemandByPlat, indexKey(r.Platform, k)},
 			{bucketDemandByTime, demandTimeKey(r.Time, k)},
+			{bucketDemandByPlatTime, platTimeKey(r.Platform, r.Time, id[:])},
+			{bucketDemandIDs, id[:]},
 		} {
 			if tx.Bucket(e.bucket).Get(e.key) == nil {
 				return fmt.Errorf("%w: demand record %q lacks its %s entry", ErrCorrupt, k, e.bucket)
@@ -381,7 +441,7 @@ func checkDemand(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	for _, ix := range [][]byte{bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime} {
+	for _, ix := range [][]byte{bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime, bucketDemandByPlatTime, bucketDemandIDs} {
 		if got := tx.Bucket(ix).Stats().KeyN; got != n {
 			return fmt.Errorf("%w: %s has %d entries for %d demand records", ErrCorrupt, ix, got, n)
 		}
@@ -390,4 +450,150 @@ func checkDemand(tx *bolt.Tx) error {
 		return fmt.Errorf("%w: demand count %d for %d records", ErrCorrupt, c, n)
 	}
 	return nil
+}
+
+// putDemandIDs adds the record under key to the sync indexes: by platform
+// and (time, id), and by id.
+func putDemandIDs(tx *bolt.Tx, key []byte, platform string, at int64, blob []byte) error {
+	id := sha256.Sum256(blob)
+	if err := tx.Bucket(bucketDemandByPlatTime).Put(platTimeKey(platform, at, id[:]), key); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketDemandIDs).Put(id[:], key)
+}
+
+// migrateDemand fills the sync indexes from the records a database written
+// before them holds.
+func migrateDemand(tx *bolt.Tx, fresh map[string]bool) error {
+	if !fresh[string(bucketDemandByPlatTime)] && !fresh[string(bucketDemandIDs)] {
+		return nil
+	}
+	return tx.Bucket(bucketDemand).ForEach(func(k, v []byte) error {
+		var r DemandRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, k, err)
+		}
+		return putDemandIDs(tx, k, r.Platform, r.Time, tx.Bucket(bucketDemandBlob).Get(k))
+	})
+}
+
+// DemandPage returns the demand records of platform after a cursor, in
+// (time, id) order, id being the SHA-256 of the blob, blobs included: as
+// PlatformPage does for attestations, after the record with time since
+// and id after, or, when after is empty, after every record of second
+// since; at most maxRecords records, stopping after the record that
+// reaches maxBytes of blobs (0: no byte cap). It walks one index, so its
+// cost is the page's.
+func (s *Store) DemandPage(platform string, since int64, after []byte, maxRecords, maxBytes int) ([]DemandRecord, error) {
+	if platform == "" || maxRecords <= 0 {
+		return nil, nil
+	}
+	since = max(since, 0)
+	start := platTimeKey(platform, since+1, nil)
+	if len(after) > 0 {
+		start = platTimeKey(platform, since, after)
+	}
+	var out []DemandRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		recs, blobs := tx.Bucket(bucketDemand), tx.Bucket(bucketDemandBlob)
+		prefix := append([]byte(platform), 0)
+		c := tx.Bucket(bucketDemandByPlatTime).Cursor()
+		total := 0
+		for k, primary := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, primary = c.Next() {
+			if len(after) > 0 && bytes.Equal(k, start) {
+				continue // the cursor's own record
+			}
+			if len(out) == maxRecords || (maxBytes > 0 && total >= maxBytes) {
+				return nil
+			}
+			v, blob := recs.Get(primary), blobs.Get(primary)
+			if v == nil || blob == nil {
+				return fmt.Errorf("%w: %s entry %x points at missing demand record %q", ErrCorrupt, bucketDemandByPlatTime, k, primary)
+			}
+			var r DemandRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, primary, err)
+			}
+			r.Blob = bytes.Clone(blob)
+			out = append(out, r)
+			total += len(blob)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DemandByID looks up the record whose blob has SHA-256 id: its signed
+// time (Unix seconds), and ok false when none is held.
+func (s *Store) DemandByID(id [32]byte) (at int64, ok bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		primary := tx.Bucket(bucketDemandIDs).Get(id[:])
+		if primary == nil {
+			return nil
+		}
+		v := tx.Bucket(bucketDemand).Get(primary)
+		if v == nil {
+			return fmt.Errorf("%w: %s entry %x points at missing demand record %q", ErrCorrupt, bucketDemandIDs, id, primary)
+		}
+		var r DemandRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, primary, err)
+		}
+		at, ok = r.Time, true
+		return nil
+	})
+	return at, ok, err
+}
+
+// DemandOf lists attester's demand records signed before before, oldest
+// first, without their blobs (DemandBlob reads one).
+func (s *Store) DemandOf(attester string, before time.Time) ([]DemandRecord, error) {
+	var out []DemandRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDemand)
+		prefix := indexKey(attester, nil)
+		c := tx.Bucket(bucketDemandByPeer).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) >= before.Unix() {
+				continue
+			}
+			key := demandKey(string(k[len(prefix):]), attester)
+			rv := b.Get(key)
+			if rv == nil {
+				return fmt.Errorf("%w: demand_by_attester entry %q points at a missing record", ErrCorrupt, k)
+			}
+			var r DemandRecord
+			if err := json.Unmarshal(rv, &r); err != nil {
+				return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, key, err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b DemandRecord) int {
+		return cmp.Or(cmp.Compare(a.Time, b.Time), cmp.Compare(a.VariantKey, b.VariantKey))
+	})
+	return out, err
+}
+
+// DeleteDemand deletes attester's record for variant, if it is still
+// signed at the given time (a newer one stays); ok reports a deletion.
+func (s *Store) DeleteDemand(variant, attester string, at int64) (ok bool, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		key := demandKey(variant, attester)
+		v := tx.Bucket(bucketDemand).Get(key)
+		if v == nil {
+			return nil
+		}
+		var r DemandRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("%w: demand record %q: %v", ErrCorrupt, key, err)
+		}
+		if r.Time != at {
+			return nil
+		}
+		ok = true
+		return deleteDemand(tx, key, r)
+	})
+	return ok, err
 }

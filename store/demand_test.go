@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -174,5 +176,125 @@ func TestCheckFindsABrokenDemandIndex(t *testing.T) {
 	}
 	if err := s.Check(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "demand_by_time") {
 		t.Fatalf("Check = %v, want the missing demand_by_time entry", err)
+	}
+}
+
+// A catalog sync pages through a platform's demand in (time, id) order
+// from a cursor, bounded in records and bytes; a record is known by the
+// SHA-256 of its blob; replaced and deleted records leave every index.
+func TestDemandPageByTimeAndID(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	plat := demandRec("x", "y", 0).Platform
+	var want []DemandRecord
+	for i := range 7 {
+		r := demandRec(fmt.Sprintf("v%d", i), "peerA", i/2) // two records a minute
+		mustPutDemand(t, s, r, DemandLimits{})
+		want = append(want, r)
+	}
+	other := demandRec("elsewhere", "peerA", 1)
+	other.Platform = "aarch64-unknown-linux-gnu-0000000000000000"
+	mustPutDemand(t, s, other, DemandLimits{})
+	var got []DemandRecord
+	var since int64
+	var after []byte
+	for range 10 {
+		page, err := s.DemandPage(plat, since, after, 3, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 3 {
+			t.Fatalf("page of %d records, cap 3", len(page))
+		}
+		got = append(got, page...)
+		last := page[len(page)-1]
+		id := sha256.Sum256(last.Blob)
+		since, after = last.Time, id[:]
+	}
+	if len(got) != len(want) {
+		t.Fatalf("paged %d records, want %d", len(got), len(want))
+	}
+	for i := 1; i < len(got); i++ {
+		a, b := sha256.Sum256(got[i-1].Blob), sha256.Sum256(got[i].Blob)
+		if got[i-1].Time > got[i].Time || got[i-1].Time == got[i].Time && bytes.Compare(a[:], b[:]) >= 0 {
+			t.Fatalf("records %d and %d out of (time, id) order", i-1, i)
+		}
+	}
+	// A byte cap stops after the record that reaches it.
+	if page, _ := s.DemandPage(plat, 0, nil, 100, 1); len(page) != 1 {
+		t.Fatalf("byte-capped page of %d records, want 1", len(page))
+	}
+	// From a second on: only later records.
+	if page, _ := s.DemandPage(plat, want[5].Time, nil, 100, 0); len(page) != 1 || page[0].VariantKey != "v6" {
+		t.Fatalf("page after minute 2: %+v", page)
+	}
+	at, ok, err := s.DemandByID(sha256.Sum256(want[2].Blob))
+	if err != nil || !ok || at != want[2].Time {
+		t.Fatalf("DemandByID = %d, %v, %v", at, ok, err)
+	}
+	// Replaced, then deleted: unknown by its id, gone from the pages.
+	newer := demandRec("v2", "peerA", 30)
+	mustPutDemand(t, s, newer, DemandLimits{})
+	if _, ok, _ := s.DemandByID(sha256.Sum256(want[2].Blob)); ok {
+		t.Fatal("a replaced record is still known by its id")
+	}
+	if ok, err := s.DeleteDemand("v2", "peerA", want[2].Time); err != nil || ok {
+		t.Fatalf("deleting with a stale time: %v, %v; want the newer record kept", ok, err)
+	}
+	if ok, err := s.DeleteDemand("v2", "peerA", newer.Time); err != nil || !ok {
+		t.Fatalf("DeleteDemand = %v, %v", ok, err)
+	}
+	if page, _ := s.DemandPage(plat, 0, nil, 100, 0); len(page) != 6 {
+		t.Fatalf("%d records after the deletion, want 6", len(page))
+	}
+	old, err := s.DemandOf("peerA", time.Unix(want[4].Time, 0))
+	if err != nil || len(old) != 4 || old[0].VariantKey != "v0" || len(old[0].Blob) != 0 {
+		t.Fatalf("DemandOf before minute 2: %+v, %v", old, err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// A database written before the sync indexes gets them on open.
+	if err := s.update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketDemandByPlatTime, bucketDemandIDs} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	if err := s.Check(); err != nil {
+		t.Fatalf("after the upgrade: %v", err)
+	}
+	if page, _ := s.DemandPage(plat, 0, nil, 100, 0); len(page) != 6 {
+		t.Fatalf("%d records paged after the upgrade, want 6", len(page))
+	}
+}
+
+// PutDemands stores a page in one transaction: a record refused by its
+// bound or invalid does not stop the others.
+func TestPutDemandsRefusesOneKeepsTheRest(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	bad := demandRec("bad", "peerB", 1)
+	bad.Platform = ""
+	recs := []DemandRecord{demandRec("a", "peerA", 3), demandRec("b", "peerA", 1), bad, demandRec("c", "peerB", 2)}
+	added, refused, err := s.PutDemands(recs, func(string) DemandLimits { return DemandLimits{PerAttester: 1} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !added[0] || added[1] || !errors.Is(refused[1], ErrDemandFull) || !errors.Is(refused[2], ErrInvalid) || !added[3] || refused[3] != nil {
+		t.Fatalf("added %v, refused %v", added, refused)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -103,6 +103,7 @@ var (
 		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
 		bucketVoteVersions, bucketDerived, bucketStanding,
 		bucketDemand, bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
+		bucketDemandByPlatTime, bucketDemandIDs,
 	}
 
 	keySchema = []byte("schema")
@@ -244,6 +245,9 @@ func (s *Store) init() error {
 		// Buckets added since this database was written are filled from
 		// the records it already holds.
 		if err := migrateAttestations(tx, fresh); err != nil {
+			return err
+		}
+		if err := migrateDemand(tx, fresh); err != nil {
 			return err
 		}
 		if got != SchemaVersion {

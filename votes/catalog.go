@@ -88,8 +88,12 @@ const attestAnswerBytes = 4 << 20
 // always at least one attestation, so a client paging from the last
 // attestation it got always moves on. It is read from the store's time
 // index, so its memory and work are the page's whatever the catalog
-// holds.
+// holds. A platform in DemandNamespace asks for the platform's demand
+// records instead (serveDemand).
 func (vb *Book) ServeCatalog(ctx context.Context, platform string, cur wire.CatalogCursor) ([][]byte, error) {
+	if p, ok := isDemandRequest(platform); ok {
+		return vb.serveDemand(p, cur)
+	}
 	recs, err := vb.store.PlatformPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, vb.pageBytes)
 	if err != nil {
 		return nil, err
@@ -217,19 +221,25 @@ const (
 
 // SyncFrom syncs the catalog from p once, from the start, as SyncLoop
 // does for a newly connected peer: page after page until p has no more
-// or the bounds of one sync and its bursts are reached. It returns the
+// or the bounds of one sync and its bursts are reached, attestations
+// first, then the platform's demand within the horizon. It returns the
 // records stored. The network simulator calls it when a peer comes back
 // online; the daemon's SyncLoop does the same on its ticker.
 func (vb *Book) SyncFrom(ctx context.Context, p peer.ID) (int, error) {
-	var cur wire.CatalogCursor
 	total := 0
-	for range maxSyncBursts + 1 {
-		n, next, more, err := vb.syncCatalogFrom(ctx, p, cur)
-		total += n
-		if err != nil || !more {
-			return total, err
+	for _, sync := range []func(context.Context, peer.ID, wire.CatalogCursor) (int, wire.CatalogCursor, bool, error){vb.syncCatalogFrom, vb.syncDemandFrom} {
+		var cur wire.CatalogCursor
+		for range maxSyncBursts + 1 {
+			n, next, more, err := sync(ctx, p, cur)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			if !more {
+				break
+			}
+			cur = next
 		}
-		cur = next
 	}
 	return total, nil
 }
@@ -249,10 +259,14 @@ const (
 
 // SyncLoop syncs the catalog from every newly connected peer, and again
 // on the schedule above, so a catalog fills even when gossip was missed.
+// Each sync pulls the platform's demand records too (syncDemandFrom),
+// with a cursor of its own on the same schedule, so a builder that comes
+// online learns what was wanted while it was away.
 func (vb *Book) SyncLoop(ctx context.Context) {
 	type syncState struct {
 		next   time.Time          // when to sync this peer again
 		cur    wire.CatalogCursor // where the next sync starts
+		dcur   wire.CatalogCursor // where the next demand sync starts
 		bursts int                // syncs cut short in a row
 		full   time.Time          // when the last sync from the start began
 	}
@@ -281,6 +295,19 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 				vb.log.Info("catalog sync", "peer", pi.ID.String(), "new", n)
 			}
 			st.cur = next
+			dn, dnext, dmore, derr := vb.syncDemandFrom(ctx, pi.ID, st.dcur)
+			if dn > 0 {
+				vb.log.Info("demand sync", "peer", pi.ID.String(), "new", dn)
+			}
+			st.dcur = dnext
+			if derr == nil && !dmore && dnext.After != nil {
+				st.dcur = resumeCursor(dnext, began, vb.resyncMargin)
+			}
+			if derr != nil {
+				// Tried again at this peer's next sync, from dcur.
+				vb.log.Debug("demand sync", "peer", pi.ID.String(), "err", derr)
+			}
+			more = more || dmore
 			switch {
 			case err != nil:
 				// Try this peer again in a minute, from where it stopped.
@@ -306,7 +333,7 @@ func (vb *Book) SyncLoop(ctx context.Context) {
 				if time.Since(st.full) >= vb.fullSyncEvery {
 					// Records that reached the peer long after their
 					// date are taken in once a day.
-					st.cur = wire.CatalogCursor{}
+					st.cur, st.dcur = wire.CatalogCursor{}, wire.CatalogCursor{}
 				}
 			}
 		}

@@ -51,7 +51,8 @@ func has(t testing.TB, vb *Book, ss ...*trust.Signed) int {
 	return n
 }
 
-// countingCatalog serves vb's catalog and records the cursors asked for.
+// countingCatalog serves vb's catalog and records the cursors asked for
+// attestation pages (demand pages are served, not recorded).
 type countingCatalog struct {
 	mu      sync.Mutex
 	cursors []p2p.CatalogCursor
@@ -59,9 +60,11 @@ type countingCatalog struct {
 }
 
 func (c *countingCatalog) handler(ctx context.Context, platform string, cur p2p.CatalogCursor) ([][]byte, error) {
-	c.mu.Lock()
-	c.cursors = append(c.cursors, cur)
-	c.mu.Unlock()
+	if _, demand := isDemandRequest(platform); !demand {
+		c.mu.Lock()
+		c.cursors = append(c.cursors, cur)
+		c.mu.Unlock()
+	}
 	return c.serve(ctx, platform, cur)
 }
 

@@ -95,10 +95,16 @@ func (vb *Book) RecordDemand(ctx context.Context, desc identity.Descriptor, kind
 	if err != nil {
 		return nil, err
 	}
-	s, err := trust.SignDemand(trust.Demand{
+	return vb.signDemand(ctx, trust.Demand{
 		VariantKey: desc.VariantKey(), CPV: desc.CPV, Platform: desc.Platform(),
 		Descriptor: raw, Kind: kind, Time: vb.standing.now(),
-	}, vb.key)
+	})
+}
+
+// signDemand signs d with the peer key, stores it and gossips it on its
+// platform's topic (RecordDemand, and the refresh of an own record).
+func (vb *Book) signDemand(ctx context.Context, d trust.Demand) (*trust.SignedDemand, error) {
+	s, err := trust.SignDemand(d, vb.key)
 	if err != nil {
 		return nil, err
 	}
@@ -131,20 +137,54 @@ func demandRecord(s *trust.SignedDemand) store.DemandRecord {
 // wrong topic, dated in the future) are errors that penalise the relay;
 // valid records over a bound are wire.ErrGossipIgnore.
 func (vb *Book) ingestDemand(blob []byte, relay peer.ID, topic string) error {
+	s, err := vb.vetDemand(blob, relay, "gossiped on topic", topic)
+	if err != nil {
+		return err
+	}
+	if err := vb.admitDemand(s); err != nil {
+		return err
+	}
+	vb.pruneDemand()
+	added, err := vb.store.PutDemand(demandRecord(s), vb.demandLimits(s.Attester))
+	switch {
+	case errors.Is(err, store.ErrDemandFull):
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
+	case err != nil:
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err) // this daemon failed to store it; the relay did nothing wrong
+	case !added:
+		return fmt.Errorf("%w: a newer demand by %s for %s is held", wire.ErrGossipIgnore, s.Attester, s.Demand.VariantKey)
+	}
+	return nil
+}
+
+// vetDemand runs the checks a demand record from the network fails when it
+// is invalid, whether gossiped or synced: signature, descriptor binding,
+// the platform it came for (came says how: "gossiped on topic"), a date
+// not in the future. A failure is
+// counted and wraps errRejected.
+func (vb *Book) vetDemand(blob []byte, from peer.ID, came, platform string) (*trust.SignedDemand, error) {
 	s, err := trust.DecodeDemand(blob)
 	if err == nil {
 		err = s.Demand.Bind(bindDemandDescriptor)
 	}
-	if err == nil && s.Demand.Platform != topic {
-		err = fmt.Errorf("demand for platform %s gossiped on topic %s", s.Demand.Platform, topic)
+	if err == nil && s.Demand.Platform != platform {
+		err = fmt.Errorf("demand for platform %s %s %s", s.Demand.Platform, came, platform)
 	}
 	if err == nil && s.Demand.Time.After(vb.standing.now().Add(demandSkew)) {
 		err = fmt.Errorf("demand dated %s, in the future", s.Demand.Time.Format(time.RFC3339))
 	}
 	if err != nil {
-		vb.reject("demand", relay, err)
-		return fmt.Errorf("%w: demand: %w", errRejected, err)
+		vb.reject("demand", from, err)
+		return nil, fmt.Errorf("%w: demand: %w", errRejected, err)
 	}
+	return s, nil
+}
+
+// admitDemand refuses a valid record this daemon does not keep: its own
+// coming back (a dropped one must stay dropped), a blocked peer's, one
+// past the horizon, or one over its identity's rate
+// (wire.ErrGossipIgnore).
+func (vb *Book) admitDemand(s *trust.SignedDemand) error {
 	d := s.Demand
 	switch {
 	case s.Attester == vb.self:
@@ -155,16 +195,6 @@ func (vb *Book) ingestDemand(blob []byte, relay peer.ID, topic string) error {
 		return fmt.Errorf("%w: demand by %s dated %s, past the horizon", wire.ErrGossipIgnore, s.Attester, d.Time.Format(time.RFC3339))
 	case !vb.demandRates.Allow(s.Attester):
 		return fmt.Errorf("%w: %s sends more than %d demand records per second", wire.ErrGossipIgnore, s.Attester, demandRate)
-	}
-	vb.pruneDemand()
-	added, err := vb.store.PutDemand(demandRecord(s), vb.demandLimits(s.Attester))
-	switch {
-	case errors.Is(err, store.ErrDemandFull):
-		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
-	case err != nil:
-		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err) // this daemon failed to store it; the relay did nothing wrong
-	case !added:
-		return fmt.Errorf("%w: a newer demand by %s for %s is held", wire.ErrGossipIgnore, s.Attester, d.VariantKey)
 	}
 	return nil
 }
