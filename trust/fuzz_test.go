@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzParseContentID checks that a content id has one text: whatever
@@ -165,6 +166,30 @@ func FuzzDecodeDemand(f *testing.F) {
 		}
 		if again.ID() != s.ID() || again.Attester != s.Attester || !bytes.Equal(again.Payload, s.Payload) {
 			t.Fatal("re-encoding changed the demand")
+		}
+	})
+}
+
+// FuzzDecodeVouch feeds arbitrary envelopes to DecodeVouch, seeded with a
+// real signed vouch and a revocation. Whatever decodes must verify,
+// re-encode to the same bytes, and never vouch for its own signer.
+func FuzzDecodeVouch(f *testing.F) {
+	f.Add(signVouch(f, 1, 2, vouchT0, 30*24*time.Hour).Marshal())
+	f.Add(signVouch(f, 3, 4, vouchT0, 0).Marshal())
+	f.Add([]byte(`{"payload":"","public_key":"","signature":""}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		s, err := DecodeVouch(raw)
+		if err != nil {
+			return
+		}
+		if err := s.Verify(); err != nil {
+			t.Fatalf("decoded vouch does not verify: %v", err)
+		}
+		if string(s.Marshal()) != string(raw) {
+			t.Fatalf("decoded vouch re-encodes differently")
+		}
+		if s.Voucher == s.Vouch.Vouchee {
+			t.Fatalf("self-vouch decoded")
 		}
 	})
 }

@@ -33,7 +33,7 @@ func (vb *Book) Fingerprint() (fp [32]byte, ok bool) {
 	raw, err := json.Marshal(policyPrint{
 		Threshold: p.Threshold, Dispute: p.Dispute, Signers: p.Signers, RequireSigner: p.RequireSigner,
 		TrustedPeers: p.TrustedPeers, BlockedPeers: p.BlockedPeers, DistinctNetworks: p.DistinctNetworks,
-		VouchedPeers: p.VouchedPeers, FreshWeight: p.FreshWeight, StandingDays: vb.standing.days,
+		VouchedPeers: p.VouchedPeers, FreshWeight: p.FreshWeight, VouchDecay: p.VouchDecay, VouchHops: p.VouchHops, StandingDays: vb.standing.days,
 		Overrides: p.Overrides, Self: vb.self.String(),
 	})
 	if err != nil {
@@ -54,6 +54,8 @@ type policyPrint struct {
 	DistinctNetworks   bool
 	VouchedPeers       any
 	FreshWeight        int
+	VouchDecay         int
+	VouchHops          int
 	StandingDays       int
 	Overrides          []trust.Override
 	Self               string

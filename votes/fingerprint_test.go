@@ -45,6 +45,8 @@ func TestFingerprintCoversPolicy(t *testing.T) {
 		"TrustedPeers":     func(p *trust.Policy) { p.TrustedPeers = append(p.TrustedPeers, other) },
 		"VouchedPeers":     func(p *trust.Policy) { p.VouchedPeers = append(p.VouchedPeers, other) },
 		"FreshWeight":      func(p *trust.Policy) { p.FreshWeight = trust.FullWeight },
+		"VouchDecay":       func(p *trust.Policy) { p.VouchDecay = 20 },
+		"VouchHops":        func(p *trust.Policy) { p.VouchHops = 3 },
 		"BlockedPeers":     func(p *trust.Policy) { p.BlockedPeers = append(p.BlockedPeers, other) },
 		"DistinctNetworks": func(p *trust.Policy) { p.DistinctNetworks = true },
 		"Overrides":        func(p *trust.Policy) { p.Overrides[0].RequireSigner = &yes },

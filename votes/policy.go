@@ -54,6 +54,7 @@ func PolicyFromConfig(tc config.TrustConfig) (trust.Policy, error) {
 		p.VouchedPeers = append(p.VouchedPeers, id)
 	}
 	p.FreshWeight = tc.FreshWeight * trust.FullWeight / 100
+	p.VouchDecay, p.VouchHops = tc.VouchDecay, tc.VouchHops
 	for _, o := range tc.Overrides {
 		p.Overrides = append(p.Overrides, trust.Override{Glob: o.Glob, Threshold: o.Threshold, Dispute: o.Dispute, RequireSigner: o.RequireSigner})
 	}
