@@ -103,6 +103,7 @@ var (
 		bucketEndorse, bucketOwnContent, bucketFirstSeen, bucketAttByPlatTime, bucketAttUsage,
 		bucketVoteVersions, bucketDerived, bucketStanding,
 		bucketDemand, bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
+		bucketVouch,
 	}
 
 	keySchema = []byte("schema")
