@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -294,7 +295,8 @@ func newTrustCmd() *cobra.Command {
 		Use:   "trust",
 		Short: "Explain trust decisions and the policy",
 		Example: `  gentoo-p2pd trust explain app-misc/hello-1.0
-  gentoo-p2pd trust policy`,
+  gentoo-p2pd trust policy
+  gentoo-p2pd trust vouch 12D3KooW... --expires 90d`,
 	}
 	var asJSON bool
 	explain := &cobra.Command{
@@ -344,6 +346,14 @@ func newTrustCmd() *cobra.Command {
 			fmt.Fprintf(w, "dispute            %d: the weight for another content of the same build environment that makes a dispute\n", p.Dispute)
 			fmt.Fprintf(w, "fresh keys weigh   %d %% (fresh_weight); full standing after %d days of agreement\n", p.FreshWeight, p.StandingDays)
 			fmt.Fprintf(w, "vouched peers      %s\n", listOrNone(p.VouchedPeers))
+			fmt.Fprintf(w, "signed vouches     pass on %d %% per hop, up to %d hop(s) (vouch_decay, vouch_hops)\n", p.VouchDecay, p.VouchHops)
+			var mine []string
+			for _, v := range p.Vouches {
+				if v.Active {
+					mine = append(mine, fmt.Sprintf("%s until %s", v.Vouchee, v.Expires.Format(time.DateOnly)))
+				}
+			}
+			fmt.Fprintf(w, "this node vouches  %s\n", listOrNone(mine))
 			fmt.Fprintf(w, "require signer     %t\n", p.RequireSigner)
 			fmt.Fprintf(w, "distinct networks  %t\n", p.DistinctNetworks)
 			fmt.Fprintf(w, "signers            %s\n", listOrNone(p.Signers))
@@ -356,8 +366,74 @@ func newTrustCmd() *cobra.Command {
 	}
 	policy.Flags().BoolVar(&policyJSON, "json", false, "print JSON")
 	addConfigFlags(policy.Flags(), clientFlags...)
-	trust.AddCommand(explain, policy)
+	trust.AddCommand(explain, policy, newVouchCmd())
 	return trust
+}
+
+func newVouchCmd() *cobra.Command {
+	var expires string
+	var undo, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "vouch PEER",
+		Short: "Sign and gossip this node's word that PEER is a real, independent builder",
+		Long: `vouch signs a vouch for PEER with this node's peer key and gossips it.
+Peers that count this node fully (it is their trusted or vouched peer, or
+has full standing there) give PEER part of a vote: trust.vouch_decay
+percent, less per further hop. Vouched identities never allow or dispute
+a build without an established attester. --undo revokes an earlier vouch.`,
+		Example: `  gentoo-p2pd trust vouch 12D3KooW...
+  gentoo-p2pd trust vouch 12D3KooW... --expires 90d
+  gentoo-p2pd trust vouch --undo 12D3KooW...`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.VouchRequest{Peer: args[0], Undo: undo}
+			if expires != "" {
+				d, err := parseDays(expires)
+				if err != nil {
+					return fmt.Errorf("--expires %q: %w", expires, err)
+				}
+				req.Expires = d.String()
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var v api.VouchView
+			if err := c.Post(cmd.Context(), api.PathTrustVouch, req, &v); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			if !v.Active {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked this node's vouch for %s\n", v.Vouchee)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "this node vouches for %s until %s\n", v.Vouchee, v.Expires.Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&expires, "expires", "", "`DURATION` the vouch lasts: days (90d) or a Go duration (720h), at most 365d (default 365d)")
+	cmd.Flags().BoolVar(&undo, "undo", false, "revoke this node's vouch for PEER")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addConfigFlags(cmd.Flags(), clientFlags...)
+	return cmd
+}
+
+// parseDays reads "90d" as 90 days, else a Go duration.
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("want a positive number of days")
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("want days (90d) or a positive duration (720h)")
+	}
+	return d, nil
 }
 
 func listOrNone(s []string) string {
