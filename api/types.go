@@ -274,8 +274,8 @@ type PolicyView struct {
 	VouchedPeers     []string `json:"vouched_peers"`
 	// FreshWeight is trust.fresh_weight in percent; StandingDays
 	// trust.standing_days.
-	FreshWeight  int      `json:"fresh_weight"`
-	StandingDays int      `json:"standing_days"`
+	FreshWeight  int `json:"fresh_weight"`
+	StandingDays int `json:"standing_days"`
 	// VouchDecay (percent) and VouchHops are trust.vouch_decay and
 	// trust.vouch_hops; Vouches this node's own signed vouches.
 	VouchDecay int         `json:"vouch_decay"`
