@@ -287,11 +287,15 @@ type PolicyView struct {
 
 // VouchRequest asks the daemon to sign and gossip a vouch for Peer
 // (POST PathTrustVouch): lasting Expires (a Go duration, at most a year;
-// empty for 365 days), or a revocation with Undo.
+// empty for 365 days), or a revocation with Undo. With PGPVouch set
+// instead, the daemon checks that vouch, signed by a key of its
+// trust.vouch_keyring (trust.PGPVouchFromStatement's envelope), keeps and
+// gossips it.
 type VouchRequest struct {
-	Peer    string `json:"peer"`
-	Expires string `json:"expires,omitempty"`
-	Undo    bool   `json:"undo,omitempty"`
+	Peer     string `json:"peer,omitempty"`
+	Expires  string `json:"expires,omitempty"`
+	Undo     bool   `json:"undo,omitempty"`
+	PGPVouch []byte `json:"pgp_vouch,omitempty"`
 }
 
 // VouchView is one signed vouch: Voucher vouches that Vouchee is a real,

@@ -168,6 +168,7 @@ type TrustConfig struct {
 	StandingDays     int             `toml:"standing_days" mapstructure:"standing_days"`
 	VouchDecay       int             `toml:"vouch_decay" mapstructure:"vouch_decay"`
 	VouchHops        int             `toml:"vouch_hops" mapstructure:"vouch_hops"`
+	VouchKeyring     string          `toml:"vouch_keyring" mapstructure:"vouch_keyring"`
 	Overrides        []TrustOverride `toml:"overrides" mapstructure:"overrides"`
 }
 

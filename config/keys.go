@@ -135,6 +135,8 @@ var keys = []keySpec{
 		doc: "percent of weight a signed vouch (`trust vouch`) passes on per hop from an identity you count fully (0–99; 0 ignores vouches): vouched identities weigh less than established ones and never decide alone"},
 	{key: "trust.vouch_hops", kind: kindInt, field: func(c *Config) any { return &c.Trust.VouchHops },
 		doc: "how many vouches away from an identity you count fully vouched weight reaches (0–4; 0 ignores vouches)"},
+	{key: "trust.vouch_keyring", kind: kindString, field: func(c *Config) any { return &c.Trust.VouchKeyring },
+		doc: "OpenPGP keyring file whose keys vouch like identities you count fully, e.g. `/usr/share/openpgp-keys/gentoo-developers.asc`: a vouch one of them signed (`trust vouch --pgp-statement`, gpg --detach-sign, `trust vouch --pgp-import`) gives its vouchee `vouch_decay` percent of a vote"},
 	{key: "trust.overrides", kind: kindOverrides, field: func(c *Config) any { return &c.Trust.Overrides },
 		def: "none", doc: "per-package policy: `[[trust.overrides]]` tables with `glob` (path.Match on `category/PF`) and optional `threshold`, `dispute`, `require_signer`; file only"},
 

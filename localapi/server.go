@@ -617,6 +617,17 @@ const DefaultVouchLifetime = trust.MaxVouchLifetime
 // Vouch signs and gossips this node's vouch for req.Peer, or its
 // revocation with req.Undo.
 func (srv *Server) Vouch(ctx context.Context, req api.VouchRequest) (api.VouchView, error) {
+	if len(req.PGPVouch) > 0 {
+		if req.Peer != "" || req.Undo || req.Expires != "" {
+			return api.VouchView{}, api.Errorf(api.CodeBadRequest, "trust vouch: an OpenPGP vouch names its peer and expiry itself")
+		}
+		p, err := srv.votes.ImportPGPVouch(ctx, req.PGPVouch)
+		if err != nil {
+			return api.VouchView{}, classify(err, api.CodeRejected)
+		}
+		return vouchView(votes.VouchInfo{Voucher: p.Voucher, Vouchee: p.Vouch.Vouchee, Issued: p.Vouch.Issued, Expires: p.Vouch.Expires,
+			Active: !p.Vouch.Revocation()}), nil
+	}
 	id, err := peer.Decode(req.Peer)
 	if err != nil {
 		return api.VouchView{}, api.Errorf(api.CodeBadRequest, "trust vouch: %q is not a peer ID: %v", req.Peer, err)
@@ -641,7 +652,11 @@ func (srv *Server) Vouch(ctx context.Context, req api.VouchRequest) (api.VouchVi
 }
 
 func vouchView(vi votes.VouchInfo) api.VouchView {
-	return api.VouchView{Voucher: vi.Voucher.String(), Vouchee: vi.Vouchee.String(), Issued: vi.Issued, Expires: vi.Expires, Active: vi.Active}
+	voucher := vi.Voucher.String()
+	if strings.HasPrefix(string(vi.Voucher), trust.PGPVoucherPrefix) {
+		voucher = string(vi.Voucher) // "openpgp:" and the key's fingerprint
+	}
+	return api.VouchView{Voucher: voucher, Vouchee: vi.Vouchee.String(), Issued: vi.Issued, Expires: vi.Expires, Active: vi.Active}
 }
 
 // PolicyView reports the policy the daemon applies.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
 )
 
 // FuzzParseContentID checks that a content id has one text: whatever
@@ -190,6 +192,29 @@ func FuzzDecodeVouch(f *testing.F) {
 		}
 		if s.Voucher == s.Vouch.Vouchee {
 			t.Fatalf("self-vouch decoded")
+		}
+	})
+}
+
+// FuzzDecodePGPVouch feeds arbitrary envelopes to DecodePGPVouch against
+// a keyring of one key, seeded with a vouch that key signed. Whatever
+// decodes names that key and re-encodes to the same bytes.
+func FuzzDecodePGPVouch(f *testing.F) {
+	dev := pgpKey(f, "dev")
+	blob, err := SignPGPVouch(Vouch{Vouchee: testPeer(f, 2), Issued: vouchT0, Expires: vouchT0.Add(time.Hour)}, dev)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(blob)
+	f.Add([]byte(`{"payload":"","signature":""}`))
+	keyring := openpgp.EntityList{dev}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		p, err := DecodePGPVouch(raw, keyring)
+		if err != nil {
+			return
+		}
+		if p.Voucher != PGPVoucher(dev) || !bytes.Equal(p.Marshal(), raw) {
+			t.Fatalf("decoded OpenPGP vouch by %q re-encodes differently", p.Voucher)
 		}
 	})
 }

@@ -62,6 +62,10 @@ type Policy struct {
 	// most MaxVouchDecay so vouched weight stays partial), VouchHops how
 	// many hops from the roots count (see VouchGraph).
 	VouchDecay, VouchHops int
+	// VouchKeyring holds OpenPGP keys (trust.vouch_keyring, e.g. the
+	// Gentoo developers' keyring) that vouch like the roots of the vouch
+	// graph: a PGPVouch signed by one gives its vouchee hop-1 weight.
+	VouchKeyring openpgp.EntityList
 	// DistinctNetworks counts at most one attester per /24 (IPv4) or /48
 	// (IPv6) for each content, by the address each attestation arrived
 	// from; attesters whose attestations came relayed (or from an unknown

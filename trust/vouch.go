@@ -306,7 +306,7 @@ type Vouched struct {
 
 // From says where the weight comes from, for explanations.
 func (v Vouched) From() string {
-	return fmt.Sprintf("vouched for by %s (%d hop(s), decayed to %d %%)", v.Voucher, v.Hops, Weight(v.Weight).Percent())
+	return fmt.Sprintf("vouched for by %s (%d hop(s), decayed to %d %%)", VoucherName(v.Voucher), v.Hops, Weight(v.Weight).Percent())
 }
 
 // Weights walks the graph from the roots, breadth first: a root's vouchee

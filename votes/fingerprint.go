@@ -27,7 +27,7 @@ func (vb *Book) VoteVersions(bks []keys.Build) ([]uint64, error) {
 // then nothing derived from them may be kept across restarts.
 func (vb *Book) Fingerprint() (fp [32]byte, ok bool) {
 	p := vb.policy
-	if len(p.PGPKeyring) > 0 {
+	if len(p.PGPKeyring) > 0 || len(p.VouchKeyring) > 0 {
 		return fp, false
 	}
 	raw, err := json.Marshal(policyPrint{

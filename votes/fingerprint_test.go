@@ -51,6 +51,7 @@ func TestFingerprintCoversPolicy(t *testing.T) {
 		"DistinctNetworks": func(p *trust.Policy) { p.DistinctNetworks = true },
 		"Overrides":        func(p *trust.Policy) { p.Overrides[0].RequireSigner = &yes },
 		"PGPKeyring":       func(p *trust.Policy) { p.PGPKeyring = openpgp.EntityList{&openpgp.Entity{}} },
+		"VouchKeyring":     func(p *trust.Policy) { p.VouchKeyring = openpgp.EntityList{&openpgp.Entity{}} },
 	}
 	var fields []string
 	for f := range reflect.TypeFor[trust.Policy]().Fields() {
@@ -70,7 +71,7 @@ func TestFingerprintCoversPolicy(t *testing.T) {
 		p := base()
 		change(&p)
 		got, ok := fp(p, self)
-		if name == "PGPKeyring" {
+		if name == "PGPKeyring" || name == "VouchKeyring" {
 			if ok {
 				t.Errorf("a PGP keyring: fingerprint given")
 			}

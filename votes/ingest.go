@@ -441,6 +441,8 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 		return vb.ingestDemand(msg[1:], relay, platform)
 	case gossipTagVouch:
 		return vb.ingestVouch(msg[1:], relay)
+	case gossipTagPGPVouch:
+		return vb.ingestPGPVouch(msg[1:], relay)
 	default:
 		return fmt.Errorf("unknown gossip message type %q", msg[0])
 	}

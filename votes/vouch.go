@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -15,8 +16,12 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
-// gossipTagVouch marks a signed vouch on a platform topic.
-const gossipTagVouch = 'v'
+// gossipTagVouch marks a vouch signed by a peer key on a platform topic,
+// gossipTagPGPVouch one signed by an OpenPGP key (trust.vouch_keyring).
+const (
+	gossipTagVouch    = 'v'
+	gossipTagPGPVouch = 'g'
+)
 
 // Per-identity vouch gossip rate: beyond the per-relay gossip rate, one
 // voucher's records are stored and relayed at most this often. A voucher
@@ -56,11 +61,26 @@ func (vb *Book) vouchLimits(voucher peer.ID) store.VouchLimits {
 }
 
 func vouchRecord(s *trust.SignedVouch) store.VouchRecord {
+	return newVouchRecord(s.Voucher, s.Vouch, s.Marshal())
+}
+
+// newVouchRecord keeps a vouch by voucher (a peer, or an OpenPGP key's
+// trust.PGPVoucher name) with its wire blob.
+func newVouchRecord(voucher peer.ID, v trust.Vouch, blob []byte) store.VouchRecord {
 	return store.VouchRecord{
-		Voucher: s.Voucher.String(), Vouchee: s.Vouch.Vouchee.String(),
-		Issued: s.Vouch.Issued.Unix(), Expires: s.Vouch.Expires.Unix(),
-		ReceivedAt: time.Now().UTC(), Blob: s.Marshal(),
+		Voucher: voucherKey(voucher), Vouchee: v.Vouchee.String(),
+		Issued: v.Issued.Unix(), Expires: v.Expires.Unix(),
+		ReceivedAt: time.Now().UTC(), Blob: blob,
 	}
+}
+
+// voucherKey is how the store names a voucher: a peer ID's string, or an
+// OpenPGP voucher's name as it is.
+func voucherKey(id peer.ID) string {
+	if strings.HasPrefix(string(id), trust.PGPVoucherPrefix) {
+		return string(id)
+	}
+	return id.String()
 }
 
 // Vouch signs this daemon's vouch for vouchee, lasting ttl (at most
@@ -102,15 +122,19 @@ func (vb *Book) Vouch(ctx context.Context, vouchee peer.ID, ttl time.Duration) (
 // publishVouch gossips one vouch; a failure leaves it stored, to go with
 // the next republishing.
 func (vb *Book) publishVouch(ctx context.Context, s *trust.SignedVouch) {
+	vb.publish(ctx, gossipTagVouch, s.Marshal(), s.Vouch.Vouchee)
+}
+
+func (vb *Book) publish(ctx context.Context, tag byte, blob []byte, vouchee peer.ID) {
 	if vb.net == nil || vb.platform == "" {
 		return
 	}
 	err := vb.net.JoinPlatform(vb.platform)
 	if err == nil {
-		err = vb.net.Publish(ctx, vb.platform, append([]byte{gossipTagVouch}, s.Marshal()...))
+		err = vb.net.Publish(ctx, vb.platform, append([]byte{tag}, blob...))
 	}
 	if err != nil {
-		vb.log.Debug("gossip vouch", "vouchee", s.Vouch.Vouchee.String(), "err", err)
+		vb.log.Debug("gossip vouch", "vouchee", vouchee.String(), "err", err)
 	}
 }
 
@@ -126,20 +150,58 @@ func (vb *Book) ingestVouch(blob []byte, relay peer.ID) error {
 		vb.reject("vouch", relay, err)
 		return fmt.Errorf("%w: vouch: %w", errRejected, err)
 	}
-	v, now := s.Vouch, vb.standing.now()
-	switch {
-	case s.Voucher == vb.self:
-		return fmt.Errorf("%w: own vouch echoed", wire.ErrGossipIgnore)
-	case slices.Contains(vb.policy.BlockedPeers, s.Voucher):
-		return fmt.Errorf("%w: vouch by blocked peer %s", wire.ErrGossipIgnore, s.Voucher)
-	case v.Issued.After(now.Add(vouchClockSkew)):
-		return fmt.Errorf("%w: vouch by %s issued %s, in the future", wire.ErrGossipIgnore, s.Voucher, v.Issued.Format(time.RFC3339))
-	case !v.Revocation() && !now.Before(v.Expires):
-		return fmt.Errorf("%w: vouch by %s expired %s", wire.ErrGossipIgnore, s.Voucher, v.Expires.Format(time.RFC3339))
-	case !vb.vouchRates.Allow(s.Voucher):
-		return fmt.Errorf("%w: %s sends more than %d vouches per second", wire.ErrGossipIgnore, s.Voucher, vouchRate)
+	return vb.keepVouch(s.Voucher, s.Vouch, s.Marshal())
+}
+
+// ingestPGPVouch is ingestVouch for a vouch signed by an OpenPGP key. A
+// daemon can check only signatures by keys of its own trust.vouch_keyring:
+// one by another key is ignored (not relayed, the relay not penalised),
+// so such vouches travel among daemons that share the keyring.
+func (vb *Book) ingestPGPVouch(blob []byte, relay peer.ID) error {
+	p, err := trust.DecodePGPVouch(blob, vb.policy.VouchKeyring)
+	if errors.Is(err, trust.ErrUntrustedKey) {
+		return fmt.Errorf("%w: OpenPGP vouch: %w", wire.ErrGossipIgnore, err)
 	}
-	added, err := vb.store.PutVouch(vouchRecord(s), vb.vouchLimits(s.Voucher))
+	if err != nil {
+		vb.reject("vouch", relay, err)
+		return fmt.Errorf("%w: OpenPGP vouch: %w", errRejected, err)
+	}
+	return vb.keepVouch(p.Voucher, p.Vouch, p.Marshal())
+}
+
+// ImportPGPVouch checks a vouch an OpenPGP key of trust.vouch_keyring
+// signed (trust.PGPVouchFromStatement's envelope), stores it and gossips
+// it.
+func (vb *Book) ImportPGPVouch(ctx context.Context, blob []byte) (*trust.PGPVouch, error) {
+	p, err := trust.DecodePGPVouch(blob, vb.policy.VouchKeyring)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := vb.store.PutVouch(newVouchRecord(p.Voucher, p.Vouch, p.Marshal()), vb.vouchLimits(vb.self)); err != nil {
+		return nil, err
+	}
+	vb.vouchGen.Add(1)
+	vb.publish(ctx, gossipTagPGPVouch, p.Marshal(), p.Vouch.Vouchee)
+	return p, nil
+}
+
+// keepVouch applies the checks every verified vouch passes, whoever signed
+// it, and stores it.
+func (vb *Book) keepVouch(voucher peer.ID, v trust.Vouch, blob []byte) error {
+	now := vb.standing.now()
+	switch {
+	case voucher == vb.self:
+		return fmt.Errorf("%w: own vouch echoed", wire.ErrGossipIgnore)
+	case slices.Contains(vb.policy.BlockedPeers, voucher):
+		return fmt.Errorf("%w: vouch by blocked peer %s", wire.ErrGossipIgnore, trust.VoucherName(voucher))
+	case v.Issued.After(now.Add(vouchClockSkew)):
+		return fmt.Errorf("%w: vouch by %s issued %s, in the future", wire.ErrGossipIgnore, trust.VoucherName(voucher), v.Issued.Format(time.RFC3339))
+	case !v.Revocation() && !now.Before(v.Expires):
+		return fmt.Errorf("%w: vouch by %s expired %s", wire.ErrGossipIgnore, trust.VoucherName(voucher), v.Expires.Format(time.RFC3339))
+	case !vb.vouchRates.Allow(voucher):
+		return fmt.Errorf("%w: %s sends more than %d vouches per second", wire.ErrGossipIgnore, trust.VoucherName(voucher), vouchRate)
+	}
+	added, err := vb.store.PutVouch(newVouchRecord(voucher, v, blob), vb.vouchLimits(voucher))
 	switch {
 	case errors.Is(err, store.ErrVouchFull):
 		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
@@ -149,17 +211,11 @@ func (vb *Book) ingestVouch(blob []byte, relay peer.ID) error {
 		vb.vouchGen.Add(1)
 		return nil
 	}
-	held, err := vb.heldVouch(s)
-	if err != nil || !held {
-		return fmt.Errorf("%w: a newer vouch by %s for %s is held", wire.ErrGossipIgnore, s.Voucher, v.Vouchee)
+	r, found, err := vb.store.GetVouch(voucherKey(voucher), v.Vouchee.String())
+	if err != nil || !found || string(r.Blob) != string(blob) {
+		return fmt.Errorf("%w: a newer vouch by %s for %s is held", wire.ErrGossipIgnore, trust.VoucherName(voucher), v.Vouchee)
 	}
 	return nil
-}
-
-// heldVouch reports whether exactly s is the record held for its pair.
-func (vb *Book) heldVouch(s *trust.SignedVouch) (bool, error) {
-	r, found, err := vb.store.GetVouch(s.Voucher.String(), s.Vouch.Vouchee.String())
-	return found && string(r.Blob) == string(s.Marshal()), err
 }
 
 // refreshVouches computes the vouch-derived weights again when vouches
@@ -187,6 +243,9 @@ func (vb *Book) refreshVouches(force bool) error {
 	}
 	p := vb.policy
 	roots = append(append(roots, p.TrustedPeers...), p.VouchedPeers...)
+	for _, e := range p.VouchKeyring {
+		roots = append(roots, trust.PGPVoucher(e))
+	}
 	recs, err := vb.store.Vouches()
 	if err != nil {
 		return fmt.Errorf("vouches: %w", err)
@@ -205,7 +264,7 @@ func (vb *Book) refreshVouches(force bool) error {
 		if now.Before(issued) || !now.Before(expires) {
 			continue
 		}
-		voucher, err1 := peer.Decode(r.Voucher)
+		voucher, err1 := trust.ParseVoucher(r.Voucher)
 		vouchee, err2 := peer.Decode(r.Vouchee)
 		if err1 != nil || err2 != nil {
 			continue // checked when stored
@@ -244,10 +303,10 @@ func (vb *Book) Vouches(voucher peer.ID) ([]VouchInfo, error) {
 	now := vb.standing.now()
 	var out []VouchInfo
 	for _, r := range recs {
-		if voucher != "" && r.Voucher != voucher.String() {
+		if voucher != "" && r.Voucher != voucherKey(voucher) {
 			continue
 		}
-		vr, err1 := peer.Decode(r.Voucher)
+		vr, err1 := trust.ParseVoucher(r.Voucher)
 		ve, err2 := peer.Decode(r.Vouchee)
 		if err1 != nil || err2 != nil {
 			continue
@@ -303,11 +362,17 @@ func (vb *Book) republishVouches(ctx context.Context) {
 		return
 	}
 	for _, r := range recs {
-		if r.Voucher != vb.self.String() {
-			continue
-		}
-		if s, err := trust.DecodeVouch(r.Blob); err == nil {
-			vb.publishVouch(ctx, s)
+		switch {
+		case r.Voucher == vb.self.String():
+			if s, err := trust.DecodeVouch(r.Blob); err == nil {
+				vb.publishVouch(ctx, s)
+			}
+		case strings.HasPrefix(r.Voucher, trust.PGPVoucherPrefix):
+			// Daemons without this keyring cannot check it: every
+			// daemon that has it passes it on.
+			if p, err := trust.DecodePGPVouch(r.Blob, vb.policy.VouchKeyring); err == nil {
+				vb.publish(ctx, gossipTagPGPVouch, p.Marshal(), p.Vouch.Vouchee)
+			}
 		}
 	}
 }

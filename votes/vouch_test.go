@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -238,4 +240,64 @@ func TestVouchedWeightInVerdicts(t *testing.T) {
 	if v.Decision != trust.Allowed || v.Tally[0].Weight != 3*trust.FullWeight {
 		t.Fatalf("root + four vouched: %s, weight %d; want allowed at 3", v.Decision, v.Tally[0].Weight)
 	}
+}
+
+// A vouch signed by a key of trust.vouch_keyring (a Gentoo developer's)
+// gives its vouchee hop-1 weight; a daemon without that key cannot check
+// it and neither keeps nor relays it.
+func TestPGPVouchFromKeyring(t *testing.T) {
+	dev, err := openpgp.NewEntity("dev", "", "dev@gentoo.example", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := memnet.New()
+	with := joinBook(t, net, true, func(c *config.Config) { c.Trust.FreshWeight = 0 })
+	with.policy.VouchKeyring = openpgp.EntityList{dev}
+	without := joinBook(t, net, true, func(c *config.Config) { c.Trust.FreshWeight = 0 })
+	_, x := mustKey(t)
+	_, relay := mustKey(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	blob, err := trust.SignPGPVouch(trust.Vouch{Vouchee: x, Issued: now, Expires: now.Add(time.Hour)}, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := append([]byte{gossipTagPGPVouch}, blob...)
+	if err := without.OnGossip(relay, relay, without.platform, msg); !errors.Is(err, wire.ErrGossipIgnore) {
+		t.Fatalf("without the keyring: %v, want ignored", err)
+	}
+	if err := with.OnGossip(relay, relay, with.platform, msg); err != nil {
+		t.Fatal(err)
+	}
+	if ws, _ := with.VouchedWeights(); ws[x].Weight != 500 {
+		t.Fatalf("x: %+v, want 500", ws[x])
+	}
+	w, from := with.standingOf(x)
+	if w != 500 || !strings.Contains(from, "vouched for by OpenPGP key ") {
+		t.Fatalf("standingOf(x) = %d %q", w, from)
+	}
+	vs, err := with.Vouches(trust.PGPVoucher(dev))
+	if err != nil || len(vs) != 1 || vs[0].Vouchee != x || !vs[0].Active {
+		t.Fatalf("vouches by the key: %+v, %v", vs, err)
+	}
+	// Tampered in transit: rejected, the relay penalised.
+	bad := append([]byte(nil), msg...)
+	bad[len(bad)-5] ^= 1
+	if err := with.OnGossip(relay, relay, with.platform, bad); err == nil || errors.Is(err, wire.ErrGossipIgnore) {
+		t.Fatalf("tampered OpenPGP vouch: %v, want rejected", err)
+	}
+	// Imported over the local API: stored and gossiped to peers.
+	_, y := mustKey(t)
+	blob, err = trust.SignPGPVouch(trust.Vouch{Vouchee: y, Issued: now, Expires: now.Add(time.Hour)}, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := joinBook(t, net, true, nil)
+	other.policy.VouchKeyring = openpgp.EntityList{dev}
+	if _, err := with.ImportPGPVouch(t.Context(), blob); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the imported vouch to reach a peer with the keyring", func() bool {
+		vs, _ := other.Vouches(trust.PGPVoucher(dev))
+		return len(vs) == 1 && vs[0].Vouchee == y
+	})
 }

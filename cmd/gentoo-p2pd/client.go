@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -371,28 +374,49 @@ func newTrustCmd() *cobra.Command {
 }
 
 func newVouchCmd() *cobra.Command {
-	var expires string
-	var undo, asJSON bool
+	var expires, pgpImport, pgpSig string
+	var undo, asJSON, pgpStatement bool
 	cmd := &cobra.Command{
-		Use:   "vouch PEER",
+		Use:   "vouch PEER | --pgp-import STATEMENT",
 		Short: "Sign and gossip this node's word that PEER is a real, independent builder",
 		Long: `vouch signs a vouch for PEER with this node's peer key and gossips it.
 Peers that count this node fully (it is their trusted or vouched peer, or
 has full standing there) give PEER part of a vote: trust.vouch_decay
 percent, less per further hop. Vouched identities never allow or dispute
-a build without an established attester. --undo revokes an earlier vouch.`,
+a build without an established attester. --undo revokes an earlier vouch.
+
+An OpenPGP key of trust.vouch_keyring (a Gentoo developer's) can vouch
+too: --pgp-statement writes the statement to sign, gpg --detach-sign
+signs it, and --pgp-import hands statement and signature to the daemon,
+which checks them against its keyring and gossips the vouch.`,
 		Example: `  gentoo-p2pd trust vouch 12D3KooW...
   gentoo-p2pd trust vouch 12D3KooW... --expires 90d
-  gentoo-p2pd trust vouch --undo 12D3KooW...`,
-		Args: cobra.ExactArgs(1),
+  gentoo-p2pd trust vouch --undo 12D3KooW...
+  gentoo-p2pd trust vouch 12D3KooW... --pgp-statement > vouch.stmt
+  gpg --detach-sign vouch.stmt
+  gentoo-p2pd trust vouch --pgp-import vouch.stmt`,
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if pgpImport != "" {
+				if len(args) > 0 || undo || expires != "" || pgpStatement {
+					return fmt.Errorf("--pgp-import takes no PEER, --undo, --expires or --pgp-statement: the statement names them")
+				}
+				return importPGPVouch(cmd, pgpImport, pgpSig, asJSON)
+			}
+			if len(args) != 1 {
+				return fmt.Errorf("give the PEER to vouch for")
+			}
+			var ttl time.Duration
 			req := api.VouchRequest{Peer: args[0], Undo: undo}
 			if expires != "" {
 				d, err := parseDays(expires)
 				if err != nil {
 					return fmt.Errorf("--expires %q: %w", expires, err)
 				}
-				req.Expires = d.String()
+				req.Expires, ttl = d.String(), d
+			}
+			if pgpStatement {
+				return writePGPStatement(cmd, args[0], ttl, undo)
 			}
 			c, err := client(cmd)
 			if err != nil {
@@ -415,9 +439,73 @@ a build without an established attester. --undo revokes an earlier vouch.`,
 	}
 	cmd.Flags().StringVar(&expires, "expires", "", "`DURATION` the vouch lasts: days (90d) or a Go duration (720h), at most 365d (default 365d)")
 	cmd.Flags().BoolVar(&undo, "undo", false, "revoke this node's vouch for PEER")
+	cmd.Flags().BoolVar(&pgpStatement, "pgp-statement", false, "write the statement an OpenPGP key signs (gpg --detach-sign) to vouch for PEER, instead of vouching with this node's key")
+	cmd.Flags().StringVar(&pgpImport, "pgp-import", "", "give the daemon the `STATEMENT` file and its detached OpenPGP signature (--pgp-signature)")
+	cmd.Flags().StringVar(&pgpSig, "pgp-signature", "", "the detached signature of --pgp-import's statement, armored or binary (default: `FILE` STATEMENT.sig, else STATEMENT.asc)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	addConfigFlags(cmd.Flags(), clientFlags...)
 	return cmd
+}
+
+// writePGPStatement writes the bytes an OpenPGP key signs to vouch for
+// id (to revoke with undo), issued now.
+func writePGPStatement(cmd *cobra.Command, id string, ttl time.Duration, undo bool) error {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return fmt.Errorf("%q is not a peer ID: %w", id, err)
+	}
+	switch {
+	case undo:
+		ttl = 0
+	case ttl == 0:
+		ttl = trust.MaxVouchLifetime
+	}
+	now := time.Now()
+	stmt, err := trust.VouchStatement(trust.Vouch{Vouchee: p, Issued: now, Expires: now.Add(ttl)})
+	if err != nil {
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(stmt)
+	return err
+}
+
+// importPGPVouch hands a signed statement to the daemon.
+func importPGPVouch(cmd *cobra.Command, stmtFile, sigFile string, asJSON bool) error {
+	stmt, err := os.ReadFile(stmtFile)
+	if err != nil {
+		return err
+	}
+	if sigFile == "" {
+		sigFile = stmtFile + ".sig"
+		if _, err := os.Stat(sigFile); err != nil {
+			sigFile = stmtFile + ".asc"
+		}
+	}
+	sig, err := os.ReadFile(sigFile)
+	if err != nil {
+		return fmt.Errorf("the detached signature: %w", err)
+	}
+	blob, err := trust.PGPVouchFromStatement(stmt, sig)
+	if err != nil {
+		return err
+	}
+	c, err := client(cmd)
+	if err != nil {
+		return err
+	}
+	var v api.VouchView
+	if err := c.Post(cmd.Context(), api.PathTrustVouch, api.VouchRequest{PGPVouch: blob}, &v); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	verb := "vouches for"
+	if !v.Active {
+		verb = "revokes its vouch for"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s until %s\n", v.Voucher, verb, v.Vouchee, v.Expires.Format(time.RFC3339))
+	return nil
 }
 
 // parseDays reads "90d" as 90 days, else a Go duration.
