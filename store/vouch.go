@@ -31,6 +31,9 @@ type VouchRecord struct {
 	ReceivedAt time.Time `json:"received_at"`
 	// Blob is the signed vouch as received.
 	Blob []byte `json:"blob"`
+	// Own marks a vouch this daemon signed or imported (an OpenPGP one
+	// handed to it by its user): the ones it gossips again.
+	Own bool `json:"own,omitempty"`
 }
 
 // VouchLimits bound the vouches: PerVoucher per identity, Total for all

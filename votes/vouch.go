@@ -111,7 +111,9 @@ func (vb *Book) Vouch(ctx context.Context, vouchee peer.ID, ttl time.Duration) (
 	if err != nil {
 		return nil, err
 	}
-	if _, err := vb.store.PutVouch(vouchRecord(s), vb.vouchLimits(vb.self)); err != nil {
+	rec := vouchRecord(s)
+	rec.Own = true
+	if _, err := vb.store.PutVouch(rec, vb.vouchLimits(vb.self)); err != nil {
 		return nil, err
 	}
 	vb.vouchGen.Add(1)
@@ -177,7 +179,9 @@ func (vb *Book) ImportPGPVouch(ctx context.Context, blob []byte) (*trust.PGPVouc
 	if err != nil {
 		return nil, err
 	}
-	if _, err := vb.store.PutVouch(newVouchRecord(p.Voucher, p.Vouch, p.Marshal()), vb.vouchLimits(vb.self)); err != nil {
+	rec := newVouchRecord(p.Voucher, p.Vouch, p.Marshal())
+	rec.Own = true
+	if _, err := vb.store.PutVouch(rec, vb.vouchLimits(vb.self)); err != nil {
 		return nil, err
 	}
 	vb.vouchGen.Add(1)
@@ -346,9 +350,11 @@ func (vb *Book) VouchLoop(ctx context.Context) {
 	}
 }
 
-// republishVouches gossips this daemon's active vouches and revocations
-// once, and prunes records issued over a vouch lifetime ago (every vouch
-// they could have replaced has expired too).
+// republishVouches gossips the vouches and revocations this daemon
+// signed or imported once (each origin republishes its own, so the
+// network carries each record once per round), and prunes records issued
+// over a vouch lifetime ago (every vouch they could have replaced has
+// expired too).
 func (vb *Book) republishVouches(ctx context.Context) {
 	now := vb.standing.now()
 	if n, err := vb.store.PruneVouches(now.Add(-trust.MaxVouchLifetime).Unix()); err != nil {
@@ -363,13 +369,12 @@ func (vb *Book) republishVouches(ctx context.Context) {
 	}
 	for _, r := range recs {
 		switch {
+		case !r.Own:
 		case r.Voucher == vb.self.String():
 			if s, err := trust.DecodeVouch(r.Blob); err == nil {
 				vb.publishVouch(ctx, s)
 			}
 		case strings.HasPrefix(r.Voucher, trust.PGPVoucherPrefix):
-			// Daemons without this keyring cannot check it: every
-			// daemon that has it passes it on.
 			if p, err := trust.DecodePGPVouch(r.Blob, vb.policy.VouchKeyring); err == nil {
 				vb.publish(ctx, gossipTagPGPVouch, p.Marshal(), p.Vouch.Vouchee)
 			}

@@ -301,3 +301,31 @@ func TestPGPVouchFromKeyring(t *testing.T) {
 		return len(vs) == 1 && vs[0].Vouchee == y
 	})
 }
+
+// Republishing gossips only what this daemon signed or imported: a peer
+// that joined after a vouch was made learns it then, and vouches learnt
+// from others are left to their origins.
+func TestRepublishOwnVouches(t *testing.T) {
+	net := memnet.New()
+	a := joinBook(t, net, true, nil)
+	ctx := t.Context()
+	_, x := mustKey(t)
+	if _, err := a.Vouch(ctx, x, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// A vouch a learnt from someone else.
+	ok, _ := mustKey(t)
+	_, y := mustKey(t)
+	if err := a.OnGossip(y, y, a.platform, vouchMsg(signVouch(t, ok, y, time.Now().Add(-time.Minute), time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	late := joinBook(t, net, true, nil)
+	if vs, _ := late.Vouches(""); len(vs) != 0 {
+		t.Fatalf("the late peer holds %d vouches before any republishing", len(vs))
+	}
+	a.republishVouches(ctx)
+	eventually(t, "the late peer to learn a's vouch", func() bool { vs, _ := late.Vouches(a.self); return len(vs) == 1 })
+	if vs, _ := late.Vouches(""); len(vs) != 1 {
+		t.Fatalf("the late peer holds %d vouches, want only a's own", len(vs))
+	}
+}
