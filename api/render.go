@@ -74,8 +74,8 @@ func (s *Status) WriteText(w io.Writer, now time.Time) error {
 			plural(s.RebuildDisagreements))
 	}
 	p("trust", "%s", trustLine)
-	p("standing", "%d established attester%s, %d earning, %d vouched by you; fresh keys weigh %d %%", s.Established, plural(s.Established),
-		s.Earning, s.Vouched, s.FreshWeight)
+	p("standing", "%d established attester%s, %d earning, %d vouched by you, %d weighted by signed vouches; fresh keys weigh %d %%", s.Established, plural(s.Established),
+		s.Earning, s.Vouched, s.VouchWeighted, s.FreshWeight)
 	if s.GatewayURL != "" {
 		p("gateway", "%s, %d build%s listed for portage", s.GatewayURL, s.GatewayListed, plural(s.GatewayListed))
 		if s.GatewayNote != "" {

@@ -29,7 +29,7 @@ func fixedStatus() Status {
 		LastFetchError:   "transfer: disk full writing piece 3 of the partial download (removed it)",
 		LastFetchErrorAt: start.Add(2 * time.Hour),
 		CacheBytes:       200 << 20, CacheLimit: 10 << 30,
-		Disputes: 1, Equivocations: 1, RebuildDisagreements: 1, Threshold: 3, Established: 412, Earning: 37, Vouched: 2,
+		Disputes: 1, Equivocations: 1, RebuildDisagreements: 1, Threshold: 3, Established: 412, Earning: 37, Vouched: 2, VouchWeighted: 5,
 		GatewayURL: "http://127.0.0.1:7854/gentoo-p2pd",
 		GatewayNote: "nothing listed: 97 builds of this platform known, none allowed yet " +
 			"(gentoo-p2pd search TERM shows the votes, trust explain CPV why)",

@@ -19,6 +19,7 @@ const (
 	PathTrustPolicy  = "/api/v0/trust/policy"
 	PathGateway      = "/api/v0/gateway"
 	PathEndorse      = "/api/v0/endorse"
+	PathTrustVouch   = "/api/v0/trust/vouch"
 )
 
 // Status is the daemon's one-screen account of itself (`gentoo-p2pd status`).
@@ -74,12 +75,14 @@ type Status struct {
 	Threshold            int `json:"threshold"`
 	// Established and Earning count the attesters with full standing
 	// and those still earning it (docs/SECURITY.md, "Standing");
-	// Vouched the trust.vouched_peers, FreshWeight trust.fresh_weight
-	// in percent.
-	Established int `json:"established"`
-	Earning     int `json:"earning"`
-	Vouched     int `json:"vouched"`
-	FreshWeight int `json:"fresh_weight"`
+	// Vouched the trust.vouched_peers, VouchWeighted the identities
+	// signed vouches give weight to, FreshWeight trust.fresh_weight in
+	// percent.
+	Established   int `json:"established"`
+	Earning       int `json:"earning"`
+	Vouched       int `json:"vouched"`
+	VouchWeighted int `json:"vouch_weighted"`
+	FreshWeight   int `json:"fresh_weight"`
 
 	GatewayURL string `json:"gateway_url,omitempty"`
 	// GatewayListed counts the builds the gateway's index lists for
@@ -271,10 +274,39 @@ type PolicyView struct {
 	VouchedPeers     []string `json:"vouched_peers"`
 	// FreshWeight is trust.fresh_weight in percent; StandingDays
 	// trust.standing_days.
-	FreshWeight  int      `json:"fresh_weight"`
-	StandingDays int      `json:"standing_days"`
-	Overrides    []string `json:"overrides"`
-	Self         string   `json:"self"`
+	FreshWeight  int `json:"fresh_weight"`
+	StandingDays int `json:"standing_days"`
+	// VouchDecay (percent) and VouchHops are trust.vouch_decay and
+	// trust.vouch_hops; Vouches this node's own signed vouches.
+	VouchDecay int         `json:"vouch_decay"`
+	VouchHops  int         `json:"vouch_hops"`
+	Vouches    []VouchView `json:"vouches"`
+	Overrides  []string    `json:"overrides"`
+	Self       string      `json:"self"`
+}
+
+// VouchRequest asks the daemon to sign and gossip a vouch for Peer
+// (POST PathTrustVouch): lasting Expires (a Go duration, at most a year;
+// empty for 365 days), or a revocation with Undo. With PGPVouch set
+// instead, the daemon checks that vouch, signed by a key of its
+// trust.vouch_keyring (trust.PGPVouchFromStatement's envelope), keeps and
+// gossips it.
+type VouchRequest struct {
+	Peer     string `json:"peer,omitempty"`
+	Expires  string `json:"expires,omitempty"`
+	Undo     bool   `json:"undo,omitempty"`
+	PGPVouch []byte `json:"pgp_vouch,omitempty"`
+}
+
+// VouchView is one signed vouch: Voucher vouches that Vouchee is a real,
+// independent builder until Expires. Active is false once it expired or
+// for a revocation (Expires equal to Issued).
+type VouchView struct {
+	Voucher string    `json:"voucher"`
+	Vouchee string    `json:"vouchee"`
+	Issued  time.Time `json:"issued"`
+	Expires time.Time `json:"expires"`
+	Active  bool      `json:"active"`
 }
 
 // Paths of the cache commands.

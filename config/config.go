@@ -166,6 +166,9 @@ type TrustConfig struct {
 	VouchedPeers     []string        `toml:"vouched_peers" mapstructure:"vouched_peers"`
 	FreshWeight      int             `toml:"fresh_weight" mapstructure:"fresh_weight"`
 	StandingDays     int             `toml:"standing_days" mapstructure:"standing_days"`
+	VouchDecay       int             `toml:"vouch_decay" mapstructure:"vouch_decay"`
+	VouchHops        int             `toml:"vouch_hops" mapstructure:"vouch_hops"`
+	VouchKeyring     string          `toml:"vouch_keyring" mapstructure:"vouch_keyring"`
 	Overrides        []TrustOverride `toml:"overrides" mapstructure:"overrides"`
 }
 
@@ -236,6 +239,10 @@ type LimitsConfig struct {
 	// per identity and in total; past them the oldest go.
 	PeerDemands int `toml:"peer_demands" mapstructure:"peer_demands"`
 	Demands     int `toml:"demands" mapstructure:"demands"`
+	// PeerVouches and Vouches bound the signed vouches kept, per voucher
+	// and in total; past them new ones are refused.
+	PeerVouches int `toml:"peer_vouches" mapstructure:"peer_vouches"`
+	Vouches     int `toml:"vouches" mapstructure:"vouches"`
 }
 
 // Built-in defaults that do not depend on the environment.
@@ -298,14 +305,14 @@ func baseDefaults(d dirs) *Config {
 			RendezvousPeers:   []string{},
 		},
 		Gateway:  GatewayConfig{Enabled: true, Listen: DefaultGatewayAddr, Path: DefaultGatewayPath, Prefetch: PrefetchNone},
-		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, StandingDays: 90},
+		Trust:    TrustConfig{Threshold: 3, Dispute: 1, Signers: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, StandingDays: 90, VouchDecay: 50, VouchHops: 2},
 		Transfer: TransferConfig{UploadSlots: 8, MaxRequestsPerPeer: 16, UploadStallTimeout: 5 * time.Second},
 		Cache:    CacheConfig{DiskBudget: 10 << 30},
 		Build: BuildConfig{Rebuild: true, Command: []string{"gentoo-p2pd-build"}, MaxConcurrent: 1, Nice: 19,
 			Timeout: 12 * time.Hour, DiskBudget: 20 << 30, WhenIdle: 50},
 		Limits: LimitsConfig{MaxImageBytes: 16 << 30, MaxMetadataValue: 8 << 20,
 			PeerAttestations: 4096, PeerAttestationBytes: 12 << 20, PeerRequests: 2, Requests: 16, PeerGossipRate: 50, AttestationBytes: 1 << 30,
-			PeerDemands: 1024, Demands: 65536},
+			PeerDemands: 1024, Demands: 65536, PeerVouches: 256, Vouches: 65536},
 	}
 	return c
 }

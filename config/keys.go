@@ -131,6 +131,12 @@ var keys = []keySpec{
 		doc: "percent of a full vote an attester without standing counts (0–100); 0 suits an open network (fresh keys cost nothing, so they count nothing), 100 a closed network of your own machines"},
 	{key: "trust.standing_days", kind: kindInt, field: func(c *Config) any { return &c.Trust.StandingDays },
 		doc: "days over which an attester whose builds keep agreeing with established ones grows to full standing (≥ 1)"},
+	{key: "trust.vouch_decay", kind: kindInt, field: func(c *Config) any { return &c.Trust.VouchDecay },
+		doc: "percent of weight a signed vouch (`trust vouch`) passes on per hop from an identity you count fully (0–99; 0 ignores vouches): vouched identities weigh less than established ones and never decide alone"},
+	{key: "trust.vouch_hops", kind: kindInt, field: func(c *Config) any { return &c.Trust.VouchHops },
+		doc: "how many vouches away from an identity you count fully vouched weight reaches (0–4; 0 ignores vouches)"},
+	{key: "trust.vouch_keyring", kind: kindString, field: func(c *Config) any { return &c.Trust.VouchKeyring },
+		doc: "OpenPGP keyring file whose keys vouch like identities you count fully, e.g. `/usr/share/openpgp-keys/gentoo-developers.asc`: a vouch one of them signed (`trust vouch --pgp-statement`, gpg --detach-sign, `trust vouch --pgp-import`) gives its vouchee `vouch_decay` percent of a vote"},
 	{key: "trust.overrides", kind: kindOverrides, field: func(c *Config) any { return &c.Trust.Overrides },
 		def: "none", doc: "per-package policy: `[[trust.overrides]]` tables with `glob` (path.Match on `category/PF`) and optional `threshold`, `dispute`, `require_signer`; file only"},
 
@@ -193,6 +199,10 @@ var keys = []keySpec{
 		doc: "demand records (usage votes: variants a peer wants) one identity may have stored here; past it, its oldest goes (≥ 1)"},
 	{key: "limits.demands", kind: kindInt, field: func(c *Config) any { return &c.Limits.Demands },
 		doc: "demand records all identities together may have stored here; past it, the oldest goes (≥ `peer_demands`)"},
+	{key: "limits.peer_vouches", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerVouches },
+		doc: "signed vouches one identity may have stored here; past it, its vouches for new identities are refused (≥ 1)"},
+	{key: "limits.vouches", kind: kindInt, field: func(c *Config) any { return &c.Limits.Vouches },
+		doc: "signed vouches all identities together may have stored here; past it, new ones are refused (≥ `peer_vouches`)"},
 }
 
 // keyIndex maps key → spec.

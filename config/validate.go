@@ -143,6 +143,12 @@ func (c *Config) Validate() error {
 	if c.Trust.FreshWeight < 0 || c.Trust.FreshWeight > 100 {
 		bad("trust.fresh_weight", "must be a percent between 0 and 100, got %d", c.Trust.FreshWeight)
 	}
+	if c.Trust.VouchDecay < 0 || c.Trust.VouchDecay > 99 {
+		bad("trust.vouch_decay", "must be a percent between 0 and 99, got %d", c.Trust.VouchDecay)
+	}
+	if c.Trust.VouchHops < 0 || c.Trust.VouchHops > 4 {
+		bad("trust.vouch_hops", "must be between 0 and 4, got %d", c.Trust.VouchHops)
+	}
 	if c.Trust.StandingDays < 1 {
 		bad("trust.standing_days", "must be ≥ 1, got %d", c.Trust.StandingDays)
 	}
@@ -199,6 +205,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.Demands < c.Limits.PeerDemands {
 		bad("limits.demands", "must be ≥ limits.peer_demands (%d), got %d", c.Limits.PeerDemands, c.Limits.Demands)
+	}
+	if c.Limits.PeerVouches < 1 {
+		bad("limits.peer_vouches", "must be ≥ 1, got %d", c.Limits.PeerVouches)
+	}
+	if c.Limits.Vouches < c.Limits.PeerVouches {
+		bad("limits.vouches", "must be ≥ limits.peer_vouches (%d), got %d", c.Limits.PeerVouches, c.Limits.Vouches)
 	}
 	if c.Limits.Requests < c.Limits.PeerRequests {
 		bad("limits.requests", "must be ≥ limits.peer_requests (%d), got %d", c.Limits.PeerRequests, c.Limits.Requests)

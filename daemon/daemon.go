@@ -450,6 +450,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return d.own.Watch(gctx) })
 	g.Go(func() error { d.votes.SyncLoop(gctx); return nil })
 	g.Go(func() error { d.votes.RefreshDemandLoop(gctx, d.stillInstalled); return nil })
+	g.Go(func() error { d.votes.VouchLoop(gctx); return nil })
 	g.Go(func() error { d.mz.Run(gctx); return nil })
 	if d.builder != nil {
 		g.Go(func() error { return d.builder.Run(gctx) })

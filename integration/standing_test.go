@@ -339,10 +339,11 @@ func explainTag(vi trust.VoterInfo) string {
 	return "not counted: " + vi.Reason
 }
 
-// voterLine is the line of an explanation that names id.
+// voterLine is the line of an explanation that lists id as a voter
+// (another voter's line may name it as its voucher).
 func voterLine(text string, id peer.ID) string {
 	for _, line := range strings.Split(text, "\n") {
-		if strings.Contains(line, id.String()) {
+		if strings.HasPrefix(strings.TrimSpace(line), id.String()+" ") {
 			return line
 		}
 	}

@@ -109,6 +109,19 @@ func (srv *Server) Handler() http.Handler {
 		}
 		writeJSON(w, res)
 	})
+	mux.HandleFunc("POST "+api.PathTrustVouch, func(w http.ResponseWriter, r *http.Request) {
+		var req api.VouchRequest
+		if err := readJSON(r, &req); err != nil {
+			api.WriteError(w, err)
+			return
+		}
+		res, err := srv.Vouch(r.Context(), req)
+		if err != nil {
+			api.WriteError(w, err)
+			return
+		}
+		writeJSON(w, res)
+	})
 	mux.HandleFunc("GET "+api.PathGateway, func(w http.ResponseWriter, r *http.Request) {
 		info, err := srv.GatewayInfo()
 		if err != nil {
@@ -203,6 +216,9 @@ func (srv *Server) Status(ctx context.Context) api.Status {
 	}
 	st.PKGDIRNote = srv.own.Note()
 	st.Established, st.Earning = srv.votes.StandingCounts()
+	if ws, err := srv.votes.VouchedWeights(); err == nil {
+		st.VouchWeighted = len(ws)
+	}
 	for _, a := range srv.net.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
 	}
@@ -594,13 +610,68 @@ func (srv *Server) Endorse(ctx context.Context, req api.EndorseRequest) (api.End
 	return api.EndorseResult{Stored: added}, nil
 }
 
+// DefaultVouchLifetime is how long `trust vouch` vouches without
+// --expires: the longest a vouch may last.
+const DefaultVouchLifetime = trust.MaxVouchLifetime
+
+// Vouch signs and gossips this node's vouch for req.Peer, or its
+// revocation with req.Undo.
+func (srv *Server) Vouch(ctx context.Context, req api.VouchRequest) (api.VouchView, error) {
+	if len(req.PGPVouch) > 0 {
+		if req.Peer != "" || req.Undo || req.Expires != "" {
+			return api.VouchView{}, api.Errorf(api.CodeBadRequest, "trust vouch: an OpenPGP vouch names its peer and expiry itself")
+		}
+		p, err := srv.votes.ImportPGPVouch(ctx, req.PGPVouch)
+		if err != nil {
+			return api.VouchView{}, classify(err, api.CodeRejected)
+		}
+		return vouchView(votes.VouchInfo{Voucher: p.Voucher, Vouchee: p.Vouch.Vouchee, Issued: p.Vouch.Issued, Expires: p.Vouch.Expires,
+			Active: !p.Vouch.Revocation()}), nil
+	}
+	id, err := peer.Decode(req.Peer)
+	if err != nil {
+		return api.VouchView{}, api.Errorf(api.CodeBadRequest, "trust vouch: %q is not a peer ID: %v", req.Peer, err)
+	}
+	ttl := DefaultVouchLifetime
+	switch {
+	case req.Undo && req.Expires != "":
+		return api.VouchView{}, api.Errorf(api.CodeBadRequest, "trust vouch: --undo revokes now; it takes no --expires")
+	case req.Undo:
+		ttl = 0
+	case req.Expires != "":
+		if ttl, err = time.ParseDuration(req.Expires); err != nil || ttl <= 0 || ttl > trust.MaxVouchLifetime {
+			return api.VouchView{}, api.Errorf(api.CodeBadRequest, "trust vouch: expires %q: want a duration over 0 and at most %s", req.Expires, trust.MaxVouchLifetime)
+		}
+	}
+	s, err := srv.votes.Vouch(ctx, id, ttl)
+	if err != nil {
+		return api.VouchView{}, classify(err, api.CodeBadRequest)
+	}
+	return vouchView(votes.VouchInfo{Voucher: s.Voucher, Vouchee: s.Vouch.Vouchee, Issued: s.Vouch.Issued, Expires: s.Vouch.Expires,
+		Active: !s.Vouch.Revocation()}), nil
+}
+
+func vouchView(vi votes.VouchInfo) api.VouchView {
+	voucher := vi.Voucher.String()
+	if strings.HasPrefix(string(vi.Voucher), trust.PGPVoucherPrefix) {
+		voucher = string(vi.Voucher) // "openpgp:" and the key's fingerprint
+	}
+	return api.VouchView{Voucher: voucher, Vouchee: vi.Vouchee.String(), Issued: vi.Issued, Expires: vi.Expires, Active: vi.Active}
+}
+
 // PolicyView reports the policy the daemon applies.
 func (srv *Server) PolicyView() api.PolicyView {
 	p := srv.votes.Policy()
 	v := api.PolicyView{Threshold: p.Threshold, Dispute: p.Dispute, RequireSigner: p.RequireSigner,
 		DistinctNetworks: p.DistinctNetworks, Self: srv.self.String(),
 		Signers: []string{}, PGPKeys: []string{}, TrustedPeers: []string{}, BlockedPeers: []string{}, VouchedPeers: []string{}, Overrides: []string{},
-		FreshWeight: trust.Weight(p.FreshWeight).Percent(), StandingDays: srv.votes.StandingDays()}
+		FreshWeight: trust.Weight(p.FreshWeight).Percent(), StandingDays: srv.votes.StandingDays(),
+		VouchDecay: p.VouchDecay, VouchHops: p.VouchHops, Vouches: []api.VouchView{}}
+	if vs, err := srv.votes.Vouches(srv.self); err == nil {
+		for _, vi := range vs {
+			v.Vouches = append(v.Vouches, vouchView(vi))
+		}
+	}
 	for _, id := range p.VouchedPeers {
 		v.VouchedPeers = append(v.VouchedPeers, id.String())
 	}

@@ -104,6 +104,7 @@ var (
 		bucketVoteVersions, bucketDerived, bucketStanding,
 		bucketDemand, bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
 		bucketDemandByPlatTime, bucketDemandIDs,
+		bucketVouch,
 	}
 
 	keySchema = []byte("schema")

@@ -57,6 +57,15 @@ type Policy struct {
 	// nothing. 1000 counts every attester fully, as in a closed network
 	// of one's own machines.
 	FreshWeight int
+	// VouchDecay is the percent of weight a signed vouch passes from a
+	// voucher the user counts to its vouchee (0 turns vouching off, at
+	// most MaxVouchDecay so vouched weight stays partial), VouchHops how
+	// many hops from the roots count (see VouchGraph).
+	VouchDecay, VouchHops int
+	// VouchKeyring holds OpenPGP keys (trust.vouch_keyring, e.g. the
+	// Gentoo developers' keyring) that vouch like the roots of the vouch
+	// graph: a PGPVouch signed by one gives its vouchee hop-1 weight.
+	VouchKeyring openpgp.EntityList
 	// DistinctNetworks counts at most one attester per /24 (IPv4) or /48
 	// (IPv6) for each content, by the address each attestation arrived
 	// from; attesters whose attestations came relayed (or from an unknown
@@ -83,7 +92,7 @@ type Override struct {
 // DefaultPolicy returns the recommended home-user policy: three agreeing
 // peers, any competing vote disputes, no signers.
 func DefaultPolicy() Policy {
-	return Policy{Threshold: DefaultThreshold, Dispute: DefaultDispute}
+	return Policy{Threshold: DefaultThreshold, Dispute: DefaultDispute, VouchDecay: DefaultVouchDecay, VouchHops: DefaultVouchHops}
 }
 
 // FullWeight is an established attester's weight, in thousandths.
@@ -156,6 +165,12 @@ func (p Policy) Validate() error {
 	}
 	if p.FreshWeight < 0 || p.FreshWeight > FullWeight {
 		bad("fresh_weight %d‰: must be between 0 and %d", p.FreshWeight, FullWeight)
+	}
+	if p.VouchDecay < 0 || p.VouchDecay > MaxVouchDecay {
+		bad("vouch_decay %d %%: must be between 0 and %d (vouched weight stays below an established attester's)", p.VouchDecay, MaxVouchDecay)
+	}
+	if p.VouchHops < 0 || p.VouchHops > MaxVouchHops {
+		bad("vouch_hops %d: must be between 0 and %d", p.VouchHops, MaxVouchHops)
 	}
 	for i, o := range p.Overrides {
 		if o.Glob == "" {

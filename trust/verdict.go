@@ -108,8 +108,9 @@ type Vote struct {
 	// Policy.PGPKeyring succeeded for a file with this vote's content id.
 	PGPVerified bool
 	// Standing is the attester's earned standing in thousandths (0 to
-	// FullWeight) as this daemon's ledger holds it, and StandingFrom says
-	// where it comes from; an attester without standing weighs
+	// FullWeight) as this daemon's ledger holds it, or what signed vouches
+	// give it (VouchGraph), whichever is more, and StandingFrom says where
+	// it comes from; an attester without standing weighs
 	// Policy.FreshWeight.
 	Standing     int
 	StandingFrom string

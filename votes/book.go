@@ -91,6 +91,11 @@ type Book struct {
 	// past the horizon was last pruned (Unix seconds).
 	demandRates  *wire.PeerRates
 	demandPruned atomic.Int64
+	// vouchRates bounds the vouches per second each voucher makes this
+	// daemon store; vouchGen counts the vouches stored, so the graph's
+	// weights are computed again only when it moved.
+	vouchRates *wire.PeerRates
+	vouchGen   atomic.Uint64
 	// flooders are attesters that recently overflowed their storage
 	// budget: their new records are stored but not relayed.
 	flooders flooders
@@ -133,6 +138,7 @@ func New(o Options) *Book {
 	}
 	vb.gossipRates = wire.NewPeerRates(rate.Limit(o.Limits.PeerGossipRate), max(1, o.Limits.PeerGossipRate*10))
 	vb.demandRates = wire.NewPeerRates(demandRate, demandBurst)
+	vb.vouchRates = wire.NewPeerRates(vouchRate, vouchBurst)
 	return vb
 }
 

@@ -27,13 +27,13 @@ func (vb *Book) VoteVersions(bks []keys.Build) ([]uint64, error) {
 // then nothing derived from them may be kept across restarts.
 func (vb *Book) Fingerprint() (fp [32]byte, ok bool) {
 	p := vb.policy
-	if len(p.PGPKeyring) > 0 {
+	if len(p.PGPKeyring) > 0 || len(p.VouchKeyring) > 0 {
 		return fp, false
 	}
 	raw, err := json.Marshal(policyPrint{
 		Threshold: p.Threshold, Dispute: p.Dispute, Signers: p.Signers, RequireSigner: p.RequireSigner,
 		TrustedPeers: p.TrustedPeers, BlockedPeers: p.BlockedPeers, DistinctNetworks: p.DistinctNetworks,
-		VouchedPeers: p.VouchedPeers, FreshWeight: p.FreshWeight, StandingDays: vb.standing.days,
+		VouchedPeers: p.VouchedPeers, FreshWeight: p.FreshWeight, VouchDecay: p.VouchDecay, VouchHops: p.VouchHops, StandingDays: vb.standing.days,
 		Overrides: p.Overrides, Self: vb.self.String(),
 	})
 	if err != nil {
@@ -54,6 +54,8 @@ type policyPrint struct {
 	DistinctNetworks   bool
 	VouchedPeers       any
 	FreshWeight        int
+	VouchDecay         int
+	VouchHops          int
 	StandingDays       int
 	Overrides          []trust.Override
 	Self               string

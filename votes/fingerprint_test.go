@@ -45,10 +45,13 @@ func TestFingerprintCoversPolicy(t *testing.T) {
 		"TrustedPeers":     func(p *trust.Policy) { p.TrustedPeers = append(p.TrustedPeers, other) },
 		"VouchedPeers":     func(p *trust.Policy) { p.VouchedPeers = append(p.VouchedPeers, other) },
 		"FreshWeight":      func(p *trust.Policy) { p.FreshWeight = trust.FullWeight },
+		"VouchDecay":       func(p *trust.Policy) { p.VouchDecay = 20 },
+		"VouchHops":        func(p *trust.Policy) { p.VouchHops = 3 },
 		"BlockedPeers":     func(p *trust.Policy) { p.BlockedPeers = append(p.BlockedPeers, other) },
 		"DistinctNetworks": func(p *trust.Policy) { p.DistinctNetworks = true },
 		"Overrides":        func(p *trust.Policy) { p.Overrides[0].RequireSigner = &yes },
 		"PGPKeyring":       func(p *trust.Policy) { p.PGPKeyring = openpgp.EntityList{&openpgp.Entity{}} },
+		"VouchKeyring":     func(p *trust.Policy) { p.VouchKeyring = openpgp.EntityList{&openpgp.Entity{}} },
 	}
 	var fields []string
 	for f := range reflect.TypeFor[trust.Policy]().Fields() {
@@ -68,7 +71,7 @@ func TestFingerprintCoversPolicy(t *testing.T) {
 		p := base()
 		change(&p)
 		got, ok := fp(p, self)
-		if name == "PGPKeyring" {
+		if name == "PGPKeyring" || name == "VouchKeyring" {
 			if ok {
 				t.Errorf("a PGP keyring: fingerprint given")
 			}

@@ -20,8 +20,8 @@ import (
 )
 
 // Gossip messages carry one tag byte so attestations, equivocation
-// proofs, endorsements (gossipTagEndorsement) and demand records
-// (gossipTagDemand) share a platform topic.
+// proofs, endorsements (gossipTagEndorsement), demand records
+// (gossipTagDemand) and vouches (gossipTagVouch) share a platform topic.
 const (
 	gossipTagAttestation = 'a'
 	gossipTagEvidence    = 'e'
@@ -439,6 +439,10 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 		return err
 	case gossipTagDemand:
 		return vb.ingestDemand(msg[1:], relay, platform)
+	case gossipTagVouch:
+		return vb.ingestVouch(msg[1:], relay)
+	case gossipTagPGPVouch:
+		return vb.ingestPGPVouch(msg[1:], relay)
 	default:
 		return fmt.Errorf("unknown gossip message type %q", msg[0])
 	}

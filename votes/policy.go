@@ -54,6 +54,14 @@ func PolicyFromConfig(tc config.TrustConfig) (trust.Policy, error) {
 		p.VouchedPeers = append(p.VouchedPeers, id)
 	}
 	p.FreshWeight = tc.FreshWeight * trust.FullWeight / 100
+	p.VouchDecay, p.VouchHops = tc.VouchDecay, tc.VouchHops
+	if tc.VouchKeyring != "" {
+		kr, err := trust.LoadKeyring(tc.VouchKeyring)
+		if err != nil {
+			return p, fmt.Errorf("config: trust.vouch_keyring: %w", err)
+		}
+		p.VouchKeyring = kr
+	}
 	for _, o := range tc.Overrides {
 		p.Overrides = append(p.Overrides, trust.Override{Glob: o.Glob, Threshold: o.Threshold, Dispute: o.Dispute, RequireSigner: o.RequireSigner})
 	}

@@ -38,6 +38,8 @@ type standing struct {
 	credited  map[peer.ID]bool
 	pending   []peer.ID
 	lastFlush time.Time
+	// vouch is what the vouch graph gives (vouch.go).
+	vouch vouchState
 }
 
 // earned is an attester's weight in an epoch and the days it comes from.
@@ -60,7 +62,7 @@ func (vb *Book) refreshStanding() error {
 	current := st.weights != nil && st.epoch >= day
 	st.mu.Unlock()
 	if current {
-		return nil
+		return vb.refreshVouches(false)
 	}
 	if err := vb.flushCredits(true); err != nil {
 		return err
@@ -82,16 +84,20 @@ func (vb *Book) refreshStanding() error {
 	st.mu.Lock()
 	st.epoch, st.weights, st.credited = epoch, weights, credited
 	st.mu.Unlock()
-	return nil
+	// Full standing earned makes new roots of the vouch graph.
+	return vb.refreshVouches(true)
 }
 
 // standingOf is an attester's weight in this epoch and where it comes
-// from.
+// from: its earned standing or what vouches give it, whichever is more.
 func (vb *Book) standingOf(id peer.ID) (int, string) {
 	st := &vb.standing
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	e := st.weights[id]
+	if v, ok := st.vouch.weights[id]; ok && v.Weight > e.weight {
+		return v.Weight, v.From()
+	}
 	if e.weight == 0 {
 		return 0, ""
 	}

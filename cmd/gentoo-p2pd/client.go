@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/api"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -294,7 +298,8 @@ func newTrustCmd() *cobra.Command {
 		Use:   "trust",
 		Short: "Explain trust decisions and the policy",
 		Example: `  gentoo-p2pd trust explain app-misc/hello-1.0
-  gentoo-p2pd trust policy`,
+  gentoo-p2pd trust policy
+  gentoo-p2pd trust vouch 12D3KooW... --expires 90d`,
 	}
 	var asJSON bool
 	explain := &cobra.Command{
@@ -344,6 +349,14 @@ func newTrustCmd() *cobra.Command {
 			fmt.Fprintf(w, "dispute            %d: the weight for another content of the same build environment that makes a dispute\n", p.Dispute)
 			fmt.Fprintf(w, "fresh keys weigh   %d %% (fresh_weight); full standing after %d days of agreement\n", p.FreshWeight, p.StandingDays)
 			fmt.Fprintf(w, "vouched peers      %s\n", listOrNone(p.VouchedPeers))
+			fmt.Fprintf(w, "signed vouches     pass on %d %% per hop, up to %d hop(s) (vouch_decay, vouch_hops)\n", p.VouchDecay, p.VouchHops)
+			var mine []string
+			for _, v := range p.Vouches {
+				if v.Active {
+					mine = append(mine, fmt.Sprintf("%s until %s", v.Vouchee, v.Expires.Format(time.DateOnly)))
+				}
+			}
+			fmt.Fprintf(w, "this node vouches  %s\n", listOrNone(mine))
 			fmt.Fprintf(w, "require signer     %t\n", p.RequireSigner)
 			fmt.Fprintf(w, "distinct networks  %t\n", p.DistinctNetworks)
 			fmt.Fprintf(w, "signers            %s\n", listOrNone(p.Signers))
@@ -356,8 +369,159 @@ func newTrustCmd() *cobra.Command {
 	}
 	policy.Flags().BoolVar(&policyJSON, "json", false, "print JSON")
 	addConfigFlags(policy.Flags(), clientFlags...)
-	trust.AddCommand(explain, policy)
+	trust.AddCommand(explain, policy, newVouchCmd())
 	return trust
+}
+
+func newVouchCmd() *cobra.Command {
+	var expires, pgpImport, pgpSig string
+	var undo, asJSON, pgpStatement bool
+	cmd := &cobra.Command{
+		Use:   "vouch PEER | --pgp-import STATEMENT",
+		Short: "Sign and gossip this node's word that PEER is a real, independent builder",
+		Long: `vouch signs a vouch for PEER with this node's peer key and gossips it.
+Peers that count this node fully (it is their trusted or vouched peer, or
+has full standing there) give PEER part of a vote: trust.vouch_decay
+percent, less per further hop. Vouched identities never allow or dispute
+a build without an established attester. --undo revokes an earlier vouch.
+
+An OpenPGP key of trust.vouch_keyring (a Gentoo developer's) can vouch
+too: --pgp-statement writes the statement to sign, gpg --detach-sign
+signs it, and --pgp-import hands statement and signature to the daemon,
+which checks them against its keyring and gossips the vouch.`,
+		Example: `  gentoo-p2pd trust vouch 12D3KooW...
+  gentoo-p2pd trust vouch 12D3KooW... --expires 90d
+  gentoo-p2pd trust vouch --undo 12D3KooW...
+  gentoo-p2pd trust vouch 12D3KooW... --pgp-statement > vouch.stmt
+  gpg --detach-sign vouch.stmt
+  gentoo-p2pd trust vouch --pgp-import vouch.stmt`,
+		Args: cobra.RangeArgs(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pgpImport != "" {
+				if len(args) > 0 || undo || expires != "" || pgpStatement {
+					return fmt.Errorf("--pgp-import takes no PEER, --undo, --expires or --pgp-statement: the statement names them")
+				}
+				return importPGPVouch(cmd, pgpImport, pgpSig, asJSON)
+			}
+			if len(args) != 1 {
+				return fmt.Errorf("give the PEER to vouch for")
+			}
+			var ttl time.Duration
+			req := api.VouchRequest{Peer: args[0], Undo: undo}
+			if expires != "" {
+				d, err := parseDays(expires)
+				if err != nil {
+					return fmt.Errorf("--expires %q: %w", expires, err)
+				}
+				req.Expires, ttl = d.String(), d
+			}
+			if pgpStatement {
+				return writePGPStatement(cmd, args[0], ttl, undo)
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var v api.VouchView
+			if err := c.Post(cmd.Context(), api.PathTrustVouch, req, &v); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			if !v.Active {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked this node's vouch for %s\n", v.Vouchee)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "this node vouches for %s until %s\n", v.Vouchee, v.Expires.Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&expires, "expires", "", "`DURATION` the vouch lasts: days (90d) or a Go duration (720h), at most 365d (default 365d)")
+	cmd.Flags().BoolVar(&undo, "undo", false, "revoke this node's vouch for PEER")
+	cmd.Flags().BoolVar(&pgpStatement, "pgp-statement", false, "write the statement an OpenPGP key signs (gpg --detach-sign) to vouch for PEER, instead of vouching with this node's key")
+	cmd.Flags().StringVar(&pgpImport, "pgp-import", "", "give the daemon the `STATEMENT` file and its detached OpenPGP signature (--pgp-signature)")
+	cmd.Flags().StringVar(&pgpSig, "pgp-signature", "", "the detached signature of --pgp-import's statement, armored or binary (default: `FILE` STATEMENT.sig, else STATEMENT.asc)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addConfigFlags(cmd.Flags(), clientFlags...)
+	return cmd
+}
+
+// writePGPStatement writes the bytes an OpenPGP key signs to vouch for
+// id (to revoke with undo), issued now.
+func writePGPStatement(cmd *cobra.Command, id string, ttl time.Duration, undo bool) error {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return fmt.Errorf("%q is not a peer ID: %w", id, err)
+	}
+	switch {
+	case undo:
+		ttl = 0
+	case ttl == 0:
+		ttl = trust.MaxVouchLifetime
+	}
+	now := time.Now()
+	stmt, err := trust.VouchStatement(trust.Vouch{Vouchee: p, Issued: now, Expires: now.Add(ttl)})
+	if err != nil {
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(stmt)
+	return err
+}
+
+// importPGPVouch hands a signed statement to the daemon.
+func importPGPVouch(cmd *cobra.Command, stmtFile, sigFile string, asJSON bool) error {
+	stmt, err := os.ReadFile(stmtFile)
+	if err != nil {
+		return err
+	}
+	if sigFile == "" {
+		sigFile = stmtFile + ".sig"
+		if _, err := os.Stat(sigFile); err != nil {
+			sigFile = stmtFile + ".asc"
+		}
+	}
+	sig, err := os.ReadFile(sigFile)
+	if err != nil {
+		return fmt.Errorf("the detached signature: %w", err)
+	}
+	blob, err := trust.PGPVouchFromStatement(stmt, sig)
+	if err != nil {
+		return err
+	}
+	c, err := client(cmd)
+	if err != nil {
+		return err
+	}
+	var v api.VouchView
+	if err := c.Post(cmd.Context(), api.PathTrustVouch, api.VouchRequest{PGPVouch: blob}, &v); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	verb := "vouches for"
+	if !v.Active {
+		verb = "revokes its vouch for"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s until %s\n", v.Voucher, verb, v.Vouchee, v.Expires.Format(time.RFC3339))
+	return nil
+}
+
+// parseDays reads "90d" as 90 days, else a Go duration.
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("want a positive number of days")
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("want days (90d) or a positive duration (720h)")
+	}
+	return d, nil
 }
 
 func listOrNone(s []string) string {
