@@ -150,17 +150,9 @@ func SignVouch(v Vouch, key crypto.PrivKey) (*SignedVouch, error) {
 	if key == nil || key.Type() != pb.KeyType_Ed25519 {
 		return nil, fmt.Errorf("%w: vouch key must be Ed25519", ErrUnsupportedKey)
 	}
-	if v.Version == 0 {
-		v.Version = VouchVersion
-	}
-	v.Issued = v.Issued.UTC().Truncate(time.Second)
-	v.Expires = v.Expires.UTC().Truncate(time.Second)
-	if err := v.Validate(); err != nil {
-		return nil, err
-	}
-	payload, err := json.Marshal(v)
+	payload, err := vouchPayload(v)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode vouch: %v", ErrMalformed, err)
+		return nil, err
 	}
 	sig, err := key.Sign(signingBytes(VouchDomain, payload))
 	if err != nil {
