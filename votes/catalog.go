@@ -138,22 +138,60 @@ const catalogPageBytes = 2 << 20
 // cursor passed in when there was none), from which a later sync may
 // resume.
 func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.CatalogCursor) (n int, next wire.CatalogCursor, more bool, err error) {
-	seen := map[[32]byte]bool{}
 	via := vb.arrivalFrom(p)
+	return vb.syncPages(ctx, p, vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error) {
+		var atts, endorsements [][]byte
+		for i, b := range blobs {
+			if bytes.HasPrefix(b, endorsementMagic) {
+				endorsements = append(endorsements, b)
+				continue
+			}
+			atts = append(atts, b)
+			// The next page starts after the last attestation in (time,
+			// id) order, whatever order a peer sent.
+			if s, err := vb.Decode(b); err == nil {
+				step(s.Attestation.Time.Unix(), ids[i])
+			}
+		}
+		added, err := vb.ingestBatch(ctx, atts, via)
+		if err != nil {
+			return added, err
+		}
+		// After the page's attestations: an endorsement by a signer not
+		// configured here is kept only for a build key someone attested.
+		for _, b := range endorsements {
+			if _, err := vb.IngestEndorsement(ctx, b, p, false); err != nil {
+				vb.log.Debug("catalog sync: endorsement not kept", "peer", p.String(), "err", err)
+			}
+		}
+		return added, nil
+	})
+}
+
+// syncPages pages through p's catalog answers for platform from cur, within
+// the bounds of one sync (maxCatalogPages, maxSyncBytes). judge takes each
+// page's blobs, each once however often a peer repeats it, with their ids;
+// it stores what it keeps, returns how many, and calls step for every
+// record it vetted, so the next page starts after the last of them in
+// (time, id) order. A page judge fails to store leaves the cursor before
+// it, to be asked for again; a page that moves the cursor nowhere ends
+// the sync. n, next and more are syncCatalogFrom's.
+func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	seen := map[[32]byte]bool{}
 	got := 0
 	for range maxCatalogPages {
 		if got >= maxSyncBytes {
 			break
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		bs, err := vb.net.SyncCatalog(pctx, p, vb.platform, cur)
+		bs, err := vb.net.SyncCatalog(pctx, p, platform, cur)
 		cancel()
 		if err != nil {
 			return n, cur, false, err
 		}
-		var atts, endorsements [][]byte
-		moved := false
-		next := cur
+		var blobs [][]byte
+		var ids [][32]byte
 		for _, b := range bs {
 			// A peer that ignores the cursor repeats itself: judge each
 			// blob once.
@@ -163,34 +201,21 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 			}
 			seen[id] = true
 			got += len(b)
-			if bytes.HasPrefix(b, endorsementMagic) {
-				endorsements = append(endorsements, b)
-				continue
-			}
-			atts = append(atts, b)
-			// The next page starts after the last attestation in (time,
-			// id) order, whatever order a peer sent.
-			if s, err := vb.Decode(b); err == nil {
-				c := wire.CatalogCursor{Since: s.Attestation.Time.Unix(), After: id[:]}
-				if cursorAfter(c, next) {
-					next, moved = c, true
-				}
-			}
+			blobs, ids = append(blobs, b), append(ids, id)
 		}
-		added, err := vb.ingestBatch(ctx, atts, via)
+		moved := false
+		next := cur
+		added, err := judge(blobs, ids, func(at int64, id [32]byte) {
+			if c := (wire.CatalogCursor{Since: at, After: id[:]}); cursorAfter(c, next) {
+				next, moved = c, true
+			}
+		})
 		n += added
 		if err != nil {
 			// The cursor stays before this page: it is asked for again.
 			return n, cur, false, err
 		}
 		cur = next
-		// After the page's attestations: an endorsement by a signer not
-		// configured here is kept only for a build key someone attested.
-		for _, b := range endorsements {
-			if _, err := vb.IngestEndorsement(ctx, b, p, false); err != nil {
-				vb.log.Debug("catalog sync: endorsement not kept", "peer", p.String(), "err", err)
-			}
-		}
 		if !moved {
 			return n, cur, false, nil
 		}

@@ -2,10 +2,8 @@ package votes
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -65,64 +63,30 @@ func (vb *Book) syncDemandFrom(ctx context.Context, p peer.ID, cur wire.CatalogC
 	if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
 		cur = wire.CatalogCursor{Since: floor}
 	}
-	seen := map[[32]byte]bool{}
-	got := 0
-	for range maxCatalogPages {
-		if got >= maxSyncBytes {
-			break
-		}
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		bs, err := vb.net.SyncCatalog(pctx, p, DemandNamespace+vb.platform, cur)
-		cancel()
-		if err != nil {
-			return n, cur, false, err
-		}
-		moved := false
-		next := cur
-		step := func(at int64, id [32]byte) {
-			if c := (wire.CatalogCursor{Since: at, After: id[:]}); cursorAfter(c, next) {
-				next, moved = c, true
-			}
-		}
+	return vb.syncPages(ctx, p, DemandNamespace+vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error) {
 		var fresh []*trust.SignedDemand
-		for _, b := range bs {
-			id := sha256.Sum256(b)
-			if seen[id] {
-				continue // a peer that ignores the cursor repeats itself
-			}
-			seen[id] = true
-			got += len(b)
-			at, known, err := vb.store.DemandByID(id)
+		for i, b := range blobs {
+			at, known, err := vb.store.DemandByID(ids[i])
 			if err != nil {
-				return n, cur, false, err
+				return 0, err
 			}
 			if known {
-				step(at, id)
+				step(at, ids[i])
 				continue
 			}
 			s, err := vb.vetDemand(b, p, "synced for platform", vb.platform)
 			if err != nil {
 				continue // counted; the page's other records stand
 			}
-			step(s.Demand.Time.Unix(), id)
+			step(s.Demand.Time.Unix(), ids[i])
 			if err := vb.admitDemand(s); err != nil {
 				vb.log.Debug("demand sync: record not kept", "peer", p.String(), "err", err)
 				continue
 			}
 			fresh = append(fresh, s)
 		}
-		added, err := vb.storeDemands(fresh)
-		n += added
-		if err != nil {
-			// The cursor stays before this page: it is asked for again.
-			return n, cur, false, err
-		}
-		cur = next
-		if !moved {
-			return n, cur, false, nil
-		}
-	}
-	return n, cur, true, nil
+		return vb.storeDemands(fresh)
+	})
 }
 
 // storeDemands keeps vetted demand records from a sync page in one store
