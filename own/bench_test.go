@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/fit"
-	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
@@ -94,11 +93,11 @@ func BenchmarkImageScan(b *testing.B) {
 			b.Fatal(err)
 		}
 		mid := time.Now()
-		tc := identity.NewToolchainScanner("app-misc", "hello-1.0")
-		if _, err := scanImage(path, lim, tc); err != nil {
+		img, err := scanImage(path, lim, meta)
+		if err != nil {
 			b.Fatal(err)
 		}
-		if !tc.Result().ELF {
+		if !img.tc.Result().ELF {
 			b.Fatal("no ELF found")
 		}
 		needsTime += mid.Sub(start)
