@@ -3,6 +3,7 @@ package own
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,44 +29,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkImageScan -count 5 ./own/
 func BenchmarkImageScan(b *testing.B) {
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	files := map[string][]byte{}
-	if files["usr/bin/prog"], err = os.ReadFile(exe); err != nil {
-		b.Fatal(err)
-	}
-	for _, n := range []string{"libhello.a", "hello-stripped"} {
-		if files["usr/lib64/"+n], err = os.ReadFile(filepath.Join("testdata", n)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	files["usr/share/doc/text"] = []byte(strings.Repeat("/usr/share/doc some text of a manual page, GCC and /var/tmp paths\n", 16<<20/66))
-	var size int64
-	var out bytes.Buffer
-	meta := xpak.NewMetadata(map[string][]byte{"CATEGORY": []byte("app-misc\n"), "PF": []byte("hello-1.0\n")})
-	err = xpak.WriteGPKG(&out, xpak.GPKGOptions{Basename: "hello-1.0", MTime: time.Unix(1795234524, 0), TempDir: b.TempDir()}, meta, func(add xpak.ImageAdder) error {
-		for _, d := range []string{"usr", "usr/bin", "usr/lib64", "usr/share", "usr/share/doc"} {
-			if err := add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755}, nil); err != nil {
-				return err
-			}
-		}
-		for _, name := range []string{"usr/bin/prog", "usr/lib64/hello-stripped", "usr/lib64/libhello.a", "usr/share/doc/text"} {
-			size += int64(len(files[name]))
-			if err := add(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(files[name]))}, bytes.NewReader(files[name])); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "hello-1.0.gpkg.tar")
-	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	path, meta, size := benchImageFile(b)
 	lim := xpak.DefaultLimits()
 	// Alternated in one loop, so a change of the machine's load meets
 	// both alike.
@@ -107,4 +71,102 @@ func BenchmarkImageScan(b *testing.B) {
 	b.ReportMetric(float64(toolchainTime.Milliseconds())/float64(b.N), "toolchain-ms/op")
 	b.ReportMetric(float64(needsTime)/float64(toolchainTime), "speed-vs-needs")
 	b.ReportMetric(float64(readTime+needsTime)/float64(readTime+toolchainTime), "index-speed-vs-before")
+}
+
+// benchImageFile writes the GPKG BenchmarkImageScan and
+// BenchmarkIndexPasses read and returns its path, metadata and image
+// content size.
+func benchImageFile(b *testing.B) (string, *xpak.Metadata, int64) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	files := map[string][]byte{}
+	if files["usr/bin/prog"], err = os.ReadFile(exe); err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []string{"libhello.a", "hello-stripped"} {
+		if files["usr/lib64/"+n], err = os.ReadFile(filepath.Join("testdata", n)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	files["usr/share/doc/text"] = []byte(strings.Repeat("/usr/share/doc some text of a manual page, GCC and /var/tmp paths\n", 16<<20/66))
+	var size int64
+	var out bytes.Buffer
+	meta := xpak.NewMetadata(map[string][]byte{"CATEGORY": []byte("app-misc\n"), "PF": []byte("hello-1.0\n")})
+	err = xpak.WriteGPKG(&out, xpak.GPKGOptions{Basename: "hello-1.0", MTime: time.Unix(1795234524, 0), TempDir: b.TempDir()}, meta, func(add xpak.ImageAdder) error {
+		for _, d := range []string{"usr", "usr/bin", "usr/lib64", "usr/share", "usr/share/doc"} {
+			if err := add(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755}, nil); err != nil {
+				return err
+			}
+		}
+		for _, name := range []string{"usr/bin/prog", "usr/lib64/hello-stripped", "usr/lib64/libhello.a", "usr/share/doc/text"} {
+			size += int64(len(files[name]))
+			if err := add(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(files[name]))}, bytes.NewReader(files[name])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "hello-1.0.gpkg.tar")
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return path, meta, size
+}
+
+// BenchmarkIndexPasses measures what indexing one file reads, side by
+// side in one loop on the image of BenchmarkImageScan: "separate" reads
+// the file for its digests (xpak.ReadFile), again for its piece layer and
+// decodes the image again for its needs and toolchain, as indexing did
+// before; "single" is identify's one pass (xpak.ReadFileWith with the
+// piece layer and the image scan as taps). speed-vs-separate is
+// separate's time over single's.
+//
+//	go test -run '^$' -bench BenchmarkIndexPasses -count 5 ./own/
+func BenchmarkIndexPasses(b *testing.B) {
+	path, meta, size := benchImageFile(b)
+	lim := xpak.DefaultLimits()
+	var separate, single time.Duration
+	b.SetBytes(size)
+	for b.Loop() {
+		start := time.Now()
+		if _, err := xpak.ReadFile(path, lim); err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _, err = pieces.Layer(f)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := scanImage(path, lim, meta); err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		var layer pieces.Hasher
+		var img *imageScan
+		_, err = xpak.ReadFileWith(path, lim, xpak.Taps{File: &layer, Image: func(m *xpak.Metadata) func(xpak.ImageEntry, io.Reader) error {
+			img = newImageScan(m)
+			return img.entry
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		layer.Layer()
+		if !img.tc.Result().ELF {
+			b.Fatal("no ELF found")
+		}
+		separate += mid.Sub(start)
+		single += time.Since(mid)
+	}
+	b.ReportMetric(float64(separate.Milliseconds())/float64(b.N), "separate-ms/op")
+	b.ReportMetric(float64(single.Milliseconds())/float64(b.N), "single-ms/op")
+	b.ReportMetric(float64(separate)/float64(single), "speed-vs-separate")
 }

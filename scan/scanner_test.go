@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -325,5 +326,55 @@ func TestWatchCancelWhileWaitingForPKGDIR(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Watch did not return after cancel")
+	}
+}
+
+// TestSyncEachOverlaps: the next batch is indexed while apply works on
+// the one before, and every file is still recorded once.
+func TestSyncEachOverlaps(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	copyTree(t, fxGPKGMulti, src)
+	data, err := os.ReadFile(filepath.Join(src, "app-misc/hello/hello-1.0-1.gpkg.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgdir := filepath.Join(base, "pkgdir")
+	dir := filepath.Join(pkgdir, "app-misc/hello")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := 2*SyncBatch + 5
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(dir, "hello-1.0-"+strconv.Itoa(i+1)+".gpkg.tar"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ix := newFakeIndexer()
+	sc := New(pkgdir, openStore(t, filepath.Join(base, "state")), ix, nil)
+	var batches, added int
+	overlapped := false
+	err = sc.SyncEach(context.Background(), func(ch Changes) {
+		batches++
+		added += len(ch.Added)
+		if batches == 1 {
+			// Polled: the second batch's indexing starts on its own.
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if ix.total() > SyncBatch {
+					overlapped = true
+					break
+				}
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !overlapped {
+		t.Error("the second batch was not indexed while the first was applied")
+	}
+	if added != n || ix.total() != n || batches != 3 {
+		t.Fatalf("%d batches, %d added, %d index calls; want 3, %d, %d", batches, added, ix.total(), n, n)
 	}
 }
