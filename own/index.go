@@ -97,6 +97,7 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 			return store.LocalPackage{}, fmt.Errorf("%s: what it needs of a machine: %w", path, err)
 		}
 	}
+	defer img.release()
 	leaves, _ := layer.Layer() // its size is pkg.Size: ReadFileWith read every byte once
 	// One decode of environment.bz2 for the digest, the descriptor and
 	// the served sizes.

@@ -141,6 +141,7 @@ func (m *memberSum) finish() {
 // those hashes at the end, so the file is read once.
 func readGPKG(r io.ReaderAt, size int64, lim Limits, t Taps) (*Package, error) {
 	fs := newFileStream(r, size, t.File)
+	defer fs.release()
 	ts := &tarStream{r: fs.br}
 	tr := tar.NewReader(ts)
 	p := &Package{Format: FormatGPKG, Size: size}

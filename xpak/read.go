@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sync"
 )
 
 // xpakTrailerLen is the size of "XPAKSTOP" + 4-byte length + "STOP" at the
@@ -134,8 +135,20 @@ type fileStream struct {
 
 func newFileStream(r io.ReaderAt, size int64, tap io.Writer) *fileStream {
 	fs := &fileStream{src: io.NewSectionReader(r, 0, size), sum: sha256.New(), tap: tap}
-	fs.br = bufio.NewReaderSize(hashTee{fs}, ioBufSize)
+	fs.br = streamReaders.Get().(*bufio.Reader)
+	fs.br.Reset(hashTee{fs})
 	return fs
+}
+
+// streamReaders recycles the fileStreams' buffered readers (ioBufSize
+// each, one per package read).
+var streamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, ioBufSize) }}
+
+// release hands the buffered reader back; fs is not read afterwards.
+func (fs *fileStream) release() {
+	fs.br.Reset(nil)
+	streamReaders.Put(fs.br)
+	fs.br = nil
 }
 
 type hashTee struct{ fs *fileStream }

@@ -66,6 +66,7 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 	}
 
 	fs := newFileStream(r, size, t.File)
+	defer fs.release()
 	p := &Package{Format: FormatXPAK, Size: size}
 
 	// Image payload: everything before XPAKPACK.
