@@ -142,8 +142,8 @@ const SyncBatch = 64
 // and the one being recorded and applied), not ten thousand. apply is
 // called, from the calling goroutine, for every batch recorded, also when
 // SyncEach then returns an error; Changes of the calls add up to what Sync
-// returns. The files of a batch are indexed concurrently (up to GOMAXPROCS
-// at once), while the batch before is recorded and applied, so the
+// returns. Files are indexed concurrently (up to GOMAXPROCS at once), the
+// next batch's while the one before is recorded and applied, so the
 // Indexer must allow concurrent calls.
 func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error) {
 	s.mu.Lock()
@@ -198,6 +198,9 @@ func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error
 	var (
 		todo    []FileInfo
 		pending *indexing
+		// Two batches in flight share the cores: at most GOMAXPROCS
+		// files are read at once, each with its buffers.
+		slots = make(chan struct{}, runtime.GOMAXPROCS(0))
 	)
 	record := func() error {
 		var err error
@@ -215,7 +218,7 @@ func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error
 	flush := func() error {
 		var started *indexing
 		if len(todo) > 0 {
-			started = s.startIndex(ctx, todo)
+			started = s.startIndex(ctx, todo, slots)
 			todo = nil // the batch being indexed keeps its files
 		}
 		if err := record(); err != nil {
@@ -347,19 +350,22 @@ type indexing struct {
 	wg    sync.WaitGroup
 }
 
-// startIndex starts indexing files concurrently (up to GOMAXPROCS at
-// once); recordBatch waits for them. Files not started when ctx ends are
+// startIndex starts indexing files concurrently, each file holding one
+// of slots while it is read (so batches indexed at the same time share
+// them); recordBatch waits for them. Files not started when ctx ends are
 // left for the next Sync.
-func (s *Scanner) startIndex(ctx context.Context, files []FileInfo) *indexing {
+func (s *Scanner) startIndex(ctx context.Context, files []FileInfo, slots chan struct{}) *indexing {
 	b := &indexing{files: files, out: make([]indexed, len(files))}
 	next := make(chan int)
-	for range min(runtime.GOMAXPROCS(0), len(files)) {
+	for range min(cap(slots), len(files)) {
 		b.wg.Go(func() {
 			for i := range next {
+				slots <- struct{}{}
 				if ctx.Err() == nil {
 					b.out[i].p, b.out[i].err = s.ix.Index(files[i].Path)
 					b.out[i].done = true
 				}
+				<-slots
 			}
 		})
 	}

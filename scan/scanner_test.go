@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -330,7 +331,8 @@ func TestWatchCancelWhileWaitingForPKGDIR(t *testing.T) {
 }
 
 // TestSyncEachOverlaps: the next batch is indexed while apply works on
-// the one before, and every file is still recorded once.
+// the one before, no more files are read at once than there are cores,
+// and every file is still recorded once.
 func TestSyncEachOverlaps(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	base := t.TempDir()
@@ -351,7 +353,7 @@ func TestSyncEachOverlaps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ix := newFakeIndexer()
+	ix := &countingIndexer{fakeIndexer: newFakeIndexer()}
 	sc := New(pkgdir, openStore(t, filepath.Join(base, "state")), ix, nil)
 	var batches, added int
 	overlapped := false
@@ -374,7 +376,26 @@ func TestSyncEachOverlaps(t *testing.T) {
 	if !overlapped {
 		t.Error("the second batch was not indexed while the first was applied")
 	}
+	if ix.most > runtime.GOMAXPROCS(0) {
+		t.Errorf("%d files indexed at once, more than GOMAXPROCS (%d)", ix.most, runtime.GOMAXPROCS(0))
+	}
 	if added != n || ix.total() != n || batches != 3 {
 		t.Fatalf("%d batches, %d added, %d index calls; want 3, %d, %d", batches, added, ix.total(), n, n)
 	}
+}
+
+// countingIndexer records how many Index calls run at once.
+type countingIndexer struct {
+	*fakeIndexer
+	mu        sync.Mutex
+	now, most int
+}
+
+func (c *countingIndexer) Index(path string) (store.LocalPackage, error) {
+	c.mu.Lock()
+	c.now++
+	c.most = max(c.most, c.now)
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.now--; c.mu.Unlock() }()
+	return c.fakeIndexer.Index(path)
 }
