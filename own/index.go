@@ -1,6 +1,7 @@
 package own
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,16 +70,19 @@ func (ix indexer) Index(path string) (store.LocalPackage, error) {
 }
 
 // identify reads a binpkg once, in xpak.ReadFileWith's single pass: the
-// raw bytes feed the piece layer as they are hashed, and the one decode
-// of the image gives its digest, what it needs of a machine and what its
-// bytes say of the toolchain.
+// raw bytes feed the piece layer as they are hashed, the one decode of
+// the image gives its digest, what it needs of a machine and what its
+// bytes say of the toolchain, and the one decode of environment.bz2 (as
+// xpak checks its bound) its metadata digest, descriptor and served form.
 func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	var (
 		layer pieces.Hasher
 		img   *imageScan
+		env   bytes.Buffer
 	)
 	pkg, err := xpak.ReadFileWith(path, ob.limits, xpak.Taps{
-		File: &layer,
+		File:        &layer,
+		Environment: &env,
 		Image: func(m *xpak.Metadata) func(xpak.ImageEntry, io.Reader) error {
 			if m == nil {
 				return nil // the image came first: scanned on its own below
@@ -99,9 +103,9 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	}
 	defer img.release()
 	leaves, _ := layer.Layer() // its size is pkg.Size: ReadFileWith read every byte once
-	// One decode of environment.bz2 for the digest, the descriptor and
-	// the served sizes.
-	parsed := identity.Parse(pkg.Metadata)
+	// environment.bz2 as xpak decoded it, for the digest, the descriptor
+	// and the served sizes.
+	parsed := identity.ParseDecoded(pkg.Metadata, env.Bytes())
 	md, err := parsed.MetadataDigest()
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: metadata digest: %w", path, err)

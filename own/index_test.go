@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/fit"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
@@ -93,6 +94,23 @@ func TestIdentifySinglePass(t *testing.T) {
 		}
 		if lp.FileSHA256 != pkg.FileSHA256 || lp.ImageDigest != pkg.ImageDigest {
 			t.Errorf("%s: digests differ from xpak.ReadFile's", path)
+		}
+		parsed := identity.Parse(pkg.Metadata) // decodes environment.bz2 itself
+		md, err := parsed.MetadataDigest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := parsed.Descriptor(p.ob.md5cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes, err := parsed.ServedSizes(pkg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lp.MetadataDigest != md || lp.BuildKey != string(desc.BuildKey()) || ex.Served == nil ||
+			ex.Served.MetadataTar != sizes.MetadataTar || ex.Served.ImageTar != sizes.ImageTar {
+			t.Errorf("%s: metadata digest, build key or served sizes from xpak's decode of environment.bz2 differ from identity.Parse's", path)
 		}
 	}
 	if withNeeds == 0 {

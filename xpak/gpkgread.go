@@ -305,7 +305,7 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits, t Taps) (*Package, error) {
 	}
 	p.Manifest = manifestRaw
 	p.Signed = signed && len(p.Signatures) >= 2
-	if err := checkMetadata(p.Metadata, lim); err != nil {
+	if err := checkMetadata(p.Metadata, lim, t.Environment); err != nil {
 		return nil, err
 	}
 	return p, nil

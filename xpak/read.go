@@ -38,6 +38,11 @@ type Taps struct {
 	// WalkImage calls fn, with the same validation. A metadata value that
 	// turns out bad fails the read afterwards, as without Image.
 	Image func(m *Metadata) func(ImageEntry, io.Reader) error
+	// Environment, when set, is written environment.bz2 decoded, as the
+	// read decodes it to check its bound (after the container is read;
+	// nothing when the package has none). An error it returns fails the
+	// read.
+	Environment io.Writer
 }
 
 // ReadFileWith is ReadFile that also feeds t.

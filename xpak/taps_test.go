@@ -18,6 +18,7 @@ import (
 // tapped is what a Taps of the tests saw.
 type tapped struct {
 	file     bytes.Buffer
+	env      bytes.Buffer
 	calls    int       // of Taps.Image
 	meta     *Metadata // as Taps.Image got it
 	entries  []string  // one line per entry: name, type, size, content SHA-256
@@ -26,7 +27,8 @@ type tapped struct {
 
 func (tp *tapped) taps() Taps {
 	return Taps{
-		File: &tp.file,
+		File:        &tp.file,
+		Environment: &tp.env,
 		Image: func(m *Metadata) func(ImageEntry, io.Reader) error {
 			tp.calls++
 			tp.meta = m
@@ -110,6 +112,13 @@ func readAgree(t *testing.T, what string, b []byte, partOnly bool) (*Package, *t
 	}
 	if tp.calls != 1 {
 		t.Fatalf("%s: Taps.Image called %d times", what, tp.calls)
+	}
+	if !got.Metadata.Has("environment.bz2") {
+		if tp.env.Len() != 0 {
+			t.Fatalf("%s: Taps.Environment got %d bytes of no environment.bz2", what, tp.env.Len())
+		}
+	} else if env, err := got.Metadata.Environment(DefaultLimits()); err != nil || !bytes.Equal(env, tp.env.Bytes()) {
+		t.Fatalf("%s: Taps.Environment got %d bytes, Metadata.Environment %d (%v)", what, tp.env.Len(), len(env), err)
 	}
 	return got, tp, nil
 }

@@ -120,7 +120,7 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 	if p.Metadata, err = parseXPAKIndex(index, data, lim); err != nil {
 		return nil, err
 	}
-	if err := checkMetadata(p.Metadata, lim); err != nil {
+	if err := checkMetadata(p.Metadata, lim, t.Environment); err != nil {
 		return nil, err
 	}
 	return p, nil
