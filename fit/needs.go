@@ -94,6 +94,11 @@ func (s *Scanner) Add(name string, r io.Reader, size int64) error {
 // Needs is what the files added so far need together.
 func (s *Scanner) Needs() Needs { return s.needs }
 
+// Reset forgets the files added, keeping the memory for the next image's
+// (a daemon indexing thousands of packages would otherwise allocate
+// Prefix bytes for each).
+func (s *Scanner) Reset() { s.needs = Needs{} }
+
 // NeedsOfFile reads the Needs of the binpkg at path (XPAK or GPKG) in one
 // pass over its image: for a build of this machine, whose file was read
 // with xpak.ReadFile already. Every image entry is validated as WalkImage

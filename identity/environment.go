@@ -2,7 +2,6 @@ package identity
 
 import (
 	"bytes"
-	"compress/bzip2"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/dsnet/compress/bzip2"
 )
 
 // MaxEnvironmentSize caps the decompressed size of environment.bz2. Real
@@ -109,11 +111,27 @@ func (e *Environment) Render() []byte {
 	return b.Bytes()
 }
 
+// envReaders recycles bzip2 decoders: compress/bzip2 allocates a 3.6 MB
+// block buffer for every stream portage writes (bzip2 -9), for every
+// package the daemon indexes. Only a decoder that read its stream to the
+// end is recycled (Reset does not clear what an abandoned block left).
+var envReaders sync.Pool
+
 // DecompressEnvironment expands environment.bz2, refusing more than
 // MaxEnvironmentSize bytes.
 func DecompressEnvironment(bz2 []byte) ([]byte, error) {
-	r := io.LimitReader(bzip2.NewReader(bytes.NewReader(bz2)), MaxEnvironmentSize+1)
+	d, _ := envReaders.Get().(*bzip2.Reader)
+	if d == nil {
+		d, _ = bzip2.NewReader(bytes.NewReader(bz2), nil) // a nil config: cannot fail
+	} else {
+		_ = d.Reset(bytes.NewReader(bz2)) // cannot fail
+	}
+	r := io.LimitReader(d, MaxEnvironmentSize+1)
 	out, err := io.ReadAll(r)
+	if err == nil && len(out) <= MaxEnvironmentSize {
+		_ = d.Reset(bytes.NewReader(nil)) // read to its end: ReadAll saw io.EOF
+		envReaders.Put(d)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: environment.bz2: %v", ErrEnvironmentCompression, err)
 	}

@@ -18,10 +18,21 @@ type Parsed struct {
 	env    *Environment // nil when the package has no environment.bz2
 	envErr error
 	done   bool
+	// text is environment.bz2 decoded by the caller (ParseDecoded).
+	text    []byte
+	decoded bool
 }
 
 // Parse wraps m; nothing is decoded until a result needs it.
 func Parse(m *xpak.Metadata) *Parsed { return &Parsed{m: m} }
+
+// ParseDecoded is Parse for a caller that holds m's environment.bz2
+// decoded already (xpak.Taps.Environment, as xpak checks its bound): env
+// is its text, used instead of decoding it again. It is ignored when m
+// has no environment.bz2.
+func ParseDecoded(m *xpak.Metadata, env []byte) *Parsed {
+	return &Parsed{m: m, text: env, decoded: true}
+}
 
 // environment decodes and parses environment.bz2 on first use; nil, nil
 // when the package has none.
@@ -34,7 +45,13 @@ func (p *Parsed) environment() (*Environment, error) {
 	if !ok {
 		return nil, nil
 	}
-	text, err := DecompressEnvironment(raw)
+	text, err := p.text, error(nil)
+	if !p.decoded {
+		text, err = DecompressEnvironment(raw)
+	} else if len(text) > MaxEnvironmentSize {
+		err = fmt.Errorf("%w: environment.bz2 expands beyond %d bytes", ErrEnvironmentTooLarge, MaxEnvironmentSize)
+	}
+	p.text = nil // parsed below: not held twice
 	if err != nil {
 		p.envErr = err
 		return nil, err

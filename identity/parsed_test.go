@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -80,12 +81,37 @@ func TestParsedAgrees(t *testing.T) {
 		if !reflect.DeepEqual(want, got) {
 			t.Errorf("package %d (%s): one parse gives\n%+v\nstandalone\n%+v", i, pkg.Path, got, want)
 		}
+		if i < len(pkgs)-2 {
+			// environment.bz2 as xpak decoded it gives the same.
+			var env bytes.Buffer
+			if _, err := xpak.ReadFileWith(pkg.Path, xpak.DefaultLimits(), xpak.Taps{Environment: &env}); err != nil {
+				t.Fatal(err)
+			}
+			decoded := func(pkg *xpak.Package) (r result) {
+				p := ParseDecoded(pkg.Metadata, env.Bytes())
+				var err error
+				r.served, err = p.ServedSizes(pkg)
+				r.servedErr = errText(err)
+				r.desc, err = p.Descriptor(nil)
+				r.descErr = errText(err)
+				r.digest, err = p.MetadataDigest()
+				r.digestErr = errText(err)
+				return r
+			}
+			if d := decoded(pkg); !reflect.DeepEqual(want, d) {
+				t.Errorf("package %d (%s): ParseDecoded gives\n%+v\nstandalone\n%+v", i, pkg.Path, d, want)
+			}
+		}
 		if i >= len(pkgs)-2 && (got.digestErr == "" || got.descErr == "" || got.servedErr == "") {
 			t.Errorf("package %d: a broken environment.bz2 was accepted: %+v", i, got)
 		}
 	}
 	if _, err := Parse(pkgs[0].Metadata).ServedSizes(pkgs[1]); err == nil {
 		t.Error("ServedSizes of another package's metadata was accepted")
+	}
+	huge := make([]byte, MaxEnvironmentSize+1)
+	if _, err := ParseDecoded(pkgs[0].Metadata, huge).MetadataDigest(); !errors.Is(err, ErrEnvironmentTooLarge) {
+		t.Errorf("a decoded environment beyond the bound: %v", err)
 	}
 }
 

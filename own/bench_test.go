@@ -3,6 +3,7 @@ package own
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/fit"
-	"github.com/gentoo-p2p/gentoo-p2pd/identity"
 	"github.com/gentoo-p2p/gentoo-p2pd/pieces"
 	"github.com/gentoo-p2p/gentoo-p2pd/xpak"
 )
@@ -29,6 +29,54 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkImageScan -count 5 ./own/
 func BenchmarkImageScan(b *testing.B) {
+	path, meta, size := benchImageFile(b)
+	lim := xpak.DefaultLimits()
+	// Alternated in one loop, so a change of the machine's load meets
+	// both alike.
+	var needsTime, toolchainTime, readTime time.Duration
+	b.SetBytes(size)
+	for b.Loop() {
+		// The rest of what indexing a file reads: the container with
+		// its digests, and the piece layer.
+		start := time.Now()
+		if _, err := xpak.ReadFile(path, lim); err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _, err = pieces.Layer(f)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		readTime += time.Since(start)
+		start = time.Now()
+		if _, err := fit.NeedsOfFile(path, lim); err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		img, err := scanImage(path, lim, meta)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !img.tc.Result().ELF {
+			b.Fatal("no ELF found")
+		}
+		needsTime += mid.Sub(start)
+		toolchainTime += time.Since(mid)
+	}
+	b.ReportMetric(float64(needsTime.Milliseconds())/float64(b.N), "needs-ms/op")
+	b.ReportMetric(float64(toolchainTime.Milliseconds())/float64(b.N), "toolchain-ms/op")
+	b.ReportMetric(float64(needsTime)/float64(toolchainTime), "speed-vs-needs")
+	b.ReportMetric(float64(readTime+needsTime)/float64(readTime+toolchainTime), "index-speed-vs-before")
+}
+
+// benchImageFile writes the GPKG BenchmarkImageScan and
+// BenchmarkIndexPasses read and returns its path, metadata and image
+// content size.
+func benchImageFile(b *testing.B) (string, *xpak.Metadata, int64) {
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
@@ -67,14 +115,24 @@ func BenchmarkImageScan(b *testing.B) {
 	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	return path, meta, size
+}
+
+// BenchmarkIndexPasses measures what indexing one file reads, side by
+// side in one loop on the image of BenchmarkImageScan: "separate" reads
+// the file for its digests (xpak.ReadFile), again for its piece layer and
+// decodes the image again for its needs and toolchain, as indexing did
+// before; "single" is identify's one pass (xpak.ReadFileWith with the
+// piece layer and the image scan as taps). speed-vs-separate is
+// separate's time over single's.
+//
+//	go test -run '^$' -bench BenchmarkIndexPasses -count 5 ./own/
+func BenchmarkIndexPasses(b *testing.B) {
+	path, meta, size := benchImageFile(b)
 	lim := xpak.DefaultLimits()
-	// Alternated in one loop, so a change of the machine's load meets
-	// both alike.
-	var needsTime, toolchainTime, readTime time.Duration
+	var separate, single time.Duration
 	b.SetBytes(size)
 	for b.Loop() {
-		// The rest of what indexing a file reads: the container with
-		// its digests, and the piece layer.
 		start := time.Now()
 		if _, err := xpak.ReadFile(path, lim); err != nil {
 			b.Fatal(err)
@@ -88,24 +146,27 @@ func BenchmarkImageScan(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		readTime += time.Since(start)
-		start = time.Now()
-		if _, err := fit.NeedsOfFile(path, lim); err != nil {
+		if _, err := scanImage(path, lim, meta); err != nil {
 			b.Fatal(err)
 		}
 		mid := time.Now()
-		tc := identity.NewToolchainScanner("app-misc", "hello-1.0")
-		if _, err := scanImage(path, lim, tc); err != nil {
+		var layer pieces.Hasher
+		var img *imageScan
+		_, err = xpak.ReadFileWith(path, lim, xpak.Taps{File: &layer, Image: func(m *xpak.Metadata) func(xpak.ImageEntry, io.Reader) error {
+			img = newImageScan(m)
+			return img.entry
+		}})
+		if err != nil {
 			b.Fatal(err)
 		}
-		if !tc.Result().ELF {
+		layer.Layer()
+		if !img.tc.Result().ELF {
 			b.Fatal("no ELF found")
 		}
-		needsTime += mid.Sub(start)
-		toolchainTime += time.Since(mid)
+		separate += mid.Sub(start)
+		single += time.Since(mid)
 	}
-	b.ReportMetric(float64(needsTime.Milliseconds())/float64(b.N), "needs-ms/op")
-	b.ReportMetric(float64(toolchainTime.Milliseconds())/float64(b.N), "toolchain-ms/op")
-	b.ReportMetric(float64(needsTime)/float64(toolchainTime), "speed-vs-needs")
-	b.ReportMetric(float64(readTime+needsTime)/float64(readTime+toolchainTime), "index-speed-vs-before")
+	b.ReportMetric(float64(separate.Milliseconds())/float64(b.N), "separate-ms/op")
+	b.ReportMetric(float64(single.Milliseconds())/float64(b.N), "single-ms/op")
+	b.ReportMetric(float64(separate)/float64(single), "speed-vs-separate")
 }

@@ -1,11 +1,12 @@
 package own
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"os/exec"
 	"strings"
 	"sync"
@@ -68,17 +69,43 @@ func (ix indexer) Index(path string) (store.LocalPackage, error) {
 	return ix.ob.identify(path)
 }
 
-// identify reads a binpkg once for its identities and once for its piece
-// layer (the layer needs the raw container bytes, the digests the
-// decompressed image; both passes are streaming).
+// identify reads a binpkg once, in xpak.ReadFileWith's single pass: the
+// raw bytes feed the piece layer as they are hashed, the one decode of
+// the image gives its digest, what it needs of a machine and what its
+// bytes say of the toolchain, and the one decode of environment.bz2 (as
+// xpak checks its bound) its metadata digest, descriptor and served form.
 func (ob *Builds) identify(path string) (store.LocalPackage, error) {
-	pkg, err := xpak.ReadFile(path, ob.limits)
+	var (
+		layer pieces.Hasher
+		img   *imageScan
+		env   bytes.Buffer
+	)
+	pkg, err := xpak.ReadFileWith(path, ob.limits, xpak.Taps{
+		File:        &layer,
+		Environment: &env,
+		Image: func(m *xpak.Metadata) func(xpak.ImageEntry, io.Reader) error {
+			if m == nil {
+				return nil // the image came first: scanned on its own below
+			}
+			img = newImageScan(m)
+			return img.entry
+		},
+	})
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
-	// One decode of environment.bz2 for the digest, the descriptor and
-	// the served sizes.
-	parsed := identity.Parse(pkg.Metadata)
+	if img == nil {
+		// A GPKG storing its image before its metadata (portage does
+		// not): the toolchain scan needs the metadata first.
+		if img, err = scanImage(path, ob.limits, pkg.Metadata); err != nil {
+			return store.LocalPackage{}, fmt.Errorf("%s: what it needs of a machine: %w", path, err)
+		}
+	}
+	defer img.release()
+	leaves, _ := layer.Layer() // its size is pkg.Size: ReadFileWith read every byte once
+	// environment.bz2 as xpak decoded it, for the digest, the descriptor
+	// and the served sizes.
+	parsed := identity.ParseDecoded(pkg.Metadata, env.Bytes())
 	md, err := parsed.MetadataDigest()
 	if err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: metadata digest: %w", path, err)
@@ -91,35 +118,15 @@ func (ob *Builds) identify(path string) (store.LocalPackage, error) {
 	if desc, err = desc.ResolveNative(ob.expand); err != nil {
 		return store.LocalPackage{}, fmt.Errorf("%s: build descriptor: %w", path, err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return store.LocalPackage{}, err
-	}
-	leaves, size, err := pieces.Layer(f)
-	_ = f.Close() // read only: what was read is checked below
-	if err != nil {
-		return store.LocalPackage{}, fmt.Errorf("%s: piece layer: %w", path, err)
-	}
-	if size != pkg.Size {
-		return store.LocalPackage{}, fmt.Errorf("%s: file changed while it was read", path)
-	}
 	descJSON, err := json.Marshal(desc)
 	if err != nil {
 		return store.LocalPackage{}, err
 	}
 	ex := localExtra{Descriptor: descJSON, Index: indexFields(pkg.Metadata)}
-	// One pass over the image for what it needs of a machine and what
-	// its bytes say of the toolchain that made it.
-	tc := identity.NewToolchainScanner(pkg.Metadata.Category(), pkg.Metadata.PF())
-	tc.Prebuilt(pkg.Metadata.Get("QA_PREBUILT"))
-	needs, err := scanImage(path, ob.limits, tc)
-	if err != nil {
-		return store.LocalPackage{}, fmt.Errorf("%s: what it needs of a machine: %w", path, err)
-	}
-	if needs != (fit.Needs{}) {
+	if needs := img.needs.Needs(); needs != (fit.Needs{}) {
 		ex.Needs = &trust.Needs{Glibc: needs.Glibc, X86Level: needs.X86Level}
 	}
-	tf := ob.toolchainOf(tc.Result(), pkg.Metadata)
+	tf := ob.toolchainOf(img.tc.Result(), pkg.Metadata)
 	ex.Toolchain = &tf
 	if tf.BuildDir != "" {
 		// Indexed once per file: this is logged once per build.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/fit"
@@ -33,34 +34,70 @@ func (tf toolchainFacts) matches(b trust.Builder) bool {
 	return b.GCC == tf.GCC && b.Binutils == tf.Binutils && b.Libc == tf.Libc && b.BuildDir == tf.BuildDir
 }
 
-// scanImage reads the image of the binpkg at path once: what its content
-// needs of a machine (fit.Scanner reads the front of each ELF file) and
-// what its bytes say of the toolchain (tc reads every regular file whole,
-// as the same stream goes by).
-func scanImage(path string, lim xpak.Limits, tc *identity.ToolchainScanner) (fit.Needs, error) {
-	var needs fit.Scanner
-	// The rest of each file goes to tc in large writes (io.Discard's own
-	// ReadFrom would cut it into 8 KiB ones).
-	buf := make([]byte, 64<<10)
-	discard := struct{ io.Writer }{io.Discard}
-	err := xpak.WalkImageFile(path, lim, func(e xpak.ImageEntry, r io.Reader) error {
-		if e.Type != xpak.TypeFile {
-			return nil
-		}
-		w := tc.File(e.Name)
-		tee := io.TeeReader(r, w)
-		if err := needs.Add(e.Name, tee, e.Size); err != nil {
-			return err
-		}
-		if _, err := io.CopyBuffer(discard, tee, buf); err != nil {
-			return fmt.Errorf("%s: %w", e.Name, err)
-		}
-		return w.Close()
-	})
-	if err != nil {
-		return fit.Needs{}, err
+// imageScan reads an image once, as its entries stream by: what its
+// content needs of a machine (fit.Scanner reads the front of each ELF
+// file) and what its bytes say of the toolchain (tc reads every regular
+// file whole).
+type imageScan struct {
+	needs fit.Scanner
+	tc    *identity.ToolchainScanner
+	buf   []byte
+}
+
+// imageScans recycles imageScans with their buffers (fit.Scanner's 1
+// MiB, the copy buffer): they were a tenth of what indexing a PKGDIR
+// allocated.
+var imageScans sync.Pool
+
+// newImageScan scans the image of the package m describes; release it
+// after its last use.
+func newImageScan(m *xpak.Metadata) *imageScan {
+	tc := identity.NewToolchainScanner(m.Category(), m.PF())
+	tc.Prebuilt(m.Get("QA_PREBUILT"))
+	s, _ := imageScans.Get().(*imageScan)
+	if s == nil {
+		s = &imageScan{}
 	}
-	return needs.Needs(), nil
+	s.needs.Reset()
+	s.tc = tc
+	return s
+}
+
+// release hands s back for another image.
+func (s *imageScan) release() {
+	s.tc = nil
+	imageScans.Put(s)
+}
+
+// entry is the xpak.WalkImage callback.
+func (s *imageScan) entry(e xpak.ImageEntry, r io.Reader) error {
+	if e.Type != xpak.TypeFile {
+		return nil
+	}
+	if s.buf == nil {
+		// The rest of each file goes to tc in large writes (io.Discard's
+		// own ReadFrom would cut it into 8 KiB ones).
+		s.buf = make([]byte, 64<<10)
+	}
+	w := s.tc.File(e.Name)
+	tee := io.TeeReader(r, w)
+	if err := s.needs.Add(e.Name, tee, e.Size); err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, tee, s.buf); err != nil {
+		return fmt.Errorf("%s: %w", e.Name, err)
+	}
+	return w.Close()
+}
+
+// scanImage reads the image of the binpkg at path on its own, for a
+// package whose metadata was not known before its image was read.
+func scanImage(path string, lim xpak.Limits, m *xpak.Metadata) (*imageScan, error) {
+	s := newImageScan(m)
+	if err := xpak.WalkImageFile(path, lim, s.entry); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // toolchainOf states the build environment of a build whose image says

@@ -32,6 +32,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 )
 
@@ -194,4 +195,55 @@ func VerifyPiece(leaves [][32]byte, idx int, data []byte) error {
 		return fmt.Errorf("%w: piece %d", ErrBadPiece, idx)
 	}
 	return nil
+}
+
+// Hasher computes the piece layer of the bytes written to it, as Layer
+// does of a reader, for a caller that streams the file for another
+// reason already (the daemon hashes the piece layer while xpak reads the
+// file). It holds no piece in memory. The zero value is ready to use;
+// Write never fails.
+type Hasher struct {
+	h      hash.Hash
+	inLeaf int // bytes of the current piece written so far
+	leaves [][32]byte
+	size   int64
+}
+
+// Write adds p to the layer.
+func (h *Hasher) Write(p []byte) (int, error) {
+	if h.h == nil {
+		h.h = sha256.New()
+	}
+	n := len(p)
+	for len(p) > 0 {
+		if h.inLeaf == 0 {
+			h.h.Reset()
+			h.h.Write([]byte{leafPrefix})
+		}
+		k := min(len(p), Size-h.inLeaf)
+		h.h.Write(p[:k])
+		h.inLeaf += k
+		p = p[k:]
+		if h.inLeaf == Size {
+			h.endLeaf()
+		}
+	}
+	h.size += int64(n)
+	return n, nil
+}
+
+func (h *Hasher) endLeaf() {
+	var leaf [32]byte
+	h.h.Sum(leaf[:0])
+	h.leaves = append(h.leaves, leaf)
+	h.inLeaf = 0
+}
+
+// Layer returns the leaf hash of every piece of what was written and its
+// size, as Layer returns them. Call it once, after the last Write.
+func (h *Hasher) Layer() (leaves [][32]byte, size int64) {
+	if h.inLeaf > 0 {
+		h.endLeaf()
+	}
+	return h.leaves, h.size
 }

@@ -284,3 +284,31 @@ func BenchmarkRoot(b *testing.B) {
 		}
 	})
 }
+
+// TestHasherMatchesLayer: the layer written to a Hasher in writes of any
+// size is the one Layer reads, around every piece boundary.
+func TestHasherMatchesLayer(t *testing.T) {
+	data := make([]byte, 3*Size+777)
+	for i := range data {
+		data[i] = byte(i*7 + i>>11)
+	}
+	for _, n := range []int{0, 1, Size - 1, Size, Size + 1, 2 * Size, len(data)} {
+		want, wantSize, err := Layer(bytes.NewReader(data[:n]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, chunk := range []int{1 << 20, Size, 4096, 1000, 1} {
+			if chunk == 1 && n > 2*Size {
+				continue // a byte at a time: slow, and the boundaries are covered below
+			}
+			var h Hasher
+			for off := 0; off < n; off += chunk {
+				h.Write(data[off:min(off+chunk, n)])
+			}
+			got, size := h.Layer()
+			if size != wantSize || len(got) != len(want) || RootOf(got) != RootOf(want) {
+				t.Fatalf("%d bytes in writes of %d: %d leaves, %d bytes; Layer: %d leaves, %d bytes", n, chunk, len(got), size, len(want), wantSize)
+			}
+		}
+	}
+}

@@ -138,11 +138,13 @@ const SyncBatch = 64
 // SyncEach is Sync that hands what it recorded to apply a batch at a time
 // (at most SyncBatch files indexed, then the removals), so that memory
 // stays bounded whatever the size of PKGDIR: a first start on ten
-// thousand builds holds one batch of records, not ten thousand. apply is
+// thousand builds holds two batches of records (the one being indexed
+// and the one being recorded and applied), not ten thousand. apply is
 // called, from the calling goroutine, for every batch recorded, also when
 // SyncEach then returns an error; Changes of the calls add up to what Sync
-// returns. The files of a batch are indexed concurrently (up to GOMAXPROCS
-// at once), so the Indexer must allow concurrent calls.
+// returns. Files are indexed concurrently (up to GOMAXPROCS at once), the
+// next batch's while the one before is recorded and applied, so the
+// Indexer must allow concurrent calls.
 func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -189,19 +191,54 @@ func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error
 				"removed", removed, "unchanged", total.Unchanged, "errors", errs)
 		}
 	}()
-	var todo []FileInfo
-	flush := func() error {
-		err := s.indexBatch(ctx, todo, known, seen, &ch)
-		todo = todo[:0]
+	// A batch is indexed while the one before it is recorded and handed
+	// to apply: the store's synced commit, and apply (which may wait for
+	// the caller's work on the batch before), would otherwise leave the
+	// cores idle.
+	var (
+		todo    []FileInfo
+		pending *indexing
+		// Two batches in flight share the cores: at most GOMAXPROCS
+		// files are read at once, each with its buffers.
+		slots = make(chan struct{}, runtime.GOMAXPROCS(0))
+	)
+	record := func() error {
+		var err error
+		if pending != nil {
+			err = s.recordBatch(pending, known, seen, &ch)
+			pending = nil
+		}
 		if !ch.Empty() || ch.Unchanged > 0 {
 			report(ch)
 		}
 		ch = Changes{}
 		return err
 	}
+	// flush starts indexing todo and records the batch before it.
+	flush := func() error {
+		var started *indexing
+		if len(todo) > 0 {
+			started = s.startIndex(ctx, todo, slots)
+			todo = nil // the batch being indexed keeps its files
+		}
+		if err := record(); err != nil {
+			if started != nil {
+				started.wg.Wait() // no indexing goroutine outlives SyncEach
+			}
+			return err
+		}
+		pending = started
+		return nil
+	}
+	drain := func() error {
+		if err := flush(); err != nil {
+			return err
+		}
+		return record()
+	}
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
-			if ferr := flush(); ferr != nil {
+			if ferr := drain(); ferr != nil {
 				return ferr
 			}
 			return err
@@ -223,7 +260,7 @@ func (s *Scanner) SyncEach(ctx context.Context, apply func(Changes)) (rerr error
 			}
 		}
 	}
-	if err := flush(); err != nil {
+	if err := drain(); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -306,36 +343,50 @@ type indexed struct {
 	done bool // false: left for the next Sync (cancelled)
 }
 
-// indexBatch indexes files concurrently, then records the batch in one
-// store transaction and adds it to ch. seen loses a new file that changed
-// while it was read (its write is in progress; its events bring it back).
-func (s *Scanner) indexBatch(ctx context.Context, files []FileInfo, known map[string]store.LocalStat, seen map[string]bool, ch *Changes) error {
-	if len(files) == 0 {
-		return nil
-	}
-	out := make([]indexed, len(files))
-	workers := min(runtime.GOMAXPROCS(0), len(files))
+// indexing is one batch of files being indexed in the background.
+type indexing struct {
+	files []FileInfo
+	out   []indexed
+	wg    sync.WaitGroup
+}
+
+// startIndex starts indexing files concurrently, each file holding one
+// of slots while it is read (so batches indexed at the same time share
+// them); recordBatch waits for them. Files not started when ctx ends are
+// left for the next Sync.
+func (s *Scanner) startIndex(ctx context.Context, files []FileInfo, slots chan struct{}) *indexing {
+	b := &indexing{files: files, out: make([]indexed, len(files))}
 	next := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
+	for range min(cap(slots), len(files)) {
+		b.wg.Go(func() {
 			for i := range next {
+				slots <- struct{}{}
 				if ctx.Err() == nil {
-					out[i].p, out[i].err = s.ix.Index(files[i].Path)
-					out[i].done = true
+					b.out[i].p, b.out[i].err = s.ix.Index(files[i].Path)
+					b.out[i].done = true
 				}
+				<-slots
 			}
 		})
 	}
-	for i := range files {
-		if ctx.Err() != nil {
-			break // the rest is left for the next Sync
+	b.wg.Go(func() {
+		defer close(next)
+		for i := range files {
+			if ctx.Err() != nil {
+				return // the rest is left for the next Sync
+			}
+			next <- i
 		}
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	})
+	return b
+}
 
+// recordBatch waits for a batch's indexing, then records it in one
+// store transaction and adds it to ch. seen loses a new file that changed
+// while it was read (its write is in progress; its events bring it back).
+func (s *Scanner) recordBatch(b *indexing, known map[string]store.LocalStat, seen map[string]bool, ch *Changes) error {
+	b.wg.Wait()
+	files, out := b.files, b.out
 	var put, added, replaced []store.LocalPackage
 	for i, r := range out {
 		if !r.done {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -326,4 +328,74 @@ func TestWatchCancelWhileWaitingForPKGDIR(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Watch did not return after cancel")
 	}
+}
+
+// TestSyncEachOverlaps: the next batch is indexed while apply works on
+// the one before, no more files are read at once than there are cores,
+// and every file is still recorded once.
+func TestSyncEachOverlaps(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	copyTree(t, fxGPKGMulti, src)
+	data, err := os.ReadFile(filepath.Join(src, "app-misc/hello/hello-1.0-1.gpkg.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgdir := filepath.Join(base, "pkgdir")
+	dir := filepath.Join(pkgdir, "app-misc/hello")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := 2*SyncBatch + 5
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(dir, "hello-1.0-"+strconv.Itoa(i+1)+".gpkg.tar"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ix := &countingIndexer{fakeIndexer: newFakeIndexer()}
+	sc := New(pkgdir, openStore(t, filepath.Join(base, "state")), ix, nil)
+	var batches, added int
+	overlapped := false
+	err = sc.SyncEach(context.Background(), func(ch Changes) {
+		batches++
+		added += len(ch.Added)
+		if batches == 1 {
+			// Polled: the second batch's indexing starts on its own.
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if ix.total() > SyncBatch {
+					overlapped = true
+					break
+				}
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !overlapped {
+		t.Error("the second batch was not indexed while the first was applied")
+	}
+	if ix.most > runtime.GOMAXPROCS(0) {
+		t.Errorf("%d files indexed at once, more than GOMAXPROCS (%d)", ix.most, runtime.GOMAXPROCS(0))
+	}
+	if added != n || ix.total() != n || batches != 3 {
+		t.Fatalf("%d batches, %d added, %d index calls; want 3, %d, %d", batches, added, ix.total(), n, n)
+	}
+}
+
+// countingIndexer records how many Index calls run at once.
+type countingIndexer struct {
+	*fakeIndexer
+	mu        sync.Mutex
+	now, most int
+}
+
+func (c *countingIndexer) Index(path string) (store.LocalPackage, error) {
+	c.mu.Lock()
+	c.now++
+	c.most = max(c.most, c.now)
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.now--; c.mu.Unlock() }()
+	return c.fakeIndexer.Index(path)
 }

@@ -3,13 +3,13 @@ package xpak
 import (
 	"bufio"
 	"bytes"
-	"compress/bzip2"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 
+	dbzip2 "github.com/dsnet/compress/bzip2"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
@@ -101,7 +101,7 @@ func rawDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 		}
 		return d, nil
 	case CompressionBzip2:
-		return io.NopCloser(bzip2.NewReader(r)), nil
+		return newBzip2Reader(r), nil
 	case CompressionGzip:
 		d, err := gzip.NewReader(r)
 		if err != nil {
@@ -112,6 +112,54 @@ func rawDecoder(r io.Reader, c Compression, lim Limits) (io.ReadCloser, error) {
 		return io.NopCloser(lz4.NewReader(r)), nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownCompression, c)
+}
+
+// bzip2Readers recycles bzip2 decoders. compress/bzip2 allocates a 3.6
+// MB block buffer for every stream bzip2 -9 writes (portage's
+// environment.bz2, .tbz2 images), and a daemon indexing a PKGDIR decodes
+// one or more per package: at ten thousand packages those buffers were
+// three quarters of everything it allocated. dsnet's Reset keeps the
+// buffers; only a decoder that read its stream to the end is recycled
+// (Reset does not clear what an abandoned block left to be read).
+var bzip2Readers sync.Pool
+
+func newBzip2Reader(r io.Reader) io.ReadCloser {
+	d, _ := bzip2Readers.Get().(*dbzip2.Reader)
+	if d == nil {
+		d, _ = dbzip2.NewReader(r, nil) // a nil config: cannot fail
+	} else {
+		_ = d.Reset(r) // cannot fail
+	}
+	return &bzip2Closer{d: d}
+}
+
+type bzip2Closer struct {
+	d     *dbzip2.Reader
+	ended bool // the stream was read to its end, without an error
+}
+
+func (b *bzip2Closer) Read(p []byte) (int, error) {
+	if b.d == nil {
+		return 0, io.ErrClosedPipe
+	}
+	n, err := b.d.Read(p)
+	b.ended = err == io.EOF
+	return n, err
+}
+
+// Close detaches the decoder from its source and recycles it if its
+// stream ended well.
+func (b *bzip2Closer) Close() error {
+	if b.d == nil {
+		return nil
+	}
+	d := b.d
+	b.d = nil
+	if b.ended {
+		_ = d.Reset(eofReader{}) // cannot fail
+		bzip2Readers.Put(d)
+	}
+	return nil
 }
 
 // zstdPools recycles zstd stream decoders, one pool per window bound. A

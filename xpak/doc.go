@@ -4,7 +4,8 @@
 //
 // Read and ReadFile detect the format, then stream the file once: the
 // container's SHA-256, the metadata, and image digest v1 (docs/PROTOCOL.md)
-// of the decompressed image tar. For a GPKG every member is checked against
+// of the decompressed image tar; ReadWith and ReadFileWith hand the same
+// raw bytes and image entries to the caller's Taps. For a GPKG every member is checked against
 // the Manifest's DATA line (size, BLAKE2B, SHA512) while it streams past;
 // OpenPGP signatures are left to package trust (Package.Manifest and
 // Package.Signatures carry what it needs). ImageDigest, WalkImage and

@@ -139,8 +139,9 @@ func (m *memberSum) finish() {
 // and <dir>/Manifest. Every member except the Manifest is hashed while it
 // streams past; the Manifest (written last by portage) is checked against
 // those hashes at the end, so the file is read once.
-func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
-	fs := newFileStream(r, size)
+func readGPKG(r io.ReaderAt, size int64, lim Limits, t Taps) (*Package, error) {
+	fs := newFileStream(r, size, t.File)
+	defer fs.release()
 	ts := &tarStream{r: fs.br}
 	tr := tar.NewReader(ts)
 	p := &Package{Format: FormatGPKG, Size: size}
@@ -247,7 +248,10 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
 			p.Compression = c
-			res, err := digestImageStream(pbr, c, FormatGPKG, lim, nil, hdr.Size >= asyncThreshold)
+			// The metadata is complete here when its member came first:
+			// it passed every check of readMetadataTar, and its values'
+			// sizes are checked against lim again at the end.
+			res, err := digestImageStream(pbr, c, FormatGPKG, lim, t.imageFunc(p.Metadata), hdr.Size >= asyncThreshold)
 			if err != nil {
 				return nil, fmt.Errorf("member %q: %w", hdr.Name, err)
 			}
@@ -301,7 +305,7 @@ func readGPKG(r io.ReaderAt, size int64, lim Limits) (*Package, error) {
 	}
 	p.Manifest = manifestRaw
 	p.Signed = signed && len(p.Signatures) >= 2
-	if err := checkMetadata(p.Metadata, lim); err != nil {
+	if err := checkMetadata(p.Metadata, lim, t.Environment); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -536,7 +540,12 @@ func verifyManifest(raw []byte, dir string, sums []*memberSum) (signed bool, err
 		if e.size != s.size {
 			return false, fmt.Errorf("%w: %s/%s is %d bytes, Manifest says %d", ErrManifestMismatch, dir, s.name, s.size, e.size)
 		}
-		for algo, h := range map[string]hash.Hash{"BLAKE2B": s.blake2b, "SHA512": s.sha512} {
+		// In a fixed order, so one file always fails with one message.
+		for _, c := range []struct {
+			algo string
+			h    hash.Hash
+		}{{"BLAKE2B", s.blake2b}, {"SHA512", s.sha512}} {
+			algo, h := c.algo, c.h
 			want := e.hashes[algo]
 			if want != nil && !bytes.Equal(h.Sum(nil), want) {
 				return false, fmt.Errorf("%w: %s/%s %s differs", ErrManifestMismatch, dir, s.name, algo)

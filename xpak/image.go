@@ -75,7 +75,8 @@ func ImageDigest(r io.Reader, f Format, lim Limits) ([32]byte, int, error) {
 // for every entry in tar order (the root entry excluded) with a reader of
 // its content (empty for all but TypeFile). Content fn leaves unread is
 // skipped. An error from fn stops the walk and is returned wrapped with the
-// entry name.
+// entry name, unless reading the content had failed: then the image's own
+// error is returned, as a walk without fn would.
 func WalkImage(r io.Reader, f Format, lim Limits, fn func(ImageEntry, io.Reader) error) error {
 	_, _, err := WalkImageDigest(r, f, lim, fn)
 	return err
@@ -470,6 +471,11 @@ func (w *imageWalker) entry(tr *tar.Reader, hdr *tar.Header, fn func(ImageEntry,
 			content = io.TeeReader(tr, w.hasher)
 		}
 	}
+	var failed *readFailure
+	if fn != nil && typ == TypeFile {
+		failed = &readFailure{r: content}
+		content = failed
+	}
 	if fn != nil {
 		ie := ImageEntry{
 			Name: name, Type: typ, Mode: e.mode,
@@ -479,6 +485,11 @@ func (w *imageWalker) entry(tr *tar.Reader, hdr *tar.Header, fn func(ImageEntry,
 			ModTime: hdr.ModTime,
 		}
 		if err := fn(ie, content); err != nil {
+			if failed != nil && failed.err != nil {
+				// fn failed because the image did: that failure,
+				// classified as it is without fn, names the problem.
+				return failed.err
+			}
 			return &callbackError{fmt.Errorf("image entry %q: %w", name, err)}
 		}
 	}
@@ -637,6 +648,21 @@ type callbackError struct{ err error }
 
 func (c *callbackError) Error() string { return c.err.Error() }
 func (c *callbackError) Unwrap() error { return c.err }
+
+// readFailure remembers the first error, other than its end, that reading
+// an entry's content met.
+type readFailure struct {
+	r   io.Reader
+	err error
+}
+
+func (f *readFailure) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err != nil && err != io.EOF && f.err == nil {
+		f.err = err
+	}
+	return n, err
+}
 
 // eofReader is the content of entries that have none.
 type eofReader struct{}

@@ -157,15 +157,19 @@ func decodeEnvironment(raw []byte, w io.Writer, lim Limits) error {
 }
 
 // checkMetadata applies the checks every reader shares: the keys a binpkg
-// cannot lack, and environment.bz2 within its decompressed bound.
-func checkMetadata(m *Metadata, lim Limits) error {
+// cannot lack, and environment.bz2 within its decompressed bound (decoded
+// into env, io.Discard when nil).
+func checkMetadata(m *Metadata, lim Limits, env io.Writer) error {
 	for _, k := range []string{"CATEGORY", "PF"} {
 		if m.Get(k) == "" {
 			return fmt.Errorf("%w: missing %s", ErrBadMetadata, k)
 		}
 	}
 	if raw, ok := m.values["environment.bz2"]; ok {
-		return decodeEnvironment(raw, io.Discard, lim)
+		if env == nil {
+			env = io.Discard
+		}
+		return decodeEnvironment(raw, env, lim)
 	}
 	return nil
 }

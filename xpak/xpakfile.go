@@ -22,7 +22,7 @@ const maxXPAKIndex = 1 << 20
 //
 // All lengths are big-endian uint32 and are checked in int64/uint64 against
 // each other and the file size before anything is read through them.
-func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limits) (*Package, error) {
+func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limits, t Taps) (*Package, error) {
 	xpakLen := int64(binary.BigEndian.Uint32(trailer[8:12]))
 	if xpakLen < xpakHeaderLen+8 {
 		return nil, fmt.Errorf("%w: trailer length %d is shorter than an empty xpak segment", ErrBadXPAK, xpakLen)
@@ -49,7 +49,24 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 		return nil, err
 	}
 
-	fs := newFileStream(r, size)
+	// The metadata follows the image; a Taps.Image that needs it first
+	// gets it from an early read of the XPAK segment (bounded above), and
+	// the stream below must then bring the same bytes.
+	var early *xpakSegment
+	if t.Image != nil {
+		early = readXPAKSegment(r, xpakStart+xpakHeaderLen, indexLen, dataLen)
+	}
+	var earlyMeta *Metadata
+	if early != nil {
+		// A bad segment is reported below, in the order a read without
+		// taps reports it; the tap just gets no metadata.
+		if m, err := parseXPAKIndex(early.index, early.data, lim); err == nil {
+			earlyMeta = m
+		}
+	}
+
+	fs := newFileStream(r, size, t.File)
+	defer fs.release()
 	p := &Package{Format: FormatXPAK, Size: size}
 
 	// Image payload: everything before XPAKPACK.
@@ -60,7 +77,7 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	p.Compression = c
-	res, err := digestImageStream(pbr, c, FormatXPAK, lim, nil, xpakStart >= asyncThreshold)
+	res, err := digestImageStream(pbr, c, FormatXPAK, lim, t.imageFunc(earlyMeta), xpakStart >= asyncThreshold)
 	if err != nil {
 		return nil, err
 	}
@@ -94,16 +111,37 @@ func readXPAK(r io.ReaderAt, size int64, trailer [xpakTrailerLen]byte, lim Limit
 	if tail != trailer {
 		return nil, fmt.Errorf("%w: trailer does not follow the xpak data (index %d + data %d bytes)", ErrBadXPAK, indexLen, dataLen)
 	}
+	if early != nil && (!bytes.Equal(early.index, index) || !bytes.Equal(early.data, data)) {
+		return nil, fmt.Errorf("%w: xpak segment changed while reading", ErrBadXPAK)
+	}
 	if p.FileSHA256, err = fs.finish(size); err != nil {
 		return nil, err
 	}
 	if p.Metadata, err = parseXPAKIndex(index, data, lim); err != nil {
 		return nil, err
 	}
-	if err := checkMetadata(p.Metadata, lim); err != nil {
+	if err := checkMetadata(p.Metadata, lim, t.Environment); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// xpakSegment is the index and data of an XPAK segment.
+type xpakSegment struct{ index, data []byte }
+
+// readXPAKSegment reads the index and data that start at off; nil when
+// they cannot be read whole (the stream then says why).
+func readXPAKSegment(r io.ReaderAt, off, indexLen, dataLen int64) *xpakSegment {
+	sr := io.NewSectionReader(r, off, indexLen+dataLen)
+	index, err := readExactly(sr, indexLen, "xpak index")
+	if err != nil {
+		return nil
+	}
+	data, err := readExactly(sr, dataLen, "xpak data")
+	if err != nil {
+		return nil
+	}
+	return &xpakSegment{index: index, data: data}
 }
 
 // parseXPAKHeader checks "XPAKPACK" and that index and data lengths add up
