@@ -28,6 +28,10 @@ type Network interface {
 	JoinPlatform(platform string) error
 	Publish(ctx context.Context, platform string, msg []byte) error
 	SyncCatalog(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([][]byte, error)
+	// CatalogIDs and CatalogRecords are catalog/3; a peer that does not
+	// speak it fails with wire.ErrNotSupported.
+	CatalogIDs(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error)
+	CatalogRecords(ctx context.Context, p peer.ID, want []wire.CatalogID) ([][]byte, error)
 	Peers() []wire.PeerInfo
 	DirectAddr(p peer.ID) (netip.Addr, bool)
 }
