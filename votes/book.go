@@ -110,6 +110,9 @@ type Book struct {
 	// answerBytes and pageBytes bound an attest/1 answer and a catalog
 	// page (attestAnswerBytes, catalogPageBytes; tests lower them).
 	answerBytes, pageBytes int
+	// pageIDs bounds the attestations of a catalog/3 ids page
+	// (MaxCatalogIDs/2; tests lower it).
+	pageIDs int
 	// syncTick is how often SyncLoop looks for peers to sync;
 	// resyncEvery, resyncMargin and fullSyncEvery its schedule (tests
 	// shorten them).
@@ -124,7 +127,7 @@ func New(o Options) *Book {
 		store: o.Store, policy: o.Policy, self: o.Self, key: o.Key, platform: o.Platform,
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
 		log: o.Logger, metrics: newMetrics(o.Registry),
-		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, syncTick: 2 * time.Second,
+		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, pageIDs: wire.MaxCatalogIDs / 2, syncTick: 2 * time.Second,
 		resyncEvery: ResyncEvery, resyncMargin: ResyncMargin, fullSyncEvery: FullSyncEvery,
 	}
 	if vb.log == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // Catalog sync by ids (/gentoo-p2p/catalog/3): a page answers the ids of
@@ -57,7 +58,7 @@ func (vb *Book) ServeCatalogIDs(ctx context.Context, platform string, cur wire.C
 		if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
 			cur = wire.CatalogCursor{Since: floor}
 		}
-		es, err := vb.store.DemandIDs(p, cur.Since, cur.After, wire.MaxCatalogIDs)
+		es, err := vb.store.DemandIDs(p, cur.Since, cur.After, min(wire.MaxCatalogIDs, 2*vb.pageIDs))
 		if err != nil {
 			return nil, err
 		}
@@ -67,7 +68,7 @@ func (vb *Book) ServeCatalogIDs(ctx context.Context, platform string, cur wire.C
 		}
 		return out, nil
 	}
-	es, err := vb.store.PlatformIDs(platform, cur.Since, cur.After, wire.MaxCatalogIDs/2)
+	es, err := vb.store.PlatformIDs(platform, cur.Since, cur.After, vb.pageIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +157,9 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 			return n, cur, false, err
 		}
 		listed := make(map[[32]byte]int64, len(ids))
+		kinds := make(map[[32]byte]byte, len(ids))
 		for _, id := range ids {
-			listed[id.ID] = id.Time
+			listed[id.ID], kinds[id.ID] = id.Time, id.Kind
 		}
 		held, err := vb.heldRecords(ids)
 		if err != nil {
@@ -214,6 +216,13 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		for i, b := range blobs {
 			hashes[i] = sha256.Sum256(b)
 		}
+		// A record listed at another time than its own is a lie about
+		// the page: refused before anything of it is stored.
+		for i, b := range blobs {
+			if err := matchesListing(b, listed[hashes[i]], kinds[hashes[i]], vb.Decode); err != nil {
+				return n, cur, false, err
+			}
+		}
 		added, err := judge(blobs, hashes, step)
 		n += added
 		if err == nil {
@@ -232,6 +241,34 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		}
 	}
 	return n, cur, true, nil
+}
+
+// matchesListing checks a fetched record against the time its id was
+// listed with. A record that does not decode is left to the judge, which
+// counts it as rejected.
+func matchesListing(blob []byte, listed int64, kind byte, decode func([]byte) (*trust.Signed, error)) error {
+	var at int64
+	switch kind {
+	case wire.RecordAttestation:
+		s, err := decode(blob)
+		if err != nil {
+			return nil
+		}
+		at = s.Attestation.Time.Unix()
+	case wire.RecordDemand:
+		s, err := trust.DecodeDemand(blob)
+		if err != nil {
+			return nil
+		}
+		at = s.Demand.Time.Unix()
+	default:
+		return nil
+	}
+	if at != listed {
+		id := sha256.Sum256(blob)
+		return fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, listed)
+	}
+	return nil
 }
 
 // checkIDPage checks an ids page against the cursor it answers: at most
