@@ -44,8 +44,10 @@ const maxEndorsementIDs = wire.MaxCatalogIDs/2 - 1
 // so 64 carry a full page of the largest records there are.
 const maxRecordRequests = 64
 
-// idBytes is what one id costs on the wire, about: kind, time, id.
-const idBytes = 1 + 5 + 32
+// CatalogIDBytes is what one id of an ids page costs on the wire: its
+// kind, its time (a uvarint of 5 bytes for any date from 1971 to 3058)
+// and its id. The network simulator models the resync with it.
+const CatalogIDBytes = 1 + 5 + 32
 
 // ServeCatalogIDs answers an ids page of /gentoo-p2p/catalog/3: the ids
 // of the records ServeCatalog would send from cur, in the same order (the
@@ -152,7 +154,7 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		if err != nil {
 			return n, cur, false, err
 		}
-		got += len(ids) * idBytes
+		got += len(ids) * CatalogIDBytes
 		if err := checkIDPage(ids, cur, demand); err != nil {
 			return n, cur, false, err
 		}

@@ -146,7 +146,7 @@ func TestSyncByIDsFetchesOnlyWhatIsMissing(t *testing.T) {
 	for _, s := range recs {
 		full += len(s.Marshal())
 	}
-	ids := int64((len(recs) + 1) * idBytes)
+	ids := int64((len(recs) + 1) * CatalogIDBytes)
 	if received < int64(missingBytes) || received > int64(missingBytes)+ids+64 {
 		t.Fatalf("received %d bytes; want the %d of the missing records and at most %d of ids", received, missingBytes, ids)
 	}
