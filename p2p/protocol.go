@@ -24,6 +24,8 @@ package p2p
 //	                                        of after the second since
 //	  response = same shape as attest/1
 //
+//	/gentoo-p2p/catalog/3: ids pages and records by id (catalog3.go)
+//
 //	/gentoo-p2p/about/1
 //	  request  = frame(query)               query: 0..256 bytes of UTF-8 (a CPV)
 //	  response = same shape as attest/1, with exactly one blob: the

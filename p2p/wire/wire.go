@@ -41,7 +41,7 @@ type Handlers struct {
 	// an unknown key; an error is reported to the peer as "unavailable".
 	Attestations func(ctx context.Context, key cid.Cid) ([][]byte, error)
 	// Catalog returns the catalog entries of platform after cur, serving
-	// /gentoo-p2p/catalog/2. Return at most MaxBlobs entries and
+	// /gentoo-p2p/catalog/2 (for daemons that predate catalog/3). Return at most MaxBlobs entries and
 	// MaxResponseBytes, in (time, id) order, so the client can page from
 	// the last one.
 	Catalog func(ctx context.Context, platform string, cur CatalogCursor) ([][]byte, error)
