@@ -173,7 +173,7 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 				want = append(want, id)
 			}
 		}
-		blobs, done, size, err := vb.fetchRecords(ctx, p, want)
+		blobs, done, size, err := vb.fetchRecords(ctx, p, want, maxSyncBytes-got)
 		got += size
 		if err != nil {
 			return n, cur, false, err
@@ -356,11 +356,11 @@ func (vb *Book) heldRecords(ids []wire.CatalogID) ([]int64, error) {
 // and checks every answer: each blob must be one asked for, in the order
 // asked, once. An answer stops where the peer's byte bound stopped it;
 // the ids before its last blob that it left out are not held there. done
-// is how many of want were answered either way; fewer than all when the
-// sync's byte bound or maxRecordRequests was reached first. size counts
-// the blobs' bytes.
-func (vb *Book) fetchRecords(ctx context.Context, p peer.ID, want []wire.CatalogID) (blobs [][]byte, done, size int, err error) {
-	for requests := 0; done < len(want) && requests < maxRecordRequests && size < maxSyncBytes; requests++ {
+// is how many of want were answered either way; fewer than all when
+// budget (the bytes left to the sync) or maxRecordRequests was reached
+// first. size counts the blobs' bytes.
+func (vb *Book) fetchRecords(ctx context.Context, p peer.ID, want []wire.CatalogID, budget int) (blobs [][]byte, done, size int, err error) {
+	for requests := 0; done < len(want) && requests < maxRecordRequests && size < budget; requests++ {
 		batch := want[done:min(len(want), done+wire.MaxRecordsAsked)]
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		answer, err := vb.net.CatalogRecords(pctx, p, batch)

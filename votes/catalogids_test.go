@@ -451,3 +451,38 @@ func TestSyncFallsBackToCatalog2(t *testing.T) {
 		t.Fatalf("SyncFrom an older peer: %d new, %v, %d catalog/2 pages; want %d over catalog/2", n, err, cc.calls(), len(recs))
 	}
 }
+
+// A peer that answers one record a request has a page cut at
+// maxRecordRequests: the cursor stops before the first record not
+// fetched, the sync says there is more, and the next sync goes on from
+// there without asking for anything twice.
+func TestSyncByIDsCutShortGoesOnFromTheFirstRecordNotFetched(t *testing.T) {
+	net := memnet.New()
+	a := joinBook(t, net, false, nil)
+	b := joinBook(t, net, false, nil)
+	ctx := t.Context()
+	recs := catalogOf(t, maxRecordRequests+6, 20, 500)
+	if n, err := a.ingestBatch(ctx, blobsOf(recs...), arrival{}); n != len(recs) || err != nil {
+		t.Fatalf("a took %d of %d: %v", n, len(recs), err)
+	}
+	tap := &idTap{book: a.Book, records: func(ctx context.Context, want []wire.CatalogID) ([][]byte, error) {
+		return a.ServeCatalogRecords(ctx, want[:1])
+	}}
+	a.node.Serve(tap.handlers())
+	n, next, more, err := b.syncCatalogFrom(ctx, a.self, wire.CatalogCursor{})
+	stop := recs[maxRecordRequests-1] // catalogOf dates them in order
+	sid := stop.ID()
+	if err != nil || !more || n != maxRecordRequests || next.Since != stop.Attestation.Time.Unix() || !bytes.Equal(next.After, sid[:]) {
+		t.Fatalf("cut sync: %d new, next %+v, more %v, %v; want %d and more from the last fetched", n, next, more, err, maxRecordRequests)
+	}
+	if tap.sent != maxRecordRequests {
+		t.Fatalf("%d records sent for %d requests", tap.sent, maxRecordRequests)
+	}
+	n, _, more, err = b.syncCatalogFrom(ctx, a.self, next)
+	if err != nil || more || n != len(recs)-maxRecordRequests {
+		t.Fatalf("second sync: %d new, more %v, %v; want the other %d", n, more, err, len(recs)-maxRecordRequests)
+	}
+	if got := has(t, b.Book, recs...); got != len(recs) || tap.sent != len(recs) {
+		t.Fatalf("b holds %d of %d, %d records sent; want each sent once", got, len(recs), tap.sent)
+	}
+}
