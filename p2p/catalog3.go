@@ -208,7 +208,7 @@ func readCatalogIDs(r *bufio.Reader) ([]CatalogID, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %q", ErrRefused, reason)
+		return nil, refused(reason)
 	default:
 		return nil, fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
 	}
@@ -256,7 +256,7 @@ func (n *Node) handleCatalogIDs(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || (req.op == opCatalogIDs && h.CatalogIDs == nil) || (req.op == opCatalogRecords && h.CatalogRecords == nil) {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil

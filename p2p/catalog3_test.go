@@ -99,8 +99,8 @@ func TestCatalogIDsAndRecords(t *testing.T) {
 		t.Fatal("a cursor id that is no record id was sent")
 	}
 	// The client serves nothing: refused, not hung.
-	if _, err := server.CatalogIDs(ctx, client.ID(), "amd64", CatalogCursor{}); !errors.Is(err, ErrRefused) {
-		t.Fatalf("CatalogIDs from a handler-less node: %v, want ErrRefused", err)
+	if _, err := server.CatalogIDs(ctx, client.ID(), "amd64", CatalogCursor{}); !errors.Is(err, ErrRefused) || !errors.Is(err, wire.ErrNotSupported) {
+		t.Fatalf("CatalogIDs from a handler-less node: %v, want ErrRefused and wire.ErrNotSupported", err)
 	}
 }
 

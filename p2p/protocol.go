@@ -224,7 +224,7 @@ func readBlobsWithin(r *bufio.Reader, lim blobLimits) ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %q", ErrRefused, reason)
+		return nil, refused(reason)
 	default:
 		return nil, fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
 	}
@@ -276,7 +276,7 @@ func (n *Node) handleAttest(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || h.Attestations == nil {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
@@ -317,7 +317,7 @@ func (n *Node) handleCatalog(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || h.Catalog == nil {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
@@ -342,7 +342,7 @@ func (n *Node) handleAbout(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || h.About == nil {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		// Rated as well as counted: each answer walks the store.
 		if !n.about.Allow(s.Conn().RemotePeer()) || !admit() {
@@ -374,6 +374,19 @@ func (n *Node) About(ctx context.Context, p peer.ID, query string) ([]byte, erro
 // ReasonBusy is the refusal a peer gets while it (or everyone) already has
 // as many requests open as the limits allow; asking again later works.
 const ReasonBusy = "busy"
+
+// ReasonNotServed is the refusal of a node that has no handler for the
+// protocol asked: the client sees wire.ErrNotSupported as well as
+// ErrRefused, as from a node that lacks the protocol altogether.
+const ReasonNotServed = "not served"
+
+// refused is the error of a refusal with reason.
+func refused(reason []byte) error {
+	if string(reason) == ReasonNotServed {
+		return fmt.Errorf("%w: %w: %q", ErrRefused, wire.ErrNotSupported, reason)
+	}
+	return fmt.Errorf("%w: %q", ErrRefused, reason)
+}
 
 // requestLimiter counts the attest/catalog requests being served, per peer
 // and in total.

@@ -170,8 +170,8 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 }
 
 // syncPages pages through p's catalog for platform from cur: by ids over
-// catalog/3 (syncIDPages), or, from a peer that predates it, over
-// catalog/2 (syncBlobPages).
+// catalog/3 (syncIDPages), or, from a peer that predates it or does not
+// serve it (wire.ErrNotSupported), over catalog/2 (syncBlobPages).
 func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
 	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
 	n, next, more, err = vb.syncIDPages(ctx, p, platform, cur, judge)
