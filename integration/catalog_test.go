@@ -20,11 +20,13 @@ import (
 )
 
 // TestCatalogSyncPages: a catalog larger than one response reaches a
-// newcomer whole, page by page. The daemon bounds a page at 2048
-// attestations and about 2 MiB; the records here carry a descriptor with
-// a thousand USE flags (some 20 KiB), so 2.5 pages' worth is a few hundred
-// records rather than thousands (verifying those under -race took minutes
-// on a loaded machine), and the newcomer must still ask three times.
+// newcomer whole, over catalog/3 between two real daemons: one ids page,
+// then the records by id, each answer bounded at about 2 MiB. The records
+// here carry a descriptor with a thousand USE flags (some 20 KiB), so 2.5
+// answers' worth is a few hundred records rather than thousands
+// (verifying those under -race took minutes on a loaded machine), and
+// the newcomer must still ask for records three times; catalog/2 is not
+// used between two daemons that speak 3.
 func TestCatalogSyncPages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -85,8 +87,9 @@ func TestCatalogSyncPages(t *testing.T) {
 	if _, err := a.Daemon.Store().PutAttestations(recs); err != nil {
 		t.Fatal(err)
 	}
-	catalogOK := fmt.Sprintf("gentoo_p2pd_stream_requests_served_total{protocol=%q,result=\"ok\"}", p2p.CatalogProtocol)
-	before := metricSum(t, a.Daemon.MetricsURL(), catalogOK)
+	catalogOK := fmt.Sprintf("gentoo_p2pd_stream_requests_served_total{protocol=%q,result=\"ok\"}", p2p.CatalogIDsProtocol)
+	oldOK := fmt.Sprintf("gentoo_p2pd_stream_requests_served_total{protocol=%q,result=\"ok\"}", p2p.CatalogProtocol)
+	before, oldBefore := metricSum(t, a.Daemon.MetricsURL(), catalogOK), metricSum(t, a.Daemon.MetricsURL(), oldOK)
 	e, err := testnet.Start(ctx, testnet.NodeOptions{Name: "e", Dir: dir, Bootstrap: []string{a.Addr()}, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +113,11 @@ func TestCatalogSyncPages(t *testing.T) {
 		t.Errorf("the newcomer's status counts %d catalog attestations, want %d", n, total)
 	}
 	pages := metricSum(t, a.Daemon.MetricsURL(), catalogOK) - before
-	t.Logf("%d records of %d bytes came in %v catalog answers", total, len(first.Blob), pages)
-	if pages < 3 {
-		t.Errorf("the catalog came in %v answers, want at least 3 pages", pages)
+	t.Logf("%d records of %d bytes came in %v catalog/3 answers", total, len(first.Blob), pages)
+	if pages < 4 {
+		t.Errorf("the catalog came in %v catalog/3 answers, want an ids page and at least 3 of records", pages)
+	}
+	if old := metricSum(t, a.Daemon.MetricsURL(), oldOK) - oldBefore; old != 0 {
+		t.Errorf("%v catalog/2 answers between two daemons that speak catalog/3", old)
 	}
 }

@@ -273,7 +273,7 @@ func (n *Node) watchPeers(wake chan<- struct{}) error {
 }
 
 // ourProtocols are the protocols only gentoo-p2pd nodes speak.
-var ourProtocols = []protocol.ID{AttestProtocol, CatalogProtocol, AboutProtocol, DHTProtocolPrefix + "/kad/1.0.0", "/gentoo-p2p/fetch/1"}
+var ourProtocols = []protocol.ID{AttestProtocol, CatalogProtocol, CatalogIDsProtocol, AboutProtocol, DHTProtocolPrefix + "/kad/1.0.0", "/gentoo-p2p/fetch/1"}
 
 // isOurs reports whether identify said p speaks one of our protocols: a
 // gentoo-p2pd node, not a public DHT node met through the rendezvous.

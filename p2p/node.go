@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 		cancel()
 		return nil, fmt.Errorf("p2p: register metrics: %w", err)
 	}
-	if h.Attestations != nil || h.Catalog != nil || h.OnGossip != nil || h.About != nil {
+	if h.Attestations != nil || h.Catalog != nil || h.CatalogIDs != nil || h.CatalogRecords != nil || h.OnGossip != nil || h.About != nil {
 		n.Serve(h)
 	}
 	if err := n.start(ctx); err != nil {
@@ -192,6 +192,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.host.SetStreamHandler(AttestProtocol, n.handleAttest)
 	n.host.SetStreamHandler(CatalogProtocol, n.handleCatalog)
+	n.host.SetStreamHandler(CatalogIDsProtocol, n.handleCatalogIDs)
 	n.host.SetStreamHandler(AboutProtocol, n.handleAbout)
 
 	n.connectBootstrap(ctx)
@@ -237,7 +238,7 @@ func (n *Node) hostOptions() (opts []libp2p.Option, release func(), err error) {
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
-	for _, proto := range []protocol.ID{AttestProtocol, CatalogProtocol, AboutProtocol} {
+	for _, proto := range []protocol.ID{AttestProtocol, CatalogProtocol, CatalogIDsProtocol, AboutProtocol} {
 		limits.AddProtocolLimit(proto,
 			rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20},
 			rcmgr.BaseLimitIncrease{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 16 << 20})

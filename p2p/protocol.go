@@ -24,6 +24,8 @@ package p2p
 //	                                        of after the second since
 //	  response = same shape as attest/1
 //
+//	/gentoo-p2p/catalog/3: ids pages and records by id (catalog3.go)
+//
 //	/gentoo-p2p/about/1
 //	  request  = frame(query)               query: 0..256 bytes of UTF-8 (a CPV)
 //	  response = same shape as attest/1, with exactly one blob: the
@@ -61,6 +63,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
 	"github.com/multiformats/go-varint"
 )
 
@@ -221,7 +224,7 @@ func readBlobsWithin(r *bufio.Reader, lim blobLimits) ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %q", ErrRefused, reason)
+		return nil, refused(reason)
 	default:
 		return nil, fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
 	}
@@ -273,7 +276,7 @@ func (n *Node) handleAttest(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || h.Attestations == nil {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
@@ -314,7 +317,7 @@ func (n *Node) handleCatalog(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || h.Catalog == nil {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		if !admit() {
 			return nil, ReasonBusy, nil
@@ -339,7 +342,7 @@ func (n *Node) handleAbout(s network.Stream) {
 		}
 		h := n.handlers.Load()
 		if h == nil || h.About == nil {
-			return nil, "not served", nil
+			return nil, ReasonNotServed, nil
 		}
 		// Rated as well as counted: each answer walks the store.
 		if !n.about.Allow(s.Conn().RemotePeer()) || !admit() {
@@ -371,6 +374,19 @@ func (n *Node) About(ctx context.Context, p peer.ID, query string) ([]byte, erro
 // ReasonBusy is the refusal a peer gets while it (or everyone) already has
 // as many requests open as the limits allow; asking again later works.
 const ReasonBusy = "busy"
+
+// ReasonNotServed is the refusal of a node that has no handler for the
+// protocol asked: the client sees wire.ErrNotSupported as well as
+// ErrRefused, as from a node that lacks the protocol altogether.
+const ReasonNotServed = "not served"
+
+// refused is the error of a refusal with reason.
+func refused(reason []byte) error {
+	if string(reason) == ReasonNotServed {
+		return fmt.Errorf("%w: %w: %q", ErrRefused, wire.ErrNotSupported, reason)
+	}
+	return fmt.Errorf("%w: %q", ErrRefused, reason)
+}
 
 // requestLimiter counts the attest/catalog requests being served, per peer
 // and in total.
@@ -412,6 +428,26 @@ func (l *requestLimiter) release(p peer.ID) {
 // is taken only once a request is read, so streams that never send one
 // hold nothing but the stream until requestReadTimeout.
 func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Context, *bufio.Reader, func() bool) ([][]byte, string, error)) {
+	n.serveWith(s, proto, func(ctx context.Context, r *bufio.Reader, admit func() bool) (response, string, error) {
+		blobs, reason, err := answer(ctx, r, admit)
+		return blobsResponse(blobs), reason, err
+	})
+}
+
+// response writes a success answer and says how many of the items it had
+// it sent.
+type response func(w *bufio.Writer) (sent, had int, err error)
+
+// blobsResponse is the blob answer of attest, catalog/2 and about.
+func blobsResponse(blobs [][]byte) response {
+	return func(w *bufio.Writer) (int, int, error) {
+		sent, err := writeBlobs(w, blobs)
+		return sent, len(blobs), err
+	}
+}
+
+// serveWith is serve for an answer of any shape.
+func (n *Node) serveWith(s network.Stream, proto protocol.ID, answer func(context.Context, *bufio.Reader, func() bool) (response, string, error)) {
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(requestReadTimeout))
 	_ = s.SetWriteDeadline(time.Now().Add(serverStreamTimeout))
@@ -424,7 +460,7 @@ func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Co
 		admitted = n.requests.acquire(remote)
 		return admitted
 	}
-	blobs, reason, err := answer(ctx, bufio.NewReader(s), admit)
+	resp, reason, err := answer(ctx, bufio.NewReader(s), admit)
 	if admitted {
 		defer n.requests.release(remote)
 	}
@@ -443,15 +479,15 @@ func (n *Node) serve(s network.Stream, proto protocol.ID, answer func(context.Co
 		}
 		return
 	}
-	sent, err := writeBlobs(w, blobs)
+	sent, had, err := resp(w)
 	if err != nil {
 		n.metrics.servedRequest(proto, "error")
 		n.log.Debug("write stream response", "protocol", proto, "peer", remote, "err", err)
 		_ = s.Reset()
 		return
 	}
-	if sent < len(blobs) {
-		n.log.Debug("response trimmed to wire limits", "protocol", proto, "peer", remote, "sent", sent, "had", len(blobs))
+	if sent < had {
+		n.log.Debug("response trimmed to wire limits", "protocol", proto, "peer", remote, "sent", sent, "had", had)
 	}
 	n.metrics.servedRequest(proto, "ok")
 }
@@ -463,14 +499,28 @@ func (n *Node) request(ctx context.Context, p peer.ID, proto protocol.ID, req fu
 
 // requestWithin is request with the response read within lim.
 func (n *Node) requestWithin(ctx context.Context, p peer.ID, proto protocol.ID, lim blobLimits, req func(*bufio.Writer) error) ([][]byte, error) {
+	var blobs [][]byte
+	err := n.exchange(ctx, p, proto, req, func(r *bufio.Reader) (err error) {
+		blobs, err = readBlobsWithin(r, lim)
+		return err
+	})
+	return blobs, err
+}
+
+// exchange opens a stream to p, writes req and reads the answer with read.
+// A peer that does not speak proto fails with wire.ErrNotSupported.
+func (n *Node) exchange(ctx context.Context, p peer.ID, proto protocol.ID, req func(*bufio.Writer) error, read func(*bufio.Reader) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, clientStreamTimeout)
 		defer cancel()
 	}
 	s, err := n.host.NewStream(ctx, p, proto)
+	if errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}) {
+		return fmt.Errorf("p2p: open %s stream to %s: %w: %w", proto, p, wire.ErrNotSupported, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("p2p: open %s stream to %s: %w", proto, p, err)
+		return fmt.Errorf("p2p: open %s stream to %s: %w", proto, p, err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
@@ -479,26 +529,25 @@ func (n *Node) requestWithin(ctx context.Context, p peer.ID, proto protocol.ID, 
 	w := bufio.NewWriter(s)
 	if err := req(w); err != nil {
 		_ = s.Reset()
-		return nil, fmt.Errorf("p2p: write %s request to %s: %w", proto, p, err)
+		return fmt.Errorf("p2p: write %s request to %s: %w", proto, p, err)
 	}
 	if err := w.Flush(); err != nil {
 		_ = s.Reset()
-		return nil, fmt.Errorf("p2p: write %s request to %s: %w", proto, p, err)
+		return fmt.Errorf("p2p: write %s request to %s: %w", proto, p, err)
 	}
 	if err := s.CloseWrite(); err != nil {
 		_ = s.Reset()
-		return nil, fmt.Errorf("p2p: close %s request to %s: %w", proto, p, err)
+		return fmt.Errorf("p2p: close %s request to %s: %w", proto, p, err)
 	}
-	blobs, err := readBlobsWithin(bufio.NewReader(s), lim)
-	if err != nil {
+	if err := read(bufio.NewReader(s)); err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("p2p: %s from %s: %w", proto, p, ctx.Err())
+			return fmt.Errorf("p2p: %s from %s: %w", proto, p, ctx.Err())
 		}
-		return nil, fmt.Errorf("p2p: %s from %s: %w", proto, p, err)
+		return fmt.Errorf("p2p: %s from %s: %w", proto, p, err)
 	}
 	_ = s.Close()
-	return blobs, nil
+	return nil
 }
 
 // FetchAttestations asks peer p for the attestations it holds for key (a

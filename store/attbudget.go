@@ -92,6 +92,9 @@ func (s *Store) DropOrphans(buildKeys []string, drop func(endorsement []byte) bo
 					if err := tx.Bucket(bucketEndorse).Delete(k); err != nil {
 						return err
 					}
+					if err := tx.Bucket(bucketEndorseIDs).Delete(k[len(k)-32:]); err != nil {
+						return err
+					}
 				}
 			}
 			// Evidence on bk against peers with no attestation left for it.

@@ -28,6 +28,9 @@ func (s *Store) PutEndorsement(buildKey string, blob []byte) (added bool, err er
 		if err := s.votesChanged(tx, buildKey); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketEndorseIDs).Put(sum[:], key); err != nil {
+			return err
+		}
 		return b.Put(key, blob)
 	})
 	return added, err

@@ -104,7 +104,7 @@ var (
 		bucketVoteVersions, bucketDerived, bucketStanding,
 		bucketDemand, bucketDemandBlob, bucketDemandByPeer, bucketDemandByPlat, bucketDemandByTime,
 		bucketDemandByPlatTime, bucketDemandIDs,
-		bucketVouch,
+		bucketVouch, bucketEndorseIDs,
 	}
 
 	keySchema = []byte("schema")
@@ -249,6 +249,9 @@ func (s *Store) init() error {
 			return err
 		}
 		if err := migrateDemand(tx, fresh); err != nil {
+			return err
+		}
+		if err := migrateEndorsements(tx, fresh); err != nil {
 			return err
 		}
 		if got != SchemaVersion {

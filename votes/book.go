@@ -28,6 +28,10 @@ type Network interface {
 	JoinPlatform(platform string) error
 	Publish(ctx context.Context, platform string, msg []byte) error
 	SyncCatalog(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([][]byte, error)
+	// CatalogIDs and CatalogRecords are catalog/3; a peer that does not
+	// speak it fails with wire.ErrNotSupported.
+	CatalogIDs(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error)
+	CatalogRecords(ctx context.Context, p peer.ID, want []wire.CatalogID) ([][]byte, error)
 	Peers() []wire.PeerInfo
 	DirectAddr(p peer.ID) (netip.Addr, bool)
 }
@@ -106,6 +110,9 @@ type Book struct {
 	// answerBytes and pageBytes bound an attest/1 answer and a catalog
 	// page (attestAnswerBytes, catalogPageBytes; tests lower them).
 	answerBytes, pageBytes int
+	// pageIDs bounds the attestations of a catalog/3 ids page
+	// (MaxCatalogIDs/2; tests lower it).
+	pageIDs int
 	// syncTick is how often SyncLoop looks for peers to sync;
 	// resyncEvery, resyncMargin and fullSyncEvery its schedule (tests
 	// shorten them).
@@ -120,7 +127,7 @@ func New(o Options) *Book {
 		store: o.Store, policy: o.Policy, self: o.Self, key: o.Key, platform: o.Platform,
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
 		log: o.Logger, metrics: newMetrics(o.Registry),
-		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, syncTick: 2 * time.Second,
+		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, pageIDs: wire.MaxCatalogIDs / 2, syncTick: 2 * time.Second,
 		resyncEvery: ResyncEvery, resyncMargin: ResyncMargin, fullSyncEvery: FullSyncEvery,
 	}
 	if vb.log == nil {

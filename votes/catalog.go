@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"slices"
 	"time"
 
@@ -168,7 +169,19 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 	})
 }
 
-// syncPages pages through p's catalog answers for platform from cur, within
+// syncPages pages through p's catalog for platform from cur: by ids over
+// catalog/3 (syncIDPages), or, from a peer that predates it or does not
+// serve it (wire.ErrNotSupported), over catalog/2 (syncBlobPages).
+func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	n, next, more, err = vb.syncIDPages(ctx, p, platform, cur, judge)
+	if errors.Is(err, wire.ErrNotSupported) {
+		return vb.syncBlobPages(ctx, p, platform, cur, judge)
+	}
+	return n, next, more, err
+}
+
+// syncBlobPages pages through p's catalog/2 answers for platform from cur, within
 // the bounds of one sync (maxCatalogPages, maxSyncBytes). judge takes each
 // page's blobs, each once however often a peer repeats it, with their ids;
 // it stores what it keeps, returns how many, and calls step for every
@@ -176,7 +189,7 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 // (time, id) order. A page judge fails to store leaves the cursor before
 // it, to be asked for again; a page that moves the cursor nowhere ends
 // the sync. n, next and more are syncCatalogFrom's.
-func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
+func (vb *Book) syncBlobPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
 	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
 	seen := map[[32]byte]bool{}
 	got := 0

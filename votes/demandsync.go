@@ -12,8 +12,9 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
-// DemandNamespace prefixes the platform of a /gentoo-p2p/catalog/2
-// request for the platform's demand records instead of its attestations:
+// DemandNamespace prefixes the platform of a catalog request (catalog/2
+// pages, catalog/3 ids pages) for the platform's demand records instead
+// of its attestations:
 // "demand/<platform>" pages them in (time, id) order, id being the SHA-256
 // of the signed record, from the cursor on — never from before
 // DemandHorizon. A platform never contains a slash (identity: CHOST, a

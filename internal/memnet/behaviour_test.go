@@ -218,3 +218,48 @@ func TestConnect(t *testing.T) {
 		t.Errorf("Connect to an offline member: %v, want ErrOffline", err)
 	}
 }
+
+// catalog/3 as p2p has it: a member without the handlers is an older
+// daemon (wire.ErrNotSupported), the wire limits are enforced, and what
+// crosses is counted as p2p frames it.
+func TestCatalogIDsAndRecords(t *testing.T) {
+	n := memnet.New()
+	a, b := n.Join(newID(t)), n.Join(newID(t))
+	ctx := context.Background()
+	if _, err := a.CatalogIDs(ctx, b.ID(), "amd64", wire.CatalogCursor{}); !errors.Is(err, wire.ErrNotSupported) {
+		t.Errorf("ids from a member without catalog/3: %v", err)
+	}
+	want := []wire.CatalogID{{Kind: wire.RecordAttestation, ID: [32]byte{1}}}
+	if _, err := a.CatalogRecords(ctx, b.ID(), want); !errors.Is(err, wire.ErrNotSupported) {
+		t.Errorf("records from a member without catalog/3: %v", err)
+	}
+	ids := []wire.CatalogID{{Kind: wire.RecordAttestation, Time: 1_700_000_000, ID: [32]byte{1}}}
+	b.Serve(wire.Handlers{
+		CatalogIDs: func(_ context.Context, platform string, _ wire.CatalogCursor) ([]wire.CatalogID, error) {
+			if platform == "many" {
+				return make([]wire.CatalogID, wire.MaxCatalogIDs+1), nil
+			}
+			return ids, nil
+		},
+		CatalogRecords: func(_ context.Context, w []wire.CatalogID) ([][]byte, error) {
+			return [][]byte{[]byte("record"), []byte("unasked")}[:len(w)+1], nil
+		},
+	})
+	before := a.BytesIn()
+	got, err := a.CatalogIDs(ctx, b.ID(), "amd64", wire.CatalogCursor{})
+	if err != nil || len(got) != 1 || got[0] != ids[0] {
+		t.Fatalf("ids %+v, %v", got, err)
+	}
+	if in := a.BytesIn() - before; in != 2+1+5+32 {
+		t.Errorf("an ids page of one counted as %d bytes, want %d", in, 2+1+5+32)
+	}
+	if _, err := a.CatalogIDs(ctx, b.ID(), "many", wire.CatalogCursor{}); !errors.Is(err, wire.ErrProtocol) {
+		t.Errorf("a page over MaxCatalogIDs: %v, want ErrProtocol", err)
+	}
+	if _, err := a.CatalogRecords(ctx, b.ID(), want); !errors.Is(err, wire.ErrProtocol) {
+		t.Errorf("more records than asked: %v, want ErrProtocol", err)
+	}
+	if _, err := a.CatalogRecords(ctx, b.ID(), nil); err == nil {
+		t.Error("an empty records request was sent")
+	}
+}

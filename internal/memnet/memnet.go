@@ -1,16 +1,17 @@
 // Package memnet is an in-memory stand-in for the peer-to-peer network,
 // for unit tests of the daemon's jobs (votes, own, materialize, localapi)
 // and for the network simulator (internal/sim), which reads BytesIn:
-// providers, platform gossip and the attest and catalog protocols between
-// nodes of one process, with no libp2p host. Gossip is delivered to every
-// other node on the topic synchronously and through its validator, as
-// GossipSub would deliver it from a direct neighbour; a node can be taken
-// offline. The real network is tested with real hosts in package p2p and
-// in the integration tests.
+// providers, platform gossip and the attest and catalog protocols (catalog/2
+// and catalog/3) between nodes of one process, with no libp2p host. Gossip
+// is delivered to every other node on the topic synchronously and through
+// its validator, as GossipSub would deliver it from a direct neighbour; a
+// node can be taken offline. The real network is tested with real hosts
+// in package p2p and in the integration tests.
 package memnet
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -210,6 +211,61 @@ func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur
 	blobs, err := h.Catalog(ctx, platform, cur)
 	nd.received(blobs...)
 	return blobs, err
+}
+
+// CatalogIDs asks p for an ids page of catalog/3 (wire.Handlers.CatalogIDs);
+// a node without that handler is an older daemon (wire.ErrNotSupported).
+// The bytes counted are the ids as p2p frames them. The wire limit on ids
+// is enforced as p2p enforces it.
+func (nd *Node) CatalogIDs(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error) {
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.CatalogIDs == nil {
+		return nil, fmt.Errorf("memnet: catalog/3 to %s: %w", p, wire.ErrNotSupported)
+	}
+	ids, err := h.CatalogIDs(ctx, platform, cur)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) > wire.MaxCatalogIDs {
+		return nil, fmt.Errorf("%w: %d ids exceed %d", wire.ErrProtocol, len(ids), wire.MaxCatalogIDs)
+	}
+	var n int64 = 2 // status and count
+	for _, id := range ids {
+		n += int64(1 + len(binary.AppendUvarint(nil, uint64(id.Time))) + len(id.ID))
+	}
+	nd.mu.Lock()
+	nd.bytesIn += n
+	nd.mu.Unlock()
+	return ids, nil
+}
+
+// CatalogRecords asks p for the records named by want (catalog/3); an
+// answer of more blobs than asked is refused as p2p refuses it.
+func (nd *Node) CatalogRecords(ctx context.Context, p peer.ID, want []wire.CatalogID) ([][]byte, error) {
+	if len(want) == 0 || len(want) > wire.MaxRecordsAsked {
+		return nil, fmt.Errorf("memnet: %d records asked, want 1..%d", len(want), wire.MaxRecordsAsked)
+	}
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.CatalogRecords == nil {
+		return nil, fmt.Errorf("memnet: catalog/3 to %s: %w", p, wire.ErrNotSupported)
+	}
+	blobs, err := h.CatalogRecords(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	if len(blobs) > len(want) {
+		return nil, fmt.Errorf("%w: %d blobs exceed %d", wire.ErrProtocol, len(blobs), len(want))
+	}
+	nd.received(blobs...)
+	return blobs, nil
 }
 
 // FetchAttestations asks p for its attestations of key.

@@ -163,10 +163,11 @@ type Result struct {
 	ControlBytesPerPeerDay float64 `json:"control_bytes_per_peer_day"`
 	GossipBytesPerPeerDay  float64 `json:"gossip_bytes_per_peer_day"`
 	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
-	// from every connected peer of its platform, once a day the whole
-	// catalog and every hour what is new there. Modelled from the catalog
-	// sizes measured at the end of the run and that schedule (the run
-	// itself syncs only when a peer comes back online).
+	// from every connected peer of its platform, once a day the ids of
+	// the whole catalog and every hour those of what is new there
+	// (catalog/3), and the records the peer lacks. Modelled from the
+	// catalog sizes measured at the end of the run and that schedule (the
+	// run itself syncs only when a peer comes back online).
 	ResyncBytesPerPeerDay float64 `json:"resync_bytes_per_peer_day"`
 	DHTBytesPerPeerDay    float64 `json:"dht_bytes_per_peer_day"`
 	// StoreBytesPerPeer is the mean attestation bytes a peer's store
@@ -324,7 +325,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer sp.st.Close()
 		sp.idx, sp.built = i, map[int]int{}
-		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
+		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, CatalogIDs: sp.book.ServeCatalogIDs, CatalogRecords: sp.book.ServeCatalogRecords, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
 		if o.Design == Flood {
 			if err := sp.node.JoinPlatform(plat); err != nil {
 				return nil, err
@@ -726,14 +727,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.MeanAttestationBytes = float64(attBytes) / float64(res.Attestations)
 	}
 	var gossip, stored, storedMax, file float64
-	usage := make([]float64, len(peers)) // attestation bytes each store holds
+	records := make([]float64, len(peers)) // attestations each store holds
 	for i, sp := range peers {
 		gossip += float64(sp.node.BytesIn())
 		u, err := sp.st.TotalUsage()
 		if err != nil {
 			return nil, err
 		}
-		usage[i] = float64(u.Bytes)
+		records[i] = float64(u.Records)
 		stored += float64(u.Bytes)
 		storedMax = max(storedMax, float64(u.Bytes))
 		if fi, err := os.Stat(filepath.Join(dir, fmt.Sprint(i), "state.db")); err == nil {
@@ -746,14 +747,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// its build key up once.
 	res.DHTBytesPerPeerDay = (float64(res.Attestations)*res.RPCsPerProvide + float64(res.Requests)*res.RPCsPerLookup) * DHTBytesPerRPC / n / days
 	// The SyncLoop schedule (votes.ResyncEvery, ResyncMargin,
-	// FullSyncEvery): connections are random with respect to platforms,
-	// the connection manager keeps between its low and high water marks;
-	// a resync reads the records dated since the last one (less the
-	// margin), a full sync the whole catalog, at most maxSyncBytes.
-	catalog := make([]float64, len(pop.Platforms))
+	// FullSyncEvery) over catalog/3: connections are random with respect
+	// to platforms, the connection manager keeps between its low and high
+	// water marks; a resync reads the ids of the records dated since the
+	// last one (less the margin), a full sync the ids of the whole
+	// catalog. Records themselves cross only when the peer lacks them:
+	// here none, since every online subscriber got every gossip message
+	// and a peer coming back online synced at once (those bytes are
+	// measured in GossipBytesPerPeerDay). Demand and endorsement ids are
+	// not counted: the simulation makes neither.
+	catalog := make([]float64, len(pop.Platforms)) // records of each platform
 	for pi, members := range platformPeers {
 		for _, j := range members {
-			catalog[pi] += usage[j] / float64(len(members))
+			catalog[pi] += records[j] / float64(len(members))
 		}
 	}
 	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
@@ -766,8 +772,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		online := float64(pp.OnlineHours)
 		resyncs := online / votes.ResyncEvery.Hours()
 		fulls := max(1, online/votes.FullSyncEvery.Hours())
-		perResync := min(catalog[pp.Platform]*window/simHours, maxSyncBytes)
-		resync += connected * (resyncs*perResync + fulls*min(catalog[pp.Platform], maxSyncBytes))
+		ids := resyncs*catalog[pp.Platform]*window/simHours + fulls*catalog[pp.Platform]
+		resync += connected * min(ids*votes.CatalogIDBytes, maxSyncBytes*(resyncs+fulls))
 	}
 	res.ResyncBytesPerPeerDay = resync / n
 	if o.Design == Interest {

@@ -41,10 +41,18 @@ type Handlers struct {
 	// an unknown key; an error is reported to the peer as "unavailable".
 	Attestations func(ctx context.Context, key cid.Cid) ([][]byte, error)
 	// Catalog returns the catalog entries of platform after cur, serving
-	// /gentoo-p2p/catalog/2. Return at most MaxBlobs entries and
+	// /gentoo-p2p/catalog/2 (for daemons that predate catalog/3). Return at most MaxBlobs entries and
 	// MaxResponseBytes, in (time, id) order, so the client can page from
 	// the last one.
 	Catalog func(ctx context.Context, platform string, cur CatalogCursor) ([][]byte, error)
+	// CatalogIDs answers an ids page of /gentoo-p2p/catalog/3: the ids
+	// of the records Catalog would page, in the same order, at most
+	// MaxCatalogIDs of them.
+	CatalogIDs func(ctx context.Context, platform string, cur CatalogCursor) ([]CatalogID, error)
+	// CatalogRecords answers a records request of /gentoo-p2p/catalog/3:
+	// the blobs of the records named by want (Kind and ID; Time is not
+	// sent) that are held, in the order asked, within the answer's limits.
+	CatalogRecords func(ctx context.Context, want []CatalogID) ([][]byte, error)
 	// OnGossip verifies and takes one gossip message received on a platform
 	// topic. It runs as the GossipSub topic validator: returning an error
 	// rejects the message, so it is neither delivered nor forwarded and its
@@ -84,6 +92,37 @@ type CatalogCursor struct {
 	Since int64
 	After []byte
 }
+
+// CatalogID names one record in a catalog/3 ids page: its kind, its
+// signed time (Unix seconds; 0 for an endorsement, which rides with the
+// attestations of its build key and is not paged by time) and its id, the
+// SHA-256 of its blob. A client asks for the records it lacks by kind and
+// id.
+type CatalogID struct {
+	Kind byte
+	Time int64
+	ID   [32]byte
+}
+
+// Record kinds of catalog/3.
+const (
+	RecordAttestation byte = 'a'
+	RecordEndorsement byte = 'e'
+	RecordDemand      byte = 'd'
+)
+
+// catalog/3 limits (docs/PROTOCOL.md): ids in one page, and ids in one
+// records request. A page of ids is at most 4096 × 42 bytes (168 KiB);
+// 256 records of the 64 KiB a blob may take are 16 MiB, within
+// MaxResponseBytes, and an honest answer of 3 KB attestations is 768 KB.
+const (
+	MaxCatalogIDs   = 4096
+	MaxRecordsAsked = 256
+)
+
+// ErrNotSupported means the peer does not speak the protocol asked for (an
+// older daemon): the caller may fall back to an older version.
+var ErrNotSupported = errors.New("p2p: protocol not supported by peer")
 
 // ProvideStats is the provider's state for `gentoo-p2pd status`.
 type ProvideStats struct {

@@ -1,0 +1,391 @@
+package votes
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+)
+
+// Catalog sync by ids (/gentoo-p2p/catalog/3): a page answers the ids of
+// the records catalog/2 would send, and the client asks only for those it
+// does not hold. A daily full sync then costs the ids of the platform's
+// catalog, not its records (docs/PROTOCOL.md, docs/SCALE.md).
+
+// Errors of a peer that lies in catalog/3, for errors.Is. The sync that
+// meets one fails; it is tried again later from where it stood.
+var (
+	// ErrBadIDPage: an ids page out of (time, id) order, not after the
+	// cursor asked for, over MaxCatalogIDs, or of a kind the page cannot
+	// hold.
+	ErrBadIDPage = errors.New("votes: bad catalog ids page")
+	// ErrUnaskedRecord: a records answer holds a record not asked for (its
+	// SHA-256 is no id asked), one twice, or out of the order asked.
+	ErrUnaskedRecord = errors.New("votes: catalog peer sent a record not asked for")
+	// ErrIDMismatch: a record's signed time is not the time its id was
+	// listed with.
+	ErrIDMismatch = errors.New("votes: catalog record does not match its id")
+)
+
+// maxEndorsementIDs bounds the endorsement ids listed with one
+// attestation, so a page always has room for the attestation itself.
+const maxEndorsementIDs = wire.MaxCatalogIDs/2 - 1
+
+// maxRecordRequests bounds the records requests of one ids page: an
+// honest peer answers 256 records of a few KB in one (2 MiB a answer),
+// so 64 carry a full page of the largest records there are.
+const maxRecordRequests = 64
+
+// CatalogIDBytes is what one id of an ids page costs on the wire: its
+// kind, its time (a uvarint of 5 bytes for any date from 1971 to 3058)
+// and its id. The network simulator models the resync with it.
+const CatalogIDBytes = 1 + 5 + 32
+
+// ServeCatalogIDs answers an ids page of /gentoo-p2p/catalog/3: the ids
+// of the records ServeCatalog would send from cur, in the same order (the
+// endorsements of a build key, time 0, just before the first attestation
+// of it the page names), at most MaxCatalogIDs/2 attestations and
+// MaxCatalogIDs ids, at least one attestation when any is left. It reads
+// the store's indexes and the records' metadata, never a blob.
+func (vb *Book) ServeCatalogIDs(ctx context.Context, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error) {
+	if p, ok := isDemandRequest(platform); ok {
+		if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
+			cur = wire.CatalogCursor{Since: floor}
+		}
+		es, err := vb.store.DemandIDs(p, cur.Since, cur.After, min(wire.MaxCatalogIDs, 2*vb.pageIDs))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]wire.CatalogID, len(es))
+		for i, e := range es {
+			out[i] = wire.CatalogID{Kind: wire.RecordDemand, Time: e.Time, ID: e.ID}
+		}
+		return out, nil
+	}
+	es, err := vb.store.PlatformIDs(platform, cur.Since, cur.After, vb.pageIDs)
+	if err != nil {
+		return nil, err
+	}
+	var out []wire.CatalogID
+	sent := map[string]bool{}
+	for _, e := range es {
+		var group []wire.CatalogID
+		if !sent[e.BuildKey] {
+			sent[e.BuildKey] = true
+			ids, err := vb.store.EndorsementIDs(e.BuildKey)
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range ids[:min(len(ids), maxEndorsementIDs)] {
+				group = append(group, wire.CatalogID{Kind: wire.RecordEndorsement, ID: id})
+			}
+		}
+		group = append(group, wire.CatalogID{Kind: wire.RecordAttestation, Time: e.Time, ID: e.ID})
+		if len(out) > 0 && len(out)+len(group) > wire.MaxCatalogIDs {
+			break
+		}
+		out = append(out, group...)
+	}
+	return out, nil
+}
+
+// ServeCatalogRecords answers a records request of /gentoo-p2p/catalog/3:
+// the blobs of the records asked for that are held, in the order asked,
+// stopping after the one that reaches about catalogPageBytes (so sixteen
+// answers at once stay in tens of MiB). A client asks again for those
+// after the last one answered.
+func (vb *Book) ServeCatalogRecords(ctx context.Context, want []wire.CatalogID) ([][]byte, error) {
+	var out [][]byte
+	size := 0
+	for _, w := range want {
+		if size >= vb.pageBytes || len(out) == wire.MaxRecordsAsked {
+			break
+		}
+		var blob []byte
+		var ok bool
+		var err error
+		switch w.Kind {
+		case wire.RecordAttestation:
+			var rec store.AttestationRecord
+			rec, ok, err = vb.store.GetAttestation(w.ID)
+			blob = rec.Blob
+		case wire.RecordEndorsement:
+			blob, ok, err = vb.store.EndorsementByID(w.ID)
+		case wire.RecordDemand:
+			blob, ok, err = vb.store.DemandBlobByID(w.ID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, blob)
+			size += len(blob)
+		}
+	}
+	return out, nil
+}
+
+// syncIDPages is syncPages over catalog/3: it pages through p's ids for
+// platform from cur, asks for the records it does not hold, and hands
+// those to judge exactly as catalog/2's pages are (the same checks,
+// budgets and bounds). A held record moves the cursor by the time this
+// store holds for it; a fetched one by the time judge vetted. A peer that
+// does not speak catalog/3 fails with wire.ErrNotSupported before
+// anything is done.
+func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	_, demand := isDemandRequest(platform)
+	got := 0
+	for range maxCatalogPages {
+		if got >= maxSyncBytes {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ids, err := vb.net.CatalogIDs(pctx, p, platform, cur)
+		cancel()
+		if err != nil {
+			return n, cur, false, err
+		}
+		got += len(ids) * CatalogIDBytes
+		if err := checkIDPage(ids, cur, demand); err != nil {
+			return n, cur, false, err
+		}
+		listed := make(map[[32]byte]int64, len(ids))
+		kinds := make(map[[32]byte]byte, len(ids))
+		for _, id := range ids {
+			listed[id.ID], kinds[id.ID] = id.Time, id.Kind
+		}
+		held, err := vb.heldRecords(ids)
+		if err != nil {
+			return n, cur, false, err
+		}
+		var want []wire.CatalogID
+		for i, id := range ids {
+			if held[i] < 0 {
+				want = append(want, id)
+			}
+		}
+		blobs, done, size, err := vb.fetchRecords(ctx, p, want, maxSyncBytes-got)
+		got += size
+		if err != nil {
+			return n, cur, false, err
+		}
+		// Records after the first one left unfetched are stepped over at
+		// the next sync, not this one: the cursor stays before it.
+		stop := len(ids)
+		cut := done < len(want)
+		if cut {
+			for i, id := range ids {
+				if id.ID == want[done].ID {
+					stop = i
+					break
+				}
+			}
+		}
+		moved := false
+		next := cur
+		var mismatch error
+		step := func(at int64, id [32]byte) {
+			if t, ok := listed[id]; ok && t != at {
+				mismatch = fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, t)
+				return
+			}
+			if c := (wire.CatalogCursor{Since: at, After: bytes.Clone(id[:])}); cursorAfter(c, next) {
+				next, moved = c, true
+			}
+		}
+		for i, id := range ids[:stop] {
+			switch {
+			case held[i] < 0 || id.Kind == wire.RecordEndorsement:
+			case held[i] == 0:
+				step(id.Time, id.ID) // held, but stored before times were
+			default:
+				step(held[i], id.ID)
+			}
+		}
+		if mismatch != nil {
+			return n, cur, false, mismatch
+		}
+		hashes := make([][32]byte, len(blobs))
+		for i, b := range blobs {
+			hashes[i] = sha256.Sum256(b)
+		}
+		// A record listed at another time than its own is a lie about
+		// the page: refused before anything of it is stored.
+		for i, b := range blobs {
+			if err := matchesListing(b, listed[hashes[i]], kinds[hashes[i]], vb.Decode); err != nil {
+				return n, cur, false, err
+			}
+		}
+		added, err := judge(blobs, hashes, step)
+		n += added
+		if err == nil {
+			err = mismatch
+		}
+		if err != nil {
+			// The cursor stays before this page: it is asked for again.
+			return n, cur, false, err
+		}
+		cur = next
+		if cut {
+			return n, cur, true, nil
+		}
+		if !moved {
+			return n, cur, false, nil
+		}
+	}
+	return n, cur, true, nil
+}
+
+// matchesListing checks a fetched record against the time its id was
+// listed with. A record that does not decode is left to the judge, which
+// counts it as rejected.
+func matchesListing(blob []byte, listed int64, kind byte, decode func([]byte) (*trust.Signed, error)) error {
+	var at int64
+	switch kind {
+	case wire.RecordAttestation:
+		s, err := decode(blob)
+		if err != nil {
+			return nil
+		}
+		at = s.Attestation.Time.Unix()
+	case wire.RecordDemand:
+		s, err := trust.DecodeDemand(blob)
+		if err != nil {
+			return nil
+		}
+		at = s.Demand.Time.Unix()
+	default:
+		return nil
+	}
+	if at != listed {
+		id := sha256.Sum256(blob)
+		return fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, listed)
+	}
+	return nil
+}
+
+// checkIDPage checks an ids page against the cursor it answers: at most
+// MaxCatalogIDs; demand ids only in a demand page, attestations and
+// endorsements only in an attestation page; attestation (or demand) ids
+// after cur and in strictly increasing (time, id) order, each listed once.
+func checkIDPage(ids []wire.CatalogID, cur wire.CatalogCursor, demand bool) error {
+	if len(ids) > wire.MaxCatalogIDs {
+		return fmt.Errorf("%w: %d ids exceed %d", ErrBadIDPage, len(ids), wire.MaxCatalogIDs)
+	}
+	seen := make(map[[32]byte]bool, len(ids))
+	prev := cur
+	for i, id := range ids {
+		if seen[id.ID] {
+			return fmt.Errorf("%w: id %d (%x) listed twice", ErrBadIDPage, i, id.ID[:8])
+		}
+		seen[id.ID] = true
+		switch {
+		case demand && id.Kind != wire.RecordDemand,
+			!demand && id.Kind != wire.RecordAttestation && id.Kind != wire.RecordEndorsement:
+			return fmt.Errorf("%w: id %d of kind %q in a %s page", ErrBadIDPage, i, id.Kind, map[bool]string{true: "demand", false: "attestation"}[demand])
+		case id.Kind == wire.RecordEndorsement:
+			continue
+		}
+		c := wire.CatalogCursor{Since: id.Time, After: id.ID[:]}
+		if len(prev.After) == 0 && c.Since <= prev.Since || len(prev.After) > 0 && !cursorAfter(c, prev) {
+			return fmt.Errorf("%w: id %d (%d, %x) is not after (%d, %x)", ErrBadIDPage, i, id.Time, id.ID[:8], prev.Since, prev.After)
+		}
+		prev = c
+	}
+	return nil
+}
+
+// heldRecords reports for each id of a page whether this store holds the
+// record: -1 when not, else its time (0 for an endorsement, or for an
+// attestation stored before the store kept times).
+func (vb *Book) heldRecords(ids []wire.CatalogID) ([]int64, error) {
+	out := make([]int64, len(ids))
+	var atts, ends, dems []int
+	for i, id := range ids {
+		switch id.Kind {
+		case wire.RecordAttestation:
+			atts = append(atts, i)
+		case wire.RecordEndorsement:
+			ends = append(ends, i)
+		default:
+			dems = append(dems, i)
+		}
+	}
+	pick := func(ix []int) [][32]byte {
+		out := make([][32]byte, len(ix))
+		for j, i := range ix {
+			out[j] = ids[i].ID
+		}
+		return out
+	}
+	mark := func(ix []int, times []int64, held []bool) {
+		for j, i := range ix {
+			out[i] = -1
+			if held[j] {
+				out[i] = times[j]
+			}
+		}
+	}
+	times, held, err := vb.store.AttestationTimes(pick(atts))
+	if err != nil {
+		return nil, err
+	}
+	mark(atts, times, held)
+	if times, held, err = vb.store.DemandTimes(pick(dems)); err != nil {
+		return nil, err
+	}
+	mark(dems, times, held)
+	held, err = vb.store.HasEndorsements(pick(ends))
+	if err != nil {
+		return nil, err
+	}
+	mark(ends, make([]int64, len(ends)), held)
+	return out, nil
+}
+
+// fetchRecords asks p for the records of want, MaxRecordsAsked at a time,
+// and checks every answer: each blob must be one asked for, in the order
+// asked, once. An answer stops where the peer's byte bound stopped it;
+// the ids before its last blob that it left out are not held there. done
+// is how many of want were answered either way; fewer than all when
+// budget (the bytes left to the sync) or maxRecordRequests was reached
+// first. size counts the blobs' bytes.
+func (vb *Book) fetchRecords(ctx context.Context, p peer.ID, want []wire.CatalogID, budget int) (blobs [][]byte, done, size int, err error) {
+	for requests := 0; done < len(want) && requests < maxRecordRequests && size < budget; requests++ {
+		batch := want[done:min(len(want), done+wire.MaxRecordsAsked)]
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		answer, err := vb.net.CatalogRecords(pctx, p, batch)
+		cancel()
+		if err != nil {
+			return blobs, done, size, err
+		}
+		if len(answer) == 0 {
+			done += len(batch) // none of them is held there
+			continue
+		}
+		j := 0
+		for _, b := range answer {
+			id := sha256.Sum256(b)
+			for j < len(batch) && batch[j].ID != id {
+				j++
+			}
+			if j == len(batch) {
+				return nil, done, size, fmt.Errorf("%w: %x (of %d asked)", ErrUnaskedRecord, id[:8], len(batch))
+			}
+			j++
+			blobs = append(blobs, b)
+			size += len(b)
+		}
+		done += j
+	}
+	return blobs, done, size, nil
+}
