@@ -228,16 +228,20 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 	}
 	// The mesh has formed when every peer sees all its connections in the
 	// topic and has grafted at least Dlo of them (or all it has).
-	err = poll(ctx, func() bool {
+	var waiting string
+	formed, stopForming := context.WithTimeout(ctx, 2*time.Minute)
+	err = poll(formed, func() bool {
 		for i, m := range meters {
-			if len(topics[i].ListPeers()) < len(adj[i]) || m.meshSize() < min(params.Dlo, len(adj[i])) {
+			if known := len(topics[i].ListPeers()); known < len(adj[i]) || m.meshSize() < min(params.Dlo, len(adj[i])) {
+				waiting = fmt.Sprintf("peer %d knows %d of its %d connections in the topic, has %d in its mesh", i, known, len(adj[i]), m.meshSize())
 				return false
 			}
 		}
 		return true
 	})
+	stopForming()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sim: the GossipSub mesh did not form: %s: %w", waiting, err)
 	}
 	res.FormedAfterS = time.Since(formStart).Seconds()
 	logf("%d peers, %.0f connections each, mesh formed after %.1f s", n, res.ConnMean, res.FormedAfterS)
