@@ -61,7 +61,12 @@ type GossipOptions struct {
 	// behaviour, not a figure of the control traffic.
 	Paced bool
 	Quiet time.Duration
-	Log   io.Writer
+	// TopicShare is the share of a peer's connections that are on its
+	// platform's topic (0 means 1: every connection). Connections are
+	// random with respect to platform, so a platform with share s of the
+	// network gives its peers about 48·s topic peers each.
+	TopicShare float64
+	Log        io.Writer
 }
 
 // GossipResult is what MeasureGossipSub measured. Bytes are what the peers
@@ -72,6 +77,8 @@ type GossipResult struct {
 	Peers    int           `json:"peers"`
 	Messages int           `json:"messages"`
 	Variant  GossipVariant `json:"variant"`
+	// TopicShare is GossipOptions.TopicShare (1: all connections on topic).
+	TopicShare float64 `json:"topic_share"`
 	// MessageBytes is the published attestation blob's size: what memnet
 	// counts once per subscriber.
 	MessageBytes int `json:"message_bytes"`
@@ -196,8 +203,15 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 		}()
 	}
 	model := DefaultModel(n)
-	adj := connGraph(n, rng)
-	res := &GossipResult{Peers: n, Messages: o.Messages, Variant: o.Variant, ConnMin: n}
+	share := o.TopicShare
+	if share <= 0 || share > 1 {
+		share = 1
+	}
+	conns := config.Defaults().Network
+	lo := max(1, int(math.Round(float64(conns.ConnLow)*share)))
+	hi := max(lo, int(math.Round(float64(conns.ConnHigh)*share)))
+	adj := connGraph(n, lo, hi, rng)
+	res := &GossipResult{Peers: n, Messages: o.Messages, Variant: o.Variant, TopicShare: share, ConnMin: n}
 	for i, nb := range adj {
 		res.ConnMin, res.ConnMax = min(res.ConnMin, len(nb)), max(res.ConnMax, len(nb))
 		res.ConnMean += float64(len(nb)) / float64(n)
@@ -365,11 +379,10 @@ func gossipOptions(v GossipVariant) ([]pubsub.Option, pubsub.GossipSubParams, er
 }
 
 // connGraph connects n peers at random as the daemon's connection manager
-// leaves them: each wants between its low and high marks (32–64 by
-// default, drawn per peer) and none exceeds the high mark.
-func connGraph(n int, rng *rand.Rand) [][]int {
-	net := config.Defaults().Network
-	lo, hi := min(net.ConnLow, n-1), min(net.ConnHigh, n-1)
+// leaves them: each wants between the low and high marks (drawn per peer)
+// and none exceeds the high mark.
+func connGraph(n, lo, hi int, rng *rand.Rand) [][]int {
+	lo, hi = min(lo, n-1), min(hi, n-1)
 	adj := make([][]int, n)
 	linked := make([]map[int]bool, n)
 	for i := range linked {

@@ -43,7 +43,7 @@ func TestGossipSubUnknownVariant(t *testing.T) {
 // The random graph keeps the connection manager's marks.
 func TestConnGraph(t *testing.T) {
 	for _, n := range []int{10, 200} {
-		adj := connGraph(n, rand.New(rand.NewPCG(1, 2)))
+		adj := connGraph(n, 32, 64, rand.New(rand.NewPCG(1, 2)))
 		for i, nb := range adj {
 			lo, hi := min(32, n-1), min(64, n-1)
 			if len(nb) > hi || len(nb) < lo {
