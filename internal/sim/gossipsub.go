@@ -171,7 +171,7 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 		if err != nil {
 			return nil, err
 		}
-		m := &gossipMeter{self: h.ID()}
+		m := &gossipMeter{self: h.ID(), mesh: map[peer.ID]bool{}}
 		meters[i], hosts[i] = m, h
 		ps, err := pubsub.NewGossipSub(ctx, countingHost{Host: h, in: &m.wire},
 			append(opts, pubsub.WithRawTracer(m))...)
@@ -495,7 +495,9 @@ type gossipMeter struct {
 	wire atomic.Int64
 	mu   sync.Mutex
 	c    gossipCounts
-	mesh int
+	// mesh is a set: GossipSub traces a PRUNE from a peer that was not
+	// in the mesh too.
+	mesh map[peer.ID]bool
 }
 
 func (m *gossipMeter) counts() gossipCounts {
@@ -509,7 +511,7 @@ func (m *gossipMeter) counts() gossipCounts {
 func (m *gossipMeter) meshSize() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.mesh
+	return len(m.mesh)
 }
 
 func snapshot(ms []*gossipMeter) []gossipCounts {
@@ -571,15 +573,15 @@ func (m *gossipMeter) DeliverMessage(msg *pubsub.Message) {
 	m.mu.Unlock()
 }
 
-func (m *gossipMeter) Graft(peer.ID, string) {
+func (m *gossipMeter) Graft(p peer.ID, _ string) {
 	m.mu.Lock()
-	m.mesh++
+	m.mesh[p] = true
 	m.mu.Unlock()
 }
 
-func (m *gossipMeter) Prune(peer.ID, string) {
+func (m *gossipMeter) Prune(p peer.ID, _ string) {
 	m.mu.Lock()
-	m.mesh--
+	delete(m.mesh, p)
 	m.mu.Unlock()
 }
 
