@@ -42,12 +42,12 @@ func measureGossip(ctx context.Context, peers int, seed uint64, g gossipSettings
 	}
 	_, err = fmt.Fprintf(stdout, `peers %d (topic share %.2f: connections on the topic %d–%d, mean %.1f; mesh %.1f), variant %s
 messages %d of %d bytes, delivered %d of %d
-amplification %.2f (p50 %.2f, max %.2f across peers), %.2f copies per peer and message
+amplification %.2f (p50 %.2f, max %.2f across peers), %.2f copies and %.1f RPCs per peer and message
 per peer and message: payload %.0f B, IHAVE %.0f, IWANT %.0f, IDONTWANT %.0f, GRAFT/PRUNE %.0f, other %.0f
 no messages: %.0f bytes per peer and hour (measured %.0f s)
 `, r.Peers, r.TopicShare, r.ConnMin, r.ConnMax, r.ConnMean, r.MeshMean, r.Variant,
 		r.Messages, r.MessageBytes, r.Delivered, r.Deliveries,
-		r.Amplification, r.AmplificationP50, r.AmplificationMax, r.CopiesPerMessage,
+		r.Amplification, r.AmplificationP50, r.AmplificationMax, r.CopiesPerMessage, r.RPCsPerMessage,
 		r.PayloadBytes, r.IHaveBytes, r.IWantBytes, r.IDontWantBytes, r.GraftPruneBytes, r.OtherBytes,
 		r.QuietBytesPerPeerHour, r.QuietS)
 	return err

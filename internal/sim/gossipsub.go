@@ -40,7 +40,8 @@ const (
 	GossipNoIDontWant GossipVariant = "no-idontwant"
 	// GossipNoFlood publishes to the mesh only, not to every topic peer.
 	GossipNoFlood GossipVariant = "no-flood"
-	// GossipD4 shrinks the mesh: D = 4 (Dlo 3, Dhi 8) instead of 6 (5, 12).
+	// GossipD4 shrinks the mesh: D = 4 (Dlo 3, Dhi 8, Dout 1) instead of 6
+	// (5, 12, 2).
 	GossipD4 GossipVariant = "d4"
 )
 
@@ -112,6 +113,10 @@ type GossipResult struct {
 	IDontWantBytes  float64 `json:"idontwant_bytes"`
 	GraftPruneBytes float64 `json:"graft_prune_bytes"`
 	OtherBytes      float64 `json:"other_bytes"`
+	// RPCsPerMessage is the RPCs a peer received per message: on TCP each
+	// costs a yamux frame header (12 bytes) and a TLS record (22 bytes)
+	// that the figures above leave out.
+	RPCsPerMessage float64 `json:"rpcs_per_message"`
 	// WireMatchesRPCs says whether the bytes counted on the streams equal
 	// the sum of the received RPCs' encoded sizes (the breakdown above).
 	WireMatchesRPCs bool `json:"wire_matches_rpcs"`
@@ -330,6 +335,7 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 	res.Amplification = float64(sum.wire) / per / float64(res.MessageBytes)
 	res.AmplificationP50, res.AmplificationMax = factors[n/2], factors[n-1]
 	res.CopiesPerMessage = float64(sum.copies) / per
+	res.RPCsPerMessage = float64(sum.rpcs) / per
 	res.PayloadBytes = float64(sum.payload) / per
 	res.IHaveBytes = float64(sum.ihave) / per
 	res.IWantBytes = float64(sum.iwant) / per
@@ -371,7 +377,7 @@ func gossipOptions(v GossipVariant) ([]pubsub.Option, pubsub.GossipSubParams, er
 	case GossipNoFlood:
 		return append(opts, pubsub.WithFloodPublish(false)), params, nil
 	case GossipD4:
-		params.D, params.Dlo, params.Dhi = 4, 3, 8
+		params.D, params.Dlo, params.Dhi, params.Dout = 4, 3, 8, 1 // pubsub wants Dout < D/2
 	default:
 		return nil, params, fmt.Errorf("sim: unknown gossipsub variant %q (want one of %v)", v, GossipVariants)
 	}
@@ -474,17 +480,17 @@ func (s *countingStream) Read(p []byte) (int, error) {
 type gossipCounts struct {
 	wire, total                                  int64
 	payload, ihave, iwant, idontwant, graftPrune int64
-	copies, delivered                            int64
+	copies, delivered, rpcs                      int64
 }
 
 func (c gossipCounts) add(d gossipCounts) gossipCounts {
 	return gossipCounts{c.wire + d.wire, c.total + d.total, c.payload + d.payload, c.ihave + d.ihave,
-		c.iwant + d.iwant, c.idontwant + d.idontwant, c.graftPrune + d.graftPrune, c.copies + d.copies, c.delivered + d.delivered}
+		c.iwant + d.iwant, c.idontwant + d.idontwant, c.graftPrune + d.graftPrune, c.copies + d.copies, c.delivered + d.delivered, c.rpcs + d.rpcs}
 }
 
 func (c gossipCounts) sub(d gossipCounts) gossipCounts {
 	return gossipCounts{c.wire - d.wire, c.total - d.total, c.payload - d.payload, c.ihave - d.ihave,
-		c.iwant - d.iwant, c.idontwant - d.idontwant, c.graftPrune - d.graftPrune, c.copies - d.copies, c.delivered - d.delivered}
+		c.iwant - d.iwant, c.idontwant - d.idontwant, c.graftPrune - d.graftPrune, c.copies - d.copies, c.delivered - d.delivered, c.rpcs - d.rpcs}
 }
 
 // gossipMeter is one peer's pubsub.RawTracer: it sizes every RPC the peer
@@ -536,7 +542,7 @@ func field(num protowire.Number, n int) int64 {
 }
 
 func (m *gossipMeter) RecvRPC(rpc *pubsub.RPC) {
-	var c gossipCounts
+	c := gossipCounts{rpcs: 1}
 	c.total = int64(protowire.SizeBytes(proto.Size(&rpc.RPC))) // with its length prefix
 	for _, msg := range rpc.Publish {
 		c.payload += field(2, proto.Size(msg))
