@@ -323,17 +323,19 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 	res.Delivered = delivered(meters)
 	res.DeliveredAll = res.Delivered == res.Deliveries
 	var sum gossipCounts
-	factors := make([]float64, n)
+	var factors []float64 // of the peers that received a message
 	for i := range n {
 		d := after[i].sub(before[i])
 		sum = sum.add(d)
-		factors[i] = float64(d.wire) / float64((o.Messages-published[i])*res.MessageBytes)
+		if got := o.Messages - published[i]; got > 0 {
+			factors = append(factors, float64(d.wire)/float64(got*res.MessageBytes))
+		}
 		res.MeshMean += float64(meters[i].meshSize()) / float64(n)
 	}
 	slices.Sort(factors)
 	per := float64(res.Deliveries)
 	res.Amplification = float64(sum.wire) / per / float64(res.MessageBytes)
-	res.AmplificationP50, res.AmplificationMax = factors[n/2], factors[n-1]
+	res.AmplificationP50, res.AmplificationMax = factors[len(factors)/2], factors[len(factors)-1]
 	res.CopiesPerMessage = float64(sum.copies) / per
 	res.RPCsPerMessage = float64(sum.rpcs) / per
 	res.PayloadBytes = float64(sum.payload) / per
