@@ -28,6 +28,21 @@ func (t *platformTopic) close() {
 	_ = t.topic.Close()
 }
 
+// GossipSubOptions are the options the daemon starts GossipSub with: the
+// library's default parameters (D = 6, a 1 s heartbeat, IDONTWANT for
+// messages of 1 KiB and more), no peer scoring. The simulator measures
+// GossipSub's traffic with the same options (docs/SCALE.md).
+func GossipSubOptions() []pubsub.Option {
+	return []pubsub.Option{
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		// The origin sends to every subscribed peer it knows, not only to
+		// its mesh: catalog messages are rare, and without it a message
+		// published before the first heartbeat builds the mesh is lost.
+		pubsub.WithFloodPublish(true),
+		pubsub.WithMaxMessageSize(MaxBlobSize + 4096), // payload plus envelope
+	}
+}
+
 // TopicName is the GossipSub topic carrying the catalog of platform.
 func TopicName(platform string) string { return TopicPrefix + platform }
 

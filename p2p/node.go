@@ -179,14 +179,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("p2p: start sweeping provider: %w", err)
 	}
-	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
-		// The origin sends to every subscribed peer it knows, not only to
-		// its mesh: catalog messages are rare, and without it a message
-		// published before the first heartbeat builds the mesh is lost.
-		pubsub.WithFloodPublish(true),
-		pubsub.WithMaxMessageSize(MaxBlobSize+4096), // payload plus envelope
-	)
+	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host, GossipSubOptions()...)
 	if err != nil {
 		return fmt.Errorf("p2p: start gossipsub: %w", err)
 	}

@@ -42,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	established := fs.Float64("established", 0.95, "share of honest peers with full standing at the start (the rest are still earning it)")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	gossip := fs.Int("gossipsub", 0, "instead: measure real GossipSub's bytes per message and peer on this many libp2p hosts (docs/SCALE.md)")
+	gossipFlags := gossipFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,6 +66,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	progress := stderr
 	if *quiet {
 		progress = nil
+	}
+	if *gossip > 0 {
+		return measureGossip(ctx, *gossip, *seed, gossipFlags, progress, stdout, *jsonOut)
 	}
 	m := sim.DefaultModel(*nodes)
 	if *days > 0 {

@@ -59,4 +59,7 @@ func TestBadArguments(t *testing.T) {
 	if err := run([]string{"-runs", filepath.Join(t.TempDir(), "none.json"), "-model", "10"}, &out, &errOut); err == nil {
 		t.Error("a missing fits.json was accepted")
 	}
+	if err := run([]string{"-gossipsub", "2", "-gossipsub-variant", "d3", "-q"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "d3") {
+		t.Errorf("an unknown GossipSub variant: %v", err)
+	}
 }
