@@ -59,4 +59,7 @@ func TestBadArguments(t *testing.T) {
 	if err := run([]string{"-runs", filepath.Join(t.TempDir(), "none.json"), "-model", "10"}, &out, &errOut); err == nil {
 		t.Error("a missing fits.json was accepted")
 	}
+	if err := run([]string{"-donors", "1.5"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "-donors 1.5") {
+		t.Errorf("a share of donors over 1: %v", err)
+	}
 }
