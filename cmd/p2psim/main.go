@@ -41,12 +41,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	adversary := fs.String("adversary", "none", "who attacks every popular build: none; troll (one fresh identity attests random contents); sybil (1,000 fresh identities back a backdoor); sleeper (100 identities with 30 days of standing back a backdoor)")
 	perKey := fs.Int("attackers-per-key", 30, "how many of the attacker's identities sign each attacked build")
 	established := fs.Float64("established", 0.95, "share of honest peers with full standing at the start (the rest are still earning it)")
+	donors := fs.Float64("donors", sim.DefaultDonors, "share of peers that donate CPU (build.donate): they build the most wanted variants of their platform that lack a trusted build; 0: none, and no demand records")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	gossip := fs.Int("gossipsub", 0, "instead: measure real GossipSub's bytes per message and peer on this many libp2p hosts (docs/SCALE.md)")
 	gossipFlags := gossipFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *donors < 0 || *donors > 1 {
+		return fmt.Errorf("-donors %v: want a share of the peers between 0 and 1", *donors)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -84,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if *runs != "" {
 			ft, err = sim.LoadFitted(*runs)
 		} else {
-			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), AttackersPerKey: *perKey, Established: *established, Log: progress})
+			ft, err = sim.Measure(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), AttackersPerKey: *perKey, Established: *established, Donors: *donors, Log: progress})
 		}
 		if err != nil {
 			return err
@@ -99,7 +103,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return print(stdout, ft.At(*model), *jsonOut)
 	default:
-		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), AttackersPerKey: *perKey, Established: *established, Log: progress})
+		r, err := sim.Run(ctx, sim.Options{Model: m, Seed: *seed, Design: sim.Design(*design), Adversary: sim.Adversary(*adversary), AttackersPerKey: *perKey, Established: *established, Donors: *donors, Log: progress})
 		if err != nil {
 			return err
 		}

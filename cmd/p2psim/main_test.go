@@ -62,4 +62,7 @@ func TestBadArguments(t *testing.T) {
 	if err := run([]string{"-gossipsub", "2", "-gossipsub-variant", "d3", "-q"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "d3") {
 		t.Errorf("an unknown GossipSub variant: %v", err)
 	}
+	if err := run([]string{"-donors", "1.5"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "-donors 1.5") {
+		t.Errorf("a share of donors over 1: %v", err)
+	}
 }

@@ -149,7 +149,9 @@ func (ft *Fitted) At(n int) *Result {
 	r.Hits, r.Ideal = int(float64(big.Hits)*scale), int(float64(big.Ideal)*scale)
 	r.LostNotAllowed, r.LostDispute = int(float64(big.LostNotAllowed)*scale), int(float64(big.LostDispute)*scale)
 	r.LostOffline, r.LostNAT = int(float64(big.LostOffline)*scale), int(float64(big.LostNAT)*scale)
-	r.Installable, r.NeverInstallable = 0, 0
+	r.Installable, r.NeverInstallable, r.WeightInstallable = 0, 0, 0
+	r.Donors, r.DonorBuilds, r.DonorRebuilds = int(float64(big.Donors)*scale), int(float64(big.DonorBuilds)*scale), int(float64(big.DonorRebuilds)*scale)
+	r.DonorBuildHours, r.DemandRecords = big.DonorBuildHours*scale, int(float64(big.DemandRecords)*scale)
 	r.GossipBytesPerPeerDay = ft.fit("gossip_bytes_per_peer_day").At(n)
 	r.StoreBytesPerPeer = ft.fit("store_bytes_per_peer").At(n)
 	r.StoreBytesPerPeerMax, r.StoreFileBytesPerPeer = 0, 0

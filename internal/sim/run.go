@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -63,6 +64,14 @@ type Options struct {
 	// only peers that joined within trust.standing_days are still
 	// earning theirs (uniformly far along).
 	Established float64
+	// Donors is the share of peers that donate CPU (build.donate): each
+	// plans as builder/plan.go does from its own Book's demand
+	// (Book.Wanted, Book.Supply) and builds the most wanted variant of
+	// its platform without a trusted build, or with fewer reproducers than
+	// the threshold (build.rebuild), one at a time, while online. 0: none,
+	// and no demand records are made (the runs before donors were
+	// modelled, reproduced exactly).
+	Donors float64
 	// Log gets progress lines; nil discards them.
 	Log io.Writer
 }
@@ -155,6 +164,24 @@ type Result struct {
 	TimeToInstallableP99S float64 `json:"time_to_installable_p99_s"`
 	NeverInstallable      int     `json:"never_installable"`
 	Installable           int     `json:"installable"`
+	// WeightToInstallable: for the same builds and peers as
+	// TimeToInstallable, from the attestation that brought the build to
+	// the threshold weight as that peer weighs its voters (standing) to
+	// the build being Allowed there: delivery alone, without the wait for
+	// a reproducer with enough standing.
+	WeightToInstallableP50S float64 `json:"weight_to_installable_p50_s"`
+	WeightToInstallableP99S float64 `json:"weight_to_installable_p99_s"`
+	WeightInstallable       int     `json:"weight_installable"`
+	// Donors is how many peers donate CPU; DonorBuilds the builds they
+	// made (DonorRebuilds of them for a variant already trusted at the
+	// donor with fewer reproducers than the threshold) and
+	// DonorBuildHours the simulated hours they spent. DemandRecords is
+	// how many demand records the peers signed and gossiped.
+	Donors          int     `json:"donors,omitempty"`
+	DonorBuilds     int     `json:"donor_builds,omitempty"`
+	DonorRebuilds   int     `json:"donor_rebuilds,omitempty"`
+	DonorBuildHours float64 `json:"donor_build_hours,omitempty"`
+	DemandRecords   int     `json:"demand_records,omitempty"`
 	// ControlBytesPerPeerDay is the sum of the three below, per peer and
 	// simulated day. GossipBytesPerPeerDay is what each peer received,
 	// measured: gossip, catalog pages and attest answers (in the interest
@@ -236,6 +263,17 @@ type pendingCheck struct {
 	observer int
 	hour     int
 }
+
+// weightWatch follows a pending check's build at its observer until it is
+// Allowed there, for WeightToInstallable.
+type weightWatch struct {
+	observer int
+	done     bool
+}
+
+// variantBuild is what a variant key names in the simulated tree, for a
+// donor handing a wanted variant to its build.
+type variantBuild struct{ pkg, version, use int }
 
 // Run runs the population for the model's days and returns the figures.
 func Run(ctx context.Context, o Options) (*Result, error) {
@@ -383,11 +421,27 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	epoch := time.Now().Add(-time.Duration(m.Days*24+2) * time.Hour).UTC().Truncate(time.Hour)
 	truth := map[keys.Build]*buildTruth{}
 	var (
-		lookups     int // interest design: DHT lookups
-		pending     []pendingCheck
-		installable []float64
-		attBytes    int64
+		lookups           int // interest design: DHT lookups
+		pending           []pendingCheck
+		installable       []float64
+		weightInstallable []float64
+		watches           = map[keys.Build]*weightWatch{}
+		attBytes          int64
 	)
+	// The donors' stream (who donates, build times) and the weight
+	// watches' gossip delays: neither draws from rng, so a run without
+	// donors is the run before donors were modelled.
+	drng := rand.New(rand.NewPCG(o.Seed, 9))
+	wrng := rand.New(rand.NewPCG(o.Seed, 11))
+	// variants maps each demanded variant key to what it builds.
+	variants := map[keys.Variant]variantBuild{}
+	// changes counts, per platform, the records that could change a
+	// donor's plan (a demand record, an attestation): an idle donor whose
+	// plan found nothing plans again only when its platform changed or it
+	// synced on return (the same plan otherwise: standing does not move
+	// within a run), which saves the simulator the daemon's per-minute
+	// plans.
+	changes := make([]int, len(pop.Platforms))
 	buildKey := func(pkg, version, use, platform int) (identity.Descriptor, keys.Build) {
 		d := descriptor(pop, pkg, version, use, platform)
 		return d, d.BuildKey()
@@ -468,10 +522,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		return nil
 	}
-	// build has peer i compile pkg at version and share the result.
-	build := func(i, pkg, version, hour int) error {
+	// build has peer i compile pkg at version with USE variant use and
+	// share the result; r draws its times (a donor's own stream, so that
+	// -donors 0 draws what runs before donors drew). install says the
+	// peer installs what it built (a request's compile; a donor's build
+	// goes to its builder's PKGDIR).
+	build := func(i, pkg, version, use, hour int, r *rand.Rand, install bool) error {
 		pp := pop.Peers[i]
-		d, bk := buildKey(pkg, version, pp.USE(pkg), pp.Platform)
+		d, bk := buildKey(pkg, version, use, pp.Platform)
 		var seed string
 		if pop.Packages[pkg].Reproducible {
 			// Honest builds agree only with the same compiler.
@@ -480,20 +538,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			seed = fmt.Sprintf("%s/%d", bk, i)
 		}
 		content := trust.ContentID{Image: sha256.Sum256([]byte("image " + seed)), Metadata: sha256.Sum256([]byte("meta " + seed))}
-		at := epoch.Add(time.Duration(hour)*time.Hour + time.Duration(rng.IntN(3600))*time.Second)
+		at := epoch.Add(time.Duration(hour)*time.Hour + time.Duration(r.IntN(3600))*time.Second)
 		s, err := attest(d, content, pop.Toolchains[pp.Toolchain], at, peers[i].key)
 		if err != nil {
 			return err
 		}
 		attBytes += int64(len(s.Marshal()))
 		res.Attestations++
-		peers[i].built[pkg] = version
+		if install {
+			peers[i].built[pkg] = version
+		}
 		bt := truth[bk]
 		if bt == nil {
 			bt = &buildTruth{platform: pp.Platform, honest: map[trust.ContentID][]int{}, fetched: map[trust.ContentID][]int{}}
 			truth[bk] = bt
 		}
 		bt.honest[content] = append(bt.honest[content], i)
+		changes[pp.Platform]++
 		wall := time.Now()
 		if err := peers[i].book.StoreOwn(s); err != nil {
 			return fmt.Errorf("sim: peer %d stores its own attestation: %w", i, err)
@@ -511,6 +572,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				return err
 			}
 		}
+		// A build waiting at its observer for threshold weight: allowed
+		// there now, it was this attestation's delivery or an earlier one's.
+		if w := watches[bk]; w != nil && !w.done && peers[w.observer].online {
+			b, ok, err := peers[w.observer].book.AllowedBuild(bk)
+			if err != nil {
+				return err
+			}
+			if ok {
+				w.done = true
+				since := at.Sub(weightReached(b.Verdict, m.Threshold, at)).Seconds()
+				weightInstallable = append(weightInstallable, since+time.Since(wall).Seconds()+gossipDelay(pop, wrng, len(platformPeers[pp.Platform])))
+			}
+		}
 		if !bt.reached && len(bt.honest[content]) >= m.Threshold {
 			bt.reached = true
 			// Time to installable at a peer of the platform that was
@@ -522,7 +596,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				}
 			}
 			if len(cands) > 0 {
-				j := cands[rng.IntN(len(cands))]
+				j := cands[r.IntN(len(cands))]
 				if err := ask(j, bk); err != nil {
 					return err
 				}
@@ -531,14 +605,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 					return err
 				}
 				if ok {
-					delay := gossipDelay(pop, rng, len(platformPeers[pp.Platform]))
+					delay := gossipDelay(pop, r, len(platformPeers[pp.Platform]))
 					if o.Design == Interest {
 						// A lookup, then one round trip for attest/1.
-						delay = dres.LookupMS[rng.IntN(len(dres.LookupMS))]/1000 + 2*pop.Model.oneWay(rng).Seconds()
+						delay = dres.LookupMS[r.IntN(len(dres.LookupMS))]/1000 + 2*pop.Model.oneWay(r).Seconds()
 					}
 					installable = append(installable, time.Since(wall).Seconds()+delay)
+					// This attestation brought it to the threshold weight.
+					weightInstallable = append(weightInstallable, time.Since(wall).Seconds()+delay)
 				} else {
 					pending = append(pending, pendingCheck{bk: bk, observer: j, hour: hour})
+					watches[bk] = &weightWatch{observer: j}
 				}
 			}
 		}
@@ -613,6 +690,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				res.LostStanding++
 			}
 		}
+		if o.Donors > 0 {
+			// The daemon records what it installs or compiles from
+			// source, signed, and gossips it on the platform topic.
+			d, _ := buildKey(pkg, v, pp.USE(pkg), pp.Platform)
+			kind := trust.DemandSource
+			if hit {
+				kind = trust.DemandBinary
+			}
+			if _, err := peers[i].book.RecordDemand(ctx, d, kind); err != nil {
+				return fmt.Errorf("sim: peer %d records its demand: %w", i, err)
+			}
+			res.DemandRecords++
+			changes[pp.Platform]++
+			variants[d.VariantKey()] = variantBuild{pkg: pkg, version: v, use: pp.USE(pkg)}
+		}
 		if hit {
 			hits++
 			peers[i].built[pkg] = v
@@ -625,7 +717,64 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			return nil
 		}
-		return build(i, pkg, v, h)
+		return build(i, pkg, v, pp.USE(pkg), h, rng, true)
+	}
+	// The donors: a share of the peers, drawn once.
+	donors := map[int]*donor{}
+	if o.Donors > 0 {
+		n := int(math.Round(o.Donors * float64(m.Nodes)))
+		for _, i := range drng.Perm(m.Nodes)[:min(n, m.Nodes)] {
+			donors[i] = &donor{}
+		}
+		res.Donors = len(donors)
+	}
+	donorIdx := slices.Sorted(maps.Keys(donors))
+	// donate runs donor i's builder for the online hour h: it plans as
+	// builder/plan.go does whenever it is idle (the daemon plans every
+	// minute, so the head of a fresh plan is what starts) and builds one
+	// variant at a time, each taking a drawn build time; a build that
+	// does not end within the hour goes on in the next online hour.
+	donate := func(i, h int) error {
+		dn := donors[i]
+		plat := pop.Peers[i].Platform
+		budget := time.Hour
+		for budget > 0 {
+			if dn.job == nil {
+				if dn.idle && dn.seen == changes[plat] {
+					return nil
+				}
+				w, kind, ok, err := planHead(ctx, peers[i].book, pop.Platforms[plat].ID, m.Threshold)
+				if err != nil {
+					return fmt.Errorf("sim: donor %d plans: %w", i, err)
+				}
+				dn.idle, dn.seen = !ok, changes[plat]
+				if !ok {
+					return nil // nothing wanted lacks builds: idle this hour
+				}
+				vb, known := variants[w.Variant]
+				if !known {
+					return fmt.Errorf("sim: donor %d: wanted variant %s was never demanded in this run", i, w.Variant)
+				}
+				dn.job = &donorJob{vb: vb, rebuild: kind == kindRebuild, left: buildTime(drng)}
+			}
+			if dn.job.left > budget {
+				dn.job.left -= budget
+				res.DonorBuildHours += budget.Hours()
+				return nil
+			}
+			budget -= dn.job.left
+			res.DonorBuildHours += dn.job.left.Hours()
+			j := dn.job
+			dn.job = nil
+			res.DonorBuilds++
+			if j.rebuild {
+				res.DonorRebuilds++
+			}
+			if err := build(i, j.vb.pkg, j.vb.version, j.vb.use, h, drng, false); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	hours := m.Days * 24
 	for h := range hours {
@@ -642,6 +791,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			sp.online = on
 			sp.node.SetOnline(on)
+			if dn := donors[i]; dn != nil {
+				dn.idle = false // its catalog sync may bring records
+			}
 			if !on || o.Design != Flood {
 				continue
 			}
@@ -668,12 +820,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err := ask(pc.observer, pc.bk); err != nil {
 				return nil, err
 			}
-			_, ok, err := peers[pc.observer].book.AllowedBuild(pc.bk)
+			b, ok, err := peers[pc.observer].book.AllowedBuild(pc.bk)
 			if err != nil {
 				return nil, err
 			}
 			if ok {
 				installable = append(installable, float64(h-pc.hour)*3600)
+				if w := watches[pc.bk]; w != nil && !w.done {
+					// It came with the catalog sync on return.
+					w.done = true
+					now := epoch.Add(time.Duration(h) * time.Hour)
+					weightInstallable = append(weightInstallable, max(0, now.Sub(weightReached(b.Verdict, m.Threshold, now)).Seconds()))
+				}
 			} else {
 				kept = append(kept, pc)
 			}
@@ -706,6 +864,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				}
 			}
 		}
+		for _, i := range donorIdx {
+			if peers[i].online {
+				if err := donate(i, h); err != nil {
+					return nil, err
+				}
+			}
+		}
 		if h%24 == 23 {
 			logf("day %d: %d attestations, %d requests, %d hits, %d ideal", day+1, res.Attestations, res.Requests, hits, ideal)
 		}
@@ -723,6 +888,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	slices.Sort(installable)
 	res.TimeToInstallableP50S, res.TimeToInstallableP99S = quantile(installable, 0.5), quantile(installable, 0.99)
+	slices.Sort(weightInstallable)
+	res.WeightInstallable = len(weightInstallable)
+	res.WeightToInstallableP50S, res.WeightToInstallableP99S = quantile(weightInstallable, 0.5), quantile(weightInstallable, 0.99)
 	if res.Attestations > 0 {
 		res.MeanAttestationBytes = float64(attBytes) / float64(res.Attestations)
 	}
@@ -848,7 +1016,7 @@ func newPeer(net *memnet.Network, dir, platform string, policy trust.Policy, lim
 	}
 	node := net.Join(id)
 	vb := votes.New(votes.Options{
-		Store: st, Policy: policy, Self: id, Platform: platform,
+		Store: st, Policy: policy, Self: id, Key: k, Platform: platform,
 		Limits: limits, Files: xpak.DefaultLimits(), Net: node,
 	})
 	return &simPeer{key: k, id: id, st: st, book: vb, node: node, online: true}, nil

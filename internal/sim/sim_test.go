@@ -2,11 +2,20 @@ package sim
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/config"
+	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
+	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
 // A CI-sized network: 100 peers for 7 simulated days on the real code.
@@ -136,5 +145,124 @@ func TestAdversaries(t *testing.T) {
 	// network serves less than half of what it did.
 	if r := run(Sybil, 100); r.LostDispute == 0 || 2*r.Hits >= honest.Hits {
 		t.Errorf("control: with every attester counted the Sybils cost only %d of %d hits (%d disputes): the attack did not reach the peers", honest.Hits-r.Hits, honest.Hits, r.LostDispute)
+	}
+}
+
+// A donor plans as builder/plan.go does from its Book: a wanted variant
+// without a trusted build is built; one with a trusted build, or one this
+// node attested, is not.
+func TestDonorPlan(t *testing.T) {
+	m := DefaultModel(10)
+	pop, err := NewPopulation(m, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Defaults()
+	policy, err := votes.PolicyFromConfig(cfg.Trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := memnet.New()
+	self, err := newPeer(net, t.TempDir(), pop.Platforms[0].ID, policy, cfg.Limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.st.Close()
+	// Three builders with full standing here.
+	var others []*simPeer
+	history := map[string]store.Standing{}
+	today := store.DayOf(time.Now())
+	for range 3 {
+		o, err := newPeer(net, t.TempDir(), pop.Platforms[0].ID, policy, cfg.Limits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.st.Close()
+		others = append(others, o)
+		history[string(o.id)] = store.Standing{First: today - 90, Last: today - 1, Days: 90}
+	}
+	if err := self.st.SetStanding(history); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	tc := pop.Toolchains[0]
+	at := time.Now().Add(-time.Hour)
+	// Three variants wanted here: trusted has three agreeing votes,
+	// missing and own none.
+	trusted, missing, own := descriptor(pop, 0, 1, 0, 0), descriptor(pop, 1, 1, 0, 0), descriptor(pop, 2, 1, 0, 0)
+	for _, d := range []identity.Descriptor{trusted, missing, own} {
+		if _, err := self.book.RecordDemand(ctx, d, trust.DemandSource); err != nil {
+			t.Fatal(err)
+		}
+	}
+	content := trust.ContentID{Image: sha256.Sum256([]byte("image")), Metadata: sha256.Sum256([]byte("meta"))}
+	for _, o := range others {
+		s, err := attest(trusted, content, tc, at, o.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := self.book.IngestFrom(ctx, s.Marshal(), o.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, err := self.book.AllowedBuild(trusted.BuildKey()); err != nil || !ok {
+		t.Fatalf("three established builders agree and the build is not allowed (%v)", err)
+	}
+	s, err := attest(own, content, tc, at, self.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := self.book.StoreOwn(s); err != nil {
+		t.Fatal(err)
+	}
+	w, kind, ok, err := planHead(ctx, self.book, pop.Platforms[0].ID, m.Threshold)
+	if err != nil || !ok || w.Variant != missing.VariantKey() || kind != kindBuild {
+		t.Fatalf("plan: %v %v %v %v; want a build of %s (%s)", w.Variant, kind, ok, err, missing.VariantKey(), missing.CPV)
+	}
+	// Built here, nothing is left to build.
+	if s, err = attest(missing, content, tc, at, self.key); err != nil {
+		t.Fatal(err)
+	}
+	if err := self.book.StoreOwn(s); err != nil {
+		t.Fatal(err)
+	}
+	if w, _, ok, err := planHead(ctx, self.book, pop.Platforms[0].ID, m.Threshold); err != nil || ok {
+		t.Errorf("plan after building: %s %v %v, want nothing", w.Variant, ok, err)
+	}
+}
+
+// Donors, fed by the peers' real demand records, build what requests
+// wanted and no trusted build served: on the same small network and
+// seed, they raise the hits, without a false accept.
+func TestDonorsRaiseHits(t *testing.T) {
+	// As TestAdversaries: few packages and threshold 2, so that builds
+	// can reach the threshold within days at 80 peers.
+	m := DefaultModel(80)
+	m.Days, m.Packages, m.InstalledMean, m.RequestsPerDay, m.Threshold = 4, 60, 15, 2, 2
+	run := func(donors float64) *Result {
+		t.Helper()
+		r, err := Run(t.Context(), Options{Model: m, Seed: 7, DHTOps: 10, Donors: donors})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("donors %.2f: %d requests, %d ideal, %d hits; %d donors, %d builds, %d demand records; %.1f s",
+			donors, r.Requests, r.Ideal, r.Hits, r.Donors, r.DonorBuilds, r.DemandRecords, r.WallSeconds)
+		if r.FalseAccepts != 0 {
+			t.Errorf("donors %.2f: %d false accepts", donors, r.FalseAccepts)
+		}
+		if lost := r.LostNotAllowed + r.LostOffline + r.LostNAT; r.Hits+lost != r.Ideal {
+			t.Errorf("donors %.2f: hits %d + lost %d != ideal %d", donors, r.Hits, lost, r.Ideal)
+		}
+		return r
+	}
+	without, with := run(0), run(0.2)
+	if without.DemandRecords != 0 || without.DonorBuilds != 0 {
+		t.Errorf("without donors: %d demand records, %d donor builds", without.DemandRecords, without.DonorBuilds)
+	}
+	if with.DemandRecords != with.Requests || with.DonorBuilds == 0 {
+		t.Fatalf("with donors: %d demand records for %d requests, %d donor builds", with.DemandRecords, with.Requests, with.DonorBuilds)
+	}
+	if with.Hits <= without.Hits {
+		t.Errorf("donors built %d variants and the hits went from %d to %d", with.DonorBuilds, without.Hits, with.Hits)
 	}
 }

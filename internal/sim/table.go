@@ -19,7 +19,7 @@ func (r *Result) Table() string {
 	row("builds", "%d (%d attestations)", r.Builds, r.Attestations)
 	row("requests", "%d", r.Requests)
 	row("hit rate", "%.3f of requests (ideal %.3f, ratio %.3f)", r.HitRate, r.IdealHitRate, ratio(r.HitRate, r.IdealHitRate))
-	row("lost of the ideal", "not allowed %d (%d disputes), no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostDispute, r.LostOffline, r.LostNAT, 100*r.NATLoss)
+	row("lost of the ideal", "not allowed %d (%d disputes, %d below threshold by standing), no provider online %d, NAT %d (%.1f %%)", r.LostNotAllowed, r.LostDispute, r.LostStanding, r.LostOffline, r.LostNAT, 100*r.NATLoss)
 	row("false accepts", "%d", r.FalseAccepts)
 	if r.Adversary != "" && r.Adversary != None {
 		row("adversary", "%s: %d attestations sent", r.Adversary, r.AdversaryAttestations)
@@ -28,6 +28,10 @@ func (r *Result) Table() string {
 		row("time to installable", "p50 %.1f s, p99 %.1f s (as measured)", r.TimeToInstallableP50S, r.TimeToInstallableP99S)
 	} else {
 		row("time to installable", "p50 %.1f s, p99 %.1f s (%d builds; %d never)", r.TimeToInstallableP50S, r.TimeToInstallableP99S, r.Installable, r.NeverInstallable)
+		row("from threshold weight", "p50 %.1f s, p99 %.1f s (%d builds)", r.WeightToInstallableP50S, r.WeightToInstallableP99S, r.WeightInstallable)
+	}
+	if r.Donors > 0 {
+		row("donors", "%d: %d builds (%d rebuilds), %.0f build hours; %d demand records", r.Donors, r.DonorBuilds, r.DonorRebuilds, r.DonorBuildHours, r.DemandRecords)
 	}
 	row("control bytes/peer/day", "%s (received: gossip, catalog pages and attest answers %s; DHT %s; periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
 	if r.Modelled {
