@@ -119,6 +119,9 @@ type NetworkConfig struct {
 	ConnHigh          int           `toml:"conn_high" mapstructure:"conn_high"`
 	DHTMode           string        `toml:"dht_mode" mapstructure:"dht_mode"` // auto, server, client
 	ReprovideInterval time.Duration `toml:"reprovide_interval" mapstructure:"reprovide_interval"`
+	// PlatformPeers is how many connected peers of its own platform the
+	// daemon seeks through the private DHT (0: none).
+	PlatformPeers int `toml:"platform_peers" mapstructure:"platform_peers"`
 	// Rendezvous finds peers with no bootstrap list: the daemon advertises
 	// and looks up one well-known namespace on the public libp2p DHT.
 	Rendezvous      bool     `toml:"rendezvous" mapstructure:"rendezvous"`
@@ -301,6 +304,7 @@ func baseDefaults(d dirs) *Config {
 			ConnHigh:          64,
 			DHTMode:           "auto",
 			ReprovideInterval: 22 * time.Hour,
+			PlatformPeers:     8,
 			Rendezvous:        true,
 			RendezvousPeers:   []string{},
 		},

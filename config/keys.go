@@ -89,6 +89,8 @@ var keys = []keySpec{
 		doc: "`auto`, `server` or `client` (on a LAN without public peers use `server`)"},
 	{key: "network.reprovide_interval", kind: kindDuration, field: func(c *Config) any { return &c.Network.ReprovideInterval },
 		doc: "how often provider records are re-announced (Go duration)"},
+	{key: "network.platform_peers", kind: kindInt, field: func(c *Config) any { return &c.Network.PlatformPeers },
+		doc: "how many connected peers of its own platform the daemon seeks: it advertises `gentoo-p2pd/platform/1/<platform>` on the private DHT and looks it up while fewer are connected (≤ conn_high; 0 turns it off)"},
 	{key: "network.rendezvous", kind: kindBool, flag: "rendezvous", field: func(c *Config) any { return &c.Network.Rendezvous },
 		doc: "find peers over the internet with no bootstrap list: advertise and look up the namespace gentoo-p2pd/rendezvous/1 on the public libp2p (IPFS) DHT, as a DHT client"},
 	{key: "network.rendezvous_peers", kind: kindList, field: func(c *Config) any { return &c.Network.RendezvousPeers },

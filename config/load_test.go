@@ -338,6 +338,8 @@ func TestLoadErrors(t *testing.T) {
 		{name: "negative rate", file: "[transfer]\nupload_rate = -5\n", want: `config: transfer.upload_rate: must be ≥ 0 (0 = unlimited), got -5`, is: ErrInvalidValue},
 		{name: "zero stall timeout", file: "[transfer]\nupload_stall_timeout = \"0s\"\n", want: `config: transfer.upload_stall_timeout: must be > 0, got 0s`, is: ErrInvalidValue},
 		{name: "conn_high below conn_low", file: "[network]\nconn_low = 10\nconn_high = 5\n", want: `config: network.conn_high: must be ≥ 1 and ≥ network.conn_low (10), got 5`, is: ErrInvalidValue},
+		{name: "platform_peers above conn_high", file: "[network]\nplatform_peers = 65\n", want: `config: network.platform_peers: must be ≥ 0 and ≤ network.conn_high (64), got 65`, is: ErrInvalidValue},
+		{name: "platform_peers negative", file: "[network]\nplatform_peers = -1\n", want: `config: network.platform_peers: must be ≥ 0 and ≤ network.conn_high (64), got -1`, is: ErrInvalidValue},
 		{name: "dht mode", flags: []string{"--dht-mode=both"}, want: `config: network.dht_mode: must be one of auto, server, client, got "both"`, is: ErrInvalidValue},
 		{name: "listen not multiaddr", env: []string{"GENTOO_P2PD_NETWORK_LISTEN=0.0.0.0:4701"}, want: `~config: network.listen[0]: not a multiaddr "0.0.0.0:4701"`, is: ErrInvalidValue},
 		{name: "bootstrap without peer id", file: "[network]\nbootstrap = [\"/ip4/1.2.3.4/tcp/4701\"]\n", want: `~config: network.bootstrap[0]: want a multiaddr ending in /p2p/<peer id>`, is: ErrInvalidValue},

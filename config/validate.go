@@ -71,6 +71,9 @@ func (c *Config) Validate() error {
 	if c.Network.ConnHigh < 1 || c.Network.ConnHigh < c.Network.ConnLow {
 		bad("network.conn_high", "must be ≥ 1 and ≥ network.conn_low (%d), got %d", c.Network.ConnLow, c.Network.ConnHigh)
 	}
+	if c.Network.PlatformPeers < 0 || c.Network.PlatformPeers > c.Network.ConnHigh {
+		bad("network.platform_peers", "must be ≥ 0 and ≤ network.conn_high (%d), got %d", c.Network.ConnHigh, c.Network.PlatformPeers)
+	}
 	oneOf("network.dht_mode", c.Network.DHTMode, "auto", "server", "client")
 	if c.Network.ReprovideInterval <= 0 {
 		bad("network.reprovide_interval", "must be > 0, got %s", c.Network.ReprovideInterval)

@@ -274,7 +274,11 @@ func (d *Daemon) discovery() string {
 		parts = append(parts, fmt.Sprintf("public DHT rendezvous (advertised; %d peer%s found through it)", rs.Found, plural(rs.Found)))
 	}
 	if len(parts) == 0 {
+		// The platform peers are found through peers met these ways.
 		return "none: no mDNS, no bootstrap peers, no rendezvous (only known peers and peers add)"
+	}
+	if ps := d.node.PlatformPeersStatus(d.platform); ps.Enabled {
+		parts = append(parts, fmt.Sprintf("platform peers on the DHT (%d of %d wanted connected, %d found)", ps.Connected, ps.Want, ps.Found))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -338,6 +342,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	pcfg.RelayClient = d.cfg.Network.RelayClient
 	pcfg.ConnLow, pcfg.ConnHigh = d.cfg.Network.ConnLow, d.cfg.Network.ConnHigh
 	pcfg.DHTMode = p2p.DHTMode(d.cfg.Network.DHTMode)
+	pcfg.PlatformPeers = d.cfg.Network.PlatformPeers
 	if d.cfg.Network.ReprovideInterval > 0 {
 		pcfg.ReprovideInterval = d.cfg.Network.ReprovideInterval
 	}
@@ -386,6 +391,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 	if err := node.JoinPlatform(d.platform); err != nil {
 		return fmt.Errorf("p2p: join platform topic %s: %w", d.platform, err)
+	}
+	// Random connections leave a small platform's topic disconnected.
+	if err := node.FindPlatformPeers(d.platform); err != nil {
+		return fmt.Errorf("p2p: seek peers of platform %s: %w", d.platform, err)
 	}
 
 	// Every listener is open before anything runs, so a failure here

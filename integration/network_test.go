@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,13 @@ func testFind(t *testing.T, alice, erin *testnet.Node) {
 			return slices.ContainsFunc(provs, func(p peer.AddrInfo) bool { return p.ID == alice.Daemon.ID() })
 		})
 	}
+	// The daemon seeks peers of its platform (network.platform_peers) and
+	// status says how many it has.
+	waitFor(t, "erin to advertise its platform and report its platform peers", func() bool {
+		ps := erin.Daemon.Node().PlatformPeersStatus(erin.Daemon.Platform())
+		return ps.Advertised && ps.Connected > 0 && ps.Want == 8 &&
+			strings.Contains(erin.Daemon.API().Status(ctx).Discovery, fmt.Sprintf("platform peers on the DHT (%d of 8 wanted connected", ps.Connected))
+	})
 }
 
 // --- hostile peers ---

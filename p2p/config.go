@@ -127,6 +127,9 @@ type Config struct {
 	// KnownPeers is how many peers are remembered; 0 means
 	// DefaultKnownPeers.
 	KnownPeers int
+	// PlatformPeers is how many connected peers of its platform
+	// FindPlatformPeers seeks through the private DHT; 0 disables it.
+	PlatformPeers int
 
 	// connGater is a test hook: it lets tests force a topology (A-B-C
 	// without A-C) that DHT peer discovery would otherwise undo.
@@ -162,6 +165,7 @@ func DefaultConfig() Config {
 		ConnGrace:         time.Minute,
 		DHTMode:           DHTAuto,
 		ReprovideInterval: DefaultReprovideInterval,
+		PlatformPeers:     DefaultPlatformPeers,
 	}
 }
 
@@ -215,6 +219,9 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.PlatformPeers < 0 {
+		return fmt.Errorf("%w: PlatformPeers %d is negative", ErrConfig, c.PlatformPeers)
 	}
 	if c.KnownPeers <= 0 {
 		c.KnownPeers = DefaultKnownPeers

@@ -21,9 +21,14 @@ type platformTopic struct {
 	name  string
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
+	seek  *platformSeeker // nil unless FindPlatformPeers runs; set under Node.mu
 }
 
+// close is called once the topic is out of Node.topics.
 func (t *platformTopic) close() {
+	if t.seek != nil {
+		t.seek.stop() // its event handler must go before the topic
+	}
 	t.sub.Cancel()
 	_ = t.topic.Close()
 }

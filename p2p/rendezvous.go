@@ -129,11 +129,7 @@ func (n *Node) rendezvousLoop(public *dht.IpfsDHT, disc *drouting.RoutingDiscove
 				joined = true
 			}
 			if !time.Now().Before(advertiseAt) {
-				// kad-dht's Provide sets no deadline of its own; a slow
-				// one must not hold up the lookups of this loop.
-				actx, cancel := context.WithTimeout(ctx, rendezvousAdvertiseTimeout)
-				ttl, err := disc.Advertise(actx, ns)
-				cancel()
+				ttl, err := advertise(ctx, disc, ns)
 				switch {
 				case ctx.Err() != nil:
 					return
@@ -174,15 +170,36 @@ func (n *Node) rendezvousLoop(public *dht.IpfsDHT, disc *drouting.RoutingDiscove
 	}
 }
 
-// rendezvousFind looks ns up and dials the nodes found that are not
-// connected yet, at most rendezvousDials of them.
+// rendezvousFind looks ns up and dials the gentoo-p2pd nodes found.
 func (n *Node) rendezvousFind(ctx context.Context, disc *drouting.RoutingDiscovery, ns string) {
+	k := n.dialFound(ctx, disc, ns, "rendezvous", func(p peer.ID) {
+		n.host.ConnManager().TagPeer(p, "gentoo-p2p-rendezvous", 10)
+	})
+	n.rdv.found.Add(int64(k))
+}
+
+// advertise provides ns through disc and returns how long the record
+// lives. kad-dht's Provide sets no deadline of its own; a slow one must
+// not hold up the lookups of the loop that advertises.
+func advertise(ctx context.Context, disc *drouting.RoutingDiscovery, ns string) (time.Duration, error) {
+	actx, cancel := context.WithTimeout(ctx, rendezvousAdvertiseTimeout)
+	defer cancel()
+	return disc.Advertise(actx, ns)
+}
+
+// dialFound looks ns up through disc, reading at most rendezvousFindLimit
+// records, and dials the nodes found that are not connected yet, at most
+// rendezvousDials of them, so a namespace flooded by fakes costs a bounded
+// number of dials. It returns how many of them turned out to speak a
+// gentoo-p2pd protocol, after handing each to kept (if not nil). what
+// names the caller in logs.
+func (n *Node) dialFound(ctx context.Context, disc *drouting.RoutingDiscovery, ns, what string, kept func(peer.ID)) int {
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	found, err := disc.FindPeers(fctx, ns, discovery.Limit(rendezvousFindLimit))
 	if err != nil {
-		n.log.Debug("rendezvous: lookup failed", "err", err)
-		return
+		n.log.Debug(what+": lookup failed", "namespace", ns, "err", err)
+		return 0
 	}
 	var (
 		wg              sync.WaitGroup
@@ -191,7 +208,9 @@ func (n *Node) rendezvousFind(ctx context.Context, disc *drouting.RoutingDiscove
 	)
 	for ai := range found {
 		seen++
-		if ai.ID == n.host.ID() || len(ai.Addrs) == 0 || n.isOurs(ai.ID) && len(n.host.Network().ConnsToPeer(ai.ID)) > 0 {
+		// A connected peer is not redialled: the connection is there, and
+		// a second dial racing the first gains nothing.
+		if ai.ID == n.host.ID() || len(ai.Addrs) == 0 || len(n.host.Network().ConnsToPeer(ai.ID)) > 0 {
 			continue
 		}
 		if dialled.Load() >= rendezvousDials {
@@ -203,23 +222,26 @@ func (n *Node) rendezvousFind(ctx context.Context, disc *drouting.RoutingDiscove
 			defer cancel()
 			n.clearBackoff(ai.ID)
 			if err := n.host.Connect(cctx, ai); err != nil {
-				n.log.Debug("rendezvous: found node unreachable", "peer", ai.ID, "err", err)
+				n.log.Debug(what+": found node unreachable", "peer", ai.ID, "err", err)
 				return
 			}
 			if !n.isOurs(ai.ID) {
-				return // advertised our namespace but speaks nothing of ours
+				return // advertised the namespace but speaks nothing of ours
 			}
-			n.host.ConnManager().TagPeer(ai.ID, "gentoo-p2p-rendezvous", 10)
+			if kept != nil {
+				kept(ai.ID)
+			}
 			joined.Add(1)
 		})
 	}
 	wg.Wait()
-	if k := joined.Load(); k > 0 {
-		n.rdv.found.Add(k)
-		n.log.Info(fmt.Sprintf("rendezvous: connected to %d peers found on the public DHT", k), "records", seen, "peers", n.peerCount())
+	k := int(joined.Load())
+	if k > 0 {
+		n.log.Info(fmt.Sprintf("%s: connected to %d peers found on the DHT", what, k), "namespace", ns, "records", seen, "peers", n.peerCount())
 	} else {
-		n.log.Debug("rendezvous: lookup done", "records", seen, "dialled", dialled.Load(), "peers", n.peerCount())
+		n.log.Debug(what+": lookup done", "namespace", ns, "records", seen, "dialled", dialled.Load(), "peers", n.peerCount())
 	}
+	return k
 }
 
 // rendezvousAdvertiseTimeout bounds one advertisement in the public DHT
