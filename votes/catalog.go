@@ -171,11 +171,14 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 
 // syncPages pages through p's catalog for platform from cur: by ids over
 // catalog/3 (syncIDPages), or, from a peer that predates it or does not
-// serve it (wire.ErrNotSupported), over catalog/2 (syncBlobPages).
+// serve it (its first ids request fails with wire.ErrNotSupported), over
+// catalog/2 (syncBlobPages). A peer that stops serving catalog/3 partway
+// fails this sync: the next one starts where it stood, over catalog/2,
+// rather than this one starting over within the same bounds.
 func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
 	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
 	n, next, more, err = vb.syncIDPages(ctx, p, platform, cur, judge)
-	if errors.Is(err, wire.ErrNotSupported) {
+	if errors.Is(err, errCatalog3NotServed) {
 		return vb.syncBlobPages(ctx, p, platform, cur, judge)
 	}
 	return n, next, more, err
