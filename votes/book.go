@@ -118,6 +118,9 @@ type Book struct {
 	// (wire.MaxResponseBytes); tests lower them.
 	syncTime   time.Duration
 	fetchBytes int
+	// decodeDemand is trust.DecodeDemand, which checks the signature: a
+	// test counts the checks through it.
+	decodeDemand func([]byte) (*trust.SignedDemand, error)
 	// syncTick is how often SyncLoop looks for peers to sync;
 	// resyncEvery, resyncMargin and fullSyncEvery its schedule (tests
 	// shorten them).
@@ -133,7 +136,7 @@ func New(o Options) *Book {
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
 		log: o.Logger, metrics: newMetrics(o.Registry),
 		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, pageIDs: wire.MaxCatalogIDs / 2, syncTick: 2 * time.Second,
-		syncTime: maxSyncTime, fetchBytes: wire.MaxResponseBytes,
+		syncTime: maxSyncTime, fetchBytes: wire.MaxResponseBytes, decodeDemand: trust.DecodeDemand,
 		resyncEvery: ResyncEvery, resyncMargin: ResyncMargin, fullSyncEvery: FullSyncEvery,
 	}
 	if vb.log == nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
-	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // Catalog sync by ids (/gentoo-p2p/catalog/3): a page answers the ids of
@@ -160,7 +159,7 @@ func (vb *Book) ServeCatalogRecords(ctx context.Context, want []wire.CatalogID) 
 // errCatalog3NotServed (wrapping wire.ErrNotSupported), before anything
 // is done; a later failure is an ordinary error.
 func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
-	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, vb.syncTime)
 	defer cancel()
 	_, demand := isDemandRequest(platform)
@@ -225,14 +224,15 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		moved := false
 		next := cur
 		var mismatch error
-		step := func(at int64, id [32]byte) {
+		step := func(at int64, id [32]byte) error {
 			if t, ok := listed[id]; ok && t != at {
 				mismatch = fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, t)
-				return
+				return mismatch
 			}
 			if c := (wire.CatalogCursor{Since: at, After: bytes.Clone(id[:])}); cursorAfter(c, next) {
 				next, moved = c, true
 			}
+			return nil
 		}
 		for i, id := range ids[:stop] {
 			switch {
@@ -242,10 +242,10 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 				// by the time the record itself is signed with, never by
 				// the one the peer claims.
 				if at, ok := vb.heldAttestationTime(id.ID); ok {
-					step(at, id.ID)
+					_ = step(at, id.ID) // a mismatch is kept in mismatch
 				}
 			default:
-				step(held[i], id.ID)
+				_ = step(held[i], id.ID)
 			}
 		}
 		if mismatch != nil {
@@ -255,11 +255,12 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		for i, b := range blobs {
 			hashes[i] = sha256.Sum256(b)
 		}
-		// A record listed at another time, or as another kind, than its
-		// own is a lie about the page: refused before anything of it is
-		// stored.
+		// A record listed as another kind than its own is a lie about
+		// the page, refused before anything of it is stored; one listed
+		// at another time than its own fails judge's step, before judge
+		// stores anything (its signature checked once, by judge).
 		for i, b := range blobs {
-			if err := matchesListing(b, listed[hashes[i]], kinds[hashes[i]], vb.Decode); err != nil {
+			if err := matchesKind(b, kinds[hashes[i]]); err != nil {
 				return n, cur, false, err
 			}
 		}
@@ -297,36 +298,14 @@ func (vb *Book) heldAttestationTime(id [32]byte) (int64, bool) {
 	return s.Attestation.Time.Unix(), true
 }
 
-// matchesListing checks a fetched record against the kind and time its
-// id was listed with. A record that does not decode is left to the judge, which
-// counts it as rejected.
-func matchesListing(blob []byte, listed int64, kind byte, decode func([]byte) (*trust.Signed, error)) error {
-	// The kind decides how the cursor moves (an endorsement's time is
-	// not checked): content of another kind is a lie about the page.
+// matchesKind checks a fetched record against the kind its id was listed
+// with: the kind decides whether its time is checked and whether it moves
+// the cursor, so an endorsement listed as anything but 'e', or anything
+// else listed as 'e', is a lie about the page.
+func matchesKind(blob []byte, kind byte) error {
 	if isEndorsement := bytes.HasPrefix(blob, endorsementMagic); isEndorsement != (kind == wire.RecordEndorsement) {
 		id := sha256.Sum256(blob)
 		return fmt.Errorf("%w: record %x is listed as kind %q", ErrIDMismatch, id[:8], kind)
-	}
-	var at int64
-	switch kind {
-	case wire.RecordAttestation:
-		s, err := decode(blob)
-		if err != nil {
-			return nil
-		}
-		at = s.Attestation.Time.Unix()
-	case wire.RecordDemand:
-		s, err := trust.DecodeDemand(blob)
-		if err != nil {
-			return nil
-		}
-		at = s.Demand.Time.Unix()
-	default:
-		return nil
-	}
-	if at != listed {
-		id := sha256.Sum256(blob)
-		return fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, listed)
 	}
 	return nil
 }

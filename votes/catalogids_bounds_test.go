@@ -14,6 +14,7 @@ import (
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
+	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // fakeEndorsementIDs are n endorsement ids of records that exist nowhere.
@@ -348,4 +349,53 @@ func TestSyncByIDsHeldRecordWithoutTimeMovesTheCursorByItsOwn(t *testing.T) {
 	if !errors.Is(err, ErrIDMismatch) || n != 0 || next.Since >= future {
 		t.Fatalf("sync: %d new, next %+v, %v; want ErrIDMismatch, the cursor not moved to the listed time", n, next, err)
 	}
+}
+
+// A demand record synced by ids has its signature checked once, and one
+// listed at another time than its own refuses the page before anything
+// of it is stored.
+func TestDemandSyncByIDsChecksEachSignatureOnce(t *testing.T) {
+	net := memnet.New()
+	hello := fixtureDescriptor(t, "app-misc/hello-1.0.gpkg.tar")
+	platform := hello.Platform()
+	a := onPlatform(t, joinBook(t, net, true, nil), platform)
+	c := onPlatform(t, joinBook(t, net, true, nil), platform)
+	ctx := t.Context()
+	for _, m := range []member{a, c} {
+		if _, err := m.RecordDemand(ctx, hello, trust.DemandSource); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("honest", func(t *testing.T) {
+		b := onPlatform(t, joinBook(t, net, false, nil), platform)
+		var mu sync.Mutex
+		checks := 0
+		b.decodeDemand = func(blob []byte) (*trust.SignedDemand, error) {
+			mu.Lock()
+			checks++
+			mu.Unlock()
+			return trust.DecodeDemand(blob)
+		}
+		a.node.Serve((&idTap{book: a.Book}).handlers())
+		if n, _, _, err := b.syncDemandFrom(ctx, a.self, wire.CatalogCursor{}); n != 2 || err != nil {
+			t.Fatalf("demand sync: %d new, %v; want 2", n, err)
+		}
+		if checks != 2 {
+			t.Fatalf("%d signature checks for 2 demand records", checks)
+		}
+	})
+	t.Run("listed at another time", func(t *testing.T) {
+		b := onPlatform(t, joinBook(t, net, false, nil), platform)
+		a.node.Serve((&idTap{book: a.Book, ids: func(ctx context.Context, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error) {
+			ids, err := a.ServeCatalogIDs(ctx, platform, cur)
+			if len(ids) > 0 {
+				ids[len(ids)-1].Time++
+			}
+			return ids, err
+		}}).handlers())
+		n, _, _, err := b.syncDemandFrom(ctx, a.self, wire.CatalogCursor{})
+		if !errors.Is(err, ErrIDMismatch) || n != 0 || b.WantCount(hello.VariantKey()) != 0 {
+			t.Fatalf("demand sync: %d new, %v, %d wants stored; want ErrIDMismatch, nothing stored", n, err, b.WantCount(hello.VariantKey()))
+		}
+	})
 }
