@@ -113,6 +113,14 @@ type Book struct {
 	// pageIDs bounds the attestations of a catalog/3 ids page
 	// (MaxCatalogIDs/2; tests lower it).
 	pageIDs int
+	// syncTime bounds one catalog sync as a whole (maxSyncTime) and
+	// fetchBytes the records fetched for one ids page
+	// (wire.MaxResponseBytes); tests lower them.
+	syncTime   time.Duration
+	fetchBytes int
+	// decodeDemand is trust.DecodeDemand, which checks the signature: a
+	// test counts the checks through it.
+	decodeDemand func([]byte) (*trust.SignedDemand, error)
 	// syncTick is how often SyncLoop looks for peers to sync;
 	// resyncEvery, resyncMargin and fullSyncEvery its schedule (tests
 	// shorten them).
@@ -128,6 +136,7 @@ func New(o Options) *Book {
 		limits: o.Limits, files: o.Files, installed: o.Installed, net: o.Net,
 		log: o.Logger, metrics: newMetrics(o.Registry),
 		answerBytes: attestAnswerBytes, pageBytes: catalogPageBytes, pageIDs: wire.MaxCatalogIDs / 2, syncTick: 2 * time.Second,
+		syncTime: maxSyncTime, fetchBytes: wire.MaxResponseBytes, decodeDemand: trust.DecodeDemand,
 		resyncEvery: ResyncEvery, resyncMargin: ResyncMargin, fullSyncEvery: FullSyncEvery,
 	}
 	if vb.log == nil {

@@ -140,7 +140,7 @@ const catalogPageBytes = 2 << 20
 // resume.
 func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.CatalogCursor) (n int, next wire.CatalogCursor, more bool, err error) {
 	via := vb.arrivalFrom(p)
-	return vb.syncPages(ctx, p, vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error) {
+	return vb.syncPages(ctx, p, vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error) {
 		var atts, endorsements [][]byte
 		for i, b := range blobs {
 			if bytes.HasPrefix(b, endorsementMagic) {
@@ -151,7 +151,9 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 			// The next page starts after the last attestation in (time,
 			// id) order, whatever order a peer sent.
 			if s, err := vb.Decode(b); err == nil {
-				step(s.Attestation.Time.Unix(), ids[i])
+				if err := step(s.Attestation.Time.Unix(), ids[i]); err != nil {
+					return 0, err // a lie about the page: nothing of it stored
+				}
 			}
 		}
 		added, err := vb.ingestBatch(ctx, atts, via)
@@ -171,11 +173,14 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 
 // syncPages pages through p's catalog for platform from cur: by ids over
 // catalog/3 (syncIDPages), or, from a peer that predates it or does not
-// serve it (wire.ErrNotSupported), over catalog/2 (syncBlobPages).
+// serve it (its first ids request fails with wire.ErrNotSupported), over
+// catalog/2 (syncBlobPages). A peer that stops serving catalog/3 partway
+// fails this sync: the next one starts where it stood, over catalog/2,
+// rather than this one starting over within the same bounds.
 func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
-	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
 	n, next, more, err = vb.syncIDPages(ctx, p, platform, cur, judge)
-	if errors.Is(err, wire.ErrNotSupported) {
+	if errors.Is(err, errCatalog3NotServed) {
 		return vb.syncBlobPages(ctx, p, platform, cur, judge)
 	}
 	return n, next, more, err
@@ -185,12 +190,13 @@ func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur w
 // the bounds of one sync (maxCatalogPages, maxSyncBytes). judge takes each
 // page's blobs, each once however often a peer repeats it, with their ids;
 // it stores what it keeps, returns how many, and calls step for every
-// record it vetted, so the next page starts after the last of them in
-// (time, id) order. A page judge fails to store leaves the cursor before
+// record it vetted, before storing any, so the next page starts after the
+// last of them in (time, id) order; a step that fails (catalog/3: a
+// record dated otherwise than listed) fails judge, storing nothing. A page judge fails to store leaves the cursor before
 // it, to be asked for again; a page that moves the cursor nowhere ends
 // the sync. n, next and more are syncCatalogFrom's.
 func (vb *Book) syncBlobPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
-	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
 	seen := map[[32]byte]bool{}
 	got := 0
 	for range maxCatalogPages {
@@ -218,10 +224,11 @@ func (vb *Book) syncBlobPages(ctx context.Context, p peer.ID, platform string, c
 		}
 		moved := false
 		next := cur
-		added, err := judge(blobs, ids, func(at int64, id [32]byte) {
+		added, err := judge(blobs, ids, func(at int64, id [32]byte) error {
 			if c := (wire.CatalogCursor{Since: at, After: id[:]}); cursorAfter(c, next) {
 				next, moved = c, true
 			}
+			return nil
 		})
 		n += added
 		if err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
-	"github.com/gentoo-p2p/gentoo-p2pd/trust"
 )
 
 // Catalog sync by ids (/gentoo-p2p/catalog/3): a page answers the ids of
@@ -43,6 +42,22 @@ const maxEndorsementIDs = wire.MaxCatalogIDs/2 - 1
 // honest peer answers 256 records of a few KB in one (2 MiB a answer),
 // so 64 carry a full page of the largest records there are.
 const maxRecordRequests = 64
+
+// maxSyncRequests bounds the requests of one catalog/3 sync, ids pages
+// and records requests together, and maxSyncTime its time, each request
+// keeping its own 30 s timeout within it. SyncLoop syncs its peers one
+// after another: without these, a peer that lists ids it never sends
+// held one sync for 64 pages of 64 requests, hours. An honest sync of
+// records of a few KB reaches maxSyncBytes at about 100 requests; one
+// cut short goes on at the next tick, from where it stopped.
+const (
+	maxSyncRequests = 128
+	maxSyncTime     = 5 * time.Minute
+)
+
+// errCatalog3NotServed: the first ids request of a sync found catalog/3
+// not served there, so syncPages syncs over catalog/2 instead.
+var errCatalog3NotServed = errors.New("votes: catalog/3 not served")
 
 // CatalogIDBytes is what one id of an ids page costs on the wire: its
 // kind, its time (a uvarint of 5 bytes for any date from 1971 to 3058)
@@ -137,21 +152,32 @@ func (vb *Book) ServeCatalogRecords(ctx context.Context, want []wire.CatalogID) 
 // platform from cur, asks for the records it does not hold, and hands
 // those to judge exactly as catalog/2's pages are (the same checks,
 // budgets and bounds). A held record moves the cursor by the time this
-// store holds for it; a fetched one by the time judge vetted. A peer that
-// does not speak catalog/3 fails with wire.ErrNotSupported before
-// anything is done.
+// store holds for it; a fetched one by the time judge vetted. The whole
+// sync is bounded by maxSyncRequests and syncTime besides, and no id is
+// asked for twice in it, however often a peer lists it. A peer that does
+// not serve catalog/3 fails the first ids request with
+// errCatalog3NotServed (wrapping wire.ErrNotSupported), before anything
+// is done; a later failure is an ordinary error.
 func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
-	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, vb.syncTime)
+	defer cancel()
 	_, demand := isDemandRequest(platform)
 	got := 0
-	for range maxCatalogPages {
-		if got >= maxSyncBytes {
+	requests := maxSyncRequests
+	asked := map[[32]byte]bool{}
+	for page := range maxCatalogPages {
+		if got >= maxSyncBytes || requests == 0 {
 			break
 		}
+		requests--
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		ids, err := vb.net.CatalogIDs(pctx, p, platform, cur)
 		cancel()
 		if err != nil {
+			if page == 0 && errors.Is(err, wire.ErrNotSupported) {
+				err = fmt.Errorf("%w: %w", errCatalog3NotServed, err)
+			}
 			return n, cur, false, err
 		}
 		got += len(ids) * CatalogIDBytes
@@ -169,11 +195,16 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		}
 		var want []wire.CatalogID
 		for i, id := range ids {
-			if held[i] < 0 {
+			// An id asked for earlier in this sync and not had then is
+			// not held there: a peer that lists it again (endorsement ids
+			// are not ordered, so it can) gets no second request.
+			if held[i] < 0 && !asked[id.ID] {
+				asked[id.ID] = true
 				want = append(want, id)
 			}
 		}
-		blobs, done, size, err := vb.fetchRecords(ctx, p, want, maxSyncBytes-got)
+		budget := min(maxSyncBytes-got, vb.fetchBytes)
+		blobs, done, size, err := vb.fetchRecords(ctx, p, want, budget, &requests)
 		got += size
 		if err != nil {
 			return n, cur, false, err
@@ -193,22 +224,28 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		moved := false
 		next := cur
 		var mismatch error
-		step := func(at int64, id [32]byte) {
+		step := func(at int64, id [32]byte) error {
 			if t, ok := listed[id]; ok && t != at {
 				mismatch = fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, t)
-				return
+				return mismatch
 			}
 			if c := (wire.CatalogCursor{Since: at, After: bytes.Clone(id[:])}); cursorAfter(c, next) {
 				next, moved = c, true
 			}
+			return nil
 		}
 		for i, id := range ids[:stop] {
 			switch {
 			case held[i] < 0 || id.Kind == wire.RecordEndorsement:
 			case held[i] == 0:
-				step(id.Time, id.ID) // held, but stored before times were
+				// Held from before the store kept times: the cursor moves
+				// by the time the record itself is signed with, never by
+				// the one the peer claims.
+				if at, ok := vb.heldAttestationTime(id.ID); ok {
+					_ = step(at, id.ID) // a mismatch is kept in mismatch
+				}
 			default:
-				step(held[i], id.ID)
+				_ = step(held[i], id.ID)
 			}
 		}
 		if mismatch != nil {
@@ -218,10 +255,12 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 		for i, b := range blobs {
 			hashes[i] = sha256.Sum256(b)
 		}
-		// A record listed at another time than its own is a lie about
-		// the page: refused before anything of it is stored.
+		// A record listed as another kind than its own is a lie about
+		// the page, refused before anything of it is stored; one listed
+		// at another time than its own fails judge's step, before judge
+		// stores anything (its signature checked once, by judge).
 		for i, b := range blobs {
-			if err := matchesListing(b, listed[hashes[i]], kinds[hashes[i]], vb.Decode); err != nil {
+			if err := matchesKind(b, kinds[hashes[i]]); err != nil {
 				return n, cur, false, err
 			}
 		}
@@ -245,30 +284,28 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 	return n, cur, true, nil
 }
 
-// matchesListing checks a fetched record against the time its id was
-// listed with. A record that does not decode is left to the judge, which
-// counts it as rejected.
-func matchesListing(blob []byte, listed int64, kind byte, decode func([]byte) (*trust.Signed, error)) error {
-	var at int64
-	switch kind {
-	case wire.RecordAttestation:
-		s, err := decode(blob)
-		if err != nil {
-			return nil
-		}
-		at = s.Attestation.Time.Unix()
-	case wire.RecordDemand:
-		s, err := trust.DecodeDemand(blob)
-		if err != nil {
-			return nil
-		}
-		at = s.Demand.Time.Unix()
-	default:
-		return nil
+// heldAttestationTime is the signed time of an attestation this store
+// holds without one in its metadata (stored before times were kept).
+func (vb *Book) heldAttestationTime(id [32]byte) (int64, bool) {
+	rec, ok, err := vb.store.GetAttestation(id)
+	if err != nil || !ok {
+		return 0, false
 	}
-	if at != listed {
+	s, err := vb.Decode(rec.Blob)
+	if err != nil {
+		return 0, false
+	}
+	return s.Attestation.Time.Unix(), true
+}
+
+// matchesKind checks a fetched record against the kind its id was listed
+// with: the kind decides whether its time is checked and whether it moves
+// the cursor, so an endorsement listed as anything but 'e', or anything
+// else listed as 'e', is a lie about the page.
+func matchesKind(blob []byte, kind byte) error {
+	if isEndorsement := bytes.HasPrefix(blob, endorsementMagic); isEndorsement != (kind == wire.RecordEndorsement) {
 		id := sha256.Sum256(blob)
-		return fmt.Errorf("%w: record %x is dated %d, listed at %d", ErrIDMismatch, id[:8], at, listed)
+		return fmt.Errorf("%w: record %x is listed as kind %q", ErrIDMismatch, id[:8], kind)
 	}
 	return nil
 }
@@ -357,10 +394,14 @@ func (vb *Book) heldRecords(ids []wire.CatalogID) ([]int64, error) {
 // asked, once. An answer stops where the peer's byte bound stopped it;
 // the ids before its last blob that it left out are not held there. done
 // is how many of want were answered either way; fewer than all when
-// budget (the bytes left to the sync) or maxRecordRequests was reached
-// first. size counts the blobs' bytes.
-func (vb *Book) fetchRecords(ctx context.Context, p peer.ID, want []wire.CatalogID, budget int) (blobs [][]byte, done, size int, err error) {
-	for requests := 0; done < len(want) && requests < maxRecordRequests && size < budget; requests++ {
+// budget (the bytes left to the page), maxRecordRequests or the sync's
+// requests left were reached first. A blob that would take the page over
+// budget is dropped with those after it (but the first one is kept,
+// whatever its size), so a page holds at most budget bytes until judged.
+// size counts the blobs' bytes.
+func (vb *Book) fetchRecords(ctx context.Context, p peer.ID, want []wire.CatalogID, budget int, requests *int) (blobs [][]byte, done, size int, err error) {
+	for n := 0; done < len(want) && n < maxRecordRequests && *requests > 0 && size < budget; n++ {
+		*requests--
 		batch := want[done:min(len(want), done+wire.MaxRecordsAsked)]
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		answer, err := vb.net.CatalogRecords(pctx, p, batch)
@@ -380,6 +421,9 @@ func (vb *Book) fetchRecords(ctx context.Context, p peer.ID, want []wire.Catalog
 			}
 			if j == len(batch) {
 				return nil, done, size, fmt.Errorf("%w: %x (of %d asked)", ErrUnaskedRecord, id[:8], len(batch))
+			}
+			if len(blobs) > 0 && size+len(b) > budget {
+				return blobs, done + j, size, nil // cut before this one
 			}
 			j++
 			blobs = append(blobs, b)

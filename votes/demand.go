@@ -163,7 +163,7 @@ func (vb *Book) ingestDemand(blob []byte, relay peer.ID, topic string) error {
 // not in the future. A failure is
 // counted and wraps errRejected.
 func (vb *Book) vetDemand(blob []byte, from peer.ID, came, platform string) (*trust.SignedDemand, error) {
-	s, err := trust.DecodeDemand(blob)
+	s, err := vb.decodeDemand(blob)
 	if err == nil {
 		err = s.Demand.Bind(bindDemandDescriptor)
 	}

@@ -64,7 +64,7 @@ func (vb *Book) syncDemandFrom(ctx context.Context, p peer.ID, cur wire.CatalogC
 	if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
 		cur = wire.CatalogCursor{Since: floor}
 	}
-	return vb.syncPages(ctx, p, DemandNamespace+vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte)) (int, error) {
+	return vb.syncPages(ctx, p, DemandNamespace+vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error) {
 		var fresh []*trust.SignedDemand
 		for i, b := range blobs {
 			at, known, err := vb.store.DemandByID(ids[i])
@@ -72,14 +72,20 @@ func (vb *Book) syncDemandFrom(ctx context.Context, p peer.ID, cur wire.CatalogC
 				return 0, err
 			}
 			if known {
-				step(at, ids[i])
+				if err := step(at, ids[i]); err != nil {
+					return 0, err
+				}
 				continue
 			}
 			s, err := vb.vetDemand(b, p, "synced for platform", vb.platform)
 			if err != nil {
 				continue // counted; the page's other records stand
 			}
-			step(s.Demand.Time.Unix(), ids[i])
+			// Before anything is stored: a record dated otherwise than
+			// catalog/3 listed it refuses the page.
+			if err := step(s.Demand.Time.Unix(), ids[i]); err != nil {
+				return 0, err
+			}
 			if err := vb.admitDemand(s); err != nil {
 				vb.log.Debug("demand sync: record not kept", "peer", p.String(), "err", err)
 				continue

@@ -3,6 +3,7 @@ package memnet_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -236,8 +237,15 @@ func TestCatalogIDsAndRecords(t *testing.T) {
 	ids := []wire.CatalogID{{Kind: wire.RecordAttestation, Time: 1_700_000_000, ID: [32]byte{1}}}
 	b.Serve(wire.Handlers{
 		CatalogIDs: func(_ context.Context, platform string, _ wire.CatalogCursor) ([]wire.CatalogID, error) {
-			if platform == "many" {
+			switch platform {
+			case "many":
 				return make([]wire.CatalogID, wire.MaxCatalogIDs+1), nil
+			case "kind":
+				return []wire.CatalogID{{Kind: 'x', Time: 1, ID: [32]byte{1}}}, nil
+			case "late":
+				return []wire.CatalogID{{Kind: wire.RecordAttestation, Time: 1<<62 + 1, ID: [32]byte{1}}}, nil
+			case "negative":
+				return []wire.CatalogID{{Kind: wire.RecordAttestation, Time: -1, ID: [32]byte{1}}}, nil
 			}
 			return ids, nil
 		},
@@ -255,6 +263,14 @@ func TestCatalogIDsAndRecords(t *testing.T) {
 	}
 	if _, err := a.CatalogIDs(ctx, b.ID(), "many", wire.CatalogCursor{}); !errors.Is(err, wire.ErrProtocol) {
 		t.Errorf("a page over MaxCatalogIDs: %v, want ErrProtocol", err)
+	}
+	for _, bad := range []string{"kind", "late", "negative"} {
+		if _, err := a.CatalogIDs(ctx, b.ID(), bad, wire.CatalogCursor{}); !errors.Is(err, wire.ErrProtocol) {
+			t.Errorf("an id of %s: %v, want ErrProtocol", bad, err)
+		}
+	}
+	if _, err := a.CatalogRecords(ctx, b.ID(), []wire.CatalogID{{Kind: 'x'}}); err == nil || !strings.Contains(err.Error(), "unknown kind") {
+		t.Error("a record of unknown kind was asked for")
 	}
 	if _, err := a.CatalogRecords(ctx, b.ID(), want); !errors.Is(err, wire.ErrProtocol) {
 		t.Errorf("more records than asked: %v, want ErrProtocol", err)

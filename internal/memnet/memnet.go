@@ -213,10 +213,18 @@ func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur
 	return blobs, err
 }
 
+// maxSince bounds an id's time on the wire, as p2p bounds it.
+const maxSince = 1 << 62
+
+// validKind reports a record kind catalog/3 carries.
+func validKind(k byte) bool {
+	return k == wire.RecordAttestation || k == wire.RecordEndorsement || k == wire.RecordDemand
+}
+
 // CatalogIDs asks p for an ids page of catalog/3 (wire.Handlers.CatalogIDs);
 // a node without that handler is an older daemon (wire.ErrNotSupported).
-// The bytes counted are the ids as p2p frames them. The wire limit on ids
-// is enforced as p2p enforces it.
+// The bytes counted are the ids as p2p frames them. The wire's limits on
+// ids (their number, kind and time) are enforced as p2p enforces them.
 func (nd *Node) CatalogIDs(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error) {
 	other, err := nd.peer(p)
 	if err != nil {
@@ -233,6 +241,15 @@ func (nd *Node) CatalogIDs(ctx context.Context, p peer.ID, platform string, cur 
 	if len(ids) > wire.MaxCatalogIDs {
 		return nil, fmt.Errorf("%w: %d ids exceed %d", wire.ErrProtocol, len(ids), wire.MaxCatalogIDs)
 	}
+	for i, id := range ids {
+		if !validKind(id.Kind) {
+			return nil, fmt.Errorf("%w: id %d has unknown kind 0x%02x", wire.ErrProtocol, i, id.Kind)
+		}
+		// A uvarint on the wire: a negative time arrives as one over 2^62.
+		if id.Time < 0 || id.Time > maxSince {
+			return nil, fmt.Errorf("%w: id %d time %d exceeds 2^62", wire.ErrProtocol, i, uint64(id.Time))
+		}
+	}
 	var n int64 = 2 // status and count
 	for _, id := range ids {
 		n += int64(1 + len(binary.AppendUvarint(nil, uint64(id.Time))) + len(id.ID))
@@ -243,11 +260,17 @@ func (nd *Node) CatalogIDs(ctx context.Context, p peer.ID, platform string, cur 
 	return ids, nil
 }
 
-// CatalogRecords asks p for the records named by want (catalog/3); an
-// answer of more blobs than asked is refused as p2p refuses it.
+// CatalogRecords asks p for the records named by want (catalog/3); a
+// request of an unknown kind, and an answer of more blobs than asked, are
+// refused as p2p refuses them.
 func (nd *Node) CatalogRecords(ctx context.Context, p peer.ID, want []wire.CatalogID) ([][]byte, error) {
 	if len(want) == 0 || len(want) > wire.MaxRecordsAsked {
 		return nil, fmt.Errorf("memnet: %d records asked, want 1..%d", len(want), wire.MaxRecordsAsked)
+	}
+	for i, id := range want {
+		if !validKind(id.Kind) {
+			return nil, fmt.Errorf("memnet: record %d has unknown kind 0x%02x", i, id.Kind)
+		}
 	}
 	other, err := nd.peer(p)
 	if err != nil {
