@@ -197,20 +197,8 @@ func writeCatalogIDs(w *bufio.Writer, ids []CatalogID) (int, error) {
 // readCatalogIDs reads an ids answer and enforces every limit; the server
 // must end the stream after the last id.
 func readCatalogIDs(r *bufio.Reader) ([]CatalogID, error) {
-	status, err := r.ReadByte()
-	if err != nil {
-		return nil, fmt.Errorf("%w: response status: %w", ErrProtocol, err)
-	}
-	switch status {
-	case statusOK:
-	case statusRefused:
-		reason, err := readFrame(r, maxReasonLen, "refusal reason")
-		if err != nil {
-			return nil, err
-		}
-		return nil, refused(reason)
-	default:
-		return nil, fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
+	if err := readStatus(r); err != nil {
+		return nil, err
 	}
 	count, err := varint.ReadUvarint(r)
 	if err != nil {

@@ -178,18 +178,15 @@ func (n *Node) seekPlatformPeers(ctx context.Context, platform string, topic *pu
 				findAt = time.Now().Add(findRetry) // a platform peer left
 			}
 			if !time.Now().Before(findAt) {
-				if len(peers) < want {
+				short := len(peers) < want
+				if short {
 					k := n.dialFound(ctx, disc, ns, "platform peers", nil)
 					if ctx.Err() != nil {
 						return
 					}
 					s.found.Add(int64(k))
-					findAt = time.Now().Add(findRetry)
-					findRetry = min(findRetry*2, rendezvousFindMax)
-				} else {
-					findAt = time.Now().Add(rendezvousFindIdle)
-					findRetry = rendezvousFindMin
 				}
+				findAt, findRetry = nextFind(short, findRetry)
 			}
 			wait = max(min(time.Until(advertiseAt), time.Until(findAt)), 0)
 		}

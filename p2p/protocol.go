@@ -210,23 +210,32 @@ var aboutLimits = blobLimits{blobs: 1, blobSize: wire.MaxAboutAnswer, total: wir
 // readBlobs reads an attest or catalog response (readBlobsWithin).
 func readBlobs(r *bufio.Reader) ([][]byte, error) { return readBlobsWithin(r, responseLimits) }
 
-// readBlobsWithin reads a response and enforces every limit; it also
-// requires the server to end the stream after the last blob.
-func readBlobsWithin(r *bufio.Reader, lim blobLimits) ([][]byte, error) {
+// readStatus reads a response's status byte: nil for ok, the server's
+// reason for a refusal, ErrProtocol for anything else.
+func readStatus(r *bufio.Reader) error {
 	status, err := r.ReadByte()
 	if err != nil {
-		return nil, fmt.Errorf("%w: response status: %w", ErrProtocol, err)
+		return fmt.Errorf("%w: response status: %w", ErrProtocol, err)
 	}
 	switch status {
 	case statusOK:
+		return nil
 	case statusRefused:
 		reason, err := readFrame(r, maxReasonLen, "refusal reason")
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return nil, refused(reason)
+		return refused(reason)
 	default:
-		return nil, fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
+		return fmt.Errorf("%w: unknown response status 0x%02x", ErrProtocol, status)
+	}
+}
+
+// readBlobsWithin reads a response and enforces every limit; it also
+// requires the server to end the stream after the last blob.
+func readBlobsWithin(r *bufio.Reader, lim blobLimits) ([][]byte, error) {
+	if err := readStatus(r); err != nil {
+		return nil, err
 	}
 	count, err := varint.ReadUvarint(r)
 	if err != nil {

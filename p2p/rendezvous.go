@@ -150,13 +150,7 @@ func (n *Node) rendezvousLoop(public *dht.IpfsDHT, disc *drouting.RoutingDiscove
 				if ctx.Err() != nil {
 					return
 				}
-				if n.peerCount() < rendezvousWantPeers {
-					findAt = time.Now().Add(findRetry)
-					findRetry = min(findRetry*2, rendezvousFindMax)
-				} else {
-					findAt = time.Now().Add(rendezvousFindIdle)
-					findRetry = rendezvousFindMin
-				}
+				findAt, findRetry = nextFind(n.peerCount() < rendezvousWantPeers, findRetry)
 			}
 			wait = max(min(time.Until(advertiseAt), time.Until(findAt)), 0)
 		}
@@ -242,6 +236,16 @@ func (n *Node) dialFound(ctx context.Context, disc *drouting.RoutingDiscovery, n
 		n.log.Debug(what+": lookup done", "namespace", ns, "records", seen, "dialled", dialled.Load(), "peers", n.peerCount())
 	}
 	return k
+}
+
+// nextFind schedules the next lookup of a namespace: backing off from
+// rendezvousFindMin to rendezvousFindMax while the lookups have not found
+// enough, every rendezvousFindIdle once they have.
+func nextFind(short bool, retry time.Duration) (at time.Time, nextRetry time.Duration) {
+	if short {
+		return time.Now().Add(retry), min(retry*2, rendezvousFindMax)
+	}
+	return time.Now().Add(rendezvousFindIdle), rendezvousFindMin
 }
 
 // rendezvousAdvertiseTimeout bounds one advertisement in the public DHT
