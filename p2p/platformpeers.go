@@ -158,20 +158,14 @@ func (n *Node) seekPlatformPeers(ctx context.Context, platform string, topic *pu
 		wait := rendezvousRetryMin
 		if n.dht.RoutingTable().Size() > 0 {
 			if !time.Now().Before(advertiseAt) {
-				ttl, err := advertise(ctx, disc, ns)
+				err := advertiseNext(ctx, disc, ns, &advertiseAt, &advertiseRetry)
 				switch {
 				case ctx.Err() != nil:
 					return
 				case err != nil:
-					n.log.Debug("platform peers: advertise failed", "platform", platform, "err", err, "retry_in", advertiseRetry)
-					advertiseAt = time.Now().Add(advertiseRetry)
-					advertiseRetry = min(advertiseRetry*2, rendezvousRetryMax)
-				default:
-					if !s.advertised.Swap(true) {
-						n.log.Info("platform peers: advertised", "namespace", ns)
-					}
-					advertiseAt = time.Now().Add(ttl * 7 / 8)
-					advertiseRetry = rendezvousRetryMin
+					n.log.Debug("platform peers: advertise failed", "platform", platform, "err", err, "retry_in", time.Until(advertiseAt).Round(time.Second))
+				case !s.advertised.Swap(true):
+					n.log.Info("platform peers: advertised", "namespace", ns)
 				}
 			}
 			if len(peers) < want && time.Until(findAt) > findRetry {

@@ -129,20 +129,14 @@ func (n *Node) rendezvousLoop(public *dht.IpfsDHT, disc *drouting.RoutingDiscove
 				joined = true
 			}
 			if !time.Now().Before(advertiseAt) {
-				ttl, err := advertise(ctx, disc, ns)
+				err := advertiseNext(ctx, disc, ns, &advertiseAt, &advertiseRetry)
 				switch {
 				case ctx.Err() != nil:
 					return
 				case err != nil:
-					n.log.Debug("rendezvous: advertise failed", "err", err, "retry_in", advertiseRetry)
-					advertiseAt = time.Now().Add(advertiseRetry)
-					advertiseRetry = min(advertiseRetry*2, rendezvousRetryMax)
-				default:
-					if !n.rdv.advertised.Swap(true) {
-						n.log.Info("rendezvous: advertised", "namespace", ns)
-					}
-					advertiseAt = time.Now().Add(ttl * 7 / 8)
-					advertiseRetry = rendezvousRetryMin
+					n.log.Debug("rendezvous: advertise failed", "err", err, "retry_in", time.Until(advertiseAt).Round(time.Second))
+				case !n.rdv.advertised.Swap(true):
+					n.log.Info("rendezvous: advertised", "namespace", ns)
 				}
 			}
 			if !time.Now().Before(findAt) {
@@ -172,13 +166,23 @@ func (n *Node) rendezvousFind(ctx context.Context, disc *drouting.RoutingDiscove
 	n.rdv.found.Add(int64(k))
 }
 
-// advertise provides ns through disc and returns how long the record
-// lives. kad-dht's Provide sets no deadline of its own; a slow one must
-// not hold up the lookups of the loop that advertises.
-func advertise(ctx context.Context, disc *drouting.RoutingDiscovery, ns string) (time.Duration, error) {
+// advertiseNext provides ns through disc and schedules the next
+// advertisement in *at: before the record expires, or after *retry,
+// doubled up to rendezvousRetryMax, when this one failed. kad-dht's
+// Provide sets no deadline of its own; a slow one must not hold up the
+// lookups of the loop that advertises.
+func advertiseNext(ctx context.Context, disc *drouting.RoutingDiscovery, ns string, at *time.Time, retry *time.Duration) error {
 	actx, cancel := context.WithTimeout(ctx, rendezvousAdvertiseTimeout)
 	defer cancel()
-	return disc.Advertise(actx, ns)
+	ttl, err := disc.Advertise(actx, ns)
+	if err != nil {
+		*at = time.Now().Add(*retry)
+		*retry = min(*retry*2, rendezvousRetryMax)
+		return err
+	}
+	*at = time.Now().Add(ttl * 7 / 8)
+	*retry = rendezvousRetryMin
+	return nil
 }
 
 // dialFound looks ns up through disc, reading at most rendezvousFindLimit
