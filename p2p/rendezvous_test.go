@@ -38,9 +38,12 @@ func TestRendezvousFindsPeersWithoutBootstrap(t *testing.T) {
 		cfgs = append(cfgs, cfg)
 		nodes = append(nodes, newTestNode(t, cfg, Handlers{}))
 	}
-	waitFor(t, 25*time.Second, "every node to find the two others through the rendezvous", func() bool {
+	// Peers counts a peer once identify stored its protocols; the node
+	// remembers it when the identify event reaches its handler, a moment
+	// later: wait for both before closing a node and reading its file.
+	waitFor(t, 25*time.Second, "every node to find and remember the two others through the rendezvous", func() bool {
 		for _, n := range nodes {
-			if len(n.Peers()) != 2 {
+			if len(n.Peers()) != 2 || len(n.KnownPeers()) != 2 {
 				return false
 			}
 		}
