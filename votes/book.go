@@ -170,6 +170,7 @@ type metrics struct {
 	rejected     *prometheus.CounterVec
 	verdicts     *prometheus.CounterVec
 	evicted      prometheus.Counter
+	announced    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -194,9 +195,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "gentoo_p2pd", Name: "attestations_evicted_total",
 			Help: "Attestations evicted because their attester's storage budget was full.",
 		}),
+		announced: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "gentoo_p2pd", Name: "announced_records_fetched_total",
+			Help: "Records named by gossip announcements that were not held, and were asked of the relay.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.attestations, m.attestServed, m.rejected, m.verdicts, m.evicted)
+		reg.MustRegister(m.attestations, m.attestServed, m.rejected, m.verdicts, m.evicted, m.announced)
 	}
 	return m
 }
@@ -227,13 +232,11 @@ func (vb *Book) StoreOwnAll(ss []*trust.Signed) error {
 	return err
 }
 
-// PublishOwn gossips one of this daemon's attestations on its platform's
-// topic, joining the topic first.
+// PublishOwn announces one of this daemon's stored attestations on its
+// platform's topic, joining the topic first: the message carries its id,
+// and peers fetch the record from whoever relays it (announce.go).
 func (vb *Book) PublishOwn(ctx context.Context, s *trust.Signed) error {
-	if err := vb.net.JoinPlatform(s.Attestation.Platform); err != nil {
-		return err
-	}
-	return vb.net.Publish(ctx, s.Attestation.Platform, gossipAttestation(s.Marshal()))
+	return vb.announce(ctx, s.Attestation.Platform, wire.RecordAttestation, s.Marshal())
 }
 
 // IsEndorsement reports whether a blob from a peer is an endorsement (and

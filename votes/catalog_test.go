@@ -434,13 +434,13 @@ func TestServeAttestationsOrderAndCap(t *testing.T) {
 	}
 }
 
-// PublishOwn gossips an own attestation that another daemon's validator
-// takes, with the address it came from; StoreOwn keeps it here, and once
-// withdrawn here a catalog sync does not bring it back.
+// PublishOwn announces an own attestation that another daemon's validator
+// fetches and takes, with the address it came from; StoreOwn keeps it
+// here, and once withdrawn here a catalog sync does not bring it back.
 func TestStoreAndPublishOwn(t *testing.T) {
 	net := memnet.New()
 	a := joinBook(t, net, true, nil)
-	b := joinBook(t, net, false, nil)
+	b := joinBook(t, net, true, nil) // serves the record it announces
 	ctx := context.Background()
 	own := junk(t, b.key, 1, 1000)
 	if err := b.StoreOwn(own); err != nil {

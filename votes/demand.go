@@ -114,11 +114,8 @@ func (vb *Book) signDemand(ctx context.Context, d trust.Demand) (*trust.SignedDe
 		return s, err
 	}
 	if vb.net != nil {
-		if err := vb.net.JoinPlatform(s.Demand.Platform); err == nil {
-			err = vb.net.Publish(ctx, s.Demand.Platform, append([]byte{gossipTagDemand}, s.Marshal()...))
-			if err != nil {
-				vb.log.Debug("gossip demand", "variant_key", s.Demand.VariantKey, "err", err) // stored; counted here, peers miss it
-			}
+		if err := vb.announce(ctx, s.Demand.Platform, wire.RecordDemand, s.Marshal()); err != nil {
+			vb.log.Debug("gossip demand", "variant_key", s.Demand.VariantKey, "err", err) // stored; counted here, peers miss it
 		}
 	}
 	return s, nil

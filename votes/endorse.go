@@ -101,10 +101,8 @@ func (vb *Book) IngestEndorsement(ctx context.Context, blob []byte, from peer.ID
 		return added, err
 	}
 	if publish && vb.net != nil && e.Platform != "" {
-		if err := vb.net.JoinPlatform(e.Platform); err == nil {
-			if err := vb.net.Publish(ctx, e.Platform, append([]byte{gossipTagEndorsement}, e.Marshal()...)); err != nil {
-				vb.log.Debug("gossip endorsement", "build_key", e.BuildKey, "err", err) // stored; peers get it by catalog sync
-			}
+		if err := vb.announce(ctx, e.Platform, wire.RecordEndorsement, e.Marshal()); err != nil {
+			vb.log.Debug("gossip endorsement", "build_key", e.BuildKey, "err", err) // stored; peers get it by catalog sync
 		}
 	}
 	return true, nil

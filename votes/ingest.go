@@ -439,6 +439,8 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 		return err
 	case gossipTagDemand:
 		return vb.ingestDemand(msg[1:], relay, platform)
+	case gossipTagIDs:
+		return vb.ingestAnnounced(ctx, origin, relay, platform, msg[1:])
 	case gossipTagVouch:
 		return vb.ingestVouch(msg[1:], relay)
 	case gossipTagPGPVouch:

@@ -26,7 +26,9 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	"github.com/gentoo-p2p/gentoo-p2pd/trust"
+	"github.com/gentoo-p2p/gentoo-p2pd/votes"
 )
 
 // GossipVariant is a change to the daemon's GossipSub options that the
@@ -67,7 +69,14 @@ type GossipOptions struct {
 	// random with respect to platform, so a platform with share s of the
 	// network gives its peers about 48·s topic peers each.
 	TopicShare float64
-	Log        io.Writer
+	// Announce gossips each attestation as the daemon does: an
+	// announcement of its id (votes.Announcement), whose receiver fetches
+	// the record from the peer that relayed it, over a stream framed as
+	// catalog/3's records request, before GossipSub forwards the message.
+	// Without it, the whole attestation is gossiped (the daemon before
+	// announcements).
+	Announce bool
+	Log      io.Writer
 }
 
 // GossipResult is what MeasureGossipSub measured. Bytes are what the peers
@@ -83,6 +92,14 @@ type GossipResult struct {
 	// MessageBytes is the published attestation blob's size: what memnet
 	// counts once per subscriber.
 	MessageBytes int `json:"message_bytes"`
+	// Announce is GossipOptions.Announce; AnnouncementBytes the gossiped
+	// announcement's size then, and FetchBytes what a peer read per
+	// message on the streams that fetch records (the record, the request
+	// it served, the framing and the protocol negotiation). Amplification
+	// counts them with GossipSub's bytes, over MessageBytes.
+	Announce          bool    `json:"announce"`
+	AnnouncementBytes int     `json:"announcement_bytes,omitempty"`
+	FetchBytes        float64 `json:"fetch_bytes,omitempty"`
 	// Connections per peer (min, mean, max) and the mean mesh size at
 	// the end.
 	ConnMin      int     `json:"conn_min"`
@@ -187,6 +204,12 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 		accept := func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
 			return pubsub.ValidationAccept
 		}
+		if o.Announce {
+			h.SetStreamHandler(p2p.CatalogIDsProtocol, m.serveRecord)
+			accept = func(ctx context.Context, relay peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+				return m.fetchAnnounced(ctx, h, relay, msg)
+			}
+		}
 		if err := ps.RegisterTopicValidator(gossipTopic, accept); err != nil {
 			return nil, err
 		}
@@ -216,7 +239,7 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 	lo := max(1, int(math.Round(float64(conns.ConnLow)*share)))
 	hi := max(lo, int(math.Round(float64(conns.ConnHigh)*share)))
 	adj := connGraph(n, lo, hi, rng)
-	res := &GossipResult{Peers: n, Messages: o.Messages, Variant: o.Variant, TopicShare: share, ConnMin: n}
+	res := &GossipResult{Peers: n, Messages: o.Messages, Variant: o.Variant, TopicShare: share, ConnMin: n, Announce: o.Announce}
 	for i, nb := range adj {
 		res.ConnMin, res.ConnMax = min(res.ConnMin, len(nb)), max(res.ConnMax, len(nb))
 		res.ConnMean += float64(len(nb)) / float64(n)
@@ -270,6 +293,16 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 		return nil, err
 	}
 	res.MessageBytes = len(blobs[0])
+	if o.Announce {
+		for k, blob := range blobs {
+			record := blob[1:] // the attestation, without the gossip tag
+			id := sha256.Sum256(record)
+			meters[publishers[k]].keep(id, record)
+			blobs[k] = votes.Announcement(wire.CatalogID{Kind: wire.RecordAttestation, ID: id})
+		}
+		res.MessageBytes--
+		res.AnnouncementBytes = len(blobs[0])
+	}
 	before := snapshot(meters)
 	tick := time.NewTicker(params.HeartbeatInterval)
 	defer tick.Stop()
@@ -328,13 +361,14 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 		d := after[i].sub(before[i])
 		sum = sum.add(d)
 		if got := o.Messages - published[i]; got > 0 {
-			factors = append(factors, float64(d.wire)/float64(got*res.MessageBytes))
+			factors = append(factors, float64(d.wire+d.fetch)/float64(got*res.MessageBytes))
 		}
 		res.MeshMean += float64(meters[i].meshSize()) / float64(n)
 	}
 	slices.Sort(factors)
 	per := float64(res.Deliveries)
-	res.Amplification = float64(sum.wire) / per / float64(res.MessageBytes)
+	res.Amplification = float64(sum.wire+sum.fetch) / per / float64(res.MessageBytes)
+	res.FetchBytes = float64(sum.fetch) / per
 	res.AmplificationP50, res.AmplificationMax = factors[len(factors)/2], factors[len(factors)-1]
 	res.CopiesPerMessage = float64(sum.copies) / per
 	res.RPCsPerMessage = float64(sum.rpcs) / per
@@ -480,18 +514,18 @@ func (s *countingStream) Read(p []byte) (int, error) {
 
 // gossipCounts are bytes a peer received, by kind, and message copies.
 type gossipCounts struct {
-	wire, total                                  int64
+	wire, total, fetch                           int64
 	payload, ihave, iwant, idontwant, graftPrune int64
 	copies, delivered, rpcs                      int64
 }
 
 func (c gossipCounts) add(d gossipCounts) gossipCounts {
-	return gossipCounts{c.wire + d.wire, c.total + d.total, c.payload + d.payload, c.ihave + d.ihave,
+	return gossipCounts{c.wire + d.wire, c.total + d.total, c.fetch + d.fetch, c.payload + d.payload, c.ihave + d.ihave,
 		c.iwant + d.iwant, c.idontwant + d.idontwant, c.graftPrune + d.graftPrune, c.copies + d.copies, c.delivered + d.delivered, c.rpcs + d.rpcs}
 }
 
 func (c gossipCounts) sub(d gossipCounts) gossipCounts {
-	return gossipCounts{c.wire - d.wire, c.total - d.total, c.payload - d.payload, c.ihave - d.ihave,
+	return gossipCounts{c.wire - d.wire, c.total - d.total, c.fetch - d.fetch, c.payload - d.payload, c.ihave - d.ihave,
 		c.iwant - d.iwant, c.idontwant - d.idontwant, c.graftPrune - d.graftPrune, c.copies - d.copies, c.delivered - d.delivered, c.rpcs - d.rpcs}
 }
 
@@ -499,10 +533,12 @@ func (c gossipCounts) sub(d gossipCounts) gossipCounts {
 // receives by kind and follows its mesh. Pubsub calls it from its event
 // loop, so it only adds.
 type gossipMeter struct {
-	self peer.ID
-	wire atomic.Int64
-	mu   sync.Mutex
-	c    gossipCounts
+	self  peer.ID
+	wire  atomic.Int64
+	fetch atomic.Int64 // read on record streams (GossipOptions.Announce)
+	held  sync.Map     // [32]byte → record, with GossipOptions.Announce
+	mu    sync.Mutex
+	c     gossipCounts
 	// mesh is a set: GossipSub traces a PRUNE from a peer that was not
 	// in the mesh too.
 	mesh map[peer.ID]bool
@@ -512,7 +548,7 @@ func (m *gossipMeter) counts() gossipCounts {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.c
-	c.wire = m.wire.Load()
+	c.wire, c.fetch = m.wire.Load(), m.fetch.Load()
 	return c
 }
 
@@ -604,3 +640,75 @@ func (m *gossipMeter) ThrottlePeer(peer.ID)                     {}
 func (m *gossipMeter) SendRPC(*pubsub.RPC, peer.ID)             {}
 func (m *gossipMeter) DropRPC(*pubsub.RPC, peer.ID)             {}
 func (m *gossipMeter) UndeliverableMessage(*pubsub.Message)     {}
+
+// negotiated is what one side of a new stream reads while multistream-select
+// agrees on catalog/3: the multistream header and the protocol id, each a
+// uvarint-framed line.
+var negotiated = int64(2 + len("/multistream/1.0.0\n") + len(p2p.CatalogIDsProtocol) + 1)
+
+func (m *gossipMeter) keep(id [32]byte, record []byte) { m.held.Store(id, record) }
+
+// serveRecord answers a records request for one attestation as catalog/3
+// frames it: request op, count, kind and id; answer status, count, then
+// the record framed by its length.
+func (m *gossipMeter) serveRecord(s network.Stream) {
+	defer func() { _ = s.Close() }()
+	var req [3 + 32]byte
+	if _, err := io.ReadFull(s, req[:]); err != nil {
+		_ = s.Reset()
+		return
+	}
+	m.fetch.Add(int64(len(req)) + negotiated)
+	out := []byte{0, 0}
+	if r, ok := m.held.Load([32]byte(req[3:])); ok {
+		record := r.([]byte)
+		out = append(binary.AppendUvarint([]byte{0, 1}, uint64(len(record))), record...)
+	}
+	_, _ = s.Write(out)
+}
+
+// fetchAnnounced validates an announcement as the daemon does: each record
+// not held is fetched from the peer that relayed the message and kept, so
+// this peer can serve it once GossipSub forwards the announcement.
+func (m *gossipMeter) fetchAnnounced(ctx context.Context, h host.Host, relay peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	ids, err := votes.ParseAnnouncement(msg.Data)
+	if err != nil {
+		return pubsub.ValidationReject
+	}
+	for _, id := range ids {
+		if _, ok := m.held.Load(id.ID); ok {
+			continue
+		}
+		record, err := fetchRecord(ctx, h, relay, id.ID, &m.fetch)
+		if err != nil {
+			return pubsub.ValidationIgnore
+		}
+		m.keep(id.ID, record)
+	}
+	return pubsub.ValidationAccept
+}
+
+func fetchRecord(ctx context.Context, h host.Host, from peer.ID, id [32]byte, read *atomic.Int64) ([]byte, error) {
+	s, err := h.NewStream(ctx, from, p2p.CatalogIDsProtocol)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = s.Close() }()
+	if _, err := s.Write(append([]byte{0x02, 1, wire.RecordAttestation}, id[:]...)); err != nil {
+		return nil, err
+	}
+	_ = s.CloseWrite()
+	b, err := io.ReadAll(io.LimitReader(s, wire.MaxBlobSize+16))
+	read.Add(int64(len(b)) + negotiated)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < 2 || b[0] != 0 || b[1] != 1 {
+		return nil, fmt.Errorf("sim: %s does not hold %x", from, id[:8])
+	}
+	n, k := binary.Uvarint(b[2:])
+	if k <= 0 || uint64(len(b)-2-k) != n || sha256.Sum256(b[2+k:]) != id {
+		return nil, fmt.Errorf("sim: %s answered %x with something else", from, id[:8])
+	}
+	return b[2+k:], nil
+}

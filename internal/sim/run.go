@@ -398,7 +398,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer attacker.st.Close()
 		attacker.idx = -1
-		attacker.node.Serve(wire.Handlers{Attestations: attacker.book.ServeAttestations})
+		attacker.node.Serve(wire.Handlers{Attestations: attacker.book.ServeAttestations, CatalogRecords: attacker.book.ServeCatalogRecords})
 		for range attackers[o.Adversary] {
 			sk, _, err := crypto.GenerateEd25519Key(nil)
 			if err != nil {

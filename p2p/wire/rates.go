@@ -2,6 +2,7 @@ package wire
 
 import (
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
@@ -28,7 +29,11 @@ func NewPeerRates(r rate.Limit, burst int) *PeerRates {
 const MaxRatedPeers = 4096
 
 // Allow takes one token of p's bucket, reporting whether there was one.
-func (r *PeerRates) Allow(p peer.ID) bool {
+func (r *PeerRates) Allow(p peer.ID) bool { return r.AllowN(p, 1) }
+
+// AllowN takes n tokens of p's bucket at once, or none, reporting whether
+// there were n.
+func (r *PeerRates) AllowN(p peer.ID, n int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l, ok := r.m[p]
@@ -51,5 +56,5 @@ func (r *PeerRates) Allow(p peer.ID) bool {
 		l = rate.NewLimiter(r.rate, r.burst)
 		r.m[p] = l
 	}
-	return l.Allow()
+	return l.AllowN(time.Now(), n)
 }

@@ -1,0 +1,217 @@
+package votes
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-varint"
+
+	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
+)
+
+// Records travel on a platform topic by id: a daemon gossips the kind and
+// id of a record it signed (gossipTagIDs), and a receiver that lacks the
+// record asks the peer that relayed the message for it over catalog/3's
+// records request, checks it as any record from the network, and only
+// then lets GossipSub forward the message. GossipSub delivers each
+// message about once per mesh neighbour (5.7–8 copies a peer, measured in
+// docs/SCALE.md); an announcement is ~200 bytes where an attestation is
+// ~2.4 KB, so the copies cost ids and each record crosses once. A relay
+// forwards only what it validated, so it holds what it announces.
+const gossipTagIDs = 'i'
+
+// maxAnnouncedIDs bounds the ids of one announcement, and announceBytes
+// the records fetched for one: an honest announcement names a few
+// records of a few KB.
+const (
+	maxAnnouncedIDs = 64
+	announceBytes   = 4 << 20
+)
+
+// ErrBadAnnouncement: an announcement that is not one to 64 distinct ids
+// of kinds catalog/3 serves.
+var ErrBadAnnouncement = errors.New("votes: bad announcement")
+
+// Announcement encodes ids as a gossip message: the tag, uvarint(count),
+// then count × (kind, [32]id). The network simulator measures GossipSub
+// with it.
+func Announcement(ids ...wire.CatalogID) []byte {
+	b := append([]byte{gossipTagIDs}, varint.ToUvarint(uint64(len(ids)))...)
+	for _, id := range ids {
+		b = append(b, id.Kind)
+		b = append(b, id.ID[:]...)
+	}
+	return b
+}
+
+// ParseAnnouncement decodes a whole announcement message, tag included.
+func ParseAnnouncement(msg []byte) ([]wire.CatalogID, error) {
+	if len(msg) == 0 || msg[0] != gossipTagIDs {
+		return nil, fmt.Errorf("%w: not an announcement", ErrBadAnnouncement)
+	}
+	return parseAnnouncement(msg[1:])
+}
+
+// parseAnnouncement decodes an announcement's payload (after the tag).
+func parseAnnouncement(b []byte) ([]wire.CatalogID, error) {
+	n, k, err := varint.FromUvarint(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: count: %w", ErrBadAnnouncement, err)
+	}
+	b = b[k:]
+	if n == 0 || n > maxAnnouncedIDs {
+		return nil, fmt.Errorf("%w: %d ids (want 1..%d)", ErrBadAnnouncement, n, maxAnnouncedIDs)
+	}
+	if uint64(len(b)) != n*33 {
+		return nil, fmt.Errorf("%w: %d bytes for %d ids", ErrBadAnnouncement, len(b), n)
+	}
+	ids := make([]wire.CatalogID, n)
+	seen := make(map[[32]byte]bool, n)
+	for i := range ids {
+		ids[i].Kind = b[0]
+		copy(ids[i].ID[:], b[1:33])
+		b = b[33:]
+		switch ids[i].Kind {
+		case wire.RecordAttestation, wire.RecordEndorsement, wire.RecordDemand:
+		default:
+			return nil, fmt.Errorf("%w: id %d has kind 0x%02x", ErrBadAnnouncement, i, ids[i].Kind)
+		}
+		if seen[ids[i].ID] {
+			return nil, fmt.Errorf("%w: id %x twice", ErrBadAnnouncement, ids[i].ID[:8])
+		}
+		seen[ids[i].ID] = true
+	}
+	return ids, nil
+}
+
+// announce gossips the id of one record this daemon stored (its own
+// attestation, endorsement or demand) on platform's topic, joining it
+// first.
+func (vb *Book) announce(ctx context.Context, platform string, kind byte, blob []byte) error {
+	if err := vb.net.JoinPlatform(platform); err != nil {
+		return err
+	}
+	return vb.net.Publish(ctx, platform, Announcement(wire.CatalogID{Kind: kind, ID: sha256.Sum256(blob)}))
+}
+
+// ingestAnnounced validates an announcement for GossipSub: the records it
+// names that this store lacks are fetched from relay (from origin too,
+// for any relay did not send), checked and stored exactly as whole
+// records from gossip are. It accepts (nil) when every record is held
+// afterwards, rejects (an error) a malformed announcement, a record not
+// asked for or one that fails its checks, and ignores (wire.ErrGossipIgnore)
+// one whose records could not all be had or kept: not forwarded, nobody
+// penalised.
+func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, platform string, payload []byte) error {
+	ids, err := parseAnnouncement(payload)
+	if err != nil {
+		vb.reject("announcement", relay, err)
+		return err
+	}
+	held, err := vb.heldRecords(ids)
+	if err != nil {
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
+	}
+	var want []wire.CatalogID
+	for i, id := range ids {
+		if held[i] < 0 {
+			want = append(want, id)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	// The message took one of the relay's gossip tokens; each further
+	// record to fetch and verify takes one more, so announcing many ids
+	// at once costs a relay what gossiping the records would.
+	if len(want) > 1 && !vb.gossipRates.AllowN(relay, len(want)-1) {
+		return fmt.Errorf("%w: %s relays more than limits.peer_gossip_rate", wire.ErrGossipIgnore, relay)
+	}
+	vb.metrics.announced.Add(float64(len(want)))
+	kinds := make(map[[32]byte]byte, len(want))
+	for _, id := range want {
+		kinds[id.ID] = id.Kind
+	}
+	var atts, others [][]byte
+	var short error
+	sources := []peer.ID{relay}
+	if origin != relay {
+		sources = append(sources, origin)
+	}
+	for _, from := range sources {
+		if len(want) == 0 || from == vb.self {
+			continue
+		}
+		requests := 1
+		blobs, _, _, err := vb.fetchRecords(ctx, from, want, announceBytes, &requests)
+		if errors.Is(err, ErrUnaskedRecord) {
+			vb.reject("announcement", from, err)
+			return err
+		}
+		if err != nil {
+			short = err
+		}
+		got := make(map[[32]byte]bool, len(blobs))
+		for _, b := range blobs {
+			id := sha256.Sum256(b)
+			if err := matchesKind(b, kinds[id]); err != nil {
+				vb.reject("announcement", from, err)
+				return err
+			}
+			got[id] = true
+			if kinds[id] == wire.RecordAttestation {
+				atts = append(atts, b)
+			} else {
+				others = append(others, b)
+			}
+		}
+		rest := want[:0:0]
+		for _, id := range want {
+			if !got[id.ID] {
+				rest = append(rest, id)
+			}
+		}
+		want = rest
+	}
+	var ignored error
+	if len(want) > 0 {
+		ignored = fmt.Errorf("%d of the records announced were not sent", len(want))
+		if short != nil {
+			ignored = fmt.Errorf("%w: %w", ignored, short)
+		}
+	}
+	// Attestations first, in one transaction: endorsements are kept only
+	// for build keys someone attested.
+	if len(atts) > 0 {
+		_, err := vb.ingest(ctx, atts, vb.arrivalFrom(relay), true)
+		switch {
+		case err == nil:
+		case errors.Is(err, errRejected) && !errors.Is(err, errBudget) && !errors.Is(err, errTooMany):
+			return err
+		default:
+			ignored = err
+		}
+	}
+	for _, b := range others {
+		var err error
+		if kinds[sha256.Sum256(b)] == wire.RecordEndorsement {
+			_, err = vb.IngestEndorsement(ctx, b, relay, false)
+		} else {
+			err = vb.ingestDemand(b, relay, platform)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, wire.ErrGossipIgnore):
+			ignored = err
+		default:
+			return err
+		}
+	}
+	if ignored != nil {
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, ignored)
+	}
+	return nil
+}
