@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-varint"
@@ -30,6 +31,64 @@ const (
 	maxAnnouncedIDs = 64
 	announceBytes   = 4 << 20
 )
+
+// Fetches on behalf of one relay's announcements: at most
+// relayFetching at once, and at most relayQueued in flight or waiting.
+// GossipSub validates messages in a shared pool (1,024 at a time per
+// topic); a relay that accepts a records request and never answers would
+// otherwise hold a validation for each of its announcements until the
+// timeout, and a few such relays would hold them all. An honest batch
+// (a builder announcing 64 records at once) waits its turn.
+const (
+	relayFetching = 8
+	relayQueued   = 64
+)
+
+// relayFetches counts the fetches each relay's announcements have in
+// flight or waiting; an entry goes when its count is 0.
+type relayFetches struct {
+	mu sync.Mutex
+	m  map[peer.ID]*relayQueue
+}
+
+type relayQueue struct {
+	n     int           // in flight or waiting
+	slots chan struct{} // in flight
+}
+
+// acquire waits for one of p's fetch slots; it fails at once when p has
+// relayQueued fetches queued, or when ctx ends first.
+func (r *relayFetches) acquire(ctx context.Context, p peer.ID) (release func(), err error) {
+	r.mu.Lock()
+	q := r.m[p]
+	if q == nil {
+		if r.m == nil {
+			r.m = make(map[peer.ID]*relayQueue)
+		}
+		q = &relayQueue{slots: make(chan struct{}, relayFetching)}
+		r.m[p] = q
+	}
+	if q.n >= relayQueued {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("%s has %d announced fetches queued", p, q.n)
+	}
+	q.n++
+	r.mu.Unlock()
+	done := func() {
+		r.mu.Lock()
+		if q.n--; q.n == 0 {
+			delete(r.m, p)
+		}
+		r.mu.Unlock()
+	}
+	select {
+	case q.slots <- struct{}{}:
+		return func() { <-q.slots; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
+}
 
 // ErrBadAnnouncement: an announcement that is not one to 64 distinct ids
 // of kinds catalog/3 serves.
@@ -145,8 +204,14 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 		if len(want) == 0 || from == vb.self {
 			continue
 		}
+		release, err := vb.fetching.acquire(ctx, from)
+		if err != nil {
+			short = err
+			continue
+		}
 		requests := 1
 		blobs, _, _, err := vb.fetchRecords(ctx, from, want, announceBytes, &requests)
+		release()
 		if errors.Is(err, ErrUnaskedRecord) {
 			vb.reject("announcement", from, err)
 			return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"sync"
 	"testing"
 
 	"golang.org/x/time/rate"
@@ -205,5 +206,66 @@ func TestAnnouncementPaysPerRecord(t *testing.T) {
 	}
 	if err := v.OnGossip(relay.self, relay.self, v.platform, Announcement(ids[5:10]...)); !errors.Is(err, wire.ErrGossipIgnore) {
 		t.Fatalf("5 more records once the burst is spent: %v, want ignored", err)
+	}
+}
+
+// A relay that never answers holds at most relayFetching fetches and
+// relayQueued validations of this daemon's: past that its announcements
+// are ignored at once, and once it answers every queued one completes.
+func TestAnnouncementFetchesPerRelayBounded(t *testing.T) {
+	net := memnet.New()
+	relay, tap := tapped(t, net)
+	v := joinBook(t, net, true, nil)
+	v.gossipRates = wire.NewPeerRates(rate.Inf, 1)
+	var ids []wire.CatalogID
+	for i := range relayQueued + 1 {
+		s := junk(t, relay.key, i, 300)
+		if err := relay.StoreOwn(s); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, attID(s))
+	}
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	answer := make(chan struct{})
+	tap.records = func(ctx context.Context, want []wire.CatalogID) ([][]byte, error) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		<-answer
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return relay.ServeCatalogRecords(ctx, want)
+	}
+	errs := make(chan error, relayQueued)
+	for _, id := range ids[:relayQueued] {
+		go func() { errs <- v.OnGossip(relay.self, relay.self, v.platform, Announcement(id)) }()
+	}
+	queued := func() int {
+		v.fetching.mu.Lock()
+		defer v.fetching.mu.Unlock()
+		if q := v.fetching.m[relay.self]; q != nil {
+			return q.n
+		}
+		return 0
+	}
+	eventually(t, "every announcement queued", func() bool { return queued() == relayQueued })
+	err := v.OnGossip(relay.self, relay.self, v.platform, Announcement(ids[relayQueued]))
+	if !errors.Is(err, wire.ErrGossipIgnore) {
+		t.Fatalf("an announcement past the relay's queue: %v, want ignored", err)
+	}
+	close(answer)
+	for range relayQueued {
+		if err := <-errs; err != nil {
+			t.Fatalf("a queued announcement: %v", err)
+		}
+	}
+	if most > relayFetching {
+		t.Errorf("%d fetches from one relay at once, want at most %d", most, relayFetching)
+	}
+	if queued() != 0 {
+		t.Errorf("%d fetches still counted", queued())
 	}
 }

@@ -90,6 +90,9 @@ type Book struct {
 	// ignored before any signature check, so one identity's share of the
 	// CPU is bounded whatever it sends.
 	gossipRates *wire.PeerRates
+	// fetching bounds the records fetches each relay's announcements make
+	// at once (announce.go).
+	fetching relayFetches
 	// demandRates bounds the demand records per second each identity
 	// makes this daemon store (demandRate); demandPruned is when demand
 	// past the horizon was last pruned (Unix seconds).
