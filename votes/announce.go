@@ -194,7 +194,14 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 	for _, id := range want {
 		kinds[id.ID] = id.Kind
 	}
-	var atts, others [][]byte
+	// What each source sent: a record is taken as arriving from the peer
+	// that sent it (its address is evidence of where the attester sits
+	// when that peer is the attester).
+	type sent struct {
+		from         peer.ID
+		atts, others [][]byte
+	}
+	var got []sent
 	var short error
 	sources := []peer.ID{relay}
 	if origin != relay {
@@ -219,23 +226,25 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 		if err != nil {
 			short = err
 		}
-		got := make(map[[32]byte]bool, len(blobs))
+		have := make(map[[32]byte]bool, len(blobs))
+		batch := sent{from: from}
 		for _, b := range blobs {
 			id := sha256.Sum256(b)
 			if err := matchesKind(b, kinds[id]); err != nil {
 				vb.reject("announcement", from, err)
 				return err
 			}
-			got[id] = true
+			have[id] = true
 			if kinds[id] == wire.RecordAttestation {
-				atts = append(atts, b)
+				batch.atts = append(batch.atts, b)
 			} else {
-				others = append(others, b)
+				batch.others = append(batch.others, b)
 			}
 		}
+		got = append(got, batch)
 		rest := want[:0:0]
 		for _, id := range want {
-			if !got[id.ID] {
+			if !have[id.ID] {
 				rest = append(rest, id)
 			}
 		}
@@ -248,10 +257,13 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 			ignored = fmt.Errorf("%w: %w", ignored, short)
 		}
 	}
-	// Attestations first, in one transaction: endorsements are kept only
-	// for build keys someone attested.
-	if len(atts) > 0 {
-		_, err := vb.ingest(ctx, atts, vb.arrivalFrom(relay), true)
+	// Attestations first, a source's in one transaction: endorsements are
+	// kept only for build keys someone attested.
+	for _, g := range got {
+		if len(g.atts) == 0 {
+			continue
+		}
+		_, err := vb.ingest(ctx, g.atts, vb.arrivalFrom(g.from), true)
 		switch {
 		case err == nil:
 		case errors.Is(err, errRejected) && !errors.Is(err, errBudget) && !errors.Is(err, errTooMany):
@@ -260,19 +272,21 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 			ignored = err
 		}
 	}
-	for _, b := range others {
-		var err error
-		if kinds[sha256.Sum256(b)] == wire.RecordEndorsement {
-			_, err = vb.IngestEndorsement(ctx, b, relay, false)
-		} else {
-			err = vb.ingestDemand(b, relay, platform)
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, wire.ErrGossipIgnore):
-			ignored = err
-		default:
-			return err
+	for _, g := range got {
+		for _, b := range g.others {
+			var err error
+			if kinds[sha256.Sum256(b)] == wire.RecordEndorsement {
+				_, err = vb.IngestEndorsement(ctx, b, g.from, false)
+			} else {
+				err = vb.ingestDemand(b, g.from, platform)
+			}
+			switch {
+			case err == nil:
+			case errors.Is(err, wire.ErrGossipIgnore):
+				ignored = err
+			default:
+				return err
+			}
 		}
 	}
 	if ignored != nil {

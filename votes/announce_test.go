@@ -101,6 +101,13 @@ func TestAnnouncementRelayAndOrigin(t *testing.T) {
 	if got := otap.askedIDs(); len(got) != 1 || got[0] != s2.ID() {
 		t.Errorf("the origin was asked %x, want only what the relay lacked", got)
 	}
+	// Each record arrived from the peer that sent it: the attester's own
+	// answer is evidence of its address, the relay's is not.
+	r1, _, _ := v.store.GetAttestation(s1.ID())
+	r2, _, _ := v.store.GetAttestation(s2.ID())
+	if r1.From != relay.self.String() || r1.Addr != "" || r2.From != origin.self.String() || r2.Addr != origin.node.Addr().String() {
+		t.Errorf("from the relay: from %s addr %q; from the origin: from %s addr %q", r1.From, r1.Addr, r2.From, r2.Addr)
+	}
 
 	// Nothing to be had: ignored.
 	s3 := junk(t, origin.key, 3, 1000)

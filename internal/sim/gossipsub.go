@@ -144,8 +144,10 @@ type GossipResult struct {
 	WallS                 float64 `json:"wall_s"`
 }
 
-// gossipTopic is the one platform topic all peers join.
-var gossipTopic = p2p.TopicName("measure")
+// gossipTopic is the one platform topic all peers join: the topic of a
+// real platform name (CHOST and a digest of the flags, 36 bytes for
+// x86_64), since every copy of every message carries it.
+func gossipTopic(pop *Population) string { return p2p.TopicName(pop.Platforms[0].ID) }
 
 // MeasureGossipSub runs o.Peers real libp2p hosts on mocknet, links with
 // the population model's latencies, connected at random as the daemon's
@@ -178,6 +180,11 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 	var keySeed [32]byte
 	binary.LittleEndian.PutUint64(keySeed[:], o.Seed)
 	keyRand := rand.NewChaCha8(keySeed)
+	pop, err := NewPopulation(DefaultModel(max(n, 100)), rng.Uint64())
+	if err != nil {
+		return nil, err
+	}
+	topic := gossipTopic(pop)
 	mn := mocknet.New()
 	defer func() { _ = mn.Close() }()
 	meters := make([]*gossipMeter, n)
@@ -210,10 +217,10 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 				return m.fetchAnnounced(ctx, h, relay, msg)
 			}
 		}
-		if err := ps.RegisterTopicValidator(gossipTopic, accept); err != nil {
+		if err := ps.RegisterTopicValidator(topic, accept); err != nil {
 			return nil, err
 		}
-		t, err := ps.Join(gossipTopic)
+		t, err := ps.Join(topic)
 		if err != nil {
 			return nil, err
 		}
@@ -288,7 +295,7 @@ func MeasureGossipSub(ctx context.Context, o GossipOptions) (*GossipResult, erro
 	res.FormedAfterS = time.Since(formStart).Seconds()
 	logf("%d peers, %.0f connections each, mesh formed after %.1f s", n, res.ConnMean, res.FormedAfterS)
 
-	blobs, publishers, err := gossipMessages(hosts, o.Messages, rng)
+	blobs, publishers, err := gossipMessages(hosts, pop, o.Messages, rng)
 	if err != nil {
 		return nil, err
 	}
@@ -452,11 +459,7 @@ func connGraph(n, lo, hi int, rng *rand.Rand) [][]int {
 
 // gossipMessages signs k attestations of random builds of a drawn
 // population, each by a random peer's host key, as its daemon gossips it.
-func gossipMessages(hosts []host.Host, k int, rng *rand.Rand) (blobs [][]byte, publishers []int, err error) {
-	pop, err := NewPopulation(DefaultModel(max(len(hosts), 100)), rng.Uint64())
-	if err != nil {
-		return nil, nil, err
-	}
+func gossipMessages(hosts []host.Host, pop *Population, k int, rng *rand.Rand) (blobs [][]byte, publishers []int, err error) {
 	for i := range k {
 		p := rng.IntN(len(hosts))
 		pp := pop.Peers[p%len(pop.Peers)]
