@@ -2,6 +2,7 @@ package votes
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"log/slog"
 	"net/netip"
@@ -60,9 +61,13 @@ type Options struct {
 	// full standing (DefaultStandingDays when 0).
 	StandingDays int
 	// Now is the clock standing is dated by (time.Now when nil).
-	Now      func() time.Time
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	Now func() time.Time
+	// DecodedCacheBytes bounds the cache of decoded, verified
+	// attestations (32 MiB when 0). The network simulator runs a
+	// thousand Books in one process and gives each less.
+	DecodedCacheBytes int
+	Logger            *slog.Logger
+	Registry          prometheus.Registerer
 }
 
 // Book holds the network's votes: it checks every attestation, endorsement
@@ -155,6 +160,7 @@ func New(o Options) *Book {
 	if vb.installed == nil {
 		vb.installed = func() map[string]bool { return nil }
 	}
+	vb.decoded.max = cmp.Or(o.DecodedCacheBytes, maxDecodedBytes)
 	vb.gossipRates = wire.NewPeerRates(rate.Limit(o.Limits.PeerGossipRate), max(1, o.Limits.PeerGossipRate*10))
 	vb.demandRates = wire.NewPeerRates(demandRate, demandBurst)
 	vb.vouchRates = wire.NewPeerRates(vouchRate, vouchBurst)

@@ -327,6 +327,7 @@ type decodedCache struct {
 	mu    sync.Mutex
 	m     map[[32]byte]*trust.Signed
 	bytes int
+	max   int // maxDecodedBytes unless Options.DecodedCacheBytes says otherwise
 }
 
 // maxDecodedBytes bounds the cache by the size of the blobs it holds (a
@@ -350,7 +351,7 @@ func (vb *Book) Decode(blob []byte) (*trust.Signed, error) {
 		return nil, err
 	}
 	vb.decoded.mu.Lock()
-	if vb.decoded.m == nil || vb.decoded.bytes+len(blob) > maxDecodedBytes {
+	if vb.decoded.m == nil || vb.decoded.bytes+len(blob) > vb.decoded.max {
 		vb.decoded.m = make(map[[32]byte]*trust.Signed)
 		vb.decoded.bytes = 0
 	}
