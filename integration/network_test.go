@@ -260,7 +260,7 @@ func testTamperedGossip(t *testing.T, victim, target *testnet.Node) {
 	valid, tampered := tamperedSet(t, victim, key)
 	before := target.Daemon.API().Status(ctx).RejectedAttestations
 
-	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
+	ps, err := pubsub.NewGossipSub(ctx, h, p2p.GossipSubOptions()...) // the attacker speaks the protocol
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,13 @@ package p2p
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -37,15 +39,32 @@ func (t *platformTopic) close() {
 // library's default parameters (D = 6, a 1 s heartbeat, IDONTWANT for
 // messages of 1 KiB and more), no peer scoring. The simulator measures
 // GossipSub's traffic with the same options (docs/SCALE.md).
+//
+// Messages are unsigned and carry no origin or sequence number: each
+// payload is a record that carries its own signature, or an announcement
+// whose records are fetched and checked before it is forwarded, so a
+// message signature proved nothing the daemon uses, and its ~116 bytes
+// rode on every copy of every announcement (most of their cost: SCALE.md).
+// A message is named by a digest of its content, so the same payload from
+// two publishers is one message.
 func GossipSubOptions() []pubsub.Option {
 	return []pubsub.Option{
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID),
 		// The origin sends to every subscribed peer it knows, not only to
 		// its mesh: catalog messages are rare, and without it a message
 		// published before the first heartbeat builds the mesh is lost.
 		pubsub.WithFloodPublish(true),
 		pubsub.WithMaxMessageSize(MaxBlobSize + 4096), // payload plus envelope
 	}
+}
+
+// messageID names a message by the SHA-256 of its payload, cut to 20
+// bytes (a collision would drop a message, not forge one).
+func messageID(m *pb.Message) string {
+	d := sha256.Sum256(m.Data)
+	return string(d[:20])
 }
 
 // TopicName is the GossipSub topic carrying the catalog of platform.
@@ -115,10 +134,10 @@ func (n *Node) LeavePlatform(platform string) error {
 	return nil
 }
 
-// Publish broadcasts msg (one catalog entry or fresh attestation, at most
+// Publish broadcasts msg (an announcement or a self-signed record, at most
 // MaxBlobSize bytes) on the topic of platform, which must be joined. The
-// message is signed with the node key; the local validator is skipped for
-// our own messages.
+// message is unsigned (GossipSubOptions); the local validator is skipped
+// for our own messages.
 func (n *Node) Publish(ctx context.Context, platform string, msg []byte) error {
 	if len(msg) == 0 || len(msg) > MaxBlobSize {
 		return fmt.Errorf("%w: %d bytes (want 1..%d)", ErrMessageSize, len(msg), MaxBlobSize)
@@ -153,10 +172,10 @@ func (n *Node) TopicPeers(platform string) []peer.ID {
 
 func (n *Node) gossipValidator(platform string) pubsub.ValidatorEx {
 	return func(ctx context.Context, relay peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-		origin := msg.GetFrom()
-		if origin == n.host.ID() {
-			return pubsub.ValidationAccept
+		if msg.Local || relay == n.host.ID() {
+			return pubsub.ValidationAccept // our own publication
 		}
+		origin := msg.GetFrom() // empty: messages carry no origin
 		n.metrics.gossipReceived.Inc()
 		if len(msg.Data) == 0 || len(msg.Data) > MaxBlobSize {
 			n.metrics.gossipRejected.Inc()

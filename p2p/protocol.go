@@ -43,10 +43,12 @@ package p2p
 // catalog entries are self-authenticating, and the daemon verifies them
 // before use, so a lying peer costs a wasted round trip, not trust.
 //
-// Gossip: one GossipSub topic per platform, named /gentoo-p2p/catalog/<platform>,
-// carrying one opaque blob (at most 65536 bytes) per message, signed by the
-// publisher's peer key (StrictSign). Peers validate every message with the
-// daemon's verification before forwarding it.
+// Gossip: one GossipSub topic per platform, named
+// /gentoo-p2p/catalog/2/<platform>, carrying one opaque blob (at most
+// 65536 bytes) per message, unsigned (StrictNoSign) and named by a digest
+// of its content: every payload is a self-signed record or an
+// announcement of such records' ids. Peers validate every message with
+// the daemon's verification before forwarding it.
 
 import (
 	"bufio"
@@ -80,8 +82,11 @@ const (
 	AboutProtocol protocol.ID = "/gentoo-p2p/about/1"
 	// DHTProtocolPrefix keeps our DHT apart from the IPFS one.
 	DHTProtocolPrefix protocol.ID = "/gentoo-p2p"
-	// TopicPrefix prefixes the per-platform GossipSub topic names.
-	TopicPrefix = "/gentoo-p2p/catalog/"
+	// TopicPrefix prefixes the per-platform GossipSub topic names. The
+	// "2" is the message policy: version 1 (/gentoo-p2p/catalog/<platform>)
+	// signed every message, and GossipSub peers of the two policies reject
+	// each other's messages.
+	TopicPrefix = "/gentoo-p2p/catalog/2/"
 )
 
 // Wire limits, see the package wire-format comment above.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -157,8 +158,8 @@ func (vb *Book) announce(ctx context.Context, platform string, kind byte, blob [
 }
 
 // ingestAnnounced validates an announcement for GossipSub: the records it
-// names that this store lacks are fetched from relay (from origin too,
-// for any relay did not send), checked and stored exactly as whole
+// names that this store lacks are fetched from relay (from origin too, when
+// the message names one, for any relay did not send), checked and stored exactly as whole
 // records from gossip are. It accepts (nil) when every record is held
 // afterwards, rejects (an error) a malformed announcement, a record not
 // asked for or one that fails its checks, and ignores (wire.ErrGossipIgnore)
@@ -181,7 +182,10 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 		}
 	}
 	if len(want) == 0 {
-		return nil
+		// Nothing new: an honest announcement names records its
+		// publisher just stored, so this is a copy (or a replay) that
+		// must not travel on through this daemon.
+		return fmt.Errorf("%w: every record announced is held here", wire.ErrGossipIgnore)
 	}
 	// The message took one of the relay's gossip tokens; each further
 	// record to fetch and verify takes one more, so announcing many ids
@@ -204,7 +208,7 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 	var got []sent
 	var short error
 	sources := []peer.ID{relay}
-	if origin != relay {
+	if origin != "" && origin != relay { // GossipSub messages name no origin: p2p.GossipSubOptions
 		sources = append(sources, origin)
 	}
 	for _, from := range sources {
@@ -291,6 +295,14 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 	}
 	if ignored != nil {
 		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, ignored)
+	}
+	// Forwarded only if every record is held now: the next peers ask this
+	// daemon for them. A record can pass its checks and still not be
+	// kept (this daemon's own, withdrawn here; a demand superseded).
+	if held, err := vb.heldRecords(ids); err != nil {
+		return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
+	} else if slices.Contains(held, -1) {
+		return fmt.Errorf("%w: a record announced was not kept here", wire.ErrGossipIgnore)
 	}
 	return nil
 }

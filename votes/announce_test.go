@@ -276,3 +276,34 @@ func TestAnnouncementFetchesPerRelayBounded(t *testing.T) {
 		t.Errorf("%d fetches still counted", queued())
 	}
 }
+
+// An announcement is forwarded only when it brought something and this
+// daemon holds all it names: a replay of records held here, and this
+// daemon's own withdrawn record announced back, are ignored — neither
+// travels on through it.
+func TestAnnouncementReplayIgnored(t *testing.T) {
+	net := memnet.New()
+	relay, _ := tapped(t, net)
+	v := joinBook(t, net, true, nil)
+	s := junk(t, relay.key, 1, 800)
+	if err := relay.StoreOwn(s); err != nil {
+		t.Fatal(err)
+	}
+	msg := Announcement(attID(s))
+	if err := v.OnGossip(relay.self, relay.self, v.platform, msg); err != nil {
+		t.Fatalf("first announcement: %v", err)
+	}
+	if err := v.OnGossip(relay.self, relay.self, v.platform, msg); !errors.Is(err, wire.ErrGossipIgnore) {
+		t.Fatalf("a replay of it: %v, want ignored", err)
+	}
+	mine := junk(t, v.key, 2, 800) // v's own, withdrawn here: the relay kept a copy
+	if _, err := relay.IngestFrom(t.Context(), mine.Marshal(), v.self); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.OnGossip(relay.self, relay.self, v.platform, Announcement(attID(mine))); !errors.Is(err, wire.ErrGossipIgnore) {
+		t.Fatalf("own withdrawn record announced back: %v, want ignored", err)
+	}
+	if has(t, v.Book, mine) != 0 {
+		t.Fatal("own withdrawn record taken back")
+	}
+}

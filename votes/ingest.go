@@ -401,8 +401,12 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 	defer cancel()
 	switch msg[0] {
 	case gossipTagAttestation:
-		_, err := vb.ingestAttestation(ctx, msg[1:], vb.arrivalFrom(relay), true)
+		added, err := vb.ingestAttestation(ctx, msg[1:], vb.arrivalFrom(relay), true)
 		switch {
+		case err == nil && !added:
+			// Held already (or this daemon's own): a replay must not
+			// travel on through this daemon.
+			return fmt.Errorf("%w: attestation held here", wire.ErrGossipIgnore)
 		case err == nil:
 			return nil
 		case errors.Is(err, errRejected) && !errors.Is(err, errBudget) && !errors.Is(err, errTooMany):

@@ -271,8 +271,8 @@ func TestOwnAttestationEchoIsIgnored(t *testing.T) {
 	if has, _ := vb.store.HasAttestation(own.ID()); has {
 		t.Fatal("own attestation taken back from the network")
 	}
-	if err := vb.OnGossip(relay, relay, vb.platform, gossipAttestation(own.Marshal())); err != nil {
-		t.Fatalf("own attestation gossiped back: %v", err)
+	if err := vb.OnGossip(relay, relay, vb.platform, gossipAttestation(own.Marshal())); !errors.Is(err, p2p.ErrGossipIgnore) {
+		t.Fatalf("own attestation gossiped back: %v, want ignored (not forwarded, nobody penalised)", err)
 	}
 	if has, _ := vb.store.HasAttestation(own.ID()); has {
 		t.Fatal("own attestation taken back from gossip")

@@ -45,10 +45,14 @@ const (
 	// GossipD4 shrinks the mesh: D = 4 (Dlo 3, Dhi 8, Dout 1) instead of 6
 	// (5, 12, 2).
 	GossipD4 GossipVariant = "d4"
+	// GossipSigned signs every message with its origin's key and names it
+	// by origin and sequence number (StrictSign), as daemons did before
+	// topic version 2.
+	GossipSigned GossipVariant = "signed"
 )
 
 // GossipVariants lists the variants MeasureGossipSub knows.
-var GossipVariants = []GossipVariant{GossipDaemon, GossipNoIDontWant, GossipNoFlood, GossipD4}
+var GossipVariants = []GossipVariant{GossipDaemon, GossipNoIDontWant, GossipNoFlood, GossipD4, GossipSigned}
 
 // GossipOptions configures MeasureGossipSub.
 type GossipOptions struct {
@@ -419,6 +423,9 @@ func gossipOptions(v GossipVariant) ([]pubsub.Option, pubsub.GossipSubParams, er
 		params.IDontWantMessageThreshold = math.MaxInt
 	case GossipNoFlood:
 		return append(opts, pubsub.WithFloodPublish(false)), params, nil
+	case GossipSigned:
+		return append(opts, pubsub.WithMessageSignaturePolicy(pubsub.StrictSign), pubsub.WithMessageAuthor(""),
+			pubsub.WithMessageIdFn(pubsub.DefaultMsgIdFn)), params, nil
 	case GossipD4:
 		params.D, params.Dlo, params.Dhi, params.Dout = 4, 3, 8, 1 // pubsub wants Dout < D/2
 	default:

@@ -56,8 +56,9 @@ type Handlers struct {
 	// OnGossip verifies and takes one gossip message received on a platform
 	// topic. It runs as the GossipSub topic validator: returning an error
 	// rejects the message, so it is neither delivered nor forwarded and its
-	// sender is penalised. from is the signed originator; relay is the
-	// peer that delivered the message (from itself, or a mesh neighbour).
+	// sender is penalised. from is the message's originator when it names
+	// one (the daemon's messages do not: p2p.GossipSubOptions; it is then
+	// empty); relay is the peer that delivered the message.
 	// It is not called for the node's own publications.
 	OnGossip func(from, relay peer.ID, platform string, msg []byte) error
 	// About answers /gentoo-p2p/about/1: what this node is (its platform
