@@ -363,7 +363,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer sp.st.Close()
 		sp.idx, sp.built = i, map[int]int{}
-		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, CatalogIDs: sp.book.ServeCatalogIDs, CatalogRecords: sp.book.ServeCatalogRecords, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
+		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, CatalogIDs: sp.book.ServeCatalogIDs, CatalogRecords: sp.book.ServeCatalogRecords, CatalogIDsUntil: sp.book.ServeCatalogIDsUntil, CatalogFingerprints: sp.book.ServeCatalogFingerprints, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
 		if o.Design == Flood {
 			if err := sp.node.JoinPlatform(plat); err != nil {
 				return nil, err
