@@ -41,10 +41,10 @@ const (
 	// trip and an answer of at most 16 × 19 bytes, what 8 ids cost
 	// listed; a slice of 32 ids (1.2 kB) is listed at once.
 	listBelow = 32
-	// reconcileAhead is how far past now a reconciliation reaches:
+	// ReconcileAhead is how far past now a reconciliation reaches:
 	// records may be dated up to a day ahead (checkClaims refuses later
 	// ones), and a peer's clock may run an hour ahead.
-	reconcileAhead = 25 * time.Hour
+	ReconcileAhead = 25 * time.Hour
 )
 
 // errReconcileNotServed: the first fingerprints request of a sync found
@@ -150,7 +150,7 @@ func (vb *Book) catalogSlices(platform string, bounds []int64, maxIDs int) ([]sl
 }
 
 // syncReconciled syncs p's catalog for platform from cur by
-// reconciliation: it compares fingerprints of [cur, now+reconcileAhead)
+// reconciliation: it compares fingerprints of [cur, now+ReconcileAhead)
 // in slices, splits those that differ until they are small (listBelow)
 // or the bounds are reached (maxReconcileRequests and the sync's own),
 // then lists the slices that differ, oldest first, and fetches what it
@@ -167,7 +167,7 @@ func (s *idSync) syncReconciled(cur wire.CatalogCursor) (n int, next wire.Catalo
 		from = cur.Since // records of that second after After, and some held before
 	}
 	from = max(from, 1)
-	until := time.Now().Add(reconcileAhead).Unix()
+	until := time.Now().Add(ReconcileAhead).Unix()
 	if from >= until {
 		return 0, cur, false, nil
 	}

@@ -397,14 +397,14 @@ func TestSyncLoopReconcilesFromWhereItEnded(t *testing.T) {
 		t.Fatal(n, err)
 	}
 	eventually(t, "the late record at b", func() bool { return has(t, b.Book, late) == 1 })
-	// A sync's first request spans at least reconcileAhead; the requests
+	// A sync's first request spans at least ReconcileAhead; the requests
 	// of the slices it splits are shorter.
 	starts := func() (full, resumed []int64) {
 		tap.mu.Lock()
 		defer tap.mu.Unlock()
 		for _, r := range tap.ranges {
 			switch {
-			case r[1]-r[0] < int64(reconcileAhead/time.Second):
+			case r[1]-r[0] < int64(ReconcileAhead/time.Second):
 			case r[0] == 1:
 				full = append(full, r[0])
 			default:
