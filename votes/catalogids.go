@@ -61,7 +61,7 @@ var errCatalog3NotServed = errors.New("votes: catalog/3 not served")
 
 // CatalogIDBytes is what one id of an ids page costs on the wire: its
 // kind, its time (a uvarint of 5 bytes for any date from 1971 to 3058)
-// and its id. The network simulator models the resync with it.
+// and its id. A sync counts the ids it receives with it.
 const CatalogIDBytes = 1 + 5 + 32
 
 // ServeCatalogIDs answers an ids page of /gentoo-p2p/catalog/3: the ids
