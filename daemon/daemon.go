@@ -367,12 +367,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return err
 	}
 	node.Serve(p2p.Handlers{
-		Attestations:   d.votes.ServeAttestations,
-		Catalog:        d.votes.ServeCatalog,
-		CatalogIDs:     d.votes.ServeCatalogIDs,
-		CatalogRecords: d.votes.ServeCatalogRecords,
-		OnGossip:       d.votes.OnGossip,
-		About:          d.api.About,
+		Attestations:        d.votes.ServeAttestations,
+		Catalog:             d.votes.ServeCatalog,
+		CatalogIDs:          d.votes.ServeCatalogIDs,
+		CatalogRecords:      d.votes.ServeCatalogRecords,
+		CatalogIDsUntil:     d.votes.ServeCatalogIDsUntil,
+		CatalogFingerprints: d.votes.ServeCatalogFingerprints,
+		OnGossip:            d.votes.OnGossip,
+		About:               d.api.About,
 	})
 
 	xfer := transfer.NewServer(node.Host(), d.mz, transfer.ServerOptions{

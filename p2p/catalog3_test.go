@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p/wire"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-varint"
 )
@@ -177,9 +178,30 @@ func TestMalformedCatalogIDsRequests(t *testing.T) {
 				return nil, nil
 			},
 			CatalogRecords: func(context.Context, []CatalogID) ([][]byte, error) { called.Store(true); return nil, nil },
+			CatalogIDsUntil: func(context.Context, string, CatalogCursor, int64) ([]CatalogID, error) {
+				called.Store(true)
+				return nil, nil
+			},
+			CatalogFingerprints: func(context.Context, string, int64, int64, int) ([]wire.CatalogSlice, error) {
+				called.Store(true)
+				return nil, nil
+			},
 		}
 	})
 	id := make([]byte, 32)
+	plat := append(varint.ToUvarint(3), "x86"...)
+	fp := func(v ...uint64) []byte {
+		out := append([]byte{opCatalogFingerprints}, plat...)
+		for _, x := range v {
+			out = append(out, varint.ToUvarint(x)...)
+		}
+		return out
+	}
+	until := func(since, until uint64, after ...byte) []byte {
+		out := append(append([]byte{opCatalogIDsUntil}, plat...), varint.ToUvarint(since)...)
+		out = append(append(out, byte(len(after))), after...)
+		return append(out, varint.ToUvarint(until)...)
+	}
 	tests := []struct {
 		name string
 		req  []byte
@@ -193,6 +215,16 @@ func TestMalformedCatalogIDsRequests(t *testing.T) {
 		{"records count over limit", append([]byte{opCatalogRecords}, varint.ToUvarint(wire.MaxRecordsAsked+1)...)},
 		{"records unknown kind", append([]byte{opCatalogRecords, 1, 'x'}, id...)},
 		{"records truncated id", append([]byte{opCatalogRecords, 1, 'a'}, id[:5]...)},
+		{"fingerprints of one slice", fp(0, 100, 1)},
+		{"fingerprints of 17 slices", fp(0, 100, 17)},
+		{"fingerprints of an empty range", fp(100, 100, 2)},
+		{"fingerprints beyond 2^62", fp(0, 1<<62+1, 2)},
+		{"fingerprints of slices shorter than a second", fp(10, 13, 4)},
+		{"fingerprints without slices", fp(0, 100)},
+		{"bounded ids ending before they start", until(10, 10)},
+		{"bounded ids beyond 2^62", until(10, 1<<62+1)},
+		{"bounded ids without after", append(append([]byte{opCatalogIDsUntil}, plat...), 10)},
+		{"bounded ids cursor id of 3 bytes", until(10, 20, 'a', 'b', 'c')},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -321,6 +353,9 @@ func FuzzReadCatalogRequest(f *testing.F) {
 	f.Add(encodeCatalogRequest(f, catalogRequest{op: opCatalogIDs, platform: "demand/p", cur: CatalogCursor{Since: 1, After: bytes.Repeat([]byte{1}, 32)}}))
 	f.Add(encodeCatalogRequest(f, catalogRequest{op: opCatalogRecords, want: []CatalogID{{Kind: 'a', ID: idOf("a")}, {Kind: 'd', ID: idOf("d")}}}))
 	f.Add([]byte{opCatalogRecords, 0xff, 0x01})
+	f.Add(encodeCatalogRequest(f, catalogRequest{op: opCatalogFingerprints, platform: "p", from: 1, until: 1_800_000_000, slices: 16}))
+	f.Add(encodeCatalogRequest(f, catalogRequest{op: opCatalogIDsUntil, platform: "demand/p", cur: CatalogCursor{Since: 1}, until: 1_800_000_000}))
+	f.Add(encodeCatalogRequest(f, catalogRequest{op: opCatalogIDsUntil, platform: "p", cur: CatalogCursor{Since: 1, After: bytes.Repeat([]byte{2}, 32)}, until: 2}))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		req, err := readCatalogRequest(bufio.NewReader(bytes.NewReader(raw)))
 		if err != nil {
@@ -336,9 +371,206 @@ func FuzzReadCatalogRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded request refused: %v", err)
 		}
+		if req.op == opCatalogFingerprints && checkFingerprintRange(req.from, req.until, req.slices) != nil ||
+			req.op == opCatalogIDsUntil && (req.until <= req.cur.Since || req.until > maxSince) {
+			t.Fatalf("range over the limits accepted: %+v", req)
+		}
 		if again.op != req.op || again.platform != req.platform || again.cur.Since != req.cur.Since ||
-			!bytes.Equal(again.cur.After, req.cur.After) || !slices.Equal(again.want, req.want) {
+			!bytes.Equal(again.cur.After, req.cur.After) || !slices.Equal(again.want, req.want) ||
+			again.from != req.from || again.until != req.until || again.slices != req.slices {
 			t.Fatalf("round trip differs: %+v, then %+v", req, again)
+		}
+	})
+}
+
+// Fingerprints and bounded ids pages between two real hosts: the request
+// carries the range and slices, the answer the slices in order, the
+// empty ones without a fingerprint (the client fills in the empty set's),
+// never more than asked; a bounded page carries its bound.
+func TestCatalogFingerprintsAndBoundedIDs(t *testing.T) {
+	type call struct {
+		platform    string
+		from, until int64
+		slices      int
+		cur         CatalogCursor
+	}
+	calls := make(chan call, 4)
+	var full wire.Fingerprint
+	full.Add(idOf("a"))
+	full.Add(idOf("b"))
+	var empty wire.Fingerprint
+	answer := []wire.CatalogSlice{full.Slice(), {Fingerprint: [16]byte{9}}, full.Slice(), full.Slice()}
+	nodes := newNetwork(t, 2, func(i int) Handlers {
+		if i != 0 {
+			return Handlers{}
+		}
+		return Handlers{
+			CatalogFingerprints: func(_ context.Context, platform string, from, until int64, slices int) ([]wire.CatalogSlice, error) {
+				calls <- call{platform: platform, from: from, until: until, slices: slices}
+				return answer, nil // one more than the three asked below
+			},
+			CatalogIDsUntil: func(_ context.Context, platform string, cur CatalogCursor, until int64) ([]CatalogID, error) {
+				calls <- call{platform: platform, cur: cur, until: until}
+				return []CatalogID{{Kind: wire.RecordDemand, Time: 7, ID: idOf("d")}}, nil
+			},
+		}
+	})
+	server, client := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	got, err := client.CatalogFingerprints(ctx, server.ID(), "amd64", 1, 1<<40, 3)
+	want := []wire.CatalogSlice{full.Slice(), empty.Slice(), full.Slice()}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("CatalogFingerprints = %+v, %v; want %+v", got, err, want)
+	}
+	if c := <-calls; c.platform != "amd64" || c.from != 1 || c.until != 1<<40 || c.slices != 3 {
+		t.Fatalf("fingerprints handler called with %+v", c)
+	}
+	if got[0].Count != 2 || wire.CatalogSlicesBytes(got) != 1+1+(1+16)+1+(1+16) {
+		t.Fatalf("answer of %d bytes, counts %d", wire.CatalogSlicesBytes(got), got[0].Count)
+	}
+	after := bytes.Repeat([]byte{3}, 32)
+	ids, err := client.CatalogIDsUntil(ctx, server.ID(), "demand/amd64", CatalogCursor{Since: 5, After: after}, 9)
+	if err != nil || len(ids) != 1 || ids[0].ID != idOf("d") {
+		t.Fatalf("CatalogIDsUntil = %+v, %v", ids, err)
+	}
+	if c := <-calls; c.platform != "demand/amd64" || c.cur.Since != 5 || !bytes.Equal(c.cur.After, after) || c.until != 9 {
+		t.Fatalf("bounded ids handler called with %+v", c)
+	}
+	if _, err := client.CatalogIDsUntil(ctx, server.ID(), "amd64", CatalogCursor{Since: 5}, 6); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-calls; c.cur.After != nil || c.until != 6 {
+		t.Fatalf("a bounded page with no cursor id arrived as %+v", c)
+	}
+
+	// Refused before anything is sent.
+	for _, r := range []struct {
+		from, until int64
+		slices      int
+	}{{0, 100, 1}, {0, 100, 17}, {5, 5, 2}, {0, 1<<62 + 1, 2}, {10, 12, 3}, {-1, 10, 2}} {
+		if _, err := client.CatalogFingerprints(ctx, server.ID(), "amd64", r.from, r.until, r.slices); err == nil {
+			t.Fatalf("fingerprints of %d slices of [%d, %d) were asked for", r.slices, r.from, r.until)
+		}
+	}
+	if _, err := client.CatalogIDsUntil(ctx, server.ID(), "amd64", CatalogCursor{Since: 5}, 5); err == nil {
+		t.Fatal("a bounded page ending at its cursor was asked for")
+	}
+	// The client serves neither: not supported, not hung.
+	if _, err := server.CatalogFingerprints(ctx, client.ID(), "amd64", 1, 100, 2); !errors.Is(err, wire.ErrNotSupported) {
+		t.Fatalf("CatalogFingerprints from a handler-less node: %v, want wire.ErrNotSupported", err)
+	}
+	if _, err := server.CatalogIDsUntil(ctx, client.ID(), "amd64", CatalogCursor{}, 100); !errors.Is(err, wire.ErrNotSupported) {
+		t.Fatalf("CatalogIDsUntil from a handler-less node: %v, want wire.ErrNotSupported", err)
+	}
+}
+
+// A catalog/3 daemon that predates fingerprints refuses the operation as
+// a bad request, as its decoder did; the client reports that as
+// wire.ErrNotSupported, so votes lists ids instead.
+func TestCatalogFingerprintsFromAnOlderCatalog3(t *testing.T) {
+	nodes := newNetwork(t, 2, func(int) Handlers { return Handlers{} })
+	nodes[0].Host().SetStreamHandler(CatalogIDsProtocol, func(s network.Stream) {
+		defer s.Close()
+		r := bufio.NewReader(s)
+		if op, err := r.ReadByte(); err != nil || op == opCatalogIDs || op == opCatalogRecords {
+			return
+		}
+		_ = writeRefusal(bufio.NewWriter(s), "bad request") // what readCatalogRequest answered an unknown op
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := nodes[1].CatalogFingerprints(ctx, nodes[0].ID(), "amd64", 1, 100, 2)
+	if !errors.Is(err, wire.ErrNotSupported) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("CatalogFingerprints to an older catalog/3 daemon: %v, want wire.ErrNotSupported", err)
+	}
+}
+
+func encodeSlices(t testing.TB, sl []wire.CatalogSlice, max int) []byte {
+	var buf bytes.Buffer
+	if _, err := writeCatalogFingerprints(bufio.NewWriter(&buf), sl, max); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestReadCatalogFingerprints(t *testing.T) {
+	fp := bytes.Repeat([]byte{5}, 16)
+	ok := func(k uint64, entries ...[]byte) []byte {
+		out := append([]byte{statusOK}, varint.ToUvarint(k)...)
+		for _, e := range entries {
+			out = append(out, e...)
+		}
+		return out
+	}
+	slice := func(count uint64) []byte {
+		out := varint.ToUvarint(count)
+		if count > 0 {
+			out = append(out, fp...)
+		}
+		return out
+	}
+	var empty wire.Fingerprint
+	full := wire.CatalogSlice{Count: 3, Fingerprint: [16]byte(fp)}
+	tests := []struct {
+		name    string
+		wire    []byte
+		want    []wire.CatalogSlice
+		wantErr error
+	}{
+		{"no slice", ok(0), []wire.CatalogSlice{}, nil},
+		{"two slices", ok(2, slice(3), slice(0)), []wire.CatalogSlice{full, empty.Slice()}, nil},
+		{"more slices than asked", ok(5, slice(0), slice(0), slice(0), slice(0), slice(0)), nil, ErrProtocol},
+		{"count over 2^62", ok(1, varint.ToUvarint(1<<62+1)), nil, ErrProtocol},
+		{"truncated fingerprint", ok(1, slice(3)[:8]), nil, ErrProtocol},
+		{"fewer slices than said", ok(2, slice(3)), nil, ErrProtocol},
+		{"trailing data", append(ok(1, slice(0)), 0), nil, ErrProtocol},
+		{"refusal", append([]byte{statusRefused}, append(varint.ToUvarint(4), "busy"...)...), nil, ErrRefused},
+		{"unknown status", []byte{7}, nil, ErrProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readCatalogFingerprints(bufio.NewReader(bytes.NewReader(tt.wire)), 4)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("readCatalogFingerprints = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzReadCatalogFingerprints feeds arbitrary fingerprints answers to the
+// client decoder: what it accepts is within the limits and re-encodes to
+// the same bytes.
+func FuzzReadCatalogFingerprints(f *testing.F) {
+	var fp wire.Fingerprint
+	fp.Add(idOf("a"))
+	f.Add(encodeSlices(f, nil, 16))
+	f.Add(encodeSlices(f, []wire.CatalogSlice{fp.Slice(), {}, fp.Slice()}, 16))
+	f.Add([]byte{statusRefused, 4, 'b', 'u', 's', 'y'})
+	f.Add([]byte{statusOK, 1, 0xff, 0xff, 0x03})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := readCatalogFingerprints(bufio.NewReader(bytes.NewReader(raw)), wire.MaxCatalogSlices)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrRefused) {
+				t.Fatalf("error outside the sentinels: %v", err)
+			}
+			return
+		}
+		if len(got) > wire.MaxCatalogSlices {
+			t.Fatalf("%d slices accepted", len(got))
+		}
+		if re := encodeSlices(t, got, wire.MaxCatalogSlices); !bytes.Equal(re, raw) {
+			t.Fatalf("re-encoding differs:\n got %x\nwant %x", re, raw)
+		}
+		if wire.CatalogSlicesBytes(got) != len(raw) {
+			t.Fatalf("CatalogSlicesBytes = %d, the answer has %d", wire.CatalogSlicesBytes(got), len(raw))
 		}
 	})
 }

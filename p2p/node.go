@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, h Handlers) (*Node, error) {
 		cancel()
 		return nil, fmt.Errorf("p2p: register metrics: %w", err)
 	}
-	if h.Attestations != nil || h.Catalog != nil || h.CatalogIDs != nil || h.CatalogRecords != nil || h.OnGossip != nil || h.About != nil {
+	if h.Attestations != nil || h.Catalog != nil || h.CatalogIDs != nil || h.CatalogRecords != nil || h.CatalogIDsUntil != nil || h.CatalogFingerprints != nil || h.OnGossip != nil || h.About != nil {
 		n.Serve(h)
 	}
 	if err := n.start(ctx); err != nil {

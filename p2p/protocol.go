@@ -394,10 +394,17 @@ const ReasonBusy = "busy"
 // ErrRefused, as from a node that lacks the protocol altogether.
 const ReasonNotServed = "not served"
 
+// errBadRequest is a refusal as a bad request: from a request this node
+// checked before sending, the peer predates the operation.
+var errBadRequest = errors.New(`"` + reasonBadRequest + `"`)
+
 // refused is the error of a refusal with reason.
 func refused(reason []byte) error {
 	if string(reason) == ReasonNotServed {
 		return fmt.Errorf("%w: %w: %q", ErrRefused, wire.ErrNotSupported, reason)
+	}
+	if string(reason) == reasonBadRequest {
+		return fmt.Errorf("%w: %w", ErrRefused, errBadRequest)
 	}
 	return fmt.Errorf("%w: %q", ErrRefused, reason)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -30,10 +31,16 @@ type CatalogEntry struct {
 // maxRecords. It reads each record's metadata for its build key, never
 // its blob.
 func (s *Store) PlatformIDs(platform string, since int64, after []byte, maxRecords int) ([]CatalogEntry, error) {
+	return s.PlatformIDsUntil(platform, since, after, 0, maxRecords)
+}
+
+// PlatformIDsUntil is PlatformIDs of the attestations dated before until
+// (no bound when until is 0).
+func (s *Store) PlatformIDsUntil(platform string, since int64, after []byte, until int64, maxRecords int) ([]CatalogEntry, error) {
 	var out []CatalogEntry
 	err := s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
-		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, since, after, maxRecords, func(at int64, id, _ []byte) error {
+		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, since, after, until, maxRecords, func(at int64, id, _ []byte) error {
 			v := pb.Get(id)
 			if v == nil {
 				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, id)
@@ -57,9 +64,15 @@ func (s *Store) PlatformIDs(platform string, since int64, after []byte, maxRecor
 // records after the cursor, in (time, id) order, at most maxRecords, read
 // from the index alone.
 func (s *Store) DemandIDs(platform string, since int64, after []byte, maxRecords int) ([]CatalogEntry, error) {
+	return s.DemandIDsUntil(platform, since, after, 0, maxRecords)
+}
+
+// DemandIDsUntil is DemandIDs of the records dated before until (no
+// bound when until is 0).
+func (s *Store) DemandIDsUntil(platform string, since int64, after []byte, until int64, maxRecords int) ([]CatalogEntry, error) {
 	var out []CatalogEntry
 	err := s.view(func(tx *bolt.Tx) error {
-		return walkPlatTime(tx.Bucket(bucketDemandByPlatTime), platform, since, after, maxRecords, func(at int64, id, _ []byte) error {
+		return walkPlatTime(tx.Bucket(bucketDemandByPlatTime), platform, since, after, until, maxRecords, func(at int64, id, _ []byte) error {
 			e := CatalogEntry{Time: at}
 			copy(e.ID[:], id)
 			out = append(out, e)
@@ -71,8 +84,9 @@ func (s *Store) DemandIDs(platform string, since int64, after []byte, maxRecords
 
 // walkPlatTime calls fn for the entries of a (platform, time, id) index
 // after the cursor, in order, at most maxRecords: after the entry (since,
-// after), or after every entry of second since when after is empty.
-func walkPlatTime(b *bolt.Bucket, platform string, since int64, after []byte, maxRecords int, fn func(at int64, id, value []byte) error) error {
+// after), or after every entry of second since when after is empty; and
+// dated before until unless until is 0.
+func walkPlatTime(b *bolt.Bucket, platform string, since int64, after []byte, until int64, maxRecords int, fn func(at int64, id, value []byte) error) error {
 	if platform == "" || maxRecords <= 0 {
 		return nil
 	}
@@ -92,7 +106,11 @@ func walkPlatTime(b *bolt.Bucket, platform string, since int64, after []byte, ma
 		if len(rest) != 8+32 {
 			return fmt.Errorf("%w: index key %x has a bad length", ErrCorrupt, k)
 		}
-		if err := fn(int64(binary.BigEndian.Uint64(rest[:8])), rest[8:], v); err != nil {
+		at := int64(binary.BigEndian.Uint64(rest[:8]))
+		if until > 0 && at >= until {
+			return nil
+		}
+		if err := fn(at, rest[8:], v); err != nil {
 			return err
 		}
 		n++
@@ -215,5 +233,42 @@ func migrateEndorsements(tx *bolt.Tx, fresh map[string]bool) error {
 			return fmt.Errorf("%w: endorsement key %x has a bad length", ErrCorrupt, k)
 		}
 		return ids.Put(k[len(k)-32:], bytes.Clone(k))
+	})
+}
+
+// WalkPlatformIDs calls fn, in (time, id) order, for each of platform's
+// attestations dated in [from, until) (from 1 on: no page lists time 0),
+// with its build key, until fn returns an error, which it returns. It is
+// one read transaction: fn must not use the store.
+func (s *Store) WalkPlatformIDs(platform string, from, until int64, fn func(CatalogEntry) error) error {
+	return s.view(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketAtt)
+		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, from-1, nil, until, math.MaxInt, func(at int64, id, _ []byte) error {
+			v := pb.Get(id)
+			if v == nil {
+				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, id)
+			}
+			var meta struct {
+				BuildKey string `json:"build_key"`
+			}
+			if _, err := attMeta(v, &meta); err != nil {
+				return fmt.Errorf("attestation %x: %w", id, err)
+			}
+			e := CatalogEntry{Time: at, BuildKey: meta.BuildKey}
+			copy(e.ID[:], id)
+			return fn(e)
+		})
+	})
+}
+
+// WalkDemandIDs is WalkPlatformIDs for platform's demand records, read
+// from the index alone (no build key).
+func (s *Store) WalkDemandIDs(platform string, from, until int64, fn func(CatalogEntry) error) error {
+	return s.view(func(tx *bolt.Tx) error {
+		return walkPlatTime(tx.Bucket(bucketDemandByPlatTime), platform, from-1, nil, until, math.MaxInt, func(at int64, id, _ []byte) error {
+			e := CatalogEntry{Time: at}
+			copy(e.ID[:], id)
+			return fn(e)
+		})
 	})
 }

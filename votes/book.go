@@ -33,6 +33,11 @@ type Network interface {
 	// speak it fails with wire.ErrNotSupported.
 	CatalogIDs(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error)
 	CatalogRecords(ctx context.Context, p peer.ID, want []wire.CatalogID) ([][]byte, error)
+	// CatalogFingerprints and CatalogIDsUntil are catalog/3's
+	// reconciliation; a peer that predates it fails with
+	// wire.ErrNotSupported.
+	CatalogFingerprints(ctx context.Context, p peer.ID, platform string, from, until int64, slices int) ([]wire.CatalogSlice, error)
+	CatalogIDsUntil(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor, until int64) ([]wire.CatalogID, error)
 	Peers() []wire.PeerInfo
 	DirectAddr(p peer.ID) (netip.Addr, bool)
 }

@@ -171,15 +171,20 @@ func (vb *Book) syncCatalogFrom(ctx context.Context, p peer.ID, cur wire.Catalog
 	})
 }
 
-// syncPages pages through p's catalog for platform from cur: by ids over
-// catalog/3 (syncIDPages), or, from a peer that predates it or does not
-// serve it (its first ids request fails with wire.ErrNotSupported), over
-// catalog/2 (syncBlobPages). A peer that stops serving catalog/3 partway
-// fails this sync: the next one starts where it stood, over catalog/2,
-// rather than this one starting over within the same bounds.
-func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
-	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
-	n, next, more, err = vb.syncIDPages(ctx, p, platform, cur, judge)
+// syncPages syncs p's catalog for platform from cur: over catalog/3 by
+// reconciliation (syncReconciled), or, from a peer that does not serve
+// its fingerprints, by listing ids (idSync.pages), or, from a peer that
+// predates catalog/3 or does not serve it, over catalog/2
+// (syncBlobPages). Each fallback happens only when the first request of
+// the sync is not served; a peer that stops serving partway fails this
+// sync, and the next one starts where it stood.
+func (vb *Book) syncPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor, judge judgeFunc) (n int, next wire.CatalogCursor, more bool, err error) {
+	s, cancel := vb.newIDSync(ctx, p, platform, judge)
+	defer cancel()
+	n, next, more, err = s.syncReconciled(cur)
+	if errors.Is(err, errReconcileNotServed) {
+		n, next, more, err = s.pages(cur, 0, true)
+	}
 	if errors.Is(err, errCatalog3NotServed) {
 		return vb.syncBlobPages(ctx, p, platform, cur, judge)
 	}

@@ -61,7 +61,7 @@ var errCatalog3NotServed = errors.New("votes: catalog/3 not served")
 
 // CatalogIDBytes is what one id of an ids page costs on the wire: its
 // kind, its time (a uvarint of 5 bytes for any date from 1971 to 3058)
-// and its id. The network simulator models the resync with it.
+// and its id. A sync counts the ids it receives with it.
 const CatalogIDBytes = 1 + 5 + 32
 
 // ServeCatalogIDs answers an ids page of /gentoo-p2p/catalog/3: the ids
@@ -71,11 +71,23 @@ const CatalogIDBytes = 1 + 5 + 32
 // MaxCatalogIDs ids, at least one attestation when any is left. It reads
 // the store's indexes and the records' metadata, never a blob.
 func (vb *Book) ServeCatalogIDs(ctx context.Context, platform string, cur wire.CatalogCursor) ([]wire.CatalogID, error) {
+	return vb.serveIDs(platform, cur, 0)
+}
+
+// ServeCatalogIDsUntil answers a bounded ids page of catalog/3: the page
+// ServeCatalogIDs answers, of the records dated before until.
+func (vb *Book) ServeCatalogIDsUntil(ctx context.Context, platform string, cur wire.CatalogCursor, until int64) ([]wire.CatalogID, error) {
+	return vb.serveIDs(platform, cur, max(until, 1))
+}
+
+// serveIDs is an ids page from cur, of records dated before until unless
+// until is 0.
+func (vb *Book) serveIDs(platform string, cur wire.CatalogCursor, until int64) ([]wire.CatalogID, error) {
 	if p, ok := isDemandRequest(platform); ok {
-		if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
+		if floor := vb.demandFloor(); cur.Since < floor {
 			cur = wire.CatalogCursor{Since: floor}
 		}
-		es, err := vb.store.DemandIDs(p, cur.Since, cur.After, min(wire.MaxCatalogIDs, 2*vb.pageIDs))
+		es, err := vb.store.DemandIDsUntil(p, cur.Since, cur.After, until, min(wire.MaxCatalogIDs, 2*vb.pageIDs))
 		if err != nil {
 			return nil, err
 		}
@@ -85,7 +97,7 @@ func (vb *Book) ServeCatalogIDs(ctx context.Context, platform string, cur wire.C
 		}
 		return out, nil
 	}
-	es, err := vb.store.PlatformIDs(platform, cur.Since, cur.After, vb.pageIDs)
+	es, err := vb.store.PlatformIDsUntil(platform, cur.Since, cur.After, until, vb.pageIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -148,40 +160,69 @@ func (vb *Book) ServeCatalogRecords(ctx context.Context, want []wire.CatalogID) 
 	return out, nil
 }
 
-// syncIDPages is syncPages over catalog/3: it pages through p's ids for
-// platform from cur, asks for the records it does not hold, and hands
-// those to judge exactly as catalog/2's pages are (the same checks,
-// budgets and bounds). A held record moves the cursor by the time this
-// store holds for it; a fetched one by the time judge vetted. The whole
-// sync is bounded by maxSyncRequests and syncTime besides, and no id is
-// asked for twice in it, however often a peer lists it. A peer that does
-// not serve catalog/3 fails the first ids request with
-// errCatalog3NotServed (wrapping wire.ErrNotSupported), before anything
-// is done; a later failure is an ordinary error.
-func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor,
-	judge func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)) (n int, next wire.CatalogCursor, more bool, err error) {
+// judgeFunc takes a page's fetched records (syncBlobPages).
+type judgeFunc = func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error)
+
+// idSync is one catalog/3 sync of a peer's catalog for platform: its
+// bounds hold for the whole sync, whether it lists ids from a cursor
+// (pages) or reconciles time ranges first and lists only those
+// that differ (syncReconciled).
+type idSync struct {
+	vb       *Book
+	ctx      context.Context
+	p        peer.ID
+	platform string
+	demand   bool
+	judge    judgeFunc
+	got      int // bytes received, of ids, fingerprints and records
+	requests int // requests left (maxSyncRequests)
+	// asked are the ids asked for in this sync: none is asked twice.
+	asked map[[32]byte]bool
+}
+
+// newIDSync starts a sync bounded by maxSyncRequests, maxSyncBytes and
+// the Book's syncTime; the returned cancel ends it.
+func (vb *Book) newIDSync(ctx context.Context, p peer.ID, platform string, judge judgeFunc) (*idSync, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, vb.syncTime)
-	defer cancel()
 	_, demand := isDemandRequest(platform)
-	got := 0
-	requests := maxSyncRequests
-	asked := map[[32]byte]bool{}
+	return &idSync{vb: vb, ctx: ctx, p: p, platform: platform, demand: demand, judge: judge,
+		requests: maxSyncRequests, asked: map[[32]byte]bool{}}, cancel
+}
+
+// pages lists p's ids for platform from cur (of records dated before
+// until, unless until is 0), asks for the records this store does not
+// hold, and hands those to judge exactly as catalog/2's pages are (the
+// same checks, budgets and bounds). A held record moves the cursor by
+// the time this store holds for it; a fetched one by the time judge
+// vetted. The sync's bounds (maxSyncRequests, maxSyncBytes, syncTime)
+// hold besides, and no id is asked for twice in it, however often a peer
+// lists it. With first, a peer that does not serve catalog/3 fails the
+// first ids request with errCatalog3NotServed (wrapping
+// wire.ErrNotSupported), before anything is done; a later failure is an
+// ordinary error.
+func (s *idSync) pages(cur wire.CatalogCursor, until int64, first bool) (n int, next wire.CatalogCursor, more bool, err error) {
+	vb, ctx, p := s.vb, s.ctx, s.p
 	for page := range maxCatalogPages {
-		if got >= maxSyncBytes || requests == 0 {
+		if s.got >= maxSyncBytes || s.requests == 0 {
 			break
 		}
-		requests--
+		s.requests--
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ids, err := vb.net.CatalogIDs(pctx, p, platform, cur)
+		var ids []wire.CatalogID
+		if until > 0 {
+			ids, err = vb.net.CatalogIDsUntil(pctx, p, s.platform, cur, until)
+		} else {
+			ids, err = vb.net.CatalogIDs(pctx, p, s.platform, cur)
+		}
 		cancel()
 		if err != nil {
-			if page == 0 && errors.Is(err, wire.ErrNotSupported) {
+			if first && page == 0 && errors.Is(err, wire.ErrNotSupported) {
 				err = fmt.Errorf("%w: %w", errCatalog3NotServed, err)
 			}
 			return n, cur, false, err
 		}
-		got += len(ids) * CatalogIDBytes
-		if err := checkIDPage(ids, cur, demand); err != nil {
+		s.got += len(ids) * CatalogIDBytes
+		if err := checkIDPage(ids, cur, until, s.demand); err != nil {
 			return n, cur, false, err
 		}
 		listed := make(map[[32]byte]int64, len(ids))
@@ -198,14 +239,14 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 			// An id asked for earlier in this sync and not had then is
 			// not held there: a peer that lists it again (endorsement ids
 			// are not ordered, so it can) gets no second request.
-			if held[i] < 0 && !asked[id.ID] {
-				asked[id.ID] = true
+			if held[i] < 0 && !s.asked[id.ID] {
+				s.asked[id.ID] = true
 				want = append(want, id)
 			}
 		}
-		budget := min(maxSyncBytes-got, vb.fetchBytes)
-		blobs, done, size, err := vb.fetchRecords(ctx, p, want, budget, &requests)
-		got += size
+		budget := min(maxSyncBytes-s.got, vb.fetchBytes)
+		blobs, done, size, err := vb.fetchRecords(ctx, p, want, budget, &s.requests)
+		s.got += size
 		if err != nil {
 			return n, cur, false, err
 		}
@@ -264,7 +305,7 @@ func (vb *Book) syncIDPages(ctx context.Context, p peer.ID, platform string, cur
 				return n, cur, false, err
 			}
 		}
-		added, err := judge(blobs, hashes, step)
+		added, err := s.judge(blobs, hashes, step)
 		n += added
 		if err == nil {
 			err = mismatch
@@ -313,8 +354,9 @@ func matchesKind(blob []byte, kind byte) error {
 // checkIDPage checks an ids page against the cursor it answers: at most
 // MaxCatalogIDs; demand ids only in a demand page, attestations and
 // endorsements only in an attestation page; attestation (or demand) ids
-// after cur and in strictly increasing (time, id) order, each listed once.
-func checkIDPage(ids []wire.CatalogID, cur wire.CatalogCursor, demand bool) error {
+// after cur, dated before until (unless 0), and in strictly increasing
+// (time, id) order, each listed once.
+func checkIDPage(ids []wire.CatalogID, cur wire.CatalogCursor, until int64, demand bool) error {
 	if len(ids) > wire.MaxCatalogIDs {
 		return fmt.Errorf("%w: %d ids exceed %d", ErrBadIDPage, len(ids), wire.MaxCatalogIDs)
 	}
@@ -331,6 +373,9 @@ func checkIDPage(ids []wire.CatalogID, cur wire.CatalogCursor, demand bool) erro
 			return fmt.Errorf("%w: id %d of kind %q in a %s page", ErrBadIDPage, i, id.Kind, map[bool]string{true: "demand", false: "attestation"}[demand])
 		case id.Kind == wire.RecordEndorsement:
 			continue
+		}
+		if until > 0 && id.Time >= until {
+			return fmt.Errorf("%w: id %d (%x) dated %d, the page ends before %d", ErrBadIDPage, i, id.ID[:8], id.Time, until)
 		}
 		c := wire.CatalogCursor{Since: id.Time, After: id.ID[:]}
 		if len(prev.After) == 0 && c.Since <= prev.Since || len(prev.After) > 0 && !cursorAfter(c, prev) {

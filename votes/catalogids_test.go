@@ -412,20 +412,23 @@ func TestCheckIDPage(t *testing.T) {
 		cur    wire.CatalogCursor
 		demand bool
 		ok     bool
+		until  int64
 	}{
-		{"in order", []wire.CatalogID{end, att(5, 1), att(5, 2), att(6, 0)}, wire.CatalogCursor{Since: 4}, false, true},
-		{"inside the cursor's second", []wire.CatalogID{att(5, 6)}, wire.CatalogCursor{Since: 5, After: x[:]}, false, true},
-		{"the cursor's own record", []wire.CatalogID{att(5, 5)}, wire.CatalogCursor{Since: 5, After: x[:]}, false, false},
-		{"in the second the cursor passed", []wire.CatalogID{att(5, 1)}, wire.CatalogCursor{Since: 5}, false, false},
-		{"out of order", []wire.CatalogID{att(6, 1), att(5, 2)}, wire.CatalogCursor{}, false, false},
-		{"twice", []wire.CatalogID{end, att(6, 1), end}, wire.CatalogCursor{}, false, false},
-		{"an endorsement in a demand page", []wire.CatalogID{end}, wire.CatalogCursor{}, true, false},
-		{"demand in a demand page", []wire.CatalogID{{Kind: wire.RecordDemand, Time: 1, ID: x}}, wire.CatalogCursor{}, true, true},
-		{"too many", make([]wire.CatalogID, wire.MaxCatalogIDs+1), wire.CatalogCursor{}, false, false},
+		{"in order", []wire.CatalogID{end, att(5, 1), att(5, 2), att(6, 0)}, wire.CatalogCursor{Since: 4}, false, true, 0},
+		{"inside the cursor's second", []wire.CatalogID{att(5, 6)}, wire.CatalogCursor{Since: 5, After: x[:]}, false, true, 0},
+		{"the cursor's own record", []wire.CatalogID{att(5, 5)}, wire.CatalogCursor{Since: 5, After: x[:]}, false, false, 0},
+		{"in the second the cursor passed", []wire.CatalogID{att(5, 1)}, wire.CatalogCursor{Since: 5}, false, false, 0},
+		{"out of order", []wire.CatalogID{att(6, 1), att(5, 2)}, wire.CatalogCursor{}, false, false, 0},
+		{"twice", []wire.CatalogID{end, att(6, 1), end}, wire.CatalogCursor{}, false, false, 0},
+		{"an endorsement in a demand page", []wire.CatalogID{end}, wire.CatalogCursor{}, true, false, 0},
+		{"demand in a demand page", []wire.CatalogID{{Kind: wire.RecordDemand, Time: 1, ID: x}}, wire.CatalogCursor{}, true, true, 0},
+		{"too many", make([]wire.CatalogID, wire.MaxCatalogIDs+1), wire.CatalogCursor{}, false, false, 0},
+		{name: "before the bound", ids: []wire.CatalogID{end, att(5, 1), att(6, 0)}, cur: wire.CatalogCursor{Since: 4}, ok: true, until: 7},
+		{name: "at the bound", ids: []wire.CatalogID{att(5, 1), att(7, 0)}, cur: wire.CatalogCursor{Since: 4}, until: 7},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkIDPage(tt.ids, tt.cur, tt.demand)
+			err := checkIDPage(tt.ids, tt.cur, tt.until, tt.demand)
 			if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrBadIDPage)) {
 				t.Fatalf("checkIDPage = %v, want ok %v", err, tt.ok)
 			}

@@ -55,7 +55,7 @@ func joinBook(t testing.TB, net *memnet.Network, serve bool, configure func(*con
 		Limits: cfg.Limits, Files: xpak.DefaultLimits(), Net: node,
 	})
 	if serve {
-		node.Serve(p2p.Handlers{Catalog: vb.ServeCatalog, CatalogIDs: vb.ServeCatalogIDs, CatalogRecords: vb.ServeCatalogRecords, Attestations: vb.ServeAttestations, OnGossip: vb.OnGossip})
+		node.Serve(p2p.Handlers{Catalog: vb.ServeCatalog, CatalogIDs: vb.ServeCatalogIDs, CatalogRecords: vb.ServeCatalogRecords, CatalogIDsUntil: vb.ServeCatalogIDsUntil, CatalogFingerprints: vb.ServeCatalogFingerprints, Attestations: vb.ServeAttestations, OnGossip: vb.OnGossip})
 		if err := node.JoinPlatform(vb.platform); err != nil {
 			t.Fatal(err)
 		}

@@ -90,7 +90,7 @@ func NewPeer(t testing.TB, net *memnet.Network, opts ...PeerOption) *Peer {
 		Store: p.Store, Policy: o.policy, Self: p.ID, Key: p.Key, Platform: p.Platform,
 		Limits: config.Defaults().Limits, Files: xpak.DefaultLimits(), Net: p.Node,
 	})
-	p.Node.Serve(p2p.Handlers{Attestations: p.Book.ServeAttestations, Catalog: p.Book.ServeCatalog, CatalogIDs: p.Book.ServeCatalogIDs, CatalogRecords: p.Book.ServeCatalogRecords, OnGossip: p.Book.OnGossip})
+	p.Node.Serve(p2p.Handlers{Attestations: p.Book.ServeAttestations, Catalog: p.Book.ServeCatalog, CatalogIDs: p.Book.ServeCatalogIDs, CatalogRecords: p.Book.ServeCatalogRecords, CatalogIDsUntil: p.Book.ServeCatalogIDsUntil, CatalogFingerprints: p.Book.ServeCatalogFingerprints, OnGossip: p.Book.OnGossip})
 	if err := p.Node.JoinPlatform(p.Platform); err != nil {
 		t.Fatal(err)
 	}

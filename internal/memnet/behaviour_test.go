@@ -279,3 +279,50 @@ func TestCatalogIDsAndRecords(t *testing.T) {
 		t.Error("an empty records request was sent")
 	}
 }
+
+// catalog/3 reconciliation on memnet: a member without it is an older
+// daemon; a range out of bounds is not sent; an answer is trimmed to the
+// slices asked, its empty slices carry the empty set's fingerprint, and
+// its bytes are counted as p2p frames them; a bounded page is counted
+// and checked as an ids page.
+func TestCatalogFingerprintsAndBoundedIDs(t *testing.T) {
+	n := memnet.New()
+	a, b := n.Join(newID(t)), n.Join(newID(t))
+	ctx := context.Background()
+	if _, err := a.CatalogFingerprints(ctx, b.ID(), "amd64", 1, 100, 2); !errors.Is(err, wire.ErrNotSupported) {
+		t.Errorf("fingerprints from a member without them: %v", err)
+	}
+	if _, err := a.CatalogIDsUntil(ctx, b.ID(), "amd64", wire.CatalogCursor{}, 100); !errors.Is(err, wire.ErrNotSupported) {
+		t.Errorf("a bounded page from a member without it: %v", err)
+	}
+	var fp wire.Fingerprint
+	fp.Add([32]byte{1})
+	b.Serve(wire.Handlers{
+		CatalogFingerprints: func(context.Context, string, int64, int64, int) ([]wire.CatalogSlice, error) {
+			return []wire.CatalogSlice{fp.Slice(), {Fingerprint: [16]byte{7}}, fp.Slice()}, nil
+		},
+		CatalogIDsUntil: func(context.Context, string, wire.CatalogCursor, int64) ([]wire.CatalogID, error) {
+			return []wire.CatalogID{{Kind: 'x', Time: 1, ID: [32]byte{1}}}, nil
+		},
+	})
+	before := a.BytesIn()
+	got, err := a.CatalogFingerprints(ctx, b.ID(), "amd64", 1, 100, 2)
+	var empty wire.Fingerprint
+	if err != nil || len(got) != 2 || got[0] != fp.Slice() || got[1] != empty.Slice() {
+		t.Fatalf("fingerprints %+v, %v", got, err)
+	}
+	if in := a.BytesIn() - before; in != 1+1+(1+16)+1 {
+		t.Errorf("an answer of two slices counted as %d bytes, want %d", in, 1+1+(1+16)+1)
+	}
+	for _, r := range [][3]int64{{0, 100, 1}, {0, 100, 17}, {5, 5, 2}, {10, 12, 3}, {0, 1<<62 + 1, 2}} {
+		if _, err := a.CatalogFingerprints(ctx, b.ID(), "amd64", r[0], r[1], int(r[2])); err == nil {
+			t.Errorf("fingerprints of %d slices of [%d, %d) were asked for", r[2], r[0], r[1])
+		}
+	}
+	if _, err := a.CatalogIDsUntil(ctx, b.ID(), "amd64", wire.CatalogCursor{Since: 5}, 5); err == nil {
+		t.Error("a bounded page ending at its cursor was asked for")
+	}
+	if _, err := a.CatalogIDsUntil(ctx, b.ID(), "amd64", wire.CatalogCursor{}, 100); !errors.Is(err, wire.ErrProtocol) {
+		t.Errorf("a bounded page with an id of unknown kind: %v, want ErrProtocol", err)
+	}
+}

@@ -238,6 +238,11 @@ func (nd *Node) CatalogIDs(ctx context.Context, p peer.ID, platform string, cur 
 	if err != nil {
 		return nil, err
 	}
+	return nd.receivedIDs(ids)
+}
+
+// receivedIDs checks an ids answer as p2p does and counts its bytes.
+func (nd *Node) receivedIDs(ids []wire.CatalogID) ([]wire.CatalogID, error) {
 	if len(ids) > wire.MaxCatalogIDs {
 		return nil, fmt.Errorf("%w: %d ids exceed %d", wire.ErrProtocol, len(ids), wire.MaxCatalogIDs)
 	}
@@ -258,6 +263,62 @@ func (nd *Node) CatalogIDs(ctx context.Context, p peer.ID, platform string, cur 
 	nd.bytesIn += n
 	nd.mu.Unlock()
 	return ids, nil
+}
+
+// CatalogIDsUntil asks p for a bounded ids page of catalog/3
+// (wire.Handlers.CatalogIDsUntil), counted and checked as CatalogIDs.
+func (nd *Node) CatalogIDsUntil(ctx context.Context, p peer.ID, platform string, cur wire.CatalogCursor, until int64) ([]wire.CatalogID, error) {
+	if cur.Since < 0 || until <= cur.Since || until > maxSince {
+		return nil, fmt.Errorf("memnet: catalog ids page [%d, %d) out of range", cur.Since, until)
+	}
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.CatalogIDsUntil == nil {
+		return nil, fmt.Errorf("memnet: catalog/3 bounded ids to %s: %w", p, wire.ErrNotSupported)
+	}
+	ids, err := h.CatalogIDsUntil(ctx, platform, cur, until)
+	if err != nil {
+		return nil, err
+	}
+	return nd.receivedIDs(ids)
+}
+
+// CatalogFingerprints asks p for the fingerprints of a range of its
+// catalog (wire.Handlers.CatalogFingerprints); a node without that
+// handler predates it (wire.ErrNotSupported). The request and answer are
+// checked as p2p checks them, and the answer's bytes counted as p2p
+// frames it.
+func (nd *Node) CatalogFingerprints(ctx context.Context, p peer.ID, platform string, from, until int64, slices int) ([]wire.CatalogSlice, error) {
+	if from < 0 || from >= until || until > maxSince || slices < wire.MinCatalogSlices || slices > wire.MaxCatalogSlices || int64(slices) > until-from {
+		return nil, fmt.Errorf("memnet: %d fingerprint slices of [%d, %d) out of range", slices, from, until)
+	}
+	other, err := nd.peer(p)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := other.state()
+	if h.CatalogFingerprints == nil {
+		return nil, fmt.Errorf("memnet: catalog/3 fingerprints to %s: %w", p, wire.ErrNotSupported)
+	}
+	out, err := h.CatalogFingerprints(ctx, platform, from, until, slices)
+	if err != nil {
+		return nil, err
+	}
+	out = out[:min(len(out), slices)] // p2p's server sends no more
+	var empty wire.Fingerprint
+	for i := range out {
+		out[i].Count = min(out[i].Count, maxSince)
+		if out[i].Count == 0 {
+			out[i] = empty.Slice() // not sent: the client knows it
+		}
+	}
+	nd.mu.Lock()
+	nd.bytesIn += int64(wire.CatalogSlicesBytes(out))
+	nd.mu.Unlock()
+	return out, nil
 }
 
 // CatalogRecords asks p for the records named by want (catalog/3); a

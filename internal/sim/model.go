@@ -166,7 +166,7 @@ func (ft *Fitted) At(n int) *Result {
 		fmt.Sprintf("fitted to measured runs at %v peers", sizes(ft.Runs)),
 		"gossip, catalog sync and store grow as a + b·N: every peer of a platform receives and keeps every attestation of it, and platform shares do not change with N",
 		"DHT requests and latencies grow as a + b·log2(N) (Kademlia hops)",
-		"the periodic catalog resync (catalog/3: 38 bytes of id per record listed, records only when missing, which under the simulated gossip is never) grows as a + b·N: the connected peers of one's platform stay about 48 × its share, its catalog grows with N",
+		"the periodic catalog resync (catalog/3 reconciliation: one fingerprints answer of 16 time slices per sync where the two catalogs agree, as they do under the simulated gossip; records only when missing) fitted as a + b·N: the connected peers of one's platform stay about 48 × its share, and an answer's size hardly grows with the catalog",
 		fmt.Sprintf("per-peer builds and requests per day as measured at %d peers; %d bytes per DHT request and answer", big.Nodes, DHTBytesPerRPC),
 		fmt.Sprintf("hit rate, false accepts and time to installable as measured at %d peers (not extrapolated)", big.Nodes),
 	}

@@ -229,9 +229,6 @@ type Result struct {
 // address) back. An assumption (docs/SCALE.md); the counts are measured.
 const DHTBytesPerRPC = 1300
 
-// maxSyncBytes is what one catalog sync reads at most (votes).
-const maxSyncBytes = 64 << 20
-
 // askProviders is how many providers a peer asks for their attestations
 // of a build in the interest design.
 const askProviders = 10
@@ -363,7 +360,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer sp.st.Close()
 		sp.idx, sp.built = i, map[int]int{}
-		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, CatalogIDs: sp.book.ServeCatalogIDs, CatalogRecords: sp.book.ServeCatalogRecords, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
+		sp.node.Serve(wire.Handlers{Catalog: sp.book.ServeCatalog, CatalogIDs: sp.book.ServeCatalogIDs, CatalogRecords: sp.book.ServeCatalogRecords, CatalogIDsUntil: sp.book.ServeCatalogIDsUntil, CatalogFingerprints: sp.book.ServeCatalogFingerprints, Attestations: sp.book.ServeAttestations, OnGossip: sp.book.OnGossip})
 		if o.Design == Flood {
 			if err := sp.node.JoinPlatform(plat); err != nil {
 				return nil, err
@@ -915,33 +912,51 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// its build key up once.
 	res.DHTBytesPerPeerDay = (float64(res.Attestations)*res.RPCsPerProvide + float64(res.Requests)*res.RPCsPerLookup) * DHTBytesPerRPC / n / days
 	// The SyncLoop schedule (votes.ResyncEvery, ResyncMargin,
-	// FullSyncEvery) over catalog/3: connections are random with respect
-	// to platforms, the connection manager keeps between its low and high
-	// water marks; a resync reads the ids of the records dated since the
-	// last one (less the margin), a full sync the ids of the whole
-	// catalog. Records themselves cross only when the peer lacks them:
-	// here none, since every online subscriber got every gossip message
-	// and a peer coming back online synced at once (those bytes are
-	// measured in GossipBytesPerPeerDay). Demand and endorsement ids are
-	// not counted: the simulation makes neither.
-	catalog := make([]float64, len(pop.Platforms)) // records of each platform
-	for pi, members := range platformPeers {
-		for _, j := range members {
-			catalog[pi] += records[j] / float64(len(members))
-		}
-	}
-	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
-	simHours := float64(m.Days * 24)
-	window := (votes.ResyncEvery + votes.ResyncMargin).Hours()
+	// FullSyncEvery) over catalog/3 with reconciliation: connections are
+	// random with respect to platforms, the connection manager keeps
+	// between its low and high water marks; each sync, hourly from the
+	// newest record seen less the margin, daily from the start, asks for
+	// the fingerprints of 16 time slices of its range and, where the two
+	// catalogs agree, asks nothing more. They agree here: every online
+	// subscriber got every gossip message and a peer coming back online
+	// synced at once (those bytes, reconciliation included, are measured
+	// in GossipBytesPerPeerDay). So a sync costs one fingerprints answer
+	// for the platform's attestations and one for its demand (which the
+	// simulation makes none of: 16 empty slices), framed as p2p frames
+	// them, from the platform's records as they stood at each simulated
+	// hour (resyncAnswers).
 	var resync float64
-	for _, pp := range pop.Peers {
-		others := float64(len(platformPeers[pp.Platform]) - 1)
-		connected := min(others, conns*others/float64(m.Nodes-1))
-		online := float64(pp.OnlineHours)
-		resyncs := online / votes.ResyncEvery.Hours()
-		fulls := max(1, online/votes.FullSyncEvery.Hours())
-		ids := resyncs*catalog[pp.Platform]*window/simHours + fulls*catalog[pp.Platform]
-		resync += connected * min(ids*votes.CatalogIDBytes, maxSyncBytes*(resyncs+fulls))
+	conns := float64(p2p.DefaultConnLow+p2p.DefaultConnHigh) / 2
+	emptyDemand := float64(wire.CatalogSlicesBytes(make([]wire.CatalogSlice, wire.MaxCatalogSlices)))
+	for pi, members := range platformPeers {
+		if len(members) < 2 {
+			continue
+		}
+		var times []int64 // the platform's record times, from its fullest store
+		best := -1.0
+		for _, j := range members {
+			if records[j] <= best {
+				continue
+			}
+			best, times = records[j], times[:0]
+			err := peers[j].st.WalkPlatformIDs(pop.Platforms[pi].ID, 1, math.MaxInt64, func(e store.CatalogEntry) error {
+				times = append(times, e.Time)
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		hourly, full := resyncAnswers(times, epoch, m.Days*24)
+		for _, j := range members {
+			pp := pop.Peers[j]
+			others := float64(len(members) - 1)
+			connected := min(others, conns*others/float64(m.Nodes-1))
+			online := float64(pp.OnlineHours)
+			resyncs := online / votes.ResyncEvery.Hours()
+			fulls := max(1, online/votes.FullSyncEvery.Hours())
+			resync += connected * (resyncs*(hourly+emptyDemand) + fulls*(full+emptyDemand))
+		}
 	}
 	res.ResyncBytesPerPeerDay = resync / n
 	if o.Design == Interest {

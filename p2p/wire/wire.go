@@ -8,7 +8,10 @@ package wire
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"math/bits"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -53,6 +56,17 @@ type Handlers struct {
 	// the blobs of the records named by want (Kind and ID; Time is not
 	// sent) that are held, in the order asked, within the answer's limits.
 	CatalogRecords func(ctx context.Context, want []CatalogID) ([][]byte, error)
+	// CatalogIDsUntil answers a bounded ids page of /gentoo-p2p/catalog/3:
+	// CatalogIDs' page with no record dated at or after until. A client
+	// lists with it the time slices whose fingerprints differ.
+	CatalogIDsUntil func(ctx context.Context, platform string, cur CatalogCursor, until int64) ([]CatalogID, error)
+	// CatalogFingerprints answers a fingerprints request of
+	// /gentoo-p2p/catalog/3: platform's range [from, until) split by
+	// SliceBounds into slices, and for each, in order, the count and
+	// Fingerprint of the ids an ids page of it would list. It may answer
+	// fewer slices than asked (its work bound reached): the client asks
+	// again for the rest.
+	CatalogFingerprints func(ctx context.Context, platform string, from, until int64, slices int) ([]CatalogSlice, error)
 	// OnGossip verifies and takes one gossip message received on a platform
 	// topic. It runs as the GossipSub topic validator: returning an error
 	// rejects the message, so it is neither delivered nor forwarded and its
@@ -120,6 +134,92 @@ const (
 	MaxCatalogIDs   = 4096
 	MaxRecordsAsked = 256
 )
+
+// CatalogSlice is one time slice of a catalog/3 fingerprints answer: how
+// many ids the slice holds and their Fingerprint.
+type CatalogSlice struct {
+	Count       uint64
+	Fingerprint [16]byte
+}
+
+// Bounds of a catalog/3 fingerprints request: the slices asked for, and
+// the time a range may reach (the wire's bound on a time).
+const (
+	MinCatalogSlices = 2
+	MaxCatalogSlices = 16
+	MaxCatalogTime   = 1 << 62
+)
+
+// SliceBounds splits [from, until) into n slices of equal length (to the
+// second): slice i is [b[i], b[i+1]), b[0] = from, b[n] = until. Server
+// and client compute the same bounds from the request, so only counts and
+// fingerprints cross the wire. It needs 0 <= from < until <= 2^62 and
+// 1 <= n <= until-from, so that no slice is empty of seconds.
+func SliceBounds(from, until int64, n int) []int64 {
+	b := make([]int64, n+1)
+	width := uint64(until - from)
+	for i := range b {
+		// width*i/n in 128 bits: width reaches 2^62.
+		hi, lo := bits.Mul64(width, uint64(i))
+		q, _ := bits.Div64(hi, lo, uint64(n))
+		b[i] = from + int64(q)
+	}
+	return b
+}
+
+// Fingerprint is a set of catalog ids' fingerprint, as Negentropy builds
+// it: SHA-256 of the ids' sum (each a 256-bit little-endian integer, mod
+// 2^256) and the uvarint of their count, cut to 16 bytes. A sum, unlike an
+// XOR, is not linear over GF(2): a signer cannot solve for a subset of
+// records whose ids cancel out (docs/PROTOCOL.md).
+type Fingerprint struct {
+	sum   [4]uint64
+	count uint64
+}
+
+// Add adds one id to the set (an id added twice counts twice).
+func (f *Fingerprint) Add(id [32]byte) {
+	var carry uint64
+	for i := range f.sum {
+		f.sum[i], carry = bits.Add64(f.sum[i], binary.LittleEndian.Uint64(id[8*i:]), carry)
+	}
+	f.count++
+}
+
+// Count is how many ids were added.
+func (f *Fingerprint) Count() uint64 { return f.count }
+
+// Slice is the set's count and 16-byte fingerprint.
+func (f *Fingerprint) Slice() CatalogSlice {
+	var buf [32 + binary.MaxVarintLen64]byte
+	for i, w := range f.sum {
+		binary.LittleEndian.PutUint64(buf[8*i:], w)
+	}
+	n := 32 + binary.PutUvarint(buf[32:], f.count)
+	sum := sha256.Sum256(buf[:n])
+	out := CatalogSlice{Count: f.count}
+	copy(out.Fingerprint[:], sum[:16])
+	return out
+}
+
+// CatalogSlicesBytes is what a fingerprints answer of slices costs on the
+// wire: its status, the uvarint of how many, and each slice's uvarint
+// count and, when not 0, its 16-byte fingerprint.
+func CatalogSlicesBytes(slices []CatalogSlice) int {
+	n := 1 + uvarintLen(uint64(len(slices)))
+	for _, s := range slices {
+		n += uvarintLen(s.Count)
+		if s.Count > 0 {
+			n += len(s.Fingerprint)
+		}
+	}
+	return n
+}
+
+func uvarintLen(v uint64) int {
+	var buf [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(buf[:], v)
+}
 
 // ErrNotSupported means the peer does not speak the protocol asked for (an
 // older daemon): the caller may fall back to an older version.
