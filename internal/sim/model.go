@@ -118,6 +118,7 @@ func fitAll(runs []*Result) []Fit {
 	return []Fit{
 		fitLaw("gossip_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.GossipBytesPerPeerDay }),
 		fitLaw("resync_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.ResyncBytesPerPeerDay }),
+		fitLaw("sync_return_bytes_per_peer_day", Linear, "bytes", 0, runs, func(r *Result) float64 { return r.SyncReturnBytesPerPeerDay }),
 		fitLaw("store_bytes_per_peer", Linear, "bytes", 100e6, runs, func(r *Result) float64 { return r.StoreBytesPerPeer }),
 		fitLaw("lookup_p50_ms", Log, "ms", 0, runs, func(r *Result) float64 { return r.LookupP50MS }),
 		fitLaw("lookup_p99_ms", Log, "ms", 1000, runs, func(r *Result) float64 { return r.LookupP99MS }),
@@ -161,6 +162,7 @@ func (ft *Fitted) At(n int) *Result {
 	perPeerDay := func(count int) float64 { return float64(count) / float64(big.Nodes) / float64(big.Days) }
 	r.DHTBytesPerPeerDay = (perPeerDay(big.Attestations)*r.RPCsPerProvide + perPeerDay(big.Requests)*r.RPCsPerLookup) * DHTBytesPerRPC
 	r.ResyncBytesPerPeerDay = ft.fit("resync_bytes_per_peer_day").At(n)
+	r.SyncReturnBytesPerPeerDay = ft.fit("sync_return_bytes_per_peer_day").At(n)
 	r.ControlBytesPerPeerDay = r.GossipBytesPerPeerDay + r.DHTBytesPerPeerDay + r.ResyncBytesPerPeerDay
 	r.Assumptions = []string{
 		fmt.Sprintf("fitted to measured runs at %v peers", sizes(ft.Runs)),

@@ -189,6 +189,10 @@ type Result struct {
 	// counts × DHTBytesPerRPC.
 	ControlBytesPerPeerDay float64 `json:"control_bytes_per_peer_day"`
 	GossipBytesPerPeerDay  float64 `json:"gossip_bytes_per_peer_day"`
+	// SyncReturnBytesPerPeerDay is the part of GossipBytesPerPeerDay that
+	// the catalog syncs of peers coming back online received: streams,
+	// which GossipSub's copies do not multiply (docs/SCALE.md).
+	SyncReturnBytesPerPeerDay float64 `json:"sync_return_bytes_per_peer_day"`
 	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
 	// from every connected peer of its platform, once a day the ids of
 	// the whole catalog and every hour those of what is new there
@@ -424,6 +428,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		weightInstallable []float64
 		watches           = map[keys.Build]*weightWatch{}
 		attBytes          int64
+		returnBytes       int64 // received by the syncs on return
 	)
 	// The donors' stream (who donates, build times) and the weight
 	// watches' gossip delays: neither draws from rng, so a run without
@@ -801,11 +806,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				}
 			}
 			rng.Shuffle(len(others), func(a, b int) { others[a], others[b] = others[b], others[a] })
+			before := sp.node.BytesIn()
 			for _, j := range others[:min(len(others), o.SyncPeers)] {
 				if _, err := sp.book.SyncFrom(ctx, peers[j].id); err != nil {
 					return nil, fmt.Errorf("sim: peer %d syncs from %d: %w", i, j, err)
 				}
 			}
+			returnBytes += sp.node.BytesIn() - before
 		}
 		// Pending installability checks at peers now online.
 		kept := pending[:0]
@@ -908,6 +915,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	n, days := float64(m.Nodes), float64(m.Days)
 	res.GossipBytesPerPeerDay = gossip / n / days
+	res.SyncReturnBytesPerPeerDay = float64(returnBytes) / n / days
 	// Each build is provided once by each attester; each request looks
 	// its build key up once.
 	res.DHTBytesPerPeerDay = (float64(res.Attestations)*res.RPCsPerProvide + float64(res.Requests)*res.RPCsPerLookup) * DHTBytesPerRPC / n / days

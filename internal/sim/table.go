@@ -33,7 +33,7 @@ func (r *Result) Table() string {
 	if r.Donors > 0 {
 		row("donors", "%d: %d builds (%d rebuilds), %.0f build hours; %d demand records", r.Donors, r.DonorBuilds, r.DonorRebuilds, r.DonorBuildHours, r.DemandRecords)
 	}
-	row("control bytes/peer/day", "%s (received: gossip, catalog pages and attest answers %s; DHT %s; periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
+	row("control bytes/peer/day", "%s (received: gossip, catalog pages and attest answers %s, of which syncs on return %s; DHT %s; periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.SyncReturnBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
 	if r.Modelled {
 		row("store bytes/peer", "%s", bytesText(r.StoreBytesPerPeer))
 	} else {
