@@ -196,7 +196,7 @@ var keys = []keySpec{
 	{key: "limits.requests", kind: kindInt, field: func(c *Config) any { return &c.Limits.Requests },
 		doc: "attest and catalog requests served at once over all peers (≥ `peer_requests`)"},
 	{key: "limits.peer_gossip_rate", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerGossipRate },
-		doc: "gossip messages per second one relaying peer may make us verify, in bursts of ten seconds' worth; more are ignored unread (≥ 1)"},
+		doc: "gossip messages (an announcement: the records it makes us fetch) per second one relaying peer may make us verify, in bursts of ten seconds' worth; more are ignored unread (≥ 1)"},
 	{key: "limits.peer_demands", kind: kindInt, field: func(c *Config) any { return &c.Limits.PeerDemands },
 		doc: "demand records (usage votes: variants a peer wants) one identity may have stored here; past it, its oldest goes (≥ 1)"},
 	{key: "limits.demands", kind: kindInt, field: func(c *Config) any { return &c.Limits.Demands },
