@@ -164,6 +164,7 @@ func (ft *Fitted) At(n int) *Result {
 	r.ResyncBytesPerPeerDay = ft.fit("resync_bytes_per_peer_day").At(n)
 	r.SyncReturnBytesPerPeerDay = ft.fit("sync_return_bytes_per_peer_day").At(n)
 	r.ControlBytesPerPeerDay = r.GossipBytesPerPeerDay + r.DHTBytesPerPeerDay + r.ResyncBytesPerPeerDay
+	r.ControlBytesGossipSub = r.ControlBytesPerPeerDay + (GossipSubFactor-1)*max(0, r.GossipBytesPerPeerDay-r.SyncReturnBytesPerPeerDay)
 	r.Assumptions = []string{
 		fmt.Sprintf("fitted to measured runs at %v peers", sizes(ft.Runs)),
 		"gossip, catalog sync and store grow as a + b·N: every peer of a platform receives and keeps every attestation of it, and platform shares do not change with N",
@@ -171,9 +172,19 @@ func (ft *Fitted) At(n int) *Result {
 		"the periodic catalog resync (catalog/3 reconciliation: one fingerprints answer of 16 time slices per sync where the two catalogs agree, as they do under the simulated gossip; records only when missing) fitted as a + b·N: the connected peers of one's platform stay about 48 × its share, and an answer's size hardly grows with the catalog",
 		fmt.Sprintf("per-peer builds and requests per day as measured at %d peers; %d bytes per DHT request and answer", big.Nodes, DHTBytesPerRPC),
 		fmt.Sprintf("hit rate, false accepts and time to installable as measured at %d peers (not extrapolated)", big.Nodes),
+		fmt.Sprintf("control_bytes_per_peer_day_gossipsub: what memnet delivered once by gossip (announcements and the records fetched for them, not the syncs on return) times %.2f, real GossipSub's bytes per record on the daemon's options at about 8 topic peers (measured: p2psim -gossipsub 250 -gossipsub-share 0.14)", GossipSubFactor),
 	}
 	return &r
 }
+
+// GossipSubFactor is what a peer reads per record announced on real
+// GossipSub with the daemon's options, over the record's size: the
+// announcement's copies, IHAVE, and the record fetched once with its
+// framing. Measured on 250 real hosts at about 8 topic peers each (the
+// platform-peer discovery's minimum; the largest platform's random share
+// is 6.5): `go run ./cmd/p2psim -gossipsub 250 -gossipsub-share 0.14`
+// gave 1.365 (p50 1.39, max 1.48) on 2026-12-05 (docs/SCALE.md).
+const GossipSubFactor = 1.37
 
 func sizes(runs []*Result) []int {
 	var out []int

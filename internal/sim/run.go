@@ -193,6 +193,10 @@ type Result struct {
 	// the catalog syncs of peers coming back online received: streams,
 	// which GossipSub's copies do not multiply (docs/SCALE.md).
 	SyncReturnBytesPerPeerDay float64 `json:"sync_return_bytes_per_peer_day"`
+	// ControlBytesGossipSub is, in a model, ControlBytesPerPeerDay with
+	// the gossip delivered as real GossipSub delivers it
+	// (GossipSubFactor); memnet hands each subscriber one copy.
+	ControlBytesGossipSub float64 `json:"control_bytes_per_peer_day_gossipsub,omitempty"`
 	// ResyncBytesPerPeerDay is what the daemon's catalog SyncLoop adds:
 	// from every connected peer of its platform, once a day the ids of
 	// the whole catalog and every hour those of what is new there

@@ -34,6 +34,9 @@ func (r *Result) Table() string {
 		row("donors", "%d: %d builds (%d rebuilds), %.0f build hours; %d demand records", r.Donors, r.DonorBuilds, r.DonorRebuilds, r.DonorBuildHours, r.DemandRecords)
 	}
 	row("control bytes/peer/day", "%s (received: gossip, catalog pages and attest answers %s, of which syncs on return %s; DHT %s; periodic catalog resync %s)", bytesText(r.ControlBytesPerPeerDay), bytesText(r.GossipBytesPerPeerDay), bytesText(r.SyncReturnBytesPerPeerDay), bytesText(r.DHTBytesPerPeerDay), bytesText(r.ResyncBytesPerPeerDay))
+	if r.ControlBytesGossipSub > 0 {
+		row("  with GossipSub's copies", "%s (gossip × %.2f)", bytesText(r.ControlBytesGossipSub), GossipSubFactor)
+	}
 	if r.Modelled {
 		row("store bytes/peer", "%s", bytesText(r.StoreBytesPerPeer))
 	} else {
