@@ -41,18 +41,10 @@ func (s *Store) PlatformIDsUntil(platform string, since int64, after []byte, unt
 	err := s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
 		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, since, after, until, maxRecords, func(at int64, id, _ []byte) error {
-			v := pb.Get(id)
-			if v == nil {
-				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, id)
+			e, err := catalogEntry(pb, at, id)
+			if err != nil {
+				return err
 			}
-			var meta struct {
-				BuildKey string `json:"build_key"`
-			}
-			if _, err := attMeta(v, &meta); err != nil {
-				return fmt.Errorf("attestation %x: %w", id, err)
-			}
-			e := CatalogEntry{Time: at, BuildKey: meta.BuildKey}
-			copy(e.ID[:], id)
 			out = append(out, e)
 			return nil
 		})
@@ -244,18 +236,10 @@ func (s *Store) WalkPlatformIDs(platform string, from, until int64, fn func(Cata
 	return s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
 		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, from-1, nil, until, math.MaxInt, func(at int64, id, _ []byte) error {
-			v := pb.Get(id)
-			if v == nil {
-				return fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, id)
+			e, err := catalogEntry(pb, at, id)
+			if err != nil {
+				return err
 			}
-			var meta struct {
-				BuildKey string `json:"build_key"`
-			}
-			if _, err := attMeta(v, &meta); err != nil {
-				return fmt.Errorf("attestation %x: %w", id, err)
-			}
-			e := CatalogEntry{Time: at, BuildKey: meta.BuildKey}
-			copy(e.ID[:], id)
 			return fn(e)
 		})
 	})
@@ -271,4 +255,22 @@ func (s *Store) WalkDemandIDs(platform string, from, until int64, fn func(Catalo
 			return fn(e)
 		})
 	})
+}
+
+// catalogEntry is the catalog entry of the attestation id, listed at time
+// at in the platform-time index, read from its metadata.
+func catalogEntry(pb *bolt.Bucket, at int64, id []byte) (CatalogEntry, error) {
+	v := pb.Get(id)
+	if v == nil {
+		return CatalogEntry{}, fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, id)
+	}
+	var meta struct {
+		BuildKey string `json:"build_key"`
+	}
+	if _, err := attMeta(v, &meta); err != nil {
+		return CatalogEntry{}, fmt.Errorf("attestation %x: %w", id, err)
+	}
+	e := CatalogEntry{Time: at, BuildKey: meta.BuildKey}
+	copy(e.ID[:], id)
+	return e, nil
 }

@@ -286,33 +286,7 @@ func TestSyncLoopResyncsFromWhereItEnded(t *testing.T) {
 	b.fullSyncEvery = 200 * time.Millisecond
 	cc := &countingCatalog{serve: a.ServeCatalog}
 	a.node.Serve(p2p.Handlers{Catalog: cc.handler, Attestations: a.ServeAttestations, OnGossip: a.OnGossip})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	first := catalogOf(t, 4, 2, 1000) // dated an hour ago on
-	if n, err := a.ingestBatch(ctx, blobsOf(first...), arrival{}); n != len(first) || err != nil {
-		t.Fatal(n, err)
-	}
-	go func() {
-		defer close(done)
-		b.SyncLoop(ctx)
-	}()
-	eventually(t, "a's records at b", func() bool { return has(t, b.Book, first...) == len(first) })
-	// A record that reaches a after the sync, dated five minutes before
-	// the newest one b saw: inside the margin.
-	newest := first[len(first)-1].Attestation.Time
-	k, _ := mustKey(t)
-	late, err := hostile.Junk(k, testPlatform, 99, 1000, newest.Add(-5*time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := a.ingestBatch(ctx, blobsOf(late), arrival{}); n != 1 || err != nil {
-		t.Fatal(n, err)
-	}
-	eventually(t, "the late record at b", func() bool { return has(t, b.Book, late) == 1 })
+	newest := syncThenLate(t, a.Book, b.Book)
 	// Syncs start where the cursor has no After: from the start (full)
 	// or from the resume point; the pages after the first go on from a
 	// record (After set).

@@ -1,6 +1,7 @@
 package votes
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gentoo-p2p/gentoo-p2pd/config"
 	"github.com/gentoo-p2p/gentoo-p2pd/identity"
+	"github.com/gentoo-p2p/gentoo-p2pd/internal/hostile"
 	"github.com/gentoo-p2p/gentoo-p2pd/internal/memnet"
 	"github.com/gentoo-p2p/gentoo-p2pd/p2p"
 	"github.com/gentoo-p2p/gentoo-p2pd/store"
@@ -148,4 +150,38 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// syncThenLate runs b's SyncLoop until the test ends: a's first records
+// (a catalog dated an hour ago on) reach b, then a record that reaches a
+// after that sync, dated five minutes before the newest one b saw (inside
+// the resync margin), reaches b too. It returns that newest time.
+func syncThenLate(t *testing.T, a, b *Book) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	first := catalogOf(t, 4, 2, 1000)
+	if n, err := a.ingestBatch(ctx, blobsOf(first...), arrival{}); n != len(first) || err != nil {
+		t.Fatal(n, err)
+	}
+	go func() {
+		defer close(done)
+		b.SyncLoop(ctx)
+	}()
+	eventually(t, "a's records at b", func() bool { return has(t, b, first...) == len(first) })
+	newest := first[len(first)-1].Attestation.Time
+	k, _ := mustKey(t)
+	late, err := hostile.Junk(k, testPlatform, 99, 1000, newest.Add(-5*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.ingestBatch(ctx, blobsOf(late), arrival{}); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+	eventually(t, "the late record at b", func() bool { return has(t, b, late) == 1 })
+	return newest
 }

@@ -372,31 +372,7 @@ func TestSyncLoopReconcilesFromWhereItEnded(t *testing.T) {
 	b.fullSyncEvery = 200 * time.Millisecond
 	tap := &reconTap{idTap: &idTap{book: a.Book}}
 	a.node.Serve(tap.handlers())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	first := catalogOf(t, 4, 2, 1000) // dated an hour ago on
-	if n, err := a.ingestBatch(ctx, blobsOf(first...), arrival{}); n != len(first) || err != nil {
-		t.Fatal(n, err)
-	}
-	go func() {
-		defer close(done)
-		b.SyncLoop(ctx)
-	}()
-	eventually(t, "a's records at b", func() bool { return has(t, b.Book, first...) == len(first) })
-	newest := first[len(first)-1].Attestation.Time
-	k, _ := mustKey(t)
-	late, err := hostile.Junk(k, testPlatform, 99, 1000, newest.Add(-5*time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := a.ingestBatch(ctx, blobsOf(late), arrival{}); n != 1 || err != nil {
-		t.Fatal(n, err)
-	}
-	eventually(t, "the late record at b", func() bool { return has(t, b.Book, late) == 1 })
+	newest := syncThenLate(t, a.Book, b.Book)
 	// A sync's first request spans at least ReconcileAhead; the requests
 	// of the slices it splits are shorter.
 	starts := func() (full, resumed []int64) {
