@@ -14,8 +14,10 @@ import (
 
 // Buckets that make per-identity cost and catalog paging cheap:
 //
-//   - att_by_platform_time: platform NUL be64(time) id → nothing, so a
-//     catalog page is one cursor walk however large the catalog is;
+//   - att_by_platform_time: platform NUL be64(time) id → build key (empty
+//     in entries written before it was kept), so a catalog page is one
+//     cursor walk however large the catalog is, and a walk of ids reads no
+//     record;
 //   - att_usage: attester → be64(records) be64(blob bytes), what one
 //     identity makes this peer store, without listing its records.
 var (
@@ -32,7 +34,9 @@ func indexAttestation(tx *bolt.Tx, rec *AttestationRecord) error {
 		}
 	}
 	if rec.Platform != "" {
-		if err := tx.Bucket(bucketAttByPlatTime).Put(platTimeKey(rec.Platform, rec.Time, rec.ID[:]), nil); err != nil {
+		// The value is the build key, so a catalog walk (catalog/3's
+		// fingerprints and pages) reads no record metadata.
+		if err := tx.Bucket(bucketAttByPlatTime).Put(platTimeKey(rec.Platform, rec.Time, rec.ID[:]), []byte(rec.BuildKey)); err != nil {
 			return err
 		}
 	}
@@ -540,7 +544,7 @@ func migrateAttestations(tx *bolt.Tx, fresh map[string]bool) error {
 			return err
 		}
 		if fresh[string(bucketAttByPlatTime)] && r.Platform != "" {
-			if err := tx.Bucket(bucketAttByPlatTime).Put(platTimeKey(r.Platform, r.Time, k), nil); err != nil {
+			if err := tx.Bucket(bucketAttByPlatTime).Put(platTimeKey(r.Platform, r.Time, k), []byte(r.BuildKey)); err != nil {
 				return err
 			}
 		}

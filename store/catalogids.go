@@ -40,8 +40,8 @@ func (s *Store) PlatformIDsUntil(platform string, since int64, after []byte, unt
 	var out []CatalogEntry
 	err := s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
-		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, since, after, until, maxRecords, func(at int64, id, _ []byte) error {
-			e, err := catalogEntry(pb, at, id)
+		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, since, after, until, maxRecords, func(at int64, id, bk []byte) error {
+			e, err := catalogEntry(pb, at, id, bk)
 			if err != nil {
 				return err
 			}
@@ -235,8 +235,8 @@ func migrateEndorsements(tx *bolt.Tx, fresh map[string]bool) error {
 func (s *Store) WalkPlatformIDs(platform string, from, until int64, fn func(CatalogEntry) error) error {
 	return s.view(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketAtt)
-		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, from-1, nil, until, math.MaxInt, func(at int64, id, _ []byte) error {
-			e, err := catalogEntry(pb, at, id)
+		return walkPlatTime(tx.Bucket(bucketAttByPlatTime), platform, from-1, nil, until, math.MaxInt, func(at int64, id, bk []byte) error {
+			e, err := catalogEntry(pb, at, id, bk)
 			if err != nil {
 				return err
 			}
@@ -258,8 +258,15 @@ func (s *Store) WalkDemandIDs(platform string, from, until int64, fn func(Catalo
 }
 
 // catalogEntry is the catalog entry of the attestation id, listed at time
-// at in the platform-time index, read from its metadata.
-func catalogEntry(pb *bolt.Bucket, at int64, id []byte) (CatalogEntry, error) {
+// at in the platform-time index with build key bk (the index value;
+// entries written before it held one are empty, and the build key is read
+// from the record's metadata).
+func catalogEntry(pb *bolt.Bucket, at int64, id, bk []byte) (CatalogEntry, error) {
+	if len(bk) > 0 {
+		e := CatalogEntry{Time: at, BuildKey: string(bk)}
+		copy(e.ID[:], id)
+		return e, nil
+	}
 	v := pb.Get(id)
 	if v == nil {
 		return CatalogEntry{}, fmt.Errorf("%w: %s points at missing attestation %x", ErrCorrupt, bucketAttByPlatTime, id)

@@ -103,6 +103,8 @@ type Book struct {
 	// fetching bounds the records fetches each relay's announcements make
 	// at once (announce.go).
 	fetching relayFetches
+	// wantDescs keeps the demand descriptors Wanted read (demand.go).
+	wantDescs wantDescriptors
 	// demandRates bounds the demand records per second each identity
 	// makes this daemon store (demandRate); demandPruned is when demand
 	// past the horizon was last pruned (Unix seconds).

@@ -383,6 +383,16 @@ func TestDemandSyncByIDsChecksEachSignatureOnce(t *testing.T) {
 		if checks != 2 {
 			t.Fatalf("%d signature checks for 2 demand records", checks)
 		}
+		// A builder plans from the same records again and again: Wanted
+		// checks a record's signature the first time it reads it only.
+		for range 3 {
+			if w, err := b.Wanted(platform, 0); err != nil || len(w) != 1 || w[0].Wanters != 2 || w[0].CPV != hello.CPV {
+				t.Fatalf("Wanted = %+v, %v", w, err)
+			}
+		}
+		if checks != 3 {
+			t.Fatalf("%d signature checks after three plans, want the one record read once more", checks)
+		}
 	})
 	t.Run("listed at another time", func(t *testing.T) {
 		b := onPlatform(t, joinBook(t, net, false, nil), platform)

@@ -3,10 +3,12 @@ package votes
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -266,12 +268,8 @@ func (vb *Book) WantedWhere(platform string, n int, keep func(v keys.Variant, cp
 		if !ok {
 			continue // pruned or replaced since the tally
 		}
-		s, err := trust.DecodeDemand(blob)
+		desc, err := vb.wantDescs.descriptor(blob, vb.decodeDemand)
 		if err != nil {
-			return nil, fmt.Errorf("demand record for %s: %w", c.VariantKey, err)
-		}
-		var desc identity.Descriptor
-		if err := json.Unmarshal(s.Demand.Descriptor, &desc); err != nil {
 			return nil, fmt.Errorf("demand record for %s: %w", c.VariantKey, err)
 		}
 		w := Want{
@@ -318,4 +316,43 @@ func (vb *Book) SortByDemand(builds []Build) {
 	slices.SortStableFunc(builds, func(x, y Build) int {
 		return cmp.Or(cmp.Compare(wanted[variant(y)], wanted[variant(x)]), cmp.Compare(len(y.Atts), len(x.Atts)))
 	})
+}
+
+// wantDescriptors keeps the descriptors of the demand records Wanted has
+// read, by record id: a builder plans again and again from the same
+// records, and each was verified when it arrived; without this, every plan
+// checked the signature of each of up to 4096 records again.
+type wantDescriptors struct {
+	mu sync.Mutex
+	m  map[[32]byte]identity.Descriptor
+}
+
+// maxWantDescriptors bounds the cache: the demand store's default bound
+// (limits.demands); when full it starts over.
+const maxWantDescriptors = 1 << 16
+
+// descriptor decodes blob with decode (its signature checked the first
+// time) and returns its descriptor.
+func (w *wantDescriptors) descriptor(blob []byte, decode func([]byte) (*trust.SignedDemand, error)) (identity.Descriptor, error) {
+	id := sha256.Sum256(blob)
+	w.mu.Lock()
+	d, ok := w.m[id]
+	w.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	s, err := decode(blob)
+	if err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal(s.Demand.Descriptor, &d); err != nil {
+		return d, err
+	}
+	w.mu.Lock()
+	if w.m == nil || len(w.m) >= maxWantDescriptors {
+		w.m = make(map[[32]byte]identity.Descriptor)
+	}
+	w.m[id] = d
+	w.mu.Unlock()
+	return d, nil
 }
