@@ -163,8 +163,8 @@ func (vb *Book) announce(ctx context.Context, platform string, kind byte, blob [
 // records from gossip are. It accepts (nil) when every record is held
 // afterwards, rejects (an error) a malformed announcement, a record not
 // asked for or one that fails its checks, and ignores (wire.ErrGossipIgnore)
-// one whose records could not all be had or kept: not forwarded, nobody
-// penalised.
+// one whose records could not all be had or kept: not forwarded, nothing
+// counted against anyone.
 func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, platform string, payload []byte) error {
 	ids, err := parseAnnouncement(payload)
 	if err != nil {

@@ -133,7 +133,7 @@ func demandRecord(s *trust.SignedDemand) store.DemandRecord {
 
 // ingestDemand checks a demand record gossiped on topic and stores it.
 // Invalid records (bad signature, descriptor not binding the variant key,
-// wrong topic, dated in the future) are errors that penalise the relay;
+// wrong topic, dated in the future) are errors: rejected and counted;
 // valid records over a bound are wire.ErrGossipIgnore.
 func (vb *Book) ingestDemand(blob []byte, relay peer.ID, topic string) error {
 	s, err := vb.vetDemand(blob, relay, "gossiped on topic", topic)

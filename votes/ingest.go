@@ -410,11 +410,11 @@ func (vb *Book) OnGossip(origin, relay peer.ID, platform string, msg []byte) err
 		case err == nil:
 			return nil
 		case errors.Is(err, errRejected) && !errors.Is(err, errBudget) && !errors.Is(err, errTooMany):
-			return err // invalid: not forwarded, and the relay is penalised
+			return err // invalid: rejected, not forwarded, counted
 		default:
 			// Valid but over a bound, or this daemon failed to store it:
-			// not forwarded, and the relay that passed on a valid record
-			// is not penalised for it.
+			// not forwarded, and not counted against the relay that
+			// passed on a valid record.
 			return fmt.Errorf("%w: %w", wire.ErrGossipIgnore, err)
 		}
 	case gossipTagEvidence:

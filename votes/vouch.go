@@ -141,8 +141,8 @@ func (vb *Book) publish(ctx context.Context, tag byte, blob []byte, vouchee peer
 }
 
 // ingestVouch checks a vouch gossiped by relay and stores it. Invalid
-// records (bad signature, self-vouch, malformed) are errors that penalise
-// the relay; valid ones that change nothing here or are over a bound are
+// records (bad signature, self-vouch, malformed) are errors: rejected and
+// counted; valid ones that change nothing here or are over a bound are
 // wire.ErrGossipIgnore, so they are not relayed either. A vouch already
 // held is accepted and relayed: that is how a republished vouch reaches
 // peers that joined since.
@@ -157,7 +157,7 @@ func (vb *Book) ingestVouch(blob []byte, relay peer.ID) error {
 
 // ingestPGPVouch is ingestVouch for a vouch signed by an OpenPGP key. A
 // daemon can check only signatures by keys of its own trust.vouch_keyring:
-// one by another key is ignored (not relayed, the relay not penalised),
+// one by another key is ignored (not relayed, not counted as invalid),
 // so such vouches travel among daemons that share the keyring.
 func (vb *Book) ingestPGPVouch(blob []byte, relay peer.ID) error {
 	p, err := trust.DecodePGPVouch(blob, vb.policy.VouchKeyring)

@@ -69,8 +69,9 @@ type Handlers struct {
 	CatalogFingerprints func(ctx context.Context, platform string, from, until int64, slices int) ([]CatalogSlice, error)
 	// OnGossip verifies and takes one gossip message received on a platform
 	// topic. It runs as the GossipSub topic validator: returning an error
-	// rejects the message, so it is neither delivered nor forwarded and its
-	// sender is penalised. from is the message's originator when it names
+	// rejects the message as invalid, so it is neither delivered nor
+	// forwarded (GossipSub's peer scoring, which would also penalise its
+	// sender, is not enabled). from is the message's originator when it names
 	// one (the daemon's messages do not: p2p.GossipSubOptions; it is then
 	// empty); relay is the peer that delivered the message.
 	// It is not called for the node's own publications.
@@ -257,8 +258,8 @@ type ProvideStats struct {
 
 // ErrGossipIgnore may be returned (wrapped) by Handlers.OnGossip for a
 // message that is valid but not worth forwarding (a duplicate, an entry
-// already superseded): it is dropped without penalising the sender, whereas
-// any other error rejects the message as invalid.
+// already superseded): it is dropped, not forwarded, and not traced as
+// invalid, whereas any other error rejects the message as invalid.
 var ErrGossipIgnore = errors.New("p2p: gossip message ignored")
 
 // ErrNotJoined is returned by Publish for a platform not joined first.
