@@ -19,10 +19,11 @@ import (
 // record asks the peer that relayed the message for it over catalog/3's
 // records request, checks it as any record from the network, and only
 // then lets GossipSub forward the message. GossipSub delivers each
-// message about once per mesh neighbour (5.7–8 copies a peer, measured in
-// docs/SCALE.md); an announcement is ~200 bytes where an attestation is
-// ~2.4 KB, so the copies cost ids and each record crosses once. A relay
-// forwards only what it validated, so it holds what it announces.
+// message about once per mesh neighbour (5–7 copies a peer, measured in
+// docs/SCALE.md); a copy of an announcement is ~100 bytes where an
+// attestation is ~2.4 KB, so the copies cost ids and each record crosses
+// once. A relay forwards only what it validated, so it holds what it
+// announces.
 const gossipTagIDs = 'i'
 
 // maxAnnouncedIDs bounds the ids of one announcement, and announceBytes
