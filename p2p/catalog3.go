@@ -67,7 +67,7 @@ const (
 const reasonBadRequest = "bad request"
 
 // maxSince bounds a cursor's or an id's time on the wire.
-const maxSince = 1 << 62
+const maxSince = wire.MaxCatalogTime
 
 // CatalogID is wire.CatalogID.
 type CatalogID = wire.CatalogID

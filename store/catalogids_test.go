@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -181,4 +182,43 @@ func sameSet(a, b [][32]byte) bool {
 	slices.SortFunc(a, cmp)
 	slices.SortFunc(b, cmp)
 	return slices.Equal(a, b)
+}
+
+// A bounded ids page stops before its bound, and a walk of [from, until)
+// names the records such a page lists from the second before from, in
+// the same order, and stops when told.
+func TestPlatformIDsUntilAndWalk(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	var recs []AttestationRecord
+	for at := int64(1); at <= 5; at++ {
+		for j := range 2 {
+			recs = append(recs, att("A", fmt.Sprintf("bk%d-%d", at, j), "c", at, fmt.Sprintf("blob-%d-%d", at, j)))
+		}
+	}
+	if _, err := s.PutAttestations(recs); err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.PlatformIDsUntil("amd64", 1, nil, 4, 100)
+	if err != nil || len(page) != 4 || page[0].Time != 2 || page[3].Time != 3 {
+		t.Fatalf("ids of (1, 4) = %+v, %v; want the four of seconds 2 and 3", page, err)
+	}
+	var walked []CatalogEntry
+	err = s.WalkPlatformIDs("amd64", 2, 4, func(e CatalogEntry) error {
+		walked = append(walked, e)
+		return nil
+	})
+	if err != nil || !slices.Equal(walked, page) {
+		t.Fatalf("walk of [2, 4) = %+v, %v; want %+v", walked, err, page)
+	}
+	stop := errors.New("enough")
+	n := 0
+	err = s.WalkPlatformIDs("amd64", 0, 100, func(CatalogEntry) error {
+		if n++; n == 3 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 3 {
+		t.Fatalf("a walk told to stop: %d records, %v", n, err)
+	}
 }

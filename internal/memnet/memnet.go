@@ -214,7 +214,7 @@ func (nd *Node) SyncCatalog(ctx context.Context, p peer.ID, platform string, cur
 }
 
 // maxSince bounds an id's time on the wire, as p2p bounds it.
-const maxSince = 1 << 62
+const maxSince = wire.MaxCatalogTime
 
 // validKind reports a record kind catalog/3 carries.
 func validKind(k byte) bool {

@@ -144,7 +144,8 @@ type CatalogSlice struct {
 }
 
 // Bounds of a catalog/3 fingerprints request: the slices asked for, and
-// the time a range may reach (the wire's bound on a time).
+// the time a range, a cursor or an id may reach (the wire's bound on a
+// time).
 const (
 	MinCatalogSlices = 2
 	MaxCatalogSlices = 16
