@@ -16,12 +16,7 @@ import (
 // order, from any cursor, with each attestation's build key and time.
 func TestPlatformIDsFollowPlatformPage(t *testing.T) {
 	s := openTest(t, t.TempDir())
-	var recs []AttestationRecord
-	for at := int64(1); at <= 4; at++ {
-		for j := range 3 {
-			recs = append(recs, att("A", fmt.Sprintf("bk%d-%d", at, j), "c", at, fmt.Sprintf("blob-%d-%d", at, j)))
-		}
-	}
+	recs := perSecond(4, 3)
 	other := att("A", "other", "c", 2, "other")
 	other.Platform = "arm64"
 	if _, err := s.PutAttestations(append(recs, other)); err != nil {
@@ -189,12 +184,7 @@ func sameSet(a, b [][32]byte) bool {
 // the same order, and stops when told.
 func TestPlatformIDsUntilAndWalk(t *testing.T) {
 	s := openTest(t, t.TempDir())
-	var recs []AttestationRecord
-	for at := int64(1); at <= 5; at++ {
-		for j := range 2 {
-			recs = append(recs, att("A", fmt.Sprintf("bk%d-%d", at, j), "c", at, fmt.Sprintf("blob-%d-%d", at, j)))
-		}
-	}
+	recs := perSecond(5, 2)
 	if _, err := s.PutAttestations(recs); err != nil {
 		t.Fatal(err)
 	}
@@ -221,4 +211,16 @@ func TestPlatformIDsUntilAndWalk(t *testing.T) {
 	if !errors.Is(err, stop) || n != 3 {
 		t.Fatalf("a walk told to stop: %d records, %v", n, err)
 	}
+}
+
+// perSecond is a catalog of platform amd64 by attester A: k records (each
+// of its own build key) in each of seconds 1..n.
+func perSecond(n int64, k int) []AttestationRecord {
+	var recs []AttestationRecord
+	for at := int64(1); at <= n; at++ {
+		for j := range k {
+			recs = append(recs, att("A", fmt.Sprintf("bk%d-%d", at, j), "c", at, fmt.Sprintf("blob-%d-%d", at, j)))
+		}
+	}
+	return recs
 }

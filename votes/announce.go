@@ -1,6 +1,7 @@
 package votes
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -203,8 +204,8 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 	// that sent it (its address is evidence of where the attester sits
 	// when that peer is the attester).
 	type sent struct {
-		from         peer.ID
-		atts, others [][]byte
+		from             peer.ID
+		atts, ends, dems [][]byte
 	}
 	var got []sent
 	var short error
@@ -240,10 +241,13 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 				return err
 			}
 			have[id] = true
-			if kinds[id] == wire.RecordAttestation {
+			switch kinds[id] {
+			case wire.RecordAttestation:
 				batch.atts = append(batch.atts, b)
-			} else {
-				batch.others = append(batch.others, b)
+			case wire.RecordEndorsement:
+				batch.ends = append(batch.ends, b)
+			default:
+				batch.dems = append(batch.dems, b)
 			}
 		}
 		got = append(got, batch)
@@ -277,19 +281,23 @@ func (vb *Book) ingestAnnounced(ctx context.Context, origin, relay peer.ID, plat
 			ignored = err
 		}
 	}
+	// An endorsement or demand record that fails its checks rejects the
+	// announcement at once; one over a bound only keeps it from travelling.
+	take := func(err error) error {
+		if err != nil && !errors.Is(err, wire.ErrGossipIgnore) {
+			return err
+		}
+		ignored = cmp.Or(err, ignored)
+		return nil
+	}
 	for _, g := range got {
-		for _, b := range g.others {
-			var err error
-			if kinds[sha256.Sum256(b)] == wire.RecordEndorsement {
-				_, err = vb.IngestEndorsement(ctx, b, g.from, false)
-			} else {
-				err = vb.ingestDemand(b, g.from, platform)
+		for _, b := range g.ends {
+			if _, err := vb.IngestEndorsement(ctx, b, g.from, false); take(err) != nil {
+				return err
 			}
-			switch {
-			case err == nil:
-			case errors.Is(err, wire.ErrGossipIgnore):
-				ignored = err
-			default:
+		}
+		for _, b := range g.dems {
+			if err := vb.ingestDemand(b, g.from, platform); take(err) != nil {
 				return err
 			}
 		}

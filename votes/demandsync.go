@@ -27,7 +27,7 @@ const DemandNamespace = "demand/"
 // demand records after cur, no older than the horizon, at most MaxBlobs/2
 // records and about catalogPageBytes of them, at least one when any.
 func (vb *Book) serveDemand(platform string, cur wire.CatalogCursor) ([][]byte, error) {
-	if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
+	if floor := vb.demandFloor(); cur.Since < floor {
 		cur = wire.CatalogCursor{Since: floor}
 	}
 	recs, err := vb.store.DemandPage(platform, cur.Since, cur.After, wire.MaxBlobs/2, vb.pageBytes)
@@ -61,7 +61,7 @@ func isDemandRequest(platform string) (string, bool) {
 // is known by its id before its signature is checked. n, next and more
 // are syncCatalogFrom's.
 func (vb *Book) syncDemandFrom(ctx context.Context, p peer.ID, cur wire.CatalogCursor) (n int, next wire.CatalogCursor, more bool, err error) {
-	if floor := vb.standing.now().Add(-DemandHorizon).Unix(); cur.Since < floor {
+	if floor := vb.demandFloor(); cur.Since < floor {
 		cur = wire.CatalogCursor{Since: floor}
 	}
 	return vb.syncPages(ctx, p, DemandNamespace+vb.platform, cur, func(blobs [][]byte, ids [][32]byte, step func(at int64, id [32]byte) error) (int, error) {
