@@ -1,10 +1,14 @@
 package store
 
 import (
+	"errors"
+	"math"
 	"reflect"
 	"strconv"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestVotesChanged: every committed write of what a verdict reads moves
@@ -76,21 +80,92 @@ func TestVotesChanged(t *testing.T) {
 	step("counter", func() error { return s.IncCounter("x", 1) }, false, false)
 	step("first seen", func() error { _, err := s.FirstSeen("k", time.Now()); return err }, false, false)
 
-	was := s.LocalGeneration()
-	if err := s.PutLocal(local("/pkgdir/a.gpkg.tar", "blob", "bk1")); err != nil {
+	for _, w := range []struct {
+		name  string
+		write func() error
+	}{
+		{"put local", func() error { return s.PutLocal(local("/pkgdir/a.gpkg.tar", "blob", "bk1")) }},
+		{"cache a blob", func() error { return commitBlob(s.Cache(), "cached") }},
+		{"remove the blob", func() error { _, err := s.Cache().Remove(sum("cached")); return err }},
+		{"delete local", func() error { _, _, err := s.DeleteLocal("/pkgdir/a.gpkg.tar"); return err }},
+	} {
+		was, votes := s.LocalGeneration(), s.VotesGeneration()
+		if err := w.write(); err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		if got := s.LocalGeneration(); got <= was {
+			t.Errorf("%s: local generation %d → %d", w.name, was, got)
+		}
+		if got := s.VotesGeneration(); got != votes {
+			t.Errorf("%s: votes generation moved %d → %d", w.name, votes, got)
+		}
+	}
+}
+
+// TestChangesWhileWriting: while a write transaction that changes votes
+// runs — and so in the moment bbolt has made its records visible and the
+// log has not yet moved — every read of the generation is a new one and
+// the build key written reads as changed, so a result derived then is
+// never taken for current afterwards; other build keys stay as they were.
+// Once the write is over the generation is stable again and the key's
+// change is later than every generation read before.
+func TestChangesWhileWriting(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.PutAttestation(AttestationRecord{BuildKey: "other", Platform: "amd64", Attester: "A", Blob: []byte("0")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := commitBlob(s.Cache(), "cached"); err != nil {
+	before, other := s.VotesGeneration(), s.VotesChanged("other")
+	inside, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.update(func(tx *bolt.Tx) error {
+			if err := s.votesChanged(tx, "bk"); err != nil {
+				return err
+			}
+			close(inside)
+			<-release
+			return nil
+		})
+	}()
+	<-inside
+	var seen []uint64
+	for range 3 {
+		seen = append(seen, s.VotesGeneration())
+	}
+	if seen[0] <= before || seen[1] <= seen[0] || seen[2] <= seen[1] {
+		t.Errorf("generations read during the write %v (before %d): want each new", seen, before)
+	}
+	if got := s.VotesChanged("bk"); got != math.MaxUint64 {
+		t.Errorf("the key being written changed at %d, want now (MaxUint64)", got)
+	}
+	if got := s.VotesChanged("other"); got != other {
+		t.Errorf("another key changed at %d during the write, was %d", got, other)
+	}
+	close(release)
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Cache().Remove(sum("cached")); err != nil {
-		t.Fatal(err)
+	after := s.VotesGeneration()
+	if again := s.VotesGeneration(); again != after {
+		t.Errorf("generation %d then %d with no write", after, again)
 	}
-	if _, _, err := s.DeleteLocal("/pkgdir/a.gpkg.tar"); err != nil {
-		t.Fatal(err)
+	if got := s.VotesChanged("bk"); got <= seen[2] || got > after {
+		t.Errorf("bk changed at %d: want after %d (read during the write) and at most %d", got, seen[2], after)
 	}
-	if got := s.LocalGeneration(); got != was+4 {
-		t.Errorf("local generation %d → %d after four writes", was, got)
+
+	// A rolled-back write ends too: the log reads stable afterwards.
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := s.votesChanged(tx, ""); err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	})
+	if err == nil {
+		t.Fatal("the failing write committed")
+	}
+	g := s.VotesGeneration()
+	if s.VotesGeneration() != g || s.VotesChanged("other") > g || s.VotesChanged("bk") > g {
+		t.Errorf("after a rollback: generation %d, other %d, bk %d", g, s.VotesChanged("other"), s.VotesChanged("bk"))
 	}
 }
 

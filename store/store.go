@@ -121,6 +121,10 @@ type Store struct {
 	// votes and local log committed changes for readers that keep
 	// derived results (VotesGeneration, LocalGeneration).
 	votes, local *changeLog
+	// writing is what the write transaction running now changes of what
+	// votes and local track: set and read only under bbolt's writer lock
+	// (update).
+	writing *txChanges
 
 	closeOnce sync.Once
 	closeErr  error
@@ -285,7 +289,15 @@ func (s *Store) Cache() *Cache { return s.cache }
 // update runs fn in one write transaction, mapping bbolt's closed-database
 // error to ErrClosed.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	err := s.db.Update(fn)
+	var c txChanges
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		s.writing = &c
+		defer func() { s.writing = nil }()
+		return fn(tx)
+	})
+	// Committed or rolled back: what the transaction began ends, after
+	// its records are visible.
+	c.finish(s)
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
