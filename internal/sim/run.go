@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -357,12 +358,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	net := memnet.New()
+	clock := newBookClock(m.Days)
 	peers := make([]*simPeer, m.Nodes)
 	byID := map[peer.ID]int{}
 	platformPeers := make([][]int, len(pop.Platforms))
 	for i, pp := range pop.Peers {
 		plat := pop.Platforms[pp.Platform].ID
-		sp, err := newPeer(net, filepath.Join(dir, fmt.Sprint(i)), plat, policy, cfg.Limits)
+		sp, err := newPeer(net, filepath.Join(dir, fmt.Sprint(i)), plat, policy, cfg.Limits, clock.now)
 		if err != nil {
 			return nil, err
 		}
@@ -398,7 +400,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	)
 	if o.Adversary != None {
 		var err error
-		if attacker, err = newPeer(net, filepath.Join(dir, "attacker"), "", policy, cfg.Limits); err != nil {
+		if attacker, err = newPeer(net, filepath.Join(dir, "attacker"), "", policy, cfg.Limits, clock.now); err != nil {
 			return nil, err
 		}
 		defer attacker.st.Close()
@@ -419,7 +421,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// The history before the run, as each peer's standing ledger holds
 	// it: established honest peers with full standing, the others part
 	// of the way, sleepers with their 30 days.
-	if err := seedStanding(peers, sybils, o, cfg.Trust.StandingDays, rng); err != nil {
+	if err := seedStanding(peers, sybils, o, cfg.Trust.StandingDays, store.DayOf(clock.now()), rng); err != nil {
 		return nil, err
 	}
 	res.Established = o.Established
@@ -788,6 +790,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		day := h / 24
+		clock.hour(h)
 		// Churn: peers leave and come back; a returning peer syncs its
 		// catalog from a few online peers of its platform.
 		for i, sp := range peers {
@@ -991,8 +994,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // once), else with a uniform part of that; every attacker key with
 // sleeperDays if the adversary is Sleeper. Every peer saw the same
 // history — for sleepers the worst case.
-func seedStanding(peers []*simPeer, attackerKeys []crypto.PrivKey, o Options, standingDays int, rng *rand.Rand) error {
-	today := store.DayOf(time.Now())
+func seedStanding(peers []*simPeer, attackerKeys []crypto.PrivKey, o Options, standingDays int, today uint32, rng *rand.Rand) error {
 	record := func(days int) store.Standing {
 		return store.Standing{First: today - uint32(days), Last: today - 1, Days: uint32(days)}
 	}
@@ -1025,6 +1027,34 @@ func seedStanding(peers []*simPeer, attackerKeys []crypto.PrivKey, o Options, st
 	return nil
 }
 
+// bookClock is the Books' clock (votes.Options.Now): it dates demand
+// records, and so the order in which donors take equally wanted variants
+// (most recently wanted first). On the wall clock that order followed the
+// speed of the run — an attacked run, two to three times slower, made
+// other donor builds than the honest run of the same seed. It reads the
+// simulated hour instead, compressed into one day that ended before the
+// run began: the standing epoch (a day) stays the one the ledgers were
+// seeded for, as on the wall clock, and every record dated by it is in
+// the past. It is set between the hours of the run, never during one.
+type bookClock struct {
+	base time.Time
+	step time.Duration // one simulated hour
+	ns   atomic.Int64
+}
+
+func newBookClock(days int) *bookClock {
+	c := &bookClock{base: time.Now().UTC().Add(-24 * time.Hour).Truncate(24 * time.Hour)}
+	// The run's hours fit in 20 of the day's 24.
+	c.step = min(100*time.Second, 20*time.Hour/time.Duration(max(1, days*24)))
+	c.hour(0)
+	return c
+}
+
+// hour moves the clock to the start of simulated hour h.
+func (c *bookClock) hour(h int) { c.ns.Store(c.base.Add(time.Duration(h) * c.step).UnixNano()) }
+
+func (c *bookClock) now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
+
 // simDecodedCacheBytes is each simulated Book's cache of decoded
 // attestations (the daemon's is 32 MiB): the cache saves work, never
 // changes a verdict.
@@ -1033,7 +1063,7 @@ const simDecodedCacheBytes = 4 << 20
 // newPeer makes one member of net: a fresh identity, its own store in dir
 // and a Book on platform configured as the daemon configures it. The
 // caller closes the store and serves the node's handlers.
-func newPeer(net *memnet.Network, dir, platform string, policy trust.Policy, limits config.LimitsConfig) (*simPeer, error) {
+func newPeer(net *memnet.Network, dir, platform string, policy trust.Policy, limits config.LimitsConfig, now func() time.Time) (*simPeer, error) {
 	k, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
 		return nil, err
@@ -1053,6 +1083,7 @@ func newPeer(net *memnet.Network, dir, platform string, policy trust.Policy, lim
 		// A thousand Books share the process: 32 MiB of decoded
 		// attestations each took the 1,000-peer attacked runs to 23 GB.
 		DecodedCacheBytes: simDecodedCacheBytes,
+		Now:               now,
 	})
 	return &simPeer{key: k, id: id, st: st, book: vb, node: node, online: true}, nil
 }

@@ -163,7 +163,7 @@ func TestDonorPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	net := memnet.New()
-	self, err := newPeer(net, t.TempDir(), pop.Platforms[0].ID, policy, cfg.Limits)
+	self, err := newPeer(net, t.TempDir(), pop.Platforms[0].ID, policy, cfg.Limits, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestDonorPlan(t *testing.T) {
 	history := map[string]store.Standing{}
 	today := store.DayOf(time.Now())
 	for range 3 {
-		o, err := newPeer(net, t.TempDir(), pop.Platforms[0].ID, policy, cfg.Limits)
+		o, err := newPeer(net, t.TempDir(), pop.Platforms[0].ID, policy, cfg.Limits, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
