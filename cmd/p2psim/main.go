@@ -39,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	runs := fs.String("runs", "", "with -model or -plot: take the measured runs from this fits.json (written by -plot) instead of running them")
 	design := fs.String("design", "flood", "how attestations travel: flood (the daemon today) or interest (the candidate docs/SCALE.md measures)")
 	adversary := fs.String("adversary", "none", "who attacks every popular build: none; troll (one fresh identity attests random contents); sybil (1,000 fresh identities back a backdoor); sleeper (100 identities with 30 days of standing back a backdoor)")
-	perKey := fs.Int("attackers-per-key", 30, "how many of the attacker's identities sign each attacked build")
+	perKey := fs.Int("attackers-per-key", 10, "how many of the attacker's identities sign each attacked build")
 	established := fs.Float64("established", 0.95, "share of honest peers with full standing at the start (the rest are still earning it)")
 	donors := fs.Float64("donors", sim.DefaultDonors, "share of peers that donate CPU (build.donate): they build the most wanted variants of their platform that lack a trusted build; 0: none, and no demand records")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
