@@ -161,7 +161,9 @@ func (s *Store) votesChanged(tx *bolt.Tx, bks ...string) error {
 	}
 	c := s.writing
 	if c == nil {
-		tx.OnCommit(func() { s.votes.note(bks) }) // outside Store.update: Open's own writes
+		// Not a transaction of Store.update (none is today): moved
+		// after the commit only, as before.
+		tx.OnCommit(func() { s.votes.note(bks) })
 		return nil
 	}
 	if !c.votes {
@@ -187,10 +189,10 @@ func (s *Store) localChanged(tx *bolt.Tx) {
 	}
 }
 
-// VotesGeneration counts the committed writes of attestations,
-// endorsements and evidence since the store was opened: while it stays the
-// same, every verdict computed from the store is still right. It only
-// grows.
+// VotesGeneration moves with every write of attestations, endorsements
+// and evidence since the store was opened (and with every read while one
+// runs): while it stays the same, every verdict computed from the store
+// is still right. It only grows.
 func (s *Store) VotesGeneration() uint64 { return s.votes.generation() }
 
 // VotesChanged is the generation (VotesGeneration) of the last committed
