@@ -13,19 +13,18 @@ import (
 	"io"
 	"runtime"
 	"sync"
-
-	"github.com/ulikunitz/xz"
-	"github.com/ulikunitz/xz/lzma"
+	"sync/atomic"
 )
 
-// Parallel xz decoding. The pure-Go LZMA2 decoder runs at about half the
-// speed of liblzma, so one core cannot keep up with `xz -dc`. xz -T (and
+// Parallel xz decoding. A pure-Go LZMA2 decoder (lzma2.go) runs at about
+// the speed of liblzma, so one core barely keeps up with `xz -dc`. xz -T (and
 // so portage, which compresses with `xz -T<MAKEOPTS jobs>`) cuts a stream
 // into independent blocks of 3 × the dictionary (24 MiB at the default
 // -6) whose headers declare their compressed and uncompressed sizes;
 // such blocks are read whole and decoded on separate cores, and their
 // output is served in order. A stream written without -T is one block
-// with no sizes: it cannot be split and is decoded as before.
+// with no sizes: it cannot be split, and is decoded by the reading
+// goroutine, ahead of the caller.
 //
 // Memory stays bounded: at most xzInFlight blocks are held at once (read
 // ahead, being decoded, or being served), each at most
@@ -52,33 +51,11 @@ var (
 	crc64Table = crc64.MakeTable(crc64.ECMA)
 )
 
-// newXZReader returns the xz decoder for r: the parallel one when the
-// first block of r declares its sizes and there is more than one core,
-// ulikunitz/xz's sequential reader otherwise.
+// newXZReader returns the xz decoder for r. Blocks that declare their
+// sizes are decoded ahead on other cores; any other block is decoded by
+// the reading goroutine, still ahead of the caller.
 func newXZReader(r io.Reader) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	if xzInFlight() > 1 && firstBlockSized(br) {
-		return newXZParallel(br), nil
-	}
-	d, err := xz.NewReader(br)
-	if err != nil {
-		return nil, err
-	}
-	return io.NopCloser(d), nil
-}
-
-// firstBlockSized peeks at the stream header and the first block header.
-func firstBlockSized(br *bufio.Reader) bool {
-	head, err := br.Peek(13)
-	if err != nil || !bytes.Equal(head[:6], xzMagic) || head[12] == 0 {
-		return false
-	}
-	hdr, err := br.Peek(12 + (int(head[12])+1)*4)
-	if err != nil {
-		return false
-	}
-	h, err := parseXZBlockHeader(hdr[12:])
-	return err == nil && h.compressed >= 0 && h.uncompressed >= 0
+	return newXZParallel(bufio.NewReaderSize(r, 64<<10)), nil
 }
 
 // xzBlockInfo is what a block header says.
@@ -90,7 +67,7 @@ type xzBlockInfo struct {
 }
 
 // parseXZBlockHeader checks a whole block header (size byte to CRC32).
-// Only a lone LZMA2 filter is supported, as by ulikunitz/xz.
+// Only a lone LZMA2 filter is supported: portage's xz writes no other.
 func parseXZBlockHeader(h []byte) (xzBlockInfo, error) {
 	bad := func(what string) (xzBlockInfo, error) {
 		return xzBlockInfo{}, fmt.Errorf("%w: xz block header: %s", ErrCorrupt, what)
@@ -155,14 +132,39 @@ func parseXZBlockHeader(h []byte) (xzBlockInfo, error) {
 	return out, nil
 }
 
-// xzJob is one block, decoded by a worker (out, then done closes) or
-// streamed by the reading goroutine (chunks, closed at the end; err is
-// set before).
+// xzJob is one block, decoded by a worker into out (ready counts the
+// bytes decoded so far, note wakes a reader waiting for more; err is set
+// before done closes) or streamed by the reading goroutine (chunks,
+// closed at the end; err is set before).
 type xzJob struct {
 	out    []byte
+	ready  atomic.Int64
+	note   chan struct{}
 	chunks chan []byte
-	err    error
-	done   chan struct{}
+	// sum is the block's check, computed by the reader as it hands the
+	// bytes on (the decoding goroutines are the slower ones); want is the
+	// stored check, set before chunks or done closes.
+	sum  hash.Hash
+	want []byte
+	err  error
+	done chan struct{}
+}
+
+// verify compares the check of what was handed on with the stored one,
+// once the block ended well.
+func (j *xzJob) verify() {
+	if j.err == nil && j.sum != nil && !bytes.Equal(j.sum.Sum(nil), j.want) {
+		j.err = fmt.Errorf("%w: xz block check mismatch", ErrCorrupt)
+	}
+}
+
+// progress publishes that out[:n] is decoded.
+func (j *xzJob) progress(n int) {
+	j.ready.Store(int64(n))
+	select {
+	case j.note <- struct{}{}:
+	default:
+	}
 }
 
 // xzParallel is the parallel decoder; see the comment at the top.
@@ -179,7 +181,17 @@ type xzParallel struct {
 	// the collector's work. At most one per slot, twice (data and output).
 	free chan []byte
 
+	// window is the streaming decoder's dictionary, kept for the next
+	// block decoded here.
+	window []byte
+
+	// pieces recycles the streamed blocks' output pieces: piece is the
+	// one being handed on, back to pieces when the next is taken.
+	pieces chan []byte
+	piece  []byte
+
 	cur     *xzJob
+	served  int // bytes of cur.out handed on
 	pending []byte
 	once    sync.Once
 	failed  error // sticky error handed to Read's caller
@@ -187,7 +199,7 @@ type xzParallel struct {
 
 func newXZParallel(br *bufio.Reader) *xzParallel {
 	n := xzInFlight()
-	x := &xzParallel{br: br, queue: make(chan *xzJob, n), slots: make(chan struct{}, n), stop: make(chan struct{}), free: make(chan []byte, 2*n)}
+	x := &xzParallel{br: br, queue: make(chan *xzJob, n), slots: make(chan struct{}, n), stop: make(chan struct{}), free: make(chan []byte, 2*n), pieces: make(chan []byte, 4)}
 	x.wg.Add(1)
 	go x.produce()
 	return x
@@ -201,9 +213,16 @@ func (x *xzParallel) Read(p []byte) (int, error) {
 		if x.cur != nil {
 			if x.cur.chunks != nil {
 				if c, ok := <-x.cur.chunks; ok {
-					x.pending = c
+					x.reusePiece()
+					x.pending, x.piece = c, c
+					if x.cur.sum != nil {
+						x.cur.sum.Write(c)
+					}
 					continue
 				}
+				x.cur.verify()
+			} else if x.more() {
+				continue
 			}
 			err := x.cur.err
 			x.recycle(x.cur.out)
@@ -222,15 +241,49 @@ func (x *xzParallel) Read(p []byte) (int, error) {
 			}
 			return 0, x.failed
 		}
-		if job.chunks == nil {
-			<-job.done
-			x.pending = job.out
-		}
-		x.cur = job
+		x.cur, x.served = job, 0
 	}
 	n := copy(p, x.pending)
 	x.pending = x.pending[n:]
 	return n, nil
+}
+
+func (x *xzParallel) reusePiece() {
+	if x.piece != nil {
+		select {
+		case x.pieces <- x.piece[:0]:
+		default:
+		}
+		x.piece = nil
+	}
+}
+
+// more sets pending to the next bytes a worker decoded of the current
+// block, waiting for them; false once the block is done and all of it
+// was handed on. Its bytes are handed on before its check is verified,
+// as a streamed block's are: a failed check is the read's error at the
+// block's end, before the stream can end well.
+func (x *xzParallel) more() bool {
+	j := x.cur
+	for {
+		if r := int(j.ready.Load()); r > x.served {
+			x.pending = j.out[x.served:r]
+			x.served = r
+			if j.sum != nil {
+				j.sum.Write(x.pending)
+			}
+			return true
+		}
+		select {
+		case <-j.done:
+			if int(j.ready.Load()) > x.served {
+				continue
+			}
+			j.verify()
+			return false
+		case <-j.note:
+		}
+	}
 }
 
 // Close stops the reading goroutine and the workers and waits for them.
@@ -359,11 +412,12 @@ func (x *xzParallel) block(h xzBlockInfo, check byte) (xzRecord, error) {
 	csize := xzCheckSize(check)
 	if h.compressed >= 0 && h.uncompressed >= 0 && h.compressed <= xzParallelMaxBlock && h.uncompressed <= xzParallelMaxBlock {
 		pad := int((4 - (int64(h.size)+h.compressed)%4) % 4)
-		job := &xzJob{done: make(chan struct{})}
+		job := &xzJob{done: make(chan struct{}), note: make(chan struct{}, 1), sum: newXZCheck(check)}
 		if !x.send(job) { // hold a slot before allocating
 			return xzRecord{}, io.ErrClosedPipe
 		}
 		buf := x.buffer(int(h.compressed) + pad + csize)
+		job.out = x.buffer(int(h.uncompressed))
 		if _, err := io.ReadFull(x.br, buf); err != nil {
 			job.err = xzTruncated(err, "block")
 			close(job.done)
@@ -373,7 +427,7 @@ func (x *xzParallel) block(h xzBlockInfo, check byte) (xzRecord, error) {
 		go func() {
 			defer x.wg.Done()
 			defer close(job.done)
-			job.out, job.err = decodeSizedBlock(h, check, buf, x.buffer(int(h.uncompressed)))
+			job.want, job.err = decodeSizedBlock(h, check, buf, job.out, job.progress)
 			x.recycle(buf)
 		}()
 		return xzRecord{int64(h.size) + h.compressed + int64(csize), h.uncompressed}, nil
@@ -412,149 +466,109 @@ func (x *xzParallel) recycle(b []byte) {
 	}
 }
 
+// lzma2Decoders recycles decoders: their probability models and chunk
+// buffer are 90 KiB.
+var lzma2Decoders = sync.Pool{New: func() any { return new(lzma2Decoder) }}
+
 // decodeSizedBlock decodes a block whose compressed data, padding and
 // check are buf, into out, of its declared size.
-func decodeSizedBlock(h xzBlockInfo, check byte, buf, out []byte) ([]byte, error) {
-	data := bytes.NewReader(buf[:h.compressed])
-	d, err := lzma.Reader2Config{DictCap: max(h.dict, lzma.MinDictCap)}.NewReader2(data)
+// progress is told how much of out is decoded, after each chunk. It
+// returns the block's stored check.
+func decodeSizedBlock(h xzBlockInfo, check byte, buf, out []byte, progress func(int)) ([]byte, error) {
+	d := lzma2Decoders.Get().(*lzma2Decoder)
+	d.progress = progress
+	err := d.decodeSized(buf[:h.compressed], out, h.dict)
+	d.win, d.progress = nil, nil
+	lzma2Decoders.Put(d)
 	if err != nil {
-		return nil, fmt.Errorf("%w: xz: %v", ErrCorrupt, err)
-	}
-	if _, err := io.ReadFull(d, out); err != nil {
-		return nil, xzBlockError(err, "holds less than its declared uncompressed size")
-	}
-	var one [1]byte
-	if n, err := d.Read(one[:]); n > 0 || err != io.EOF {
-		return nil, xzBlockError(err, "holds more than its declared uncompressed size")
-	}
-	if data.Len() != 0 {
-		return nil, fmt.Errorf("%w: xz block data ends %d bytes before its declared compressed size", ErrCorrupt, data.Len())
-	}
-	if err := xzBlockTail(buf[h.compressed:], check, out); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return xzBlockTail(buf[h.compressed:], check)
 }
 
-// xzBlockError classifies an LZMA2 decoding error inside a block.
-func xzBlockError(err error, short string) error {
-	if err == nil || err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: xz block %s", ErrCorrupt, short)
-	}
-	return fmt.Errorf("%w: xz: %v", ErrCorrupt, err)
-}
-
-// xzBlockTail checks block padding and the check of the decoded data.
-func xzBlockTail(tail []byte, check byte, out []byte) error {
-	csize := xzCheckSize(check)
-	pad := len(tail) - csize
+// xzBlockTail checks a block's padding and returns its stored check, in
+// the byte order hash.Sum gives.
+func xzBlockTail(tail []byte, check byte) ([]byte, error) {
+	pad := len(tail) - xzCheckSize(check)
 	for _, c := range tail[:pad] {
 		if c != 0 {
-			return fmt.Errorf("%w: xz block padding is not zero", ErrCorrupt)
+			return nil, fmt.Errorf("%w: xz block padding is not zero", ErrCorrupt)
 		}
 	}
-	want := tail[pad:]
-	var got []byte
+	// A copy: tail's buffer is recycled before the reader compares.
+	return bytes.Clone(reverseIfCRC(check, tail[pad:])), nil
+}
+
+// newXZCheck is the hash of a block check type, nil for none.
+func newXZCheck(check byte) hash.Hash {
 	switch check {
 	case 0x01:
-		got = binary.LittleEndian.AppendUint32(nil, crc32.ChecksumIEEE(out))
+		return crc32.NewIEEE()
 	case 0x04:
-		got = binary.LittleEndian.AppendUint64(nil, crc64.Checksum(out, crc64Table))
+		return crc64.New(crc64Table)
 	case 0x0a:
-		s := sha256.Sum256(out)
-		got = s[:]
-	}
-	if !bytes.Equal(got, want) {
-		return fmt.Errorf("%w: xz block check mismatch", ErrCorrupt)
+		return sha256.New()
 	}
 	return nil
 }
 
-// countingByteReader counts what the LZMA2 decoder takes from br.
-type countingByteReader struct {
-	br *bufio.Reader
-	n  int64
-}
-
-func (c *countingByteReader) ReadByte() (byte, error) {
-	b, err := c.br.ReadByte()
-	if err == nil {
-		c.n++
-	}
-	return b, err
-}
-
-func (c *countingByteReader) Read(p []byte) (int, error) {
-	n, err := c.br.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // streamBlock decodes a block here, streaming its output to job in
-// chunks, and checks it as decodeSizedBlock does.
+// pieces, and checks it as decodeSizedBlock does.
 func (x *xzParallel) streamBlock(h xzBlockInfo, check byte, job *xzJob) (xzRecord, error) {
-	in := &countingByteReader{br: x.br}
-	d, err := lzma.Reader2Config{DictCap: max(h.dict, lzma.MinDictCap)}.NewReader2(in)
-	if err != nil {
-		return xzRecord{}, fmt.Errorf("%w: xz: %v", ErrCorrupt, err)
-	}
-	var sum hash.Hash
-	switch check {
-	case 0x01:
-		sum = crc32.NewIEEE()
-	case 0x04:
-		sum = crc64.New(crc64Table)
-	case 0x0a:
-		sum = sha256.New()
-	}
+	job.sum = newXZCheck(check)
 	var total int64
-	for {
-		chunk := make([]byte, ioBufSize)
-		n, err := io.ReadFull(d, chunk)
-		if n > 0 {
-			total += int64(n)
-			if h.uncompressed >= 0 && total > h.uncompressed {
-				return xzRecord{}, fmt.Errorf("%w: xz block holds more than its declared uncompressed size", ErrCorrupt)
-			}
-			if sum != nil {
-				sum.Write(chunk[:n])
-			}
-			select {
-			case job.chunks <- chunk[:n]:
-			case <-x.stop:
-				return xzRecord{}, io.ErrClosedPipe
-			}
+	emit := func(b []byte) error {
+		total += int64(len(b))
+		if h.uncompressed >= 0 && total > h.uncompressed {
+			return fmt.Errorf("%w: xz block holds more than its declared uncompressed size", ErrCorrupt)
 		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			if !d.EOS() {
-				return xzRecord{}, xzTruncated(io.ErrUnexpectedEOF, "block")
-			}
-			break
+		// The window is overwritten as decoding goes on: hand on a copy.
+		var c []byte
+		select {
+		case c = <-x.pieces:
+		default:
 		}
-		if err != nil {
-			return xzRecord{}, xzTruncated(err, "block")
+		c = append(c, b...)
+		select {
+		case job.chunks <- c:
+			return nil
+		case <-x.stop:
+			return io.ErrClosedPipe
 		}
+	}
+	d := lzma2Decoders.Get().(*lzma2Decoder)
+	var in io.Reader = x.br
+	if h.compressed >= 0 {
+		// Reading past the declared size is the block's error, not the
+		// stream's: the limit makes it a short block.
+		in = io.LimitReader(x.br, h.compressed)
+	}
+	n, win, err := d.decodeStream(in, h.dict, x.window, emit)
+	x.window = win
+	d.emit = nil
+	d.win = nil
+	lzma2Decoders.Put(d)
+	if err != nil {
+		if errors.Is(err, ErrTruncated) && h.compressed >= 0 && n == h.compressed {
+			return xzRecord{}, fmt.Errorf("%w: xz block data is longer than its header says (%d bytes)", ErrCorrupt, h.compressed)
+		}
+		return xzRecord{}, err
 	}
 	if h.uncompressed >= 0 && total != h.uncompressed {
 		return xzRecord{}, fmt.Errorf("%w: xz block holds less than its declared uncompressed size", ErrCorrupt)
 	}
-	if h.compressed >= 0 && in.n != h.compressed {
-		return xzRecord{}, fmt.Errorf("%w: xz block data is %d bytes, its header says %d", ErrCorrupt, in.n, h.compressed)
+	if h.compressed >= 0 && n != h.compressed {
+		return xzRecord{}, fmt.Errorf("%w: xz block data is %d bytes, its header says %d", ErrCorrupt, n, h.compressed)
 	}
-	pad := int((4 - (int64(h.size)+in.n)%4) % 4)
+	pad := int((4 - (int64(h.size)+n)%4) % 4)
 	tail := make([]byte, pad+xzCheckSize(check))
 	if _, err := io.ReadFull(x.br, tail); err != nil {
 		return xzRecord{}, xzTruncated(err, "block check")
 	}
-	for _, c := range tail[:pad] {
-		if c != 0 {
-			return xzRecord{}, fmt.Errorf("%w: xz block padding is not zero", ErrCorrupt)
-		}
+	if job.want, err = xzBlockTail(tail, check); err != nil {
+		return xzRecord{}, err
 	}
-	if sum != nil && !bytes.Equal(sum.Sum(nil), reverseIfCRC(check, tail[pad:])) {
-		return xzRecord{}, fmt.Errorf("%w: xz block check mismatch", ErrCorrupt)
-	}
-	return xzRecord{int64(h.size) + in.n + int64(xzCheckSize(check)), total}, nil
+	return xzRecord{int64(h.size) + n + int64(xzCheckSize(check)), total}, nil
 }
 
 // reverseIfCRC returns a stored check in the byte order hash.Sum gives:
