@@ -1,6 +1,7 @@
 package xpak
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -515,9 +516,18 @@ func (d *lzma2Decoder) lzma(in []byte, packed, limit int) error {
 			return lzmaCorrupt("match runs past its chunk")
 		}
 		from := pos - dist - 1
-		if dist+1 >= length {
+		switch {
+		case dist >= 7 && pos+length+8 <= limit:
+			// Most matches are short: eight bytes at a time, forward, as
+			// LZ77 copies (a word never reads what it writes when the
+			// distance is at least eight); the bytes written past the
+			// match are not output yet and are written again.
+			for i := 0; i < length; i += 8 {
+				binary.LittleEndian.PutUint64(win[pos+i:], binary.LittleEndian.Uint64(win[from+i:]))
+			}
+		case dist+1 >= length:
 			copy(win[pos:pos+length], win[from:from+length])
-		} else {
+		default:
 			for i := range length {
 				win[pos+i] = win[from+i]
 			}
