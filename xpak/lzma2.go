@@ -72,6 +72,7 @@ type lzmaProbs struct {
 // the dictionary plus one chunk, slid down as it fills (streaming).
 type lzma2Decoder struct {
 	dict int // dictionary size from the block header
+	full int // streaming: the window's largest size
 
 	win  []byte
 	pos  int // next byte of win to write
@@ -135,28 +136,26 @@ func (d *lzma2Decoder) decodeStream(r io.Reader, dict int, win []byte, emit func
 	// The window holds the dictionary, room to decode into, and a chunk's
 	// worth of slack; sliding it moves the dictionary, so the room is as
 	// large as the dictionary (8 MiB at most) to move it at most once per
-	// its size of output.
+	// its size of output. It starts small and grows with the output, so a
+	// small package does not pay for a dictionary its data never fills.
 	dict16 := (dict + 15) &^ 15
-	n := dict16 + min(max(dict16, lzma2ChunkOut), 8<<20) + lzma2ChunkOut + 16
-	if cap(win) < n {
-		win = make([]byte, n)
-	}
-	d.win = win[:n]
+	d.full = dict16 + min(max(dict16, lzma2ChunkOut), 8<<20) + lzma2ChunkOut + 16
+	d.win = win[:min(cap(win), d.full)]
 	d.emit = emit
 	src := readerSource{r: r, buf: d.scratch}
 	for {
 		end, err := d.chunk(&src)
 		if err != nil {
-			return src.n, win, err
+			return src.n, d.win, err
 		}
 		if end {
 			break
 		}
 	}
 	if err := d.flush(); err != nil {
-		return src.n, win, err
+		return src.n, d.win, err
 	}
-	return src.n, win, nil
+	return src.n, d.win, nil
 }
 
 // chunkSource hands out the next n bytes of LZMA2 data.
@@ -216,6 +215,14 @@ func (d *lzma2Decoder) room(n int) error {
 	}
 	if err := d.flush(); err != nil {
 		return err
+	}
+	if len(d.win) < d.full {
+		w := make([]byte, min(d.full, max(2*len(d.win), d.pos+n, 256<<10)))
+		copy(w, d.win[:d.pos])
+		d.win = w
+		if d.pos+n <= len(w) {
+			return nil
+		}
 	}
 	keep := (d.dict + 15) &^ 15
 	if keep > d.pos {
