@@ -217,7 +217,12 @@ func (d *lzma2Decoder) room(n int) error {
 		return err
 	}
 	if len(d.win) < d.full {
-		w := make([]byte, min(d.full, max(2*len(d.win), d.pos+n, 256<<10)))
+		// Eightfold, then all of it: few steps, little left to collect.
+		next := max(d.pos+n, 8*len(d.win), 256<<10)
+		if 2*next > d.full {
+			next = d.full
+		}
+		w := make([]byte, min(next, d.full))
 		copy(w, d.win[:d.pos])
 		d.win = w
 		if d.pos+n <= len(w) {
