@@ -579,6 +579,10 @@ func rcBit(p *uint16, rng, code uint32, in []byte, ip int) (uint32, uint32, int,
 	return rng - bound, code - bound, ip, true
 }
 
+// The tree decoders below repeat rcBit's body by hand: written as calls
+// to rcBit (which the compiler inlines), the one-block 26 MB digest
+// benchmark ran at 121 – 123 MB/s against 136 – 140 MB/s as here.
+
 func rcLiteral(probs []uint16, rng, code uint32, in []byte, ip int) (uint32, uint32, uint32, int) {
 	probs = probs[:0x300]
 	sym := uint32(1)
