@@ -24,7 +24,6 @@ const (
 	lzmaLenMid      = 8
 	lzmaLenHigh     = 256
 	lzmaMatchMin    = 2
-	lzmaMatchMax    = lzmaMatchMin + lzmaLenLow + lzmaLenMid + lzmaLenHigh - 1 // 273
 	lzmaDistStates  = 4
 	lzmaDistSlots   = 64
 	lzmaModelStart  = 4
@@ -103,11 +102,13 @@ func (d *lzma2Decoder) init(dict int) {
 }
 
 // decodeSized decodes the LZMA2 data in (exactly: its end marker must be
-// in's last byte) into out, which it must fill exactly.
-func (d *lzma2Decoder) decodeSized(in []byte, out []byte, dict int) error {
+// in's last byte) into out, which it must fill exactly, telling progress
+// (when not nil) after each chunk how much of out is decoded.
+func (d *lzma2Decoder) decodeSized(in []byte, out []byte, dict int, progress func(int)) error {
 	d.init(dict)
+	defer d.release()
 	d.sized = true
-	d.win = out
+	d.win, d.progress = out, progress
 	src := sliceSource(in)
 	for {
 		end, err := d.chunk(&src)
@@ -132,6 +133,7 @@ func (d *lzma2Decoder) decodeSized(in []byte, out []byte, dict int) error {
 // win is reused when large enough.
 func (d *lzma2Decoder) decodeStream(r io.Reader, dict int, win []byte, emit func([]byte) error) (int64, []byte, error) {
 	d.init(dict)
+	defer d.release()
 	d.sized = false
 	// The window holds the dictionary, room to decode into, and a chunk's
 	// worth of slack; sliding it moves the dictionary, so the room is as
@@ -152,13 +154,17 @@ func (d *lzma2Decoder) decodeStream(r io.Reader, dict int, win []byte, emit func
 			break
 		}
 	}
-	if err := d.flush(); err != nil {
-		return src.n, d.win, err
-	}
-	return src.n, d.win, nil
+	return src.n, d.win, d.flush()
 }
 
-// chunkSource hands out the next n bytes of LZMA2 data.
+// release drops what the caller lent: a pooled decoder keeps no output
+// buffer or callback alive.
+func (d *lzma2Decoder) release() {
+	d.win, d.emit, d.progress = nil, nil, nil
+}
+
+// chunkSource hands out the next n bytes of LZMA2 data; an early end is
+// ErrTruncated.
 type chunkSource interface {
 	next(n int) ([]byte, error)
 }
@@ -167,7 +173,7 @@ type sliceSource []byte
 
 func (s *sliceSource) next(n int) ([]byte, error) {
 	if len(*s) < n {
-		return nil, io.ErrUnexpectedEOF
+		return nil, lzmaTruncated(io.ErrUnexpectedEOF)
 	}
 	b := (*s)[:n]
 	*s = (*s)[n:]
@@ -185,10 +191,7 @@ func (s *readerSource) next(n int) ([]byte, error) {
 	k, err := io.ReadFull(s.r, b)
 	s.n += int64(k)
 	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
+		return nil, lzmaTruncated(err)
 	}
 	return b, nil
 }
@@ -283,7 +286,7 @@ func fill16(s []uint16) {
 func (d *lzma2Decoder) chunk(src chunkSource) (bool, error) {
 	h, err := src.next(1)
 	if err != nil {
-		return false, lzmaTruncated(err)
+		return false, err
 	}
 	control := h[0]
 	if control == 0 {
@@ -308,12 +311,12 @@ func (d *lzma2Decoder) chunkData(src chunkSource, control byte) error {
 		}
 		sz, err := src.next(2)
 		if err != nil {
-			return lzmaTruncated(err)
+			return err
 		}
 		n := int(sz[0])<<8 | int(sz[1]) + 1
 		data, err := src.next(n)
 		if err != nil {
-			return lzmaTruncated(err)
+			return err
 		}
 		if err := d.room(n); err != nil {
 			return err
@@ -324,7 +327,7 @@ func (d *lzma2Decoder) chunkData(src chunkSource, control byte) error {
 	}
 	hb, err := src.next(4)
 	if err != nil {
-		return lzmaTruncated(err)
+		return err
 	}
 	unpacked := int(control&0x1f)<<16 | int(hb[0])<<8 | int(hb[1]) + 1
 	packed := int(hb[2])<<8 | int(hb[3]) + 1
@@ -332,7 +335,7 @@ func (d *lzma2Decoder) chunkData(src chunkSource, control byte) error {
 	case control >= 0xc0:
 		pb, err := src.next(1)
 		if err != nil {
-			return lzmaTruncated(err)
+			return err
 		}
 		props := pb[0]
 		if props >= 9*5*5 {
@@ -355,7 +358,7 @@ func (d *lzma2Decoder) chunkData(src chunkSource, control byte) error {
 	}
 	data, err := src.next(packed)
 	if err != nil {
-		return lzmaTruncated(err)
+		return err
 	}
 	in := d.scratch
 	if &data[0] != &in[0] {

@@ -214,10 +214,8 @@ func (x *xzParallel) Read(p []byte) (int, error) {
 			if x.cur.chunks != nil {
 				if c, ok := <-x.cur.chunks; ok {
 					x.reusePiece()
-					x.pending, x.piece = c, c
-					if x.cur.sum != nil {
-						x.cur.sum.Write(c)
-					}
+					x.piece = c
+					x.handOn(c)
 					continue
 				}
 				x.cur.verify()
@@ -248,6 +246,15 @@ func (x *xzParallel) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// handOn makes b the next bytes Read returns, and adds them to the
+// current block's check.
+func (x *xzParallel) handOn(b []byte) {
+	x.pending = b
+	if x.cur.sum != nil {
+		x.cur.sum.Write(b)
+	}
+}
+
 func (x *xzParallel) reusePiece() {
 	if x.piece != nil {
 		select {
@@ -267,11 +274,8 @@ func (x *xzParallel) more() bool {
 	j := x.cur
 	for {
 		if r := int(j.ready.Load()); r > x.served {
-			x.pending = j.out[x.served:r]
+			x.handOn(j.out[x.served:r])
 			x.served = r
-			if j.sum != nil {
-				j.sum.Write(x.pending)
-			}
 			return true
 		}
 		select {
@@ -432,7 +436,7 @@ func (x *xzParallel) block(h xzBlockInfo, check byte) (xzRecord, error) {
 		}()
 		return xzRecord{int64(h.size) + h.compressed + int64(csize), h.uncompressed}, nil
 	}
-	job := &xzJob{chunks: make(chan []byte)}
+	job := &xzJob{chunks: make(chan []byte), sum: newXZCheck(check)}
 	if !x.send(job) {
 		return xzRecord{}, io.ErrClosedPipe
 	}
@@ -476,9 +480,7 @@ var lzma2Decoders = sync.Pool{New: func() any { return new(lzma2Decoder) }}
 // returns the block's stored check.
 func decodeSizedBlock(h xzBlockInfo, check byte, buf, out []byte, progress func(int)) ([]byte, error) {
 	d := lzma2Decoders.Get().(*lzma2Decoder)
-	d.progress = progress
-	err := d.decodeSized(buf[:h.compressed], out, h.dict)
-	d.win, d.progress = nil, nil
+	err := d.decodeSized(buf[:h.compressed], out, h.dict, progress)
 	lzma2Decoders.Put(d)
 	if err != nil {
 		return nil, err
@@ -515,7 +517,6 @@ func newXZCheck(check byte) hash.Hash {
 // streamBlock decodes a block here, streaming its output to job in
 // pieces, and checks it as decodeSizedBlock does.
 func (x *xzParallel) streamBlock(h xzBlockInfo, check byte, job *xzJob) (xzRecord, error) {
-	job.sum = newXZCheck(check)
 	var total int64
 	emit := func(b []byte) error {
 		total += int64(len(b))
@@ -545,8 +546,6 @@ func (x *xzParallel) streamBlock(h xzBlockInfo, check byte, job *xzJob) (xzRecor
 	}
 	n, win, err := d.decodeStream(in, h.dict, x.window, emit)
 	x.window = win
-	d.emit = nil
-	d.win = nil
 	lzma2Decoders.Put(d)
 	if err != nil {
 		if errors.Is(err, ErrTruncated) && h.compressed >= 0 && n == h.compressed {

@@ -298,7 +298,7 @@ func TestLZMA2Refuses(t *testing.T) {
 	out := make([]byte, 26)
 	for _, c := range cases {
 		var d lzma2Decoder
-		err := d.decodeSized(c.data, out, 4096)
+		err := d.decodeSized(c.data, out, 4096, nil)
 		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s, sized: %v, want ErrCorrupt naming %q", c.name, err, c.want)
 		}
@@ -308,7 +308,7 @@ func TestLZMA2Refuses(t *testing.T) {
 		}
 	}
 	var d lzma2Decoder
-	if err := d.decodeSized(valid, out, 4096); err != nil || string(out) != "hello, hello, hello gentoo" {
+	if err := d.decodeSized(valid, out, 4096, nil); err != nil || string(out) != "hello, hello, hello gentoo" {
 		t.Fatalf("the valid data: %q, %v", out, err)
 	}
 }
@@ -349,7 +349,7 @@ func FuzzLZMA2(f *testing.F) {
 			var e lzma2Decoder
 			n, _, _ := e.decodeStream(bytes.NewReader(raw), dict, nil, func([]byte) error { return nil })
 			out := make([]byte, len(got))
-			if err := e.decodeSized(raw[:n], out, dict); err != nil || !bytes.Equal(out, got) {
+			if err := e.decodeSized(raw[:n], out, dict, nil); err != nil || !bytes.Equal(out, got) {
 				t.Fatalf("sized: %v, equal %v", err, bytes.Equal(out, got))
 			}
 		}
